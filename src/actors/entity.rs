@@ -1,0 +1,325 @@
+//! The generic entity actor: hosts one domain state machine, persists its events through the
+//! audit journal's group commit and answers each caller only once its events are durable.
+//!
+//! - Activation (`on_start`) waits for a journal barrier, so every commit an earlier incarnation
+//!   sent is on disk, then recovers snapshot + journal tail. A restart after a panic does the same.
+//! - Commands are decided and applied in mailbox order without waiting for the disk; the reply
+//!   travels with the commit and is sent from the journal's callback (a delegated reply).
+//! - Reads and idempotent replays wait until everything they saw is durable (`durable` watermark).
+//! - An idle entity with nothing in flight passivates (stops normally; the router reactivates it).
+
+use crate::actors::journal::{AuditJournal, Commit, CommitCallback};
+use crate::actors::RequestMeta;
+use crate::domain::audit::AuditRecord;
+use crate::domain::ctx::{Ctx, Effect};
+use crate::domain::entity::{Decision, Entity};
+use crate::domain::ids::EntityId;
+use crate::domain::time::Timestamp;
+use crate::storage::store::{JournalEntry, Snapshot, WriteSet};
+use crate::storage::{codec, keys, Store, StoreError};
+use crate::telemetry::Metrics;
+use kameo::prelude::*;
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// What every entity of the node shares.
+pub struct EntityEnv {
+    pub store: Store,
+    pub journal: ActorRef<AuditJournal>,
+    pub metrics: Arc<Metrics>,
+    pub snapshot_every: u64,
+    pub idle_timeout: Duration,
+    pub now: fn() -> Timestamp,
+    /// Called when an entity passivates, so the router forgets it.
+    pub on_passivate: Arc<dyn Fn(&EntityId, ActorId) + Send + Sync>,
+}
+
+#[derive(Clone)]
+pub struct EntityArgs {
+    pub id: EntityId,
+    pub env: Arc<EntityEnv>,
+}
+
+/// Why an entity could not carry out a command (beyond the domain's own rejections).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EntityFailure {
+    #[error("storage unavailable: {0}")]
+    Storage(String),
+}
+
+#[derive(Debug)]
+pub enum ExecError<R> {
+    Rejected(R),
+    Failed(EntityFailure),
+}
+
+pub struct EntityActor<E: Entity> {
+    id: EntityId,
+    state: E,
+    seq: u64,
+    since_snapshot: u64,
+    durable: watch::Sender<u64>,
+    env: Arc<EntityEnv>,
+    rng: ChaCha20Rng,
+    last_activity: Instant,
+}
+
+/// Executes a domain command.
+pub struct Execute<E: Entity> {
+    pub cmd: E::Command,
+    pub meta: RequestMeta,
+}
+
+/// Reads from the durable state.
+pub struct Read<E, R> {
+    pub f: Box<dyn FnOnce(&E) -> R + Send>,
+}
+
+/// Test and operations hook: panics inside the entity (never reachable from the gateway).
+#[doc(hidden)]
+pub struct DebugPanic;
+
+struct IdleCheck;
+
+/// An entity's journal seq and state, for tests and diagnostics.
+pub struct Inspect<E>(PhantomData<E>);
+
+impl<E> Default for Inspect<E> {
+    fn default() -> Self {
+        Inspect(PhantomData)
+    }
+}
+
+impl<E: Entity> Actor for EntityActor<E> {
+    type Args = EntityArgs;
+    type Error = StoreError;
+
+    fn name() -> &'static str {
+        "EntityActor"
+    }
+
+    async fn on_start(args: EntityArgs, me: ActorRef<Self>) -> Result<Self, StoreError> {
+        let EntityArgs { id, env } = args;
+        // Everything an earlier incarnation committed must be written before we read it back.
+        env.journal.ask(crate::actors::journal::Barrier).await.map_err(|e| StoreError::Io(format!("journal unavailable: {e}")))?;
+        let loaded = {
+            let store = env.store.clone();
+            let id = id.clone();
+            tokio::task::spawn_blocking(move || store.load::<E>(&id)).await.map_err(|e| StoreError::Io(e.to_string()))?
+        };
+        let loaded = match loaded {
+            Ok(l) => l,
+            Err(e) => {
+                if matches!(e, StoreError::Corrupt { .. }) {
+                    env.metrics.corrupt_records.inc();
+                }
+                tracing::error!(entity = %id, error = %e, "entity cannot be recovered");
+                return Err(e);
+            }
+        };
+        let kind = Metrics::kind(id.kind.name());
+        env.metrics.entity_activations.get_or_create(&kind).inc();
+        env.metrics.entities_active.get_or_create(&kind).inc();
+        spawn_idle_timer(me.downgrade(), env.idle_timeout);
+        let (durable, _) = watch::channel(loaded.seq);
+        Ok(EntityActor {
+            id,
+            state: loaded.state,
+            seq: loaded.seq,
+            since_snapshot: loaded.since_snapshot,
+            durable,
+            env,
+            rng: ChaCha20Rng::from_os_rng(),
+            last_activity: Instant::now(),
+        })
+    }
+
+    async fn on_panic(&mut self, _: WeakActorRef<Self>, err: PanicError) -> Result<std::ops::ControlFlow<ActorStopReason>, StoreError> {
+        tracing::error!(entity = %self.id, error = ?err, "entity panicked; the supervisor restarts it from storage");
+        self.env.metrics.entity_restarts.get_or_create(&Metrics::kind(self.id.kind.name())).inc();
+        Ok(std::ops::ControlFlow::Break(ActorStopReason::Panicked(err)))
+    }
+
+    async fn on_stop(&mut self, _: WeakActorRef<Self>, _: ActorStopReason) -> Result<(), StoreError> {
+        self.env.metrics.entities_active.get_or_create(&Metrics::kind(self.id.kind.name())).dec();
+        Ok(())
+    }
+}
+
+fn spawn_idle_timer<E: Entity>(me: WeakActorRef<EntityActor<E>>, idle: Duration) {
+    let period = (idle / 2).max(Duration::from_millis(50));
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(period).await;
+            let Some(actor) = me.upgrade() else { break };
+            if actor.tell(IdleCheck).try_send().is_err() && !actor.is_alive() {
+                break;
+            }
+        }
+    });
+}
+
+impl<E: Entity> EntityActor<E> {
+    fn audit_records(&self, effects: Vec<Effect>, meta: &RequestMeta, now: Timestamp) -> Vec<AuditRecord> {
+        effects
+            .into_iter()
+            .map(|Effect::Audit(d)| AuditRecord {
+                seq: 0,
+                at: now,
+                actor: meta.actor.clone(),
+                action: d.action,
+                entity: self.id.to_string(),
+                request_id: meta.request_id.clone(),
+                outcome: d.outcome,
+                details: d.details,
+            })
+            .collect()
+    }
+
+    /// Applies the decided events to memory and builds what must be written for them.
+    fn persist_events(&mut self, events: Vec<E::Event>, meta: &RequestMeta, now: Timestamp) -> WriteSet {
+        let mut writes = WriteSet::default();
+        for event in events {
+            self.seq += 1;
+            let entry = JournalEntry { seq: self.seq, at: now, request_id: meta.request_id.clone(), event };
+            writes.puts.push((keys::journal_key(&self.id, self.seq), codec::encode(&entry)));
+            self.state.apply(&entry.event);
+            self.since_snapshot += 1;
+        }
+        self.state.check_invariants();
+        if self.since_snapshot >= self.env.snapshot_every {
+            writes.puts.push((keys::snapshot_key(&self.id), codec::encode(&Snapshot { seq: self.seq, state: self.state.clone() })));
+            if !E::journal_is_record() {
+                let first = self.seq + 1 - self.since_snapshot;
+                writes.deletes.extend((first..=self.seq).map(|s| keys::journal_key(&self.id, s)));
+            }
+            self.since_snapshot = 0;
+        }
+        writes
+    }
+
+    /// Sends `writes` to the journal; `reply` runs once they are durable (and the watermark moves).
+    async fn commit<R: Send + 'static>(&self, writes: WriteSet, reply: impl FnOnce(Result<(), StoreError>) -> R + Send + 'static) {
+        let durable = self.durable.clone();
+        let seq = self.seq;
+        let done: CommitCallback = Box::new(move |r: Result<(), StoreError>| {
+            if r.is_ok() {
+                durable.send_if_modified(|d| {
+                    let moved = seq > *d;
+                    *d = (*d).max(seq);
+                    moved
+                });
+            }
+            reply(r);
+        });
+        let depth = self.env.journal.mailbox_sender().max_capacity().unwrap_or(0) - self.env.journal.mailbox_sender().capacity().unwrap_or(0);
+        self.env.metrics.journal_mailbox_depth.set(depth as i64);
+        if let Err(e) = self.env.journal.tell(Commit { writes, done }).send().await {
+            // The journal is gone (shutdown): the commit callback was dropped with the message.
+            tracing::error!(entity = %self.id, error = %e, "journal unavailable");
+        }
+    }
+
+    /// Runs `f` once everything up to the current seq is durable.
+    fn when_durable(&self, f: impl FnOnce() + Send + 'static) {
+        let target = self.seq;
+        let mut rx = self.durable.subscribe();
+        if *rx.borrow() >= target {
+            f();
+            return;
+        }
+        tokio::spawn(async move {
+            if rx.wait_for(|d| *d >= target).await.is_ok() {
+                f();
+            }
+        });
+    }
+}
+
+impl<E: Entity> Message<Execute<E>> for EntityActor<E> {
+    type Reply = DelegatedReply<Result<E::Reply, ExecError<E::Rejection>>>;
+
+    async fn handle(&mut self, msg: Execute<E>, ctx: &mut Context<Self, Self::Reply>) -> Self::Reply {
+        self.last_activity = Instant::now();
+        let (delegated, sender) = ctx.reply_sender();
+        let now = (self.env.now)();
+        let (decided, effects) = {
+            let mut dctx = Ctx::new(now, &mut self.rng);
+            let decided = self.state.decide(msg.cmd, &mut dctx);
+            (decided, dctx.take_effects())
+        };
+        let audit = self.audit_records(effects, &msg.meta, now);
+        let send = move |v: Result<E::Reply, ExecError<E::Rejection>>| {
+            if let Some(tx) = sender {
+                tx.send(v);
+            }
+        };
+        let storage_err = |e: StoreError| ExecError::Failed(EntityFailure::Storage(e.to_string()));
+        match decided {
+            Err(rejection) if audit.is_empty() => {
+                self.when_durable(move || send(Err(ExecError::Rejected(rejection))));
+            }
+            Err(rejection) => {
+                let writes = WriteSet { audit, ..WriteSet::default() };
+                self.commit(writes, move |r| send(r.map_err(storage_err).and(Err(ExecError::Rejected(rejection))))).await;
+            }
+            Ok(Decision { events, reply }) if events.is_empty() && audit.is_empty() => {
+                self.when_durable(move || send(Ok(reply)));
+            }
+            Ok(Decision { events, reply }) => {
+                let mut writes = self.persist_events(events, &msg.meta, now);
+                writes.audit = audit;
+                self.commit(writes, move |r| send(r.map(|_| reply).map_err(storage_err))).await;
+            }
+        }
+        delegated
+    }
+}
+
+impl<E: Entity, R: Send + 'static> Message<Read<E, R>> for EntityActor<E> {
+    type Reply = DelegatedReply<Result<R, EntityFailure>>;
+
+    async fn handle(&mut self, msg: Read<E, R>, ctx: &mut Context<Self, Self::Reply>) -> Self::Reply {
+        self.last_activity = Instant::now();
+        let (delegated, sender) = ctx.reply_sender();
+        let value = (msg.f)(&self.state);
+        self.when_durable(move || {
+            if let Some(tx) = sender {
+                tx.send(Ok(value));
+            }
+        });
+        delegated
+    }
+}
+
+impl<E: Entity> Message<Inspect<E>> for EntityActor<E> {
+    type Reply = Result<(u64, E), EntityFailure>;
+    async fn handle(&mut self, _: Inspect<E>, _: &mut Context<Self, Self::Reply>) -> Self::Reply {
+        Ok((self.seq, self.state.clone()))
+    }
+}
+
+impl<E: Entity> Message<DebugPanic> for EntityActor<E> {
+    type Reply = Result<(), EntityFailure>;
+    async fn handle(&mut self, _: DebugPanic, _: &mut Context<Self, Self::Reply>) -> Self::Reply {
+        panic!("debug panic requested for {}", self.id);
+    }
+}
+
+impl<E: Entity> Message<IdleCheck> for EntityActor<E> {
+    type Reply = ();
+    async fn handle(&mut self, _: IdleCheck, ctx: &mut Context<Self, ()>) {
+        let idle = self.last_activity.elapsed() >= self.env.idle_timeout;
+        let settled = *self.durable.borrow() >= self.seq;
+        if idle && settled {
+            tracing::debug!(entity = %self.id, "passivating idle entity");
+            self.env.metrics.entity_passivations.get_or_create(&Metrics::kind(self.id.kind.name())).inc();
+            (self.env.on_passivate)(&self.id, ctx.actor_ref().id());
+            ctx.stop();
+        }
+    }
+}

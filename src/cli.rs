@@ -1,0 +1,1 @@
+//! Command-line interface: `moneta serve`, `moneta audit verify`.

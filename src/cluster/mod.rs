@@ -1,0 +1,7 @@
+//! Where entities live. Today every shard is local: the router activates entity actors on this
+//! node. Code outside this module asks the router for an entity and never learns which node it
+//! is on, so the cluster work changes the transport behind `Router`, not its callers.
+
+pub mod router;
+
+pub use router::{RouteError, Router};

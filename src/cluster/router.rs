@@ -1,0 +1,278 @@
+//! The router: entity id → shard → (today) a local entity actor, activated on demand.
+//!
+//! Sends that find an actor stopping (passivated, or restarting after a panic) come back with
+//! their message unhandled (`ActorNotRunning` / `ActorRestarting`) and are retried on a fresh
+//! activation, a bounded number of times.
+
+use crate::actors::entity::{EntityActor, EntityArgs, EntityEnv, EntityFailure, ExecError, Execute, Read};
+use crate::actors::journal::{AuditJournal, JournalArgs};
+use crate::actors::supervisor::EntitySupervisor;
+use crate::actors::RequestMeta;
+use crate::config::Config;
+use crate::domain::account::Account;
+use crate::domain::email_index::EmailIndex;
+use crate::domain::entity::Entity;
+use crate::domain::ids::{EntityId, MAX_ID_LEN};
+use crate::domain::instrument::Instrument;
+use crate::domain::portfolio::Portfolio;
+use crate::domain::time::Timestamp;
+use crate::storage::Store;
+use crate::telemetry::Metrics;
+use kameo::error::SendError;
+use kameo::mailbox;
+use kameo::prelude::*;
+use kameo::supervision::RestartPolicy;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+/// How often a send is retried when it meets a stopping or restarting actor.
+const SEND_ATTEMPTS_MAX: usize = 4;
+
+#[derive(Debug)]
+pub enum RouteError<R> {
+    /// The domain refused the command.
+    Rejected(R),
+    /// The entity could not be reached or could not persist (storage failure, corrupt record).
+    Unavailable(String),
+}
+
+pub struct Registry<E: Entity> {
+    actors: Mutex<HashMap<String, ActorRef<EntityActor<E>>>>,
+}
+
+impl<E: Entity> Default for Registry<E> {
+    fn default() -> Self {
+        Registry { actors: Mutex::new(HashMap::new()) }
+    }
+}
+
+impl<E: Entity> Registry<E> {
+    fn get(&self, id: &str) -> Option<ActorRef<EntityActor<E>>> {
+        self.actors.lock().expect("registry lock").get(id).filter(|a| a.is_alive()).cloned()
+    }
+    fn forget(&self, id: &str, actor: ActorId) {
+        let mut map = self.actors.lock().expect("registry lock");
+        if map.get(id).is_some_and(|a| a.id() == actor) {
+            map.remove(id);
+        }
+    }
+    fn len(&self) -> usize {
+        self.actors.lock().expect("registry lock").len()
+    }
+}
+
+pub struct Inner {
+    env: Arc<EntityEnv>,
+    supervisor: ActorRef<EntitySupervisor>,
+    journal: ActorRef<AuditJournal>,
+    mailbox_capacity: usize,
+    restart_limit: u32,
+    restart_window: Duration,
+    accounts: Registry<Account>,
+    portfolios: Registry<Portfolio>,
+    instruments: Registry<Instrument>,
+    email_index: Registry<EmailIndex>,
+}
+
+/// Entities the router knows how to place.
+pub trait Routable: Entity {
+    fn registry(inner: &Inner) -> &Registry<Self>;
+}
+
+macro_rules! routable {
+    ($t:ty, $field:ident) => {
+        impl Routable for $t {
+            fn registry(inner: &Inner) -> &Registry<Self> {
+                &inner.$field
+            }
+        }
+    };
+}
+routable!(Account, accounts);
+routable!(Portfolio, portfolios);
+routable!(Instrument, instruments);
+routable!(EmailIndex, email_index);
+
+#[derive(Clone)]
+pub struct Router {
+    inner: Arc<Inner>,
+}
+
+pub struct RouterSettings {
+    pub snapshot_every: u64,
+    pub max_batch: usize,
+    pub idle_timeout: Duration,
+    pub mailbox_capacity: usize,
+    pub restart_limit: u32,
+    pub restart_window: Duration,
+    pub now: fn() -> Timestamp,
+}
+
+impl RouterSettings {
+    pub fn from_config(c: &Config) -> RouterSettings {
+        RouterSettings {
+            snapshot_every: c.storage.snapshot_every,
+            max_batch: c.storage.max_batch,
+            idle_timeout: c.entities.idle_timeout,
+            mailbox_capacity: c.entities.mailbox_capacity,
+            restart_limit: c.entities.restart_limit,
+            restart_window: c.entities.restart_window,
+            now: crate::actors::wall_clock_now,
+        }
+    }
+}
+
+impl Router {
+    /// Starts the audit journal and the entity supervisor over an open store.
+    pub async fn start(store: Store, metrics: Arc<Metrics>, s: RouterSettings) -> Result<Router, crate::storage::StoreError> {
+        let journal = AuditJournal::spawn_with_mailbox(JournalArgs { store: store.clone(), max_batch: s.max_batch, metrics: metrics.clone() }, mailbox::bounded(8192));
+        journal.wait_for_startup_result().await.map_err(|e| crate::storage::StoreError::Io(format!("audit journal did not start: {e:?}")))?;
+        let supervisor = EntitySupervisor::spawn(());
+        let inner = Arc::new_cyclic(|weak: &Weak<Inner>| {
+            let weak = weak.clone();
+            let env = Arc::new(EntityEnv {
+                store,
+                journal: journal.clone(),
+                metrics,
+                snapshot_every: s.snapshot_every,
+                idle_timeout: s.idle_timeout,
+                now: s.now,
+                on_passivate: Arc::new(move |id: &EntityId, actor: ActorId| {
+                    if let Some(inner) = weak.upgrade() {
+                        inner.forget(id, actor);
+                    }
+                }),
+            });
+            Inner {
+                env,
+                supervisor,
+                journal: journal.clone(),
+                mailbox_capacity: s.mailbox_capacity,
+                restart_limit: s.restart_limit,
+                restart_window: s.restart_window,
+                accounts: Registry::default(),
+                portfolios: Registry::default(),
+                instruments: Registry::default(),
+                email_index: Registry::default(),
+            }
+        });
+        Ok(Router { inner })
+    }
+
+    pub fn journal(&self) -> &ActorRef<AuditJournal> {
+        &self.inner.journal
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.env.metrics
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.env.store
+    }
+
+    /// Entity actors currently active on this node.
+    pub fn active_entities(&self) -> usize {
+        let i = &self.inner;
+        i.accounts.len() + i.portfolios.len() + i.instruments.len() + i.email_index.len()
+    }
+
+    /// The actor of an entity, activating it from storage when needed.
+    pub async fn entity<E: Routable>(&self, id: &str) -> Result<ActorRef<EntityActor<E>>, String> {
+        if id.is_empty() || id.len() > MAX_ID_LEN {
+            return Err("entity id length out of range".into());
+        }
+        let registry = E::registry(&self.inner);
+        if let Some(a) = registry.get(id) {
+            return Ok(a);
+        }
+        let args = EntityArgs { id: EntityId::new(E::KIND, id), env: self.inner.env.clone() };
+        let actor = EntityActor::<E>::supervise(&self.inner.supervisor, args)
+            .restart_policy(RestartPolicy::Transient)
+            .restart_limit(self.inner.restart_limit, self.inner.restart_window)
+            .spawn_with_mailbox(mailbox::bounded(self.inner.mailbox_capacity))
+            .await;
+        if let Err(e) = actor.wait_for_startup_result().await {
+            return Err(format!("{} {id} cannot be activated: {e}", E::KIND.name()));
+        }
+        let mut map = registry.actors.lock().expect("registry lock");
+        match map.get(id) {
+            Some(existing) if existing.is_alive() => {
+                // Lost an activation race: keep the first, stop ours before it sees a message.
+                let ours = actor.clone();
+                tokio::spawn(async move {
+                    let _ = ours.stop_gracefully().await;
+                });
+                Ok(existing.clone())
+            }
+            _ => {
+                map.insert(id.to_string(), actor.clone());
+                Ok(actor)
+            }
+        }
+    }
+
+    fn observe_depth<E: Entity>(&self, actor: &ActorRef<EntityActor<E>>) {
+        let s = actor.mailbox_sender();
+        if let (Some(free), Some(max)) = (s.capacity(), s.max_capacity()) {
+            self.inner.env.metrics.entity_mailbox_depth.get_or_create(&Metrics::kind(E::KIND.name())).observe((max - free) as f64);
+        }
+    }
+
+    /// Executes a command on an entity; answers once its effects are durable.
+    pub async fn execute<E: Routable>(&self, id: &str, cmd: E::Command, meta: RequestMeta) -> Result<E::Reply, RouteError<E::Rejection>> {
+        let mut msg = Execute::<E> { cmd, meta };
+        for _ in 0..SEND_ATTEMPTS_MAX {
+            let actor = self.entity::<E>(id).await.map_err(RouteError::Unavailable)?;
+            self.observe_depth(&actor);
+            match actor.ask(msg).await {
+                Ok(reply) => return Ok(reply),
+                Err(SendError::HandlerError(ExecError::Rejected(r))) => return Err(RouteError::Rejected(r)),
+                Err(SendError::HandlerError(ExecError::Failed(f))) => return Err(RouteError::Unavailable(f.to_string())),
+                Err(SendError::ActorNotRunning(m)) | Err(SendError::ActorRestarting(m)) => {
+                    E::registry(&self.inner).forget(id, actor.id());
+                    msg = m;
+                }
+                Err(e) => return Err(RouteError::Unavailable(format!("{} {id}: {e:?}", E::KIND.name()))),
+            }
+        }
+        Err(RouteError::Unavailable(format!("{} {id} kept stopping", E::KIND.name())))
+    }
+
+    /// Reads from an entity's durable state.
+    pub async fn read<E: Routable, R: Send + 'static>(&self, id: &str, f: impl FnOnce(&E) -> R + Send + 'static) -> Result<R, String> {
+        let mut msg = Read::<E, R> { f: Box::new(f) };
+        for _ in 0..SEND_ATTEMPTS_MAX {
+            let actor = self.entity::<E>(id).await?;
+            self.observe_depth(&actor);
+            match actor.ask(msg).await {
+                Ok(v) => return Ok(v),
+                Err(SendError::ActorNotRunning(m)) | Err(SendError::ActorRestarting(m)) => {
+                    E::registry(&self.inner).forget(id, actor.id());
+                    msg = m;
+                }
+                Err(SendError::HandlerError(EntityFailure::Storage(e))) => return Err(e),
+                Err(e) => return Err(format!("{} {id}: {e}", E::KIND.name())),
+            }
+        }
+        Err(format!("{} {id} kept stopping", E::KIND.name()))
+    }
+
+    /// Waits until everything committed so far is durable (used at shutdown).
+    pub async fn drain(&self) -> Result<(), String> {
+        self.inner.journal.ask(crate::actors::journal::Barrier).await.map_err(|e| e.to_string())
+    }
+}
+
+impl Inner {
+    fn forget(&self, id: &EntityId, actor: ActorId) {
+        use crate::domain::ids::EntityKind;
+        match id.kind {
+            EntityKind::Account => self.accounts.forget(&id.id, actor),
+            EntityKind::Portfolio => self.portfolios.forget(&id.id, actor),
+            EntityKind::Instrument => self.instruments.forget(&id.id, actor),
+            EntityKind::EmailIndex => self.email_index.forget(&id.id, actor),
+        }
+    }
+}

@@ -1,0 +1,317 @@
+//! Configuration: the embedded default `config.toml`, an optional file merged over it, then
+//! `MONETA_<SECTION>_<KEY>` environment overrides; finally typed and validated. Every error
+//! names the key (or variable) and the problem.
+
+use crate::domain::fees::FeeSchedule;
+use crate::domain::instrument::InstrumentKind;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Deserializer};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The default configuration, compiled into the binary.
+pub const DEFAULT_CONFIG: &str = include_str!("../config.toml");
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(pub String);
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub node: NodeConfig,
+    pub gateway: GatewayConfig,
+    pub log: LogConfig,
+    pub entities: EntitiesConfig,
+    pub storage: StorageConfig,
+    pub auth: AuthConfig,
+    pub portfolio: PortfolioConfig,
+    pub fees: FeesConfig,
+    pub market: MarketConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub id: String,
+    pub data_dir: PathBuf,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    pub listen: SocketAddr,
+    #[serde(deserialize_with = "duration")]
+    pub request_timeout: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntitiesConfig {
+    #[serde(deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+    pub mailbox_capacity: usize,
+    pub restart_limit: u32,
+    #[serde(deserialize_with = "duration")]
+    pub restart_window: Duration,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    pub snapshot_every: u64,
+    pub max_batch: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub issuer: String,
+    pub audience: String,
+    #[serde(deserialize_with = "duration")]
+    pub access_token_ttl: Duration,
+    pub hash_concurrency: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortfolioConfig {
+    pub currency: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeesConfig {
+    pub commission_bps: Decimal,
+    pub minimum: Decimal,
+}
+
+impl FeesConfig {
+    pub fn schedule(&self) -> FeeSchedule {
+        FeeSchedule { commission_bps: self.commission_bps, minimum: self.minimum }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MarketConfig {
+    pub seed: u64,
+    #[serde(deserialize_with = "duration")]
+    pub tick_interval: Duration,
+    pub instruments: Vec<InstrumentConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstrumentConfig {
+    pub symbol: String,
+    pub name: String,
+    pub kind: InstrumentKind,
+    pub price: Decimal,
+    pub drift: f64,
+    pub volatility: f64,
+    pub risk_class: u8,
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+/// Parses `"500ms"`, `"30s"`, `"15m"`, `"2h"`, `"30d"` (and combinations such as `"1h30m"`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| format!("`{s}` is not a duration like \"30s\", \"15m\" or \"30d\" ({e})"))
+}
+
+impl Config {
+    /// The embedded default, a file merged over it when given, then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let vars: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with("MONETA_")).collect();
+        Self::load_with_env(file, &vars)
+    }
+
+    pub fn load_with_env(file: Option<&Path>, env: &[(String, String)]) -> Result<Config, ConfigError> {
+        let mut table: toml::Table = DEFAULT_CONFIG.parse().map_err(|e| ConfigError(format!("embedded default: {e}")))?;
+        let schema = table.clone();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+            let overlay: toml::Table = text.parse().map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+            merge(&mut table, overlay, "")?;
+        }
+        for (name, value) in env {
+            apply_env(&mut table, &schema, name, value)?;
+        }
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+            let path = e.path().to_string();
+            ConfigError(format!("key `{path}`: {}", e.into_inner()))
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError(format!("key `{key}`: {why}")));
+        if self.node.id.is_empty() || self.node.id.len() > 64 {
+            return bad("node.id", "must be 1 to 64 characters");
+        }
+        if self.node.data_dir.as_os_str().is_empty() {
+            return bad("node.data_dir", "must not be empty");
+        }
+        if self.entities.mailbox_capacity == 0 || self.entities.mailbox_capacity > 65_536 {
+            return bad("entities.mailbox_capacity", "must be between 1 and 65536");
+        }
+        if self.entities.idle_timeout < Duration::from_millis(100) {
+            return bad("entities.idle_timeout", "must be at least 100ms");
+        }
+        if self.storage.snapshot_every == 0 {
+            return bad("storage.snapshot_every", "must be at least 1");
+        }
+        if self.storage.max_batch == 0 || self.storage.max_batch > 1_000_000 {
+            return bad("storage.max_batch", "must be between 1 and 1000000");
+        }
+        if self.auth.hash_concurrency == 0 {
+            return bad("auth.hash_concurrency", "must be at least 1");
+        }
+        if self.auth.access_token_ttl < Duration::from_secs(30) || self.auth.access_token_ttl > Duration::from_secs(24 * 3600) {
+            return bad("auth.access_token_ttl", "must be between 30s and 24h");
+        }
+        if self.portfolio.currency.len() != 3 || !self.portfolio.currency.bytes().all(|c| c.is_ascii_uppercase()) {
+            return bad("portfolio.currency", "must be a three-letter ISO 4217 code such as \"USD\"");
+        }
+        if !self.fees.schedule().is_valid() {
+            return bad("fees", "commission_bps must be 0–1000 and minimum a non-negative amount with at most 2 decimals");
+        }
+        if self.market.tick_interval < Duration::from_millis(10) {
+            return bad("market.tick_interval", "must be at least 10ms");
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, inst) in self.market.instruments.iter().enumerate() {
+            let key = |k: &str| format!("market.instruments[{i}].{k}");
+            let valid_symbol = !inst.symbol.is_empty()
+                && inst.symbol.len() <= 16
+                && inst.symbol.bytes().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b'-' || c == b'.');
+            if !valid_symbol {
+                return bad(&key("symbol"), "must be 1–16 characters of A–Z, 0–9, '-' or '.'");
+            }
+            if !seen.insert(inst.symbol.clone()) {
+                return bad(&key("symbol"), "is listed twice");
+            }
+            if inst.price <= Decimal::ZERO {
+                return bad(&key("price"), "must be positive");
+            }
+            if !(1..=7).contains(&inst.risk_class) {
+                return bad(&key("risk_class"), "must be between 1 and 7");
+            }
+            if !inst.volatility.is_finite() || inst.volatility < 0.0 || inst.volatility > 5.0 || !inst.drift.is_finite() || inst.drift.abs() > 5.0 {
+                return bad(&key("volatility"), "drift and volatility must be finite, |drift| ≤ 5 and 0 ≤ volatility ≤ 5");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Merges `overlay` into `base`: tables recursively, everything else replaced.
+fn merge(base: &mut toml::Table, overlay: toml::Table, prefix: &str) -> Result<(), ConfigError> {
+    for (k, v) in overlay {
+        let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o, &path)?,
+            (Some(toml::Value::Table(_)), _) => return Err(ConfigError(format!("key `{path}`: must be a table"))),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Applies `MONETA_<SECTION>_<KEY>=value` to the table, typed like the default's value.
+fn apply_env(table: &mut toml::Table, schema: &toml::Table, name: &str, value: &str) -> Result<(), ConfigError> {
+    let rest = &name["MONETA_".len()..];
+    for (section, keys) in schema {
+        let Some(keys) = keys.as_table() else { continue };
+        let prefix = format!("{}_", section.to_ascii_uppercase());
+        let Some(key_part) = rest.strip_prefix(&prefix) else { continue };
+        let key = key_part.to_ascii_lowercase();
+        let Some(default) = keys.get(&key) else { continue };
+        let typed = match default {
+            toml::Value::String(_) => toml::Value::String(value.to_string()),
+            toml::Value::Integer(_) => toml::Value::Integer(value.trim().parse().map_err(|_| ConfigError(format!("variable {name}: `{value}` is not an integer")))?),
+            toml::Value::Float(_) => toml::Value::Float(value.trim().parse().map_err(|_| ConfigError(format!("variable {name}: `{value}` is not a number")))?),
+            toml::Value::Boolean(_) => toml::Value::Boolean(value.trim().parse().map_err(|_| ConfigError(format!("variable {name}: `{value}` is not true or false")))?),
+            _ => return Err(ConfigError(format!("variable {name}: `{section}.{key}` cannot be set from the environment"))),
+        };
+        if let Some(toml::Value::Table(t)) = table.get_mut(section) {
+            t.insert(key, typed);
+        }
+        return Ok(());
+    }
+    Err(ConfigError(format!("variable {name} names no configuration key (expected MONETA_<SECTION>_<KEY>, e.g. MONETA_GATEWAY_LISTEN)")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn default_loads_with_every_kind() {
+        let c = Config::load_with_env(None, &[]).unwrap();
+        assert!(c.market.instruments.len() >= 12);
+        for kind in [InstrumentKind::Equity, InstrumentKind::Etf, InstrumentKind::Bond, InstrumentKind::Fund, InstrumentKind::Derivative, InstrumentKind::LeveragedEtf] {
+            assert!(c.market.instruments.iter().any(|i| i.kind == kind), "{kind:?} missing");
+        }
+        assert_eq!(c.entities.idle_timeout, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn env_overrides_and_errors_name_the_key() {
+        let c = Config::load_with_env(None, &env(&[("MONETA_NODE_DATA_DIR", "/tmp/x"), ("MONETA_GATEWAY_LISTEN", "127.0.0.1:9999"), ("MONETA_ENTITIES_IDLE_TIMEOUT", "30d")])).unwrap();
+        assert_eq!(c.node.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.gateway.listen.port(), 9999);
+        assert_eq!(c.entities.idle_timeout, Duration::from_secs(30 * 86400));
+        let e = Config::load_with_env(None, &env(&[("MONETA_GATEWAY_LISTEN", "nope")])).unwrap_err().to_string();
+        assert!(e.contains("gateway.listen"), "{e}");
+        let e = Config::load_with_env(None, &env(&[("MONETA_ENTITIES_IDLE_TIMEOUT", "soon")])).unwrap_err().to_string();
+        assert!(e.contains("entities.idle_timeout"), "{e}");
+        let e = Config::load_with_env(None, &env(&[("MONETA_GATEWAY_LISTN", "x")])).unwrap_err().to_string();
+        assert!(e.contains("MONETA_GATEWAY_LISTN"), "{e}");
+        let e = Config::load_with_env(None, &env(&[("MONETA_ENTITIES_MAILBOX_CAPACITY", "ten")])).unwrap_err().to_string();
+        assert!(e.contains("MONETA_ENTITIES_MAILBOX_CAPACITY"), "{e}");
+    }
+
+    #[test]
+    fn file_overlay_unknown_key_and_bad_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[gateway]\nlisten = \"127.0.0.1:1234\"\n").unwrap();
+        assert_eq!(Config::load_with_env(Some(&p), &[]).unwrap().gateway.listen.port(), 1234);
+        std::fs::write(&p, "[gateway]\nlisen = \"127.0.0.1:1234\"\n").unwrap();
+        let e = Config::load_with_env(Some(&p), &[]).unwrap_err().to_string();
+        assert!(e.contains("lisen"), "{e}");
+        std::fs::write(&p, "[market]\nseed = -1\n").unwrap();
+        let e = Config::load_with_env(Some(&p), &[]).unwrap_err().to_string();
+        assert!(e.contains("market.seed"), "{e}");
+        std::fs::write(&p, "[[market.instruments]]\nsymbol = \"X\"\nname = \"X\"\nkind = \"equity\"\nprice = \"1\"\ndrift = 0.0\nvolatility = 0.1\nrisk_class = 9\n").unwrap();
+        let e = Config::load_with_env(Some(&p), &[]).unwrap_err().to_string();
+        assert!(e.contains("market.instruments[0].risk_class"), "{e}");
+    }
+}

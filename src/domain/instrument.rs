@@ -1,0 +1,150 @@
+//! A market instrument: its listing (symbol, kind, complexity, currency) and its latest price.
+
+use crate::domain::ctx::Ctx;
+use crate::domain::entity::{Decision, Entity};
+use crate::domain::ids::EntityKind;
+use crate::domain::time::Timestamp;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstrumentKind {
+    Equity,
+    Etf,
+    Bond,
+    Fund,
+    Derivative,
+    LeveragedEtf,
+}
+
+impl InstrumentKind {
+    /// MiFID II complex products: derivatives and leveraged ETFs.
+    pub fn is_complex(self) -> bool {
+        matches!(self, InstrumentKind::Derivative | InstrumentKind::LeveragedEtf)
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstrumentKind::Equity => "equity",
+            InstrumentKind::Etf => "etf",
+            InstrumentKind::Bond => "bond",
+            InstrumentKind::Fund => "fund",
+            InstrumentKind::Derivative => "derivative",
+            InstrumentKind::LeveragedEtf => "leveraged_etf",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listing {
+    pub symbol: String,
+    pub name: String,
+    pub kind: InstrumentKind,
+    pub complex: bool,
+    pub currency: String,
+    /// Risk class 1–7 (used by the suitability rules).
+    pub risk_class: u8,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Instrument {
+    pub symbol: String,
+    pub listing: Option<Listing>,
+    pub price: Decimal,
+    pub as_of: Timestamp,
+}
+
+#[derive(Clone, Debug)]
+pub enum InstrumentCommand {
+    /// Lists the instrument with an opening price; a no-op when already listed identically.
+    List { listing: Listing, price: Decimal },
+    /// A new price from the feed.
+    Tick { price: Decimal },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum InstrumentEvent {
+    Listed { listing: Listing, price: Decimal, at: Timestamp },
+    Priced { price: Decimal, at: Timestamp },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum InstrumentRejection {
+    UnknownInstrument,
+    InvalidPrice,
+    ListingConflict,
+}
+
+/// What clients see of an instrument.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Quote {
+    pub listing: Listing,
+    pub price: Decimal,
+    pub as_of: Timestamp,
+}
+
+impl Instrument {
+    pub fn quote(&self) -> Option<Quote> {
+        self.listing.as_ref().map(|l| Quote { listing: l.clone(), price: self.price, as_of: self.as_of })
+    }
+}
+
+impl Entity for Instrument {
+    type Command = InstrumentCommand;
+    type Event = InstrumentEvent;
+    type Reply = ();
+    type Rejection = InstrumentRejection;
+    const KIND: EntityKind = EntityKind::Instrument;
+
+    fn empty(id: &str) -> Self {
+        Instrument { symbol: id.to_string(), listing: None, price: Decimal::ZERO, as_of: Timestamp(0) }
+    }
+
+    fn decide(&self, cmd: InstrumentCommand, ctx: &mut Ctx<'_>) -> Result<Decision<InstrumentEvent, ()>, InstrumentRejection> {
+        match cmd {
+            InstrumentCommand::List { listing, price } => {
+                if price <= Decimal::ZERO || listing.symbol != self.symbol || listing.complex != listing.kind.is_complex() {
+                    return Err(InstrumentRejection::InvalidPrice);
+                }
+                match &self.listing {
+                    Some(existing) if *existing == listing => Ok(Decision::replay(())),
+                    Some(_) => Err(InstrumentRejection::ListingConflict),
+                    None => Ok(Decision::new(vec![InstrumentEvent::Listed { listing, price, at: ctx.now }], ())),
+                }
+            }
+            InstrumentCommand::Tick { price } => {
+                if self.listing.is_none() {
+                    return Err(InstrumentRejection::UnknownInstrument);
+                }
+                if price <= Decimal::ZERO {
+                    return Err(InstrumentRejection::InvalidPrice);
+                }
+                Ok(Decision::new(vec![InstrumentEvent::Priced { price, at: ctx.now }], ()))
+            }
+        }
+    }
+
+    fn apply(&mut self, event: &InstrumentEvent) {
+        match event {
+            InstrumentEvent::Listed { listing, price, at } => {
+                self.listing = Some(listing.clone());
+                self.price = *price;
+                self.as_of = *at;
+            }
+            InstrumentEvent::Priced { price, at } => {
+                self.price = *price;
+                self.as_of = *at;
+            }
+        }
+    }
+
+    fn check_invariants(&self) {
+        if self.listing.is_some() {
+            assert!(self.price > Decimal::ZERO, "listed instrument {} has a non-positive price", self.symbol);
+        }
+    }
+
+    fn journal_is_record() -> bool {
+        false
+    }
+}

@@ -1,0 +1,18 @@
+//! The sans-IO core: every rule that decides about money, orders and the audit trail.
+//!
+//! Nothing in here performs IO, reads a clock or draws OS randomness: time and randomness come
+//! in through [`ctx::Ctx`], so the production actors and the deterministic simulator drive the
+//! very same state machines (DESIGN.md §2). `clippy.toml` forbids the obvious escapes.
+
+pub mod account;
+pub mod audit;
+pub mod ctx;
+pub mod email_index;
+pub mod entity;
+pub mod fees;
+pub mod ids;
+pub mod instrument;
+pub mod market;
+pub mod money;
+pub mod portfolio;
+pub mod time;

@@ -1,0 +1,78 @@
+//! Money and quantities: `rust_decimal::Decimal`, never floating point. Every rounding rule of
+//! the platform lives in this file so there is exactly one answer to "how is this rounded?".
+
+use rust_decimal::{Decimal, RoundingStrategy};
+
+/// Cash amounts carry two decimal places (minor units of the portfolio currency).
+pub const CASH_DP: u32 = 2;
+/// Prices carry four decimal places.
+pub const PRICE_DP: u32 = 4;
+/// Quantities may be fractional down to six decimal places.
+pub const QUANTITY_DP: u32 = 6;
+/// The largest single deposit, withdrawal or order notional accepted (a sanity bound, not a
+/// business limit): keeps every sum far from `Decimal`'s 96-bit range.
+pub fn max_amount() -> Decimal {
+    Decimal::from(1_000_000_000u64)
+}
+
+/// Rounds a cash amount to cents, half away from zero (the convention on contract notes).
+pub fn round_cash(v: Decimal) -> Decimal {
+    v.round_dp_with_strategy(CASH_DP, RoundingStrategy::MidpointAwayFromZero)
+}
+
+/// Rounds a price to the platform's price precision.
+pub fn round_price(v: Decimal) -> Decimal {
+    v.round_dp_with_strategy(PRICE_DP, RoundingStrategy::MidpointNearestEven)
+}
+
+/// True when `v` has no more than `dp` significant decimal places (trailing zeros ignored).
+pub fn has_at_most_dp(v: Decimal, dp: u32) -> bool {
+    v.normalize().scale() <= dp
+}
+
+/// A positive cash amount with at most two decimal places, within the sanity bound.
+pub fn is_valid_cash_amount(v: Decimal) -> bool {
+    v > Decimal::ZERO && has_at_most_dp(v, CASH_DP) && v <= max_amount()
+}
+
+/// A positive quantity with at most six decimal places, within the sanity bound.
+pub fn is_valid_quantity(v: Decimal) -> bool {
+    v > Decimal::ZERO && has_at_most_dp(v, QUANTITY_DP) && v <= max_amount()
+}
+
+/// Canonical text for JSON and digests: cash always with two places (`"10.50"`).
+pub fn cash_string(v: Decimal) -> String {
+    let mut r = round_cash(v);
+    r.rescale(CASH_DP);
+    r.to_string()
+}
+
+/// Canonical text for quantities and prices: no trailing zeros (`"3.5"`, `"12"`).
+pub fn plain_string(v: Decimal) -> String {
+    v.normalize().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    fn d(s: &str) -> Decimal {
+        Decimal::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn rounding_rules() {
+        assert_eq!(round_cash(d("1.005")), d("1.01"));
+        assert_eq!(round_cash(d("-1.005")), d("-1.01"));
+        assert_eq!(cash_string(d("10.5")), "10.50");
+        assert_eq!(plain_string(d("3.500")), "3.5");
+        assert!(has_at_most_dp(d("1.2300"), 2));
+        assert!(!has_at_most_dp(d("1.234"), 2));
+        assert!(is_valid_cash_amount(d("0.01")));
+        assert!(!is_valid_cash_amount(d("0")));
+        assert!(!is_valid_cash_amount(d("0.001")));
+        assert!(!is_valid_quantity(d("-1")));
+        assert!(is_valid_quantity(d("0.000001")));
+    }
+}

@@ -1,0 +1,430 @@
+//! A user's portfolio: cash, holdings with average cost, orders and transactions.
+//!
+//! Invariants (checked after every applied event, in debug and release):
+//! - cash ≥ 0, every holding's quantity > 0 and cost basis ≥ 0;
+//! - cash + Σ cost basis = deposits − withdrawals − fees + realised P&L, exactly.
+//!
+//! Every money command carries an idempotency key and a fingerprint of the request: the same key
+//! with the same fingerprint returns the first answer and changes nothing; with a different
+//! fingerprint it is refused. Only successful requests are remembered: a refused request may be
+//! retried with its key once the reason is gone (e.g. after a deposit).
+
+use crate::domain::audit::AuditDraft;
+use crate::domain::ctx::Ctx;
+use crate::domain::entity::{Decision, Entity};
+use crate::domain::fees::FeeSchedule;
+use crate::domain::ids::EntityKind;
+use crate::domain::money::{cash_string, is_valid_cash_amount, is_valid_quantity, plain_string, round_cash};
+use crate::domain::time::{Timestamp, MS_PER_HOUR};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// How long an idempotency key is remembered.
+pub const IDEMPOTENCY_RETENTION_MS: i64 = 24 * MS_PER_HOUR;
+/// The most idempotency keys one portfolio remembers at once (a bound on state size).
+pub const IDEMPOTENCY_KEYS_MAX: usize = 100_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    Buy,
+    Sell,
+}
+
+impl Side {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Buy => "buy",
+            Side::Sell => "sell",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holding {
+    pub quantity: Decimal,
+    pub cost_basis: Decimal,
+}
+
+impl Holding {
+    /// Average cost per unit, to four places (display only; the cost basis is the truth).
+    pub fn average_cost(&self) -> Decimal {
+        if self.quantity.is_zero() {
+            Decimal::ZERO
+        } else {
+            crate::domain::money::round_price(self.cost_basis / self.quantity)
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    pub order_id: String,
+    pub symbol: String,
+    pub side: Side,
+    pub quantity: Decimal,
+    pub price: Decimal,
+    pub fees: Decimal,
+    /// Cash moved by the order including fees (negative for buys).
+    pub cash_effect: Decimal,
+    /// Realised profit or loss (sells only; zero for buys).
+    pub realised_pnl: Decimal,
+    pub executed_at: Timestamp,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransactionKind {
+    Deposit,
+    Withdrawal,
+    Buy,
+    Sell,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transaction {
+    pub tx_id: String,
+    pub kind: TransactionKind,
+    /// Signed cash effect, fees included.
+    pub amount: Decimal,
+    pub order_id: Option<String>,
+    pub at: Timestamp,
+}
+
+/// The idempotency key of a request and a digest of what it asked (method, path, body).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdemTag {
+    pub key: String,
+    pub fingerprint: [u8; 32],
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Remembered {
+    pub fingerprint: [u8; 32],
+    pub reply: PortfolioReply,
+    pub at: Timestamp,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    pub deposits: Decimal,
+    pub withdrawals: Decimal,
+    pub fees: Decimal,
+    pub realised_pnl: Decimal,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Portfolio {
+    pub owner: String,
+    pub cash: Decimal,
+    pub holdings: BTreeMap<String, Holding>,
+    pub orders: BTreeMap<String, Order>,
+    pub transactions: Vec<Transaction>,
+    pub idempotency: BTreeMap<String, Remembered>,
+    pub totals: Totals,
+}
+
+/// The price and listing facts an order needs, read from the instrument just before deciding.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OrderQuote {
+    pub price: Decimal,
+}
+
+#[derive(Clone, Debug)]
+pub enum PortfolioCommand {
+    Deposit { amount: Decimal, idem: IdemTag },
+    Withdraw { amount: Decimal, idem: IdemTag },
+    PlaceOrder { symbol: String, side: Side, quantity: Decimal, quote: Option<OrderQuote>, fees: FeeSchedule, idem: IdemTag },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum PortfolioEvent {
+    Deposited { tx_id: String, amount: Decimal, at: Timestamp, idem: IdemTag },
+    Withdrawn { tx_id: String, amount: Decimal, at: Timestamp, idem: IdemTag },
+    OrderFilled { tx_id: String, order: Order, idem: IdemTag },
+}
+
+impl PortfolioEvent {
+    pub fn at(&self) -> Timestamp {
+        match self {
+            PortfolioEvent::Deposited { at, .. } | PortfolioEvent::Withdrawn { at, .. } => *at,
+            PortfolioEvent::OrderFilled { order, .. } => order.executed_at,
+        }
+    }
+    pub fn idem(&self) -> &IdemTag {
+        match self {
+            PortfolioEvent::Deposited { idem, .. } | PortfolioEvent::Withdrawn { idem, .. } | PortfolioEvent::OrderFilled { idem, .. } => idem,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PortfolioReply {
+    Cash { cash: Decimal },
+    Order(Order),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PortfolioRejection {
+    InvalidAmount,
+    InvalidQuantity,
+    InsufficientFunds,
+    InsufficientHoldings,
+    UnknownInstrument,
+    IdempotencyKeyReused,
+}
+
+impl PortfolioRejection {
+    /// The stable code clients branch on (API.md).
+    pub fn code(&self) -> &'static str {
+        match self {
+            PortfolioRejection::InvalidAmount => "invalid_amount",
+            PortfolioRejection::InvalidQuantity => "invalid_quantity",
+            PortfolioRejection::InsufficientFunds => "insufficient_funds",
+            PortfolioRejection::InsufficientHoldings => "insufficient_holdings",
+            PortfolioRejection::UnknownInstrument => "unknown_instrument",
+            PortfolioRejection::IdempotencyKeyReused => "idempotency_key_reused",
+        }
+    }
+}
+
+impl Portfolio {
+    fn remembered(&self, idem: &IdemTag) -> Option<Result<PortfolioReply, PortfolioRejection>> {
+        self.idempotency.get(&idem.key).map(|r| {
+            if r.fingerprint == idem.fingerprint {
+                Ok(r.reply.clone())
+            } else {
+                Err(PortfolioRejection::IdempotencyKeyReused)
+            }
+        })
+    }
+
+    /// Market value of the holdings at the given prices plus cash (missing prices count at cost).
+    pub fn total_value(&self, price_of: impl Fn(&str) -> Option<Decimal>) -> Decimal {
+        self.cash
+            + self
+                .holdings
+                .iter()
+                .map(|(s, h)| price_of(s).map(|p| round_cash(p * h.quantity)).unwrap_or(h.cost_basis))
+                .sum::<Decimal>()
+    }
+
+    fn decide_deposit(&self, amount: Decimal, idem: IdemTag, ctx: &mut Ctx<'_>) -> Result<Decision<PortfolioEvent, PortfolioReply>, PortfolioRejection> {
+        if !is_valid_cash_amount(amount) {
+            ctx.audit(AuditDraft::refused("portfolio.deposit", "invalid_amount"));
+            return Err(PortfolioRejection::InvalidAmount);
+        }
+        let tx_id = ctx.new_id("txn");
+        let cash = self.cash + amount;
+        ctx.audit(AuditDraft::ok("portfolio.deposit").detail("tx_id", &tx_id).detail("amount", cash_string(amount)).detail("cash_after", cash_string(cash)));
+        Ok(Decision::new(vec![PortfolioEvent::Deposited { tx_id, amount, at: ctx.now, idem }], PortfolioReply::Cash { cash }))
+    }
+
+    fn decide_withdrawal(&self, amount: Decimal, idem: IdemTag, ctx: &mut Ctx<'_>) -> Result<Decision<PortfolioEvent, PortfolioReply>, PortfolioRejection> {
+        if !is_valid_cash_amount(amount) {
+            ctx.audit(AuditDraft::refused("portfolio.withdrawal", "invalid_amount"));
+            return Err(PortfolioRejection::InvalidAmount);
+        }
+        if amount > self.cash {
+            ctx.audit(AuditDraft::refused("portfolio.withdrawal", "insufficient_funds").detail("amount", cash_string(amount)));
+            return Err(PortfolioRejection::InsufficientFunds);
+        }
+        let tx_id = ctx.new_id("txn");
+        let cash = self.cash - amount;
+        ctx.audit(AuditDraft::ok("portfolio.withdrawal").detail("tx_id", &tx_id).detail("amount", cash_string(amount)).detail("cash_after", cash_string(cash)));
+        Ok(Decision::new(vec![PortfolioEvent::Withdrawn { tx_id, amount, at: ctx.now, idem }], PortfolioReply::Cash { cash }))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn decide_order(
+        &self,
+        symbol: String,
+        side: Side,
+        quantity: Decimal,
+        quote: Option<OrderQuote>,
+        fees: &FeeSchedule,
+        idem: IdemTag,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<Decision<PortfolioEvent, PortfolioReply>, PortfolioRejection> {
+        let refuse = |ctx: &mut Ctx<'_>, r: PortfolioRejection| {
+            ctx.audit(AuditDraft::refused("order.place", r.code()).detail("symbol", &symbol).detail("side", side.as_str()).detail("quantity", plain_string(quantity)));
+            Err(r)
+        };
+        if !is_valid_quantity(quantity) {
+            return refuse(ctx, PortfolioRejection::InvalidQuantity);
+        }
+        let Some(quote) = quote else {
+            return refuse(ctx, PortfolioRejection::UnknownInstrument);
+        };
+        let notional = round_cash(quantity * quote.price);
+        if notional <= Decimal::ZERO {
+            return refuse(ctx, PortfolioRejection::InvalidQuantity);
+        }
+        let fee = fees.fee_for(notional);
+        let (cash_effect, realised_pnl) = match side {
+            Side::Buy => {
+                if notional + fee > self.cash {
+                    return refuse(ctx, PortfolioRejection::InsufficientFunds);
+                }
+                (-(notional + fee), Decimal::ZERO)
+            }
+            Side::Sell => {
+                let Some(h) = self.holdings.get(&symbol).filter(|h| h.quantity >= quantity) else {
+                    return refuse(ctx, PortfolioRejection::InsufficientHoldings);
+                };
+                if self.cash + notional - fee < Decimal::ZERO {
+                    return refuse(ctx, PortfolioRejection::InsufficientFunds);
+                }
+                (notional - fee, notional - cost_removed(h, quantity))
+            }
+        };
+        let order = Order {
+            order_id: ctx.new_id("ord"),
+            symbol,
+            side,
+            quantity,
+            price: quote.price,
+            fees: fee,
+            cash_effect,
+            realised_pnl,
+            executed_at: ctx.now,
+        };
+        let tx_id = ctx.new_id("txn");
+        ctx.audit(
+            AuditDraft::ok("order.filled")
+                .detail("order_id", &order.order_id)
+                .detail("symbol", &order.symbol)
+                .detail("side", side.as_str())
+                .detail("quantity", plain_string(quantity))
+                .detail("price", plain_string(order.price))
+                .detail("fees", cash_string(fee))
+                .detail("cash_after", cash_string(self.cash + cash_effect)),
+        );
+        let reply = PortfolioReply::Order(order.clone());
+        Ok(Decision::new(vec![PortfolioEvent::OrderFilled { tx_id, order, idem }], reply))
+    }
+
+    fn remember(&mut self, idem: &IdemTag, reply: PortfolioReply, at: Timestamp) {
+        // Forget keys past their retention, and bound the map: both depend only on the events,
+        // so a replay of the journal prunes identically.
+        let horizon = at.millis() - IDEMPOTENCY_RETENTION_MS;
+        if self.idempotency.len() >= IDEMPOTENCY_KEYS_MAX || self.idempotency.len() % 1024 == 1023 {
+            self.idempotency.retain(|_, r| r.at.millis() >= horizon);
+            while self.idempotency.len() >= IDEMPOTENCY_KEYS_MAX {
+                let oldest = self.idempotency.iter().min_by_key(|(k, r)| (r.at, (*k).clone())).map(|(k, _)| k.clone());
+                match oldest {
+                    Some(k) => self.idempotency.remove(&k),
+                    None => break,
+                };
+            }
+        }
+        self.idempotency.insert(idem.key.clone(), Remembered { fingerprint: idem.fingerprint, reply, at });
+    }
+}
+
+/// The share of a holding's cost basis that leaves with `quantity` units.
+fn cost_removed(h: &Holding, quantity: Decimal) -> Decimal {
+    if quantity == h.quantity {
+        h.cost_basis
+    } else {
+        round_cash(h.cost_basis * quantity / h.quantity).min(h.cost_basis)
+    }
+}
+
+impl Entity for Portfolio {
+    type Command = PortfolioCommand;
+    type Event = PortfolioEvent;
+    type Reply = PortfolioReply;
+    type Rejection = PortfolioRejection;
+    const KIND: EntityKind = EntityKind::Portfolio;
+
+    fn empty(id: &str) -> Self {
+        Portfolio {
+            owner: id.to_string(),
+            cash: Decimal::ZERO,
+            holdings: BTreeMap::new(),
+            orders: BTreeMap::new(),
+            transactions: Vec::new(),
+            idempotency: BTreeMap::new(),
+            totals: Totals::default(),
+        }
+    }
+
+    fn decide(&self, cmd: PortfolioCommand, ctx: &mut Ctx<'_>) -> Result<Decision<PortfolioEvent, PortfolioReply>, PortfolioRejection> {
+        let idem = match &cmd {
+            PortfolioCommand::Deposit { idem, .. } | PortfolioCommand::Withdraw { idem, .. } | PortfolioCommand::PlaceOrder { idem, .. } => idem,
+        };
+        if let Some(previous) = self.remembered(idem) {
+            if previous.is_err() {
+                ctx.audit(AuditDraft::refused("idempotency.check", "idempotency_key_reused"));
+            }
+            return previous.map(Decision::replay);
+        }
+        match cmd {
+            PortfolioCommand::Deposit { amount, idem } => self.decide_deposit(amount, idem, ctx),
+            PortfolioCommand::Withdraw { amount, idem } => self.decide_withdrawal(amount, idem, ctx),
+            PortfolioCommand::PlaceOrder { symbol, side, quantity, quote, fees, idem } => self.decide_order(symbol, side, quantity, quote, &fees, idem, ctx),
+        }
+    }
+
+    fn apply(&mut self, event: &PortfolioEvent) {
+        match event {
+            PortfolioEvent::Deposited { tx_id, amount, at, idem } => {
+                self.cash += amount;
+                self.totals.deposits += amount;
+                self.transactions.push(Transaction { tx_id: tx_id.clone(), kind: TransactionKind::Deposit, amount: *amount, order_id: None, at: *at });
+                self.remember(idem, PortfolioReply::Cash { cash: self.cash }, *at);
+            }
+            PortfolioEvent::Withdrawn { tx_id, amount, at, idem } => {
+                self.cash -= amount;
+                self.totals.withdrawals += amount;
+                self.transactions.push(Transaction { tx_id: tx_id.clone(), kind: TransactionKind::Withdrawal, amount: -*amount, order_id: None, at: *at });
+                self.remember(idem, PortfolioReply::Cash { cash: self.cash }, *at);
+            }
+            PortfolioEvent::OrderFilled { tx_id, order, idem } => {
+                let notional = round_cash(order.quantity * order.price);
+                let holding = self.holdings.entry(order.symbol.clone()).or_default();
+                match order.side {
+                    Side::Buy => {
+                        holding.quantity += order.quantity;
+                        holding.cost_basis += notional;
+                    }
+                    Side::Sell => {
+                        let removed = cost_removed(holding, order.quantity);
+                        holding.quantity -= order.quantity;
+                        holding.cost_basis -= removed;
+                        self.totals.realised_pnl += notional - removed;
+                    }
+                }
+                if holding.quantity.is_zero() {
+                    self.holdings.remove(&order.symbol);
+                }
+                self.cash += order.cash_effect;
+                self.totals.fees += order.fees;
+                let kind = if order.side == Side::Buy { TransactionKind::Buy } else { TransactionKind::Sell };
+                self.transactions.push(Transaction { tx_id: tx_id.clone(), kind, amount: order.cash_effect, order_id: Some(order.order_id.clone()), at: order.executed_at });
+                self.orders.insert(order.order_id.clone(), order.clone());
+                self.remember(idem, PortfolioReply::Order(order.clone()), order.executed_at);
+            }
+        }
+        self.check_invariants();
+    }
+
+    fn check_invariants(&self) {
+        assert!(self.cash >= Decimal::ZERO, "portfolio {}: cash negative ({})", self.owner, self.cash);
+        let mut basis = Decimal::ZERO;
+        for (symbol, h) in &self.holdings {
+            assert!(h.quantity > Decimal::ZERO, "portfolio {}: holding {symbol} not positive", self.owner);
+            assert!(h.cost_basis >= Decimal::ZERO, "portfolio {}: cost basis of {symbol} negative", self.owner);
+            basis += h.cost_basis;
+        }
+        let t = &self.totals;
+        assert_eq!(
+            self.cash + basis,
+            t.deposits - t.withdrawals - t.fees + t.realised_pnl,
+            "portfolio {}: cash + cost basis drifted from deposits − withdrawals − fees + realised P&L",
+            self.owner
+        );
+    }
+}

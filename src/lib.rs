@@ -1,0 +1,13 @@
+//! Moneta: an intelligent investing platform built as an actor-based system.
+//!
+//! Layers (DESIGN.md §4), dependencies pointing downward:
+//! `gateway` → `cluster` (router) → `actors` → `storage` → `domain` (sans-IO core).
+
+pub mod actors;
+pub mod cli;
+pub mod cluster;
+pub mod config;
+pub mod domain;
+pub mod gateway;
+pub mod storage;
+pub mod telemetry;

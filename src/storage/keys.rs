@@ -1,0 +1,86 @@
+//! Key layout of the `entities` tree (DESIGN.md §3b):
+//! `shard u16 BE ‖ kind u8 ‖ id length u8 ‖ id ‖ record type u8 ‖ [seq u64 BE]`.
+//! Everything of one shard is one ordered range; everything of one entity is a sub-range.
+
+use crate::domain::ids::{EntityId, EntityKind};
+
+pub const RECORD_JOURNAL: u8 = 0x01;
+pub const RECORD_SNAPSHOT: u8 = 0x02;
+
+pub fn entity_prefix(id: &EntityId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(4 + id.id.len() + 9);
+    k.extend_from_slice(&id.shard().to_be_bytes());
+    k.push(id.kind.as_byte());
+    k.push(u8::try_from(id.id.len()).expect("entity ids are at most 128 bytes"));
+    k.extend_from_slice(id.id.as_bytes());
+    k
+}
+
+pub fn journal_prefix(id: &EntityId) -> Vec<u8> {
+    let mut k = entity_prefix(id);
+    k.push(RECORD_JOURNAL);
+    k
+}
+
+pub fn journal_key(id: &EntityId, seq: u64) -> Vec<u8> {
+    let mut k = journal_prefix(id);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+pub fn snapshot_key(id: &EntityId) -> Vec<u8> {
+    let mut k = entity_prefix(id);
+    k.push(RECORD_SNAPSHOT);
+    k
+}
+
+pub fn shard_range(shard: u16) -> (Vec<u8>, Vec<u8>) {
+    let start = shard.to_be_bytes().to_vec();
+    let end = match shard.checked_add(1) {
+        Some(n) => n.to_be_bytes().to_vec(),
+        None => vec![0xff, 0xff, 0xff],
+    };
+    (start, end)
+}
+
+/// Parses an entities-tree key back into (entity, record type, seq).
+pub fn parse_key(key: &[u8]) -> Option<(EntityId, u8, Option<u64>)> {
+    let shard = u16::from_be_bytes([*key.first()?, *key.get(1)?]);
+    let kind = EntityKind::from_byte(*key.get(2)?)?;
+    let len = *key.get(3)? as usize;
+    let id = std::str::from_utf8(key.get(4..4 + len)?).ok()?.to_string();
+    if id.is_empty() {
+        return None;
+    }
+    let entity = EntityId { kind, id };
+    if entity.shard() != shard {
+        return None;
+    }
+    let record = *key.get(4 + len)?;
+    let rest = &key[5 + len..];
+    let seq = match (record, rest.len()) {
+        (RECORD_JOURNAL, 8) => Some(u64::from_be_bytes(rest.try_into().ok()?)),
+        (RECORD_SNAPSHOT, 0) => None,
+        _ => return None,
+    };
+    Some((entity, record, seq))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_order_by_shard_entity_seq_and_parse_back() {
+        let a = EntityId::new(EntityKind::Portfolio, "usr_a");
+        let k1 = journal_key(&a, 1);
+        let k2 = journal_key(&a, 256);
+        assert!(k1 < k2, "journal entries sort by sequence");
+        assert!(k1.starts_with(&a.shard().to_be_bytes()));
+        assert_eq!(parse_key(&k2), Some((a.clone(), RECORD_JOURNAL, Some(256))));
+        assert_eq!(parse_key(&snapshot_key(&a)), Some((a.clone(), RECORD_SNAPSHOT, None)));
+        let (lo, hi) = shard_range(a.shard());
+        assert!(k1.as_slice() >= lo.as_slice() && k1.as_slice() < hi.as_slice());
+        assert_eq!(parse_key(&k1[..k1.len() - 1]), None);
+    }
+}

@@ -1,0 +1,9 @@
+//! Persistence on sled: entity journals and snapshots (keys begin with the shard number so a
+//! shard is one ordered range), the hash-chained audit journal, and node metadata.
+
+pub mod audit_log;
+pub mod codec;
+pub mod keys;
+pub mod store;
+
+pub use store::{Store, StoreError};

@@ -1,0 +1,222 @@
+//! The sled database of one node and the operations the actors need: load an entity (snapshot +
+//! journal tail), write one group-commit cycle atomically, flush, and verify the audit chain.
+
+use crate::domain::audit::AuditRecord;
+use crate::domain::entity::Entity;
+use crate::domain::ids::EntityId;
+use crate::domain::time::Timestamp;
+use crate::storage::audit_log::{self, ChainHead, VerifyReport, HEAD_KEY};
+use crate::storage::{codec, keys};
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the data folder {0} is in use by another process (is a node running on it?)")]
+    Locked(PathBuf),
+    #[error("storage I/O error: {0}")]
+    Io(String),
+    #[error("corrupt record at {location}: {reason}")]
+    Corrupt { location: String, reason: String },
+    #[error("storage failed earlier; writes are refused until the node restarts")]
+    Failed,
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Io(e.to_string())
+    }
+}
+
+/// One entry of an entity's journal.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JournalEntry<Ev> {
+    pub seq: u64,
+    pub at: Timestamp,
+    pub request_id: String,
+    pub event: Ev,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Snapshot<S> {
+    pub seq: u64,
+    pub state: S,
+}
+
+/// An entity as recovered from disk.
+#[derive(Clone, Debug)]
+pub struct Loaded<E> {
+    pub state: E,
+    /// The sequence number of the last applied event (0 when none).
+    pub seq: u64,
+    /// Events applied since the snapshot (decides when the next snapshot is due).
+    pub since_snapshot: u64,
+}
+
+/// What one command persists: entity writes and audit records (sequence numbers assigned at
+/// write time, in commit order).
+#[derive(Clone, Debug, Default)]
+pub struct WriteSet {
+    pub puts: Vec<(Vec<u8>, Vec<u8>)>,
+    pub deletes: Vec<Vec<u8>>,
+    pub audit: Vec<AuditRecord>,
+}
+
+impl WriteSet {
+    pub fn record_count(&self) -> usize {
+        self.puts.len() + self.deletes.len() + self.audit.len()
+    }
+}
+
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    entities: sled::Tree,
+    audit: sled::Tree,
+    meta: sled::Tree,
+    path: PathBuf,
+}
+
+impl Store {
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(format!("cannot create {}: {e}", dir.display())))?;
+        let db = sled::Config::new().path(dir.join("db")).mode(sled::Mode::HighThroughput).open().map_err(|e| match &e {
+            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => StoreError::Locked(dir.to_path_buf()),
+            _ => StoreError::Io(format!("cannot open {}: {e}", dir.display())),
+        })?;
+        Ok(Store { entities: db.open_tree("entities")?, audit: db.open_tree("audit")?, meta: db.open_tree("meta")?, db, path: dir.to_path_buf() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn entities_tree(&self) -> &sled::Tree {
+        &self.entities
+    }
+
+    pub fn audit_tree(&self) -> &sled::Tree {
+        &self.audit
+    }
+
+    /// Recovers an entity: the latest snapshot, then every journal entry after it, in order.
+    pub fn load<E: Entity>(&self, id: &EntityId) -> Result<Loaded<E>, StoreError> {
+        let corrupt = |location: String, reason: String| StoreError::Corrupt { location, reason };
+        let (mut state, mut seq) = match self.entities.get(keys::snapshot_key(id))? {
+            Some(bytes) => {
+                let snap: Snapshot<E> = codec::decode(&bytes).map_err(|e| corrupt(format!("{id} snapshot"), e.to_string()))?;
+                (snap.state, snap.seq)
+            }
+            None => (E::empty(&id.id), 0),
+        };
+        let mut since_snapshot = 0;
+        let start = keys::journal_key(id, seq + 1);
+        let prefix = keys::journal_prefix(id);
+        for item in self.entities.range(start..) {
+            let (k, v) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let entry: JournalEntry<E::Event> = codec::decode(&v).map_err(|e| corrupt(format!("{id} journal"), e.to_string()))?;
+            if entry.seq != seq + 1 || k.as_ref() != keys::journal_key(id, entry.seq).as_slice() {
+                return Err(corrupt(format!("{id} journal entry {}", seq + 1), format!("found entry {} instead (gap or misplaced record)", entry.seq)));
+            }
+            state.apply(&entry.event);
+            seq = entry.seq;
+            since_snapshot += 1;
+        }
+        state.check_invariants();
+        Ok(Loaded { state, seq, since_snapshot })
+    }
+
+    /// Reads one entity's journal (for replay checks and exports).
+    pub fn journal<E: Entity>(&self, id: &EntityId) -> Result<Vec<JournalEntry<E::Event>>, StoreError> {
+        self.entities
+            .scan_prefix(keys::journal_prefix(id))
+            .map(|item| {
+                let (_, v) = item?;
+                codec::decode(&v).map_err(|e| StoreError::Corrupt { location: format!("{id} journal"), reason: e.to_string() })
+            })
+            .collect()
+    }
+
+    pub fn chain_head(&self) -> Result<Option<ChainHead>, StoreError> {
+        match self.meta.get(HEAD_KEY)? {
+            Some(v) => codec::decode(&v).map(Some).map_err(|e| StoreError::Corrupt { location: "meta audit.head".into(), reason: e.to_string() }),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes one group-commit cycle in a single transaction: all of it or none of it survives
+    /// a crash. Audit records get their sequence numbers and chain hashes here, in order.
+    pub fn write_cycle(&self, sets: &mut [WriteSet], chain: &mut ChainHead) -> Result<(), StoreError> {
+        let mut audit_rows = Vec::new();
+        let mut next = *chain;
+        for set in sets.iter_mut() {
+            for record in set.audit.iter_mut() {
+                record.seq = next.entries;
+                let value = next.append(record);
+                audit_rows.push((record.seq.to_be_bytes(), value));
+            }
+        }
+        let head_value = codec::encode(&next);
+        let result: Result<(), TransactionError<()>> = (&self.entities, &self.audit, &self.meta).transaction(|(e, a, m)| {
+            for set in sets.iter() {
+                for (k, v) in &set.puts {
+                    e.insert(k.as_slice(), v.as_slice())?;
+                }
+                for k in &set.deletes {
+                    e.remove(k.as_slice())?;
+                }
+            }
+            for (k, v) in &audit_rows {
+                a.insert(&k[..], v.as_slice())?;
+            }
+            if !audit_rows.is_empty() {
+                m.insert(HEAD_KEY, head_value.as_slice())?;
+            }
+            Ok::<(), ConflictableTransactionError<()>>(())
+        });
+        match result {
+            Ok(()) => {
+                *chain = next;
+                Ok(())
+            }
+            Err(TransactionError::Storage(e)) => Err(e.into()),
+            Err(TransactionError::Abort(())) => Err(StoreError::Io("transaction aborted".into())),
+        }
+    }
+
+    pub fn flush(&self) -> Result<usize, StoreError> {
+        Ok(self.db.flush()?)
+    }
+
+    /// Verifies the whole audit chain against the recorded head.
+    pub fn verify_audit(&self) -> VerifyReport {
+        let recorded = match self.chain_head() {
+            Ok(r) => r,
+            Err(e) => {
+                return VerifyReport { ok: false, entries: 0, head_hash: String::new(), first_bad_entry: Some(0), problem: Some(e.to_string()) };
+            }
+        };
+        let entries = self.audit.iter().map(|item| {
+            let (k, v) = item.map_err(|e| e.to_string())?;
+            let seq = <[u8; 8]>::try_from(k.as_ref()).map(u64::from_be_bytes).map_err(|_| format!("malformed key {}", hex::encode(&k)))?;
+            Ok((seq, v.to_vec()))
+        });
+        audit_log::verify(entries, recorded)
+    }
+
+    /// Reads audit records in order (for exports and tests).
+    pub fn audit_records(&self) -> Result<Vec<AuditRecord>, StoreError> {
+        self.audit
+            .iter()
+            .map(|item| {
+                let (k, v) = item?;
+                let (bytes, _) = audit_log::split_value(&v).ok_or_else(|| StoreError::Corrupt { location: format!("audit {}", hex::encode(&k)), reason: "short value".into() })?;
+                codec::decode(bytes).map_err(|e| StoreError::Corrupt { location: format!("audit {}", hex::encode(&k)), reason: e.to_string() })
+            })
+            .collect()
+    }
+}

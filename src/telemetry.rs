@@ -1,0 +1,128 @@
+//! Metrics (Prometheus text format at `/metrics`) and log set-up.
+//!
+//! Labels carry route templates and kinds only, never ids or personal data.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub method: String,
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLatencyLabels {
+    pub method: String,
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
+}
+
+fn depth_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 14))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: Family<RouteLabels, Counter>,
+    pub http_latency: Family<RouteLatencyLabels, Histogram, fn() -> Histogram>,
+    pub entities_active: Family<KindLabels, Gauge>,
+    pub entity_activations: Family<KindLabels, Counter>,
+    pub entity_passivations: Family<KindLabels, Counter>,
+    pub entity_restarts: Family<KindLabels, Counter>,
+    pub entity_mailbox_depth: Family<KindLabels, Histogram, fn() -> Histogram>,
+    pub journal_mailbox_depth: Gauge,
+    pub commit_batch_size: Histogram,
+    pub commit_batch_records: Histogram,
+    pub flush_latency: Histogram,
+    pub corrupt_records: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("moneta");
+        let http_requests = Family::<RouteLabels, Counter>::default();
+        let http_latency = Family::<RouteLatencyLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let entities_active = Family::<KindLabels, Gauge>::default();
+        let entity_activations = Family::<KindLabels, Counter>::default();
+        let entity_passivations = Family::<KindLabels, Counter>::default();
+        let entity_restarts = Family::<KindLabels, Counter>::default();
+        let entity_mailbox_depth = Family::<KindLabels, Histogram, fn() -> Histogram>::new_with_constructor(depth_histogram as fn() -> Histogram);
+        let journal_mailbox_depth = Gauge::default();
+        let commit_batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 14));
+        let commit_batch_records = Histogram::new(exponential_buckets(1.0, 2.0, 16));
+        let flush_latency = Histogram::new(exponential_buckets(0.000_05, 2.0, 18));
+        let corrupt_records = Counter::default();
+        registry.register("http_requests", "HTTP requests by route and status", http_requests.clone());
+        registry.register("http_request_duration_seconds", "HTTP request latency by route", http_latency.clone());
+        registry.register("entities_active", "Entity actors currently active", entities_active.clone());
+        registry.register("entity_activations", "Entity activations from storage", entity_activations.clone());
+        registry.register("entity_passivations", "Entities passivated after idling", entity_passivations.clone());
+        registry.register("entity_restarts", "Entity restarts after a panic", entity_restarts.clone());
+        registry.register("entity_mailbox_depth", "Mailbox depth seen when a message is sent to an entity", entity_mailbox_depth.clone());
+        registry.register("journal_mailbox_depth", "Messages waiting in the audit journal's mailbox", journal_mailbox_depth.clone());
+        registry.register("group_commit_batch_size", "Commits carried by one group flush", commit_batch_size.clone());
+        registry.register("group_commit_batch_records", "Records written by one group flush", commit_batch_records.clone());
+        registry.register("group_commit_flush_seconds", "Write + flush latency of one group commit", flush_latency.clone());
+        registry.register("corrupt_records", "Corrupt records found on disk", corrupt_records.clone());
+        Metrics {
+            registry,
+            http_requests,
+            http_latency,
+            entities_active,
+            entity_activations,
+            entity_passivations,
+            entity_restarts,
+            entity_mailbox_depth,
+            journal_mailbox_depth,
+            commit_batch_size,
+            commit_batch_records,
+            flush_latency,
+            corrupt_records,
+        }
+    }
+
+    pub fn kind(kind: &str) -> KindLabels {
+        KindLabels { kind: kind.to_string() }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("encoding metrics into a String");
+        out
+    }
+}
+
+/// Installs the global tracing subscriber (text or JSON). Safe to call more than once.
+pub fn init_logging(format: crate::config::LogFormat, level: &str) -> Result<(), String> {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(level).map_err(|e| format!("key `log.level`: {e}"))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let result = match format {
+        crate::config::LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+        crate::config::LogFormat::Text => builder.try_init(),
+    };
+    // A second initialisation (tests) is not an error.
+    let _ = result;
+    Ok(())
+}
