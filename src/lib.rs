@@ -9,5 +9,6 @@ pub mod cluster;
 pub mod config;
 pub mod domain;
 pub mod gateway;
+pub mod node;
 pub mod storage;
 pub mod telemetry;

@@ -3,6 +3,7 @@
 //! This layer translates between messages and the sans-IO core; it does not decide.
 
 pub mod entity;
+pub mod feed;
 pub mod journal;
 pub mod supervisor;
 

@@ -1,1 +1,157 @@
-//! gateway
+//! The warp HTTP gateway: one warp filter collects the request (with a 64 KiB body cap), then a
+//! small explicit router dispatches on (method, route template). Every answer carries
+//! `X-Request-Id`; every error is problem+json; every request is counted and timed per route.
+
+pub mod auth;
+pub mod http;
+pub mod openapi;
+pub mod problem;
+pub mod routes;
+
+use crate::cluster::Router;
+use crate::config::Config;
+use crate::gateway::auth::{Auth, Claims};
+use crate::gateway::http::{problem_response, Reply, Req, MAX_BODY_BYTES};
+use crate::gateway::problem::ApiError;
+use crate::telemetry::{Metrics, RouteLabels, RouteLatencyLabels};
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::StreamExt;
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+use tracing::Instrument;
+use warp::http::header::HeaderValue;
+use warp::http::{HeaderMap, Method, StatusCode};
+use warp::Filter;
+
+pub struct AppState {
+    pub router: Router,
+    pub auth: Auth,
+    pub email_key: aws_lc_rs::hmac::Key,
+    pub config: Config,
+    pub metrics: Arc<Metrics>,
+    pub ready: AtomicBool,
+    /// Listed instrument symbols, in listing order.
+    pub catalog: RwLock<Vec<String>>,
+    pub node_id: String,
+}
+
+impl AppState {
+    pub fn is_listed(&self, symbol: &str) -> bool {
+        self.catalog.read().expect("catalog lock").iter().any(|s| s == symbol)
+    }
+    pub fn symbols(&self) -> Vec<String> {
+        self.catalog.read().expect("catalog lock").clone()
+    }
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+    /// The keyed hash that indexes a normalised email (the plaintext is never a key).
+    pub fn email_hash(&self, normalised_email: &str) -> String {
+        hex::encode(aws_lc_rs::hmac::sign(&self.email_key, normalised_email.as_bytes()).as_ref())
+    }
+    /// Verifies the bearer token; 401 when missing or invalid.
+    pub fn claims(&self, req: &Req) -> Result<Claims, ApiError> {
+        let h = req.header("authorization").ok_or_else(|| ApiError::unauthorized("send Authorization: Bearer <access token>"))?;
+        let token = h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")).ok_or_else(|| ApiError::unauthorized("the Authorization header must be a Bearer token"))?;
+        self.auth.verify(token.trim())
+    }
+}
+
+/// The filter serving every route.
+pub fn filter(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
+    warp::any()
+        .and(warp::method())
+        .and(warp::path::full())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(warp::header::headers_cloned())
+        .and(warp::body::stream())
+        .then(move |method: Method, path: warp::path::FullPath, query: String, headers: HeaderMap, body| {
+            let state = state.clone();
+            async move { handle(state, method, path.as_str().to_string(), query, headers, body).await }
+        })
+}
+
+async fn read_body<S, B>(headers: &HeaderMap, body: S) -> Result<Bytes, ApiError>
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    let too_large = || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("request bodies are limited to {MAX_BODY_BYTES} bytes"));
+    if let Some(len) = headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()) {
+        if len > MAX_BODY_BYTES as u64 {
+            return Err(too_large());
+        }
+    }
+    let mut body = body;
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk.map_err(|_| ApiError::bad_request("the request body could not be read"))?;
+        if buf.len() + chunk.remaining() > MAX_BODY_BYTES {
+            return Err(too_large());
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            buf.extend_from_slice(part);
+            let n = part.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(buf.freeze())
+}
+
+fn request_id(headers: &HeaderMap) -> String {
+    // A client-supplied id is kept when it is short and plain, so logs can be correlated.
+    if let Some(v) = headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
+        if !v.is_empty() && v.len() <= 64 && v.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.') {
+            return v.to_string();
+        }
+    }
+    let mut b = [0u8; 12];
+    aws_lc_rs::rand::fill(&mut b).expect("system randomness");
+    format!("req_{}", hex::encode(b))
+}
+
+async fn handle<S, B>(state: Arc<AppState>, method: Method, path: String, query: String, headers: HeaderMap, body: S) -> warp::reply::Response
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    let started = Instant::now();
+    let rid = request_id(&headers);
+    let route = routes::template_of(&path);
+    let span = tracing::info_span!("request", request_id = %rid, method = %method, route = route.unwrap_or("unmatched"));
+    let timeout = state.config.gateway.request_timeout;
+    let result = async {
+        let body = read_body(&headers, body).await?;
+        let req = Req { method: method.clone(), path: path.clone(), query, headers, body, request_id: rid.clone() };
+        match tokio::time::timeout(timeout, routes::dispatch(&state, route, &req)).await {
+            Ok(r) => r,
+            Err(_) => Err(ApiError::unavailable("the request took too long; retry with the same Idempotency-Key")),
+        }
+    }
+    .instrument(span.clone())
+    .await;
+    let mut reply: Reply = match result {
+        Ok(r) => r,
+        Err(e) => problem_response(&e),
+    };
+    reply.headers_mut().insert("x-request-id", HeaderValue::from_str(&rid).unwrap_or(HeaderValue::from_static("invalid")));
+    let status = reply.status().as_u16();
+    let route_label = route.unwrap_or("unmatched").to_string();
+    let elapsed = started.elapsed();
+    state.metrics.http_requests.get_or_create(&RouteLabels { method: method.to_string(), route: route_label.clone(), status }).inc();
+    state.metrics.http_latency.get_or_create(&RouteLatencyLabels { method: method.to_string(), route: route_label }).observe(elapsed.as_secs_f64());
+    span.in_scope(|| tracing::info!(status, latency_us = elapsed.as_micros() as u64, "request served"));
+    let (parts, body) = reply.into_parts();
+    warp::reply::Response::from_parts(parts, body.into())
+}
+
+/// The set of methods each route template answers (for 405 and the OpenAPI document).
+pub fn route_inventory() -> BTreeSet<(&'static str, &'static str)> {
+    routes::ROUTES.iter().map(|r| (r.method, r.template)).collect()
+}

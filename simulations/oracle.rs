@@ -1,0 +1,80 @@
+//! An independent statement of the portfolio rules (API.md, DESIGN.md §3): given the state before
+//! a fresh request, what must the answer be? The simulator compares every decision with it.
+//!
+//! Rounding is taken from `domain::money` (the one place that defines it); everything else is
+//! restated here rather than called, so a change to the rules in `src/domain` shows up as a
+//! disagreement.
+
+use crate::workload::Request;
+use moneta::domain::fees::FeeSchedule;
+use moneta::domain::money::round_cash;
+use moneta::domain::portfolio::{OrderQuote, Portfolio, PortfolioRejection, Side};
+use rust_decimal::Decimal;
+
+fn limit() -> Decimal {
+    Decimal::from(1_000_000_000u64)
+}
+
+fn dp(v: Decimal) -> u32 {
+    v.normalize().scale()
+}
+
+fn valid_cash(v: Decimal) -> bool {
+    v > Decimal::ZERO && dp(v) <= 2 && v <= limit()
+}
+
+fn valid_quantity(v: Decimal) -> bool {
+    v > Decimal::ZERO && dp(v) <= 6 && v <= limit()
+}
+
+/// `max(minimum, round_cash(notional × bps / 10 000))`.
+pub fn fee(fees: &FeeSchedule, notional: Decimal) -> Decimal {
+    round_cash(notional * fees.commission_bps / Decimal::from(10_000)).max(fees.minimum)
+}
+
+/// The expected answer to a request whose key the portfolio does not remember.
+pub fn predict(p: &Portfolio, req: &Request, quote: Option<&OrderQuote>, fees: &FeeSchedule) -> Result<(), PortfolioRejection> {
+    use PortfolioRejection::*;
+    match req {
+        Request::Deposit { amount } => {
+            if !valid_cash(*amount) {
+                return Err(InvalidAmount);
+            }
+            Ok(())
+        }
+        Request::Withdraw { amount } => {
+            if !valid_cash(*amount) {
+                return Err(InvalidAmount);
+            }
+            if *amount > p.cash {
+                return Err(InsufficientFunds);
+            }
+            Ok(())
+        }
+        Request::Order { symbol, side, quantity } => {
+            if !valid_quantity(*quantity) {
+                return Err(InvalidQuantity);
+            }
+            let Some(quote) = quote else { return Err(UnknownInstrument) };
+            let notional = round_cash(*quantity * quote.price);
+            if notional <= Decimal::ZERO {
+                return Err(InvalidQuantity);
+            }
+            let fee = fee(fees, notional);
+            match side {
+                Side::Buy if notional + fee > p.cash => Err(InsufficientFunds),
+                Side::Buy => Ok(()),
+                Side::Sell => {
+                    let held = p.holdings.get(symbol).map(|h| h.quantity).unwrap_or_default();
+                    if held < *quantity {
+                        return Err(InsufficientHoldings);
+                    }
+                    if p.cash + notional - fee < Decimal::ZERO {
+                        return Err(InsufficientFunds);
+                    }
+                    Ok(())
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,683 @@
+//! The discrete-event loop: simulated time, the seeded market, the users' requests, and the
+//! checks after every decision, every step, every day and at the end.
+
+use crate::oracle;
+use crate::workload::{self, Action, Request};
+use moneta::config::Config;
+use moneta::domain::audit::{leaf_hash, next_head, AuditRecord, Hash, Outcome, GENESIS_HEAD};
+use moneta::domain::ctx::{Ctx, Effect};
+use moneta::domain::entity::{Decision, Entity};
+use moneta::domain::fees::FeeSchedule;
+use moneta::domain::instrument::{Instrument, InstrumentCommand, InstrumentEvent, InstrumentRejection, Listing};
+use moneta::domain::market::{gbm_step, GbmParams};
+use moneta::domain::money::{cash_string, round_cash};
+use moneta::domain::portfolio::{
+    Holding, IdemTag, OrderQuote, Portfolio, PortfolioEvent, PortfolioRejection, PortfolioReply, Side, Totals, IDEMPOTENCY_RETENTION_MS,
+};
+use moneta::domain::time::{Date, Timestamp, MS_PER_DAY, MS_PER_HOUR, MS_PER_MINUTE, MS_PER_SECOND};
+use moneta::storage::codec;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use rust_decimal::Decimal;
+use sha2::{Digest, Sha256};
+use std::cell::Cell;
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Write as _;
+
+/// One step per simulated minute of a 6.5-hour trading day.
+pub const STEP_MS: i64 = MS_PER_MINUTE;
+pub const STEPS_PER_DAY: i64 = 390;
+/// Each user acts in a step with this probability (per mille).
+pub const ACTIVE_PER_MILLE: u32 = 50;
+/// How many recent successful requests per user are kept for re-sending.
+const RECENT: usize = 8;
+
+/// The independent random streams, all of one ChaCha20 key derived from the seed.
+pub const STREAM_MARKET: u64 = 1;
+pub const STREAM_WORKLOAD: u64 = 2;
+pub const STREAM_IDS: u64 = 3;
+
+pub fn stream(seed: u64, stream: u64) -> ChaCha20Rng {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    rng.set_stream(stream);
+    rng
+}
+
+thread_local! {
+    /// Where the simulation is, for the panic hook: (step, simulated time in ms).
+    pub static POSITION: Cell<(i64, i64)> = const { Cell::new((0, 0)) };
+}
+
+/// The first trading day: Monday 2026-01-05, market open 14:30 UTC.
+pub fn first_open() -> Timestamp {
+    let day = Date::parse("2026-01-05").expect("valid date").days_since_epoch();
+    Timestamp(day * MS_PER_DAY + 14 * MS_PER_HOUR + 30 * MS_PER_MINUTE)
+}
+
+/// The opening time of trading day `d` (0-based), skipping weekends.
+pub fn open_of_day(d: i64) -> Timestamp {
+    let calendar = d + 2 * (d / 5);
+    first_open().plus_ms(calendar * MS_PER_DAY)
+}
+
+#[derive(Debug)]
+pub struct Failure {
+    pub step: i64,
+    pub at: Timestamp,
+    pub message: String,
+}
+
+pub struct Args {
+    pub seed: u64,
+    pub users: usize,
+    pub days: i64,
+    /// Corrupt one journal entry before the final replay (proves the replay check bites).
+    pub sabotage_journal: bool,
+}
+
+struct Sent {
+    request: Request,
+    idem: IdemTag,
+    reply: PortfolioReply,
+    at: Timestamp,
+}
+
+struct User {
+    id: String,
+    state: Portfolio,
+    journal: Vec<PortfolioEvent>,
+    recent: VecDeque<Sent>,
+    refused: Option<(Request, IdemTag)>,
+    touched_step: i64,
+}
+
+struct Market {
+    params: GbmParams,
+    opening: Decimal,
+    listing: Listing,
+    state: Instrument,
+    journal: Vec<InstrumentEvent>,
+}
+
+/// What the simulator expects of one request.
+enum Expect {
+    /// A key the portfolio does not remember: the oracle decides.
+    Fresh,
+    /// A re-sent request: the stored reply and nothing else.
+    Replay(PortfolioReply),
+    /// A remembered key with another fingerprint.
+    KeyReused,
+}
+
+/// The parts of a portfolio a request may touch, taken before deciding.
+#[derive(PartialEq)]
+struct Pre {
+    cash: Decimal,
+    holding: Holding,
+    totals: Totals,
+    /// Transactions, orders, remembered keys, journal length.
+    counts: (usize, usize, usize, usize),
+}
+
+impl Pre {
+    fn of(user: &User, symbol: Option<&str>) -> Pre {
+        let s = &user.state;
+        Pre {
+            cash: s.cash,
+            holding: symbol.and_then(|sym| s.holdings.get(sym).cloned()).unwrap_or_default(),
+            totals: s.totals.clone(),
+            counts: (s.transactions.len(), s.orders.len(), s.idempotency.len(), user.journal.len()),
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Stats {
+    pub commands: u64,
+    pub deposits: u64,
+    pub withdrawals: u64,
+    pub orders: u64,
+    pub buys_filled: u64,
+    pub sells_filled: u64,
+    pub accepted: u64,
+    pub rejections: BTreeMap<&'static str, u64>,
+    pub replays: u64,
+    pub key_reuses: u64,
+    pub retries: u64,
+    pub audit_ok: u64,
+    pub audit_refused: u64,
+    pub portfolio_events: u64,
+    pub instrument_events: u64,
+    pub instrument_replays: u64,
+    pub deposited: Decimal,
+    pub withdrawn: Decimal,
+    pub fees: Decimal,
+}
+
+pub struct Sim {
+    args: Args,
+    fees: FeeSchedule,
+    market_rng: ChaCha20Rng,
+    workload_rng: ChaCha20Rng,
+    ids_rng: ChaCha20Rng,
+    instruments: BTreeMap<String, Market>,
+    symbols: Vec<String>,
+    users: Vec<User>,
+    now: Timestamp,
+    step: i64,
+    last_tick: Timestamp,
+    audit_seq: u64,
+    audit_head: Hash,
+    pub stats: Stats,
+}
+
+/// Runs one command through decide → apply, journalling the events.
+fn execute<E: Entity>(state: &mut E, journal: &mut Vec<E::Event>, cmd: E::Command, ctx: &mut Ctx<'_>) -> Result<Decision<E::Event, E::Reply>, E::Rejection> {
+    let decision = state.decide(cmd, ctx)?;
+    for event in &decision.events {
+        state.apply(event);
+        journal.push(event.clone());
+    }
+    Ok(decision)
+}
+
+impl Sim {
+    pub fn new(args: Args) -> Result<Sim, String> {
+        let config = Config::load_with_env(None, &[]).map_err(|e| format!("embedded config: {}", e.0))?;
+        let mut ids_rng = stream(args.seed, STREAM_IDS);
+        let mut instruments = BTreeMap::new();
+        for ic in &config.market.instruments {
+            let listing = Listing {
+                symbol: ic.symbol.clone(),
+                name: ic.name.clone(),
+                kind: ic.kind,
+                complex: ic.kind.is_complex(),
+                currency: config.portfolio.currency.clone(),
+                risk_class: ic.risk_class,
+            };
+            let market = Market {
+                params: GbmParams { drift: ic.drift, volatility: ic.volatility },
+                opening: ic.price,
+                listing,
+                state: Instrument::empty(&ic.symbol),
+                journal: Vec::new(),
+            };
+            instruments.insert(ic.symbol.clone(), market);
+        }
+        let symbols = instruments.keys().cloned().collect();
+        let users = (0..args.users)
+            .map(|_| {
+                let id = moneta::domain::ids::new_id("usr", &mut ids_rng);
+                User { state: Portfolio::empty(&id), id, journal: Vec::new(), recent: VecDeque::new(), refused: None, touched_step: -1 }
+            })
+            .collect();
+        Ok(Sim {
+            fees: config.fees.schedule(),
+            market_rng: stream(args.seed, STREAM_MARKET),
+            workload_rng: stream(args.seed, STREAM_WORKLOAD),
+            ids_rng,
+            instruments,
+            symbols,
+            users,
+            now: Timestamp(0),
+            step: 0,
+            last_tick: Timestamp(0),
+            audit_seq: 0,
+            audit_head: GENESIS_HEAD,
+            stats: Stats::default(),
+            args,
+        })
+    }
+
+    fn fail<T>(&self, message: impl Into<String>) -> Result<T, Failure> {
+        Err(Failure { step: self.step, at: self.now, message: message.into() })
+    }
+
+    fn set_position(&mut self, step: i64, now: Timestamp) {
+        self.step = step;
+        self.now = now;
+        POSITION.with(|p| p.set((step, now.millis())));
+    }
+
+    pub fn run(&mut self) -> Result<(), Failure> {
+        let listed_at = first_open().plus_ms(-30 * MS_PER_MINUTE);
+        self.set_position(0, listed_at);
+        self.list_instruments()?;
+        self.last_tick = listed_at;
+        for day in 0..self.args.days {
+            let open = open_of_day(day);
+            self.set_position(day * STEPS_PER_DAY + 1, open);
+            self.probe_listings()?;
+            for s in 0..STEPS_PER_DAY {
+                let t = open.plus_ms(s * STEP_MS);
+                self.set_position(day * STEPS_PER_DAY + s + 1, t);
+                self.tick_market(t)?;
+                let touched = self.user_requests(t)?;
+                self.check_step(&touched)?;
+            }
+            self.check_books()?;
+        }
+        if self.args.sabotage_journal {
+            self.sabotage();
+        }
+        self.check_replay()
+    }
+
+    fn list_instruments(&mut self) -> Result<(), Failure> {
+        let now = self.now;
+        for (symbol, m) in self.instruments.iter_mut() {
+            let mut ctx = Ctx::new(now, &mut self.ids_rng);
+            let cmd = InstrumentCommand::List { listing: m.listing.clone(), price: m.opening };
+            match execute(&mut m.state, &mut m.journal, cmd, &mut ctx) {
+                Ok(d) if d.events.len() == 1 && ctx.effects().is_empty() => self.stats.instrument_events += 1,
+                other => return Err(Failure { step: self.step, at: now, message: format!("listing {symbol}: unexpected {other:?}") }),
+            }
+        }
+        Ok(())
+    }
+
+    /// At each open: re-list one instrument identically (a no-op) and try a conflicting listing.
+    fn probe_listings(&mut self) -> Result<(), Failure> {
+        let symbol = self.symbols[self.workload_rng.random_range(0..self.symbols.len())].clone();
+        let now = self.now;
+        let m = self.instruments.get_mut(&symbol).expect("listed");
+        let before = m.state.clone();
+        let mut ctx = Ctx::new(now, &mut self.ids_rng);
+        let same = execute(&mut m.state, &mut m.journal, InstrumentCommand::List { listing: m.listing.clone(), price: m.opening }, &mut ctx);
+        let mut other = m.listing.clone();
+        other.risk_class = if other.risk_class == 7 { 1 } else { other.risk_class + 1 };
+        let conflict = execute(&mut m.state, &mut m.journal, InstrumentCommand::List { listing: other, price: m.opening }, &mut ctx);
+        let tick_zero = execute(&mut m.state, &mut m.journal, InstrumentCommand::Tick { price: Decimal::ZERO }, &mut ctx);
+        let unchanged = m.state == before && ctx.effects().is_empty();
+        match (same, conflict, tick_zero) {
+            (Ok(d), Err(InstrumentRejection::ListingConflict), Err(InstrumentRejection::InvalidPrice)) if d.events.is_empty() && unchanged => {
+                self.stats.instrument_replays += 1;
+                Ok(())
+            }
+            other => self.fail(format!("instrument {symbol}: re-listing probes answered {other:?}")),
+        }
+    }
+
+    fn tick_market(&mut self, t: Timestamp) -> Result<(), Failure> {
+        let dt_seconds = (t.millis() - self.last_tick.millis()) as f64 / MS_PER_SECOND as f64;
+        self.last_tick = t;
+        for (symbol, m) in self.instruments.iter_mut() {
+            let price = gbm_step(m.state.price, &m.params, dt_seconds, &mut self.market_rng);
+            let mut ctx = Ctx::new(t, &mut self.ids_rng);
+            match execute(&mut m.state, &mut m.journal, InstrumentCommand::Tick { price }, &mut ctx) {
+                Ok(d) if d.events.len() == 1 && ctx.effects().is_empty() && m.state.price == price && m.state.as_of == t => {
+                    self.stats.instrument_events += 1;
+                }
+                other => {
+                    return Err(Failure { step: self.step, at: t, message: format!("tick {symbol} to {price}: unexpected {other:?}") });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn quote(&self, symbol: &str) -> Option<OrderQuote> {
+        self.instruments.get(symbol).map(|m| OrderQuote { price: m.state.price })
+    }
+
+    fn user_requests(&mut self, step_start: Timestamp) -> Result<Vec<usize>, Failure> {
+        let mut touched = Vec::new();
+        let mut n_in_step = 0i64;
+        for u in 0..self.users.len() {
+            if !self.workload_rng.random_ratio(ACTIVE_PER_MILLE, 1000) {
+                continue;
+            }
+            n_in_step += 1;
+            let now = step_start.plus_ms(n_in_step.min(STEP_MS - 1));
+            self.now = now;
+            POSITION.with(|p| p.set((self.step, now.millis())));
+            let (request, idem, expect) = self.plan(u, now);
+            self.submit(u, request, idem, expect)?;
+            if self.users[u].touched_step != self.step {
+                self.users[u].touched_step = self.step;
+                touched.push(u);
+            }
+        }
+        Ok(touched)
+    }
+
+    /// Draws what user `u` does next.
+    fn plan(&mut self, u: usize, now: Timestamp) -> (Request, IdemTag, Expect) {
+        let rng = &mut self.workload_rng;
+        let user = &self.users[u];
+        let p = &user.state;
+        let mut action = workload::draw_action(rng, p);
+        // Only requests younger than the retention are guaranteed to be remembered.
+        let eligible: Vec<usize> =
+            user.recent.iter().enumerate().filter(|(_, s)| now.millis() - s.at.millis() <= IDEMPOTENCY_RETENTION_MS).map(|(i, _)| i).collect();
+        if matches!(action, Action::Resend | Action::ReuseKey) && eligible.is_empty() {
+            action = Action::Deposit;
+        }
+        if action == Action::RetryRefused && user.refused.is_none() {
+            action = Action::Buy;
+        }
+        if action == Action::Sell && p.holdings.is_empty() {
+            action = Action::Buy;
+        }
+        let instruments = &self.instruments;
+        let price_of = |s: &str| instruments[s].state.price;
+        let fresh = |request: Request, key: String| {
+            let idem = IdemTag { key, fingerprint: request.fingerprint() };
+            (request, idem, Expect::Fresh)
+        };
+        let key = format!("idem-{:08}", self.stats.commands);
+        match action {
+            Action::Deposit => fresh(workload::deposit(rng), key),
+            Action::Withdraw => fresh(workload::withdraw(rng, p), key),
+            Action::Buy => fresh(workload::buy(rng, p, &self.symbols, price_of), key),
+            Action::Sell => fresh(workload::sell(rng, p).expect("holdings checked"), key),
+            Action::Overspend => fresh(workload::overspend(rng, p, &self.symbols, price_of), key),
+            Action::Oversell => fresh(workload::oversell(rng, p, &self.symbols), key),
+            Action::Overdraw => fresh(workload::overdraw(rng, p), key),
+            Action::BadAmount => fresh(workload::bad_amount(rng), key),
+            Action::BadQuantity => fresh(workload::bad_quantity(rng, &self.symbols), key),
+            Action::UnknownSymbol => fresh(workload::unknown_symbol(rng), key),
+            Action::Resend => {
+                let sent = &user.recent[eligible[rng.random_range(0..eligible.len())]];
+                (sent.request.clone(), sent.idem.clone(), Expect::Replay(sent.reply.clone()))
+            }
+            Action::ReuseKey => {
+                let sent = &user.recent[eligible[rng.random_range(0..eligible.len())]];
+                let other = workload::different_request(rng, &sent.request);
+                let idem = IdemTag { key: sent.idem.key.clone(), fingerprint: other.fingerprint() };
+                (other, idem, Expect::KeyReused)
+            }
+            Action::RetryRefused => {
+                let (request, idem) = self.users[u].refused.take().expect("checked");
+                self.stats.retries += 1;
+                (request, idem, Expect::Fresh)
+            }
+        }
+    }
+
+    /// Sends one request to user `u`'s portfolio and checks the answer, the state change and
+    /// the audit effects against the oracle.
+    fn submit(&mut self, u: usize, request: Request, idem: IdemTag, expect: Expect) -> Result<(), Failure> {
+        self.stats.commands += 1;
+        match &request {
+            Request::Deposit { .. } => self.stats.deposits += 1,
+            Request::Withdraw { .. } => self.stats.withdrawals += 1,
+            Request::Order { .. } => self.stats.orders += 1,
+        }
+        let quote = request.symbol().and_then(|s| self.quote(s));
+        let predicted = match &expect {
+            Expect::Fresh => Some(oracle::predict(&self.users[u].state, &request, quote.as_ref(), &self.fees)),
+            _ => None,
+        };
+        let cmd = request.command(idem.clone(), quote.clone(), &self.fees);
+        let now = self.now;
+        let user = &mut self.users[u];
+        let pre = Pre::of(user, request.symbol());
+        let mut ctx = Ctx::new(now, &mut self.ids_rng);
+        let result = execute(&mut user.state, &mut user.journal, cmd, &mut ctx);
+        let effects = ctx.take_effects();
+        let id = user.id.clone();
+        let who = format!("portfolio {id}, request {request:?} (key {})", idem.key);
+
+        // The audit trail: one record per decided request, none for a replay.
+        let expected_outcome = match &result {
+            Ok(d) if d.events.is_empty() => None,
+            Ok(_) => Some(Outcome::Ok),
+            Err(r) => Some(Outcome::Refused(r.code().to_string())),
+        };
+        match (&expected_outcome, effects.as_slice()) {
+            (None, []) => {}
+            (Some(outcome), [Effect::Audit(draft)]) if draft.outcome == *outcome => {
+                if *outcome == Outcome::Ok && draft.action != request.ok_action() {
+                    return self.fail(format!("{who}: audit action {} (expected {})", draft.action, request.ok_action()));
+                }
+                match outcome {
+                    Outcome::Ok => self.stats.audit_ok += 1,
+                    Outcome::Refused(_) => self.stats.audit_refused += 1,
+                }
+                let record = AuditRecord {
+                    seq: self.audit_seq,
+                    at: now,
+                    actor: id.clone(),
+                    action: draft.action.clone(),
+                    entity: format!("portfolio/{id}"),
+                    request_id: idem.key.clone(),
+                    outcome: draft.outcome.clone(),
+                    details: draft.details.clone(),
+                };
+                self.audit_seq += 1;
+                self.audit_head = next_head(&self.audit_head, &leaf_hash(&codec::encode(&record)));
+            }
+            _ => return self.fail(format!("{who}: answered {result:?} with audit effects {effects:?} (expected one {expected_outcome:?})")),
+        }
+
+        let accepted = match (expect, predicted, result) {
+            (Expect::Replay(stored), _, Ok(d)) => {
+                if !d.events.is_empty() || d.reply != stored {
+                    return self.fail(format!("{who}: re-send produced {} events and reply {:?}, stored reply {stored:?}", d.events.len(), d.reply));
+                }
+                self.stats.replays += 1;
+                None
+            }
+            (Expect::KeyReused, _, Err(PortfolioRejection::IdempotencyKeyReused)) => {
+                *self.stats.rejections.entry(PortfolioRejection::IdempotencyKeyReused.code()).or_default() += 1;
+                self.stats.key_reuses += 1;
+                None
+            }
+            (Expect::Fresh, Some(Err(want)), Err(got)) if want == got => {
+                *self.stats.rejections.entry(got.code()).or_default() += 1;
+                self.users[u].refused = Some((request.clone(), idem.clone()));
+                None
+            }
+            (Expect::Fresh, Some(Ok(())), Ok(d)) => Some(d),
+            (_, predicted, result) => return self.fail(format!("{who}: answered {result:?}, oracle predicted {predicted:?}")),
+        };
+
+        let Some(d) = accepted else {
+            // A refused or replayed request changes nothing.
+            if Pre::of(&self.users[u], request.symbol()) != pre {
+                return self.fail(format!("{who}: refused or replayed, yet the portfolio changed"));
+            }
+            return Ok(());
+        };
+        if d.events.len() != 1 {
+            return self.fail(format!("{who}: accepted with {} events", d.events.len()));
+        }
+        self.stats.accepted += 1;
+        self.stats.portfolio_events += 1;
+        let user = &self.users[u];
+        let post = &user.state;
+        let event = &d.events[0];
+        let ok = match (&request, event, &d.reply) {
+            (Request::Deposit { amount }, PortfolioEvent::Deposited { amount: a, at, idem: i, .. }, PortfolioReply::Cash { cash }) => {
+                self.stats.deposited += amount;
+                a == amount && *at == now && *i == idem && post.cash == pre.cash + amount && *cash == post.cash
+            }
+            (Request::Withdraw { amount }, PortfolioEvent::Withdrawn { amount: a, at, idem: i, .. }, PortfolioReply::Cash { cash }) => {
+                self.stats.withdrawn += amount;
+                a == amount && *at == now && *i == idem && post.cash == pre.cash - amount && *cash == post.cash
+            }
+            (Request::Order { symbol, side, quantity }, PortfolioEvent::OrderFilled { order, idem: i, .. }, PortfolioReply::Order(reply)) => {
+                let price = quote.as_ref().map(|q| q.price).unwrap_or_default();
+                let notional = round_cash(*quantity * price);
+                let fee = oracle::fee(&self.fees, notional);
+                self.stats.fees += fee;
+                let held = post.holdings.get(symbol).cloned().unwrap_or_default();
+                let moved = match side {
+                    Side::Buy => {
+                        self.stats.buys_filled += 1;
+                        order.cash_effect == -(notional + fee)
+                            && order.realised_pnl.is_zero()
+                            && held.quantity == pre.holding.quantity + quantity
+                            && held.cost_basis == pre.holding.cost_basis + notional
+                    }
+                    Side::Sell => {
+                        self.stats.sells_filled += 1;
+                        let removed = pre.holding.cost_basis - held.cost_basis;
+                        order.cash_effect == notional - fee
+                            && held.quantity == pre.holding.quantity - quantity
+                            && removed >= Decimal::ZERO
+                            && order.realised_pnl == notional - removed
+                    }
+                };
+                moved
+                    && order.symbol == *symbol
+                    && order.side == *side
+                    && order.quantity == *quantity
+                    && order.price == price
+                    && order.fees == fee
+                    && order.executed_at == now
+                    && *i == idem
+                    && reply == order
+                    && post.cash == pre.cash + order.cash_effect
+                    && post.orders.get(&order.order_id) == Some(order)
+                    && post.totals.realised_pnl == pre.totals.realised_pnl + order.realised_pnl
+                    && post.totals.fees == pre.totals.fees + fee
+            }
+            _ => false,
+        };
+        let orders_added = usize::from(request.symbol().is_some());
+        let counted = (post.transactions.len(), post.orders.len(), user.journal.len()) == (pre.counts.0 + 1, pre.counts.1 + orders_added, pre.counts.3 + 1);
+        let remembered = post.idempotency.get(&idem.key).is_some_and(|r| r.fingerprint == idem.fingerprint && r.reply == d.reply && r.at == now);
+        if !ok || !counted || !remembered {
+            return self.fail(format!("{who}: accepted, but the event, reply or state change is wrong: event {event:?}, reply {:?}", d.reply));
+        }
+        let user = &mut self.users[u];
+        user.recent.push_back(Sent { request, idem, reply: d.reply, at: now });
+        if user.recent.len() > RECENT {
+            user.recent.pop_front();
+        }
+        Ok(())
+    }
+
+    fn check_step(&self, touched: &[usize]) -> Result<(), Failure> {
+        for &u in touched {
+            self.users[u].state.check_invariants();
+        }
+        for m in self.instruments.values() {
+            m.state.check_invariants();
+            if m.state.as_of != self.last_tick {
+                return self.fail(format!("instrument {} priced as of {}, last tick {}", m.state.symbol, m.state.as_of, self.last_tick));
+            }
+        }
+        Ok(())
+    }
+
+    /// End of day: the books of all portfolios together agree with what the clients moved.
+    fn check_books(&self) -> Result<(), Failure> {
+        let [mut deposits, mut withdrawals, mut fees, mut pnl, mut cash, mut basis] = [Decimal::ZERO; 6];
+        for user in &self.users {
+            let t = &user.state.totals;
+            deposits += t.deposits;
+            withdrawals += t.withdrawals;
+            fees += t.fees;
+            pnl += t.realised_pnl;
+            cash += user.state.cash;
+            basis += user.state.holdings.values().map(|h| h.cost_basis).sum::<Decimal>();
+        }
+        let s = &self.stats;
+        if deposits != s.deposited || withdrawals != s.withdrawn || fees != s.fees {
+            return self.fail(format!(
+                "books: portfolios record deposits {deposits}, withdrawals {withdrawals}, fees {fees}; clients moved {}, {}, {}",
+                s.deposited, s.withdrawn, s.fees
+            ));
+        }
+        if cash + basis != deposits - withdrawals - fees + pnl {
+            return self.fail(format!("books: cash {cash} + cost basis {basis} ≠ deposits − withdrawals − fees + realised P&L {pnl}"));
+        }
+        Ok(())
+    }
+
+    fn sabotage(&mut self) {
+        for user in &mut self.users {
+            for event in &mut user.journal {
+                if let PortfolioEvent::Deposited { amount, .. } = event {
+                    *amount += Decimal::new(1, 2);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Rebuilds every entity from its journal and compares it with the live state.
+    fn check_replay(&self) -> Result<(), Failure> {
+        for user in &self.users {
+            let rebuilt = replay::<Portfolio>(&user.id, &user.journal);
+            if rebuilt != user.state || codec::encode(&rebuilt) != codec::encode(&user.state) {
+                return self.fail(format!("replay: portfolio {} rebuilt from its {} events differs from the live state", user.id, user.journal.len()));
+            }
+        }
+        for (symbol, m) in &self.instruments {
+            let rebuilt = replay::<Instrument>(symbol, &m.journal);
+            if rebuilt != m.state || codec::encode(&rebuilt) != codec::encode(&m.state) {
+                return self.fail(format!("replay: instrument {symbol} rebuilt from its {} events differs from the live state", m.journal.len()));
+            }
+        }
+        Ok(())
+    }
+
+    /// SHA-256 over every portfolio then every instrument, in id order, each as
+    /// `kind byte ‖ id length ‖ id ‖ state length ‖ codec::encode(state)`.
+    pub fn digest(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(b"moneta-simulation-digest-v1");
+        let mut put = |kind: u8, id: &str, bytes: Vec<u8>| {
+            h.update([kind]);
+            h.update((id.len() as u64).to_le_bytes());
+            h.update(id.as_bytes());
+            h.update((bytes.len() as u64).to_le_bytes());
+            h.update(&bytes);
+        };
+        let by_id: BTreeMap<&str, &Portfolio> = self.users.iter().map(|u| (u.id.as_str(), &u.state)).collect();
+        for (id, p) in by_id {
+            put(2, id, codec::encode(p));
+        }
+        for (symbol, m) in &self.instruments {
+            put(3, symbol, codec::encode(&m.state));
+        }
+        hex::encode(h.finalize())
+    }
+
+    /// The summary printed before the digest.
+    pub fn summary(&self) -> String {
+        let s = &self.stats;
+        let mut out = String::new();
+        let steps = self.args.days * STEPS_PER_DAY;
+        let _ = writeln!(out, "users: {}  days: {}  steps: {steps} ({STEPS_PER_DAY} per day, one per simulated minute)", self.users.len(), self.args.days);
+        let _ = writeln!(out, "instruments: {}  ticks applied: {}", self.instruments.len(), s.instrument_events);
+        let _ = writeln!(out, "commands: {} (deposits {}, withdrawals {}, orders {})", s.commands, s.deposits, s.withdrawals, s.orders);
+        let _ = writeln!(out, "accepted: {}  fills: {} (buys {}, sells {})", s.accepted, s.buys_filled + s.sells_filled, s.buys_filled, s.sells_filled);
+        let rejected: u64 = s.rejections.values().sum();
+        let _ = writeln!(out, "rejections: {rejected}");
+        for (code, n) in &s.rejections {
+            let _ = writeln!(out, "  {code}: {n}");
+        }
+        let _ = writeln!(out, "replays: {} (stored reply, no events)  key reuses refused: {}  retries after refusal: {}", s.replays, s.key_reuses, s.retries);
+        let _ = writeln!(out, "audit effects: {} ok, {} refused  audit-head: {}", s.audit_ok, s.audit_refused, hex::encode(self.audit_head));
+        let _ = writeln!(out, "instrument re-listing probes: {} (no-op, conflict refused)", s.instrument_replays);
+        let events: usize = self.users.iter().map(|u| u.journal.len()).sum();
+        let _ = writeln!(out, "journal replay: {} portfolios ({events} events) and {} instruments rebuilt, all equal", self.users.len(), self.instruments.len());
+        let cash: Decimal = self.users.iter().map(|u| u.state.cash).sum();
+        let value: Decimal = self.users.iter().map(|u| u.state.total_value(|sym| self.instruments.get(sym).map(|m| m.state.price))).sum();
+        let _ = writeln!(
+            out,
+            "money: deposited {}  withdrawn {}  fees {}  total cash {}  total value {}",
+            cash_string(s.deposited),
+            cash_string(s.withdrawn),
+            cash_string(s.fees),
+            cash_string(cash),
+            cash_string(value)
+        );
+        let prices: Vec<String> = self.instruments.iter().map(|(sym, m)| format!("{sym} {}→{}", m.opening, m.state.price)).collect();
+        let _ = writeln!(out, "prices: {}", prices.join("  "));
+        out
+    }
+}
+
+fn replay<E: Entity>(id: &str, journal: &[E::Event]) -> E {
+    let mut state = E::empty(id);
+    for event in journal {
+        state.apply(event);
+    }
+    state
+}

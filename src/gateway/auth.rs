@@ -1,0 +1,220 @@
+//! Authentication: Ed25519-signed JWT access tokens (with a published JWKS) and Argon2id
+//! password hashing on the blocking pool behind a concurrency cap.
+//!
+//! The signing key is read from `<data_dir>/keys/jwt-ed25519.pk8` (PKCS#8), or generated there on
+//! first start with 0600 permissions. It is never logged.
+
+use crate::config::AuthConfig;
+use crate::domain::account::Role;
+use crate::gateway::problem::ApiError;
+use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use base64::Engine;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+
+pub const TOKEN_TYPE: &str = "at+jwt";
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Claims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+    pub jti: String,
+    pub roles: Vec<Role>,
+    /// Authentication methods (RFC 8176): `pwd`, later `otp`.
+    pub amr: Vec<String>,
+}
+
+pub struct SigningKey {
+    pub kid: String,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    public_x: String,
+}
+
+pub struct Auth {
+    key: SigningKey,
+    issuer: String,
+    audience: String,
+    ttl_secs: i64,
+    hashing: Arc<Semaphore>,
+    /// A real Argon2id hash of a random password: verified against when the email is unknown,
+    /// so the answer takes as long as for a known email.
+    dummy_hash: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("key file {path}: {reason}")]
+    File { path: String, reason: String },
+}
+
+fn key_err(path: &Path, reason: impl ToString) -> KeyError {
+    KeyError::File { path: path.display().to_string(), reason: reason.to_string() }
+}
+
+/// Reads the signing key, or generates one (0600, in a 0700 folder) on first start.
+pub fn load_or_create_signing_key(keys_dir: &Path) -> Result<SigningKey, KeyError> {
+    use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+    let path = keys_dir.join("jwt-ed25519.pk8");
+    let pkcs8 = if path.exists() {
+        std::fs::read(&path).map_err(|e| key_err(&path, e))?
+    } else {
+        create_private_dir(keys_dir).map_err(|e| key_err(keys_dir, e))?;
+        let doc = Ed25519KeyPair::generate_pkcs8(&aws_lc_rs::rand::SystemRandom::new()).map_err(|_| key_err(&path, "key generation failed"))?;
+        write_private_file(&path, doc.as_ref()).map_err(|e| key_err(&path, e))?;
+        doc.as_ref().to_vec()
+    };
+    let pair = Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|_| key_err(&path, "not an Ed25519 PKCS#8 key"))?;
+    let public = pair.public_key().as_ref().to_vec();
+    let kid = hex::encode(&Sha256::digest(&public)[..8]);
+    Ok(SigningKey {
+        kid,
+        encoding: EncodingKey::from_ed_der(&pkcs8),
+        decoding: DecodingKey::from_ed_der(&public),
+        public_x: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&public),
+    })
+}
+
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Writes a secret with owner-only permissions from the first byte (no window of 0644).
+pub fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+impl Auth {
+    pub fn new(key: SigningKey, cfg: &AuthConfig) -> Auth {
+        let mut random = [0u8; 24];
+        aws_lc_rs::rand::fill(&mut random).expect("system randomness");
+        let dummy_hash = Argon2::default().hash_password(&random).expect("argon2 hash of a dummy password").to_string();
+        Auth {
+            key,
+            issuer: cfg.issuer.clone(),
+            audience: cfg.audience.clone(),
+            ttl_secs: cfg.access_token_ttl.as_secs() as i64,
+            hashing: Arc::new(Semaphore::new(cfg.hash_concurrency)),
+            dummy_hash,
+        }
+    }
+
+    pub fn ttl_secs(&self) -> i64 {
+        self.ttl_secs
+    }
+
+    pub fn issue(&self, user_id: &str, roles: &[Role], now_secs: i64) -> String {
+        let mut jti = [0u8; 16];
+        aws_lc_rs::rand::fill(&mut jti).expect("system randomness");
+        let claims = Claims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            sub: user_id.to_string(),
+            iat: now_secs,
+            nbf: now_secs,
+            exp: now_secs + self.ttl_secs,
+            jti: hex::encode(jti),
+            roles: roles.to_vec(),
+            amr: vec!["pwd".into()],
+        };
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.typ = Some(TOKEN_TYPE.into());
+        header.kid = Some(self.key.kid.clone());
+        jsonwebtoken::encode(&header, &claims, &self.key.encoding).expect("signing a token with a loaded key")
+    }
+
+    /// Verifies an access token: EdDSA only, our `kid`, `typ: at+jwt`, no embedded keys,
+    /// issuer, audience, expiry and not-before.
+    pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+        let bad = |why: &str| ApiError::unauthorized(format!("invalid access token: {why}"));
+        let header = jsonwebtoken::decode_header(token).map_err(|_| bad("malformed"))?;
+        if header.alg != Algorithm::EdDSA {
+            return Err(bad("unsupported algorithm"));
+        }
+        if header.typ.as_deref() != Some(TOKEN_TYPE) {
+            return Err(bad("wrong token type"));
+        }
+        if header.jwk.is_some() || header.jku.is_some() || header.x5u.is_some() || header.x5c.is_some() {
+            return Err(bad("embedded keys are not accepted"));
+        }
+        if header.kid.as_deref() != Some(self.key.kid.as_str()) {
+            return Err(bad("unknown key"));
+        }
+        let mut v = Validation::new(Algorithm::EdDSA);
+        v.set_issuer(&[&self.issuer]);
+        v.set_audience(&[&self.audience]);
+        v.validate_nbf = true;
+        v.leeway = 5;
+        v.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        jsonwebtoken::decode::<Claims>(token, &self.key.decoding, &v).map(|d| d.claims).map_err(|e| bad(&e.kind_label()))
+    }
+
+    pub fn jwks(&self) -> serde_json::Value {
+        serde_json::json!({
+            "keys": [{ "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": self.key.kid, "x": self.key.public_x }]
+        })
+    }
+
+    /// Argon2id (OWASP parameters) on the blocking pool, at most `hash_concurrency` at once.
+    pub async fn hash_password(&self, password: String) -> Result<String, ApiError> {
+        let _permit = self.hashing.clone().acquire_owned().await.map_err(|_| ApiError::internal())?;
+        tokio::task::spawn_blocking(move || Argon2::default().hash_password(password.as_bytes()).map(|h| h.to_string()))
+        .await
+        .map_err(|_| ApiError::internal())?
+        .map_err(|_| ApiError::internal())
+    }
+
+    /// Verifies a password against a stored hash (or the dummy hash when there is none).
+    pub async fn verify_password(&self, password: String, stored: Option<String>) -> Result<bool, ApiError> {
+        let _permit = self.hashing.clone().acquire_owned().await.map_err(|_| ApiError::internal())?;
+        let known = stored.is_some();
+        let hash = stored.unwrap_or_else(|| self.dummy_hash.clone());
+        let ok = tokio::task::spawn_blocking(move || <Argon2 as PasswordVerifier<str>>::verify_password(&Argon2::default(), password.as_bytes(), hash.as_str()).is_ok())
+        .await
+        .map_err(|_| ApiError::internal())?;
+        Ok(ok && known)
+    }
+}
+
+trait KindLabel {
+    fn kind_label(&self) -> String;
+}
+
+impl KindLabel for jsonwebtoken::errors::Error {
+    fn kind_label(&self) -> String {
+        use jsonwebtoken::errors::ErrorKind;
+        match self.kind() {
+            ErrorKind::ExpiredSignature => "expired".into(),
+            ErrorKind::ImmatureSignature => "not yet valid".into(),
+            ErrorKind::InvalidAudience => "wrong audience".into(),
+            ErrorKind::InvalidIssuer => "wrong issuer".into(),
+            ErrorKind::InvalidSignature => "bad signature".into(),
+            ErrorKind::MissingRequiredClaim(c) => format!("missing claim {c}"),
+            _ => "rejected".into(),
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! Request plumbing shared by every route: the request context, strict JSON bodies, the
+//! idempotency key and request fingerprint, and JSON responses.
+
+use crate::gateway::problem::ApiError;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use warp::http::header::{HeaderMap, HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use warp::http::{Method, Response, StatusCode};
+use bytes::Bytes;
+
+/// Request bodies larger than this are refused with 413 (API.md).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Idempotency keys: 1–128 visible ASCII characters.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
+
+pub type Reply = Response<Bytes>;
+
+/// One request as the routes see it.
+pub struct Req {
+    pub method: Method,
+    pub path: String,
+    pub query: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub request_id: String,
+}
+
+impl Req {
+    /// Parses the body as JSON into `T` (which denies unknown fields); any problem is a 400.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        // The body must be JSON whatever Content-Type says: `curl -d` sends a form type by
+        // default, and refusing it would only get in people's way.
+        if self.body.is_empty() {
+            return Err(ApiError::bad_request("a JSON body is required"));
+        }
+        serde_json::from_slice(&self.body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {}", describe_json_error(&e))))
+    }
+
+    /// The `Idempotency-Key` header, validated.
+    pub fn idempotency_key(&self) -> Result<String, ApiError> {
+        let Some(v) = self.headers.get("idempotency-key") else {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "idempotency_key_required", "this request moves money or creates an order: send an Idempotency-Key header"));
+        };
+        let s = v.to_str().map_err(|_| ApiError::bad_request("Idempotency-Key must be visible ASCII"))?;
+        if s.is_empty() || s.len() > MAX_IDEMPOTENCY_KEY_LEN || !s.bytes().all(|c| c.is_ascii_graphic()) {
+            return Err(ApiError::bad_request("Idempotency-Key must be 1–128 visible ASCII characters"));
+        }
+        Ok(s.to_string())
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        url_query_pairs(&self.query).into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
+    }
+}
+
+/// serde_json messages name the problem and position; keep them, they contain no secrets
+/// beyond what the client sent.
+fn describe_json_error(e: &serde_json::Error) -> String {
+    let msg = e.to_string();
+    if msg.len() > 300 {
+        format!("{}…", &msg[..300])
+    } else {
+        msg
+    }
+}
+
+fn url_query_pairs(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                    Ok(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A digest of what a request asked: method, route and the canonical form of its parsed body.
+/// The same key with another fingerprint is `idempotency_key_reused`.
+pub fn fingerprint<T: Serialize>(method: &Method, route: &str, body: &T) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(method.as_str().as_bytes());
+    h.update([0]);
+    h.update(route.as_bytes());
+    h.update([0]);
+    h.update(serde_json::to_vec(body).expect("serialising a parsed request"));
+    h.finalize().into()
+}
+
+pub fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Reply {
+    let body = serde_json::to_vec(value).expect("serialising a response");
+    let mut r = Response::new(Bytes::from(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// A JSON response that carries personal data: never cached.
+pub fn private_json<T: Serialize>(status: StatusCode, value: &T) -> Reply {
+    let mut r = json_response(status, value);
+    r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+pub fn text_response(status: StatusCode, content_type: &'static str, body: String) -> Reply {
+    let mut r = Response::new(Bytes::from(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+pub fn empty_response(status: StatusCode) -> Reply {
+    let mut r = Response::new(Bytes::new());
+    *r.status_mut() = status;
+    r
+}
+
+pub fn problem_response(e: &ApiError) -> Reply {
+    let mut r = Response::new(Bytes::from(e.body()));
+    *r.status_mut() = e.status;
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+    r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(s) = e.retry_after {
+        r.headers_mut().insert("retry-after", HeaderValue::from(s));
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_decoding() {
+        assert_eq!(url_query_pairs("a=1&b=x%20y&c"), vec![("a".into(), "1".into()), ("b".into(), "x y".into()), ("c".into(), "".into())]);
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+    }
+}

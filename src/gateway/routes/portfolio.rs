@@ -1,0 +1,223 @@
+//! Portfolio and order routes. Money-moving requests need an `Idempotency-Key`; the portfolio
+//! entity remembers each key with a fingerprint of the request and its first answer.
+
+use super::market::quote;
+use super::unavailable;
+use crate::actors::RequestMeta;
+use crate::cluster::RouteError;
+use crate::domain::account::Role;
+use crate::domain::money::{cash_string, plain_string, round_cash};
+use crate::domain::portfolio::{IdemTag, Order, OrderQuote, Portfolio, PortfolioCommand, PortfolioRejection, PortfolioReply, Side, TransactionKind};
+use crate::gateway::auth::Claims;
+use crate::gateway::http::{fingerprint, private_json, Reply, Req};
+use crate::gateway::problem::ApiError;
+use crate::gateway::AppState;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use std::str::FromStr;
+use warp::http::StatusCode;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AmountBody {
+    amount: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OrderBody {
+    symbol: String,
+    side: Side,
+    quantity: String,
+}
+
+/// A decimal string (`"12.50"`): digits with at most one point, no sign, exponent or spaces.
+/// Signs are accepted so that a negative amount reaches the domain and is refused there
+/// (with its own code), rather than looking like malformed JSON.
+fn parse_decimal(field: &str, s: &str) -> Result<Decimal, ApiError> {
+    let t = s.strip_prefix('-').unwrap_or(s);
+    let well_formed = !t.is_empty() && t.len() <= 40 && t.bytes().all(|c| c.is_ascii_digit() || c == b'.') && t.bytes().filter(|&c| c == b'.').count() <= 1 && t != ".";
+    if !well_formed {
+        return Err(ApiError::bad_request(format!("{field} must be a decimal string such as \"12.50\"")));
+    }
+    Decimal::from_str(s).map_err(|_| ApiError::bad_request(format!("{field} is out of range")))
+}
+
+fn user(state: &AppState, req: &Req) -> Result<Claims, ApiError> {
+    let claims = state.claims(req)?;
+    if !claims.roles.contains(&Role::User) {
+        return Err(ApiError::forbidden("only investors have a portfolio"));
+    }
+    Ok(claims)
+}
+
+fn rejection(r: PortfolioRejection) -> ApiError {
+    match r {
+        PortfolioRejection::UnknownInstrument => ApiError::new(StatusCode::NOT_FOUND, "unknown_instrument", "no such instrument is listed"),
+        PortfolioRejection::InsufficientFunds => ApiError::unprocessable("insufficient_funds", "there is not enough cash for this"),
+        PortfolioRejection::InsufficientHoldings => ApiError::unprocessable("insufficient_holdings", "the portfolio does not hold that many units"),
+        PortfolioRejection::InvalidQuantity => ApiError::unprocessable("invalid_quantity", "quantity must be positive, with at most 6 decimal places"),
+        PortfolioRejection::InvalidAmount => ApiError::unprocessable("invalid_amount", "amount must be positive, with at most 2 decimal places"),
+        PortfolioRejection::IdempotencyKeyReused => ApiError::unprocessable("idempotency_key_reused", "this Idempotency-Key was used for a different request"),
+    }
+}
+
+async fn execute(state: &AppState, claims: &Claims, req: &Req, cmd: PortfolioCommand) -> Result<PortfolioReply, ApiError> {
+    let meta = RequestMeta { request_id: req.request_id.clone(), actor: claims.sub.clone() };
+    state.router.execute::<Portfolio>(&claims.sub, cmd, meta).await.map_err(|e| match e {
+        RouteError::Rejected(r) => rejection(r),
+        RouteError::Unavailable(e) => unavailable(e),
+    })
+}
+
+fn cash_reply(reply: PortfolioReply) -> Result<Reply, ApiError> {
+    match reply {
+        PortfolioReply::Cash { cash } => Ok(private_json(StatusCode::CREATED, &serde_json::json!({ "cash": cash_string(cash) }))),
+        PortfolioReply::Order(_) => Err(ApiError::unprocessable("idempotency_key_reused", "this Idempotency-Key was used for a different request")),
+    }
+}
+
+async fn move_cash(state: &AppState, req: &Req, route: &str, deposit: bool) -> Result<Reply, ApiError> {
+    let claims = user(state, req)?;
+    let key = req.idempotency_key()?;
+    let body: AmountBody = req.json()?;
+    let amount = parse_decimal("amount", &body.amount)?;
+    let idem = IdemTag { key, fingerprint: fingerprint(&req.method, route, &plain_string(amount)) };
+    let cmd = if deposit { PortfolioCommand::Deposit { amount, idem } } else { PortfolioCommand::Withdraw { amount, idem } };
+    cash_reply(execute(state, &claims, req, cmd).await?)
+}
+
+pub async fn deposit(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
+    move_cash(state, req, "/v1/portfolio/deposits", true).await
+}
+
+pub async fn withdraw(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
+    move_cash(state, req, "/v1/portfolio/withdrawals", false).await
+}
+
+#[derive(Serialize)]
+struct OrderView {
+    order_id: String,
+    status: &'static str,
+    symbol: String,
+    side: &'static str,
+    quantity: String,
+    price: String,
+    fees: String,
+    executed_at: String,
+}
+
+impl From<&Order> for OrderView {
+    fn from(o: &Order) -> Self {
+        OrderView {
+            order_id: o.order_id.clone(),
+            status: "filled",
+            symbol: o.symbol.clone(),
+            side: o.side.as_str(),
+            quantity: plain_string(o.quantity),
+            price: plain_string(o.price),
+            fees: cash_string(o.fees),
+            executed_at: o.executed_at.to_rfc3339(),
+        }
+    }
+}
+
+pub async fn place_order(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
+    let claims = user(state, req)?;
+    let key = req.idempotency_key()?;
+    let body: OrderBody = req.json()?;
+    let quantity = parse_decimal("quantity", &body.quantity)?;
+    if body.symbol.is_empty() || body.symbol.len() > 16 {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_instrument", "no such instrument is listed"));
+    }
+    let fp = fingerprint(&req.method, "/v1/orders", &(&body.symbol, body.side.as_str(), plain_string(quantity)));
+    let quote = quote(state, &body.symbol).await?.map(|q| OrderQuote { price: q.price });
+    let cmd = PortfolioCommand::PlaceOrder { symbol: body.symbol, side: body.side, quantity, quote, fees: state.config.fees.schedule(), idem: IdemTag { key, fingerprint: fp } };
+    match execute(state, &claims, req, cmd).await? {
+        PortfolioReply::Order(o) => Ok(private_json(StatusCode::CREATED, &OrderView::from(&o))),
+        PortfolioReply::Cash { .. } => Err(rejection(PortfolioRejection::IdempotencyKeyReused)),
+    }
+}
+
+pub async fn view(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
+    let claims = user(state, req)?;
+    let (cash, holdings) = state.router.read::<Portfolio, _>(&claims.sub, |p| (p.cash, p.holdings.clone())).await.map_err(unavailable)?;
+    let mut rows = Vec::new();
+    let mut total = cash;
+    let mut as_of = crate::domain::time::Timestamp(0);
+    for (symbol, h) in holdings {
+        let q = quote(state, &symbol).await?;
+        let price = q.as_ref().map(|q| q.price).unwrap_or_else(|| h.average_cost());
+        if let Some(q) = &q {
+            as_of = as_of.max(q.as_of);
+        }
+        let value = round_cash(price * h.quantity);
+        total += value;
+        rows.push(serde_json::json!({
+            "symbol": symbol,
+            "quantity": plain_string(h.quantity),
+            "average_cost": plain_string(h.average_cost()),
+            "price": plain_string(price),
+            "market_value": cash_string(value),
+        }));
+    }
+    let as_of = if as_of.millis() == 0 { crate::actors::wall_clock_now() } else { as_of };
+    Ok(private_json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "currency": state.config.portfolio.currency,
+            "cash": cash_string(cash),
+            "holdings": rows,
+            "total_value": cash_string(total),
+            "as_of": as_of.to_rfc3339(),
+        }),
+    ))
+}
+
+pub async fn transactions(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
+    let claims = user(state, req)?;
+    let list = state
+        .router
+        .read::<Portfolio, _>(&claims.sub, |p| {
+            p.transactions
+                .iter()
+                .rev()
+                .map(|t| {
+                    serde_json::json!({
+                        "tx_id": t.tx_id,
+                        "kind": match t.kind { TransactionKind::Deposit => "deposit", TransactionKind::Withdrawal => "withdrawal", TransactionKind::Buy => "buy", TransactionKind::Sell => "sell" },
+                        "amount": cash_string(t.amount),
+                        "order_id": t.order_id,
+                        "at": t.at.to_rfc3339(),
+                    })
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(unavailable)?;
+    Ok(private_json(StatusCode::OK, &list))
+}
+
+pub async fn orders(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
+    let claims = user(state, req)?;
+    let list = state
+        .router
+        .read::<Portfolio, _>(&claims.sub, |p| {
+            let mut v: Vec<&Order> = p.orders.values().collect();
+            v.sort_by(|a, b| b.executed_at.cmp(&a.executed_at).then_with(|| b.order_id.cmp(&a.order_id)));
+            v.into_iter().map(OrderView::from).collect::<Vec<_>>()
+        })
+        .await
+        .map_err(unavailable)?;
+    Ok(private_json(StatusCode::OK, &list))
+}
+
+pub async fn order(state: &AppState, req: &Req, order_id: &str) -> Result<Reply, ApiError> {
+    let claims = user(state, req)?;
+    let id = order_id.to_string();
+    let found = state.router.read::<Portfolio, _>(&claims.sub, move |p| p.orders.get(&id).map(OrderView::from)).await.map_err(unavailable)?;
+    match found {
+        Some(o) => Ok(private_json(StatusCode::OK, &o)),
+        None => Err(ApiError::not_found("no such order")),
+    }
+}

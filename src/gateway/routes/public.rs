@@ -1,0 +1,30 @@
+//! Public routes: health, readiness, metrics, the OpenAPI document and the JWKS.
+
+use crate::gateway::http::{json_response, text_response, Reply};
+use crate::gateway::problem::ApiError;
+use crate::gateway::AppState;
+use warp::http::StatusCode;
+
+pub fn healthz(state: &AppState) -> Result<Reply, ApiError> {
+    Ok(json_response(StatusCode::OK, &serde_json::json!({"status": "ok", "node_id": state.node_id})))
+}
+
+pub fn readyz(state: &AppState) -> Result<Reply, ApiError> {
+    if state.is_ready() {
+        Ok(json_response(StatusCode::OK, &serde_json::json!({"status": "ready"})))
+    } else {
+        Err(ApiError::unavailable("the node is starting or shutting down"))
+    }
+}
+
+pub fn metrics(state: &AppState) -> Result<Reply, ApiError> {
+    Ok(text_response(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", state.metrics.encode()))
+}
+
+pub fn openapi() -> Result<Reply, ApiError> {
+    Ok(json_response(StatusCode::OK, &crate::gateway::openapi::document()))
+}
+
+pub fn jwks(state: &AppState) -> Result<Reply, ApiError> {
+    Ok(json_response(StatusCode::OK, &state.auth.jwks()))
+}

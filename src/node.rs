@@ -1,0 +1,141 @@
+//! Assembles a node: storage, the audit journal and entity router, the demo instruments, the
+//! market feed and the gateway; and takes it down gracefully (stop accepting, finish in-flight
+//! requests, flush, exit 0).
+
+use crate::actors::feed::{instruments_from_config, run_feed};
+use crate::actors::RequestMeta;
+use crate::cluster::router::RouterSettings;
+use crate::cluster::{RouteError, Router};
+use crate::config::Config;
+use crate::domain::instrument::{Instrument, InstrumentCommand, InstrumentRejection, Listing};
+use crate::gateway::auth::{create_private_dir, load_or_create_signing_key, write_private_file, Auth};
+use crate::gateway::AppState;
+use crate::storage::Store;
+use crate::telemetry::Metrics;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::{oneshot, watch};
+
+/// How long shutdown waits for in-flight requests before flushing anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+pub struct RunningNode {
+    pub addr: SocketAddr,
+    pub state: Arc<AppState>,
+    stop_feed: watch::Sender<bool>,
+    feed: tokio::task::JoinHandle<()>,
+    stop_server: oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+/// The HMAC key behind the email index, read from `keys/email-index.key` or generated (0600).
+fn load_or_create_index_key(keys_dir: &Path) -> Result<aws_lc_rs::hmac::Key, String> {
+    let path = keys_dir.join("email-index.key");
+    let bytes = if path.exists() {
+        std::fs::read(&path).map_err(|e| format!("key file {}: {e}", path.display()))?
+    } else {
+        create_private_dir(keys_dir).map_err(|e| format!("cannot create {}: {e}", keys_dir.display()))?;
+        let mut k = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut k).map_err(|_| "system randomness unavailable".to_string())?;
+        write_private_file(&path, &k).map_err(|e| format!("key file {}: {e}", path.display()))?;
+        k.to_vec()
+    };
+    if bytes.len() != 32 {
+        return Err(format!("key file {}: expected 32 bytes, found {}", path.display(), bytes.len()));
+    }
+    Ok(aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &bytes))
+}
+
+/// Lists the configured instruments (idempotent) and returns the catalog of symbols.
+async fn list_instruments(router: &Router, config: &Config) -> Result<Vec<String>, String> {
+    let mut catalog = Vec::new();
+    for i in &config.market.instruments {
+        let listing = Listing { symbol: i.symbol.clone(), name: i.name.clone(), kind: i.kind, complex: i.kind.is_complex(), currency: config.portfolio.currency.clone(), risk_class: i.risk_class };
+        match router.execute::<Instrument>(&i.symbol, InstrumentCommand::List { listing, price: i.price }, RequestMeta::system("startup-listing")).await {
+            Ok(()) => {}
+            Err(RouteError::Rejected(InstrumentRejection::ListingConflict)) => {
+                tracing::warn!(symbol = %i.symbol, "instrument already listed with other details; keeping the stored listing");
+            }
+            Err(e) => return Err(format!("cannot list instrument {}: {e:?}", i.symbol)),
+        }
+        catalog.push(i.symbol.clone());
+    }
+    Ok(catalog)
+}
+
+/// Starts every part of the node and begins serving on `gateway.listen`.
+pub async fn start(config: Config) -> Result<RunningNode, String> {
+    let data_dir = config.node.data_dir.clone();
+    let store = Store::open(&data_dir).map_err(|e| e.to_string())?;
+    let keys_dir = data_dir.join("keys");
+    let signing = load_or_create_signing_key(&keys_dir).map_err(|e| e.to_string())?;
+    let email_key = load_or_create_index_key(&keys_dir)?;
+    let metrics = Arc::new(Metrics::new());
+    let router = Router::start(store, metrics.clone(), RouterSettings::from_config(&config)).await.map_err(|e| e.to_string())?;
+    let catalog = list_instruments(&router, &config).await?;
+    let listener = tokio::net::TcpListener::bind(config.gateway.listen).await.map_err(|e| format!("cannot listen on {} (key `gateway.listen`): {e}", config.gateway.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let state = Arc::new(AppState {
+        router: router.clone(),
+        auth: Auth::new(signing, &config.auth),
+        email_key,
+        node_id: config.node.id.clone(),
+        metrics,
+        ready: AtomicBool::new(false),
+        catalog: RwLock::new(catalog),
+        config: config.clone(),
+    });
+    let (stop_feed, feed_rx) = watch::channel(false);
+    let feed = tokio::spawn(run_feed(router.clone(), instruments_from_config(&config.market.instruments), config.market.seed, config.market.tick_interval, feed_rx));
+    let (stop_server, stop_rx) = oneshot::channel::<()>();
+    let server = warp::serve(crate::gateway::filter(state.clone())).incoming(listener).graceful(async move {
+        let _ = stop_rx.await;
+    });
+    let server = tokio::spawn(server.run());
+    state.set_ready(true);
+    tracing::info!(node_id = %config.node.id, %addr, data_dir = %data_dir.display(), "moneta node serving");
+    Ok(RunningNode { addr, state, stop_feed, feed, stop_server, server })
+}
+
+impl RunningNode {
+    /// Graceful shutdown: not ready, stop the feed, stop accepting, finish in-flight requests,
+    /// then make sure everything is flushed.
+    pub async fn shutdown(self) -> Result<(), String> {
+        self.state.set_ready(false);
+        let _ = self.stop_feed.send(true);
+        let _ = self.feed.await;
+        let _ = self.stop_server.send(());
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.server).await.is_err() {
+            tracing::warn!("in-flight requests did not finish within the grace period");
+        }
+        self.state.router.drain().await?;
+        self.state.router.store().flush().map_err(|e| e.to_string())?;
+        tracing::info!("moneta node stopped cleanly");
+        Ok(())
+    }
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
