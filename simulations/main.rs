@@ -37,7 +37,10 @@ struct Cli {
 }
 
 fn replay_command(cli: &Cli) -> String {
-    format!("cargo run --release --bin simulate -- --seed {} --users {} --days {}", cli.seed, cli.users, cli.days)
+    format!(
+        "cargo run --release --bin simulate -- --seed {} --users {} --days {}",
+        cli.seed, cli.users, cli.days
+    )
 }
 
 fn main() -> ExitCode {
@@ -63,7 +66,12 @@ fn main() -> ExitCode {
         sim::STREAM_WORKLOAD,
         sim::STREAM_IDS
     );
-    let args = sim::Args { seed: cli.seed, users: cli.users, days: i64::from(cli.days), sabotage_journal: cli.sabotage_journal };
+    let args = sim::Args {
+        seed: cli.seed,
+        users: cli.users,
+        days: i64::from(cli.days),
+        sabotage_journal: cli.sabotage_journal,
+    };
     let mut simulation = match sim::Sim::new(args) {
         Ok(s) => s,
         Err(e) => {

@@ -56,7 +56,11 @@ pub fn predict(p: &Portfolio, req: &Request, quote: Option<&OrderQuote>, fees: &
                 return Err(InvalidQuantity);
             }
             let Some(quote) = quote else { return Err(UnknownInstrument) };
-            let notional = round_cash(*quantity * quote.price);
+            // The notional is bounded like every other amount (money::max_amount).
+            let notional = match quantity.checked_mul(quote.price) {
+                Some(n) if n <= limit() => round_cash(n),
+                _ => return Err(InvalidQuantity),
+            };
             if notional <= Decimal::ZERO {
                 return Err(InvalidQuantity);
             }

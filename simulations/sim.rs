@@ -196,7 +196,10 @@ impl Sim {
                 risk_class: ic.risk_class,
             };
             let market = Market {
-                params: GbmParams { drift: ic.drift, volatility: ic.volatility },
+                params: GbmParams {
+                    drift: ic.drift,
+                    volatility: ic.volatility,
+                },
                 opening: ic.price,
                 listing,
                 state: Instrument::empty(&ic.symbol),
@@ -208,7 +211,14 @@ impl Sim {
         let users = (0..args.users)
             .map(|_| {
                 let id = moneta::domain::ids::new_id("usr", &mut ids_rng);
-                User { state: Portfolio::empty(&id), id, journal: Vec::new(), recent: VecDeque::new(), refused: None, touched_step: -1 }
+                User {
+                    state: Portfolio::empty(&id),
+                    id,
+                    journal: Vec::new(),
+                    recent: VecDeque::new(),
+                    refused: None,
+                    touched_step: -1,
+                }
             })
             .collect();
         Ok(Sim {
@@ -230,7 +240,11 @@ impl Sim {
     }
 
     fn fail<T>(&self, message: impl Into<String>) -> Result<T, Failure> {
-        Err(Failure { step: self.step, at: self.now, message: message.into() })
+        Err(Failure {
+            step: self.step,
+            at: self.now,
+            message: message.into(),
+        })
     }
 
     fn set_position(&mut self, step: i64, now: Timestamp) {
@@ -267,10 +281,19 @@ impl Sim {
         let now = self.now;
         for (symbol, m) in self.instruments.iter_mut() {
             let mut ctx = Ctx::new(now, &mut self.ids_rng);
-            let cmd = InstrumentCommand::List { listing: m.listing.clone(), price: m.opening };
+            let cmd = InstrumentCommand::List {
+                listing: m.listing.clone(),
+                price: m.opening,
+            };
             match execute(&mut m.state, &mut m.journal, cmd, &mut ctx) {
                 Ok(d) if d.events.len() == 1 && ctx.effects().is_empty() => self.stats.instrument_events += 1,
-                other => return Err(Failure { step: self.step, at: now, message: format!("listing {symbol}: unexpected {other:?}") }),
+                other => {
+                    return Err(Failure {
+                        step: self.step,
+                        at: now,
+                        message: format!("listing {symbol}: unexpected {other:?}"),
+                    })
+                }
             }
         }
         Ok(())
@@ -283,10 +306,26 @@ impl Sim {
         let m = self.instruments.get_mut(&symbol).expect("listed");
         let before = m.state.clone();
         let mut ctx = Ctx::new(now, &mut self.ids_rng);
-        let same = execute(&mut m.state, &mut m.journal, InstrumentCommand::List { listing: m.listing.clone(), price: m.opening }, &mut ctx);
+        let same = execute(
+            &mut m.state,
+            &mut m.journal,
+            InstrumentCommand::List {
+                listing: m.listing.clone(),
+                price: m.opening,
+            },
+            &mut ctx,
+        );
         let mut other = m.listing.clone();
         other.risk_class = if other.risk_class == 7 { 1 } else { other.risk_class + 1 };
-        let conflict = execute(&mut m.state, &mut m.journal, InstrumentCommand::List { listing: other, price: m.opening }, &mut ctx);
+        let conflict = execute(
+            &mut m.state,
+            &mut m.journal,
+            InstrumentCommand::List {
+                listing: other,
+                price: m.opening,
+            },
+            &mut ctx,
+        );
         let tick_zero = execute(&mut m.state, &mut m.journal, InstrumentCommand::Tick { price: Decimal::ZERO }, &mut ctx);
         let unchanged = m.state == before && ctx.effects().is_empty();
         match (same, conflict, tick_zero) {
@@ -309,7 +348,11 @@ impl Sim {
                     self.stats.instrument_events += 1;
                 }
                 other => {
-                    return Err(Failure { step: self.step, at: t, message: format!("tick {symbol} to {price}: unexpected {other:?}") });
+                    return Err(Failure {
+                        step: self.step,
+                        at: t,
+                        message: format!("tick {symbol} to {price}: unexpected {other:?}"),
+                    });
                 }
             }
         }
@@ -348,8 +391,13 @@ impl Sim {
         let p = &user.state;
         let mut action = workload::draw_action(rng, p);
         // Only requests younger than the retention are guaranteed to be remembered.
-        let eligible: Vec<usize> =
-            user.recent.iter().enumerate().filter(|(_, s)| now.millis() - s.at.millis() <= IDEMPOTENCY_RETENTION_MS).map(|(i, _)| i).collect();
+        let eligible: Vec<usize> = user
+            .recent
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| now.millis() - s.at.millis() <= IDEMPOTENCY_RETENTION_MS)
+            .map(|(i, _)| i)
+            .collect();
         if matches!(action, Action::Resend | Action::ReuseKey) && eligible.is_empty() {
             action = Action::Deposit;
         }
@@ -362,7 +410,10 @@ impl Sim {
         let instruments = &self.instruments;
         let price_of = |s: &str| instruments[s].state.price;
         let fresh = |request: Request, key: String| {
-            let idem = IdemTag { key, fingerprint: request.fingerprint() };
+            let idem = IdemTag {
+                key,
+                fingerprint: request.fingerprint(),
+            };
             (request, idem, Expect::Fresh)
         };
         let key = format!("idem-{:08}", self.stats.commands);
@@ -384,7 +435,10 @@ impl Sim {
             Action::ReuseKey => {
                 let sent = &user.recent[eligible[rng.random_range(0..eligible.len())]];
                 let other = workload::different_request(rng, &sent.request);
-                let idem = IdemTag { key: sent.idem.key.clone(), fingerprint: other.fingerprint() };
+                let idem = IdemTag {
+                    key: sent.idem.key.clone(),
+                    fingerprint: other.fingerprint(),
+                };
                 (other, idem, Expect::KeyReused)
             }
             Action::RetryRefused => {
@@ -448,13 +502,21 @@ impl Sim {
                 self.audit_seq += 1;
                 self.audit_head = next_head(&self.audit_head, &leaf_hash(&codec::encode(&record)));
             }
-            _ => return self.fail(format!("{who}: answered {result:?} with audit effects {effects:?} (expected one {expected_outcome:?})")),
+            _ => {
+                return self.fail(format!(
+                    "{who}: answered {result:?} with audit effects {effects:?} (expected one {expected_outcome:?})"
+                ))
+            }
         }
 
         let accepted = match (expect, predicted, result) {
             (Expect::Replay(stored), _, Ok(d)) => {
                 if !d.events.is_empty() || d.reply != stored {
-                    return self.fail(format!("{who}: re-send produced {} events and reply {:?}, stored reply {stored:?}", d.events.len(), d.reply));
+                    return self.fail(format!(
+                        "{who}: re-send produced {} events and reply {:?}, stored reply {stored:?}",
+                        d.events.len(),
+                        d.reply
+                    ));
                 }
                 self.stats.replays += 1;
                 None
@@ -538,12 +600,23 @@ impl Sim {
         };
         let orders_added = usize::from(request.symbol().is_some());
         let counted = (post.transactions.len(), post.orders.len(), user.journal.len()) == (pre.counts.0 + 1, pre.counts.1 + orders_added, pre.counts.3 + 1);
-        let remembered = post.idempotency.get(&idem.key).is_some_and(|r| r.fingerprint == idem.fingerprint && r.reply == d.reply && r.at == now);
+        let remembered = post
+            .idempotency
+            .get(&idem.key)
+            .is_some_and(|r| r.fingerprint == idem.fingerprint && r.reply == d.reply && r.at == now);
         if !ok || !counted || !remembered {
-            return self.fail(format!("{who}: accepted, but the event, reply or state change is wrong: event {event:?}, reply {:?}", d.reply));
+            return self.fail(format!(
+                "{who}: accepted, but the event, reply or state change is wrong: event {event:?}, reply {:?}",
+                d.reply
+            ));
         }
         let user = &mut self.users[u];
-        user.recent.push_back(Sent { request, idem, reply: d.reply, at: now });
+        user.recent.push_back(Sent {
+            request,
+            idem,
+            reply: d.reply,
+            at: now,
+        });
         if user.recent.len() > RECENT {
             user.recent.pop_front();
         }
@@ -557,7 +630,10 @@ impl Sim {
         for m in self.instruments.values() {
             m.state.check_invariants();
             if m.state.as_of != self.last_tick {
-                return self.fail(format!("instrument {} priced as of {}, last tick {}", m.state.symbol, m.state.as_of, self.last_tick));
+                return self.fail(format!(
+                    "instrument {} priced as of {}, last tick {}",
+                    m.state.symbol, m.state.as_of, self.last_tick
+                ));
             }
         }
         Ok(())
@@ -583,7 +659,9 @@ impl Sim {
             ));
         }
         if cash + basis != deposits - withdrawals - fees + pnl {
-            return self.fail(format!("books: cash {cash} + cost basis {basis} ≠ deposits − withdrawals − fees + realised P&L {pnl}"));
+            return self.fail(format!(
+                "books: cash {cash} + cost basis {basis} ≠ deposits − withdrawals − fees + realised P&L {pnl}"
+            ));
         }
         Ok(())
     }
@@ -604,20 +682,28 @@ impl Sim {
         for user in &self.users {
             let rebuilt = replay::<Portfolio>(&user.id, &user.journal);
             if rebuilt != user.state || codec::encode(&rebuilt) != codec::encode(&user.state) {
-                return self.fail(format!("replay: portfolio {} rebuilt from its {} events differs from the live state", user.id, user.journal.len()));
+                return self.fail(format!(
+                    "replay: portfolio {} rebuilt from its {} events differs from the live state",
+                    user.id,
+                    user.journal.len()
+                ));
             }
         }
         for (symbol, m) in &self.instruments {
             let rebuilt = replay::<Instrument>(symbol, &m.journal);
             if rebuilt != m.state || codec::encode(&rebuilt) != codec::encode(&m.state) {
-                return self.fail(format!("replay: instrument {symbol} rebuilt from its {} events differs from the live state", m.journal.len()));
+                return self.fail(format!(
+                    "replay: instrument {symbol} rebuilt from its {} events differs from the live state",
+                    m.journal.len()
+                ));
             }
         }
         Ok(())
     }
 
     /// SHA-256 over every portfolio then every instrument, in id order, each as
-    /// `kind byte ‖ id length ‖ id ‖ state length ‖ codec::encode(state)`.
+    /// `kind byte ‖ id length ‖ id ‖ state length ‖ codec::encode(state)`, then the head of the
+    /// audit chain (so refusals, which leave no state behind, are covered too).
     pub fn digest(&self) -> String {
         let mut h = Sha256::new();
         h.update(b"moneta-simulation-digest-v1");
@@ -635,6 +721,7 @@ impl Sim {
         for (symbol, m) in &self.instruments {
             put(3, symbol, codec::encode(&m.state));
         }
+        put(0, "audit-head", self.audit_head.to_vec());
         hex::encode(h.finalize())
     }
 
@@ -643,22 +730,57 @@ impl Sim {
         let s = &self.stats;
         let mut out = String::new();
         let steps = self.args.days * STEPS_PER_DAY;
-        let _ = writeln!(out, "users: {}  days: {}  steps: {steps} ({STEPS_PER_DAY} per day, one per simulated minute)", self.users.len(), self.args.days);
+        let _ = writeln!(
+            out,
+            "users: {}  days: {}  steps: {steps} ({STEPS_PER_DAY} per day, one per simulated minute)",
+            self.users.len(),
+            self.args.days
+        );
         let _ = writeln!(out, "instruments: {}  ticks applied: {}", self.instruments.len(), s.instrument_events);
-        let _ = writeln!(out, "commands: {} (deposits {}, withdrawals {}, orders {})", s.commands, s.deposits, s.withdrawals, s.orders);
-        let _ = writeln!(out, "accepted: {}  fills: {} (buys {}, sells {})", s.accepted, s.buys_filled + s.sells_filled, s.buys_filled, s.sells_filled);
+        let _ = writeln!(
+            out,
+            "commands: {} (deposits {}, withdrawals {}, orders {})",
+            s.commands, s.deposits, s.withdrawals, s.orders
+        );
+        let _ = writeln!(
+            out,
+            "accepted: {}  fills: {} (buys {}, sells {})",
+            s.accepted,
+            s.buys_filled + s.sells_filled,
+            s.buys_filled,
+            s.sells_filled
+        );
         let rejected: u64 = s.rejections.values().sum();
         let _ = writeln!(out, "rejections: {rejected}");
         for (code, n) in &s.rejections {
             let _ = writeln!(out, "  {code}: {n}");
         }
-        let _ = writeln!(out, "replays: {} (stored reply, no events)  key reuses refused: {}  retries after refusal: {}", s.replays, s.key_reuses, s.retries);
-        let _ = writeln!(out, "audit effects: {} ok, {} refused  audit-head: {}", s.audit_ok, s.audit_refused, hex::encode(self.audit_head));
+        let _ = writeln!(
+            out,
+            "replays: {} (stored reply, no events)  key reuses refused: {}  retries after refusal: {}",
+            s.replays, s.key_reuses, s.retries
+        );
+        let _ = writeln!(
+            out,
+            "audit effects: {} ok, {} refused  audit-head: {}",
+            s.audit_ok,
+            s.audit_refused,
+            hex::encode(self.audit_head)
+        );
         let _ = writeln!(out, "instrument re-listing probes: {} (no-op, conflict refused)", s.instrument_replays);
         let events: usize = self.users.iter().map(|u| u.journal.len()).sum();
-        let _ = writeln!(out, "journal replay: {} portfolios ({events} events) and {} instruments rebuilt, all equal", self.users.len(), self.instruments.len());
+        let _ = writeln!(
+            out,
+            "journal replay: {} portfolios ({events} events) and {} instruments rebuilt, all equal",
+            self.users.len(),
+            self.instruments.len()
+        );
         let cash: Decimal = self.users.iter().map(|u| u.state.cash).sum();
-        let value: Decimal = self.users.iter().map(|u| u.state.total_value(|sym| self.instruments.get(sym).map(|m| m.state.price))).sum();
+        let value: Decimal = self
+            .users
+            .iter()
+            .map(|u| u.state.total_value(|sym| self.instruments.get(sym).map(|m| m.state.price)))
+            .sum();
         let _ = writeln!(
             out,
             "money: deposited {}  withdrawn {}  fees {}  total cash {}  total value {}",
@@ -668,7 +790,11 @@ impl Sim {
             cash_string(cash),
             cash_string(value)
         );
-        let prices: Vec<String> = self.instruments.iter().map(|(sym, m)| format!("{sym} {}→{}", m.opening, m.state.price)).collect();
+        let prices: Vec<String> = self
+            .instruments
+            .iter()
+            .map(|(sym, m)| format!("{sym} {}→{}", m.opening, m.state.price))
+            .collect();
         let _ = writeln!(out, "prices: {}", prices.join("  "));
         out
     }

@@ -23,7 +23,10 @@ impl Request {
             Request::Deposit { amount } => format!("POST /v1/portfolio/deposits\n{{\"amount\":\"{amount}\"}}"),
             Request::Withdraw { amount } => format!("POST /v1/portfolio/withdrawals\n{{\"amount\":\"{amount}\"}}"),
             Request::Order { symbol, side, quantity } => {
-                format!("POST /v1/orders\n{{\"quantity\":\"{quantity}\",\"side\":\"{}\",\"symbol\":\"{symbol}\"}}", side.as_str())
+                format!(
+                    "POST /v1/orders\n{{\"quantity\":\"{quantity}\",\"side\":\"{}\",\"symbol\":\"{symbol}\"}}",
+                    side.as_str()
+                )
             }
         };
         Sha256::digest(text.as_bytes()).into()
@@ -49,9 +52,14 @@ impl Request {
         match self {
             Request::Deposit { amount } => PortfolioCommand::Deposit { amount: *amount, idem },
             Request::Withdraw { amount } => PortfolioCommand::Withdraw { amount: *amount, idem },
-            Request::Order { symbol, side, quantity } => {
-                PortfolioCommand::PlaceOrder { symbol: symbol.clone(), side: *side, quantity: *quantity, quote, fees: fees.clone(), idem }
-            }
+            Request::Order { symbol, side, quantity } => PortfolioCommand::PlaceOrder {
+                symbol: symbol.clone(),
+                side: *side,
+                quantity: *quantity,
+                quote,
+                fees: fees.clone(),
+                idem,
+            },
         }
     }
 }
@@ -127,7 +135,9 @@ fn pick<'a, T>(rng: &mut ChaCha20Rng, items: &'a [T]) -> &'a T {
 }
 
 pub fn deposit(rng: &mut ChaCha20Rng) -> Request {
-    Request::Deposit { amount: cents(rng, 5_000, 2_000_000) }
+    Request::Deposit {
+        amount: cents(rng, 5_000, 2_000_000),
+    }
 }
 
 pub fn withdraw(rng: &mut ChaCha20Rng, p: &Portfolio) -> Request {
@@ -149,7 +159,11 @@ pub fn buy(rng: &mut ChaCha20Rng, p: &Portfolio, symbols: &[String], price_of: i
     if quantity.is_zero() {
         quantity = Decimal::new(1, 6);
     }
-    Request::Order { symbol, side: Side::Buy, quantity }
+    Request::Order {
+        symbol,
+        side: Side::Buy,
+        quantity,
+    }
 }
 
 /// A sell of all or part of a holding; `None` when nothing is held.
@@ -168,14 +182,22 @@ pub fn sell(rng: &mut ChaCha20Rng, p: &Portfolio) -> Option<Request> {
             part
         }
     };
-    Some(Request::Order { symbol: symbol.clone(), side: Side::Sell, quantity })
+    Some(Request::Order {
+        symbol: symbol.clone(),
+        side: Side::Sell,
+        quantity,
+    })
 }
 
 pub fn overspend(rng: &mut ChaCha20Rng, p: &Portfolio, symbols: &[String], price_of: impl Fn(&str) -> Decimal) -> Request {
     let symbol = pick(rng, symbols).clone();
     let price = price_of(&symbol);
     let quantity = ((p.cash + Decimal::from(100)) / price).ceil() + Decimal::ONE;
-    Request::Order { symbol, side: Side::Buy, quantity }
+    Request::Order {
+        symbol,
+        side: Side::Buy,
+        quantity,
+    }
 }
 
 pub fn oversell(rng: &mut ChaCha20Rng, p: &Portfolio, symbols: &[String]) -> Request {
@@ -183,18 +205,37 @@ pub fn oversell(rng: &mut ChaCha20Rng, p: &Portfolio, symbols: &[String]) -> Req
     if !p.holdings.is_empty() && (not_held.is_empty() || rng.random_bool(0.5)) {
         let (symbol, holding) = p.holdings.iter().nth(rng.random_range(0..p.holdings.len())).expect("non-empty");
         let extra = *pick(rng, &[Decimal::new(1, 6), Decimal::ONE, Decimal::from(1000)]);
-        return Request::Order { symbol: symbol.clone(), side: Side::Sell, quantity: holding.quantity + extra };
+        return Request::Order {
+            symbol: symbol.clone(),
+            side: Side::Sell,
+            quantity: holding.quantity + extra,
+        };
     }
     let symbol = (*pick(rng, &not_held)).clone();
-    Request::Order { symbol, side: Side::Sell, quantity: Decimal::from(rng.random_range(1..=10)) }
+    Request::Order {
+        symbol,
+        side: Side::Sell,
+        quantity: Decimal::from(rng.random_range(1..=10)),
+    }
 }
 
 pub fn overdraw(rng: &mut ChaCha20Rng, p: &Portfolio) -> Request {
-    Request::Withdraw { amount: p.cash + cents(rng, 1, 100_000) }
+    Request::Withdraw {
+        amount: p.cash + cents(rng, 1, 100_000),
+    }
 }
 
 pub fn bad_amount(rng: &mut ChaCha20Rng) -> Request {
-    let amount = *pick(rng, &[Decimal::ZERO, Decimal::new(1, 3), Decimal::new(-1000, 2), Decimal::new(100_000_000_001, 2), Decimal::new(12_345, 4)]);
+    let amount = *pick(
+        rng,
+        &[
+            Decimal::ZERO,
+            Decimal::new(1, 3),
+            Decimal::new(-1000, 2),
+            Decimal::new(100_000_000_001, 2),
+            Decimal::new(12_345, 4),
+        ],
+    );
     if rng.random_bool(0.5) {
         Request::Deposit { amount }
     } else {
@@ -204,14 +245,27 @@ pub fn bad_amount(rng: &mut ChaCha20Rng) -> Request {
 
 pub fn bad_quantity(rng: &mut ChaCha20Rng, symbols: &[String]) -> Request {
     let symbol = pick(rng, symbols).clone();
-    let quantity = *pick(rng, &[Decimal::ZERO, Decimal::new(1, 7), Decimal::NEGATIVE_ONE, Decimal::from(1_000_000_001u64)]);
+    let quantity = *pick(
+        rng,
+        &[
+            Decimal::ZERO,
+            Decimal::new(1, 7),
+            Decimal::NEGATIVE_ONE,
+            Decimal::from(1_000_000_001u64),
+            Decimal::from(1_000_000_000u64),
+        ],
+    );
     let side = if rng.random_bool(0.5) { Side::Buy } else { Side::Sell };
     Request::Order { symbol, side, quantity }
 }
 
 pub fn unknown_symbol(rng: &mut ChaCha20Rng) -> Request {
     let side = if rng.random_bool(0.5) { Side::Buy } else { Side::Sell };
-    Request::Order { symbol: UNKNOWN_SYMBOL.to_string(), side, quantity: Decimal::from(rng.random_range(1..=5)) }
+    Request::Order {
+        symbol: UNKNOWN_SYMBOL.to_string(),
+        side,
+        quantity: Decimal::from(rng.random_range(1..=5)),
+    }
 }
 
 /// A request that differs from `original` (so its fingerprint differs) for a key-reuse probe.

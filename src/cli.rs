@@ -40,7 +40,9 @@ pub enum AuditCommand {
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve { config } => serve(config),
-        Command::Audit { command: AuditCommand::Verify { config } } => audit_verify(config),
+        Command::Audit {
+            command: AuditCommand::Verify { config },
+        } => audit_verify(config),
     }
 }
 

@@ -103,7 +103,10 @@ pub struct FeesConfig {
 
 impl FeesConfig {
     pub fn schedule(&self) -> FeeSchedule {
-        FeeSchedule { commission_bps: self.commission_bps, minimum: self.minimum }
+        FeeSchedule {
+            commission_bps: self.commission_bps,
+            minimum: self.minimum,
+        }
     }
 }
 
@@ -194,7 +197,10 @@ impl Config {
             return bad("portfolio.currency", "must be a three-letter ISO 4217 code such as \"USD\"");
         }
         if !self.fees.schedule().is_valid() {
-            return bad("fees", "commission_bps must be 0–1000 and minimum a non-negative amount with at most 2 decimals");
+            return bad(
+                "fees",
+                "commission_bps must be 0–1000 and minimum a non-negative amount with at most 2 decimals",
+            );
         }
         if self.market.tick_interval < Duration::from_millis(10) {
             return bad("market.tick_interval", "must be at least 10ms");
@@ -204,7 +210,10 @@ impl Config {
             let key = |k: &str| format!("market.instruments[{i}].{k}");
             let valid_symbol = !inst.symbol.is_empty()
                 && inst.symbol.len() <= 16
-                && inst.symbol.bytes().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b'-' || c == b'.');
+                && inst
+                    .symbol
+                    .bytes()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b'-' || c == b'.');
             if !valid_symbol {
                 return bad(&key("symbol"), "must be 1–16 characters of A–Z, 0–9, '-' or '.'");
             }
@@ -251,9 +260,24 @@ fn apply_env(table: &mut toml::Table, schema: &toml::Table, name: &str, value: &
         let Some(default) = keys.get(&key) else { continue };
         let typed = match default {
             toml::Value::String(_) => toml::Value::String(value.to_string()),
-            toml::Value::Integer(_) => toml::Value::Integer(value.trim().parse().map_err(|_| ConfigError(format!("variable {name}: `{value}` is not an integer")))?),
-            toml::Value::Float(_) => toml::Value::Float(value.trim().parse().map_err(|_| ConfigError(format!("variable {name}: `{value}` is not a number")))?),
-            toml::Value::Boolean(_) => toml::Value::Boolean(value.trim().parse().map_err(|_| ConfigError(format!("variable {name}: `{value}` is not true or false")))?),
+            toml::Value::Integer(_) => toml::Value::Integer(
+                value
+                    .trim()
+                    .parse()
+                    .map_err(|_| ConfigError(format!("variable {name}: `{value}` is not an integer")))?,
+            ),
+            toml::Value::Float(_) => toml::Value::Float(
+                value
+                    .trim()
+                    .parse()
+                    .map_err(|_| ConfigError(format!("variable {name}: `{value}` is not a number")))?,
+            ),
+            toml::Value::Boolean(_) => toml::Value::Boolean(
+                value
+                    .trim()
+                    .parse()
+                    .map_err(|_| ConfigError(format!("variable {name}: `{value}` is not true or false")))?,
+            ),
             _ => return Err(ConfigError(format!("variable {name}: `{section}.{key}` cannot be set from the environment"))),
         };
         if let Some(toml::Value::Table(t)) = table.get_mut(section) {
@@ -261,7 +285,9 @@ fn apply_env(table: &mut toml::Table, schema: &toml::Table, name: &str, value: &
         }
         return Ok(());
     }
-    Err(ConfigError(format!("variable {name} names no configuration key (expected MONETA_<SECTION>_<KEY>, e.g. MONETA_GATEWAY_LISTEN)")))
+    Err(ConfigError(format!(
+        "variable {name} names no configuration key (expected MONETA_<SECTION>_<KEY>, e.g. MONETA_GATEWAY_LISTEN)"
+    )))
 }
 
 #[cfg(test)]
@@ -276,7 +302,14 @@ mod tests {
     fn default_loads_with_every_kind() {
         let c = Config::load_with_env(None, &[]).unwrap();
         assert!(c.market.instruments.len() >= 12);
-        for kind in [InstrumentKind::Equity, InstrumentKind::Etf, InstrumentKind::Bond, InstrumentKind::Fund, InstrumentKind::Derivative, InstrumentKind::LeveragedEtf] {
+        for kind in [
+            InstrumentKind::Equity,
+            InstrumentKind::Etf,
+            InstrumentKind::Bond,
+            InstrumentKind::Fund,
+            InstrumentKind::Derivative,
+            InstrumentKind::LeveragedEtf,
+        ] {
             assert!(c.market.instruments.iter().any(|i| i.kind == kind), "{kind:?} missing");
         }
         assert_eq!(c.entities.idle_timeout, Duration::from_secs(300));
@@ -284,17 +317,29 @@ mod tests {
 
     #[test]
     fn env_overrides_and_errors_name_the_key() {
-        let c = Config::load_with_env(None, &env(&[("MONETA_NODE_DATA_DIR", "/tmp/x"), ("MONETA_GATEWAY_LISTEN", "127.0.0.1:9999"), ("MONETA_ENTITIES_IDLE_TIMEOUT", "30d")])).unwrap();
+        let c = Config::load_with_env(
+            None,
+            &env(&[
+                ("MONETA_NODE_DATA_DIR", "/tmp/x"),
+                ("MONETA_GATEWAY_LISTEN", "127.0.0.1:9999"),
+                ("MONETA_ENTITIES_IDLE_TIMEOUT", "30d"),
+            ]),
+        )
+        .unwrap();
         assert_eq!(c.node.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(c.gateway.listen.port(), 9999);
         assert_eq!(c.entities.idle_timeout, Duration::from_secs(30 * 86400));
         let e = Config::load_with_env(None, &env(&[("MONETA_GATEWAY_LISTEN", "nope")])).unwrap_err().to_string();
         assert!(e.contains("gateway.listen"), "{e}");
-        let e = Config::load_with_env(None, &env(&[("MONETA_ENTITIES_IDLE_TIMEOUT", "soon")])).unwrap_err().to_string();
+        let e = Config::load_with_env(None, &env(&[("MONETA_ENTITIES_IDLE_TIMEOUT", "soon")]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("entities.idle_timeout"), "{e}");
         let e = Config::load_with_env(None, &env(&[("MONETA_GATEWAY_LISTN", "x")])).unwrap_err().to_string();
         assert!(e.contains("MONETA_GATEWAY_LISTN"), "{e}");
-        let e = Config::load_with_env(None, &env(&[("MONETA_ENTITIES_MAILBOX_CAPACITY", "ten")])).unwrap_err().to_string();
+        let e = Config::load_with_env(None, &env(&[("MONETA_ENTITIES_MAILBOX_CAPACITY", "ten")]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("MONETA_ENTITIES_MAILBOX_CAPACITY"), "{e}");
     }
 
@@ -310,7 +355,11 @@ mod tests {
         std::fs::write(&p, "[market]\nseed = -1\n").unwrap();
         let e = Config::load_with_env(Some(&p), &[]).unwrap_err().to_string();
         assert!(e.contains("market.seed"), "{e}");
-        std::fs::write(&p, "[[market.instruments]]\nsymbol = \"X\"\nname = \"X\"\nkind = \"equity\"\nprice = \"1\"\ndrift = 0.0\nvolatility = 0.1\nrisk_class = 9\n").unwrap();
+        std::fs::write(
+            &p,
+            "[[market.instruments]]\nsymbol = \"X\"\nname = \"X\"\nkind = \"equity\"\nprice = \"1\"\ndrift = 0.0\nvolatility = 0.1\nrisk_class = 9\n",
+        )
+        .unwrap();
         let e = Config::load_with_env(Some(&p), &[]).unwrap_err().to_string();
         assert!(e.contains("market.instruments[0].risk_class"), "{e}");
     }

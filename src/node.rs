@@ -53,8 +53,22 @@ fn load_or_create_index_key(keys_dir: &Path) -> Result<aws_lc_rs::hmac::Key, Str
 async fn list_instruments(router: &Router, config: &Config) -> Result<Vec<String>, String> {
     let mut catalog = Vec::new();
     for i in &config.market.instruments {
-        let listing = Listing { symbol: i.symbol.clone(), name: i.name.clone(), kind: i.kind, complex: i.kind.is_complex(), currency: config.portfolio.currency.clone(), risk_class: i.risk_class };
-        match router.execute::<Instrument>(&i.symbol, InstrumentCommand::List { listing, price: i.price }, RequestMeta::system("startup-listing")).await {
+        let listing = Listing {
+            symbol: i.symbol.clone(),
+            name: i.name.clone(),
+            kind: i.kind,
+            complex: i.kind.is_complex(),
+            currency: config.portfolio.currency.clone(),
+            risk_class: i.risk_class,
+        };
+        match router
+            .execute::<Instrument>(
+                &i.symbol,
+                InstrumentCommand::List { listing, price: i.price },
+                RequestMeta::system("startup-listing"),
+            )
+            .await
+        {
             Ok(()) => {}
             Err(RouteError::Rejected(InstrumentRejection::ListingConflict)) => {
                 tracing::warn!(symbol = %i.symbol, "instrument already listed with other details; keeping the stored listing");
@@ -74,9 +88,13 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
     let signing = load_or_create_signing_key(&keys_dir).map_err(|e| e.to_string())?;
     let email_key = load_or_create_index_key(&keys_dir)?;
     let metrics = Arc::new(Metrics::new());
-    let router = Router::start(store, metrics.clone(), RouterSettings::from_config(&config)).await.map_err(|e| e.to_string())?;
+    let router = Router::start(store, metrics.clone(), RouterSettings::from_config(&config))
+        .await
+        .map_err(|e| e.to_string())?;
     let catalog = list_instruments(&router, &config).await?;
-    let listener = tokio::net::TcpListener::bind(config.gateway.listen).await.map_err(|e| format!("cannot listen on {} (key `gateway.listen`): {e}", config.gateway.listen))?;
+    let listener = tokio::net::TcpListener::bind(config.gateway.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {} (key `gateway.listen`): {e}", config.gateway.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let state = Arc::new(AppState {
         router: router.clone(),
@@ -89,7 +107,13 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
         config: config.clone(),
     });
     let (stop_feed, feed_rx) = watch::channel(false);
-    let feed = tokio::spawn(run_feed(router.clone(), instruments_from_config(&config.market.instruments), config.market.seed, config.market.tick_interval, feed_rx));
+    let feed = tokio::spawn(run_feed(
+        router.clone(),
+        instruments_from_config(&config.market.instruments),
+        config.market.seed,
+        config.market.tick_interval,
+        feed_rx,
+    ));
     let (stop_server, stop_rx) = oneshot::channel::<()>();
     let server = warp::serve(crate::gateway::filter(state.clone())).incoming(listener).graceful(async move {
         let _ = stop_rx.await;
@@ -97,7 +121,14 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
     let server = tokio::spawn(server.run());
     state.set_ready(true);
     tracing::info!(node_id = %config.node.id, %addr, data_dir = %data_dir.display(), "moneta node serving");
-    Ok(RunningNode { addr, state, stop_feed, feed, stop_server, server })
+    Ok(RunningNode {
+        addr,
+        state,
+        stop_feed,
+        feed,
+        stop_server,
+        server,
+    })
 }
 
 impl RunningNode {

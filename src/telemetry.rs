@@ -78,8 +78,16 @@ impl Metrics {
         registry.register("entity_activations", "Entity activations from storage", entity_activations.clone());
         registry.register("entity_passivations", "Entities passivated after idling", entity_passivations.clone());
         registry.register("entity_restarts", "Entity restarts after a panic", entity_restarts.clone());
-        registry.register("entity_mailbox_depth", "Mailbox depth seen when a message is sent to an entity", entity_mailbox_depth.clone());
-        registry.register("journal_mailbox_depth", "Messages waiting in the audit journal's mailbox", journal_mailbox_depth.clone());
+        registry.register(
+            "entity_mailbox_depth",
+            "Mailbox depth seen when a message is sent to an entity",
+            entity_mailbox_depth.clone(),
+        );
+        registry.register(
+            "journal_mailbox_depth",
+            "Messages waiting in the audit journal's mailbox",
+            journal_mailbox_depth.clone(),
+        );
         registry.register("group_commit_batch_size", "Commits carried by one group flush", commit_batch_size.clone());
         registry.register("group_commit_batch_records", "Records written by one group flush", commit_batch_records.clone());
         registry.register("group_commit_flush_seconds", "Write + flush latency of one group commit", flush_latency.clone());

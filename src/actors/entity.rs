@@ -8,7 +8,7 @@
 //! - Reads and idempotent replays wait until everything they saw is durable (`durable` watermark).
 //! - An idle entity with nothing in flight passivates (stops normally; the router reactivates it).
 
-use crate::actors::journal::{AuditJournal, Commit, CommitCallback};
+use crate::actors::journal::{AuditJournal, CommitCallback};
 use crate::actors::RequestMeta;
 use crate::domain::audit::AuditRecord;
 use crate::domain::ctx::{Ctx, Effect};
@@ -29,7 +29,7 @@ use tokio::sync::watch;
 /// What every entity of the node shares.
 pub struct EntityEnv {
     pub store: Store,
-    pub journal: ActorRef<AuditJournal>,
+    pub journal: AuditJournal,
     pub metrics: Arc<Metrics>,
     pub snapshot_every: u64,
     pub idle_timeout: Duration,
@@ -62,6 +62,8 @@ pub struct EntityActor<E: Entity> {
     state: E,
     seq: u64,
     since_snapshot: u64,
+    tail_bytes: u64,
+    snapshot_bytes: u64,
     durable: watch::Sender<u64>,
     env: Arc<EntityEnv>,
     rng: ChaCha20Rng,
@@ -105,11 +107,13 @@ impl<E: Entity> Actor for EntityActor<E> {
     async fn on_start(args: EntityArgs, me: ActorRef<Self>) -> Result<Self, StoreError> {
         let EntityArgs { id, env } = args;
         // Everything an earlier incarnation committed must be written before we read it back.
-        env.journal.ask(crate::actors::journal::Barrier).await.map_err(|e| StoreError::Io(format!("journal unavailable: {e}")))?;
+        env.journal.barrier().await?;
         let loaded = {
             let store = env.store.clone();
             let id = id.clone();
-            tokio::task::spawn_blocking(move || store.load::<E>(&id)).await.map_err(|e| StoreError::Io(e.to_string()))?
+            tokio::task::spawn_blocking(move || store.load::<E>(&id))
+                .await
+                .map_err(|e| StoreError::Io(e.to_string()))?
         };
         let loaded = match loaded {
             Ok(l) => l,
@@ -131,6 +135,8 @@ impl<E: Entity> Actor for EntityActor<E> {
             state: loaded.state,
             seq: loaded.seq,
             since_snapshot: loaded.since_snapshot,
+            tail_bytes: loaded.tail_bytes,
+            snapshot_bytes: loaded.snapshot_bytes,
             durable,
             env,
             rng: ChaCha20Rng::from_os_rng(),
@@ -185,14 +191,30 @@ impl<E: Entity> EntityActor<E> {
         let mut writes = WriteSet::default();
         for event in events {
             self.seq += 1;
-            let entry = JournalEntry { seq: self.seq, at: now, request_id: meta.request_id.clone(), event };
-            writes.puts.push((keys::journal_key(&self.id, self.seq), codec::encode(&entry)));
+            let entry = JournalEntry {
+                seq: self.seq,
+                at: now,
+                request_id: meta.request_id.clone(),
+                event,
+            };
+            let bytes = codec::encode(&entry);
+            self.tail_bytes += bytes.len() as u64;
+            writes.puts.push((keys::journal_key(&self.id, self.seq), bytes));
             self.state.apply(&entry.event);
             self.since_snapshot += 1;
         }
         self.state.check_invariants();
-        if self.since_snapshot >= self.env.snapshot_every {
-            writes.puts.push((keys::snapshot_key(&self.id), codec::encode(&Snapshot { seq: self.seq, state: self.state.clone() })));
+        // Snapshot when enough events have passed AND the tail outweighs the last snapshot:
+        // snapshot writes then cost at most as many bytes as the journal itself, however large
+        // the state grows, and recovery reads at most twice the snapshot.
+        if self.since_snapshot >= self.env.snapshot_every && self.tail_bytes >= self.snapshot_bytes {
+            let snapshot = codec::encode(&Snapshot {
+                seq: self.seq,
+                state: &self.state,
+            });
+            self.snapshot_bytes = snapshot.len() as u64;
+            self.tail_bytes = 0;
+            writes.puts.push((keys::snapshot_key(&self.id), snapshot));
             if !E::journal_is_record() {
                 let first = self.seq + 1 - self.since_snapshot;
                 writes.deletes.extend((first..=self.seq).map(|s| keys::journal_key(&self.id, s)));
@@ -216,12 +238,7 @@ impl<E: Entity> EntityActor<E> {
             }
             reply(r);
         });
-        let depth = self.env.journal.mailbox_sender().max_capacity().unwrap_or(0) - self.env.journal.mailbox_sender().capacity().unwrap_or(0);
-        self.env.metrics.journal_mailbox_depth.set(depth as i64);
-        if let Err(e) = self.env.journal.tell(Commit { writes, done }).send().await {
-            // The journal is gone (shutdown): the commit callback was dropped with the message.
-            tracing::error!(entity = %self.id, error = %e, "journal unavailable");
-        }
+        self.env.journal.commit(writes, done).await;
     }
 
     /// Runs `f` once everything up to the current seq is durable.
@@ -265,7 +282,8 @@ impl<E: Entity> Message<Execute<E>> for EntityActor<E> {
             }
             Err(rejection) => {
                 let writes = WriteSet { audit, ..WriteSet::default() };
-                self.commit(writes, move |r| send(r.map_err(storage_err).and(Err(ExecError::Rejected(rejection))))).await;
+                self.commit(writes, move |r| send(r.map_err(storage_err).and(Err(ExecError::Rejected(rejection)))))
+                    .await;
             }
             Ok(Decision { events, reply }) if events.is_empty() && audit.is_empty() => {
                 self.when_durable(move || send(Ok(reply)));

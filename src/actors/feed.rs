@@ -19,7 +19,16 @@ pub struct FeedInstrument {
 }
 
 pub fn instruments_from_config(list: &[InstrumentConfig]) -> Vec<FeedInstrument> {
-    list.iter().map(|i| FeedInstrument { symbol: i.symbol.clone(), price: i.price, params: GbmParams { drift: i.drift, volatility: i.volatility } }).collect()
+    list.iter()
+        .map(|i| FeedInstrument {
+            symbol: i.symbol.clone(),
+            price: i.price,
+            params: GbmParams {
+                drift: i.drift,
+                volatility: i.volatility,
+            },
+        })
+        .collect()
 }
 
 /// Runs until `stop` turns true. Starting prices are the instruments' persisted prices.

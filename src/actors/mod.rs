@@ -19,7 +19,10 @@ pub struct RequestMeta {
 
 impl RequestMeta {
     pub fn system(request_id: impl Into<String>) -> RequestMeta {
-        RequestMeta { request_id: request_id.into(), actor: "system".into() }
+        RequestMeta {
+            request_id: request_id.into(),
+            actor: "system".into(),
+        }
     }
 }
 

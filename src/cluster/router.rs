@@ -5,7 +5,7 @@
 //! activation, a bounded number of times.
 
 use crate::actors::entity::{EntityActor, EntityArgs, EntityEnv, EntityFailure, ExecError, Execute, Read};
-use crate::actors::journal::{AuditJournal, JournalArgs};
+use crate::actors::journal::AuditJournal;
 use crate::actors::supervisor::EntitySupervisor;
 use crate::actors::RequestMeta;
 use crate::config::Config;
@@ -43,7 +43,9 @@ pub struct Registry<E: Entity> {
 
 impl<E: Entity> Default for Registry<E> {
     fn default() -> Self {
-        Registry { actors: Mutex::new(HashMap::new()) }
+        Registry {
+            actors: Mutex::new(HashMap::new()),
+        }
     }
 }
 
@@ -65,7 +67,7 @@ impl<E: Entity> Registry<E> {
 pub struct Inner {
     env: Arc<EntityEnv>,
     supervisor: ActorRef<EntitySupervisor>,
-    journal: ActorRef<AuditJournal>,
+    journal: AuditJournal,
     mailbox_capacity: usize,
     restart_limit: u32,
     restart_window: Duration,
@@ -126,8 +128,7 @@ impl RouterSettings {
 impl Router {
     /// Starts the audit journal and the entity supervisor over an open store.
     pub async fn start(store: Store, metrics: Arc<Metrics>, s: RouterSettings) -> Result<Router, crate::storage::StoreError> {
-        let journal = AuditJournal::spawn_with_mailbox(JournalArgs { store: store.clone(), max_batch: s.max_batch, metrics: metrics.clone() }, mailbox::bounded(8192));
-        journal.wait_for_startup_result().await.map_err(|e| crate::storage::StoreError::Io(format!("audit journal did not start: {e:?}")))?;
+        let journal = AuditJournal::start(store.clone(), s.max_batch, metrics.clone())?;
         let supervisor = EntitySupervisor::spawn(());
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| {
             let weak = weak.clone();
@@ -160,7 +161,7 @@ impl Router {
         Ok(Router { inner })
     }
 
-    pub fn journal(&self) -> &ActorRef<AuditJournal> {
+    pub fn journal(&self) -> &AuditJournal {
         &self.inner.journal
     }
 
@@ -187,7 +188,10 @@ impl Router {
         if let Some(a) = registry.get(id) {
             return Ok(a);
         }
-        let args = EntityArgs { id: EntityId::new(E::KIND, id), env: self.inner.env.clone() };
+        let args = EntityArgs {
+            id: EntityId::new(E::KIND, id),
+            env: self.inner.env.clone(),
+        };
         let actor = EntityActor::<E>::supervise(&self.inner.supervisor, args)
             .restart_policy(RestartPolicy::Transient)
             .restart_limit(self.inner.restart_limit, self.inner.restart_window)
@@ -216,7 +220,12 @@ impl Router {
     fn observe_depth<E: Entity>(&self, actor: &ActorRef<EntityActor<E>>) {
         let s = actor.mailbox_sender();
         if let (Some(free), Some(max)) = (s.capacity(), s.max_capacity()) {
-            self.inner.env.metrics.entity_mailbox_depth.get_or_create(&Metrics::kind(E::KIND.name())).observe((max - free) as f64);
+            self.inner
+                .env
+                .metrics
+                .entity_mailbox_depth
+                .get_or_create(&Metrics::kind(E::KIND.name()))
+                .observe((max - free) as f64);
         }
     }
 
@@ -261,7 +270,7 @@ impl Router {
 
     /// Waits until everything committed so far is durable (used at shutdown).
     pub async fn drain(&self) -> Result<(), String> {
-        self.inner.journal.ask(crate::actors::journal::Barrier).await.map_err(|e| e.to_string())
+        self.inner.journal.barrier().await.map_err(|e| e.to_string())
     }
 }
 

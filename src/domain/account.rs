@@ -50,12 +50,21 @@ pub struct Account {
 
 #[derive(Clone, Debug)]
 pub enum AccountCommand {
-    Register { profile: Profile, password_hash: String, roles: Vec<Role> },
+    Register {
+        profile: Profile,
+        password_hash: String,
+        roles: Vec<Role>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum AccountEvent {
-    Registered { profile: Profile, password_hash: String, roles: Vec<Role>, at: Timestamp },
+    Registered {
+        profile: Profile,
+        password_hash: String,
+        roles: Vec<Role>,
+        at: Timestamp,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,7 +86,13 @@ impl Entity for Account {
     const KIND: EntityKind = EntityKind::Account;
 
     fn empty(id: &str) -> Self {
-        Account { user_id: id.to_string(), profile: None, password_hash: String::new(), roles: Vec::new(), created_at: Timestamp(0) }
+        Account {
+            user_id: id.to_string(),
+            profile: None,
+            password_hash: String::new(),
+            roles: Vec::new(),
+            created_at: Timestamp(0),
+        }
     }
 
     fn decide(&self, cmd: AccountCommand, ctx: &mut Ctx<'_>) -> Result<Decision<AccountEvent, ()>, AccountRejection> {
@@ -88,15 +103,32 @@ impl Entity for Account {
                     return Err(AccountRejection::AlreadyRegistered);
                 }
                 let role_list = roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(",");
-                ctx.audit(AuditDraft::ok("account.register").detail("roles", role_list).detail("country", &profile.country));
-                Ok(Decision::new(vec![AccountEvent::Registered { profile, password_hash, roles, at: ctx.now }], ()))
+                ctx.audit(
+                    AuditDraft::ok("account.register")
+                        .detail("roles", role_list)
+                        .detail("country", &profile.country),
+                );
+                Ok(Decision::new(
+                    vec![AccountEvent::Registered {
+                        profile,
+                        password_hash,
+                        roles,
+                        at: ctx.now,
+                    }],
+                    (),
+                ))
             }
         }
     }
 
     fn apply(&mut self, event: &AccountEvent) {
         match event {
-            AccountEvent::Registered { profile, password_hash, roles, at } => {
+            AccountEvent::Registered {
+                profile,
+                password_hash,
+                roles,
+                at,
+            } => {
                 self.profile = Some(profile.clone());
                 self.password_hash = password_hash.clone();
                 self.roles = roles.clone();

@@ -23,10 +23,18 @@ pub struct AuditDraft {
 
 impl AuditDraft {
     pub fn ok(action: &str) -> AuditDraft {
-        AuditDraft { action: action.to_string(), outcome: Outcome::Ok, details: BTreeMap::new() }
+        AuditDraft {
+            action: action.to_string(),
+            outcome: Outcome::Ok,
+            details: BTreeMap::new(),
+        }
     }
     pub fn refused(action: &str, code: &str) -> AuditDraft {
-        AuditDraft { action: action.to_string(), outcome: Outcome::Refused(code.to_string()), details: BTreeMap::new() }
+        AuditDraft {
+            action: action.to_string(),
+            outcome: Outcome::Refused(code.to_string()),
+            details: BTreeMap::new(),
+        }
     }
     pub fn detail(mut self, key: &str, value: impl ToString) -> AuditDraft {
         self.details.insert(key.to_string(), value.to_string());

@@ -40,7 +40,10 @@ impl Entity for EmailIndex {
     const KIND: EntityKind = EntityKind::EmailIndex;
 
     fn empty(id: &str) -> Self {
-        EmailIndex { email_hash: id.to_string(), owner: None }
+        EmailIndex {
+            email_hash: id.to_string(),
+            owner: None,
+        }
     }
 
     fn decide(&self, cmd: EmailIndexCommand, ctx: &mut Ctx<'_>) -> Result<Decision<EmailIndexEvent, String>, EmailIndexRejection> {
@@ -49,7 +52,13 @@ impl Entity for EmailIndex {
                 Some(owner) => Ok(Decision::replay(owner.clone())),
                 None => {
                     ctx.audit(AuditDraft::ok("email_index.claim").detail("user_id", &user_id));
-                    Ok(Decision::new(vec![EmailIndexEvent::Claimed { user_id: user_id.clone(), at: ctx.now }], user_id))
+                    Ok(Decision::new(
+                        vec![EmailIndexEvent::Claimed {
+                            user_id: user_id.clone(),
+                            at: ctx.now,
+                        }],
+                        user_id,
+                    ))
                 }
             },
         }

@@ -14,7 +14,10 @@ pub struct FeeSchedule {
 
 impl Default for FeeSchedule {
     fn default() -> Self {
-        FeeSchedule { commission_bps: Decimal::from(10), minimum: Decimal::new(100, 2) }
+        FeeSchedule {
+            commission_bps: Decimal::from(10),
+            minimum: Decimal::new(100, 2),
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 use crate::domain::ctx::Ctx;
 use crate::domain::entity::{Decision, Entity};
 use crate::domain::ids::EntityKind;
+use crate::domain::money::is_valid_price;
 use crate::domain::time::Timestamp;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -72,6 +73,7 @@ pub enum InstrumentEvent {
 pub enum InstrumentRejection {
     UnknownInstrument,
     InvalidPrice,
+    InvalidListing,
     ListingConflict,
 }
 
@@ -85,7 +87,11 @@ pub struct Quote {
 
 impl Instrument {
     pub fn quote(&self) -> Option<Quote> {
-        self.listing.as_ref().map(|l| Quote { listing: l.clone(), price: self.price, as_of: self.as_of })
+        self.listing.as_ref().map(|l| Quote {
+            listing: l.clone(),
+            price: self.price,
+            as_of: self.as_of,
+        })
     }
 }
 
@@ -97,13 +103,21 @@ impl Entity for Instrument {
     const KIND: EntityKind = EntityKind::Instrument;
 
     fn empty(id: &str) -> Self {
-        Instrument { symbol: id.to_string(), listing: None, price: Decimal::ZERO, as_of: Timestamp(0) }
+        Instrument {
+            symbol: id.to_string(),
+            listing: None,
+            price: Decimal::ZERO,
+            as_of: Timestamp(0),
+        }
     }
 
     fn decide(&self, cmd: InstrumentCommand, ctx: &mut Ctx<'_>) -> Result<Decision<InstrumentEvent, ()>, InstrumentRejection> {
         match cmd {
             InstrumentCommand::List { listing, price } => {
-                if price <= Decimal::ZERO || listing.symbol != self.symbol || listing.complex != listing.kind.is_complex() {
+                if listing.symbol != self.symbol || listing.complex != listing.kind.is_complex() || !(1..=7).contains(&listing.risk_class) {
+                    return Err(InstrumentRejection::InvalidListing);
+                }
+                if !is_valid_price(price) {
                     return Err(InstrumentRejection::InvalidPrice);
                 }
                 match &self.listing {
@@ -116,8 +130,12 @@ impl Entity for Instrument {
                 if self.listing.is_none() {
                     return Err(InstrumentRejection::UnknownInstrument);
                 }
-                if price <= Decimal::ZERO {
+                if !is_valid_price(price) {
                     return Err(InstrumentRejection::InvalidPrice);
+                }
+                if ctx.now < self.as_of {
+                    // A tick older than the price we hold (reordered delivery) is dropped.
+                    return Ok(Decision::replay(()));
                 }
                 Ok(Decision::new(vec![InstrumentEvent::Priced { price, at: ctx.now }], ()))
             }
@@ -136,6 +154,7 @@ impl Entity for Instrument {
                 self.as_of = *at;
             }
         }
+        self.check_invariants();
     }
 
     fn check_invariants(&self) {

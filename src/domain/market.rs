@@ -34,7 +34,7 @@ pub fn gbm_step(price: Decimal, params: &GbmParams, dt_seconds: f64, rng: &mut d
     let factor = ((params.drift - 0.5 * params.volatility * params.volatility) * dt + params.volatility * dt.sqrt() * z).exp();
     let p = price.to_f64().unwrap_or(0.0) * factor;
     let next = Decimal::from_f64(p).map(round_price).unwrap_or(price);
-    next.max(min_price())
+    next.clamp(min_price(), crate::domain::money::max_price())
 }
 
 /// `rand_distr` wants a sized `Rng`; this adapts a `dyn RngCore`.

@@ -4,6 +4,8 @@
 //! in through [`ctx::Ctx`], so the production actors and the deterministic simulator drive the
 //! very same state machines (DESIGN.md §2). `clippy.toml` forbids the obvious escapes.
 
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
 pub mod account;
 pub mod audit;
 pub mod ctx;

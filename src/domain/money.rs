@@ -15,6 +15,17 @@ pub fn max_amount() -> Decimal {
     Decimal::from(1_000_000_000u64)
 }
 
+/// The highest price an instrument may have (a sanity bound that keeps price × quantity far
+/// from overflow).
+pub fn max_price() -> Decimal {
+    Decimal::from(1_000_000_000u64)
+}
+
+/// A positive price with at most four decimal places, within the sanity bound.
+pub fn is_valid_price(v: Decimal) -> bool {
+    v > Decimal::ZERO && has_at_most_dp(v, PRICE_DP) && v <= max_price()
+}
+
 /// Rounds a cash amount to cents, half away from zero (the convention on contract notes).
 pub fn round_cash(v: Decimal) -> Decimal {
     v.round_dp_with_strategy(CASH_DP, RoundingStrategy::MidpointAwayFromZero)

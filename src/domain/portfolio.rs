@@ -14,13 +14,13 @@ use crate::domain::ctx::Ctx;
 use crate::domain::entity::{Decision, Entity};
 use crate::domain::fees::FeeSchedule;
 use crate::domain::ids::EntityKind;
-use crate::domain::money::{cash_string, is_valid_cash_amount, is_valid_quantity, plain_string, round_cash};
+use crate::domain::money::{cash_string, is_valid_cash_amount, is_valid_quantity, max_amount, plain_string, round_cash};
 use crate::domain::time::{Timestamp, MS_PER_HOUR};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// How long an idempotency key is remembered.
+/// How long an idempotency key is remembered at least (pruning runs every 1024 new keys).
 pub const IDEMPOTENCY_RETENTION_MS: i64 = 24 * MS_PER_HOUR;
 /// The most idempotency keys one portfolio remembers at once (a bound on state size).
 pub const IDEMPOTENCY_KEYS_MAX: usize = 100_000;
@@ -133,16 +133,43 @@ pub struct OrderQuote {
 
 #[derive(Clone, Debug)]
 pub enum PortfolioCommand {
-    Deposit { amount: Decimal, idem: IdemTag },
-    Withdraw { amount: Decimal, idem: IdemTag },
-    PlaceOrder { symbol: String, side: Side, quantity: Decimal, quote: Option<OrderQuote>, fees: FeeSchedule, idem: IdemTag },
+    Deposit {
+        amount: Decimal,
+        idem: IdemTag,
+    },
+    Withdraw {
+        amount: Decimal,
+        idem: IdemTag,
+    },
+    PlaceOrder {
+        symbol: String,
+        side: Side,
+        quantity: Decimal,
+        quote: Option<OrderQuote>,
+        fees: FeeSchedule,
+        idem: IdemTag,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum PortfolioEvent {
-    Deposited { tx_id: String, amount: Decimal, at: Timestamp, idem: IdemTag },
-    Withdrawn { tx_id: String, amount: Decimal, at: Timestamp, idem: IdemTag },
-    OrderFilled { tx_id: String, order: Order, idem: IdemTag },
+    Deposited {
+        tx_id: String,
+        amount: Decimal,
+        at: Timestamp,
+        idem: IdemTag,
+    },
+    Withdrawn {
+        tx_id: String,
+        amount: Decimal,
+        at: Timestamp,
+        idem: IdemTag,
+    },
+    OrderFilled {
+        tx_id: String,
+        order: Order,
+        idem: IdemTag,
+    },
 }
 
 impl PortfolioEvent {
@@ -206,7 +233,7 @@ impl Portfolio {
             + self
                 .holdings
                 .iter()
-                .map(|(s, h)| price_of(s).map(|p| round_cash(p * h.quantity)).unwrap_or(h.cost_basis))
+                .map(|(s, h)| price_of(s).and_then(|p| p.checked_mul(h.quantity)).map(round_cash).unwrap_or(h.cost_basis))
                 .sum::<Decimal>()
     }
 
@@ -217,8 +244,21 @@ impl Portfolio {
         }
         let tx_id = ctx.new_id("txn");
         let cash = self.cash + amount;
-        ctx.audit(AuditDraft::ok("portfolio.deposit").detail("tx_id", &tx_id).detail("amount", cash_string(amount)).detail("cash_after", cash_string(cash)));
-        Ok(Decision::new(vec![PortfolioEvent::Deposited { tx_id, amount, at: ctx.now, idem }], PortfolioReply::Cash { cash }))
+        ctx.audit(
+            AuditDraft::ok("portfolio.deposit")
+                .detail("tx_id", &tx_id)
+                .detail("amount", cash_string(amount))
+                .detail("cash_after", cash_string(cash)),
+        );
+        Ok(Decision::new(
+            vec![PortfolioEvent::Deposited {
+                tx_id,
+                amount,
+                at: ctx.now,
+                idem,
+            }],
+            PortfolioReply::Cash { cash },
+        ))
     }
 
     fn decide_withdrawal(&self, amount: Decimal, idem: IdemTag, ctx: &mut Ctx<'_>) -> Result<Decision<PortfolioEvent, PortfolioReply>, PortfolioRejection> {
@@ -232,8 +272,21 @@ impl Portfolio {
         }
         let tx_id = ctx.new_id("txn");
         let cash = self.cash - amount;
-        ctx.audit(AuditDraft::ok("portfolio.withdrawal").detail("tx_id", &tx_id).detail("amount", cash_string(amount)).detail("cash_after", cash_string(cash)));
-        Ok(Decision::new(vec![PortfolioEvent::Withdrawn { tx_id, amount, at: ctx.now, idem }], PortfolioReply::Cash { cash }))
+        ctx.audit(
+            AuditDraft::ok("portfolio.withdrawal")
+                .detail("tx_id", &tx_id)
+                .detail("amount", cash_string(amount))
+                .detail("cash_after", cash_string(cash)),
+        );
+        Ok(Decision::new(
+            vec![PortfolioEvent::Withdrawn {
+                tx_id,
+                amount,
+                at: ctx.now,
+                idem,
+            }],
+            PortfolioReply::Cash { cash },
+        ))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -248,7 +301,12 @@ impl Portfolio {
         ctx: &mut Ctx<'_>,
     ) -> Result<Decision<PortfolioEvent, PortfolioReply>, PortfolioRejection> {
         let refuse = |ctx: &mut Ctx<'_>, r: PortfolioRejection| {
-            ctx.audit(AuditDraft::refused("order.place", r.code()).detail("symbol", &symbol).detail("side", side.as_str()).detail("quantity", plain_string(quantity)));
+            ctx.audit(
+                AuditDraft::refused("order.place", r.code())
+                    .detail("symbol", &symbol)
+                    .detail("side", side.as_str())
+                    .detail("quantity", plain_string(quantity)),
+            );
             Err(r)
         };
         if !is_valid_quantity(quantity) {
@@ -257,7 +315,12 @@ impl Portfolio {
         let Some(quote) = quote else {
             return refuse(ctx, PortfolioRejection::UnknownInstrument);
         };
-        let notional = round_cash(quantity * quote.price);
+        // An order's notional is bounded like every other amount; checked so that an absurd
+        // price × quantity is refused rather than overflowing.
+        let notional = match quantity.checked_mul(quote.price) {
+            Some(n) if n <= max_amount() => round_cash(n),
+            _ => return refuse(ctx, PortfolioRejection::InvalidQuantity),
+        };
         if notional <= Decimal::ZERO {
             return refuse(ctx, PortfolioRejection::InvalidQuantity);
         }
@@ -319,7 +382,14 @@ impl Portfolio {
                 };
             }
         }
-        self.idempotency.insert(idem.key.clone(), Remembered { fingerprint: idem.fingerprint, reply, at });
+        self.idempotency.insert(
+            idem.key.clone(),
+            Remembered {
+                fingerprint: idem.fingerprint,
+                reply,
+                at,
+            },
+        );
     }
 }
 
@@ -364,7 +434,14 @@ impl Entity for Portfolio {
         match cmd {
             PortfolioCommand::Deposit { amount, idem } => self.decide_deposit(amount, idem, ctx),
             PortfolioCommand::Withdraw { amount, idem } => self.decide_withdrawal(amount, idem, ctx),
-            PortfolioCommand::PlaceOrder { symbol, side, quantity, quote, fees, idem } => self.decide_order(symbol, side, quantity, quote, &fees, idem, ctx),
+            PortfolioCommand::PlaceOrder {
+                symbol,
+                side,
+                quantity,
+                quote,
+                fees,
+                idem,
+            } => self.decide_order(symbol, side, quantity, quote, &fees, idem, ctx),
         }
     }
 
@@ -373,13 +450,25 @@ impl Entity for Portfolio {
             PortfolioEvent::Deposited { tx_id, amount, at, idem } => {
                 self.cash += amount;
                 self.totals.deposits += amount;
-                self.transactions.push(Transaction { tx_id: tx_id.clone(), kind: TransactionKind::Deposit, amount: *amount, order_id: None, at: *at });
+                self.transactions.push(Transaction {
+                    tx_id: tx_id.clone(),
+                    kind: TransactionKind::Deposit,
+                    amount: *amount,
+                    order_id: None,
+                    at: *at,
+                });
                 self.remember(idem, PortfolioReply::Cash { cash: self.cash }, *at);
             }
             PortfolioEvent::Withdrawn { tx_id, amount, at, idem } => {
                 self.cash -= amount;
                 self.totals.withdrawals += amount;
-                self.transactions.push(Transaction { tx_id: tx_id.clone(), kind: TransactionKind::Withdrawal, amount: -*amount, order_id: None, at: *at });
+                self.transactions.push(Transaction {
+                    tx_id: tx_id.clone(),
+                    kind: TransactionKind::Withdrawal,
+                    amount: -*amount,
+                    order_id: None,
+                    at: *at,
+                });
                 self.remember(idem, PortfolioReply::Cash { cash: self.cash }, *at);
             }
             PortfolioEvent::OrderFilled { tx_id, order, idem } => {
@@ -402,8 +491,18 @@ impl Entity for Portfolio {
                 }
                 self.cash += order.cash_effect;
                 self.totals.fees += order.fees;
-                let kind = if order.side == Side::Buy { TransactionKind::Buy } else { TransactionKind::Sell };
-                self.transactions.push(Transaction { tx_id: tx_id.clone(), kind, amount: order.cash_effect, order_id: Some(order.order_id.clone()), at: order.executed_at });
+                let kind = if order.side == Side::Buy {
+                    TransactionKind::Buy
+                } else {
+                    TransactionKind::Sell
+                };
+                self.transactions.push(Transaction {
+                    tx_id: tx_id.clone(),
+                    kind,
+                    amount: order.cash_effect,
+                    order_id: Some(order.order_id.clone()),
+                    at: order.executed_at,
+                });
                 self.orders.insert(order.order_id.clone(), order.clone());
                 self.remember(idem, PortfolioReply::Order(order.clone()), order.executed_at);
             }

@@ -57,7 +57,10 @@ pub enum KeyError {
 }
 
 fn key_err(path: &Path, reason: impl ToString) -> KeyError {
-    KeyError::File { path: path.display().to_string(), reason: reason.to_string() }
+    KeyError::File {
+        path: path.display().to_string(),
+        reason: reason.to_string(),
+    }
 }
 
 /// Reads the signing key, or generates one (0600, in a 0700 folder) on first start.
@@ -170,7 +173,9 @@ impl Auth {
         v.validate_nbf = true;
         v.leeway = 5;
         v.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
-        jsonwebtoken::decode::<Claims>(token, &self.key.decoding, &v).map(|d| d.claims).map_err(|e| bad(&e.kind_label()))
+        jsonwebtoken::decode::<Claims>(token, &self.key.decoding, &v)
+            .map(|d| d.claims)
+            .map_err(|e| bad(&e.kind_label()))
     }
 
     pub fn jwks(&self) -> serde_json::Value {
@@ -183,9 +188,9 @@ impl Auth {
     pub async fn hash_password(&self, password: String) -> Result<String, ApiError> {
         let _permit = self.hashing.clone().acquire_owned().await.map_err(|_| ApiError::internal())?;
         tokio::task::spawn_blocking(move || Argon2::default().hash_password(password.as_bytes()).map(|h| h.to_string()))
-        .await
-        .map_err(|_| ApiError::internal())?
-        .map_err(|_| ApiError::internal())
+            .await
+            .map_err(|_| ApiError::internal())?
+            .map_err(|_| ApiError::internal())
     }
 
     /// Verifies a password against a stored hash (or the dummy hash when there is none).
@@ -193,7 +198,9 @@ impl Auth {
         let _permit = self.hashing.clone().acquire_owned().await.map_err(|_| ApiError::internal())?;
         let known = stored.is_some();
         let hash = stored.unwrap_or_else(|| self.dummy_hash.clone());
-        let ok = tokio::task::spawn_blocking(move || <Argon2 as PasswordVerifier<str>>::verify_password(&Argon2::default(), password.as_bytes(), hash.as_str()).is_ok())
+        let ok = tokio::task::spawn_blocking(move || {
+            <Argon2 as PasswordVerifier<str>>::verify_password(&Argon2::default(), password.as_bytes(), hash.as_str()).is_ok()
+        })
         .await
         .map_err(|_| ApiError::internal())?;
         Ok(ok && known)

@@ -2,12 +2,12 @@
 //! idempotency key and request fingerprint, and JSON responses.
 
 use crate::gateway::problem::ApiError;
+use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use warp::http::header::{HeaderMap, HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use warp::http::{Method, Response, StatusCode};
-use bytes::Bytes;
 
 /// Request bodies larger than this are refused with 413 (API.md).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -40,7 +40,11 @@ impl Req {
     /// The `Idempotency-Key` header, validated.
     pub fn idempotency_key(&self) -> Result<String, ApiError> {
         let Some(v) = self.headers.get("idempotency-key") else {
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, "idempotency_key_required", "this request moves money or creates an order: send an Idempotency-Key header"));
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "idempotency_key_required",
+                "this request moves money or creates an order: send an Idempotency-Key header",
+            ));
         };
         let s = v.to_str().map_err(|_| ApiError::bad_request("Idempotency-Key must be visible ASCII"))?;
         if s.is_empty() || s.len() > MAX_IDEMPOTENCY_KEY_LEN || !s.bytes().all(|c| c.is_ascii_graphic()) {
@@ -86,15 +90,13 @@ fn percent_decode(s: &str) -> String {
     while i < b.len() {
         match b[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16) {
-                    Ok(v) => {
-                        out.push(v);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
+            b'%' if i + 2 < b.len() => match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                Ok(v) => {
+                    out.push(v);
+                    i += 2;
                 }
-            }
+                Err(_) => out.push(b'%'),
+            },
             c => out.push(c),
         }
         i += 1;
@@ -159,7 +161,10 @@ mod tests {
 
     #[test]
     fn query_decoding() {
-        assert_eq!(url_query_pairs("a=1&b=x%20y&c"), vec![("a".into(), "1".into()), ("b".into(), "x y".into()), ("c".into(), "".into())]);
+        assert_eq!(
+            url_query_pairs("a=1&b=x%20y&c"),
+            vec![("a".into(), "1".into()), ("b".into(), "x y".into()), ("c".into(), "".into())]
+        );
         assert_eq!(percent_decode("%zz%4"), "%zz%4");
     }
 }

@@ -56,8 +56,13 @@ impl AppState {
     }
     /// Verifies the bearer token; 401 when missing or invalid.
     pub fn claims(&self, req: &Req) -> Result<Claims, ApiError> {
-        let h = req.header("authorization").ok_or_else(|| ApiError::unauthorized("send Authorization: Bearer <access token>"))?;
-        let token = h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")).ok_or_else(|| ApiError::unauthorized("the Authorization header must be a Bearer token"))?;
+        let h = req
+            .header("authorization")
+            .ok_or_else(|| ApiError::unauthorized("send Authorization: Bearer <access token>"))?;
+        let token = h
+            .strip_prefix("Bearer ")
+            .or_else(|| h.strip_prefix("bearer "))
+            .ok_or_else(|| ApiError::unauthorized("the Authorization header must be a Bearer token"))?;
         self.auth.verify(token.trim())
     }
 }
@@ -81,7 +86,13 @@ where
     S: futures_util::Stream<Item = Result<B, warp::Error>> + Unpin,
     B: Buf,
 {
-    let too_large = || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("request bodies are limited to {MAX_BODY_BYTES} bytes"));
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request bodies are limited to {MAX_BODY_BYTES} bytes"),
+        )
+    };
     if let Some(len) = headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()) {
         if len > MAX_BODY_BYTES as u64 {
             return Err(too_large());
@@ -128,7 +139,14 @@ where
     let timeout = state.config.gateway.request_timeout;
     let result = async {
         let body = read_body(&headers, body).await?;
-        let req = Req { method: method.clone(), path: path.clone(), query, headers, body, request_id: rid.clone() };
+        let req = Req {
+            method: method.clone(),
+            path: path.clone(),
+            query,
+            headers,
+            body,
+            request_id: rid.clone(),
+        };
         match tokio::time::timeout(timeout, routes::dispatch(&state, route, &req)).await {
             Ok(r) => r,
             Err(_) => Err(ApiError::unavailable("the request took too long; retry with the same Idempotency-Key")),
@@ -140,12 +158,29 @@ where
         Ok(r) => r,
         Err(e) => problem_response(&e),
     };
-    reply.headers_mut().insert("x-request-id", HeaderValue::from_str(&rid).unwrap_or(HeaderValue::from_static("invalid")));
+    reply
+        .headers_mut()
+        .insert("x-request-id", HeaderValue::from_str(&rid).unwrap_or(HeaderValue::from_static("invalid")));
     let status = reply.status().as_u16();
     let route_label = route.unwrap_or("unmatched").to_string();
     let elapsed = started.elapsed();
-    state.metrics.http_requests.get_or_create(&RouteLabels { method: method.to_string(), route: route_label.clone(), status }).inc();
-    state.metrics.http_latency.get_or_create(&RouteLatencyLabels { method: method.to_string(), route: route_label }).observe(elapsed.as_secs_f64());
+    state
+        .metrics
+        .http_requests
+        .get_or_create(&RouteLabels {
+            method: method.to_string(),
+            route: route_label.clone(),
+            status,
+        })
+        .inc();
+    state
+        .metrics
+        .http_latency
+        .get_or_create(&RouteLatencyLabels {
+            method: method.to_string(),
+            route: route_label,
+        })
+        .observe(elapsed.as_secs_f64());
     span.in_scope(|| tracing::info!(status, latency_us = elapsed.as_micros() as u64, "request served"));
     let (parts, body) = reply.into_parts();
     warp::reply::Response::from_parts(parts, body.into())

@@ -21,7 +21,8 @@ pub fn document() -> Value {
             }
         }
         if r.idempotent_key {
-            params.push(json!({ "name": "Idempotency-Key", "in": "header", "required": true, "schema": { "type": "string", "minLength": 1, "maxLength": 128 } }));
+            params
+                .push(json!({ "name": "Idempotency-Key", "in": "header", "required": true, "schema": { "type": "string", "minLength": 1, "maxLength": 128 } }));
         }
         if !params.is_empty() {
             op["parameters"] = Value::Array(params);

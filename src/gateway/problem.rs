@@ -25,7 +25,12 @@ struct ProblemBody<'a> {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> ApiError {
-        ApiError { status, code, detail: detail.into(), retry_after: None }
+        ApiError {
+            status,
+            code,
+            detail: detail.into(),
+            retry_after: None,
+        }
     }
     pub fn bad_request(detail: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", detail)
@@ -43,10 +48,17 @@ impl ApiError {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
     }
     pub fn unavailable(detail: impl Into<String>) -> ApiError {
-        ApiError { retry_after: Some(1), ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail) }
+        ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail)
+        }
     }
     pub fn internal() -> ApiError {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "an internal error occurred; it has been logged")
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "an internal error occurred; it has been logged",
+        )
     }
 
     pub fn with_code(mut self, code: &'static str) -> ApiError {
@@ -59,7 +71,13 @@ impl ApiError {
     }
 
     pub fn body(&self) -> Vec<u8> {
-        let body = ProblemBody { kind: format!("urn:moneta:problem:{}", self.code), title: self.title(), status: self.status.as_u16(), detail: &self.detail, code: self.code };
+        let body = ProblemBody {
+            kind: format!("urn:moneta:problem:{}", self.code),
+            title: self.title(),
+            status: self.status.as_u16(),
+            detail: &self.detail,
+            code: self.code,
+        };
         serde_json::to_vec(&body).expect("serialising a problem body")
     }
 }

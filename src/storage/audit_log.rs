@@ -1,15 +1,13 @@
 //! The audit journal on disk and its offline verification.
 //!
-//! Tree `audit`: key = seq (u64 BE), value = record bytes ‖ head after this record (32 bytes).
-//! Tree `meta`: `audit.head` = (number of entries, head), written in the same transaction, so a
+//! Key `AUDIT_PREFIX ‖ seq` (u64 BE) → record bytes ‖ head after this record (32 bytes).
+//! Key `AUDIT_HEAD_KEY` → (number of entries, head), written in the same atomic batch, so a
 //! truncated tail is detected too. Verification recomputes every leaf and head from the record
 //! bytes and names the first entry that does not match.
 
 use crate::domain::audit::{leaf_hash, next_head, AuditRecord, Hash, GENESIS_HEAD};
 use crate::storage::codec;
 use serde::{Deserialize, Serialize};
-
-pub const HEAD_KEY: &[u8] = b"audit.head";
 
 /// Where the chain stands: how many entries it has and the head over all of them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,7 +18,10 @@ pub struct ChainHead {
 
 impl Default for ChainHead {
     fn default() -> Self {
-        ChainHead { entries: 0, head: GENESIS_HEAD }
+        ChainHead {
+            entries: 0,
+            head: GENESIS_HEAD,
+        }
     }
 }
 
@@ -97,10 +98,24 @@ where
         chain.head = head;
     }
     match recorded {
-        Some(r) if r.entries > chain.entries => fail(&chain, chain.entries, format!("entries {}..{} are missing (the chain was truncated)", chain.entries, r.entries)),
+        Some(r) if r.entries > chain.entries => fail(
+            &chain,
+            chain.entries,
+            format!("entries {}..{} are missing (the chain was truncated)", chain.entries, r.entries),
+        ),
         Some(r) if r.entries < chain.entries => fail(&chain, r.entries, format!("entries from {} were appended outside the journal", r.entries)),
-        Some(r) if r.head != chain.head => fail(&chain, chain.entries.saturating_sub(1), "the chain head does not match the recorded head".into()),
+        Some(r) if r.head != chain.head => fail(
+            &chain,
+            chain.entries.saturating_sub(1),
+            "the chain head does not match the recorded head".into(),
+        ),
         None if chain.entries > 0 => fail(&chain, 0, "the recorded chain head is missing".into()),
-        _ => VerifyReport { ok: true, entries: chain.entries, head_hash: hex::encode(chain.head), first_bad_entry: None, problem: None },
+        _ => VerifyReport {
+            ok: true,
+            entries: chain.entries,
+            head_hash: hex::encode(chain.head),
+            first_bad_entry: None,
+            problem: None,
+        },
     }
 }

@@ -66,6 +66,9 @@ mod tests {
         let mut long = bytes.clone();
         long.push(0);
         assert!(matches!(decode::<(Decimal, String, u64)>(&long), Err(CodecError::Trailing(1))));
-        assert!(matches!(decode::<(Decimal, String, u64)>(&bytes[..bytes.len() - 2]), Err(CodecError::Malformed(_))));
+        assert!(matches!(
+            decode::<(Decimal, String, u64)>(&bytes[..bytes.len() - 2]),
+            Err(CodecError::Malformed(_))
+        ));
     }
 }

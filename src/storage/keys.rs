@@ -4,6 +4,25 @@
 
 use crate::domain::ids::{EntityId, EntityKind};
 
+/// Node-wide records live under the reserved shard number 0xFFFF (real shards are < 1024), in
+/// the same tree as entity state so that one group commit writes both in one atomic batch.
+pub const NODE_PREFIX: [u8; 2] = [0xff, 0xff];
+/// `NODE_PREFIX ‖ 0x01 ‖ seq u64 BE` → audit record bytes ‖ chain head after it.
+pub const AUDIT_PREFIX: [u8; 3] = [0xff, 0xff, 0x01];
+/// `NODE_PREFIX ‖ 0x02` → (entries, head) of the audit chain.
+pub const AUDIT_HEAD_KEY: [u8; 3] = [0xff, 0xff, 0x02];
+
+pub fn audit_key(seq: u64) -> Vec<u8> {
+    let mut k = AUDIT_PREFIX.to_vec();
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+pub fn audit_seq(key: &[u8]) -> Option<u64> {
+    let rest = key.strip_prefix(&AUDIT_PREFIX[..])?;
+    Some(u64::from_be_bytes(rest.try_into().ok()?))
+}
+
 pub const RECORD_JOURNAL: u8 = 0x01;
 pub const RECORD_SNAPSHOT: u8 = 0x02;
 

@@ -5,10 +5,9 @@ use crate::domain::audit::AuditRecord;
 use crate::domain::entity::Entity;
 use crate::domain::ids::EntityId;
 use crate::domain::time::Timestamp;
-use crate::storage::audit_log::{self, ChainHead, VerifyReport, HEAD_KEY};
+use crate::storage::audit_log::{self, ChainHead, VerifyReport};
 use crate::storage::{codec, keys};
 use serde::{Deserialize, Serialize};
-use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Debug, thiserror::Error)]
@@ -52,6 +51,9 @@ pub struct Loaded<E> {
     pub seq: u64,
     /// Events applied since the snapshot (decides when the next snapshot is due).
     pub since_snapshot: u64,
+    /// Encoded bytes of those events, and of the snapshot they follow.
+    pub tail_bytes: u64,
+    pub snapshot_bytes: u64,
 }
 
 /// What one command persists: entity writes and audit records (sequence numbers assigned at
@@ -69,123 +71,132 @@ impl WriteSet {
     }
 }
 
+/// One sled tree holds everything: entity state under shard-prefixed keys and the node's audit
+/// chain under the reserved prefix `0xFFFF` (see `keys`), so one `apply_batch` makes a whole
+/// group commit atomic across both — cheaper than a multi-tree transaction.
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
-    entities: sled::Tree,
-    audit: sled::Tree,
-    meta: sled::Tree,
+    tree: sled::Tree,
     path: PathBuf,
 }
 
 impl Store {
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(format!("cannot create {}: {e}", dir.display())))?;
-        let db = sled::Config::new().path(dir.join("db")).mode(sled::Mode::HighThroughput).open().map_err(|e| match &e {
-            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => StoreError::Locked(dir.to_path_buf()),
-            _ => StoreError::Io(format!("cannot open {}: {e}", dir.display())),
-        })?;
-        Ok(Store { entities: db.open_tree("entities")?, audit: db.open_tree("audit")?, meta: db.open_tree("meta")?, db, path: dir.to_path_buf() })
+        let db = sled::Config::new()
+            .path(dir.join("db"))
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|e| match &e {
+                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => StoreError::Locked(dir.to_path_buf()),
+                _ => StoreError::Io(format!("cannot open {}: {e}", dir.display())),
+            })?;
+        Ok(Store {
+            tree: db.open_tree("state")?,
+            db,
+            path: dir.to_path_buf(),
+        })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    pub fn entities_tree(&self) -> &sled::Tree {
-        &self.entities
-    }
-
-    pub fn audit_tree(&self) -> &sled::Tree {
-        &self.audit
+    /// The tree itself (tests tamper with it; tools scan it).
+    pub fn tree(&self) -> &sled::Tree {
+        &self.tree
     }
 
     /// Recovers an entity: the latest snapshot, then every journal entry after it, in order.
     pub fn load<E: Entity>(&self, id: &EntityId) -> Result<Loaded<E>, StoreError> {
         let corrupt = |location: String, reason: String| StoreError::Corrupt { location, reason };
-        let (mut state, mut seq) = match self.entities.get(keys::snapshot_key(id))? {
+        let (mut state, mut seq, snapshot_bytes) = match self.tree.get(keys::snapshot_key(id))? {
             Some(bytes) => {
                 let snap: Snapshot<E> = codec::decode(&bytes).map_err(|e| corrupt(format!("{id} snapshot"), e.to_string()))?;
-                (snap.state, snap.seq)
+                (snap.state, snap.seq, bytes.len() as u64)
             }
-            None => (E::empty(&id.id), 0),
+            None => (E::empty(&id.id), 0, 0),
         };
         let mut since_snapshot = 0;
+        let mut tail_bytes = 0;
         let start = keys::journal_key(id, seq + 1);
         let prefix = keys::journal_prefix(id);
-        for item in self.entities.range(start..) {
+        for item in self.tree.range(start..) {
             let (k, v) = item?;
             if !k.starts_with(&prefix) {
                 break;
             }
             let entry: JournalEntry<E::Event> = codec::decode(&v).map_err(|e| corrupt(format!("{id} journal"), e.to_string()))?;
             if entry.seq != seq + 1 || k.as_ref() != keys::journal_key(id, entry.seq).as_slice() {
-                return Err(corrupt(format!("{id} journal entry {}", seq + 1), format!("found entry {} instead (gap or misplaced record)", entry.seq)));
+                return Err(corrupt(
+                    format!("{id} journal entry {}", seq + 1),
+                    format!("found entry {} instead (gap or misplaced record)", entry.seq),
+                ));
             }
             state.apply(&entry.event);
             seq = entry.seq;
             since_snapshot += 1;
+            tail_bytes += v.len() as u64;
         }
         state.check_invariants();
-        Ok(Loaded { state, seq, since_snapshot })
+        Ok(Loaded {
+            state,
+            seq,
+            since_snapshot,
+            tail_bytes,
+            snapshot_bytes,
+        })
     }
 
     /// Reads one entity's journal (for replay checks and exports).
     pub fn journal<E: Entity>(&self, id: &EntityId) -> Result<Vec<JournalEntry<E::Event>>, StoreError> {
-        self.entities
+        self.tree
             .scan_prefix(keys::journal_prefix(id))
             .map(|item| {
                 let (_, v) = item?;
-                codec::decode(&v).map_err(|e| StoreError::Corrupt { location: format!("{id} journal"), reason: e.to_string() })
+                codec::decode(&v).map_err(|e| StoreError::Corrupt {
+                    location: format!("{id} journal"),
+                    reason: e.to_string(),
+                })
             })
             .collect()
     }
 
     pub fn chain_head(&self) -> Result<Option<ChainHead>, StoreError> {
-        match self.meta.get(HEAD_KEY)? {
-            Some(v) => codec::decode(&v).map(Some).map_err(|e| StoreError::Corrupt { location: "meta audit.head".into(), reason: e.to_string() }),
+        match self.tree.get(keys::AUDIT_HEAD_KEY)? {
+            Some(v) => codec::decode(&v).map(Some).map_err(|e| StoreError::Corrupt {
+                location: "meta audit.head".into(),
+                reason: e.to_string(),
+            }),
             None => Ok(None),
         }
     }
 
-    /// Writes one group-commit cycle in a single transaction: all of it or none of it survives
+    /// Writes one group-commit cycle in a single atomic batch: all of it or none of it survives
     /// a crash. Audit records get their sequence numbers and chain hashes here, in order.
     pub fn write_cycle(&self, sets: &mut [WriteSet], chain: &mut ChainHead) -> Result<(), StoreError> {
-        let mut audit_rows = Vec::new();
+        let mut batch = sled::Batch::default();
         let mut next = *chain;
         for set in sets.iter_mut() {
+            for (k, v) in &set.puts {
+                batch.insert(k.as_slice(), v.as_slice());
+            }
+            for k in &set.deletes {
+                batch.remove(k.as_slice());
+            }
             for record in set.audit.iter_mut() {
                 record.seq = next.entries;
                 let value = next.append(record);
-                audit_rows.push((record.seq.to_be_bytes(), value));
+                batch.insert(keys::audit_key(record.seq), value);
             }
         }
-        let head_value = codec::encode(&next);
-        let result: Result<(), TransactionError<()>> = (&self.entities, &self.audit, &self.meta).transaction(|(e, a, m)| {
-            for set in sets.iter() {
-                for (k, v) in &set.puts {
-                    e.insert(k.as_slice(), v.as_slice())?;
-                }
-                for k in &set.deletes {
-                    e.remove(k.as_slice())?;
-                }
-            }
-            for (k, v) in &audit_rows {
-                a.insert(&k[..], v.as_slice())?;
-            }
-            if !audit_rows.is_empty() {
-                m.insert(HEAD_KEY, head_value.as_slice())?;
-            }
-            Ok::<(), ConflictableTransactionError<()>>(())
-        });
-        match result {
-            Ok(()) => {
-                *chain = next;
-                Ok(())
-            }
-            Err(TransactionError::Storage(e)) => Err(e.into()),
-            Err(TransactionError::Abort(())) => Err(StoreError::Io("transaction aborted".into())),
+        if next != *chain {
+            batch.insert(&keys::AUDIT_HEAD_KEY[..], codec::encode(&next));
         }
+        self.tree.apply_batch(batch)?;
+        *chain = next;
+        Ok(())
     }
 
     pub fn flush(&self) -> Result<usize, StoreError> {
@@ -197,12 +208,18 @@ impl Store {
         let recorded = match self.chain_head() {
             Ok(r) => r,
             Err(e) => {
-                return VerifyReport { ok: false, entries: 0, head_hash: String::new(), first_bad_entry: Some(0), problem: Some(e.to_string()) };
+                return VerifyReport {
+                    ok: false,
+                    entries: 0,
+                    head_hash: String::new(),
+                    first_bad_entry: Some(0),
+                    problem: Some(e.to_string()),
+                };
             }
         };
-        let entries = self.audit.iter().map(|item| {
+        let entries = self.tree.scan_prefix(keys::AUDIT_PREFIX).map(|item| {
             let (k, v) = item.map_err(|e| e.to_string())?;
-            let seq = <[u8; 8]>::try_from(k.as_ref()).map(u64::from_be_bytes).map_err(|_| format!("malformed key {}", hex::encode(&k)))?;
+            let seq = keys::audit_seq(&k).ok_or_else(|| format!("malformed key {}", hex::encode(&k)))?;
             Ok((seq, v.to_vec()))
         });
         audit_log::verify(entries, recorded)
@@ -210,12 +227,18 @@ impl Store {
 
     /// Reads audit records in order (for exports and tests).
     pub fn audit_records(&self) -> Result<Vec<AuditRecord>, StoreError> {
-        self.audit
-            .iter()
+        self.tree
+            .scan_prefix(keys::AUDIT_PREFIX)
             .map(|item| {
                 let (k, v) = item?;
-                let (bytes, _) = audit_log::split_value(&v).ok_or_else(|| StoreError::Corrupt { location: format!("audit {}", hex::encode(&k)), reason: "short value".into() })?;
-                codec::decode(bytes).map_err(|e| StoreError::Corrupt { location: format!("audit {}", hex::encode(&k)), reason: e.to_string() })
+                let (bytes, _) = audit_log::split_value(&v).ok_or_else(|| StoreError::Corrupt {
+                    location: format!("audit {}", hex::encode(&k)),
+                    reason: "short value".into(),
+                })?;
+                codec::decode(bytes).map_err(|e| StoreError::Corrupt {
+                    location: format!("audit {}", hex::encode(&k)),
+                    reason: e.to_string(),
+                })
             })
             .collect()
     }

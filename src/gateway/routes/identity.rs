@@ -78,7 +78,12 @@ fn validate_profile(b: &RegisterBody, today: Date) -> Result<Profile, ApiError> 
     if b.country.len() != 2 || !b.country.bytes().all(|c| c.is_ascii_uppercase()) {
         return Err(ApiError::bad_request("country must be an ISO 3166-1 alpha-2 code such as \"GB\""));
     }
-    Ok(Profile { email, full_name: name.to_string(), date_of_birth: dob, country: b.country.clone() })
+    Ok(Profile {
+        email,
+        full_name: name.to_string(),
+        date_of_birth: dob,
+        country: b.country.clone(),
+    })
 }
 
 fn new_user_id() -> String {
@@ -95,16 +100,27 @@ pub async fn register(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
         return Err(ApiError::bad_request("password is too long"));
     }
     if is_weak_password(&body.password) {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "weak_password", format!("use at least {PASSWORD_MIN_CHARS} characters and not a common password")));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "weak_password",
+            format!("use at least {PASSWORD_MIN_CHARS} characters and not a common password"),
+        ));
     }
     let password_hash = state.auth.hash_password(body.password).await?;
     let email_hash = state.email_hash(&profile.email);
     let candidate = new_user_id();
-    let meta = RequestMeta { request_id: req.request_id.clone(), actor: candidate.clone() };
-    let owner = state.router.execute::<EmailIndex>(&email_hash, EmailIndexCommand::Claim { user_id: candidate.clone() }, meta.clone()).await.map_err(|e| match e {
-        RouteError::Rejected(never) => match never {},
-        RouteError::Unavailable(e) => unavailable(e),
-    })?;
+    let meta = RequestMeta {
+        request_id: req.request_id.clone(),
+        actor: candidate.clone(),
+    };
+    let owner = state
+        .router
+        .execute::<EmailIndex>(&email_hash, EmailIndexCommand::Claim { user_id: candidate.clone() }, meta.clone())
+        .await
+        .map_err(|e| match e {
+            RouteError::Rejected(never) => match never {},
+            RouteError::Unavailable(e) => unavailable(e),
+        })?;
     if owner != candidate {
         let exists = state.router.read::<Account, _>(&owner, |a| a.exists()).await.map_err(unavailable)?;
         if exists {
@@ -112,10 +128,16 @@ pub async fn register(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
         }
     }
     let meta = RequestMeta { actor: owner.clone(), ..meta };
-    let cmd = AccountCommand::Register { profile, password_hash, roles: vec![Role::User] };
+    let cmd = AccountCommand::Register {
+        profile,
+        password_hash,
+        roles: vec![Role::User],
+    };
     match state.router.execute::<Account>(&owner, cmd, meta).await {
         Ok(()) => Ok(json_response(StatusCode::CREATED, &serde_json::json!({ "user_id": owner }))),
-        Err(RouteError::Rejected(AccountRejection::AlreadyRegistered)) => Err(ApiError::new(StatusCode::CONFLICT, "email_taken", "an account with this email already exists")),
+        Err(RouteError::Rejected(AccountRejection::AlreadyRegistered)) => {
+            Err(ApiError::new(StatusCode::CONFLICT, "email_taken", "an account with this email already exists"))
+        }
         Err(RouteError::Unavailable(e)) => Err(unavailable(e)),
     }
 }
@@ -137,9 +159,17 @@ pub async fn login(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     let account = match normalise_email(&body.email) {
         Some(email) => {
             let email_hash = state.email_hash(&email);
-            let owner = state.router.read::<EmailIndex, _>(&email_hash, |e| e.owner.clone()).await.map_err(unavailable)?;
+            let owner = state
+                .router
+                .read::<EmailIndex, _>(&email_hash, |e| e.owner.clone())
+                .await
+                .map_err(unavailable)?;
             match owner {
-                Some(uid) => state.router.read::<Account, _>(&uid, |a| a.exists().then(|| (a.user_id.clone(), a.password_hash.clone(), a.roles.clone()))).await.map_err(unavailable)?,
+                Some(uid) => state
+                    .router
+                    .read::<Account, _>(&uid, |a| a.exists().then(|| (a.user_id.clone(), a.password_hash.clone(), a.roles.clone())))
+                    .await
+                    .map_err(unavailable)?,
                 None => None,
             }
         }
@@ -152,7 +182,14 @@ pub async fn login(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     let (user_id, _, roles) = account.ok_or_else(invalid)?;
     let now_secs = crate::actors::wall_clock_now().millis() / 1000;
     let token = state.auth.issue(&user_id, &roles, now_secs);
-    Ok(private_json(StatusCode::OK, &TokenResponse { access_token: token, token_type: "Bearer", expires_in: state.auth.ttl_secs() }))
+    Ok(private_json(
+        StatusCode::OK,
+        &TokenResponse {
+            access_token: token,
+            token_type: "Bearer",
+            expires_in: state.auth.ttl_secs(),
+        },
+    ))
 }
 
 pub async fn me(state: &AppState, req: &Req) -> Result<Reply, ApiError> {

@@ -57,6 +57,10 @@ pub async fn list(state: &AppState) -> Result<Reply, ApiError> {
 pub async fn one(state: &AppState, symbol: &str) -> Result<Reply, ApiError> {
     match quote(state, symbol).await? {
         Some(q) => Ok(json_response(StatusCode::OK, &InstrumentView::from(q))),
-        None => Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_instrument", format!("no instrument is listed as {symbol:?}"))),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_instrument",
+            format!("no instrument is listed as {symbol:?}"),
+        )),
     }
 }

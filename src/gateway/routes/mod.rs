@@ -20,7 +20,13 @@ pub struct RouteSpec {
 }
 
 const fn r(method: &'static str, template: &'static str, summary: &'static str, auth: bool, idempotent_key: bool) -> RouteSpec {
-    RouteSpec { method, template, summary, auth, idempotent_key }
+    RouteSpec {
+        method,
+        template,
+        summary,
+        auth,
+        idempotent_key,
+    }
 }
 
 pub const ROUTES: &[RouteSpec] = &[
@@ -82,7 +88,11 @@ pub async fn dispatch(state: &AppState, template: Option<&'static str>, req: &Re
         ("GET", "/v1/orders/{order_id}") => portfolio::order(state, req, &last_segment(req)).await,
         _ => {
             let allowed: Vec<&str> = ROUTES.iter().filter(|r| r.template == template).map(|r| r.method).collect();
-            let mut e = ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{template} accepts {}", allowed.join(", ")));
+            let mut e = ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{template} accepts {}", allowed.join(", ")),
+            );
             e.retry_after = None;
             Err(e)
         }

@@ -36,7 +36,8 @@ struct OrderBody {
 /// (with its own code), rather than looking like malformed JSON.
 fn parse_decimal(field: &str, s: &str) -> Result<Decimal, ApiError> {
     let t = s.strip_prefix('-').unwrap_or(s);
-    let well_formed = !t.is_empty() && t.len() <= 40 && t.bytes().all(|c| c.is_ascii_digit() || c == b'.') && t.bytes().filter(|&c| c == b'.').count() <= 1 && t != ".";
+    let well_formed =
+        !t.is_empty() && t.len() <= 40 && t.bytes().all(|c| c.is_ascii_digit() || c == b'.') && t.bytes().filter(|&c| c == b'.').count() <= 1 && t != ".";
     if !well_formed {
         return Err(ApiError::bad_request(format!("{field} must be a decimal string such as \"12.50\"")));
     }
@@ -63,7 +64,10 @@ fn rejection(r: PortfolioRejection) -> ApiError {
 }
 
 async fn execute(state: &AppState, claims: &Claims, req: &Req, cmd: PortfolioCommand) -> Result<PortfolioReply, ApiError> {
-    let meta = RequestMeta { request_id: req.request_id.clone(), actor: claims.sub.clone() };
+    let meta = RequestMeta {
+        request_id: req.request_id.clone(),
+        actor: claims.sub.clone(),
+    };
     state.router.execute::<Portfolio>(&claims.sub, cmd, meta).await.map_err(|e| match e {
         RouteError::Rejected(r) => rejection(r),
         RouteError::Unavailable(e) => unavailable(e),
@@ -73,7 +77,10 @@ async fn execute(state: &AppState, claims: &Claims, req: &Req, cmd: PortfolioCom
 fn cash_reply(reply: PortfolioReply) -> Result<Reply, ApiError> {
     match reply {
         PortfolioReply::Cash { cash } => Ok(private_json(StatusCode::CREATED, &serde_json::json!({ "cash": cash_string(cash) }))),
-        PortfolioReply::Order(_) => Err(ApiError::unprocessable("idempotency_key_reused", "this Idempotency-Key was used for a different request")),
+        PortfolioReply::Order(_) => Err(ApiError::unprocessable(
+            "idempotency_key_reused",
+            "this Idempotency-Key was used for a different request",
+        )),
     }
 }
 
@@ -82,8 +89,15 @@ async fn move_cash(state: &AppState, req: &Req, route: &str, deposit: bool) -> R
     let key = req.idempotency_key()?;
     let body: AmountBody = req.json()?;
     let amount = parse_decimal("amount", &body.amount)?;
-    let idem = IdemTag { key, fingerprint: fingerprint(&req.method, route, &plain_string(amount)) };
-    let cmd = if deposit { PortfolioCommand::Deposit { amount, idem } } else { PortfolioCommand::Withdraw { amount, idem } };
+    let idem = IdemTag {
+        key,
+        fingerprint: fingerprint(&req.method, route, &plain_string(amount)),
+    };
+    let cmd = if deposit {
+        PortfolioCommand::Deposit { amount, idem }
+    } else {
+        PortfolioCommand::Withdraw { amount, idem }
+    };
     cash_reply(execute(state, &claims, req, cmd).await?)
 }
 
@@ -132,7 +146,14 @@ pub async fn place_order(state: &AppState, req: &Req) -> Result<Reply, ApiError>
     }
     let fp = fingerprint(&req.method, "/v1/orders", &(&body.symbol, body.side.as_str(), plain_string(quantity)));
     let quote = quote(state, &body.symbol).await?.map(|q| OrderQuote { price: q.price });
-    let cmd = PortfolioCommand::PlaceOrder { symbol: body.symbol, side: body.side, quantity, quote, fees: state.config.fees.schedule(), idem: IdemTag { key, fingerprint: fp } };
+    let cmd = PortfolioCommand::PlaceOrder {
+        symbol: body.symbol,
+        side: body.side,
+        quantity,
+        quote,
+        fees: state.config.fees.schedule(),
+        idem: IdemTag { key, fingerprint: fp },
+    };
     match execute(state, &claims, req, cmd).await? {
         PortfolioReply::Order(o) => Ok(private_json(StatusCode::CREATED, &OrderView::from(&o))),
         PortfolioReply::Cash { .. } => Err(rejection(PortfolioRejection::IdempotencyKeyReused)),
@@ -141,7 +162,11 @@ pub async fn place_order(state: &AppState, req: &Req) -> Result<Reply, ApiError>
 
 pub async fn view(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     let claims = user(state, req)?;
-    let (cash, holdings) = state.router.read::<Portfolio, _>(&claims.sub, |p| (p.cash, p.holdings.clone())).await.map_err(unavailable)?;
+    let (cash, holdings) = state
+        .router
+        .read::<Portfolio, _>(&claims.sub, |p| (p.cash, p.holdings.clone()))
+        .await
+        .map_err(unavailable)?;
     let mut rows = Vec::new();
     let mut total = cash;
     let mut as_of = crate::domain::time::Timestamp(0);
@@ -215,7 +240,11 @@ pub async fn orders(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
 pub async fn order(state: &AppState, req: &Req, order_id: &str) -> Result<Reply, ApiError> {
     let claims = user(state, req)?;
     let id = order_id.to_string();
-    let found = state.router.read::<Portfolio, _>(&claims.sub, move |p| p.orders.get(&id).map(OrderView::from)).await.map_err(unavailable)?;
+    let found = state
+        .router
+        .read::<Portfolio, _>(&claims.sub, move |p| p.orders.get(&id).map(OrderView::from))
+        .await
+        .map_err(unavailable)?;
     match found {
         Some(o) => Ok(private_json(StatusCode::OK, &o)),
         None => Err(ApiError::not_found("no such order")),

@@ -10,7 +10,7 @@ pub fn healthz(state: &AppState) -> Result<Reply, ApiError> {
 }
 
 pub fn readyz(state: &AppState) -> Result<Reply, ApiError> {
-    if state.is_ready() {
+    if state.is_ready() && !state.router.journal().is_failed() {
         Ok(json_response(StatusCode::OK, &serde_json::json!({"status": "ready"})))
     } else {
         Err(ApiError::unavailable("the node is starting or shutting down"))
@@ -18,7 +18,11 @@ pub fn readyz(state: &AppState) -> Result<Reply, ApiError> {
 }
 
 pub fn metrics(state: &AppState) -> Result<Reply, ApiError> {
-    Ok(text_response(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", state.metrics.encode()))
+    Ok(text_response(
+        StatusCode::OK,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        state.metrics.encode(),
+    ))
 }
 
 pub fn openapi() -> Result<Reply, ApiError> {
