@@ -1,0 +1,169 @@
+//! The audit chain detects tampering: an edited, deleted, reordered or inserted record, and a
+//! truncated or extended tail — both through `Store::verify_audit` and the offline CLI
+//! `moneta audit verify`, which names the first bad entry.
+
+use moneta::domain::audit::{AuditRecord, Outcome};
+use moneta::domain::time::Timestamp;
+use moneta::storage::audit_log::{split_value, ChainHead};
+use moneta::storage::store::WriteSet;
+use moneta::storage::{codec, keys, Store};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+const ENTRIES: u64 = 8;
+
+fn record(i: u64) -> AuditRecord {
+    AuditRecord {
+        seq: 0,
+        at: Timestamp(1_700_000_000_000 + i as i64),
+        actor: format!("usr_{i:032x}"),
+        action: "portfolio.deposit".into(),
+        entity: format!("portfolio/usr_{i:032x}"),
+        request_id: format!("req_{i}"),
+        outcome: Outcome::Ok,
+        details: BTreeMap::from([("amount".to_string(), format!("{i}.00"))]),
+    }
+}
+
+/// A data folder whose chain holds `ENTRIES` records written in two group commits.
+fn build(dir: &Path) -> Store {
+    let store = Store::open(dir).unwrap();
+    let mut chain = store.chain_head().unwrap().unwrap_or_default();
+    let mut first = vec![WriteSet {
+        audit: (0..5).map(record).collect(),
+        ..WriteSet::default()
+    }];
+    store.write_cycle(&mut first, &mut chain).unwrap();
+    let mut second = vec![WriteSet {
+        audit: (5..ENTRIES).map(record).collect(),
+        ..WriteSet::default()
+    }];
+    store.write_cycle(&mut second, &mut chain).unwrap();
+    store.flush().unwrap();
+    store
+}
+
+fn raw(store: &Store, seq: u64) -> Vec<u8> {
+    store.tree().get(keys::audit_key(seq)).unwrap().unwrap().to_vec()
+}
+
+fn edited_value(store: &Store, seq: u64) -> Vec<u8> {
+    let value = raw(store, seq);
+    let (bytes, head) = split_value(&value).unwrap();
+    let mut r: AuditRecord = codec::decode(bytes).unwrap();
+    r.details.insert("amount".into(), "1000000.00".into());
+    let mut v = codec::encode(&r);
+    v.extend_from_slice(&head);
+    v
+}
+
+fn verify_cli(dir: &Path) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_moneta"))
+        .args(["audit", "verify"])
+        .env("MONETA_NODE_DATA_DIR", dir)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn an_untouched_chain_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = build(dir.path());
+    let report = store.verify_audit();
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.entries, ENTRIES);
+    drop(store);
+    let (ok, out) = verify_cli(dir.path());
+    assert!(ok, "{out}");
+    assert!(out.contains(&format!("{ENTRIES} entries")), "{out}");
+}
+
+fn assert_broken_at(dir: &Path, store: Store, entry: u64) {
+    let report = store.verify_audit();
+    assert!(!report.ok, "tampering went unnoticed: {report:?}");
+    assert_eq!(report.first_bad_entry, Some(entry), "{report:?}");
+    store.flush().unwrap();
+    drop(store);
+    let (ok, out) = verify_cli(dir);
+    assert!(!ok, "the CLI passed a tampered chain: {out}");
+    assert!(out.contains(&format!("BROKEN at entry {entry}")), "{out}");
+}
+
+#[test]
+fn an_edited_record_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = build(dir.path());
+    let v = edited_value(&store, 3);
+    store.tree().insert(keys::audit_key(3), v).unwrap();
+    assert_broken_at(dir.path(), store, 3);
+}
+
+#[test]
+fn a_deleted_record_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = build(dir.path());
+    store.tree().remove(keys::audit_key(4)).unwrap();
+    assert_broken_at(dir.path(), store, 4);
+}
+
+#[test]
+fn reordered_records_are_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = build(dir.path());
+    let (a, b) = (raw(&store, 2), raw(&store, 3));
+    store.tree().insert(keys::audit_key(2), b).unwrap();
+    store.tree().insert(keys::audit_key(3), a).unwrap();
+    assert_broken_at(dir.path(), store, 2);
+}
+
+#[test]
+fn an_inserted_record_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = build(dir.path());
+    // Shift entries 5.. up by one and forge a new entry 5, chained as if it belonged there.
+    for seq in (5..ENTRIES).rev() {
+        let v = raw(&store, seq);
+        store.tree().insert(keys::audit_key(seq + 1), v).unwrap();
+    }
+    let mut forged = record(99);
+    forged.seq = 5;
+    let prev_head: [u8; 32] = split_value(&raw(&store, 4)).unwrap().1;
+    let mut chain = ChainHead { entries: 5, head: prev_head };
+    let value = chain.append(&forged);
+    store.tree().insert(keys::audit_key(5), value).unwrap();
+    // The forged entry itself chains correctly; the next one no longer does.
+    assert_broken_at(dir.path(), store, 6);
+}
+
+#[test]
+fn a_truncated_or_extended_tail_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = build(dir.path());
+    store.tree().remove(keys::audit_key(ENTRIES - 1)).unwrap();
+    assert_broken_at(dir.path(), store, ENTRIES - 1);
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = build(dir.path());
+    let last: [u8; 32] = split_value(&raw(&store, ENTRIES - 1)).unwrap().1;
+    let mut chain = ChainHead { entries: ENTRIES, head: last };
+    let mut extra = record(100);
+    extra.seq = ENTRIES;
+    let value = chain.append(&extra);
+    store.tree().insert(keys::audit_key(ENTRIES), value).unwrap();
+    assert_broken_at(dir.path(), store, ENTRIES);
+}
+
+#[test]
+fn a_running_node_holds_the_folder_and_the_cli_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = build(dir.path());
+    let (ok, out) = verify_cli(dir.path());
+    assert!(!ok);
+    assert!(out.contains("in use"), "{out}");
+    drop(store);
+}
