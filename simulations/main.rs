@@ -11,6 +11,8 @@
 //!
 //! `cargo run --release --bin simulate -- --seed 42 --users 1000 --days 5`
 
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
 mod oracle;
 mod sim;
 mod workload;

@@ -3,8 +3,6 @@
 //! Layers (DESIGN.md §4), dependencies pointing downward:
 //! `gateway` → `cluster` (router) → `actors` → `storage` → `domain` (sans-IO core).
 
-#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
-
 pub mod actors;
 pub mod cli;
 pub mod cluster;

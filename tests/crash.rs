@@ -36,6 +36,8 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+// The child is waited for by `Node`'s Drop on every path.
+#[allow(clippy::zombie_processes)]
 fn start(dir: &Path) -> Node {
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_moneta"))

@@ -26,6 +26,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
+/// Called when an entity passivates, so the router forgets it.
+pub type PassivateHook = Arc<dyn Fn(&EntityId, ActorId) + Send + Sync>;
+
 /// What every entity of the node shares.
 pub struct EntityEnv {
     pub store: Store,
@@ -34,8 +37,7 @@ pub struct EntityEnv {
     pub snapshot_every: u64,
     pub idle_timeout: Duration,
     pub now: fn() -> Timestamp,
-    /// Called when an entity passivates, so the router forgets it.
-    pub on_passivate: Arc<dyn Fn(&EntityId, ActorId) + Send + Sync>,
+    pub on_passivate: PassivateHook,
 }
 
 #[derive(Clone)]
