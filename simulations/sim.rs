@@ -12,7 +12,7 @@ use moneta::domain::instrument::{Instrument, InstrumentCommand, InstrumentEvent,
 use moneta::domain::market::{gbm_step, GbmParams};
 use moneta::domain::money::{cash_string, round_cash};
 use moneta::domain::portfolio::{
-    Holding, IdemTag, OrderQuote, Portfolio, PortfolioEvent, PortfolioRejection, PortfolioReply, Side, Totals, IDEMPOTENCY_RETENTION_MS,
+    History, Holding, IdemTag, OrderQuote, Portfolio, PortfolioEvent, PortfolioRejection, PortfolioReply, Side, Totals, IDEMPOTENCY_RETENTION_MS,
 };
 use moneta::domain::time::{Date, Timestamp, MS_PER_DAY, MS_PER_HOUR, MS_PER_MINUTE, MS_PER_SECOND};
 use moneta::storage::codec;
@@ -126,7 +126,11 @@ impl Pre {
             cash: s.cash,
             holding: symbol.and_then(|sym| s.holdings.get(sym).cloned()).unwrap_or_default(),
             totals: s.totals.clone(),
-            counts: (s.transactions.len(), s.orders.len(), s.idempotency.len(), user.journal.len()),
+            counts: {
+                // The history (transactions, orders) is the journal, as in production.
+                let history = History::from_events(&user.journal);
+                (history.transactions.len(), history.orders.len(), s.idempotency.len(), user.journal.len())
+            },
         }
     }
 }
@@ -592,14 +596,16 @@ impl Sim {
                     && *i == idem
                     && reply == order
                     && post.cash == pre.cash + order.cash_effect
-                    && post.orders.get(&order.order_id) == Some(order)
+                    && History::from_events(&user.journal).orders.get(&order.order_id) == Some(order)
                     && post.totals.realised_pnl == pre.totals.realised_pnl + order.realised_pnl
                     && post.totals.fees == pre.totals.fees + fee
             }
             _ => false,
         };
         let orders_added = usize::from(request.symbol().is_some());
-        let counted = (post.transactions.len(), post.orders.len(), user.journal.len()) == (pre.counts.0 + 1, pre.counts.1 + orders_added, pre.counts.3 + 1);
+        let history = History::from_events(&user.journal);
+        let counted =
+            (history.transactions.len(), history.orders.len(), user.journal.len()) == (pre.counts.0 + 1, pre.counts.1 + orders_added, pre.counts.3 + 1);
         let remembered = post
             .idempotency
             .get(&idem.key)

@@ -21,7 +21,7 @@ use moneta::domain::entity::{Decision, Entity};
 use moneta::domain::fees::FeeSchedule;
 use moneta::domain::instrument::{Instrument, InstrumentCommand, InstrumentEvent, InstrumentKind, InstrumentRejection, Listing};
 use moneta::domain::portfolio::{
-    IdemTag, Order, OrderQuote, Portfolio, PortfolioCommand, PortfolioEvent, PortfolioRejection, PortfolioReply, Side, IDEMPOTENCY_RETENTION_MS,
+    History, IdemTag, Order, OrderQuote, Portfolio, PortfolioCommand, PortfolioEvent, PortfolioRejection, PortfolioReply, Side, IDEMPOTENCY_RETENTION_MS,
 };
 use moneta::domain::time::Timestamp;
 use moneta::storage::codec;
@@ -463,7 +463,14 @@ impl<'c> PortfolioRun<'c> {
         self.check_invariants()
     }
 
-    fn check_execution(&mut self, cmd: &PortfolioCommand, before: &Portfolio, events: &[PortfolioEvent], reply: PortfolioReply, effects: &[Effect]) -> Checked {
+    fn check_execution(
+        &mut self,
+        cmd: &PortfolioCommand,
+        _before: &Portfolio,
+        events: &[PortfolioEvent],
+        reply: PortfolioReply,
+        effects: &[Effect],
+    ) -> Checked {
         prop_assert_eq!(events.len(), 1, "one command, one event: {:?}", events);
         let event = &events[0];
         prop_assert_eq!(event.idem(), idem_of(cmd));
@@ -533,7 +540,7 @@ impl<'c> PortfolioRun<'c> {
             prop_assert_eq!(detail(audit, "tx_id"), Some(tx_id.clone()));
         }
         prop_assert!(l.tx_ids.insert(tx_id.clone()), "transaction id {} issued twice", tx_id);
-        prop_assert!(before.transactions.iter().all(|t| &t.tx_id != tx_id));
+        prop_assert!(History::from_events(&self.journal).transactions.iter().all(|t| &t.tx_id != tx_id));
         let idem = idem_of(cmd);
         l.remembered.insert(idem.key.clone(), (idem.fingerprint, reply));
         self.journal.push(event.clone());
@@ -612,18 +619,19 @@ impl<'c> PortfolioRun<'c> {
             s.holdings,
             l.holdings
         );
-        // Every executed money movement appears exactly once.
-        prop_assert_eq!(s.transactions.len(), self.journal.len());
-        let tx_ids: BTreeSet<&str> = s.transactions.iter().map(|t| t.tx_id.as_str()).collect();
+        // Every executed money movement appears exactly once in the history the journal gives.
+        let history = History::from_events(&self.journal);
+        prop_assert_eq!(history.transactions.len(), self.journal.len());
+        let tx_ids: BTreeSet<&str> = history.transactions.iter().map(|t| t.tx_id.as_str()).collect();
         prop_assert!(
-            tx_ids.len() == s.transactions.len() && tx_ids.iter().copied().eq(l.tx_ids.iter().map(String::as_str)),
+            tx_ids.len() == history.transactions.len() && tx_ids.iter().copied().eq(l.tx_ids.iter().map(String::as_str)),
             "transactions {:?}",
-            s.transactions
+            history.transactions
         );
         prop_assert!(
-            s.orders.keys().eq(l.order_ids.iter()),
+            history.orders.keys().eq(l.order_ids.iter()),
             "orders {:?} vs events {:?}",
-            s.orders.keys(),
+            history.orders.keys(),
             l.order_ids
         );
         let remembered = || s.idempotency.iter().map(|(k, r)| (k, (&r.fingerprint, &r.reply)));

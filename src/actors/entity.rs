@@ -83,6 +83,15 @@ pub struct Read<E, R> {
     pub f: Box<dyn FnOnce(&E) -> R + Send>,
 }
 
+/// Reads the entity's whole journal (its history), once everything applied so far is durable.
+pub struct ReadJournal<E>(PhantomData<E>);
+
+impl<E> Default for ReadJournal<E> {
+    fn default() -> Self {
+        ReadJournal(PhantomData)
+    }
+}
+
 /// Test and operations hook: panics inside the entity (never reachable from the gateway).
 #[doc(hidden)]
 pub struct DebugPanic;
@@ -311,6 +320,29 @@ impl<E: Entity, R: Send + 'static> Message<Read<E, R>> for EntityActor<E> {
             if let Some(tx) = sender {
                 tx.send(Ok(value));
             }
+        });
+        delegated
+    }
+}
+
+impl<E: Entity> Message<ReadJournal<E>> for EntityActor<E> {
+    type Reply = DelegatedReply<Result<Vec<JournalEntry<E::Event>>, EntityFailure>>;
+
+    async fn handle(&mut self, _: ReadJournal<E>, ctx: &mut Context<Self, Self::Reply>) -> Self::Reply {
+        self.last_activity = Instant::now();
+        let (delegated, sender) = ctx.reply_sender();
+        let (store, id, upto) = (self.env.store.clone(), self.id.clone(), self.seq);
+        self.when_durable(move || {
+            tokio::spawn(async move {
+                let read = tokio::task::spawn_blocking(move || store.journal::<E>(&id, upto)).await;
+                let result = match read {
+                    Ok(r) => r.map_err(|e| EntityFailure::Storage(e.to_string())),
+                    Err(e) => Err(EntityFailure::Storage(e.to_string())),
+                };
+                if let Some(tx) = sender {
+                    tx.send(result);
+                }
+            });
         });
         delegated
     }

@@ -4,7 +4,7 @@
 //! their message unhandled (`ActorNotRunning` / `ActorRestarting`) and are retried on a fresh
 //! activation, a bounded number of times.
 
-use crate::actors::entity::{EntityActor, EntityArgs, EntityEnv, EntityFailure, ExecError, Execute, Read};
+use crate::actors::entity::{EntityActor, EntityArgs, EntityEnv, EntityFailure, ExecError, Execute, Read, ReadJournal};
 use crate::actors::journal::AuditJournal;
 use crate::actors::supervisor::EntitySupervisor;
 use crate::actors::RequestMeta;
@@ -16,6 +16,7 @@ use crate::domain::ids::{EntityId, MAX_ID_LEN};
 use crate::domain::instrument::Instrument;
 use crate::domain::portfolio::Portfolio;
 use crate::domain::time::Timestamp;
+use crate::storage::store::JournalEntry;
 use crate::storage::Store;
 use crate::telemetry::Metrics;
 use kameo::error::SendError;
@@ -261,6 +262,20 @@ impl Router {
                     E::registry(&self.inner).forget(id, actor.id());
                     msg = m;
                 }
+                Err(SendError::HandlerError(EntityFailure::Storage(e))) => return Err(e),
+                Err(e) => return Err(format!("{} {id}: {e}", E::KIND.name())),
+            }
+        }
+        Err(format!("{} {id} kept stopping", E::KIND.name()))
+    }
+
+    /// An entity's durable journal, oldest first (its history).
+    pub async fn read_journal<E: Routable>(&self, id: &str) -> Result<Vec<JournalEntry<E::Event>>, String> {
+        for _ in 0..SEND_ATTEMPTS_MAX {
+            let actor = self.entity::<E>(id).await?;
+            match actor.ask(ReadJournal::<E>::default()).await {
+                Ok(v) => return Ok(v),
+                Err(SendError::ActorNotRunning(_)) | Err(SendError::ActorRestarting(_)) => E::registry(&self.inner).forget(id, actor.id()),
                 Err(SendError::HandlerError(EntityFailure::Storage(e))) => return Err(e),
                 Err(e) => return Err(format!("{} {id}: {e}", E::KIND.name())),
             }

@@ -1,4 +1,7 @@
-//! A user's portfolio: cash, holdings with average cost, orders and transactions.
+//! A user's portfolio: cash, holdings with average cost, and the idempotency memory.
+//!
+//! The state holds what decisions need and nothing that grows without bound: the history of
+//! transactions and orders is the portfolio's journal itself, read back through [`History`].
 //!
 //! Invariants (checked after every applied event, in debug and release):
 //! - cash ≥ 0, every holding's quantity > 0 and cost basis ≥ 0;
@@ -119,10 +122,29 @@ pub struct Portfolio {
     pub owner: String,
     pub cash: Decimal,
     pub holdings: BTreeMap<String, Holding>,
-    pub orders: BTreeMap<String, Order>,
-    pub transactions: Vec<Transaction>,
     pub idempotency: BTreeMap<String, Remembered>,
     pub totals: Totals,
+}
+
+/// The history of a portfolio, derived from its journal (oldest first): every transaction and
+/// every order exactly once.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct History {
+    pub transactions: Vec<Transaction>,
+    pub orders: BTreeMap<String, Order>,
+}
+
+impl History {
+    pub fn from_events<'a>(events: impl IntoIterator<Item = &'a PortfolioEvent>) -> History {
+        let mut h = History::default();
+        for e in events {
+            h.transactions.push(e.transaction());
+            if let PortfolioEvent::OrderFilled { order, .. } = e {
+                h.orders.insert(order.order_id.clone(), order.clone());
+            }
+        }
+        h
+    }
 }
 
 /// The price and listing facts an order needs, read from the instrument just before deciding.
@@ -173,6 +195,37 @@ pub enum PortfolioEvent {
 }
 
 impl PortfolioEvent {
+    /// The cash movement this event records.
+    pub fn transaction(&self) -> Transaction {
+        match self {
+            PortfolioEvent::Deposited { tx_id, amount, at, .. } => Transaction {
+                tx_id: tx_id.clone(),
+                kind: TransactionKind::Deposit,
+                amount: *amount,
+                order_id: None,
+                at: *at,
+            },
+            PortfolioEvent::Withdrawn { tx_id, amount, at, .. } => Transaction {
+                tx_id: tx_id.clone(),
+                kind: TransactionKind::Withdrawal,
+                amount: -*amount,
+                order_id: None,
+                at: *at,
+            },
+            PortfolioEvent::OrderFilled { tx_id, order, .. } => Transaction {
+                tx_id: tx_id.clone(),
+                kind: if order.side == Side::Buy {
+                    TransactionKind::Buy
+                } else {
+                    TransactionKind::Sell
+                },
+                amount: order.cash_effect,
+                order_id: Some(order.order_id.clone()),
+                at: order.executed_at,
+            },
+        }
+    }
+
     pub fn at(&self) -> Timestamp {
         match self {
             PortfolioEvent::Deposited { at, .. } | PortfolioEvent::Withdrawn { at, .. } => *at,
@@ -414,8 +467,6 @@ impl Entity for Portfolio {
             owner: id.to_string(),
             cash: Decimal::ZERO,
             holdings: BTreeMap::new(),
-            orders: BTreeMap::new(),
-            transactions: Vec::new(),
             idempotency: BTreeMap::new(),
             totals: Totals::default(),
         }
@@ -447,31 +498,17 @@ impl Entity for Portfolio {
 
     fn apply(&mut self, event: &PortfolioEvent) {
         match event {
-            PortfolioEvent::Deposited { tx_id, amount, at, idem } => {
+            PortfolioEvent::Deposited { amount, at, idem, .. } => {
                 self.cash += amount;
                 self.totals.deposits += amount;
-                self.transactions.push(Transaction {
-                    tx_id: tx_id.clone(),
-                    kind: TransactionKind::Deposit,
-                    amount: *amount,
-                    order_id: None,
-                    at: *at,
-                });
                 self.remember(idem, PortfolioReply::Cash { cash: self.cash }, *at);
             }
-            PortfolioEvent::Withdrawn { tx_id, amount, at, idem } => {
+            PortfolioEvent::Withdrawn { amount, at, idem, .. } => {
                 self.cash -= amount;
                 self.totals.withdrawals += amount;
-                self.transactions.push(Transaction {
-                    tx_id: tx_id.clone(),
-                    kind: TransactionKind::Withdrawal,
-                    amount: -*amount,
-                    order_id: None,
-                    at: *at,
-                });
                 self.remember(idem, PortfolioReply::Cash { cash: self.cash }, *at);
             }
-            PortfolioEvent::OrderFilled { tx_id, order, idem } => {
+            PortfolioEvent::OrderFilled { order, idem, .. } => {
                 let notional = round_cash(order.quantity * order.price);
                 let holding = self.holdings.entry(order.symbol.clone()).or_default();
                 match order.side {
@@ -491,19 +528,6 @@ impl Entity for Portfolio {
                 }
                 self.cash += order.cash_effect;
                 self.totals.fees += order.fees;
-                let kind = if order.side == Side::Buy {
-                    TransactionKind::Buy
-                } else {
-                    TransactionKind::Sell
-                };
-                self.transactions.push(Transaction {
-                    tx_id: tx_id.clone(),
-                    kind,
-                    amount: order.cash_effect,
-                    order_id: Some(order.order_id.clone()),
-                    at: order.executed_at,
-                });
-                self.orders.insert(order.order_id.clone(), order.clone());
                 self.remember(idem, PortfolioReply::Order(order.clone()), order.executed_at);
             }
         }

@@ -149,10 +149,10 @@ impl Store {
         })
     }
 
-    /// Reads one entity's journal (for replay checks and exports).
-    pub fn journal<E: Entity>(&self, id: &EntityId) -> Result<Vec<JournalEntry<E::Event>>, StoreError> {
+    /// Reads one entity's journal up to `upto` (inclusive), oldest first.
+    pub fn journal<E: Entity>(&self, id: &EntityId, upto: u64) -> Result<Vec<JournalEntry<E::Event>>, StoreError> {
         self.tree
-            .scan_prefix(keys::journal_prefix(id))
+            .range(keys::journal_key(id, 0)..=keys::journal_key(id, upto))
             .map(|item| {
                 let (_, v) = item?;
                 codec::decode(&v).map_err(|e| StoreError::Corrupt {

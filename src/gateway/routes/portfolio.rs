@@ -7,7 +7,7 @@ use crate::actors::RequestMeta;
 use crate::cluster::RouteError;
 use crate::domain::account::Role;
 use crate::domain::money::{cash_string, plain_string, round_cash};
-use crate::domain::portfolio::{IdemTag, Order, OrderQuote, Portfolio, PortfolioCommand, PortfolioRejection, PortfolioReply, Side, TransactionKind};
+use crate::domain::portfolio::{History, IdemTag, Order, OrderQuote, Portfolio, PortfolioCommand, PortfolioRejection, PortfolioReply, Side, TransactionKind};
 use crate::gateway::auth::Claims;
 use crate::gateway::http::{fingerprint, private_json, Reply, Req};
 use crate::gateway::problem::ApiError;
@@ -199,54 +199,46 @@ pub async fn view(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     ))
 }
 
+/// The caller's history, from the portfolio's journal.
+async fn history(state: &AppState, user_id: &str) -> Result<History, ApiError> {
+    let journal = state.router.read_journal::<Portfolio>(user_id).await.map_err(unavailable)?;
+    Ok(History::from_events(journal.iter().map(|e| &e.event)))
+}
+
 pub async fn transactions(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     let claims = user(state, req)?;
-    let list = state
-        .router
-        .read::<Portfolio, _>(&claims.sub, |p| {
-            p.transactions
-                .iter()
-                .rev()
-                .map(|t| {
-                    serde_json::json!({
-                        "tx_id": t.tx_id,
-                        "kind": match t.kind { TransactionKind::Deposit => "deposit", TransactionKind::Withdrawal => "withdrawal", TransactionKind::Buy => "buy", TransactionKind::Sell => "sell" },
-                        "amount": cash_string(t.amount),
-                        "order_id": t.order_id,
-                        "at": t.at.to_rfc3339(),
-                    })
-                })
-                .collect::<Vec<_>>()
+    let history = history(state, &claims.sub).await?;
+    let list: Vec<_> = history
+        .transactions
+        .iter()
+        .rev()
+        .map(|t| {
+            serde_json::json!({
+                "tx_id": t.tx_id,
+                "kind": match t.kind { TransactionKind::Deposit => "deposit", TransactionKind::Withdrawal => "withdrawal", TransactionKind::Buy => "buy", TransactionKind::Sell => "sell" },
+                "amount": cash_string(t.amount),
+                "order_id": t.order_id,
+                "at": t.at.to_rfc3339(),
+            })
         })
-        .await
-        .map_err(unavailable)?;
+        .collect();
     Ok(private_json(StatusCode::OK, &list))
 }
 
 pub async fn orders(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     let claims = user(state, req)?;
-    let list = state
-        .router
-        .read::<Portfolio, _>(&claims.sub, |p| {
-            let mut v: Vec<&Order> = p.orders.values().collect();
-            v.sort_by(|a, b| b.executed_at.cmp(&a.executed_at).then_with(|| b.order_id.cmp(&a.order_id)));
-            v.into_iter().map(OrderView::from).collect::<Vec<_>>()
-        })
-        .await
-        .map_err(unavailable)?;
+    let history = history(state, &claims.sub).await?;
+    let mut v: Vec<&Order> = history.orders.values().collect();
+    v.sort_by(|a, b| b.executed_at.cmp(&a.executed_at).then_with(|| b.order_id.cmp(&a.order_id)));
+    let list: Vec<OrderView> = v.into_iter().map(OrderView::from).collect();
     Ok(private_json(StatusCode::OK, &list))
 }
 
 pub async fn order(state: &AppState, req: &Req, order_id: &str) -> Result<Reply, ApiError> {
     let claims = user(state, req)?;
-    let id = order_id.to_string();
-    let found = state
-        .router
-        .read::<Portfolio, _>(&claims.sub, move |p| p.orders.get(&id).map(OrderView::from))
-        .await
-        .map_err(unavailable)?;
-    match found {
-        Some(o) => Ok(private_json(StatusCode::OK, &o)),
+    let history = history(state, &claims.sub).await?;
+    match history.orders.get(order_id) {
+        Some(o) => Ok(private_json(StatusCode::OK, &OrderView::from(o))),
         None => Err(ApiError::not_found("no such order")),
     }
 }
