@@ -167,3 +167,16 @@ async fn a_corrupt_journal_record_is_reported_not_a_panic() {
     // And nothing was written for the corrupt entity.
     assert_eq!(router.store().tree().get(keys::journal_key(&id, 2)).unwrap(), None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_router_only_activates_entities_of_shards_this_node_owns() {
+    let dir = tempfile::tempdir().unwrap();
+    let (router, _) = router(dir.path(), Duration::from_secs(300)).await;
+    let id = moneta::domain::ids::EntityId::new(moneta::domain::ids::EntityKind::Portfolio, "usr_elsewhere");
+    let mut map = moneta::cluster::shard_map::ShardMap::single("node-1");
+    map.assign(id.shard(), "node-2");
+    router.set_shard_map(map);
+    let r = router.execute::<Portfolio>("usr_elsewhere", deposit(5, "e1"), meta()).await;
+    assert!(matches!(&r, Err(RouteError::Unavailable(why)) if why.contains("node-2")), "{r:?}");
+    assert_eq!(router.active_entities(), 0);
+}

@@ -3,5 +3,6 @@
 //! is on, so the cluster work changes the transport behind `Router`, not its callers.
 
 pub mod router;
+pub mod shard_map;
 
 pub use router::{RouteError, Router};

@@ -8,6 +8,7 @@ use crate::actors::entity::{EntityActor, EntityArgs, EntityEnv, EntityFailure, E
 use crate::actors::journal::AuditJournal;
 use crate::actors::supervisor::EntitySupervisor;
 use crate::actors::RequestMeta;
+use crate::cluster::shard_map::ShardMap;
 use crate::config::Config;
 use crate::domain::account::Account;
 use crate::domain::email_index::EmailIndex;
@@ -66,6 +67,8 @@ impl<E: Entity> Registry<E> {
 }
 
 pub struct Inner {
+    node_id: String,
+    shards: std::sync::RwLock<ShardMap>,
     env: Arc<EntityEnv>,
     supervisor: ActorRef<EntitySupervisor>,
     journal: AuditJournal,
@@ -103,6 +106,7 @@ pub struct Router {
 }
 
 pub struct RouterSettings {
+    pub node_id: String,
     pub snapshot_every: u64,
     pub max_batch: usize,
     pub idle_timeout: Duration,
@@ -115,6 +119,7 @@ pub struct RouterSettings {
 impl RouterSettings {
     pub fn from_config(c: &Config) -> RouterSettings {
         RouterSettings {
+            node_id: c.node.id.clone(),
             snapshot_every: c.storage.snapshot_every,
             max_batch: c.storage.max_batch,
             idle_timeout: c.entities.idle_timeout,
@@ -147,6 +152,8 @@ impl Router {
                 }),
             });
             Inner {
+                node_id: s.node_id.clone(),
+                shards: std::sync::RwLock::new(ShardMap::single(&s.node_id)),
                 env,
                 supervisor,
                 journal: journal.clone(),
@@ -160,6 +167,11 @@ impl Router {
             }
         });
         Ok(Router { inner })
+    }
+
+    /// Replaces the shard map (the cluster protocol's decision; today only tests call it).
+    pub fn set_shard_map(&self, map: ShardMap) {
+        *self.inner.shards.write().expect("shard map lock") = map;
     }
 
     pub fn journal(&self) -> &AuditJournal {
@@ -189,8 +201,17 @@ impl Router {
         if let Some(a) = registry.get(id) {
             return Ok(a);
         }
+        let entity = EntityId::new(E::KIND, id);
+        let shard = entity.shard();
+        {
+            let shards = self.inner.shards.read().expect("shard map lock");
+            let owner = shards.owner(shard);
+            if owner != self.inner.node_id {
+                return Err(format!("shard {shard} of {entity} is owned by node {owner}"));
+            }
+        }
         let args = EntityArgs {
-            id: EntityId::new(E::KIND, id),
+            id: entity,
             env: self.inner.env.clone(),
         };
         let actor = EntityActor::<E>::supervise(&self.inner.supervisor, args)

@@ -1,5 +1,10 @@
 //! A market instrument: its listing (symbol, kind, complexity, currency) and its latest price.
+//!
+//! Listing is audited. Price ticks are market data, not decisions: they are journaled on the
+//! instrument (and compacted behind snapshots) but not put on the audit chain; every trade's
+//! audit record carries the price it executed at.
 
+use crate::domain::audit::AuditDraft;
 use crate::domain::ctx::Ctx;
 use crate::domain::entity::{Decision, Entity};
 use crate::domain::ids::EntityKind;
@@ -123,7 +128,16 @@ impl Entity for Instrument {
                 match &self.listing {
                     Some(existing) if *existing == listing => Ok(Decision::replay(())),
                     Some(_) => Err(InstrumentRejection::ListingConflict),
-                    None => Ok(Decision::new(vec![InstrumentEvent::Listed { listing, price, at: ctx.now }], ())),
+                    None => {
+                        ctx.audit(
+                            AuditDraft::ok("instrument.list")
+                                .detail("symbol", &listing.symbol)
+                                .detail("kind", listing.kind.as_str())
+                                .detail("risk_class", listing.risk_class)
+                                .detail("price", crate::domain::money::plain_string(price)),
+                        );
+                        Ok(Decision::new(vec![InstrumentEvent::Listed { listing, price, at: ctx.now }], ()))
+                    }
                 }
             }
             InstrumentCommand::Tick { price } => {
