@@ -32,7 +32,10 @@ pub fn fee(fees: &FeeSchedule, notional: Decimal) -> Decimal {
     round_cash(notional * fees.commission_bps / Decimal::from(10_000)).max(fees.minimum)
 }
 
-/// The expected answer to a request whose key the portfolio does not remember.
+/// The expected answer to a request whose key the portfolio does not remember: `Ok` is one
+/// event that executes it; `Err(r)` is a business refusal — one `Refused` event carrying `r`,
+/// the reply `Refused(r)`, no money moved, and the key remembered so that a retry replays the
+/// refusal. (A key reused for another request never reaches this: it is refused before.)
 pub fn predict(p: &Portfolio, req: &Request, quote: Option<&OrderQuote>, fees: &FeeSchedule) -> Result<(), PortfolioRejection> {
     use PortfolioRejection::*;
     match req {

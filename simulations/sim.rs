@@ -4,10 +4,11 @@
 use crate::oracle;
 use crate::workload::{self, Action, Request};
 use moneta::config::Config;
-use moneta::domain::audit::{leaf_hash, next_head, AuditRecord, Hash, Outcome, GENESIS_HEAD};
+use moneta::domain::audit::{leaf_hash, next_head, AuditDraft, AuditRecord, Hash, Outcome, GENESIS_HEAD};
 use moneta::domain::ctx::{Ctx, Effect};
 use moneta::domain::entity::{Decision, Entity};
 use moneta::domain::fees::FeeSchedule;
+use moneta::domain::ids::{EntityId, EntityKind};
 use moneta::domain::instrument::{Instrument, InstrumentCommand, InstrumentEvent, InstrumentRejection, Listing};
 use moneta::domain::market::{gbm_step, GbmParams};
 use moneta::domain::money::{cash_string, round_cash};
@@ -29,8 +30,11 @@ pub const STEP_MS: i64 = MS_PER_MINUTE;
 pub const STEPS_PER_DAY: i64 = 390;
 /// Each user acts in a step with this probability (per mille).
 pub const ACTIVE_PER_MILLE: u32 = 50;
-/// How many recent successful requests per user are kept for re-sending.
+/// How many recent decided requests (accepted or refused) per user are kept for re-sending.
 const RECENT: usize = 8;
+/// The actor and request id of the listings at start-up, as the node issues them.
+const SYSTEM_ACTOR: &str = "system";
+const LISTING_REQUEST: &str = "startup-listing";
 
 /// The independent random streams, all of one ChaCha20 key derived from the seed.
 pub const STREAM_MARKET: u64 = 1;
@@ -75,6 +79,9 @@ pub struct Args {
     pub sabotage_journal: bool,
 }
 
+/// A decided request and its first answer (a fill, a cash balance, or a refusal): the portfolio
+/// remembers every one of them under its key.
+#[derive(Clone)]
 struct Sent {
     request: Request,
     idem: IdemTag,
@@ -87,7 +94,8 @@ struct User {
     state: Portfolio,
     journal: Vec<PortfolioEvent>,
     recent: VecDeque<Sent>,
-    refused: Option<(Request, IdemTag)>,
+    /// The latest refused request, kept for one retry with its key.
+    refused: Option<Sent>,
     touched_step: i64,
 }
 
@@ -103,7 +111,7 @@ struct Market {
 enum Expect {
     /// A key the portfolio does not remember: the oracle decides.
     Fresh,
-    /// A re-sent request: the stored reply and nothing else.
+    /// A re-sent request (accepted or refused the first time): the stored reply and nothing else.
     Replay(PortfolioReply),
     /// A remembered key with another fingerprint.
     KeyReused,
@@ -113,7 +121,10 @@ enum Expect {
 #[derive(PartialEq)]
 struct Pre {
     cash: Decimal,
+    /// The holding of the request's symbol (empty if none) …
     holding: Holding,
+    /// … and all of them.
+    holdings: BTreeMap<String, Holding>,
     totals: Totals,
     /// Transactions, orders, remembered keys, journal length.
     counts: (usize, usize, usize, usize),
@@ -125,6 +136,7 @@ impl Pre {
         Pre {
             cash: s.cash,
             holding: symbol.and_then(|sym| s.holdings.get(sym).cloned()).unwrap_or_default(),
+            holdings: s.holdings.clone(),
             totals: s.totals.clone(),
             counts: {
                 // The history (transactions, orders) is the journal, as in production.
@@ -148,6 +160,11 @@ pub struct Stats {
     pub replays: u64,
     pub key_reuses: u64,
     pub retries: u64,
+    /// Re-sent refused requests (retries and re-sends) that answered the stored refusal …
+    pub refusal_replays: u64,
+    /// … of which the oracle would now accept as a fresh request: stale retries held back.
+    pub stale_refusals_held: u64,
+    pub portfolio_refusals: u64,
     pub audit_ok: u64,
     pub audit_refused: u64,
     pub portfolio_events: u64,
@@ -191,14 +208,7 @@ impl Sim {
         let mut ids_rng = stream(args.seed, STREAM_IDS);
         let mut instruments = BTreeMap::new();
         for ic in &config.market.instruments {
-            let listing = Listing {
-                symbol: ic.symbol.clone(),
-                name: ic.name.clone(),
-                kind: ic.kind,
-                complex: ic.kind.is_complex(),
-                currency: config.portfolio.currency.clone(),
-                risk_class: ic.risk_class,
-            };
+            let listing = ic.listing(&config.portfolio.currency);
             let market = Market {
                 params: GbmParams {
                     drift: ic.drift,
@@ -281,26 +291,67 @@ impl Sim {
         self.check_replay()
     }
 
+    /// Lists every instrument, as the node does at start-up: one `Listed` event and one audit
+    /// record each, which joins the audit chain.
     fn list_instruments(&mut self) -> Result<(), Failure> {
         let now = self.now;
+        let mut audited = Vec::new();
         for (symbol, m) in self.instruments.iter_mut() {
             let mut ctx = Ctx::new(now, &mut self.ids_rng);
             let cmd = InstrumentCommand::List {
                 listing: m.listing.clone(),
                 price: m.opening,
             };
-            match execute(&mut m.state, &mut m.journal, cmd, &mut ctx) {
-                Ok(d) if d.events.len() == 1 && ctx.effects().is_empty() => self.stats.instrument_events += 1,
-                other => {
+            let expected_event = InstrumentEvent::Listed {
+                listing: m.listing.clone(),
+                price: m.opening,
+                at: now,
+            };
+            let expected_audit = AuditDraft::ok("instrument.list")
+                .detail("symbol", symbol)
+                .detail("kind", m.listing.kind.as_str())
+                .detail("risk_class", m.listing.risk_class)
+                .detail("price", m.opening.normalize());
+            let result = execute(&mut m.state, &mut m.journal, cmd, &mut ctx);
+            let effects = ctx.take_effects();
+            match (&result, effects.as_slice()) {
+                (Ok(d), [Effect::Audit(draft)]) if d.events == [expected_event] && *draft == expected_audit => {
+                    self.stats.instrument_events += 1;
+                    audited.push((EntityId::new(EntityKind::Instrument, symbol.as_str()).to_string(), draft.clone()));
+                }
+                _ => {
                     return Err(Failure {
                         step: self.step,
                         at: now,
-                        message: format!("listing {symbol}: unexpected {other:?}"),
+                        message: format!("listing {symbol}: unexpected {result:?} with effects {effects:?} (expected one {expected_audit:?})"),
                     })
                 }
             }
         }
+        for (entity, draft) in audited {
+            self.chain_audit(SYSTEM_ACTOR, entity, LISTING_REQUEST, draft);
+        }
         Ok(())
+    }
+
+    /// Appends one audit record to the simulated audit chain, as the host would.
+    fn chain_audit(&mut self, actor: &str, entity: String, request_id: &str, draft: AuditDraft) {
+        match draft.outcome {
+            Outcome::Ok => self.stats.audit_ok += 1,
+            Outcome::Refused(_) => self.stats.audit_refused += 1,
+        }
+        let record = AuditRecord {
+            seq: self.audit_seq,
+            at: self.now,
+            actor: actor.to_string(),
+            action: draft.action,
+            entity,
+            request_id: request_id.to_string(),
+            outcome: draft.outcome,
+            details: draft.details,
+        };
+        self.audit_seq += 1;
+        self.audit_head = next_head(&self.audit_head, &leaf_hash(&codec::encode(&record)));
     }
 
     /// At each open: re-list one instrument identically (a no-op) and try a conflicting listing.
@@ -395,17 +446,12 @@ impl Sim {
         let p = &user.state;
         let mut action = workload::draw_action(rng, p);
         // Only requests younger than the retention are guaranteed to be remembered.
-        let eligible: Vec<usize> = user
-            .recent
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| now.millis() - s.at.millis() <= IDEMPOTENCY_RETENTION_MS)
-            .map(|(i, _)| i)
-            .collect();
+        let within_retention = |s: &Sent| now.millis() - s.at.millis() <= IDEMPOTENCY_RETENTION_MS;
+        let eligible: Vec<usize> = user.recent.iter().enumerate().filter(|(_, s)| within_retention(s)).map(|(i, _)| i).collect();
         if matches!(action, Action::Resend | Action::ReuseKey) && eligible.is_empty() {
             action = Action::Deposit;
         }
-        if action == Action::RetryRefused && user.refused.is_none() {
+        if action == Action::RetryRefused && !user.refused.as_ref().is_some_and(within_retention) {
             action = Action::Buy;
         }
         if action == Action::Sell && p.holdings.is_empty() {
@@ -446,9 +492,11 @@ impl Sim {
                 (other, idem, Expect::KeyReused)
             }
             Action::RetryRefused => {
-                let (request, idem) = self.users[u].refused.take().expect("checked");
+                // The refusal is remembered under its key: the retry answers it again, even if
+                // the reason is gone by now (a deposit since, a price move).
+                let sent = self.users[u].refused.take().expect("checked");
                 self.stats.retries += 1;
-                (request, idem, Expect::Fresh)
+                (sent.request, sent.idem, Expect::Replay(sent.reply))
             }
         }
     }
@@ -463,10 +511,10 @@ impl Sim {
             Request::Order { .. } => self.stats.orders += 1,
         }
         let quote = request.symbol().and_then(|s| self.quote(s));
-        let predicted = match &expect {
-            Expect::Fresh => Some(oracle::predict(&self.users[u].state, &request, quote.as_ref(), &self.fees)),
-            _ => None,
-        };
+        // What the rules say of this request were its key fresh: the answer a fresh request must
+        // get, and for a re-sent refusal whether its reason is gone (it is answered the refusal
+        // all the same).
+        let verdict = oracle::predict(&self.users[u].state, &request, quote.as_ref(), &self.fees);
         let cmd = request.command(idem.clone(), quote.clone(), &self.fees);
         let now = self.now;
         let user = &mut self.users[u];
@@ -477,43 +525,31 @@ impl Sim {
         let id = user.id.clone();
         let who = format!("portfolio {id}, request {request:?} (key {})", idem.key);
 
-        // The audit trail: one record per decided request, none for a replay.
-        let expected_outcome = match &result {
-            Ok(d) if d.events.is_empty() => None,
-            Ok(_) => Some(Outcome::Ok),
-            Err(r) => Some(Outcome::Refused(r.code().to_string())),
+        // The audit trail: one record per decided request — accepted, refused, or a key reused —
+        // and none for a replay.
+        let expected_audit = match (&expect, &verdict) {
+            (Expect::Replay(_), _) => None,
+            (Expect::KeyReused, _) => Some((
+                Outcome::Refused(PortfolioRejection::IdempotencyKeyReused.code().to_string()),
+                "idempotency.check",
+            )),
+            (Expect::Fresh, Ok(())) => Some((Outcome::Ok, request.ok_action())),
+            (Expect::Fresh, Err(r)) => Some((Outcome::Refused(r.code().to_string()), request.refused_action())),
         };
-        match (&expected_outcome, effects.as_slice()) {
+        match (&expected_audit, effects.as_slice()) {
             (None, []) => {}
-            (Some(outcome), [Effect::Audit(draft)]) if draft.outcome == *outcome => {
-                if *outcome == Outcome::Ok && draft.action != request.ok_action() {
-                    return self.fail(format!("{who}: audit action {} (expected {})", draft.action, request.ok_action()));
-                }
-                match outcome {
-                    Outcome::Ok => self.stats.audit_ok += 1,
-                    Outcome::Refused(_) => self.stats.audit_refused += 1,
-                }
-                let record = AuditRecord {
-                    seq: self.audit_seq,
-                    at: now,
-                    actor: id.clone(),
-                    action: draft.action.clone(),
-                    entity: format!("portfolio/{id}"),
-                    request_id: idem.key.clone(),
-                    outcome: draft.outcome.clone(),
-                    details: draft.details.clone(),
-                };
-                self.audit_seq += 1;
-                self.audit_head = next_head(&self.audit_head, &leaf_hash(&codec::encode(&record)));
+            (Some((outcome, action)), [Effect::Audit(draft)]) if draft.outcome == *outcome && draft.action == *action => {
+                let draft = draft.clone();
+                self.chain_audit(&id, format!("portfolio/{id}"), &idem.key, draft);
             }
             _ => {
                 return self.fail(format!(
-                    "{who}: answered {result:?} with audit effects {effects:?} (expected one {expected_outcome:?})"
+                    "{who}: answered {result:?} with audit effects {effects:?} (expected one {expected_audit:?}, oracle predicted {verdict:?})"
                 ))
             }
         }
 
-        let accepted = match (expect, predicted, result) {
+        let d = match (expect, &verdict, result) {
             (Expect::Replay(stored), _, Ok(d)) => {
                 if !d.events.is_empty() || d.reply != stored {
                     return self.fail(format!(
@@ -523,29 +559,27 @@ impl Sim {
                     ));
                 }
                 self.stats.replays += 1;
-                None
+                if let PortfolioReply::Refused(_) = stored {
+                    self.stats.refusal_replays += 1;
+                    if verdict.is_ok() {
+                        self.stats.stale_refusals_held += 1;
+                    }
+                }
+                return self.unchanged(u, &request, &pre, &who);
             }
             (Expect::KeyReused, _, Err(PortfolioRejection::IdempotencyKeyReused)) => {
                 *self.stats.rejections.entry(PortfolioRejection::IdempotencyKeyReused.code()).or_default() += 1;
                 self.stats.key_reuses += 1;
-                None
+                return self.unchanged(u, &request, &pre, &who);
             }
-            (Expect::Fresh, Some(Err(want)), Err(got)) if want == got => {
-                *self.stats.rejections.entry(got.code()).or_default() += 1;
-                self.users[u].refused = Some((request.clone(), idem.clone()));
-                None
+            (Expect::Fresh, Err(want), Ok(d)) => {
+                let want = want.clone();
+                return self.check_refusal(u, request, idem, want, &pre, d, &who);
             }
-            (Expect::Fresh, Some(Ok(())), Ok(d)) => Some(d),
+            (Expect::Fresh, Ok(()), Ok(d)) => d,
             (_, predicted, result) => return self.fail(format!("{who}: answered {result:?}, oracle predicted {predicted:?}")),
         };
 
-        let Some(d) = accepted else {
-            // A refused or replayed request changes nothing.
-            if Pre::of(&self.users[u], request.symbol()) != pre {
-                return self.fail(format!("{who}: refused or replayed, yet the portfolio changed"));
-            }
-            return Ok(());
-        };
         if d.events.len() != 1 {
             return self.fail(format!("{who}: accepted with {} events", d.events.len()));
         }
@@ -606,27 +640,95 @@ impl Sim {
         let history = History::from_events(&user.journal);
         let counted =
             (history.transactions.len(), history.orders.len(), user.journal.len()) == (pre.counts.0 + 1, pre.counts.1 + orders_added, pre.counts.3 + 1);
-        let remembered = post
-            .idempotency
-            .get(&idem.key)
-            .is_some_and(|r| r.fingerprint == idem.fingerprint && r.reply == d.reply && r.at == now);
-        if !ok || !counted || !remembered {
+        let journalled = user.journal.last() == Some(event) && history.transactions.last() == event.transaction().as_ref();
+        let remembered = remembers(post, &idem, &d.reply, now);
+        if !ok || !counted || !journalled || !remembered {
             return self.fail(format!(
                 "{who}: accepted, but the event, reply or state change is wrong: event {event:?}, reply {:?}",
                 d.reply
             ));
         }
-        let user = &mut self.users[u];
-        user.recent.push_back(Sent {
+        self.remember_sent(
+            u,
+            Sent {
+                request,
+                idem,
+                reply: d.reply,
+                at: now,
+            },
+        );
+        Ok(())
+    }
+
+    /// A fresh request the oracle refuses: exactly one `Refused` event, the refusal as the reply,
+    /// no money or holding moved, no transaction or order recorded, the key remembered with the
+    /// refusal (so a retry replays it).
+    #[allow(clippy::too_many_arguments)]
+    fn check_refusal(
+        &mut self,
+        u: usize,
+        request: Request,
+        idem: IdemTag,
+        want: PortfolioRejection,
+        pre: &Pre,
+        d: Decision<PortfolioEvent, PortfolioReply>,
+        who: &str,
+    ) -> Result<(), Failure> {
+        let now = self.now;
+        let expected_event = PortfolioEvent::Refused {
+            idem: idem.clone(),
+            rejection: want.clone(),
+            at: now,
+        };
+        let expected_reply = PortfolioReply::Refused(want.clone());
+        if d.events != [expected_event.clone()] || d.reply != expected_reply {
+            return self.fail(format!(
+                "{who}: answered {:?} with events {:?}, expected {expected_reply:?} with {expected_event:?}",
+                d.reply, d.events
+            ));
+        }
+        let user = &self.users[u];
+        let post = Pre::of(user, request.symbol());
+        let moved_nothing = (post.cash, &post.holding, &post.holdings, &post.totals) == (pre.cash, &pre.holding, &pre.holdings, &pre.totals);
+        // Journalled, but not a transaction nor an order: the history is unchanged.
+        let counted = (post.counts.0, post.counts.1, post.counts.3) == (pre.counts.0, pre.counts.1, pre.counts.3 + 1);
+        let journalled = user.journal.last() == Some(&expected_event) && expected_event.transaction().is_none();
+        let remembered = remembers(&user.state, &idem, &expected_reply, now);
+        if !moved_nothing || !counted || !journalled || !remembered {
+            return self.fail(format!(
+                "{who}: refused ({want:?}), but the state, history or idempotency memory is wrong (moved nothing: {moved_nothing}, \
+                 counted: {counted}, journalled: {journalled}, remembered: {remembered})"
+            ));
+        }
+        *self.stats.rejections.entry(want.code()).or_default() += 1;
+        self.stats.portfolio_refusals += 1;
+        self.stats.portfolio_events += 1;
+        let sent = Sent {
             request,
             idem,
-            reply: d.reply,
+            reply: expected_reply,
             at: now,
-        });
+        };
+        self.users[u].refused = Some(sent.clone());
+        self.remember_sent(u, sent);
+        Ok(())
+    }
+
+    /// A replayed request or a reused key changes nothing at all.
+    fn unchanged(&self, u: usize, request: &Request, pre: &Pre, who: &str) -> Result<(), Failure> {
+        if Pre::of(&self.users[u], request.symbol()) != *pre {
+            return self.fail(format!("{who}: replayed or refused for a reused key, yet the portfolio changed"));
+        }
+        Ok(())
+    }
+
+    /// Keeps a decided request for later re-sends and key-reuse probes.
+    fn remember_sent(&mut self, u: usize, sent: Sent) {
+        let user = &mut self.users[u];
+        user.recent.push_back(sent);
         if user.recent.len() > RECENT {
             user.recent.pop_front();
         }
-        Ok(())
     }
 
     fn check_step(&self, touched: &[usize]) -> Result<(), Failure> {
@@ -709,7 +811,8 @@ impl Sim {
 
     /// SHA-256 over every portfolio then every instrument, in id order, each as
     /// `kind byte ‖ id length ‖ id ‖ state length ‖ codec::encode(state)`, then the head of the
-    /// audit chain (so refusals, which leave no state behind, are covered too).
+    /// audit chain (so every decision's audit record is covered too, including the reused keys,
+    /// which leave no state behind).
     pub fn digest(&self) -> String {
         let mut h = Sha256::new();
         h.update(b"moneta-simulation-digest-v1");
@@ -757,7 +860,11 @@ impl Sim {
             s.sells_filled
         );
         let rejected: u64 = s.rejections.values().sum();
-        let _ = writeln!(out, "rejections: {rejected}");
+        let _ = writeln!(
+            out,
+            "rejections: {rejected} ({} refusals journalled and remembered, {} reused keys refused with no event)",
+            s.portfolio_refusals, s.key_reuses
+        );
         for (code, n) in &s.rejections {
             let _ = writeln!(out, "  {code}: {n}");
         }
@@ -765,6 +872,11 @@ impl Sim {
             out,
             "replays: {} (stored reply, no events)  key reuses refused: {}  retries after refusal: {}",
             s.replays, s.key_reuses, s.retries
+        );
+        let _ = writeln!(
+            out,
+            "replayed refusals: {} (the stored refusal, no events), {} of them would now succeed as fresh requests",
+            s.refusal_replays, s.stale_refusals_held
         );
         let _ = writeln!(
             out,
@@ -804,6 +916,13 @@ impl Sim {
         let _ = writeln!(out, "prices: {}", prices.join("  "));
         out
     }
+}
+
+/// Whether the portfolio remembers `idem` with this first reply, decided at `at`.
+fn remembers(p: &Portfolio, idem: &IdemTag, reply: &PortfolioReply, at: Timestamp) -> bool {
+    p.idempotency
+        .get(&idem.key)
+        .is_some_and(|r| r.fingerprint == idem.fingerprint && r.reply == *reply && r.at == at)
 }
 
 fn replay<E: Entity>(id: &str, journal: &[E::Event]) -> E {

@@ -48,6 +48,15 @@ impl Request {
         }
     }
 
+    /// The audit action a refused request of this kind records (a reused key aside).
+    pub fn refused_action(&self) -> &'static str {
+        match self {
+            Request::Deposit { .. } => "portfolio.deposit",
+            Request::Withdraw { .. } => "portfolio.withdrawal",
+            Request::Order { .. } => "order.place",
+        }
+    }
+
     pub fn command(&self, idem: IdemTag, quote: Option<OrderQuote>, fees: &FeeSchedule) -> PortfolioCommand {
         match self {
             Request::Deposit { amount } => PortfolioCommand::Deposit { amount: *amount, idem },
@@ -71,11 +80,12 @@ pub enum Action {
     Withdraw,
     Buy,
     Sell,
-    /// Re-send an earlier successful request: same key, same fingerprint.
+    /// Re-send an earlier request, accepted or refused: same key, same fingerprint.
     Resend,
-    /// Reuse an earlier key for a different request.
+    /// Reuse an earlier key (of an accepted or a refused request) for a different request.
     ReuseKey,
-    /// Retry a refused request with its key (refusals are not remembered).
+    /// Retry the latest refused request with its key: the refusal is remembered, so the retry
+    /// answers it again and does not execute, even if the reason is gone since.
     RetryRefused,
     /// Buy more than the cash allows.
     Overspend,

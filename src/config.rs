@@ -131,6 +131,20 @@ pub struct InstrumentConfig {
     pub risk_class: u8,
 }
 
+impl InstrumentConfig {
+    /// The listing this configured instrument gets (complexity follows from its kind).
+    pub fn listing(&self, currency: &str) -> crate::domain::instrument::Listing {
+        crate::domain::instrument::Listing {
+            symbol: self.symbol.clone(),
+            name: self.name.clone(),
+            kind: self.kind,
+            complex: self.kind.is_complex(),
+            currency: currency.to_string(),
+            risk_class: self.risk_class,
+        }
+    }
+}
+
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
     parse_duration(&s).map_err(serde::de::Error::custom)

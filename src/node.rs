@@ -7,7 +7,7 @@ use crate::actors::RequestMeta;
 use crate::cluster::router::RouterSettings;
 use crate::cluster::{RouteError, Router};
 use crate::config::Config;
-use crate::domain::instrument::{Instrument, InstrumentCommand, InstrumentRejection, Listing};
+use crate::domain::instrument::{Instrument, InstrumentCommand, InstrumentRejection};
 use crate::gateway::auth::{create_private_dir, load_or_create_signing_key, write_private_file, Auth};
 use crate::gateway::AppState;
 use crate::storage::Store;
@@ -53,14 +53,7 @@ fn load_or_create_index_key(keys_dir: &Path) -> Result<aws_lc_rs::hmac::Key, Str
 async fn list_instruments(router: &Router, config: &Config) -> Result<Vec<String>, String> {
     let mut catalog = Vec::new();
     for i in &config.market.instruments {
-        let listing = Listing {
-            symbol: i.symbol.clone(),
-            name: i.name.clone(),
-            kind: i.kind,
-            complex: i.kind.is_complex(),
-            currency: config.portfolio.currency.clone(),
-            risk_class: i.risk_class,
-        };
+        let listing = i.listing(&config.portfolio.currency);
         match router
             .execute::<Instrument>(
                 &i.symbol,

@@ -3,13 +3,19 @@
 //! Random command sequences drive `Portfolio` and `Instrument` exactly as the production host
 //! does (`decide` with a fresh `Ctx`, then `apply` every event), while a small model written
 //! from the specification (money.rs / fees.rs docs, DESIGN.md §3) predicts every answer: which
-//! rejection, which replay, which event. After every step the money invariants are checked
+//! refusal, which replay, which event. After every step the money invariants are checked
 //! against the state *and* against sums recomputed from the events seen so far. At the end the
 //! journal is replayed — directly, through the storage codec, and from a codec snapshot plus the
 //! tail — and must rebuild the same state. Finally the codec must never panic on corrupt bytes.
 //!
+//! A business refusal (invalid amount or quantity, insufficient funds or holdings, unknown
+//! instrument) is an answer like any other: one `Refused` event that moves no money and is
+//! remembered under the request's key, so a retry with that key replays the refusal — even once
+//! the reason is gone. Only a key reused for a different request is an `Err`, and records nothing.
+//!
 //! Each runner also asserts that the interesting branches were actually reached (replays, reused
-//! keys, every rejection, full and partial sells), so the properties cannot pass vacuously.
+//! keys, every refusal, replayed refusals that would now succeed, full and partial sells), so the
+//! properties cannot pass vacuously.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,7 +27,8 @@ use moneta::domain::entity::{Decision, Entity};
 use moneta::domain::fees::FeeSchedule;
 use moneta::domain::instrument::{Instrument, InstrumentCommand, InstrumentEvent, InstrumentKind, InstrumentRejection, Listing};
 use moneta::domain::portfolio::{
-    History, IdemTag, Order, OrderQuote, Portfolio, PortfolioCommand, PortfolioEvent, PortfolioRejection, PortfolioReply, Side, IDEMPOTENCY_RETENTION_MS,
+    History, IdemTag, Order, OrderQuote, Portfolio, PortfolioCommand, PortfolioEvent, PortfolioRejection, PortfolioReply, Remembered, Side, Transaction,
+    TransactionKind, IDEMPOTENCY_RETENTION_MS,
 };
 use moneta::domain::time::Timestamp;
 use moneta::storage::codec;
@@ -239,15 +246,22 @@ struct Ledger {
     withdrawals: Decimal,
     fees: Decimal,
     realised_pnl: Decimal,
-    remembered: BTreeMap<String, ([u8; 32], PortfolioReply)>,
+    /// key → (fingerprint, first reply, when it was decided)
+    remembered: BTreeMap<String, ([u8; 32], PortfolioReply, Timestamp)>,
     tx_ids: BTreeSet<String>,
     order_ids: BTreeSet<String>,
+    /// How many `Refused` events the journal holds (they record no transaction).
+    refusals: usize,
 }
 
 #[derive(Debug)]
 enum Expect {
+    /// A remembered key with the same fingerprint: the first reply, nothing else.
     Replay(PortfolioReply),
-    Reject(PortfolioRejection),
+    /// A remembered key with another fingerprint: `Err(IdempotencyKeyReused)`, nothing recorded.
+    KeyReused,
+    /// A fresh key and a request the rules refuse: one `Refused` event, no money moved.
+    Refuse(PortfolioRejection),
     Execute,
 }
 
@@ -259,18 +273,23 @@ impl Ledger {
     /// What the specification says the answer to `cmd` must be.
     fn expect(&self, cmd: &PortfolioCommand) -> Expect {
         let idem = idem_of(cmd);
-        if let Some((fp, reply)) = self.remembered.get(&idem.key) {
+        if let Some((fp, reply, _)) = self.remembered.get(&idem.key) {
             return if *fp == idem.fingerprint {
                 Expect::Replay(reply.clone())
             } else {
-                Expect::Reject(PortfolioRejection::IdempotencyKeyReused)
+                Expect::KeyReused
             };
         }
+        self.fresh_verdict(cmd)
+    }
+
+    /// The answer to `cmd` were its key not remembered: execute it, or refuse it and why.
+    fn fresh_verdict(&self, cmd: &PortfolioCommand) -> Expect {
         match cmd {
-            PortfolioCommand::Deposit { amount, .. } if !valid_cash(*amount) => Expect::Reject(PortfolioRejection::InvalidAmount),
+            PortfolioCommand::Deposit { amount, .. } if !valid_cash(*amount) => Expect::Refuse(PortfolioRejection::InvalidAmount),
             PortfolioCommand::Deposit { .. } => Expect::Execute,
-            PortfolioCommand::Withdraw { amount, .. } if !valid_cash(*amount) => Expect::Reject(PortfolioRejection::InvalidAmount),
-            PortfolioCommand::Withdraw { amount, .. } if *amount > self.cash => Expect::Reject(PortfolioRejection::InsufficientFunds),
+            PortfolioCommand::Withdraw { amount, .. } if !valid_cash(*amount) => Expect::Refuse(PortfolioRejection::InvalidAmount),
+            PortfolioCommand::Withdraw { amount, .. } if *amount > self.cash => Expect::Refuse(PortfolioRejection::InsufficientFunds),
             PortfolioCommand::Withdraw { .. } => Expect::Execute,
             PortfolioCommand::PlaceOrder {
                 symbol,
@@ -281,20 +300,20 @@ impl Ledger {
                 ..
             } => {
                 if !valid_quantity(*quantity) {
-                    return Expect::Reject(PortfolioRejection::InvalidQuantity);
+                    return Expect::Refuse(PortfolioRejection::InvalidQuantity);
                 }
                 let Some(quote) = quote else {
-                    return Expect::Reject(PortfolioRejection::UnknownInstrument);
+                    return Expect::Refuse(PortfolioRejection::UnknownInstrument);
                 };
                 let notional = cents(*quantity * quote.price);
                 if notional <= Decimal::ZERO {
-                    return Expect::Reject(PortfolioRejection::InvalidQuantity);
+                    return Expect::Refuse(PortfolioRejection::InvalidQuantity);
                 }
                 let fee = fees.fee_for(notional);
                 match side {
-                    Side::Buy if notional + fee > self.cash => Expect::Reject(PortfolioRejection::InsufficientFunds),
-                    Side::Sell if self.held(symbol) < *quantity => Expect::Reject(PortfolioRejection::InsufficientHoldings),
-                    Side::Sell if self.cash + notional - fee < Decimal::ZERO => Expect::Reject(PortfolioRejection::InsufficientFunds),
+                    Side::Buy if notional + fee > self.cash => Expect::Refuse(PortfolioRejection::InsufficientFunds),
+                    Side::Sell if self.held(symbol) < *quantity => Expect::Refuse(PortfolioRejection::InsufficientHoldings),
+                    Side::Sell if self.cash + notional - fee < Decimal::ZERO => Expect::Refuse(PortfolioRejection::InsufficientFunds),
                     _ => Expect::Execute,
                 }
             }
@@ -311,6 +330,11 @@ struct Coverage {
     partial_sells: usize,
     full_sells: usize,
     replays: usize,
+    /// Replays whose stored answer is a refusal …
+    refusal_replays: usize,
+    /// … and among them those the rules would now accept (the reason is gone): a stale retry
+    /// that must not execute.
+    stale_refusals_held: usize,
     rejections: BTreeMap<&'static str, usize>,
 }
 
@@ -425,21 +449,30 @@ impl<'c> PortfolioRun<'c> {
                 }
                 match expected {
                     Expect::Execute => self.check_execution(&cmd, &before, &events, reply, &effects)?,
+                    Expect::Refuse(r) => self.check_refusal(&cmd, r, &before, &events, reply, &effects)?,
                     Expect::Replay(first) => {
                         self.coverage.borrow_mut().replays += 1;
                         prop_assert!(events.is_empty(), "a replay emitted events: {:?}", events);
-                        prop_assert_eq!(reply, first, "a replay must return the first reply");
+                        prop_assert_eq!(&reply, &first, "a replay must return the first reply");
                         prop_assert!(effects.is_empty(), "a replay must not audit a second time: {:?}", effects);
                         prop_assert_eq!(&self.state, &before);
                         prop_assert_eq!(codec::encode(&self.state), codec::encode(&before));
+                        if let PortfolioReply::Refused(_) = first {
+                            let mut c = self.coverage.borrow_mut();
+                            c.refusal_replays += 1;
+                            // The stale retry answered its refusal although it would now go through.
+                            if let Expect::Execute = self.ledger.fresh_verdict(&cmd) {
+                                c.stale_refusals_held += 1;
+                            }
+                        }
                     }
-                    Expect::Reject(r) => prop_assert!(false, "expected {:?} for {:?}, got Ok({:?}, {:?})", r, cmd, events, reply),
+                    Expect::KeyReused => prop_assert!(false, "expected IdempotencyKeyReused for {:?}, got Ok({:?}, {:?})", cmd, events, reply),
                 }
             }
             Err(rejection) => {
                 *self.coverage.borrow_mut().rejections.entry(rejection.code()).or_default() += 1;
                 match expected {
-                    Expect::Reject(r) => prop_assert_eq!(&rejection, &r, "wrong rejection for {:?}", cmd),
+                    Expect::KeyReused => prop_assert_eq!(&rejection, &PortfolioRejection::IdempotencyKeyReused, "wrong rejection for {:?}", cmd),
                     other => prop_assert!(false, "expected {:?} for {:?}, got Err({:?})", other, cmd, rejection),
                 }
                 prop_assert_eq!(&self.state, &before, "a rejected command changed the state");
@@ -450,17 +483,88 @@ impl<'c> PortfolioRun<'c> {
                 );
                 let audit = only_audit(&effects)?;
                 prop_assert_eq!(&audit.outcome, &Outcome::Refused(rejection.code().to_string()));
-                let action = match (&rejection, &cmd) {
-                    (PortfolioRejection::IdempotencyKeyReused, _) => "idempotency.check",
-                    (_, PortfolioCommand::Deposit { .. }) => "portfolio.deposit",
-                    (_, PortfolioCommand::Withdraw { .. }) => "portfolio.withdrawal",
-                    (_, PortfolioCommand::PlaceOrder { .. }) => "order.place",
-                };
-                prop_assert_eq!(audit.action.as_str(), action);
+                prop_assert_eq!(audit.action.as_str(), "idempotency.check");
             }
         }
         self.coverage.borrow_mut().steps += 1;
         self.check_invariants()
+    }
+
+    /// A fresh request the rules refuse: one `Refused` event that moves nothing and remembers the
+    /// key, the refusal as the reply, and one audit record of the refusal.
+    fn check_refusal(
+        &mut self,
+        cmd: &PortfolioCommand,
+        expected: PortfolioRejection,
+        before: &Portfolio,
+        events: &[PortfolioEvent],
+        reply: PortfolioReply,
+        effects: &[Effect],
+    ) -> Checked {
+        *self.coverage.borrow_mut().rejections.entry(expected.code()).or_default() += 1;
+        let idem = idem_of(cmd);
+        let event = PortfolioEvent::Refused {
+            idem: idem.clone(),
+            rejection: expected.clone(),
+            at: self.now,
+        };
+        prop_assert_eq!(events, &[event.clone()][..], "wrong answer to {:?}", cmd);
+        prop_assert_eq!(&reply, &PortfolioReply::Refused(expected.clone()));
+        prop_assert_eq!(event.transaction(), None, "a refusal records no transaction");
+        prop_assert_eq!(event.idem(), idem);
+        prop_assert_eq!(event.at(), self.now);
+
+        // Nothing moves; the key is remembered with the refusal. (No run reaches 1 023 keys, so
+        // pruning cannot take part here and the map grows by exactly this key.)
+        let s = &self.state;
+        prop_assert_eq!(&s.owner, &before.owner);
+        prop_assert_eq!(s.cash, before.cash, "a refusal moved cash");
+        prop_assert_eq!(&s.holdings, &before.holdings, "a refusal changed the holdings");
+        prop_assert_eq!(&s.totals, &before.totals, "a refusal changed the totals");
+        let mut idempotency = before.idempotency.clone();
+        prop_assert!(!idempotency.contains_key(&idem.key), "a fresh key was already remembered");
+        idempotency.insert(
+            idem.key.clone(),
+            Remembered {
+                fingerprint: idem.fingerprint,
+                reply: reply.clone(),
+                at: self.now,
+            },
+        );
+        prop_assert_eq!(&s.idempotency, &idempotency);
+
+        let audit = only_audit(effects)?;
+        prop_assert_eq!(&audit.outcome, &Outcome::Refused(expected.code().to_string()));
+        match cmd {
+            PortfolioCommand::Deposit { .. } => {
+                prop_assert_eq!(audit.action.as_str(), "portfolio.deposit");
+                prop_assert!(audit.details.is_empty(), "{:?}", audit.details);
+            }
+            PortfolioCommand::Withdraw { amount, .. } => {
+                prop_assert_eq!(audit.action.as_str(), "portfolio.withdrawal");
+                let details: BTreeMap<String, String> = match expected {
+                    PortfolioRejection::InsufficientFunds => [("amount".to_string(), cash_text(*amount))].into(),
+                    _ => BTreeMap::new(),
+                };
+                prop_assert_eq!(&audit.details, &details);
+            }
+            PortfolioCommand::PlaceOrder { symbol, side, quantity, .. } => {
+                prop_assert_eq!(audit.action.as_str(), "order.place");
+                let details: BTreeMap<String, String> = [
+                    ("symbol".to_string(), symbol.clone()),
+                    ("side".to_string(), side.as_str().to_string()),
+                    ("quantity".to_string(), quantity.normalize().to_string()),
+                ]
+                .into();
+                prop_assert_eq!(&audit.details, &details);
+            }
+        }
+
+        let l = &mut self.ledger;
+        l.remembered.insert(idem.key.clone(), (idem.fingerprint, reply, self.now));
+        l.refusals += 1;
+        self.journal.push(event);
+        Ok(())
     }
 
     fn check_execution(
@@ -541,8 +645,25 @@ impl<'c> PortfolioRun<'c> {
         }
         prop_assert!(l.tx_ids.insert(tx_id.clone()), "transaction id {} issued twice", tx_id);
         prop_assert!(History::from_events(&self.journal).transactions.iter().all(|t| &t.tx_id != tx_id));
+        let (kind, amount, order_id) = match event {
+            PortfolioEvent::Deposited { amount, .. } => (TransactionKind::Deposit, *amount, None),
+            PortfolioEvent::Withdrawn { amount, .. } => (TransactionKind::Withdrawal, -*amount, None),
+            PortfolioEvent::OrderFilled { order, .. } if order.side == Side::Buy => (TransactionKind::Buy, order.cash_effect, Some(order.order_id.clone())),
+            PortfolioEvent::OrderFilled { order, .. } => (TransactionKind::Sell, order.cash_effect, Some(order.order_id.clone())),
+            PortfolioEvent::Refused { .. } => return Err(TestCaseError::fail(format!("{cmd:?} was executed as a refusal {event:?}"))),
+        };
+        prop_assert_eq!(
+            event.transaction(),
+            Some(Transaction {
+                tx_id: tx_id.clone(),
+                kind,
+                amount,
+                order_id,
+                at: self.now,
+            })
+        );
         let idem = idem_of(cmd);
-        l.remembered.insert(idem.key.clone(), (idem.fingerprint, reply));
+        l.remembered.insert(idem.key.clone(), (idem.fingerprint, reply, self.now));
         self.journal.push(event.clone());
         Ok(())
     }
@@ -619,9 +740,10 @@ impl<'c> PortfolioRun<'c> {
             s.holdings,
             l.holdings
         );
-        // Every executed money movement appears exactly once in the history the journal gives.
+        // Every executed money movement appears exactly once in the history the journal gives;
+        // the refusals are in the journal but not in the history.
         let history = History::from_events(&self.journal);
-        prop_assert_eq!(history.transactions.len(), self.journal.len());
+        prop_assert_eq!(history.transactions.len() + l.refusals, self.journal.len());
         let tx_ids: BTreeSet<&str> = history.transactions.iter().map(|t| t.tx_id.as_str()).collect();
         prop_assert!(
             tx_ids.len() == history.transactions.len() && tx_ids.iter().copied().eq(l.tx_ids.iter().map(String::as_str)),
@@ -634,9 +756,9 @@ impl<'c> PortfolioRun<'c> {
             history.orders.keys(),
             l.order_ids
         );
-        let remembered = || s.idempotency.iter().map(|(k, r)| (k, (&r.fingerprint, &r.reply)));
+        let remembered = || s.idempotency.iter().map(|(k, r)| (k, (&r.fingerprint, &r.reply, r.at)));
         prop_assert!(
-            remembered().eq(l.remembered.iter().map(|(k, (f, r))| (k, (f, r)))),
+            remembered().eq(l.remembered.iter().map(|(k, (f, r, at))| (k, (f, r, *at)))),
             "idempotency {:?} vs events {:?}",
             s.idempotency,
             l.remembered
@@ -710,6 +832,8 @@ fn portfolio_random_command_sequences_keep_the_money_invariants() {
     assert!(c.steps > 5_000, "{c:?}");
     assert!(c.deposits > 500 && c.withdrawals > 100 && c.buys > 500, "{c:?}");
     assert!(c.partial_sells > 100 && c.full_sells > 50 && c.replays > 100, "{c:?}");
+    // Retries of refused requests answered the refusal, also when the reason was gone.
+    assert!(c.refusal_replays > 100 && c.stale_refusals_held > 5, "{c:?}");
     for code in [
         "invalid_amount",
         "invalid_quantity",
@@ -723,8 +847,9 @@ fn portfolio_random_command_sequences_keep_the_money_invariants() {
 }
 
 /// Keys are pruned only every 1 023 insertions and then only when older than the retention
-/// period: a retry within the retention period must always be recognised, and pruning must be
-/// a pure function of the journal (replay gives the same map).
+/// period: a retry within the retention period must always be recognised — a refused request's
+/// retry too (every seventh request here overdraws) — and pruning must be a pure function of the
+/// journal (replay gives the same map).
 #[test]
 fn idempotency_keys_are_remembered_for_the_retention_period() {
     let strategy = (any::<u64>(), prop::collection::vec((1i64..=500_000, 120_000i64..=300_000), 1_100..=1_400));
@@ -737,14 +862,33 @@ fn idempotency_keys_are_remembered_for_the_retention_period() {
         for (i, (cents_amount, dt_ms)) in deposits.iter().enumerate() {
             now = now.plus_ms(*dt_ms);
             let amount = Decimal::new(*cents_amount, 2);
-            let idem = IdemTag {
-                key: format!("dep-{i}"),
-                fingerprint: fingerprint(&["POST", "/v1/portfolio/deposits", &amount.to_string()]),
+            let overdraw = i % 7 == 3;
+            let cmd = if overdraw {
+                let amount = state.cash + amount;
+                let idem = IdemTag {
+                    key: format!("wd-{i}"),
+                    fingerprint: fingerprint(&["POST", "/v1/portfolio/withdrawals", &amount.to_string()]),
+                };
+                PortfolioCommand::Withdraw { amount, idem }
+            } else {
+                let idem = IdemTag {
+                    key: format!("dep-{i}"),
+                    fingerprint: fingerprint(&["POST", "/v1/portfolio/deposits", &amount.to_string()]),
+                };
+                PortfolioCommand::Deposit { amount, idem }
             };
-            let cmd = PortfolioCommand::Deposit { amount, idem };
             let mut ctx = Ctx::new(now, &mut rng);
             let Decision { events, reply } = state.decide(cmd.clone(), &mut ctx).map_err(|r| TestCaseError::fail(format!("{r:?}")))?;
             prop_assert_eq!(events.len(), 1);
+            if overdraw {
+                let refused = PortfolioEvent::Refused {
+                    idem: idem_of(&cmd).clone(),
+                    rejection: PortfolioRejection::InsufficientFunds,
+                    at: now,
+                };
+                prop_assert_eq!(&events[0], &refused);
+                prop_assert_eq!(&reply, &PortfolioReply::Refused(PortfolioRejection::InsufficientFunds));
+            }
             for e in &events {
                 state.apply(e);
             }
@@ -752,7 +896,7 @@ fn idempotency_keys_are_remembered_for_the_retention_period() {
             sent.push((cmd, now, reply));
         }
         prop_assert!(state.idempotency.len() < deposits.len(), "the run never pruned; it tests nothing");
-        let mut recognised = 0;
+        let (mut recognised, mut refusals_recognised) = (0, 0);
         for (cmd, at, first) in &sent {
             if now.millis() - at.millis() >= IDEMPOTENCY_RETENTION_MS {
                 continue;
@@ -767,8 +911,16 @@ fn idempotency_keys_are_remembered_for_the_retention_period() {
             );
             prop_assert!(ctx.effects().is_empty());
             recognised += 1;
+            if let PortfolioReply::Refused(_) = first {
+                refusals_recognised += 1;
+            }
         }
-        prop_assert!(recognised > 0);
+        prop_assert!(
+            recognised > 0 && refusals_recognised > 0,
+            "{} retries recognised, {} of refusals",
+            recognised,
+            refusals_recognised
+        );
         let mut rebuilt = Portfolio::empty(OWNER);
         for e in &journal {
             rebuilt.apply(e);
@@ -869,10 +1021,45 @@ fn orders_at_any_accepted_price_are_answered_without_panicking() {
             fees: fees.clone(),
             idem: idem("o1"),
         };
+        let before = portfolio.clone();
         let answer = step(&mut portfolio, order, &mut rng).map_err(TestCaseError::fail)?;
-        if answer.is_ok() {
-            portfolio.check_invariants();
+        // The key is fresh, so the answer is a fill or a remembered refusal, never an `Err`.
+        match &answer {
+            Ok(Decision {
+                events,
+                reply: PortfolioReply::Order(order),
+            }) => {
+                prop_assert!(
+                    matches!(events.as_slice(), [PortfolioEvent::OrderFilled { order: o, .. }] if o == order),
+                    "{:?}",
+                    events
+                );
+            }
+            Ok(Decision {
+                events,
+                reply: PortfolioReply::Refused(r),
+            }) => {
+                prop_assert!(
+                    matches!(
+                        r,
+                        PortfolioRejection::InvalidQuantity | PortfolioRejection::InsufficientFunds | PortfolioRejection::InsufficientHoldings
+                    ),
+                    "refused {:?}",
+                    r
+                );
+                prop_assert!(
+                    matches!(events.as_slice(), [PortfolioEvent::Refused { rejection, at, .. }] if rejection == r && *at == Timestamp(START_MS + 1)),
+                    "{:?}",
+                    events
+                );
+                prop_assert_eq!(
+                    (portfolio.cash, &portfolio.holdings, &portfolio.totals),
+                    (before.cash, &before.holdings, &before.totals)
+                );
+            }
+            other => prop_assert!(false, "order at {} × {} answered {:?}", quantity, price, other),
         }
+        portfolio.check_invariants();
         Ok(())
     });
 }
@@ -1127,6 +1314,22 @@ fn any_portfolio_event() -> impl Strategy<Value = PortfolioEvent> {
             idem
         }),
         (any_text(), order, any_idem()).prop_map(|(tx_id, order, idem)| PortfolioEvent::OrderFilled { tx_id, order, idem }),
+        (any_idem(), any_rejection(), any::<i64>()).prop_map(|(idem, rejection, at)| PortfolioEvent::Refused {
+            idem,
+            rejection,
+            at: Timestamp(at)
+        }),
+    ]
+}
+
+fn any_rejection() -> impl Strategy<Value = PortfolioRejection> {
+    prop_oneof![
+        Just(PortfolioRejection::InvalidAmount),
+        Just(PortfolioRejection::InvalidQuantity),
+        Just(PortfolioRejection::InsufficientFunds),
+        Just(PortfolioRejection::InsufficientHoldings),
+        Just(PortfolioRejection::UnknownInstrument),
+        Just(PortfolioRejection::IdempotencyKeyReused),
     ]
 }
 

@@ -15,7 +15,9 @@ pub struct ShardMap {
 impl ShardMap {
     /// Every shard owned by `node`.
     pub fn single(node: &str) -> ShardMap {
-        ShardMap { owners: vec![node.to_string(); SHARD_COUNT as usize] }
+        ShardMap {
+            owners: vec![node.to_string(); SHARD_COUNT as usize],
+        }
     }
 
     pub fn owner(&self, shard: u16) -> &str {

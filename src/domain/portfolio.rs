@@ -9,8 +9,9 @@
 //!
 //! Every money command carries an idempotency key and a fingerprint of the request: the same key
 //! with the same fingerprint returns the first answer and changes nothing; with a different
-//! fingerprint it is refused. Only successful requests are remembered: a refused request may be
-//! retried with its key once the reason is gone (e.g. after a deposit).
+//! fingerprint it is refused (`IdempotencyKeyReused`, the one refusal not remembered). A refused
+//! request is remembered too (a `Refused` event): a stale retry of an order that was refused for
+//! want of cash must not execute later, after a deposit — it answers the same refusal.
 
 use crate::domain::audit::AuditDraft;
 use crate::domain::ctx::Ctx;
@@ -138,7 +139,7 @@ impl History {
     pub fn from_events<'a>(events: impl IntoIterator<Item = &'a PortfolioEvent>) -> History {
         let mut h = History::default();
         for e in events {
-            h.transactions.push(e.transaction());
+            h.transactions.extend(e.transaction());
             if let PortfolioEvent::OrderFilled { order, .. } = e {
                 h.orders.insert(order.order_id.clone(), order.clone());
             }
@@ -192,12 +193,19 @@ pub enum PortfolioEvent {
         order: Order,
         idem: IdemTag,
     },
+    /// A refused request, remembered under its key so that a retry answers the same refusal.
+    Refused {
+        idem: IdemTag,
+        rejection: PortfolioRejection,
+        at: Timestamp,
+    },
 }
 
 impl PortfolioEvent {
-    /// The cash movement this event records.
-    pub fn transaction(&self) -> Transaction {
-        match self {
+    /// The cash movement this event records (none for a refusal).
+    pub fn transaction(&self) -> Option<Transaction> {
+        Some(match self {
+            PortfolioEvent::Refused { .. } => return None,
             PortfolioEvent::Deposited { tx_id, amount, at, .. } => Transaction {
                 tx_id: tx_id.clone(),
                 kind: TransactionKind::Deposit,
@@ -223,29 +231,36 @@ impl PortfolioEvent {
                 order_id: Some(order.order_id.clone()),
                 at: order.executed_at,
             },
-        }
+        })
     }
 
     pub fn at(&self) -> Timestamp {
         match self {
-            PortfolioEvent::Deposited { at, .. } | PortfolioEvent::Withdrawn { at, .. } => *at,
+            PortfolioEvent::Deposited { at, .. } | PortfolioEvent::Withdrawn { at, .. } | PortfolioEvent::Refused { at, .. } => *at,
             PortfolioEvent::OrderFilled { order, .. } => order.executed_at,
         }
     }
     pub fn idem(&self) -> &IdemTag {
         match self {
-            PortfolioEvent::Deposited { idem, .. } | PortfolioEvent::Withdrawn { idem, .. } | PortfolioEvent::OrderFilled { idem, .. } => idem,
+            PortfolioEvent::Deposited { idem, .. }
+            | PortfolioEvent::Withdrawn { idem, .. }
+            | PortfolioEvent::OrderFilled { idem, .. }
+            | PortfolioEvent::Refused { idem, .. } => idem,
         }
     }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PortfolioReply {
-    Cash { cash: Decimal },
+    Cash {
+        cash: Decimal,
+    },
     Order(Order),
+    /// The request was refused; the refusal is remembered under its idempotency key.
+    Refused(PortfolioRejection),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PortfolioRejection {
     InvalidAmount,
     InvalidQuantity,
@@ -474,15 +489,15 @@ impl Entity for Portfolio {
 
     fn decide(&self, cmd: PortfolioCommand, ctx: &mut Ctx<'_>) -> Result<Decision<PortfolioEvent, PortfolioReply>, PortfolioRejection> {
         let idem = match &cmd {
-            PortfolioCommand::Deposit { idem, .. } | PortfolioCommand::Withdraw { idem, .. } | PortfolioCommand::PlaceOrder { idem, .. } => idem,
+            PortfolioCommand::Deposit { idem, .. } | PortfolioCommand::Withdraw { idem, .. } | PortfolioCommand::PlaceOrder { idem, .. } => idem.clone(),
         };
-        if let Some(previous) = self.remembered(idem) {
+        if let Some(previous) = self.remembered(&idem) {
             if previous.is_err() {
                 ctx.audit(AuditDraft::refused("idempotency.check", "idempotency_key_reused"));
             }
             return previous.map(Decision::replay);
         }
-        match cmd {
+        let decided = match cmd {
             PortfolioCommand::Deposit { amount, idem } => self.decide_deposit(amount, idem, ctx),
             PortfolioCommand::Withdraw { amount, idem } => self.decide_withdrawal(amount, idem, ctx),
             PortfolioCommand::PlaceOrder {
@@ -493,11 +508,26 @@ impl Entity for Portfolio {
                 fees,
                 idem,
             } => self.decide_order(symbol, side, quantity, quote, &fees, idem, ctx),
+        };
+        match decided {
+            // A business refusal is remembered under its key (and answered as a refusal).
+            Err(rejection) => {
+                let event = PortfolioEvent::Refused {
+                    idem,
+                    rejection: rejection.clone(),
+                    at: ctx.now,
+                };
+                Ok(Decision::new(vec![event], PortfolioReply::Refused(rejection)))
+            }
+            accepted => accepted,
         }
     }
 
     fn apply(&mut self, event: &PortfolioEvent) {
         match event {
+            PortfolioEvent::Refused { idem, rejection, at } => {
+                self.remember(idem, PortfolioReply::Refused(rejection.clone()), *at);
+            }
             PortfolioEvent::Deposited { amount, at, idem, .. } => {
                 self.cash += amount;
                 self.totals.deposits += amount;

@@ -161,6 +161,18 @@ where
     reply
         .headers_mut()
         .insert("x-request-id", HeaderValue::from_str(&rid).unwrap_or(HeaderValue::from_static("invalid")));
+    match reply.status() {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            if let Some(Ok(allow)) = route.map(|t| HeaderValue::from_str(&routes::allowed_methods(t))) {
+                reply.headers_mut().insert("allow", allow);
+            }
+        }
+        // The rest of an oversized body was not read: close rather than parse it as a request.
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            reply.headers_mut().insert("connection", HeaderValue::from_static("close"));
+        }
+        _ => {}
+    }
     let status = reply.status().as_u16();
     let route_label = route.unwrap_or("unmatched").to_string();
     let elapsed = started.elapsed();

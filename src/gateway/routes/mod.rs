@@ -58,16 +58,26 @@ pub fn template_of(path: &str) -> Option<&'static str> {
     })
 }
 
-/// The value of the last path segment (the one `{…}` parameter our routes have).
+/// The value of the last path segment (the one `{…}` parameter our routes have), decoded.
 fn last_segment(req: &Req) -> String {
-    req.path.rsplit('/').next().unwrap_or_default().to_string()
+    crate::gateway::http::percent_decode(req.path.rsplit('/').next().unwrap_or_default())
+}
+
+/// The methods a route template answers, for the `Allow` header of a 405.
+pub fn allowed_methods(template: &str) -> String {
+    let mut methods: Vec<&str> = ROUTES.iter().filter(|r| r.template == template).map(|r| r.method).collect();
+    if methods.contains(&"GET") {
+        methods.push("HEAD");
+    }
+    methods.join(", ")
 }
 
 pub async fn dispatch(state: &AppState, template: Option<&'static str>, req: &Req) -> Result<Reply, ApiError> {
     let Some(template) = template else {
         return Err(ApiError::not_found(format!("no route for {}", req.path)));
     };
-    let method = req.method.as_str();
+    // HEAD is GET without a body (hyper leaves the body out).
+    let method = if req.method == warp::http::Method::HEAD { "GET" } else { req.method.as_str() };
     match (method, template) {
         ("GET", "/healthz") => public::healthz(state),
         ("GET", "/readyz") => public::readyz(state),

@@ -77,10 +77,8 @@ async fn execute(state: &AppState, claims: &Claims, req: &Req, cmd: PortfolioCom
 fn cash_reply(reply: PortfolioReply) -> Result<Reply, ApiError> {
     match reply {
         PortfolioReply::Cash { cash } => Ok(private_json(StatusCode::CREATED, &serde_json::json!({ "cash": cash_string(cash) }))),
-        PortfolioReply::Order(_) => Err(ApiError::unprocessable(
-            "idempotency_key_reused",
-            "this Idempotency-Key was used for a different request",
-        )),
+        PortfolioReply::Refused(r) => Err(rejection(r)),
+        PortfolioReply::Order(_) => Err(rejection(PortfolioRejection::IdempotencyKeyReused)),
     }
 }
 
@@ -156,6 +154,7 @@ pub async fn place_order(state: &AppState, req: &Req) -> Result<Reply, ApiError>
     };
     match execute(state, &claims, req, cmd).await? {
         PortfolioReply::Order(o) => Ok(private_json(StatusCode::CREATED, &OrderView::from(&o))),
+        PortfolioReply::Refused(r) => Err(rejection(r)),
         PortfolioReply::Cash { .. } => Err(rejection(PortfolioRejection::IdempotencyKeyReused)),
     }
 }
