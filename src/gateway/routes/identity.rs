@@ -7,7 +7,9 @@
 use super::unavailable;
 use crate::actors::RequestMeta;
 use crate::cluster::RouteError;
-use crate::domain::account::{Account, AccountCommand, AccountRejection, Profile, Role};
+use crate::domain::account::{
+    is_weak_password, normalise_email, validate_registration, Account, AccountCommand, AccountRejection, Profile, ProfileError, Role, PASSWORD_MIN_CHARS,
+};
 use crate::domain::email_index::{EmailIndex, EmailIndexCommand};
 use crate::domain::time::Date;
 use crate::gateway::http::{json_response, private_json, Reply, Req};
@@ -16,9 +18,6 @@ use crate::gateway::AppState;
 use serde::{Deserialize, Serialize};
 use warp::http::StatusCode;
 
-/// Passwords that are refused even when long enough (a bundled list of common choices).
-const COMMON_PASSWORDS: &str = include_str!("common_passwords.txt");
-pub const PASSWORD_MIN_CHARS: usize = 12;
 const PASSWORD_MAX_BYTES: usize = 1024;
 
 #[derive(Deserialize)]
@@ -42,47 +41,10 @@ struct LoginBody {
     device_id: Option<String>,
 }
 
-/// Lower-cases and trims an email and checks its shape (not deliverability).
-pub fn normalise_email(raw: &str) -> Option<String> {
-    let e = raw.trim().to_lowercase();
-    if e.len() > 254 || e.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return None;
-    }
-    let (local, domain) = e.split_once('@')?;
-    let ok = !local.is_empty() && local.len() <= 64 && !domain.contains('@') && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.');
-    ok.then_some(e)
-}
-
-pub fn is_weak_password(p: &str) -> bool {
-    if p.chars().count() < PASSWORD_MIN_CHARS {
-        return true;
-    }
-    let lower = p.to_lowercase();
-    COMMON_PASSWORDS.lines().map(str::trim).any(|c| !c.is_empty() && c == lower) || p.chars().all(|c| c == p.chars().next().unwrap_or(' '))
-}
-
 fn validate_profile(b: &RegisterBody, today: Date) -> Result<Profile, ApiError> {
-    let email = normalise_email(&b.email).ok_or_else(|| ApiError::bad_request("email is not a valid address"))?;
-    let name = b.full_name.trim();
-    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
-        return Err(ApiError::bad_request("full_name must be 1–200 characters without control characters"));
-    }
-    let dob = Date::parse(&b.date_of_birth).ok_or_else(|| ApiError::bad_request("date_of_birth must be a real date written YYYY-MM-DD"))?;
-    let age_years = today.year - dob.year - i32::from((today.month, today.day) < (dob.month, dob.day));
-    if dob >= today || age_years > 130 {
-        return Err(ApiError::bad_request("date_of_birth is not plausible"));
-    }
-    if age_years < 18 {
-        return Err(ApiError::unprocessable("underage", "investors must be 18 or older"));
-    }
-    if b.country.len() != 2 || !b.country.bytes().all(|c| c.is_ascii_uppercase()) {
-        return Err(ApiError::bad_request("country must be an ISO 3166-1 alpha-2 code such as \"GB\""));
-    }
-    Ok(Profile {
-        email,
-        full_name: name.to_string(),
-        date_of_birth: dob,
-        country: b.country.clone(),
+    validate_registration(&b.email, &b.full_name, &b.date_of_birth, &b.country, today).map_err(|e| match e {
+        ProfileError::Underage => ApiError::unprocessable("underage", e.to_string()),
+        _ => ApiError::bad_request(e.to_string()),
     })
 }
 
@@ -216,21 +178,4 @@ pub async fn me(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
         .map_err(unavailable)?;
     let view = view.ok_or_else(|| ApiError::unauthorized("the account of this token no longer exists"))?;
     Ok(private_json(StatusCode::OK, &view))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn email_and_password_rules() {
-        assert_eq!(normalise_email("  Ada@Example.COM "), Some("ada@example.com".into()));
-        assert_eq!(normalise_email("no-at-sign"), None);
-        assert_eq!(normalise_email("a@b"), None);
-        assert_eq!(normalise_email("a b@example.com"), None);
-        assert!(is_weak_password("short"));
-        assert!(is_weak_password("password1234"));
-        assert!(is_weak_password("aaaaaaaaaaaaaaaa"));
-        assert!(!is_weak_password("correct horse battery staple"));
-    }
 }

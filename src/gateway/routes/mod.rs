@@ -49,12 +49,18 @@ pub const ROUTES: &[RouteSpec] = &[
     r("GET", "/v1/orders/{order_id}", "One of the caller's orders", true, false),
 ];
 
-/// The route template a path matches (whatever the method).
+/// The route template a path matches (whatever the method). Allocation-free: runs per request.
 pub fn template_of(path: &str) -> Option<&'static str> {
-    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let path = path.trim_start_matches('/');
     ROUTES.iter().map(|r| r.template).find(|t| {
-        let tsegs: Vec<&str> = t.trim_start_matches('/').split('/').collect();
-        tsegs.len() == segs.len() && tsegs.iter().zip(&segs).all(|(t, s)| (t.starts_with('{') && !s.is_empty()) || t == s)
+        let (mut ts, mut ps) = (t.trim_start_matches('/').split('/'), path.split('/'));
+        loop {
+            match (ts.next(), ps.next()) {
+                (None, None) => return true,
+                (Some(t), Some(s)) if (t.starts_with('{') && !s.is_empty()) || t == s => {}
+                _ => return false,
+            }
+        }
     })
 }
 
@@ -113,4 +119,20 @@ pub async fn dispatch(state: &AppState, template: Option<&'static str>, req: &Re
 fn unavailable(e: impl std::fmt::Display) -> ApiError {
     tracing::error!(error = %e, "entity unavailable");
     ApiError::unavailable("the service is temporarily unavailable; retry with the same Idempotency-Key")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_match_whole_paths_only() {
+        assert_eq!(template_of("/v1/orders"), Some("/v1/orders"));
+        assert_eq!(template_of("/v1/orders/ord_1"), Some("/v1/orders/{order_id}"));
+        assert_eq!(template_of("/v1/orders/"), None);
+        assert_eq!(template_of("/v1/orders/a/b"), None);
+        assert_eq!(template_of("/v1/instruments/ACME"), Some("/v1/instruments/{symbol}"));
+        assert_eq!(template_of("/nope"), None);
+        assert_eq!(allowed_methods("/v1/orders"), "POST, GET, HEAD");
+    }
 }
