@@ -26,6 +26,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
+/// How many times the last snapshot's size the journal tail must reach before the next snapshot.
+const SNAPSHOT_TAIL_FACTOR: u64 = 4;
+
 /// Called when an entity passivates, so the router forgets it.
 pub type PassivateHook = Arc<dyn Fn(&EntityId, ActorId) + Send + Sync>;
 
@@ -215,10 +218,10 @@ impl<E: Entity> EntityActor<E> {
             self.since_snapshot += 1;
         }
         self.state.check_invariants();
-        // Snapshot when enough events have passed AND the tail outweighs the last snapshot:
-        // snapshot writes then cost at most as many bytes as the journal itself, however large
-        // the state grows, and recovery reads at most twice the snapshot.
-        if self.since_snapshot >= self.env.snapshot_every && self.tail_bytes >= self.snapshot_bytes {
+        // Snapshot when enough events have passed AND the tail outweighs the last snapshot
+        // `SNAPSHOT_TAIL_FACTOR` times: snapshot writes then cost at most a quarter of the journal's
+        // bytes however large the state grows, and recovery reads at most 5× the snapshot.
+        if self.since_snapshot >= self.env.snapshot_every && self.tail_bytes >= SNAPSHOT_TAIL_FACTOR * self.snapshot_bytes {
             let snapshot = codec::encode(&Snapshot {
                 seq: self.seq,
                 state: &self.state,
