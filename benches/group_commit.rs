@@ -15,6 +15,7 @@ use moneta::actors::RequestMeta;
 use moneta::cluster::router::RouterSettings;
 use moneta::cluster::Router;
 use moneta::config::Config;
+use moneta::domain::compliance::{InvestorStatus, ProductFacts};
 use moneta::domain::instrument::{Instrument, InstrumentCommand, InstrumentKind, Listing};
 use moneta::domain::portfolio::{IdemTag, OrderQuote, Portfolio, PortfolioCommand, Side};
 use moneta::storage::Store;
@@ -55,10 +56,14 @@ fn sample_record_len() -> usize {
         p.apply(&e);
     }
     let order = PortfolioCommand::PlaceOrder {
+        investor: InvestorStatus::onboarded(7, true),
         symbol: "BENCH".into(),
         side: Side::Buy,
         quantity: Decimal::new(1, 2),
-        quote: Some(OrderQuote { price: Decimal::from(100) }),
+        quote: Some(OrderQuote {
+            price: Decimal::from(100),
+            product: PLAIN_PRODUCT,
+        }),
         fees: moneta::domain::fees::FeeSchedule::default(),
         idem: IdemTag {
             key: "o-12345".into(),
@@ -182,10 +187,14 @@ async fn place_orders(s: &Setup, clients: u64, per_client: u64) {
             let fees = moneta::domain::fees::FeeSchedule::default();
             for i in 0..per_client {
                 let cmd = PortfolioCommand::PlaceOrder {
+                    investor: InvestorStatus::onboarded(7, true),
                     symbol: "BENCH".into(),
                     side: Side::Buy,
                     quantity: Decimal::new(1, 2),
-                    quote: Some(OrderQuote { price: Decimal::from(100) }),
+                    quote: Some(OrderQuote {
+                        price: Decimal::from(100),
+                        product: PLAIN_PRODUCT,
+                    }),
                     fees: fees.clone(),
                     idem: IdemTag {
                         key: format!("o-{}", base + i),
@@ -259,3 +268,6 @@ fn main() {
     c.final_summary();
     summary();
 }
+
+/// An ordinary product every onboarded investor of these tests may buy.
+const PLAIN_PRODUCT: ProductFacts = ProductFacts { complex: false, risk_class: 1 };

@@ -6,9 +6,12 @@
 //! disagreement.
 
 use crate::workload::Request;
+use moneta::domain::compliance::{ComplianceRefusal, InvestorStatus};
 use moneta::domain::fees::FeeSchedule;
+use moneta::domain::kyc::KycStatus;
 use moneta::domain::money::round_cash;
 use moneta::domain::portfolio::{OrderQuote, Portfolio, PortfolioRejection, Side};
+use moneta::domain::screening::ScreeningStatus;
 use rust_decimal::Decimal;
 
 fn limit() -> Decimal {
@@ -36,7 +39,7 @@ pub fn fee(fees: &FeeSchedule, notional: Decimal) -> Decimal {
 /// event that executes it; `Err(r)` is a business refusal — one `Refused` event carrying `r`,
 /// the reply `Refused(r)`, no money moved, and the key remembered so that a retry replays the
 /// refusal. (A key reused for another request never reaches this: it is refused before.)
-pub fn predict(p: &Portfolio, req: &Request, quote: Option<&OrderQuote>, fees: &FeeSchedule) -> Result<(), PortfolioRejection> {
+pub fn predict(p: &Portfolio, investor: &InvestorStatus, req: &Request, quote: Option<&OrderQuote>, fees: &FeeSchedule) -> Result<(), PortfolioRejection> {
     use PortfolioRejection::*;
     match req {
         Request::Deposit { amount } => {
@@ -59,6 +62,26 @@ pub fn predict(p: &Portfolio, req: &Request, quote: Option<&OrderQuote>, fees: &
                 return Err(InvalidQuantity);
             }
             let Some(quote) = quote else { return Err(UnknownInstrument) };
+            // The compliance rules (API.md order codes), in their order: verified identity,
+            // clear screening, questionnaire answered; for buys, appropriateness of complex
+            // products and the risk class within the risk score.
+            if investor.kyc != KycStatus::Verified {
+                return Err(Compliance(ComplianceRefusal::KycRequired));
+            }
+            if investor.screening != ScreeningStatus::Clear {
+                return Err(Compliance(ComplianceRefusal::SanctionsBlock));
+            }
+            let Some(score) = investor.risk_score else {
+                return Err(Compliance(ComplianceRefusal::SuitabilityRequired));
+            };
+            if *side == Side::Buy {
+                if quote.product.complex && !investor.complex_products_allowed {
+                    return Err(Compliance(ComplianceRefusal::NotAppropriate));
+                }
+                if quote.product.risk_class > score {
+                    return Err(Compliance(ComplianceRefusal::Unsuitable));
+                }
+            }
             // The notional is bounded like every other amount (money::max_amount).
             let notional = match quantity.checked_mul(quote.price) {
                 Some(n) if n <= limit() => round_cash(n),

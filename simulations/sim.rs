@@ -5,16 +5,19 @@ use crate::oracle;
 use crate::workload::{self, Action, Request};
 use moneta::config::Config;
 use moneta::domain::audit::{leaf_hash, next_head, AuditDraft, AuditRecord, Hash, Outcome, GENESIS_HEAD};
+use moneta::domain::compliance::InvestorStatus;
 use moneta::domain::ctx::{Ctx, Effect};
 use moneta::domain::entity::{Decision, Entity};
 use moneta::domain::fees::FeeSchedule;
 use moneta::domain::ids::{EntityId, EntityKind};
 use moneta::domain::instrument::{Instrument, InstrumentCommand, InstrumentEvent, InstrumentRejection, Listing};
+use moneta::domain::kyc::KycStatus;
 use moneta::domain::market::{gbm_step, GbmParams};
 use moneta::domain::money::{cash_string, round_cash};
 use moneta::domain::portfolio::{
-    History, Holding, IdemTag, OrderQuote, Portfolio, PortfolioEvent, PortfolioRejection, PortfolioReply, Side, Totals, IDEMPOTENCY_RETENTION_MS,
+    History, Holding, IdemTag, OrderQuote, Portfolio, PortfolioEvent, PortfolioRejection, PortfolioReply, ProductFacts, Side, Totals, IDEMPOTENCY_RETENTION_MS,
 };
+use moneta::domain::screening::ScreeningStatus;
 use moneta::domain::time::{Date, Timestamp, MS_PER_DAY, MS_PER_HOUR, MS_PER_MINUTE, MS_PER_SECOND};
 use moneta::storage::codec;
 use rand::{Rng, SeedableRng};
@@ -91,6 +94,8 @@ struct Sent {
 
 struct User {
     id: String,
+    /// KYC, screening and suitability as the user's account would record them (drawn per user).
+    investor: InvestorStatus,
     state: Portfolio,
     journal: Vec<PortfolioEvent>,
     recent: VecDeque<Sent>,
@@ -192,6 +197,20 @@ pub struct Sim {
     pub stats: Stats,
 }
 
+/// A user's onboarding state: most are fully onboarded with a risk score of 1–7 (half may hold
+/// complex products); some have not finished KYC, have an unresolved screening hit, or have not
+/// answered the questionnaire — their orders must be refused by the compliance rules.
+fn draw_investor(rng: &mut ChaCha20Rng) -> InvestorStatus {
+    let mut i = InvestorStatus::onboarded(rng.random_range(1..=7u8), rng.random_bool(0.5));
+    match rng.random_range(0..100u32) {
+        0..=4 => i.kyc = KycStatus::Pending,
+        5..=9 => i.screening = ScreeningStatus::PotentialMatch,
+        10..=14 => i.risk_score = None,
+        _ => {}
+    }
+    i
+}
+
 /// Runs one command through decide → apply, journalling the events.
 fn execute<E: Entity>(state: &mut E, journal: &mut Vec<E::Event>, cmd: E::Command, ctx: &mut Ctx<'_>) -> Result<Decision<E::Event, E::Reply>, E::Rejection> {
     let decision = state.decide(cmd, ctx)?;
@@ -225,7 +244,9 @@ impl Sim {
         let users = (0..args.users)
             .map(|_| {
                 let id = moneta::domain::ids::new_id("usr", &mut ids_rng);
+                let investor = draw_investor(&mut ids_rng);
                 User {
+                    investor,
                     state: Portfolio::empty(&id),
                     id,
                     journal: Vec::new(),
@@ -415,7 +436,13 @@ impl Sim {
     }
 
     fn quote(&self, symbol: &str) -> Option<OrderQuote> {
-        self.instruments.get(symbol).map(|m| OrderQuote { price: m.state.price })
+        self.instruments.get(symbol).map(|m| OrderQuote {
+            price: m.state.price,
+            product: ProductFacts {
+                complex: m.listing.complex,
+                risk_class: m.listing.risk_class,
+            },
+        })
     }
 
     fn user_requests(&mut self, step_start: Timestamp) -> Result<Vec<usize>, Failure> {
@@ -514,8 +541,9 @@ impl Sim {
         // What the rules say of this request were its key fresh: the answer a fresh request must
         // get, and for a re-sent refusal whether its reason is gone (it is answered the refusal
         // all the same).
-        let verdict = oracle::predict(&self.users[u].state, &request, quote.as_ref(), &self.fees);
-        let cmd = request.command(idem.clone(), quote.clone(), &self.fees);
+        let investor = self.users[u].investor.clone();
+        let verdict = oracle::predict(&self.users[u].state, &investor, &request, quote.as_ref(), &self.fees);
+        let cmd = request.command(idem.clone(), quote.clone(), investor, &self.fees);
         let now = self.now;
         let user = &mut self.users[u];
         let pre = Pre::of(user, request.symbol());

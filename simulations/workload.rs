@@ -1,6 +1,7 @@
 //! The simulated clients: what a user asks for, how it is fingerprinted, and which requests the
 //! workload generator draws. Everything random comes from the workload stream passed in.
 
+use moneta::domain::compliance::InvestorStatus;
 use moneta::domain::fees::FeeSchedule;
 use moneta::domain::portfolio::{IdemTag, OrderQuote, Portfolio, PortfolioCommand, Side};
 use rand::Rng;
@@ -57,7 +58,7 @@ impl Request {
         }
     }
 
-    pub fn command(&self, idem: IdemTag, quote: Option<OrderQuote>, fees: &FeeSchedule) -> PortfolioCommand {
+    pub fn command(&self, idem: IdemTag, quote: Option<OrderQuote>, investor: InvestorStatus, fees: &FeeSchedule) -> PortfolioCommand {
         match self {
             Request::Deposit { amount } => PortfolioCommand::Deposit { amount: *amount, idem },
             Request::Withdraw { amount } => PortfolioCommand::Withdraw { amount: *amount, idem },
@@ -66,6 +67,7 @@ impl Request {
                 side: *side,
                 quantity: *quantity,
                 quote,
+                investor,
                 fees: fees.clone(),
                 idem,
             },

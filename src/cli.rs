@@ -1,4 +1,5 @@
-//! Command-line interface: `moneta serve`, `moneta audit verify`.
+//! Command-line interface: `moneta serve`, `moneta audit verify`, `moneta staff add`,
+//! `moneta keys rotate-jwt`.
 
 use crate::config::Config;
 use crate::storage::{Store, StoreError};
@@ -26,6 +27,42 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Staff accounts (never self-registered). Works while the node is stopped.
+    Staff {
+        #[command(subcommand)]
+        command: StaffCommand,
+    },
+    /// Key management. Run while the node is stopped.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum StaffCommand {
+    /// Create a staff account; the password is read from standard input (one line).
+    Add {
+        #[arg(long)]
+        email: String,
+        /// support, compliance or admin.
+        #[arg(long)]
+        role: String,
+        /// The staff member's name (defaults to the email's local part).
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// Retire the JWT signing key (it keeps verifying and stays in the JWKS) and make a new one.
+    RotateJwt {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -43,6 +80,99 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Audit {
             command: AuditCommand::Verify { config },
         } => audit_verify(config),
+        Command::Staff {
+            command: StaffCommand::Add { email, role, name, config },
+        } => staff_add(config, &email, &role, name),
+        Command::Keys {
+            command: KeysCommand::RotateJwt { config },
+        } => rotate_jwt(config),
+    }
+}
+
+fn fail(msg: impl std::fmt::Display, code: u8) -> ExitCode {
+    eprintln!("moneta: {msg}");
+    ExitCode::from(code)
+}
+
+fn staff_add(path: Option<PathBuf>, email: &str, role: &str, name: Option<String>) -> ExitCode {
+    use crate::domain::account::{normalise_email, Profile, Role};
+    let config = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let role = match Role::parse(role) {
+        Some(r) if r.is_staff() => r,
+        _ => return fail("--role must be support, compliance or admin", 2),
+    };
+    let Some(email) = normalise_email(email) else {
+        return fail("--email is not a valid address", 2);
+    };
+    let mut password = String::new();
+    if std::io::stdin().read_line(&mut password).is_err() {
+        return fail("could not read the password from standard input", 2);
+    }
+    let password = password.trim_end_matches(['\n', '\r']).to_string();
+    if let Err(e) = crate::gateway::routes::identity::check_password_policy(&password) {
+        return fail(format!("password refused: {}", e.detail), 2);
+    }
+    let full_name = name.unwrap_or_else(|| email.split('@').next().unwrap_or_default().to_string());
+    if full_name.trim().is_empty() || full_name.chars().count() > 200 || full_name.chars().any(char::is_control) {
+        return fail("--name must be 1–200 characters", 2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return fail(format!("cannot start the runtime: {e}"), 1),
+    };
+    runtime.block_on(async move {
+        let state = match crate::node::open_state(&config).await {
+            Ok(s) => s,
+            Err(e) => return fail(format!("{e} (is a node running on this data folder? stop it first)"), 2),
+        };
+        let hash = match state.auth.hash_password(password).await {
+            Ok(h) => h,
+            Err(_) => return fail("password hashing failed", 1),
+        };
+        let profile = Profile {
+            email,
+            full_name: full_name.trim().to_string(),
+            date_of_birth: None,
+            country: None,
+        };
+        let result = crate::gateway::routes::identity::create_account(&state, profile, hash, vec![role], "cli-staff-add").await;
+        let drained = state
+            .router
+            .drain()
+            .await
+            .and_then(|_| state.router.store().flush().map(|_| ()).map_err(|e| e.to_string()));
+        match (result, drained) {
+            (Ok(uid), Ok(())) => {
+                println!("created {} account {uid}", role.as_str());
+                ExitCode::SUCCESS
+            }
+            (Err(e), _) if e.code == "email_taken" => fail("an account with this email already exists", 1),
+            (Err(e), _) => fail(format!("could not create the account: {}", e.detail), 1),
+            (_, Err(e)) => fail(format!("could not flush: {e}"), 1),
+        }
+    })
+}
+
+fn rotate_jwt(path: Option<PathBuf>) -> ExitCode {
+    let config = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    // Holding the store's lock proves no node is using these keys right now.
+    let _store = match Store::open(&config.node.data_dir) {
+        Ok(s) => s,
+        Err(e) => return fail(format!("{e}; stop the node before rotating keys"), 2),
+    };
+    let now = crate::actors::wall_clock_now().millis() / 1000;
+    match crate::gateway::auth::rotate_signing_key(&config.node.data_dir.join("keys"), now) {
+        Ok(kid) => {
+            println!("new signing key {kid}; the previous key stays in the JWKS and keeps verifying");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e, 1),
     }
 }
 

@@ -29,6 +29,34 @@ pub struct Config {
     pub portfolio: PortfolioConfig,
     pub fees: FeesConfig,
     pub market: MarketConfig,
+    pub security: SecurityConfig,
+    pub compliance: ComplianceConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// The master key wrapping per-user data keys; empty → `<data_dir>/keys/master.key`.
+    pub master_key_file: PathBuf,
+}
+
+impl SecurityConfig {
+    pub fn master_key_path(&self, data_dir: &Path) -> PathBuf {
+        if self.master_key_file.as_os_str().is_empty() {
+            data_dir.join("keys").join("master.key")
+        } else {
+            self.master_key_file.clone()
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComplianceConfig {
+    /// A sanctions list in the OFAC SDN `sdn.csv` layout; empty → the bundled sample list.
+    pub sanctions_list: PathBuf,
+    /// The KYC verification provider: `sandbox` (built in).
+    pub kyc_provider: String,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -44,6 +72,9 @@ pub struct GatewayConfig {
     pub listen: SocketAddr,
     #[serde(deserialize_with = "duration")]
     pub request_timeout: Duration,
+    /// PEM certificate chain and private key: when both are set the gateway speaks HTTPS only.
+    pub tls_cert_file: PathBuf,
+    pub tls_key_file: PathBuf,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -85,7 +116,15 @@ pub struct AuthConfig {
     pub audience: String,
     #[serde(deserialize_with = "duration")]
     pub access_token_ttl: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub refresh_token_ttl: Duration,
     pub hash_concurrency: usize,
+    /// Failed logins allowed per account (and per client address) within `failed_login_window`
+    /// before further attempts get 429 `too_many_attempts`.
+    pub failed_logins_per_account: u32,
+    pub failed_logins_per_address: u32,
+    #[serde(deserialize_with = "duration")]
+    pub failed_login_window: Duration,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -206,6 +245,21 @@ impl Config {
         }
         if self.auth.access_token_ttl < Duration::from_secs(30) || self.auth.access_token_ttl > Duration::from_secs(24 * 3600) {
             return bad("auth.access_token_ttl", "must be between 30s and 24h");
+        }
+        if self.auth.refresh_token_ttl < self.auth.access_token_ttl || self.auth.refresh_token_ttl > Duration::from_secs(365 * 24 * 3600) {
+            return bad("auth.refresh_token_ttl", "must be at least access_token_ttl and at most 365d");
+        }
+        if self.auth.failed_logins_per_account == 0 || self.auth.failed_logins_per_address == 0 {
+            return bad("auth.failed_logins_per_account", "failed login allowances must be at least 1");
+        }
+        if self.auth.failed_login_window < Duration::from_secs(1) || self.auth.failed_login_window > Duration::from_secs(24 * 3600) {
+            return bad("auth.failed_login_window", "must be between 1s and 24h");
+        }
+        if self.gateway.tls_cert_file.as_os_str().is_empty() != self.gateway.tls_key_file.as_os_str().is_empty() {
+            return bad("gateway.tls_cert_file", "set both tls_cert_file and tls_key_file, or neither");
+        }
+        if self.compliance.kyc_provider != "sandbox" {
+            return bad("compliance.kyc_provider", "the only built-in provider is \"sandbox\"");
         }
         if self.portfolio.currency.len() != 3 || !self.portfolio.currency.bytes().all(|c| c.is_ascii_uppercase()) {
             return bad("portfolio.currency", "must be a three-letter ISO 4217 code such as \"USD\"");

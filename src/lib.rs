@@ -4,6 +4,7 @@
 //! `gateway` → `cluster` (router) → `actors` → `storage` → `domain` (sans-IO core).
 
 pub mod actors;
+pub mod adapters;
 pub mod cli;
 pub mod cluster;
 pub mod config;

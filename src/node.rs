@@ -8,8 +8,10 @@ use crate::cluster::router::RouterSettings;
 use crate::cluster::{RouteError, Router};
 use crate::config::Config;
 use crate::domain::instrument::{Instrument, InstrumentCommand, InstrumentRejection};
-use crate::gateway::auth::{create_private_dir, load_or_create_signing_key, write_private_file, Auth};
+use crate::gateway::auth::{create_private_dir, load_or_create_signing_key, load_retired_keys, write_private_file, Auth};
+use crate::gateway::limits::LoginGuard;
 use crate::gateway::AppState;
+use crate::storage::vault::{load_or_create_master_key, Vault};
 use crate::storage::Store;
 use crate::telemetry::Metrics;
 use std::net::SocketAddr;
@@ -73,32 +75,49 @@ async fn list_instruments(router: &Router, config: &Config) -> Result<Vec<String
     Ok(catalog)
 }
 
-/// Starts every part of the node and begins serving on `gateway.listen`.
-pub async fn start(config: Config) -> Result<RunningNode, String> {
+/// Opens the node's storage, keys, vault, sanctions list and entity router — everything but the
+/// listener and the feed (the CLI's offline commands use this too).
+pub async fn open_state(config: &Config) -> Result<Arc<AppState>, String> {
     let data_dir = config.node.data_dir.clone();
     let store = Store::open(&data_dir).map_err(|e| e.to_string())?;
     let keys_dir = data_dir.join("keys");
     let signing = load_or_create_signing_key(&keys_dir).map_err(|e| e.to_string())?;
+    let retired = load_retired_keys(&keys_dir).map_err(|e| e.to_string())?;
     let email_key = load_or_create_index_key(&keys_dir)?;
+    let master = load_or_create_master_key(&config.security.master_key_path(&data_dir)).map_err(|e| format!("{e} (key `security.master_key_file`)"))?;
+    let vault = Vault::new(&store, &master).map_err(|e| e.to_string())?;
+    let sanctions = crate::gateway::sanctions::load(&config.compliance)?;
     let metrics = Arc::new(Metrics::new());
-    let router = Router::start(store, metrics.clone(), RouterSettings::from_config(&config))
+    let router = Router::start(store, metrics.clone(), RouterSettings::from_config(config))
         .await
         .map_err(|e| e.to_string())?;
+    Ok(Arc::new(AppState {
+        router,
+        auth: Auth::new(signing, retired, &config.auth),
+        email_key,
+        vault,
+        sanctions: RwLock::new(Arc::new(sanctions)),
+        kyc: crate::adapters::kyc::from_config(&config.compliance.kyc_provider),
+        logins: LoginGuard::new(&config.auth),
+        node_id: config.node.id.clone(),
+        metrics,
+        ready: AtomicBool::new(false),
+        catalog: RwLock::new(Vec::new()),
+        config: config.clone(),
+    }))
+}
+
+/// Starts every part of the node and begins serving on `gateway.listen`.
+pub async fn start(config: Config) -> Result<RunningNode, String> {
+    let data_dir = config.node.data_dir.clone();
+    let state = open_state(&config).await?;
+    let router = state.router.clone();
     let catalog = list_instruments(&router, &config).await?;
+    *state.catalog.write().expect("catalog lock") = catalog;
     let listener = tokio::net::TcpListener::bind(config.gateway.listen)
         .await
         .map_err(|e| format!("cannot listen on {} (key `gateway.listen`): {e}", config.gateway.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let state = Arc::new(AppState {
-        router: router.clone(),
-        auth: Auth::new(signing, &config.auth),
-        email_key,
-        node_id: config.node.id.clone(),
-        metrics,
-        ready: AtomicBool::new(false),
-        catalog: RwLock::new(catalog),
-        config: config.clone(),
-    });
     let (stop_feed, feed_rx) = watch::channel(false);
     let feed = tokio::spawn(run_feed(
         router.clone(),

@@ -77,6 +77,28 @@ fn login(c: &Client, base: &str, email: &str) -> String {
     r["access_token"].as_str().unwrap().to_string()
 }
 
+/// KYC (sandbox: verified) and a questionnaire that allows every demo instrument.
+fn onboard(c: &Client, base: &str, token: &str) {
+    let r = c
+        .post(format!("{base}/v1/me/kyc"))
+        .bearer_auth(token)
+        .json(&json!({"document_type": "passport", "document_number": "123456789", "address": "1 High Street, London"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let answers = json!({
+        "objective": "speculation", "horizon_years": 20, "loss_tolerance": "large", "investment_experience_years": 10,
+        "knows_complex_products": true, "annual_income": "120000.00", "liquid_net_worth": "500000.00", "emergency_fund_months": 12
+    });
+    let r = c
+        .post(format!("{base}/v1/me/suitability"))
+        .bearer_auth(token)
+        .json(&json!({"answers": answers}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
 #[derive(Clone, Debug)]
 struct Sent {
     user: usize,
@@ -105,7 +127,9 @@ fn acknowledged_requests_survive_kill_9_exactly_once() {
             .send()
             .unwrap();
         assert_eq!(r.status().as_u16(), 201);
-        tokens.push(login(&c, &node.base, e));
+        let token = login(&c, &node.base, e);
+        onboard(&c, &node.base, &token);
+        tokens.push(token);
     }
 
     // Fire concurrent deposits and orders until the node is killed.

@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 
 use moneta::domain::audit::{AuditDraft, Outcome};
+use moneta::domain::compliance::{InvestorStatus, ProductFacts};
 use moneta::domain::ctx::{Ctx, Effect};
 use moneta::domain::entity::{Decision, Entity};
 use moneta::domain::fees::FeeSchedule;
@@ -367,7 +368,7 @@ impl<'c> PortfolioRun<'c> {
 
     fn quote(&self, symbol: &str) -> Option<OrderQuote> {
         let i = SYMBOLS.iter().position(|s| *s == symbol)?;
-        self.prices[i].map(|price| OrderQuote { price })
+        self.prices[i].map(|price| OrderQuote { price, product: PLAIN_PRODUCT })
     }
 
     fn tag(key: &Key, step: usize, body: &[&str]) -> IdemTag {
@@ -385,6 +386,7 @@ impl<'c> PortfolioRun<'c> {
         let symbol = SYMBOLS[symbol].to_string();
         let idem = Self::tag(key, step, &["POST", "/v1/portfolio/orders", &symbol, side.as_str(), &quantity.to_string()]);
         PortfolioCommand::PlaceOrder {
+            investor: InvestorStatus::onboarded(7, true),
             quote: self.quote(&symbol),
             symbol,
             side,
@@ -992,10 +994,14 @@ fn orders_at_any_accepted_price_are_answered_without_panicking() {
                 idem: idem("d1"),
             },
             PortfolioCommand::PlaceOrder {
+                investor: InvestorStatus::onboarded(7, true),
                 symbol: INSTRUMENT.to_string(),
                 side: Side::Buy,
                 quantity,
-                quote: Some(OrderQuote { price: Decimal::new(1, 4) }),
+                quote: Some(OrderQuote {
+                    price: Decimal::new(1, 4),
+                    product: PLAIN_PRODUCT,
+                }),
                 fees: FeeSchedule {
                     commission_bps: Decimal::ZERO,
                     minimum: Decimal::ZERO,
@@ -1014,10 +1020,11 @@ fn orders_at_any_accepted_price_are_answered_without_panicking() {
             Side::Buy
         };
         let order = PortfolioCommand::PlaceOrder {
+            investor: InvestorStatus::onboarded(7, true),
             symbol: INSTRUMENT.to_string(),
             side,
             quantity,
-            quote: Some(OrderQuote { price }),
+            quote: Some(OrderQuote { price, product: PLAIN_PRODUCT }),
             fees: fees.clone(),
             idem: idem("o1"),
         };
@@ -1419,3 +1426,6 @@ proptest! {
         }
     }
 }
+
+/// An ordinary product every onboarded investor of these tests may buy.
+const PLAIN_PRODUCT: ProductFacts = ProductFacts { complex: false, risk_class: 1 };

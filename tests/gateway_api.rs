@@ -25,6 +25,14 @@ const MAX_DECIMAL: &str = "79228162514264337593543950335";
 // The node under test
 // ---------------------------------------------------------------------------------------------
 
+/// Questionnaire answers that give risk score 7 with complex products allowed.
+fn adventurous() -> Value {
+    json!({
+        "objective": "speculation", "horizon_years": 20, "loss_tolerance": "large", "investment_experience_years": 10,
+        "knows_complex_products": true, "annual_income": "120000.00", "liquid_net_worth": "500000.00", "emergency_fund_months": 12
+    })
+}
+
 fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     listener.local_addr().expect("local address").port()
@@ -224,6 +232,17 @@ impl Node {
             .as_str()
             .unwrap_or_else(|| panic!("login: no access_token: {}", r.what()))
             .to_string();
+        // Onboarding: identity verified (sandbox), screened clear, questionnaire answered with a
+        // profile that may hold every demo instrument.
+        let r = self.post(
+            "/v1/me/kyc",
+            Some(&token),
+            None,
+            &json!({"document_type": "passport", "document_number": "123456789", "address": "1 High Street, London"}),
+        );
+        assert_eq!(r.status, 200, "kyc {email}: {}", r.what());
+        let r = self.post("/v1/me/suitability", Some(&token), None, &json!({"answers": adventurous()}));
+        assert_eq!(r.status, 200, "suitability {email}: {}", r.what());
         User { id, email, token }
     }
 
@@ -600,6 +619,27 @@ fn walk_through_register_login_deposit_trade_and_read_back() {
         format!("deposit answered {}", r.body)
     });
     f.check(has_no_store(&r), || format!("POST deposit: Cache-Control {:?}", r.header("cache-control")));
+
+    // The compliance gates, in order: identity verification, then the questionnaire.
+    let r = node.order(&user, "walk-gate-1", "ACME", "buy", "1");
+    f.ok("order before KYC", r.problem(&[422], &["kyc_required"]));
+    let r = node.post(
+        "/v1/me/kyc",
+        Some(&token),
+        None,
+        &json!({"document_type": "passport", "document_number": "123456789", "address": "1 High Street, London"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.what());
+    f.check(r.json()["kyc_status"] == "verified" && r.json()["screening"] == "clear", || {
+        format!("kyc answered {}", r.body)
+    });
+    let r = node.order(&user, "walk-gate-2", "ACME", "buy", "1");
+    f.ok("order before the questionnaire", r.problem(&[422], &["suitability_required"]));
+    let r = node.post("/v1/me/suitability", Some(&token), None, &json!({"answers": adventurous()}));
+    assert_eq!(r.status, 200, "{}", r.what());
+    f.check(r.json()["risk_score"] == 7 && r.json()["complex_products_allowed"] == true, || {
+        format!("suitability answered {}", r.body)
+    });
 
     // Buy.
     let r = node.order(&user, "walk-buy-1", "ACME", "buy", "3");

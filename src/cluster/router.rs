@@ -11,13 +11,14 @@ use crate::actors::RequestMeta;
 use crate::cluster::shard_map::ShardMap;
 use crate::config::Config;
 use crate::domain::account::Account;
+use crate::domain::audit::{AuditDraft, AuditRecord};
 use crate::domain::email_index::EmailIndex;
 use crate::domain::entity::Entity;
 use crate::domain::ids::{EntityId, MAX_ID_LEN};
 use crate::domain::instrument::Instrument;
 use crate::domain::portfolio::Portfolio;
 use crate::domain::time::Timestamp;
-use crate::storage::store::JournalEntry;
+use crate::storage::store::{JournalEntry, WriteSet};
 use crate::storage::Store;
 use crate::telemetry::Metrics;
 use kameo::error::SendError;
@@ -172,6 +173,45 @@ impl Router {
     /// Replaces the shard map (the cluster protocol's decision; today only tests call it).
     pub fn set_shard_map(&self, map: ShardMap) {
         *self.inner.shards.write().expect("shard map lock") = map;
+    }
+
+    /// Appends an audit record that belongs to no entity command (a failed login, a denied
+    /// request, a staff read). With `wait` it returns once the record is durable; without, once
+    /// it is queued (it is written in the next group commit) — used where an unauthenticated
+    /// caller could otherwise make the node wait on the disk for every request.
+    pub async fn audit(&self, draft: AuditDraft, subject: &str, meta: &RequestMeta, wait: bool) -> Result<(), String> {
+        let record = AuditRecord {
+            seq: 0,
+            at: crate::actors::wall_clock_now(),
+            actor: meta.actor.clone(),
+            action: draft.action,
+            entity: subject.to_string(),
+            request_id: meta.request_id.clone(),
+            outcome: draft.outcome,
+            details: draft.details,
+        };
+        let writes = WriteSet {
+            audit: vec![record],
+            ..WriteSet::default()
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.inner
+            .journal
+            .commit(
+                writes,
+                Box::new(move |r| {
+                    let _ = tx.send(r);
+                }),
+            )
+            .await;
+        if !wait {
+            return Ok(());
+        }
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("the audit journal stopped".into()),
+        }
     }
 
     pub fn journal(&self) -> &AuditJournal {

@@ -1,15 +1,23 @@
-//! A user account: registration data, credentials and roles.
+//! A user account: credentials, roles, sessions, MFA, KYC, screening, suitability and consents.
 //!
-//! The password hash is computed outside (Argon2id on a blocking pool) and arrives in the
-//! command; the account only records it. Personal fields are held here until the identity work
-//! moves them behind per-user encryption.
+//! Personal data (name, email, date of birth, country, KYC document and address, questionnaire
+//! answers, the TOTP secret) reaches the account only as ciphertext sealed by the vault under the
+//! user's data key; the account decides on the non-personal facts beside it (statuses, scores,
+//! hashes). Password hashes (Argon2id), TOTP checks and screening are computed by the driver and
+//! arrive in commands; the account decides what they mean and remembers what must be remembered
+//! (spent refresh tokens, the last TOTP step, known devices).
 
 use crate::domain::audit::AuditDraft;
+use crate::domain::compliance::InvestorStatus;
 use crate::domain::ctx::Ctx;
 use crate::domain::entity::{Decision, Entity};
 use crate::domain::ids::EntityKind;
+use crate::domain::kyc::{DocumentType, KycStatus};
+use crate::domain::screening::ScreeningStatus;
+use crate::domain::suitability::RiskProfile;
 use crate::domain::time::{Date, Timestamp};
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -21,6 +29,16 @@ pub enum Role {
 }
 
 impl Role {
+    pub const ALL: [Role; 4] = [Role::User, Role::Support, Role::Compliance, Role::Admin];
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
+    pub fn is_staff(self) -> bool {
+        self != Role::User
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Role::User => "user",
@@ -35,8 +53,9 @@ impl Role {
 pub struct Profile {
     pub email: String,
     pub full_name: String,
-    pub date_of_birth: Date,
-    pub country: String,
+    /// Staff accounts carry no date of birth or country.
+    pub date_of_birth: Option<Date>,
+    pub country: Option<String>,
 }
 
 /// Passwords that are refused even when long enough (a bundled list of common choices).
@@ -108,106 +127,709 @@ pub fn validate_registration(email: &str, full_name: &str, date_of_birth: &str, 
     Ok(Profile {
         email,
         full_name: name.to_string(),
-        date_of_birth: dob,
-        country: country.to_string(),
+        date_of_birth: Some(dob),
+        country: Some(country.to_string()),
     })
+}
+
+/// How many refresh-token families (sessions) one account keeps; the oldest is dropped beyond.
+pub const SESSIONS_MAX: usize = 20;
+/// How many spent refresh-token hashes a session remembers to recognise reuse.
+pub const SPENT_REMEMBERED: usize = 32;
+/// How many notifications an account keeps (newest).
+pub const NOTIFICATIONS_MAX: usize = 100;
+/// How many devices an account remembers.
+pub const DEVICES_MAX: usize = 200;
+
+pub type TokenHash = [u8; 32];
+
+/// One refresh-token family: a login and every rotation that followed it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    /// SHA-256 of the one refresh token of this family that may be used next.
+    pub current: TokenHash,
+    /// Hashes of spent tokens (newest last): presenting one is reuse and revokes the family.
+    pub spent: Vec<TokenHash>,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub revoked: bool,
+    /// Authentication methods of the login that opened it (RFC 8176: `pwd`, `otp`).
+    pub amr: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Consents {
+    pub ai_profiling: bool,
+    pub marketing: bool,
+    pub analytics: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Kyc {
+    pub status: KycStatus,
+    pub document_type: Option<DocumentType>,
+    /// The sealed `KycDocument` (number and address).
+    pub sealed_document: Option<Vec<u8>>,
+    pub provider: String,
+    pub decided_at: Timestamp,
+}
+
+/// A screening result as computed against one version of the list.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScreeningOutcome {
+    pub status: ScreeningStatus,
+    /// The list entry (ent_num) that scored best, when not clear.
+    pub entry: Option<String>,
+    /// The best name score, formatted (e.g. "0.973"): not personal data.
+    pub score: String,
+    /// A digest naming the list version screened against.
+    pub list_version: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScreeningDecision {
+    /// A compliance officer found the potential match is not this person.
+    Clear,
+    /// A compliance officer confirmed the match: the account stays blocked.
+    Match,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Screening {
+    pub outcome: ScreeningOutcome,
+    pub screened_at: Timestamp,
+    /// A reviewer's resolution of `entry` (a later result naming another entry is not covered).
+    pub resolution: Option<(String, ScreeningDecision, String)>,
+}
+
+impl Screening {
+    /// The status the rules engine uses: a reviewed potential match counts as its resolution.
+    pub fn effective(&self) -> ScreeningStatus {
+        match (&self.resolution, self.outcome.status) {
+            (_, ScreeningStatus::Clear) => ScreeningStatus::Clear,
+            (Some((reviewer_entry, decision, _)), ScreeningStatus::PotentialMatch) if Some(reviewer_entry) == self.outcome.entry.as_ref() => match decision {
+                ScreeningDecision::Clear => ScreeningStatus::Clear,
+                ScreeningDecision::Match => ScreeningStatus::Match,
+            },
+            (_, s) => s,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Suitability {
+    pub profile: RiskProfile,
+    /// The sealed questionnaire answers.
+    pub sealed_answers: Vec<u8>,
+    pub assessed_at: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totp {
+    /// The sealed base32 secret.
+    pub sealed_secret: Vec<u8>,
+    pub confirmed: bool,
+    /// The last time step accepted: a code is usable once.
+    pub last_step: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notification {
+    pub id: String,
+    pub at: Timestamp,
+    pub kind: String,
+    pub message: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Account {
     pub user_id: String,
-    pub profile: Option<Profile>,
+    /// The sealed `Profile`; empty until registered.
+    pub sealed_profile: Vec<u8>,
     pub password_hash: String,
     pub roles: Vec<Role>,
     pub created_at: Timestamp,
+    pub kyc: Option<Kyc>,
+    pub screening: Option<Screening>,
+    pub suitability: Option<Suitability>,
+    pub consents: Consents,
+    pub totp: Option<Totp>,
+    pub sessions: BTreeMap<String, Session>,
+    /// SHA-256 of device ids seen at login.
+    pub devices: BTreeSet<TokenHash>,
+    pub notifications: Vec<Notification>,
+}
+
+/// A new refresh-token family, created by the driver (which holds the token's plaintext).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewSession {
+    pub family: String,
+    pub token_hash: TokenHash,
+    pub expires_at: Timestamp,
 }
 
 #[derive(Clone, Debug)]
 pub enum AccountCommand {
     Register {
-        profile: Profile,
+        sealed_profile: Vec<u8>,
         password_hash: String,
         roles: Vec<Role>,
+        screening: Option<ScreeningOutcome>,
+    },
+    /// A password check passed; `totp_step` is the time step of a valid code, when one was sent.
+    Login {
+        device: Option<TokenHash>,
+        totp_step: Option<u64>,
+        session: NewSession,
+    },
+    Refresh {
+        family: String,
+        presented: TokenHash,
+        next: TokenHash,
+        expires_at: Timestamp,
+    },
+    Logout {
+        family: String,
+    },
+    EnrolTotp {
+        sealed_secret: Vec<u8>,
+    },
+    /// A code of the pending secret was valid for `step`.
+    ConfirmTotp {
+        step: u64,
+    },
+    SetConsents(Consents),
+    SubmitKyc {
+        document_type: DocumentType,
+        sealed_document: Vec<u8>,
+        provider: String,
+        status: KycStatus,
+        screening: ScreeningOutcome,
+    },
+    Rescreen(ScreeningOutcome),
+    ResolveScreening {
+        entry: String,
+        decision: ScreeningDecision,
+        note: String,
+    },
+    SetSuitability {
+        profile: RiskProfile,
+        sealed_answers: Vec<u8>,
     },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum AccountEvent {
     Registered {
-        profile: Profile,
+        sealed_profile: Vec<u8>,
         password_hash: String,
         roles: Vec<Role>,
         at: Timestamp,
     },
+    LoggedIn {
+        family: String,
+        token_hash: TokenHash,
+        expires_at: Timestamp,
+        amr: Vec<String>,
+        totp_step: Option<u64>,
+        at: Timestamp,
+    },
+    DeviceAdded {
+        device: TokenHash,
+        notification: Notification,
+    },
+    TokenRotated {
+        family: String,
+        next: TokenHash,
+        expires_at: Timestamp,
+    },
+    SessionRevoked {
+        family: String,
+        reason: String,
+    },
+    TotpEnrolled {
+        sealed_secret: Vec<u8>,
+    },
+    TotpConfirmed {
+        step: u64,
+    },
+    ConsentsChanged {
+        consents: Consents,
+        at: Timestamp,
+    },
+    KycDecided {
+        kyc: Kyc,
+    },
+    Screened {
+        outcome: ScreeningOutcome,
+        at: Timestamp,
+    },
+    ScreeningResolved {
+        entry: String,
+        decision: ScreeningDecision,
+        note: String,
+    },
+    SuitabilityAssessed {
+        suitability: Suitability,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AccountReply {
+    Done,
+    LoggedIn {
+        roles: Vec<Role>,
+        amr: Vec<String>,
+        new_device: bool,
+    },
+    Refreshed {
+        roles: Vec<Role>,
+        amr: Vec<String>,
+    },
+    /// A spent token was presented: the family is now revoked (answer 401 refresh_token_reused).
+    Reused,
+    Consents(Consents),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AccountRejection {
     AlreadyRegistered,
+    NotRegistered,
+    /// TOTP is enabled and no valid, unused code came with the login.
+    MfaRequired,
+    /// The refresh token is unknown, expired or of a revoked family.
+    InvalidRefreshToken,
+    MfaAlreadyEnabled,
+    /// The code is wrong, already used, or there is no pending enrolment.
+    InvalidCode,
+    KycAlreadyVerified,
+    /// No screening result names that entry (stale review).
+    NothingToResolve,
+}
+
+impl AccountRejection {
+    pub fn code(&self) -> &'static str {
+        match self {
+            AccountRejection::AlreadyRegistered => "email_taken",
+            AccountRejection::NotRegistered => "not_found",
+            AccountRejection::MfaRequired => "mfa_required",
+            AccountRejection::InvalidRefreshToken => "invalid_refresh_token",
+            AccountRejection::MfaAlreadyEnabled => "mfa_already_enabled",
+            AccountRejection::InvalidCode => "invalid_code",
+            AccountRejection::KycAlreadyVerified => "kyc_already_verified",
+            AccountRejection::NothingToResolve => "nothing_to_resolve",
+        }
+    }
+}
+
+fn consent_text(c: Consents) -> String {
+    format!("ai_profiling={},marketing={},analytics={}", c.ai_profiling, c.marketing, c.analytics)
 }
 
 impl Account {
     pub fn exists(&self) -> bool {
-        self.profile.is_some()
+        !self.sealed_profile.is_empty()
+    }
+
+    pub fn mfa_enabled(&self) -> bool {
+        self.totp.as_ref().is_some_and(|t| t.confirmed)
+    }
+
+    pub fn kyc_status(&self) -> KycStatus {
+        self.kyc.as_ref().map_or(KycStatus::Pending, |k| k.status)
+    }
+
+    /// The screening status shown and used: `None` before the first screening.
+    pub fn screening_status(&self) -> Option<ScreeningStatus> {
+        self.screening.as_ref().map(Screening::effective)
+    }
+
+    /// What the compliance rules engine needs to know about this investor.
+    pub fn investor_status(&self) -> InvestorStatus {
+        InvestorStatus {
+            kyc: self.kyc_status(),
+            // Never screened counts as unresolved: nobody trades unscreened.
+            screening: self.screening_status().unwrap_or(ScreeningStatus::PotentialMatch),
+            risk_score: self.suitability.as_ref().map(|s| s.profile.risk_score),
+            complex_products_allowed: self.suitability.as_ref().is_some_and(|s| s.profile.complex_products_allowed),
+        }
+    }
+
+    fn live_session(&self, family: &str, now: Timestamp) -> Option<&Session> {
+        self.sessions.get(family).filter(|s| !s.revoked && s.expires_at > now)
+    }
+
+    fn decide_login(
+        &self,
+        device: Option<TokenHash>,
+        totp_step: Option<u64>,
+        session: NewSession,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<Decision<AccountEvent, AccountReply>, AccountRejection> {
+        let mut amr = vec!["pwd".to_string()];
+        if let Some(totp) = self.totp.as_ref().filter(|t| t.confirmed) {
+            match totp_step {
+                Some(step) if step > totp.last_step => amr.push("otp".into()),
+                _ => {
+                    let why = if totp_step.is_some() { "code_reused" } else { "code_missing_or_wrong" };
+                    ctx.audit(AuditDraft::refused("security.login", "mfa_required").detail("why", why));
+                    return Err(AccountRejection::MfaRequired);
+                }
+            }
+        }
+        let mut events = vec![AccountEvent::LoggedIn {
+            family: session.family.clone(),
+            token_hash: session.token_hash,
+            expires_at: session.expires_at,
+            amr: amr.clone(),
+            totp_step: if self.mfa_enabled() { totp_step } else { None },
+            at: ctx.now,
+        }];
+        let new_device = device.is_some_and(|d| !self.devices.contains(&d));
+        if let (true, Some(device)) = (new_device, device) {
+            let notification = Notification {
+                id: ctx.new_id("ntf"),
+                at: ctx.now,
+                kind: "new_device".into(),
+                message: "A sign-in from a device not seen before on this account. If it was not you, change your password.".into(),
+            };
+            ctx.audit(AuditDraft::ok("security.new_device").detail("device", hex::encode(&device[..8])));
+            events.push(AccountEvent::DeviceAdded { device, notification });
+        }
+        ctx.audit(AuditDraft::ok("security.login").detail("session", &session.family).detail("amr", amr.join(",")));
+        Ok(Decision::new(
+            events,
+            AccountReply::LoggedIn {
+                roles: self.roles.clone(),
+                amr,
+                new_device,
+            },
+        ))
+    }
+
+    fn decide_refresh(
+        &self,
+        family: String,
+        presented: TokenHash,
+        next: TokenHash,
+        expires_at: Timestamp,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<Decision<AccountEvent, AccountReply>, AccountRejection> {
+        let Some(session) = self.live_session(&family, ctx.now) else {
+            ctx.audit(AuditDraft::refused("security.refresh", "invalid_refresh_token").detail("session", &family));
+            return Err(AccountRejection::InvalidRefreshToken);
+        };
+        if session.current == presented {
+            ctx.audit(AuditDraft::ok("security.refresh").detail("session", &family));
+            let reply = AccountReply::Refreshed {
+                roles: self.roles.clone(),
+                amr: session.amr.clone(),
+            };
+            return Ok(Decision::new(vec![AccountEvent::TokenRotated { family, next, expires_at }], reply));
+        }
+        if session.spent.contains(&presented) {
+            ctx.audit(AuditDraft::refused("security.refresh_token_reused", "refresh_token_reused").detail("session", &family));
+            return Ok(Decision::new(
+                vec![AccountEvent::SessionRevoked {
+                    family,
+                    reason: "refresh_token_reused".into(),
+                }],
+                AccountReply::Reused,
+            ));
+        }
+        ctx.audit(AuditDraft::refused("security.refresh", "invalid_refresh_token").detail("session", &family));
+        Err(AccountRejection::InvalidRefreshToken)
+    }
+
+    fn decide_registered(&self, cmd: AccountCommand, ctx: &mut Ctx<'_>) -> Result<Decision<AccountEvent, AccountReply>, AccountRejection> {
+        let done = |events: Vec<AccountEvent>| Ok(Decision::new(events, AccountReply::Done));
+        match cmd {
+            AccountCommand::Register { .. } => {
+                ctx.audit(AuditDraft::refused("account.register", "email_taken"));
+                Err(AccountRejection::AlreadyRegistered)
+            }
+            AccountCommand::Login { device, totp_step, session } => self.decide_login(device, totp_step, session, ctx),
+            AccountCommand::Refresh {
+                family,
+                presented,
+                next,
+                expires_at,
+            } => self.decide_refresh(family, presented, next, expires_at, ctx),
+            AccountCommand::Logout { family } => {
+                ctx.audit(AuditDraft::ok("security.logout").detail("session", &family));
+                if self.sessions.get(&family).is_some_and(|s| !s.revoked) {
+                    done(vec![AccountEvent::SessionRevoked {
+                        family,
+                        reason: "logout".into(),
+                    }])
+                } else {
+                    done(vec![])
+                }
+            }
+            AccountCommand::EnrolTotp { sealed_secret } => {
+                if self.mfa_enabled() {
+                    ctx.audit(AuditDraft::refused("mfa.totp.enrol", "mfa_already_enabled"));
+                    return Err(AccountRejection::MfaAlreadyEnabled);
+                }
+                ctx.audit(AuditDraft::ok("mfa.totp.enrol"));
+                done(vec![AccountEvent::TotpEnrolled { sealed_secret }])
+            }
+            AccountCommand::ConfirmTotp { step } => match &self.totp {
+                Some(t) if !t.confirmed && step > t.last_step => {
+                    ctx.audit(AuditDraft::ok("mfa.totp.confirm"));
+                    done(vec![AccountEvent::TotpConfirmed { step }])
+                }
+                _ => {
+                    ctx.audit(AuditDraft::refused("mfa.totp.confirm", "invalid_code"));
+                    Err(AccountRejection::InvalidCode)
+                }
+            },
+            AccountCommand::SetConsents(consents) => {
+                ctx.audit(
+                    AuditDraft::ok("consent.change")
+                        .detail("before", consent_text(self.consents))
+                        .detail("after", consent_text(consents)),
+                );
+                let events = if consents == self.consents {
+                    vec![]
+                } else {
+                    vec![AccountEvent::ConsentsChanged { consents, at: ctx.now }]
+                };
+                Ok(Decision::new(events, AccountReply::Consents(consents)))
+            }
+            AccountCommand::SubmitKyc {
+                document_type,
+                sealed_document,
+                provider,
+                status,
+                screening,
+            } => {
+                if self.kyc_status() == KycStatus::Verified {
+                    ctx.audit(AuditDraft::refused("kyc.submit", "kyc_already_verified"));
+                    return Err(AccountRejection::KycAlreadyVerified);
+                }
+                ctx.audit(
+                    AuditDraft::ok("kyc.submit")
+                        .detail("document_type", document_type.as_str())
+                        .detail("provider", &provider)
+                        .detail("status", status.as_str()),
+                );
+                let mut events = vec![AccountEvent::KycDecided {
+                    kyc: Kyc {
+                        status,
+                        document_type: Some(document_type),
+                        sealed_document: Some(sealed_document),
+                        provider,
+                        decided_at: ctx.now,
+                    },
+                }];
+                events.extend(self.screen(screening, ctx));
+                done(events)
+            }
+            AccountCommand::Rescreen(outcome) => done(self.screen(outcome, ctx).into_iter().collect()),
+            AccountCommand::ResolveScreening { entry, decision, note } => {
+                let pending = self
+                    .screening
+                    .as_ref()
+                    .is_some_and(|s| s.outcome.entry.as_deref() == Some(entry.as_str()) && s.outcome.status != ScreeningStatus::Clear);
+                if !pending {
+                    ctx.audit(AuditDraft::refused("screening.resolve", "nothing_to_resolve").detail("entry", &entry));
+                    return Err(AccountRejection::NothingToResolve);
+                }
+                let d = match decision {
+                    ScreeningDecision::Clear => "clear",
+                    ScreeningDecision::Match => "match",
+                };
+                ctx.audit(AuditDraft::ok("screening.resolve").detail("entry", &entry).detail("decision", d));
+                done(vec![AccountEvent::ScreeningResolved { entry, decision, note }])
+            }
+            AccountCommand::SetSuitability { profile, sealed_answers } => {
+                ctx.audit(
+                    AuditDraft::ok("suitability.assess")
+                        .detail("risk_score", profile.risk_score)
+                        .detail("risk_band", profile.risk_band.as_str())
+                        .detail("complex_products_allowed", profile.complex_products_allowed),
+                );
+                done(vec![AccountEvent::SuitabilityAssessed {
+                    suitability: Suitability {
+                        profile,
+                        sealed_answers,
+                        assessed_at: ctx.now,
+                    },
+                }])
+            }
+        }
+    }
+
+    /// Records a screening result (audited, also when unchanged: it shows the check ran).
+    fn screen(&self, outcome: ScreeningOutcome, ctx: &mut Ctx<'_>) -> Option<AccountEvent> {
+        let status = serde_json::to_value(outcome.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let mut draft = AuditDraft::ok("screening.check")
+            .detail("status", status)
+            .detail("score", &outcome.score)
+            .detail("list_version", &outcome.list_version);
+        if let Some(e) = &outcome.entry {
+            draft = draft.detail("entry", e);
+        }
+        ctx.audit(draft);
+        let unchanged = self.screening.as_ref().is_some_and(|s| s.outcome == outcome);
+        (!unchanged).then_some(AccountEvent::Screened { outcome, at: ctx.now })
     }
 }
 
 impl Entity for Account {
     type Command = AccountCommand;
     type Event = AccountEvent;
-    type Reply = ();
+    type Reply = AccountReply;
     type Rejection = AccountRejection;
     const KIND: EntityKind = EntityKind::Account;
 
     fn empty(id: &str) -> Self {
         Account {
             user_id: id.to_string(),
-            profile: None,
+            sealed_profile: Vec::new(),
             password_hash: String::new(),
             roles: Vec::new(),
             created_at: Timestamp(0),
+            kyc: None,
+            screening: None,
+            suitability: None,
+            consents: Consents::default(),
+            totp: None,
+            sessions: BTreeMap::new(),
+            devices: BTreeSet::new(),
+            notifications: Vec::new(),
         }
     }
 
-    fn decide(&self, cmd: AccountCommand, ctx: &mut Ctx<'_>) -> Result<Decision<AccountEvent, ()>, AccountRejection> {
+    fn decide(&self, cmd: AccountCommand, ctx: &mut Ctx<'_>) -> Result<Decision<AccountEvent, AccountReply>, AccountRejection> {
+        if self.exists() {
+            return self.decide_registered(cmd, ctx);
+        }
         match cmd {
-            AccountCommand::Register { profile, password_hash, roles } => {
-                if self.exists() {
-                    ctx.audit(AuditDraft::refused("account.register", "email_taken"));
-                    return Err(AccountRejection::AlreadyRegistered);
-                }
+            AccountCommand::Register {
+                sealed_profile,
+                password_hash,
+                roles,
+                screening,
+            } => {
                 let role_list = roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(",");
-                ctx.audit(
-                    AuditDraft::ok("account.register")
-                        .detail("roles", role_list)
-                        .detail("country", &profile.country),
-                );
-                Ok(Decision::new(
-                    vec![AccountEvent::Registered {
-                        profile,
-                        password_hash,
-                        roles,
-                        at: ctx.now,
-                    }],
-                    (),
-                ))
+                ctx.audit(AuditDraft::ok("account.register").detail("roles", role_list));
+                let mut events = vec![AccountEvent::Registered {
+                    sealed_profile,
+                    password_hash,
+                    roles,
+                    at: ctx.now,
+                }];
+                events.extend(screening.and_then(|s| self.screen(s, ctx)));
+                Ok(Decision::new(events, AccountReply::Done))
             }
+            _ => Err(AccountRejection::NotRegistered),
         }
     }
 
     fn apply(&mut self, event: &AccountEvent) {
         match event {
             AccountEvent::Registered {
-                profile,
+                sealed_profile,
                 password_hash,
                 roles,
                 at,
             } => {
-                self.profile = Some(profile.clone());
+                self.sealed_profile = sealed_profile.clone();
                 self.password_hash = password_hash.clone();
                 self.roles = roles.clone();
                 self.created_at = *at;
             }
+            AccountEvent::LoggedIn {
+                family,
+                token_hash,
+                expires_at,
+                amr,
+                totp_step,
+                at,
+            } => {
+                // Expired and revoked sessions are pruned; beyond the cap the oldest goes.
+                self.sessions.retain(|_, s| !s.revoked && s.expires_at > *at);
+                while self.sessions.len() >= SESSIONS_MAX {
+                    let oldest = self.sessions.iter().min_by_key(|(_, s)| s.created_at).map(|(f, _)| f.clone());
+                    if let Some(f) = oldest {
+                        self.sessions.remove(&f);
+                    }
+                }
+                self.sessions.insert(
+                    family.clone(),
+                    Session {
+                        current: *token_hash,
+                        spent: Vec::new(),
+                        created_at: *at,
+                        expires_at: *expires_at,
+                        revoked: false,
+                        amr: amr.clone(),
+                    },
+                );
+                if let (Some(step), Some(t)) = (totp_step, self.totp.as_mut()) {
+                    t.last_step = t.last_step.max(*step);
+                }
+            }
+            AccountEvent::DeviceAdded { device, notification } => {
+                if self.devices.len() < DEVICES_MAX {
+                    self.devices.insert(*device);
+                }
+                self.notifications.push(notification.clone());
+                if self.notifications.len() > NOTIFICATIONS_MAX {
+                    self.notifications.remove(0);
+                }
+            }
+            AccountEvent::TokenRotated { family, next, expires_at } => {
+                if let Some(s) = self.sessions.get_mut(family) {
+                    let spent = std::mem::replace(&mut s.current, *next);
+                    s.spent.push(spent);
+                    if s.spent.len() > SPENT_REMEMBERED {
+                        s.spent.remove(0);
+                    }
+                    s.expires_at = *expires_at;
+                }
+            }
+            AccountEvent::SessionRevoked { family, .. } => {
+                if let Some(s) = self.sessions.get_mut(family) {
+                    s.revoked = true;
+                }
+            }
+            AccountEvent::TotpEnrolled { sealed_secret } => {
+                let last_step = self.totp.as_ref().map_or(0, |t| t.last_step);
+                self.totp = Some(Totp {
+                    sealed_secret: sealed_secret.clone(),
+                    confirmed: false,
+                    last_step,
+                });
+            }
+            AccountEvent::TotpConfirmed { step } => {
+                if let Some(t) = self.totp.as_mut() {
+                    t.confirmed = true;
+                    t.last_step = *step;
+                }
+            }
+            AccountEvent::ConsentsChanged { consents, .. } => self.consents = *consents,
+            AccountEvent::KycDecided { kyc } => self.kyc = Some(kyc.clone()),
+            AccountEvent::Screened { outcome, at } => {
+                let resolution = self.screening.take().and_then(|s| s.resolution);
+                self.screening = Some(Screening {
+                    outcome: outcome.clone(),
+                    screened_at: *at,
+                    resolution,
+                });
+            }
+            AccountEvent::ScreeningResolved { entry, decision, note } => {
+                if let Some(s) = self.screening.as_mut() {
+                    s.resolution = Some((entry.clone(), *decision, note.clone()));
+                }
+            }
+            AccountEvent::SuitabilityAssessed { suitability } => self.suitability = Some(suitability.clone()),
         }
     }
 
@@ -215,6 +837,12 @@ impl Entity for Account {
         if self.exists() {
             assert!(!self.roles.is_empty(), "account {} has no role", self.user_id);
             assert!(!self.password_hash.is_empty(), "account {} has no credential", self.user_id);
+        }
+        assert!(self.sessions.len() <= SESSIONS_MAX, "account {} keeps too many sessions", self.user_id);
+        assert!(self.sessions.values().all(|s| s.spent.len() <= SPENT_REMEMBERED));
+        assert!(self.notifications.len() <= NOTIFICATIONS_MAX);
+        if let Some(s) = &self.suitability {
+            assert!((1..=7).contains(&s.profile.risk_score), "risk score out of range");
         }
     }
 }

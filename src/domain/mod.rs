@@ -8,13 +8,17 @@
 
 pub mod account;
 pub mod audit;
+pub mod compliance;
 pub mod ctx;
 pub mod email_index;
 pub mod entity;
 pub mod fees;
 pub mod ids;
 pub mod instrument;
+pub mod kyc;
 pub mod market;
 pub mod money;
 pub mod portfolio;
+pub mod screening;
+pub mod suitability;
 pub mod time;

@@ -14,6 +14,8 @@
 //! want of cash must not execute later, after a deposit — it answers the same refusal.
 
 use crate::domain::audit::AuditDraft;
+pub use crate::domain::compliance::ProductFacts;
+use crate::domain::compliance::{self, ComplianceRefusal, InvestorStatus, Purpose};
 use crate::domain::ctx::Ctx;
 use crate::domain::entity::{Decision, Entity};
 use crate::domain::fees::FeeSchedule;
@@ -152,6 +154,8 @@ impl History {
 #[derive(Clone, Debug, PartialEq)]
 pub struct OrderQuote {
     pub price: Decimal,
+    /// Complexity and risk class, for the compliance rules.
+    pub product: ProductFacts,
 }
 
 #[derive(Clone, Debug)]
@@ -169,6 +173,8 @@ pub enum PortfolioCommand {
         side: Side,
         quantity: Decimal,
         quote: Option<OrderQuote>,
+        /// The investor's KYC, screening and suitability, read from their account.
+        investor: InvestorStatus,
         fees: FeeSchedule,
         idem: IdemTag,
     },
@@ -267,6 +273,8 @@ pub enum PortfolioRejection {
     InsufficientFunds,
     InsufficientHoldings,
     UnknownInstrument,
+    /// Refused by the compliance rules engine (see `compliance::check`).
+    Compliance(ComplianceRefusal),
     IdempotencyKeyReused,
 }
 
@@ -279,6 +287,7 @@ impl PortfolioRejection {
             PortfolioRejection::InsufficientFunds => "insufficient_funds",
             PortfolioRejection::InsufficientHoldings => "insufficient_holdings",
             PortfolioRejection::UnknownInstrument => "unknown_instrument",
+            PortfolioRejection::Compliance(r) => r.code(),
             PortfolioRejection::IdempotencyKeyReused => "idempotency_key_reused",
         }
     }
@@ -364,17 +373,20 @@ impl Portfolio {
         side: Side,
         quantity: Decimal,
         quote: Option<OrderQuote>,
+        investor: &InvestorStatus,
         fees: &FeeSchedule,
         idem: IdemTag,
         ctx: &mut Ctx<'_>,
     ) -> Result<Decision<PortfolioEvent, PortfolioReply>, PortfolioRejection> {
         let refuse = |ctx: &mut Ctx<'_>, r: PortfolioRejection| {
-            ctx.audit(
-                AuditDraft::refused("order.place", r.code())
-                    .detail("symbol", &symbol)
-                    .detail("side", side.as_str())
-                    .detail("quantity", plain_string(quantity)),
-            );
+            let mut draft = AuditDraft::refused("order.place", r.code())
+                .detail("symbol", &symbol)
+                .detail("side", side.as_str())
+                .detail("quantity", plain_string(quantity));
+            if let PortfolioRejection::Compliance(rule) = r {
+                draft = draft.detail("rule", rule.code()).detail("reason", rule.reason());
+            }
+            ctx.audit(draft);
             Err(r)
         };
         if !is_valid_quantity(quantity) {
@@ -383,6 +395,13 @@ impl Portfolio {
         let Some(quote) = quote else {
             return refuse(ctx, PortfolioRejection::UnknownInstrument);
         };
+        let purpose = match side {
+            Side::Buy => Purpose::Acquire,
+            Side::Sell => Purpose::Dispose,
+        };
+        if let Err(rule) = compliance::check(investor, quote.product, purpose) {
+            return refuse(ctx, PortfolioRejection::Compliance(rule));
+        }
         // An order's notional is bounded like every other amount; checked so that an absurd
         // price × quantity is refused rather than overflowing.
         let notional = match quantity.checked_mul(quote.price) {
@@ -505,9 +524,10 @@ impl Entity for Portfolio {
                 side,
                 quantity,
                 quote,
+                investor,
                 fees,
                 idem,
-            } => self.decide_order(symbol, side, quantity, quote, &fees, idem, ctx),
+            } => self.decide_order(symbol, side, quantity, quote, &investor, &fees, idem, ctx),
         };
         match decided {
             // A business refusal is remembered under its key (and answered as a refusal).

@@ -17,6 +17,55 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 pub const TOKEN_TYPE: &str = "at+jwt";
+/// Refresh tokens: `rt1.<user id>.<session id>.<256 random bits, base64url>`.
+const REFRESH_PREFIX: &str = "rt1";
+
+/// A refresh token as presented: where it routes, and the hash the account compares.
+pub struct PresentedRefresh {
+    pub user_id: String,
+    pub family: String,
+    pub hash: [u8; 32],
+}
+
+pub fn refresh_token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// A new refresh token of a session: the token (given once to the client) and its hash (stored).
+pub fn new_refresh_token(user_id: &str, family: &str) -> (String, [u8; 32]) {
+    let mut secret = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut secret).expect("system randomness");
+    let token = format!(
+        "{REFRESH_PREFIX}.{user_id}.{family}.{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
+    );
+    let hash = refresh_token_hash(&token);
+    (token, hash)
+}
+
+pub fn parse_refresh_token(token: &str) -> Option<PresentedRefresh> {
+    if token.len() > 512 {
+        return None;
+    }
+    let mut parts = token.split('.');
+    let (prefix, user_id, family, secret) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let plain = |s: &str| !s.is_empty() && s.len() <= 64 && s.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_');
+    if parts.next().is_some() || prefix != REFRESH_PREFIX || !plain(user_id) || !plain(family) || secret.len() != 43 {
+        return None;
+    }
+    Some(PresentedRefresh {
+        user_id: user_id.to_string(),
+        family: family.to_string(),
+        hash: refresh_token_hash(token),
+    })
+}
+
+/// A new random id with a prefix (`ses_…`), 128 bits.
+pub fn random_id(prefix: &str) -> String {
+    let mut b = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut b).expect("system randomness");
+    format!("{prefix}_{}", hex::encode(b))
+}
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Claims {
@@ -28,8 +77,11 @@ pub struct Claims {
     pub exp: i64,
     pub jti: String,
     pub roles: Vec<Role>,
-    /// Authentication methods (RFC 8176): `pwd`, later `otp`.
+    /// Authentication methods (RFC 8176): `pwd`, and `otp` after a TOTP code.
     pub amr: Vec<String>,
+    /// The refresh-token family (session) this token was issued under; logout revokes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }
 
 pub struct SigningKey {
@@ -40,7 +92,8 @@ pub struct SigningKey {
 }
 
 pub struct Auth {
-    key: SigningKey,
+    /// The active signing key first, then retired keys still published for verification.
+    keys: Vec<SigningKey>,
     issuer: String,
     audience: String,
     ttl_secs: i64,
@@ -65,7 +118,7 @@ fn key_err(path: &Path, reason: impl ToString) -> KeyError {
 
 /// Reads the signing key, or generates one (0600, in a 0700 folder) on first start.
 pub fn load_or_create_signing_key(keys_dir: &Path) -> Result<SigningKey, KeyError> {
-    use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+    use aws_lc_rs::signature::Ed25519KeyPair;
     let path = keys_dir.join("jwt-ed25519.pk8");
     let pkcs8 = if path.exists() {
         std::fs::read(&path).map_err(|e| key_err(&path, e))?
@@ -75,15 +128,54 @@ pub fn load_or_create_signing_key(keys_dir: &Path) -> Result<SigningKey, KeyErro
         write_private_file(&path, doc.as_ref()).map_err(|e| key_err(&path, e))?;
         doc.as_ref().to_vec()
     };
-    let pair = Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|_| key_err(&path, "not an Ed25519 PKCS#8 key"))?;
+    signing_key_from_pkcs8(&path, &pkcs8)
+}
+
+/// Public halves of retired signing keys (`keys/jwt-retired/*.pk8`): tokens they signed still
+/// verify until they expire, and the JWKS keeps publishing them through a rotation.
+pub fn load_retired_keys(keys_dir: &Path) -> Result<Vec<SigningKey>, KeyError> {
+    let dir = keys_dir.join("jwt-retired");
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .map_err(|e| key_err(&dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "pk8"))
+        .collect();
+    paths.sort();
+    paths.iter().map(|p| signing_key_from_file(p)).collect()
+}
+
+fn signing_key_from_file(path: &Path) -> Result<SigningKey, KeyError> {
+    let pkcs8 = std::fs::read(path).map_err(|e| key_err(path, e))?;
+    signing_key_from_pkcs8(path, &pkcs8)
+}
+
+fn signing_key_from_pkcs8(path: &Path, pkcs8: &[u8]) -> Result<SigningKey, KeyError> {
+    use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+    let pair = Ed25519KeyPair::from_pkcs8(pkcs8).map_err(|_| key_err(path, "not an Ed25519 PKCS#8 key"))?;
     let public = pair.public_key().as_ref().to_vec();
     let kid = hex::encode(&Sha256::digest(&public)[..8]);
     Ok(SigningKey {
         kid,
-        encoding: EncodingKey::from_ed_der(&pkcs8),
+        encoding: EncodingKey::from_ed_der(pkcs8),
         decoding: DecodingKey::from_ed_der(&public),
         public_x: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&public),
     })
+}
+
+/// Rotates the signing key: the active key moves to `jwt-retired/` (still verifying and
+/// published) and a new one is generated. Run while the node is stopped.
+pub fn rotate_signing_key(keys_dir: &Path, now_secs: i64) -> Result<String, KeyError> {
+    let active = keys_dir.join("jwt-ed25519.pk8");
+    if active.exists() {
+        let retired = keys_dir.join("jwt-retired");
+        create_private_dir(&retired).map_err(|e| key_err(&retired, e))?;
+        let to = retired.join(format!("{now_secs}.pk8"));
+        std::fs::rename(&active, &to).map_err(|e| key_err(&to, e))?;
+    }
+    Ok(load_or_create_signing_key(keys_dir)?.kid)
 }
 
 pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
@@ -112,12 +204,15 @@ pub fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 impl Auth {
-    pub fn new(key: SigningKey, cfg: &AuthConfig) -> Auth {
+    pub fn new(key: SigningKey, retired: Vec<SigningKey>, cfg: &AuthConfig) -> Auth {
         let mut random = [0u8; 24];
         aws_lc_rs::rand::fill(&mut random).expect("system randomness");
         let dummy_hash = Argon2::default().hash_password(&random).expect("argon2 hash of a dummy password").to_string();
+        let active_kid = key.kid.clone();
+        let mut keys = vec![key];
+        keys.extend(retired.into_iter().filter(|k| k.kid != active_kid));
         Auth {
-            key,
+            keys,
             issuer: cfg.issuer.clone(),
             audience: cfg.audience.clone(),
             ttl_secs: cfg.access_token_ttl.as_secs() as i64,
@@ -130,7 +225,7 @@ impl Auth {
         self.ttl_secs
     }
 
-    pub fn issue(&self, user_id: &str, roles: &[Role], now_secs: i64) -> String {
+    pub fn issue(&self, user_id: &str, roles: &[Role], amr: &[String], sid: Option<&str>, now_secs: i64) -> String {
         let mut jti = [0u8; 16];
         aws_lc_rs::rand::fill(&mut jti).expect("system randomness");
         let claims = Claims {
@@ -142,12 +237,13 @@ impl Auth {
             exp: now_secs + self.ttl_secs,
             jti: hex::encode(jti),
             roles: roles.to_vec(),
-            amr: vec!["pwd".into()],
+            amr: amr.to_vec(),
+            sid: sid.map(str::to_string),
         };
         let mut header = Header::new(Algorithm::EdDSA);
         header.typ = Some(TOKEN_TYPE.into());
-        header.kid = Some(self.key.kid.clone());
-        jsonwebtoken::encode(&header, &claims, &self.key.encoding).expect("signing a token with a loaded key")
+        header.kid = Some(self.keys[0].kid.clone());
+        jsonwebtoken::encode(&header, &claims, &self.keys[0].encoding).expect("signing a token with a loaded key")
     }
 
     /// Verifies an access token: EdDSA only, our `kid`, `typ: at+jwt`, no embedded keys,
@@ -164,24 +260,27 @@ impl Auth {
         if header.jwk.is_some() || header.jku.is_some() || header.x5u.is_some() || header.x5c.is_some() {
             return Err(bad("embedded keys are not accepted"));
         }
-        if header.kid.as_deref() != Some(self.key.kid.as_str()) {
+        let Some(key) = self.keys.iter().find(|k| Some(k.kid.as_str()) == header.kid.as_deref()) else {
             return Err(bad("unknown key"));
-        }
+        };
         let mut v = Validation::new(Algorithm::EdDSA);
         v.set_issuer(&[&self.issuer]);
         v.set_audience(&[&self.audience]);
         v.validate_nbf = true;
         v.leeway = 5;
         v.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
-        jsonwebtoken::decode::<Claims>(token, &self.key.decoding, &v)
+        jsonwebtoken::decode::<Claims>(token, &key.decoding, &v)
             .map(|d| d.claims)
             .map_err(|e| bad(&e.kind_label()))
     }
 
     pub fn jwks(&self) -> serde_json::Value {
-        serde_json::json!({
-            "keys": [{ "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": self.key.kid, "x": self.key.public_x }]
-        })
+        let keys: Vec<_> = self
+            .keys
+            .iter()
+            .map(|k| serde_json::json!({ "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": k.kid, "x": k.public_x }))
+            .collect();
+        serde_json::json!({ "keys": keys })
     }
 
     /// Argon2id (OWASP parameters) on the blocking pool, at most `hash_concurrency` at once.

@@ -24,6 +24,10 @@ pub struct Req {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub request_id: String,
+    /// The client's address (absent when the transport does not say).
+    pub remote: Option<std::net::SocketAddr>,
+    /// The verified access token, once a route asked for it.
+    pub claims: std::sync::OnceLock<crate::gateway::auth::Claims>,
 }
 
 impl Req {
@@ -152,6 +156,14 @@ pub fn problem_response(e: &ApiError) -> Reply {
     if let Some(s) = e.retry_after {
         r.headers_mut().insert("retry-after", HeaderValue::from(s));
     }
+    r
+}
+
+/// 204 with no body.
+pub fn no_content() -> Reply {
+    let mut r = Response::new(Bytes::new());
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
 

@@ -4,19 +4,27 @@
 
 pub mod auth;
 pub mod http;
+pub mod limits;
+pub mod mfa;
 pub mod openapi;
 pub mod problem;
 pub mod routes;
+pub mod sanctions;
 
+use crate::adapters::kyc::KycProvider;
 use crate::cluster::Router;
 use crate::config::Config;
 use crate::gateway::auth::{Auth, Claims};
 use crate::gateway::http::{problem_response, Reply, Req, MAX_BODY_BYTES};
+use crate::gateway::limits::LoginGuard;
 use crate::gateway::problem::ApiError;
+use crate::gateway::sanctions::LoadedList;
+use crate::storage::vault::Vault;
 use crate::telemetry::{Metrics, RouteLabels, RouteLatencyLabels};
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::StreamExt;
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
@@ -29,6 +37,12 @@ pub struct AppState {
     pub router: Router,
     pub auth: Auth,
     pub email_key: aws_lc_rs::hmac::Key,
+    /// Envelope encryption of personal data (per-user data keys under the master key).
+    pub vault: Vault,
+    /// The sanctions list screened against (replaced on reload).
+    pub sanctions: RwLock<Arc<LoadedList>>,
+    pub kyc: Box<dyn KycProvider>,
+    pub logins: LoginGuard,
     pub config: Config,
     pub metrics: Arc<Metrics>,
     pub ready: AtomicBool,
@@ -54,8 +68,19 @@ impl AppState {
     pub fn email_hash(&self, normalised_email: &str) -> String {
         hex::encode(aws_lc_rs::hmac::sign(&self.email_key, normalised_email.as_bytes()).as_ref())
     }
-    /// Verifies the bearer token; 401 when missing or invalid.
+    pub fn sanctions_list(&self) -> Arc<LoadedList> {
+        self.sanctions.read().expect("sanctions lock").clone()
+    }
+    /// Verifies the bearer token once per request; 401 when missing or invalid.
     pub fn claims(&self, req: &Req) -> Result<Claims, ApiError> {
+        if let Some(c) = req.claims.get() {
+            return Ok(c.clone());
+        }
+        let c = self.verify_bearer(req)?;
+        let _ = req.claims.set(c.clone());
+        Ok(c)
+    }
+    fn verify_bearer(&self, req: &Req) -> Result<Claims, ApiError> {
         let h = req
             .header("authorization")
             .ok_or_else(|| ApiError::unauthorized("send Authorization: Bearer <access token>"))?;
@@ -74,11 +99,14 @@ pub fn filter(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Respo
         .and(warp::path::full())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::header::headers_cloned())
+        .and(warp::addr::remote())
         .and(warp::body::stream())
-        .then(move |method: Method, path: warp::path::FullPath, query: String, headers: HeaderMap, body| {
-            let state = state.clone();
-            async move { handle(state, method, path.as_str().to_string(), query, headers, body).await }
-        })
+        .then(
+            move |method: Method, path: warp::path::FullPath, query: String, headers: HeaderMap, remote: Option<SocketAddr>, body| {
+                let state = state.clone();
+                async move { handle(state, method, path.as_str().to_string(), query, headers, remote, body).await }
+            },
+        )
 }
 
 async fn read_body<S, B>(headers: &HeaderMap, body: S) -> Result<Bytes, ApiError>
@@ -127,7 +155,15 @@ fn request_id(headers: &HeaderMap) -> String {
     format!("req_{}", hex::encode(b))
 }
 
-async fn handle<S, B>(state: Arc<AppState>, method: Method, path: String, query: String, headers: HeaderMap, body: S) -> warp::reply::Response
+async fn handle<S, B>(
+    state: Arc<AppState>,
+    method: Method,
+    path: String,
+    query: String,
+    headers: HeaderMap,
+    remote: Option<SocketAddr>,
+    body: S,
+) -> warp::reply::Response
 where
     S: futures_util::Stream<Item = Result<B, warp::Error>> + Unpin,
     B: Buf,
@@ -146,11 +182,19 @@ where
             headers,
             body,
             request_id: rid.clone(),
+            remote,
+            claims: std::sync::OnceLock::new(),
         };
-        match tokio::time::timeout(timeout, routes::dispatch(&state, route, &req)).await {
+        let result = match tokio::time::timeout(timeout, routes::dispatch(&state, route, &req)).await {
             Ok(r) => r,
             Err(_) => Err(ApiError::unavailable("the request took too long; retry with the same Idempotency-Key")),
+        };
+        if let Err(e) = &result {
+            if e.status == StatusCode::UNAUTHORIZED || e.status == StatusCode::FORBIDDEN {
+                audit_denied(&state, &req, route, e).await;
+            }
         }
+        result
     }
     .instrument(span.clone())
     .await;
@@ -196,6 +240,26 @@ where
     span.in_scope(|| tracing::info!(status, latency_us = elapsed.as_micros() as u64, "request served"));
     let (parts, body) = reply.into_parts();
     warp::reply::Response::from_parts(parts, body.into())
+}
+
+/// Every denied request (401, 403) is an audit record and a security event. It is queued, not
+/// waited for: an unauthenticated caller must not make the node wait on the disk.
+async fn audit_denied(state: &AppState, req: &Req, route: Option<&'static str>, e: &ApiError) {
+    let actor = req.claims.get().map(|c| c.sub.clone()).unwrap_or_else(|| "anonymous".into());
+    let mut draft = crate::domain::audit::AuditDraft::refused("security.access_denied", e.code)
+        .detail("method", req.method.as_str())
+        .detail("route", route.unwrap_or("unmatched"))
+        .detail("status", e.status.as_u16());
+    if let Some(ip) = req.remote {
+        draft = draft.detail("address", ip.ip());
+    }
+    let meta = crate::actors::RequestMeta {
+        request_id: req.request_id.clone(),
+        actor,
+    };
+    if let Err(err) = state.router.audit(draft, "gateway", &meta, false).await {
+        tracing::error!(error = %err, "could not record a denied request");
+    }
 }
 
 /// The set of methods each route template answers (for 405 and the OpenAPI document).

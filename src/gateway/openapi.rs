@@ -27,10 +27,11 @@ pub fn document() -> Value {
         if !params.is_empty() {
             op["parameters"] = Value::Array(params);
         }
-        if r.auth {
+        if r.auth() {
             op["security"] = json!([{ "bearer": [] }]);
+            op["x-roles"] = json!(r.roles.iter().map(|role| role.as_str()).collect::<Vec<_>>());
         }
-        if r.method == "POST" {
+        if r.method == "POST" || r.method == "PUT" {
             op["requestBody"] = json!({ "required": true, "content": { "application/json": { "schema": { "type": "object" } } } });
         }
         op["responses"]["2XX"] = json!({ "description": "success" });

@@ -5,5 +5,6 @@ pub mod audit_log;
 pub mod codec;
 pub mod keys;
 pub mod store;
+pub mod vault;
 
 pub use store::{Store, StoreError};

@@ -199,6 +199,11 @@ impl Store {
         Ok(())
     }
 
+    /// Another tree of the same database (e.g. the vault's wrapped data keys).
+    pub fn open_tree(&self, name: &str) -> Result<sled::Tree, StoreError> {
+        Ok(self.db.open_tree(name)?)
+    }
+
     pub fn flush(&self) -> Result<usize, StoreError> {
         Ok(self.db.flush()?)
     }
@@ -227,19 +232,58 @@ impl Store {
 
     /// Reads audit records in order (for exports and tests).
     pub fn audit_records(&self) -> Result<Vec<AuditRecord>, StoreError> {
-        self.tree
-            .scan_prefix(keys::AUDIT_PREFIX)
-            .map(|item| {
-                let (k, v) = item?;
-                let (bytes, _) = audit_log::split_value(&v).ok_or_else(|| StoreError::Corrupt {
-                    location: format!("audit {}", hex::encode(&k)),
-                    reason: "short value".into(),
-                })?;
-                codec::decode(bytes).map_err(|e| StoreError::Corrupt {
-                    location: format!("audit {}", hex::encode(&k)),
-                    reason: e.to_string(),
-                })
-            })
-            .collect()
+        self.tree.scan_prefix(keys::AUDIT_PREFIX).map(decode_audit).collect()
     }
+
+    /// Audit records newest first that `keep` selects, at most `limit` of them. A corrupt
+    /// record is an error, never skipped.
+    pub fn audit_records_rev(&self, limit: usize, keep: impl Fn(&AuditRecord) -> bool) -> Result<Vec<AuditRecord>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(keys::AUDIT_PREFIX).rev() {
+            let r = decode_audit(item)?;
+            if keep(&r) {
+                out.push(r);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Ids of every stored entity of a kind (from their snapshot or first journal key).
+    pub fn entity_ids(&self, kind: crate::domain::ids::EntityKind) -> Result<Vec<String>, StoreError> {
+        let mut ids = std::collections::BTreeSet::new();
+        for item in self.tree.iter().keys() {
+            let k = item?;
+            if k.starts_with(&keys::NODE_PREFIX) {
+                continue;
+            }
+            match keys::parse_key(&k) {
+                Some((id, _, _)) if id.kind == kind => {
+                    ids.insert(id.id);
+                }
+                Some(_) => {}
+                None => {
+                    return Err(StoreError::Corrupt {
+                        location: format!("key {}", hex::encode(&k)),
+                        reason: "not an entity key".into(),
+                    })
+                }
+            }
+        }
+        Ok(ids.into_iter().collect())
+    }
+}
+
+fn decode_audit(item: Result<(sled::IVec, sled::IVec), sled::Error>) -> Result<AuditRecord, StoreError> {
+    let (k, v) = item?;
+    let (bytes, _) = audit_log::split_value(&v).ok_or_else(|| StoreError::Corrupt {
+        location: format!("audit {}", hex::encode(&k)),
+        reason: "short value".into(),
+    })?;
+    codec::decode(bytes).map_err(|e| StoreError::Corrupt {
+        location: format!("audit {}", hex::encode(&k)),
+        reason: e.to_string(),
+    })
 }

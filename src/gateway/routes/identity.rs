@@ -1,21 +1,29 @@
-//! Registration, login and the caller's profile.
+//! Identity: registration, login (password, TOTP, devices, lockouts), refresh-token rotation,
+//! logout, the caller's profile, TOTP enrolment and notifications.
 //!
-//! Register: validate → hash the password (blocking pool) → claim the email in the email index
-//! (first claim wins) → create the account. If an earlier registration died between the last
-//! two steps, the claim names an account that does not exist and this registration completes it.
+//! Register: validate → hash the password (blocking pool) → claim the email's keyed hash in the
+//! email index (first claim wins) → create the user's data key → seal the profile → create the
+//! account, screened against the sanctions list. If an earlier registration died between the
+//! claim and the account, the claim names an account that does not exist and this one completes
+//! it.
 
 use super::unavailable;
 use crate::actors::RequestMeta;
 use crate::cluster::RouteError;
 use crate::domain::account::{
-    is_weak_password, normalise_email, validate_registration, Account, AccountCommand, AccountRejection, Profile, ProfileError, Role, PASSWORD_MIN_CHARS,
+    is_weak_password, normalise_email, validate_registration, Account, AccountCommand, AccountRejection, AccountReply, NewSession, Profile, ProfileError, Role,
+    PASSWORD_MIN_CHARS,
 };
+use crate::domain::audit::AuditDraft;
 use crate::domain::email_index::{EmailIndex, EmailIndexCommand};
-use crate::domain::time::Date;
+use crate::domain::time::{Date, Timestamp};
+use crate::gateway::auth::{new_refresh_token, parse_refresh_token, random_id, Claims};
 use crate::gateway::http::{json_response, private_json, Reply, Req};
+use crate::gateway::limits::LockedBy;
 use crate::gateway::problem::ApiError;
-use crate::gateway::AppState;
+use crate::gateway::{mfa, sanctions, AppState};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use warp::http::StatusCode;
 
 const PASSWORD_MAX_BYTES: usize = 1024;
@@ -41,6 +49,18 @@ struct LoginBody {
     device_id: Option<String>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefreshBody {
+    refresh_token: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CodeBody {
+    code: String,
+}
+
 fn validate_profile(b: &RegisterBody, today: Date) -> Result<Profile, ApiError> {
     validate_registration(&b.email, &b.full_name, &b.date_of_birth, &b.country, today).map_err(|e| match e {
         ProfileError::Underage => ApiError::unprocessable("underage", e.to_string()),
@@ -48,36 +68,32 @@ fn validate_profile(b: &RegisterBody, today: Date) -> Result<Profile, ApiError> 
     })
 }
 
-fn new_user_id() -> String {
-    let mut b = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut b).expect("system randomness");
-    format!("usr_{}", hex::encode(b))
+fn meta(req: &Req, actor: &str) -> RequestMeta {
+    RequestMeta {
+        request_id: req.request_id.clone(),
+        actor: actor.to_string(),
+    }
 }
 
-pub async fn register(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
-    let body: RegisterBody = req.json()?;
-    let today = Date::from_timestamp(crate::actors::wall_clock_now());
-    let profile = validate_profile(&body, today)?;
-    if body.password.len() > PASSWORD_MAX_BYTES {
-        return Err(ApiError::bad_request("password is too long"));
-    }
-    if is_weak_password(&body.password) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "weak_password",
-            format!("use at least {PASSWORD_MIN_CHARS} characters and not a common password"),
-        ));
-    }
-    let password_hash = state.auth.hash_password(body.password).await?;
+fn now_secs() -> i64 {
+    crate::actors::wall_clock_now().millis() / 1000
+}
+
+fn email_taken() -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, "email_taken", "an account with this email already exists")
+}
+
+/// Creates an account (users through the API, staff through `moneta staff add`).
+pub async fn create_account(state: &AppState, profile: Profile, password_hash: String, roles: Vec<Role>, request_id: &str) -> Result<String, ApiError> {
     let email_hash = state.email_hash(&profile.email);
-    let candidate = new_user_id();
-    let meta = RequestMeta {
-        request_id: req.request_id.clone(),
+    let candidate = crate::gateway::auth::random_id("usr");
+    let m = RequestMeta {
+        request_id: request_id.to_string(),
         actor: candidate.clone(),
     };
     let owner = state
         .router
-        .execute::<EmailIndex>(&email_hash, EmailIndexCommand::Claim { user_id: candidate.clone() }, meta.clone())
+        .execute::<EmailIndex>(&email_hash, EmailIndexCommand::Claim { user_id: candidate.clone() }, m.clone())
         .await
         .map_err(|e| match e {
             RouteError::Rejected(never) => match never {},
@@ -86,96 +102,369 @@ pub async fn register(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     if owner != candidate {
         let exists = state.router.read::<Account, _>(&owner, |a| a.exists()).await.map_err(unavailable)?;
         if exists {
-            return Err(ApiError::new(StatusCode::CONFLICT, "email_taken", "an account with this email already exists"));
+            return Err(email_taken());
         }
     }
-    let meta = RequestMeta { actor: owner.clone(), ..meta };
+    state.vault.create_data_key(&owner).map_err(unavailable)?;
+    let sealed_profile = state.vault.seal_json(&owner, "profile", &profile).map_err(unavailable)?;
+    // Investors are screened from the start; staff are not investors.
+    let screening = roles.contains(&Role::User).then(|| sanctions::screen(&state.sanctions_list(), &profile));
+    let m = RequestMeta { actor: owner.clone(), ..m };
     let cmd = AccountCommand::Register {
-        profile,
+        sealed_profile,
         password_hash,
-        roles: vec![Role::User],
+        roles,
+        screening,
     };
-    match state.router.execute::<Account>(&owner, cmd, meta).await {
-        Ok(()) => Ok(json_response(StatusCode::CREATED, &serde_json::json!({ "user_id": owner }))),
-        Err(RouteError::Rejected(AccountRejection::AlreadyRegistered)) => {
-            Err(ApiError::new(StatusCode::CONFLICT, "email_taken", "an account with this email already exists"))
-        }
+    match state.router.execute::<Account>(&owner, cmd, m).await {
+        Ok(_) => Ok(owner),
+        Err(RouteError::Rejected(AccountRejection::AlreadyRegistered)) => Err(email_taken()),
+        Err(RouteError::Rejected(r)) => Err(ApiError::unprocessable(r.code(), "the account could not be created")),
         Err(RouteError::Unavailable(e)) => Err(unavailable(e)),
     }
+}
+
+pub fn check_password_policy(password: &str) -> Result<(), ApiError> {
+    if password.len() > PASSWORD_MAX_BYTES {
+        return Err(ApiError::bad_request("password is too long"));
+    }
+    if is_weak_password(password) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "weak_password",
+            format!("use at least {PASSWORD_MIN_CHARS} characters and not a common password"),
+        ));
+    }
+    Ok(())
+}
+
+pub async fn register(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
+    let body: RegisterBody = req.json()?;
+    let today = Date::from_timestamp(crate::actors::wall_clock_now());
+    let profile = validate_profile(&body, today)?;
+    check_password_policy(&body.password)?;
+    let password_hash = state.auth.hash_password(body.password).await?;
+    let user_id = create_account(state, profile, password_hash, vec![Role::User], &req.request_id).await?;
+    Ok(json_response(StatusCode::CREATED, &serde_json::json!({ "user_id": user_id })))
 }
 
 #[derive(Serialize)]
 struct TokenResponse {
     access_token: String,
+    refresh_token: String,
     token_type: &'static str,
     expires_in: i64,
 }
 
+/// What login needs from the account, read before any decision.
+struct LoginFacts {
+    user_id: String,
+    password_hash: String,
+    mfa: Option<Vec<u8>>,
+}
+
+fn invalid_credentials() -> ApiError {
+    ApiError::unauthorized("the email or password is wrong").with_code("invalid_credentials")
+}
+
+fn mfa_required() -> ApiError {
+    ApiError::unauthorized("this account needs a valid, unused TOTP code (totp_code)").with_code("mfa_required")
+}
+
+fn too_many(secs: u64) -> ApiError {
+    let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_attempts", "too many failed logins; try again later");
+    e.retry_after = Some(secs);
+    e
+}
+
+/// A failed attempt: counted, audited as a security event, answered 401 (or 429 when it used
+/// up an allowance).
+async fn login_failed(state: &AppState, req: &Req, limit_key: &str, user_id: Option<&str>, reason: &str, answer: ApiError) -> ApiError {
+    let ip = req.remote.map(|a| a.ip());
+    let locked = state.logins.failed(limit_key, ip);
+    let m = meta(req, user_id.unwrap_or("anonymous"));
+    let subject = user_id.map(|u| format!("account/{u}")).unwrap_or_else(|| "gateway".into());
+    let mut draft = AuditDraft::refused("security.login_failed", reason);
+    if let Some(ip) = ip {
+        draft = draft.detail("address", ip);
+    }
+    let _ = state.router.audit(draft, &subject, &m, false).await;
+    match locked {
+        Some((by, secs)) => {
+            let by = match by {
+                LockedBy::Account => "account",
+                LockedBy::Address => "address",
+            };
+            let mut draft = AuditDraft::refused("security.lockout", "too_many_attempts")
+                .detail("by", by)
+                .detail("seconds", secs);
+            if let Some(ip) = ip {
+                draft = draft.detail("address", ip);
+            }
+            let _ = state.router.audit(draft, &subject, &m, false).await;
+            too_many(secs)
+        }
+        None => answer,
+    }
+}
+
+fn device_hash(user_id: &str, device_id: &str) -> [u8; 32] {
+    Sha256::digest([b"moneta-device\0".as_slice(), user_id.as_bytes(), b"\0", device_id.as_bytes()].concat()).into()
+}
+
 pub async fn login(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     let body: LoginBody = req.json()?;
-    let _ = (&body.totp_code, &body.device_id);
-    let invalid = || ApiError::unauthorized("the email or password is wrong").with_code("invalid_credentials");
-    if body.password.len() > PASSWORD_MAX_BYTES {
-        return Err(invalid());
+    if let Some(d) = &body.device_id {
+        if d.is_empty() || d.len() > 128 || !d.bytes().all(|c| c.is_ascii_graphic()) {
+            return Err(ApiError::bad_request("device_id must be 1–128 visible ASCII characters"));
+        }
     }
-    let account = match normalise_email(&body.email) {
-        Some(email) => {
-            let email_hash = state.email_hash(&email);
+    let email = normalise_email(&body.email);
+    // Unknown and malformed emails are limited like known ones (by the keyed hash).
+    let limit_key = state.email_hash(email.as_deref().unwrap_or(&body.email.trim().to_lowercase()));
+    if let Some(secs) = state.logins.locked(&limit_key, req.remote.map(|a| a.ip())) {
+        let _ = state
+            .router
+            .audit(
+                AuditDraft::refused("security.login_locked", "too_many_attempts"),
+                "gateway",
+                &meta(req, "anonymous"),
+                false,
+            )
+            .await;
+        return Err(too_many(secs));
+    }
+    let facts = match (&email, body.password.len() <= PASSWORD_MAX_BYTES) {
+        (Some(email), true) => {
             let owner = state
                 .router
-                .read::<EmailIndex, _>(&email_hash, |e| e.owner.clone())
+                .read::<EmailIndex, _>(&state.email_hash(email), |e| e.owner.clone())
                 .await
                 .map_err(unavailable)?;
             match owner {
                 Some(uid) => state
                     .router
-                    .read::<Account, _>(&uid, |a| a.exists().then(|| (a.user_id.clone(), a.password_hash.clone(), a.roles.clone())))
+                    .read::<Account, _>(&uid, |a| {
+                        a.exists().then(|| LoginFacts {
+                            user_id: a.user_id.clone(),
+                            password_hash: a.password_hash.clone(),
+                            mfa: a.totp.as_ref().filter(|t| t.confirmed).map(|t| t.sealed_secret.clone()),
+                        })
+                    })
                     .await
                     .map_err(unavailable)?,
                 None => None,
             }
         }
-        None => None,
+        _ => None,
     };
-    let stored = account.as_ref().map(|(_, h, _)| h.clone());
-    if !state.auth.verify_password(body.password, stored).await? {
-        return Err(invalid());
-    }
-    let (user_id, _, roles) = account.ok_or_else(invalid)?;
-    let now_secs = crate::actors::wall_clock_now().millis() / 1000;
-    let token = state.auth.issue(&user_id, &roles, now_secs);
+    let stored = facts.as_ref().map(|f| f.password_hash.clone());
+    let password_ok = state.auth.verify_password(body.password, stored).await?;
+    let Some(facts) = facts.filter(|_| password_ok) else {
+        return Err(login_failed(state, req, &limit_key, None, "invalid_credentials", invalid_credentials()).await);
+    };
+    let uid = facts.user_id.clone();
+    let totp_step = match (&facts.mfa, &body.totp_code) {
+        (None, _) => None,
+        // The password was right; the client has to ask for the code. Not a failure.
+        (Some(_), None) => return Err(mfa_required()),
+        (Some(sealed), Some(code)) => {
+            let secret = state.vault.open(&uid, "totp", sealed).map_err(unavailable)?;
+            match mfa::check(&secret, code, now_secs().max(0) as u64) {
+                Some(step) => Some(step),
+                None => return Err(login_failed(state, req, &limit_key, Some(&uid), "mfa_required", mfa_required()).await),
+            }
+        }
+    };
+    let family = random_id("ses");
+    let (refresh_token, token_hash) = new_refresh_token(&uid, &family);
+    let now = crate::actors::wall_clock_now();
+    let cmd = AccountCommand::Login {
+        device: body.device_id.as_deref().map(|d| device_hash(&uid, d)),
+        totp_step,
+        session: NewSession {
+            family: family.clone(),
+            token_hash,
+            expires_at: Timestamp(now.millis() + state.config.auth.refresh_token_ttl.as_millis() as i64),
+        },
+    };
+    let (roles, amr) = match state.router.execute::<Account>(&uid, cmd, meta(req, &uid)).await {
+        Ok(AccountReply::LoggedIn { roles, amr, .. }) => (roles, amr),
+        Ok(_) => return Err(ApiError::internal()),
+        Err(RouteError::Rejected(AccountRejection::MfaRequired)) => {
+            return Err(login_failed(state, req, &limit_key, Some(&uid), "mfa_code_reused", mfa_required()).await)
+        }
+        Err(RouteError::Rejected(_)) => return Err(invalid_credentials()),
+        Err(RouteError::Unavailable(e)) => return Err(unavailable(e)),
+    };
+    let token = state.auth.issue(&uid, &roles, &amr, Some(&family), now.millis() / 1000);
     Ok(private_json(
         StatusCode::OK,
         &TokenResponse {
             access_token: token,
+            refresh_token,
             token_type: "Bearer",
             expires_in: state.auth.ttl_secs(),
         },
     ))
 }
 
+pub async fn refresh(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
+    let body: RefreshBody = req.json()?;
+    let invalid = || ApiError::unauthorized("the refresh token is not valid").with_code("invalid_refresh_token");
+    let Some(presented) = parse_refresh_token(&body.refresh_token) else {
+        return Err(invalid());
+    };
+    let family = presented.family.clone();
+    let (next_token, next) = new_refresh_token(&presented.user_id, &family);
+    let now = crate::actors::wall_clock_now();
+    let cmd = AccountCommand::Refresh {
+        family: family.clone(),
+        presented: presented.hash,
+        next,
+        expires_at: Timestamp(now.millis() + state.config.auth.refresh_token_ttl.as_millis() as i64),
+    };
+    let uid = presented.user_id;
+    match state.router.execute::<Account>(&uid, cmd, meta(req, &uid)).await {
+        Ok(AccountReply::Refreshed { roles, amr }) => {
+            let token = state.auth.issue(&uid, &roles, &amr, Some(&family), now.millis() / 1000);
+            Ok(private_json(
+                StatusCode::OK,
+                &TokenResponse {
+                    access_token: token,
+                    refresh_token: next_token,
+                    token_type: "Bearer",
+                    expires_in: state.auth.ttl_secs(),
+                },
+            ))
+        }
+        Ok(AccountReply::Reused) => Err(ApiError::unauthorized(
+            "this refresh token was already used; every token of its session is now revoked — log in again",
+        )
+        .with_code("refresh_token_reused")),
+        Ok(_) | Err(RouteError::Rejected(_)) => Err(invalid()),
+        Err(RouteError::Unavailable(e)) => Err(unavailable(e)),
+    }
+}
+
+pub async fn logout(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
+    let claims = state.claims(req)?;
+    if let Some(family) = claims.sid.clone() {
+        match state
+            .router
+            .execute::<Account>(&claims.sub, AccountCommand::Logout { family }, meta(req, &claims.sub))
+            .await
+        {
+            Ok(_) | Err(RouteError::Rejected(_)) => {}
+            Err(RouteError::Unavailable(e)) => return Err(unavailable(e)),
+        }
+    }
+    Ok(crate::gateway::http::no_content())
+}
+
+/// The caller's decrypted profile and the non-personal facts beside it.
 pub async fn me(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     let claims = state.claims(req)?;
-    let view = state
+    let account = state
         .router
-        .read::<Account, _>(&claims.sub, |a| {
-            a.profile.as_ref().map(|p| {
-                serde_json::json!({
-                    "user_id": a.user_id,
-                    "email": p.email,
-                    "full_name": p.full_name,
-                    "country": p.country,
-                    "kyc_status": "pending",
-                    "screening": "pending",
-                    "risk_profile": null,
-                    "consents": {"ai_profiling": false, "marketing": false, "analytics": false},
-                    "mfa_enabled": false,
-                    "roles": a.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
-                })
-            })
-        })
+        .read::<Account, _>(&claims.sub, |a| a.exists().then(|| a.clone()))
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| ApiError::unauthorized("the account of this token no longer exists"))?;
+    let profile: Profile = state
+        .vault
+        .open_json(&account.user_id, "profile", &account.sealed_profile)
+        .map_err(unavailable)?;
+    let view = serde_json::json!({
+        "user_id": account.user_id,
+        "email": profile.email,
+        "full_name": profile.full_name,
+        "date_of_birth": profile.date_of_birth.map(|d| d.to_string()),
+        "country": profile.country,
+        "kyc_status": account.kyc_status().as_str(),
+        "screening": account.screening_status(),
+        "risk_profile": account.suitability.as_ref().map(|s| &s.profile),
+        "consents": account.consents,
+        "mfa_enabled": account.mfa_enabled(),
+        "roles": account.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+    });
+    Ok(private_json(StatusCode::OK, &view))
+}
+
+pub async fn notifications(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
+    let claims = state.claims(req)?;
+    let list = state
+        .router
+        .read::<Account, _>(&claims.sub, |a| a.notifications.clone())
         .await
         .map_err(unavailable)?;
-    let view = view.ok_or_else(|| ApiError::unauthorized("the account of this token no longer exists"))?;
+    let view: Vec<_> = list
+        .iter()
+        .rev()
+        .map(|n| serde_json::json!({"id": n.id, "at": n.at.to_rfc3339(), "kind": n.kind, "message": n.message}))
+        .collect();
     Ok(private_json(StatusCode::OK, &view))
+}
+
+fn account_error(e: RouteError<AccountRejection>) -> ApiError {
+    match e {
+        RouteError::Rejected(AccountRejection::MfaAlreadyEnabled) => ApiError::new(StatusCode::CONFLICT, "mfa_already_enabled", "TOTP is already enabled"),
+        RouteError::Rejected(AccountRejection::InvalidCode) => ApiError::bad_request("the code is wrong, expired or already used").with_code("invalid_code"),
+        RouteError::Rejected(AccountRejection::KycAlreadyVerified) => {
+            ApiError::new(StatusCode::CONFLICT, "kyc_already_verified", "identity is already verified")
+        }
+        RouteError::Rejected(AccountRejection::NotRegistered) => ApiError::unauthorized("the account of this token no longer exists"),
+        RouteError::Rejected(r) => ApiError::unprocessable(r.code(), "the request was refused"),
+        RouteError::Unavailable(e) => unavailable(e),
+    }
+}
+
+pub(super) fn account_error_pub(e: RouteError<AccountRejection>) -> ApiError {
+    account_error(e)
+}
+
+/// Starts TOTP enrolment: a new secret, sealed on the account, active once confirmed.
+pub async fn totp_enrol(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
+    let claims = state.claims(req)?;
+    let (enabled, sealed_profile) = state
+        .router
+        .read::<Account, _>(&claims.sub, |a| (a.mfa_enabled(), a.sealed_profile.clone()))
+        .await
+        .map_err(unavailable)?;
+    if enabled {
+        return Err(account_error(RouteError::Rejected(AccountRejection::MfaAlreadyEnabled)));
+    }
+    let profile: Profile = state.vault.open_json(&claims.sub, "profile", &sealed_profile).map_err(unavailable)?;
+    let secret = mfa::new_secret();
+    let sealed_secret = state.vault.seal(&claims.sub, "totp", &secret).map_err(unavailable)?;
+    state
+        .router
+        .execute::<Account>(&claims.sub, AccountCommand::EnrolTotp { sealed_secret }, meta(req, &claims.sub))
+        .await
+        .map_err(account_error)?;
+    let b32 = mfa::base32(&secret);
+    let uri = mfa::otpauth_uri(&state.config.auth.issuer, &profile.email, &b32);
+    Ok(private_json(StatusCode::CREATED, &serde_json::json!({ "secret": b32, "otpauth_uri": uri })))
+}
+
+pub async fn totp_confirm(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
+    let claims: Claims = state.claims(req)?;
+    let body: CodeBody = req.json()?;
+    let pending = state
+        .router
+        .read::<Account, _>(&claims.sub, |a| a.totp.as_ref().filter(|t| !t.confirmed).map(|t| t.sealed_secret.clone()))
+        .await
+        .map_err(unavailable)?;
+    let invalid = || account_error(RouteError::Rejected(AccountRejection::InvalidCode));
+    let Some(sealed) = pending else {
+        return Err(invalid());
+    };
+    let secret = state.vault.open(&claims.sub, "totp", &sealed).map_err(unavailable)?;
+    let step = mfa::check(&secret, &body.code, now_secs().max(0) as u64).ok_or_else(invalid)?;
+    state
+        .router
+        .execute::<Account>(&claims.sub, AccountCommand::ConfirmTotp { step }, meta(req, &claims.sub))
+        .await
+        .map_err(account_error)?;
+    Ok(crate::gateway::http::no_content())
 }

@@ -1,11 +1,14 @@
 //! The route table and dispatch. `ROUTES` is the single inventory: the dispatcher, the 405
 //! answers and `/openapi.json` all read it, so a route cannot exist without being documented.
 
-mod identity;
+pub mod identity;
 mod market;
+mod onboarding;
 mod portfolio;
 mod public;
+mod staff;
 
+use crate::domain::account::Role;
 use crate::gateway::http::{Reply, Req};
 use crate::gateway::problem::ApiError;
 use crate::gateway::AppState;
@@ -15,38 +18,127 @@ pub struct RouteSpec {
     pub method: &'static str,
     pub template: &'static str,
     pub summary: &'static str,
-    pub auth: bool,
+    /// The roles that may call it; empty = public (no token).
+    pub roles: &'static [Role],
     pub idempotent_key: bool,
 }
 
-const fn r(method: &'static str, template: &'static str, summary: &'static str, auth: bool, idempotent_key: bool) -> RouteSpec {
+impl RouteSpec {
+    pub fn auth(&self) -> bool {
+        !self.roles.is_empty()
+    }
+}
+
+const PUBLIC: &[Role] = &[];
+const ANY: &[Role] = &[Role::User, Role::Support, Role::Compliance, Role::Admin];
+const USER: &[Role] = &[Role::User];
+const SUPPORT: &[Role] = &[Role::Support];
+const COMPLIANCE: &[Role] = &[Role::Compliance];
+const ADMIN: &[Role] = &[Role::Admin];
+const OVERSIGHT: &[Role] = &[Role::Admin, Role::Compliance];
+
+const fn r(method: &'static str, template: &'static str, summary: &'static str, roles: &'static [Role], idempotent_key: bool) -> RouteSpec {
     RouteSpec {
         method,
         template,
         summary,
-        auth,
+        roles,
         idempotent_key,
     }
 }
 
 pub const ROUTES: &[RouteSpec] = &[
-    r("GET", "/healthz", "Liveness: the node is up", false, false),
-    r("GET", "/readyz", "Readiness: 200 when the node can serve, 503 otherwise", false, false),
-    r("GET", "/metrics", "Prometheus metrics", false, false),
-    r("GET", "/openapi.json", "This OpenAPI document", false, false),
-    r("GET", "/.well-known/jwks.json", "Public keys that verify access tokens", false, false),
-    r("POST", "/v1/auth/register", "Register a user account", false, false),
-    r("POST", "/v1/auth/login", "Log in with email and password", false, false),
-    r("GET", "/v1/me", "The caller's profile", true, false),
-    r("GET", "/v1/instruments", "Listed instruments with their latest prices", false, false),
-    r("GET", "/v1/instruments/{symbol}", "One instrument", false, false),
-    r("GET", "/v1/portfolio", "The caller's portfolio valued at the latest prices", true, false),
-    r("POST", "/v1/portfolio/deposits", "Deposit cash", true, true),
-    r("POST", "/v1/portfolio/withdrawals", "Withdraw cash", true, true),
-    r("GET", "/v1/portfolio/transactions", "Cash movements, newest first", true, false),
-    r("POST", "/v1/orders", "Place a market order (filled at the latest price)", true, true),
-    r("GET", "/v1/orders", "The caller's orders, newest first", true, false),
-    r("GET", "/v1/orders/{order_id}", "One of the caller's orders", true, false),
+    r("GET", "/healthz", "Liveness: the node is up", PUBLIC, false),
+    r("GET", "/readyz", "Readiness: 200 when the node can serve, 503 otherwise", PUBLIC, false),
+    r("GET", "/metrics", "Prometheus metrics", PUBLIC, false),
+    r("GET", "/openapi.json", "This OpenAPI document", PUBLIC, false),
+    r("GET", "/.well-known/jwks.json", "Public keys that verify access tokens", PUBLIC, false),
+    r("POST", "/v1/auth/register", "Register a user account", PUBLIC, false),
+    r(
+        "POST",
+        "/v1/auth/login",
+        "Log in with email, password and (when enrolled) a TOTP code",
+        PUBLIC,
+        false,
+    ),
+    r(
+        "POST",
+        "/v1/auth/refresh",
+        "Exchange a refresh token for a new pair (the old one is spent)",
+        PUBLIC,
+        false,
+    ),
+    r("POST", "/v1/auth/logout", "Revoke the caller's refresh-token family", ANY, false),
+    r("GET", "/v1/me", "The caller's profile", ANY, false),
+    r("POST", "/v1/me/mfa/totp", "Start TOTP enrolment (active once confirmed)", ANY, false),
+    r("POST", "/v1/me/mfa/totp/confirm", "Confirm TOTP enrolment with a code", ANY, false),
+    r(
+        "GET",
+        "/v1/me/notifications",
+        "The caller's notifications (new devices), newest first",
+        ANY,
+        false,
+    ),
+    r("PUT", "/v1/me/consents", "Set the caller's consents", USER, false),
+    r(
+        "POST",
+        "/v1/me/kyc",
+        "Submit identity documents for verification (and sanctions screening)",
+        USER,
+        false,
+    ),
+    r(
+        "POST",
+        "/v1/me/suitability",
+        "Answer the suitability and appropriateness questionnaire",
+        USER,
+        false,
+    ),
+    r("GET", "/v1/instruments", "Listed instruments with their latest prices", PUBLIC, false),
+    r("GET", "/v1/instruments/{symbol}", "One instrument", PUBLIC, false),
+    r("GET", "/v1/portfolio", "The caller's portfolio valued at the latest prices", USER, false),
+    r("POST", "/v1/portfolio/deposits", "Deposit cash", USER, true),
+    r("POST", "/v1/portfolio/withdrawals", "Withdraw cash", USER, true),
+    r("GET", "/v1/portfolio/transactions", "Cash movements, newest first", USER, false),
+    r(
+        "POST",
+        "/v1/orders",
+        "Place a market order (compliance rules, then filled at the latest price)",
+        USER,
+        true,
+    ),
+    r("GET", "/v1/orders", "The caller's orders, newest first", USER, false),
+    r("GET", "/v1/orders/{order_id}", "One of the caller's orders", USER, false),
+    r(
+        "GET",
+        "/v1/support/users/{user_id}",
+        "Support's limited view of a user (X-Access-Reason required; audited)",
+        SUPPORT,
+        false,
+    ),
+    r(
+        "GET",
+        "/v1/compliance/screening-hits",
+        "Screening results that were not clear, newest first",
+        COMPLIANCE,
+        false,
+    ),
+    r(
+        "POST",
+        "/v1/compliance/screening/{user_id}",
+        "Resolve a user's potential sanctions match",
+        COMPLIANCE,
+        false,
+    ),
+    r(
+        "POST",
+        "/v1/compliance/sanctions/reload",
+        "Reload the sanctions list and re-screen every user",
+        OVERSIGHT,
+        false,
+    ),
+    r("GET", "/v1/admin/audit/verify", "Verify the audit hash chain", OVERSIGHT, false),
+    r("GET", "/v1/admin/security-events", "Security events, newest first", ADMIN, false),
 ];
 
 /// The route template a path matches (whatever the method). Allocation-free: runs per request.
@@ -84,6 +176,15 @@ pub async fn dispatch(state: &AppState, template: Option<&'static str>, req: &Re
     };
     // HEAD is GET without a body (hyper leaves the body out).
     let method = if req.method == warp::http::Method::HEAD { "GET" } else { req.method.as_str() };
+    // Authorization from the route table: a valid token (401), then a permitted role (403).
+    if let Some(spec) = ROUTES.iter().find(|r| r.method == method && r.template == template) {
+        if spec.auth() {
+            let claims = state.claims(req)?;
+            if !claims.roles.iter().any(|role| spec.roles.contains(role)) {
+                return Err(ApiError::forbidden("your role may not do this"));
+            }
+        }
+    }
     match (method, template) {
         ("GET", "/healthz") => public::healthz(state),
         ("GET", "/readyz") => public::readyz(state),
@@ -92,7 +193,21 @@ pub async fn dispatch(state: &AppState, template: Option<&'static str>, req: &Re
         ("GET", "/.well-known/jwks.json") => public::jwks(state),
         ("POST", "/v1/auth/register") => identity::register(state, req).await,
         ("POST", "/v1/auth/login") => identity::login(state, req).await,
+        ("POST", "/v1/auth/refresh") => identity::refresh(state, req).await,
+        ("POST", "/v1/auth/logout") => identity::logout(state, req).await,
         ("GET", "/v1/me") => identity::me(state, req).await,
+        ("POST", "/v1/me/mfa/totp") => identity::totp_enrol(state, req).await,
+        ("POST", "/v1/me/mfa/totp/confirm") => identity::totp_confirm(state, req).await,
+        ("GET", "/v1/me/notifications") => identity::notifications(state, req).await,
+        ("PUT", "/v1/me/consents") => onboarding::put_consents(state, req).await,
+        ("POST", "/v1/me/kyc") => onboarding::submit_kyc(state, req).await,
+        ("POST", "/v1/me/suitability") => onboarding::suitability(state, req).await,
+        ("GET", "/v1/support/users/{user_id}") => staff::support_user(state, req, &last_segment(req)).await,
+        ("GET", "/v1/compliance/screening-hits") => staff::screening_hits(state, req).await,
+        ("POST", "/v1/compliance/screening/{user_id}") => staff::resolve_screening(state, req, &last_segment(req)).await,
+        ("POST", "/v1/compliance/sanctions/reload") => staff::reload_sanctions(state, req).await,
+        ("GET", "/v1/admin/audit/verify") => staff::audit_verify(state, req).await,
+        ("GET", "/v1/admin/security-events") => staff::security_events(state, req).await,
         ("GET", "/v1/instruments") => market::list(state).await,
         ("GET", "/v1/instruments/{symbol}") => market::one(state, &last_segment(req)).await,
         ("GET", "/v1/portfolio") => portfolio::view(state, req).await,

@@ -5,9 +5,11 @@ use super::market::quote;
 use super::unavailable;
 use crate::actors::RequestMeta;
 use crate::cluster::RouteError;
-use crate::domain::account::Role;
+use crate::domain::account::{Account, Role};
 use crate::domain::money::{cash_string, plain_string, round_cash};
-use crate::domain::portfolio::{History, IdemTag, Order, OrderQuote, Portfolio, PortfolioCommand, PortfolioRejection, PortfolioReply, Side, TransactionKind};
+use crate::domain::portfolio::{
+    History, IdemTag, Order, OrderQuote, Portfolio, PortfolioCommand, PortfolioRejection, PortfolioReply, ProductFacts, Side, TransactionKind,
+};
 use crate::gateway::auth::Claims;
 use crate::gateway::http::{fingerprint, private_json, Reply, Req};
 use crate::gateway::problem::ApiError;
@@ -60,6 +62,7 @@ fn rejection(r: PortfolioRejection) -> ApiError {
         PortfolioRejection::InvalidQuantity => ApiError::unprocessable("invalid_quantity", "quantity must be positive, with at most 6 decimal places"),
         PortfolioRejection::InvalidAmount => ApiError::unprocessable("invalid_amount", "amount must be positive, with at most 2 decimal places"),
         PortfolioRejection::IdempotencyKeyReused => ApiError::unprocessable("idempotency_key_reused", "this Idempotency-Key was used for a different request"),
+        PortfolioRejection::Compliance(rule) => ApiError::unprocessable(rule.code(), rule.reason()),
     }
 }
 
@@ -143,12 +146,26 @@ pub async fn place_order(state: &AppState, req: &Req) -> Result<Reply, ApiError>
         return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_instrument", "no such instrument is listed"));
     }
     let fp = fingerprint(&req.method, "/v1/orders", &(&body.symbol, body.side.as_str(), plain_string(quantity)));
-    let quote = quote(state, &body.symbol).await?.map(|q| OrderQuote { price: q.price });
+    let quote = quote(state, &body.symbol).await?.map(|q| OrderQuote {
+        price: q.price,
+        product: ProductFacts {
+            complex: q.listing.complex,
+            risk_class: q.listing.risk_class,
+        },
+    });
+    // The investor's KYC, screening and suitability as their account records them now; the
+    // portfolio runs the compliance rules engine over them before funds and holdings.
+    let investor = state
+        .router
+        .read::<Account, _>(&claims.sub, |a| a.investor_status())
+        .await
+        .map_err(unavailable)?;
     let cmd = PortfolioCommand::PlaceOrder {
         symbol: body.symbol,
         side: body.side,
         quantity,
         quote,
+        investor,
         fees: state.config.fees.schedule(),
         idem: IdemTag { key, fingerprint: fp },
     };

@@ -1,0 +1,116 @@
+//! What an investor does before trading: consents, KYC (with sanctions screening) and the
+//! suitability questionnaire.
+
+use super::identity::account_error_pub as account_error;
+use super::unavailable;
+use crate::actors::RequestMeta;
+use crate::domain::account::{Account, AccountCommand, AccountReply, Consents, Profile};
+use crate::domain::kyc::validate_document;
+use crate::domain::suitability::{assess, parse_answers};
+use crate::gateway::http::{private_json, Reply, Req};
+use crate::gateway::problem::ApiError;
+use crate::gateway::{sanctions, AppState};
+use serde::Deserialize;
+use warp::http::StatusCode;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsentsBody {
+    ai_profiling: bool,
+    marketing: bool,
+    analytics: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KycBody {
+    document_type: String,
+    document_number: String,
+    address: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SuitabilityBody {
+    answers: serde_json::Value,
+}
+
+fn meta(req: &Req, actor: &str) -> RequestMeta {
+    RequestMeta {
+        request_id: req.request_id.clone(),
+        actor: actor.to_string(),
+    }
+}
+
+pub async fn put_consents(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
+    let claims = state.claims(req)?;
+    let b: ConsentsBody = req.json()?;
+    let consents = Consents {
+        ai_profiling: b.ai_profiling,
+        marketing: b.marketing,
+        analytics: b.analytics,
+    };
+    match state
+        .router
+        .execute::<Account>(&claims.sub, AccountCommand::SetConsents(consents), meta(req, &claims.sub))
+        .await
+        .map_err(account_error)?
+    {
+        AccountReply::Consents(c) => Ok(private_json(StatusCode::OK, &c)),
+        _ => Err(ApiError::internal()),
+    }
+}
+
+pub async fn submit_kyc(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
+    let claims = state.claims(req)?;
+    let b: KycBody = req.json()?;
+    let document = validate_document(&b.document_type, &b.document_number, &b.address).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let sealed_profile = state
+        .router
+        .read::<Account, _>(&claims.sub, |a| a.sealed_profile.clone())
+        .await
+        .map_err(unavailable)?;
+    let profile: Profile = state.vault.open_json(&claims.sub, "profile", &sealed_profile).map_err(unavailable)?;
+    let status = state.kyc.verify(&claims.sub, &document).await.map_err(unavailable)?;
+    let screening = sanctions::screen(&state.sanctions_list(), &profile);
+    let sealed_document = state.vault.seal_json(&claims.sub, "kyc", &document).map_err(unavailable)?;
+    let cmd = AccountCommand::SubmitKyc {
+        document_type: document.document_type,
+        sealed_document,
+        provider: state.kyc.name().to_string(),
+        status,
+        screening,
+    };
+    state
+        .router
+        .execute::<Account>(&claims.sub, cmd, meta(req, &claims.sub))
+        .await
+        .map_err(account_error)?;
+    let (kyc, screening) = state
+        .router
+        .read::<Account, _>(&claims.sub, |a| (a.kyc_status(), a.screening_status()))
+        .await
+        .map_err(unavailable)?;
+    Ok(private_json(
+        StatusCode::OK,
+        &serde_json::json!({ "kyc_status": kyc.as_str(), "screening": screening }),
+    ))
+}
+
+pub async fn suitability(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
+    let claims = state.claims(req)?;
+    let b: SuitabilityBody = req.json()?;
+    let answers = parse_answers(&b.answers).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let profile = assess(&answers);
+    let sealed_answers = state.vault.seal_json(&claims.sub, "suitability", &answers).map_err(unavailable)?;
+    let cmd = AccountCommand::SetSuitability {
+        profile: profile.clone(),
+        sealed_answers,
+    };
+    state
+        .router
+        .execute::<Account>(&claims.sub, cmd, meta(req, &claims.sub))
+        .await
+        .map_err(account_error)?;
+    Ok(private_json(StatusCode::OK, &profile))
+}

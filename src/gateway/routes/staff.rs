@@ -1,0 +1,258 @@
+//! Staff routes: support's limited, audited view of a user; compliance's screening review and
+//! list reloads; the audit chain's status; security events. No staff route shows a date of
+//! birth, a document number or a full email address; `admin` reaches no personal data at all.
+
+use super::identity::account_error_pub as account_error;
+use super::unavailable;
+use crate::actors::RequestMeta;
+use crate::domain::account::{Account, AccountCommand, Profile, Role, ScreeningDecision};
+use crate::domain::audit::{AuditDraft, AuditRecord};
+use crate::domain::ids::EntityKind;
+use crate::domain::screening::ScreeningStatus;
+use crate::gateway::http::{private_json, Reply, Req};
+use crate::gateway::problem::ApiError;
+use crate::gateway::{sanctions, AppState};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use std::sync::Arc;
+use warp::http::StatusCode;
+
+const EVENTS_LIMIT_MAX: usize = 1000;
+
+fn meta(req: &Req, actor: &str) -> RequestMeta {
+    RequestMeta {
+        request_id: req.request_id.clone(),
+        actor: actor.to_string(),
+    }
+}
+
+/// `a***@example.com`: enough to recognise, not enough to contact.
+pub fn mask_email(email: &str) -> String {
+    match email.split_once('@') {
+        Some((local, domain)) => format!("{}***@{domain}", local.chars().next().unwrap_or('*')),
+        None => "***".into(),
+    }
+}
+
+fn access_reason(req: &Req) -> Result<String, ApiError> {
+    let reason = req.header("x-access-reason").map(str::trim).unwrap_or_default();
+    if reason.is_empty() || reason.chars().count() > 200 || reason.chars().any(char::is_control) {
+        return Err(ApiError::bad_request("send X-Access-Reason: why you need this user's data (1–200 characters)").with_code("access_reason_required"));
+    }
+    Ok(reason.to_string())
+}
+
+/// GET /v1/support/users/{user_id}: the limited view, each read audited (durably, before the
+/// data is shown) with the reason given.
+pub async fn support_user(state: &AppState, req: &Req, user_id: &str) -> Result<Reply, ApiError> {
+    let claims = state.claims(req)?;
+    let reason = access_reason(req)?;
+    let not_found = || ApiError::not_found("no such user");
+    if user_id.is_empty() || user_id.len() > 64 || !user_id.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_') {
+        return Err(not_found());
+    }
+    let account = state
+        .router
+        .read::<Account, _>(user_id, |a| (a.exists() && a.roles.contains(&Role::User)).then(|| a.clone()))
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(not_found)?;
+    let draft = AuditDraft::ok("support.read").detail("reason", &reason).detail("view", "limited");
+    state
+        .router
+        .audit(draft, &format!("account/{user_id}"), &meta(req, &claims.sub), true)
+        .await
+        .map_err(unavailable)?;
+    let profile: Profile = state.vault.open_json(user_id, "profile", &account.sealed_profile).map_err(unavailable)?;
+    Ok(private_json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "user_id": account.user_id,
+            "email": mask_email(&profile.email),
+            "full_name": profile.full_name,
+            "country": profile.country,
+            "kyc_status": account.kyc_status().as_str(),
+            "screening": account.screening_status(),
+            "mfa_enabled": account.mfa_enabled(),
+            "created_at": account.created_at.to_rfc3339(),
+        }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResolveBody {
+    decision: ScreeningDecision,
+    #[serde(default)]
+    note: String,
+}
+
+/// POST /v1/compliance/screening/{user_id}: a reviewer resolves a potential match.
+pub async fn resolve_screening(state: &AppState, req: &Req, user_id: &str) -> Result<Reply, ApiError> {
+    let claims = state.claims(req)?;
+    let b: ResolveBody = req.json()?;
+    if b.note.chars().count() > 1000 {
+        return Err(ApiError::bad_request("note is limited to 1000 characters"));
+    }
+    let entry = state
+        .router
+        .read::<Account, _>(user_id, |a| a.screening.as_ref().and_then(|s| s.outcome.entry.clone()))
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| ApiError::not_found("this user has no screening hit to resolve"))?;
+    let cmd = AccountCommand::ResolveScreening {
+        entry,
+        decision: b.decision,
+        note: b.note,
+    };
+    state
+        .router
+        .execute::<Account>(user_id, cmd, meta(req, &claims.sub))
+        .await
+        .map_err(account_error)?;
+    let status = state.router.read::<Account, _>(user_id, |a| a.screening_status()).await.map_err(unavailable)?;
+    Ok(private_json(StatusCode::OK, &serde_json::json!({ "user_id": user_id, "screening": status })))
+}
+
+fn record_view(r: &AuditRecord) -> serde_json::Value {
+    serde_json::json!({
+        "seq": r.seq,
+        "at": r.at.to_rfc3339(),
+        "action": r.action,
+        "outcome": r.outcome.as_text(),
+        "actor": r.actor,
+        "subject": r.entity,
+        "request_id": r.request_id,
+        "details": r.details,
+    })
+}
+
+fn limit(req: &Req) -> Result<usize, ApiError> {
+    match req.query_param("limit") {
+        None => Ok(100),
+        Some(s) => s
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=EVENTS_LIMIT_MAX).contains(n))
+            .ok_or_else(|| ApiError::bad_request(format!("limit must be 1–{EVENTS_LIMIT_MAX}"))),
+    }
+}
+
+async fn audit_query(state: &AppState, n: usize, keep: impl Fn(&AuditRecord) -> bool + Send + 'static) -> Result<Vec<serde_json::Value>, ApiError> {
+    let store = state.router.store().clone();
+    let records = tokio::task::spawn_blocking(move || store.audit_records_rev(n, keep))
+        .await
+        .map_err(|_| ApiError::internal())?
+        .map_err(unavailable)?;
+    Ok(records.iter().map(record_view).collect())
+}
+
+/// GET /v1/admin/security-events: failed logins, lockouts, refresh-token reuse, new devices,
+/// denied requests — newest first.
+pub async fn security_events(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
+    state.claims(req)?;
+    let n = limit(req)?;
+    let events = audit_query(state, n, |r| r.action.starts_with("security.")).await?;
+    Ok(private_json(StatusCode::OK, &events))
+}
+
+/// GET /v1/compliance/screening-hits: screening results that were not clear, newest first.
+pub async fn screening_hits(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
+    state.claims(req)?;
+    let n = limit(req)?;
+    let hits = audit_query(state, n, |r| {
+        r.action == "screening.check" && r.details.get("status").is_some_and(|s| s != "clear")
+    })
+    .await?;
+    Ok(private_json(StatusCode::OK, &hits))
+}
+
+/// GET /v1/admin/audit/verify: walks the whole chain.
+pub async fn audit_verify(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
+    let claims = state.claims(req)?;
+    let report = state.router.journal().verify().await.map_err(unavailable)?;
+    let _ = state
+        .router
+        .audit(
+            AuditDraft::ok("audit.verify").detail("ok", report.ok).detail("entries", report.entries),
+            "audit",
+            &meta(req, &claims.sub),
+            false,
+        )
+        .await;
+    Ok(private_json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "ok": report.ok,
+            "entries": report.entries,
+            "head_hash": report.head_hash,
+            "first_bad_entry": report.first_bad_entry,
+            "problem": report.problem,
+        }),
+    ))
+}
+
+/// Re-screens every investor against the current list; returns (screened, not clear).
+pub async fn rescreen_all(state: &AppState, request_id: &str) -> Result<(usize, usize), String> {
+    let store = state.router.store().clone();
+    let ids = tokio::task::spawn_blocking(move || store.entity_ids(EntityKind::Account))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let list = state.sanctions_list();
+    let results = futures_util::stream::iter(ids)
+        .map(|uid| {
+            let list = list.clone();
+            async move {
+                let sealed = state
+                    .router
+                    .read::<Account, _>(&uid, |a| (a.exists() && a.roles.contains(&Role::User)).then(|| a.sealed_profile.clone()))
+                    .await?;
+                let Some(sealed) = sealed else { return Ok(None) };
+                let profile: Profile = state.vault.open_json(&uid, "profile", &sealed).map_err(|e| e.to_string())?;
+                let outcome = sanctions::screen(&list, &profile);
+                let hit = outcome.status != ScreeningStatus::Clear;
+                state
+                    .router
+                    .execute::<Account>(&uid, AccountCommand::Rescreen(outcome), RequestMeta::system(request_id))
+                    .await
+                    .map_err(|e| format!("{uid}: {e:?}"))?;
+                Ok::<_, String>(Some(hit))
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    let mut screened = 0;
+    let mut hits = 0;
+    for r in results {
+        if let Some(hit) = r? {
+            screened += 1;
+            hits += usize::from(hit);
+        }
+    }
+    Ok((screened, hits))
+}
+
+/// POST /v1/compliance/sanctions/reload: reads the configured list again and re-screens everyone.
+pub async fn reload_sanctions(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
+    let claims = state.claims(req)?;
+    let loaded = sanctions::load(&state.config.compliance).map_err(|e| ApiError::unprocessable("invalid_sanctions_list", e))?;
+    let (version, entries, source) = (loaded.version.clone(), loaded.list.len(), loaded.source.clone());
+    *state.sanctions.write().expect("sanctions lock") = Arc::new(loaded);
+    let (screened, hits) = rescreen_all(state, &req.request_id).await.map_err(unavailable)?;
+    let draft = AuditDraft::ok("screening.list_reload")
+        .detail("list_version", &version)
+        .detail("entries", entries)
+        .detail("screened", screened)
+        .detail("not_clear", hits);
+    state
+        .router
+        .audit(draft, "sanctions", &meta(req, &claims.sub), true)
+        .await
+        .map_err(unavailable)?;
+    Ok(private_json(
+        StatusCode::OK,
+        &serde_json::json!({ "list_version": version, "source": source, "entries": entries, "screened": screened, "not_clear": hits }),
+    ))
+}

@@ -1,0 +1,266 @@
+//! Personal data encryption at rest: envelope encryption with per-user data keys.
+//!
+//! - The **master key** (AES-256) is read from `[security] master_key_file`, or from
+//!   `<data_dir>/keys/master.key`, generated there on first start with 0600 permissions. It never
+//!   leaves this module and is never logged.
+//! - Each user has a random **data key** (AES-256), stored only wrapped by the master key in the
+//!   sled tree `data_keys`. Destroying it (GDPR erasure by crypto-shredding) makes every
+//!   ciphertext of that user unreadable, wherever copies of it remain (journals, snapshots).
+//! - Every **ciphertext** names the data key that sealed it and binds the user id and field name
+//!   as associated data, so a ciphertext moved to another user or field does not open.
+//!
+//! Formats (all versioned): wrapped data key `1 ‖ master kid(8) ‖ data kid(8) ‖ nonce(12) ‖
+//! AES-GCM(key)`; sealed field `1 ‖ data kid(8) ‖ nonce(12) ‖ AES-GCM(plaintext)`.
+
+use crate::storage::{Store, StoreError};
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+
+const VERSION: u8 = 1;
+const KID_LEN: usize = 8;
+const KEY_LEN: usize = 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    #[error("key file {path}: {reason}")]
+    KeyFile { path: String, reason: String },
+    #[error("no data key for this user (erased or never created)")]
+    NoKey,
+    #[error("ciphertext or wrapped key is corrupt or belongs elsewhere: {0}")]
+    Corrupt(&'static str),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sled::Error> for VaultError {
+    fn from(e: sled::Error) -> Self {
+        VaultError::Store(e.into())
+    }
+}
+
+/// Envelope encryption over the node's store. Cheap to clone.
+#[derive(Clone)]
+pub struct Vault {
+    master: std::sync::Arc<LessSafeKey>,
+    master_kid: [u8; KID_LEN],
+    keys: sled::Tree,
+    store: Store,
+}
+
+fn random<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    aws_lc_rs::rand::fill(&mut b).expect("system randomness");
+    b
+}
+
+fn kid_of(key: &[u8]) -> [u8; KID_LEN] {
+    let d = Sha256::digest([b"moneta-kid:".as_slice(), key].concat());
+    let mut kid = [0u8; KID_LEN];
+    kid.copy_from_slice(&d[..KID_LEN]);
+    kid
+}
+
+fn aes_key(bytes: &[u8]) -> LessSafeKey {
+    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, bytes).expect("a 32-byte AES-256 key"))
+}
+
+/// Reads the master key file, or creates it (0600, parent folder 0700) when it does not exist.
+pub fn load_or_create_master_key(path: &Path) -> Result<Vec<u8>, VaultError> {
+    let err = |reason: String| VaultError::KeyFile {
+        path: path.display().to_string(),
+        reason,
+    };
+    if !path.exists() {
+        if let Some(dir) = path.parent() {
+            crate::gateway::auth::create_private_dir(dir).map_err(|e| err(e.to_string()))?;
+        }
+        crate::gateway::auth::write_private_file(path, &random::<KEY_LEN>()).map_err(|e| err(e.to_string()))?;
+    }
+    let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    if bytes.len() != KEY_LEN {
+        return Err(err(format!("expected {KEY_LEN} bytes, found {}", bytes.len())));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).map_err(|e| err(e.to_string()))?.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(err(format!("permissions {:o} let others read it; chmod 600", mode & 0o777)));
+        }
+    }
+    Ok(bytes)
+}
+
+impl Vault {
+    pub fn new(store: &Store, master_key: &[u8]) -> Result<Vault, VaultError> {
+        if master_key.len() != KEY_LEN {
+            return Err(VaultError::Corrupt("master key length"));
+        }
+        Ok(Vault {
+            master: std::sync::Arc::new(aes_key(master_key)),
+            master_kid: kid_of(master_key),
+            keys: store.open_tree("data_keys")?,
+            store: store.clone(),
+        })
+    }
+
+    fn wrap_aad(user_id: &str, data_kid: &[u8]) -> Vec<u8> {
+        [b"moneta-dk\0".as_slice(), user_id.as_bytes(), b"\0", data_kid].concat()
+    }
+
+    /// Creates the user's data key and makes it durable. Creating it twice keeps the first.
+    pub fn create_data_key(&self, user_id: &str) -> Result<(), VaultError> {
+        if self.keys.get(user_id.as_bytes())?.is_some() {
+            return Ok(());
+        }
+        let key = random::<KEY_LEN>();
+        let data_kid = random::<KID_LEN>();
+        let nonce = random::<NONCE_LEN>();
+        let mut ct = key.to_vec();
+        self.master
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(Self::wrap_aad(user_id, &data_kid)), &mut ct)
+            .map_err(|_| VaultError::Corrupt("wrap failed"))?;
+        let wrapped = [&[VERSION][..], &self.master_kid, &data_kid, &nonce, &ct].concat();
+        // Compare-and-swap: a concurrent creation for the same user keeps exactly one key.
+        let _ = self.keys.compare_and_swap(user_id.as_bytes(), None as Option<&[u8]>, Some(wrapped))?;
+        self.store.flush()?;
+        Ok(())
+    }
+
+    /// Destroys the user's data key (crypto-shredding): their ciphertexts can never be opened again.
+    pub fn destroy_data_key(&self, user_id: &str) -> Result<(), VaultError> {
+        self.keys.remove(user_id.as_bytes())?;
+        self.store.flush()?;
+        Ok(())
+    }
+
+    pub fn has_data_key(&self, user_id: &str) -> Result<bool, VaultError> {
+        Ok(self.keys.contains_key(user_id.as_bytes())?)
+    }
+
+    fn data_key(&self, user_id: &str) -> Result<([u8; KID_LEN], LessSafeKey), VaultError> {
+        let wrapped = self.keys.get(user_id.as_bytes())?.ok_or(VaultError::NoKey)?;
+        let w = wrapped.as_ref();
+        if w.len() != 1 + 2 * KID_LEN + NONCE_LEN + KEY_LEN + 16 || w[0] != VERSION {
+            return Err(VaultError::Corrupt("wrapped key format"));
+        }
+        if w[1..1 + KID_LEN] != self.master_kid {
+            return Err(VaultError::Corrupt("wrapped under another master key"));
+        }
+        let mut data_kid = [0u8; KID_LEN];
+        data_kid.copy_from_slice(&w[1 + KID_LEN..1 + 2 * KID_LEN]);
+        let nonce_at = 1 + 2 * KID_LEN;
+        let nonce = Nonce::try_assume_unique_for_key(&w[nonce_at..nonce_at + NONCE_LEN]).map_err(|_| VaultError::Corrupt("nonce"))?;
+        let mut ct = w[nonce_at + NONCE_LEN..].to_vec();
+        let key = self
+            .master
+            .open_in_place(nonce, Aad::from(Self::wrap_aad(user_id, &data_kid)), &mut ct)
+            .map_err(|_| VaultError::Corrupt("wrapped key does not authenticate"))?;
+        Ok((data_kid, aes_key(key)))
+    }
+
+    fn field_aad(user_id: &str, field: &str) -> Vec<u8> {
+        [b"moneta-pd\0".as_slice(), user_id.as_bytes(), b"\0", field.as_bytes()].concat()
+    }
+
+    /// Encrypts one field of one user's personal data.
+    pub fn seal(&self, user_id: &str, field: &str, plaintext: &[u8]) -> Result<Vec<u8>, VaultError> {
+        let (kid, key) = self.data_key(user_id)?;
+        let nonce = random::<NONCE_LEN>();
+        let mut ct = plaintext.to_vec();
+        key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(Self::field_aad(user_id, field)), &mut ct)
+            .map_err(|_| VaultError::Corrupt("seal failed"))?;
+        Ok([&[VERSION][..], &kid, &nonce, &ct].concat())
+    }
+
+    /// Decrypts one field; fails when the key was destroyed or the bytes were moved or altered.
+    pub fn open(&self, user_id: &str, field: &str, sealed: &[u8]) -> Result<Vec<u8>, VaultError> {
+        if sealed.len() < 1 + KID_LEN + NONCE_LEN + 16 || sealed[0] != VERSION {
+            return Err(VaultError::Corrupt("ciphertext format"));
+        }
+        let (kid, key) = self.data_key(user_id)?;
+        if sealed[1..1 + KID_LEN] != kid {
+            return Err(VaultError::Corrupt("sealed under another data key"));
+        }
+        let nonce_at = 1 + KID_LEN;
+        let nonce = Nonce::try_assume_unique_for_key(&sealed[nonce_at..nonce_at + NONCE_LEN]).map_err(|_| VaultError::Corrupt("nonce"))?;
+        let mut ct = sealed[nonce_at + NONCE_LEN..].to_vec();
+        let pt = key
+            .open_in_place(nonce, Aad::from(Self::field_aad(user_id, field)), &mut ct)
+            .map_err(|_| VaultError::Corrupt("ciphertext does not authenticate"))?;
+        Ok(pt.to_vec())
+    }
+
+    pub fn seal_json<T: serde::Serialize>(&self, user_id: &str, field: &str, value: &T) -> Result<Vec<u8>, VaultError> {
+        let bytes = serde_json::to_vec(value).map_err(|_| VaultError::Corrupt("serialise"))?;
+        self.seal(user_id, field, &bytes)
+    }
+
+    pub fn open_json<T: serde::de::DeserializeOwned>(&self, user_id: &str, field: &str, sealed: &[u8]) -> Result<T, VaultError> {
+        let bytes = self.open(user_id, field, sealed)?;
+        serde_json::from_slice(&bytes).map_err(|_| VaultError::Corrupt("plaintext is not the expected record"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vault() -> (tempfile::TempDir, Vault) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let master = load_or_create_master_key(&dir.path().join("keys/master.key")).unwrap();
+        let v = Vault::new(&store, &master).unwrap();
+        (dir, v)
+    }
+
+    #[test]
+    fn seal_open_and_binding() {
+        let (_d, v) = vault();
+        v.create_data_key("usr_a").unwrap();
+        v.create_data_key("usr_b").unwrap();
+        let sealed = v.seal("usr_a", "profile", b"Ada Lovelace").unwrap();
+        assert!(!sealed.windows(3).any(|w| w == b"Ada"));
+        assert_eq!(v.open("usr_a", "profile", &sealed).unwrap(), b"Ada Lovelace");
+        // Bound to the user and to the field.
+        assert!(v.open("usr_b", "profile", &sealed).is_err());
+        assert!(v.open("usr_a", "kyc", &sealed).is_err());
+        // Any altered byte fails.
+        for i in 0..sealed.len() {
+            let mut t = sealed.clone();
+            t[i] ^= 1;
+            assert!(v.open("usr_a", "profile", &t).is_err(), "byte {i}");
+        }
+        // Crypto-shredding.
+        v.destroy_data_key("usr_a").unwrap();
+        assert!(matches!(v.open("usr_a", "profile", &sealed), Err(VaultError::NoKey)));
+    }
+
+    #[test]
+    fn another_master_key_cannot_unwrap() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let v1 = Vault::new(&store, &[7u8; 32]).unwrap();
+        v1.create_data_key("usr_a").unwrap();
+        let sealed = v1.seal("usr_a", "profile", b"x").unwrap();
+        let v2 = Vault::new(&store, &[8u8; 32]).unwrap();
+        assert!(matches!(v2.open("usr_a", "profile", &sealed), Err(VaultError::Corrupt(_))));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn master_key_file_is_private_and_checked() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k/master.key");
+        let k = load_or_create_master_key(&p).unwrap();
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(load_or_create_master_key(&p).unwrap(), k);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(load_or_create_master_key(&p).is_err());
+        std::fs::write(dir.path().join("short.key"), b"abc").unwrap();
+        std::fs::set_permissions(dir.path().join("short.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(load_or_create_master_key(&dir.path().join("short.key")).is_err());
+    }
+}
