@@ -127,12 +127,23 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
         feed_rx,
     ));
     let (stop_server, stop_rx) = oneshot::channel::<()>();
-    let server = warp::serve(crate::gateway::filter(state.clone())).incoming(listener).graceful(async move {
-        let _ = stop_rx.await;
-    });
-    let server = tokio::spawn(server.run());
+    let filter = crate::gateway::filter(state.clone());
+    let tls = match &config.gateway {
+        g if g.tls_cert_file.as_os_str().is_empty() => None,
+        g => Some(crate::gateway::tls::server_config(&g.tls_cert_file, &g.tls_key_file)?),
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let server = match tls {
+        Some(tls) => tokio::spawn(crate::gateway::tls::serve(listener, tls, filter, stop_rx, SHUTDOWN_GRACE)),
+        None => {
+            let server = warp::serve(filter).incoming(listener).graceful(async move {
+                let _ = stop_rx.await;
+            });
+            tokio::spawn(server.run())
+        }
+    };
     state.set_ready(true);
-    tracing::info!(node_id = %config.node.id, %addr, data_dir = %data_dir.display(), "moneta node serving");
+    tracing::info!(node_id = %config.node.id, %addr, scheme, data_dir = %data_dir.display(), "moneta node serving");
     Ok(RunningNode {
         addr,
         state,

@@ -10,6 +10,7 @@ pub mod openapi;
 pub mod problem;
 pub mod routes;
 pub mod sanctions;
+pub mod tls;
 
 use crate::adapters::kyc::KycProvider;
 use crate::cluster::Router;
@@ -100,6 +101,11 @@ pub fn filter(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Respo
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::header::headers_cloned())
         .and(warp::addr::remote())
+        .and(warp::ext::optional::<tls::ClientAddr>())
+        .map(|method, path, query, headers, remote: Option<SocketAddr>, tls: Option<tls::ClientAddr>| {
+            (method, path, query, headers, remote.or(tls.map(|c| c.0)))
+        })
+        .untuple_one()
         .and(warp::body::stream())
         .then(
             move |method: Method, path: warp::path::FullPath, query: String, headers: HeaderMap, remote: Option<SocketAddr>, body| {
@@ -190,7 +196,8 @@ where
             Err(_) => Err(ApiError::unavailable("the request took too long; retry with the same Idempotency-Key")),
         };
         if let Err(e) = &result {
-            if e.status == StatusCode::UNAUTHORIZED || e.status == StatusCode::FORBIDDEN {
+            // Failed logins are audited by the login route itself (with the lockout logic).
+            if (e.status == StatusCode::UNAUTHORIZED || e.status == StatusCode::FORBIDDEN) && route != Some("/v1/auth/login") {
                 audit_denied(&state, &req, route, e).await;
             }
         }

@@ -1,6 +1,6 @@
 //! The harness every black-box test shares: start the real `moneta serve` binary on a free
 //! port with its own data folder, talk HTTP to it, and collect findings.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub use aws_lc_rs::signature::{Ed25519KeyPair, UnparsedPublicKey, ED25519};
 pub use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
