@@ -103,6 +103,16 @@ async fn main() {
             .await
             .unwrap();
         let token = r["access_token"].as_str().unwrap().to_string();
+        // Onboarding (KYC, questionnaire) so the compliance rules let the seed order through.
+        let kyc = json!({"document_type": "passport", "document_number": "123456789", "address": "1 High Street, London"});
+        let answers = json!({"answers": {
+            "objective": "growth", "horizon_years": 20, "loss_tolerance": "large", "investment_experience_years": 10,
+            "knows_complex_products": false, "annual_income": "90000.00", "liquid_net_worth": "300000.00", "emergency_fund_months": 12
+        }});
+        for (path, body) in [("/v1/me/kyc", kyc), ("/v1/me/suitability", answers)] {
+            let r = c.post(format!("{base}{path}")).bearer_auth(&token).json(&body).send().await.unwrap();
+            assert!(r.status().is_success(), "{path}: {}", r.status());
+        }
         let buy = json!({"symbol": "WRLD", "side": "buy", "quantity": "1"});
         c.post(format!("{base}/v1/portfolio/deposits"))
             .bearer_auth(&token)
@@ -111,13 +121,15 @@ async fn main() {
             .send()
             .await
             .unwrap();
-        c.post(format!("{base}/v1/orders"))
+        let r = c
+            .post(format!("{base}/v1/orders"))
             .bearer_auth(&token)
             .header("Idempotency-Key", "seed-buy")
             .json(&buy)
             .send()
             .await
             .unwrap();
+        assert_eq!(r.status().as_u16(), 201, "the seed order must fill");
         tokens.push(token);
     }
     let tokens = Arc::new(tokens);

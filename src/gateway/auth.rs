@@ -260,6 +260,10 @@ impl Auth {
         if header.jwk.is_some() || header.jku.is_some() || header.x5u.is_some() || header.x5c.is_some() {
             return Err(bad("embedded keys are not accepted"));
         }
+        // RFC 7515 §4.1.11: a critical extension we do not understand (we understand none).
+        if header.crit.is_some() {
+            return Err(bad("critical header extensions are not supported"));
+        }
         let Some(key) = self.keys.iter().find(|k| Some(k.kid.as_str()) == header.kid.as_deref()) else {
             return Err(bad("unknown key"));
         };
