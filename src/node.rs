@@ -99,6 +99,7 @@ pub async fn open_state(config: &Config) -> Result<Arc<AppState>, String> {
         sanctions: RwLock::new(Arc::new(sanctions)),
         kyc: crate::adapters::kyc::from_config(&config.compliance.kyc_provider),
         logins: LoginGuard::new(&config.auth),
+        revoked_sessions: std::sync::Mutex::new(std::collections::HashMap::new()),
         node_id: config.node.id.clone(),
         metrics,
         ready: AtomicBool::new(false),

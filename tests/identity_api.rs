@@ -475,6 +475,12 @@ fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
         "presenting family A's newest refresh token after the reuse (the family is revoked)",
         r.problem(&[401], &["invalid_refresh_token", "refresh_token_reused"]),
     );
+    // The revoked family's access tokens stop working at once, not at their expiry.
+    f.ok(
+        "GET /v1/me with family A's access token after the reuse",
+        node.get("/v1/me", Some(&a2.0)).problem(&[401], &[]),
+    );
+    f.status("GET /v1/me with family B's access token", &node.get("/v1/me", Some(&b1.0)), 200);
     // Family B is not affected, nor are new logins.
     let r = refresh(&node, &b1.1);
     let b2 = if f.status("refreshing family B after family A was revoked", &r, 200) {
@@ -519,6 +525,10 @@ fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
     f.ok(
         "refresh with family C's refresh token after logout",
         refresh(&node, &c.1).problem(&[401], &["invalid_refresh_token"]),
+    );
+    f.ok(
+        "GET /v1/me with family C's access token after logout",
+        node.get("/v1/me", Some(&c.0)).problem(&[401], &[]),
     );
     if let Some(b2) = &b2 {
         f.status("refreshing family B after family C logged out", &refresh(&node, &b2.1), 200);

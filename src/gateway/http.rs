@@ -38,6 +38,11 @@ impl Req {
         if self.body.is_empty() {
             return Err(ApiError::bad_request("a JSON body is required"));
         }
+        // Every body of the API is an object; serde's derive would also fill a struct from a
+        // JSON array by position, which `deny_unknown_fields` does not stop.
+        if self.body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::bad_request("the JSON body must be an object"));
+        }
         serde_json::from_slice(&self.body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {}", describe_json_error(&e))))
     }
 

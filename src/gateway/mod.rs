@@ -44,6 +44,10 @@ pub struct AppState {
     pub sanctions: RwLock<Arc<LoadedList>>,
     pub kyc: Box<dyn KycProvider>,
     pub logins: LoginGuard,
+    /// Sessions revoked on this node (logout, refresh-token reuse) → when their last access
+    /// token expires: access tokens of a revoked session are refused at once, not after their
+    /// natural expiry.
+    pub revoked_sessions: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
     pub config: Config,
     pub metrics: Arc<Metrics>,
     pub ready: AtomicBool,
@@ -78,8 +82,23 @@ impl AppState {
             return Ok(c.clone());
         }
         let c = self.verify_bearer(req)?;
+        if let Some(sid) = &c.sid {
+            let mut revoked = self.revoked_sessions.lock().expect("revoked sessions lock");
+            if revoked.get(sid).is_some_and(|until| *until > Instant::now()) {
+                return Err(ApiError::unauthorized("this session was logged out or revoked"));
+            }
+            if revoked.len() > 10_000 {
+                let now = Instant::now();
+                revoked.retain(|_, until| *until > now);
+            }
+        }
         let _ = req.claims.set(c.clone());
         Ok(c)
+    }
+    /// Refuses the access tokens of a session from now on (they would expire within the TTL).
+    pub fn revoke_session(&self, sid: &str) {
+        let until = Instant::now() + std::time::Duration::from_secs(self.auth.ttl_secs().max(0) as u64 + 60);
+        self.revoked_sessions.lock().expect("revoked sessions lock").insert(sid.to_string(), until);
     }
     fn verify_bearer(&self, req: &Req) -> Result<Claims, ApiError> {
         let h = req

@@ -338,18 +338,23 @@ pub async fn refresh(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
                 },
             ))
         }
-        Ok(AccountReply::Reused) => Err(ApiError::unauthorized(
-            "this refresh token was already used; every token of its session is now revoked — log in again",
-        )
-        .with_code("refresh_token_reused")),
+        Ok(AccountReply::Reused) => {
+            state.revoke_session(&family);
+            Err(reused())
+        }
         Ok(_) | Err(RouteError::Rejected(_)) => Err(invalid()),
         Err(RouteError::Unavailable(e)) => Err(unavailable(e)),
     }
 }
 
+fn reused() -> ApiError {
+    ApiError::unauthorized("this refresh token was already used; every token of its session is now revoked — log in again").with_code("refresh_token_reused")
+}
+
 pub async fn logout(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     let claims = state.claims(req)?;
     if let Some(family) = claims.sid.clone() {
+        state.revoke_session(&family);
         match state
             .router
             .execute::<Account>(&claims.sub, AccountCommand::Logout { family }, meta(req, &claims.sub))
