@@ -125,6 +125,8 @@ pub struct AuthConfig {
     pub failed_logins_per_address: u32,
     #[serde(deserialize_with = "duration")]
     pub failed_login_window: Duration,
+    /// Requests per minute one client address may send to register, login and refresh together.
+    pub identity_requests_per_minute: u32,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -251,6 +253,9 @@ impl Config {
         }
         if self.auth.failed_logins_per_account == 0 || self.auth.failed_logins_per_address == 0 {
             return bad("auth.failed_logins_per_account", "failed login allowances must be at least 1");
+        }
+        if self.auth.identity_requests_per_minute == 0 {
+            return bad("auth.identity_requests_per_minute", "must be at least 1");
         }
         if self.auth.failed_login_window < Duration::from_secs(1) || self.auth.failed_login_window > Duration::from_secs(24 * 3600) {
             return bad("auth.failed_login_window", "must be between 1s and 24h");

@@ -1088,3 +1088,26 @@ fn key_rotation_keeps_old_tokens_valid() {
     }
     f.finish();
 }
+
+// ---------------------------------------------------------------------------------------------
+// 8. Per-address rate limit on the unauthenticated identity routes
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn identity_routes_are_rate_limited_per_address() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let node = Node::start_with(dir.path(), &[("MONETA_AUTH_IDENTITY_REQUESTS_PER_MINUTE", "3")]);
+    assert_eq!(node.register("rl1@example.com", PASSWORD).status, 201);
+    assert_eq!(node.login("rl1@example.com", PASSWORD).status, 200);
+    let r = node.post("/v1/auth/refresh", None, None, &json!({"refresh_token": "nonsense"}));
+    r.problem(&[401], &["invalid_refresh_token"]).unwrap();
+    // The fourth request within the minute is refused before any work, with Retry-After.
+    let r = node.register("rl2@example.com", PASSWORD);
+    r.problem(&[429], &["rate_limited"]).unwrap();
+    let retry: u64 = r.header("retry-after").and_then(|v| v.parse().ok()).expect("a Retry-After header in seconds");
+    assert!((1..=61).contains(&retry), "Retry-After {retry}");
+    // Nothing was created: the email is still free once the limit allows again (not waited for
+    // here); authenticated routes are not limited by it.
+    let r = node.get("/healthz", None);
+    assert_eq!(r.status, 200);
+}

@@ -25,6 +25,9 @@ enum Key {
 }
 
 pub struct LoginGuard {
+    /// Every request to the unauthenticated identity routes (register, login, refresh), per
+    /// client address: they cost an Argon2id hash or a disk write each.
+    requests: DefaultKeyedRateLimiter<IpAddr>,
     per_account: DefaultKeyedRateLimiter<String>,
     per_address: DefaultKeyedRateLimiter<IpAddr>,
     clock: DefaultClock,
@@ -47,11 +50,20 @@ fn quota(allowance: u32, window: Duration) -> Quota {
 impl LoginGuard {
     pub fn new(cfg: &AuthConfig) -> LoginGuard {
         LoginGuard {
+            requests: RateLimiter::keyed(quota(cfg.identity_requests_per_minute, Duration::from_secs(60))),
             per_account: RateLimiter::keyed(quota(cfg.failed_logins_per_account, cfg.failed_login_window)),
             per_address: RateLimiter::keyed(quota(cfg.failed_logins_per_address, cfg.failed_login_window)),
             clock: DefaultClock::default(),
             lockouts: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Admits one request to an unauthenticated identity route, or says how many seconds to wait.
+    pub fn admit(&self, address: Option<IpAddr>) -> Result<(), u64> {
+        let Some(ip) = address else { return Ok(()) };
+        self.requests
+            .check_key(&ip)
+            .map_err(|not_until| not_until.wait_time_from(self.clock.now()).as_secs() + 1)
     }
 
     /// Seconds to wait when the account or the address is locked out now.
@@ -108,7 +120,20 @@ mod tests {
         c.failed_logins_per_account = 3;
         c.failed_logins_per_address = 5;
         c.failed_login_window = Duration::from_secs(60);
+        c.identity_requests_per_minute = 4;
         c
+    }
+
+    #[test]
+    fn identity_requests_are_limited_per_address() {
+        let g = LoginGuard::new(&cfg());
+        let a: IpAddr = "127.0.0.20".parse().unwrap();
+        for _ in 0..4 {
+            assert_eq!(g.admit(Some(a)), Ok(()));
+        }
+        assert!(g.admit(Some(a)).is_err_and(|s| (1..=16).contains(&s)));
+        assert_eq!(g.admit(Some("127.0.0.21".parse().unwrap())), Ok(()));
+        assert_eq!(g.admit(None), Ok(()));
     }
 
     #[test]

@@ -185,6 +185,13 @@ pub async fn dispatch(state: &AppState, template: Option<&'static str>, req: &Re
             }
         }
     }
+    if matches!(template, "/v1/auth/register" | "/v1/auth/login" | "/v1/auth/refresh") && method == "POST" {
+        if let Err(secs) = state.logins.admit(req.remote.map(|a| a.ip())) {
+            let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests from this address; slow down");
+            e.retry_after = Some(secs);
+            return Err(e);
+        }
+    }
     match (method, template) {
         ("GET", "/healthz") => public::healthz(state),
         ("GET", "/readyz") => public::readyz(state),
