@@ -28,9 +28,9 @@ use warp::http::StatusCode;
 
 const PASSWORD_MAX_BYTES: usize = 1024;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RegisterBody {
+pub(crate) struct RegisterBody {
     email: String,
     password: String,
     full_name: String,
@@ -38,9 +38,9 @@ struct RegisterBody {
     country: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct LoginBody {
+pub(crate) struct LoginBody {
     email: String,
     password: String,
     #[serde(default)]
@@ -49,15 +49,15 @@ struct LoginBody {
     device_id: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RefreshBody {
+pub(crate) struct RefreshBody {
     refresh_token: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CodeBody {
+pub(crate) struct CodeBody {
     code: String,
 }
 

@@ -12,6 +12,8 @@ use crate::domain::account::Role;
 use crate::gateway::http::{Reply, Req};
 use crate::gateway::problem::ApiError;
 use crate::gateway::AppState;
+use utoipa::openapi::{RefOr, Schema};
+use utoipa::ToSchema;
 use warp::http::StatusCode;
 
 pub struct RouteSpec {
@@ -21,9 +23,20 @@ pub struct RouteSpec {
     /// The roles that may call it; empty = public (no token).
     pub roles: &'static [Role],
     pub idempotent_key: bool,
+    /// The JSON schema of the request body (derived from the struct the handler parses).
+    pub body: Option<fn() -> (String, RefOr<Schema>)>,
+}
+
+fn schema_of<T: ToSchema>() -> (String, RefOr<Schema>) {
+    (T::name().into_owned(), T::schema())
 }
 
 impl RouteSpec {
+    const fn body(mut self, f: fn() -> (String, RefOr<Schema>)) -> RouteSpec {
+        self.body = Some(f);
+        self
+    }
+
     pub fn auth(&self) -> bool {
         !self.roles.is_empty()
     }
@@ -44,6 +57,7 @@ const fn r(method: &'static str, template: &'static str, summary: &'static str, 
         summary,
         roles,
         idempotent_key,
+        body: None,
     }
 }
 
@@ -53,25 +67,27 @@ pub const ROUTES: &[RouteSpec] = &[
     r("GET", "/metrics", "Prometheus metrics", PUBLIC, false),
     r("GET", "/openapi.json", "This OpenAPI document", PUBLIC, false),
     r("GET", "/.well-known/jwks.json", "Public keys that verify access tokens", PUBLIC, false),
-    r("POST", "/v1/auth/register", "Register a user account", PUBLIC, false),
+    r("POST", "/v1/auth/register", "Register a user account", PUBLIC, false).body(schema_of::<identity::RegisterBody>),
     r(
         "POST",
         "/v1/auth/login",
         "Log in with email, password and (when enrolled) a TOTP code",
         PUBLIC,
         false,
-    ),
+    )
+    .body(schema_of::<identity::LoginBody>),
     r(
         "POST",
         "/v1/auth/refresh",
         "Exchange a refresh token for a new pair (the old one is spent)",
         PUBLIC,
         false,
-    ),
+    )
+    .body(schema_of::<identity::RefreshBody>),
     r("POST", "/v1/auth/logout", "Revoke the caller's refresh-token family", ANY, false),
     r("GET", "/v1/me", "The caller's profile", ANY, false),
     r("POST", "/v1/me/mfa/totp", "Start TOTP enrolment (active once confirmed)", ANY, false),
-    r("POST", "/v1/me/mfa/totp/confirm", "Confirm TOTP enrolment with a code", ANY, false),
+    r("POST", "/v1/me/mfa/totp/confirm", "Confirm TOTP enrolment with a code", ANY, false).body(schema_of::<identity::CodeBody>),
     r(
         "GET",
         "/v1/me/notifications",
@@ -79,26 +95,28 @@ pub const ROUTES: &[RouteSpec] = &[
         ANY,
         false,
     ),
-    r("PUT", "/v1/me/consents", "Set the caller's consents", USER, false),
+    r("PUT", "/v1/me/consents", "Set the caller's consents", USER, false).body(schema_of::<onboarding::ConsentsBody>),
     r(
         "POST",
         "/v1/me/kyc",
         "Submit identity documents for verification (and sanctions screening)",
         USER,
         false,
-    ),
+    )
+    .body(schema_of::<onboarding::KycBody>),
     r(
         "POST",
         "/v1/me/suitability",
         "Answer the suitability and appropriateness questionnaire",
         USER,
         false,
-    ),
+    )
+    .body(schema_of::<onboarding::SuitabilityBody>),
     r("GET", "/v1/instruments", "Listed instruments with their latest prices", PUBLIC, false),
     r("GET", "/v1/instruments/{symbol}", "One instrument", PUBLIC, false),
     r("GET", "/v1/portfolio", "The caller's portfolio valued at the latest prices", USER, false),
-    r("POST", "/v1/portfolio/deposits", "Deposit cash", USER, true),
-    r("POST", "/v1/portfolio/withdrawals", "Withdraw cash", USER, true),
+    r("POST", "/v1/portfolio/deposits", "Deposit cash", USER, true).body(schema_of::<portfolio::AmountBody>),
+    r("POST", "/v1/portfolio/withdrawals", "Withdraw cash", USER, true).body(schema_of::<portfolio::AmountBody>),
     r("GET", "/v1/portfolio/transactions", "Cash movements, newest first", USER, false),
     r(
         "POST",
@@ -106,7 +124,8 @@ pub const ROUTES: &[RouteSpec] = &[
         "Place a market order (compliance rules, then filled at the latest price)",
         USER,
         true,
-    ),
+    )
+    .body(schema_of::<portfolio::OrderBody>),
     r("GET", "/v1/orders", "The caller's orders, newest first", USER, false),
     r("GET", "/v1/orders/{order_id}", "One of the caller's orders", USER, false),
     r(
@@ -129,7 +148,8 @@ pub const ROUTES: &[RouteSpec] = &[
         "Resolve a user's potential sanctions match",
         COMPLIANCE,
         false,
-    ),
+    )
+    .body(schema_of::<staff::ResolveBody>),
     r(
         "POST",
         "/v1/compliance/sanctions/reload",

@@ -13,25 +13,28 @@ use crate::gateway::{sanctions, AppState};
 use serde::Deserialize;
 use warp::http::StatusCode;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ConsentsBody {
+pub(crate) struct ConsentsBody {
     ai_profiling: bool,
     marketing: bool,
     analytics: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct KycBody {
+pub(crate) struct KycBody {
     document_type: String,
     document_number: String,
     address: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SuitabilityBody {
+pub(crate) struct SuitabilityBody {
+    /// objective, horizon_years, loss_tolerance, investment_experience_years,
+    /// knows_complex_products, annual_income, liquid_net_worth, emergency_fund_months (all required).
+    #[schema(value_type = Object)]
     answers: serde_json::Value,
 }
 

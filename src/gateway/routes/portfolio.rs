@@ -19,16 +19,18 @@ use serde::{Deserialize, Serialize};
 use std::str::FromStr;
 use warp::http::StatusCode;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AmountBody {
+pub(crate) struct AmountBody {
     amount: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct OrderBody {
+pub(crate) struct OrderBody {
     symbol: String,
+    /// "buy" or "sell".
+    #[schema(value_type = String)]
     side: Side,
     quantity: String,
 }

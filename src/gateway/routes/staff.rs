@@ -79,9 +79,11 @@ pub async fn support_user(state: &AppState, req: &Req, user_id: &str) -> Result<
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ResolveBody {
+pub(crate) struct ResolveBody {
+    /// "clear" or "match".
+    #[schema(value_type = String)]
     decision: ScreeningDecision,
     #[serde(default)]
     note: String,
