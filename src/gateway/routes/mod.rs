@@ -24,15 +24,18 @@ pub struct RouteSpec {
     pub roles: &'static [Role],
     pub idempotent_key: bool,
     /// The JSON schema of the request body (derived from the struct the handler parses).
-    pub body: Option<fn() -> (String, RefOr<Schema>)>,
+    pub body: Option<BodySchema>,
 }
+
+/// A request body's component name and JSON schema.
+pub type BodySchema = fn() -> (String, RefOr<Schema>);
 
 fn schema_of<T: ToSchema>() -> (String, RefOr<Schema>) {
     (T::name().into_owned(), T::schema())
 }
 
 impl RouteSpec {
-    const fn body(mut self, f: fn() -> (String, RefOr<Schema>)) -> RouteSpec {
+    const fn body(mut self, f: BodySchema) -> RouteSpec {
         self.body = Some(f);
         self
     }
