@@ -31,6 +31,18 @@ pub struct Config {
     pub market: MarketConfig,
     pub security: SecurityConfig,
     pub compliance: ComplianceConfig,
+    pub gdpr: GdprConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GdprConfig {
+    /// Time between `DELETE /v1/me` and the erasure ("0s" allowed).
+    #[serde(deserialize_with = "duration")]
+    pub erasure_grace_period: Duration,
+    /// How often the node looks for erasures that are due.
+    #[serde(deserialize_with = "duration")]
+    pub erasure_check_interval: Duration,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -262,6 +274,12 @@ impl Config {
         }
         if self.gateway.tls_cert_file.as_os_str().is_empty() != self.gateway.tls_key_file.as_os_str().is_empty() {
             return bad("gateway.tls_cert_file", "set both tls_cert_file and tls_key_file, or neither");
+        }
+        if self.gdpr.erasure_grace_period > Duration::from_secs(400 * 24 * 3600) {
+            return bad("gdpr.erasure_grace_period", "must be at most 400d");
+        }
+        if self.gdpr.erasure_check_interval < Duration::from_millis(100) || self.gdpr.erasure_check_interval > Duration::from_secs(24 * 3600) {
+            return bad("gdpr.erasure_check_interval", "must be between 100ms and 24h");
         }
         if self.compliance.kyc_provider != "sandbox" {
             return bad("compliance.kyc_provider", "the only built-in provider is \"sandbox\"");

@@ -29,6 +29,8 @@ pub struct RunningNode {
     pub state: Arc<AppState>,
     stop_feed: watch::Sender<bool>,
     feed: tokio::task::JoinHandle<()>,
+    /// The GDPR erasure job (stopped with the feed).
+    erasures: tokio::task::JoinHandle<()>,
     stop_server: oneshot::Sender<()>,
     server: tokio::task::JoinHandle<()>,
 }
@@ -120,6 +122,7 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
         .map_err(|e| format!("cannot listen on {} (key `gateway.listen`): {e}", config.gateway.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let (stop_feed, feed_rx) = watch::channel(false);
+    let erasures = tokio::spawn(crate::gateway::routes::gdpr::erasure_job(state.clone(), feed_rx.clone()));
     let feed = tokio::spawn(run_feed(
         router.clone(),
         instruments_from_config(&config.market.instruments),
@@ -150,6 +153,7 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
         state,
         stop_feed,
         feed,
+        erasures,
         stop_server,
         server,
     })
@@ -162,6 +166,7 @@ impl RunningNode {
         self.state.set_ready(false);
         let _ = self.stop_feed.send(true);
         let _ = self.feed.await;
+        let _ = self.erasures.await;
         let _ = self.stop_server.send(());
         if tokio::time::timeout(SHUTDOWN_GRACE, self.server).await.is_err() {
             tracing::warn!("in-flight requests did not finish within the grace period");

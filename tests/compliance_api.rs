@@ -704,6 +704,8 @@ const EXPECTED: &[(&str, &str, &[&str])] = &[
     ("POST", "/v1/auth/refresh", &[]),
     ("POST", "/v1/auth/logout", &["user", "support", "compliance", "admin"]),
     ("GET", "/v1/me", &["user", "support", "compliance", "admin"]),
+    ("DELETE", "/v1/me", &["user"]),
+    ("GET", "/v1/me/export", &["user"]),
     ("POST", "/v1/me/mfa/totp", &["user", "support", "compliance", "admin"]),
     ("POST", "/v1/me/mfa/totp/confirm", &["user", "support", "compliance", "admin"]),
     ("GET", "/v1/me/notifications", &["user", "support", "compliance", "admin"]),

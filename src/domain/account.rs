@@ -259,6 +259,15 @@ pub struct Account {
     /// SHA-256 of device ids seen at login.
     pub devices: BTreeSet<TokenHash>,
     pub notifications: Vec<Notification>,
+    /// GDPR erasure: requested (with its due time), then carried out.
+    pub erasure: Option<Erasure>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Erasure {
+    pub requested_at: Timestamp,
+    pub due_at: Timestamp,
+    pub erased_at: Option<Timestamp>,
 }
 
 /// A new refresh-token family, created by the driver (which holds the token's plaintext).
@@ -317,6 +326,13 @@ pub enum AccountCommand {
         profile: RiskProfile,
         sealed_answers: Vec<u8>,
     },
+    /// The holder asks to be erased; carried out at `due_at` (after the grace period).
+    RequestErasure {
+        due_at: Timestamp,
+    },
+    /// Carries out a due erasure: personal data, credentials and sessions go; the decision
+    /// facts regulation needs (KYC outcome, screening, risk profile) stay, without identity.
+    Erase,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -373,6 +389,13 @@ pub enum AccountEvent {
     SuitabilityAssessed {
         suitability: Suitability,
     },
+    ErasureRequested {
+        at: Timestamp,
+        due_at: Timestamp,
+    },
+    Erased {
+        at: Timestamp,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -390,6 +413,12 @@ pub enum AccountReply {
     /// A spent token was presented: the family is now revoked (answer 401 refresh_token_reused).
     Reused,
     Consents(Consents),
+    /// The erasure is (or was already) scheduled for this time.
+    ErasureDue(Timestamp),
+    /// Erased now, or earlier; the sessions that were open (their access tokens must stop).
+    Erased {
+        sessions: Vec<String>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -406,6 +435,8 @@ pub enum AccountRejection {
     KycAlreadyVerified,
     /// No screening result names that entry (stale review).
     NothingToResolve,
+    /// Erasure not requested, or its grace period has not ended.
+    ErasureNotDue,
 }
 
 impl AccountRejection {
@@ -419,6 +450,7 @@ impl AccountRejection {
             AccountRejection::InvalidCode => "invalid_code",
             AccountRejection::KycAlreadyVerified => "kyc_already_verified",
             AccountRejection::NothingToResolve => "nothing_to_resolve",
+            AccountRejection::ErasureNotDue => "erasure_not_due",
         }
     }
 }
@@ -428,8 +460,13 @@ fn consent_text(c: Consents) -> String {
 }
 
 impl Account {
+    /// Registered and not erased.
     pub fn exists(&self) -> bool {
         !self.sealed_profile.is_empty()
+    }
+
+    pub fn is_erased(&self) -> bool {
+        self.erasure.is_some_and(|e| e.erased_at.is_some())
     }
 
     pub fn mfa_enabled(&self) -> bool {
@@ -644,6 +681,24 @@ impl Account {
                 ctx.audit(AuditDraft::ok("screening.resolve").detail("entry", &entry).detail("decision", d));
                 done(vec![AccountEvent::ScreeningResolved { entry, decision, note }])
             }
+            AccountCommand::RequestErasure { due_at } => {
+                if let Some(e) = self.erasure {
+                    return Ok(Decision::replay(AccountReply::ErasureDue(e.due_at)));
+                }
+                ctx.audit(AuditDraft::ok("gdpr.erasure_requested").detail("due_at", due_at.to_rfc3339()));
+                Ok(Decision::new(
+                    vec![AccountEvent::ErasureRequested { at: ctx.now, due_at }],
+                    AccountReply::ErasureDue(due_at),
+                ))
+            }
+            AccountCommand::Erase => match self.erasure {
+                Some(e) if e.due_at <= ctx.now => {
+                    ctx.audit(AuditDraft::ok("gdpr.erasure").detail("requested_at", e.requested_at.to_rfc3339()));
+                    let sessions = self.sessions.iter().filter(|(_, s)| !s.revoked).map(|(f, _)| f.clone()).collect();
+                    Ok(Decision::new(vec![AccountEvent::Erased { at: ctx.now }], AccountReply::Erased { sessions }))
+                }
+                _ => Err(AccountRejection::ErasureNotDue),
+            },
             AccountCommand::SetSuitability { profile, sealed_answers } => {
                 ctx.audit(
                     AuditDraft::ok("suitability.assess")
@@ -703,10 +758,18 @@ impl Entity for Account {
             sessions: BTreeMap::new(),
             devices: BTreeSet::new(),
             notifications: Vec::new(),
+            erasure: None,
         }
     }
 
     fn decide(&self, cmd: AccountCommand, ctx: &mut Ctx<'_>) -> Result<Decision<AccountEvent, AccountReply>, AccountRejection> {
+        if self.is_erased() {
+            // Erasure is final; carrying it out again is a no-op (the job may retry).
+            return match cmd {
+                AccountCommand::Erase => Ok(Decision::replay(AccountReply::Erased { sessions: Vec::new() })),
+                _ => Err(AccountRejection::NotRegistered),
+            };
+        }
         if self.exists() {
             return self.decide_registered(cmd, ctx);
         }
@@ -830,6 +893,40 @@ impl Entity for Account {
                 }
             }
             AccountEvent::SuitabilityAssessed { suitability } => self.suitability = Some(suitability.clone()),
+            AccountEvent::ErasureRequested { at, due_at } => {
+                self.erasure = Some(Erasure {
+                    requested_at: *at,
+                    due_at: *due_at,
+                    erased_at: None,
+                })
+            }
+            AccountEvent::Erased { at } => {
+                // Personal data and credentials go; what regulation keeps (the KYC outcome and
+                // document type, screening, the risk profile) stays, identified only by the
+                // random user id. The sealed copies in older journal entries become unreadable
+                // when the user's data key is destroyed.
+                self.sealed_profile.clear();
+                self.password_hash.clear();
+                self.totp = None;
+                self.sessions.clear();
+                self.devices.clear();
+                self.notifications.clear();
+                self.consents = Consents::default();
+                if let Some(k) = self.kyc.as_mut() {
+                    k.sealed_document = None;
+                }
+                if let Some(s) = self.suitability.as_mut() {
+                    s.sealed_answers.clear();
+                }
+                if let Some(s) = self.screening.as_mut() {
+                    if let Some(r) = s.resolution.as_mut() {
+                        r.2.clear();
+                    }
+                }
+                if let Some(e) = self.erasure.as_mut() {
+                    e.erased_at = Some(*at);
+                }
+            }
         }
     }
 
@@ -1026,6 +1123,38 @@ mod tests {
             .0
             .unwrap();
         assert_eq!(a.screening_status(), Some(ScreeningStatus::Match));
+    }
+
+    #[test]
+    fn erasure_happens_only_when_due_and_is_final() {
+        let mut a = registered();
+        login(&mut a, "ses_a", 1, None, Some(1)).unwrap();
+        assert_eq!(run(&mut a, AccountCommand::Erase, T0).0, Err(AccountRejection::ErasureNotDue));
+        let due = Timestamp(T0.millis() + 1000);
+        assert_eq!(
+            run(&mut a, AccountCommand::RequestErasure { due_at: due }, T0).0,
+            Ok(AccountReply::ErasureDue(due))
+        );
+        // Asking again keeps the first date.
+        let later = Timestamp(T0.millis() + 5000);
+        assert_eq!(
+            run(&mut a, AccountCommand::RequestErasure { due_at: later }, T0).0,
+            Ok(AccountReply::ErasureDue(due))
+        );
+        assert_eq!(run(&mut a, AccountCommand::Erase, T0).0, Err(AccountRejection::ErasureNotDue));
+        let (r, audit) = run(&mut a, AccountCommand::Erase, due);
+        assert_eq!(
+            r,
+            Ok(AccountReply::Erased {
+                sessions: vec!["ses_a".into()]
+            })
+        );
+        assert_eq!(audit, vec!["gdpr.erasure:ok".to_string()]);
+        assert!(!a.exists() && a.is_erased());
+        assert!(a.sealed_profile.is_empty() && a.password_hash.is_empty() && a.sessions.is_empty() && a.devices.is_empty());
+        // Final: nothing else is accepted; erasing again is a harmless no-op.
+        assert_eq!(login(&mut a, "ses_b", 2, None, None), Err(AccountRejection::NotRegistered));
+        assert_eq!(run(&mut a, AccountCommand::Erase, due).0, Ok(AccountReply::Erased { sessions: vec![] }));
     }
 
     #[test]

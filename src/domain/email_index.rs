@@ -21,11 +21,14 @@ pub struct EmailIndex {
 pub enum EmailIndexCommand {
     /// Claims the email for `user_id` unless someone holds it; replies with the holder.
     Claim { user_id: String },
+    /// Frees the email when `user_id` holds it (erasure); replies with the user id.
+    Release { user_id: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum EmailIndexEvent {
     Claimed { user_id: String, at: Timestamp },
+    Released { user_id: String, at: Timestamp },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,12 +64,26 @@ impl Entity for EmailIndex {
                     ))
                 }
             },
+            EmailIndexCommand::Release { user_id } => {
+                if self.owner.as_deref() != Some(user_id.as_str()) {
+                    return Ok(Decision::replay(user_id));
+                }
+                ctx.audit(AuditDraft::ok("email_index.release").detail("user_id", &user_id));
+                Ok(Decision::new(
+                    vec![EmailIndexEvent::Released {
+                        user_id: user_id.clone(),
+                        at: ctx.now,
+                    }],
+                    user_id,
+                ))
+            }
         }
     }
 
     fn apply(&mut self, event: &EmailIndexEvent) {
         match event {
             EmailIndexEvent::Claimed { user_id, .. } => self.owner = Some(user_id.clone()),
+            EmailIndexEvent::Released { .. } => self.owner = None,
         }
     }
 }

@@ -11,6 +11,14 @@ pub const NODE_PREFIX: [u8; 2] = [0xff, 0xff];
 pub const AUDIT_PREFIX: [u8; 3] = [0xff, 0xff, 0x01];
 /// `NODE_PREFIX ‖ 0x02` → (entries, head) of the audit chain.
 pub const AUDIT_HEAD_KEY: [u8; 3] = [0xff, 0xff, 0x02];
+/// Scheduled GDPR erasures: `0xFFFF 0x03 ‖ user id` → the pending erasure.
+pub const ERASURE_PREFIX: [u8; 3] = [0xff, 0xff, 0x03];
+
+pub fn erasure_key(user_id: &str) -> Vec<u8> {
+    let mut k = ERASURE_PREFIX.to_vec();
+    k.extend_from_slice(user_id.as_bytes());
+    k
+}
 
 pub fn audit_key(seq: u64) -> Vec<u8> {
     let mut k = AUDIT_PREFIX.to_vec();

@@ -28,6 +28,13 @@ impl From<sled::Error> for StoreError {
     }
 }
 
+/// A scheduled erasure: when, and the email index entry to free (a keyed hash, not the email).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingErasure {
+    pub due_at: Timestamp,
+    pub email_hash: String,
+}
+
 /// One entry of an entity's journal.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JournalEntry<Ev> {
@@ -196,6 +203,41 @@ impl Store {
         }
         self.tree.apply_batch(batch)?;
         *chain = next;
+        Ok(())
+    }
+
+    /// Schedules an erasure (durable before it returns).
+    pub fn put_erasure(&self, user_id: &str, pending: &PendingErasure) -> Result<(), StoreError> {
+        self.tree.insert(keys::erasure_key(user_id), codec::encode(pending))?;
+        self.flush()?;
+        Ok(())
+    }
+
+    /// Every scheduled erasure; a corrupt entry is an error naming it.
+    pub fn erasures(&self) -> Result<Vec<(String, PendingErasure)>, StoreError> {
+        self.tree
+            .scan_prefix(keys::ERASURE_PREFIX)
+            .map(|item| {
+                let (k, v) = item?;
+                let location = format!("erasure {}", hex::encode(&k));
+                let user_id = std::str::from_utf8(&k[keys::ERASURE_PREFIX.len()..])
+                    .map_err(|_| StoreError::Corrupt {
+                        location: location.clone(),
+                        reason: "user id is not UTF-8".into(),
+                    })?
+                    .to_string();
+                let pending = codec::decode(&v).map_err(|e| StoreError::Corrupt {
+                    location,
+                    reason: e.to_string(),
+                })?;
+                Ok((user_id, pending))
+            })
+            .collect()
+    }
+
+    pub fn remove_erasure(&self, user_id: &str) -> Result<(), StoreError> {
+        self.tree.remove(keys::erasure_key(user_id))?;
+        self.flush()?;
         Ok(())
     }
 

@@ -1,6 +1,7 @@
 //! The route table and dispatch. `ROUTES` is the single inventory: the dispatcher, the 405
 //! answers and `/openapi.json` all read it, so a route cannot exist without being documented.
 
+pub mod gdpr;
 pub mod identity;
 mod market;
 mod onboarding;
@@ -89,6 +90,8 @@ pub const ROUTES: &[RouteSpec] = &[
     .body(schema_of::<identity::RefreshBody>),
     r("POST", "/v1/auth/logout", "Revoke the caller's refresh-token family", ANY, false),
     r("GET", "/v1/me", "The caller's profile", ANY, false),
+    r("DELETE", "/v1/me", "Erase the caller's personal data after the grace period", USER, false),
+    r("GET", "/v1/me/export", "Everything held about the caller (format=json|csv)", USER, false),
     r("POST", "/v1/me/mfa/totp", "Start TOTP enrolment (active once confirmed)", ANY, false),
     r("POST", "/v1/me/mfa/totp/confirm", "Confirm TOTP enrolment with a code", ANY, false).body(schema_of::<identity::CodeBody>),
     r(
@@ -226,6 +229,8 @@ pub async fn dispatch(state: &AppState, template: Option<&'static str>, req: &Re
         ("POST", "/v1/auth/refresh") => identity::refresh(state, req).await,
         ("POST", "/v1/auth/logout") => identity::logout(state, req).await,
         ("GET", "/v1/me") => identity::me(state, req).await,
+        ("DELETE", "/v1/me") => gdpr::delete_me(state, req).await,
+        ("GET", "/v1/me/export") => gdpr::export(state, req).await,
         ("POST", "/v1/me/mfa/totp") => identity::totp_enrol(state, req).await,
         ("POST", "/v1/me/mfa/totp/confirm") => identity::totp_confirm(state, req).await,
         ("GET", "/v1/me/notifications") => identity::notifications(state, req).await,

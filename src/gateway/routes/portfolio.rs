@@ -113,7 +113,7 @@ pub async fn withdraw(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
 }
 
 #[derive(Serialize)]
-struct OrderView {
+pub(super) struct OrderView {
     order_id: String,
     status: &'static str,
     symbol: String,
@@ -218,28 +218,25 @@ pub async fn view(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
 }
 
 /// The caller's history, from the portfolio's journal.
-async fn history(state: &AppState, user_id: &str) -> Result<History, ApiError> {
+pub(super) async fn history(state: &AppState, user_id: &str) -> Result<History, ApiError> {
     let journal = state.router.read_journal::<Portfolio>(user_id).await.map_err(unavailable)?;
     Ok(History::from_events(journal.iter().map(|e| &e.event)))
+}
+
+pub(super) fn transaction_view(t: &crate::domain::portfolio::Transaction) -> serde_json::Value {
+    serde_json::json!({
+        "tx_id": t.tx_id,
+        "kind": match t.kind { TransactionKind::Deposit => "deposit", TransactionKind::Withdrawal => "withdrawal", TransactionKind::Buy => "buy", TransactionKind::Sell => "sell" },
+        "amount": cash_string(t.amount),
+        "order_id": t.order_id,
+        "at": t.at.to_rfc3339(),
+    })
 }
 
 pub async fn transactions(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     let claims = user(state, req)?;
     let history = history(state, &claims.sub).await?;
-    let list: Vec<_> = history
-        .transactions
-        .iter()
-        .rev()
-        .map(|t| {
-            serde_json::json!({
-                "tx_id": t.tx_id,
-                "kind": match t.kind { TransactionKind::Deposit => "deposit", TransactionKind::Withdrawal => "withdrawal", TransactionKind::Buy => "buy", TransactionKind::Sell => "sell" },
-                "amount": cash_string(t.amount),
-                "order_id": t.order_id,
-                "at": t.at.to_rfc3339(),
-            })
-        })
-        .collect();
+    let list: Vec<_> = history.transactions.iter().rev().map(transaction_view).collect();
     Ok(private_json(StatusCode::OK, &list))
 }
 
