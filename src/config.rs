@@ -32,6 +32,15 @@ pub struct Config {
     pub security: SecurityConfig,
     pub compliance: ComplianceConfig,
     pub gdpr: GdprConfig,
+    pub backup: BackupConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupConfig {
+    /// The key that encrypts and authenticates backups (32 bytes, 0600; created by the first
+    /// `moneta backup create`). Keep it outside the data folder and apart from the backups.
+    pub key_file: PathBuf,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -43,6 +52,9 @@ pub struct GdprConfig {
     /// How often the node looks for erasures that are due.
     #[serde(deserialize_with = "duration")]
     pub erasure_check_interval: Duration,
+    /// Who was erased (user id and email-index key, no personal data), kept outside the data
+    /// folder: a restore replays it so a backup never brings an erased person back.
+    pub erasure_list: PathBuf,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -280,6 +292,12 @@ impl Config {
         }
         if self.gdpr.erasure_check_interval < Duration::from_millis(100) || self.gdpr.erasure_check_interval > Duration::from_secs(24 * 3600) {
             return bad("gdpr.erasure_check_interval", "must be between 100ms and 24h");
+        }
+        if self.gdpr.erasure_list.as_os_str().is_empty() {
+            return bad("gdpr.erasure_list", "must name a file (outside the data folder)");
+        }
+        if self.backup.key_file.as_os_str().is_empty() {
+            return bad("backup.key_file", "must name a file (outside the data folder)");
         }
         if self.compliance.kyc_provider != "sandbox" {
             return bad("compliance.kyc_provider", "the only built-in provider is \"sandbox\"");

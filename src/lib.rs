@@ -8,6 +8,7 @@ pub mod adapters;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod control;
 pub mod domain;
 pub mod gateway;
 pub mod node;

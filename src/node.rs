@@ -29,8 +29,9 @@ pub struct RunningNode {
     pub state: Arc<AppState>,
     stop_feed: watch::Sender<bool>,
     feed: tokio::task::JoinHandle<()>,
-    /// The GDPR erasure job (stopped with the feed).
+    /// The GDPR erasure job and the control socket (stopped with the feed).
     erasures: tokio::task::JoinHandle<()>,
+    control: tokio::task::JoinHandle<Result<(), String>>,
     stop_server: oneshot::Sender<()>,
     server: tokio::task::JoinHandle<()>,
 }
@@ -123,6 +124,7 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let (stop_feed, feed_rx) = watch::channel(false);
     let erasures = tokio::spawn(crate::gateway::routes::gdpr::erasure_job(state.clone(), feed_rx.clone()));
+    let control = tokio::spawn(crate::control::serve(state.clone(), feed_rx.clone()));
     let feed = tokio::spawn(run_feed(
         router.clone(),
         instruments_from_config(&config.market.instruments),
@@ -154,6 +156,7 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
         stop_feed,
         feed,
         erasures,
+        control,
         stop_server,
         server,
     })
@@ -167,6 +170,9 @@ impl RunningNode {
         let _ = self.stop_feed.send(true);
         let _ = self.feed.await;
         let _ = self.erasures.await;
+        if let Ok(Err(e)) = self.control.await {
+            tracing::warn!(error = %e, "the control socket was not available");
+        }
         let _ = self.stop_server.send(());
         if tokio::time::timeout(SHUTDOWN_GRACE, self.server).await.is_err() {
             tracing::warn!("in-flight requests did not finish within the grace period");

@@ -92,6 +92,22 @@ impl AuditJournal {
         rx.await.unwrap_or(Err(StoreError::Io("the audit journal has stopped".into())))
     }
 
+    /// Runs `f` on the writer thread once everything enqueued before is durable, while no
+    /// other write can happen: a consistent point-in-time view of the store (backups). Writes
+    /// wait meanwhile, so `f` should be quick.
+    pub async fn exclusive<T: Send + 'static>(&self, f: impl FnOnce(&Store) -> T + Send + 'static) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let store = self.store.clone();
+        self.commit(
+            WriteSet::default(),
+            Box::new(move |r| {
+                let _ = tx.send(r.map(|_| f(&store)));
+            }),
+        )
+        .await;
+        rx.await.unwrap_or(Err(StoreError::Io("the audit journal has stopped".into())))
+    }
+
     /// The chain head as of the last durable cycle.
     pub fn head(&self) -> ChainHead {
         *self.shared.head.lock().expect("journal head lock")

@@ -332,7 +332,11 @@ pub enum AccountCommand {
     },
     /// Carries out a due erasure: personal data, credentials and sessions go; the decision
     /// facts regulation needs (KYC outcome, screening, risk profile) stay, without identity.
-    Erase,
+    /// `replayed`: an erasure carried out before, replayed after a restore from a backup older
+    /// than it — due whatever this (older) state says.
+    Erase {
+        replayed: bool,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -691,7 +695,18 @@ impl Account {
                     AccountReply::ErasureDue(due_at),
                 ))
             }
-            AccountCommand::Erase => match self.erasure {
+            AccountCommand::Erase { replayed } => match self.erasure {
+                _ if replayed => {
+                    ctx.audit(AuditDraft::ok("gdpr.erasure").detail("replayed", "true"));
+                    let sessions = self.sessions.keys().cloned().collect();
+                    let at = ctx.now;
+                    let mut events = Vec::new();
+                    if self.erasure.is_none() {
+                        events.push(AccountEvent::ErasureRequested { at, due_at: at });
+                    }
+                    events.push(AccountEvent::Erased { at });
+                    Ok(Decision::new(events, AccountReply::Erased { sessions }))
+                }
                 Some(e) if e.due_at <= ctx.now => {
                     ctx.audit(AuditDraft::ok("gdpr.erasure").detail("requested_at", e.requested_at.to_rfc3339()));
                     let sessions = self.sessions.iter().filter(|(_, s)| !s.revoked).map(|(f, _)| f.clone()).collect();
@@ -766,7 +781,7 @@ impl Entity for Account {
         if self.is_erased() {
             // Erasure is final; carrying it out again is a no-op (the job may retry).
             return match cmd {
-                AccountCommand::Erase => Ok(Decision::replay(AccountReply::Erased { sessions: Vec::new() })),
+                AccountCommand::Erase { .. } => Ok(Decision::replay(AccountReply::Erased { sessions: Vec::new() })),
                 _ => Err(AccountRejection::NotRegistered),
             };
         }
@@ -1129,7 +1144,10 @@ mod tests {
     fn erasure_happens_only_when_due_and_is_final() {
         let mut a = registered();
         login(&mut a, "ses_a", 1, None, Some(1)).unwrap();
-        assert_eq!(run(&mut a, AccountCommand::Erase, T0).0, Err(AccountRejection::ErasureNotDue));
+        assert_eq!(
+            run(&mut a, AccountCommand::Erase { replayed: false }, T0).0,
+            Err(AccountRejection::ErasureNotDue)
+        );
         let due = Timestamp(T0.millis() + 1000);
         assert_eq!(
             run(&mut a, AccountCommand::RequestErasure { due_at: due }, T0).0,
@@ -1141,8 +1159,11 @@ mod tests {
             run(&mut a, AccountCommand::RequestErasure { due_at: later }, T0).0,
             Ok(AccountReply::ErasureDue(due))
         );
-        assert_eq!(run(&mut a, AccountCommand::Erase, T0).0, Err(AccountRejection::ErasureNotDue));
-        let (r, audit) = run(&mut a, AccountCommand::Erase, due);
+        assert_eq!(
+            run(&mut a, AccountCommand::Erase { replayed: false }, T0).0,
+            Err(AccountRejection::ErasureNotDue)
+        );
+        let (r, audit) = run(&mut a, AccountCommand::Erase { replayed: false }, due);
         assert_eq!(
             r,
             Ok(AccountReply::Erased {
@@ -1154,7 +1175,10 @@ mod tests {
         assert!(a.sealed_profile.is_empty() && a.password_hash.is_empty() && a.sessions.is_empty() && a.devices.is_empty());
         // Final: nothing else is accepted; erasing again is a harmless no-op.
         assert_eq!(login(&mut a, "ses_b", 2, None, None), Err(AccountRejection::NotRegistered));
-        assert_eq!(run(&mut a, AccountCommand::Erase, due).0, Ok(AccountReply::Erased { sessions: vec![] }));
+        assert_eq!(
+            run(&mut a, AccountCommand::Erase { replayed: false }, due).0,
+            Ok(AccountReply::Erased { sessions: vec![] })
+        );
     }
 
     #[test]

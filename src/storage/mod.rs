@@ -2,6 +2,7 @@
 //! shard is one ordered range), the hash-chained audit journal, and node metadata.
 
 pub mod audit_log;
+pub mod backup;
 pub mod codec;
 pub mod keys;
 pub mod store;

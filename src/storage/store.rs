@@ -33,6 +33,33 @@ impl From<sled::Error> for StoreError {
 pub struct PendingErasure {
     pub due_at: Timestamp,
     pub email_hash: String,
+    /// Replayed from the erasure list after a restore: carried out whatever the account says.
+    pub replay: bool,
+}
+
+/// Appends one carried-out erasure to the erasure list (user id and email-index key; no
+/// personal data) and syncs it to disk.
+pub fn append_erasure_list(path: &Path, user_id: &str, email_hash: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    writeln!(f, "{user_id} {email_hash}")?;
+    f.sync_all()
+}
+
+/// Reads the erasure list; a malformed line is an error naming it.
+pub fn read_erasure_list(path: &Path) -> Result<Vec<(String, String)>, String> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("erasure list {}: {e}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| match l.split_whitespace().collect::<Vec<_>>().as_slice() {
+            [u, h] if u.len() <= 64 && h.len() == 64 => Ok((u.to_string(), h.to_string())),
+            _ => Err(format!("erasure list {} line {}: expected `<user id> <email hash>`", path.display(), i + 1)),
+        })
+        .collect()
 }
 
 /// One entry of an entity's journal.

@@ -257,6 +257,7 @@ pub async fn delete_me(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     let pending = PendingErasure {
         due_at,
         email_hash: state.email_hash(&profile.email),
+        replay: false,
     };
     let existing = state
         .router
@@ -298,7 +299,8 @@ pub async fn run_due_erasures(state: &AppState) -> Result<usize, String> {
             continue;
         }
         let m = RequestMeta::system("gdpr-erasure-job");
-        match state.router.execute::<Account>(&user_id, AccountCommand::Erase, m.clone()).await {
+        let erase = AccountCommand::Erase { replayed: p.replay };
+        match state.router.execute::<Account>(&user_id, erase, m.clone()).await {
             Ok(AccountReply::Erased { sessions }) => {
                 for s in sessions {
                     state.revoke_session(&s);
@@ -313,6 +315,8 @@ pub async fn run_due_erasures(state: &AppState) -> Result<usize, String> {
                 }
                 continue;
             }
+            // Replayed after a restore for someone the backup never knew (registered later).
+            Err(RouteError::Rejected(AccountRejection::NotRegistered)) if p.replay => {}
             Err(e) => return Err(format!("erasing {user_id}: {e:?}")),
         }
         state
@@ -320,6 +324,12 @@ pub async fn run_due_erasures(state: &AppState) -> Result<usize, String> {
             .execute::<EmailIndex>(&p.email_hash, EmailIndexCommand::Release { user_id: user_id.clone() }, m.clone())
             .await
             .map_err(|e| format!("releasing the email of {user_id}: {e:?}"))?;
+        // On the erasure list (outside the data folder) before the key goes, so that a restore
+        // of any earlier backup erases this person again.
+        if !p.replay {
+            crate::storage::store::append_erasure_list(&state.config.gdpr.erasure_list, &user_id, &p.email_hash)
+                .map_err(|e| format!("erasure list {}: {e}", state.config.gdpr.erasure_list.display()))?;
+        }
         state.vault.destroy_data_key(&user_id).map_err(|e| e.to_string())?;
         state.router.store().remove_erasure(&user_id).map_err(|e| e.to_string())?;
         tracing::info!(user_id = %user_id, "personal data erased");

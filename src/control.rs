@@ -1,0 +1,125 @@
+//! The local control channel of a running node: a Unix socket `<data_dir>/control.sock`
+//! (owner-only permissions) through which the CLI asks the node for what needs its open
+//! database — sled allows one process per data folder. One JSON request per connection:
+//! `{"command":"backup","out":"/path/file"}` → `{"ok":true,"digest":…}` or `{"ok":false,"error":…}`.
+
+use crate::gateway::AppState;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+pub const SOCKET_NAME: &str = "control.sock";
+const MAX_REQUEST: usize = 4096;
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    Backup { out: PathBuf },
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+pub fn socket_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(SOCKET_NAME)
+}
+
+/// Takes a consistent backup of the running node (on the journal's writer thread).
+pub async fn backup(state: &AppState, out: PathBuf) -> Result<String, String> {
+    let key = crate::storage::backup::load_key(&state.config.backup.key_file, true).map_err(|e| e.to_string())?;
+    let keys_dir = state.config.node.data_dir.join("keys");
+    let digest = state
+        .router
+        .journal()
+        .exclusive(move |store| crate::storage::backup::write_backup_file(store, &keys_dir, &key, &out))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    tracing::info!(%digest, "backup written");
+    Ok(digest)
+}
+
+#[cfg(unix)]
+pub async fn serve(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = socket_path(&state.config.node.data_dir);
+    // A socket left by a killed node: we hold the data folder's lock, so it is stale.
+    let _ = std::fs::remove_file(&path);
+    let listener = tokio::net::UnixListener::bind(&path).map_err(|e| format!("control socket {}: {e}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(|e| format!("control socket {}: {e}", path.display()))?;
+    loop {
+        let conn = tokio::select! {
+            c = listener.accept() => c,
+            _ = stop.changed() => break,
+        };
+        let Ok((stream, _)) = conn else { continue };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut line = String::new();
+            let mut reader = BufReader::new(read.take(MAX_REQUEST as u64));
+            let response = match reader.read_line(&mut line).await {
+                Ok(_) => match serde_json::from_str::<Request>(&line) {
+                    Ok(Request::Backup { out }) => match backup(&state, out).await {
+                        Ok(digest) => Response {
+                            ok: true,
+                            digest: Some(digest),
+                            error: None,
+                        },
+                        Err(e) => Response {
+                            ok: false,
+                            digest: None,
+                            error: Some(e),
+                        },
+                    },
+                    Err(e) => Response {
+                        ok: false,
+                        digest: None,
+                        error: Some(format!("bad request: {e}")),
+                    },
+                },
+                Err(e) => Response {
+                    ok: false,
+                    digest: None,
+                    error: Some(e.to_string()),
+                },
+            };
+            let mut bytes = serde_json::to_vec(&response).unwrap_or_default();
+            bytes.push(b'\n');
+            let _ = write.write_all(&bytes).await;
+        });
+    }
+    let _ = std::fs::remove_file(&path);
+    Ok(())
+}
+
+#[cfg(not(unix))]
+pub async fn serve(_state: Arc<AppState>, _stop: tokio::sync::watch::Receiver<bool>) -> Result<(), String> {
+    Ok(())
+}
+
+/// Sends one request to a running node's control socket.
+#[cfg(unix)]
+pub fn call(data_dir: &Path, request: &Request) -> Result<Response, String> {
+    use std::io::{BufRead, Write};
+    let path = socket_path(data_dir);
+    let mut stream = std::os::unix::net::UnixStream::connect(&path).map_err(|e| format!("cannot reach the running node at {}: {e}", path.display()))?;
+    let mut bytes = serde_json::to_vec(request).map_err(|e| e.to_string())?;
+    bytes.push(b'\n');
+    stream.write_all(&bytes).map_err(|e| e.to_string())?;
+    let mut line = String::new();
+    std::io::BufReader::new(stream).read_line(&mut line).map_err(|e| e.to_string())?;
+    serde_json::from_str(&line).map_err(|e| format!("unexpected answer from the node: {e}"))
+}
+
+#[cfg(not(unix))]
+pub fn call(_data_dir: &Path, _request: &Request) -> Result<Response, String> {
+    Err("the control socket needs a Unix system".into())
+}
