@@ -37,6 +37,11 @@ pub enum Command {
         #[command(subcommand)]
         command: BackupCommand,
     },
+    /// Anonymised analytics for the warehouse (consenting investors only).
+    Analytics {
+        #[command(subcommand)]
+        command: AnalyticsCommand,
+    },
     /// Key management. Run while the node is stopped.
     Keys {
         #[command(subcommand)]
@@ -81,6 +86,17 @@ pub enum BackupCommand {
 }
 
 #[derive(Subcommand)]
+pub enum AnalyticsCommand {
+    /// Write investors.csv and orders.csv into DIR (asks a running node over its control socket).
+    Export {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum KeysCommand {
     /// Retire the JWT signing key (it keeps verifying and stays in the JWKS) and make a new one.
     RotateJwt {
@@ -113,6 +129,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Backup {
             command: BackupCommand::Create { out, config },
         } => backup_create(config, out),
+        Command::Analytics {
+            command: AnalyticsCommand::Export { out, config },
+        } => analytics_export(config, out),
         Command::Backup {
             command: BackupCommand::Restore { from, config },
         } => backup_restore(config, from),
@@ -379,4 +398,44 @@ fn backup_restore(path: Option<PathBuf>, from: PathBuf) -> ExitCode {
         }
         Err(e) => fail(e, 1),
     }
+}
+
+fn analytics_export(path: Option<PathBuf>, out: PathBuf) -> ExitCode {
+    let config = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let out = absolute(out);
+    let counts = match Store::open(&config.node.data_dir) {
+        Ok(store) => {
+            drop(store);
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => return fail(format!("cannot start the runtime: {e}"), 1),
+            };
+            let result = runtime.block_on(async {
+                let state = crate::node::open_state(&config).await?;
+                let summary = crate::control::analytics_export(&state, out.clone()).await?;
+                state.router.drain().await?;
+                state.router.store().flush().map_err(|e| e.to_string())?;
+                Ok::<_, String>((summary.investors, summary.excluded_without_consent, summary.orders))
+            });
+            match result {
+                Ok(c) => c,
+                Err(e) => return fail(e, 1),
+            }
+        }
+        Err(StoreError::Locked(_)) => match crate::control::call(&config.node.data_dir, &crate::control::Request::AnalyticsExport { out: out.clone() }) {
+            Ok(crate::control::Response { ok: true, counts: Some(c), .. }) => c,
+            Ok(r) => return fail(format!("the node could not export: {}", r.error.unwrap_or_default()), 1),
+            Err(e) => return fail(e, 1),
+        },
+        Err(e) => return fail(e, 2),
+    };
+    println!("analytics export written to {}", out.display());
+    println!(
+        "investors {} (without analytics consent, left out: {}), orders {}",
+        counts.0, counts.1, counts.2
+    );
+    ExitCode::SUCCESS
 }

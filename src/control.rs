@@ -16,6 +16,7 @@ const MAX_REQUEST: usize = 4096;
 #[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
     Backup { out: PathBuf },
+    AnalyticsExport { out: PathBuf },
 }
 
 #[derive(Serialize, Deserialize, Debug)]
@@ -23,6 +24,9 @@ pub struct Response {
     pub ok: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
+    /// For analytics exports: investors written, investors left out (no consent), orders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counts: Option<(usize, usize, usize)>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -46,6 +50,37 @@ pub async fn backup(state: &AppState, out: PathBuf) -> Result<String, String> {
     Ok(digest)
 }
 
+/// Writes the anonymised analytics export (consenting investors only) and audits it.
+pub async fn analytics_export(state: &AppState, out: PathBuf) -> Result<crate::analytics::ExportSummary, String> {
+    let store = state.router.store().clone();
+    let vault = state.vault.clone();
+    let keys_dir = state.config.node.data_dir.join("keys");
+    let summary = tokio::task::spawn_blocking(move || {
+        let key = crate::analytics::load_or_create_key(&keys_dir)?;
+        crate::analytics::export(&store, &vault, &key, &out, crate::actors::wall_clock_now())
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    let draft = crate::domain::audit::AuditDraft::ok("gdpr.analytics_export")
+        .detail("investors", summary.investors)
+        .detail("excluded_without_consent", summary.excluded_without_consent)
+        .detail("orders", summary.orders);
+    state
+        .router
+        .audit(draft, "analytics", &crate::actors::RequestMeta::system("analytics-export"), true)
+        .await?;
+    Ok(summary)
+}
+
+fn answer(r: Result<Response, String>) -> Response {
+    r.unwrap_or_else(|e| Response {
+        ok: false,
+        digest: None,
+        counts: None,
+        error: Some(e),
+    })
+}
+
 #[cfg(unix)]
 pub async fn serve(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
@@ -65,32 +100,26 @@ pub async fn serve(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<
             let (read, mut write) = stream.into_split();
             let mut line = String::new();
             let mut reader = BufReader::new(read.take(MAX_REQUEST as u64));
-            let response = match reader.read_line(&mut line).await {
-                Ok(_) => match serde_json::from_str::<Request>(&line) {
-                    Ok(Request::Backup { out }) => match backup(&state, out).await {
-                        Ok(digest) => Response {
+            let response = answer(
+                async {
+                    reader.read_line(&mut line).await.map_err(|e| e.to_string())?;
+                    match serde_json::from_str::<Request>(&line).map_err(|e| format!("bad request: {e}"))? {
+                        Request::Backup { out } => backup(&state, out).await.map(|digest| Response {
                             ok: true,
                             digest: Some(digest),
+                            counts: None,
                             error: None,
-                        },
-                        Err(e) => Response {
-                            ok: false,
+                        }),
+                        Request::AnalyticsExport { out } => analytics_export(&state, out).await.map(|s| Response {
+                            ok: true,
                             digest: None,
-                            error: Some(e),
-                        },
-                    },
-                    Err(e) => Response {
-                        ok: false,
-                        digest: None,
-                        error: Some(format!("bad request: {e}")),
-                    },
-                },
-                Err(e) => Response {
-                    ok: false,
-                    digest: None,
-                    error: Some(e.to_string()),
-                },
-            };
+                            counts: Some((s.investors, s.excluded_without_consent, s.orders)),
+                            error: None,
+                        }),
+                    }
+                }
+                .await,
+            );
             let mut bytes = serde_json::to_vec(&response).unwrap_or_default();
             bytes.push(b'\n');
             let _ = write.write_all(&bytes).await;

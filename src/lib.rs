@@ -5,6 +5,7 @@
 
 pub mod actors;
 pub mod adapters;
+pub mod analytics;
 pub mod cli;
 pub mod cluster;
 pub mod config;
