@@ -33,6 +33,21 @@ pub struct Config {
     pub compliance: ComplianceConfig,
     pub gdpr: GdprConfig,
     pub backup: BackupConfig,
+    pub retention: RetentionConfig,
+}
+
+/// How long each class of data is kept; the retention job enforces it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Security events (`security.*` audit records): redacted after this long.
+    #[serde(deserialize_with = "duration")]
+    pub security_events: Duration,
+    /// Notifications shown to users: deleted after this long.
+    #[serde(deserialize_with = "duration")]
+    pub notifications: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub check_interval: Duration,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -298,6 +313,12 @@ impl Config {
         }
         if self.backup.key_file.as_os_str().is_empty() {
             return bad("backup.key_file", "must name a file (outside the data folder)");
+        }
+        if self.retention.security_events < Duration::from_secs(1) || self.retention.notifications < Duration::from_secs(1) {
+            return bad("retention", "security_events and notifications must be at least 1s");
+        }
+        if self.retention.check_interval < Duration::from_millis(100) || self.retention.check_interval > Duration::from_secs(7 * 24 * 3600) {
+            return bad("retention.check_interval", "must be between 100ms and 7d");
         }
         if self.compliance.kyc_provider != "sandbox" {
             return bad("compliance.kyc_provider", "the only built-in provider is \"sandbox\"");

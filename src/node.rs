@@ -32,6 +32,7 @@ pub struct RunningNode {
     /// The GDPR erasure job and the control socket (stopped with the feed).
     erasures: tokio::task::JoinHandle<()>,
     control: tokio::task::JoinHandle<Result<(), String>>,
+    retention: tokio::task::JoinHandle<()>,
     stop_server: oneshot::Sender<()>,
     server: tokio::task::JoinHandle<()>,
 }
@@ -125,6 +126,7 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
     let (stop_feed, feed_rx) = watch::channel(false);
     let erasures = tokio::spawn(crate::gateway::routes::gdpr::erasure_job(state.clone(), feed_rx.clone()));
     let control = tokio::spawn(crate::control::serve(state.clone(), feed_rx.clone()));
+    let retention = tokio::spawn(crate::gateway::routes::gdpr::retention_job(state.clone(), feed_rx.clone()));
     let feed = tokio::spawn(run_feed(
         router.clone(),
         instruments_from_config(&config.market.instruments),
@@ -157,6 +159,7 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
         feed,
         erasures,
         control,
+        retention,
         stop_server,
         server,
     })
@@ -170,6 +173,7 @@ impl RunningNode {
         let _ = self.stop_feed.send(true);
         let _ = self.feed.await;
         let _ = self.erasures.await;
+        let _ = self.retention.await;
         if let Ok(Err(e)) = self.control.await {
             tracing::warn!(error = %e, "the control socket was not available");
         }

@@ -337,6 +337,10 @@ pub enum AccountCommand {
     Erase {
         replayed: bool,
     },
+    /// Retention: notifications from before this time go.
+    PruneNotifications {
+        before: Timestamp,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -399,6 +403,9 @@ pub enum AccountEvent {
     },
     Erased {
         at: Timestamp,
+    },
+    NotificationsPruned {
+        before: Timestamp,
     },
 }
 
@@ -714,6 +721,13 @@ impl Account {
                 }
                 _ => Err(AccountRejection::ErasureNotDue),
             },
+            AccountCommand::PruneNotifications { before } => {
+                let due = self.notifications.iter().any(|n| n.at < before);
+                Ok(Decision::new(
+                    if due { vec![AccountEvent::NotificationsPruned { before }] } else { vec![] },
+                    AccountReply::Done,
+                ))
+            }
             AccountCommand::SetSuitability { profile, sealed_answers } => {
                 ctx.audit(
                     AuditDraft::ok("suitability.assess")
@@ -908,6 +922,7 @@ impl Entity for Account {
                 }
             }
             AccountEvent::SuitabilityAssessed { suitability } => self.suitability = Some(suitability.clone()),
+            AccountEvent::NotificationsPruned { before } => self.notifications.retain(|n| n.at >= *before),
             AccountEvent::ErasureRequested { at, due_at } => {
                 self.erasure = Some(Erasure {
                     requested_at: *at,
@@ -1179,6 +1194,45 @@ mod tests {
             run(&mut a, AccountCommand::Erase { replayed: false }, due).0,
             Ok(AccountReply::Erased { sessions: vec![] })
         );
+    }
+
+    #[test]
+    fn retention_prunes_old_notifications_only() {
+        let mut a = registered();
+        login(&mut a, "ses_a", 1, None, Some(1)).unwrap();
+        let later = Timestamp(T0.millis() + 90 * 86_400_000);
+        run(
+            &mut a,
+            AccountCommand::Login {
+                device: Some([2; 32]),
+                totp_step: None,
+                session: NewSession {
+                    family: "ses_b".into(),
+                    token_hash: [2; 32],
+                    expires_at: Timestamp(later.millis() + 1000),
+                },
+            },
+            later,
+        )
+        .0
+        .unwrap();
+        assert_eq!(a.notifications.len(), 2);
+        // Simulated time: the retention boundary falls between the two.
+        run(
+            &mut a,
+            AccountCommand::PruneNotifications {
+                before: Timestamp(T0.millis() + 1),
+            },
+            later,
+        )
+        .0
+        .unwrap();
+        assert_eq!(a.notifications.len(), 1);
+        assert_eq!(a.notifications[0].at, later);
+        // Nothing due: no event.
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
+        let mut ctx = Ctx::new(later, &mut rng);
+        assert!(a.decide(AccountCommand::PruneNotifications { before: T0 }, &mut ctx).unwrap().events.is_empty());
     }
 
     #[test]

@@ -4,6 +4,12 @@
 //! Key `AUDIT_HEAD_KEY` → (number of entries, head), written in the same atomic batch, so a
 //! truncated tail is detected too. Verification recomputes every leaf and head from the record
 //! bytes and names the first entry that does not match.
+//!
+//! Retention: an entry whose retention period has ended (security events) is *redacted* — its
+//! record bytes are replaced by `0x00 ‖ leaf hash`, so the chain still verifies while the content
+//! is gone. A redaction is valid only when a `retention.redact` record (appended to the chain
+//! first, never itself redacted) lists the entry; verification names any entry redacted without
+//! one.
 
 use crate::domain::audit::{leaf_hash, next_head, AuditRecord, Hash, GENESIS_HEAD};
 use crate::storage::codec;
@@ -39,6 +45,56 @@ impl ChainHead {
     }
 }
 
+/// The action of the records that authorise redactions; `details["seqs"]` lists them as ranges.
+pub const REDACT_ACTION: &str = "retention.redact";
+
+/// The stored value of a redacted entry: `0x00 ‖ leaf ‖ head` (record bytes never start with 0x00:
+/// the codec's version byte is 1).
+pub fn redacted_value(value: &[u8]) -> Option<Vec<u8>> {
+    let (bytes, head) = split_value(value)?;
+    if is_redacted(bytes) {
+        return None;
+    }
+    let mut v = vec![0x00];
+    v.extend_from_slice(&leaf_hash(bytes));
+    v.extend_from_slice(&head);
+    Some(v)
+}
+
+pub fn is_redacted(bytes: &[u8]) -> bool {
+    bytes.len() == 33 && bytes[0] == 0x00
+}
+
+/// `[1,2,3,7]` → `"1-3,7"`.
+pub fn ranges(seqs: &[u64]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < seqs.len() {
+        let start = seqs[i];
+        while i + 1 < seqs.len() && seqs[i + 1] == seqs[i] + 1 {
+            i += 1;
+        }
+        out.push(if seqs[i] == start {
+            start.to_string()
+        } else {
+            format!("{start}-{}", seqs[i])
+        });
+        i += 1;
+    }
+    out.join(",")
+}
+
+fn parse_ranges(s: &str, into: &mut std::collections::BTreeSet<u64>) {
+    for part in s.split(',').filter(|p| !p.is_empty()) {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        if let (Ok(a), Ok(b)) = (a.parse::<u64>(), b.parse::<u64>()) {
+            if b >= a && b - a < 100_000_000 {
+                into.extend(a..=b);
+            }
+        }
+    }
+}
+
 /// Splits a stored value into (record bytes, stored head).
 pub fn split_value(value: &[u8]) -> Option<(&[u8], Hash)> {
     if value.len() <= 32 {
@@ -64,6 +120,8 @@ where
     I: IntoIterator<Item = Result<(u64, Vec<u8>), String>>,
 {
     let mut chain = ChainHead::default();
+    let mut redacted = Vec::new();
+    let mut authorised = std::collections::BTreeSet::new();
     let fail = |chain: &ChainHead, at: u64, why: String| VerifyReport {
         ok: false,
         entries: chain.entries,
@@ -83,19 +141,33 @@ where
         let Some((bytes, stored_head)) = split_value(&value) else {
             return fail(&chain, seq, "value too short to hold a record and its head".into());
         };
-        let record: AuditRecord = match codec::decode(bytes) {
-            Ok(r) => r,
-            Err(e) => return fail(&chain, seq, format!("record does not decode: {e}")),
+        let leaf = if is_redacted(bytes) {
+            redacted.push(seq);
+            bytes[1..].try_into().expect("32 bytes")
+        } else {
+            let record: AuditRecord = match codec::decode(bytes) {
+                Ok(r) => r,
+                Err(e) => return fail(&chain, seq, format!("record does not decode: {e}")),
+            };
+            if record.seq != seq {
+                return fail(&chain, seq, format!("record says it is entry {} (moved or reordered)", record.seq));
+            }
+            if record.action == REDACT_ACTION {
+                if let Some(list) = record.details.get("seqs") {
+                    parse_ranges(list, &mut authorised);
+                }
+            }
+            leaf_hash(bytes)
         };
-        if record.seq != seq {
-            return fail(&chain, seq, format!("record says it is entry {} (moved or reordered)", record.seq));
-        }
-        let head = next_head(&chain.head, &leaf_hash(bytes));
+        let head = next_head(&chain.head, &leaf);
         if head != stored_head {
             return fail(&chain, seq, "hash mismatch: the record was edited, inserted or reordered".into());
         }
         chain.entries += 1;
         chain.head = head;
+    }
+    if let Some(seq) = redacted.iter().find(|s| !authorised.contains(s)) {
+        return fail(&chain, *seq, "the entry was redacted without a retention record listing it".into());
     }
     match recorded {
         Some(r) if r.entries > chain.entries => fail(

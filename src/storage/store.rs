@@ -299,9 +299,45 @@ impl Store {
         audit_log::verify(entries, recorded)
     }
 
-    /// Reads audit records in order (for exports and tests).
+    /// Reads audit records in order (for exports and tests); redacted entries are left out.
     pub fn audit_records(&self) -> Result<Vec<AuditRecord>, StoreError> {
-        self.tree.scan_prefix(keys::AUDIT_PREFIX).map(decode_audit).collect()
+        self.tree.scan_prefix(keys::AUDIT_PREFIX).filter_map(|i| decode_audit(i).transpose()).collect()
+    }
+
+    /// Entries (seq) of audit records older than `before` that `select` picks and that are not
+    /// redacted yet.
+    pub fn audit_due_for_redaction(&self, before: Timestamp, select: impl Fn(&AuditRecord) -> bool) -> Result<Vec<u64>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(keys::AUDIT_PREFIX) {
+            if let Some(r) = decode_audit(item)? {
+                if r.at >= before {
+                    // Records are in time order (one writer, the wall clock): nothing later is due.
+                    break;
+                }
+                if select(&r) && r.action != audit_log::REDACT_ACTION {
+                    out.push(r.seq);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Redacts these entries (each must already be listed by a `retention.redact` record).
+    pub fn redact_audit(&self, seqs: &[u64]) -> Result<usize, StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for seq in seqs {
+            let key = keys::audit_key(*seq);
+            if let Some(v) = self.tree.get(&key)? {
+                if let Some(redacted) = audit_log::redacted_value(&v) {
+                    batch.insert(key, redacted);
+                    n += 1;
+                }
+            }
+        }
+        self.tree.apply_batch(batch)?;
+        self.flush()?;
+        Ok(n)
     }
 
     /// Audit records newest first that `keep` selects, at most `limit` of them. A corrupt
@@ -309,7 +345,7 @@ impl Store {
     pub fn audit_records_rev(&self, limit: usize, keep: impl Fn(&AuditRecord) -> bool) -> Result<Vec<AuditRecord>, StoreError> {
         let mut out = Vec::new();
         for item in self.tree.scan_prefix(keys::AUDIT_PREFIX).rev() {
-            let r = decode_audit(item)?;
+            let Some(r) = decode_audit(item)? else { continue };
             if keep(&r) {
                 out.push(r);
                 if out.len() >= limit {
@@ -345,13 +381,17 @@ impl Store {
     }
 }
 
-fn decode_audit(item: Result<(sled::IVec, sled::IVec), sled::Error>) -> Result<AuditRecord, StoreError> {
+/// A stored audit entry: its record, or `None` when retention redacted it.
+fn decode_audit(item: Result<(sled::IVec, sled::IVec), sled::Error>) -> Result<Option<AuditRecord>, StoreError> {
     let (k, v) = item?;
     let (bytes, _) = audit_log::split_value(&v).ok_or_else(|| StoreError::Corrupt {
         location: format!("audit {}", hex::encode(&k)),
         reason: "short value".into(),
     })?;
-    codec::decode(bytes).map_err(|e| StoreError::Corrupt {
+    if audit_log::is_redacted(bytes) {
+        return Ok(None);
+    }
+    codec::decode(bytes).map(Some).map_err(|e| StoreError::Corrupt {
         location: format!("audit {}", hex::encode(&k)),
         reason: e.to_string(),
     })

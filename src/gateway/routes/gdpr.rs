@@ -354,3 +354,73 @@ pub async fn erasure_job(state: std::sync::Arc<AppState>, mut stop: tokio::sync:
         }
     }
 }
+
+/// What one retention run did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RetentionSummary {
+    pub security_events_redacted: usize,
+    pub accounts_checked: usize,
+}
+
+/// Enforces `[retention]` as of `now`: security events past their period are redacted from
+/// the audit chain (after a `retention.redact` record lists them), old notifications deleted.
+pub async fn run_retention(state: &AppState, now: Timestamp) -> Result<RetentionSummary, String> {
+    let cfg = &state.config.retention;
+    let mut summary = RetentionSummary::default();
+    let store = state.router.store().clone();
+    let cutoff = Timestamp(now.millis() - cfg.security_events.as_millis() as i64);
+    let due = tokio::task::spawn_blocking(move || store.audit_due_for_redaction(cutoff, |r| r.action.starts_with("security.")))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    for chunk in due.chunks(10_000) {
+        let draft = AuditDraft::ok(crate::storage::audit_log::REDACT_ACTION)
+            .detail("class", "security_events")
+            .detail("count", chunk.len())
+            .detail("before", cutoff.to_rfc3339())
+            .detail("seqs", crate::storage::audit_log::ranges(chunk));
+        state.router.audit(draft, "audit", &RequestMeta::system("retention-job"), true).await?;
+        let store = state.router.store().clone();
+        let chunk = chunk.to_vec();
+        summary.security_events_redacted += tokio::task::spawn_blocking(move || store.redact_audit(&chunk))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+    }
+    let store = state.router.store().clone();
+    let ids = tokio::task::spawn_blocking(move || store.entity_ids(crate::domain::ids::EntityKind::Account))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let before = Timestamp(now.millis() - cfg.notifications.as_millis() as i64);
+    for uid in ids {
+        match state
+            .router
+            .execute::<Account>(&uid, AccountCommand::PruneNotifications { before }, RequestMeta::system("retention-job"))
+            .await
+        {
+            Ok(_) | Err(RouteError::Rejected(_)) => summary.accounts_checked += 1,
+            Err(RouteError::Unavailable(e)) => return Err(format!("{uid}: {e}")),
+        }
+    }
+    Ok(summary)
+}
+
+/// The retention job: runs every `[retention] check_interval` until `stop` is set.
+pub async fn retention_job(state: std::sync::Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let every = state.config.retention.check_interval;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+        match run_retention(&state, crate::actors::wall_clock_now()).await {
+            Ok(s) if s.security_events_redacted > 0 => tracing::info!(redacted = s.security_events_redacted, "retention: security events redacted"),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "retention job failed; retrying at the next run"),
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! Retention against the real binary (short periods stand in for a year): security events are
+//! redacted from the audit chain, which still verifies; notifications are deleted; a redaction
+//! without a retention record listing it is detected as tampering.
+
+mod common;
+use common::*;
+use moneta::storage::{audit_log, keys, Store};
+
+fn admin(root: &std::path::Path) {
+    use std::io::Write;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_moneta"));
+    configure(&mut cmd, root, 0);
+    let mut child = cmd
+        .args(["staff", "add", "--email", "root@example.com", "--role", "admin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(format!("{PASSWORD}\n").as_bytes()).unwrap();
+    assert!(child.wait_with_output().unwrap().status.success());
+}
+
+#[test]
+fn security_events_and_notifications_expire_and_the_chain_still_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    admin(root);
+    let node = Node::start_with(
+        root,
+        &[
+            ("MONETA_RETENTION_SECURITY_EVENTS", "3s"),
+            ("MONETA_RETENTION_NOTIFICATIONS", "3s"),
+            ("MONETA_RETENTION_CHECK_INTERVAL", "300ms"),
+        ],
+    );
+    let user = node.new_user("kept.briefly");
+    let r = node.post(
+        "/v1/auth/login",
+        None,
+        None,
+        &json!({"email": user.email, "password": PASSWORD, "device_id": "phone"}),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(node.login(&user.email, "wrong password entirely").status, 401);
+    let notes = node.get("/v1/me/notifications", Some(&user.token)).json();
+    assert_eq!(notes.as_array().map(Vec::len), Some(1), "{notes}");
+    let token = node.login("root@example.com", PASSWORD).json()["access_token"].as_str().unwrap().to_string();
+    let events = node.get("/v1/admin/security-events?limit=1000", Some(&token)).json();
+    assert!(events.as_array().unwrap().iter().any(|e| e["action"] == "security.login_failed"), "{events}");
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let events = node.get("/v1/admin/security-events?limit=1000", Some(&token)).json();
+        let notes = node.get("/v1/me/notifications", Some(&user.token)).json();
+        let failed_gone = !events.as_array().unwrap().iter().any(|e| e["action"] == "security.login_failed");
+        if failed_gone && notes.as_array().is_some_and(|n| n.is_empty()) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not expired: {events} {notes}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let v = node.get("/v1/admin/audit/verify", Some(&token)).json();
+    assert_eq!(v["ok"], true, "{v}");
+    // Business records are not security events: the deposit-less user's registration and KYC stay.
+    drop(node);
+
+    let store = Store::open(&root.join("data")).unwrap();
+    let records = store.audit_records().unwrap();
+    assert!(records.iter().any(|r| r.action == "kyc.submit"));
+    assert!(!records.iter().any(|r| r.action == "security.login_failed"));
+    let redactions: Vec<_> = records.iter().filter(|r| r.action == audit_log::REDACT_ACTION).collect();
+    assert!(!redactions.is_empty() && redactions.iter().all(|r| r.details.contains_key("seqs")));
+    assert!(store.verify_audit().ok);
+
+    // Redacting anything else by hand is tampering, and named.
+    let victim = records.iter().find(|r| r.action == "kyc.submit").unwrap().seq;
+    let key = keys::audit_key(victim);
+    let value = store.tree().get(&key).unwrap().unwrap();
+    store.tree().insert(&key, audit_log::redacted_value(&value).unwrap()).unwrap();
+    store.flush().unwrap();
+    let report = store.verify_audit();
+    assert!(!report.ok);
+    assert_eq!(report.first_bad_entry, Some(victim), "{report:?}");
+    assert!(report.problem.unwrap_or_default().contains("without a retention record"));
+}
