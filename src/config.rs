@@ -46,6 +46,10 @@ pub struct RetentionConfig {
     /// Notifications shown to users: deleted after this long.
     #[serde(deserialize_with = "duration")]
     pub notifications: Duration,
+    /// The identity behind an erased person's trades, kept (sealed under its own retention key)
+    /// for this long after the erasure; then the key is destroyed.
+    #[serde(deserialize_with = "duration")]
+    pub regulatory_records: Duration,
     #[serde(deserialize_with = "duration")]
     pub check_interval: Duration,
 }

@@ -212,6 +212,15 @@ fn erasure_after_the_grace_period_leaves_no_readable_identity_and_keeps_the_trad
     let master = load_or_create_master_key(&data.join("keys/master.key")).unwrap();
     let vault = Vault::new(&store, &master).unwrap();
     assert!(matches!(vault.open(&uid, "profile", &sealed), Err(VaultError::NoKey)));
+    // The identity regulation needs is kept, sealed under its own retention key, for 7 years.
+    let kept = store.regulatory(&uid).unwrap().expect("a regulatory identity record");
+    assert_eq!(kept.key_id, format!("retention:{uid}"));
+    let identity: serde_json::Value = vault.open_json(&kept.key_id, "regulatory", &kept.sealed).unwrap();
+    assert_eq!(identity["full_name"], NAME);
+    assert_eq!(identity["document_number"], DOC);
+    assert!(identity.get("email").is_none(), "the email is not needed for regulatory records");
+    let years = (kept.expires_at.millis() as f64 / 1000.0 - now_unix()) / (365.25 * 86_400.0);
+    assert!((6.9..7.1).contains(&years), "kept for {years} years");
     let report = store.verify_audit();
     assert!(report.ok, "{report:?}");
     let records = store.audit_records().unwrap();

@@ -84,3 +84,55 @@ fn security_events_and_notifications_expire_and_the_chain_still_verifies() {
     assert_eq!(report.first_bad_entry, Some(victim), "{report:?}");
     assert!(report.problem.unwrap_or_default().contains("without a retention record"));
 }
+
+#[test]
+fn regulatory_identity_of_an_erased_person_expires_with_its_retention_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let node = Node::start_with(
+        root,
+        &[
+            ("MONETA_GDPR_ERASURE_GRACE_PERIOD", "0s"),
+            ("MONETA_GDPR_ERASURE_CHECK_INTERVAL", "200ms"),
+            ("MONETA_GDPR_ERASURE_LIST", root.join("erasures.list").to_str().unwrap()),
+            ("MONETA_RETENTION_REGULATORY_RECORDS", "2s"),
+            ("MONETA_RETENTION_CHECK_INTERVAL", "300ms"),
+        ],
+    );
+    let user = node.new_user("short.retention");
+    assert_eq!(node.deposit(&user, "d", "100.00").status, 201);
+    let r = node.call("DELETE", "/v1/me", node.builder("DELETE", "/v1/me", Some(&user.token), None));
+    assert_eq!(r.status, 202, "{}", r.what());
+    // Erased, then (2 s later) the regulatory identity's retention key is destroyed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut erased = false;
+    loop {
+        erased |= node.login(&user.email, PASSWORD).status == 401;
+        if erased {
+            // Comfortably past the 2 s retention plus a few job runs, even on a loaded machine.
+            std::thread::sleep(Duration::from_secs(5));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not erased");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(node);
+    let store = Store::open(&root.join("data")).unwrap();
+    assert!(store.regulatory(&user.id).unwrap().is_none(), "the regulatory record outlived its retention");
+    let master = moneta::storage::vault::load_or_create_master_key(&root.join("data/keys/master.key")).unwrap();
+    let vault = moneta::storage::vault::Vault::new(&store, &master).unwrap();
+    assert!(!vault.has_data_key(&format!("retention:{}", user.id)).unwrap());
+    let records = store.audit_records().unwrap();
+    assert!(records
+        .iter()
+        .any(|r| r.action == "retention.expire" && r.details.get("user_ids").is_some_and(|u| u.contains(&user.id))));
+    // The trades stay (pseudonymous) and the chain verifies.
+    let journal = store
+        .journal::<moneta::domain::portfolio::Portfolio>(
+            &moneta::domain::ids::EntityId::new(moneta::domain::ids::EntityKind::Portfolio, &user.id),
+            u64::MAX,
+        )
+        .unwrap();
+    assert!(!journal.is_empty());
+    assert!(store.verify_audit().ok);
+}

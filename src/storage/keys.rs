@@ -14,6 +14,15 @@ pub const AUDIT_HEAD_KEY: [u8; 3] = [0xff, 0xff, 0x02];
 /// Scheduled GDPR erasures: `0xFFFF 0x03 ‖ user id` → the pending erasure.
 pub const ERASURE_PREFIX: [u8; 3] = [0xff, 0xff, 0x03];
 
+/// Regulatory identity records of erased people: `0xFFFF 0x04 ‖ user id` → sealed record.
+pub const REGULATORY_PREFIX: [u8; 3] = [0xff, 0xff, 0x04];
+
+pub fn regulatory_key(user_id: &str) -> Vec<u8> {
+    let mut k = REGULATORY_PREFIX.to_vec();
+    k.extend_from_slice(user_id.as_bytes());
+    k
+}
+
 pub fn erasure_key(user_id: &str) -> Vec<u8> {
     let mut k = ERASURE_PREFIX.to_vec();
     k.extend_from_slice(user_id.as_bytes());

@@ -37,6 +37,17 @@ pub struct PendingErasure {
     pub replay: bool,
 }
 
+/// What regulation requires to be kept about an erased person (identity for trade and
+/// advice records), sealed under a retention key of its own — not the person's data key, which
+/// erasure destroys — until `expires_at`, when the retention job destroys that key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegulatoryRecord {
+    pub expires_at: Timestamp,
+    /// The vault key id that sealed it (`retention:<user id>`).
+    pub key_id: String,
+    pub sealed: Vec<u8>,
+}
+
 /// Appends one carried-out erasure to the erasure list (user id and email-index key; no
 /// personal data) and syncs it to disk.
 pub fn append_erasure_list(path: &Path, user_id: &str, email_hash: &str) -> std::io::Result<()> {
@@ -264,6 +275,44 @@ impl Store {
 
     pub fn remove_erasure(&self, user_id: &str) -> Result<(), StoreError> {
         self.tree.remove(keys::erasure_key(user_id))?;
+        self.flush()?;
+        Ok(())
+    }
+
+    pub fn put_regulatory(&self, user_id: &str, record: &RegulatoryRecord) -> Result<(), StoreError> {
+        self.tree.insert(keys::regulatory_key(user_id), codec::encode(record))?;
+        self.flush()?;
+        Ok(())
+    }
+
+    pub fn regulatory(&self, user_id: &str) -> Result<Option<RegulatoryRecord>, StoreError> {
+        match self.tree.get(keys::regulatory_key(user_id))? {
+            None => Ok(None),
+            Some(v) => codec::decode(&v).map(Some).map_err(|e| StoreError::Corrupt {
+                location: format!("regulatory record of {user_id}"),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Every regulatory record (user id, record); a corrupt one is an error naming it.
+    pub fn regulatory_records(&self) -> Result<Vec<(String, RegulatoryRecord)>, StoreError> {
+        self.tree
+            .scan_prefix(keys::REGULATORY_PREFIX)
+            .map(|item| {
+                let (k, v) = item?;
+                let uid = String::from_utf8_lossy(&k[keys::REGULATORY_PREFIX.len()..]).into_owned();
+                let rec = codec::decode(&v).map_err(|e| StoreError::Corrupt {
+                    location: format!("regulatory record of {uid}"),
+                    reason: e.to_string(),
+                })?;
+                Ok((uid, rec))
+            })
+            .collect()
+    }
+
+    pub fn remove_regulatory(&self, user_id: &str) -> Result<(), StoreError> {
+        self.tree.remove(keys::regulatory_key(user_id))?;
         self.flush()?;
         Ok(())
     }

@@ -285,6 +285,54 @@ pub async fn delete_me(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     Ok(private_json(StatusCode::ACCEPTED, &json!({ "erasure_due_at": due.to_rfc3339() })))
 }
 
+/// Before an erasure: seals the identity regulation needs behind the person's trades under a
+/// retention key of its own (`retention:<user id>`), kept until `[retention] regulatory_records`
+/// has passed. Idempotent; skipped when the person's data is already unreadable.
+async fn keep_regulatory_identity(state: &AppState, user_id: &str, replay: bool, now: Timestamp) -> Result<(), String> {
+    let (exists, sealed_profile, sealed_document, due) = state
+        .router
+        .read::<Account, _>(user_id, move |a| {
+            (
+                a.exists(),
+                a.sealed_profile.clone(),
+                a.kyc.as_ref().and_then(|k| k.sealed_document.clone()),
+                a.erasure.is_some_and(|e| e.due_at <= now),
+            )
+        })
+        .await?;
+    if !exists || !(due || replay) || state.router.store().regulatory(user_id).map_err(|e| e.to_string())?.is_some() {
+        return Ok(());
+    }
+    let profile: Profile = match state.vault.open_json(user_id, "profile", &sealed_profile) {
+        Ok(p) => p,
+        Err(crate::storage::vault::VaultError::NoKey) => return Ok(()),
+        Err(e) => return Err(e.to_string()),
+    };
+    let document: Option<KycDocument> = match sealed_document {
+        Some(s) => state.vault.open_json(user_id, "kyc", &s).ok(),
+        None => None,
+    };
+    let identity = json!({
+        "user_id": user_id,
+        "full_name": profile.full_name,
+        "date_of_birth": profile.date_of_birth.map(|d| d.to_string()),
+        "country": profile.country,
+        "document_type": document.as_ref().map(|d| d.document_type.as_str()),
+        "document_number": document.as_ref().map(|d| d.document_number.clone()),
+        "address": document.as_ref().map(|d| d.address.clone()),
+        "erased_at": now.to_rfc3339(),
+    });
+    let key_id = format!("retention:{user_id}");
+    state.vault.create_data_key(&key_id).map_err(|e| e.to_string())?;
+    let sealed = state.vault.seal_json(&key_id, "regulatory", &identity).map_err(|e| e.to_string())?;
+    let record = crate::storage::store::RegulatoryRecord {
+        expires_at: Timestamp(now.millis() + state.config.retention.regulatory_records.as_millis() as i64),
+        key_id,
+        sealed,
+    };
+    state.router.store().put_regulatory(user_id, &record).map_err(|e| e.to_string())
+}
+
 /// Carries out every erasure that is due; returns how many were completed.
 pub async fn run_due_erasures(state: &AppState) -> Result<usize, String> {
     let store = state.router.store().clone();
@@ -299,6 +347,7 @@ pub async fn run_due_erasures(state: &AppState) -> Result<usize, String> {
             continue;
         }
         let m = RequestMeta::system("gdpr-erasure-job");
+        keep_regulatory_identity(state, &user_id, p.replay, now).await?;
         let erase = AccountCommand::Erase { replayed: p.replay };
         match state.router.execute::<Account>(&user_id, erase, m.clone()).await {
             Ok(AccountReply::Erased { sessions }) => {
@@ -359,6 +408,7 @@ pub async fn erasure_job(state: std::sync::Arc<AppState>, mut stop: tokio::sync:
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct RetentionSummary {
     pub security_events_redacted: usize,
+    pub regulatory_records_expired: usize,
     pub accounts_checked: usize,
 }
 
@@ -386,6 +436,25 @@ pub async fn run_retention(state: &AppState, now: Timestamp) -> Result<Retention
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
+    }
+    // Regulatory identities whose retention ended: their retention key goes (crypto-shredding).
+    let store = state.router.store().clone();
+    let records = tokio::task::spawn_blocking(move || store.regulatory_records())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let expired: Vec<_> = records.into_iter().filter(|(_, r)| r.expires_at <= now).collect();
+    if !expired.is_empty() {
+        let draft = AuditDraft::ok("retention.expire")
+            .detail("class", "regulatory_records")
+            .detail("count", expired.len())
+            .detail("user_ids", expired.iter().map(|(u, _)| u.as_str()).collect::<Vec<_>>().join(","));
+        state.router.audit(draft, "retention", &RequestMeta::system("retention-job"), true).await?;
+        for (uid, r) in &expired {
+            state.vault.destroy_data_key(&r.key_id).map_err(|e| e.to_string())?;
+            state.router.store().remove_regulatory(uid).map_err(|e| e.to_string())?;
+            summary.regulatory_records_expired += 1;
+        }
     }
     let store = state.router.store().clone();
     let ids = tokio::task::spawn_blocking(move || store.entity_ids(crate::domain::ids::EntityKind::Account))
