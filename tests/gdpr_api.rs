@@ -234,6 +234,29 @@ fn erasure_after_the_grace_period_leaves_no_readable_identity_and_keeps_the_trad
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 
+    // A backup made afterwards holds no readable identity either: not in its bytes, not in a
+    // folder restored from it.
+    let backup = dir.path().join("after.backup");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_moneta"))
+        .args(["backup", "create", "--out", backup.to_str().unwrap()])
+        .env("MONETA_NODE_DATA_DIR", &data)
+        .env("MONETA_BACKUP_KEY_FILE", dir.path().join("backup.key"))
+        .env("MONETA_GDPR_ERASURE_LIST", dir.path().join("erasures.list"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let restored = dir.path().join("restored");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_moneta"))
+        .args(["backup", "restore", "--from", backup.to_str().unwrap()])
+        .env("MONETA_NODE_DATA_DIR", &restored)
+        .env("MONETA_BACKUP_KEY_FILE", dir.path().join("backup.key"))
+        .env("MONETA_GDPR_ERASURE_LIST", dir.path().join("erasures.list"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let hits = files_containing(dir.path(), &needles);
+    assert!(hits.is_empty(), "{hits:?}");
+
     // The email is free again: a new person may register with it.
     let node = Node::start(dir.path());
     assert_eq!(node.register(EMAIL, PASSWORD).status, 201);

@@ -40,6 +40,9 @@ pub fn free_port() -> u16 {
 /// The environment every `moneta` invocation of one test shares.
 pub fn configure(cmd: &mut Command, root: &Path, port: u16) {
     cmd.env("MONETA_NODE_DATA_DIR", root.join("data"))
+        // Files that live outside the data folder stay inside the test's own directory.
+        .env("MONETA_GDPR_ERASURE_LIST", root.join("erasures.list"))
+        .env("MONETA_BACKUP_KEY_FILE", root.join("backup.key"))
         .env("MONETA_GATEWAY_LISTEN", format!("127.0.0.1:{port}"))
         .env("MONETA_LOG_LEVEL", "warn");
 }
