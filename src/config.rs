@@ -197,6 +197,9 @@ impl FeesConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MarketConfig {
+    /// `gbm` (seeded simulation) or `csv` (replay `csv_file`).
+    pub feed: String,
+    pub csv_file: PathBuf,
     pub seed: u64,
     #[serde(deserialize_with = "duration")]
     pub tick_interval: Duration,
@@ -335,6 +338,11 @@ impl Config {
                 "fees",
                 "commission_bps must be 0–1000 and minimum a non-negative amount with at most 2 decimals",
             );
+        }
+        match (self.market.feed.as_str(), self.market.csv_file.as_os_str().is_empty()) {
+            ("gbm", _) | ("csv", false) => {}
+            ("csv", true) => return bad("market.csv_file", "the csv feed needs a price file"),
+            _ => return bad("market.feed", "must be \"gbm\" or \"csv\""),
         }
         if self.market.tick_interval < Duration::from_millis(10) {
             return bad("market.tick_interval", "must be at least 10ms");

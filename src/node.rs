@@ -127,13 +127,18 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
     let erasures = tokio::spawn(crate::gateway::routes::gdpr::erasure_job(state.clone(), feed_rx.clone()));
     let control = tokio::spawn(crate::control::serve(state.clone(), feed_rx.clone()));
     let retention = tokio::spawn(crate::gateway::routes::gdpr::retention_job(state.clone(), feed_rx.clone()));
-    let feed = tokio::spawn(run_feed(
-        router.clone(),
-        instruments_from_config(&config.market.instruments),
-        config.market.seed,
-        config.market.tick_interval,
-        feed_rx,
-    ));
+    let feed = if config.market.feed == "csv" {
+        let groups = crate::actors::feed::load_replay(&config.market.csv_file, &state.symbols())?;
+        tokio::spawn(crate::actors::feed::run_replay(router.clone(), groups, config.market.tick_interval, feed_rx))
+    } else {
+        tokio::spawn(run_feed(
+            router.clone(),
+            instruments_from_config(&config.market.instruments),
+            config.market.seed,
+            config.market.tick_interval,
+            feed_rx,
+        ))
+    };
     let (stop_server, stop_rx) = oneshot::channel::<()>();
     let filter = crate::gateway::filter(state.clone());
     let tls = match &config.gateway {

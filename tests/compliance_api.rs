@@ -714,6 +714,7 @@ const EXPECTED: &[(&str, &str, &[&str])] = &[
     ("POST", "/v1/me/suitability", &["user"]),
     ("GET", "/v1/instruments", &[]),
     ("GET", "/v1/instruments/{symbol}", &[]),
+    ("GET", "/v1/instruments/{symbol}/history", &[]),
     ("GET", "/v1/portfolio", &["user"]),
     ("POST", "/v1/portfolio/deposits", &["user"]),
     ("POST", "/v1/portfolio/withdrawals", &["user"]),

@@ -1,5 +1,7 @@
-//! The simulated market feed: every tick, each demo instrument moves one seeded GBM step
-//! (`domain::market::gbm_step`) and the new price is sent to its instrument entity.
+//! Market feeds. The simulated one: every tick, each demo instrument moves one seeded GBM step
+//! (`domain::market::gbm_step`) and the new price is sent to its instrument entity. The replay
+//! one: a CSV of real prices (`timestamp,symbol,price`) is played back in timestamp order, one
+//! timestamp per tick (the instruments stamp the prices with the time they arrive).
 
 use crate::actors::RequestMeta;
 use crate::cluster::Router;
@@ -65,4 +67,71 @@ pub async fn run_feed(router: Router, mut instruments: Vec<FeedInstrument>, seed
         let sends: Vec<_> = sends.collect();
         futures_util::future::join_all(sends).await;
     }
+}
+
+/// Reads a price file: `timestamp,symbol,price` per line (an optional header line; timestamps
+/// RFC 3339). Every line is checked — an unknown symbol, a bad time or price is an error naming
+/// the line. Returns the prices grouped by timestamp, in time order.
+pub fn load_replay(path: &std::path::Path, symbols: &[String]) -> Result<Vec<Vec<(String, Decimal)>>, String> {
+    use crate::domain::time::Timestamp;
+    let text = std::fs::read_to_string(path).map_err(|e| format!("price file {} (key `market.csv_file`): {e}", path.display()))?;
+    let mut rows: Vec<(Timestamp, usize, String, Decimal)> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || (i == 0 && line.to_ascii_lowercase().starts_with("timestamp")) {
+            continue;
+        }
+        let bad = |why: &str| format!("price file {} line {}: {why}", path.display(), i + 1);
+        let parts: Vec<&str> = line.split(',').map(str::trim).collect();
+        let [at, symbol, price] = parts.as_slice() else {
+            return Err(bad("expected timestamp,symbol,price"));
+        };
+        let at = Timestamp::parse_rfc3339(at).ok_or_else(|| bad("timestamp is not RFC 3339"))?;
+        if !symbols.iter().any(|s| s == symbol) {
+            return Err(bad(&format!("{symbol} is not a listed instrument")));
+        }
+        let price: Decimal = price.parse().map_err(|_| bad("price is not a decimal"))?;
+        if !crate::domain::money::is_valid_price(price) {
+            return Err(bad("price must be positive with at most 4 decimals"));
+        }
+        rows.push((at, i, symbol.to_string(), price));
+    }
+    if rows.is_empty() {
+        return Err(format!("price file {} has no prices", path.display()));
+    }
+    rows.sort_by_key(|(at, i, _, _)| (*at, *i));
+    let mut groups: Vec<(Timestamp, Vec<(String, Decimal)>)> = Vec::new();
+    for (at, _, symbol, price) in rows {
+        match groups.last_mut() {
+            Some((t, g)) if *t == at => g.push((symbol, price)),
+            _ => groups.push((at, vec![(symbol, price)])),
+        }
+    }
+    Ok(groups.into_iter().map(|(_, g)| g).collect())
+}
+
+/// Plays the groups back, one per tick, then stops (prices stay where the file left them).
+pub async fn run_replay(router: Router, groups: Vec<Vec<(String, Decimal)>>, tick: Duration, mut stop: watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    for (n, group) in groups.into_iter().enumerate() {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+        let sends = group.into_iter().map(|(symbol, price)| {
+            let router = router.clone();
+            async move {
+                let meta = RequestMeta::system(format!("replay-{n}"));
+                if let Err(e) = router.execute::<Instrument>(&symbol, InstrumentCommand::Tick { price }, meta).await {
+                    tracing::warn!(symbol = %symbol, error = ?e, "replayed price not applied");
+                }
+            }
+        });
+        futures_util::future::join_all(sends.collect::<Vec<_>>()).await;
+    }
+    tracing::info!("price replay finished");
 }

@@ -9,6 +9,7 @@ use crate::domain::ctx::Ctx;
 use crate::domain::entity::{Decision, Entity};
 use crate::domain::ids::EntityKind;
 use crate::domain::money::is_valid_price;
+use crate::domain::price_history::PriceHistory;
 use crate::domain::time::Timestamp;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -58,6 +59,8 @@ pub struct Instrument {
     pub listing: Option<Listing>,
     pub price: Decimal,
     pub as_of: Timestamp,
+    /// The downsampled price series (minute bars for a day, daily closes for ten years).
+    pub history: PriceHistory,
 }
 
 #[derive(Clone, Debug)]
@@ -113,6 +116,7 @@ impl Entity for Instrument {
             listing: None,
             price: Decimal::ZERO,
             as_of: Timestamp(0),
+            history: PriceHistory::default(),
         }
     }
 
@@ -162,10 +166,12 @@ impl Entity for Instrument {
                 self.listing = Some(listing.clone());
                 self.price = *price;
                 self.as_of = *at;
+                self.history.record(*at, *price);
             }
             InstrumentEvent::Priced { price, at } => {
                 self.price = *price;
                 self.as_of = *at;
+                self.history.record(*at, *price);
             }
         }
         self.check_invariants();

@@ -19,6 +19,7 @@ pub mod kyc;
 pub mod market;
 pub mod money;
 pub mod portfolio;
+pub mod price_history;
 pub mod screening;
 pub mod suitability;
 pub mod time;

@@ -64,3 +64,35 @@ pub async fn one(state: &AppState, symbol: &str) -> Result<Reply, ApiError> {
         )),
     }
 }
+
+/// GET /v1/instruments/{symbol}/history?from&to — `[{at, price}]`, oldest first; `to` defaults
+/// to now and `from` to a day before `to`. Days older than the last day come as daily closes.
+pub async fn history(state: &AppState, req: &crate::gateway::http::Req, symbol: &str) -> Result<Reply, ApiError> {
+    use crate::domain::time::Timestamp;
+    let time = |name: &str| -> Result<Option<Timestamp>, ApiError> {
+        match req.query_param(name) {
+            None => Ok(None),
+            Some(s) => Timestamp::parse_rfc3339(&s)
+                .map(Some)
+                .ok_or_else(|| ApiError::bad_request(format!("{name} must be an RFC 3339 time such as 2026-11-22T10:00:00Z"))),
+        }
+    };
+    let to = time("to")?.unwrap_or_else(crate::actors::wall_clock_now);
+    let from = time("from")?.unwrap_or(Timestamp(to.millis() - crate::domain::price_history::MS_PER_DAY));
+    if from > to {
+        return Err(ApiError::bad_request("from must not be after to"));
+    }
+    if !state.is_listed(symbol) {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_instrument", "no such instrument is listed"));
+    }
+    let points = state
+        .router
+        .read::<Instrument, _>(symbol, move |i| i.history.range(from, to))
+        .await
+        .map_err(unavailable)?;
+    let view: Vec<_> = points
+        .into_iter()
+        .map(|(at, price)| serde_json::json!({ "at": at.to_rfc3339(), "price": plain_string(price) }))
+        .collect();
+    Ok(json_response(StatusCode::OK, &view))
+}

@@ -120,6 +120,13 @@ pub const ROUTES: &[RouteSpec] = &[
     .body(schema_of::<onboarding::SuitabilityBody>),
     r("GET", "/v1/instruments", "Listed instruments with their latest prices", PUBLIC, false),
     r("GET", "/v1/instruments/{symbol}", "One instrument", PUBLIC, false),
+    r(
+        "GET",
+        "/v1/instruments/{symbol}/history",
+        "Price history: daily closes, then minute bars for the last day (from, to: RFC 3339)",
+        PUBLIC,
+        false,
+    ),
     r("GET", "/v1/portfolio", "The caller's portfolio valued at the latest prices", USER, false),
     r("POST", "/v1/portfolio/deposits", "Deposit cash", USER, true).body(schema_of::<portfolio::AmountBody>),
     r("POST", "/v1/portfolio/withdrawals", "Withdraw cash", USER, true).body(schema_of::<portfolio::AmountBody>),
@@ -187,6 +194,11 @@ fn last_segment(req: &Req) -> String {
     crate::gateway::http::percent_decode(req.path.rsplit('/').next().unwrap_or_default())
 }
 
+/// The value of path segment `i` (0 = the empty string before the first slash), decoded.
+fn segment(req: &Req, i: usize) -> String {
+    crate::gateway::http::percent_decode(req.path.split('/').nth(i).unwrap_or_default())
+}
+
 /// The methods a route template answers, for the `Allow` header of a 405.
 pub fn allowed_methods(template: &str) -> String {
     let mut methods: Vec<&str> = ROUTES.iter().filter(|r| r.template == template).map(|r| r.method).collect();
@@ -245,6 +257,7 @@ pub async fn dispatch(state: &AppState, template: Option<&'static str>, req: &Re
         ("GET", "/v1/admin/security-events") => staff::security_events(state, req).await,
         ("GET", "/v1/instruments") => market::list(state).await,
         ("GET", "/v1/instruments/{symbol}") => market::one(state, &last_segment(req)).await,
+        ("GET", "/v1/instruments/{symbol}/history") => market::history(state, req, &segment(req, 3)).await,
         ("GET", "/v1/portfolio") => portfolio::view(state, req).await,
         ("POST", "/v1/portfolio/deposits") => portfolio::deposit(state, req).await,
         ("POST", "/v1/portfolio/withdrawals") => portfolio::withdraw(state, req).await,

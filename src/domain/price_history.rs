@@ -1,0 +1,111 @@
+//! An instrument's price series, downsampled so it stays small: every tick updates the close of
+//! its minute bar (kept for the last day) and of its day (daily closes kept for ten years).
+//! Queries return complete days before the minute window at daily resolution, then minute bars.
+
+use crate::domain::time::Timestamp;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+
+pub const MS_PER_MINUTE: i64 = 60_000;
+pub const MS_PER_DAY: i64 = 86_400_000;
+/// Minute bars kept: one day.
+pub const MINUTES_KEPT: usize = 1440;
+/// Daily closes kept: about ten years.
+pub const DAYS_KEPT: usize = 3660;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PriceHistory {
+    /// (minute start, last price in that minute), oldest first.
+    pub minutes: VecDeque<(Timestamp, Decimal)>,
+    /// (day start UTC, last price of that day), oldest first.
+    pub days: VecDeque<(Timestamp, Decimal)>,
+}
+
+fn bucket(series: &mut VecDeque<(Timestamp, Decimal)>, start: Timestamp, price: Decimal, keep: usize) {
+    match series.back_mut() {
+        Some((last, close)) if *last == start => *close = price,
+        // Out-of-order ticks never reach here (the instrument drops ticks older than its price).
+        Some((last, _)) if *last > start => {}
+        _ => {
+            series.push_back((start, price));
+            while series.len() > keep {
+                series.pop_front();
+            }
+        }
+    }
+}
+
+impl PriceHistory {
+    pub fn record(&mut self, at: Timestamp, price: Decimal) {
+        let m = at.millis();
+        bucket(&mut self.minutes, Timestamp(m - m.rem_euclid(MS_PER_MINUTE)), price, MINUTES_KEPT);
+        bucket(&mut self.days, Timestamp(m - m.rem_euclid(MS_PER_DAY)), price, DAYS_KEPT);
+    }
+
+    /// Points in `[from, to]`: daily closes of the days that end before the minute window,
+    /// then minute bars. Each point is stamped with the start of its bar.
+    pub fn range(&self, from: Timestamp, to: Timestamp) -> Vec<(Timestamp, Decimal)> {
+        let window = self.minutes.front().map_or(Timestamp(i64::MAX), |m| m.0);
+        let daily = self
+            .days
+            .iter()
+            .filter(|(d, _)| d.millis() + MS_PER_DAY <= window.millis())
+            .filter(|(d, _)| *d >= from && *d <= to);
+        let minutes = self.minutes.iter().filter(|(t, _)| *t >= from && *t <= to);
+        daily.chain(minutes).copied().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(n: i64) -> Decimal {
+        Decimal::new(n, 2)
+    }
+
+    #[test]
+    fn ticks_become_minute_bars_and_daily_closes() {
+        let mut h = PriceHistory::default();
+        let t0 = Timestamp(10 * MS_PER_DAY); // a midnight
+        h.record(t0, p(100));
+        h.record(Timestamp(t0.millis() + 1_000), p(101));
+        h.record(Timestamp(t0.millis() + 59_999), p(102));
+        h.record(Timestamp(t0.millis() + 60_000), p(103));
+        assert_eq!(h.minutes, VecDeque::from(vec![(t0, p(102)), (Timestamp(t0.millis() + 60_000), p(103))]));
+        assert_eq!(h.days, VecDeque::from(vec![(t0, p(103))]));
+        // A late tick for an older minute changes nothing.
+        h.record(Timestamp(t0.millis() + 30_000), p(1));
+        assert_eq!(h.minutes.back().unwrap().1, p(103));
+    }
+
+    #[test]
+    fn history_stays_bounded_and_queries_mix_resolutions() {
+        let mut h = PriceHistory::default();
+        let start = Timestamp(100 * MS_PER_DAY);
+        // Three days of one tick every 30 s: 8640 ticks.
+        for i in 0..(3 * 2880) {
+            h.record(Timestamp(start.millis() + i * 30_000), p(10_000 + i));
+        }
+        assert_eq!(h.minutes.len(), MINUTES_KEPT);
+        assert_eq!(h.days.len(), 3);
+        let all = h.range(Timestamp(0), Timestamp(i64::MAX));
+        // Two complete days before the last day's minute window, then 1440 minute bars.
+        assert_eq!(all.len(), 2 + MINUTES_KEPT);
+        assert_eq!(all[0], (start, p(10_000 + 2879)));
+        assert_eq!(all[1], (Timestamp(start.millis() + MS_PER_DAY), p(10_000 + 2 * 2880 - 1)));
+        assert!(all.windows(2).all(|w| w[0].0 < w[1].0), "points are in time order");
+        assert_eq!(all.last().unwrap().1, p(10_000 + 3 * 2880 - 1));
+        // A narrow range inside the minute window.
+        let t = Timestamp(start.millis() + 2 * MS_PER_DAY + 600_000);
+        let r = h.range(t, Timestamp(t.millis() + 120_000));
+        assert_eq!(r.len(), 3);
+        // Ten years of days never exceed the cap.
+        let mut long = PriceHistory::default();
+        for d in 0..5000 {
+            long.record(Timestamp(d * MS_PER_DAY), p(d + 1));
+        }
+        assert_eq!(long.days.len(), DAYS_KEPT);
+    }
+}
