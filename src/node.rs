@@ -104,6 +104,7 @@ pub async fn open_state(config: &Config) -> Result<Arc<AppState>, String> {
         kyc: crate::adapters::kyc::from_config(&config.compliance.kyc_provider),
         logins: LoginGuard::new(&config.auth),
         revoked_sessions: std::sync::Mutex::new(std::collections::HashMap::new()),
+        feed_additions: std::sync::Mutex::new(None),
         node_id: config.node.id.clone(),
         metrics,
         ready: AtomicBool::new(false),
@@ -117,7 +118,27 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
     let data_dir = config.node.data_dir.clone();
     let state = open_state(&config).await?;
     let router = state.router.clone();
-    let catalog = list_instruments(&router, &config).await?;
+    let mut catalog = list_instruments(&router, &config).await?;
+    // Instruments an admin listed at run time (their listing is on the instrument entity).
+    let mut feed_instruments = instruments_from_config(&config.market.instruments);
+    for (symbol, entry) in state.router.store().catalog().map_err(|e| e.to_string())? {
+        if catalog.contains(&symbol) {
+            continue;
+        }
+        let quote = router.read::<Instrument, _>(&symbol, |i| i.quote()).await?;
+        let Some(quote) = quote else {
+            return Err(format!("catalog entry {symbol} names an instrument that is not listed"));
+        };
+        feed_instruments.push(crate::actors::feed::FeedInstrument {
+            symbol: symbol.clone(),
+            price: quote.price,
+            params: crate::domain::market::GbmParams {
+                drift: entry.drift,
+                volatility: entry.volatility,
+            },
+        });
+        catalog.push(symbol);
+    }
     *state.catalog.write().expect("catalog lock") = catalog;
     let listener = tokio::net::TcpListener::bind(config.gateway.listen)
         .await
@@ -131,11 +152,14 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
         let groups = crate::actors::feed::load_replay(&config.market.csv_file, &state.symbols())?;
         tokio::spawn(crate::actors::feed::run_replay(router.clone(), groups, config.market.tick_interval, feed_rx))
     } else {
+        let (additions_tx, additions) = tokio::sync::mpsc::unbounded_channel();
+        *state.feed_additions.lock().expect("feed additions lock") = Some(additions_tx);
         tokio::spawn(run_feed(
             router.clone(),
-            instruments_from_config(&config.market.instruments),
+            feed_instruments,
             config.market.seed,
             config.market.tick_interval,
+            additions,
             feed_rx,
         ))
     };

@@ -729,6 +729,7 @@ const EXPECTED: &[(&str, &str, &[&str])] = &[
     ("GET", "/v1/compliance/reports/daily", &["compliance"]),
     ("GET", "/v1/admin/audit/verify", &["admin", "compliance"]),
     ("GET", "/v1/admin/security-events", &["admin"]),
+    ("POST", "/v1/admin/instruments", &["admin"]),
 ];
 
 struct Caller {

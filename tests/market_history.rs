@@ -88,3 +88,69 @@ fn a_csv_of_real_prices_can_drive_the_market() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line 2") && err.contains("NOSUCH"), "{err}");
 }
+
+fn add_admin(root: &std::path::Path) {
+    use std::io::Write;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_moneta"));
+    configure(&mut cmd, root, free_port());
+    let mut child = cmd
+        .args(["staff", "add", "--email", "ops@example.com", "--role", "admin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(format!("{PASSWORD}\n").as_bytes()).unwrap();
+    assert!(child.wait_with_output().unwrap().status.success());
+}
+
+#[test]
+fn an_admin_lists_a_new_instrument_that_trades_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    add_admin(dir.path());
+    let settings = [("MONETA_MARKET_TICK_INTERVAL", "50ms")];
+    let mut node = Node::start_with(dir.path(), &settings);
+    let admin = node.login("ops@example.com", PASSWORD).json()["access_token"].as_str().unwrap().to_string();
+    let body = json!({"symbol": "NEWCO", "name": "New Company plc", "kind": "equity", "risk_class": 4, "price": "10.00"});
+    let r = node.post("/v1/admin/instruments", Some(&admin), None, &body);
+    assert_eq!(r.status, 201, "{}", r.what());
+    assert_eq!(r.json()["complex"], false);
+    // Again, identical: 200; other details: 409.
+    assert_eq!(node.post("/v1/admin/instruments", Some(&admin), None, &body).status, 200);
+    let other = json!({"symbol": "NEWCO", "name": "Another", "kind": "equity", "risk_class": 4, "price": "10.00"});
+    node.post("/v1/admin/instruments", Some(&admin), None, &other)
+        .problem(&[409], &["instrument_exists"])
+        .unwrap();
+    for bad in [
+        json!({"symbol": "bad sym", "name": "x", "kind": "equity", "risk_class": 4, "price": "1"}),
+        json!({"symbol": "OK", "name": "x", "kind": "crypto", "risk_class": 4, "price": "1"}),
+        json!({"symbol": "OK", "name": "x", "kind": "equity", "risk_class": 9, "price": "1"}),
+        json!({"symbol": "OK", "name": "x", "kind": "equity", "risk_class": 4, "price": "-1"}),
+        json!({"symbol": "OK", "name": "x", "kind": "equity", "risk_class": 4, "price": "1", "extra": 1}),
+    ] {
+        node.post("/v1/admin/instruments", Some(&admin), None, &bad)
+            .problem(&[400], &["invalid_request"])
+            .unwrap();
+    }
+    // Listed, moved by the feed, tradable.
+    assert!(node
+        .get("/v1/instruments", None)
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|i| i["symbol"] == "NEWCO"));
+    wait_for(|| node.get("/v1/instruments/NEWCO", None).json()["price"] != "10", "the feed to move NEWCO");
+    let user = node.new_user("newco.buyer");
+    assert_eq!(node.deposit(&user, "d", "1000.00").status, 201);
+    let r = node.order(&user, "o", "NEWCO", "buy", "3");
+    assert_eq!(r.status, 201, "{}", r.what());
+    // A user may not list instruments.
+    node.post("/v1/admin/instruments", Some(&user.token), None, &body).problem(&[403], &[]).unwrap();
+    assert!(node.terminate(Duration::from_secs(20)).is_some_and(|s| s.success()));
+
+    let node = Node::start_with(dir.path(), &settings);
+    let v = node.get("/v1/instruments/NEWCO", None);
+    assert_eq!(v.status, 200, "{}", v.what());
+    assert_eq!(v.json()["name"], "New Company plc");
+}

@@ -33,8 +33,16 @@ pub fn instruments_from_config(list: &[InstrumentConfig]) -> Vec<FeedInstrument>
         .collect()
 }
 
-/// Runs until `stop` turns true. Starting prices are the instruments' persisted prices.
-pub async fn run_feed(router: Router, mut instruments: Vec<FeedInstrument>, seed: u64, tick: Duration, mut stop: watch::Receiver<bool>) {
+/// Runs until `stop` turns true. Starting prices are the instruments' persisted prices;
+/// instruments listed while it runs arrive on `additions` and join at the next tick.
+pub async fn run_feed(
+    router: Router,
+    mut instruments: Vec<FeedInstrument>,
+    seed: u64,
+    tick: Duration,
+    mut additions: tokio::sync::mpsc::UnboundedReceiver<FeedInstrument>,
+    mut stop: watch::Receiver<bool>,
+) {
     for inst in instruments.iter_mut() {
         if let Ok(Some(q)) = router.read::<Instrument, _>(&inst.symbol, |i| i.quote()).await {
             inst.price = q.price;
@@ -53,6 +61,11 @@ pub async fn run_feed(router: Router, mut instruments: Vec<FeedInstrument>, seed
             break;
         }
         n += 1;
+        while let Ok(added) = additions.try_recv() {
+            if !instruments.iter().any(|i| i.symbol == added.symbol) {
+                instruments.push(added);
+            }
+        }
         let sends = instruments.iter_mut().map(|inst| {
             inst.price = gbm_step(inst.price, &inst.params, tick.as_secs_f64(), &mut rng);
             let router = router.clone();

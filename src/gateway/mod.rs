@@ -48,6 +48,8 @@ pub struct AppState {
     /// token expires: access tokens of a revoked session are refused at once, not after their
     /// natural expiry.
     pub revoked_sessions: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
+    /// Hands instruments listed at run time to the simulated feed (set when the feed starts).
+    pub feed_additions: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<crate::actors::feed::FeedInstrument>>>,
     pub config: Config,
     pub metrics: Arc<Metrics>,
     pub ready: AtomicBool,

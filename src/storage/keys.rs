@@ -23,6 +23,15 @@ pub fn regulatory_key(user_id: &str) -> Vec<u8> {
     k
 }
 
+/// Instruments an admin listed at run time: `0xFFFF 0x05 ‖ symbol` → their feed parameters.
+pub const CATALOG_PREFIX: [u8; 3] = [0xff, 0xff, 0x05];
+
+pub fn catalog_key(symbol: &str) -> Vec<u8> {
+    let mut k = CATALOG_PREFIX.to_vec();
+    k.extend_from_slice(symbol.as_bytes());
+    k
+}
+
 pub fn erasure_key(user_id: &str) -> Vec<u8> {
     let mut k = ERASURE_PREFIX.to_vec();
     k.extend_from_slice(user_id.as_bytes());

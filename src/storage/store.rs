@@ -48,6 +48,14 @@ pub struct RegulatoryRecord {
     pub sealed: Vec<u8>,
 }
 
+/// An instrument listed at run time (`POST /v1/admin/instruments`) and how the simulated feed
+/// moves it; the listing itself is the instrument entity's.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CatalogEntry {
+    pub drift: f64,
+    pub volatility: f64,
+}
+
 /// Appends one carried-out erasure to the erasure list (user id and email-index key; no
 /// personal data) and syncs it to disk.
 pub fn append_erasure_list(path: &Path, user_id: &str, email_hash: &str) -> std::io::Result<()> {
@@ -277,6 +285,28 @@ impl Store {
         self.tree.remove(keys::erasure_key(user_id))?;
         self.flush()?;
         Ok(())
+    }
+
+    pub fn put_catalog(&self, symbol: &str, entry: &CatalogEntry) -> Result<(), StoreError> {
+        self.tree.insert(keys::catalog_key(symbol), codec::encode(entry))?;
+        self.flush()?;
+        Ok(())
+    }
+
+    /// Instruments listed at run time, in symbol order; a corrupt entry is an error naming it.
+    pub fn catalog(&self) -> Result<Vec<(String, CatalogEntry)>, StoreError> {
+        self.tree
+            .scan_prefix(keys::CATALOG_PREFIX)
+            .map(|item| {
+                let (k, v) = item?;
+                let symbol = String::from_utf8_lossy(&k[keys::CATALOG_PREFIX.len()..]).into_owned();
+                let entry = codec::decode(&v).map_err(|e| StoreError::Corrupt {
+                    location: format!("catalog entry {symbol}"),
+                    reason: e.to_string(),
+                })?;
+                Ok((symbol, entry))
+            })
+            .collect()
     }
 
     pub fn put_regulatory(&self, user_id: &str, record: &RegulatoryRecord) -> Result<(), StoreError> {

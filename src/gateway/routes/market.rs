@@ -96,3 +96,99 @@ pub async fn history(state: &AppState, req: &crate::gateway::http::Req, symbol: 
         .collect();
     Ok(json_response(StatusCode::OK, &view))
 }
+
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewInstrumentBody {
+    symbol: String,
+    name: String,
+    /// equity, etf, bond, fund, derivative or leveraged_etf (the last two are complex).
+    #[schema(value_type = String)]
+    kind: crate::domain::instrument::InstrumentKind,
+    /// 1 (lowest) to 7.
+    risk_class: u8,
+    /// The opening price, a decimal string.
+    price: String,
+    /// How the simulated feed moves it (annual drift and volatility); defaults 0.05 and 0.2.
+    #[serde(default)]
+    drift: Option<f64>,
+    #[serde(default)]
+    volatility: Option<f64>,
+}
+
+/// POST /v1/admin/instruments — lists a new instrument (audited on the instrument), keeps it in
+/// the catalog across restarts and hands it to the simulated feed.
+pub async fn create(state: &AppState, req: &crate::gateway::http::Req) -> Result<Reply, ApiError> {
+    use crate::domain::instrument::{InstrumentCommand, InstrumentRejection, Listing};
+    let claims = state.claims(req)?;
+    let b: NewInstrumentBody = req.json()?;
+    let symbol_ok =
+        !b.symbol.is_empty() && b.symbol.len() <= 16 && b.symbol.bytes().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b'-' || c == b'.');
+    if !symbol_ok {
+        return Err(ApiError::bad_request("symbol must be 1–16 characters of A–Z, 0–9, '-' or '.'"));
+    }
+    let name = b.name.trim();
+    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+        return Err(ApiError::bad_request("name must be 1–200 characters"));
+    }
+    if !(1..=7).contains(&b.risk_class) {
+        return Err(ApiError::bad_request("risk_class must be between 1 and 7"));
+    }
+    let price: rust_decimal::Decimal = b
+        .price
+        .parse()
+        .map_err(|_| ApiError::bad_request("price must be a decimal string such as \"12.50\""))?;
+    if !crate::domain::money::is_valid_price(price) {
+        return Err(ApiError::bad_request("price must be positive with at most 4 decimal places"));
+    }
+    let (drift, volatility) = (b.drift.unwrap_or(0.05), b.volatility.unwrap_or(0.2));
+    if !drift.is_finite() || drift.abs() > 5.0 || !volatility.is_finite() || !(0.0..=5.0).contains(&volatility) {
+        return Err(ApiError::bad_request("drift and volatility must be finite, |drift| ≤ 5 and 0 ≤ volatility ≤ 5"));
+    }
+    let listing = Listing {
+        symbol: b.symbol.clone(),
+        name: name.to_string(),
+        kind: b.kind,
+        complex: b.kind.is_complex(),
+        currency: state.config.portfolio.currency.clone(),
+        risk_class: b.risk_class,
+    };
+    let meta = crate::actors::RequestMeta {
+        request_id: req.request_id.clone(),
+        actor: claims.sub.clone(),
+    };
+    match state
+        .router
+        .execute::<Instrument>(&b.symbol, InstrumentCommand::List { listing, price }, meta)
+        .await
+    {
+        Ok(()) => {}
+        Err(crate::cluster::RouteError::Rejected(InstrumentRejection::ListingConflict)) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "instrument_exists",
+                "an instrument with this symbol is listed with other details",
+            ));
+        }
+        Err(crate::cluster::RouteError::Rejected(r)) => return Err(ApiError::bad_request(format!("the listing was refused: {r:?}"))),
+        Err(crate::cluster::RouteError::Unavailable(e)) => return Err(unavailable(e)),
+    }
+    let newly = !state.is_listed(&b.symbol);
+    if newly {
+        let entry = crate::storage::store::CatalogEntry { drift, volatility };
+        state.router.store().put_catalog(&b.symbol, &entry).map_err(unavailable)?;
+        state.catalog.write().expect("catalog lock").push(b.symbol.clone());
+        if let Some(tx) = state.feed_additions.lock().expect("feed additions lock").as_ref() {
+            let _ = tx.send(crate::actors::feed::FeedInstrument {
+                symbol: b.symbol.clone(),
+                price,
+                params: crate::domain::market::GbmParams { drift, volatility },
+            });
+        }
+    }
+    let q = quote(state, &b.symbol).await?.ok_or_else(ApiError::internal)?;
+    Ok(json_response(
+        if newly { StatusCode::CREATED } else { StatusCode::OK },
+        &InstrumentView::from(q),
+    ))
+}

@@ -179,6 +179,7 @@ pub const ROUTES: &[RouteSpec] = &[
     ),
     r("GET", "/v1/admin/audit/verify", "Verify the audit hash chain", OVERSIGHT, false),
     r("GET", "/v1/admin/security-events", "Security events, newest first", ADMIN, false),
+    r("POST", "/v1/admin/instruments", "List a new instrument", ADMIN, false).body(schema_of::<market::NewInstrumentBody>),
 ];
 
 /// The route template a path matches (whatever the method). Allocation-free: runs per request.
@@ -263,6 +264,7 @@ pub async fn dispatch(state: &AppState, template: Option<&'static str>, req: &Re
         ("GET", "/v1/compliance/reports/daily") => staff::daily_report(state, req).await,
         ("GET", "/v1/admin/audit/verify") => staff::audit_verify(state, req).await,
         ("GET", "/v1/admin/security-events") => staff::security_events(state, req).await,
+        ("POST", "/v1/admin/instruments") => market::create(state, req).await,
         ("GET", "/v1/instruments") => market::list(state).await,
         ("GET", "/v1/instruments/{symbol}") => market::one(state, &last_segment(req)).await,
         ("GET", "/v1/instruments/{symbol}/history") => market::history(state, req, &segment(req, 3)).await,
