@@ -87,7 +87,15 @@ pub async fn serve(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<
     let path = socket_path(&state.config.node.data_dir);
     // A socket left by a killed node: we hold the data folder's lock, so it is stale.
     let _ = std::fs::remove_file(&path);
-    let listener = tokio::net::UnixListener::bind(&path).map_err(|e| format!("control socket {}: {e}", path.display()))?;
+    let listener = match tokio::net::UnixListener::bind(&path) {
+        Ok(l) => l,
+        Err(e) => {
+            // The node serves without it; `moneta backup create` then needs the node stopped.
+            let msg = format!("control socket {}: {e}", path.display());
+            tracing::warn!(error = %msg, "the control socket is not available");
+            return Err(msg);
+        }
+    };
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(|e| format!("control socket {}: {e}", path.display()))?;
     loop {
         let conn = tokio::select! {
