@@ -7,6 +7,7 @@
 #![deny(clippy::disallowed_methods, clippy::disallowed_types)]
 
 pub mod account;
+pub mod advice;
 pub mod audit;
 pub mod compliance;
 pub mod ctx;
