@@ -34,6 +34,27 @@ pub struct Config {
     pub gdpr: GdprConfig,
     pub backup: BackupConfig,
     pub retention: RetentionConfig,
+    pub advice: AdviceConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdviceConfig {
+    pub drift_threshold: Decimal,
+    pub min_trade: Decimal,
+    pub review_turnover: Decimal,
+    pub cash_buffer: Decimal,
+}
+
+impl AdviceConfig {
+    pub fn policy(&self) -> crate::domain::advice::AdvicePolicy {
+        crate::domain::advice::AdvicePolicy {
+            drift_threshold: self.drift_threshold,
+            min_trade: self.min_trade,
+            review_turnover: self.review_turnover,
+            cash_buffer: self.cash_buffer,
+        }
+    }
 }
 
 /// How long each class of data is kept; the retention job enforces it.
@@ -326,6 +347,10 @@ impl Config {
         }
         if self.retention.check_interval < Duration::from_millis(100) || self.retention.check_interval > Duration::from_secs(7 * 24 * 3600) {
             return bad("retention.check_interval", "must be between 100ms and 7d");
+        }
+        let unit = |d: Decimal| d >= Decimal::ZERO && d < Decimal::ONE;
+        if !unit(self.advice.drift_threshold) || !unit(self.advice.cash_buffer) || !unit(self.advice.review_turnover) || self.advice.min_trade < Decimal::ZERO {
+            return bad("advice", "drift_threshold, review_turnover and cash_buffer must be in [0, 1); min_trade ≥ 0");
         }
         if self.compliance.kyc_provider != "sandbox" {
             return bad("compliance.kyc_provider", "the only built-in provider is \"sandbox\"");

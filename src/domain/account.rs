@@ -261,6 +261,27 @@ pub struct Account {
     pub notifications: Vec<Notification>,
     /// GDPR erasure: requested (with its due time), then carried out.
     pub erasure: Option<Erasure>,
+    /// The latest advice given (derived data: deleted when `ai_profiling` consent goes).
+    pub advice: Option<AdviceRecord>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdviceStatus {
+    Published,
+    PendingReview,
+    Approved,
+    Rejected,
+    Accepted,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdviceRecord {
+    pub advice_id: String,
+    pub generated_at: Timestamp,
+    pub advice: crate::domain::advice::Advice,
+    pub status: AdviceStatus,
+    pub review_note: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -341,6 +362,20 @@ pub enum AccountCommand {
     PruneNotifications {
         before: Timestamp,
     },
+    /// Records freshly computed advice (unchanged advice keeps its id and status).
+    IssueAdvice {
+        advice: crate::domain::advice::Advice,
+    },
+    /// A compliance officer's decision on advice held for review.
+    ReviewAdvice {
+        advice_id: String,
+        approve: bool,
+        note: String,
+    },
+    /// The investor accepted the advice (its orders go through the normal order path).
+    AcceptAdvice {
+        advice_id: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -407,6 +442,15 @@ pub enum AccountEvent {
     NotificationsPruned {
         before: Timestamp,
     },
+    AdviceIssued {
+        record: AdviceRecord,
+    },
+    AdviceStatusChanged {
+        advice_id: String,
+        status: AdviceStatus,
+        note: Option<String>,
+    },
+    AdviceDeleted,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -426,6 +470,7 @@ pub enum AccountReply {
     Consents(Consents),
     /// The erasure is (or was already) scheduled for this time.
     ErasureDue(Timestamp),
+    Advice(AdviceRecord),
     /// Erased now, or earlier; the sessions that were open (their access tokens must stop).
     Erased {
         sessions: Vec<String>,
@@ -448,6 +493,10 @@ pub enum AccountRejection {
     NothingToResolve,
     /// Erasure not requested, or its grace period has not ended.
     ErasureNotDue,
+    /// No such advice (or not the latest).
+    UnknownAdvice,
+    /// The advice is not in a state that allows this (e.g. accepting advice under review).
+    AdviceNotActionable(AdviceStatus),
 }
 
 impl AccountRejection {
@@ -462,6 +511,10 @@ impl AccountRejection {
             AccountRejection::KycAlreadyVerified => "kyc_already_verified",
             AccountRejection::NothingToResolve => "nothing_to_resolve",
             AccountRejection::ErasureNotDue => "erasure_not_due",
+            AccountRejection::UnknownAdvice => "not_found",
+            AccountRejection::AdviceNotActionable(AdviceStatus::PendingReview) => "advice_pending_review",
+            AccountRejection::AdviceNotActionable(AdviceStatus::Rejected) => "advice_rejected",
+            AccountRejection::AdviceNotActionable(_) => "advice_already_accepted",
         }
     }
 }
@@ -639,11 +692,16 @@ impl Account {
                         .detail("before", consent_text(self.consents))
                         .detail("after", consent_text(consents)),
                 );
-                let events = if consents == self.consents {
+                let mut events = if consents == self.consents {
                     vec![]
                 } else {
                     vec![AccountEvent::ConsentsChanged { consents, at: ctx.now }]
                 };
+                // Without ai_profiling consent no advice is kept about the person.
+                if !consents.ai_profiling && self.advice.is_some() {
+                    ctx.audit(AuditDraft::ok("advice.deleted").detail("reason", "ai_profiling consent withdrawn"));
+                    events.push(AccountEvent::AdviceDeleted);
+                }
                 Ok(Decision::new(events, AccountReply::Consents(consents)))
             }
             AccountCommand::SubmitKyc {
@@ -721,6 +779,87 @@ impl Account {
                 }
                 _ => Err(AccountRejection::ErasureNotDue),
             },
+            AccountCommand::IssueAdvice { advice } => {
+                if let Some(r) = self
+                    .advice
+                    .as_ref()
+                    .filter(|r| r.advice == advice && !matches!(r.status, AdviceStatus::Accepted | AdviceStatus::Rejected))
+                {
+                    return Ok(Decision::replay(AccountReply::Advice(r.clone())));
+                }
+                let status = if advice.review_reason.is_some() {
+                    AdviceStatus::PendingReview
+                } else {
+                    AdviceStatus::Published
+                };
+                let record = AdviceRecord {
+                    advice_id: ctx.new_id("adv"),
+                    generated_at: ctx.now,
+                    advice,
+                    status,
+                    review_note: None,
+                };
+                ctx.audit(
+                    AuditDraft::ok("advice.issued")
+                        .detail("advice_id", &record.advice_id)
+                        .detail("model_version", crate::domain::advice::MODEL_VERSION)
+                        .detail("risk_band", record.advice.risk_band.as_str())
+                        .detail("orders", record.advice.proposed_orders.len())
+                        .detail("turnover", record.advice.turnover)
+                        .detail("status", if status == AdviceStatus::Published { "published" } else { "pending_review" }),
+                );
+                Ok(Decision::new(
+                    vec![AccountEvent::AdviceIssued { record: record.clone() }],
+                    AccountReply::Advice(record),
+                ))
+            }
+            AccountCommand::ReviewAdvice { advice_id, approve, note } => {
+                let Some(r) = self.advice.as_ref().filter(|r| r.advice_id == advice_id) else {
+                    return Err(AccountRejection::UnknownAdvice);
+                };
+                if r.status != AdviceStatus::PendingReview {
+                    return Err(AccountRejection::AdviceNotActionable(r.status));
+                }
+                let status = if approve { AdviceStatus::Approved } else { AdviceStatus::Rejected };
+                ctx.audit(
+                    AuditDraft::ok("advice.reviewed")
+                        .detail("advice_id", &advice_id)
+                        .detail("decision", if approve { "approve" } else { "reject" }),
+                );
+                let mut record = r.clone();
+                record.status = status;
+                record.review_note = Some(note.clone());
+                Ok(Decision::new(
+                    vec![AccountEvent::AdviceStatusChanged {
+                        advice_id,
+                        status,
+                        note: Some(note),
+                    }],
+                    AccountReply::Advice(record),
+                ))
+            }
+            AccountCommand::AcceptAdvice { advice_id } => {
+                let Some(r) = self.advice.as_ref().filter(|r| r.advice_id == advice_id) else {
+                    return Err(AccountRejection::UnknownAdvice);
+                };
+                match r.status {
+                    AdviceStatus::Accepted => Ok(Decision::replay(AccountReply::Advice(r.clone()))),
+                    AdviceStatus::Published | AdviceStatus::Approved => {
+                        ctx.audit(AuditDraft::ok("advice.accepted").detail("advice_id", &advice_id));
+                        let mut record = r.clone();
+                        record.status = AdviceStatus::Accepted;
+                        Ok(Decision::new(
+                            vec![AccountEvent::AdviceStatusChanged {
+                                advice_id,
+                                status: AdviceStatus::Accepted,
+                                note: None,
+                            }],
+                            AccountReply::Advice(record),
+                        ))
+                    }
+                    other => Err(AccountRejection::AdviceNotActionable(other)),
+                }
+            }
             AccountCommand::PruneNotifications { before } => {
                 let due = self.notifications.iter().any(|n| n.at < before);
                 Ok(Decision::new(
@@ -788,6 +927,7 @@ impl Entity for Account {
             devices: BTreeSet::new(),
             notifications: Vec::new(),
             erasure: None,
+            advice: None,
         }
     }
 
@@ -923,6 +1063,16 @@ impl Entity for Account {
             }
             AccountEvent::SuitabilityAssessed { suitability } => self.suitability = Some(suitability.clone()),
             AccountEvent::NotificationsPruned { before } => self.notifications.retain(|n| n.at >= *before),
+            AccountEvent::AdviceIssued { record } => self.advice = Some(record.clone()),
+            AccountEvent::AdviceStatusChanged { advice_id, status, note } => {
+                if let Some(r) = self.advice.as_mut().filter(|r| &r.advice_id == advice_id) {
+                    r.status = *status;
+                    if note.is_some() {
+                        r.review_note = note.clone();
+                    }
+                }
+            }
+            AccountEvent::AdviceDeleted => self.advice = None,
             AccountEvent::ErasureRequested { at, due_at } => {
                 self.erasure = Some(Erasure {
                     requested_at: *at,
@@ -942,6 +1092,7 @@ impl Entity for Account {
                 self.devices.clear();
                 self.notifications.clear();
                 self.consents = Consents::default();
+                self.advice = None;
                 if let Some(k) = self.kyc.as_mut() {
                     k.sealed_document = None;
                 }

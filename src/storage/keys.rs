@@ -32,6 +32,15 @@ pub fn catalog_key(symbol: &str) -> Vec<u8> {
     k
 }
 
+/// Advice held for human review: `0xFFFF 0x06 ‖ advice id` → user id.
+pub const REVIEW_PREFIX: [u8; 3] = [0xff, 0xff, 0x06];
+
+pub fn review_key(advice_id: &str) -> Vec<u8> {
+    let mut k = REVIEW_PREFIX.to_vec();
+    k.extend_from_slice(advice_id.as_bytes());
+    k
+}
+
 pub fn erasure_key(user_id: &str) -> Vec<u8> {
     let mut k = ERASURE_PREFIX.to_vec();
     k.extend_from_slice(user_id.as_bytes());

@@ -287,6 +287,30 @@ impl Store {
         Ok(())
     }
 
+    /// Puts advice on (or takes it off) the compliance review queue.
+    pub fn set_review(&self, advice_id: &str, user_id: Option<&str>) -> Result<(), StoreError> {
+        match user_id {
+            Some(u) => self.tree.insert(keys::review_key(advice_id), u.as_bytes())?,
+            None => self.tree.remove(keys::review_key(advice_id))?,
+        };
+        self.flush()?;
+        Ok(())
+    }
+
+    /// The review queue: (advice id, user id), in advice-id order.
+    pub fn review_queue(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.tree
+            .scan_prefix(keys::REVIEW_PREFIX)
+            .map(|item| {
+                let (k, v) = item?;
+                Ok((
+                    String::from_utf8_lossy(&k[keys::REVIEW_PREFIX.len()..]).into_owned(),
+                    String::from_utf8_lossy(&v).into_owned(),
+                ))
+            })
+            .collect()
+    }
+
     pub fn put_catalog(&self, symbol: &str, entry: &CatalogEntry) -> Result<(), StoreError> {
         self.tree.insert(keys::catalog_key(symbol), codec::encode(entry))?;
         self.flush()?;

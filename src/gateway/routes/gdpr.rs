@@ -137,7 +137,7 @@ async fn collect(state: &AppState, user_id: &str) -> Result<Value, ApiError> {
         },
         "transactions": hist.transactions.iter().map(transaction_view).collect::<Vec<_>>(),
         "orders": hist.orders.values().map(|o| serde_json::to_value(OrderView::from(o)).unwrap_or(Value::Null)).collect::<Vec<_>>(),
-        "advice": [],
+        "advice": account.advice.as_ref().map(super::advice::view).into_iter().collect::<Vec<_>>(),
         "security_events": security_events,
         "audit_records": audit,
     }))

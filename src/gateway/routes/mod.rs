@@ -1,6 +1,7 @@
 //! The route table and dispatch. `ROUTES` is the single inventory: the dispatcher, the 405
 //! answers and `/openapi.json` all read it, so a route cannot exist without being documented.
 
+pub mod advice;
 pub mod gdpr;
 pub mod identity;
 mod market;
@@ -141,6 +142,23 @@ pub const ROUTES: &[RouteSpec] = &[
     .body(schema_of::<portfolio::OrderBody>),
     r("GET", "/v1/orders", "The caller's orders, newest first", USER, false),
     r("GET", "/v1/orders/{order_id}", "One of the caller's orders", USER, false),
+    r("GET", "/v1/advice", "The caller's current AI-generated advice", USER, false),
+    r(
+        "POST",
+        "/v1/advice/{advice_id}/accept",
+        "Accept advice: its orders go through the order path",
+        USER,
+        true,
+    ),
+    r("GET", "/v1/compliance/review-queue", "Advice held for human review", COMPLIANCE, false),
+    r(
+        "POST",
+        "/v1/compliance/review-queue/{advice_id}",
+        "Approve or reject held advice",
+        COMPLIANCE,
+        false,
+    )
+    .body(schema_of::<advice::ReviewBody>),
     r(
         "GET",
         "/v1/support/users/{user_id}",
@@ -257,6 +275,10 @@ pub async fn dispatch(state: &AppState, template: Option<&'static str>, req: &Re
         ("PUT", "/v1/me/consents") => onboarding::put_consents(state, req).await,
         ("POST", "/v1/me/kyc") => onboarding::submit_kyc(state, req).await,
         ("POST", "/v1/me/suitability") => onboarding::suitability(state, req).await,
+        ("GET", "/v1/advice") => advice::get(state, req).await,
+        ("POST", "/v1/advice/{advice_id}/accept") => advice::accept(state, req, &segment(req, 3)).await,
+        ("GET", "/v1/compliance/review-queue") => advice::review_queue(state, req).await,
+        ("POST", "/v1/compliance/review-queue/{advice_id}") => advice::review(state, req, &last_segment(req)).await,
         ("GET", "/v1/support/users/{user_id}") => staff::support_user(state, req, &last_segment(req)).await,
         ("GET", "/v1/compliance/screening-hits") => staff::screening_hits(state, req).await,
         ("POST", "/v1/compliance/screening/{user_id}") => staff::resolve_screening(state, req, &last_segment(req)).await,

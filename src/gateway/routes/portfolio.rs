@@ -148,7 +148,26 @@ pub async fn place_order(state: &AppState, req: &Req) -> Result<Reply, ApiError>
         return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_instrument", "no such instrument is listed"));
     }
     let fp = fingerprint(&req.method, "/v1/orders", &(&body.symbol, body.side.as_str(), plain_string(quantity)));
-    let quote = quote(state, &body.symbol).await?.map(|q| OrderQuote {
+    let meta = RequestMeta {
+        request_id: req.request_id.clone(),
+        actor: claims.sub.clone(),
+    };
+    let order = place(state, &claims.sub, meta, body.symbol, body.side, quantity, IdemTag { key, fingerprint: fp }).await?;
+    Ok(private_json(StatusCode::CREATED, &order))
+}
+
+/// The order path every order takes (placed directly or from accepted advice): the latest
+/// quote, the investor's compliance facts, then the portfolio decides.
+pub(super) async fn place(
+    state: &AppState,
+    user_id: &str,
+    meta: RequestMeta,
+    symbol: String,
+    side: Side,
+    quantity: Decimal,
+    idem: IdemTag,
+) -> Result<OrderView, ApiError> {
+    let quote = quote(state, &symbol).await?.map(|q| OrderQuote {
         price: q.price,
         product: ProductFacts {
             complex: q.listing.complex,
@@ -157,22 +176,22 @@ pub async fn place_order(state: &AppState, req: &Req) -> Result<Reply, ApiError>
     });
     // The investor's KYC, screening and suitability as their account records them now; the
     // portfolio runs the compliance rules engine over them before funds and holdings.
-    let investor = state
-        .router
-        .read::<Account, _>(&claims.sub, |a| a.investor_status())
-        .await
-        .map_err(unavailable)?;
+    let investor = state.router.read::<Account, _>(user_id, |a| a.investor_status()).await.map_err(unavailable)?;
     let cmd = PortfolioCommand::PlaceOrder {
-        symbol: body.symbol,
-        side: body.side,
+        symbol,
+        side,
         quantity,
         quote,
         investor,
         fees: state.config.fees.schedule(),
-        idem: IdemTag { key, fingerprint: fp },
+        idem,
     };
-    match execute(state, &claims, req, cmd).await? {
-        PortfolioReply::Order(o) => Ok(private_json(StatusCode::CREATED, &OrderView::from(&o))),
+    let reply = state.router.execute::<Portfolio>(user_id, cmd, meta).await.map_err(|e| match e {
+        RouteError::Rejected(r) => rejection(r),
+        RouteError::Unavailable(e) => unavailable(e),
+    })?;
+    match reply {
+        PortfolioReply::Order(o) => Ok(OrderView::from(&o)),
         PortfolioReply::Refused(r) => Err(rejection(r)),
         PortfolioReply::Cash { .. } => Err(rejection(PortfolioRejection::IdempotencyKeyReused)),
     }

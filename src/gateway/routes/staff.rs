@@ -277,7 +277,7 @@ pub async fn daily_report(state: &AppState, req: &Req) -> Result<Reply, ApiError
         .map_err(unavailable)?;
     let subject_user = |r: &AuditRecord| r.entity.split_once('/').map(|(_, id)| id.to_string()).unwrap_or_default();
     let detail = |r: &AuditRecord, k: &str| r.details.get(k).cloned().unwrap_or_default();
-    let (mut trades, mut rejections, mut hits, mut erasures) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut trades, mut rejections, mut hits, mut erasures, mut advice) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut by_code: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
     let (mut notional, mut fees) = (rust_decimal::Decimal::ZERO, rust_decimal::Decimal::ZERO);
     for r in records.iter().filter(|r| r.at >= start && r.at < end) {
@@ -306,6 +306,11 @@ pub async fn daily_report(state: &AppState, req: &Req) -> Result<Reply, ApiError
                 "score": detail(r, "score"), "list_version": detail(r, "list_version"),
             })),
             ("gdpr.erasure", _) => erasures.push(serde_json::json!({ "at": at, "user_id": subject_user(r) })),
+            ("advice.issued" | "advice.reviewed" | "advice.accepted", _) => advice.push(serde_json::json!({
+                "at": at, "user_id": subject_user(r), "event": r.action, "advice_id": detail(r, "advice_id"),
+                "status": r.details.get("status"), "decision": r.details.get("decision"), "risk_band": r.details.get("risk_band"),
+                "orders": r.details.get("orders"), "turnover": r.details.get("turnover"), "model_version": r.details.get("model_version"),
+            })),
             _ => {}
         }
     }
@@ -318,13 +323,13 @@ pub async fn daily_report(state: &AppState, req: &Req) -> Result<Reply, ApiError
             "generated_at": crate::actors::wall_clock_now().to_rfc3339(),
             "totals": {
                 "trades": trades.len(), "notional": crate::domain::money::cash_string(notional), "fees": crate::domain::money::cash_string(fees),
-                "rejections": rejections.len(), "rejections_by_code": by_code, "screening_hits": hits.len(), "erasures": erasures.len(), "advice": 0,
+                "rejections": rejections.len(), "rejections_by_code": by_code, "screening_hits": hits.len(), "erasures": erasures.len(), "advice": advice.len(),
             },
             "trades": trades,
             "rejections": rejections,
             "screening_hits": hits,
             "erasures": erasures,
-            "advice": [],
+            "advice": advice,
         }),
     ))
 }

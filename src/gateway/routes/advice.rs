@@ -1,0 +1,261 @@
+//! Advice: `GET /v1/advice` (computed by the domain's engine from the caller's risk profile,
+//! portfolio and the listed instruments; gated by consent and the compliance rules; unusual
+//! advice held for review), `POST /v1/advice/{id}/accept` (its orders through the normal order
+//! path, idempotently), and the compliance review queue.
+
+use super::portfolio::place;
+use super::unavailable;
+use crate::actors::RequestMeta;
+use crate::cluster::RouteError;
+use crate::domain::account::{Account, AccountCommand, AccountRejection, AccountReply, AdviceRecord, AdviceStatus};
+use crate::domain::advice::{advise, Product, DISCLOSURE, MODEL_VERSION};
+use crate::domain::compliance::{self, ProductFacts, Purpose};
+use crate::domain::money::plain_string;
+use crate::domain::portfolio::{IdemTag, Portfolio};
+use crate::gateway::http::{fingerprint, private_json, Reply, Req};
+use crate::gateway::problem::ApiError;
+use crate::gateway::AppState;
+use serde::Deserialize;
+use serde_json::json;
+use warp::http::StatusCode;
+
+fn meta(req: &Req, actor: &str) -> RequestMeta {
+    RequestMeta {
+        request_id: req.request_id.clone(),
+        actor: actor.to_string(),
+    }
+}
+
+fn status_text(s: AdviceStatus) -> &'static str {
+    match s {
+        AdviceStatus::Published => "published",
+        AdviceStatus::PendingReview => "pending_review",
+        AdviceStatus::Approved => "approved",
+        AdviceStatus::Rejected => "rejected",
+        AdviceStatus::Accepted => "accepted",
+    }
+}
+
+pub fn view(r: &AdviceRecord) -> serde_json::Value {
+    json!({
+        "advice_id": r.advice_id,
+        "generated_by": "ai",
+        "model_version": MODEL_VERSION,
+        "generated_at": r.generated_at.to_rfc3339(),
+        "disclosure": DISCLOSURE,
+        "rationale": r.advice.rationale,
+        "risk_band": r.advice.risk_band.as_str(),
+        "target_allocation": r.advice.target_allocation.iter().map(|(s, w)| json!({"symbol": s, "weight": plain_string(*w)})).collect::<Vec<_>>(),
+        "proposed_orders": r.advice.proposed_orders.iter().map(|o| json!({"symbol": o.symbol, "side": o.side.as_str(), "quantity": plain_string(o.quantity)})).collect::<Vec<_>>(),
+        "status": status_text(r.status),
+        "review_reason": r.advice.review_reason,
+        "review_note": r.review_note,
+    })
+}
+
+fn account_error(e: RouteError<AccountRejection>) -> ApiError {
+    match e {
+        RouteError::Rejected(AccountRejection::UnknownAdvice) => ApiError::not_found("no such advice"),
+        RouteError::Rejected(r @ AccountRejection::AdviceNotActionable(_)) => {
+            ApiError::new(StatusCode::CONFLICT, r.code(), "the advice cannot be acted on in its current state")
+        }
+        RouteError::Rejected(r) => ApiError::unprocessable(r.code(), "refused"),
+        RouteError::Unavailable(e) => unavailable(e),
+    }
+}
+
+/// GET /v1/advice — the caller's current advice (recomputed from the latest numbers; unchanged
+/// advice keeps its id and status).
+pub async fn get(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
+    let claims = state.claims(req)?;
+    let (consent, investor, profile) = state
+        .router
+        .read::<Account, _>(&claims.sub, |a| {
+            (a.consents.ai_profiling, a.investor_status(), a.suitability.as_ref().map(|s| s.profile.clone()))
+        })
+        .await
+        .map_err(unavailable)?;
+    if !consent {
+        let _ = state
+            .router
+            .audit(
+                crate::domain::audit::AuditDraft::refused("advice.request", "consent_required"),
+                &format!("account/{}", claims.sub),
+                &meta(req, &claims.sub),
+                false,
+            )
+            .await;
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "consent_required",
+            "personalised advice needs your ai_profiling consent",
+        ));
+    }
+    // The compliance rules engine gates advice as it gates orders (KYC, screening, questionnaire).
+    let any = ProductFacts { complex: false, risk_class: 1 };
+    if let Err(rule) = compliance::check(&investor, any, Purpose::Advise) {
+        let _ = state
+            .router
+            .audit(
+                crate::domain::audit::AuditDraft::refused("advice.request", rule.code()),
+                &format!("account/{}", claims.sub),
+                &meta(req, &claims.sub),
+                false,
+            )
+            .await;
+        return Err(ApiError::new(StatusCode::CONFLICT, rule.code(), rule.reason()));
+    }
+    let profile = profile.ok_or_else(ApiError::internal)?;
+    let (cash, holdings) = state
+        .router
+        .read::<Portfolio, _>(&claims.sub, |p| (p.cash, p.holdings.iter().map(|(s, h)| (s.clone(), h.quantity)).collect()))
+        .await
+        .map_err(unavailable)?;
+    let mut universe = Vec::new();
+    for symbol in state.symbols() {
+        if let Some(q) = super::market::quote(state, &symbol).await? {
+            universe.push(Product {
+                symbol,
+                kind: q.listing.kind,
+                risk_class: q.listing.risk_class,
+                price: q.price,
+            });
+        }
+    }
+    let advice = advise(
+        &profile,
+        &universe,
+        cash,
+        &holdings,
+        &state.config.fees.schedule(),
+        &state.config.advice.policy(),
+    );
+    let record = match state
+        .router
+        .execute::<Account>(&claims.sub, AccountCommand::IssueAdvice { advice }, meta(req, &claims.sub))
+        .await
+        .map_err(account_error)?
+    {
+        AccountReply::Advice(r) => r,
+        _ => return Err(ApiError::internal()),
+    };
+    if record.status == AdviceStatus::PendingReview {
+        state.router.store().set_review(&record.advice_id, Some(&claims.sub)).map_err(unavailable)?;
+    }
+    Ok(private_json(StatusCode::OK, &view(&record)))
+}
+
+/// POST /v1/advice/{advice_id}/accept — places the advice's orders (Idempotency-Key; order i
+/// uses `<key>/<i>`, so a retry replays every order's first answer).
+pub async fn accept(state: &AppState, req: &Req, advice_id: &str) -> Result<Reply, ApiError> {
+    let claims = state.claims(req)?;
+    let key = req.idempotency_key()?;
+    if key.len() > 120 {
+        return Err(ApiError::bad_request("Idempotency-Key for accepting advice is limited to 120 characters"));
+    }
+    let record = state
+        .router
+        .read::<Account, _>(&claims.sub, |a| a.advice.clone())
+        .await
+        .map_err(unavailable)?
+        .filter(|r| r.advice_id == advice_id)
+        .ok_or_else(|| ApiError::not_found("no such advice"))?;
+    if !matches!(record.status, AdviceStatus::Published | AdviceStatus::Approved | AdviceStatus::Accepted) {
+        return Err(account_error(RouteError::Rejected(AccountRejection::AdviceNotActionable(record.status))));
+    }
+    let mut placed = Vec::new();
+    for (i, o) in record.advice.proposed_orders.iter().enumerate() {
+        let fp = fingerprint(&req.method, "/v1/orders", &(&o.symbol, o.side.as_str(), plain_string(o.quantity)));
+        let idem = IdemTag {
+            key: format!("{key}/{i}"),
+            fingerprint: fp,
+        };
+        match place(state, &claims.sub, meta(req, &claims.sub), o.symbol.clone(), o.side, o.quantity, idem).await {
+            Ok(order) => placed.push(serde_json::to_value(order).unwrap_or_default()),
+            Err(e) if e.status == StatusCode::UNPROCESSABLE_ENTITY || e.status == StatusCode::NOT_FOUND => {
+                placed.push(json!({"symbol": o.symbol, "side": o.side.as_str(), "quantity": plain_string(o.quantity), "status": "refused", "code": e.code}))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    state
+        .router
+        .execute::<Account>(
+            &claims.sub,
+            AccountCommand::AcceptAdvice {
+                advice_id: advice_id.to_string(),
+            },
+            meta(req, &claims.sub),
+        )
+        .await
+        .map_err(account_error)?;
+    Ok(private_json(StatusCode::CREATED, &json!({ "advice_id": advice_id, "orders": placed })))
+}
+
+/// GET /v1/compliance/review-queue — advice held for human review.
+pub async fn review_queue(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
+    state.claims(req)?;
+    let queue = state.router.store().review_queue().map_err(unavailable)?;
+    let mut out = Vec::new();
+    for (advice_id, user_id) in queue {
+        let record = state.router.read::<Account, _>(&user_id, |a| a.advice.clone()).await.map_err(unavailable)?;
+        match record.filter(|r| r.advice_id == advice_id && r.status == AdviceStatus::PendingReview) {
+            Some(r) => {
+                let mut v = view(&r);
+                v["user_id"] = json!(user_id);
+                out.push(v);
+            }
+            // Superseded, deleted (consent withdrawn) or decided: off the queue.
+            None => state.router.store().set_review(&advice_id, None).map_err(unavailable)?,
+        }
+    }
+    Ok(private_json(StatusCode::OK, &out))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReviewBody {
+    /// "approve" or "reject".
+    decision: String,
+    #[serde(default)]
+    note: String,
+}
+
+/// POST /v1/compliance/review-queue/{advice_id} — approve or reject held advice.
+pub async fn review(state: &AppState, req: &Req, advice_id: &str) -> Result<Reply, ApiError> {
+    let claims = state.claims(req)?;
+    let b: ReviewBody = req.json()?;
+    let approve = match b.decision.as_str() {
+        "approve" => true,
+        "reject" => false,
+        _ => return Err(ApiError::bad_request("decision must be approve or reject")),
+    };
+    if b.note.chars().count() > 1000 {
+        return Err(ApiError::bad_request("note is limited to 1000 characters"));
+    }
+    let user_id = state
+        .router
+        .store()
+        .review_queue()
+        .map_err(unavailable)?
+        .into_iter()
+        .find(|(a, _)| a == advice_id)
+        .map(|(_, u)| u)
+        .ok_or_else(|| ApiError::not_found("no such advice in the review queue"))?;
+    let cmd = AccountCommand::ReviewAdvice {
+        advice_id: advice_id.to_string(),
+        approve,
+        note: b.note,
+    };
+    let record = match state
+        .router
+        .execute::<Account>(&user_id, cmd, meta(req, &claims.sub))
+        .await
+        .map_err(account_error)?
+    {
+        AccountReply::Advice(r) => r,
+        _ => return Err(ApiError::internal()),
+    };
+    state.router.store().set_review(advice_id, None).map_err(unavailable)?;
+    Ok(private_json(StatusCode::OK, &view(&record)))
+}

@@ -1,0 +1,202 @@
+//! AI advice against the real binary: consent and suitability gating, content (labelled as AI,
+//! model version, disclosure, rationale), acceptance through the order path (idempotent), the
+//! human review of unusual advice, consent withdrawal deleting it, and fairness.
+
+mod common;
+use common::*;
+
+fn consent(node: &Node, token: &str, ai: bool) {
+    let body = json!({"ai_profiling": ai, "marketing": false, "analytics": false});
+    let r = node.call("PUT", "/v1/me/consents", node.builder("PUT", "/v1/me/consents", Some(token), None).json(&body));
+    assert_eq!(r.status, 200, "{}", r.what());
+}
+
+fn staff(root: &std::path::Path, email: &str, role: &str) {
+    use std::io::Write;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_moneta"));
+    configure(&mut cmd, root, free_port());
+    let mut child = cmd
+        .args(["staff", "add", "--email", email, "--role", role])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(format!("{PASSWORD}\n").as_bytes()).unwrap();
+    assert!(child.wait_with_output().unwrap().status.success());
+}
+
+fn cautious() -> Value {
+    json!({"objective": "income", "horizon_years": 10, "loss_tolerance": "small", "investment_experience_years": 3,
+        "knows_complex_products": false, "annual_income": "50000.00", "liquid_net_worth": "60000.00", "emergency_fund_months": 6})
+}
+
+#[test]
+fn advice_is_gated_labelled_accepted_through_orders_and_deleted_with_consent() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path());
+    let user = node.new_user("advised");
+    node.get("/v1/advice", Some(&user.token)).problem(&[409], &["consent_required"]).unwrap();
+    consent(&node, &user.token, true);
+    assert_eq!(node.deposit(&user, "d1", "10000.00").status, 201);
+    let r = node.get("/v1/advice", Some(&user.token));
+    assert_eq!(r.status, 200, "{}", r.what());
+    assert!(has_no_store(&r));
+    let a = r.json();
+    assert_eq!(a["generated_by"], "ai");
+    assert!(a["model_version"].as_str().is_some_and(|v| !v.is_empty()));
+    assert!(a["disclosure"].as_str().is_some_and(|d| d.contains("automated")), "{a}");
+    assert!(a["rationale"].as_str().is_some_and(|t| t.contains("risk score 7")), "{a}");
+    assert_eq!(a["risk_band"], "aggressive");
+    assert_eq!(a["status"], "published", "{a}");
+    let orders = a["proposed_orders"].as_array().unwrap().clone();
+    assert!(!orders.is_empty() && orders.iter().all(|o| o["side"] == "buy"), "{a}");
+    // Unchanged numbers: the same advice, same id.
+    assert_eq!(node.get("/v1/advice", Some(&user.token)).json()["advice_id"], a["advice_id"]);
+
+    // Accepting places its orders through the order path, idempotently.
+    let id = a["advice_id"].as_str().unwrap();
+    let path = format!("/v1/advice/{id}/accept");
+    node.post(&path, Some(&user.token), None, &json!({}))
+        .problem(&[400], &["idempotency_key_required"])
+        .unwrap();
+    let r = node.post(&path, Some(&user.token), Some("accept-1"), &json!({}));
+    assert_eq!(r.status, 201, "{}", r.what());
+    let placed = r.json();
+    assert_eq!(placed["orders"].as_array().unwrap().len(), orders.len());
+    assert!(placed["orders"].as_array().unwrap().iter().all(|o| o["status"] == "filled"), "{placed}");
+    let again = node.post(&path, Some(&user.token), Some("accept-1"), &json!({}));
+    assert_eq!(again.json()["orders"], placed["orders"], "a retry replays the same orders");
+    let listed = node.get("/v1/orders", Some(&user.token)).json();
+    assert_eq!(listed.as_array().unwrap().len(), orders.len(), "no order placed twice");
+
+    // Withdrawing ai_profiling stops advice and deletes it.
+    consent(&node, &user.token, false);
+    node.get("/v1/advice", Some(&user.token)).problem(&[409], &["consent_required"]).unwrap();
+    let export = node.get("/v1/me/export", Some(&user.token)).json();
+    assert_eq!(export["advice"], json!([]), "advice data deleted");
+    let actions: Vec<&str> = export["audit_records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["action"].as_str())
+        .collect();
+    for a in ["advice.issued", "advice.accepted", "advice.deleted"] {
+        assert!(actions.contains(&a), "{a} not audited: {actions:?}");
+    }
+
+    // Before the questionnaire: suitability_required.
+    let fresh = {
+        let r = node.register("no.questionnaire@example.com", PASSWORD);
+        assert_eq!(r.status, 201);
+        let token = node.login("no.questionnaire@example.com", PASSWORD).json()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let r = node.post(
+            "/v1/me/kyc",
+            Some(&token),
+            None,
+            &json!({"document_type": "passport", "document_number": "123456789", "address": "1 High Street"}),
+        );
+        assert_eq!(r.status, 200);
+        token
+    };
+    consent(&node, &fresh, true);
+    node.get("/v1/advice", Some(&fresh)).problem(&[409], &["suitability_required"]).unwrap();
+}
+
+#[test]
+fn unusual_advice_waits_for_a_compliance_officer() {
+    let dir = tempfile::tempdir().unwrap();
+    staff(dir.path(), "reviewer@example.com", "compliance");
+    let node = Node::start(dir.path());
+    let user = node.new_user("concentrated");
+    consent(&node, &user.token, true);
+    assert_eq!(node.deposit(&user, "d1", "5000.00").status, 201);
+    // Everything in a leveraged ETF, then a cautious profile: the advice sells it all and
+    // rebuys the model — more than half the portfolio turns over.
+    assert_eq!(node.order(&user, "o1", "SPX3L", "buy", "80").status, 201);
+    let r = node.post("/v1/me/suitability", Some(&user.token), None, &json!({"answers": cautious()}));
+    assert_eq!(r.status, 200, "{}", r.what());
+    let a = node.get("/v1/advice", Some(&user.token)).json();
+    assert_eq!(a["status"], "pending_review", "{a}");
+    assert!(
+        a["proposed_orders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["symbol"] == "SPX3L" && o["side"] == "sell"),
+        "{a}"
+    );
+    let id = a["advice_id"].as_str().unwrap().to_string();
+    let path = format!("/v1/advice/{id}/accept");
+    node.post(&path, Some(&user.token), Some("acc"), &json!({}))
+        .problem(&[409], &["advice_pending_review"])
+        .unwrap();
+
+    let officer = node.login("reviewer@example.com", PASSWORD).json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let queue = node.get("/v1/compliance/review-queue", Some(&officer)).json();
+    assert!(
+        queue
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|q| q["advice_id"] == id.as_str() && q["user_id"] == user.id.as_str()),
+        "{queue}"
+    );
+    let decide = format!("/v1/compliance/review-queue/{id}");
+    node.post(&decide, Some(&officer), None, &json!({"decision": "maybe"}))
+        .problem(&[400], &[])
+        .unwrap();
+    let r = node.post(
+        &decide,
+        Some(&officer),
+        None,
+        &json!({"decision": "approve", "note": "de-risking is right for this client"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.what());
+    assert_eq!(r.json()["status"], "approved");
+    assert!(node.get("/v1/compliance/review-queue", Some(&officer)).json().as_array().unwrap().is_empty());
+    let r = node.post(&path, Some(&user.token), Some("acc"), &json!({}));
+    assert_eq!(r.status, 201, "{}", r.what());
+    assert!(node.portfolio(&user)["holdings"].as_array().unwrap().iter().all(|h| h["symbol"] != "SPX3L"));
+}
+
+#[test]
+fn financially_identical_people_get_identical_advice() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path());
+    let mut advice = Vec::new();
+    for (email, name, country) in [("amara@example.com", "Amara Okafor", "NG"), ("henrik@example.com", "Henrik Larsen", "DK")] {
+        let r = node.post(
+            "/v1/auth/register",
+            None,
+            None,
+            &json!({"email": email, "password": PASSWORD, "full_name": name, "date_of_birth": "1985-06-15", "country": country}),
+        );
+        assert_eq!(r.status, 201, "{}", r.what());
+        let token = node.login(email, PASSWORD).json()["access_token"].as_str().unwrap().to_string();
+        let kyc = json!({"document_type": "passport", "document_number": "123456789", "address": "1 High Street"});
+        assert_eq!(node.post("/v1/me/kyc", Some(&token), None, &kyc).status, 200);
+        assert_eq!(node.post("/v1/me/suitability", Some(&token), None, &json!({"answers": cautious()})).status, 200);
+        consent(&node, &token, true);
+        let user = User {
+            id: String::new(),
+            email: email.into(),
+            token: token.clone(),
+        };
+        assert_eq!(node.deposit(&user, "d", "25000.00").status, 201);
+        advice.push(node.get("/v1/advice", Some(&token)).json());
+    }
+    // Prices move between the two requests, so compare what does not depend on the tick: the
+    // model, the band, the orders' symbols and sides; then the whole advice at equal prices.
+    let strip = |a: &Value| {
+        json!({"risk_band": a["risk_band"], "target": a["target_allocation"], "status": a["status"],
+            "orders": a["proposed_orders"].as_array().unwrap().iter().map(|o| json!([o["symbol"], o["side"]])).collect::<Vec<_>>()})
+    };
+    assert_eq!(strip(&advice[0]), strip(&advice[1]));
+}
