@@ -11,21 +11,6 @@ fn consent(node: &Node, token: &str, ai: bool) {
     assert_eq!(r.status, 200, "{}", r.what());
 }
 
-fn staff(root: &std::path::Path, email: &str, role: &str) {
-    use std::io::Write;
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_moneta"));
-    configure(&mut cmd, root, free_port());
-    let mut child = cmd
-        .args(["staff", "add", "--email", email, "--role", role])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(format!("{PASSWORD}\n").as_bytes()).unwrap();
-    assert!(child.wait_with_output().unwrap().status.success());
-}
-
 fn cautious() -> Value {
     json!({"objective": "income", "horizon_years": 10, "loss_tolerance": "small", "investment_experience_years": 3,
         "knows_complex_products": false, "annual_income": "50000.00", "liquid_net_worth": "60000.00", "emergency_fund_months": 6})
@@ -109,7 +94,7 @@ fn advice_is_gated_labelled_accepted_through_orders_and_deleted_with_consent() {
 #[test]
 fn unusual_advice_waits_for_a_compliance_officer() {
     let dir = tempfile::tempdir().unwrap();
-    staff(dir.path(), "reviewer@example.com", "compliance");
+    add_staff(dir.path(), "reviewer@example.com", "compliance");
     let node = Node::start(dir.path());
     let user = node.new_user("concentrated");
     consent(&node, &user.token, true);

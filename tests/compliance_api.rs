@@ -8,36 +8,10 @@ mod common;
 use common::*;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write as _;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-/// Creates a staff account with `moneta staff add` (the node must not be running on `root`).
-fn add_staff(root: &Path, email: &str, role: &str) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_moneta"));
-    cmd.args(["staff", "add", "--email", email, "--role", role])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    configure(&mut cmd, root, free_port());
-    let mut child = cmd.spawn().expect("start `moneta staff add`");
-    child
-        .stdin
-        .take()
-        .expect("the child's stdin")
-        .write_all(format!("{PASSWORD}\n").as_bytes())
-        .expect("write the password to `moneta staff add`");
-    let out = child.wait_with_output().expect("wait for `moneta staff add`");
-    assert!(
-        out.status.success(),
-        "`moneta staff add --email {email} --role {role}` failed with {}: stdout {:?} stderr {:?}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// Logs in and returns the access token.
 fn token_of(node: &Node, email: &str) -> String {

@@ -89,25 +89,10 @@ fn a_csv_of_real_prices_can_drive_the_market() {
     assert!(err.contains("line 2") && err.contains("NOSUCH"), "{err}");
 }
 
-fn add_admin(root: &std::path::Path) {
-    use std::io::Write;
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_moneta"));
-    configure(&mut cmd, root, free_port());
-    let mut child = cmd
-        .args(["staff", "add", "--email", "ops@example.com", "--role", "admin"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(format!("{PASSWORD}\n").as_bytes()).unwrap();
-    assert!(child.wait_with_output().unwrap().status.success());
-}
-
 #[test]
 fn an_admin_lists_a_new_instrument_that_trades_and_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    add_admin(dir.path());
+    add_staff(dir.path(), "ops@example.com", "admin");
     let settings = [("MONETA_MARKET_TICK_INTERVAL", "50ms")];
     let mut node = Node::start_with(dir.path(), &settings);
     let admin = node.login("ops@example.com", PASSWORD).json()["access_token"].as_str().unwrap().to_string();

@@ -6,26 +6,11 @@ mod common;
 use common::*;
 use moneta::storage::{audit_log, keys, Store};
 
-fn admin(root: &std::path::Path) {
-    use std::io::Write;
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_moneta"));
-    configure(&mut cmd, root, 0);
-    let mut child = cmd
-        .args(["staff", "add", "--email", "root@example.com", "--role", "admin"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(format!("{PASSWORD}\n").as_bytes()).unwrap();
-    assert!(child.wait_with_output().unwrap().status.success());
-}
-
 #[test]
 fn security_events_and_notifications_expire_and_the_chain_still_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    admin(root);
+    add_staff(root, "root@example.com", "admin");
     let node = Node::start_with(
         root,
         &[

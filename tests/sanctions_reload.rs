@@ -11,29 +11,12 @@ const LIST_BEFORE: &str = r#"9001,"KOVALENKO, Dmitro Ivanovych","individual","UK
 const ADDED: &str = r#"9100,"ROEBUCK, Jennifer Ann","individual","SDGT","-0- ","-0- ","-0- ","-0- ","-0- ","-0- ","-0- ","DOB 03 Feb 1985; nationality United Kingdom."
 "#;
 
-fn staff(root: &std::path::Path, email: &str, role: &str) {
-    use std::io::Write;
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_moneta"));
-    configure(&mut cmd, root, 0);
-    cmd.env("MONETA_COMPLIANCE_SANCTIONS_LIST", root.join("sdn.csv"));
-    let mut child = cmd
-        .args(["staff", "add", "--email", email, "--role", role])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(format!("{PASSWORD}\n").as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "staff add: {}", String::from_utf8_lossy(&out.stderr));
-}
-
 #[test]
 fn reloading_the_list_rescreens_every_user() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     std::fs::write(root.join("sdn.csv"), LIST_BEFORE).unwrap();
-    staff(root, "officer@example.com", "compliance");
+    add_staff(root, "officer@example.com", "compliance");
     let list = root.join("sdn.csv");
     let node = Node::start_with(root, &[("MONETA_COMPLIANCE_SANCTIONS_LIST", list.to_str().unwrap())]);
 

@@ -153,16 +153,20 @@ pub async fn accept(state: &AppState, req: &Req, advice_id: &str) -> Result<Repl
     if key.len() > 120 {
         return Err(ApiError::bad_request("Idempotency-Key for accepting advice is limited to 120 characters"));
     }
-    let record = state
+    // The account decides whether this advice may be acted on (published or approved; accepted
+    // again is a replay), before any order is placed.
+    let accept = AccountCommand::AcceptAdvice {
+        advice_id: advice_id.to_string(),
+    };
+    let record = match state
         .router
-        .read::<Account, _>(&claims.sub, |a| a.advice.clone())
+        .execute::<Account>(&claims.sub, accept, meta(req, &claims.sub))
         .await
-        .map_err(unavailable)?
-        .filter(|r| r.advice_id == advice_id)
-        .ok_or_else(|| ApiError::not_found("no such advice"))?;
-    if !matches!(record.status, AdviceStatus::Published | AdviceStatus::Approved | AdviceStatus::Accepted) {
-        return Err(account_error(RouteError::Rejected(AccountRejection::AdviceNotActionable(record.status))));
-    }
+        .map_err(account_error)?
+    {
+        AccountReply::Advice(r) => r,
+        _ => return Err(ApiError::internal()),
+    };
     let mut placed = Vec::new();
     for (i, o) in record.advice.proposed_orders.iter().enumerate() {
         let fp = fingerprint(&req.method, "/v1/orders", &(&o.symbol, o.side.as_str(), plain_string(o.quantity)));
@@ -178,17 +182,6 @@ pub async fn accept(state: &AppState, req: &Req, advice_id: &str) -> Result<Repl
             Err(e) => return Err(e),
         }
     }
-    state
-        .router
-        .execute::<Account>(
-            &claims.sub,
-            AccountCommand::AcceptAdvice {
-                advice_id: advice_id.to_string(),
-            },
-            meta(req, &claims.sub),
-        )
-        .await
-        .map_err(account_error)?;
     Ok(private_json(StatusCode::CREATED, &json!({ "advice_id": advice_id, "orders": placed })))
 }
 

@@ -388,8 +388,22 @@ pub async fn run_due_erasures(state: &AppState) -> Result<usize, String> {
 }
 
 /// The erasure job: checks every `[gdpr] erasure_check_interval` until `stop` is set.
-pub async fn erasure_job(state: std::sync::Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
+pub async fn erasure_job(state: std::sync::Arc<AppState>, stop: tokio::sync::watch::Receiver<bool>) {
     let every = state.config.gdpr.erasure_check_interval;
+    periodically(every, stop, || async {
+        if let Err(e) = run_due_erasures(&state).await {
+            tracing::error!(error = %e, "erasure job failed; retrying at the next check");
+        }
+    })
+    .await
+}
+
+/// Runs `job` every `every` until `stop` is set (the node's scheduled jobs).
+async fn periodically<F, Fut>(every: std::time::Duration, mut stop: tokio::sync::watch::Receiver<bool>, mut job: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
@@ -398,9 +412,7 @@ pub async fn erasure_job(state: std::sync::Arc<AppState>, mut stop: tokio::sync:
         if *stop.borrow() {
             return;
         }
-        if let Err(e) = run_due_erasures(&state).await {
-            tracing::error!(error = %e, "erasure job failed; retrying at the next check");
-        }
+        job().await;
     }
 }
 
@@ -476,20 +488,14 @@ pub async fn run_retention(state: &AppState, now: Timestamp) -> Result<Retention
 }
 
 /// The retention job: runs every `[retention] check_interval` until `stop` is set.
-pub async fn retention_job(state: std::sync::Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
+pub async fn retention_job(state: std::sync::Arc<AppState>, stop: tokio::sync::watch::Receiver<bool>) {
     let every = state.config.retention.check_interval;
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = stop.changed() => return,
-        }
-        if *stop.borrow() {
-            return;
-        }
+    periodically(every, stop, || async {
         match run_retention(&state, crate::actors::wall_clock_now()).await {
             Ok(s) if s.security_events_redacted > 0 => tracing::info!(redacted = s.security_events_redacted, "retention: security events redacted"),
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "retention job failed; retrying at the next run"),
         }
-    }
+    })
+    .await
 }
