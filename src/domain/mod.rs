@@ -24,3 +24,4 @@ pub mod price_history;
 pub mod screening;
 pub mod suitability;
 pub mod time;
+pub mod valuation;
