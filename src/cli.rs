@@ -42,6 +42,18 @@ pub enum Command {
         #[command(subcommand)]
         command: AnalyticsCommand,
     },
+    /// The end-of-day close: a statement for every portfolio (asks a running node, or runs on a
+    /// stopped one's data folder).
+    Eod {
+        #[command(subcommand)]
+        command: EodCommand,
+    },
+    /// Compare the broker's confirmations with the booked orders now; raise every new
+    /// discrepancy as a security event.
+    Reconcile {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Key management. Run while the node is stopped.
     Keys {
         #[command(subcommand)]
@@ -97,6 +109,18 @@ pub enum AnalyticsCommand {
 }
 
 #[derive(Subcommand)]
+pub enum EodCommand {
+    /// Close a day now (default: the latest day whose `[statements] close_time` has passed).
+    Run {
+        /// YYYY-MM-DD
+        #[arg(long)]
+        date: Option<String>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum KeysCommand {
     /// Retire the JWT signing key (it keeps verifying and stays in the JWKS) and make a new one.
     RotateJwt {
@@ -132,6 +156,10 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Analytics {
             command: AnalyticsCommand::Export { out, config },
         } => analytics_export(config, out),
+        Command::Eod {
+            command: EodCommand::Run { date, config },
+        } => eod_run(config, date),
+        Command::Reconcile { config } => reconcile(config),
         Command::Backup {
             command: BackupCommand::Restore { from, config },
         } => backup_restore(config, from),
@@ -400,37 +428,43 @@ fn backup_restore(path: Option<PathBuf>, from: PathBuf) -> ExitCode {
     }
 }
 
+/// Has the node carry out `request`: over its control socket when it is running, else by
+/// opening the data folder here. Returns the counts it answers.
+fn ask_node(config: &crate::config::Config, request: crate::control::Request) -> Result<(usize, usize, usize), ExitCode> {
+    match Store::open(&config.node.data_dir) {
+        Ok(store) => {
+            drop(store);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| fail(format!("cannot start the runtime: {e}"), 1))?;
+            let result = runtime.block_on(async {
+                let state = crate::node::open_state(config).await?;
+                let response = crate::control::handle(&state, request).await?;
+                state.router.drain().await?;
+                state.router.store().flush().map_err(|e| e.to_string())?;
+                Ok::<_, String>(response.counts.unwrap_or_default())
+            });
+            result.map_err(|e| fail(e, 1))
+        }
+        Err(StoreError::Locked(_)) => match crate::control::call(&config.node.data_dir, &request) {
+            Ok(crate::control::Response { ok: true, counts: Some(c), .. }) => Ok(c),
+            Ok(r) => Err(fail(format!("the node refused: {}", r.error.unwrap_or_default()), 1)),
+            Err(e) => Err(fail(e, 1)),
+        },
+        Err(e) => Err(fail(e, 2)),
+    }
+}
+
 fn analytics_export(path: Option<PathBuf>, out: PathBuf) -> ExitCode {
     let config = match load_config(path) {
         Ok(c) => c,
         Err(code) => return code,
     };
     let out = absolute(out);
-    let counts = match Store::open(&config.node.data_dir) {
-        Ok(store) => {
-            drop(store);
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-                Ok(r) => r,
-                Err(e) => return fail(format!("cannot start the runtime: {e}"), 1),
-            };
-            let result = runtime.block_on(async {
-                let state = crate::node::open_state(&config).await?;
-                let summary = crate::control::analytics_export(&state, out.clone()).await?;
-                state.router.drain().await?;
-                state.router.store().flush().map_err(|e| e.to_string())?;
-                Ok::<_, String>((summary.investors, summary.excluded_without_consent, summary.orders))
-            });
-            match result {
-                Ok(c) => c,
-                Err(e) => return fail(e, 1),
-            }
-        }
-        Err(StoreError::Locked(_)) => match crate::control::call(&config.node.data_dir, &crate::control::Request::AnalyticsExport { out: out.clone() }) {
-            Ok(crate::control::Response { ok: true, counts: Some(c), .. }) => c,
-            Ok(r) => return fail(format!("the node could not export: {}", r.error.unwrap_or_default()), 1),
-            Err(e) => return fail(e, 1),
-        },
-        Err(e) => return fail(e, 2),
+    let counts = match ask_node(&config, crate::control::Request::AnalyticsExport { out: out.clone() }) {
+        Ok(c) => c,
+        Err(code) => return code,
     };
     println!("analytics export written to {}", out.display());
     println!(
@@ -438,4 +472,41 @@ fn analytics_export(path: Option<PathBuf>, out: PathBuf) -> ExitCode {
         counts.0, counts.1, counts.2
     );
     ExitCode::SUCCESS
+}
+
+fn eod_run(path: Option<PathBuf>, date: Option<String>) -> ExitCode {
+    let config = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if let Some(d) = &date {
+        if crate::domain::time::Date::parse(d).is_none() {
+            return fail(format!("--date {d}: expected YYYY-MM-DD"), 2);
+        }
+    }
+    match ask_node(&config, crate::control::Request::EndOfDay { date }) {
+        Ok((statements, skipped, failed)) => {
+            println!("statements written: {statements}; portfolios already closed or with nothing to state: {skipped}; failed: {failed}");
+            if failed > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(code) => code,
+    }
+}
+
+fn reconcile(path: Option<PathBuf>) -> ExitCode {
+    let config = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match ask_node(&config, crate::control::Request::Reconcile) {
+        Ok((orders, discrepancies, alerted)) => {
+            println!("orders compared: {orders}; discrepancies: {discrepancies} (new alerts: {alerted})");
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
 }

@@ -35,6 +35,35 @@ pub struct Config {
     pub backup: BackupConfig,
     pub retention: RetentionConfig,
     pub advice: AdviceConfig,
+    pub broker: BrokerConfig,
+    pub statements: StatementsConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerConfig {
+    pub slippage_bps: Decimal,
+    #[serde(deserialize_with = "duration")]
+    pub reconcile_interval: Duration,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatementsConfig {
+    /// `HH:MM`, UTC.
+    pub close_time: String,
+}
+
+impl StatementsConfig {
+    /// Milliseconds after midnight UTC at which the day closes.
+    pub fn close_offset_ms(&self) -> Option<i64> {
+        let (h, m) = self.close_time.split_once(':')?;
+        if h.len() != 2 || m.len() != 2 || !h.bytes().chain(m.bytes()).all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        let (h, m): (i64, i64) = (h.parse().ok()?, m.parse().ok()?);
+        (h < 24 && m < 60).then_some((h * 60 + m) * 60_000)
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -44,6 +73,7 @@ pub struct AdviceConfig {
     pub min_trade: Decimal,
     pub review_turnover: Decimal,
     pub cash_buffer: Decimal,
+    pub sharp_move_threshold: Decimal,
 }
 
 impl AdviceConfig {
@@ -351,6 +381,18 @@ impl Config {
         let unit = |d: Decimal| d >= Decimal::ZERO && d < Decimal::ONE;
         if !unit(self.advice.drift_threshold) || !unit(self.advice.cash_buffer) || !unit(self.advice.review_turnover) || self.advice.min_trade < Decimal::ZERO {
             return bad("advice", "drift_threshold, review_turnover and cash_buffer must be in [0, 1); min_trade ≥ 0");
+        }
+        if !unit(self.advice.sharp_move_threshold) {
+            return bad("advice.sharp_move_threshold", "must be in [0, 1)");
+        }
+        if self.broker.slippage_bps < Decimal::ZERO || self.broker.slippage_bps > Decimal::from(1000) {
+            return bad("broker.slippage_bps", "must be between 0 and 1000");
+        }
+        if self.broker.reconcile_interval < Duration::from_secs(1) {
+            return bad("broker.reconcile_interval", "must be at least 1s");
+        }
+        if self.statements.close_offset_ms().is_none() {
+            return bad("statements.close_time", "must be HH:MM (UTC), e.g. \"22:00\"");
         }
         if self.compliance.kyc_provider != "sandbox" {
             return bad("compliance.kyc_provider", "the only built-in provider is \"sandbox\"");

@@ -15,8 +15,18 @@ const MAX_REQUEST: usize = 4096;
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
-    Backup { out: PathBuf },
-    AnalyticsExport { out: PathBuf },
+    Backup {
+        out: PathBuf,
+    },
+    AnalyticsExport {
+        out: PathBuf,
+    },
+    /// Close a day (`YYYY-MM-DD`; default: the latest day whose close time has passed).
+    EndOfDay {
+        date: Option<String>,
+    },
+    /// Reconcile the broker's confirmations with the booked orders now.
+    Reconcile,
 }
 
 #[derive(Serialize, Deserialize, Debug)]
@@ -72,6 +82,39 @@ pub async fn analytics_export(state: &AppState, out: PathBuf) -> Result<crate::a
     Ok(summary)
 }
 
+/// Carries out one request (for the socket, and for the CLI when the node is stopped).
+pub async fn handle(state: &AppState, request: Request) -> Result<Response, String> {
+    let counts = |c: (usize, usize, usize)| Response {
+        ok: true,
+        digest: None,
+        counts: Some(c),
+        error: None,
+    };
+    match request {
+        Request::Backup { out } => backup(state, out).await.map(|digest| Response {
+            ok: true,
+            digest: Some(digest),
+            counts: None,
+            error: None,
+        }),
+        Request::AnalyticsExport { out } => analytics_export(state, out)
+            .await
+            .map(|s| counts((s.investors, s.excluded_without_consent, s.orders))),
+        Request::EndOfDay { date } => {
+            let date = match date {
+                Some(d) => crate::domain::time::Date::parse(&d).ok_or_else(|| format!("{d} is not a date (YYYY-MM-DD)"))?,
+                None => crate::gateway::routes::eod::due_date(state),
+            };
+            let s = crate::gateway::routes::eod::close_day(state, date).await?;
+            Ok(counts((s.statements, s.already_closed + s.nothing_to_state, s.failed)))
+        }
+        Request::Reconcile => {
+            let s = crate::gateway::routes::eod::reconcile_now(state).await?;
+            Ok(counts((s.orders, s.discrepancies, s.alerted)))
+        }
+    }
+}
+
 fn answer(r: Result<Response, String>) -> Response {
     r.unwrap_or_else(|e| Response {
         ok: false,
@@ -111,20 +154,8 @@ pub async fn serve(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<
             let response = answer(
                 async {
                     reader.read_line(&mut line).await.map_err(|e| e.to_string())?;
-                    match serde_json::from_str::<Request>(&line).map_err(|e| format!("bad request: {e}"))? {
-                        Request::Backup { out } => backup(&state, out).await.map(|digest| Response {
-                            ok: true,
-                            digest: Some(digest),
-                            counts: None,
-                            error: None,
-                        }),
-                        Request::AnalyticsExport { out } => analytics_export(&state, out).await.map(|s| Response {
-                            ok: true,
-                            digest: None,
-                            counts: Some((s.investors, s.excluded_without_consent, s.orders)),
-                            error: None,
-                        }),
-                    }
+                    let request = serde_json::from_str::<Request>(&line).map_err(|e| format!("bad request: {e}"))?;
+                    handle(&state, request).await
                 }
                 .await,
             );

@@ -33,6 +33,8 @@ pub struct RunningNode {
     erasures: tokio::task::JoinHandle<()>,
     control: tokio::task::JoinHandle<Result<(), String>>,
     retention: tokio::task::JoinHandle<()>,
+    /// End of day, reconciliation and the advice worker (stopped with the feed).
+    jobs: Vec<tokio::task::JoinHandle<()>>,
     stop_server: oneshot::Sender<()>,
     server: tokio::task::JoinHandle<()>,
 }
@@ -92,10 +94,19 @@ pub async fn open_state(config: &Config) -> Result<Arc<AppState>, String> {
     let vault = Vault::new(&store, &master).map_err(|e| e.to_string())?;
     let sanctions = crate::gateway::sanctions::load(&config.compliance)?;
     let metrics = Arc::new(Metrics::new());
+    let ledger = store.open_tree(crate::adapters::broker::CONFIRMATIONS_TREE).map_err(|e| e.to_string())?;
+    let broker = Box::new(crate::adapters::broker::SimulatedBroker::new(ledger, config.broker.slippage_bps));
     let router = Router::start(store, metrics.clone(), RouterSettings::from_config(config))
         .await
         .map_err(|e| e.to_string())?;
+    let (valuations, sharp_moves) = crate::actors::fanout::Valuations::new(
+        crate::actors::fanout::PriceBus::with_stats(metrics.fanout.clone()),
+        config.advice.sharp_move_threshold,
+    );
     Ok(Arc::new(AppState {
+        valuations,
+        sharp_moves: std::sync::Mutex::new(Some(sharp_moves)),
+        broker,
         router,
         auth: Auth::new(signing, retired, &config.auth),
         email_key,
@@ -148,14 +159,26 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
     let erasures = tokio::spawn(crate::gateway::routes::gdpr::erasure_job(state.clone(), feed_rx.clone()));
     let control = tokio::spawn(crate::control::serve(state.clone(), feed_rx.clone()));
     let retention = tokio::spawn(crate::gateway::routes::gdpr::retention_job(state.clone(), feed_rx.clone()));
+    let end_of_day = tokio::spawn(crate::gateway::routes::eod::end_of_day_job(state.clone(), feed_rx.clone()));
+    let reconciliation = tokio::spawn(crate::gateway::routes::eod::reconciliation_job(state.clone(), feed_rx.clone()));
+    let advice_worker = tokio::spawn(crate::gateway::routes::advice::sharp_move_worker(state.clone(), feed_rx.clone()));
+    tokio::spawn(crate::gateway::routes::eod::track_all(state.clone()));
+    let bus = state.valuations.bus().clone();
     let feed = if config.market.feed == "csv" {
         let groups = crate::actors::feed::load_replay(&config.market.csv_file, &state.symbols())?;
-        tokio::spawn(crate::actors::feed::run_replay(router.clone(), groups, config.market.tick_interval, feed_rx))
+        tokio::spawn(crate::actors::feed::run_replay(
+            router.clone(),
+            bus,
+            groups,
+            config.market.tick_interval,
+            feed_rx,
+        ))
     } else {
         let (additions_tx, additions) = tokio::sync::mpsc::unbounded_channel();
         *state.feed_additions.lock().expect("feed additions lock") = Some(additions_tx);
         tokio::spawn(run_feed(
             router.clone(),
+            bus,
             feed_instruments,
             config.market.seed,
             config.market.tick_interval,
@@ -189,6 +212,7 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
         erasures,
         control,
         retention,
+        jobs: vec![end_of_day, reconciliation, advice_worker],
         stop_server,
         server,
     })
@@ -203,6 +227,9 @@ impl RunningNode {
         let _ = self.feed.await;
         let _ = self.erasures.await;
         let _ = self.retention.await;
+        for job in self.jobs {
+            let _ = job.await;
+        }
         if let Ok(Err(e)) = self.control.await {
             tracing::warn!(error = %e, "the control socket was not available");
         }

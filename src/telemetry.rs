@@ -50,6 +50,8 @@ pub struct Metrics {
     pub commit_batch_records: Histogram,
     pub flush_latency: Histogram,
     pub corrupt_records: Counter,
+    /// The price fan-out's counters (shared with `actors::fanout::PriceBus`).
+    pub fanout: crate::actors::fanout::FanoutStats,
 }
 
 impl Default for Metrics {
@@ -93,6 +95,18 @@ impl Metrics {
         registry.register("group_commit_batch_records", "Records written by one group flush", commit_batch_records.clone());
         registry.register("group_commit_flush_seconds", "Write + flush latency of one group commit", flush_latency.clone());
         registry.register("corrupt_records", "Corrupt records found on disk", corrupt_records.clone());
+        let fanout = crate::actors::fanout::FanoutStats::default();
+        registry.register(
+            "fanout_prices_published",
+            "Prices published to the fan-out by the feed",
+            fanout.published.clone(),
+        );
+        registry.register("fanout_prices_delivered", "Prices put into portfolio inboxes", fanout.delivered.clone());
+        registry.register(
+            "fanout_prices_coalesced",
+            "Prices that replaced an unseen older price in a slow portfolio's inbox",
+            fanout.coalesced.clone(),
+        );
         Metrics {
             registry,
             http_requests,
@@ -107,6 +121,7 @@ impl Metrics {
             commit_batch_records,
             flush_latency,
             corrupt_records,
+            fanout,
         }
     }
 

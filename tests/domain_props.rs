@@ -95,6 +95,7 @@ fn fingerprint(parts: &[&str]) -> [u8; 32] {
 fn idem_of(cmd: &PortfolioCommand) -> &IdemTag {
     match cmd {
         PortfolioCommand::Deposit { idem, .. } | PortfolioCommand::Withdraw { idem, .. } | PortfolioCommand::PlaceOrder { idem, .. } => idem,
+        PortfolioCommand::CloseDay { .. } => panic!("client requests only: day closes are tested in the portfolio's unit tests"),
     }
 }
 
@@ -287,6 +288,7 @@ impl Ledger {
     /// The answer to `cmd` were its key not remembered: execute it, or refuse it and why.
     fn fresh_verdict(&self, cmd: &PortfolioCommand) -> Expect {
         match cmd {
+            PortfolioCommand::CloseDay { .. } => panic!("the generator issues client requests only"),
             PortfolioCommand::Deposit { amount, .. } if !valid_cash(*amount) => Expect::Refuse(PortfolioRejection::InvalidAmount),
             PortfolioCommand::Deposit { .. } => Expect::Execute,
             PortfolioCommand::Withdraw { amount, .. } if !valid_cash(*amount) => Expect::Refuse(PortfolioRejection::InvalidAmount),
@@ -513,7 +515,7 @@ impl<'c> PortfolioRun<'c> {
         prop_assert_eq!(events, &[event.clone()][..], "wrong answer to {:?}", cmd);
         prop_assert_eq!(&reply, &PortfolioReply::Refused(expected.clone()));
         prop_assert_eq!(event.transaction(), None, "a refusal records no transaction");
-        prop_assert_eq!(event.idem(), idem);
+        prop_assert_eq!(event.idem(), Some(idem));
         prop_assert_eq!(event.at(), self.now);
 
         // Nothing moves; the key is remembered with the refusal. (No run reaches 1 023 keys, so
@@ -538,6 +540,7 @@ impl<'c> PortfolioRun<'c> {
         let audit = only_audit(effects)?;
         prop_assert_eq!(&audit.outcome, &Outcome::Refused(expected.code().to_string()));
         match cmd {
+            PortfolioCommand::CloseDay { .. } => return Err(TestCaseError::fail("the generator issues client requests only")),
             PortfolioCommand::Deposit { .. } => {
                 prop_assert_eq!(audit.action.as_str(), "portfolio.deposit");
                 prop_assert!(audit.details.is_empty(), "{:?}", audit.details);
@@ -579,7 +582,7 @@ impl<'c> PortfolioRun<'c> {
     ) -> Checked {
         prop_assert_eq!(events.len(), 1, "one command, one event: {:?}", events);
         let event = &events[0];
-        prop_assert_eq!(event.idem(), idem_of(cmd));
+        prop_assert_eq!(event.idem(), Some(idem_of(cmd)));
         prop_assert_eq!(event.at(), self.now);
         let audit = only_audit(effects)?;
         prop_assert_eq!(&audit.outcome, &Outcome::Ok);
@@ -652,7 +655,7 @@ impl<'c> PortfolioRun<'c> {
             PortfolioEvent::Withdrawn { amount, .. } => (TransactionKind::Withdrawal, -*amount, None),
             PortfolioEvent::OrderFilled { order, .. } if order.side == Side::Buy => (TransactionKind::Buy, order.cash_effect, Some(order.order_id.clone())),
             PortfolioEvent::OrderFilled { order, .. } => (TransactionKind::Sell, order.cash_effect, Some(order.order_id.clone())),
-            PortfolioEvent::Refused { .. } => return Err(TestCaseError::fail(format!("{cmd:?} was executed as a refusal {event:?}"))),
+            PortfolioEvent::Refused { .. } | PortfolioEvent::DayClosed { .. } => return Err(TestCaseError::fail(format!("{cmd:?} was executed as {event:?}"))),
         };
         prop_assert_eq!(
             event.transaction(),

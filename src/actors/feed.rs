@@ -3,6 +3,7 @@
 //! one: a CSV of real prices (`timestamp,symbol,price`) is played back in timestamp order, one
 //! timestamp per tick (the instruments stamp the prices with the time they arrive).
 
+use crate::actors::fanout::{PriceBus, PriceUpdate};
 use crate::actors::RequestMeta;
 use crate::cluster::Router;
 use crate::config::InstrumentConfig;
@@ -11,6 +12,7 @@ use crate::domain::market::{gbm_step, GbmParams};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use rust_decimal::Decimal;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -37,6 +39,7 @@ pub fn instruments_from_config(list: &[InstrumentConfig]) -> Vec<FeedInstrument>
 /// instruments listed while it runs arrive on `additions` and join at the next tick.
 pub async fn run_feed(
     router: Router,
+    bus: Arc<PriceBus>,
     mut instruments: Vec<FeedInstrument>,
     seed: u64,
     tick: Duration,
@@ -68,17 +71,27 @@ pub async fn run_feed(
         }
         let sends = instruments.iter_mut().map(|inst| {
             inst.price = gbm_step(inst.price, &inst.params, tick.as_secs_f64(), &mut rng);
-            let router = router.clone();
+            let (router, bus) = (router.clone(), bus.clone());
             let (symbol, price) = (inst.symbol.clone(), inst.price);
-            async move {
-                let meta = RequestMeta::system(format!("feed-{n}"));
-                if let Err(e) = router.execute::<Instrument>(&symbol, InstrumentCommand::Tick { price }, meta).await {
-                    tracing::warn!(symbol = %symbol, error = ?e, "price tick not applied");
-                }
-            }
+            async move { apply_price(&router, &bus, symbol, price, format!("feed-{n}")).await }
         });
         let sends: Vec<_> = sends.collect();
         futures_util::future::join_all(sends).await;
+    }
+}
+
+/// Applies one price to its instrument and, once it is journaled, publishes it to the fan-out.
+async fn apply_price(router: &Router, bus: &PriceBus, symbol: String, price: Decimal, request_id: String) {
+    let meta = RequestMeta::system(request_id);
+    match router.execute::<Instrument>(&symbol, InstrumentCommand::Tick { price }, meta).await {
+        Ok(()) => bus.publish(
+            &symbol,
+            PriceUpdate {
+                price,
+                at: super::wall_clock_now(),
+            },
+        ),
+        Err(e) => tracing::warn!(symbol = %symbol, error = ?e, "price tick not applied"),
     }
 }
 
@@ -124,7 +137,7 @@ pub fn load_replay(path: &std::path::Path, symbols: &[String]) -> Result<Vec<Vec
 }
 
 /// Plays the groups back, one per tick, then stops (prices stay where the file left them).
-pub async fn run_replay(router: Router, groups: Vec<Vec<(String, Decimal)>>, tick: Duration, mut stop: watch::Receiver<bool>) {
+pub async fn run_replay(router: Router, bus: Arc<PriceBus>, groups: Vec<Vec<(String, Decimal)>>, tick: Duration, mut stop: watch::Receiver<bool>) {
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     for (n, group) in groups.into_iter().enumerate() {
@@ -136,13 +149,8 @@ pub async fn run_replay(router: Router, groups: Vec<Vec<(String, Decimal)>>, tic
             return;
         }
         let sends = group.into_iter().map(|(symbol, price)| {
-            let router = router.clone();
-            async move {
-                let meta = RequestMeta::system(format!("replay-{n}"));
-                if let Err(e) = router.execute::<Instrument>(&symbol, InstrumentCommand::Tick { price }, meta).await {
-                    tracing::warn!(symbol = %symbol, error = ?e, "replayed price not applied");
-                }
-            }
+            let (router, bus) = (router.clone(), bus.clone());
+            async move { apply_price(&router, &bus, symbol, price, format!("replay-{n}")).await }
         });
         futures_util::future::join_all(sends.collect::<Vec<_>>()).await;
     }

@@ -3,9 +3,16 @@
 //! This layer translates between messages and the sans-IO core; it does not decide.
 
 pub mod entity;
+pub mod fanout;
 pub mod feed;
+pub mod inbox;
 pub mod journal;
 pub mod supervisor;
+
+/// The locks `inbox` is built on (loom's in `tests/loom_inbox.rs`).
+mod sync {
+    pub use std::sync::Mutex;
+}
 
 use crate::domain::time::Timestamp;
 

@@ -2,4 +2,5 @@
 //! brokers). Each is a trait with a built-in implementation, so a real provider plugs in without
 //! touching the code that decides.
 
+pub mod broker;
 pub mod kyc;

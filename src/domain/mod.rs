@@ -21,6 +21,7 @@ pub mod market;
 pub mod money;
 pub mod portfolio;
 pub mod price_history;
+pub mod reconcile;
 pub mod screening;
 pub mod suitability;
 pub mod time;

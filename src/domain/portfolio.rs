@@ -21,7 +21,7 @@ use crate::domain::entity::{Decision, Entity};
 use crate::domain::fees::FeeSchedule;
 use crate::domain::ids::EntityKind;
 use crate::domain::money::{cash_string, is_valid_cash_amount, is_valid_quantity, max_amount, plain_string, round_cash};
-use crate::domain::time::{Timestamp, MS_PER_HOUR};
+use crate::domain::time::{Date, Timestamp, MS_PER_HOUR};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -127,6 +127,55 @@ pub struct Portfolio {
     pub holdings: BTreeMap<String, Holding>,
     pub idempotency: BTreeMap<String, Remembered>,
     pub totals: Totals,
+    /// What happened since the last day close (the next statement's trades and flows).
+    pub day: DayBook,
+    /// The last day closed (its statement is in the journal).
+    pub last_close: Option<Closing>,
+}
+
+/// Activity since the last close.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DayBook {
+    pub orders: Vec<Order>,
+    pub deposits: Decimal,
+    pub withdrawals: Decimal,
+    pub fees: Decimal,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Closing {
+    pub date: Date,
+    pub value: Decimal,
+    pub contributions: Decimal,
+    pub at: Timestamp,
+}
+
+/// One line of a statement: a holding valued at the closing price.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatementLine {
+    pub symbol: String,
+    pub quantity: Decimal,
+    pub average_cost: Decimal,
+    /// Closing price; `None` when the instrument had no price (the line counts at cost).
+    pub price: Option<Decimal>,
+    pub market_value: Decimal,
+}
+
+/// A daily statement: the holdings and value at the close and everything since the last one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Statement {
+    pub statement_id: String,
+    pub date: Date,
+    pub closed_at: Timestamp,
+    pub cash: Decimal,
+    pub holdings: Vec<StatementLine>,
+    pub value: Decimal,
+    /// Cumulative deposits − withdrawals at the close (for performance measurement).
+    pub contributions: Decimal,
+    pub deposits: Decimal,
+    pub withdrawals: Decimal,
+    pub fees: Decimal,
+    pub trades: Vec<Order>,
 }
 
 /// The history of a portfolio, derived from its journal (oldest first): every transaction and
@@ -135,6 +184,8 @@ pub struct Portfolio {
 pub struct History {
     pub transactions: Vec<Transaction>,
     pub orders: BTreeMap<String, Order>,
+    /// Daily statements, oldest first.
+    pub statements: Vec<Statement>,
 }
 
 impl History {
@@ -142,8 +193,12 @@ impl History {
         let mut h = History::default();
         for e in events {
             h.transactions.extend(e.transaction());
-            if let PortfolioEvent::OrderFilled { order, .. } = e {
-                h.orders.insert(order.order_id.clone(), order.clone());
+            match e {
+                PortfolioEvent::OrderFilled { order, .. } => {
+                    h.orders.insert(order.order_id.clone(), order.clone());
+                }
+                PortfolioEvent::DayClosed { statement } => h.statements.push(statement.clone()),
+                _ => {}
             }
         }
         h
@@ -178,6 +233,13 @@ pub enum PortfolioCommand {
         fees: FeeSchedule,
         idem: IdemTag,
     },
+    /// The end-of-day job closes `date`: a statement of the holdings at `prices` (the closing
+    /// prices) and of the activity since the last close. A date not after the last close is
+    /// refused (`DayAlreadyClosed`), so the job can run again safely.
+    CloseDay {
+        date: Date,
+        prices: BTreeMap<String, Decimal>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -205,13 +267,16 @@ pub enum PortfolioEvent {
         rejection: PortfolioRejection,
         at: Timestamp,
     },
+    DayClosed {
+        statement: Statement,
+    },
 }
 
 impl PortfolioEvent {
     /// The cash movement this event records (none for a refusal).
     pub fn transaction(&self) -> Option<Transaction> {
         Some(match self {
-            PortfolioEvent::Refused { .. } => return None,
+            PortfolioEvent::Refused { .. } | PortfolioEvent::DayClosed { .. } => return None,
             PortfolioEvent::Deposited { tx_id, amount, at, .. } => Transaction {
                 tx_id: tx_id.clone(),
                 kind: TransactionKind::Deposit,
@@ -244,14 +309,17 @@ impl PortfolioEvent {
         match self {
             PortfolioEvent::Deposited { at, .. } | PortfolioEvent::Withdrawn { at, .. } | PortfolioEvent::Refused { at, .. } => *at,
             PortfolioEvent::OrderFilled { order, .. } => order.executed_at,
+            PortfolioEvent::DayClosed { statement } => statement.closed_at,
         }
     }
-    pub fn idem(&self) -> &IdemTag {
+    /// The idempotency key the event answers (none for a day close).
+    pub fn idem(&self) -> Option<&IdemTag> {
         match self {
             PortfolioEvent::Deposited { idem, .. }
             | PortfolioEvent::Withdrawn { idem, .. }
             | PortfolioEvent::OrderFilled { idem, .. }
-            | PortfolioEvent::Refused { idem, .. } => idem,
+            | PortfolioEvent::Refused { idem, .. } => Some(idem),
+            PortfolioEvent::DayClosed { .. } => None,
         }
     }
 }
@@ -262,6 +330,7 @@ pub enum PortfolioReply {
         cash: Decimal,
     },
     Order(Order),
+    Statement(Box<Statement>),
     /// The request was refused; the refusal is remembered under its idempotency key.
     Refused(PortfolioRejection),
 }
@@ -276,6 +345,10 @@ pub enum PortfolioRejection {
     /// Refused by the compliance rules engine (see `compliance::check`).
     Compliance(ComplianceRefusal),
     IdempotencyKeyReused,
+    /// The end-of-day job asked to close a day that is already closed.
+    DayAlreadyClosed,
+    /// Nothing held and no activity since the last close: no statement.
+    NothingToState,
 }
 
 impl PortfolioRejection {
@@ -289,6 +362,8 @@ impl PortfolioRejection {
             PortfolioRejection::UnknownInstrument => "unknown_instrument",
             PortfolioRejection::Compliance(r) => r.code(),
             PortfolioRejection::IdempotencyKeyReused => "idempotency_key_reused",
+            PortfolioRejection::DayAlreadyClosed => "day_already_closed",
+            PortfolioRejection::NothingToState => "nothing_to_state",
         }
     }
 }
@@ -302,6 +377,85 @@ impl Portfolio {
                 Err(PortfolioRejection::IdempotencyKeyReused)
             }
         })
+    }
+
+    fn decide_close(
+        &self,
+        date: Date,
+        prices: &BTreeMap<String, Decimal>,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<Decision<PortfolioEvent, PortfolioReply>, PortfolioRejection> {
+        if self.last_close.is_some_and(|c| c.date >= date) {
+            return Err(PortfolioRejection::DayAlreadyClosed);
+        }
+        if self.holdings.is_empty() && self.cash.is_zero() && self.day == DayBook::default() {
+            return Err(PortfolioRejection::NothingToState);
+        }
+        let holdings: Vec<StatementLine> = self
+            .holdings
+            .iter()
+            .map(|(symbol, h)| {
+                let price = prices.get(symbol).copied().filter(|p| *p > Decimal::ZERO);
+                StatementLine {
+                    symbol: symbol.clone(),
+                    quantity: h.quantity,
+                    average_cost: h.average_cost(),
+                    price,
+                    market_value: price.and_then(|p| p.checked_mul(h.quantity)).map(round_cash).unwrap_or(h.cost_basis),
+                }
+            })
+            .collect();
+        let value = self.cash + holdings.iter().map(|l| l.market_value).sum::<Decimal>();
+        let statement = Statement {
+            statement_id: ctx.new_id("stm"),
+            date,
+            closed_at: ctx.now,
+            cash: self.cash,
+            holdings,
+            value,
+            contributions: self.totals.deposits - self.totals.withdrawals,
+            deposits: self.day.deposits,
+            withdrawals: self.day.withdrawals,
+            fees: self.day.fees,
+            trades: self.day.orders.clone(),
+        };
+        ctx.audit(
+            AuditDraft::ok("statement.issued")
+                .detail("statement_id", &statement.statement_id)
+                .detail("date", date.to_string())
+                .detail("value", cash_string(value))
+                .detail("trades", statement.trades.len().to_string()),
+        );
+        let reply = PortfolioReply::Statement(Box::new(statement.clone()));
+        Ok(Decision::new(vec![PortfolioEvent::DayClosed { statement }], reply))
+    }
+
+    /// Decides a client request once per idempotency key: a remembered key answers its first
+    /// reply (or `IdempotencyKeyReused` for another request); a business refusal is remembered
+    /// under the key (a `Refused` event) and answered as a refusal.
+    fn once(
+        &self,
+        idem: IdemTag,
+        ctx: &mut Ctx<'_>,
+        decide: impl FnOnce(&Self, IdemTag, &mut Ctx<'_>) -> Result<Decision<PortfolioEvent, PortfolioReply>, PortfolioRejection>,
+    ) -> Result<Decision<PortfolioEvent, PortfolioReply>, PortfolioRejection> {
+        if let Some(previous) = self.remembered(&idem) {
+            if previous.is_err() {
+                ctx.audit(AuditDraft::refused("idempotency.check", "idempotency_key_reused"));
+            }
+            return previous.map(Decision::replay);
+        }
+        match decide(self, idem.clone(), ctx) {
+            Err(rejection) => {
+                let event = PortfolioEvent::Refused {
+                    idem,
+                    rejection: rejection.clone(),
+                    at: ctx.now,
+                };
+                Ok(Decision::new(vec![event], PortfolioReply::Refused(rejection)))
+            }
+            accepted => accepted,
+        }
     }
 
     /// Market value of the holdings at the given prices plus cash (missing prices count at cost).
@@ -503,22 +657,15 @@ impl Entity for Portfolio {
             holdings: BTreeMap::new(),
             idempotency: BTreeMap::new(),
             totals: Totals::default(),
+            day: DayBook::default(),
+            last_close: None,
         }
     }
 
     fn decide(&self, cmd: PortfolioCommand, ctx: &mut Ctx<'_>) -> Result<Decision<PortfolioEvent, PortfolioReply>, PortfolioRejection> {
-        let idem = match &cmd {
-            PortfolioCommand::Deposit { idem, .. } | PortfolioCommand::Withdraw { idem, .. } | PortfolioCommand::PlaceOrder { idem, .. } => idem.clone(),
-        };
-        if let Some(previous) = self.remembered(&idem) {
-            if previous.is_err() {
-                ctx.audit(AuditDraft::refused("idempotency.check", "idempotency_key_reused"));
-            }
-            return previous.map(Decision::replay);
-        }
-        let decided = match cmd {
-            PortfolioCommand::Deposit { amount, idem } => self.decide_deposit(amount, idem, ctx),
-            PortfolioCommand::Withdraw { amount, idem } => self.decide_withdrawal(amount, idem, ctx),
+        match cmd {
+            PortfolioCommand::Deposit { amount, idem } => self.once(idem, ctx, |p, idem, ctx| p.decide_deposit(amount, idem, ctx)),
+            PortfolioCommand::Withdraw { amount, idem } => self.once(idem, ctx, |p, idem, ctx| p.decide_withdrawal(amount, idem, ctx)),
             PortfolioCommand::PlaceOrder {
                 symbol,
                 side,
@@ -527,19 +674,11 @@ impl Entity for Portfolio {
                 investor,
                 fees,
                 idem,
-            } => self.decide_order(symbol, side, quantity, quote, &investor, &fees, idem, ctx),
-        };
-        match decided {
-            // A business refusal is remembered under its key (and answered as a refusal).
-            Err(rejection) => {
-                let event = PortfolioEvent::Refused {
-                    idem,
-                    rejection: rejection.clone(),
-                    at: ctx.now,
-                };
-                Ok(Decision::new(vec![event], PortfolioReply::Refused(rejection)))
-            }
-            accepted => accepted,
+            } => self.once(idem, ctx, |p, idem, ctx| {
+                p.decide_order(symbol, side, quantity, quote, &investor, &fees, idem, ctx)
+            }),
+            // A day close is not a client request: no key, and a refusal is not remembered.
+            PortfolioCommand::CloseDay { date, prices } => self.decide_close(date, &prices, ctx),
         }
     }
 
@@ -551,11 +690,13 @@ impl Entity for Portfolio {
             PortfolioEvent::Deposited { amount, at, idem, .. } => {
                 self.cash += amount;
                 self.totals.deposits += amount;
+                self.day.deposits += amount;
                 self.remember(idem, PortfolioReply::Cash { cash: self.cash }, *at);
             }
             PortfolioEvent::Withdrawn { amount, at, idem, .. } => {
                 self.cash -= amount;
                 self.totals.withdrawals += amount;
+                self.day.withdrawals += amount;
                 self.remember(idem, PortfolioReply::Cash { cash: self.cash }, *at);
             }
             PortfolioEvent::OrderFilled { order, idem, .. } => {
@@ -578,7 +719,18 @@ impl Entity for Portfolio {
                 }
                 self.cash += order.cash_effect;
                 self.totals.fees += order.fees;
+                self.day.fees += order.fees;
+                self.day.orders.push(order.clone());
                 self.remember(idem, PortfolioReply::Order(order.clone()), order.executed_at);
+            }
+            PortfolioEvent::DayClosed { statement } => {
+                self.last_close = Some(Closing {
+                    date: statement.date,
+                    value: statement.value,
+                    contributions: statement.contributions,
+                    at: statement.closed_at,
+                });
+                self.day = DayBook::default();
             }
         }
         self.check_invariants();
@@ -599,5 +751,115 @@ impl Entity for Portfolio {
             "portfolio {}: cash + cost basis drifted from deposits − withdrawals − fees + realised P&L",
             self.owner
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::compliance::InvestorStatus;
+    use rand::SeedableRng;
+
+    fn d(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    fn run(p: &mut Portfolio, cmd: PortfolioCommand, now: i64) -> Result<PortfolioReply, PortfolioRejection> {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(3);
+        let mut ctx = Ctx::new(Timestamp(now), &mut rng);
+        p.decide(cmd, &mut ctx).map(|dec| {
+            for e in &dec.events {
+                p.apply(e);
+            }
+            dec.reply
+        })
+    }
+
+    fn idem(key: &str) -> IdemTag {
+        IdemTag {
+            key: key.into(),
+            fingerprint: [0; 32],
+        }
+    }
+
+    fn buy(symbol: &str, quantity: &str, price: &str, key: &str) -> PortfolioCommand {
+        PortfolioCommand::PlaceOrder {
+            symbol: symbol.into(),
+            side: Side::Buy,
+            quantity: d(quantity),
+            quote: Some(OrderQuote {
+                price: d(price),
+                product: ProductFacts { complex: false, risk_class: 3 },
+            }),
+            investor: InvestorStatus::onboarded(5, false),
+            fees: FeeSchedule {
+                commission_bps: d("10"),
+                minimum: d("1.00"),
+            },
+            idem: idem(key),
+        }
+    }
+
+    fn close(date: &str, prices: &[(&str, &str)]) -> PortfolioCommand {
+        PortfolioCommand::CloseDay {
+            date: Date::parse(date).unwrap(),
+            prices: prices.iter().map(|(s, p)| (s.to_string(), d(p))).collect(),
+        }
+    }
+
+    fn statement(r: Result<PortfolioReply, PortfolioRejection>) -> Statement {
+        match r {
+            Ok(PortfolioReply::Statement(s)) => *s,
+            other => panic!("expected a statement, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_day_close_states_holdings_value_trades_and_fees_once() {
+        let mut p = Portfolio::empty("usr_a");
+        assert_eq!(run(&mut p, close("2026-11-20", &[]), 0), Err(PortfolioRejection::NothingToState));
+        run(
+            &mut p,
+            PortfolioCommand::Deposit {
+                amount: d("1000"),
+                idem: idem("k1"),
+            },
+            1,
+        )
+        .unwrap();
+        run(&mut p, buy("AAA", "5", "100", "k2"), 2).unwrap();
+        let s = statement(run(&mut p, close("2026-11-21", &[("AAA", "110"), ("BBB", "5")]), 3));
+        assert_eq!(s.date.to_string(), "2026-11-21");
+        assert_eq!(s.cash, d("499.00"));
+        assert_eq!(s.holdings.len(), 1);
+        assert_eq!(
+            (s.holdings[0].quantity, s.holdings[0].price, s.holdings[0].market_value),
+            (d("5"), Some(d("110")), d("550"))
+        );
+        assert_eq!(s.value, d("1049.00"));
+        assert_eq!((s.deposits, s.withdrawals, s.fees, s.contributions), (d("1000"), d("0"), d("1.00"), d("1000")));
+        assert_eq!(s.trades.len(), 1);
+        // The same day again, or an earlier one, is refused and changes nothing.
+        let before = p.clone();
+        assert_eq!(run(&mut p, close("2026-11-21", &[]), 4), Err(PortfolioRejection::DayAlreadyClosed));
+        assert_eq!(run(&mut p, close("2026-11-20", &[]), 4), Err(PortfolioRejection::DayAlreadyClosed));
+        assert_eq!(p, before);
+        // The next statement holds only what happened since; a holding without a price counts at cost.
+        run(
+            &mut p,
+            PortfolioCommand::Withdraw {
+                amount: d("100"),
+                idem: idem("k3"),
+            },
+            5,
+        )
+        .unwrap();
+        let s2 = statement(run(&mut p, close("2026-11-22", &[]), 6));
+        assert!(s2.trades.is_empty());
+        assert_eq!((s2.deposits, s2.withdrawals, s2.fees, s2.contributions), (d("0"), d("100"), d("0"), d("900")));
+        assert_eq!((s2.holdings[0].price, s2.holdings[0].market_value), (None, d("500")));
+        assert_eq!(s2.value, d("899.00"));
+        // Statements are in the history, in order.
+        assert_eq!(p.last_close.unwrap().date.to_string(), "2026-11-22");
     }
 }

@@ -146,6 +146,12 @@ impl LiveValuation {
         sharpest
     }
 
+    /// The price of a newly held instrument (also the reference its moves are measured from).
+    pub fn seed_price(&mut self, symbol: &str, price: Decimal) {
+        self.prices.insert(symbol.to_string(), price);
+        self.reference.insert(symbol.to_string(), price);
+    }
+
     /// The reference prices become the current ones (advice was just recomputed).
     pub fn rebase(&mut self) {
         self.reference = self.prices.clone();
@@ -161,9 +167,17 @@ impl LiveValuation {
             value: self.value,
             contributions: self.positions.contributions,
         };
+        // The last point of a minute is overwritten by later values of that minute — unless it is
+        // the first point after a cash flow: TWR needs the value right after every flow.
+        let n = self.intraday.len();
+        let rolling = n >= 2 && self.intraday[n - 2].contributions == self.intraday[n - 1].contributions;
         match self.intraday.back_mut() {
-            Some(last) if last.at.millis() - last.at.millis().rem_euclid(MS_PER_MINUTE) == minute.millis() => *last = point,
             Some(last) if last.at > now => {}
+            Some(last)
+                if rolling && last.contributions == point.contributions && last.at.millis() - last.at.millis().rem_euclid(MS_PER_MINUTE) == minute.millis() =>
+            {
+                *last = point
+            }
             _ => self.intraday.push_back(point),
         }
         while self.intraday.len() > INTRADAY_POINTS || self.intraday.front().is_some_and(|p| p.at.millis() < now.millis() - MS_PER_DAY) {
@@ -255,11 +269,21 @@ mod tests {
         assert_eq!(m.change, d("-0.11"));
         // The reference moved with it: the same level does not trigger again.
         assert_eq!(v.on_prices([("AAA".to_string(), d("88"))], Timestamp(4000), t), None);
-        // All samples fell in one minute: one intraday point, the latest.
-        assert_eq!(v.intraday.len(), 1);
-        assert_eq!(v.intraday[0].value, d("930"));
-        v.on_prices([("AAA".to_string(), d("90"))], Timestamp(MS_PER_MINUTE), t);
+        // All samples fell in one minute: the first (the value the positions started from) and
+        // the latest.
         assert_eq!(v.intraday.len(), 2);
+        assert_eq!((v.intraday[0].value, v.intraday[1].value), (d("1050"), d("930")));
+        v.on_prices([("AAA".to_string(), d("90"))], Timestamp(MS_PER_MINUTE), t);
+        assert_eq!(v.intraday.len(), 3);
+        // A flow within the minute keeps the value right after it.
+        let mut p = v.positions.clone();
+        p.cash += d("100");
+        p.contributions += d("100");
+        v.set_positions(p, Timestamp(MS_PER_MINUTE + 1));
+        v.on_prices([("AAA".to_string(), d("91"))], Timestamp(MS_PER_MINUTE + 2), t);
+        v.on_prices([("AAA".to_string(), d("92"))], Timestamp(MS_PER_MINUTE + 3), t);
+        let tail: Vec<Decimal> = v.intraday.iter().skip(3).map(|p| p.value).collect();
+        assert_eq!(tail, vec![d("1050"), d("1070")]);
         // A day later the old samples are gone.
         v.on_prices([("AAA".to_string(), d("90"))], Timestamp(MS_PER_DAY + 2 * MS_PER_MINUTE), t);
         assert_eq!(v.intraday.len(), 1);

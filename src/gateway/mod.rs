@@ -56,6 +56,11 @@ pub struct AppState {
     /// Listed instrument symbols, in listing order.
     pub catalog: RwLock<Vec<String>>,
     pub node_id: String,
+    /// Live valuations of the portfolios, fed by the price fan-out.
+    pub valuations: Arc<crate::actors::fanout::Valuations>,
+    /// Sharp moves of held instruments, for the advice worker (taken when it starts).
+    pub sharp_moves: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<(String, crate::domain::valuation::SharpMove)>>>,
+    pub broker: Box<dyn crate::adapters::broker::Broker>,
 }
 
 impl AppState {

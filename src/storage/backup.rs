@@ -21,7 +21,13 @@ const MAGIC: &[u8; 14] = b"MONETA-BACKUP\x01";
 const CHUNK: usize = 1 << 20;
 const TAG_LEN: usize = 16;
 /// The trees a backup carries, in this order.
-pub const TREES: [&str; 2] = ["state", "data_keys"];
+pub const TREES: [&str; 5] = [
+    "state",
+    "data_keys",
+    crate::adapters::broker::CONFIRMATIONS_TREE,
+    crate::gateway::routes::eod::ALERTED_TREE,
+    crate::gateway::routes::eod::JOBS_TREE,
+];
 
 const REC_ENTRY: u8 = 1;
 const REC_KEY_FILE: u8 = 2;

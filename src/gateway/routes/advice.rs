@@ -17,6 +17,7 @@ use crate::gateway::problem::ApiError;
 use crate::gateway::AppState;
 use serde::Deserialize;
 use serde_json::json;
+use std::sync::Arc;
 use warp::http::StatusCode;
 
 fn meta(req: &Req, actor: &str) -> RequestMeta {
@@ -68,9 +69,17 @@ fn account_error(e: RouteError<AccountRejection>) -> ApiError {
 /// advice keeps its id and status).
 pub async fn get(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     let claims = state.claims(req)?;
+    let record = compute(state, &claims.sub, meta(req, &claims.sub)).await?;
+    Ok(private_json(StatusCode::OK, &view(&record)))
+}
+
+/// Computes the user's advice from their profile, portfolio and the listed instruments (gated by
+/// consent and the compliance rules) and issues it to their account: unchanged advice keeps
+/// its id and status; unusual advice goes to the review queue.
+async fn compute(state: &AppState, user_id: &str, request: RequestMeta) -> Result<AdviceRecord, ApiError> {
     let (consent, investor, profile) = state
         .router
-        .read::<Account, _>(&claims.sub, |a| {
+        .read::<Account, _>(user_id, |a| {
             (a.consents.ai_profiling, a.investor_status(), a.suitability.as_ref().map(|s| s.profile.clone()))
         })
         .await
@@ -80,8 +89,8 @@ pub async fn get(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
             .router
             .audit(
                 crate::domain::audit::AuditDraft::refused("advice.request", "consent_required"),
-                &format!("account/{}", claims.sub),
-                &meta(req, &claims.sub),
+                &format!("account/{user_id}"),
+                &request,
                 false,
             )
             .await;
@@ -98,8 +107,8 @@ pub async fn get(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
             .router
             .audit(
                 crate::domain::audit::AuditDraft::refused("advice.request", rule.code()),
-                &format!("account/{}", claims.sub),
-                &meta(req, &claims.sub),
+                &format!("account/{user_id}"),
+                &request,
                 false,
             )
             .await;
@@ -108,7 +117,7 @@ pub async fn get(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     let profile = profile.ok_or_else(ApiError::internal)?;
     let (cash, holdings) = state
         .router
-        .read::<Portfolio, _>(&claims.sub, |p| (p.cash, p.holdings.iter().map(|(s, h)| (s.clone(), h.quantity)).collect()))
+        .read::<Portfolio, _>(user_id, |p| (p.cash, p.holdings.iter().map(|(s, h)| (s.clone(), h.quantity)).collect()))
         .await
         .map_err(unavailable)?;
     let mut universe = Vec::new();
@@ -132,7 +141,7 @@ pub async fn get(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     );
     let record = match state
         .router
-        .execute::<Account>(&claims.sub, AccountCommand::IssueAdvice { advice }, meta(req, &claims.sub))
+        .execute::<Account>(user_id, AccountCommand::IssueAdvice { advice }, request.clone())
         .await
         .map_err(account_error)?
     {
@@ -140,9 +149,55 @@ pub async fn get(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
         _ => return Err(ApiError::internal()),
     };
     if record.status == AdviceStatus::PendingReview {
-        state.router.store().set_review(&record.advice_id, Some(&claims.sub)).map_err(unavailable)?;
+        state.router.store().set_review(&record.advice_id, Some(user_id)).map_err(unavailable)?;
     }
-    Ok(private_json(StatusCode::OK, &view(&record)))
+    state.valuations.rebase(user_id);
+    Ok(record)
+}
+
+/// Recomputes the advice of users holding an instrument that moved sharply (reported by their
+/// live valuation). Users who never asked for advice, or withdrew consent, are left alone.
+/// Reports that pile up while it works are merged per user.
+pub async fn sharp_move_worker(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let Some(mut moves) = state.sharp_moves.lock().ok().and_then(|mut m| m.take()) else {
+        return;
+    };
+    loop {
+        let first = tokio::select! {
+            m = moves.recv() => m,
+            _ = stop.changed() => return,
+        };
+        let Some(first) = first else { return };
+        let mut pending = std::collections::BTreeMap::from([first]);
+        while let Ok((user, m)) = moves.try_recv() {
+            pending.insert(user, m);
+        }
+        for (user, m) in pending {
+            let has_advice = state.router.read::<Account, _>(&user, |a| a.consents.ai_profiling && a.advice.is_some()).await;
+            if !matches!(has_advice, Ok(true)) {
+                continue;
+            }
+            let request = RequestMeta::system(format!("sharp-move-{}", m.symbol));
+            match compute(&state, &user, request.clone()).await {
+                Ok(record) => {
+                    let _ = state
+                        .router
+                        .audit(
+                            crate::domain::audit::AuditDraft::ok("advice.recomputed")
+                                .detail("reason", "sharp_move")
+                                .detail("symbol", &m.symbol)
+                                .detail("change", m.change.to_string())
+                                .detail("advice_id", &record.advice_id),
+                            &format!("account/{user}"),
+                            &request,
+                            false,
+                        )
+                        .await;
+                }
+                Err(e) => tracing::info!(code = e.code, "advice not recomputed after a sharp move"),
+            }
+        }
+    }
 }
 
 /// POST /v1/advice/{advice_id}/accept — places the advice's orders (Idempotency-Key; order i

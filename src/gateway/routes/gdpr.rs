@@ -13,7 +13,20 @@
 //! and the audit trail (regulatory records), and the account's decision facts (KYC outcome,
 //! screening, risk profile).
 
-use super::portfolio::{history, transaction_view, OrderView};
+use super::periodically;
+use super::portfolio::{history, statement_view, transaction_view, OrderView};
+
+/// The lists of an export and the field that identifies their items (one CSV row group each).
+const EXPORT_LISTS: [(&str, &str); 8] = [
+    ("transactions", "tx_id"),
+    ("orders", "order_id"),
+    ("statements", "statement_id"),
+    ("security_events", "seq"),
+    ("audit_records", "seq"),
+    ("notifications", "id"),
+    ("sessions", "session"),
+    ("advice", "advice_id"),
+];
 use super::unavailable;
 use crate::actors::RequestMeta;
 use crate::cluster::RouteError;
@@ -137,6 +150,7 @@ async fn collect(state: &AppState, user_id: &str) -> Result<Value, ApiError> {
         },
         "transactions": hist.transactions.iter().map(transaction_view).collect::<Vec<_>>(),
         "orders": hist.orders.values().map(|o| serde_json::to_value(OrderView::from(o)).unwrap_or(Value::Null)).collect::<Vec<_>>(),
+        "statements": hist.statements.iter().map(statement_view).collect::<Vec<_>>(),
         "advice": account.advice.as_ref().map(super::advice::view).into_iter().collect::<Vec<_>>(),
         "security_events": security_events,
         "audit_records": audit,
@@ -175,15 +189,7 @@ pub fn to_csv(doc: &Value) -> String {
     }
     let mut rows = Vec::new();
     let uid = doc["user_id"].as_str().unwrap_or_default();
-    for (kind, id_field) in [
-        ("transactions", "tx_id"),
-        ("orders", "order_id"),
-        ("security_events", "seq"),
-        ("audit_records", "seq"),
-        ("notifications", "id"),
-        ("sessions", "session"),
-        ("advice", "advice_id"),
-    ] {
+    for (kind, id_field) in EXPORT_LISTS {
         for item in doc[kind].as_array().into_iter().flatten() {
             let id = match &item[id_field] {
                 Value::String(s) => s.clone(),
@@ -194,10 +200,7 @@ pub fn to_csv(doc: &Value) -> String {
     }
     if let Value::Object(m) = doc {
         for (k, v) in m {
-            if !matches!(
-                k.as_str(),
-                "transactions" | "orders" | "security_events" | "audit_records" | "notifications" | "sessions" | "advice"
-            ) {
+            if !EXPORT_LISTS.iter().any(|(list, _)| list == k) {
                 walk(&mut rows, k, uid, "", v);
             }
         }
@@ -396,24 +399,6 @@ pub async fn erasure_job(state: std::sync::Arc<AppState>, stop: tokio::sync::wat
         }
     })
     .await
-}
-
-/// Runs `job` every `every` until `stop` is set (the node's scheduled jobs).
-async fn periodically<F, Fut>(every: std::time::Duration, mut stop: tokio::sync::watch::Receiver<bool>, mut job: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = stop.changed() => return,
-        }
-        if *stop.borrow() {
-            return;
-        }
-        job().await;
-    }
 }
 
 /// What one retention run did.

@@ -2,6 +2,7 @@
 //! answers and `/openapi.json` all read it, so a route cannot exist without being documented.
 
 pub mod advice;
+pub mod eod;
 pub mod gdpr;
 pub mod identity;
 mod market;
@@ -132,6 +133,15 @@ pub const ROUTES: &[RouteSpec] = &[
     r("POST", "/v1/portfolio/deposits", "Deposit cash", USER, true).body(schema_of::<portfolio::AmountBody>),
     r("POST", "/v1/portfolio/withdrawals", "Withdraw cash", USER, true).body(schema_of::<portfolio::AmountBody>),
     r("GET", "/v1/portfolio/transactions", "Cash movements, newest first", USER, false),
+    r(
+        "GET",
+        "/v1/portfolio/performance",
+        "Time-weighted return and value series (?period=1d|1m|1y|all)",
+        USER,
+        false,
+    ),
+    r("GET", "/v1/portfolio/statements", "Daily statements, newest first", USER, false),
+    r("GET", "/v1/portfolio/statements/{date}", "One day's statement", USER, false),
     r(
         "POST",
         "/v1/orders",
@@ -294,6 +304,9 @@ pub async fn dispatch(state: &AppState, template: Option<&'static str>, req: &Re
         ("POST", "/v1/portfolio/deposits") => portfolio::deposit(state, req).await,
         ("POST", "/v1/portfolio/withdrawals") => portfolio::withdraw(state, req).await,
         ("GET", "/v1/portfolio/transactions") => portfolio::transactions(state, req).await,
+        ("GET", "/v1/portfolio/performance") => portfolio::performance(state, req).await,
+        ("GET", "/v1/portfolio/statements") => portfolio::statements(state, req).await,
+        ("GET", "/v1/portfolio/statements/{date}") => portfolio::statement(state, req, &last_segment(req)).await,
         ("POST", "/v1/orders") => portfolio::place_order(state, req).await,
         ("GET", "/v1/orders") => portfolio::orders(state, req).await,
         ("GET", "/v1/orders/{order_id}") => portfolio::order(state, req, &last_segment(req)).await,
@@ -314,6 +327,24 @@ pub async fn dispatch(state: &AppState, template: Option<&'static str>, req: &Re
 fn unavailable(e: impl std::fmt::Display) -> ApiError {
     tracing::error!(error = %e, "entity unavailable");
     ApiError::unavailable("the service is temporarily unavailable; retry with the same Idempotency-Key")
+}
+
+/// Runs `job` every `every` until `stop` is set (the node's scheduled jobs).
+pub(crate) async fn periodically<F, Fut>(every: std::time::Duration, mut stop: tokio::sync::watch::Receiver<bool>, mut job: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+        job().await;
+    }
 }
 
 #[cfg(test)]

@@ -65,6 +65,7 @@ fn rejection(r: PortfolioRejection) -> ApiError {
         PortfolioRejection::InvalidAmount => ApiError::unprocessable("invalid_amount", "amount must be positive, with at most 2 decimal places"),
         PortfolioRejection::IdempotencyKeyReused => ApiError::unprocessable("idempotency_key_reused", "this Idempotency-Key was used for a different request"),
         PortfolioRejection::Compliance(rule) => ApiError::unprocessable(rule.code(), rule.reason()),
+        PortfolioRejection::DayAlreadyClosed | PortfolioRejection::NothingToState => ApiError::internal(),
     }
 }
 
@@ -73,17 +74,19 @@ async fn execute(state: &AppState, claims: &Claims, req: &Req, cmd: PortfolioCom
         request_id: req.request_id.clone(),
         actor: claims.sub.clone(),
     };
-    state.router.execute::<Portfolio>(&claims.sub, cmd, meta).await.map_err(|e| match e {
+    let reply = state.router.execute::<Portfolio>(&claims.sub, cmd, meta).await.map_err(|e| match e {
         RouteError::Rejected(r) => rejection(r),
         RouteError::Unavailable(e) => unavailable(e),
-    })
+    })?;
+    super::eod::refresh_valuation(state, &claims.sub).await;
+    Ok(reply)
 }
 
 fn cash_reply(reply: PortfolioReply) -> Result<Reply, ApiError> {
     match reply {
         PortfolioReply::Cash { cash } => Ok(private_json(StatusCode::CREATED, &serde_json::json!({ "cash": cash_string(cash) }))),
         PortfolioReply::Refused(r) => Err(rejection(r)),
-        PortfolioReply::Order(_) => Err(rejection(PortfolioRejection::IdempotencyKeyReused)),
+        PortfolioReply::Order(_) | PortfolioReply::Statement(_) => Err(rejection(PortfolioRejection::IdempotencyKeyReused)),
     }
 }
 
@@ -157,7 +160,8 @@ pub async fn place_order(state: &AppState, req: &Req) -> Result<Reply, ApiError>
 }
 
 /// The order path every order takes (placed directly or from accepted advice): the latest
-/// quote, the investor's compliance facts, then the portfolio decides.
+/// quote priced by the broker (slippage), the investor's compliance facts, then the portfolio
+/// decides and books the fill, then the broker executes and confirms it.
 pub(super) async fn place(
     state: &AppState,
     user_id: &str,
@@ -168,7 +172,7 @@ pub(super) async fn place(
     idem: IdemTag,
 ) -> Result<OrderView, ApiError> {
     let quote = quote(state, &symbol).await?.map(|q| OrderQuote {
-        price: q.price,
+        price: state.broker.fill_price(side, q.price),
         product: ProductFacts {
             complex: q.listing.complex,
             risk_class: q.listing.risk_class,
@@ -191,9 +195,17 @@ pub(super) async fn place(
         RouteError::Unavailable(e) => unavailable(e),
     })?;
     match reply {
-        PortfolioReply::Order(o) => Ok(OrderView::from(&o)),
+        PortfolioReply::Order(o) => {
+            // Booked and durable; the broker executes it. A failure here leaves an order without
+            // a confirmation, which reconciliation raises as an alert.
+            if let Err(e) = state.broker.execute(user_id, &o) {
+                tracing::error!(error = %e, "the broker did not confirm a booked order");
+            }
+            super::eod::refresh_valuation(state, user_id).await;
+            Ok(OrderView::from(&o))
+        }
         PortfolioReply::Refused(r) => Err(rejection(r)),
-        PortfolioReply::Cash { .. } => Err(rejection(PortfolioRejection::IdempotencyKeyReused)),
+        PortfolioReply::Cash { .. } | PortfolioReply::Statement(_) => Err(rejection(PortfolioRejection::IdempotencyKeyReused)),
     }
 }
 
@@ -274,5 +286,97 @@ pub async fn order(state: &AppState, req: &Req, order_id: &str) -> Result<Reply,
     match history.orders.get(order_id) {
         Some(o) => Ok(private_json(StatusCode::OK, &OrderView::from(o))),
         None => Err(ApiError::not_found("no such order")),
+    }
+}
+
+/// GET /v1/portfolio/performance?period=1d|1m|1y|all (default 1m): the time-weighted return and
+/// the value series of the period — daily closes (the statements) and, for the last day, the
+/// live valuation's minute samples, ending with the current value.
+pub async fn performance(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
+    use crate::domain::time::{Timestamp, MS_PER_DAY};
+    use crate::domain::valuation::{period_series, twr, ValuePoint};
+    let claims = user(state, req)?;
+    let period = req.query_param("period").unwrap_or_else(|| "1m".to_string());
+    let days = match period.as_str() {
+        "1d" => Some(1),
+        "1m" => Some(30),
+        "1y" => Some(365),
+        "all" => None,
+        _ => return Err(ApiError::bad_request("period must be one of 1d, 1m, 1y, all")),
+    };
+    if state.valuations.get(&claims.sub).is_none() {
+        super::eod::refresh_valuation(state, &claims.sub).await;
+    }
+    let live = state.valuations.get(&claims.sub).ok_or_else(ApiError::internal)?;
+    let history = history(state, &claims.sub).await?;
+    let now = crate::actors::wall_clock_now();
+    let mut points: Vec<ValuePoint> = history
+        .statements
+        .iter()
+        .map(|s| ValuePoint {
+            at: s.closed_at,
+            value: s.value,
+            contributions: s.contributions,
+        })
+        .collect();
+    let last_close = points.last().map_or(Timestamp(i64::MIN), |p| p.at);
+    points.extend(live.intraday.iter().filter(|p| p.at > last_close).cloned());
+    points.sort_by_key(|p| p.at);
+    let mut current = live.point();
+    current.at = current.at.max(now);
+    let from = days.map_or(Timestamp(i64::MIN), |d: i64| Timestamp(now.millis() - d * MS_PER_DAY));
+    let series = period_series(&points, from, current);
+    let view: Vec<_> = series
+        .iter()
+        .map(|p| serde_json::json!({ "at": p.at.to_rfc3339(), "value": cash_string(p.value) }))
+        .collect();
+    Ok(private_json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "period": period,
+            "currency": state.config.portfolio.currency,
+            "twr": twr(&series).normalize().to_string(),
+            "series": view,
+        }),
+    ))
+}
+
+pub(super) fn statement_view(s: &crate::domain::portfolio::Statement) -> serde_json::Value {
+    serde_json::json!({
+        "statement_id": s.statement_id,
+        "date": s.date.to_string(),
+        "closed_at": s.closed_at.to_rfc3339(),
+        "cash": cash_string(s.cash),
+        "holdings": s.holdings.iter().map(|l| serde_json::json!({
+            "symbol": l.symbol,
+            "quantity": plain_string(l.quantity),
+            "average_cost": plain_string(l.average_cost),
+            "price": l.price.map(plain_string),
+            "market_value": cash_string(l.market_value),
+        })).collect::<Vec<_>>(),
+        "total_value": cash_string(s.value),
+        "deposits": cash_string(s.deposits),
+        "withdrawals": cash_string(s.withdrawals),
+        "fees": cash_string(s.fees),
+        "trades": s.trades.iter().map(OrderView::from).collect::<Vec<_>>(),
+    })
+}
+
+/// GET /v1/portfolio/statements: the daily statements, newest first.
+pub async fn statements(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
+    let claims = user(state, req)?;
+    let history = history(state, &claims.sub).await?;
+    let list: Vec<_> = history.statements.iter().rev().map(statement_view).collect();
+    Ok(private_json(StatusCode::OK, &list))
+}
+
+/// GET /v1/portfolio/statements/{date}: one day's statement; 404 when that day has none.
+pub async fn statement(state: &AppState, req: &Req, date: &str) -> Result<Reply, ApiError> {
+    let claims = user(state, req)?;
+    let date = crate::domain::time::Date::parse(date).ok_or_else(|| ApiError::bad_request("the date must be YYYY-MM-DD"))?;
+    let history = history(state, &claims.sub).await?;
+    match history.statements.iter().find(|s| s.date == date) {
+        Some(s) => Ok(private_json(StatusCode::OK, &statement_view(s))),
+        None => Err(ApiError::not_found("no statement for that day")),
     }
 }
