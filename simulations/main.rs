@@ -9,17 +9,34 @@
 //! with the live state. The last line is a digest of the final state: the same seed must print
 //! the same digest in any process.
 //!
+//! With `--scenario FILE` (see `scenario.rs` and `simulations/scenarios/`) the market gets the
+//! scenario's shocks on top of the GBM, and the users are advised users of every risk band who
+//! take advice through their accounts (`advisory.rs`); the report adds per-band performance,
+//! advice counts and the review-queue load (`report.rs`), and `--plot FILE.svg` writes the
+//! value of every band over time (`plot.rs`).
+//!
 //! `cargo run --release --bin simulate -- --seed 42 --users 1000 --days 5`
+//! `cargo run --release --bin simulate -- --scenario simulations/scenarios/crash.toml --seed 42 --plot crash.svg`
 
 #![deny(clippy::disallowed_methods, clippy::disallowed_types)]
 
+mod advisory;
 mod oracle;
+mod plot;
+mod report;
+mod scenario;
 mod sim;
 mod workload;
 
 use clap::Parser;
 use moneta::domain::time::Timestamp;
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+/// Users and days without a scenario.
+const DEFAULT_USERS: usize = 1000;
+const DEFAULT_DAYS: u32 = 5;
 
 #[derive(Parser, Debug)]
 #[command(name = "simulate", about = "Deterministic simulation of the Moneta domain core")]
@@ -27,27 +44,74 @@ struct Cli {
     /// The seed of every random stream in the run.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Number of simulated users (one portfolio each).
-    #[arg(long, default_value_t = 1000)]
-    users: usize,
-    /// Number of simulated trading days (390 one-minute steps each).
-    #[arg(long, default_value_t = 5)]
-    days: u32,
+    /// Number of simulated users (one portfolio each) [default: 1000, or with --scenario the
+    /// scenario's advised users].
+    #[arg(long)]
+    users: Option<usize>,
+    /// Number of simulated trading days (390 one-minute steps each) [default: 5, or the scenario's].
+    #[arg(long)]
+    days: Option<u32>,
+    /// A scenario file (TOML, e.g. simulations/scenarios/crash.toml): advised users of every risk
+    /// band and market shocks.
+    #[arg(long)]
+    scenario: Option<PathBuf>,
+    /// Write an SVG plot of the portfolio value per risk band over time (needs --scenario).
+    #[arg(long, requires = "scenario")]
+    plot: Option<PathBuf>,
     /// Test hook: corrupt one journal entry before the final replay check, which must then fail.
     #[arg(long, hide = true)]
     sabotage_journal: bool,
 }
 
-fn replay_command(cli: &Cli) -> String {
-    format!(
-        "cargo run --release --bin simulate -- --seed {} --users {} --days {}",
-        cli.seed, cli.users, cli.days
-    )
+fn replay_command(cli: &Cli, users: usize, days: u32) -> String {
+    match &cli.scenario {
+        None => format!("cargo run --release --bin simulate -- --seed {} --users {users} --days {days}", cli.seed),
+        Some(path) => format!(
+            "cargo run --release --bin simulate -- --scenario {} --seed {} --users {users} --days {days}",
+            path.display(),
+            cli.seed
+        ),
+    }
+}
+
+/// Reads the scenario and applies the overrides; a bad file or override is a usage error that
+/// names the file and the field.
+fn load_scenario(cli: &Cli) -> Result<Option<scenario::Scenario>, String> {
+    let Some(path) = &cli.scenario else { return Ok(None) };
+    let symbols = sim::listed_symbols()?;
+    let mut sc = scenario::Scenario::load(path, &symbols).map_err(|e| e.to_string())?;
+    if let Some(users) = cli.users {
+        scenario::check_users(users).map_err(|why| format!("--users {why}"))?;
+        sc.users = users;
+    }
+    if let Some(days) = cli.days {
+        if !(1..=scenario::DAYS_MAX).contains(&days) {
+            return Err(format!("--days must be 1–{} with a scenario, got {days}", scenario::DAYS_MAX));
+        }
+        if let Some(i) = sc.shocks.iter().position(|s| s.end_step() > i64::from(days) * sim::STEPS_PER_DAY) {
+            return Err(format!(
+                "--days {days} ends before shock[{i}] of scenario file {} does (it starts on day {})",
+                path.display(),
+                sc.shocks[i].day
+            ));
+        }
+        sc.days = days;
+    }
+    Ok(Some(sc))
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let replay = replay_command(&cli);
+    let scenario = match load_scenario(&cli) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("simulate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let users = scenario.as_ref().map_or(cli.users.unwrap_or(DEFAULT_USERS), |s| s.users);
+    let days = scenario.as_ref().map_or(cli.days.unwrap_or(DEFAULT_DAYS), |s| s.days);
+    let replay = replay_command(&cli, users, days);
 
     // Domain invariants are assertions: name the seed and the step when one fires.
     let seed = cli.seed;
@@ -62,17 +126,32 @@ fn main() -> ExitCode {
 
     println!("moneta deterministic simulation");
     println!("seed: {}", cli.seed);
-    println!(
-        "streams: market={} workload={} ids={} (ChaCha20, one key from the seed)",
-        sim::STREAM_MARKET,
-        sim::STREAM_WORKLOAD,
-        sim::STREAM_IDS
-    );
+    match &scenario {
+        None => println!(
+            "streams: market={} workload={} ids={} (ChaCha20, one key from the seed)",
+            sim::STREAM_MARKET,
+            sim::STREAM_WORKLOAD,
+            sim::STREAM_IDS
+        ),
+        Some(sc) => {
+            let path = cli.scenario.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+            println!("scenario: {} ({path}): {}", sc.name, sc.description);
+            println!(
+                "streams: market={} workload={} ids={} advice={} review={} (ChaCha20, one key from the seed)",
+                sim::STREAM_MARKET,
+                sim::STREAM_WORKLOAD,
+                sim::STREAM_IDS,
+                sim::STREAM_ADVICE,
+                sim::STREAM_REVIEW
+            );
+        }
+    }
     let args = sim::Args {
         seed: cli.seed,
-        users: cli.users,
-        days: i64::from(cli.days),
+        users,
+        days: i64::from(days),
         sabotage_journal: cli.sabotage_journal,
+        scenario,
     };
     let mut simulation = match sim::Sim::new(args) {
         Ok(s) => s,
@@ -87,6 +166,19 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     print!("{}", simulation.summary());
+    if let Some(adv) = &simulation.advisory {
+        print!("{}", simulation.scenario_report());
+        // The plot is made on every scenario run and its hash printed, so equal reports mean
+        // equal plots; --plot only decides whether it is written.
+        let svg = plot::svg(adv, cli.seed, i64::from(days));
+        println!("plot: {} bytes, sha256 {}", svg.len(), hex::encode(Sha256::digest(svg.as_bytes())));
+        if let Some(path) = &cli.plot {
+            if let Err(e) = std::fs::write(path, svg.as_bytes()) {
+                eprintln!("simulate: cannot write the plot to {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     println!("replay: {replay}");
     println!("digest: {}", simulation.digest());
     ExitCode::SUCCESS

@@ -1,7 +1,9 @@
 //! The discrete-event loop: simulated time, the seeded market, the users' requests, and the
 //! checks after every decision, every step, every day and at the end.
 
+use crate::advisory::{Advisee, Advisory};
 use crate::oracle;
+use crate::scenario::Scenario;
 use crate::workload::{self, Action, Request};
 use moneta::config::Config;
 use moneta::domain::audit::{leaf_hash, next_head, AuditDraft, AuditRecord, Hash, Outcome, GENESIS_HEAD};
@@ -43,6 +45,10 @@ const LISTING_REQUEST: &str = "startup-listing";
 pub const STREAM_MARKET: u64 = 1;
 pub const STREAM_WORKLOAD: u64 = 2;
 pub const STREAM_IDS: u64 = 3;
+/// Scenario runs only: the advised users (questionnaires, check-ins, flows) and the compliance
+/// officer (review delays and decisions).
+pub const STREAM_ADVICE: u64 = 4;
+pub const STREAM_REVIEW: u64 = 5;
 
 pub fn stream(seed: u64, stream: u64) -> ChaCha20Rng {
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
@@ -76,44 +82,51 @@ pub struct Failure {
 
 pub struct Args {
     pub seed: u64,
+    /// Self-directed users running the random workload (without a scenario), or the advised
+    /// users (with one: its `traders` run the random workload beside them).
     pub users: usize,
     pub days: i64,
     /// Corrupt one journal entry before the final replay (proves the replay check bites).
     pub sabotage_journal: bool,
+    pub scenario: Option<Scenario>,
 }
 
 /// A decided request and its first answer (a fill, a cash balance, or a refusal): the portfolio
 /// remembers every one of them under its key.
 #[derive(Clone)]
-struct Sent {
+pub(crate) struct Sent {
     request: Request,
     idem: IdemTag,
-    reply: PortfolioReply,
+    pub(crate) reply: PortfolioReply,
     at: Timestamp,
 }
 
-struct User {
-    id: String,
-    /// KYC, screening and suitability as the user's account would record them (drawn per user).
-    investor: InvestorStatus,
-    state: Portfolio,
+pub(crate) struct User {
+    pub(crate) id: String,
+    /// KYC, screening and suitability as the user's account would record them (drawn per user;
+    /// an advised user's come from their account).
+    pub(crate) investor: InvestorStatus,
+    pub(crate) state: Portfolio,
     journal: Vec<PortfolioEvent>,
-    recent: VecDeque<Sent>,
+    pub(crate) recent: VecDeque<Sent>,
     /// The latest refused request, kept for one retry with its key.
     refused: Option<Sent>,
-    touched_step: i64,
+    pub(crate) touched_step: i64,
+    /// Scenario runs: an advised user has an account and takes advice instead of the random
+    /// workload.
+    pub(crate) advisee: Option<Box<Advisee>>,
 }
 
-struct Market {
+pub(crate) struct Market {
     params: GbmParams,
-    opening: Decimal,
-    listing: Listing,
-    state: Instrument,
+    pub(crate) opening: Decimal,
+    pub(crate) listing: Listing,
+    pub(crate) state: Instrument,
     journal: Vec<InstrumentEvent>,
 }
 
 /// What the simulator expects of one request.
-enum Expect {
+pub(crate) enum Expect {
     /// A key the portfolio does not remember: the oracle decides.
     Fresh,
     /// A re-sent request (accepted or refused the first time): the stored reply and nothing else.
@@ -181,20 +194,22 @@ pub struct Stats {
 }
 
 pub struct Sim {
-    args: Args,
-    fees: FeeSchedule,
+    pub(crate) args: Args,
+    pub(crate) fees: FeeSchedule,
     market_rng: ChaCha20Rng,
     workload_rng: ChaCha20Rng,
-    ids_rng: ChaCha20Rng,
-    instruments: BTreeMap<String, Market>,
-    symbols: Vec<String>,
-    users: Vec<User>,
-    now: Timestamp,
-    step: i64,
+    pub(crate) ids_rng: ChaCha20Rng,
+    pub(crate) instruments: BTreeMap<String, Market>,
+    pub(crate) symbols: Vec<String>,
+    pub(crate) users: Vec<User>,
+    pub(crate) now: Timestamp,
+    pub(crate) step: i64,
     last_tick: Timestamp,
     audit_seq: u64,
     audit_head: Hash,
     pub stats: Stats,
+    /// Scenario runs: the advised users' world (advice, reviews, value series).
+    pub(crate) advisory: Option<Advisory>,
 }
 
 /// A user's onboarding state: most are fully onboarded with a risk score of 1–7 (half may hold
@@ -212,13 +227,25 @@ fn draw_investor(rng: &mut ChaCha20Rng) -> InvestorStatus {
 }
 
 /// Runs one command through decide → apply, journalling the events.
-fn execute<E: Entity>(state: &mut E, journal: &mut Vec<E::Event>, cmd: E::Command, ctx: &mut Ctx<'_>) -> Result<Decision<E::Event, E::Reply>, E::Rejection> {
+pub(crate) fn execute<E: Entity>(
+    state: &mut E,
+    journal: &mut Vec<E::Event>,
+    cmd: E::Command,
+    ctx: &mut Ctx<'_>,
+) -> Result<Decision<E::Event, E::Reply>, E::Rejection> {
     let decision = state.decide(cmd, ctx)?;
     for event in &decision.events {
         state.apply(event);
         journal.push(event.clone());
     }
     Ok(decision)
+}
+
+/// The symbols the node lists at start-up (from the embedded configuration).
+pub fn listed_symbols() -> Result<Vec<String>, String> {
+    let config = Config::load_with_env(None, &[]).map_err(|e| format!("embedded config: {}", e.0))?;
+    let symbols: std::collections::BTreeSet<String> = config.market.instruments.iter().map(|i| i.symbol.clone()).collect();
+    Ok(symbols.into_iter().collect())
 }
 
 impl Sim {
@@ -240,8 +267,9 @@ impl Sim {
             };
             instruments.insert(ic.symbol.clone(), market);
         }
-        let symbols = instruments.keys().cloned().collect();
-        let users = (0..args.users)
+        let symbols: Vec<String> = instruments.keys().cloned().collect();
+        let traders = args.scenario.as_ref().map_or(args.users, |s| s.traders);
+        let mut users: Vec<User> = (0..traders)
             .map(|_| {
                 let id = moneta::domain::ids::new_id("usr", &mut ids_rng);
                 let investor = draw_investor(&mut ids_rng);
@@ -253,9 +281,35 @@ impl Sim {
                     recent: VecDeque::new(),
                     refused: None,
                     touched_step: -1,
+                    advisee: None,
                 }
             })
             .collect();
+        let advisory = match &args.scenario {
+            Some(scenario) => {
+                let (advisory, advisees) = Advisory::new(scenario.clone(), args.seed, args.users, &config, &mut ids_rng);
+                for (id, advisee) in advisees {
+                    users.push(User {
+                        // Not onboarded until the account says so (at the start of the run).
+                        investor: InvestorStatus {
+                            kyc: KycStatus::Pending,
+                            screening: ScreeningStatus::PotentialMatch,
+                            risk_score: None,
+                            complex_products_allowed: false,
+                        },
+                        state: Portfolio::empty(&id),
+                        id,
+                        journal: Vec::new(),
+                        recent: VecDeque::new(),
+                        refused: None,
+                        touched_step: -1,
+                        advisee: Some(Box::new(advisee)),
+                    });
+                }
+                Some(advisory)
+            }
+            None => None,
+        };
         Ok(Sim {
             fees: config.fees.schedule(),
             market_rng: stream(args.seed, STREAM_MARKET),
@@ -270,11 +324,12 @@ impl Sim {
             audit_seq: 0,
             audit_head: GENESIS_HEAD,
             stats: Stats::default(),
+            advisory,
             args,
         })
     }
 
-    fn fail<T>(&self, message: impl Into<String>) -> Result<T, Failure> {
+    pub(crate) fn fail<T>(&self, message: impl Into<String>) -> Result<T, Failure> {
         Err(Failure {
             step: self.step,
             at: self.now,
@@ -293,15 +348,24 @@ impl Sim {
         self.set_position(0, listed_at);
         self.list_instruments()?;
         self.last_tick = listed_at;
+        if self.advisory.is_some() {
+            self.onboard_advisees()?;
+        }
         for day in 0..self.args.days {
             let open = open_of_day(day);
             self.set_position(day * STEPS_PER_DAY + 1, open);
             self.probe_listings()?;
+            if self.advisory.is_some() {
+                self.plan_day();
+            }
             for s in 0..STEPS_PER_DAY {
                 let t = open.plus_ms(s * STEP_MS);
                 self.set_position(day * STEPS_PER_DAY + s + 1, t);
                 self.tick_market(t)?;
-                let touched = self.user_requests(t)?;
+                let mut touched = self.user_requests(t)?;
+                if self.advisory.is_some() {
+                    self.advisory_step(day * STEPS_PER_DAY + s, t, &mut touched)?;
+                }
                 self.check_step(&touched)?;
             }
             self.check_books()?;
@@ -356,7 +420,7 @@ impl Sim {
     }
 
     /// Appends one audit record to the simulated audit chain, as the host would.
-    fn chain_audit(&mut self, actor: &str, entity: String, request_id: &str, draft: AuditDraft) {
+    pub(crate) fn chain_audit(&mut self, actor: &str, entity: String, request_id: &str, draft: AuditDraft) {
         match draft.outcome {
             Outcome::Ok => self.stats.audit_ok += 1,
             Outcome::Refused(_) => self.stats.audit_refused += 1,
@@ -416,8 +480,15 @@ impl Sim {
     fn tick_market(&mut self, t: Timestamp) -> Result<(), Failure> {
         let dt_seconds = (t.millis() - self.last_tick.millis()) as f64 / MS_PER_SECOND as f64;
         self.last_tick = t;
+        // The global trading minute of this tick, for the scenario's shocks.
+        let minute = self.step - 1;
+        let scenario = self.args.scenario.as_ref();
         for (symbol, m) in self.instruments.iter_mut() {
-            let price = gbm_step(m.state.price, &m.params, dt_seconds, &mut self.market_rng);
+            let mut price = gbm_step(m.state.price, &m.params, dt_seconds, &mut self.market_rng);
+            // A shock multiplies the GBM step (whose noise stream draws as without it).
+            if let Some(factor) = scenario.and_then(|s| s.factor(minute, symbol)) {
+                price = shocked(price, factor);
+            }
             let mut ctx = Ctx::new(t, &mut self.ids_rng);
             match execute(&mut m.state, &mut m.journal, InstrumentCommand::Tick { price }, &mut ctx) {
                 Ok(d) if d.events.len() == 1 && ctx.effects().is_empty() && m.state.price == price && m.state.as_of == t => {
@@ -435,7 +506,7 @@ impl Sim {
         Ok(())
     }
 
-    fn quote(&self, symbol: &str) -> Option<OrderQuote> {
+    pub(crate) fn quote(&self, symbol: &str) -> Option<OrderQuote> {
         self.instruments.get(symbol).map(|m| OrderQuote {
             price: m.state.price,
             product: ProductFacts {
@@ -449,6 +520,10 @@ impl Sim {
         let mut touched = Vec::new();
         let mut n_in_step = 0i64;
         for u in 0..self.users.len() {
+            // Advised users take advice instead (none without a scenario).
+            if self.users[u].advisee.is_some() {
+                continue;
+            }
             if !self.workload_rng.random_ratio(ACTIVE_PER_MILLE, 1000) {
                 continue;
             }
@@ -530,7 +605,7 @@ impl Sim {
 
     /// Sends one request to user `u`'s portfolio and checks the answer, the state change and
     /// the audit effects against the oracle.
-    fn submit(&mut self, u: usize, request: Request, idem: IdemTag, expect: Expect) -> Result<(), Failure> {
+    pub(crate) fn submit(&mut self, u: usize, request: Request, idem: IdemTag, expect: Expect) -> Result<(), Failure> {
         self.stats.commands += 1;
         match &request {
             Request::Deposit { .. } => self.stats.deposits += 1,
@@ -762,6 +837,9 @@ impl Sim {
     fn check_step(&self, touched: &[usize]) -> Result<(), Failure> {
         for &u in touched {
             self.users[u].state.check_invariants();
+            if let Some(a) = &self.users[u].advisee {
+                a.account.check_invariants();
+            }
         }
         for m in self.instruments.values() {
             m.state.check_invariants();
@@ -825,6 +903,17 @@ impl Sim {
                 ));
             }
         }
+        for user in &self.users {
+            let Some(a) = &user.advisee else { continue };
+            let rebuilt = replay::<moneta::domain::account::Account>(&user.id, &a.journal);
+            if rebuilt != a.account || codec::encode(&rebuilt) != codec::encode(&a.account) {
+                return self.fail(format!(
+                    "replay: account {} rebuilt from its {} events differs from the live state",
+                    user.id,
+                    a.journal.len()
+                ));
+            }
+        }
         for (symbol, m) in &self.instruments {
             let rebuilt = replay::<Instrument>(symbol, &m.journal);
             if rebuilt != m.state || codec::encode(&rebuilt) != codec::encode(&m.state) {
@@ -840,7 +929,9 @@ impl Sim {
     /// SHA-256 over every portfolio then every instrument, in id order, each as
     /// `kind byte ‖ id length ‖ id ‖ state length ‖ codec::encode(state)`, then the head of the
     /// audit chain (so every decision's audit record is covered too, including the reused keys,
-    /// which leave no state behind).
+    /// which leave no state behind). A scenario run then adds every account (kind 1, in id
+    /// order) and the advised world (kind 4: the scenario, each band's value series, the sample
+    /// minutes, the advice statistics, the shock marks and the review queue).
     pub fn digest(&self) -> String {
         let mut h = Sha256::new();
         h.update(b"moneta-simulation-digest-v1");
@@ -859,6 +950,21 @@ impl Sim {
             put(3, symbol, codec::encode(&m.state));
         }
         put(0, "audit-head", self.audit_head.to_vec());
+        // Scenario runs add (without one the digest is what it always was): the scenario, every
+        // account (its advice record included), the value series and the advice statistics.
+        if let Some(adv) = &self.advisory {
+            let accounts: BTreeMap<&str, &moneta::domain::account::Account> = self
+                .users
+                .iter()
+                .filter_map(|u| u.advisee.as_ref().map(|a| (u.id.as_str(), &a.account)))
+                .collect();
+            for (id, a) in accounts {
+                put(1, id, codec::encode(a));
+            }
+            for (name, bytes) in adv.digest_parts() {
+                put(4, &name, bytes);
+            }
+        }
         hex::encode(h.finalize())
     }
 
@@ -951,6 +1057,16 @@ fn remembers(p: &Portfolio, idem: &IdemTag, reply: &PortfolioReply, at: Timestam
     p.idempotency
         .get(&idem.key)
         .is_some_and(|r| r.fingerprint == idem.fingerprint && r.reply == *reply && r.at == at)
+}
+
+/// A GBM price moved by a shock's per-minute factor, rounded and bounded like every price.
+fn shocked(price: Decimal, factor: f64) -> Decimal {
+    use rust_decimal::prelude::{FromPrimitive, ToPrimitive};
+    let p = price.to_f64().unwrap_or(0.0) * factor;
+    Decimal::from_f64(p)
+        .map(moneta::domain::money::round_price)
+        .unwrap_or(price)
+        .clamp(moneta::domain::market::min_price(), moneta::domain::money::max_price())
 }
 
 fn replay<E: Entity>(id: &str, journal: &[E::Event]) -> E {

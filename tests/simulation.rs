@@ -65,3 +65,213 @@ fn a_broken_invariant_fails_naming_the_seed() {
     assert!(stderr.contains("--seed 7 --users 50 --days 1"), "{stderr}");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("digest:"), "no digest for a failed run");
 }
+
+// ---- Scenario runs: advised users of every risk band, market shocks, reports and plots. ----
+
+/// Small enough for a debug build; the scenario's own days.
+const SCENARIO_USERS: &str = "60";
+const BANDS: [&str; 5] = ["conservative", "moderately_conservative", "balanced", "growth", "aggressive"];
+
+fn scenario_file(name: &str) -> String {
+    format!("{}/simulations/scenarios/{name}.toml", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs a scenario in its own process, writing the plot to `plot`; returns stdout.
+fn run_scenario(name: &str, seed: u64, plot: &std::path::Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_simulate"))
+        .args(["--scenario", &scenario_file(name), "--seed", &seed.to_string(), "--users", SCENARIO_USERS])
+        .arg("--plot")
+        .arg(plot)
+        .output()
+        .expect("the simulate binary runs");
+    let stdout = String::from_utf8(out.stdout).expect("utf-8 stdout");
+    assert!(
+        out.status.success(),
+        "scenario {name}, seed {seed} failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// A minimal well-formedness check: every tag closes in order, one `svg` root, nothing after it.
+fn assert_well_formed_svg(svg: &str) {
+    let body = svg.strip_prefix("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n").expect("an XML declaration");
+    assert!(body.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""), "an svg root");
+    assert!(svg.ends_with("</svg>\n"));
+    let mut stack: Vec<&str> = Vec::new();
+    let mut rest = body;
+    let mut roots = 0;
+    while let Some(open) = rest.find('<') {
+        let text = &rest[..open];
+        assert!(!text.contains('>'), "stray markup: {text:?}");
+        for (i, _) in text.match_indices('&') {
+            assert!(
+                ["&amp;", "&lt;", "&gt;", "&quot;"].iter().any(|e| text[i..].starts_with(e)),
+                "a bare & in {text:?}"
+            );
+        }
+        let close = rest[open..].find('>').expect("an unterminated tag") + open;
+        let tag = &rest[open + 1..close];
+        assert!(!tag.contains('<'), "a tag inside a tag: {tag:?}");
+        if let Some(name) = tag.strip_prefix('/') {
+            assert_eq!(stack.pop(), Some(name), "mismatched </{name}>");
+        } else {
+            let name = tag.split_whitespace().next().expect("a tag name").trim_end_matches('/');
+            assert_eq!(tag.matches('"').count() % 2, 0, "unbalanced quotes in <{tag}>");
+            if stack.is_empty() {
+                roots += 1;
+            }
+            if !tag.ends_with('/') {
+                stack.push(name);
+            }
+        }
+        rest = &rest[close + 1..];
+    }
+    assert!(stack.is_empty(), "unclosed: {stack:?}");
+    assert_eq!(roots, 1, "one root element");
+    assert_eq!(rest.trim(), "", "nothing after the root");
+}
+
+/// Two processes, same seed: byte-identical report and plot; the plot has one polyline per band
+/// (in each of its two panels) and the report names the scenario in its header and replay line.
+fn scenario_is_reproducible(name: &str) -> (String, String) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (plot_a, plot_b) = (dir.path().join("a.svg"), dir.path().join("b.svg"));
+    let first = run_scenario(name, 11, &plot_a);
+    let second = run_scenario(name, 11, &plot_b);
+    assert_eq!(first, second, "scenario {name}: same seed, different reports");
+    digest(&first);
+    let (svg_a, svg_b) = (std::fs::read(&plot_a).expect("plot written"), std::fs::read(&plot_b).expect("plot written"));
+    assert!(svg_a == svg_b, "scenario {name}: same seed, different plots");
+    let svg = String::from_utf8(svg_a).expect("utf-8 svg");
+    assert_well_formed_svg(&svg);
+    for band in BANDS {
+        for class in ["value", "growth"] {
+            let needle = format!("<polyline class=\"{class}\" data-band=\"{band}\"");
+            assert_eq!(svg.matches(&needle).count(), 1, "one {class} polyline for {band}");
+        }
+    }
+    assert_eq!(svg.matches("<polyline").count(), 2 * BANDS.len());
+    let file = scenario_file(name);
+    assert!(first.contains(&format!("scenario: {name} ({file})")), "the scenario is named:\n{first}");
+    assert!(
+        first.contains(&format!(
+            "replay: cargo run --release --bin simulate -- --scenario {file} --seed 11 --users 60 --days "
+        )),
+        "the replay command names the scenario:\n{first}"
+    );
+    for band in BANDS {
+        let line = band_line(&first, band);
+        let members: usize = field(line, "members ").split('→').next().unwrap().parse().unwrap();
+        assert_eq!(members, 12, "every band is populated evenly: {line}");
+    }
+    assert!(first.contains("review queue: max "), "{first}");
+    assert!(first.contains(&format!("journal replay: {SCENARIO_USERS} accounts")), "{first}");
+    (first, svg)
+}
+
+fn band_line<'a>(report: &'a str, band: &str) -> &'a str {
+    let prefix = format!("band {band}: ");
+    report
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no line for band {band}:\n{report}"))
+}
+
+/// The text after `name` up to the next `,` or `;`.
+fn field<'a>(line: &'a str, name: &str) -> &'a str {
+    let at = line.find(name).unwrap_or_else(|| panic!("no {name:?} in {line}")) + name.len();
+    line[at..].split([',', ';']).next().unwrap().trim()
+}
+
+fn percent(text: &str) -> f64 {
+    text.trim_end_matches('%').parse().unwrap_or_else(|_| panic!("not a percentage: {text:?}"))
+}
+
+#[test]
+fn calm_week_scenario_is_reproducible() {
+    let (report, _) = scenario_is_reproducible("calm_week");
+    assert!(report.contains("shocks: none"), "{report}");
+}
+
+#[test]
+fn flash_spike_scenario_is_reproducible() {
+    let (report, _) = scenario_is_reproducible("flash_spike");
+    assert!(report.contains("shock: day 1 16:30 for 3 min: +10.00%"), "{report}");
+}
+
+#[test]
+fn crash_scenario_is_reproducible_and_every_band_holding_equities_loses() {
+    let (report, svg) = scenario_is_reproducible("crash");
+    assert!(svg.contains("class=\"shock\""), "the crash is shaded");
+    let market = report
+        .lines()
+        .find(|l| l.starts_with("market (equal-weighted instruments): "))
+        .expect("a market line");
+    assert!(percent(field(market, "during the shocks ")) < -10.0, "{market}");
+    assert!(percent(field(market, ": run ")) < 0.0, "{market}");
+    // The bands whose model may hold equities (risk score 4 and up: no equity product has a
+    // risk class below 4) hold them when the crash starts, and lose.
+    let mut holding = 0;
+    for band in BANDS {
+        let line = band_line(&report, band);
+        let exposure = percent(field(line, "equity exposure at the first shock "));
+        if ["balanced", "growth", "aggressive"].contains(&band) {
+            assert!(exposure > 20.0, "{band} holds equities when the crash starts: {line}");
+        }
+        if exposure > 0.0 {
+            holding += 1;
+            assert!(percent(field(line, "shock twr ")) < 0.0, "a band holding equities loses in the crash: {line}");
+            assert!(percent(field(line, ", twr ")) < 0.0, "and over the run: {line}");
+            assert!(percent(field(line, "max drawdown ")) > 0.0, "{line}");
+        }
+    }
+    assert!(holding >= 3, "{report}");
+    let all = report.lines().find(|l| l.starts_with("all advised: ")).expect("an all-advised line");
+    assert!(percent(field(all, "shock twr ")) < 0.0, "{all}");
+}
+
+#[test]
+fn bad_scenario_files_fail_naming_the_file_and_the_field() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let good = "name = \"t\"\ndays = 2\nusers = 10\n";
+    let shock = |m: &str| format!("{good}[[shock]]\nday = 1\nstart_minute = 0\nduration_minutes = 10\nmove = {m}\nsymbols = \"all\"\n");
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("unknown", format!("{good}colour = \"red\"\n"), "colour"),
+        ("type", "name = \"t\"\ndays = \"two\"\nusers = 10\n".into(), "days"),
+        ("missing", "name = \"t\"\ndays = 2\n".into(), "users"),
+        ("syntax", "name = \"t\ndays = 2\n".into(), "(syntax)"),
+        ("move", shock("-1.5"), "shock[0].move"),
+        ("symbols", shock("0.1").replace("\"all\"", "[\"NOPE\"]"), "shock[0].symbols"),
+        ("symbols_word", shock("0.1").replace("\"all\"", "\"some\""), "shock[0].symbols"),
+        ("late", shock("0.1").replace("day = 1", "day = 2"), "shock[0].day"),
+        ("users", "name = \"t\"\ndays = 2\nusers = 3\n".into(), "users"),
+        (
+            "behaviour",
+            format!("{good}[behaviour]\nreject_per_mille = 1001\n"),
+            "behaviour.reject_per_mille",
+        ),
+    ];
+    for (name, text, field) in cases {
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_simulate"))
+            .arg("--scenario")
+            .arg(&path)
+            .output()
+            .expect("the simulate binary runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: a usage error: {stderr}");
+        let file = path.display().to_string();
+        assert!(stderr.contains(&format!("bad scenario file {file}: field `{field}`")), "{name}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+        assert!(out.stdout.is_empty(), "{name}: nothing runs");
+    }
+    let missing = dir.path().join("missing.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_simulate")).arg("--scenario").arg(&missing).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains(&missing.display().to_string()), "{stderr}");
+    // A plot needs a scenario.
+    let out = Command::new(env!("CARGO_BIN_EXE_simulate")).args(["--plot", "x.svg"]).output().unwrap();
+    assert!(!out.status.success());
+}

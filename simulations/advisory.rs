@@ -1,0 +1,990 @@
+//! Advised users (scenario runs): every one has an account, answered the suitability
+//! questionnaire into one of the five risk bands, gave `ai_profiling` consent, and takes advice
+//! the way production gives it (`routes/advice.rs`): once a day when they check in, at once after
+//! a sharp move of an instrument they hold (`LiveValuation::on_prices`), and after re-answering
+//! the questionnaire. Published advice is accepted by placing its orders through the portfolio;
+//! advice held for review waits in the compliance queue until a simulated officer approves it
+//! (then it is accepted) or rejects it. Every step is a command to the production `Account` and
+//! `Portfolio` state machines, checked against what the rules say it must do.
+//!
+//! Their portfolio values are sampled into one series per risk band, whose cash flows are the
+//! band's deposits − withdrawals, plus the value of a user moving in from another band (and minus
+//! it for the band they leave): a user changing band moves money between bands, which is no
+//! gain or loss of either.
+
+use crate::oracle;
+use crate::scenario::{Scenario, BANDS};
+use crate::sim::{execute, stream, Expect, Failure, Sim, POSITION, STEPS_PER_DAY, STEP_MS, STREAM_ADVICE, STREAM_REVIEW};
+use crate::workload::Request;
+use moneta::config::Config;
+use moneta::domain::account::{
+    Account, AccountCommand, AccountEvent, AccountRejection, AccountReply, AdviceRecord, AdviceStatus, Consents, Role, ScreeningOutcome,
+};
+use moneta::domain::advice::{advise, AdvicePolicy, AssetClass, Product};
+use moneta::domain::compliance::{self, InvestorStatus, ProductFacts, Purpose};
+use moneta::domain::ctx::{Ctx, Effect};
+use moneta::domain::entity::{Decision, Entity};
+use moneta::domain::ids::{is_well_formed_id, new_id};
+use moneta::domain::kyc::{DocumentType, KycStatus};
+use moneta::domain::money::round_cash;
+use moneta::domain::portfolio::{IdemTag, PortfolioRejection, PortfolioReply};
+use moneta::domain::screening::ScreeningStatus;
+use moneta::domain::suitability::{assess, Answers, LossTolerance, Objective, RiskBand};
+use moneta::domain::time::Timestamp;
+use moneta::domain::valuation::{LiveValuation, Positions, ValuePoint};
+use moneta::storage::codec;
+use rand::Rng;
+use rand_chacha::ChaCha20Rng;
+use rust_decimal::prelude::FromPrimitive;
+use rust_decimal::{Decimal, RoundingStrategy};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+pub const ALL_BANDS: [RiskBand; BANDS] = [
+    RiskBand::Conservative,
+    RiskBand::ModeratelyConservative,
+    RiskBand::Balanced,
+    RiskBand::Growth,
+    RiskBand::Aggressive,
+];
+
+/// The staff member who reviews held advice (audit actor).
+const OFFICER: &str = "stf_compliance_sim";
+/// Questionnaires drawn before falling back to the band's archetype (never reached in practice).
+const ANSWER_TRIES: u32 = 100_000;
+/// Advised users act in the second half of a simulated minute, after the self-directed ones.
+const ADVISED_OFFSET_MS: i64 = 30_000;
+
+/// What the user does on one trading day (drawn at the open).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DayPlan {
+    /// The minute of the day (0–389) the user opens the app.
+    checkin: i64,
+    deposit: bool,
+    withdraw: bool,
+    reprofile: bool,
+}
+
+pub struct Advisee {
+    pub(crate) account: Account,
+    pub(crate) journal: Vec<AccountEvent>,
+    /// The latest questionnaire answers (sealed into the account).
+    answers: Answers,
+    /// Kept current with every price and every change of cash or holdings.
+    pub(crate) live: LiveValuation,
+    today: DayPlan,
+}
+
+impl Advisee {
+    pub fn band(&self) -> RiskBand {
+        self.account
+            .suitability
+            .as_ref()
+            .map_or_else(|| assess(&self.answers).risk_band, |s| s.profile.risk_band)
+    }
+}
+
+/// Why advice was asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Trigger {
+    Daily,
+    SharpMove,
+    Reprofile,
+    Panic,
+}
+
+/// The prices advice is accepted at, and so which of its orders may be refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Prices {
+    /// Those it was computed with: every order must fill.
+    Advice,
+    /// Those it was computed with, but the engine proposed buys over the cash (the known
+    /// minimum-fee defect, `oracle::check_advice`): a buy may be refused for want of funds.
+    AdviceOverBudget,
+    /// Later ones (approved after review): the prices moved, any refusal may happen.
+    Later,
+}
+
+/// Advice held for review, waiting for the officer.
+#[derive(Clone, Debug, Serialize)]
+struct Review {
+    user: usize,
+    advice_id: String,
+    queued_at: Timestamp,
+    approve: bool,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct BandAdvice {
+    pub issued: u64,
+    pub pending_review: u64,
+    pub accepted: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AdviceStats {
+    pub requests_daily: u64,
+    pub requests_sharp: u64,
+    pub requests_reprofile: u64,
+    pub requests_panic: u64,
+    pub sharp_moves: u64,
+    pub issued: u64,
+    pub unchanged: u64,
+    pub published: u64,
+    pub pending_review: u64,
+    pub no_orders: u64,
+    pub approved: u64,
+    pub rejected: u64,
+    pub superseded: u64,
+    pub review_delay_ms_total: i64,
+    pub accepted: u64,
+    pub accept_resends: u64,
+    pub orders_placed: u64,
+    pub orders_filled: u64,
+    pub orders_refused: BTreeMap<String, u64>,
+    /// Advice whose buys and fees exceed the cash (the engine's minimum-fee defect), and the
+    /// largest shortfall.
+    pub over_budget: u64,
+    pub over_budget_max: Decimal,
+    pub deposits: u64,
+    pub withdrawals: u64,
+    pub queue_max: u64,
+    pub queue_sum: u64,
+    pub queue_samples: u64,
+    pub per_band: [BandAdvice; BANDS],
+}
+
+impl AdviceStats {
+    pub fn requests(&self) -> u64 {
+        self.requests_daily + self.requests_sharp + self.requests_reprofile + self.requests_panic
+    }
+}
+
+/// Samples taken at the edges of the shocks, for the report.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ShockMarks {
+    /// Index of the sample just before the first shock minute, and of the one at the end of the
+    /// last shock minute.
+    pub start: Option<usize>,
+    pub end: Option<usize>,
+    pub prices_start: BTreeMap<String, Decimal>,
+    pub prices_end: BTreeMap<String, Decimal>,
+    /// Per band: the share of its value in equities, equity ETFs and the complex products on
+    /// them, just before the first shock.
+    pub exposure: [Decimal; BANDS],
+}
+
+pub struct Advisory {
+    pub(crate) scenario: Scenario,
+    rng: ChaCha20Rng,
+    review_rng: ChaCha20Rng,
+    policy: AdvicePolicy,
+    threshold: Decimal,
+    /// The first advised user in `Sim::users` (the self-directed ones come first).
+    pub(crate) first: usize,
+    /// Held advice by (due time, sequence).
+    queue: BTreeMap<(i64, u64), Review>,
+    queue_seq: u64,
+    /// Per band: cumulative deposits − withdrawals ± the value of users moving in or out.
+    flows: [Decimal; BANDS],
+    /// Per band, one point per sample.
+    pub(crate) series: Vec<Vec<ValuePoint>>,
+    /// The global trading minute (day × 390 + minute) of every sample.
+    pub(crate) sample_minutes: Vec<i64>,
+    pub(crate) stats: AdviceStats,
+    pub(crate) marks: ShockMarks,
+    pub(crate) members_start: [usize; BANDS],
+    pub(crate) members_end: [usize; BANDS],
+    /// Actions taken so far in this simulated minute (each gets its own millisecond).
+    in_step: i64,
+}
+
+/// Draws questionnaire answers that `assess` puts in `band`: the answers are random, the band is
+/// what is asked for (rejection sampling over a spread of plausible answers).
+fn draw_answers(rng: &mut ChaCha20Rng, band: RiskBand) -> Answers {
+    const HORIZON: [u32; 5] = [1, 3, 7, 15, 30];
+    const EXPERIENCE: [u32; 5] = [0, 1, 3, 6, 12];
+    const INCOME: [i64; 4] = [0, 18_000, 52_000, 150_000];
+    const NET_WORTH: [i64; 4] = [4_000, 30_000, 80_000, 500_000];
+    const FUND_MONTHS: [u32; 4] = [1, 4, 8, 24];
+    for _ in 0..ANSWER_TRIES {
+        let a = Answers {
+            objective: Objective::ALL[rng.random_range(0..4)],
+            horizon_years: HORIZON[rng.random_range(0..HORIZON.len())],
+            loss_tolerance: LossTolerance::ALL[rng.random_range(0..4)],
+            investment_experience_years: EXPERIENCE[rng.random_range(0..EXPERIENCE.len())],
+            knows_complex_products: rng.random_ratio(1, 2),
+            annual_income: Decimal::from(INCOME[rng.random_range(0..INCOME.len())]),
+            liquid_net_worth: Decimal::from(NET_WORTH[rng.random_range(0..NET_WORTH.len())]),
+            emergency_fund_months: FUND_MONTHS[rng.random_range(0..FUND_MONTHS.len())],
+        };
+        if assess(&a).risk_band == band {
+            return a;
+        }
+    }
+    archetype(band)
+}
+
+/// One fixed questionnaire per band (the suitability tests' examples).
+fn archetype(band: RiskBand) -> Answers {
+    let speculator = Answers {
+        objective: Objective::Speculation,
+        horizon_years: 15,
+        loss_tolerance: LossTolerance::Large,
+        investment_experience_years: 12,
+        knows_complex_products: true,
+        annual_income: Decimal::from(150_000),
+        liquid_net_worth: Decimal::from(500_000),
+        emergency_fund_months: 12,
+    };
+    let a = match band {
+        RiskBand::Conservative => Answers {
+            objective: Objective::Preservation,
+            loss_tolerance: LossTolerance::None,
+            horizon_years: 3,
+            ..speculator
+        },
+        RiskBand::ModeratelyConservative => Answers {
+            emergency_fund_months: 1,
+            ..speculator
+        },
+        RiskBand::Balanced => Answers {
+            investment_experience_years: 0,
+            ..speculator
+        },
+        RiskBand::Growth => Answers {
+            emergency_fund_months: 4,
+            ..speculator
+        },
+        RiskBand::Aggressive => speculator,
+    };
+    assert_eq!(assess(&a).risk_band, band, "the archetype of {band:?}");
+    a
+}
+
+fn decimal(v: f64) -> Decimal {
+    Decimal::from_f64(v).unwrap_or_default().round_dp(6)
+}
+
+impl Advisory {
+    /// The advised users (ids from the ids stream, answers from the advice stream), spread evenly
+    /// over the bands: user `i` is drawn into band `i mod 5`.
+    pub fn new(scenario: Scenario, seed: u64, users: usize, config: &Config, ids_rng: &mut ChaCha20Rng) -> (Advisory, Vec<(String, Advisee)>) {
+        let mut rng = stream(seed, STREAM_ADVICE);
+        let advisees = (0..users)
+            .map(|i| {
+                let id = new_id("usr", ids_rng);
+                let answers = draw_answers(&mut rng, ALL_BANDS[i % BANDS]);
+                let advisee = Advisee {
+                    account: Account::empty(&id),
+                    journal: Vec::new(),
+                    answers,
+                    live: LiveValuation::default(),
+                    today: DayPlan::default(),
+                };
+                (id, advisee)
+            })
+            .collect();
+        let advisory = Advisory {
+            threshold: decimal(scenario.behaviour.sharp_move),
+            scenario,
+            rng,
+            review_rng: stream(seed, STREAM_REVIEW),
+            policy: config.advice.policy(),
+            first: 0,
+            queue: BTreeMap::new(),
+            queue_seq: 0,
+            flows: [Decimal::ZERO; BANDS],
+            series: vec![Vec::new(); BANDS],
+            sample_minutes: Vec::new(),
+            stats: AdviceStats::default(),
+            marks: ShockMarks::default(),
+            members_start: [0; BANDS],
+            members_end: [0; BANDS],
+            in_step: 0,
+        };
+        (advisory, advisees)
+    }
+
+    /// What the digest covers of the advised world besides the accounts and portfolios.
+    pub fn digest_parts(&self) -> Vec<(String, Vec<u8>)> {
+        let mut parts = vec![("scenario".to_string(), codec::encode(&self.scenario))];
+        for (band, points) in ALL_BANDS.iter().zip(&self.series) {
+            parts.push((format!("series/{}", band.as_str()), codec::encode(points)));
+        }
+        parts.push(("sample-minutes".to_string(), codec::encode(&self.sample_minutes)));
+        parts.push(("advice-stats".to_string(), codec::encode(&self.stats)));
+        parts.push(("shock-marks".to_string(), codec::encode(&self.marks)));
+        let queue: Vec<(&(i64, u64), &Review)> = self.queue.iter().collect();
+        parts.push(("review-queue".to_string(), codec::encode(&queue)));
+        parts
+    }
+}
+
+impl Sim {
+    fn adv(&mut self) -> &mut Advisory {
+        self.advisory.as_mut().expect("a scenario run")
+    }
+
+    fn advisee(&self, u: usize) -> &Advisee {
+        self.users[u].advisee.as_deref().expect("an advised user")
+    }
+
+    fn advisee_mut(&mut self, u: usize) -> &mut Advisee {
+        self.users[u].advisee.as_deref_mut().expect("an advised user")
+    }
+
+    fn advised(&self) -> std::ops::Range<usize> {
+        self.advisory.as_ref().map_or(0, |a| a.first)..self.users.len()
+    }
+
+    /// The next moment of this simulated minute for an advised user's action.
+    fn moment(&mut self, t: Timestamp) -> Timestamp {
+        let adv = self.adv();
+        let now = t.plus_ms((ADVISED_OFFSET_MS + adv.in_step).min(STEP_MS - 1));
+        adv.in_step += 1;
+        self.now = now;
+        let step = self.step;
+        POSITION.with(|p| p.set((step, now.millis())));
+        now
+    }
+
+    fn touch(&mut self, u: usize, touched: &mut Vec<usize>) {
+        if self.users[u].touched_step != self.step {
+            self.users[u].touched_step = self.step;
+            touched.push(u);
+        }
+    }
+
+    fn price(&self, symbol: &str) -> Option<Decimal> {
+        self.instruments.get(symbol).map(|m| m.state.price)
+    }
+
+    fn value_of(&self, u: usize) -> Decimal {
+        Positions::of(&self.users[u].state).value(|s| self.price(s))
+    }
+
+    /// The product universe as `GET /v1/advice` builds it: every listed instrument with a quote.
+    fn universe(&self) -> Vec<Product> {
+        self.instruments
+            .iter()
+            .map(|(symbol, m)| Product {
+                symbol: symbol.clone(),
+                kind: m.listing.kind,
+                risk_class: m.listing.risk_class,
+                price: m.state.price,
+            })
+            .collect()
+    }
+
+    /// Runs one command on user `u`'s account: decide → apply → journal, the audit effects must
+    /// be exactly `expected` (all ok) and join the audit chain, the invariants must hold.
+    fn account_exec(
+        &mut self,
+        u: usize,
+        cmd: AccountCommand,
+        actor: &str,
+        request_id: &str,
+        expected: &[&str],
+        what: &str,
+    ) -> Result<Result<Decision<AccountEvent, AccountReply>, AccountRejection>, Failure> {
+        let now = self.now;
+        let id = self.users[u].id.clone();
+        let a = self.users[u].advisee.as_deref_mut().expect("an advised user");
+        let mut ctx = Ctx::new(now, &mut self.ids_rng);
+        let result = execute(&mut a.account, &mut a.journal, cmd, &mut ctx);
+        let effects = ctx.take_effects();
+        a.account.check_invariants();
+        let drafts: Vec<_> = effects
+            .into_iter()
+            .map(|e| match e {
+                Effect::Audit(d) => d,
+            })
+            .collect();
+        let actions: Vec<&str> = drafts.iter().map(|d| d.action.as_str()).collect();
+        let all_ok = drafts.iter().all(|d| d.outcome == moneta::domain::audit::Outcome::Ok);
+        if actions != expected || !all_ok {
+            return self.fail(format!(
+                "account {id}, {what}: answered {result:?} with audit effects {drafts:?}, expected ok {expected:?}"
+            ));
+        }
+        for draft in drafts {
+            self.chain_audit(actor, format!("account/{id}"), request_id, draft);
+        }
+        Ok(result)
+    }
+
+    /// Expects an account command to succeed with exactly these events.
+    fn account_ok(
+        &mut self,
+        u: usize,
+        cmd: AccountCommand,
+        actor: &str,
+        request_id: &str,
+        audit: &[&str],
+        what: &str,
+    ) -> Result<Decision<AccountEvent, AccountReply>, Failure> {
+        match self.account_exec(u, cmd, actor, request_id, audit, what)? {
+            Ok(d) => Ok(d),
+            Err(r) => self.fail(format!("account {}, {what}: refused {r:?}", self.users[u].id)),
+        }
+    }
+
+    /// Before the first open: every advised user registers, passes KYC and screening, consents
+    /// to `ai_profiling` and answers the questionnaire — the account then says they may be
+    /// advised, in the band their answers give — and makes a first deposit (so every band starts
+    /// the run with its money in, and invests it when its users first check in).
+    pub(crate) fn onboard_advisees(&mut self) -> Result<(), Failure> {
+        let first = self.users.iter().position(|u| u.advisee.is_some()).unwrap_or(self.users.len());
+        self.adv().first = first;
+        let start = self.now;
+        let [lo, hi] = self.adv().scenario.behaviour.initial_deposit;
+        let mut touched = Vec::new();
+        for u in self.advised() {
+            self.now = start.plus_ms((u - first) as i64 + 1);
+            let id = self.users[u].id.clone();
+            let register = AccountCommand::Register {
+                sealed_profile: format!("sealed-profile:{id}").into_bytes(),
+                password_hash: "$argon2id$v=19$m=19456,t=2,p=1$simulated".into(),
+                roles: vec![Role::User],
+                screening: None,
+            };
+            self.account_ok(u, register, &id, "onboard-register", &["account.register"], "register")?;
+            let kyc = AccountCommand::SubmitKyc {
+                document_type: DocumentType::Passport,
+                sealed_document: b"sealed-kyc-document".to_vec(),
+                provider: "simulated".into(),
+                status: KycStatus::Verified,
+                screening: ScreeningOutcome {
+                    status: ScreeningStatus::Clear,
+                    entry: None,
+                    score: "0.000".into(),
+                    list_version: "simulated-list".into(),
+                },
+            };
+            self.account_ok(u, kyc, &id, "onboard-kyc", &["kyc.submit", "screening.check"], "KYC")?;
+            let consents = AccountCommand::SetConsents(Consents {
+                ai_profiling: true,
+                marketing: false,
+                analytics: false,
+            });
+            self.account_ok(u, consents, &id, "onboard-consents", &["consent.change"], "consents")?;
+            let answers = self.advisee(u).answers.clone();
+            self.set_suitability(u, &answers, "onboard-suitability")?;
+            let band = self.advisee(u).band();
+            self.adv().members_start[band as usize] += 1;
+            let amount = Decimal::from(self.adv().rng.random_range(lo..=hi));
+            let at = self.now;
+            self.adv().in_step = 0;
+            self.flow(u, Request::Deposit { amount }, at, &mut touched)?;
+            self.users[u].state.check_invariants();
+        }
+        Ok(())
+    }
+
+    /// Records new questionnaire answers; the account's profile and the investor status the
+    /// order path uses must follow them.
+    fn set_suitability(&mut self, u: usize, answers: &Answers, request_id: &str) -> Result<(), Failure> {
+        let profile = assess(answers);
+        let id = self.users[u].id.clone();
+        let cmd = AccountCommand::SetSuitability {
+            profile: profile.clone(),
+            sealed_answers: codec::encode(answers),
+        };
+        let d = self.account_ok(u, cmd, &id, request_id, &["suitability.assess"], "questionnaire")?;
+        let a = self.advisee(u);
+        let recorded = a
+            .account
+            .suitability
+            .as_ref()
+            .is_some_and(|s| s.profile == profile && s.assessed_at == self.now);
+        let investor = a.account.investor_status();
+        if d.events.len() != 1 || !recorded || investor != InvestorStatus::onboarded(profile.risk_score, profile.complex_products_allowed) {
+            return self.fail(format!(
+                "account {id}: the questionnaire {profile:?} was not recorded as answered: {investor:?}"
+            ));
+        }
+        self.users[u].investor = investor;
+        self.advisee_mut(u).answers = answers.clone();
+        Ok(())
+    }
+
+    /// At each open: when every advised user checks in today and what they do.
+    pub(crate) fn plan_day(&mut self) {
+        let day = (self.step - 1) / STEPS_PER_DAY;
+        let b = self.adv().scenario.behaviour.clone();
+        for u in self.advised() {
+            let rng = &mut self.advisory.as_mut().expect("a scenario run").rng;
+            let plan = DayPlan {
+                checkin: rng.random_range(0..STEPS_PER_DAY),
+                deposit: rng.random_ratio(b.deposit_per_mille, 1000),
+                withdraw: rng.random_ratio(b.withdraw_per_mille, 1000),
+                reprofile: day > 0 && rng.random_ratio(b.reprofile_per_mille, 1000),
+            };
+            self.advisee_mut(u).today = plan;
+        }
+    }
+
+    /// One simulated minute of the advised users, after the market tick and the self-directed
+    /// users: sharp moves, check-ins, the officer's reviews, the queue and the value samples.
+    pub(crate) fn advisory_step(&mut self, minute: i64, t: Timestamp, touched: &mut Vec<usize>) -> Result<(), Failure> {
+        self.adv().in_step = 0;
+        self.sharp_moves(t, touched)?;
+        let of_day = minute % STEPS_PER_DAY;
+        for u in self.advised() {
+            if self.advisee(u).today.checkin == of_day {
+                self.check_in(u, t, touched)?;
+            }
+        }
+        self.officer(t, touched)?;
+        self.sample_queue();
+        let adv = self.advisory.as_ref().expect("a scenario run");
+        let span = adv.scenario.shock_span();
+        let every = i64::from(adv.scenario.sample_every_minutes);
+        let at_edge = span.is_some_and(|(first, end)| minute + 1 == first || minute + 1 == end);
+        if minute % every == 0 || of_day == STEPS_PER_DAY - 1 || at_edge {
+            self.sample_values(minute, t)?;
+        }
+        Ok(())
+    }
+
+    /// Every advised user's live valuation takes the new prices; a sharp move of a held
+    /// instrument asks for advice at once (or, a fall, sometimes a more cautious questionnaire).
+    fn sharp_moves(&mut self, t: Timestamp, touched: &mut Vec<usize>) -> Result<(), Failure> {
+        let prices: Vec<(String, Decimal)> = self.instruments.iter().map(|(s, m)| (s.clone(), m.state.price)).collect();
+        let threshold = self.adv().threshold;
+        let panic_per_mille = self.adv().scenario.behaviour.panic_per_mille;
+        for u in self.advised() {
+            let a = self.advisee_mut(u);
+            let Some(moved) = a.live.on_prices(prices.iter().cloned(), t, threshold) else {
+                continue;
+            };
+            let band = a.band();
+            self.adv().stats.sharp_moves += 1;
+            let fall = moved.change < Decimal::ZERO && band != RiskBand::Conservative;
+            if fall && self.adv().rng.random_ratio(panic_per_mille, 1000) {
+                let cautious = ALL_BANDS[band as usize - 1];
+                self.reprofile(u, cautious, Trigger::Panic, t, touched)?;
+            } else {
+                self.advise_user(u, Trigger::SharpMove, t, touched)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The user opens the app: sometimes deposits or withdraws, sometimes re-answers the
+    /// questionnaire, and asks for advice (the first time, it invests the first deposit).
+    fn check_in(&mut self, u: usize, t: Timestamp, touched: &mut Vec<usize>) -> Result<(), Failure> {
+        let plan = self.advisee(u).today;
+        if plan.deposit {
+            let share = Decimal::new(self.adv().rng.random_range(1..=20), 2);
+            let amount = round_cash(self.value_of(u) * share).max(Decimal::ONE);
+            self.flow(u, Request::Deposit { amount }, t, touched)?;
+        }
+        let cash = self.users[u].state.cash;
+        if plan.withdraw && cash >= Decimal::new(1, 2) {
+            let share = Decimal::new(self.adv().rng.random_range(10..=90), 2);
+            let amount = (cash * share).round_dp_with_strategy(2, RoundingStrategy::ToZero).max(Decimal::new(1, 2));
+            self.flow(u, Request::Withdraw { amount }, t, touched)?;
+        }
+        if plan.reprofile {
+            let band = self.advisee(u).band();
+            let others: Vec<RiskBand> = ALL_BANDS.into_iter().filter(|b| *b != band).collect();
+            let to = others[self.adv().rng.random_range(0..others.len())];
+            self.reprofile(u, to, Trigger::Reprofile, t, touched)
+        } else {
+            self.advise_user(u, Trigger::Daily, t, touched)
+        }
+    }
+
+    /// A deposit or withdrawal through the portfolio (checked by the oracle like any request);
+    /// it is a cash flow of the user's band.
+    fn flow(&mut self, u: usize, request: Request, t: Timestamp, touched: &mut Vec<usize>) -> Result<(), Failure> {
+        let now = self.moment(t);
+        let idem = IdemTag {
+            key: format!("flow-{:08}", self.stats.commands),
+            fingerprint: request.fingerprint(),
+        };
+        self.submit(u, request.clone(), idem, Expect::Fresh)?;
+        self.touch(u, touched);
+        let band = self.advisee(u).band() as usize;
+        let (signed, deposit) = match request {
+            Request::Deposit { amount } => (amount, true),
+            Request::Withdraw { amount } => (-amount, false),
+            Request::Order { .. } => unreachable!("flows are deposits and withdrawals"),
+        };
+        match self.users[u].recent.back().map(|s| &s.reply) {
+            Some(PortfolioReply::Cash { .. }) => {}
+            other => return self.fail(format!("user {}: a valid {request:?} answered {other:?}", self.users[u].id)),
+        }
+        let adv = self.adv();
+        adv.flows[band] += signed;
+        if deposit {
+            adv.stats.deposits += 1;
+        } else {
+            adv.stats.withdrawals += 1;
+        }
+        let positions = Positions::of(&self.users[u].state);
+        self.advisee_mut(u).live.set_positions(positions, now);
+        Ok(())
+    }
+
+    /// The user re-answers the questionnaire into `band` (their value moves to that band's
+    /// series) and asks for advice on the new profile.
+    fn reprofile(&mut self, u: usize, band: RiskBand, trigger: Trigger, t: Timestamp, touched: &mut Vec<usize>) -> Result<(), Failure> {
+        self.moment(t);
+        let answers = draw_answers(&mut self.adv().rng, band);
+        let from = self.advisee(u).band();
+        let value = self.value_of(u);
+        self.set_suitability(u, &answers, &format!("reprofile-{}", self.step))?;
+        self.touch(u, touched);
+        let adv = self.adv();
+        adv.flows[from as usize] -= value;
+        adv.flows[band as usize] += value;
+        self.advise_user(u, trigger, t, touched)
+    }
+
+    /// `GET /v1/advice`: the advice engine on the user's profile, cash, holdings and the listed
+    /// instruments, issued through the account; published advice with orders is accepted at
+    /// once, advice held for review joins the officer's queue.
+    fn advise_user(&mut self, u: usize, trigger: Trigger, t: Timestamp, touched: &mut Vec<usize>) -> Result<(), Failure> {
+        let now = self.moment(t);
+        self.touch(u, touched);
+        let stats = &mut self.adv().stats;
+        match trigger {
+            Trigger::Daily => stats.requests_daily += 1,
+            Trigger::SharpMove => stats.requests_sharp += 1,
+            Trigger::Reprofile => stats.requests_reprofile += 1,
+            Trigger::Panic => stats.requests_panic += 1,
+        }
+        let request_id = format!("advice-{}", stats.requests());
+        let id = self.users[u].id.clone();
+        let account = &self.advisee(u).account;
+        // The gates of the route: consent, then the compliance rules (KYC, screening, questionnaire).
+        let any = ProductFacts { complex: false, risk_class: 1 };
+        let investor = account.investor_status();
+        if !account.consents.ai_profiling || compliance::check(&investor, any, Purpose::Advise).is_err() {
+            return self.fail(format!(
+                "account {id}: an advised user may not be advised ({investor:?}, {:?})",
+                account.consents
+            ));
+        }
+        let Some(profile) = account.suitability.as_ref().map(|s| s.profile.clone()) else {
+            return self.fail(format!("account {id}: no risk profile"));
+        };
+        let before = account.advice.clone();
+        let state = &self.users[u].state;
+        let cash = state.cash;
+        let holdings: BTreeMap<String, Decimal> = state.holdings.iter().map(|(s, h)| (s.clone(), h.quantity)).collect();
+        let universe = self.universe();
+        let policy = self.adv().policy.clone();
+        let advice = advise(&profile, &universe, cash, &holdings, &self.fees, &policy);
+        let shortfall = match oracle::check_advice(&profile, &universe, cash, &holdings, &self.fees, &policy, &advice) {
+            Ok(shortfall) => shortfall,
+            Err(why) => return self.fail(format!("account {id}: advice breaks the rules: {why}; advice {advice:?}")),
+        };
+        let over_budget = shortfall > Decimal::ZERO;
+        if over_budget {
+            let stats = &mut self.adv().stats;
+            stats.over_budget += 1;
+            stats.over_budget_max = stats.over_budget_max.max(shortfall);
+        }
+        // Unchanged advice keeps its record (and id and status) unless it was acted on.
+        let unchanged = before
+            .clone()
+            .filter(|r| r.advice == advice && !matches!(r.status, AdviceStatus::Accepted | AdviceStatus::Rejected));
+        let audit: &[&str] = if unchanged.is_some() { &[] } else { &["advice.issued"] };
+        let cmd = AccountCommand::IssueAdvice { advice: advice.clone() };
+        let d = self.account_ok(u, cmd, &id, &request_id, audit, "issue advice")?;
+        let AccountReply::Advice(record) = d.reply else {
+            return self.fail(format!("account {id}: issuing advice answered {:?}", d.reply));
+        };
+        let band = profile.risk_band as usize;
+        if let Some(old) = unchanged {
+            if !d.events.is_empty() || record != old {
+                return self.fail(format!("account {id}: unchanged advice was not kept: {:?}", d.events));
+            }
+            self.adv().stats.unchanged += 1;
+        } else {
+            let status = if advice.review_reason.is_some() {
+                AdviceStatus::PendingReview
+            } else {
+                AdviceStatus::Published
+            };
+            let kept = self.advisee(u).account.advice.as_ref() == Some(&record);
+            let fresh_id = is_well_formed_id("adv", &record.advice_id) && before.as_ref().is_none_or(|b| b.advice_id != record.advice_id);
+            let ok = d.events == [AccountEvent::AdviceIssued { record: record.clone() }]
+                && record.advice == advice
+                && record.status == status
+                && record.generated_at == now
+                && record.review_note.is_none();
+            if !ok || !kept || !fresh_id {
+                return self.fail(format!("account {id}: advice issued wrongly: {:?}", d.events));
+            }
+            let stats = &mut self.adv().stats;
+            stats.issued += 1;
+            stats.per_band[band].issued += 1;
+            match status {
+                AdviceStatus::PendingReview => {
+                    stats.pending_review += 1;
+                    stats.per_band[band].pending_review += 1;
+                    self.enqueue(u, &record);
+                }
+                _ if record.advice.proposed_orders.is_empty() => {
+                    stats.published += 1;
+                    stats.no_orders += 1;
+                }
+                _ => {
+                    stats.published += 1;
+                    let prices = if over_budget { Prices::AdviceOverBudget } else { Prices::Advice };
+                    self.accept(u, &record, t, prices)?;
+                }
+            }
+        }
+        // The reference prices for the next sharp move are those the advice was computed at.
+        self.advisee_mut(u).live.rebase();
+        Ok(())
+    }
+
+    /// Held advice joins the queue; the officer's delay and decision are drawn now.
+    fn enqueue(&mut self, u: usize, record: &AdviceRecord) {
+        let now = self.now;
+        let adv = self.adv();
+        let [lo, hi] = adv.scenario.behaviour.review_delay_minutes;
+        let delay = i64::from(adv.review_rng.random_range(lo..=hi));
+        let approve = !adv.review_rng.random_ratio(adv.scenario.behaviour.reject_per_mille, 1000);
+        let due = now.millis() + delay * STEP_MS;
+        adv.queue_seq += 1;
+        let review = Review {
+            user: u,
+            advice_id: record.advice_id.clone(),
+            queued_at: now,
+            approve,
+        };
+        adv.queue.insert((due, adv.queue_seq), review);
+    }
+
+    /// `POST /v1/advice/{id}/accept`: the account accepts, then every proposed order goes through
+    /// the order path with the key `<accept key>/<i>` (checked by the oracle). Advice accepted at
+    /// the prices it was computed with must execute in full (but for the engine's minimum-fee
+    /// defect, see `Prices`); approved advice meets later prices and may be refused in part.
+    /// Sometimes the client re-sends the accept: nothing happens twice.
+    fn accept(&mut self, u: usize, record: &AdviceRecord, t: Timestamp, prices: Prices) -> Result<(), Failure> {
+        self.moment(t);
+        let id = self.users[u].id.clone();
+        let advice_id = record.advice_id.clone();
+        let cmd = AccountCommand::AcceptAdvice { advice_id: advice_id.clone() };
+        let request_id = format!("accept-{advice_id}");
+        let d = self.account_ok(u, cmd, &id, &request_id, &["advice.accepted"], "accept advice")?;
+        let accepted = matches!(&d.reply, AccountReply::Advice(r) if r.status == AdviceStatus::Accepted && r.advice == record.advice);
+        let event = AccountEvent::AdviceStatusChanged {
+            advice_id: advice_id.clone(),
+            status: AdviceStatus::Accepted,
+            note: None,
+        };
+        if d.events != [event] || !accepted {
+            return self.fail(format!("account {id}: accepting {advice_id} answered {:?} with {:?}", d.reply, d.events));
+        }
+        let band = record.advice.risk_band as usize;
+        self.adv().stats.accepted += 1;
+        self.adv().stats.per_band[band].accepted += 1;
+        let mut sent = Vec::new();
+        for (i, o) in record.advice.proposed_orders.iter().enumerate() {
+            self.moment(t);
+            let request = Request::Order {
+                symbol: o.symbol.clone(),
+                side: o.side,
+                quantity: o.quantity,
+            };
+            let idem = IdemTag {
+                key: format!("{request_id}/{i}"),
+                fingerprint: request.fingerprint(),
+            };
+            self.submit(u, request.clone(), idem.clone(), Expect::Fresh)?;
+            let reply = self.users[u].recent.back().map(|s| s.reply.clone());
+            let stats = &mut self.adv().stats;
+            stats.orders_placed += 1;
+            let allowed = |r: &PortfolioRejection| match prices {
+                Prices::Advice => false,
+                Prices::AdviceOverBudget => *r == PortfolioRejection::InsufficientFunds,
+                Prices::Later => true,
+            };
+            match &reply {
+                Some(PortfolioReply::Order(_)) => stats.orders_filled += 1,
+                Some(PortfolioReply::Refused(r)) if allowed(r) => *stats.orders_refused.entry(r.code().to_string()).or_default() += 1,
+                other => {
+                    return self.fail(format!(
+                        "account {id}: order {i} of advice {advice_id}, accepted at the prices it was computed with, answered {other:?}"
+                    ))
+                }
+            }
+            sent.push((request, idem, reply.expect("matched")));
+        }
+        let resend_per_mille = self.adv().scenario.behaviour.accept_retry_per_mille;
+        if self.adv().rng.random_ratio(resend_per_mille, 1000) {
+            self.moment(t);
+            let cmd = AccountCommand::AcceptAdvice { advice_id: advice_id.clone() };
+            let d = self.account_ok(u, cmd, &id, &request_id, &[], "accept advice again")?;
+            if !d.events.is_empty() || !matches!(&d.reply, AccountReply::Advice(r) if r.status == AdviceStatus::Accepted) {
+                return self.fail(format!("account {id}: accepting {advice_id} again was not a replay: {:?}", d.events));
+            }
+            for (request, idem, reply) in sent {
+                self.moment(t);
+                self.submit(u, request, idem, Expect::Replay(reply))?;
+            }
+            self.adv().stats.accept_resends += 1;
+        }
+        let now = self.now;
+        let positions = Positions::of(&self.users[u].state);
+        self.advisee_mut(u).live.set_positions(positions, now);
+        Ok(())
+    }
+
+    /// The compliance officer decides on the advice that is due. Advice superseded since (the
+    /// user asked again and got different advice) is no longer the account's: the decision is
+    /// refused as unknown advice and changes nothing.
+    fn officer(&mut self, t: Timestamp, touched: &mut Vec<usize>) -> Result<(), Failure> {
+        loop {
+            let adv = self.adv();
+            let Some(entry) = adv.queue.first_entry() else { break };
+            if entry.key().0 > t.millis() {
+                break;
+            }
+            let review = entry.remove();
+            let u = review.user;
+            let now = self.moment(t);
+            self.touch(u, touched);
+            let id = self.users[u].id.clone();
+            let current = self.advisee(u).account.advice.clone();
+            let note = if review.approve {
+                "approved: consistent with the client's profile (simulated officer)"
+            } else {
+                "rejected: the turnover is not justified (simulated officer)"
+            };
+            let cmd = AccountCommand::ReviewAdvice {
+                advice_id: review.advice_id.clone(),
+                approve: review.approve,
+                note: note.to_string(),
+            };
+            let request_id = format!("review-{}", review.advice_id);
+            match current {
+                Some(r) if r.advice_id == review.advice_id && r.status == AdviceStatus::PendingReview => {
+                    let d = self.account_ok(u, cmd, OFFICER, &request_id, &["advice.reviewed"], "review advice")?;
+                    let status = if review.approve { AdviceStatus::Approved } else { AdviceStatus::Rejected };
+                    let event = AccountEvent::AdviceStatusChanged {
+                        advice_id: review.advice_id.clone(),
+                        status,
+                        note: Some(note.to_string()),
+                    };
+                    let AccountReply::Advice(record) = d.reply else {
+                        return self.fail(format!("account {id}: reviewing answered {:?}", d.reply));
+                    };
+                    if d.events != [event] || record.status != status || record.advice != r.advice {
+                        return self.fail(format!("account {id}: reviewing {} answered {record:?} with {:?}", review.advice_id, d.events));
+                    }
+                    let stats = &mut self.adv().stats;
+                    stats.review_delay_ms_total += now.millis() - review.queued_at.millis();
+                    if review.approve {
+                        stats.approved += 1;
+                        self.accept(u, &record, t, Prices::Later)?;
+                    } else {
+                        stats.rejected += 1;
+                    }
+                }
+                Some(r) if r.advice_id == review.advice_id => {
+                    return self.fail(format!("account {id}: held advice {} became {:?} without a review", r.advice_id, r.status));
+                }
+                _ => {
+                    let result = self.account_exec(u, cmd, OFFICER, &request_id, &[], "review superseded advice")?;
+                    if !matches!(result, Err(AccountRejection::UnknownAdvice)) {
+                        return self.fail(format!("account {id}: a review of superseded advice answered {result:?}"));
+                    }
+                    self.adv().stats.superseded += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Review-queue load: how much advice is held for review at the end of this minute.
+    fn sample_queue(&mut self) {
+        let held = self
+            .advised()
+            .filter(|&u| self.advisee(u).account.advice.as_ref().is_some_and(|r| r.status == AdviceStatus::PendingReview))
+            .count() as u64;
+        let stats = &mut self.adv().stats;
+        stats.queue_max = stats.queue_max.max(held);
+        stats.queue_sum += held;
+        stats.queue_samples += 1;
+    }
+
+    /// Values every advised portfolio (`Positions::of(..).value(..)`), which must agree with its
+    /// live valuation, and appends one point per band.
+    fn sample_values(&mut self, minute: i64, t: Timestamp) -> Result<(), Failure> {
+        let mut values = [Decimal::ZERO; BANDS];
+        let mut exposed = [Decimal::ZERO; BANDS];
+        let mut members = [0usize; BANDS];
+        let mut contributions = Decimal::ZERO;
+        let adv = self.advisory.as_ref().expect("a scenario run");
+        let before_first_shock = adv.scenario.shock_span().is_some_and(|(first, _)| minute + 1 == first);
+        for u in self.advised() {
+            let a = self.advisee(u);
+            let positions = Positions::of(&self.users[u].state);
+            let value = positions.value(|s| self.price(s));
+            if value != a.live.value {
+                return self.fail(format!(
+                    "user {}: the live valuation says {} but the portfolio is worth {value}",
+                    self.users[u].id, a.live.value
+                ));
+            }
+            let band = a.band() as usize;
+            values[band] += value;
+            members[band] += 1;
+            contributions += positions.contributions;
+            if before_first_shock {
+                for (symbol, h) in &positions.holdings {
+                    let class = self.instruments.get(symbol).map(|m| AssetClass::of(m.listing.kind));
+                    if matches!(class, Some(AssetClass::Equities | AssetClass::Complex)) {
+                        exposed[band] += round_cash(h.quantity * self.price(symbol).unwrap_or_default());
+                    }
+                }
+            }
+        }
+        let flows: Decimal = adv.flows.iter().sum();
+        if flows != contributions {
+            return self.fail(format!(
+                "band flows add up to {flows}, but the advised portfolios' deposits − withdrawals are {contributions}"
+            ));
+        }
+        let at = t.plus_ms(STEP_MS - 1);
+        let prices: BTreeMap<String, Decimal> = self.instruments.iter().map(|(s, m)| (s.clone(), m.state.price)).collect();
+        let adv = self.adv();
+        for ((series, value), flow) in adv.series.iter_mut().zip(values).zip(adv.flows) {
+            series.push(ValuePoint {
+                at,
+                value,
+                contributions: flow,
+            });
+        }
+        adv.sample_minutes.push(minute);
+        adv.members_end = members;
+        let index = adv.sample_minutes.len() - 1;
+        let span = adv.scenario.shock_span();
+        if before_first_shock {
+            adv.marks.start = Some(index);
+            adv.marks.prices_start = prices.clone();
+            for ((share, exposed), value) in adv.marks.exposure.iter_mut().zip(exposed).zip(values) {
+                *share = if value > Decimal::ZERO {
+                    (exposed / value).round_dp(4)
+                } else {
+                    Decimal::ZERO
+                };
+            }
+        }
+        if span.is_some_and(|(_, end)| minute + 1 == end) {
+            adv.marks.end = Some(index);
+            adv.marks.prices_end = prices;
+        }
+        Ok(())
+    }
+}
