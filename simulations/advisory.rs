@@ -27,7 +27,7 @@ use moneta::domain::entity::{Decision, Entity};
 use moneta::domain::ids::{is_well_formed_id, new_id};
 use moneta::domain::kyc::{DocumentType, KycStatus};
 use moneta::domain::money::round_cash;
-use moneta::domain::portfolio::{IdemTag, PortfolioRejection, PortfolioReply};
+use moneta::domain::portfolio::{IdemTag, PortfolioReply};
 use moneta::domain::screening::ScreeningStatus;
 use moneta::domain::suitability::{assess, Answers, LossTolerance, Objective, RiskBand};
 use moneta::domain::time::Timestamp;
@@ -98,9 +98,6 @@ enum Trigger {
 enum Prices {
     /// Those it was computed with: every order must fill.
     Advice,
-    /// Those it was computed with, but the engine proposed buys over the cash (the known
-    /// minimum-fee defect, `oracle::check_advice`): a buy may be refused for want of funds.
-    AdviceOverBudget,
     /// Later ones (approved after review): the prices moved, any refusal may happen.
     Later,
 }
@@ -142,10 +139,6 @@ pub struct AdviceStats {
     pub orders_placed: u64,
     pub orders_filled: u64,
     pub orders_refused: BTreeMap<String, u64>,
-    /// Advice whose buys and fees exceed the cash (the engine's minimum-fee defect), and the
-    /// largest shortfall.
-    pub over_budget: u64,
-    pub over_budget_max: Decimal,
     pub deposits: u64,
     pub withdrawals: u64,
     pub queue_max: u64,
@@ -679,15 +672,8 @@ impl Sim {
         let universe = self.universe();
         let policy = self.adv().policy.clone();
         let advice = advise(&profile, &universe, cash, &holdings, &self.fees, &policy);
-        let shortfall = match oracle::check_advice(&profile, &universe, cash, &holdings, &self.fees, &policy, &advice) {
-            Ok(shortfall) => shortfall,
-            Err(why) => return self.fail(format!("account {id}: advice breaks the rules: {why}; advice {advice:?}")),
-        };
-        let over_budget = shortfall > Decimal::ZERO;
-        if over_budget {
-            let stats = &mut self.adv().stats;
-            stats.over_budget += 1;
-            stats.over_budget_max = stats.over_budget_max.max(shortfall);
+        if let Err(why) = oracle::check_advice(&profile, &universe, cash, &holdings, &self.fees, &policy, &advice) {
+            return self.fail(format!("account {id}: advice breaks the rules: {why}; advice {advice:?}"));
         }
         // Unchanged advice keeps its record (and id and status) unless it was acted on.
         let unchanged = before
@@ -736,8 +722,7 @@ impl Sim {
                 }
                 _ => {
                     stats.published += 1;
-                    let prices = if over_budget { Prices::AdviceOverBudget } else { Prices::Advice };
-                    self.accept(u, &record, t, prices)?;
+                    self.accept(u, &record, t, Prices::Advice)?;
                 }
             }
         }
@@ -804,14 +789,12 @@ impl Sim {
             let reply = self.users[u].recent.back().map(|s| s.reply.clone());
             let stats = &mut self.adv().stats;
             stats.orders_placed += 1;
-            let allowed = |r: &PortfolioRejection| match prices {
-                Prices::Advice => false,
-                Prices::AdviceOverBudget => *r == PortfolioRejection::InsufficientFunds,
-                Prices::Later => true,
-            };
+            // At the prices it was computed with every order fills; after a review the prices
+            // moved and any refusal may happen.
+            let refusals_allowed = prices == Prices::Later;
             match &reply {
                 Some(PortfolioReply::Order(_)) => stats.orders_filled += 1,
-                Some(PortfolioReply::Refused(r)) if allowed(r) => *stats.orders_refused.entry(r.code().to_string()).or_default() += 1,
+                Some(PortfolioReply::Refused(r)) if refusals_allowed => *stats.orders_refused.entry(r.code().to_string()).or_default() += 1,
                 other => {
                     return self.fail(format!(
                         "account {id}: order {i} of advice {advice_id}, accepted at the prices it was computed with, answered {other:?}"

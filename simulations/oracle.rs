@@ -114,15 +114,12 @@ pub fn predict(p: &Portfolio, investor: &InvestorStatus, req: &Request, quote: O
 }
 
 /// The advice engine's rules (`domain::advice` module docs), restated: what any advice for this
-/// profile, cash and holdings must satisfy. `Err` says which rule it breaks; `Ok` carries the
-/// shortfall of a known engine defect it tolerates (see below), zero when there is none.
+/// profile, cash and holdings must satisfy. `Err` says which rule it breaks.
 ///
-/// Known defect (`advice::advise`, found by this check): when the buys want more cash than there
-/// is, the engine scales their quantities by `available / wanted`, but a fee at its minimum does
-/// not scale and the notionals are rounded to cents, so the scaled buys plus their fees can
-/// exceed the cash (by up to about the minimum fee per buy) — and the portfolio then refuses the
-/// buy that no longer fits (`insufficient_funds`). Such a shortfall, up to the minimum fee per
-/// buy, is returned (and counted by the simulator); any larger one is an error.
+/// This check found an engine defect, since fixed: buys scaled down to the cash by
+/// `available / wanted` could still exceed it, as a minimum fee does not scale and notionals
+/// round to cents — the portfolio then refused the buy that no longer fit. Any shortfall now
+/// fails the run.
 pub fn check_advice(
     profile: &RiskProfile,
     universe: &[Product],
@@ -131,7 +128,7 @@ pub fn check_advice(
     fees: &FeeSchedule,
     policy: &AdvicePolicy,
     advice: &Advice,
-) -> Result<Decimal, String> {
+) -> Result<(), String> {
     let product = |s: &str| universe.iter().find(|p| p.symbol == s);
     // Advise-purpose eligibility: within the risk score, complex only when appropriate.
     let may_hold = |p: &Product| p.price > Decimal::ZERO && p.risk_class <= profile.risk_score && (!p.kind.is_complex() || profile.complex_products_allowed);
@@ -160,7 +157,6 @@ pub fn check_advice(
     let mut seen = std::collections::BTreeSet::new();
     let mut buying = false;
     let [mut bought, mut sold, mut buy_cost, mut sell_proceeds] = [Decimal::ZERO; 4];
-    let mut buys = 0u32;
     for o in &advice.proposed_orders {
         let Some(p) = product(&o.symbol) else {
             return Err(format!("order for {} which is not listed", o.symbol));
@@ -205,7 +201,6 @@ pub fn check_advice(
                 if goal.is_zero() {
                     return Err(format!("buys {} which is not in the model", o.symbol));
                 }
-                buys += 1;
                 bought += notional;
                 buy_cost += notional + fee(fees, notional);
             }
@@ -218,10 +213,8 @@ pub fn check_advice(
             return Err(format!("{symbol} is outside the model but is not sold"));
         }
     }
-    // 3. Affordable: the buys and every fee within the cash there is after the sales (but for
-    // the known defect of the minimum fee, see above).
-    let shortfall = (buy_cost - cash - sell_proceeds).max(Decimal::ZERO);
-    if shortfall > fees.minimum * Decimal::from(buys) {
+    // 3. Affordable: the buys and every fee within the cash there is after the sales.
+    if buy_cost > cash + sell_proceeds {
         return Err(format!(
             "buys cost {buy_cost} with fees, but only {} is available after the sales",
             cash + sell_proceeds
@@ -242,5 +235,5 @@ pub fn check_advice(
             policy.review_turnover, advice.review_reason
         ));
     }
-    Ok(shortfall)
+    Ok(())
 }

@@ -243,14 +243,6 @@ impl Sim {
             if codes.is_empty() { String::new() } else { format!(": {}", codes.join(", ")) },
             s.accept_resends
         );
-        if s.over_budget > 0 {
-            let _ = writeln!(
-                out,
-                "ENGINE DEFECT (advice::advise): {} advice proposed buys costing more than the cash after sales, by up to {} (buys scaled down to the cash: a minimum fee does not scale, and cents round up); the buy that no longer fits is refused for insufficient funds",
-                s.over_budget,
-                cash_string(s.over_budget_max)
-            );
-        }
         let mean = if s.queue_samples > 0 {
             Decimal::from(s.queue_sum) / Decimal::from(s.queue_samples)
         } else {

@@ -83,6 +83,7 @@ impl AdviceConfig {
             min_trade: self.min_trade,
             review_turnover: self.review_turnover,
             cash_buffer: self.cash_buffer,
+            slippage_bps: Decimal::ZERO,
         }
     }
 }
@@ -254,6 +255,8 @@ pub struct MarketConfig {
     pub seed: u64,
     #[serde(deserialize_with = "duration")]
     pub tick_interval: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub revalue_interval: Duration,
     pub instruments: Vec<InstrumentConfig>,
 }
 
@@ -381,6 +384,9 @@ impl Config {
         let unit = |d: Decimal| d >= Decimal::ZERO && d < Decimal::ONE;
         if !unit(self.advice.drift_threshold) || !unit(self.advice.cash_buffer) || !unit(self.advice.review_turnover) || self.advice.min_trade < Decimal::ZERO {
             return bad("advice", "drift_threshold, review_turnover and cash_buffer must be in [0, 1); min_trade ≥ 0");
+        }
+        if self.market.revalue_interval > Duration::from_secs(3600) {
+            return bad("market.revalue_interval", "must be at most 1h");
         }
         if !unit(self.advice.sharp_move_threshold) {
             return bad("advice.sharp_move_threshold", "must be in [0, 1)");

@@ -102,6 +102,7 @@ pub async fn open_state(config: &Config) -> Result<Arc<AppState>, String> {
     let (valuations, sharp_moves) = crate::actors::fanout::Valuations::new(
         crate::actors::fanout::PriceBus::with_stats(metrics.fanout.clone()),
         config.advice.sharp_move_threshold,
+        config.market.revalue_interval,
     );
     Ok(Arc::new(AppState {
         valuations,

@@ -107,6 +107,7 @@ impl Metrics {
             "Prices that replaced an unseen older price in a slow portfolio's inbox",
             fanout.coalesced.clone(),
         );
+        registry.register("portfolio_revaluations", "Live portfolio revaluations applied", fanout.revaluations.clone());
         Metrics {
             registry,
             http_requests,

@@ -126,6 +126,7 @@ fn a_sharp_fall_revalues_the_portfolio_and_recomputes_advice() {
 fn end_of_day_statements_and_reconciliation_alerts() {
     let dir = tempfile::tempdir().unwrap();
     add_staff(dir.path(), "admin@moneta.test", "admin");
+    add_staff(dir.path(), "officer@moneta.test", "compliance");
     let mut node = Node::start_with(dir.path(), &[("MONETA_MARKET_TICK_INTERVAL", "100ms")]);
     let user = node.new_user("stated");
     let idle = node.new_user("idle");
@@ -208,6 +209,15 @@ fn end_of_day_statements_and_reconciliation_alerts() {
     assert_eq!(
         (mismatch["details"]["booked"].as_str(), mismatch["details"]["confirmed"].as_str()),
         (Some("2"), Some("20"))
+    );
+    // The compliance daily report lists the day's statements and the alerts.
+    let officer = node.login("officer@moneta.test", PASSWORD).json()["access_token"].as_str().unwrap().to_string();
+    let report = node.get(&format!("/v1/compliance/reports/daily?date={today}"), Some(&officer)).json();
+    assert_eq!(report["totals"]["statements"], 1, "{report}");
+    assert_eq!(report["totals"]["reconciliation_alerts"], 2, "{report}");
+    assert!(
+        report["reconciliation_alerts"].as_array().unwrap().iter().any(|a| a["field"] == "quantity"),
+        "{report}"
     );
     // A new order after the injection is confirmed and reconciles cleanly.
     let r = node.order(&user, "o9", "ACME", "sell", "1");

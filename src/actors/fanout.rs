@@ -69,6 +69,8 @@ pub struct FanoutStats {
     pub delivered: Counter,
     /// Of those, how many replaced an unseen older price (coalesced) rather than waking anyone.
     pub coalesced: Counter,
+    /// Revaluations applied by the portfolios' valuers (one per batch of latest prices).
+    pub revaluations: Counter,
 }
 
 pub struct PriceBus {
@@ -164,18 +166,22 @@ pub struct Valuations {
     bus: Arc<PriceBus>,
     cells: RwLock<HashMap<String, Arc<Cell>>>,
     threshold: Decimal,
+    /// The shortest time between two revaluations of one portfolio.
+    every: std::time::Duration,
     sharp: mpsc::Sender<(String, SharpMove)>,
     pub sharp_dropped: AtomicU64,
 }
 
 impl Valuations {
-    /// `threshold`: the relative move of a held instrument that is reported as sharp (0 = never).
-    pub fn new(bus: Arc<PriceBus>, threshold: Decimal) -> (Arc<Valuations>, mpsc::Receiver<(String, SharpMove)>) {
+    /// `threshold`: the relative move of a held instrument that is reported as sharp (0 = never);
+    /// `every`: the shortest time between two revaluations of a portfolio (0 = on every wake-up).
+    pub fn new(bus: Arc<PriceBus>, threshold: Decimal, every: std::time::Duration) -> (Arc<Valuations>, mpsc::Receiver<(String, SharpMove)>) {
         let (tx, rx) = mpsc::channel(1024);
         let v = Arc::new(Valuations {
             bus,
             cells: RwLock::new(HashMap::new()),
             threshold,
+            every,
             sharp: tx,
             sharp_dropped: AtomicU64::new(0),
         });
@@ -217,7 +223,15 @@ impl Valuations {
                     subscriber: Subscriber::new(user),
                     live: Mutex::new(LiveValuation::default()),
                 });
-                tokio::spawn(valuer(user.to_string(), cell.clone(), self.threshold, self.sharp.clone(), Arc::downgrade(self)));
+                tokio::spawn(valuer(
+                    user.to_string(),
+                    cell.clone(),
+                    self.threshold,
+                    self.sharp.clone(),
+                    Arc::downgrade(self),
+                    self.bus.stats.clone(),
+                    self.every,
+                ));
                 cell
             })
             .clone()
@@ -243,14 +257,23 @@ impl Valuations {
 }
 
 /// One portfolio's valuer: wakes on prices, revalues with the latest of each.
-async fn valuer(user: String, cell: Arc<Cell>, threshold: Decimal, sharp: mpsc::Sender<(String, SharpMove)>, owner: std::sync::Weak<Valuations>) {
+async fn valuer(
+    user: String,
+    cell: Arc<Cell>,
+    threshold: Decimal,
+    sharp: mpsc::Sender<(String, SharpMove)>,
+    owner: std::sync::Weak<Valuations>,
+    stats: Arc<FanoutStats>,
+    every: std::time::Duration,
+) {
     loop {
         let batch = cell.subscriber.next().await;
         let at = batch.values().map(|u| u.at).max().unwrap_or_default();
         let moved = {
             let mut live = cell.live.lock().unwrap_or_else(|p| p.into_inner());
-            live.on_prices(batch.into_iter().map(|(s, u)| (s.to_string(), u.price)), at, threshold)
+            live.on_prices(batch.iter().map(|(s, u)| (&**s, u.price)), at, threshold)
         };
+        stats.revaluations.inc();
         if let Some(m) = moved {
             if sharp.try_send((user.clone(), m)).is_err() {
                 match owner.upgrade() {
@@ -260,6 +283,10 @@ async fn valuer(user: String, cell: Arc<Cell>, threshold: Decimal, sharp: mpsc::
                     None => return,
                 }
             }
+        }
+        // Revalue at most once per interval: prices arriving meanwhile coalesce in the inbox.
+        if !every.is_zero() {
+            tokio::time::sleep(every).await;
         }
     }
 }
@@ -336,7 +363,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn valuations_follow_prices_and_report_sharp_moves() {
         let bus = PriceBus::new();
-        let (valuations, mut sharp) = Valuations::new(bus.clone(), "0.1".parse().unwrap());
+        let (valuations, mut sharp) = Valuations::new(bus.clone(), "0.1".parse().unwrap(), std::time::Duration::ZERO);
         bus.publish("AAA", update(100));
         bus.publish("BBB", update(7));
         let mut holdings = BTreeMap::new();

@@ -5,7 +5,6 @@
 //! (the sled tree `broker_confirmations`, one JSON document per order id — the shape an external
 //! broker's confirmation feed has).
 
-use crate::domain::money::round_price;
 use crate::domain::portfolio::{Order, Side};
 use crate::domain::reconcile::Confirmation;
 use rust_decimal::Decimal;
@@ -38,13 +37,7 @@ impl SimulatedBroker {
 
 impl Broker for SimulatedBroker {
     fn fill_price(&self, side: Side, market: Decimal) -> Decimal {
-        let slip = market * self.slippage_bps / Decimal::from(10_000);
-        let price = match side {
-            Side::Buy => market + slip,
-            Side::Sell => market - slip,
-        };
-        // Never below the smallest price the market quotes.
-        round_price(price).max(Decimal::new(1, 4))
+        crate::domain::fees::fill_price(side, market, self.slippage_bps)
     }
 
     fn execute(&self, user_id: &str, order: &Order) -> Result<Confirmation, String> {

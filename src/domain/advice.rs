@@ -92,6 +92,8 @@ pub struct AdvicePolicy {
     pub review_turnover: Decimal,
     /// Share of the portfolio kept in cash (fees, rounding).
     pub cash_buffer: Decimal,
+    /// The broker's slippage: proposed orders are costed at the prices they will fill at.
+    pub slippage_bps: Decimal,
 }
 
 impl Default for AdvicePolicy {
@@ -101,6 +103,7 @@ impl Default for AdvicePolicy {
             min_trade: Decimal::from(50),
             review_turnover: Decimal::new(5, 1),
             cash_buffer: Decimal::new(2, 2),
+            slippage_bps: Decimal::ZERO,
         }
     }
 }
@@ -201,17 +204,34 @@ pub fn advise(
             }
         }
     }
-    // Buys may spend the cash there is after the sells and every order's fee.
+    // Buys may spend the cash there is after the sells and every order's fee, at the prices the
+    // orders will fill at.
+    let fill = |side: Side, p: Decimal| crate::domain::fees::fill_price(side, p, policy.slippage_bps);
+    let cost = |q: Decimal, p: Decimal| {
+        let n = round_cash(q * fill(Side::Buy, p));
+        n + fees.fee_for(n)
+    };
     let after_sells = cash
         + sells
             .iter()
-            .map(|(_, _, q, p)| round_cash(*q * *p) - fees.fee_for(round_cash(*q * *p)))
+            .map(|(_, _, q, p)| {
+                let n = round_cash(*q * fill(Side::Sell, *p));
+                n - fees.fee_for(n)
+            })
             .sum::<Decimal>();
-    let wanted: Decimal = buys.iter().map(|(_, _, q, p)| round_cash(*q * *p) + fees.fee_for(round_cash(*q * *p))).sum();
+    let wanted: Decimal = buys.iter().map(|(_, _, q, p)| cost(*q, *p)).sum();
     if wanted > after_sells && wanted > Decimal::ZERO {
         let scale = (after_sells.max(Decimal::ZERO) / wanted).round_dp_with_strategy(6, RoundingStrategy::ToZero);
+        // Scaling cannot scale the minimum fee or the rounding of each notional: fit each buy
+        // into what is left, in order.
+        let mut budget = after_sells.max(Decimal::ZERO);
         for b in buys.iter_mut() {
-            b.2 = (b.2 * scale).round_dp_with_strategy(QUANTITY_DP, RoundingStrategy::ToZero);
+            let scaled = (b.2 * scale).round_dp_with_strategy(QUANTITY_DP, RoundingStrategy::ToZero);
+            let fits = (fees.affordable_notional(budget) / fill(Side::Buy, b.3)).round_dp_with_strategy(QUANTITY_DP, RoundingStrategy::ToZero);
+            b.2 = scaled.min(fits);
+            if round_cash(b.2 * b.3) >= policy.min_trade {
+                budget -= cost(b.2, b.3);
+            }
         }
         buys.retain(|(_, _, q, p)| round_cash(*q * *p) >= policy.min_trade);
     }
@@ -388,6 +408,42 @@ mod tests {
         );
         assert!(!a.target_allocation.iter().any(|(s, _)| s == "SPX3L"));
         assert!(a.rationale.contains("excluding complex products"));
+    }
+
+    #[test]
+    fn proposed_buys_are_affordable_at_fill_prices_with_fees() {
+        // No cash buffer and a large minimum fee: the buys must be scaled, and scaling alone
+        // would leave the minimum fees and the slippage unpaid.
+        let policy = AdvicePolicy {
+            cash_buffer: Decimal::ZERO,
+            slippage_bps: Decimal::from(50),
+            min_trade: Decimal::from(5),
+            ..AdvicePolicy::default()
+        };
+        let fees = FeeSchedule {
+            commission_bps: Decimal::from(25),
+            minimum: Decimal::from(10),
+        };
+        for score in 1..=7u8 {
+            for cash in [300, 1_000, 2_345, 10_000, 99_999] {
+                let cash = Decimal::from(cash);
+                let a = advise(&profile(score, true), &universe(), cash, &BTreeMap::new(), &fees, &policy);
+                let spent: Decimal = a
+                    .proposed_orders
+                    .iter()
+                    .map(|o| {
+                        let market = universe().iter().find(|p| p.symbol == o.symbol).unwrap().price;
+                        let n = round_cash(o.quantity * crate::domain::fees::fill_price(Side::Buy, market, policy.slippage_bps));
+                        n + fees.fee_for(n)
+                    })
+                    .sum();
+                assert!(spent <= cash, "score {score}, cash {cash}: the proposed buys cost {spent}");
+                assert!(
+                    !a.proposed_orders.is_empty() || cash < Decimal::from(400),
+                    "score {score}, cash {cash}: nothing proposed"
+                );
+            }
+        }
     }
 
     #[test]

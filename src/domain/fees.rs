@@ -23,6 +23,13 @@ impl Default for FeeSchedule {
 
 impl FeeSchedule {
     /// `max(minimum, notional × bps / 10 000)`, rounded to cents.
+    /// The largest notional whose cost, fee included, fits in `budget` (a cent of margin for
+    /// rounding the notional): `n + fee_for(n) ≤ budget` for every `n` up to it, as the fee
+    /// never falls when the notional grows.
+    pub fn affordable_notional(&self, budget: Decimal) -> Decimal {
+        (budget - self.fee_for(budget.max(Decimal::ZERO)) - Decimal::new(1, 2)).max(Decimal::ZERO)
+    }
+
     pub fn fee_for(&self, notional: Decimal) -> Decimal {
         let proportional = round_cash(notional * self.commission_bps / Decimal::from(10_000));
         proportional.max(self.minimum)
@@ -33,6 +40,17 @@ impl FeeSchedule {
             && self.minimum >= Decimal::ZERO
             && crate::domain::money::has_at_most_dp(self.minimum, 2)
     }
+}
+
+/// The price a market order fills at when the broker moves it against the client by
+/// `slippage_bps`: up for buys, down for sells, to four places, never below 0.0001.
+pub fn fill_price(side: crate::domain::portfolio::Side, market: Decimal, slippage_bps: Decimal) -> Decimal {
+    let slip = market * slippage_bps / Decimal::from(10_000);
+    let price = match side {
+        crate::domain::portfolio::Side::Buy => market + slip,
+        crate::domain::portfolio::Side::Sell => market - slip,
+    };
+    crate::domain::money::round_price(price).max(Decimal::new(1, 4))
 }
 
 #[cfg(test)]

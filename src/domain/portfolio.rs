@@ -54,6 +54,11 @@ pub struct Holding {
 }
 
 impl Holding {
+    /// Quantity × price, to the cent; at cost when there is no price (or it overflows).
+    pub fn market_value(&self, price: Option<Decimal>) -> Decimal {
+        price.and_then(|p| p.checked_mul(self.quantity)).map(round_cash).unwrap_or(self.cost_basis)
+    }
+
     /// Average cost per unit, to four places (display only; the cost basis is the truth).
     pub fn average_cost(&self) -> Decimal {
         if self.quantity.is_zero() {
@@ -401,7 +406,7 @@ impl Portfolio {
                     quantity: h.quantity,
                     average_cost: h.average_cost(),
                     price,
-                    market_value: price.and_then(|p| p.checked_mul(h.quantity)).map(round_cash).unwrap_or(h.cost_basis),
+                    market_value: h.market_value(price),
                 }
             })
             .collect();
@@ -460,12 +465,7 @@ impl Portfolio {
 
     /// Market value of the holdings at the given prices plus cash (missing prices count at cost).
     pub fn total_value(&self, price_of: impl Fn(&str) -> Option<Decimal>) -> Decimal {
-        self.cash
-            + self
-                .holdings
-                .iter()
-                .map(|(s, h)| price_of(s).and_then(|p| p.checked_mul(h.quantity)).map(round_cash).unwrap_or(h.cost_basis))
-                .sum::<Decimal>()
+        self.cash + self.holdings.iter().map(|(s, h)| h.market_value(price_of(s))).sum::<Decimal>()
     }
 
     fn decide_deposit(&self, amount: Decimal, idem: IdemTag, ctx: &mut Ctx<'_>) -> Result<Decision<PortfolioEvent, PortfolioReply>, PortfolioRejection> {

@@ -10,7 +10,6 @@
 //! `TWR = Π(1 + r_i) − 1`. A sub-period that starts with no capital (`V_{i−1} + F_i ≤ 0`) has no
 //! return and is skipped.
 
-use crate::domain::money::round_cash;
 use crate::domain::portfolio::{Holding, Portfolio};
 use crate::domain::time::{Timestamp, MS_PER_DAY, MS_PER_MINUTE};
 use rust_decimal::Decimal;
@@ -65,12 +64,7 @@ impl Positions {
 
     /// Cash plus holdings at `price_of` (a holding without a price counts at cost).
     pub fn value(&self, price_of: impl Fn(&str) -> Option<Decimal>) -> Decimal {
-        self.cash
-            + self
-                .holdings
-                .iter()
-                .map(|(s, h)| price_of(s).and_then(|p| p.checked_mul(h.quantity)).map(round_cash).unwrap_or(h.cost_basis))
-                .sum::<Decimal>()
+        self.cash + self.holdings.iter().map(|(s, h)| h.market_value(price_of(s))).sum::<Decimal>()
     }
 }
 
@@ -117,25 +111,36 @@ impl LiveValuation {
     /// Applies the latest prices (already coalesced: one per symbol). Returns the sharpest move
     /// of a held instrument at or beyond `threshold` (a fraction), if any; the reference price of
     /// a symbol that moved sharply is reset, so one move triggers once.
-    pub fn on_prices(&mut self, updates: impl IntoIterator<Item = (String, Decimal)>, now: Timestamp, threshold: Decimal) -> Option<SharpMove> {
+    pub fn on_prices<S: AsRef<str>>(&mut self, updates: impl IntoIterator<Item = (S, Decimal)>, now: Timestamp, threshold: Decimal) -> Option<SharpMove> {
         let mut sharpest: Option<SharpMove> = None;
         for (symbol, price) in updates {
+            let symbol = symbol.as_ref();
             if price <= Decimal::ZERO {
                 continue;
             }
-            self.prices.insert(symbol.clone(), price);
-            if !self.positions.holdings.contains_key(&symbol) {
+            // The hot path of the fan-out: no allocation for a symbol already known.
+            match self.prices.get_mut(symbol) {
+                Some(p) => *p = price,
+                None => {
+                    self.prices.insert(symbol.to_string(), price);
+                }
+            }
+            if !self.positions.holdings.contains_key(symbol) {
                 continue;
             }
-            let reference = *self.reference.entry(symbol.clone()).or_insert(price);
-            let Some(change) = (price - reference).checked_div(reference) else {
+            let Some(&reference) = self.reference.get(symbol) else {
+                self.reference.insert(symbol.to_string(), price);
                 continue;
             };
-            if threshold > Decimal::ZERO && change.abs() >= threshold {
-                self.reference.insert(symbol.clone(), price);
+            // |p − ref| ≥ threshold × ref, without a division unless it triggers.
+            if threshold > Decimal::ZERO && (price - reference).abs() >= threshold * reference {
+                let Some(change) = (price - reference).checked_div(reference) else {
+                    continue;
+                };
+                self.reference.insert(symbol.to_string(), price);
                 if sharpest.as_ref().is_none_or(|s| change.abs() > s.change.abs()) {
                     sharpest = Some(SharpMove {
-                        symbol,
+                        symbol: symbol.to_string(),
                         change: change.round_dp(4),
                     });
                 }

@@ -137,7 +137,10 @@ async fn compute(state: &AppState, user_id: &str, request: RequestMeta) -> Resul
         cash,
         &holdings,
         &state.config.fees.schedule(),
-        &state.config.advice.policy(),
+        &crate::domain::advice::AdvicePolicy {
+            slippage_bps: state.config.broker.slippage_bps,
+            ..state.config.advice.policy()
+        },
     );
     let record = match state
         .router

@@ -278,6 +278,7 @@ pub async fn daily_report(state: &AppState, req: &Req) -> Result<Reply, ApiError
     let subject_user = |r: &AuditRecord| r.entity.split_once('/').map(|(_, id)| id.to_string()).unwrap_or_default();
     let detail = |r: &AuditRecord, k: &str| r.details.get(k).cloned().unwrap_or_default();
     let (mut trades, mut rejections, mut hits, mut erasures, mut advice) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut alerts, mut statements) = (Vec::new(), 0usize);
     let mut by_code: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
     let (mut notional, mut fees) = (rust_decimal::Decimal::ZERO, rust_decimal::Decimal::ZERO);
     for r in records.iter().filter(|r| r.at >= start && r.at < end) {
@@ -306,7 +307,12 @@ pub async fn daily_report(state: &AppState, req: &Req) -> Result<Reply, ApiError
                 "score": detail(r, "score"), "list_version": detail(r, "list_version"),
             })),
             ("gdpr.erasure", _) => erasures.push(serde_json::json!({ "at": at, "user_id": subject_user(r) })),
-            ("advice.issued" | "advice.reviewed" | "advice.accepted", _) => advice.push(serde_json::json!({
+            ("statement.issued", _) => statements += 1,
+            ("security.reconciliation_discrepancy", crate::domain::audit::Outcome::Refused(kind)) => alerts.push(serde_json::json!({
+                "at": at, "subject": r.entity, "kind": kind, "order_id": r.details.get("order_id"), "field": r.details.get("field"),
+                "booked": r.details.get("booked"), "confirmed": r.details.get("confirmed"),
+            })),
+            ("advice.issued" | "advice.reviewed" | "advice.accepted" | "advice.recomputed", _) => advice.push(serde_json::json!({
                 "at": at, "user_id": subject_user(r), "event": r.action, "advice_id": detail(r, "advice_id"),
                 "status": r.details.get("status"), "decision": r.details.get("decision"), "risk_band": r.details.get("risk_band"),
                 "orders": r.details.get("orders"), "turnover": r.details.get("turnover"), "model_version": r.details.get("model_version"),
@@ -324,12 +330,14 @@ pub async fn daily_report(state: &AppState, req: &Req) -> Result<Reply, ApiError
             "totals": {
                 "trades": trades.len(), "notional": crate::domain::money::cash_string(notional), "fees": crate::domain::money::cash_string(fees),
                 "rejections": rejections.len(), "rejections_by_code": by_code, "screening_hits": hits.len(), "erasures": erasures.len(), "advice": advice.len(),
+                "statements": statements, "reconciliation_alerts": alerts.len(),
             },
             "trades": trades,
             "rejections": rejections,
             "screening_hits": hits,
             "erasures": erasures,
             "advice": advice,
+            "reconciliation_alerts": alerts,
         }),
     ))
 }
