@@ -95,7 +95,7 @@ fn holding(n: usize) -> Positions {
 /// Moneta's fan-out: (lockstep ticks/s, free-running prices published/s, revaluations/s).
 async fn moneta_fanout(n: usize) -> (f64, f64, f64) {
     let bus = PriceBus::new();
-    let (valuations, _sharp) = Valuations::new(bus.clone(), Decimal::ZERO, Duration::ZERO);
+    let (valuations, _sharp) = Valuations::new(bus.clone(), Decimal::ZERO);
     bus.publish(
         "WRLD",
         PriceUpdate {

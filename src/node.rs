@@ -100,9 +100,8 @@ pub async fn open_state(config: &Config) -> Result<Arc<AppState>, String> {
         .await
         .map_err(|e| e.to_string())?;
     let (valuations, sharp_moves) = crate::actors::fanout::Valuations::new(
-        crate::actors::fanout::PriceBus::with_stats(metrics.fanout.clone()),
+        crate::actors::fanout::PriceBus::with(metrics.fanout.clone(), config.market.revalue_interval),
         config.advice.sharp_move_threshold,
-        config.market.revalue_interval,
     );
     Ok(Arc::new(AppState {
         valuations,

@@ -2,9 +2,9 @@
 //!
 //! - The feed publishes each applied price to the [`PriceBus`]: one `watch` send per symbol, O(1),
 //!   never waiting for anyone.
-//! - One fan-out task per symbol takes the latest price (skipping any it had no time for) and
-//!   puts it into the [`Inbox`] of every subscriber holding the symbol, waking the subscriber
-//!   only when its inbox was empty.
+//! - One fan-out task per symbol takes the latest price (skipping any it had no time for, and at
+//!   most once per `[market] revalue_interval`) and puts it into the [`Inbox`] of every
+//!   subscriber holding the symbol, waking the subscriber only when its inbox was empty.
 //! - One valuer task per portfolio takes its whole inbox when woken — the latest price of each
 //!   held symbol — and revalues (`domain::valuation::LiveValuation`). A slow valuer therefore
 //!   costs the fan-out one overwrite per tick, holds at most one price per symbol, and slows
@@ -19,7 +19,7 @@ use crate::domain::time::Timestamp;
 use crate::domain::valuation::{LiveValuation, Positions, SharpMove};
 use prometheus_client::metrics::counter::Counter;
 use rust_decimal::Decimal;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::{mpsc, watch, Notify};
@@ -46,12 +46,12 @@ impl Subscriber {
         })
     }
 
-    /// Waits for prices and takes the latest of each symbol.
-    pub async fn next(&self) -> BTreeMap<Arc<str>, PriceUpdate> {
+    /// Waits for prices and moves the latest of each symbol into `batch`.
+    pub async fn next(&self, batch: &mut Vec<(Arc<str>, PriceUpdate)>) {
         loop {
-            let batch = self.inbox.take();
+            self.inbox.take_into(batch);
             if !batch.is_empty() {
-                return batch;
+                return;
             }
             self.wake.notified().await;
         }
@@ -76,18 +76,24 @@ pub struct FanoutStats {
 pub struct PriceBus {
     latest: RwLock<HashMap<Arc<str>, watch::Sender<Option<PriceUpdate>>>>,
     subscribers: Arc<RwLock<SubscriberMap>>,
+    /// The shortest time between two fan-outs of one symbol (prices published meanwhile
+    /// coalesce: the next fan-out carries the latest).
+    every: std::time::Duration,
     pub stats: Arc<FanoutStats>,
 }
 
 impl PriceBus {
+    /// A bus that fans every price out as soon as it can.
     pub fn new() -> Arc<PriceBus> {
-        PriceBus::with_stats(FanoutStats::default())
+        PriceBus::with(FanoutStats::default(), std::time::Duration::ZERO)
     }
 
-    pub fn with_stats(stats: FanoutStats) -> Arc<PriceBus> {
+    /// `every`: the shortest time between two fan-outs of a symbol (`[market] revalue_interval`).
+    pub fn with(stats: FanoutStats, every: std::time::Duration) -> Arc<PriceBus> {
         Arc::new(PriceBus {
             latest: RwLock::new(HashMap::new()),
             subscribers: Arc::new(RwLock::new(HashMap::new())),
+            every,
             stats: Arc::new(stats),
         })
     }
@@ -104,7 +110,7 @@ impl PriceBus {
         let symbol: Arc<str> = Arc::from(symbol);
         let tx = latest.entry(symbol.clone()).or_insert_with(|| {
             let (tx, rx) = watch::channel(None);
-            tokio::spawn(fan_out(symbol, rx, self.subscribers.clone(), self.stats.clone()));
+            tokio::spawn(fan_out(symbol, rx, self.subscribers.clone(), self.stats.clone(), self.every));
             tx
         });
         tx.send_replace(Some(update));
@@ -132,7 +138,13 @@ impl PriceBus {
 }
 
 /// The fan-out of one symbol: the latest price into every subscriber's inbox.
-async fn fan_out(symbol: Arc<str>, mut rx: watch::Receiver<Option<PriceUpdate>>, subscribers: Arc<RwLock<SubscriberMap>>, stats: Arc<FanoutStats>) {
+async fn fan_out(
+    symbol: Arc<str>,
+    mut rx: watch::Receiver<Option<PriceUpdate>>,
+    subscribers: Arc<RwLock<SubscriberMap>>,
+    stats: Arc<FanoutStats>,
+    every: std::time::Duration,
+) {
     while rx.changed().await.is_ok() {
         let Some(update) = *rx.borrow_and_update() else { continue };
         let (mut delivered, mut coalesced) = (0u64, 0u64);
@@ -151,8 +163,12 @@ async fn fan_out(symbol: Arc<str>, mut rx: watch::Receiver<Option<PriceUpdate>>,
         }
         stats.delivered.inc_by(delivered);
         stats.coalesced.inc_by(coalesced);
-        // Let the woken valuers run before the next round on a busy runtime.
-        tokio::task::yield_now().await;
+        if every.is_zero() {
+            // Let the woken valuers run before the next round on a busy runtime.
+            tokio::task::yield_now().await;
+        } else {
+            tokio::time::sleep(every).await;
+        }
     }
 }
 
@@ -166,22 +182,18 @@ pub struct Valuations {
     bus: Arc<PriceBus>,
     cells: RwLock<HashMap<String, Arc<Cell>>>,
     threshold: Decimal,
-    /// The shortest time between two revaluations of one portfolio.
-    every: std::time::Duration,
     sharp: mpsc::Sender<(String, SharpMove)>,
     pub sharp_dropped: AtomicU64,
 }
 
 impl Valuations {
-    /// `threshold`: the relative move of a held instrument that is reported as sharp (0 = never);
-    /// `every`: the shortest time between two revaluations of a portfolio (0 = on every wake-up).
-    pub fn new(bus: Arc<PriceBus>, threshold: Decimal, every: std::time::Duration) -> (Arc<Valuations>, mpsc::Receiver<(String, SharpMove)>) {
+    /// `threshold`: the relative move of a held instrument that is reported as sharp (0 = never).
+    pub fn new(bus: Arc<PriceBus>, threshold: Decimal) -> (Arc<Valuations>, mpsc::Receiver<(String, SharpMove)>) {
         let (tx, rx) = mpsc::channel(1024);
         let v = Arc::new(Valuations {
             bus,
             cells: RwLock::new(HashMap::new()),
             threshold,
-            every,
             sharp: tx,
             sharp_dropped: AtomicU64::new(0),
         });
@@ -230,7 +242,6 @@ impl Valuations {
                     self.sharp.clone(),
                     Arc::downgrade(self),
                     self.bus.stats.clone(),
-                    self.every,
                 ));
                 cell
             })
@@ -264,11 +275,11 @@ async fn valuer(
     sharp: mpsc::Sender<(String, SharpMove)>,
     owner: std::sync::Weak<Valuations>,
     stats: Arc<FanoutStats>,
-    every: std::time::Duration,
 ) {
+    let mut batch = Vec::new();
     loop {
-        let batch = cell.subscriber.next().await;
-        let at = batch.values().map(|u| u.at).max().unwrap_or_default();
+        cell.subscriber.next(&mut batch).await;
+        let at = batch.iter().map(|(_, u)| u.at).max().unwrap_or_default();
         let moved = {
             let mut live = cell.live.lock().unwrap_or_else(|p| p.into_inner());
             live.on_prices(batch.iter().map(|(s, u)| (&**s, u.price)), at, threshold)
@@ -284,10 +295,7 @@ async fn valuer(
                 }
             }
         }
-        // Revalue at most once per interval: prices arriving meanwhile coalesce in the inbox.
-        if !every.is_zero() {
-            tokio::time::sleep(every).await;
-        }
+
     }
 }
 
@@ -295,6 +303,7 @@ async fn valuer(
 mod tests {
     use super::*;
     use crate::domain::portfolio::Holding;
+    use std::collections::BTreeMap;
 
     fn update(i: i64) -> PriceUpdate {
         PriceUpdate {
@@ -318,11 +327,11 @@ mod tests {
             let slow = slow.clone();
             async move {
                 let _ = released.await;
-                let mut seen = Vec::new();
+                let (mut seen, mut batch) = (Vec::new(), Vec::new());
                 while seen.last() != Some(&Decimal::from(LAST)) {
-                    let batch = slow.next().await;
+                    slow.next(&mut batch).await;
                     assert_eq!(batch.len(), 1, "one symbol, one pending price");
-                    seen.push(batch.values().next().unwrap().price);
+                    seen.push(batch[0].1.price);
                 }
                 seen
             }
@@ -330,11 +339,11 @@ mod tests {
         let fast_task = tokio::spawn({
             let fast = fast.clone();
             async move {
-                let mut batches = 0u64;
+                let (mut batches, mut batch) = (0u64, Vec::new());
                 loop {
-                    let batch = fast.next().await;
+                    fast.next(&mut batch).await;
                     batches += 1;
-                    if batch.values().any(|u| u.price == Decimal::from(LAST)) {
+                    if batch.iter().any(|(_, u)| u.price == Decimal::from(LAST)) {
                         return batches;
                     }
                 }
@@ -363,7 +372,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn valuations_follow_prices_and_report_sharp_moves() {
         let bus = PriceBus::new();
-        let (valuations, mut sharp) = Valuations::new(bus.clone(), "0.1".parse().unwrap(), std::time::Duration::ZERO);
+        let (valuations, mut sharp) = Valuations::new(bus.clone(), "0.1".parse().unwrap());
         bus.publish("AAA", update(100));
         bus.publish("BBB", update(7));
         let mut holdings = BTreeMap::new();

@@ -14,21 +14,21 @@
 //! with loom's `Mutex` (through `super::sync`).
 
 use super::sync::Mutex;
-use std::collections::BTreeMap;
 
-pub struct Inbox<K: Ord, V> {
-    slots: Mutex<BTreeMap<K, V>>,
+/// Pending values, one per key, in arrival order of their keys. A consumer holds few keys (a
+/// portfolio's instruments), so a vector beats a map, and swapping it with the consumer's
+/// buffer means no allocation once both have grown.
+pub struct Inbox<K: PartialEq, V> {
+    slots: Mutex<Vec<(K, V)>>,
 }
 
-impl<K: Ord, V> Default for Inbox<K, V> {
+impl<K: PartialEq, V> Default for Inbox<K, V> {
     fn default() -> Self {
-        Inbox {
-            slots: Mutex::new(BTreeMap::new()),
-        }
+        Inbox { slots: Mutex::new(Vec::new()) }
     }
 }
 
-impl<K: Ord, V> Inbox<K, V> {
+impl<K: PartialEq, V> Inbox<K, V> {
     pub fn new() -> Self {
         Self::default()
     }
@@ -38,13 +38,25 @@ impl<K: Ord, V> Inbox<K, V> {
     pub fn put(&self, key: K, value: V) -> bool {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         let was_empty = slots.is_empty();
-        slots.insert(key, value);
+        match slots.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => slots.push((key, value)),
+        }
         was_empty
     }
 
+    /// Moves every pending value into `out` (cleared first); the inbox is empty afterwards and
+    /// keeps `out`'s old allocation.
+    pub fn take_into(&self, out: &mut Vec<(K, V)>) {
+        out.clear();
+        std::mem::swap(&mut *self.slots.lock().unwrap_or_else(|p| p.into_inner()), out);
+    }
+
     /// Takes every pending value (the inbox is empty afterwards).
-    pub fn take(&self) -> BTreeMap<K, V> {
-        std::mem::take(&mut *self.slots.lock().unwrap_or_else(|p| p.into_inner()))
+    pub fn take(&self) -> Vec<(K, V)> {
+        let mut out = Vec::new();
+        self.take_into(&mut out);
+        out
     }
 
     pub fn len(&self) -> usize {
