@@ -94,6 +94,14 @@ pub async fn open_state(config: &Config) -> Result<Arc<AppState>, String> {
     let vault = Vault::new(&store, &master).map_err(|e| e.to_string())?;
     let sanctions = crate::gateway::sanctions::load(&config.compliance)?;
     let metrics = Arc::new(Metrics::new());
+    // The instruments known so far (the CLI's offline commands need them; `start` lists the
+    // configured ones and replaces this).
+    let mut known: Vec<String> = config.market.instruments.iter().map(|i| i.symbol.clone()).collect();
+    for (symbol, _) in store.catalog().map_err(|e| e.to_string())? {
+        if !known.contains(&symbol) {
+            known.push(symbol);
+        }
+    }
     let ledger = store.open_tree(crate::adapters::broker::CONFIRMATIONS_TREE).map_err(|e| e.to_string())?;
     let broker = Box::new(crate::adapters::broker::SimulatedBroker::new(ledger, config.broker.slippage_bps));
     let router = Router::start(store, metrics.clone(), RouterSettings::from_config(config))
@@ -119,7 +127,7 @@ pub async fn open_state(config: &Config) -> Result<Arc<AppState>, String> {
         node_id: config.node.id.clone(),
         metrics,
         ready: AtomicBool::new(false),
-        catalog: RwLock::new(Vec::new()),
+        catalog: RwLock::new(known),
         config: config.clone(),
     }))
 }

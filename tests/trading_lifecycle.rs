@@ -138,13 +138,32 @@ fn end_of_day_statements_and_reconciliation_alerts() {
         order_ids.push(r.json()["order_id"].as_str().unwrap().to_string());
     }
 
-    // End of day on demand, through the running node's control socket.
     let today = {
         let now = node.portfolio(&user)["as_of"].as_str().unwrap().to_string();
         now[..10].to_string()
     };
+    assert_eq!(node.terminate(Duration::from_secs(30)).map(|s| s.success()), Some(true));
+    // End of day on demand, on the stopped node's data folder.
     let out = run_cli(&node, &["eod", "run", "--date", &today]);
     assert!(out.contains("statements written: 1;"), "{out}");
+    let out = node.cli(&["eod", "run", "--date", "2999-01-01"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("has not begun"), "a future day is refused: {stderr}");
+
+    // Inject a missing and a mismatched confirmation into the broker's ledger.
+    {
+        let db = sled::open(dir.path().join("data").join("db")).unwrap();
+        let ledger = db.open_tree("broker_confirmations").unwrap();
+        assert_eq!(ledger.len(), 3, "the broker confirmed every order");
+        ledger.remove(order_ids[0].as_bytes()).unwrap();
+        let mut c: Value = serde_json::from_slice(&ledger.get(order_ids[1].as_bytes()).unwrap().unwrap()).unwrap();
+        c["quantity"] = json!("20");
+        ledger.insert(order_ids[1].as_bytes(), serde_json::to_vec(&c).unwrap()).unwrap();
+        db.flush().unwrap();
+    }
+    let node = Node::start_with(dir.path(), &[("MONETA_MARKET_TICK_INTERVAL", "100ms")]);
+    // End of day on demand, through the running node's control socket.
+    // Closed once (above, offline): the running node closes it again with nothing to write.
     let out = run_cli(&node, &["eod", "run", "--date", &today]);
     assert!(out.contains("statements written: 0;"), "a day is closed once: {out}");
     let r = node.get("/v1/portfolio/statements", Some(&user.token));
@@ -155,6 +174,7 @@ fn end_of_day_statements_and_reconciliation_alerts() {
     assert_eq!(s["date"], today.as_str());
     assert_eq!(s["trades"].as_array().unwrap().len(), 3);
     assert_eq!(s["holdings"].as_array().unwrap().len(), 2);
+    assert!(s["holdings"].as_array().unwrap().iter().all(|h| h["price"].is_string()), "closing prices: {s}");
     let fees: Decimal = s["trades"].as_array().unwrap().iter().map(|t| dec(&t["fees"], "fees")).sum();
     assert_eq!(dec(&s["fees"], "fees"), fees);
     assert_eq!(dec(&s["deposits"], "deposits"), Decimal::from(5000));
@@ -173,19 +193,6 @@ fn end_of_day_statements_and_reconciliation_alerts() {
     let perf = performance(&node, &user, "all");
     assert!(perf["series"].as_array().unwrap().iter().any(|p| p["value"] == s["total_value"]), "{perf}");
 
-    // Inject a missing and a mismatched confirmation into the broker's ledger.
-    assert_eq!(node.terminate(Duration::from_secs(30)).map(|s| s.success()), Some(true));
-    {
-        let db = sled::open(dir.path().join("data").join("db")).unwrap();
-        let ledger = db.open_tree("broker_confirmations").unwrap();
-        assert_eq!(ledger.len(), 3, "the broker confirmed every order");
-        ledger.remove(order_ids[0].as_bytes()).unwrap();
-        let mut c: Value = serde_json::from_slice(&ledger.get(order_ids[1].as_bytes()).unwrap().unwrap()).unwrap();
-        c["quantity"] = json!("20");
-        ledger.insert(order_ids[1].as_bytes(), serde_json::to_vec(&c).unwrap()).unwrap();
-        db.flush().unwrap();
-    }
-    let node = Node::start_with(dir.path(), &[("MONETA_MARKET_TICK_INTERVAL", "100ms")]);
     std::thread::sleep(Duration::from_secs(5));
     let out = run_cli(&node, &["reconcile"]);
     assert!(out.contains("discrepancies: 2 (new alerts: 2)"), "{out}");

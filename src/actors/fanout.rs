@@ -295,7 +295,6 @@ async fn valuer(
                 }
             }
         }
-
     }
 }
 

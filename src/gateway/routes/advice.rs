@@ -3,6 +3,7 @@
 //! advice held for review), `POST /v1/advice/{id}/accept` (its orders through the normal order
 //! path, idempotently), and the compliance review queue.
 
+use super::meta;
 use super::portfolio::place;
 use super::unavailable;
 use crate::actors::RequestMeta;
@@ -19,13 +20,6 @@ use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
 use warp::http::StatusCode;
-
-fn meta(req: &Req, actor: &str) -> RequestMeta {
-    RequestMeta {
-        request_id: req.request_id.clone(),
-        actor: actor.to_string(),
-    }
-}
 
 fn status_text(s: AdviceStatus) -> &'static str {
     match s {

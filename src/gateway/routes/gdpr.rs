@@ -13,6 +13,7 @@
 //! and the audit trail (regulatory records), and the account's decision facts (KYC outcome,
 //! screening, risk profile).
 
+use super::meta;
 use super::periodically;
 use super::portfolio::{history, statement_view, transaction_view, OrderView};
 
@@ -46,13 +47,6 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 use warp::http::header::{HeaderValue, CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_TYPE};
 use warp::http::{Response, StatusCode};
-
-fn meta(req: &Req, actor: &str) -> RequestMeta {
-    RequestMeta {
-        request_id: req.request_id.clone(),
-        actor: actor.to_string(),
-    }
-}
 
 /// Everything held about one user, decrypted, as one JSON document.
 async fn collect(state: &AppState, user_id: &str) -> Result<Value, ApiError> {

@@ -7,6 +7,7 @@
 //! claim and the account, the claim names an account that does not exist and this one completes
 //! it.
 
+use super::meta;
 use super::unavailable;
 use crate::actors::RequestMeta;
 use crate::cluster::RouteError;
@@ -66,13 +67,6 @@ fn validate_profile(b: &RegisterBody, today: Date) -> Result<Profile, ApiError> 
         ProfileError::Underage => ApiError::unprocessable("underage", e.to_string()),
         _ => ApiError::bad_request(e.to_string()),
     })
-}
-
-fn meta(req: &Req, actor: &str) -> RequestMeta {
-    RequestMeta {
-        request_id: req.request_id.clone(),
-        actor: actor.to_string(),
-    }
 }
 
 fn now_secs() -> i64 {

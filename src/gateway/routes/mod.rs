@@ -11,6 +11,7 @@ mod portfolio;
 mod public;
 mod staff;
 
+use crate::actors::RequestMeta;
 use crate::domain::account::Role;
 use crate::gateway::http::{Reply, Req};
 use crate::gateway::problem::ApiError;
@@ -327,6 +328,14 @@ pub async fn dispatch(state: &AppState, template: Option<&'static str>, req: &Re
 fn unavailable(e: impl std::fmt::Display) -> ApiError {
     tracing::error!(error = %e, "entity unavailable");
     ApiError::unavailable("the service is temporarily unavailable; retry with the same Idempotency-Key")
+}
+
+/// Who asked, under which request id (travels with the command into the audit trail).
+pub(crate) fn meta(req: &Req, actor: &str) -> RequestMeta {
+    RequestMeta {
+        request_id: req.request_id.clone(),
+        actor: actor.to_string(),
+    }
 }
 
 /// Runs `job` every `every` until `stop` is set (the node's scheduled jobs).

@@ -2,8 +2,8 @@
 //! suitability questionnaire.
 
 use super::identity::account_error_pub as account_error;
+use super::meta;
 use super::unavailable;
-use crate::actors::RequestMeta;
 use crate::domain::account::{Account, AccountCommand, AccountReply, Consents, Profile};
 use crate::domain::kyc::validate_document;
 use crate::domain::suitability::{assess, parse_answers};
@@ -36,13 +36,6 @@ pub(crate) struct SuitabilityBody {
     /// knows_complex_products, annual_income, liquid_net_worth, emergency_fund_months (all required).
     #[schema(value_type = Object)]
     answers: serde_json::Value,
-}
-
-fn meta(req: &Req, actor: &str) -> RequestMeta {
-    RequestMeta {
-        request_id: req.request_id.clone(),
-        actor: actor.to_string(),
-    }
 }
 
 pub async fn put_consents(state: &AppState, req: &Req) -> Result<Reply, ApiError> {

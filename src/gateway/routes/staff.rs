@@ -3,6 +3,7 @@
 //! birth, a document number or a full email address; `admin` reaches no personal data at all.
 
 use super::identity::account_error_pub as account_error;
+use super::meta;
 use super::unavailable;
 use crate::actors::RequestMeta;
 use crate::domain::account::{Account, AccountCommand, Profile, Role, ScreeningDecision};
@@ -18,13 +19,6 @@ use std::sync::Arc;
 use warp::http::StatusCode;
 
 const EVENTS_LIMIT_MAX: usize = 1000;
-
-fn meta(req: &Req, actor: &str) -> RequestMeta {
-    RequestMeta {
-        request_id: req.request_id.clone(),
-        actor: actor.to_string(),
-    }
-}
 
 /// `a***@example.com`: enough to recognise, not enough to contact.
 pub fn mask_email(email: &str) -> String {
