@@ -107,13 +107,13 @@ pub async fn open_state(config: &Config) -> Result<Arc<AppState>, String> {
     let router = Router::start(store, metrics.clone(), RouterSettings::from_config(config))
         .await
         .map_err(|e| e.to_string())?;
-    let (valuations, sharp_moves) = crate::actors::fanout::Valuations::new(
+    let (valuations, advice_triggers) = crate::actors::fanout::Valuations::new(
         crate::actors::fanout::PriceBus::with(metrics.fanout.clone(), config.market.revalue_interval),
         config.advice.sharp_move_threshold,
     );
     Ok(Arc::new(AppState {
         valuations,
-        sharp_moves: std::sync::Mutex::new(Some(sharp_moves)),
+        advice_triggers: std::sync::Mutex::new(Some(advice_triggers)),
         broker,
         router,
         auth: Auth::new(signing, retired, &config.auth),
@@ -169,7 +169,7 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
     let retention = tokio::spawn(crate::gateway::routes::gdpr::retention_job(state.clone(), feed_rx.clone()));
     let end_of_day = tokio::spawn(crate::gateway::routes::eod::end_of_day_job(state.clone(), feed_rx.clone()));
     let reconciliation = tokio::spawn(crate::gateway::routes::eod::reconciliation_job(state.clone(), feed_rx.clone()));
-    let advice_worker = tokio::spawn(crate::gateway::routes::advice::sharp_move_worker(state.clone(), feed_rx.clone()));
+    let advice_worker = tokio::spawn(crate::gateway::routes::advice::advice_worker(state.clone(), feed_rx.clone()));
     tokio::spawn(crate::gateway::routes::eod::track_all(state.clone()));
     let bus = state.valuations.bus().clone();
     let feed = if config.market.feed == "csv" {

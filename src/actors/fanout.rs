@@ -11,12 +11,14 @@
 //!   neither the feed nor any other portfolio.
 //!
 //! A price move at or beyond `[advice] sharp_move_threshold` of a held instrument is reported on
-//! a bounded channel (the advice worker recomputes that user's advice); if the worker is behind,
-//! the report is dropped and counted — the next sharp move, or the user's next request, catches up.
+//! a bounded channel of advice triggers (the advice worker recomputes that user's advice; the
+//! gateway reports portfolio and profile changes on it too); if the worker is behind, a report
+//! is dropped and counted — the next trigger, or the user's next request, catches up.
 
 use super::inbox::Inbox;
+use crate::domain::advice::AdviceTrigger;
 use crate::domain::time::Timestamp;
-use crate::domain::valuation::{LiveValuation, Positions, SharpMove};
+use crate::domain::valuation::{LiveValuation, Positions};
 use prometheus_client::metrics::counter::Counter;
 use rust_decimal::Decimal;
 use std::collections::{BTreeSet, HashMap};
@@ -182,20 +184,21 @@ pub struct Valuations {
     bus: Arc<PriceBus>,
     cells: RwLock<HashMap<String, Arc<Cell>>>,
     threshold: Decimal,
-    sharp: mpsc::Sender<(String, SharpMove)>,
-    pub sharp_dropped: AtomicU64,
+    triggers: mpsc::Sender<(String, AdviceTrigger)>,
+    /// Advice triggers dropped because the advice worker was behind.
+    pub triggers_dropped: AtomicU64,
 }
 
 impl Valuations {
     /// `threshold`: the relative move of a held instrument that is reported as sharp (0 = never).
-    pub fn new(bus: Arc<PriceBus>, threshold: Decimal) -> (Arc<Valuations>, mpsc::Receiver<(String, SharpMove)>) {
+    pub fn new(bus: Arc<PriceBus>, threshold: Decimal) -> (Arc<Valuations>, mpsc::Receiver<(String, AdviceTrigger)>) {
         let (tx, rx) = mpsc::channel(1024);
         let v = Arc::new(Valuations {
             bus,
             cells: RwLock::new(HashMap::new()),
             threshold,
-            sharp: tx,
-            sharp_dropped: AtomicU64::new(0),
+            triggers: tx,
+            triggers_dropped: AtomicU64::new(0),
         });
         (v, rx)
     }
@@ -239,7 +242,6 @@ impl Valuations {
                     user.to_string(),
                     cell.clone(),
                     self.threshold,
-                    self.sharp.clone(),
                     Arc::downgrade(self),
                     self.bus.stats.clone(),
                 ));
@@ -255,6 +257,14 @@ impl Valuations {
         Some(live)
     }
 
+    /// Asks the advice worker to recompute the user's advice (never waits; dropped and counted
+    /// when the worker is behind).
+    pub fn trigger(&self, user: &str, why: AdviceTrigger) {
+        if self.triggers.try_send((user.to_string(), why)).is_err() {
+            self.triggers_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// The user's advice was just recomputed: moves are measured from the current prices.
     pub fn rebase(&self, user: &str) {
         if let Some(cell) = self.cells.read().unwrap_or_else(|p| p.into_inner()).get(user) {
@@ -268,14 +278,7 @@ impl Valuations {
 }
 
 /// One portfolio's valuer: wakes on prices, revalues with the latest of each.
-async fn valuer(
-    user: String,
-    cell: Arc<Cell>,
-    threshold: Decimal,
-    sharp: mpsc::Sender<(String, SharpMove)>,
-    owner: std::sync::Weak<Valuations>,
-    stats: Arc<FanoutStats>,
-) {
+async fn valuer(user: String, cell: Arc<Cell>, threshold: Decimal, owner: std::sync::Weak<Valuations>, stats: Arc<FanoutStats>) {
     let mut batch = Vec::new();
     loop {
         cell.subscriber.next(&mut batch).await;
@@ -286,13 +289,9 @@ async fn valuer(
         };
         stats.revaluations.inc();
         if let Some(m) = moved {
-            if sharp.try_send((user.clone(), m)).is_err() {
-                match owner.upgrade() {
-                    Some(v) => {
-                        v.sharp_dropped.fetch_add(1, Ordering::Relaxed);
-                    }
-                    None => return,
-                }
+            match owner.upgrade() {
+                Some(v) => v.trigger(&user, AdviceTrigger::SharpMove(m)),
+                None => return,
             }
         }
     }
@@ -392,7 +391,8 @@ mod tests {
         assert_eq!(bus.subscriber_count("AAA"), 1);
         assert_eq!(bus.subscriber_count("BBB"), 0, "only held instruments are followed");
         bus.publish("AAA", update(80));
-        let (user, m) = tokio::time::timeout(std::time::Duration::from_secs(10), sharp.recv()).await.unwrap().unwrap();
+        let (user, why) = tokio::time::timeout(std::time::Duration::from_secs(10), sharp.recv()).await.unwrap().unwrap();
+        let AdviceTrigger::SharpMove(m) = why else { panic!("{why:?}") };
         assert_eq!((user.as_str(), m.symbol.as_str(), m.change), ("usr_a", "AAA", "-0.2".parse().unwrap()));
         for _ in 0..1000 {
             if valuations.get("usr_a").unwrap().value == Decimal::from(290) {

@@ -317,6 +317,28 @@ Your portfolio is worth {} of which {}% is cash. {} Orders smaller than {} are l
     }
 }
 
+/// Why a user's advice is recomputed without their asking (advice is also computed afresh on
+/// every `GET /v1/advice`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdviceTrigger {
+    /// A held instrument moved by the configured threshold.
+    SharpMove(crate::domain::valuation::SharpMove),
+    /// A deposit, withdrawal or order of the user's own.
+    PortfolioChanged,
+    /// The questionnaire was answered again.
+    ProfileChanged,
+}
+
+impl AdviceTrigger {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AdviceTrigger::SharpMove(_) => "sharp_move",
+            AdviceTrigger::PortfolioChanged => "portfolio_changed",
+            AdviceTrigger::ProfileChanged => "profile_changed",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -58,8 +58,8 @@ pub struct AppState {
     pub node_id: String,
     /// Live valuations of the portfolios, fed by the price fan-out.
     pub valuations: Arc<crate::actors::fanout::Valuations>,
-    /// Sharp moves of held instruments, for the advice worker (taken when it starts).
-    pub sharp_moves: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<(String, crate::domain::valuation::SharpMove)>>>,
+    /// Why users' advice should be recomputed, for the advice worker (taken when it starts).
+    pub advice_triggers: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<(String, crate::domain::advice::AdviceTrigger)>>>,
     pub broker: Box<dyn crate::adapters::broker::Broker>,
 }
 

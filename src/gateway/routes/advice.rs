@@ -9,7 +9,7 @@ use super::unavailable;
 use crate::actors::RequestMeta;
 use crate::cluster::RouteError;
 use crate::domain::account::{Account, AccountCommand, AccountRejection, AccountReply, AdviceRecord, AdviceStatus};
-use crate::domain::advice::{advise, Product, DISCLOSURE, MODEL_VERSION};
+use crate::domain::advice::{advise, AdviceTrigger, Product, DISCLOSURE, MODEL_VERSION};
 use crate::domain::compliance::{self, ProductFacts, Purpose};
 use crate::domain::money::plain_string;
 use crate::domain::portfolio::{IdemTag, Portfolio};
@@ -152,46 +152,41 @@ async fn compute(state: &AppState, user_id: &str, request: RequestMeta) -> Resul
     Ok(record)
 }
 
-/// Recomputes the advice of users holding an instrument that moved sharply (reported by their
-/// live valuation). Users who never asked for advice, or withdrew consent, are left alone.
-/// Reports that pile up while it works are merged per user.
-pub async fn sharp_move_worker(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let Some(mut moves) = state.sharp_moves.lock().ok().and_then(|mut m| m.take()) else {
+/// Recomputes the advice of users who have advice when something it depends on changed: a held
+/// instrument moved sharply (reported by their live valuation), they moved cash or placed an
+/// order themselves, or answered the questionnaire again. Users who never asked for advice, or
+/// withdrew consent, are left alone. Triggers that pile up while it works are merged per user.
+pub async fn advice_worker(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let Some(mut triggers) = state.advice_triggers.lock().ok().and_then(|mut m| m.take()) else {
         return;
     };
     loop {
         let first = tokio::select! {
-            m = moves.recv() => m,
+            t = triggers.recv() => t,
             _ = stop.changed() => return,
         };
         let Some(first) = first else { return };
         let mut pending = std::collections::BTreeMap::from([first]);
-        while let Ok((user, m)) = moves.try_recv() {
-            pending.insert(user, m);
+        while let Ok((user, why)) = triggers.try_recv() {
+            pending.insert(user, why);
         }
-        for (user, m) in pending {
+        for (user, why) in pending {
             let has_advice = state.router.read::<Account, _>(&user, |a| a.consents.ai_profiling && a.advice.is_some()).await;
             if !matches!(has_advice, Ok(true)) {
                 continue;
             }
-            let request = RequestMeta::system(format!("sharp-move-{}", m.symbol));
+            let request = RequestMeta::system(format!("advice-{}", why.reason()));
             match compute(&state, &user, request.clone()).await {
                 Ok(record) => {
-                    let _ = state
-                        .router
-                        .audit(
-                            crate::domain::audit::AuditDraft::ok("advice.recomputed")
-                                .detail("reason", "sharp_move")
-                                .detail("symbol", &m.symbol)
-                                .detail("change", m.change.to_string())
-                                .detail("advice_id", &record.advice_id),
-                            &format!("account/{user}"),
-                            &request,
-                            false,
-                        )
-                        .await;
+                    let mut draft = crate::domain::audit::AuditDraft::ok("advice.recomputed")
+                        .detail("reason", why.reason())
+                        .detail("advice_id", &record.advice_id);
+                    if let AdviceTrigger::SharpMove(m) = &why {
+                        draft = draft.detail("symbol", &m.symbol).detail("change", m.change.to_string());
+                    }
+                    let _ = state.router.audit(draft, &format!("account/{user}"), &request, false).await;
                 }
-                Err(e) => tracing::info!(code = e.code, "advice not recomputed after a sharp move"),
+                Err(e) => tracing::info!(code = e.code, reason = why.reason(), "advice not recomputed"),
             }
         }
     }

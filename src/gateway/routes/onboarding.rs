@@ -108,5 +108,6 @@ pub async fn suitability(state: &AppState, req: &Req) -> Result<Reply, ApiError>
         .execute::<Account>(&claims.sub, cmd, meta(req, &claims.sub))
         .await
         .map_err(account_error)?;
+    state.valuations.trigger(&claims.sub, crate::domain::advice::AdviceTrigger::ProfileChanged);
     Ok(private_json(StatusCode::OK, &profile))
 }

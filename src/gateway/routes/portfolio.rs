@@ -104,7 +104,9 @@ async fn move_cash(state: &AppState, req: &Req, route: &str, deposit: bool) -> R
     } else {
         PortfolioCommand::Withdraw { amount, idem }
     };
-    cash_reply(execute(state, &claims, req, cmd).await?)
+    let reply = cash_reply(execute(state, &claims, req, cmd).await?)?;
+    state.valuations.trigger(&claims.sub, crate::domain::advice::AdviceTrigger::PortfolioChanged);
+    Ok(reply)
 }
 
 pub async fn deposit(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
@@ -156,6 +158,8 @@ pub async fn place_order(state: &AppState, req: &Req) -> Result<Reply, ApiError>
         actor: claims.sub.clone(),
     };
     let order = place(state, &claims.sub, meta, body.symbol, body.side, quantity, IdemTag { key, fingerprint: fp }).await?;
+    // Not for orders placed by accepting advice (`place` alone): that advice is what they follow.
+    state.valuations.trigger(&claims.sub, crate::domain::advice::AdviceTrigger::PortfolioChanged);
     Ok(private_json(StatusCode::CREATED, &order))
 }
 
