@@ -117,6 +117,21 @@ pub(crate) struct User {
     pub(crate) advisee: Option<Box<Advisee>>,
 }
 
+impl User {
+    fn new(id: String, investor: InvestorStatus, advisee: Option<Box<Advisee>>) -> User {
+        User {
+            investor,
+            state: Portfolio::empty(&id),
+            id,
+            journal: Vec::new(),
+            recent: VecDeque::new(),
+            refused: None,
+            touched_step: -1,
+            advisee,
+        }
+    }
+}
+
 pub(crate) struct Market {
     params: GbmParams,
     pub(crate) opening: Decimal,
@@ -273,38 +288,21 @@ impl Sim {
             .map(|_| {
                 let id = moneta::domain::ids::new_id("usr", &mut ids_rng);
                 let investor = draw_investor(&mut ids_rng);
-                User {
-                    investor,
-                    state: Portfolio::empty(&id),
-                    id,
-                    journal: Vec::new(),
-                    recent: VecDeque::new(),
-                    refused: None,
-                    touched_step: -1,
-                    advisee: None,
-                }
+                User::new(id, investor, None)
             })
             .collect();
         let advisory = match &args.scenario {
             Some(scenario) => {
                 let (advisory, advisees) = Advisory::new(scenario.clone(), args.seed, args.users, &config, &mut ids_rng);
                 for (id, advisee) in advisees {
-                    users.push(User {
-                        // Not onboarded until the account says so (at the start of the run).
-                        investor: InvestorStatus {
-                            kyc: KycStatus::Pending,
-                            screening: ScreeningStatus::PotentialMatch,
-                            risk_score: None,
-                            complex_products_allowed: false,
-                        },
-                        state: Portfolio::empty(&id),
-                        id,
-                        journal: Vec::new(),
-                        recent: VecDeque::new(),
-                        refused: None,
-                        touched_step: -1,
-                        advisee: Some(Box::new(advisee)),
-                    });
+                    // Not onboarded until the account says so (at the start of the run).
+                    let investor = InvestorStatus {
+                        kyc: KycStatus::Pending,
+                        screening: ScreeningStatus::PotentialMatch,
+                        risk_score: None,
+                        complex_products_allowed: false,
+                    };
+                    users.push(User::new(id, investor, Some(Box::new(advisee))));
                 }
                 Some(advisory)
             }

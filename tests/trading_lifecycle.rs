@@ -33,6 +33,16 @@ fn performance(node: &Node, user: &User, period: &str) -> Value {
     r.json()
 }
 
+/// The user's `advice.recomputed` audit record with this reason (from their data export).
+fn recomputed(node: &Node, user: &User, reason: &str) -> Option<Value> {
+    let export = node.get("/v1/me/export?format=json", Some(&user.token)).json();
+    export["audit_records"]
+        .as_array()?
+        .iter()
+        .find(|r| r["action"] == "advice.recomputed" && r["details"]["reason"] == reason)
+        .cloned()
+}
+
 fn run_cli(node: &Node, args: &[&str]) -> String {
     let out = node.cli(args).output().expect("run the moneta CLI");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -84,13 +94,7 @@ fn a_sharp_fall_revalues_the_portfolio_and_recomputes_advice() {
     // Moving cash changes what the advice must be: it is recomputed without being asked for.
     assert_eq!(node.deposit(&user, "d2", "500.00").status, 201);
     wait_for("advice recomputed after a deposit", Duration::from_secs(20), || {
-        let export = node.get("/v1/me/export?format=json", Some(&user.token)).json();
-        export["audit_records"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|r| r["action"] == "advice.recomputed" && r["details"]["reason"] == "portfolio_changed")
-            .then_some(())
+        recomputed(&node, &user, "portfolio_changed")
     });
     let before = performance(&node, &user, "1d");
     assert!(!before["series"].as_array().unwrap().is_empty());
@@ -117,18 +121,10 @@ fn a_sharp_fall_revalues_the_portfolio_and_recomputes_advice() {
     bad.problem(&[400], &["invalid_request"]).unwrap();
 
     // The sharp move recomputed the user's advice (recorded in their audit trail).
-    wait_for("advice recomputed after the fall", Duration::from_secs(20), || {
-        let export = node.get("/v1/me/export?format=json", Some(&user.token)).json();
-        export["audit_records"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["action"] == "advice.recomputed" && r["details"]["reason"] == "sharp_move")
-            .map(|r| {
-                assert_eq!(r["details"]["symbol"], "ACME");
-                assert_eq!(r["details"]["reason"], "sharp_move");
-            })
+    let r = wait_for("advice recomputed after the fall", Duration::from_secs(20), || {
+        recomputed(&node, &user, "sharp_move")
     });
+    assert_eq!(r["details"]["symbol"], "ACME");
     let metrics = node.get("/metrics", None).body;
     assert!(metrics.contains("moneta_fanout_prices_published_total"), "fan-out metrics are exported");
 }
