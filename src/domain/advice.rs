@@ -411,23 +411,19 @@ mod tests {
             }
         }
         // Complex products only for an aggressive investor who may hold them.
-        let a = advise(
-            &profile(7, true),
-            &universe(),
-            Decimal::from(100_000),
-            &BTreeMap::new(),
-            &fees(),
-            &AdvicePolicy::default(),
-        );
+        let all_cash = |complex| {
+            advise(
+                &profile(7, complex),
+                &universe(),
+                Decimal::from(100_000),
+                &BTreeMap::new(),
+                &fees(),
+                &AdvicePolicy::default(),
+            )
+        };
+        let a = all_cash(true);
         assert!(a.target_allocation.iter().any(|(s, _)| s == "SPX3L"));
-        let a = advise(
-            &profile(7, false),
-            &universe(),
-            Decimal::from(100_000),
-            &BTreeMap::new(),
-            &fees(),
-            &AdvicePolicy::default(),
-        );
+        let a = all_cash(false);
         assert!(!a.target_allocation.iter().any(|(s, _)| s == "SPX3L"));
         assert!(a.rationale.contains("excluding complex products"));
     }

@@ -43,6 +43,11 @@ impl PriceHistory {
         bucket(&mut self.days, Timestamp(m - m.rem_euclid(MS_PER_DAY)), price, DAYS_KEPT);
     }
 
+    /// The close of the day starting at `day_start`, or of the last day before it with a price.
+    pub fn close_on(&self, day_start: Timestamp) -> Option<Decimal> {
+        self.days.iter().rev().find(|(d, _)| *d <= day_start).map(|(_, p)| *p)
+    }
+
     /// Points in `[from, to]`: daily closes of the days that end before the minute window,
     /// then minute bars. Each point is stamped with the start of its bar.
     pub fn range(&self, from: Timestamp, to: Timestamp) -> Vec<(Timestamp, Decimal)> {

@@ -200,6 +200,16 @@ impl LiveValuation {
     }
 }
 
+/// The value series of a performance period from `from` to `current`: the daily closes, then the
+/// intraday samples after the last close (see [`period_series`] for the base point).
+pub fn performance_series(closes: Vec<ValuePoint>, intraday: &VecDeque<ValuePoint>, from: Timestamp, current: ValuePoint) -> Vec<ValuePoint> {
+    let mut points = closes;
+    let last_close = points.last().map_or(Timestamp(i64::MIN), |p| p.at);
+    points.extend(intraday.iter().filter(|p| p.at > last_close).cloned());
+    points.sort_by_key(|p| p.at);
+    period_series(&points, from, current)
+}
+
 /// The points of a performance period: the last point before `from` (the base the first
 /// return is measured from), the points in `[from, ..]`, and `now` last. `points` is oldest first.
 pub fn period_series(points: &[ValuePoint], from: Timestamp, now: ValuePoint) -> Vec<ValuePoint> {

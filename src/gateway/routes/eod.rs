@@ -53,15 +53,7 @@ async fn closing_prices(state: &AppState, date: Date) -> BTreeMap<String, Decima
     for symbol in state.symbols() {
         let close = state
             .router
-            .read::<Instrument, _>(&symbol, move |i| {
-                i.history
-                    .days
-                    .iter()
-                    .rev()
-                    .find(|(d, _)| *d <= day_start)
-                    .map(|(_, p)| *p)
-                    .or((i.price > Decimal::ZERO).then_some(i.price))
-            })
+            .read::<Instrument, _>(&symbol, move |i| i.history.close_on(day_start).or((i.price > Decimal::ZERO).then_some(i.price)))
             .await;
         match close {
             Ok(Some(p)) => {

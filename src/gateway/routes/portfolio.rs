@@ -298,7 +298,7 @@ pub async fn order(state: &AppState, req: &Req, order_id: &str) -> Result<Reply,
 /// live valuation's minute samples, ending with the current value.
 pub async fn performance(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     use crate::domain::time::{Timestamp, MS_PER_DAY};
-    use crate::domain::valuation::{period_series, twr, ValuePoint};
+    use crate::domain::valuation::{performance_series, twr, ValuePoint};
     let claims = user(state, req)?;
     let period = req.query_param("period").unwrap_or_else(|| "1m".to_string());
     let days = match period.as_str() {
@@ -314,7 +314,7 @@ pub async fn performance(state: &AppState, req: &Req) -> Result<Reply, ApiError>
     let live = state.valuations.get(&claims.sub).ok_or_else(ApiError::internal)?;
     let history = history(state, &claims.sub).await?;
     let now = crate::actors::wall_clock_now();
-    let mut points: Vec<ValuePoint> = history
+    let closes: Vec<ValuePoint> = history
         .statements
         .iter()
         .map(|s| ValuePoint {
@@ -323,13 +323,10 @@ pub async fn performance(state: &AppState, req: &Req) -> Result<Reply, ApiError>
             contributions: s.contributions,
         })
         .collect();
-    let last_close = points.last().map_or(Timestamp(i64::MIN), |p| p.at);
-    points.extend(live.intraday.iter().filter(|p| p.at > last_close).cloned());
-    points.sort_by_key(|p| p.at);
     let mut current = live.point();
     current.at = current.at.max(now);
     let from = days.map_or(Timestamp(i64::MIN), |d: i64| Timestamp(now.millis() - d * MS_PER_DAY));
-    let series = period_series(&points, from, current);
+    let series = performance_series(closes, &live.intraday, from, current);
     let view: Vec<_> = series
         .iter()
         .map(|p| serde_json::json!({ "at": p.at.to_rfc3339(), "value": cash_string(p.value) }))
