@@ -123,6 +123,8 @@ pub async fn open_state(config: &Config) -> Result<Arc<AppState>, String> {
         kyc: crate::adapters::kyc::from_config(&config.compliance.kyc_provider),
         logins: LoginGuard::new(&config.auth),
         revoked_sessions: std::sync::Mutex::new(std::collections::HashMap::new()),
+        sessions_checked: std::sync::Mutex::new(std::collections::HashMap::new()),
+        started_at_secs: crate::actors::wall_clock_now().millis() / 1000,
         feed_additions: std::sync::Mutex::new(None),
         node_id: config.node.id.clone(),
         metrics,

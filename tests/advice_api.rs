@@ -52,6 +52,23 @@ fn advice_is_gated_labelled_accepted_through_orders_and_deleted_with_consent() {
     assert!(placed["orders"].as_array().unwrap().iter().all(|o| o["status"] == "filled"), "{placed}");
     let again = node.post(&path, Some(&user.token), Some("accept-1"), &json!({}));
     assert_eq!(again.json()["orders"], placed["orders"], "a retry replays the same orders");
+    // Newer advice replaces the accepted one (the portfolio changed); a late retry of the accept
+    // still answers what it did, and the key cannot accept the newer advice.
+    let newer = node.get("/v1/advice", Some(&user.token)).json();
+    assert_ne!(newer["advice_id"], a["advice_id"], "{newer}");
+    let late = node.post(&path, Some(&user.token), Some("accept-1"), &json!({}));
+    assert_eq!(late.status, 201, "{}", late.what());
+    assert_eq!(late.json()["orders"], placed["orders"], "a retry after new advice replays the same orders");
+    let other = format!("/v1/advice/{}/accept", newer["advice_id"].as_str().unwrap());
+    node.post(&other, Some(&user.token), Some("accept-1"), &json!({}))
+        .problem(&[422], &["idempotency_key_reused"])
+        .unwrap();
+    let still = node.get("/v1/advice", Some(&user.token)).json();
+    assert_eq!(
+        (&still["advice_id"], &still["status"]),
+        (&newer["advice_id"], &newer["status"]),
+        "the refused key changed nothing"
+    );
     let listed = node.get("/v1/orders", Some(&user.token)).json();
     assert_eq!(listed.as_array().unwrap().len(), orders.len(), "no order placed twice");
 

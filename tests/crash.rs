@@ -185,6 +185,19 @@ fn acknowledged_requests_survive_kill_9_exactly_once() {
     let sent = log.lock().unwrap().clone();
     let acked: Vec<&Sent> = sent.iter().filter(|s| s.answer.as_ref().is_some_and(|(st, _)| *st == 201)).collect();
     assert!(acked.len() >= 100, "too few acknowledged requests before the kill: {}", acked.len());
+    // The broker confirmed every acknowledged order durably before it was acknowledged: no
+    // false "missing confirmation" for reconciliation to raise after the crash.
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let ledger = store.open_tree(moneta::adapters::broker::CONFIRMATIONS_TREE).unwrap();
+        for s in acked.iter().filter(|s| s.path == "/v1/orders") {
+            let id = s.answer.as_ref().unwrap().1["order_id"].as_str().unwrap().to_string();
+            assert!(
+                ledger.contains_key(id.as_bytes()).unwrap(),
+                "acknowledged order {id} has no broker confirmation after kill -9"
+            );
+        }
+    }
 
     // Restart on the same folder.
     let node = start(dir.path());

@@ -1111,3 +1111,28 @@ fn identity_routes_are_rate_limited_per_address() {
     let r = node.get("/healthz", None);
     assert_eq!(r.status, 200);
 }
+
+/// Logging out is durable: after `kill -9` and a restart the logged-out session's access token
+/// is still refused, while another session's token, issued before the restart, still works.
+#[test]
+fn a_logged_out_session_stays_revoked_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Node::start(dir.path());
+    let user = node.new_user("restart.logout");
+    let other = node.login(&user.email, PASSWORD).json()["access_token"]
+        .as_str()
+        .expect("a second session")
+        .to_string();
+    assert_eq!(logout(&node, Some(&user.token)).status, 204);
+    node.get("/v1/me", Some(&user.token)).problem(&[401], &[]).unwrap();
+    assert_eq!(node.get("/v1/me", Some(&other)).status, 200);
+
+    node.child.kill().unwrap(); // SIGKILL
+    node.child.wait().unwrap();
+    let node = Node::start(dir.path());
+    node.get("/v1/me", Some(&user.token))
+        .problem(&[401], &[])
+        .unwrap_or_else(|e| panic!("the logged-out token works again after a restart: {e}"));
+    let r = node.get("/v1/me", Some(&other));
+    assert_eq!(r.status, 200, "the live session's token after the restart: {}", r.what());
+}

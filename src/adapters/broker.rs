@@ -49,7 +49,12 @@ impl Broker for SimulatedBroker {
             .compare_and_swap(order.order_id.as_bytes(), None as Option<&[u8]>, Some(bytes))
             .map_err(|e| e.to_string())?
         {
-            Ok(()) => Ok(confirmation),
+            Ok(()) => {
+                // Durable before the client hears the order was executed: a confirmation lost
+                // in a crash would be a false "missing" alert at the next reconciliation.
+                self.ledger.flush().map_err(|e| e.to_string())?;
+                Ok(confirmation)
+            }
             Err(current) => match current.current {
                 Some(existing) => serde_json::from_slice(&existing).map_err(|e| format!("confirmation {}: {e}", order.order_id)),
                 None => Ok(confirmation),

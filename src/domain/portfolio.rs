@@ -374,6 +374,21 @@ impl PortfolioRejection {
 }
 
 impl Portfolio {
+    /// The remembered replies of a numbered series of requests made under one client key —
+    /// `<key>/0`, `<key>/1`, … up to the first key not remembered — each checked against the
+    /// fingerprint request `i` must have. A key whose fingerprint differs was used for another
+    /// request (`IdempotencyKeyReused`).
+    pub fn remembered_series(&self, key: &str, fingerprint: impl Fn(usize) -> [u8; 32]) -> Result<Vec<PortfolioReply>, PortfolioRejection> {
+        let mut replies = Vec::new();
+        while let Some(r) = self.idempotency.get(&format!("{key}/{}", replies.len())) {
+            if r.fingerprint != fingerprint(replies.len()) {
+                return Err(PortfolioRejection::IdempotencyKeyReused);
+            }
+            replies.push(r.reply.clone());
+        }
+        Ok(replies)
+    }
+
     fn remembered(&self, idem: &IdemTag) -> Option<Result<PortfolioReply, PortfolioRejection>> {
         self.idempotency.get(&idem.key).map(|r| {
             if r.fingerprint == idem.fingerprint {

@@ -48,6 +48,11 @@ pub struct AppState {
     /// token expires: access tokens of a revoked session are refused at once, not after their
     /// natural expiry.
     pub revoked_sessions: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
+    /// Sessions of tokens issued before this node started that their account shows live (looked
+    /// up once each; revocations from then on are in `revoked_sessions`) → until when to trust that.
+    pub sessions_checked: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
+    /// When this node started (seconds since the epoch, as token `iat`s are).
+    pub started_at_secs: i64,
     /// Hands instruments listed at run time to the simulated feed (set when the feed starts).
     pub feed_additions: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<crate::actors::feed::FeedInstrument>>>,
     pub config: Config,
@@ -102,9 +107,49 @@ impl AppState {
         let _ = req.claims.set(c.clone());
         Ok(c)
     }
+    /// A token issued before this node started may belong to a session revoked before a
+    /// restart (or on another node), which `revoked_sessions` cannot know: its session is looked
+    /// up once in the user's account, where revocation is durable, and the answer kept until
+    /// the session's access tokens have expired. 401 when it was revoked or is gone.
+    pub async fn session_live(&self, c: &Claims) -> Result<(), ApiError> {
+        let Some(sid) = c.sid.as_deref() else { return Ok(()) };
+        // Same second as the start: it may have been the previous run's.
+        if c.iat > self.started_at_secs {
+            return Ok(());
+        }
+        let now = Instant::now();
+        if self
+            .sessions_checked
+            .lock()
+            .expect("sessions checked lock")
+            .get(sid)
+            .is_some_and(|until| *until > now)
+        {
+            return Ok(());
+        }
+        let family = sid.to_string();
+        let revoked = self
+            .router
+            .read::<crate::domain::account::Account, _>(&c.sub, move |a| a.sessions.get(&family).is_none_or(|s| s.revoked))
+            .await
+            .map_err(routes::unavailable)?;
+        if revoked {
+            self.revoke_session(sid);
+            return Err(ApiError::unauthorized("this session was logged out or revoked"));
+        }
+        let mut checked = self.sessions_checked.lock().expect("sessions checked lock");
+        if checked.len() > 10_000 {
+            checked.retain(|_, until| *until > now);
+        }
+        checked.insert(sid.to_string(), now + self.access_token_lifetime());
+        Ok(())
+    }
+    fn access_token_lifetime(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.auth.ttl_secs().max(0) as u64 + 60)
+    }
     /// Refuses the access tokens of a session from now on (they would expire within the TTL).
     pub fn revoke_session(&self, sid: &str) {
-        let until = Instant::now() + std::time::Duration::from_secs(self.auth.ttl_secs().max(0) as u64 + 60);
+        let until = Instant::now() + self.access_token_lifetime();
         self.revoked_sessions.lock().expect("revoked sessions lock").insert(sid.to_string(), until);
     }
     fn verify_bearer(&self, req: &Req) -> Result<Claims, ApiError> {

@@ -12,7 +12,7 @@ use crate::domain::account::{Account, AccountCommand, AccountRejection, AccountR
 use crate::domain::advice::{advise, AdviceTrigger, Product, DISCLOSURE, MODEL_VERSION};
 use crate::domain::compliance::{self, ProductFacts, Purpose};
 use crate::domain::money::plain_string;
-use crate::domain::portfolio::{IdemTag, Portfolio};
+use crate::domain::portfolio::{IdemTag, Portfolio, PortfolioReply};
 use crate::gateway::http::{fingerprint, private_json, Reply, Req};
 use crate::gateway::problem::ApiError;
 use crate::gateway::AppState;
@@ -193,43 +193,69 @@ pub async fn advice_worker(state: Arc<AppState>, mut stop: tokio::sync::watch::R
 }
 
 /// POST /v1/advice/{advice_id}/accept — places the advice's orders (Idempotency-Key; order i
-/// uses `<key>/<i>`, so a retry replays every order's first answer).
+/// uses `<key>/<i>`, fingerprinted by the advice and its index, so a retry replays every
+/// order's first answer and the key cannot be reused for other advice).
 pub async fn accept(state: &AppState, req: &Req, advice_id: &str) -> Result<Reply, ApiError> {
     let claims = state.claims(req)?;
     let key = req.idempotency_key()?;
     if key.len() > 120 {
         return Err(ApiError::bad_request("Idempotency-Key for accepting advice is limited to 120 characters"));
     }
+    // What this key already did, before the account is asked anything: a key used to accept
+    // other advice is refused here, not after this advice has been marked accepted.
+    let (series_key, id) = (key.clone(), advice_id.to_string());
+    let remembered = state
+        .router
+        .read::<Portfolio, _>(&claims.sub, move |p| p.remembered_series(&series_key, |i| order_fingerprint(&id, i)))
+        .await
+        .map_err(unavailable)?
+        .map_err(super::portfolio::rejection)?;
     // The account decides whether this advice may be acted on (published or approved; accepted
     // again is a replay), before any order is placed.
     let accept = AccountCommand::AcceptAdvice {
         advice_id: advice_id.to_string(),
     };
-    let record = match state
-        .router
-        .execute::<Account>(&claims.sub, accept, meta(req, &claims.sub))
-        .await
-        .map_err(account_error)?
-    {
-        AccountReply::Advice(r) => r,
-        _ => return Err(ApiError::internal()),
+    let record = match state.router.execute::<Account>(&claims.sub, accept, meta(req, &claims.sub)).await {
+        Ok(AccountReply::Advice(r)) => r,
+        Ok(_) => return Err(ApiError::internal()),
+        // Accepted, then replaced by newer advice (the portfolio it was computed from changed):
+        // a retry still answers what accepting it did.
+        Err(RouteError::Rejected(AccountRejection::UnknownAdvice)) if !remembered.is_empty() => {
+            let orders: Vec<serde_json::Value> = remembered.into_iter().map(remembered_order).collect();
+            return Ok(private_json(StatusCode::CREATED, &json!({ "advice_id": advice_id, "orders": orders })));
+        }
+        Err(e) => return Err(account_error(e)),
     };
     let mut placed = Vec::new();
     for (i, o) in record.advice.proposed_orders.iter().enumerate() {
-        let fp = fingerprint(&req.method, "/v1/orders", &(&o.symbol, o.side.as_str(), plain_string(o.quantity)));
         let idem = IdemTag {
             key: format!("{key}/{i}"),
-            fingerprint: fp,
+            fingerprint: order_fingerprint(advice_id, i),
         };
         match place(state, &claims.sub, meta(req, &claims.sub), o.symbol.clone(), o.side, o.quantity, idem).await {
             Ok(order) => placed.push(serde_json::to_value(order).unwrap_or_default()),
-            Err(e) if e.status == StatusCode::UNPROCESSABLE_ENTITY || e.status == StatusCode::NOT_FOUND => {
+            Err(e) if e.code != "idempotency_key_reused" && (e.status == StatusCode::UNPROCESSABLE_ENTITY || e.status == StatusCode::NOT_FOUND) => {
                 placed.push(json!({"symbol": o.symbol, "side": o.side.as_str(), "quantity": plain_string(o.quantity), "status": "refused", "code": e.code}))
             }
             Err(e) => return Err(e),
         }
     }
     Ok(private_json(StatusCode::CREATED, &json!({ "advice_id": advice_id, "orders": placed })))
+}
+
+/// What order `i` of accepting `advice_id` is remembered by: the advice fixes the order.
+fn order_fingerprint(advice_id: &str, i: usize) -> [u8; 32] {
+    fingerprint(&warp::http::Method::POST, &format!("/v1/advice/{advice_id}/accept"), &i)
+}
+
+/// An order of accepted advice as its idempotency memory answers it, for a retry after the
+/// advice itself was replaced. A refusal's memory holds only its code.
+fn remembered_order(reply: PortfolioReply) -> serde_json::Value {
+    match reply {
+        PortfolioReply::Order(o) => serde_json::to_value(super::portfolio::OrderView::from(&o)).unwrap_or_default(),
+        PortfolioReply::Refused(r) => json!({"status": "refused", "code": r.code()}),
+        PortfolioReply::Cash { .. } | PortfolioReply::Statement(_) => json!({"status": "refused", "code": "idempotency_key_reused"}),
+    }
 }
 
 /// GET /v1/compliance/review-queue — advice held for human review.

@@ -255,6 +255,7 @@ pub async fn dispatch(state: &AppState, template: Option<&'static str>, req: &Re
     if let Some(spec) = ROUTES.iter().find(|r| r.method == method && r.template == template) {
         if spec.auth() {
             let claims = state.claims(req)?;
+            state.session_live(&claims).await?;
             if !claims.roles.iter().any(|role| spec.roles.contains(role)) {
                 return Err(ApiError::forbidden("your role may not do this"));
             }
@@ -325,7 +326,7 @@ pub async fn dispatch(state: &AppState, template: Option<&'static str>, req: &Re
 }
 
 /// Maps router failures onto 503 (the detail is logged, not shown: it may name internals).
-fn unavailable(e: impl std::fmt::Display) -> ApiError {
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> ApiError {
     tracing::error!(error = %e, "entity unavailable");
     ApiError::unavailable("the service is temporarily unavailable; retry with the same Idempotency-Key")
 }

@@ -56,7 +56,7 @@ fn user(state: &AppState, req: &Req) -> Result<Claims, ApiError> {
     Ok(claims)
 }
 
-fn rejection(r: PortfolioRejection) -> ApiError {
+pub(super) fn rejection(r: PortfolioRejection) -> ApiError {
     match r {
         PortfolioRejection::UnknownInstrument => ApiError::new(StatusCode::NOT_FOUND, "unknown_instrument", "no such instrument is listed"),
         PortfolioRejection::InsufficientFunds => ApiError::unprocessable("insufficient_funds", "there is not enough cash for this"),
