@@ -45,22 +45,25 @@ fn advice_is_gated_labelled_accepted_through_orders_and_deleted_with_consent() {
     node.post(&path, Some(&user.token), None, &json!({}))
         .problem(&[400], &["idempotency_key_required"])
         .unwrap();
-    let r = node.post(&path, Some(&user.token), Some("accept-1"), &json!({}));
+    // Any key the API allows (1–128 visible characters) accepts advice.
+    let accept_key = format!("accept-1-{}", "k".repeat(119));
+    assert_eq!(accept_key.len(), 128);
+    let r = node.post(&path, Some(&user.token), Some(&accept_key), &json!({}));
     assert_eq!(r.status, 201, "{}", r.what());
     let placed = r.json();
     assert_eq!(placed["orders"].as_array().unwrap().len(), orders.len());
     assert!(placed["orders"].as_array().unwrap().iter().all(|o| o["status"] == "filled"), "{placed}");
-    let again = node.post(&path, Some(&user.token), Some("accept-1"), &json!({}));
+    let again = node.post(&path, Some(&user.token), Some(&accept_key), &json!({}));
     assert_eq!(again.json()["orders"], placed["orders"], "a retry replays the same orders");
     // Newer advice replaces the accepted one (the portfolio changed); a late retry of the accept
     // still answers what it did, and the key cannot accept the newer advice.
     let newer = node.get("/v1/advice", Some(&user.token)).json();
     assert_ne!(newer["advice_id"], a["advice_id"], "{newer}");
-    let late = node.post(&path, Some(&user.token), Some("accept-1"), &json!({}));
+    let late = node.post(&path, Some(&user.token), Some(&accept_key), &json!({}));
     assert_eq!(late.status, 201, "{}", late.what());
     assert_eq!(late.json()["orders"], placed["orders"], "a retry after new advice replays the same orders");
     let other = format!("/v1/advice/{}/accept", newer["advice_id"].as_str().unwrap());
-    node.post(&other, Some(&user.token), Some("accept-1"), &json!({}))
+    node.post(&other, Some(&user.token), Some(&accept_key), &json!({}))
         .problem(&[422], &["idempotency_key_reused"])
         .unwrap();
     let still = node.get("/v1/advice", Some(&user.token)).json();
