@@ -675,10 +675,13 @@ impl Sim {
         if let Err(why) = oracle::check_advice(&profile, &universe, cash, &holdings, &self.fees, &policy, &advice) {
             return self.fail(format!("account {id}: advice breaks the rules: {why}; advice {advice:?}"));
         }
-        // Unchanged advice keeps its record (and id and status) unless it was acted on.
-        let unchanged = before
-            .clone()
-            .filter(|r| r.advice == advice && !matches!(r.status, AdviceStatus::Accepted | AdviceStatus::Rejected));
+        // Unchanged advice keeps its record (and id and status) unless it was acted on; a
+        // person's decision (held, approved, rejected) stands while it is materially the same.
+        let unchanged = before.clone().filter(|r| match r.status {
+            AdviceStatus::Published => r.advice == advice,
+            AdviceStatus::PendingReview | AdviceStatus::Approved | AdviceStatus::Rejected => r.advice.materially_same(&advice),
+            AdviceStatus::Accepted => false,
+        });
         let audit: &[&str] = if unchanged.is_some() { &[] } else { &["advice.issued"] };
         let cmd = AccountCommand::IssueAdvice { advice: advice.clone() };
         let d = self.account_ok(u, cmd, &id, &request_id, audit, "issue advice")?;
@@ -758,7 +761,10 @@ impl Sim {
         self.moment(t);
         let id = self.users[u].id.clone();
         let advice_id = record.advice_id.clone();
-        let cmd = AccountCommand::AcceptAdvice { advice_id: advice_id.clone() };
+        let cmd = AccountCommand::AcceptAdvice {
+            advice_id: advice_id.clone(),
+            replay: false,
+        };
         let request_id = format!("accept-{advice_id}");
         let d = self.account_ok(u, cmd, &id, &request_id, &["advice.accepted"], "accept advice")?;
         let accepted = matches!(&d.reply, AccountReply::Advice(r) if r.status == AdviceStatus::Accepted && r.advice == record.advice);
@@ -806,7 +812,10 @@ impl Sim {
         let resend_per_mille = self.adv().scenario.behaviour.accept_retry_per_mille;
         if self.adv().rng.random_ratio(resend_per_mille, 1000) {
             self.moment(t);
-            let cmd = AccountCommand::AcceptAdvice { advice_id: advice_id.clone() };
+            let cmd = AccountCommand::AcceptAdvice {
+                advice_id: advice_id.clone(),
+                replay: true,
+            };
             let d = self.account_ok(u, cmd, &id, &request_id, &[], "accept advice again")?;
             if !d.events.is_empty() || !matches!(&d.reply, AccountReply::Advice(r) if r.status == AdviceStatus::Accepted) {
                 return self.fail(format!("account {id}: accepting {advice_id} again was not a replay: {:?}", d.events));

@@ -45,6 +45,13 @@ fn advice_is_gated_labelled_accepted_through_orders_and_deleted_with_consent() {
     node.post(&path, Some(&user.token), None, &json!({}))
         .problem(&[400], &["idempotency_key_required"])
         .unwrap();
+    node.post(&path, Some(&user.token), Some("accept-body"), &json!({"quantity": "1"}))
+        .problem(&[400], &["invalid_request"])
+        .unwrap();
+    // A key already spent on a deposit cannot accept advice.
+    node.post(&path, Some(&user.token), Some("d1"), &json!({}))
+        .problem(&[422], &["idempotency_key_reused"])
+        .unwrap();
     // Any key the API allows (1–128 visible characters) accepts advice.
     let accept_key = format!("accept-1-{}", "k".repeat(119));
     assert_eq!(accept_key.len(), 128);
@@ -55,6 +62,10 @@ fn advice_is_gated_labelled_accepted_through_orders_and_deleted_with_consent() {
     assert!(placed["orders"].as_array().unwrap().iter().all(|o| o["status"] == "filled"), "{placed}");
     let again = node.post(&path, Some(&user.token), Some(&accept_key), &json!({}));
     assert_eq!(again.json()["orders"], placed["orders"], "a retry replays the same orders");
+    // The accept's key is spent for every other request.
+    node.order(&user, &accept_key, "ACME", "buy", "1")
+        .problem(&[422], &["idempotency_key_reused"])
+        .unwrap();
     // Newer advice replaces the accepted one (the portfolio changed); a late retry of the accept
     // still answers what it did, and the key cannot accept the newer advice.
     let newer = node.get("/v1/advice", Some(&user.token)).json();
@@ -115,7 +126,7 @@ fn advice_is_gated_labelled_accepted_through_orders_and_deleted_with_consent() {
 fn unusual_advice_waits_for_a_compliance_officer() {
     let dir = tempfile::tempdir().unwrap();
     add_staff(dir.path(), "reviewer@example.com", "compliance");
-    let node = Node::start(dir.path());
+    let node = Node::start_with(dir.path(), &[("MONETA_MARKET_TICK_INTERVAL", "50ms")]);
     let user = node.new_user("concentrated");
     consent(&node, &user.token, true);
     assert_eq!(node.deposit(&user, "d1", "5000.00").status, 201);
@@ -166,9 +177,48 @@ fn unusual_advice_waits_for_a_compliance_officer() {
     assert_eq!(r.status, 200, "{}", r.what());
     assert_eq!(r.json()["status"], "approved");
     assert!(node.get("/v1/compliance/review-queue", Some(&officer)).json().as_array().unwrap().is_empty());
+    // Prices move on (a tick every 50 ms): the investor still sees the advice that was approved,
+    // and it is not queued again.
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let seen = node.get("/v1/advice", Some(&user.token)).json();
+    assert_eq!((&seen["advice_id"], &seen["status"]), (&json!(id), &json!("approved")), "{seen}");
+    assert!(node.get("/v1/compliance/review-queue", Some(&officer)).json().as_array().unwrap().is_empty());
     let r = node.post(&path, Some(&user.token), Some("acc"), &json!({}));
     assert_eq!(r.status, 201, "{}", r.what());
     assert!(node.portfolio(&user)["holdings"].as_array().unwrap().iter().all(|h| h["symbol"] != "SPX3L"));
+    // Accepted advice is acted on once: another key cannot accept it again.
+    node.post(&path, Some(&user.token), Some("acc-again"), &json!({}))
+        .problem(&[409], &["advice_already_accepted"])
+        .unwrap();
+
+    // A rejection sticks too: the investor sees it, with the officer's note, and cannot accept.
+    let other = node.new_user("concentrated.too");
+    consent(&node, &other.token, true);
+    assert_eq!(node.deposit(&other, "d1", "5000.00").status, 201);
+    assert_eq!(node.order(&other, "o1", "SPX3L", "buy", "80").status, 201);
+    let r = node.post("/v1/me/suitability", Some(&other.token), None, &json!({"answers": cautious()}));
+    assert_eq!(r.status, 200, "{}", r.what());
+    let held = node.get("/v1/advice", Some(&other.token)).json();
+    assert_eq!(held["status"], "pending_review", "{held}");
+    let held_id = held["advice_id"].as_str().unwrap();
+    let r = node.post(
+        &format!("/v1/compliance/review-queue/{held_id}"),
+        Some(&officer),
+        None,
+        &json!({"decision": "reject", "note": "talk to the client first"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.what());
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let seen = node.get("/v1/advice", Some(&other.token)).json();
+    assert_eq!(
+        (&seen["advice_id"], &seen["status"], &seen["review_note"]),
+        (&json!(held_id), &json!("rejected"), &json!("talk to the client first")),
+        "{seen}"
+    );
+    assert!(node.get("/v1/compliance/review-queue", Some(&officer)).json().as_array().unwrap().is_empty());
+    node.post(&format!("/v1/advice/{held_id}/accept"), Some(&other.token), Some("acc"), &json!({}))
+        .problem(&[409], &["advice_rejected"])
+        .unwrap();
 }
 
 #[test]

@@ -373,8 +373,11 @@ pub enum AccountCommand {
         note: String,
     },
     /// The investor accepted the advice (its orders go through the normal order path).
+    /// `replay`: the client's idempotency key already accepted it, so accepted advice is
+    /// answered again; with a new key, accepted advice cannot be acted on a second time.
     AcceptAdvice {
         advice_id: String,
+        replay: bool,
     },
 }
 
@@ -780,11 +783,16 @@ impl Account {
                 _ => Err(AccountRejection::ErasureNotDue),
             },
             AccountCommand::IssueAdvice { advice } => {
-                if let Some(r) = self
-                    .advice
-                    .as_ref()
-                    .filter(|r| r.advice == advice && !matches!(r.status, AdviceStatus::Accepted | AdviceStatus::Rejected))
-                {
+                // Unchanged advice keeps its record. A person's decision sticks while the advice
+                // stays materially the same (prices moving a little change its numbers, not
+                // what it recommends): held advice is not queued again, approved advice stays
+                // acceptable, rejected advice stays rejected with its note. Advice acted on
+                // (accepted) is followed by new advice.
+                if let Some(r) = self.advice.as_ref().filter(|r| match r.status {
+                    AdviceStatus::Published => r.advice == advice,
+                    AdviceStatus::PendingReview | AdviceStatus::Approved | AdviceStatus::Rejected => r.advice.materially_same(&advice),
+                    AdviceStatus::Accepted => false,
+                }) {
                     return Ok(Decision::replay(AccountReply::Advice(r.clone())));
                 }
                 let status = if advice.review_reason.is_some() {
@@ -838,12 +846,12 @@ impl Account {
                     AccountReply::Advice(record),
                 ))
             }
-            AccountCommand::AcceptAdvice { advice_id } => {
+            AccountCommand::AcceptAdvice { advice_id, replay } => {
                 let Some(r) = self.advice.as_ref().filter(|r| r.advice_id == advice_id) else {
                     return Err(AccountRejection::UnknownAdvice);
                 };
                 match r.status {
-                    AdviceStatus::Accepted => Ok(Decision::replay(AccountReply::Advice(r.clone()))),
+                    AdviceStatus::Accepted if replay => Ok(Decision::replay(AccountReply::Advice(r.clone()))),
                     AdviceStatus::Published | AdviceStatus::Approved => {
                         ctx.audit(AuditDraft::ok("advice.accepted").detail("advice_id", &advice_id));
                         let mut record = r.clone();

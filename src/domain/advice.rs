@@ -128,6 +128,26 @@ pub struct Advice {
     pub review_reason: Option<String>,
 }
 
+/// How far a proposed quantity may move (relative) with prices before advice a person decided
+/// on is no longer the advice they decided on.
+pub const MATERIAL_QUANTITY_CHANGE: Decimal = Decimal::from_parts(10, 0, 0, false, 2);
+
+impl Advice {
+    /// The same recommendation: band, target allocation and review need unchanged, the same
+    /// orders (symbol and side, in order) with quantities within [`MATERIAL_QUANTITY_CHANGE`].
+    pub fn materially_same(&self, other: &Advice) -> bool {
+        self.risk_band == other.risk_band
+            && self.target_allocation == other.target_allocation
+            && self.review_reason.is_some() == other.review_reason.is_some()
+            && self.proposed_orders.len() == other.proposed_orders.len()
+            && self
+                .proposed_orders
+                .iter()
+                .zip(&other.proposed_orders)
+                .all(|(a, b)| a.symbol == b.symbol && a.side == b.side && (a.quantity - b.quantity).abs() <= a.quantity * MATERIAL_QUANTITY_CHANGE)
+    }
+}
+
 /// Computes advice. `holdings` maps symbols to quantities; products missing from `universe`
 /// (delisted) are left untouched.
 pub fn advise(

@@ -373,14 +373,24 @@ impl PortfolioRejection {
     }
 }
 
+/// The idempotency key of request `i` of a series a client sent under one key: the first is the
+/// client's key itself (so the key is taken for every other request), then `<key>/<i>`.
+pub fn series_key(key: &str, i: usize) -> String {
+    if i == 0 {
+        key.to_string()
+    } else {
+        format!("{key}/{i}")
+    }
+}
+
 impl Portfolio {
     /// The remembered replies of a numbered series of requests made under one client key —
-    /// `<key>/0`, `<key>/1`, … up to the first key not remembered — each checked against the
+    /// [`series_key`] 0, 1, … up to the first not remembered — each checked against the
     /// fingerprint request `i` must have. A key whose fingerprint differs was used for another
     /// request (`IdempotencyKeyReused`).
     pub fn remembered_series(&self, key: &str, fingerprint: impl Fn(usize) -> [u8; 32]) -> Result<Vec<PortfolioReply>, PortfolioRejection> {
         let mut replies = Vec::new();
-        while let Some(r) = self.idempotency.get(&format!("{key}/{}", replies.len())) {
+        while let Some(r) = self.idempotency.get(&series_key(key, replies.len())) {
             if r.fingerprint != fingerprint(replies.len()) {
                 return Err(PortfolioRejection::IdempotencyKeyReused);
             }

@@ -12,7 +12,7 @@ use crate::domain::account::{Account, AccountCommand, AccountRejection, AccountR
 use crate::domain::advice::{advise, AdviceTrigger, Product, DISCLOSURE, MODEL_VERSION};
 use crate::domain::compliance::{self, ProductFacts, Purpose};
 use crate::domain::money::plain_string;
-use crate::domain::portfolio::{IdemTag, Portfolio, PortfolioReply};
+use crate::domain::portfolio::{series_key, IdemTag, Portfolio, PortfolioReply};
 use crate::gateway::http::{fingerprint, private_json, Reply, Req};
 use crate::gateway::problem::ApiError;
 use crate::gateway::AppState;
@@ -192,25 +192,32 @@ pub async fn advice_worker(state: Arc<AppState>, mut stop: tokio::sync::watch::R
     }
 }
 
-/// POST /v1/advice/{advice_id}/accept — places the advice's orders (Idempotency-Key; order i
-/// uses `<key>/<i>`, fingerprinted by the advice and its index, so a retry replays every
-/// order's first answer and the key cannot be reused for other advice).
+/// POST /v1/advice/{advice_id}/accept — places the advice's orders. The body is empty or `{}`.
+/// Idempotency-Key: order i is placed under [`series_key`]`(key, i)` — the client's key itself
+/// for the first, so the key is spent for any other request — fingerprinted by the advice and
+/// the index. A retry with the key replays every order's first answer (and places any a crash
+/// left unplaced), even after newer advice replaced the accepted one; accepted advice cannot be
+/// accepted again under another key (409 `advice_already_accepted`).
 pub async fn accept(state: &AppState, req: &Req, advice_id: &str) -> Result<Reply, ApiError> {
     let claims = state.claims(req)?;
     let key = req.idempotency_key()?;
-    // What this key already did, before the account is asked anything: a key used to accept
-    // other advice is refused here, not after this advice has been marked accepted.
-    let (series_key, id) = (key.clone(), advice_id.to_string());
+    if !req.body.is_empty() {
+        let AcceptBody {} = req.json()?;
+    }
+    // What this key already did, before the account is asked anything: a key used for another
+    // request is refused here, not after this advice has been marked accepted.
+    let (series, id) = (key.clone(), advice_id.to_string());
     let remembered = state
         .router
-        .read::<Portfolio, _>(&claims.sub, move |p| p.remembered_series(&series_key, |i| order_fingerprint(&id, i)))
+        .read::<Portfolio, _>(&claims.sub, move |p| p.remembered_series(&series, |i| order_fingerprint(&id, i)))
         .await
         .map_err(unavailable)?
         .map_err(super::portfolio::rejection)?;
     // The account decides whether this advice may be acted on (published or approved; accepted
-    // again is a replay), before any order is placed.
+    // again only as a replay of this key), before any order is placed.
     let accept = AccountCommand::AcceptAdvice {
         advice_id: advice_id.to_string(),
+        replay: !remembered.is_empty(),
     };
     let record = match state.router.execute::<Account>(&claims.sub, accept, meta(req, &claims.sub)).await {
         Ok(AccountReply::Advice(r)) => r,
@@ -226,7 +233,7 @@ pub async fn accept(state: &AppState, req: &Req, advice_id: &str) -> Result<Repl
     let mut placed = Vec::new();
     for (i, o) in record.advice.proposed_orders.iter().enumerate() {
         let idem = IdemTag {
-            key: format!("{key}/{i}"),
+            key: series_key(&key, i),
             fingerprint: order_fingerprint(advice_id, i),
         };
         match place(state, &claims.sub, meta(req, &claims.sub), o.symbol.clone(), o.side, o.quantity, idem).await {
@@ -239,6 +246,11 @@ pub async fn accept(state: &AppState, req: &Req, advice_id: &str) -> Result<Repl
     }
     Ok(private_json(StatusCode::CREATED, &json!({ "advice_id": advice_id, "orders": placed })))
 }
+
+/// Accepting advice takes no fields.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AcceptBody {}
 
 /// What order `i` of accepting `advice_id` is remembered by: the advice fixes the order.
 fn order_fingerprint(advice_id: &str, i: usize) -> [u8; 32] {
