@@ -239,11 +239,17 @@ pub enum PortfolioCommand {
         idem: IdemTag,
     },
     /// The end-of-day job closes `date`: a statement of the holdings at `prices` (the closing
-    /// prices) and of the activity since the last close. A date not after the last close is
-    /// refused (`DayAlreadyClosed`), so the job can run again safely.
+    /// prices) as they stood at `cutoff` (the day's close time, or now if that is later), and of
+    /// the activity from the last close up to the cutoff — not what happened after it, however
+    /// late the close runs: that belongs to the next statement. `journal` is the portfolio's
+    /// journal, every event up to at least the cutoff, from which its state at the cutoff is
+    /// folded. A date not after the last close is refused (`DayAlreadyClosed`), so the job can
+    /// run again safely.
     CloseDay {
         date: Date,
         prices: BTreeMap<String, Decimal>,
+        cutoff: Timestamp,
+        journal: Vec<PortfolioEvent>,
     },
 }
 
@@ -354,6 +360,8 @@ pub enum PortfolioRejection {
     DayAlreadyClosed,
     /// Nothing held and no activity since the last close: no statement.
     NothingToState,
+    /// A day close was given a journal that is not this portfolio's (a driver defect).
+    JournalMismatch,
 }
 
 impl PortfolioRejection {
@@ -369,6 +377,7 @@ impl PortfolioRejection {
             PortfolioRejection::IdempotencyKeyReused => "idempotency_key_reused",
             PortfolioRejection::DayAlreadyClosed => "day_already_closed",
             PortfolioRejection::NothingToState => "nothing_to_state",
+            PortfolioRejection::JournalMismatch => "journal_mismatch",
         }
     }
 }
@@ -409,19 +418,41 @@ impl Portfolio {
         })
     }
 
+    /// The portfolio as it stood at `cutoff`, folded from its journal: every cash flow and fill
+    /// up to the cutoff, and every statement already issued (each takes what it stated out of
+    /// the day book, whenever it was issued: statements state activity up to their own cutoff,
+    /// which is never after a later day's).
+    pub fn as_of(owner: &str, journal: &[PortfolioEvent], cutoff: Timestamp) -> Portfolio {
+        let mut p = Portfolio::empty(owner);
+        for e in journal.iter().filter(|e| !matches!(e, PortfolioEvent::DayClosed { .. }) && e.at() <= cutoff) {
+            p.apply(e);
+        }
+        for e in journal.iter().filter(|e| matches!(e, PortfolioEvent::DayClosed { .. })) {
+            p.apply(e);
+        }
+        p
+    }
+
     fn decide_close(
         &self,
         date: Date,
         prices: &BTreeMap<String, Decimal>,
+        cutoff: Timestamp,
+        journal: &[PortfolioEvent],
         ctx: &mut Ctx<'_>,
     ) -> Result<Decision<PortfolioEvent, PortfolioReply>, PortfolioRejection> {
         if self.last_close.is_some_and(|c| c.date >= date) {
             return Err(PortfolioRejection::DayAlreadyClosed);
         }
-        if self.holdings.is_empty() && self.cash.is_zero() && self.day == DayBook::default() {
+        let at_close = Portfolio::as_of(&self.owner, journal, cutoff.min(ctx.now));
+        // The journal is this portfolio's: it has stated what this portfolio stated.
+        if at_close.last_close != self.last_close {
+            return Err(PortfolioRejection::JournalMismatch);
+        }
+        if at_close.holdings.is_empty() && at_close.cash.is_zero() && at_close.day == DayBook::default() {
             return Err(PortfolioRejection::NothingToState);
         }
-        let holdings: Vec<StatementLine> = self
+        let holdings: Vec<StatementLine> = at_close
             .holdings
             .iter()
             .map(|(symbol, h)| {
@@ -435,19 +466,19 @@ impl Portfolio {
                 }
             })
             .collect();
-        let value = self.cash + holdings.iter().map(|l| l.market_value).sum::<Decimal>();
+        let value = at_close.cash + holdings.iter().map(|l| l.market_value).sum::<Decimal>();
         let statement = Statement {
             statement_id: ctx.new_id("stm"),
             date,
             closed_at: ctx.now,
-            cash: self.cash,
+            cash: at_close.cash,
             holdings,
             value,
-            contributions: self.totals.deposits - self.totals.withdrawals,
-            deposits: self.day.deposits,
-            withdrawals: self.day.withdrawals,
-            fees: self.day.fees,
-            trades: self.day.orders.clone(),
+            contributions: at_close.totals.deposits - at_close.totals.withdrawals,
+            deposits: at_close.day.deposits,
+            withdrawals: at_close.day.withdrawals,
+            fees: at_close.day.fees,
+            trades: at_close.day.orders,
         };
         ctx.audit(
             AuditDraft::ok("statement.issued")
@@ -703,7 +734,7 @@ impl Entity for Portfolio {
                 p.decide_order(symbol, side, quantity, quote, &investor, &fees, idem, ctx)
             }),
             // A day close is not a client request: no key, and a refusal is not remembered.
-            PortfolioCommand::CloseDay { date, prices } => self.decide_close(date, &prices, ctx),
+            PortfolioCommand::CloseDay { date, prices, cutoff, journal } => self.decide_close(date, &prices, cutoff, &journal, ctx),
         }
     }
 
@@ -755,7 +786,12 @@ impl Entity for Portfolio {
                     contributions: statement.contributions,
                     at: statement.closed_at,
                 });
-                self.day = DayBook::default();
+                // What the statement stated leaves the day book; activity after its cutoff
+                // stays for the next one.
+                self.day.orders.retain(|o| !statement.trades.iter().any(|t| t.order_id == o.order_id));
+                self.day.deposits -= statement.deposits;
+                self.day.withdrawals -= statement.withdrawals;
+                self.day.fees -= statement.fees;
             }
         }
         self.check_invariants();
@@ -789,17 +825,6 @@ mod tests {
         s.parse().unwrap()
     }
 
-    fn run(p: &mut Portfolio, cmd: PortfolioCommand, now: i64) -> Result<PortfolioReply, PortfolioRejection> {
-        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(3);
-        let mut ctx = Ctx::new(Timestamp(now), &mut rng);
-        p.decide(cmd, &mut ctx).map(|dec| {
-            for e in &dec.events {
-                p.apply(e);
-            }
-            dec.reply
-        })
-    }
-
     fn idem(key: &str) -> IdemTag {
         IdemTag {
             key: key.into(),
@@ -825,10 +850,54 @@ mod tests {
         }
     }
 
-    fn close(date: &str, prices: &[(&str, &str)]) -> PortfolioCommand {
-        PortfolioCommand::CloseDay {
-            date: Date::parse(date).unwrap(),
-            prices: prices.iter().map(|(s, p)| (s.to_string(), d(p))).collect(),
+    /// A portfolio with its journal, as its actor keeps them (a day close reads the journal).
+    struct Journaled {
+        p: Portfolio,
+        journal: Vec<PortfolioEvent>,
+    }
+
+    impl Journaled {
+        fn new(owner: &str) -> Journaled {
+            Journaled {
+                p: Portfolio::empty(owner),
+                journal: Vec::new(),
+            }
+        }
+
+        fn run(&mut self, cmd: PortfolioCommand, now: i64) -> Result<PortfolioReply, PortfolioRejection> {
+            // A seed per step, so ids differ as a real node's do.
+            let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(self.journal.len() as u64);
+            let mut ctx = Ctx::new(Timestamp(now), &mut rng);
+            self.p.decide(cmd, &mut ctx).map(|dec| {
+                for e in &dec.events {
+                    self.p.apply(e);
+                }
+                self.journal.extend(dec.events);
+                dec.reply
+            })
+        }
+
+        /// Closes `date` with its close time at `cutoff`, at `now`.
+        fn close_at(&mut self, date: &str, prices: &[(&str, &str)], cutoff: i64, now: i64) -> Result<PortfolioReply, PortfolioRejection> {
+            let cmd = PortfolioCommand::CloseDay {
+                date: Date::parse(date).unwrap(),
+                prices: prices.iter().map(|(s, p)| (s.to_string(), d(p))).collect(),
+                cutoff: Timestamp(cutoff),
+                journal: self.journal.clone(),
+            };
+            self.run(cmd, now)
+        }
+
+        /// Closes `date` at `now`, everything so far before its close time.
+        fn close(&mut self, date: &str, prices: &[(&str, &str)], now: i64) -> Result<PortfolioReply, PortfolioRejection> {
+            self.close_at(date, prices, i64::MAX, now)
+        }
+    }
+
+    fn deposit(amount: &str, key: &str) -> PortfolioCommand {
+        PortfolioCommand::Deposit {
+            amount: d(amount),
+            idem: idem(key),
         }
     }
 
@@ -841,19 +910,11 @@ mod tests {
 
     #[test]
     fn a_day_close_states_holdings_value_trades_and_fees_once() {
-        let mut p = Portfolio::empty("usr_a");
-        assert_eq!(run(&mut p, close("2026-11-20", &[]), 0), Err(PortfolioRejection::NothingToState));
-        run(
-            &mut p,
-            PortfolioCommand::Deposit {
-                amount: d("1000"),
-                idem: idem("k1"),
-            },
-            1,
-        )
-        .unwrap();
-        run(&mut p, buy("AAA", "5", "100", "k2"), 2).unwrap();
-        let s = statement(run(&mut p, close("2026-11-21", &[("AAA", "110"), ("BBB", "5")]), 3));
+        let mut j = Journaled::new("usr_a");
+        assert_eq!(j.close("2026-11-20", &[], 0), Err(PortfolioRejection::NothingToState));
+        j.run(deposit("1000", "k1"), 1).unwrap();
+        j.run(buy("AAA", "5", "100", "k2"), 2).unwrap();
+        let s = statement(j.close("2026-11-21", &[("AAA", "110"), ("BBB", "5")], 3));
         assert_eq!(s.date.to_string(), "2026-11-21");
         assert_eq!(s.cash, d("499.00"));
         assert_eq!(s.holdings.len(), 1);
@@ -865,13 +926,12 @@ mod tests {
         assert_eq!((s.deposits, s.withdrawals, s.fees, s.contributions), (d("1000"), d("0"), d("1.00"), d("1000")));
         assert_eq!(s.trades.len(), 1);
         // The same day again, or an earlier one, is refused and changes nothing.
-        let before = p.clone();
-        assert_eq!(run(&mut p, close("2026-11-21", &[]), 4), Err(PortfolioRejection::DayAlreadyClosed));
-        assert_eq!(run(&mut p, close("2026-11-20", &[]), 4), Err(PortfolioRejection::DayAlreadyClosed));
-        assert_eq!(p, before);
+        let before = j.p.clone();
+        assert_eq!(j.close("2026-11-21", &[], 4), Err(PortfolioRejection::DayAlreadyClosed));
+        assert_eq!(j.close("2026-11-20", &[], 4), Err(PortfolioRejection::DayAlreadyClosed));
+        assert_eq!(j.p, before);
         // The next statement holds only what happened since; a holding without a price counts at cost.
-        run(
-            &mut p,
+        j.run(
             PortfolioCommand::Withdraw {
                 amount: d("100"),
                 idem: idem("k3"),
@@ -879,12 +939,48 @@ mod tests {
             5,
         )
         .unwrap();
-        let s2 = statement(run(&mut p, close("2026-11-22", &[]), 6));
+        let s2 = statement(j.close("2026-11-22", &[], 6));
         assert!(s2.trades.is_empty());
         assert_eq!((s2.deposits, s2.withdrawals, s2.fees, s2.contributions), (d("0"), d("100"), d("0"), d("900")));
         assert_eq!((s2.holdings[0].price, s2.holdings[0].market_value), (None, d("500")));
         assert_eq!(s2.value, d("899.00"));
         // Statements are in the history, in order.
-        assert_eq!(p.last_close.unwrap().date.to_string(), "2026-11-22");
+        assert_eq!(j.p.last_close.unwrap().date.to_string(), "2026-11-22");
+    }
+
+    #[test]
+    fn a_late_close_states_the_day_as_it_stood_at_its_close_time() {
+        let day = |date: &str, hours: i64| Date::parse(date).unwrap().days_since_epoch() * crate::domain::time::MS_PER_DAY + hours * MS_PER_HOUR;
+        let close_21 = day("2026-11-21", 22);
+        // A portfolio opened after the close time has nothing to state for that day.
+        let mut late = Journaled::new("usr_late");
+        late.run(deposit("100", "k1"), day("2026-11-22", 9)).unwrap();
+        assert_eq!(
+            late.close_at("2026-11-21", &[], close_21, day("2026-11-22", 10)),
+            Err(PortfolioRejection::NothingToState)
+        );
+
+        let mut j = Journaled::new("usr_a");
+        j.run(deposit("1000", "k1"), day("2026-11-21", 10)).unwrap();
+        j.run(buy("AAA", "5", "100", "k2"), day("2026-11-21", 11)).unwrap();
+        // After the close time, before the close runs.
+        j.run(deposit("500", "k3"), day("2026-11-21", 23)).unwrap();
+        j.run(buy("AAA", "2", "110", "k4"), day("2026-11-22", 9)).unwrap();
+        let s = statement(j.close_at("2026-11-21", &[("AAA", "105")], close_21, day("2026-11-22", 10)));
+        assert_eq!((s.cash, s.value, s.contributions), (d("499.00"), d("1024.00"), d("1000")));
+        assert_eq!((s.holdings.len(), s.holdings[0].quantity), (1, d("5")));
+        assert_eq!((s.deposits, s.fees, s.trades.len()), (d("1000"), d("1.00"), 1));
+        assert_eq!(s.closed_at, Timestamp(day("2026-11-22", 10)));
+        // What came after the close time is the next statement's, not lost.
+        assert_eq!((j.p.day.deposits, j.p.day.orders.len()), (d("500"), 1));
+        let s2 = statement(j.close_at("2026-11-22", &[("AAA", "110")], day("2026-11-22", 22), day("2026-11-22", 22)));
+        assert_eq!((s2.deposits, s2.fees, s2.trades.len()), (d("500"), d("1.00"), 1));
+        assert_eq!((s2.holdings[0].quantity, s2.cash, s2.contributions), (d("7"), d("778.00"), d("1500")));
+        assert_eq!(j.p.day, DayBook::default());
+        // A journal that is not this portfolio's is refused.
+        let mut other = Journaled::new("usr_b");
+        other.journal = late.journal.clone();
+        other.p = Portfolio::as_of("usr_b", &j.journal, Timestamp(i64::MAX));
+        assert_eq!(other.close("2026-11-23", &[], day("2026-11-23", 23)), Err(PortfolioRejection::JournalMismatch));
     }
 }

@@ -66,12 +66,32 @@ async fn closing_prices(state: &AppState, date: Date) -> BTreeMap<String, Decima
     prices
 }
 
-/// Closes `date` for every portfolio (a portfolio already closed for it is left alone).
+/// Closes `date` for every portfolio (a portfolio already closed for it is left alone): each
+/// statement holds what stood at the day's close time and what happened up to it, however late
+/// the close runs (a close caught up after a restart, a slow pass over many portfolios, a
+/// past day closed on demand).
 pub async fn close_day(state: &AppState, date: Date) -> Result<CloseSummary, String> {
     let prices = closing_prices(state, date).await;
+    let offset = state.config.statements.close_offset_ms().unwrap_or(MS_PER_DAY);
+    // Not after now: the journal read below then holds every event up to the cutoff, whatever
+    // is appended while the close runs.
+    let cutoff = Timestamp(date.days_since_epoch() * MS_PER_DAY + offset).min(wall_clock_now());
     let mut summary = CloseSummary::default();
     for user in portfolio_ids(state)? {
-        let cmd = PortfolioCommand::CloseDay { date, prices: prices.clone() };
+        let journal = match state.router.read_journal::<Portfolio>(&user).await {
+            Ok(j) => j.into_iter().map(|e| e.event).collect(),
+            Err(e) => {
+                summary.failed += 1;
+                tracing::error!(error = %e, "end of day: a portfolio's journal could not be read");
+                continue;
+            }
+        };
+        let cmd = PortfolioCommand::CloseDay {
+            date,
+            prices: prices.clone(),
+            cutoff,
+            journal,
+        };
         match state.router.execute::<Portfolio>(&user, cmd, RequestMeta::system(format!("eod-{date}"))).await {
             Ok(_) => summary.statements += 1,
             Err(RouteError::Rejected(PortfolioRejection::DayAlreadyClosed)) => summary.already_closed += 1,
@@ -82,7 +102,8 @@ pub async fn close_day(state: &AppState, date: Date) -> Result<CloseSummary, Str
             }
         }
     }
-    if summary.failed == 0 {
+    // The node's record moves forward only (closing a past day again does not rewind it).
+    if summary.failed == 0 && last_closed(state).is_none_or(|d| d < date) {
         let jobs = state.router.store().open_tree(JOBS_TREE).map_err(|e| e.to_string())?;
         jobs.insert(LAST_CLOSE_KEY, date.to_string().as_bytes()).map_err(|e| e.to_string())?;
         jobs.flush_async().await.map_err(|e| e.to_string())?;

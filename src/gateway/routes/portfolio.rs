@@ -65,7 +65,7 @@ pub(super) fn rejection(r: PortfolioRejection) -> ApiError {
         PortfolioRejection::InvalidAmount => ApiError::unprocessable("invalid_amount", "amount must be positive, with at most 2 decimal places"),
         PortfolioRejection::IdempotencyKeyReused => ApiError::unprocessable("idempotency_key_reused", "this Idempotency-Key was used for a different request"),
         PortfolioRejection::Compliance(rule) => ApiError::unprocessable(rule.code(), rule.reason()),
-        PortfolioRejection::DayAlreadyClosed | PortfolioRejection::NothingToState => ApiError::internal(),
+        PortfolioRejection::DayAlreadyClosed | PortfolioRejection::NothingToState | PortfolioRejection::JournalMismatch => ApiError::internal(),
     }
 }
 

@@ -272,7 +272,13 @@ pub async fn daily_report(state: &AppState, req: &Req) -> Result<Reply, ApiError
     let subject_user = |r: &AuditRecord| r.entity.split_once('/').map(|(_, id)| id.to_string()).unwrap_or_default();
     let detail = |r: &AuditRecord, k: &str| r.details.get(k).cloned().unwrap_or_default();
     let (mut trades, mut rejections, mut hits, mut erasures, mut advice) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut alerts, mut statements) = (Vec::new(), 0usize);
+    let mut alerts = Vec::new();
+    // Statements of that day, whenever they were written (a close can run after midnight).
+    let day = date.to_string();
+    let statements = records
+        .iter()
+        .filter(|r| r.action == "statement.issued" && r.details.get("date").is_some_and(|d| *d == day))
+        .count();
     let mut by_code: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
     let (mut notional, mut fees) = (rust_decimal::Decimal::ZERO, rust_decimal::Decimal::ZERO);
     for r in records.iter().filter(|r| r.at >= start && r.at < end) {
@@ -301,7 +307,6 @@ pub async fn daily_report(state: &AppState, req: &Req) -> Result<Reply, ApiError
                 "score": detail(r, "score"), "list_version": detail(r, "list_version"),
             })),
             ("gdpr.erasure", _) => erasures.push(serde_json::json!({ "at": at, "user_id": subject_user(r) })),
-            ("statement.issued", _) => statements += 1,
             ("security.reconciliation_discrepancy", crate::domain::audit::Outcome::Refused(kind)) => alerts.push(serde_json::json!({
                 "at": at, "subject": r.entity, "kind": kind, "order_id": r.details.get("order_id"), "field": r.details.get("field"),
                 "booked": r.details.get("booked"), "confirmed": r.details.get("confirmed"),
