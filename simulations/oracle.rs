@@ -179,8 +179,9 @@ pub fn check_advice(
         } else {
             Decimal::ZERO
         };
-        if !outside_model && drift <= policy.drift_threshold {
-            return Err(format!("order for {} whose weight is within the drift threshold ({drift})", o.symbol));
+        // The 5/25 band: within the absolute threshold and within the relative share of the target.
+        if !outside_model && drift <= policy.drift_threshold && drift <= goal * policy.relative_drift_threshold {
+            return Err(format!("order for {} whose weight is within the drift band ({drift})", o.symbol));
         }
         match o.side {
             Side::Sell => {

@@ -70,6 +70,7 @@ impl StatementsConfig {
 #[serde(deny_unknown_fields)]
 pub struct AdviceConfig {
     pub drift_threshold: Decimal,
+    pub relative_drift_threshold: Decimal,
     pub min_trade: Decimal,
     pub review_turnover: Decimal,
     pub cash_buffer: Decimal,
@@ -80,6 +81,7 @@ impl AdviceConfig {
     pub fn policy(&self) -> crate::domain::advice::AdvicePolicy {
         crate::domain::advice::AdvicePolicy {
             drift_threshold: self.drift_threshold,
+            relative_drift_threshold: self.relative_drift_threshold,
             min_trade: self.min_trade,
             review_turnover: self.review_turnover,
             cash_buffer: self.cash_buffer,
@@ -382,8 +384,16 @@ impl Config {
             return bad("retention.check_interval", "must be between 100ms and 7d");
         }
         let unit = |d: Decimal| d >= Decimal::ZERO && d < Decimal::ONE;
-        if !unit(self.advice.drift_threshold) || !unit(self.advice.cash_buffer) || !unit(self.advice.review_turnover) || self.advice.min_trade < Decimal::ZERO {
-            return bad("advice", "drift_threshold, review_turnover and cash_buffer must be in [0, 1); min_trade ≥ 0");
+        if !unit(self.advice.drift_threshold)
+            || !unit(self.advice.relative_drift_threshold)
+            || !unit(self.advice.cash_buffer)
+            || !unit(self.advice.review_turnover)
+            || self.advice.min_trade < Decimal::ZERO
+        {
+            return bad(
+                "advice",
+                "drift_threshold, relative_drift_threshold, review_turnover and cash_buffer must be in [0, 1); min_trade ≥ 0",
+            );
         }
         if self.market.revalue_interval > Duration::from_secs(3600) {
             return bad("market.revalue_interval", "must be at most 1h");

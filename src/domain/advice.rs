@@ -8,8 +8,9 @@
 //!    ETFs, complex products), spread evenly over the products the compliance rules let this
 //!    investor be advised to hold (`compliance::check` with `Purpose::Advise`); a class with no
 //!    eligible product passes its weight to the others.
-//! 2. **Drift-based rebalancing**: positions further than `drift_threshold` from their target
-//!    weight are traded towards it; products outside the model are sold; orders below
+//! 2. **Drift-based rebalancing**: positions further from their target weight than
+//!    `drift_threshold` (absolute) or `relative_drift_threshold` of the target (the "5/25"
+//!    rule) are traded towards it; products outside the model are sold; orders below
 //!    `min_trade` are left out; buys are scaled to the cash available after sells and fees.
 //! 3. **Rationale** in plain words, built from the same numbers.
 //! 4. **Human review**: advice that turns over more than `review_turnover` of the portfolio, or
@@ -84,8 +85,12 @@ pub struct Product {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AdvicePolicy {
-    /// Positions within this distance of their target weight are left alone (e.g. 0.05).
+    /// Positions within this distance of their target weight (percentage points, e.g. 0.05)
+    /// and within `relative_drift_threshold` of the target itself are left alone.
     pub drift_threshold: Decimal,
+    /// The relative band (e.g. 0.25: a 4% target is left alone between 3% and 5%), so that
+    /// positions with small targets are bought at all.
+    pub relative_drift_threshold: Decimal,
     /// Orders smaller than this notional are not proposed.
     pub min_trade: Decimal,
     /// Advice turning over more than this share of the portfolio goes to human review.
@@ -100,6 +105,7 @@ impl Default for AdvicePolicy {
     fn default() -> Self {
         AdvicePolicy {
             drift_threshold: Decimal::new(5, 2),
+            relative_drift_threshold: Decimal::new(25, 2),
             min_trade: Decimal::from(50),
             review_turnover: Decimal::new(5, 1),
             cash_buffer: Decimal::new(2, 2),
@@ -202,7 +208,8 @@ pub fn advise(
             let goal = target.get(s).copied().unwrap_or_default();
             let drift = (current / total - goal).abs();
             let outside_model = goal.is_zero() && held > Decimal::ZERO;
-            if !outside_model && drift <= policy.drift_threshold {
+            let in_band = drift <= policy.drift_threshold && drift <= goal * policy.relative_drift_threshold;
+            if !outside_model && in_band {
                 continue;
             }
             let delta = goal * total - current;
@@ -427,6 +434,12 @@ mod tests {
                     })
                     .sum();
                 assert!(spent <= Decimal::from(100_000), "score {score}: spends {spent}");
+                // Every position of the model is bought, however small its weight (5/25 rule):
+                // the cash is invested but for the buffer, fees and rounding.
+                for (s, _) in &a.target_allocation {
+                    assert!(a.proposed_orders.iter().any(|o| &o.symbol == s), "score {score}: model position {s} not bought");
+                }
+                assert!(spent >= Decimal::from(97_000), "score {score}: only {spent} of 100000 invested");
                 assert!(a.rationale.contains(&format!("risk score {score} of 7")), "{}", a.rationale);
             }
         }
@@ -446,6 +459,44 @@ mod tests {
         let a = all_cash(false);
         assert!(!a.target_allocation.iter().any(|(s, _)| s == "SPX3L"));
         assert!(a.rationale.contains("excluding complex products"));
+    }
+
+    #[test]
+    fn positions_are_rebalanced_outside_the_5_25_band_only() {
+        // A balanced investor's model at 100,000, with an absolute band (20 points) wider than
+        // any of this small universe's shortfalls below, so the relative band decides.
+        let policy = AdvicePolicy {
+            drift_threshold: Decimal::new(20, 2),
+            ..AdvicePolicy::default()
+        };
+        let model = advise(&profile(4, false), &universe(), Decimal::from(100_000), &BTreeMap::new(), &fees(), &policy);
+        let (small, small_weight) = model.target_allocation.iter().min_by_key(|(_, w)| *w).cloned().unwrap();
+        assert!(small_weight * Decimal::new(3, 1) < policy.drift_threshold, "{small_weight}");
+        let price = |s: &str| universe().into_iter().find(|p| p.symbol == s).unwrap().price;
+        // Holding the model exactly but the small position at 80% of its target: outside the
+        // relative band (25%) though within the absolute one (5 points) — it is topped up.
+        let holdings_at = |share: Decimal| -> BTreeMap<String, Decimal> {
+            model
+                .target_allocation
+                .iter()
+                .map(|(s, w)| {
+                    let w = if *s == small { *w * share } else { *w };
+                    (s.clone(), (w * Decimal::from(100_000) / price(s)).round_dp(4))
+                })
+                .collect()
+        };
+        let cash_for = |h: &BTreeMap<String, Decimal>| Decimal::from(100_000) - h.iter().map(|(s, q)| round_cash(*q * price(s))).sum::<Decimal>();
+        let off = holdings_at(Decimal::new(7, 1));
+        let a = advise(&profile(4, false), &universe(), cash_for(&off), &off, &fees(), &policy);
+        assert!(
+            a.proposed_orders.iter().any(|o| o.symbol == small && o.side == Side::Buy),
+            "{small} at 70% of its target is not topped up: {:?}",
+            a.proposed_orders
+        );
+        // At 90% of its target it is within both bands: left alone.
+        let near = holdings_at(Decimal::new(9, 1));
+        let a = advise(&profile(4, false), &universe(), cash_for(&near), &near, &fees(), &policy);
+        assert!(!a.proposed_orders.iter().any(|o| o.symbol == small), "{:?}", a.proposed_orders);
     }
 
     #[test]
