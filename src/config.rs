@@ -254,6 +254,9 @@ pub struct MarketConfig {
     /// `gbm` (seeded simulation) or `csv` (replay `csv_file`).
     pub feed: String,
     pub csv_file: PathBuf,
+    /// `recorded`: the file's prices at their own times (the past as history, the future when
+    /// its time comes); `replay`: one timestamp per tick from now on (a what-if drill).
+    pub csv_timing: String,
     pub seed: u64,
     #[serde(deserialize_with = "duration")]
     pub tick_interval: Duration,
@@ -426,6 +429,9 @@ impl Config {
             ("gbm", _) | ("csv", false) => {}
             ("csv", true) => return bad("market.csv_file", "the csv feed needs a price file"),
             _ => return bad("market.feed", "must be \"gbm\" or \"csv\""),
+        }
+        if !matches!(self.market.csv_timing.as_str(), "recorded" | "replay") {
+            return bad("market.csv_timing", "must be \"recorded\" or \"replay\"");
         }
         if self.market.tick_interval < Duration::from_millis(10) {
             return bad("market.tick_interval", "must be at least 10ms");

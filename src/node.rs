@@ -176,13 +176,17 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
     let bus = state.valuations.bus().clone();
     let feed = if config.market.feed == "csv" {
         let groups = crate::actors::feed::load_replay(&config.market.csv_file, &state.symbols())?;
-        tokio::spawn(crate::actors::feed::run_replay(
-            router.clone(),
-            bus,
-            groups,
-            config.market.tick_interval,
-            feed_rx,
-        ))
+        if config.market.csv_timing == "replay" {
+            tokio::spawn(crate::actors::feed::run_replay(
+                router.clone(),
+                bus,
+                groups,
+                config.market.tick_interval,
+                feed_rx,
+            ))
+        } else {
+            tokio::spawn(crate::actors::feed::run_recorded(router.clone(), bus, groups, feed_rx))
+        }
     } else {
         let (additions_tx, additions) = tokio::sync::mpsc::unbounded_channel();
         *state.feed_additions.lock().expect("feed additions lock") = Some(additions_tx);

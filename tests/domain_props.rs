@@ -1204,6 +1204,7 @@ fn instrument_random_ticks_keep_a_positive_price_and_replay_exactly() {
                                     coverage.borrow_mut().ticks += 1;
                                     (price, as_of) = (p, at);
                                 }
+                                InstrumentEvent::Recorded { .. } => prop_assert!(false, "the model expects no recorded prices"),
                             }
                         }
                         Ok(None) => {

@@ -62,6 +62,7 @@ fn a_csv_of_real_prices_can_drive_the_market() {
         &[
             ("MONETA_MARKET_FEED", "csv"),
             ("MONETA_MARKET_CSV_FILE", csv.to_str().unwrap()),
+            ("MONETA_MARKET_CSV_TIMING", "replay"),
             ("MONETA_MARKET_TICK_INTERVAL", "100ms"),
         ],
     );
@@ -87,6 +88,62 @@ fn a_csv_of_real_prices_can_drive_the_market() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line 2") && err.contains("NOSUCH"), "{err}");
+}
+
+/// A file of real prices at their own times: its past becomes the instrument's history (daily
+/// closes) and its latest price the instrument's price; a line in the future applies when its
+/// time comes; the same file at the next start adds nothing.
+#[test]
+fn a_csv_of_recorded_prices_becomes_history_at_its_own_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("prices.csv");
+    let soon = {
+        let at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 4;
+        let out = std::process::Command::new("date")
+            .args(["-u", "-d", &format!("@{at}"), "+%Y-%m-%dT%H:%M:%SZ"])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    std::fs::write(
+        &csv,
+        format!(
+            "timestamp,symbol,price\n2024-03-01T14:30:00Z,ACME,190.10\n2024-03-01T20:59:00Z,ACME,191.25\n\
+             2024-03-04T14:30:00Z,ACME,189.80\n2024-03-04T14:30:00Z,WRLD,99.00\n{soon},ACME,201.50\n"
+        ),
+    )
+    .unwrap();
+    let settings = [("MONETA_MARKET_FEED", "csv"), ("MONETA_MARKET_CSV_FILE", csv.to_str().unwrap())];
+    let mut node = Node::start_with(dir.path(), &settings);
+    let march = "/v1/instruments/ACME/history?from=2024-03-01T00:00:00Z&to=2024-03-31T00:00:00Z";
+    wait_for(
+        || node.get("/v1/instruments/ACME", None).json()["price"] == "189.8",
+        "the file's latest past price",
+    );
+    assert_eq!(node.get("/v1/instruments/WRLD", None).json()["price"], "99");
+    let days = |node: &Node| -> Vec<(f64, Value)> {
+        node.get(march, None)
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (rfc3339_utc(p["at"].as_str().unwrap()).unwrap(), p["price"].clone()))
+            .collect()
+    };
+    let day = |d: i64| (days_from_civil(2024, 3, d) * 86_400) as f64;
+    let expected = vec![(day(1), json!("191.25")), (day(4), json!("189.8"))];
+    assert_eq!(days(&node), expected, "daily closes of the file's days");
+    wait_for(
+        || node.get("/v1/instruments/ACME", None).json()["price"] == "201.5",
+        "the future line at its time",
+    );
+
+    // The same file again: nothing added twice, the price stays the file's latest.
+    assert_eq!(node.terminate(Duration::from_secs(30)).map(|s| s.success()), Some(true));
+    let node = Node::start_with(dir.path(), &settings);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(days(&node), expected);
+    assert_eq!(node.get("/v1/instruments/ACME", None).json()["price"], "201.5");
 }
 
 #[test]

@@ -70,6 +70,7 @@ fn a_sharp_fall_revalues_the_portfolio_and_recomputes_advice() {
         &[
             ("MONETA_MARKET_FEED", "csv"),
             ("MONETA_MARKET_CSV_FILE", csv.to_str().unwrap()),
+            ("MONETA_MARKET_CSV_TIMING", "replay"),
             ("MONETA_MARKET_TICK_INTERVAL", "400ms"),
             ("MONETA_ADVICE_SHARP_MOVE_THRESHOLD", "0.1"),
         ],

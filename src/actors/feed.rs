@@ -1,7 +1,9 @@
 //! Market feeds. The simulated one: every tick, each demo instrument moves one seeded GBM step
-//! (`domain::market::gbm_step`) and the new price is sent to its instrument entity. The replay
-//! one: a CSV of real prices (`timestamp,symbol,price`) is played back in timestamp order, one
-//! timestamp per tick (the instruments stamp the prices with the time they arrive).
+//! (`domain::market::gbm_step`) and the new price is sent to its instrument entity. The file
+//! ones read a CSV of real prices (`timestamp,symbol,price`): [`run_recorded`] keeps the file's
+//! times (its past is the instruments' history, its future arrives on time); [`run_replay`]
+//! plays it back from now, one timestamp per tick (the instruments stamp the prices with the
+//! time they arrive).
 
 use crate::actors::fanout::{PriceBus, PriceUpdate};
 use crate::actors::RequestMeta;
@@ -98,7 +100,7 @@ async fn apply_price(router: &Router, bus: &PriceBus, symbol: String, price: Dec
 /// Reads a price file: `timestamp,symbol,price` per line (an optional header line; timestamps
 /// RFC 3339). Every line is checked — an unknown symbol, a bad time or price is an error naming
 /// the line. Returns the prices grouped by timestamp, in time order.
-pub fn load_replay(path: &std::path::Path, symbols: &[String]) -> Result<Vec<Vec<(String, Decimal)>>, String> {
+pub fn load_replay(path: &std::path::Path, symbols: &[String]) -> Result<Vec<PriceGroup>, String> {
     use crate::domain::time::Timestamp;
     let text = std::fs::read_to_string(path).map_err(|e| format!("price file {} (key `market.csv_file`): {e}", path.display()))?;
     let mut rows: Vec<(Timestamp, usize, String, Decimal)> = Vec::new();
@@ -133,14 +135,74 @@ pub fn load_replay(path: &std::path::Path, symbols: &[String]) -> Result<Vec<Vec
             _ => groups.push((at, vec![(symbol, price)])),
         }
     }
-    Ok(groups.into_iter().map(|(_, g)| g).collect())
+    Ok(groups)
+}
+
+/// The prices of one timestamp of a price file.
+pub type PriceGroup = (crate::domain::time::Timestamp, Vec<(String, Decimal)>);
+
+/// Recorded prices per command (a decade of minute bars is millions of lines).
+const RECORD_BATCH: usize = 10_000;
+
+/// The file at its own times. What is past is recorded on each instrument (earlier days as
+/// daily closes, anything after its latest price at its time; what the instrument already
+/// knows is left out) and its latest price published; what is in the future is applied when
+/// its time comes. Then it stops (prices stay where the file left them).
+pub async fn run_recorded(router: Router, bus: Arc<PriceBus>, groups: Vec<PriceGroup>, mut stop: watch::Receiver<bool>) {
+    let now = super::wall_clock_now();
+    let split = groups.partition_point(|(at, _)| *at <= now);
+    let mut past: std::collections::BTreeMap<String, Vec<(crate::domain::time::Timestamp, Decimal)>> = Default::default();
+    for (at, group) in &groups[..split] {
+        for (symbol, price) in group {
+            past.entry(symbol.clone()).or_default().push((*at, *price));
+        }
+    }
+    for (symbol, points) in past {
+        let mut recorded = 0usize;
+        for chunk in points.chunks(RECORD_BATCH) {
+            let cmd = InstrumentCommand::Record { points: chunk.to_vec() };
+            match router.execute::<Instrument>(&symbol, cmd, RequestMeta::system("price-file")).await {
+                Ok(()) => recorded += chunk.len(),
+                Err(e) => tracing::error!(symbol = %symbol, error = ?e, "recorded prices not applied"),
+            }
+        }
+        // The file's latest price is the instrument's price now (in place of the listing's
+        // opening price; nothing else moves prices under this feed). At the next start with
+        // the same file it already is.
+        let latest = points.last().map(|(_, p)| *p);
+        match router.read::<Instrument, _>(&symbol, |i| i.quote()).await {
+            Ok(Some(q)) if Some(q.price) == latest => bus.publish(&symbol, PriceUpdate { price: q.price, at: q.as_of }),
+            _ => {
+                if let Some(price) = latest {
+                    apply_price(&router, &bus, symbol.clone(), price, "price-file-latest".to_string()).await;
+                }
+            }
+        }
+        tracing::info!(symbol = %symbol, lines = recorded, "recorded prices read");
+    }
+    for (n, (at, group)) in groups.into_iter().enumerate().skip(split) {
+        let wait = Duration::from_millis((at.millis() - super::wall_clock_now().millis()).max(0) as u64);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+        let sends = group.into_iter().map(|(symbol, price)| {
+            let (router, bus) = (router.clone(), bus.clone());
+            async move { apply_price(&router, &bus, symbol, price, format!("price-file-{n}")).await }
+        });
+        futures_util::future::join_all(sends.collect::<Vec<_>>()).await;
+    }
+    tracing::info!("price file finished");
 }
 
 /// Plays the groups back, one per tick, then stops (prices stay where the file left them).
-pub async fn run_replay(router: Router, bus: Arc<PriceBus>, groups: Vec<Vec<(String, Decimal)>>, tick: Duration, mut stop: watch::Receiver<bool>) {
+pub async fn run_replay(router: Router, bus: Arc<PriceBus>, groups: Vec<PriceGroup>, tick: Duration, mut stop: watch::Receiver<bool>) {
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    for (n, group) in groups.into_iter().enumerate() {
+    for (n, (_, group)) in groups.into_iter().enumerate() {
         tokio::select! {
             _ = interval.tick() => {}
             _ = stop.changed() => return,

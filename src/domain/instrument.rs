@@ -69,12 +69,30 @@ pub enum InstrumentCommand {
     List { listing: Listing, price: Decimal },
     /// A new price from the feed.
     Tick { price: Decimal },
+    /// Recorded prices (a file of real prices): those before the instrument's history begins
+    /// become its earlier daily closes; those after its latest price and not in the future
+    /// are its prices at their own times; the rest are already known and left out (so the same
+    /// file can be given again, at every start).
+    Record { points: Vec<(Timestamp, Decimal)> },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum InstrumentEvent {
-    Listed { listing: Listing, price: Decimal, at: Timestamp },
-    Priced { price: Decimal, at: Timestamp },
+    Listed {
+        listing: Listing,
+        price: Decimal,
+        at: Timestamp,
+    },
+    Priced {
+        price: Decimal,
+        at: Timestamp,
+    },
+    /// Recorded prices: `earlier` daily closes before the history began, `later` prices after
+    /// the latest one, each at its own time.
+    Recorded {
+        earlier: Vec<(Timestamp, Decimal)>,
+        later: Vec<(Timestamp, Decimal)>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -157,6 +175,22 @@ impl Entity for Instrument {
                 }
                 Ok(Decision::new(vec![InstrumentEvent::Priced { price, at: ctx.now }], ()))
             }
+            InstrumentCommand::Record { mut points } => {
+                if self.listing.is_none() {
+                    return Err(InstrumentRejection::UnknownInstrument);
+                }
+                if points.iter().any(|(_, p)| !is_valid_price(*p)) {
+                    return Err(InstrumentRejection::InvalidPrice);
+                }
+                points.sort_by_key(|(at, _)| *at);
+                let begins = self.history.begins();
+                let earlier: Vec<_> = points.iter().copied().filter(|(at, _)| begins.is_none_or(|b| *at < b)).collect();
+                let later: Vec<_> = points.into_iter().filter(|(at, _)| *at > self.as_of && *at <= ctx.now).collect();
+                if earlier.is_empty() && later.is_empty() {
+                    return Ok(Decision::replay(()));
+                }
+                Ok(Decision::new(vec![InstrumentEvent::Recorded { earlier, later }], ()))
+            }
         }
     }
 
@@ -172,6 +206,14 @@ impl Entity for Instrument {
                 self.price = *price;
                 self.as_of = *at;
                 self.history.record(*at, *price);
+            }
+            InstrumentEvent::Recorded { earlier, later } => {
+                self.history.prepend_days(earlier);
+                for (at, price) in later {
+                    self.price = *price;
+                    self.as_of = *at;
+                    self.history.record(*at, *price);
+                }
             }
         }
         self.check_invariants();

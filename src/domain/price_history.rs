@@ -43,6 +43,32 @@ impl PriceHistory {
         bucket(&mut self.days, Timestamp(m - m.rem_euclid(MS_PER_DAY)), price, DAYS_KEPT);
     }
 
+    /// When the history begins: the start of its first day.
+    pub fn begins(&self) -> Option<Timestamp> {
+        self.days.front().map(|(d, _)| *d)
+    }
+
+    /// Adds daily closes from before the history begins (`points` in time order; the last
+    /// price of each day is its close). Points on or after the first day are left out; the
+    /// oldest days beyond the ten years kept are dropped.
+    pub fn prepend_days(&mut self, points: &[(Timestamp, Decimal)]) {
+        let begins = self.begins();
+        let mut closes = std::collections::BTreeMap::new();
+        for (at, price) in points {
+            let m = at.millis();
+            let day = Timestamp(m - m.rem_euclid(MS_PER_DAY));
+            if begins.is_none_or(|b| day < b) {
+                closes.insert(day, *price);
+            }
+        }
+        for (day, price) in closes.into_iter().rev() {
+            self.days.push_front((day, price));
+        }
+        while self.days.len() > DAYS_KEPT {
+            self.days.pop_front();
+        }
+    }
+
     /// The close of the day starting at `day_start`, or of the last day before it with a price.
     pub fn close_on(&self, day_start: Timestamp) -> Option<Decimal> {
         self.days.iter().rev().find(|(d, _)| *d <= day_start).map(|(_, p)| *p)
@@ -112,5 +138,35 @@ mod tests {
             long.record(Timestamp(d * MS_PER_DAY), p(d + 1));
         }
         assert_eq!(long.days.len(), DAYS_KEPT);
+    }
+
+    #[test]
+    fn earlier_days_are_prepended_once_and_kept_to_ten_years() {
+        let day = |d: i64, h: i64| Timestamp(d * MS_PER_DAY + h * 3_600_000);
+        let mut h = PriceHistory::default();
+        h.record(day(100, 10), p(500));
+        assert_eq!(h.begins(), Some(day(100, 0)));
+        // Days before the history: the last price of each is its close; the first day of the
+        // history itself and anything later are left out.
+        h.prepend_days(&[
+            (day(97, 9), p(1)),
+            (day(97, 15), p(2)),
+            (day(99, 12), p(3)),
+            (day(100, 1), p(4)),
+            (day(101, 1), p(5)),
+        ]);
+        assert_eq!(
+            h.days.iter().copied().collect::<Vec<_>>(),
+            vec![(day(97, 0), p(2)), (day(99, 0), p(3)), (day(100, 0), p(500))]
+        );
+        // The same points again add nothing.
+        let before = h.clone();
+        h.prepend_days(&[(day(97, 9), p(1)), (day(97, 15), p(2)), (day(99, 12), p(3))]);
+        assert_eq!(h, before);
+        // The oldest beyond the cap are dropped.
+        let old: Vec<_> = (0..5000).map(|d| (day(d - 5000, 12), p(d + 1))).collect();
+        h.prepend_days(&old);
+        assert_eq!(h.days.len(), DAYS_KEPT);
+        assert_eq!(h.days.back().copied(), Some((day(100, 0), p(500))));
     }
 }
