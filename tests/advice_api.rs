@@ -186,6 +186,18 @@ fn unusual_advice_waits_for_a_compliance_officer() {
     let r = node.post(&path, Some(&user.token), Some("acc"), &json!({}));
     assert_eq!(r.status, 201, "{}", r.what());
     assert!(node.portfolio(&user)["holdings"].as_array().unwrap().iter().all(|h| h["symbol"] != "SPX3L"));
+    // The compliance daily report shows who decided, and why.
+    let report = node.get("/v1/compliance/reports/daily", Some(&officer)).json();
+    let reviewed = report["advice"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event"] == "advice.reviewed" && e["advice_id"] == id.as_str())
+        .cloned()
+        .unwrap_or_else(|| panic!("no review in the daily report: {report}"));
+    assert_eq!(reviewed["decision"], "approve");
+    assert_eq!(reviewed["note"], "de-risking is right for this client");
+    assert!(reviewed["by"].as_str().is_some_and(|b| b.starts_with("usr_") && b != user.id), "{reviewed}");
     // Accepted advice is acted on once: another key cannot accept it again.
     node.post(&path, Some(&user.token), Some("acc-again"), &json!({}))
         .problem(&[409], &["advice_already_accepted"])

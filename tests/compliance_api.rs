@@ -806,6 +806,21 @@ fn authorization_matrix_covers_every_route() {
             served.insert((method.to_uppercase(), path.clone()), roles);
         }
     }
+    // The query parameters the handlers read are described.
+    for (path, names) in [
+        ("/v1/instruments/{symbol}/history", &["from", "to"][..]),
+        ("/v1/portfolio/performance", &["period"]),
+        ("/v1/compliance/reports/daily", &["date"]),
+        ("/v1/me/export", &["format"]),
+        ("/v1/admin/security-events", &["limit"]),
+    ] {
+        let params = doc["paths"][path]["get"]["parameters"].as_array().cloned().unwrap_or_default();
+        for name in names {
+            f.check(params.iter().any(|p| p["in"] == "query" && p["name"] == *name), || {
+                format!("GET {path}: query parameter {name} is not in the OpenAPI document: {params:?}")
+            });
+        }
+    }
     let expected: BTreeMap<(String, String), Vec<String>> = EXPECTED
         .iter()
         .map(|(m, p, roles)| {

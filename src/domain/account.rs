@@ -832,7 +832,8 @@ impl Account {
                 ctx.audit(
                     AuditDraft::ok("advice.reviewed")
                         .detail("advice_id", &advice_id)
-                        .detail("decision", if approve { "approve" } else { "reject" }),
+                        .detail("decision", if approve { "approve" } else { "reject" })
+                        .detail("note", &note),
                 );
                 let mut record = r.clone();
                 record.status = status;

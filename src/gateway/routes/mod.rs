@@ -29,6 +29,8 @@ pub struct RouteSpec {
     pub idempotent_key: bool,
     /// The JSON schema of the request body (derived from the struct the handler parses).
     pub body: Option<BodySchema>,
+    /// Optional query parameters: name and what it takes.
+    pub query: &'static [(&'static str, &'static str)],
 }
 
 /// A request body's component name and JSON schema.
@@ -41,6 +43,11 @@ fn schema_of<T: ToSchema>() -> (String, RefOr<Schema>) {
 impl RouteSpec {
     const fn body(mut self, f: BodySchema) -> RouteSpec {
         self.body = Some(f);
+        self
+    }
+
+    const fn query(mut self, params: &'static [(&'static str, &'static str)]) -> RouteSpec {
+        self.query = params;
         self
     }
 
@@ -57,6 +64,9 @@ const COMPLIANCE: &[Role] = &[Role::Compliance];
 const ADMIN: &[Role] = &[Role::Admin];
 const OVERSIGHT: &[Role] = &[Role::Admin, Role::Compliance];
 
+/// The `limit` of the audit-log listings.
+const LIMIT: &[(&str, &str)] = &[("limit", "how many, newest first: 1–1000 (default 100)")];
+
 const fn r(method: &'static str, template: &'static str, summary: &'static str, roles: &'static [Role], idempotent_key: bool) -> RouteSpec {
     RouteSpec {
         method,
@@ -65,6 +75,7 @@ const fn r(method: &'static str, template: &'static str, summary: &'static str, 
         roles,
         idempotent_key,
         body: None,
+        query: &[],
     }
 }
 
@@ -94,7 +105,7 @@ pub const ROUTES: &[RouteSpec] = &[
     r("POST", "/v1/auth/logout", "Revoke the caller's refresh-token family", ANY, false),
     r("GET", "/v1/me", "The caller's profile", ANY, false),
     r("DELETE", "/v1/me", "Erase the caller's personal data after the grace period", USER, false),
-    r("GET", "/v1/me/export", "Everything held about the caller (format=json|csv)", USER, false),
+    r("GET", "/v1/me/export", "Everything held about the caller (format=json|csv)", USER, false).query(&[("format", "json (default) or csv")]),
     r("POST", "/v1/me/mfa/totp", "Start TOTP enrolment (active once confirmed)", ANY, false),
     r("POST", "/v1/me/mfa/totp/confirm", "Confirm TOTP enrolment with a code", ANY, false).body(schema_of::<identity::CodeBody>),
     r(
@@ -129,7 +140,11 @@ pub const ROUTES: &[RouteSpec] = &[
         "Price history: daily closes, then minute bars for the last day (from, to: RFC 3339)",
         PUBLIC,
         false,
-    ),
+    )
+    .query(&[
+        ("from", "RFC 3339 UTC time; default: a day before `to`"),
+        ("to", "RFC 3339 UTC time; default: now"),
+    ]),
     r("GET", "/v1/portfolio", "The caller's portfolio valued at the latest prices", USER, false),
     r("POST", "/v1/portfolio/deposits", "Deposit cash", USER, true).body(schema_of::<portfolio::AmountBody>),
     r("POST", "/v1/portfolio/withdrawals", "Withdraw cash", USER, true).body(schema_of::<portfolio::AmountBody>),
@@ -140,7 +155,8 @@ pub const ROUTES: &[RouteSpec] = &[
         "Time-weighted return and value series (?period=1d|1m|1y|all)",
         USER,
         false,
-    ),
+    )
+    .query(&[("period", "1d, 1m, 1y or all; default 1m")]),
     r("GET", "/v1/portfolio/statements", "Daily statements, newest first", USER, false),
     r("GET", "/v1/portfolio/statements/{date}", "One day's statement", USER, false),
     r(
@@ -183,7 +199,8 @@ pub const ROUTES: &[RouteSpec] = &[
         "Screening results that were not clear, newest first",
         COMPLIANCE,
         false,
-    ),
+    )
+    .query(LIMIT),
     r(
         "POST",
         "/v1/compliance/screening/{user_id}",
@@ -205,9 +222,10 @@ pub const ROUTES: &[RouteSpec] = &[
         "The day's trades, rejections, screening hits, erasures and advice (date=YYYY-MM-DD)",
         COMPLIANCE,
         false,
-    ),
+    )
+    .query(&[("date", "YYYY-MM-DD (UTC); default today")]),
     r("GET", "/v1/admin/audit/verify", "Verify the audit hash chain", OVERSIGHT, false),
-    r("GET", "/v1/admin/security-events", "Security events, newest first", ADMIN, false),
+    r("GET", "/v1/admin/security-events", "Security events, newest first", ADMIN, false).query(LIMIT),
     r("POST", "/v1/admin/instruments", "List a new instrument", ADMIN, false).body(schema_of::<market::NewInstrumentBody>),
 ];
 

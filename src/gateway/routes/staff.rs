@@ -315,6 +315,7 @@ pub async fn daily_report(state: &AppState, req: &Req) -> Result<Reply, ApiError
                 "at": at, "user_id": subject_user(r), "event": r.action, "advice_id": detail(r, "advice_id"),
                 "status": r.details.get("status"), "decision": r.details.get("decision"), "risk_band": r.details.get("risk_band"),
                 "orders": r.details.get("orders"), "turnover": r.details.get("turnover"), "model_version": r.details.get("model_version"),
+                "note": r.details.get("note"), "by": r.actor,
             })),
             _ => {}
         }
