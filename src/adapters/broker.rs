@@ -16,7 +16,10 @@ pub trait Broker: Send + Sync {
     /// The price a market order fills at, given the latest market price.
     fn fill_price(&self, side: Side, market: Decimal) -> Decimal;
     /// Executes a booked order at the broker; answers its confirmation. Idempotent by order id.
+    /// The confirmation is durable once [`Broker::sync`] has finished.
     fn execute(&self, user_id: &str, order: &Order) -> Result<Confirmation, String>;
+    /// Waits until every confirmation given so far is durable (before the client is answered).
+    fn sync(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>>;
     /// Every confirmation, in order-id order; a record that cannot be read is an `Err` item
     /// naming its key (reported by reconciliation, never skipped).
     fn confirmations(&self) -> Result<Vec<LedgerEntry>, String>;
@@ -49,17 +52,17 @@ impl Broker for SimulatedBroker {
             .compare_and_swap(order.order_id.as_bytes(), None as Option<&[u8]>, Some(bytes))
             .map_err(|e| e.to_string())?
         {
-            Ok(()) => {
-                // Durable before the client hears the order was executed: a confirmation lost
-                // in a crash would be a false "missing" alert at the next reconciliation.
-                self.ledger.flush().map_err(|e| e.to_string())?;
-                Ok(confirmation)
-            }
+            Ok(()) => Ok(confirmation),
             Err(current) => match current.current {
                 Some(existing) => serde_json::from_slice(&existing).map_err(|e| format!("confirmation {}: {e}", order.order_id)),
                 None => Ok(confirmation),
             },
         }
+    }
+
+    fn sync(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>> {
+        // Without blocking a runtime thread; concurrent orders share the flushes.
+        Box::pin(async move { self.ledger.flush_async().await.map(|_| ()).map_err(|e| e.to_string()) })
     }
 
     fn confirmations(&self) -> Result<Vec<LedgerEntry>, String> {

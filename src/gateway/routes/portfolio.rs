@@ -200,10 +200,17 @@ pub(super) async fn place(
     })?;
     match reply {
         PortfolioReply::Order(o) => {
-            // Booked and durable; the broker executes it. A failure here leaves an order without
-            // a confirmation, which reconciliation raises as an alert.
-            if let Err(e) = state.broker.execute(user_id, &o) {
-                tracing::error!(error = %e, "the broker did not confirm a booked order");
+            // Booked and durable; the broker executes it, and its confirmation is durable before
+            // the client hears of the fill (a confirmation lost in a crash would be a false
+            // "missing" alert). A failure here leaves an order without a confirmation, which
+            // reconciliation raises as an alert.
+            match state.broker.execute(user_id, &o) {
+                Ok(_) => {
+                    if let Err(e) = state.broker.sync().await {
+                        tracing::error!(error = %e, "the broker's confirmations could not be made durable");
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "the broker did not confirm a booked order"),
             }
             super::eod::refresh_valuation(state, user_id).await;
             Ok(OrderView::from(&o))
