@@ -3,6 +3,8 @@
 //! - `bare warp GET`: a warp filter answering a small JSON body (the baseline);
 //! - `GET /v1/portfolio`: authenticated, routed to the portfolio entity and instrument quotes;
 //! - `POST /v1/portfolio/deposits`: authenticated, idempotent, durable (group commit) deposits.
+//! - `POST /v1/orders`: the order path — quote, compliance facts from the account, the
+//!   portfolio's decision durable (group commit), the broker's confirmation durable.
 //!
 //! Each runs `CLIENTS` concurrent HTTP/1.1 clients for a fixed time and reports requests per
 //! second and p50/p99 latency; ratios are against the bare handler.
@@ -71,6 +73,45 @@ async fn main() {
     })
     .await;
 
+    // Orders: every investor funded first, then market buys of the money-market fund.
+    let cf = client();
+    for (u, t) in tokens.iter().enumerate() {
+        let r = cf
+            .post(format!("{base}/v1/portfolio/deposits"))
+            .bearer_auth(t)
+            .header("Idempotency-Key", format!("fund-{u}"))
+            .json(&json!({"amount": "1000000.00"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201);
+    }
+    let (co, to, bo) = (client(), tokens.clone(), base.clone());
+    let orders = load(move |u, i| {
+        let (co, t, b) = (co.clone(), to[u].clone(), bo.clone());
+        async move {
+            let r = co
+                .post(format!("{b}/v1/orders"))
+                .bearer_auth(t)
+                .header("Idempotency-Key", format!("order-{i}"))
+                .json(&json!({"symbol": "MMKT", "side": "buy", "quantity": "1"}))
+                .send()
+                .await;
+            match r {
+                Ok(r) if r.status().as_u16() == 201 => true,
+                Ok(r) => {
+                    eprintln!("order answered {}: {}", r.status(), r.text().await.unwrap_or_default());
+                    false
+                }
+                Err(e) => {
+                    eprintln!("order failed: {e}");
+                    false
+                }
+            }
+        }
+    })
+    .await;
+
     println!(
         "\n== gateway load, {CLIENTS} concurrent clients, {}s each (ratios against the bare warp handler of this run) ==",
         RUN.as_secs()
@@ -80,6 +121,7 @@ async fn main() {
         ("bare warp GET", &baseline),
         ("GET /v1/portfolio", &portfolio),
         ("POST deposits (durable)", &deposits),
+        ("POST orders (durable)", &orders),
     ] {
         println!(
             "{name:<28} {:>10.0} {:>9.2} {:>9.2} {:>9.0}%",

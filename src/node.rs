@@ -103,10 +103,10 @@ pub async fn open_state(config: &Config) -> Result<Arc<AppState>, String> {
         }
     }
     let ledger = store.open_tree(crate::adapters::broker::CONFIRMATIONS_TREE).map_err(|e| e.to_string())?;
-    let broker = Box::new(crate::adapters::broker::SimulatedBroker::new(ledger, config.broker.slippage_bps));
     let router = Router::start(store, metrics.clone(), RouterSettings::from_config(config))
         .await
         .map_err(|e| e.to_string())?;
+    let broker = Box::new(crate::adapters::broker::SimulatedBroker::new(ledger, config.broker.slippage_bps).with_group_commit(router.journal().clone()));
     let (valuations, advice_triggers) = crate::actors::fanout::Valuations::new(
         crate::actors::fanout::PriceBus::with(metrics.fanout.clone(), config.market.revalue_interval),
         config.advice.sharp_move_threshold,

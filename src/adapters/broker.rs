@@ -30,11 +30,25 @@ pub const CONFIRMATIONS_TREE: &str = "broker_confirmations";
 pub struct SimulatedBroker {
     ledger: sled::Tree,
     slippage_bps: Decimal,
+    /// The node's group commit, when the ledger lives in the node's database: its next flush
+    /// makes the confirmations durable too, shared with every other write of that cycle.
+    group_commit: Option<crate::actors::journal::AuditJournal>,
 }
 
 impl SimulatedBroker {
     pub fn new(ledger: sled::Tree, slippage_bps: Decimal) -> SimulatedBroker {
-        SimulatedBroker { ledger, slippage_bps }
+        SimulatedBroker {
+            ledger,
+            slippage_bps,
+            group_commit: None,
+        }
+    }
+
+    /// Confirmations are made durable by `journal`'s group commit (the ledger must be a tree of
+    /// the journal's database) instead of a flush of their own per order.
+    pub fn with_group_commit(mut self, journal: crate::actors::journal::AuditJournal) -> SimulatedBroker {
+        self.group_commit = Some(journal);
+        self
     }
 }
 
@@ -61,8 +75,12 @@ impl Broker for SimulatedBroker {
     }
 
     fn sync(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>> {
-        // Without blocking a runtime thread; concurrent orders share the flushes.
-        Box::pin(async move { self.ledger.flush_async().await.map(|_| ()).map_err(|e| e.to_string()) })
+        Box::pin(async move {
+            match &self.group_commit {
+                Some(journal) => journal.barrier().await.map_err(|e| e.to_string()),
+                None => self.ledger.flush_async().await.map(|_| ()).map_err(|e| e.to_string()),
+            }
+        })
     }
 
     fn confirmations(&self) -> Result<Vec<LedgerEntry>, String> {
