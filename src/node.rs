@@ -127,6 +127,7 @@ pub async fn open_state(config: &Config) -> Result<Arc<AppState>, String> {
         started_at_secs: crate::actors::wall_clock_now().millis() / 1000,
         feed_additions: std::sync::Mutex::new(None),
         node_id: config.node.id.clone(),
+        accepting: Default::default(),
         metrics,
         ready: AtomicBool::new(false),
         catalog: RwLock::new(known),

@@ -267,3 +267,29 @@ fn financially_identical_people_get_identical_advice() {
     };
     assert_eq!(strip(&advice[0]), strip(&advice[1]));
 }
+
+/// A client that times out and retries while its first accept is still running: every attempt
+/// with the key gets the first one's answer, and the orders are placed once.
+#[test]
+fn concurrent_retries_of_an_accept_all_get_its_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path());
+    let user = node.new_user("impatient");
+    consent(&node, &user.token, true);
+    assert_eq!(node.deposit(&user, "d1", "20000.00").status, 201);
+    let a = node.get("/v1/advice", Some(&user.token)).json();
+    let path = format!("/v1/advice/{}/accept", a["advice_id"].as_str().unwrap());
+    let answers: Vec<Resp> = std::thread::scope(|s| {
+        let tries: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| node.post(&path, Some(&user.token), Some("accept-once"), &json!({}))))
+            .collect();
+        tries.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let first = answers[0].json();
+    for r in &answers {
+        assert_eq!(r.status, 201, "{}", r.what());
+        assert_eq!(r.json()["orders"], first["orders"]);
+    }
+    let orders = node.get("/v1/orders", Some(&user.token)).json();
+    assert_eq!(orders.as_array().unwrap().len(), a["proposed_orders"].as_array().unwrap().len(), "placed once");
+}

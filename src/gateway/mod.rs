@@ -66,6 +66,9 @@ pub struct AppState {
     /// Why users' advice should be recomputed, for the advice worker (taken when it starts).
     pub advice_triggers: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<(String, crate::domain::advice::AdviceTrigger)>>>,
     pub broker: Box<dyn crate::adapters::broker::Broker>,
+    /// Accepting advice is one account command and several orders: one user's accepts run one
+    /// at a time, so a concurrent retry finds the first one's orders and replays them.
+    pub accepting: limits::KeyedLocks,
 }
 
 impl AppState {

@@ -21,8 +21,9 @@ pub fn document() -> Value {
                 params.push(json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }));
             }
         }
-        for (name, description) in r.query {
-            params.push(json!({ "name": name, "in": "query", "required": false, "description": description, "schema": { "type": "string" } }));
+        for (name, description, schema) in r.query {
+            let schema: Value = serde_json::from_str(schema).expect("a route's query schema is JSON");
+            params.push(json!({ "name": name, "in": "query", "required": false, "description": description, "schema": schema }));
         }
         if r.idempotent_key {
             params

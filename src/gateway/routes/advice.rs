@@ -204,6 +204,7 @@ pub async fn accept(state: &AppState, req: &Req, advice_id: &str) -> Result<Repl
     if !req.body.is_empty() {
         let AcceptBody {} = req.json()?;
     }
+    let _one_at_a_time = state.accepting.lock(&claims.sub).await;
     // What this key already did, before the account is asked anything: a key used for another
     // request is refused here, not after this advice has been marked accepted.
     let (series, id) = (key.clone(), advice_id.to_string());

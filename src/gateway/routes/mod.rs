@@ -29,9 +29,12 @@ pub struct RouteSpec {
     pub idempotent_key: bool,
     /// The JSON schema of the request body (derived from the struct the handler parses).
     pub body: Option<BodySchema>,
-    /// Optional query parameters: name and what it takes.
-    pub query: &'static [(&'static str, &'static str)],
+    /// Optional query parameters: name, what it takes, and its JSON schema.
+    pub query: &'static [QueryParam],
 }
+
+/// A query parameter: name, description, JSON schema (as JSON text).
+pub type QueryParam = (&'static str, &'static str, &'static str);
 
 /// A request body's component name and JSON schema.
 pub type BodySchema = fn() -> (String, RefOr<Schema>);
@@ -46,7 +49,7 @@ impl RouteSpec {
         self
     }
 
-    const fn query(mut self, params: &'static [(&'static str, &'static str)]) -> RouteSpec {
+    const fn query(mut self, params: &'static [QueryParam]) -> RouteSpec {
         self.query = params;
         self
     }
@@ -65,7 +68,12 @@ const ADMIN: &[Role] = &[Role::Admin];
 const OVERSIGHT: &[Role] = &[Role::Admin, Role::Compliance];
 
 /// The `limit` of the audit-log listings.
-const LIMIT: &[(&str, &str)] = &[("limit", "how many, newest first: 1–1000 (default 100)")];
+const LIMIT: &[QueryParam] = &[(
+    "limit",
+    "how many, newest first (default 100)",
+    r#"{"type":"integer","minimum":1,"maximum":1000}"#,
+)];
+const DATE_TIME: &str = r#"{"type":"string","format":"date-time"}"#;
 
 const fn r(method: &'static str, template: &'static str, summary: &'static str, roles: &'static [Role], idempotent_key: bool) -> RouteSpec {
     RouteSpec {
@@ -105,7 +113,11 @@ pub const ROUTES: &[RouteSpec] = &[
     r("POST", "/v1/auth/logout", "Revoke the caller's refresh-token family", ANY, false),
     r("GET", "/v1/me", "The caller's profile", ANY, false),
     r("DELETE", "/v1/me", "Erase the caller's personal data after the grace period", USER, false),
-    r("GET", "/v1/me/export", "Everything held about the caller (format=json|csv)", USER, false).query(&[("format", "json (default) or csv")]),
+    r("GET", "/v1/me/export", "Everything held about the caller (format=json|csv)", USER, false).query(&[(
+        "format",
+        "json (default) or csv",
+        r#"{"type":"string","enum":["json","csv"]}"#,
+    )]),
     r("POST", "/v1/me/mfa/totp", "Start TOTP enrolment (active once confirmed)", ANY, false),
     r("POST", "/v1/me/mfa/totp/confirm", "Confirm TOTP enrolment with a code", ANY, false).body(schema_of::<identity::CodeBody>),
     r(
@@ -142,8 +154,8 @@ pub const ROUTES: &[RouteSpec] = &[
         false,
     )
     .query(&[
-        ("from", "RFC 3339 UTC time; default: a day before `to`"),
-        ("to", "RFC 3339 UTC time; default: now"),
+        ("from", "RFC 3339 UTC time; default: a day before `to`", DATE_TIME),
+        ("to", "RFC 3339 UTC time; default: now", DATE_TIME),
     ]),
     r("GET", "/v1/portfolio", "The caller's portfolio valued at the latest prices", USER, false),
     r("POST", "/v1/portfolio/deposits", "Deposit cash", USER, true).body(schema_of::<portfolio::AmountBody>),
@@ -156,7 +168,7 @@ pub const ROUTES: &[RouteSpec] = &[
         USER,
         false,
     )
-    .query(&[("period", "1d, 1m, 1y or all; default 1m")]),
+    .query(&[("period", "the period; default 1m", r#"{"type":"string","enum":["1d","1m","1y","all"]}"#)]),
     r("GET", "/v1/portfolio/statements", "Daily statements, newest first", USER, false),
     r("GET", "/v1/portfolio/statements/{date}", "One day's statement", USER, false),
     r(
@@ -223,7 +235,7 @@ pub const ROUTES: &[RouteSpec] = &[
         COMPLIANCE,
         false,
     )
-    .query(&[("date", "YYYY-MM-DD (UTC); default today")]),
+    .query(&[("date", "the UTC day; default today", r#"{"type":"string","format":"date"}"#)]),
     r("GET", "/v1/admin/audit/verify", "Verify the audit hash chain", OVERSIGHT, false),
     r("GET", "/v1/admin/security-events", "Security events, newest first", ADMIN, false).query(LIMIT),
     r("POST", "/v1/admin/instruments", "List a new instrument", ADMIN, false).body(schema_of::<market::NewInstrumentBody>),
