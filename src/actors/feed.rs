@@ -97,6 +97,14 @@ async fn apply_price(router: &Router, bus: &PriceBus, symbol: String, price: Dec
     }
 }
 
+/// Applies one timestamp's prices of a file, every instrument at once.
+async fn apply_group(router: &Router, bus: &Arc<PriceBus>, group: Vec<(String, Decimal)>, request_id: &str) {
+    let sends = group
+        .into_iter()
+        .map(|(symbol, price)| apply_price(router, bus, symbol, price, request_id.to_string()));
+    futures_util::future::join_all(sends.collect::<Vec<_>>()).await;
+}
+
 /// Reads a price file: `timestamp,symbol,price` per line (an optional header line; timestamps
 /// RFC 3339). Every line is checked — an unknown symbol, a bad time or price is an error naming
 /// the line. Returns the prices grouped by timestamp, in time order.
@@ -189,11 +197,7 @@ pub async fn run_recorded(router: Router, bus: Arc<PriceBus>, groups: Vec<PriceG
         if *stop.borrow() {
             return;
         }
-        let sends = group.into_iter().map(|(symbol, price)| {
-            let (router, bus) = (router.clone(), bus.clone());
-            async move { apply_price(&router, &bus, symbol, price, format!("price-file-{n}")).await }
-        });
-        futures_util::future::join_all(sends.collect::<Vec<_>>()).await;
+        apply_group(&router, &bus, group, &format!("price-file-{n}")).await;
     }
     tracing::info!("price file finished");
 }
@@ -210,11 +214,7 @@ pub async fn run_replay(router: Router, bus: Arc<PriceBus>, groups: Vec<PriceGro
         if *stop.borrow() {
             return;
         }
-        let sends = group.into_iter().map(|(symbol, price)| {
-            let (router, bus) = (router.clone(), bus.clone());
-            async move { apply_price(&router, &bus, symbol, price, format!("replay-{n}")).await }
-        });
-        futures_util::future::join_all(sends.collect::<Vec<_>>()).await;
+        apply_group(&router, &bus, group, &format!("replay-{n}")).await;
     }
     tracing::info!("price replay finished");
 }
