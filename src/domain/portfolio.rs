@@ -424,7 +424,9 @@ impl Portfolio {
     /// which is never after a later day's).
     pub fn as_of(owner: &str, journal: &[PortfolioEvent], cutoff: Timestamp) -> Portfolio {
         let mut p = Portfolio::empty(owner);
-        for e in journal.iter().filter(|e| !matches!(e, PortfolioEvent::DayClosed { .. }) && e.at() <= cutoff) {
+        // Refusals move nothing (they only fill the idempotency memory, not needed here).
+        let moves = |e: &&PortfolioEvent| !matches!(e, PortfolioEvent::DayClosed { .. } | PortfolioEvent::Refused { .. });
+        for e in journal.iter().filter(moves).filter(|e| e.at() <= cutoff) {
             p.apply(e);
         }
         for e in journal.iter().filter(|e| matches!(e, PortfolioEvent::DayClosed { .. })) {

@@ -78,6 +78,16 @@ pub async fn close_day(state: &AppState, date: Date) -> Result<CloseSummary, Str
     let cutoff = Timestamp(date.days_since_epoch() * MS_PER_DAY + offset).min(wall_clock_now());
     let mut summary = CloseSummary::default();
     for user in portfolio_ids(state)? {
+        // Already closed (a catch-up or a re-run): no need to read its whole journal. The
+        // portfolio's own decision below still refuses a second close.
+        if let Ok(true) = state
+            .router
+            .read::<Portfolio, _>(&user, move |p| p.last_close.is_some_and(|c| c.date >= date))
+            .await
+        {
+            summary.already_closed += 1;
+            continue;
+        }
         let journal = match state.router.read_journal::<Portfolio>(&user).await {
             Ok(j) => j.into_iter().map(|e| e.event).collect(),
             Err(e) => {
