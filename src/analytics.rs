@@ -32,10 +32,10 @@ pub struct ExportSummary {
 pub fn load_or_create_key(keys_dir: &Path) -> Result<aws_lc_rs::hmac::Key, String> {
     let path = keys_dir.join("analytics.key");
     if !path.exists() {
-        crate::gateway::auth::create_private_dir(keys_dir).map_err(|e| e.to_string())?;
+        crate::storage::files::create_private_dir(keys_dir).map_err(|e| e.to_string())?;
         let mut k = [0u8; 32];
         aws_lc_rs::rand::fill(&mut k).map_err(|_| "no system randomness".to_string())?;
-        crate::gateway::auth::write_private_file(&path, &k).map_err(|e| format!("{}: {e}", path.display()))?;
+        crate::storage::files::write_private_file(&path, &k).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     if bytes.len() != 32 {

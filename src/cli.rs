@@ -215,7 +215,14 @@ fn staff_add(path: Option<PathBuf>, email: &str, role: &str, name: Option<String
             date_of_birth: None,
             country: None,
         };
-        let result = crate::gateway::routes::identity::create_account(&state, profile, hash, vec![role], "cli-staff-add").await;
+        let result = crate::gateway::routes::identity::create_account(
+            &state,
+            profile,
+            hash,
+            vec![role],
+            &crate::actors::RequestMeta::system("cli-staff-add").request_id,
+        )
+        .await;
         let drained = state
             .router
             .drain()
@@ -244,7 +251,7 @@ fn rotate_jwt(path: Option<PathBuf>) -> ExitCode {
         Err(e) => return fail(format!("{e}; stop the node before rotating keys"), 2),
     };
     let now = crate::actors::wall_clock_now().millis() / 1000;
-    match crate::gateway::auth::rotate_signing_key(&config.node.data_dir.join("keys"), now) {
+    match crate::gateway::auth::rotate_signing_key(&config.security.secrets_path(&config.node.data_dir), now) {
         Ok(kid) => {
             println!("new signing key {kid}; the previous key stays in the JWKS and keeps verifying");
             ExitCode::SUCCESS
@@ -351,7 +358,7 @@ fn backup_create(path: Option<PathBuf>, out: PathBuf) -> ExitCode {
                 Ok(k) => k,
                 Err(e) => return fail(e, 2),
             };
-            match backup::write_backup_file(&store, &data_dir.join("keys"), &key, &out) {
+            match backup::write_backup_file(&store, &config.security.secrets_path(data_dir), &key, &out) {
                 Ok(d) => d,
                 Err(e) => return fail(e, 1),
             }
@@ -385,7 +392,7 @@ fn backup_restore(path: Option<PathBuf>, from: PathBuf) -> ExitCode {
         Err(e) => return fail(e, 2),
     };
     let data_dir = &config.node.data_dir;
-    let digest = match backup::restore(&from, &key, data_dir) {
+    let digest = match backup::restore(&from, &key, data_dir, &config.security.secrets_path(data_dir)) {
         Ok(d) => d,
         Err(e) => return fail(e, 1),
     };

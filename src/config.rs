@@ -133,16 +133,30 @@ pub struct GdprConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecurityConfig {
-    /// The master key wrapping per-user data keys; empty → `<data_dir>/keys/master.key`.
+    /// The master key wrapping per-user data keys; empty → `<secrets dir>/master.key`.
     pub master_key_file: PathBuf,
+    /// The cluster's shared secrets (email-index key, token signing keys, analytics key, and
+    /// by default the master key): every node of a cluster is given the same folder's files, so
+    /// any node computes the same email index and verifies any node's tokens. Empty →
+    /// `<data_dir>/keys`, generated on the first start of a cluster of one.
+    pub secrets_dir: PathBuf,
 }
 
 impl SecurityConfig {
     pub fn master_key_path(&self, data_dir: &Path) -> PathBuf {
         if self.master_key_file.as_os_str().is_empty() {
-            data_dir.join("keys").join("master.key")
+            self.secrets_path(data_dir).join("master.key")
         } else {
             self.master_key_file.clone()
+        }
+    }
+
+    /// Where the cluster's shared secrets are.
+    pub fn secrets_path(&self, data_dir: &Path) -> PathBuf {
+        if self.secrets_dir.as_os_str().is_empty() {
+            data_dir.join("keys")
+        } else {
+            self.secrets_dir.clone()
         }
     }
 }
@@ -197,6 +211,12 @@ pub struct EntitiesConfig {
     pub restart_limit: u32,
     #[serde(deserialize_with = "duration")]
     pub restart_window: Duration,
+    /// How long an entity remembers the request ids it applied (and their answers), so a
+    /// command retried after an ambiguous failure is applied once.
+    #[serde(deserialize_with = "duration")]
+    pub request_memory: Duration,
+    /// The most request ids one entity remembers (the oldest go first).
+    pub request_memory_max: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -337,6 +357,12 @@ impl Config {
         }
         if self.entities.mailbox_capacity == 0 || self.entities.mailbox_capacity > 65_536 {
             return bad("entities.mailbox_capacity", "must be between 1 and 65536");
+        }
+        if self.entities.request_memory < Duration::from_secs(1) {
+            return bad("entities.request_memory", "must be at least 1s");
+        }
+        if self.entities.request_memory_max == 0 || self.entities.request_memory_max > 1_000_000 {
+            return bad("entities.request_memory_max", "must be between 1 and 1000000");
         }
         if self.entities.idle_timeout < Duration::from_millis(100) {
             return bad("entities.idle_timeout", "must be at least 100ms");

@@ -48,7 +48,7 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
 /// Takes a consistent backup of the running node (on the journal's writer thread).
 pub async fn backup(state: &AppState, out: PathBuf) -> Result<String, String> {
     let key = crate::storage::backup::load_key(&state.config.backup.key_file, true).map_err(|e| e.to_string())?;
-    let keys_dir = state.config.node.data_dir.join("keys");
+    let keys_dir = state.config.security.secrets_path(&state.config.node.data_dir);
     let digest = state
         .router
         .journal()
@@ -64,7 +64,7 @@ pub async fn backup(state: &AppState, out: PathBuf) -> Result<String, String> {
 pub async fn analytics_export(state: &AppState, out: PathBuf) -> Result<crate::analytics::ExportSummary, String> {
     let store = state.router.store().clone();
     let vault = state.vault.clone();
-    let keys_dir = state.config.node.data_dir.join("keys");
+    let keys_dir = state.config.security.secrets_path(&state.config.node.data_dir);
     let summary = tokio::task::spawn_blocking(move || {
         let key = crate::analytics::load_or_create_key(&keys_dir)?;
         crate::analytics::export(&store, &vault, &key, &out, crate::actors::wall_clock_now())

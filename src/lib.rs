@@ -1,7 +1,8 @@
 //! Moneta: an intelligent investing platform built as an actor-based system.
 //!
 //! Layers (DESIGN.md §4), dependencies pointing downward:
-//! `gateway` → `cluster` (router) → `actors` → `storage` → `domain` (sans-IO core).
+//! `gateway` → `workflows` (jobs, cross-entity steps) → `cluster` (router) → `actors` → `storage`
+//! → `domain` (sans-IO core).
 
 pub mod actors;
 pub mod adapters;
@@ -15,3 +16,4 @@ pub mod gateway;
 pub mod node;
 pub mod storage;
 pub mod telemetry;
+pub mod workflows;

@@ -2,7 +2,6 @@
 //! market feed and the gateway; and takes it down gracefully (stop accepting, finish in-flight
 //! requests, flush, exit 0).
 
-use crate::actors::feed::{instruments_from_config, run_feed};
 use crate::actors::RequestMeta;
 use crate::cluster::router::RouterSettings;
 use crate::cluster::{RouteError, Router};
@@ -14,6 +13,7 @@ use crate::gateway::AppState;
 use crate::storage::vault::{load_or_create_master_key, Vault};
 use crate::storage::Store;
 use crate::telemetry::Metrics;
+use crate::workflows::feed::{instruments_from_config, run_feed};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
@@ -86,7 +86,7 @@ async fn list_instruments(router: &Router, config: &Config) -> Result<Vec<String
 pub async fn open_state(config: &Config) -> Result<Arc<AppState>, String> {
     let data_dir = config.node.data_dir.clone();
     let store = Store::open(&data_dir).map_err(|e| e.to_string())?;
-    let keys_dir = data_dir.join("keys");
+    let keys_dir = config.security.secrets_path(&data_dir);
     let signing = load_or_create_signing_key(&keys_dir).map_err(|e| e.to_string())?;
     let retired = load_retired_keys(&keys_dir).map_err(|e| e.to_string())?;
     let email_key = load_or_create_index_key(&keys_dir)?;
@@ -147,11 +147,14 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
         if catalog.contains(&symbol) {
             continue;
         }
-        let quote = router.read::<Instrument, _>(&symbol, |i| i.quote()).await?;
+        let quote = router
+            .query::<Instrument, _>(&symbol, crate::domain::queries::CurrentQuote)
+            .await
+            .map_err(|e| e.to_string())?;
         let Some(quote) = quote else {
             return Err(format!("catalog entry {symbol} names an instrument that is not listed"));
         };
-        feed_instruments.push(crate::actors::feed::FeedInstrument {
+        feed_instruments.push(crate::workflows::feed::FeedInstrument {
             symbol: symbol.clone(),
             price: quote.price,
             params: crate::domain::market::GbmParams {
@@ -176,9 +179,9 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
     tokio::spawn(crate::gateway::routes::eod::track_all(state.clone()));
     let bus = state.valuations.bus().clone();
     let feed = if config.market.feed == "csv" {
-        let groups = crate::actors::feed::load_replay(&config.market.csv_file, &state.symbols())?;
+        let groups = crate::workflows::feed::load_replay(&config.market.csv_file, &state.symbols())?;
         if config.market.csv_timing == "replay" {
-            tokio::spawn(crate::actors::feed::run_replay(
+            tokio::spawn(crate::workflows::feed::run_replay(
                 router.clone(),
                 bus,
                 groups,
@@ -186,7 +189,7 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
                 feed_rx,
             ))
         } else {
-            tokio::spawn(crate::actors::feed::run_recorded(router.clone(), bus, groups, feed_rx))
+            tokio::spawn(crate::workflows::feed::run_recorded(router.clone(), bus, groups, feed_rx))
         }
     } else {
         let (additions_tx, additions) = tokio::sync::mpsc::unbounded_channel();

@@ -50,8 +50,12 @@ pub struct Metrics {
     pub commit_batch_records: Histogram,
     pub flush_latency: Histogram,
     pub corrupt_records: Counter,
+    /// Commands answered again from an entity's memory of their request id (retries).
+    pub request_replays: Counter,
+    /// A request id that came again with another command (refused; a driver bug).
+    pub request_id_conflicts: Counter,
     /// The price fan-out's counters (shared with `actors::fanout::PriceBus`).
-    pub fanout: crate::actors::fanout::FanoutStats,
+    pub fanout: FanoutStats,
 }
 
 impl Default for Metrics {
@@ -75,6 +79,8 @@ impl Metrics {
         let commit_batch_records = Histogram::new(exponential_buckets(1.0, 2.0, 16));
         let flush_latency = Histogram::new(exponential_buckets(0.000_05, 2.0, 18));
         let corrupt_records = Counter::default();
+        let request_replays = Counter::default();
+        let request_id_conflicts = Counter::default();
         registry.register("http_requests", "HTTP requests by route and status", http_requests.clone());
         registry.register("http_request_duration_seconds", "HTTP request latency by route", http_latency.clone());
         registry.register("entities_active", "Entity actors currently active", entities_active.clone());
@@ -95,7 +101,17 @@ impl Metrics {
         registry.register("group_commit_batch_records", "Records written by one group flush", commit_batch_records.clone());
         registry.register("group_commit_flush_seconds", "Write + flush latency of one group commit", flush_latency.clone());
         registry.register("corrupt_records", "Corrupt records found on disk", corrupt_records.clone());
-        let fanout = crate::actors::fanout::FanoutStats::default();
+        registry.register(
+            "request_replays",
+            "Commands answered again from the entity's memory of their request id",
+            request_replays.clone(),
+        );
+        registry.register(
+            "request_id_conflicts",
+            "Request ids that came again with another command (refused)",
+            request_id_conflicts.clone(),
+        );
+        let fanout = FanoutStats::default();
         registry.register(
             "fanout_prices_published",
             "Prices published to the fan-out by the feed",
@@ -122,6 +138,8 @@ impl Metrics {
             commit_batch_records,
             flush_latency,
             corrupt_records,
+            request_replays,
+            request_id_conflicts,
             fanout,
         }
     }
@@ -150,4 +168,17 @@ pub fn init_logging(format: crate::config::LogFormat, level: &str) -> Result<(),
     // A second initialisation (tests) is not an error.
     let _ = result;
     Ok(())
+}
+
+/// Counters of the fan-out (exported on /metrics).
+#[derive(Clone, Default, Debug)]
+pub struct FanoutStats {
+    /// Prices published by the feed.
+    pub published: Counter,
+    /// Prices put into inboxes.
+    pub delivered: Counter,
+    /// Of those, how many replaced an unseen older price (coalesced) rather than waking anyone.
+    pub coalesced: Counter,
+    /// Revaluations applied by the portfolios' valuers (one per batch of latest prices).
+    pub revaluations: Counter,
 }

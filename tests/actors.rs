@@ -2,12 +2,12 @@
 //! untouched), passivation and reactivation, group commit sharing flushes, idempotent replay
 //! through the router, and corrupt records reported instead of panicking the node.
 
-use moneta::actors::entity::{DebugPanic, Inspect};
 use moneta::actors::RequestMeta;
 use moneta::cluster::router::RouterSettings;
-use moneta::cluster::{RouteError, Router};
+use moneta::cluster::{RouteError, RouteFailure, Router};
 use moneta::config::Config;
 use moneta::domain::portfolio::{IdemTag, Portfolio, PortfolioCommand, PortfolioRejection, PortfolioReply};
+use moneta::domain::queries::Cash;
 use moneta::storage::{keys, Store};
 use moneta::telemetry::Metrics;
 use rust_decimal::Decimal;
@@ -38,11 +38,9 @@ fn deposit(amount: i64, key: &str) -> PortfolioCommand {
     }
 }
 
+/// A new request (a fresh request id, as the gateway makes one per request).
 fn meta() -> RequestMeta {
-    RequestMeta {
-        request_id: "req_test".into(),
-        actor: "usr_test".into(),
-    }
+    RequestMeta::new("usr_test")
 }
 
 /// Reads a counter or gauge (summing its label sets) from the Prometheus text.
@@ -62,16 +60,14 @@ async fn a_panicking_entity_restarts_from_storage_and_siblings_never_notice() {
     let (router, metrics) = router(dir.path(), Duration::from_secs(300)).await;
     router.execute::<Portfolio>("usr_a", deposit(100, "a1"), meta()).await.unwrap();
     router.execute::<Portfolio>("usr_b", deposit(50, "b1"), meta()).await.unwrap();
-    let sibling = router.entity::<Portfolio>("usr_b").await.unwrap();
-    let sibling_id = sibling.id();
+    let sibling_id = router.activation::<Portfolio>("usr_b").await.unwrap();
 
-    let a = router.entity::<Portfolio>("usr_a").await.unwrap();
-    assert!(a.ask(DebugPanic).await.is_err(), "the panicking request fails");
+    assert!(router.debug_panic::<Portfolio>("usr_a").await.is_err(), "the panicking request fails");
 
     // A normal request now succeeds, on state recovered from disk.
     let reply = router.execute::<Portfolio>("usr_a", deposit(10, "a2"), meta()).await.unwrap();
     assert_eq!(reply, PortfolioReply::Cash { cash: Decimal::from(110) });
-    let (seq, state) = router.entity::<Portfolio>("usr_a").await.unwrap().ask(Inspect::default()).await.unwrap();
+    let (seq, state) = router.inspect::<Portfolio>("usr_a").await.unwrap();
     assert_eq!(seq, 2);
     assert_eq!(state.cash, Decimal::from(110));
     // The idempotency memory survived the restart too.
@@ -81,9 +77,8 @@ async fn a_panicking_entity_restarts_from_storage_and_siblings_never_notice() {
     );
 
     // The sibling is the same actor, untouched.
-    let sibling_after = router.entity::<Portfolio>("usr_b").await.unwrap();
-    assert_eq!(sibling_after.id(), sibling_id);
-    assert_eq!(router.read::<Portfolio, _>("usr_b", |p| p.cash).await.unwrap(), Decimal::from(50));
+    assert_eq!(router.activation::<Portfolio>("usr_b").await.unwrap(), sibling_id);
+    assert_eq!(router.query::<Portfolio, _>("usr_b", Cash).await.unwrap(), Decimal::from(50));
     assert_eq!(metric_sum(&metrics, "moneta_entity_restarts_total"), 1.0);
 }
 
@@ -92,7 +87,7 @@ async fn idle_entities_passivate_and_reactivate_with_their_state() {
     let dir = tempfile::tempdir().unwrap();
     let (router, metrics) = router(dir.path(), Duration::from_millis(200)).await;
     router.execute::<Portfolio>("usr_p", deposit(70, "p1"), meta()).await.unwrap();
-    let first = router.entity::<Portfolio>("usr_p").await.unwrap().id();
+    let first = router.activation::<Portfolio>("usr_p").await.unwrap();
     assert_eq!(router.active_entities(), 1);
 
     let mut waited = Duration::ZERO;
@@ -103,8 +98,8 @@ async fn idle_entities_passivate_and_reactivate_with_their_state() {
     assert_eq!(router.active_entities(), 0, "the idle entity passivated");
     assert!(metric_sum(&metrics, "moneta_entity_passivations_total") >= 1.0);
 
-    assert_eq!(router.read::<Portfolio, _>("usr_p", |p| p.cash).await.unwrap(), Decimal::from(70));
-    let second = router.entity::<Portfolio>("usr_p").await.unwrap().id();
+    assert_eq!(router.query::<Portfolio, _>("usr_p", Cash).await.unwrap(), Decimal::from(70));
+    let second = router.activation::<Portfolio>("usr_p").await.unwrap();
     assert_ne!(first, second, "a new activation serves it");
     assert!(metric_sum(&metrics, "moneta_entity_activations_total") >= 2.0);
 }
@@ -141,7 +136,7 @@ async fn concurrent_commands_share_flushes_and_replays_move_nothing() {
             router.execute::<Portfolio>(&id, deposit(2, "k0"), meta()).await,
             Err(RouteError::Rejected(PortfolioRejection::IdempotencyKeyReused))
         ));
-        assert_eq!(router.read::<Portfolio, _>(&id, |p| p.cash).await.unwrap(), Decimal::from(8));
+        assert_eq!(router.query::<Portfolio, _>(&id, Cash).await.unwrap(), Decimal::from(8));
     }
     let report = router.journal().verify().await.unwrap();
     assert!(report.ok, "{report:?}");
@@ -154,10 +149,10 @@ async fn a_corrupt_journal_record_is_reported_not_a_panic() {
     let id = moneta::domain::ids::EntityId::new(moneta::domain::ids::EntityKind::Portfolio, "usr_corrupt");
     router.store().tree().insert(keys::journal_key(&id, 1), vec![1u8, 0xff, 0xff, 0xff]).unwrap();
 
-    let read = router.read::<Portfolio, _>("usr_corrupt", |p| p.cash).await;
+    let read = router.query::<Portfolio, _>("usr_corrupt", Cash).await;
     assert!(read.is_err(), "a corrupt entity is unavailable, not silently empty: {read:?}");
     let exec = router.execute::<Portfolio>("usr_corrupt", deposit(5, "c1"), meta()).await;
-    assert!(matches!(exec, Err(RouteError::Unavailable(_))), "{exec:?}");
+    assert!(matches!(exec, Err(RouteError::Failed(RouteFailure::NotApplied(_)))), "{exec:?}");
     assert!(metric_sum(&metrics, "moneta_corrupt_records_total") >= 1.0);
     // The node goes on serving everyone else.
     assert_eq!(
@@ -175,8 +170,49 @@ async fn the_router_only_activates_entities_of_shards_this_node_owns() {
     let id = moneta::domain::ids::EntityId::new(moneta::domain::ids::EntityKind::Portfolio, "usr_elsewhere");
     let mut map = moneta::cluster::shard_map::ShardMap::single("node-1");
     map.assign(id.shard(), "node-2");
-    router.set_shard_map(map);
+    router.set_shard_map(map).unwrap();
     let r = router.execute::<Portfolio>("usr_elsewhere", deposit(5, "e1"), meta()).await;
-    assert!(matches!(&r, Err(RouteError::Unavailable(why)) if why.contains("node-2")), "{r:?}");
+    assert!(
+        matches!(&r, Err(RouteError::Failed(RouteFailure::NotOwner(hint))) if hint.owner == "node-2"),
+        "{r:?}"
+    );
     assert_eq!(router.active_entities(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_actor_of_a_shard_that_moved_away_refuses_and_old_maps_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (router, _) = router(dir.path(), Duration::from_secs(300)).await;
+    router.execute::<Portfolio>("usr_moving", deposit(5, "m1"), meta()).await.unwrap();
+    let before = router.activation::<Portfolio>("usr_moving").await.unwrap();
+    assert_eq!(router.active_entities(), 1, "its actor is alive");
+
+    let id = moneta::domain::ids::EntityId::new(moneta::domain::ids::EntityKind::Portfolio, "usr_moving");
+    let old = router.shard_map();
+    let mut map = old.clone();
+    map.assign(id.shard(), "node-2");
+    router.set_shard_map(map.clone()).unwrap();
+
+    let r = router.execute::<Portfolio>("usr_moving", deposit(7, "m2"), meta()).await;
+    assert!(
+        matches!(&r, Err(RouteError::Failed(RouteFailure::NotOwner(h))) if h.owner == "node-2" && h.epoch == map.epoch()),
+        "{r:?}"
+    );
+    let q = router.query::<Portfolio, _>("usr_moving", Cash).await;
+    assert!(matches!(&q, Err(RouteFailure::NotOwner(_))), "{q:?}");
+    // A map of an older epoch cannot bring the shard back.
+    assert!(router.set_shard_map(old.clone()).is_err());
+    // Nothing was written for the refused deposit; when the shard comes back (a newer map),
+    // a fresh activation serves it from storage.
+    let mut back = map.clone();
+    back.assign(id.shard(), "node-1");
+    router.set_shard_map(back).unwrap();
+    assert_eq!(router.query::<Portfolio, _>("usr_moving", Cash).await.unwrap(), Decimal::from(5));
+    let (seq, _) = router.inspect::<Portfolio>("usr_moving").await.unwrap();
+    assert_eq!(seq, 1, "the refused deposit left no event");
+    assert_ne!(
+        router.activation::<Portfolio>("usr_moving").await.unwrap(),
+        before,
+        "the old actor stopped when its shard moved"
+    );
 }

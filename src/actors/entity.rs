@@ -7,12 +7,18 @@
 //!   travels with the commit and is sent from the journal's callback (a delegated reply).
 //! - Reads and idempotent replays wait until everything they saw is durable (`durable` watermark).
 //! - An idle entity with nothing in flight passivates (stops normally; the router reactivates it).
+//! - Exactly once: every command carries a request id; the entity remembers the ids it applied
+//!   with their outcomes (in its shard range, for `[entities] request_memory`), so a command
+//!   retried after an ambiguous failure is answered again, not applied again.
+//! - Every message checks that this node still owns the entity's shard (the shard map's epoch
+//!   moves when a shard moves): a live actor of a shard that moved away refuses and stops.
 
 use crate::actors::journal::{AuditJournal, CommitCallback};
 use crate::actors::RequestMeta;
+use crate::cluster::shard_map::{OwnerHint, ShardMap};
 use crate::domain::audit::AuditRecord;
 use crate::domain::ctx::{Ctx, Effect};
-use crate::domain::entity::{Decision, Entity};
+use crate::domain::entity::{Applied, Decision, Entity, RequestLog};
 use crate::domain::ids::EntityId;
 use crate::domain::time::Timestamp;
 use crate::storage::store::{JournalEntry, Snapshot, WriteSet};
@@ -21,8 +27,9 @@ use crate::telemetry::Metrics;
 use kameo::prelude::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
+use sha2::{Digest, Sha256};
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -41,6 +48,19 @@ pub struct EntityEnv {
     pub idle_timeout: Duration,
     pub now: fn() -> Timestamp,
     pub on_passivate: PassivateHook,
+    /// This node, and which node owns each shard (shared with the router).
+    pub node_id: String,
+    pub shards: Arc<RwLock<ShardMap>>,
+    /// How long, and how many, applied request ids each entity remembers.
+    pub request_memory: Duration,
+    pub request_memory_max: usize,
+}
+
+impl EntityEnv {
+    /// `Ok` while this node owns `shard`.
+    pub fn owns(&self, shard: u16) -> Result<(), OwnerHint> {
+        self.shards.read().expect("shard map lock").check(shard, &self.node_id)
+    }
 }
 
 #[derive(Clone)]
@@ -49,11 +69,26 @@ pub struct EntityArgs {
     pub env: Arc<EntityEnv>,
 }
 
-/// Why an entity could not carry out a command (beyond the domain's own rejections).
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+/// Why an entity could not carry out a command or a read (beyond the domain's own
+/// rejections). Each says what a caller may do next.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum EntityFailure {
-    #[error("storage unavailable: {0}")]
-    Storage(String),
+    /// Nothing was applied: safe to retry, with any request id.
+    #[error("not applied: {0}")]
+    NotApplied(String),
+    /// It may or may not have been applied (the write was sent, its outcome is not known):
+    /// retry with the same request id, which the entity answers once.
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
+    /// This node does not own the entity's shard; nothing was applied.
+    #[error("not the owner: {0}")]
+    NotOwner(OwnerHint),
+}
+
+impl From<EntityFailure> for String {
+    fn from(f: EntityFailure) -> String {
+        f.to_string()
+    }
 }
 
 #[derive(Debug)]
@@ -73,6 +108,7 @@ pub struct EntityActor<E: Entity> {
     env: Arc<EntityEnv>,
     rng: ChaCha20Rng,
     last_activity: Instant,
+    requests: RequestLog<E::Reply, E::Rejection>,
 }
 
 /// Executes a domain command.
@@ -81,9 +117,9 @@ pub struct Execute<E: Entity> {
     pub meta: RequestMeta,
 }
 
-/// Reads from the durable state.
-pub struct Read<E, R> {
-    pub f: Box<dyn FnOnce(&E) -> R + Send>,
+/// Answers a named read from the durable state.
+pub struct RunQuery<E: Entity> {
+    pub query: E::Query,
 }
 
 /// Reads the entity's whole journal (its history), once everything applied so far is durable.
@@ -155,6 +191,7 @@ impl<E: Entity> Actor for EntityActor<E> {
             env,
             rng: ChaCha20Rng::from_os_rng(),
             last_activity: Instant::now(),
+            requests: loaded.requests,
         })
     }
 
@@ -255,6 +292,27 @@ impl<E: Entity> EntityActor<E> {
         self.env.journal.commit(writes, done).await;
     }
 
+    /// Remembers the outcome of `request_id` in `writes` (and forgets what has expired), so a
+    /// retry of the same request is answered, not applied again.
+    fn remember(&mut self, request_id: &str, digest: [u8; 32], now: Timestamp, outcome: Result<E::Reply, E::Rejection>, writes: &mut WriteSet) {
+        let applied = Applied { at: now, digest, outcome };
+        writes.puts.push((keys::request_key(&self.id, request_id), codec::encode(&applied)));
+        self.requests.remember(request_id.to_string(), applied);
+        let keep_ms = i64::try_from(self.env.request_memory.as_millis()).unwrap_or(i64::MAX);
+        for gone in self.requests.expire(now, keep_ms, self.env.request_memory_max) {
+            writes.deletes.push(keys::request_key(&self.id, &gone));
+        }
+    }
+
+    /// Refuses the message when the shard moved away (and stops: another node serves it now).
+    fn check_owner<R: Reply>(&self, ctx: &mut Context<Self, R>) -> Result<(), EntityFailure> {
+        self.env.owns(self.id.shard()).map_err(|hint| {
+            tracing::info!(entity = %self.id, owner = %hint.owner, epoch = hint.epoch, "shard moved away; the entity stops here");
+            ctx.stop();
+            EntityFailure::NotOwner(hint)
+        })
+    }
+
     /// Runs `f` once everything up to the current seq is durable.
     fn when_durable(&self, f: impl FnOnce() + Send + 'static) {
         let target = self.seq;
@@ -276,7 +334,34 @@ impl<E: Entity> Message<Execute<E>> for EntityActor<E> {
 
     async fn handle(&mut self, msg: Execute<E>, ctx: &mut Context<Self, Self::Reply>) -> Self::Reply {
         self.last_activity = Instant::now();
+        let owner = self.check_owner(ctx);
         let (delegated, sender) = ctx.reply_sender();
+        let send = move |v: Result<E::Reply, ExecError<E::Rejection>>| {
+            if let Some(tx) = sender {
+                tx.send(v);
+            }
+        };
+        if let Err(f) = owner {
+            send(Err(ExecError::Failed(f)));
+            return delegated;
+        }
+        let digest: [u8; 32] = Sha256::digest(codec::encode(&msg.cmd)).into();
+        if let Some(applied) = self.requests.get(&msg.meta.request_id) {
+            if applied.digest != digest {
+                // One request id, two commands: a driver bug. Refused, loudly, and nothing applied.
+                self.env.metrics.request_id_conflicts.inc();
+                tracing::error!(entity = %self.id, request_id = %msg.meta.request_id, "a request id came again with another command; refused");
+                send(Err(ExecError::Failed(EntityFailure::NotApplied(format!(
+                    "request id {} was used for another command",
+                    msg.meta.request_id
+                )))));
+                return delegated;
+            }
+            self.env.metrics.request_replays.inc();
+            let outcome = applied.outcome.clone();
+            self.when_durable(move || send(outcome.map_err(ExecError::Rejected)));
+            return delegated;
+        }
         let now = (self.env.now)();
         let (decided, effects) = {
             let mut dctx = Ctx::new(now, &mut self.rng);
@@ -284,44 +369,39 @@ impl<E: Entity> Message<Execute<E>> for EntityActor<E> {
             (decided, dctx.take_effects())
         };
         let audit = self.audit_records(effects, &msg.meta, now);
-        let send = move |v: Result<E::Reply, ExecError<E::Rejection>>| {
-            if let Some(tx) = sender {
-                tx.send(v);
-            }
-        };
-        let storage_err = |e: StoreError| ExecError::Failed(EntityFailure::Storage(e.to_string()));
-        match decided {
+        let unknown = |e: StoreError| ExecError::Failed(EntityFailure::OutcomeUnknown(e.to_string()));
+        let (events, outcome) = match decided {
             Err(rejection) if audit.is_empty() => {
                 self.when_durable(move || send(Err(ExecError::Rejected(rejection))));
-            }
-            Err(rejection) => {
-                let writes = WriteSet { audit, ..WriteSet::default() };
-                self.commit(writes, move |r| send(r.map_err(storage_err).and(Err(ExecError::Rejected(rejection)))))
-                    .await;
+                return delegated;
             }
             Ok(Decision { events, reply }) if events.is_empty() && audit.is_empty() => {
                 self.when_durable(move || send(Ok(reply)));
+                return delegated;
             }
-            Ok(Decision { events, reply }) => {
-                let mut writes = self.persist_events(events, &msg.meta, now);
-                writes.audit = audit;
-                self.commit(writes, move |r| send(r.map(|_| reply).map_err(storage_err))).await;
-            }
-        }
+            Err(rejection) => (Vec::new(), Err(rejection)),
+            Ok(Decision { events, reply }) => (events, Ok(reply)),
+        };
+        let mut writes = self.persist_events(events, &msg.meta, now);
+        writes.audit = audit;
+        self.remember(&msg.meta.request_id, digest, now, outcome.clone(), &mut writes);
+        self.commit(writes, move |r| send(r.map_err(unknown).and_then(|_| outcome.map_err(ExecError::Rejected))))
+            .await;
         delegated
     }
 }
 
-impl<E: Entity, R: Send + 'static> Message<Read<E, R>> for EntityActor<E> {
-    type Reply = DelegatedReply<Result<R, EntityFailure>>;
+impl<E: Entity> Message<RunQuery<E>> for EntityActor<E> {
+    type Reply = DelegatedReply<Result<E::View, EntityFailure>>;
 
-    async fn handle(&mut self, msg: Read<E, R>, ctx: &mut Context<Self, Self::Reply>) -> Self::Reply {
+    async fn handle(&mut self, msg: RunQuery<E>, ctx: &mut Context<Self, Self::Reply>) -> Self::Reply {
         self.last_activity = Instant::now();
+        let owner = self.check_owner(ctx);
         let (delegated, sender) = ctx.reply_sender();
-        let value = (msg.f)(&self.state);
+        let answer = owner.map(|()| self.state.query(&msg.query));
         self.when_durable(move || {
             if let Some(tx) = sender {
-                tx.send(Ok(value));
+                tx.send(answer);
             }
         });
         delegated
@@ -339,8 +419,8 @@ impl<E: Entity> Message<ReadJournal<E>> for EntityActor<E> {
             tokio::spawn(async move {
                 let read = tokio::task::spawn_blocking(move || store.journal::<E>(&id, upto)).await;
                 let result = match read {
-                    Ok(r) => r.map_err(|e| EntityFailure::Storage(e.to_string())),
-                    Err(e) => Err(EntityFailure::Storage(e.to_string())),
+                    Ok(r) => r.map_err(|e| EntityFailure::NotApplied(e.to_string())),
+                    Err(e) => Err(EntityFailure::NotApplied(e.to_string())),
                 };
                 if let Some(tx) = sender {
                     tx.send(result);

@@ -19,7 +19,6 @@ use super::inbox::Inbox;
 use crate::domain::advice::AdviceTrigger;
 use crate::domain::time::Timestamp;
 use crate::domain::valuation::{LiveValuation, Positions};
-use prometheus_client::metrics::counter::Counter;
 use rust_decimal::Decimal;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,18 +61,7 @@ impl Subscriber {
 
 type SubscriberMap = HashMap<Arc<str>, HashMap<Arc<str>, Arc<Subscriber>>>;
 
-/// Counters of the fan-out (exported on /metrics).
-#[derive(Clone, Default, Debug)]
-pub struct FanoutStats {
-    /// Prices published by the feed.
-    pub published: Counter,
-    /// Prices put into inboxes.
-    pub delivered: Counter,
-    /// Of those, how many replaced an unseen older price (coalesced) rather than waking anyone.
-    pub coalesced: Counter,
-    /// Revaluations applied by the portfolios' valuers (one per batch of latest prices).
-    pub revaluations: Counter,
-}
+pub use crate::telemetry::FanoutStats;
 
 pub struct PriceBus {
     latest: RwLock<HashMap<Arc<str>, watch::Sender<Option<PriceUpdate>>>>,

@@ -121,12 +121,29 @@ impl AuditJournal {
         self.tx.max_capacity() - self.tx.capacity()
     }
 
-    /// Verifies the whole chain on the blocking pool.
+    /// Verifies the whole chain on the blocking pool, beside the writer. sled has no snapshot
+    /// to read from, so a group commit landing between reading the recorded head and scanning
+    /// the entries looks like entries appended outside the journal: when the chain moved while
+    /// a verification failed, it is run again (a bounded number of times).
     pub async fn verify(&self) -> Result<VerifyReport, StoreError> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.verify_audit())
-            .await
-            .map_err(|e| StoreError::Io(e.to_string()))
+        const ATTEMPTS_MAX: usize = 5;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let before = self.head();
+            let store = self.store.clone();
+            let report = tokio::task::spawn_blocking(move || store.verify_audit())
+                .await
+                .map_err(|e| StoreError::Io(e.to_string()))?;
+            if report.ok || attempt == ATTEMPTS_MAX {
+                return Ok(report);
+            }
+            // Let the cycle that may have been in flight finish, then see whether it moved the chain.
+            self.barrier().await?;
+            if self.head() == before {
+                return Ok(report);
+            }
+        }
     }
 }
 

@@ -4,7 +4,6 @@
 
 pub mod entity;
 pub mod fanout;
-pub mod feed;
 pub mod inbox;
 pub mod journal;
 pub mod supervisor;
@@ -24,13 +23,44 @@ pub struct RequestMeta {
     pub actor: String,
 }
 
+/// The longest label a system request id carries (the id is part of a storage key).
+const SYSTEM_LABEL_MAX: usize = 48;
+
 impl RequestMeta {
-    pub fn system(request_id: impl Into<String>) -> RequestMeta {
+    /// A new request of `actor` under a fresh request id.
+    pub fn new(actor: impl Into<String>) -> RequestMeta {
         RequestMeta {
-            request_id: request_id.into(),
+            request_id: new_request_id(),
+            actor: actor.into(),
+        }
+    }
+
+    /// A new request of the node itself (a job, the feed), labelled for logs and the audit
+    /// trail, under a fresh request id: never the same id after a restart.
+    pub fn system(label: impl AsRef<str>) -> RequestMeta {
+        let label: String = label.as_ref().chars().take(SYSTEM_LABEL_MAX).collect();
+        RequestMeta {
+            request_id: format!("{label}/{}", new_request_id()),
             actor: "system".into(),
         }
     }
+
+    /// Step `label` of this request (one of several commands it sends to one entity): an id of
+    /// its own, the same each time the step is retried.
+    pub fn step(&self, label: impl std::fmt::Display) -> RequestMeta {
+        RequestMeta {
+            request_id: format!("{}/{label}", self.request_id),
+            actor: self.actor.clone(),
+        }
+    }
+}
+
+/// A request id made by this node: 128 random bits, so it is never reused, across restarts
+/// and nodes alike.
+pub fn new_request_id() -> String {
+    let mut b = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut b).expect("system randomness");
+    format!("req_{}", hex::encode(b))
 }
 
 /// The wall clock of production; the simulator has its own.

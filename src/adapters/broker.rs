@@ -25,7 +25,7 @@ pub trait Broker: Send + Sync {
     fn confirmations(&self) -> Result<Vec<LedgerEntry>, String>;
 }
 
-pub const CONFIRMATIONS_TREE: &str = "broker_confirmations";
+pub use crate::storage::trees::CONFIRMATIONS_TREE;
 
 pub struct SimulatedBroker {
     ledger: sled::Tree,

@@ -5,4 +5,4 @@
 pub mod router;
 pub mod shard_map;
 
-pub use router::{RouteError, Router};
+pub use router::{RouteError, RouteFailure, Router};

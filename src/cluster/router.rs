@@ -1,10 +1,16 @@
 //! The router: entity id → shard → (today) a local entity actor, activated on demand.
 //!
-//! Sends that find an actor stopping (passivated, or restarting after a panic) come back with
-//! their message unhandled (`ActorNotRunning` / `ActorRestarting`) and are retried on a fresh
-//! activation, a bounded number of times.
+//! Its surface is the entity envelope: `execute(id, command, meta)` and `query(id, query)`,
+//! where commands, replies, rejections and queries are serialisable values — nothing of it
+//! hands out a local actor, so the cluster can put a network between caller and entity.
+//!
+//! Every send checks the shard map first (a cached actor of a shard that moved is not used),
+//! and the actor checks again. Sends that find an actor stopping (passivated, or restarting
+//! after a panic) come back with their message unhandled (`ActorNotRunning` /
+//! `ActorRestarting`) and are retried on a fresh activation, a bounded number of times.
 
-use crate::actors::entity::{EntityActor, EntityArgs, EntityEnv, EntityFailure, ExecError, Execute, Read, ReadJournal};
+pub use crate::actors::entity::EntityFailure as RouteFailure;
+use crate::actors::entity::{DebugPanic, EntityActor, EntityArgs, EntityEnv, ExecError, Execute, Inspect, ReadJournal, RunQuery};
 use crate::actors::journal::AuditJournal;
 use crate::actors::supervisor::EntitySupervisor;
 use crate::actors::RequestMeta;
@@ -13,7 +19,7 @@ use crate::config::Config;
 use crate::domain::account::Account;
 use crate::domain::audit::{AuditDraft, AuditRecord};
 use crate::domain::email_index::EmailIndex;
-use crate::domain::entity::Entity;
+use crate::domain::entity::{Entity, Query};
 use crate::domain::ids::{EntityId, MAX_ID_LEN};
 use crate::domain::instrument::Instrument;
 use crate::domain::portfolio::Portfolio;
@@ -32,13 +38,26 @@ use std::time::Duration;
 /// How often a send is retried when it meets a stopping or restarting actor.
 const SEND_ATTEMPTS_MAX: usize = 4;
 
+/// Why a command did not succeed: the domain refused it, or it failed on the way (not applied,
+/// outcome unknown, or not the owner — see [`RouteFailure`]).
 #[derive(Debug)]
 pub enum RouteError<R> {
     /// The domain refused the command.
     Rejected(R),
-    /// The entity could not be reached or could not persist (storage failure, corrupt record).
-    Unavailable(String),
+    Failed(RouteFailure),
 }
+
+impl<R: std::fmt::Debug> std::fmt::Display for RouteError<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RouteError::Rejected(r) => write!(f, "rejected: {r:?}"),
+            RouteError::Failed(e) => e.fmt(f),
+        }
+    }
+}
+
+/// The longest request id a command may carry (it is part of a storage key).
+pub const REQUEST_ID_MAX_BYTES: usize = 128;
 
 pub struct Registry<E: Entity> {
     actors: Mutex<HashMap<String, ActorRef<EntityActor<E>>>>,
@@ -65,11 +84,23 @@ impl<E: Entity> Registry<E> {
     fn len(&self) -> usize {
         self.actors.lock().expect("registry lock").len()
     }
+    /// Stops and forgets the actors of shards `owned` says are no longer here.
+    fn evict(&self, owned: impl Fn(u16) -> bool) -> usize {
+        let mut map = self.actors.lock().expect("registry lock");
+        let moved: Vec<String> = map.keys().filter(|id| !owned(EntityId::new(E::KIND, id.as_str()).shard())).cloned().collect();
+        for id in &moved {
+            if let Some(actor) = map.remove(id) {
+                tokio::spawn(async move {
+                    let _ = actor.stop_gracefully().await;
+                });
+            }
+        }
+        moved.len()
+    }
 }
 
 pub struct Inner {
-    node_id: String,
-    shards: std::sync::RwLock<ShardMap>,
+    shards: Arc<std::sync::RwLock<ShardMap>>,
     env: Arc<EntityEnv>,
     supervisor: ActorRef<EntitySupervisor>,
     journal: AuditJournal,
@@ -114,6 +145,8 @@ pub struct RouterSettings {
     pub mailbox_capacity: usize,
     pub restart_limit: u32,
     pub restart_window: Duration,
+    pub request_memory: Duration,
+    pub request_memory_max: usize,
     pub now: fn() -> Timestamp,
 }
 
@@ -127,6 +160,8 @@ impl RouterSettings {
             mailbox_capacity: c.entities.mailbox_capacity,
             restart_limit: c.entities.restart_limit,
             restart_window: c.entities.restart_window,
+            request_memory: c.entities.request_memory,
+            request_memory_max: c.entities.request_memory_max,
             now: crate::actors::wall_clock_now,
         }
     }
@@ -137,6 +172,7 @@ impl Router {
     pub async fn start(store: Store, metrics: Arc<Metrics>, s: RouterSettings) -> Result<Router, crate::storage::StoreError> {
         let journal = AuditJournal::start(store.clone(), s.max_batch, metrics.clone())?;
         let supervisor = EntitySupervisor::spawn(());
+        let shards = Arc::new(std::sync::RwLock::new(ShardMap::single(&s.node_id)));
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| {
             let weak = weak.clone();
             let env = Arc::new(EntityEnv {
@@ -151,10 +187,13 @@ impl Router {
                         inner.forget(id, actor);
                     }
                 }),
+                node_id: s.node_id.clone(),
+                shards: shards.clone(),
+                request_memory: s.request_memory,
+                request_memory_max: s.request_memory_max,
             });
             Inner {
-                node_id: s.node_id.clone(),
-                shards: std::sync::RwLock::new(ShardMap::single(&s.node_id)),
+                shards,
                 env,
                 supervisor,
                 journal: journal.clone(),
@@ -170,9 +209,29 @@ impl Router {
         Ok(Router { inner })
     }
 
-    /// Replaces the shard map (the cluster protocol's decision; today only tests call it).
-    pub fn set_shard_map(&self, map: ShardMap) {
-        *self.inner.shards.write().expect("shard map lock") = map;
+    /// Replaces the shard map (the cluster protocol's decision; today only tests call it). A map
+    /// older than the one in force is refused: ownership never goes back in time.
+    pub fn set_shard_map(&self, map: ShardMap) -> Result<(), String> {
+        let mut current = self.inner.shards.write().expect("shard map lock");
+        if map.epoch() <= current.epoch() {
+            return Err(format!("shard map epoch {} is not newer than {}", map.epoch(), current.epoch()));
+        }
+        *current = map;
+        drop(current);
+        // The actors of shards that moved away stop now (each also refuses any message that
+        // reaches it meanwhile): another node serves them, and this copy's state goes stale.
+        let i = &self.inner;
+        let owned = |shard: u16| i.env.owns(shard).is_ok();
+        let stopped = i.accounts.evict(owned) + i.portfolios.evict(owned) + i.instruments.evict(owned) + i.email_index.evict(owned);
+        if stopped > 0 {
+            tracing::info!(stopped, "entity actors of shards that moved away were stopped");
+        }
+        Ok(())
+    }
+
+    /// The shard map in force.
+    pub fn shard_map(&self) -> ShardMap {
+        self.inner.shards.read().expect("shard map lock").clone()
     }
 
     /// Appends an audit record that belongs to no entity command (a failed login, a denied
@@ -232,23 +291,17 @@ impl Router {
         i.accounts.len() + i.portfolios.len() + i.instruments.len() + i.email_index.len()
     }
 
-    /// The actor of an entity, activating it from storage when needed.
-    pub async fn entity<E: Routable>(&self, id: &str) -> Result<ActorRef<EntityActor<E>>, String> {
+    /// The actor of an entity on this node, activating it from storage when needed. The shard
+    /// map is checked first, also for an actor already running.
+    async fn activate<E: Routable>(&self, id: &str) -> Result<ActorRef<EntityActor<E>>, RouteFailure> {
         if id.is_empty() || id.len() > MAX_ID_LEN {
-            return Err("entity id length out of range".into());
+            return Err(RouteFailure::NotApplied("entity id length out of range".into()));
         }
+        let entity = EntityId::new(E::KIND, id);
+        self.inner.env.owns(entity.shard()).map_err(RouteFailure::NotOwner)?;
         let registry = E::registry(&self.inner);
         if let Some(a) = registry.get(id) {
             return Ok(a);
-        }
-        let entity = EntityId::new(E::KIND, id);
-        let shard = entity.shard();
-        {
-            let shards = self.inner.shards.read().expect("shard map lock");
-            let owner = shards.owner(shard);
-            if owner != self.inner.node_id {
-                return Err(format!("shard {shard} of {entity} is owned by node {owner}"));
-            }
         }
         let args = EntityArgs {
             id: entity,
@@ -260,7 +313,7 @@ impl Router {
             .spawn_with_mailbox(mailbox::bounded(self.inner.mailbox_capacity))
             .await;
         if let Err(e) = actor.wait_for_startup_result().await {
-            return Err(format!("{} {id} cannot be activated: {e}", E::KIND.name()));
+            return Err(RouteFailure::NotApplied(format!("{} {id} cannot be activated: {e}", E::KIND.name())));
         }
         let mut map = registry.actors.lock().expect("registry lock");
         match map.get(id) {
@@ -291,57 +344,85 @@ impl Router {
         }
     }
 
-    /// Executes a command on an entity; answers once its effects are durable.
+    /// Executes a command on an entity; answers once its effects are durable. The meta's request
+    /// id makes it exactly once: sent again with the same id, it is answered, not applied again.
     pub async fn execute<E: Routable>(&self, id: &str, cmd: E::Command, meta: RequestMeta) -> Result<E::Reply, RouteError<E::Rejection>> {
+        if meta.request_id.is_empty() || meta.request_id.len() > REQUEST_ID_MAX_BYTES {
+            return Err(RouteError::Failed(RouteFailure::NotApplied("request id length out of range".into())));
+        }
         let mut msg = Execute::<E> { cmd, meta };
         for _ in 0..SEND_ATTEMPTS_MAX {
-            let actor = self.entity::<E>(id).await.map_err(RouteError::Unavailable)?;
+            let actor = self.activate::<E>(id).await.map_err(RouteError::Failed)?;
             self.observe_depth(&actor);
             match actor.ask(msg).await {
                 Ok(reply) => return Ok(reply),
                 Err(SendError::HandlerError(ExecError::Rejected(r))) => return Err(RouteError::Rejected(r)),
-                Err(SendError::HandlerError(ExecError::Failed(f))) => return Err(RouteError::Unavailable(f.to_string())),
+                Err(SendError::HandlerError(ExecError::Failed(f))) => return Err(RouteError::Failed(f)),
                 Err(SendError::ActorNotRunning(m)) | Err(SendError::ActorRestarting(m)) => {
                     E::registry(&self.inner).forget(id, actor.id());
                     msg = m;
                 }
-                Err(e) => return Err(RouteError::Unavailable(format!("{} {id}: {e:?}", E::KIND.name()))),
+                Err(e) => {
+                    return Err(RouteError::Failed(RouteFailure::OutcomeUnknown(format!("{} {id}: {e:?}", E::KIND.name()))));
+                }
             }
         }
-        Err(RouteError::Unavailable(format!("{} {id} kept stopping", E::KIND.name())))
+        Err(RouteError::Failed(RouteFailure::NotApplied(format!("{} {id} kept stopping", E::KIND.name()))))
     }
 
-    /// Reads from an entity's durable state.
-    pub async fn read<E: Routable, R: Send + 'static>(&self, id: &str, f: impl FnOnce(&E) -> R + Send + 'static) -> Result<R, String> {
-        let mut msg = Read::<E, R> { f: Box::new(f) };
+    /// Answers a named read from an entity's durable state.
+    pub async fn query<E: Routable, Q: Query<E>>(&self, id: &str, query: Q) -> Result<Q::Output, RouteFailure> {
+        let mut msg = RunQuery::<E> { query: query.wrap() };
         for _ in 0..SEND_ATTEMPTS_MAX {
-            let actor = self.entity::<E>(id).await?;
+            let actor = self.activate::<E>(id).await?;
             self.observe_depth(&actor);
             match actor.ask(msg).await {
-                Ok(v) => return Ok(v),
+                Ok(view) => {
+                    return Q::unwrap(view).ok_or_else(|| RouteFailure::NotApplied(format!("{} {id} answered another query", E::KIND.name())));
+                }
                 Err(SendError::ActorNotRunning(m)) | Err(SendError::ActorRestarting(m)) => {
                     E::registry(&self.inner).forget(id, actor.id());
                     msg = m;
                 }
-                Err(SendError::HandlerError(EntityFailure::Storage(e))) => return Err(e),
-                Err(e) => return Err(format!("{} {id}: {e}", E::KIND.name())),
+                Err(SendError::HandlerError(f)) => return Err(f),
+                Err(e) => return Err(RouteFailure::NotApplied(format!("{} {id}: {e}", E::KIND.name()))),
             }
         }
-        Err(format!("{} {id} kept stopping", E::KIND.name()))
+        Err(RouteFailure::NotApplied(format!("{} {id} kept stopping", E::KIND.name())))
     }
 
     /// An entity's durable journal, oldest first (its history).
-    pub async fn read_journal<E: Routable>(&self, id: &str) -> Result<Vec<JournalEntry<E::Event>>, String> {
+    pub async fn read_journal<E: Routable>(&self, id: &str) -> Result<Vec<JournalEntry<E::Event>>, RouteFailure> {
         for _ in 0..SEND_ATTEMPTS_MAX {
-            let actor = self.entity::<E>(id).await?;
+            let actor = self.activate::<E>(id).await?;
             match actor.ask(ReadJournal::<E>::default()).await {
                 Ok(v) => return Ok(v),
                 Err(SendError::ActorNotRunning(_)) | Err(SendError::ActorRestarting(_)) => E::registry(&self.inner).forget(id, actor.id()),
-                Err(SendError::HandlerError(EntityFailure::Storage(e))) => return Err(e),
-                Err(e) => return Err(format!("{} {id}: {e}", E::KIND.name())),
+                Err(SendError::HandlerError(f)) => return Err(f),
+                Err(e) => return Err(RouteFailure::NotApplied(format!("{} {id}: {e}", E::KIND.name()))),
             }
         }
-        Err(format!("{} {id} kept stopping", E::KIND.name()))
+        Err(RouteFailure::NotApplied(format!("{} {id} kept stopping", E::KIND.name())))
+    }
+
+    /// Test and diagnostics hook: an entity's journal seq and state.
+    #[doc(hidden)]
+    pub async fn inspect<E: Routable>(&self, id: &str) -> Result<(u64, E), RouteFailure> {
+        let actor = self.activate::<E>(id).await?;
+        actor.ask(Inspect::<E>::default()).await.map_err(|e| RouteFailure::NotApplied(e.to_string()))
+    }
+
+    /// Test hook: makes the entity panic (its supervisor restarts it from storage).
+    #[doc(hidden)]
+    pub async fn debug_panic<E: Routable>(&self, id: &str) -> Result<(), RouteFailure> {
+        let actor = self.activate::<E>(id).await?;
+        actor.ask(DebugPanic).await.map_err(|e| RouteFailure::OutcomeUnknown(e.to_string()))
+    }
+
+    /// Test hook: which activation of an entity is running (activating it when needed).
+    #[doc(hidden)]
+    pub async fn activation<E: Routable>(&self, id: &str) -> Result<ActorId, RouteFailure> {
+        Ok(self.activate::<E>(id).await?.id())
     }
 
     /// Waits until everything committed so far is durable (used at shutdown).

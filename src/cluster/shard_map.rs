@@ -1,32 +1,70 @@
-//! Shard ownership: which node serves each of the `SHARD_COUNT` shards. Sans-IO, so the cluster
-//! protocol that will move shards between nodes can be driven by the simulator too.
+//! Shard ownership: which node serves each of the `SHARD_COUNT` shards, at which epoch. Sans-IO,
+//! so the cluster protocol that moves shards between nodes can be driven by the simulator too.
 //!
-//! Today a node owns every shard; the router consults the map on every activation, so when the
-//! cluster work assigns shards elsewhere, requests for them are refused here (and, later,
-//! forwarded) instead of silently activating a second copy of an entity.
+//! Today a node owns every shard. The map is consulted on every send — by the router before it
+//! reaches an actor and by the entity actor itself for each message — so once a shard moves
+//! (a newer epoch), a live actor of it refuses work instead of serving a second copy.
 
 use crate::domain::ids::SHARD_COUNT;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShardMap {
+    /// Grows with every change; a node never goes back to an older map.
+    epoch: u64,
     owners: Vec<String>,
 }
 
+/// Where a shard lives, for a caller that asked the wrong node.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OwnerHint {
+    pub shard: u16,
+    pub owner: String,
+    pub epoch: u64,
+}
+
+impl std::fmt::Display for OwnerHint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "shard {} is owned by node {} (shard map epoch {})", self.shard, self.owner, self.epoch)
+    }
+}
+
 impl ShardMap {
-    /// Every shard owned by `node`.
+    /// Every shard owned by `node`, at epoch 1.
     pub fn single(node: &str) -> ShardMap {
         ShardMap {
+            epoch: 1,
             owners: vec![node.to_string(); SHARD_COUNT as usize],
         }
     }
 
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
     pub fn owner(&self, shard: u16) -> &str {
+        assert_eq!(self.owners.len(), SHARD_COUNT as usize, "a shard map covers every shard");
         &self.owners[usize::from(shard) % self.owners.len()]
     }
 
+    /// `Ok` when `node` owns `shard`; else where it lives.
+    pub fn check(&self, shard: u16, node: &str) -> Result<(), OwnerHint> {
+        let owner = self.owner(shard);
+        if owner == node {
+            Ok(())
+        } else {
+            Err(OwnerHint {
+                shard,
+                owner: owner.to_string(),
+                epoch: self.epoch,
+            })
+        }
+    }
+
+    /// Moves one shard to `node`: a new epoch.
     pub fn assign(&mut self, shard: u16, node: &str) {
         let i = usize::from(shard) % self.owners.len();
         self.owners[i] = node.to_string();
+        self.epoch += 1;
     }
 
     /// How many shards `node` owns.
@@ -40,12 +78,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn single_node_owns_everything_and_assignment_moves_one_shard() {
+    fn single_node_owns_everything_and_assignment_moves_one_shard_at_a_new_epoch() {
         let mut m = ShardMap::single("n1");
         assert_eq!(m.owned_by("n1"), SHARD_COUNT as usize);
+        assert_eq!(m.check(17, "n1"), Ok(()));
+        let before = m.epoch();
         m.assign(17, "n2");
+        assert_eq!(m.epoch(), before + 1);
         assert_eq!(m.owner(17), "n2");
         assert_eq!(m.owner(18), "n1");
         assert_eq!(m.owned_by("n1"), SHARD_COUNT as usize - 1);
+        let hint = m.check(17, "n1").unwrap_err();
+        assert_eq!((hint.shard, hint.owner.as_str(), hint.epoch), (17, "n2", before + 1));
     }
 }

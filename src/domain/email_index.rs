@@ -17,7 +17,7 @@ pub struct EmailIndex {
     pub owner: Option<String>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum EmailIndexCommand {
     /// Claims the email for `user_id` unless someone holds it; replies with the holder.
     Claim { user_id: String },
@@ -31,7 +31,7 @@ pub enum EmailIndexEvent {
     Released { user_id: String, at: Timestamp },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EmailIndexRejection {}
 
 impl Entity for EmailIndex {
@@ -40,7 +40,13 @@ impl Entity for EmailIndex {
     /// The user id that holds the email after the command.
     type Reply = String;
     type Rejection = EmailIndexRejection;
+    type Query = crate::domain::queries::EmailIndexQuery;
+    type View = crate::domain::queries::EmailIndexView;
     const KIND: EntityKind = EntityKind::EmailIndex;
+
+    fn query(&self, query: &Self::Query) -> Self::View {
+        query.run(self)
+    }
 
     fn empty(id: &str) -> Self {
         EmailIndex {

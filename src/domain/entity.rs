@@ -2,8 +2,10 @@
 
 use crate::domain::ctx::Ctx;
 use crate::domain::ids::EntityKind;
+use crate::domain::time::Timestamp;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 
 /// The outcome of a successful `decide`: events to persist and apply, and the answer to give
@@ -24,10 +26,15 @@ impl<E, R> Decision<E, R> {
 }
 
 pub trait Entity: Clone + Debug + Send + Sync + Serialize + DeserializeOwned + 'static {
-    type Command: Debug + Send + 'static;
+    // Commands, replies, rejections and queries are values that can travel to the node that
+    // hosts the entity (the entity envelope), so all of them serialise.
+    type Command: Clone + Debug + Send + Serialize + DeserializeOwned + 'static;
     type Event: Clone + Debug + PartialEq + Send + Sync + Serialize + DeserializeOwned + 'static;
-    type Reply: Clone + Debug + Send + 'static;
-    type Rejection: Clone + Debug + PartialEq + Send + 'static;
+    type Reply: Clone + Debug + Send + Sync + Serialize + DeserializeOwned + 'static;
+    type Rejection: Clone + Debug + PartialEq + Send + Sync + Serialize + DeserializeOwned + 'static;
+    /// The kind's named reads (see `entity_queries!`).
+    type Query: Clone + Debug + Send + Serialize + DeserializeOwned + 'static;
+    type View: Clone + Debug + Send + Serialize + DeserializeOwned + 'static;
 
     const KIND: EntityKind;
 
@@ -36,6 +43,9 @@ pub trait Entity: Clone + Debug + Send + Sync + Serialize + DeserializeOwned + '
 
     /// Decides what a command means for the current state. Pure: no IO, time only from `ctx`.
     fn decide(&self, cmd: Self::Command, ctx: &mut Ctx<'_>) -> Result<Decision<Self::Event, Self::Reply>, Self::Rejection>;
+
+    /// Answers a named read. Pure.
+    fn query(&self, query: &Self::Query) -> Self::View;
 
     /// Applies one event. Must be total (events were valid when decided) and deterministic.
     fn apply(&mut self, event: &Self::Event);
@@ -47,5 +57,131 @@ pub trait Entity: Clone + Debug + Send + Sync + Serialize + DeserializeOwned + '
     /// be kept whole as a record (accounts, portfolios).
     fn journal_is_record() -> bool {
         true
+    }
+}
+
+/// One named read of an entity: a serialisable value (it can be sent to the node that hosts the
+/// entity) whose answer is computed from the state. Implement it for a query struct, then list
+/// the struct in the kind's `entity_queries!` so it joins the kind's `Query` and `View` enums.
+pub trait Answer<E>: Clone + Debug + Send + Serialize + DeserializeOwned + 'static {
+    type Output: Clone + Debug + Send + Serialize + DeserializeOwned + 'static;
+    fn answer(&self, state: &E) -> Self::Output;
+}
+
+/// A query of a kind's `Query` enum: how it is wrapped for the trip and its answer unwrapped.
+pub trait Query<E: Entity>: Answer<E> {
+    fn wrap(self) -> E::Query;
+    /// `None` when the view answers another query (a driver bug, reported by the caller).
+    fn unwrap(view: E::View) -> Option<Self::Output>;
+}
+
+/// Declares an entity kind's queries: `entity_queries!(Account, AccountQuery, AccountView { Exists, … })`
+/// makes the two serialisable enums (one variant per query struct), `Query` for every struct and
+/// `AccountQuery::run(&self, &Account) -> AccountView` for the kind's `Entity::query`.
+#[macro_export]
+macro_rules! entity_queries {
+    ($entity:ty, $query:ident, $view:ident { $($name:ident),+ $(,)? }) => {
+        /// Every named read of this kind, as one value that can travel.
+        #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+        pub enum $query {
+            $($name($name)),+
+        }
+
+        /// The answers to the kind's queries, one variant per query (a value in transit: its
+        /// size is the largest answer's).
+        #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+        #[allow(clippy::large_enum_variant)]
+        pub enum $view {
+            $($name(<$name as $crate::domain::entity::Answer<$entity>>::Output)),+
+        }
+
+        impl $query {
+            pub fn run(&self, state: &$entity) -> $view {
+                match self {
+                    $($query::$name(q) => $view::$name($crate::domain::entity::Answer::<$entity>::answer(q, state))),+
+                }
+            }
+        }
+
+        $(
+            impl $crate::domain::entity::Query<$entity> for $name {
+                fn wrap(self) -> $query {
+                    $query::$name(self)
+                }
+                #[allow(unreachable_patterns)]
+                fn unwrap(view: $view) -> Option<Self::Output> {
+                    match view {
+                        $view::$name(v) => Some(v),
+                        _ => None,
+                    }
+                }
+            }
+        )+
+    };
+}
+
+/// What an entity remembers of a command it applied under a request id: when, a digest of the
+/// command (a reused id with another command is a driver bug, refused), and the outcome to
+/// answer again. Kept inside the entity's shard range for a bounded time (DESIGN.md §3b).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Applied<R, J> {
+    pub at: Timestamp,
+    pub digest: [u8; 32],
+    pub outcome: Result<R, J>,
+}
+
+/// The request ids an entity applied, with their outcomes: exactly once for a command that is
+/// retried after an ambiguous failure (a lost reply, a timed-out forward, a leader change).
+/// Sans-IO: the driver persists what `remember` and `expire` report.
+#[derive(Clone, Debug)]
+pub struct RequestLog<R, J> {
+    by_id: BTreeMap<String, Applied<R, J>>,
+    /// (applied at, id), oldest first: what expiry drops.
+    by_age: BTreeSet<(Timestamp, String)>,
+}
+
+impl<R, J> Default for RequestLog<R, J> {
+    fn default() -> Self {
+        RequestLog {
+            by_id: BTreeMap::new(),
+            by_age: BTreeSet::new(),
+        }
+    }
+}
+
+impl<R: Clone, J: Clone> RequestLog<R, J> {
+    pub fn get(&self, request_id: &str) -> Option<&Applied<R, J>> {
+        self.by_id.get(request_id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    pub fn remember(&mut self, request_id: String, applied: Applied<R, J>) {
+        assert!(!self.by_id.contains_key(&request_id), "a request id is remembered once");
+        self.by_age.insert((applied.at, request_id.clone()));
+        self.by_id.insert(request_id, applied);
+        assert_eq!(self.by_id.len(), self.by_age.len(), "request log indexes agree");
+    }
+
+    /// Forgets what is older than `keep_ms` before `now`, and the oldest beyond `max` entries;
+    /// returns the ids forgotten (the driver deletes their records).
+    pub fn expire(&mut self, now: Timestamp, keep_ms: i64, max: usize) -> Vec<String> {
+        let mut gone = Vec::new();
+        while let Some((at, id)) = self.by_age.first().cloned() {
+            if at.0 >= now.0.saturating_sub(keep_ms) && self.by_id.len() <= max {
+                break;
+            }
+            self.by_age.pop_first();
+            self.by_id.remove(&id);
+            gone.push(id);
+        }
+        assert_eq!(self.by_id.len(), self.by_age.len(), "request log indexes agree");
+        gone
     }
 }

@@ -63,7 +63,7 @@ pub struct Instrument {
     pub history: PriceHistory,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum InstrumentCommand {
     /// Lists the instrument with an opening price; a no-op when already listed identically.
     List { listing: Listing, price: Decimal },
@@ -95,7 +95,7 @@ pub enum InstrumentEvent {
     },
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum InstrumentRejection {
     UnknownInstrument,
     InvalidPrice,
@@ -104,7 +104,7 @@ pub enum InstrumentRejection {
 }
 
 /// What clients see of an instrument.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Quote {
     pub listing: Listing,
     pub price: Decimal,
@@ -126,7 +126,13 @@ impl Entity for Instrument {
     type Event = InstrumentEvent;
     type Reply = ();
     type Rejection = InstrumentRejection;
+    type Query = crate::domain::queries::InstrumentQuery;
+    type View = crate::domain::queries::InstrumentView;
     const KIND: EntityKind = EntityKind::Instrument;
+
+    fn query(&self, query: &Self::Query) -> Self::View {
+        query.run(self)
+    }
 
     fn empty(id: &str) -> Self {
         Instrument {

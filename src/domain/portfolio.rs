@@ -211,14 +211,14 @@ impl History {
 }
 
 /// The price and listing facts an order needs, read from the instrument just before deciding.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OrderQuote {
     pub price: Decimal,
     /// Complexity and risk class, for the compliance rules.
     pub product: ProductFacts,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum PortfolioCommand {
     Deposit {
         amount: Decimal,
@@ -706,7 +706,13 @@ impl Entity for Portfolio {
     type Event = PortfolioEvent;
     type Reply = PortfolioReply;
     type Rejection = PortfolioRejection;
+    type Query = crate::domain::queries::PortfolioQuery;
+    type View = crate::domain::queries::PortfolioView;
     const KIND: EntityKind = EntityKind::Portfolio;
+
+    fn query(&self, query: &Self::Query) -> Self::View {
+        query.run(self)
+    }
 
     fn empty(id: &str) -> Self {
         Portfolio {

@@ -46,7 +46,7 @@ pub fn twr(points: &[ValuePoint]) -> Decimal {
 }
 
 /// What a valuation needs of a portfolio.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Positions {
     pub cash: Decimal,
     pub holdings: BTreeMap<String, Holding>,

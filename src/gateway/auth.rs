@@ -7,6 +7,7 @@
 use crate::config::AuthConfig;
 use crate::domain::account::Role;
 use crate::gateway::problem::ApiError;
+pub use crate::storage::files::{create_private_dir, write_private_file};
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -176,31 +177,6 @@ pub fn rotate_signing_key(keys_dir: &Path, now_secs: i64) -> Result<String, KeyE
         std::fs::rename(&active, &to).map_err(|e| key_err(&to, e))?;
     }
     Ok(load_or_create_signing_key(keys_dir)?.kid)
-}
-
-pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    }
-    Ok(())
-}
-
-/// Writes a secret with owner-only permissions from the first byte (no window of 0644).
-pub fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
 }
 
 impl Auth {

@@ -5,7 +5,6 @@ use crate::gateway::problem::ApiError;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use warp::http::header::{HeaderMap, HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use warp::http::{Method, Response, StatusCode};
 
@@ -116,13 +115,7 @@ pub(crate) fn percent_decode(s: &str) -> String {
 /// A digest of what a request asked: method, route and the canonical form of its parsed body.
 /// The same key with another fingerprint is `idempotency_key_reused`.
 pub fn fingerprint<T: Serialize>(method: &Method, route: &str, body: &T) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(method.as_str().as_bytes());
-    h.update([0]);
-    h.update(route.as_bytes());
-    h.update([0]);
-    h.update(serde_json::to_vec(body).expect("serialising a parsed request"));
-    h.finalize().into()
+    crate::domain::fingerprint::request_fingerprint(method.as_str(), route, body)
 }
 
 pub fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Reply {

@@ -54,7 +54,7 @@ pub struct AppState {
     /// When this node started (seconds since the epoch, as token `iat`s are).
     pub started_at_secs: i64,
     /// Hands instruments listed at run time to the simulated feed (set when the feed starts).
-    pub feed_additions: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<crate::actors::feed::FeedInstrument>>>,
+    pub feed_additions: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<crate::workflows::feed::FeedInstrument>>>,
     pub config: Config,
     pub metrics: Arc<Metrics>,
     pub ready: AtomicBool,
@@ -133,7 +133,7 @@ impl AppState {
         let family = sid.to_string();
         let revoked = self
             .router
-            .read::<crate::domain::account::Account, _>(&c.sub, move |a| a.sessions.get(&family).is_none_or(|s| s.revoked))
+            .query::<crate::domain::account::Account, _>(&c.sub, crate::domain::queries::SessionRevoked { family })
             .await
             .map_err(routes::unavailable)?;
         if revoked {
@@ -223,16 +223,16 @@ where
     Ok(buf.freeze())
 }
 
-fn request_id(headers: &HeaderMap) -> String {
-    // A client-supplied id is kept when it is short and plain, so logs can be correlated.
+/// The id logs correlate a request by: the client's `X-Request-Id` when it is short and plain,
+/// else the server's own request id. Only a log correlation id: the commands of a request carry
+/// the server's request id, which no client can choose or repeat.
+fn correlation_id(headers: &HeaderMap, request_id: &str) -> String {
     if let Some(v) = headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
         if !v.is_empty() && v.len() <= 64 && v.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.') {
             return v.to_string();
         }
     }
-    let mut b = [0u8; 12];
-    aws_lc_rs::rand::fill(&mut b).expect("system randomness");
-    format!("req_{}", hex::encode(b))
+    request_id.to_string()
 }
 
 async fn handle<S, B>(
@@ -249,9 +249,10 @@ where
     B: Buf,
 {
     let started = Instant::now();
-    let rid = request_id(&headers);
+    let rid = crate::actors::new_request_id();
+    let correlation = correlation_id(&headers, &rid);
     let route = routes::template_of(&path);
-    let span = tracing::info_span!("request", request_id = %rid, method = %method, route = route.unwrap_or("unmatched"));
+    let span = tracing::info_span!("request", request_id = %rid, correlation_id = %correlation, method = %method, route = route.unwrap_or("unmatched"));
     let timeout = state.config.gateway.request_timeout;
     let result = async {
         let body = read_body(&headers, body).await?;
@@ -283,9 +284,10 @@ where
         Ok(r) => r,
         Err(e) => problem_response(&e),
     };
-    reply
-        .headers_mut()
-        .insert("x-request-id", HeaderValue::from_str(&rid).unwrap_or(HeaderValue::from_static("invalid")));
+    reply.headers_mut().insert(
+        "x-request-id",
+        HeaderValue::from_str(&correlation).unwrap_or(HeaderValue::from_static("invalid")),
+    );
     match reply.status() {
         StatusCode::METHOD_NOT_ALLOWED => {
             if let Some(Ok(allow)) = route.map(|t| HeaderValue::from_str(&routes::allowed_methods(t))) {

@@ -24,9 +24,9 @@ const TAG_LEN: usize = 16;
 pub const TREES: [&str; 5] = [
     "state",
     "data_keys",
-    crate::adapters::broker::CONFIRMATIONS_TREE,
-    crate::gateway::routes::eod::ALERTED_TREE,
-    crate::gateway::routes::eod::JOBS_TREE,
+    crate::storage::trees::CONFIRMATIONS_TREE,
+    crate::storage::trees::ALERTED_TREE,
+    crate::storage::trees::JOBS_TREE,
 ];
 
 const REC_ENTRY: u8 = 1;
@@ -74,7 +74,7 @@ pub fn load_key(path: &Path, create: bool) -> Result<Vec<u8>, BackupError> {
         }
         let mut k = [0u8; 32];
         aws_lc_rs::rand::fill(&mut k).map_err(|_| err("no system randomness".into()))?;
-        crate::gateway::auth::write_private_file(path, &k).map_err(|e| err(e.to_string()))?;
+        crate::storage::files::write_private_file(path, &k).map_err(|e| err(e.to_string()))?;
     }
     let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
     if bytes.len() != 32 {
@@ -317,16 +317,16 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// Restores a backup into `data_dir`, which must be absent or empty; verifies the digest.
-/// Returns the state digest.
-pub fn restore(backup: &Path, key: &[u8], data_dir: &Path) -> Result<String, BackupError> {
+/// Restores a backup into `data_dir`, which must be absent or empty, and its secret files into
+/// `keys_dir` (a secret already there must be the same); verifies the digest. Returns the state
+/// digest.
+pub fn restore(backup: &Path, key: &[u8], data_dir: &Path, keys_dir: &Path) -> Result<String, BackupError> {
     if data_dir.exists() && std::fs::read_dir(data_dir)?.next().is_some() {
         return Err(BackupError::NotEmpty(data_dir.display().to_string()));
     }
     let plain = open_stream(std::io::BufReader::new(std::fs::File::open(backup)?), key)?;
     let store = Store::open(data_dir)?;
     let trees: Vec<sled::Tree> = TREES.iter().map(|n| store.open_tree(n)).collect::<Result<_, _>>()?;
-    let keys_dir = data_dir.join("keys");
     let mut c = Cursor(&plain);
     let expected = loop {
         match c.u8()? {
@@ -350,10 +350,20 @@ pub fn restore(backup: &Path, key: &[u8], data_dir: &Path) -> Result<String, Bac
                 let len = c.u32()?;
                 let bytes = c.take(len)?;
                 let path = keys_dir.join(rel);
-                if let Some(parent) = path.parent() {
-                    crate::gateway::auth::create_private_dir(parent)?;
+                if path.exists() {
+                    // A shared secrets folder already holds the cluster's keys: they must be these.
+                    if std::fs::read(&path)? != bytes {
+                        return Err(BackupError::KeyFile {
+                            path: path.display().to_string(),
+                            reason: "differs from the secret in the backup".into(),
+                        });
+                    }
+                    continue;
                 }
-                crate::gateway::auth::write_private_file(&path, bytes)?;
+                if let Some(parent) = path.parent() {
+                    crate::storage::files::create_private_dir(parent)?;
+                }
+                crate::storage::files::write_private_file(&path, bytes)?;
             }
             REC_END => break hex::encode(c.take(32)?),
             _ => return Err(BackupError::Tampered("unknown record")),
@@ -392,28 +402,50 @@ mod tests {
 
         let dst = tempfile::tempdir().unwrap();
         let target = dst.path().join("data");
-        assert_eq!(restore(&file, &key, &target).unwrap(), digest);
+        assert_eq!(restore(&file, &key, &target, &target.join("keys")).unwrap(), digest);
         assert_eq!(std::fs::read(target.join("keys/jwt-retired/1.pk8")).unwrap(), b"old");
         // Not into a folder with data in it.
-        assert!(matches!(restore(&file, &key, &target), Err(BackupError::NotEmpty(_))));
+        assert!(matches!(restore(&file, &key, &target, &target.join("keys")), Err(BackupError::NotEmpty(_))));
+        // A shared secrets folder that already holds the cluster's keys: the same ones are kept,
+        // another one is refused.
+        let shared = dst.path().join("shared");
+        let again = dst.path().join("again");
+        assert_eq!(restore(&file, &key, &again, &shared).unwrap(), digest);
+        assert_eq!(std::fs::read(shared.join("jwt-retired/1.pk8")).unwrap(), b"old");
+        assert_eq!(
+            restore(&file, &key, &dst.path().join("third"), &shared).unwrap(),
+            digest,
+            "identical secrets are kept"
+        );
+        std::fs::write(shared.join("jwt-retired/1.pk8"), b"other").unwrap();
+        assert!(matches!(
+            restore(&file, &key, &dst.path().join("fourth"), &shared),
+            Err(BackupError::KeyFile { .. })
+        ));
 
         let fresh = || dst.path().join(format!("t{}", rand_suffix()));
         // Another key, a flipped byte anywhere, truncation, an extra byte: all refused.
-        assert!(matches!(restore(&file, &[8u8; 32], &fresh()), Err(BackupError::Tampered(_))));
+        assert!(matches!(
+            restore(&file, &[8u8; 32], &fresh(), &dst.path().join("k")),
+            Err(BackupError::Tampered(_))
+        ));
         for at in [3, 20, 30, 40, bytes.len() / 2, bytes.len() - 1] {
             let mut t = bytes.clone();
             t[at] ^= 0x20;
             std::fs::write(&file, &t).unwrap();
-            assert!(matches!(restore(&file, &key, &fresh()), Err(BackupError::Tampered(_))), "flip at {at}");
+            assert!(
+                matches!(restore(&file, &key, &fresh(), &dst.path().join("k")), Err(BackupError::Tampered(_))),
+                "flip at {at}"
+            );
         }
         // Dropping the final chunk (cut at an inner chunk boundary) is detected.
         let first_len = u32::from_be_bytes(bytes[26..30].try_into().unwrap()) as usize;
         std::fs::write(&file, &bytes[..30 + first_len]).unwrap();
-        assert!(matches!(restore(&file, &key, &fresh()), Err(BackupError::Tampered(_))));
+        assert!(matches!(restore(&file, &key, &fresh(), &dst.path().join("k")), Err(BackupError::Tampered(_))));
         let mut extra = bytes.clone();
         extra.push(0);
         std::fs::write(&file, &extra).unwrap();
-        assert!(matches!(restore(&file, &key, &fresh()), Err(BackupError::Tampered(_))));
+        assert!(matches!(restore(&file, &key, &fresh(), &dst.path().join("k")), Err(BackupError::Tampered(_))));
     }
 
     fn rand_suffix() -> u64 {

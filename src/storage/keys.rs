@@ -60,6 +60,8 @@ pub fn audit_seq(key: &[u8]) -> Option<u64> {
 
 pub const RECORD_JOURNAL: u8 = 0x01;
 pub const RECORD_SNAPSHOT: u8 = 0x02;
+/// `… ‖ 0x03 ‖ request id` → what the entity answered that request (exactly once, §3b).
+pub const RECORD_REQUEST: u8 = 0x03;
 
 pub fn entity_prefix(id: &EntityId) -> Vec<u8> {
     let mut k = Vec::with_capacity(4 + id.id.len() + 9);
@@ -85,6 +87,18 @@ pub fn journal_key(id: &EntityId, seq: u64) -> Vec<u8> {
 pub fn snapshot_key(id: &EntityId) -> Vec<u8> {
     let mut k = entity_prefix(id);
     k.push(RECORD_SNAPSHOT);
+    k
+}
+
+pub fn request_prefix(id: &EntityId) -> Vec<u8> {
+    let mut k = entity_prefix(id);
+    k.push(RECORD_REQUEST);
+    k
+}
+
+pub fn request_key(id: &EntityId, request_id: &str) -> Vec<u8> {
+    let mut k = request_prefix(id);
+    k.extend_from_slice(request_id.as_bytes());
     k
 }
 
@@ -115,6 +129,7 @@ pub fn parse_key(key: &[u8]) -> Option<(EntityId, u8, Option<u64>)> {
     let seq = match (record, rest.len()) {
         (RECORD_JOURNAL, 8) => Some(u64::from_be_bytes(rest.try_into().ok()?)),
         (RECORD_SNAPSHOT, 0) => None,
+        (RECORD_REQUEST, 1..) if std::str::from_utf8(rest).is_ok() => None,
         _ => return None,
     };
     Some((entity, record, seq))
@@ -136,5 +151,9 @@ mod tests {
         let (lo, hi) = shard_range(a.shard());
         assert!(k1.as_slice() >= lo.as_slice() && k1.as_slice() < hi.as_slice());
         assert_eq!(parse_key(&k1[..k1.len() - 1]), None);
+        let r = request_key(&a, "req_1");
+        assert!(r.starts_with(&request_prefix(&a)) && r.starts_with(&entity_prefix(&a)));
+        assert_eq!(parse_key(&r), Some((a.clone(), RECORD_REQUEST, None)));
+        assert_eq!(parse_key(&request_prefix(&a)), None, "a request record names its request");
     }
 }

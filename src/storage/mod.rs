@@ -4,8 +4,10 @@
 pub mod audit_log;
 pub mod backup;
 pub mod codec;
+pub mod files;
 pub mod keys;
 pub mod store;
+pub mod trees;
 pub mod vault;
 
 pub use store::{Store, StoreError};

@@ -2,7 +2,7 @@
 //! journal tail), write one group-commit cycle atomically, flush, and verify the audit chain.
 
 use crate::domain::audit::AuditRecord;
-use crate::domain::entity::Entity;
+use crate::domain::entity::{Applied, Entity, RequestLog};
 use crate::domain::ids::EntityId;
 use crate::domain::time::Timestamp;
 use crate::storage::audit_log::{self, ChainHead, VerifyReport};
@@ -98,8 +98,10 @@ pub struct Snapshot<S> {
 
 /// An entity as recovered from disk.
 #[derive(Clone, Debug)]
-pub struct Loaded<E> {
+pub struct Loaded<E: Entity> {
     pub state: E,
+    /// The requests it remembers having applied (exactly once across retries).
+    pub requests: RequestLog<E::Reply, E::Rejection>,
     /// The sequence number of the last applied event (0 when none).
     pub seq: u64,
     /// Events applied since the snapshot (decides when the next snapshot is due).
@@ -193,7 +195,16 @@ impl Store {
             tail_bytes += v.len() as u64;
         }
         state.check_invariants();
+        let mut requests = RequestLog::default();
+        let prefix = keys::request_prefix(id);
+        for item in self.tree.scan_prefix(&prefix) {
+            let (k, v) = item?;
+            let request_id = std::str::from_utf8(&k[prefix.len()..]).map_err(|e| corrupt(format!("{id} request record"), e.to_string()))?;
+            let applied: Applied<E::Reply, E::Rejection> = codec::decode(&v).map_err(|e| corrupt(format!("{id} request {request_id}"), e.to_string()))?;
+            requests.remember(request_id.to_string(), applied);
+        }
         Ok(Loaded {
+            requests,
             state,
             seq,
             since_snapshot,

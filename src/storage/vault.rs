@@ -73,9 +73,9 @@ pub fn load_or_create_master_key(path: &Path) -> Result<Vec<u8>, VaultError> {
     };
     if !path.exists() {
         if let Some(dir) = path.parent() {
-            crate::gateway::auth::create_private_dir(dir).map_err(|e| err(e.to_string()))?;
+            crate::storage::files::create_private_dir(dir).map_err(|e| err(e.to_string()))?;
         }
-        crate::gateway::auth::write_private_file(path, &random::<KEY_LEN>()).map_err(|e| err(e.to_string()))?;
+        crate::storage::files::write_private_file(path, &random::<KEY_LEN>()).map_err(|e| err(e.to_string()))?;
     }
     let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
     if bytes.len() != KEY_LEN {

@@ -13,7 +13,7 @@ use crate::domain::advice::{advise, AdviceTrigger, Product, DISCLOSURE, MODEL_VE
 use crate::domain::compliance::{self, ProductFacts, Purpose};
 use crate::domain::money::plain_string;
 use crate::domain::portfolio::{series_key, IdemTag, Portfolio, PortfolioReply};
-use crate::gateway::http::{fingerprint, private_json, Reply, Req};
+use crate::gateway::http::{private_json, Reply, Req};
 use crate::gateway::problem::ApiError;
 use crate::gateway::AppState;
 use serde::Deserialize;
@@ -55,7 +55,7 @@ fn account_error(e: RouteError<AccountRejection>) -> ApiError {
             ApiError::new(StatusCode::CONFLICT, r.code(), "the advice cannot be acted on in its current state")
         }
         RouteError::Rejected(r) => ApiError::unprocessable(r.code(), "refused"),
-        RouteError::Unavailable(e) => unavailable(e),
+        RouteError::Failed(e) => unavailable(e),
     }
 }
 
@@ -71,11 +71,13 @@ pub async fn get(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
 /// consent and the compliance rules) and issues it to their account: unchanged advice keeps
 /// its id and status; unusual advice goes to the review queue.
 async fn compute(state: &AppState, user_id: &str, request: RequestMeta) -> Result<AdviceRecord, ApiError> {
-    let (consent, investor, profile) = state
+    let crate::domain::queries::AdviceInputs {
+        ai_profiling: consent,
+        investor,
+        profile,
+    } = state
         .router
-        .read::<Account, _>(user_id, |a| {
-            (a.consents.ai_profiling, a.investor_status(), a.suitability.as_ref().map(|s| s.profile.clone()))
-        })
+        .query::<Account, _>(user_id, crate::domain::queries::ForAdvice)
         .await
         .map_err(unavailable)?;
     if !consent {
@@ -111,9 +113,10 @@ async fn compute(state: &AppState, user_id: &str, request: RequestMeta) -> Resul
     let profile = profile.ok_or_else(ApiError::internal)?;
     let (cash, holdings) = state
         .router
-        .read::<Portfolio, _>(user_id, |p| (p.cash, p.holdings.iter().map(|(s, h)| (s.clone(), h.quantity)).collect()))
+        .query::<Portfolio, _>(user_id, crate::domain::queries::Holdings)
         .await
         .map_err(unavailable)?;
+    let holdings = holdings.into_iter().map(|(s, h)| (s, h.quantity)).collect();
     let mut universe = Vec::new();
     for symbol in state.symbols() {
         if let Some(q) = super::market::quote(state, &symbol).await? {
@@ -171,7 +174,7 @@ pub async fn advice_worker(state: Arc<AppState>, mut stop: tokio::sync::watch::R
             pending.insert(user, why);
         }
         for (user, why) in pending {
-            let has_advice = state.router.read::<Account, _>(&user, |a| a.consents.ai_profiling && a.advice.is_some()).await;
+            let has_advice = state.router.query::<Account, _>(&user, crate::domain::queries::HasAdvice).await;
             if !matches!(has_advice, Ok(true)) {
                 continue;
             }
@@ -210,7 +213,7 @@ pub async fn accept(state: &AppState, req: &Req, advice_id: &str) -> Result<Repl
     let (series, id) = (key.clone(), advice_id.to_string());
     let remembered = state
         .router
-        .read::<Portfolio, _>(&claims.sub, move |p| p.remembered_series(&series, |i| order_fingerprint(&id, i)))
+        .query::<Portfolio, _>(&claims.sub, crate::domain::queries::AcceptedOrders { key: series, advice_id: id })
         .await
         .map_err(unavailable)?
         .map_err(super::portfolio::rejection)?;
@@ -237,7 +240,17 @@ pub async fn accept(state: &AppState, req: &Req, advice_id: &str) -> Result<Repl
             key: series_key(&key, i),
             fingerprint: order_fingerprint(advice_id, i),
         };
-        match place(state, &claims.sub, meta(req, &claims.sub), o.symbol.clone(), o.side, o.quantity, idem).await {
+        match place(
+            state,
+            &claims.sub,
+            meta(req, &claims.sub).step(format!("order-{i}")),
+            o.symbol.clone(),
+            o.side,
+            o.quantity,
+            idem,
+        )
+        .await
+        {
             Ok(order) => placed.push(serde_json::to_value(order).unwrap_or_default()),
             Err(e) if e.code != "idempotency_key_reused" && (e.status == StatusCode::UNPROCESSABLE_ENTITY || e.status == StatusCode::NOT_FOUND) => {
                 placed.push(json!({"symbol": o.symbol, "side": o.side.as_str(), "quantity": plain_string(o.quantity), "status": "refused", "code": e.code}))
@@ -254,9 +267,7 @@ pub async fn accept(state: &AppState, req: &Req, advice_id: &str) -> Result<Repl
 pub(crate) struct AcceptBody {}
 
 /// What order `i` of accepting `advice_id` is remembered by: the advice fixes the order.
-fn order_fingerprint(advice_id: &str, i: usize) -> [u8; 32] {
-    fingerprint(&warp::http::Method::POST, &format!("/v1/advice/{advice_id}/accept"), &i)
-}
+use crate::domain::fingerprint::accepted_order as order_fingerprint;
 
 /// An order of accepted advice as its idempotency memory answers it, for a retry after the
 /// advice itself was replaced. A refusal's memory holds only its code.
@@ -274,7 +285,11 @@ pub async fn review_queue(state: &AppState, req: &Req) -> Result<Reply, ApiError
     let queue = state.router.store().review_queue().map_err(unavailable)?;
     let mut out = Vec::new();
     for (advice_id, user_id) in queue {
-        let record = state.router.read::<Account, _>(&user_id, |a| a.advice.clone()).await.map_err(unavailable)?;
+        let record = state
+            .router
+            .query::<Account, _>(&user_id, crate::domain::queries::CurrentAdvice)
+            .await
+            .map_err(unavailable)?;
         match record.filter(|r| r.advice_id == advice_id && r.status == AdviceStatus::PendingReview) {
             Some(r) => {
                 let mut v = view(&r);

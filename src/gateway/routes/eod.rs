@@ -19,7 +19,6 @@ use crate::domain::instrument::Instrument;
 use crate::domain::portfolio::{Portfolio, PortfolioCommand, PortfolioRejection};
 use crate::domain::reconcile::{reconcile, Discrepancy};
 use crate::domain::time::{Date, Timestamp, MS_PER_DAY};
-use crate::domain::valuation::Positions;
 use crate::gateway::AppState;
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
@@ -27,11 +26,8 @@ use std::sync::Arc;
 
 /// Booked orders younger than this are not expected to be confirmed yet.
 const CONFIRMATION_GRACE_MS: i64 = 5_000;
-/// The node-level record of the last day closed (sled tree `jobs`).
-pub const JOBS_TREE: &str = "jobs";
+pub use crate::storage::trees::{ALERTED_TREE, JOBS_TREE};
 const LAST_CLOSE_KEY: &[u8] = b"eod/last_close";
-/// Discrepancies already alerted (so each is raised once).
-pub const ALERTED_TREE: &str = "reconciliation_alerts";
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct CloseSummary {
@@ -53,7 +49,7 @@ async fn closing_prices(state: &AppState, date: Date) -> BTreeMap<String, Decima
     for symbol in state.symbols() {
         let close = state
             .router
-            .read::<Instrument, _>(&symbol, move |i| i.history.close_on(day_start).or((i.price > Decimal::ZERO).then_some(i.price)))
+            .query::<Instrument, _>(&symbol, crate::domain::queries::CloseOn { day_start })
             .await;
         match close {
             Ok(Some(p)) => {
@@ -80,11 +76,7 @@ pub async fn close_day(state: &AppState, date: Date) -> Result<CloseSummary, Str
     for user in portfolio_ids(state)? {
         // Already closed (a catch-up or a re-run): no need to read its whole journal. The
         // portfolio's own decision below still refuses a second close.
-        if let Ok(true) = state
-            .router
-            .read::<Portfolio, _>(&user, move |p| p.last_close.is_some_and(|c| c.date >= date))
-            .await
-        {
+        if let Ok(true) = state.router.query::<Portfolio, _>(&user, crate::domain::queries::ClosedThrough { date }).await {
             summary.already_closed += 1;
             continue;
         }
@@ -279,7 +271,7 @@ pub async fn track_all(state: Arc<AppState>) {
 
 /// Reads the portfolio's positions into its live valuation (after anything that moved them).
 pub async fn refresh_valuation(state: &AppState, user: &str) {
-    match state.router.read::<Portfolio, _>(user, Positions::of).await {
+    match state.router.query::<Portfolio, _>(user, crate::domain::queries::PositionsOf).await {
         Ok(positions) => state.valuations.update(user, positions, wall_clock_now()),
         Err(e) => tracing::warn!(error = %e, "portfolio could not be valued"),
     }

@@ -52,7 +52,7 @@ use warp::http::{Response, StatusCode};
 async fn collect(state: &AppState, user_id: &str) -> Result<Value, ApiError> {
     let account = state
         .router
-        .read::<Account, _>(user_id, |a| a.exists().then(|| a.clone()))
+        .query::<Account, _>(user_id, crate::domain::queries::Registered)
         .await
         .map_err(unavailable)?
         .ok_or_else(|| ApiError::unauthorized("the account of this token no longer exists"))?;
@@ -68,7 +68,7 @@ async fn collect(state: &AppState, user_id: &str) -> Result<Value, ApiError> {
     };
     let (cash, holdings) = state
         .router
-        .read::<Portfolio, _>(user_id, |p| (p.cash, p.holdings.clone()))
+        .query::<Portfolio, _>(user_id, crate::domain::queries::Holdings)
         .await
         .map_err(unavailable)?;
     let hist = history(state, user_id).await?;
@@ -241,7 +241,7 @@ pub async fn delete_me(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     let claims = state.claims(req)?;
     let sealed = state
         .router
-        .read::<Account, _>(&claims.sub, |a| a.exists().then(|| a.sealed_profile.clone()))
+        .query::<Account, _>(&claims.sub, crate::domain::queries::RegisteredProfile)
         .await
         .map_err(unavailable)?
         .ok_or_else(|| ApiError::unauthorized("the account of this token no longer exists"))?;
@@ -258,7 +258,7 @@ pub async fn delete_me(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     };
     let existing = state
         .router
-        .read::<Account, _>(&claims.sub, |a| a.erasure.map(|e| e.due_at))
+        .query::<Account, _>(&claims.sub, crate::domain::queries::ErasureDue)
         .await
         .map_err(unavailable)?;
     if existing.is_none() {
@@ -277,7 +277,7 @@ pub async fn delete_me(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
         Ok(AccountReply::ErasureDue(d)) => d,
         Ok(_) => return Err(ApiError::internal()),
         Err(RouteError::Rejected(_)) => return Err(ApiError::unauthorized("the account of this token no longer exists")),
-        Err(RouteError::Unavailable(e)) => return Err(unavailable(e)),
+        Err(RouteError::Failed(e)) => return Err(unavailable(e)),
     };
     Ok(private_json(StatusCode::ACCEPTED, &json!({ "erasure_due_at": due.to_rfc3339() })))
 }
@@ -286,17 +286,16 @@ pub async fn delete_me(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
 /// retention key of its own (`retention:<user id>`), kept until `[retention] regulatory_records`
 /// has passed. Idempotent; skipped when the person's data is already unreadable.
 async fn keep_regulatory_identity(state: &AppState, user_id: &str, replay: bool, now: Timestamp) -> Result<(), String> {
-    let (exists, sealed_profile, sealed_document, due) = state
+    let crate::domain::queries::RegulatoryFacts {
+        exists,
+        sealed_profile,
+        sealed_document,
+        due,
+    } = state
         .router
-        .read::<Account, _>(user_id, move |a| {
-            (
-                a.exists(),
-                a.sealed_profile.clone(),
-                a.kyc.as_ref().and_then(|k| k.sealed_document.clone()),
-                a.erasure.is_some_and(|e| e.due_at <= now),
-            )
-        })
-        .await?;
+        .query::<Account, _>(user_id, crate::domain::queries::Regulatory { now })
+        .await
+        .map_err(|e| e.to_string())?;
     if !exists || !(due || replay) || state.router.store().regulatory(user_id).map_err(|e| e.to_string())?.is_some() {
         return Ok(());
     }
@@ -355,7 +354,11 @@ pub async fn run_due_erasures(state: &AppState) -> Result<usize, String> {
             Ok(_) => {}
             // Scheduled but never recorded on the account (a crash between the two): drop it.
             Err(RouteError::Rejected(AccountRejection::ErasureNotDue)) => {
-                let requested = state.router.read::<Account, _>(&user_id, |a| a.erasure.is_some()).await?;
+                let requested = state
+                    .router
+                    .query::<Account, _>(&user_id, crate::domain::queries::ErasureRequested)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 if !requested {
                     state.router.store().remove_erasure(&user_id).map_err(|e| e.to_string())?;
                 }
@@ -460,7 +463,7 @@ pub async fn run_retention(state: &AppState, now: Timestamp) -> Result<Retention
             .await
         {
             Ok(_) | Err(RouteError::Rejected(_)) => summary.accounts_checked += 1,
-            Err(RouteError::Unavailable(e)) => return Err(format!("{uid}: {e}")),
+            Err(RouteError::Failed(e)) => return Err(format!("{uid}: {e}")),
         }
     }
     Ok(summary)

@@ -91,10 +91,14 @@ pub async fn create_account(state: &AppState, profile: Profile, password_hash: S
         .await
         .map_err(|e| match e {
             RouteError::Rejected(never) => match never {},
-            RouteError::Unavailable(e) => unavailable(e),
+            RouteError::Failed(e) => unavailable(e),
         })?;
     if owner != candidate {
-        let exists = state.router.read::<Account, _>(&owner, |a| a.exists()).await.map_err(unavailable)?;
+        let exists = state
+            .router
+            .query::<Account, _>(&owner, crate::domain::queries::Exists)
+            .await
+            .map_err(unavailable)?;
         if exists {
             return Err(email_taken());
         }
@@ -114,7 +118,7 @@ pub async fn create_account(state: &AppState, profile: Profile, password_hash: S
         Ok(_) => Ok(owner),
         Err(RouteError::Rejected(AccountRejection::AlreadyRegistered)) => Err(email_taken()),
         Err(RouteError::Rejected(r)) => Err(ApiError::unprocessable(r.code(), "the account could not be created")),
-        Err(RouteError::Unavailable(e)) => Err(unavailable(e)),
+        Err(RouteError::Failed(e)) => Err(unavailable(e)),
     }
 }
 
@@ -148,13 +152,6 @@ struct TokenResponse {
     refresh_token: String,
     token_type: &'static str,
     expires_in: i64,
-}
-
-/// What login needs from the account, read before any decision.
-struct LoginFacts {
-    user_id: String,
-    password_hash: String,
-    mfa: Option<Vec<u8>>,
 }
 
 fn invalid_credentials() -> ApiError {
@@ -232,19 +229,13 @@ pub async fn login(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
         (Some(email), true) => {
             let owner = state
                 .router
-                .read::<EmailIndex, _>(&state.email_hash(email), |e| e.owner.clone())
+                .query::<EmailIndex, _>(&state.email_hash(email), crate::domain::queries::Owner)
                 .await
                 .map_err(unavailable)?;
             match owner {
                 Some(uid) => state
                     .router
-                    .read::<Account, _>(&uid, |a| {
-                        a.exists().then(|| LoginFacts {
-                            user_id: a.user_id.clone(),
-                            password_hash: a.password_hash.clone(),
-                            mfa: a.totp.as_ref().filter(|t| t.confirmed).map(|t| t.sealed_secret.clone()),
-                        })
-                    })
+                    .query::<Account, _>(&uid, crate::domain::queries::Login)
                     .await
                     .map_err(unavailable)?,
                 None => None,
@@ -289,7 +280,7 @@ pub async fn login(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
             return Err(login_failed(state, req, &limit_key, Some(&uid), "mfa_code_reused", mfa_required()).await)
         }
         Err(RouteError::Rejected(_)) => return Err(invalid_credentials()),
-        Err(RouteError::Unavailable(e)) => return Err(unavailable(e)),
+        Err(RouteError::Failed(e)) => return Err(unavailable(e)),
     };
     let token = state.auth.issue(&uid, &roles, &amr, Some(&family), now.millis() / 1000);
     Ok(private_json(
@@ -337,7 +328,7 @@ pub async fn refresh(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
             Err(reused())
         }
         Ok(_) | Err(RouteError::Rejected(_)) => Err(invalid()),
-        Err(RouteError::Unavailable(e)) => Err(unavailable(e)),
+        Err(RouteError::Failed(e)) => Err(unavailable(e)),
     }
 }
 
@@ -355,7 +346,7 @@ pub async fn logout(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
             .await
         {
             Ok(_) | Err(RouteError::Rejected(_)) => {}
-            Err(RouteError::Unavailable(e)) => return Err(unavailable(e)),
+            Err(RouteError::Failed(e)) => return Err(unavailable(e)),
         }
     }
     Ok(crate::gateway::http::no_content())
@@ -366,7 +357,7 @@ pub async fn me(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     let claims = state.claims(req)?;
     let account = state
         .router
-        .read::<Account, _>(&claims.sub, |a| a.exists().then(|| a.clone()))
+        .query::<Account, _>(&claims.sub, crate::domain::queries::Registered)
         .await
         .map_err(unavailable)?
         .ok_or_else(|| ApiError::unauthorized("the account of this token no longer exists"))?;
@@ -394,7 +385,7 @@ pub async fn notifications(state: &AppState, req: &Req) -> Result<Reply, ApiErro
     let claims = state.claims(req)?;
     let list = state
         .router
-        .read::<Account, _>(&claims.sub, |a| a.notifications.clone())
+        .query::<Account, _>(&claims.sub, crate::domain::queries::Notifications)
         .await
         .map_err(unavailable)?;
     let view: Vec<_> = list
@@ -414,7 +405,7 @@ fn account_error(e: RouteError<AccountRejection>) -> ApiError {
         }
         RouteError::Rejected(AccountRejection::NotRegistered) => ApiError::unauthorized("the account of this token no longer exists"),
         RouteError::Rejected(r) => ApiError::unprocessable(r.code(), "the request was refused"),
-        RouteError::Unavailable(e) => unavailable(e),
+        RouteError::Failed(e) => unavailable(e),
     }
 }
 
@@ -427,7 +418,7 @@ pub async fn totp_enrol(state: &AppState, req: &Req) -> Result<Reply, ApiError> 
     let claims = state.claims(req)?;
     let (enabled, sealed_profile) = state
         .router
-        .read::<Account, _>(&claims.sub, |a| (a.mfa_enabled(), a.sealed_profile.clone()))
+        .query::<Account, _>(&claims.sub, crate::domain::queries::MfaSetup)
         .await
         .map_err(unavailable)?;
     if enabled {
@@ -451,7 +442,7 @@ pub async fn totp_confirm(state: &AppState, req: &Req) -> Result<Reply, ApiError
     let body: CodeBody = req.json()?;
     let pending = state
         .router
-        .read::<Account, _>(&claims.sub, |a| a.totp.as_ref().filter(|t| !t.confirmed).map(|t| t.sealed_secret.clone()))
+        .query::<Account, _>(&claims.sub, crate::domain::queries::PendingTotp)
         .await
         .map_err(unavailable)?;
     let invalid = || account_error(RouteError::Rejected(AccountRejection::InvalidCode));

@@ -41,7 +41,11 @@ pub async fn quote(state: &AppState, symbol: &str) -> Result<Option<Quote>, ApiE
     if !state.is_listed(symbol) {
         return Ok(None);
     }
-    state.router.read::<Instrument, _>(symbol, |i| i.quote()).await.map_err(unavailable)
+    state
+        .router
+        .query::<Instrument, _>(symbol, crate::domain::queries::CurrentQuote)
+        .await
+        .map_err(unavailable)
 }
 
 pub async fn list(state: &AppState) -> Result<Reply, ApiError> {
@@ -87,7 +91,7 @@ pub async fn history(state: &AppState, req: &crate::gateway::http::Req, symbol: 
     }
     let points = state
         .router
-        .read::<Instrument, _>(symbol, move |i| i.history.range(from, to))
+        .query::<Instrument, _>(symbol, crate::domain::queries::PriceRange { from, to })
         .await
         .map_err(unavailable)?;
     let view: Vec<_> = points
@@ -171,7 +175,7 @@ pub async fn create(state: &AppState, req: &crate::gateway::http::Req) -> Result
             ));
         }
         Err(crate::cluster::RouteError::Rejected(r)) => return Err(ApiError::bad_request(format!("the listing was refused: {r:?}"))),
-        Err(crate::cluster::RouteError::Unavailable(e)) => return Err(unavailable(e)),
+        Err(crate::cluster::RouteError::Failed(e)) => return Err(unavailable(e)),
     }
     let newly = !state.is_listed(&b.symbol);
     if newly {
@@ -179,7 +183,7 @@ pub async fn create(state: &AppState, req: &crate::gateway::http::Req) -> Result
         state.router.store().put_catalog(&b.symbol, &entry).map_err(unavailable)?;
         state.catalog.write().expect("catalog lock").push(b.symbol.clone());
         if let Some(tx) = state.feed_additions.lock().expect("feed additions lock").as_ref() {
-            let _ = tx.send(crate::actors::feed::FeedInstrument {
+            let _ = tx.send(crate::workflows::feed::FeedInstrument {
                 symbol: b.symbol.clone(),
                 price,
                 params: crate::domain::market::GbmParams { drift, volatility },

@@ -63,7 +63,7 @@ pub async fn submit_kyc(state: &AppState, req: &Req) -> Result<Reply, ApiError> 
     let document = validate_document(&b.document_type, &b.document_number, &b.address).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let sealed_profile = state
         .router
-        .read::<Account, _>(&claims.sub, |a| a.sealed_profile.clone())
+        .query::<Account, _>(&claims.sub, crate::domain::queries::SealedProfile)
         .await
         .map_err(unavailable)?;
     let profile: Profile = state.vault.open_json(&claims.sub, "profile", &sealed_profile).map_err(unavailable)?;
@@ -84,7 +84,7 @@ pub async fn submit_kyc(state: &AppState, req: &Req) -> Result<Reply, ApiError> 
         .map_err(account_error)?;
     let (kyc, screening) = state
         .router
-        .read::<Account, _>(&claims.sub, |a| (a.kyc_status(), a.screening_status()))
+        .query::<Account, _>(&claims.sub, crate::domain::queries::OnboardingStatus)
         .await
         .map_err(unavailable)?;
     Ok(private_json(

@@ -76,7 +76,7 @@ async fn execute(state: &AppState, claims: &Claims, req: &Req, cmd: PortfolioCom
     };
     let reply = state.router.execute::<Portfolio>(&claims.sub, cmd, meta).await.map_err(|e| match e {
         RouteError::Rejected(r) => rejection(r),
-        RouteError::Unavailable(e) => unavailable(e),
+        RouteError::Failed(e) => unavailable(e),
     })?;
     super::eod::refresh_valuation(state, &claims.sub).await;
     Ok(reply)
@@ -184,7 +184,11 @@ pub(super) async fn place(
     });
     // The investor's KYC, screening and suitability as their account records them now; the
     // portfolio runs the compliance rules engine over them before funds and holdings.
-    let investor = state.router.read::<Account, _>(user_id, |a| a.investor_status()).await.map_err(unavailable)?;
+    let investor = state
+        .router
+        .query::<Account, _>(user_id, crate::domain::queries::InvestorFacts)
+        .await
+        .map_err(unavailable)?;
     let cmd = PortfolioCommand::PlaceOrder {
         symbol,
         side,
@@ -196,7 +200,7 @@ pub(super) async fn place(
     };
     let reply = state.router.execute::<Portfolio>(user_id, cmd, meta).await.map_err(|e| match e {
         RouteError::Rejected(r) => rejection(r),
-        RouteError::Unavailable(e) => unavailable(e),
+        RouteError::Failed(e) => unavailable(e),
     })?;
     match reply {
         PortfolioReply::Order(o) => {
@@ -224,7 +228,7 @@ pub async fn view(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     let claims = user(state, req)?;
     let (cash, holdings) = state
         .router
-        .read::<Portfolio, _>(&claims.sub, |p| (p.cash, p.holdings.clone()))
+        .query::<Portfolio, _>(&claims.sub, crate::domain::queries::Holdings)
         .await
         .map_err(unavailable)?;
     let mut rows = Vec::new();

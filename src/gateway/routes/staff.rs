@@ -6,7 +6,7 @@ use super::identity::account_error_pub as account_error;
 use super::meta;
 use super::unavailable;
 use crate::actors::RequestMeta;
-use crate::domain::account::{Account, AccountCommand, Profile, Role, ScreeningDecision};
+use crate::domain::account::{Account, AccountCommand, Profile, ScreeningDecision};
 use crate::domain::audit::{AuditDraft, AuditRecord};
 use crate::domain::ids::EntityKind;
 use crate::domain::screening::ScreeningStatus;
@@ -47,7 +47,7 @@ pub async fn support_user(state: &AppState, req: &Req, user_id: &str) -> Result<
     }
     let account = state
         .router
-        .read::<Account, _>(user_id, |a| (a.exists() && a.roles.contains(&Role::User)).then(|| a.clone()))
+        .query::<Account, _>(user_id, crate::domain::queries::Investor)
         .await
         .map_err(unavailable)?
         .ok_or_else(not_found)?;
@@ -92,7 +92,7 @@ pub async fn resolve_screening(state: &AppState, req: &Req, user_id: &str) -> Re
     }
     let entry = state
         .router
-        .read::<Account, _>(user_id, |a| a.screening.as_ref().and_then(|s| s.outcome.entry.clone()))
+        .query::<Account, _>(user_id, crate::domain::queries::ScreeningEntry)
         .await
         .map_err(unavailable)?
         .ok_or_else(|| ApiError::not_found("this user has no screening hit to resolve"))?;
@@ -106,7 +106,11 @@ pub async fn resolve_screening(state: &AppState, req: &Req, user_id: &str) -> Re
         .execute::<Account>(user_id, cmd, meta(req, &claims.sub))
         .await
         .map_err(account_error)?;
-    let status = state.router.read::<Account, _>(user_id, |a| a.screening_status()).await.map_err(unavailable)?;
+    let status = state
+        .router
+        .query::<Account, _>(user_id, crate::domain::queries::ScreeningState)
+        .await
+        .map_err(unavailable)?;
     Ok(private_json(StatusCode::OK, &serde_json::json!({ "user_id": user_id, "screening": status })))
 }
 
@@ -200,10 +204,7 @@ pub async fn rescreen_all(state: &AppState, request_id: &str) -> Result<(usize, 
         .map(|uid| {
             let list = list.clone();
             async move {
-                let sealed = state
-                    .router
-                    .read::<Account, _>(&uid, |a| (a.exists() && a.roles.contains(&Role::User)).then(|| a.sealed_profile.clone()))
-                    .await?;
+                let sealed = state.router.query::<Account, _>(&uid, crate::domain::queries::InvestorProfile).await?;
                 let Some(sealed) = sealed else { return Ok(None) };
                 let profile: Profile = state.vault.open_json(&uid, "profile", &sealed).map_err(|e| e.to_string())?;
                 let outcome = sanctions::screen(&list, &profile);

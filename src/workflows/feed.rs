@@ -49,7 +49,7 @@ pub async fn run_feed(
     mut stop: watch::Receiver<bool>,
 ) {
     for inst in instruments.iter_mut() {
-        if let Ok(Some(q)) = router.read::<Instrument, _>(&inst.symbol, |i| i.quote()).await {
+        if let Ok(Some(q)) = router.query::<Instrument, _>(&inst.symbol, crate::domain::queries::CurrentQuote).await {
             inst.price = q.price;
         }
     }
@@ -90,7 +90,7 @@ async fn apply_price(router: &Router, bus: &PriceBus, symbol: String, price: Dec
             &symbol,
             PriceUpdate {
                 price,
-                at: super::wall_clock_now(),
+                at: crate::actors::wall_clock_now(),
             },
         ),
         Err(e) => tracing::warn!(symbol = %symbol, error = ?e, "price tick not applied"),
@@ -157,7 +157,7 @@ const RECORD_BATCH: usize = 10_000;
 /// knows is left out) and its latest price published; what is in the future is applied when
 /// its time comes. Then it stops (prices stay where the file left them).
 pub async fn run_recorded(router: Router, bus: Arc<PriceBus>, groups: Vec<PriceGroup>, mut stop: watch::Receiver<bool>) {
-    let now = super::wall_clock_now();
+    let now = crate::actors::wall_clock_now();
     let split = groups.partition_point(|(at, _)| *at <= now);
     let mut past: std::collections::BTreeMap<String, Vec<(crate::domain::time::Timestamp, Decimal)>> = Default::default();
     for (at, group) in &groups[..split] {
@@ -178,7 +178,7 @@ pub async fn run_recorded(router: Router, bus: Arc<PriceBus>, groups: Vec<PriceG
         // opening price; nothing else moves prices under this feed). At the next start with
         // the same file it already is.
         let latest = points.last().map(|(_, p)| *p);
-        match router.read::<Instrument, _>(&symbol, |i| i.quote()).await {
+        match router.query::<Instrument, _>(&symbol, crate::domain::queries::CurrentQuote).await {
             Ok(Some(q)) if Some(q.price) == latest => bus.publish(&symbol, PriceUpdate { price: q.price, at: q.as_of }),
             _ => {
                 if let Some(price) = latest {
@@ -189,7 +189,7 @@ pub async fn run_recorded(router: Router, bus: Arc<PriceBus>, groups: Vec<PriceG
         tracing::info!(symbol = %symbol, lines = recorded, "recorded prices read");
     }
     for (n, (at, group)) in groups.into_iter().enumerate().skip(split) {
-        let wait = Duration::from_millis((at.millis() - super::wall_clock_now().millis()).max(0) as u64);
+        let wait = Duration::from_millis((at.millis() - crate::actors::wall_clock_now().millis()).max(0) as u64);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = stop.changed() => return,

@@ -1,0 +1,86 @@
+//! What a person registers with: the profile's rules (email shape, password strength, age).
+
+use super::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    pub email: String,
+    pub full_name: String,
+    /// Staff accounts carry no date of birth or country.
+    pub date_of_birth: Option<Date>,
+    pub country: Option<String>,
+}
+
+/// Passwords that are refused even when long enough (a bundled list of common choices).
+const COMMON_PASSWORDS: &str = include_str!("common_passwords.txt");
+pub const PASSWORD_MIN_CHARS: usize = 12;
+/// Investors must be adults.
+pub const MIN_AGE_YEARS: i32 = 18;
+
+/// Why registration data is not acceptable.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProfileError {
+    #[error("email is not a valid address")]
+    InvalidEmail,
+    #[error("full_name must be 1–200 characters without control characters")]
+    InvalidName,
+    #[error("date_of_birth must be a real date written YYYY-MM-DD")]
+    InvalidDateOfBirth,
+    #[error("date_of_birth is not plausible")]
+    ImplausibleDateOfBirth,
+    #[error("investors must be 18 or older")]
+    Underage,
+    #[error("country must be an ISO 3166-1 alpha-2 code such as \"GB\"")]
+    InvalidCountry,
+}
+
+/// Lower-cases and trims an email and checks its shape (not deliverability).
+pub fn normalise_email(raw: &str) -> Option<String> {
+    let e = raw.trim().to_lowercase();
+    if e.len() > 254 || e.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return None;
+    }
+    let (local, domain) = e.split_once('@')?;
+    let ok = !local.is_empty() && local.len() <= 64 && !domain.contains('@') && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.');
+    ok.then_some(e)
+}
+
+/// Under 12 characters, on the bundled list of common passwords, or one repeated character.
+pub fn is_weak_password(p: &str) -> bool {
+    if p.chars().count() < PASSWORD_MIN_CHARS {
+        return true;
+    }
+    let lower = p.to_lowercase();
+    COMMON_PASSWORDS.lines().map(str::trim).any(|c| !c.is_empty() && c == lower) || p.chars().all(|c| c == p.chars().next().unwrap_or(' '))
+}
+
+/// Completed years between `dob` and `today`.
+pub fn age_years(dob: Date, today: Date) -> i32 {
+    today.year - dob.year - i32::from((today.month, today.day) < (dob.month, dob.day))
+}
+
+/// Checks and normalises what a person registers with; `today` comes from the caller's clock.
+pub fn validate_registration(email: &str, full_name: &str, date_of_birth: &str, country: &str, today: Date) -> Result<Profile, ProfileError> {
+    let email = normalise_email(email).ok_or(ProfileError::InvalidEmail)?;
+    let name = full_name.trim();
+    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+        return Err(ProfileError::InvalidName);
+    }
+    let dob = Date::parse(date_of_birth).ok_or(ProfileError::InvalidDateOfBirth)?;
+    let age = age_years(dob, today);
+    if dob >= today || age > 130 {
+        return Err(ProfileError::ImplausibleDateOfBirth);
+    }
+    if age < MIN_AGE_YEARS {
+        return Err(ProfileError::Underage);
+    }
+    if country.len() != 2 || !country.bytes().all(|c| c.is_ascii_uppercase()) {
+        return Err(ProfileError::InvalidCountry);
+    }
+    Ok(Profile {
+        email,
+        full_name: name.to_string(),
+        date_of_birth: Some(dob),
+        country: Some(country.to_string()),
+    })
+}
