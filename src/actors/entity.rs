@@ -15,10 +15,11 @@
 
 use crate::actors::journal::{AuditJournal, CommitCallback};
 use crate::actors::RequestMeta;
-use crate::cluster::shard_map::{OwnerHint, ShardMap};
+use crate::cluster::shard_map::ShardMap;
 use crate::domain::audit::AuditRecord;
 use crate::domain::ctx::{Ctx, Effect};
 use crate::domain::entity::{Applied, Decision, Entity, RequestLog};
+pub use crate::domain::envelope::{EntityFailure, OwnerHint};
 use crate::domain::ids::EntityId;
 use crate::domain::time::Timestamp;
 use crate::storage::store::{JournalEntry, Snapshot, WriteSet};
@@ -27,7 +28,6 @@ use crate::telemetry::Metrics;
 use kameo::prelude::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
-use sha2::{Digest, Sha256};
 use std::marker::PhantomData;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -67,28 +67,6 @@ impl EntityEnv {
 pub struct EntityArgs {
     pub id: EntityId,
     pub env: Arc<EntityEnv>,
-}
-
-/// Why an entity could not carry out a command or a read (beyond the domain's own
-/// rejections). Each says what a caller may do next.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
-pub enum EntityFailure {
-    /// Nothing was applied: safe to retry, with any request id.
-    #[error("not applied: {0}")]
-    NotApplied(String),
-    /// It may or may not have been applied (the write was sent, its outcome is not known):
-    /// retry with the same request id, which the entity answers once.
-    #[error("outcome unknown: {0}")]
-    OutcomeUnknown(String),
-    /// This node does not own the entity's shard; nothing was applied.
-    #[error("not the owner: {0}")]
-    NotOwner(OwnerHint),
-}
-
-impl From<EntityFailure> for String {
-    fn from(f: EntityFailure) -> String {
-        f.to_string()
-    }
 }
 
 #[derive(Debug)]
@@ -345,7 +323,7 @@ impl<E: Entity> Message<Execute<E>> for EntityActor<E> {
             send(Err(ExecError::Failed(f)));
             return delegated;
         }
-        let digest: [u8; 32] = Sha256::digest(codec::encode(&msg.cmd)).into();
+        let digest = codec::digest(&msg.cmd);
         if let Some(applied) = self.requests.get(&msg.meta.request_id) {
             if applied.digest != digest {
                 // One request id, two commands: a driver bug. Refused, loudly, and nothing applied.

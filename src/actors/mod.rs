@@ -15,13 +15,7 @@ mod sync {
 
 use crate::domain::time::Timestamp;
 
-/// Who asked and under which request id; travels with every command into the audit trail.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RequestMeta {
-    pub request_id: String,
-    /// A user id, a staff id, or `system`.
-    pub actor: String,
-}
+pub use crate::domain::envelope::RequestMeta;
 
 /// The longest label a system request id carries (the id is part of a storage key).
 const SYSTEM_LABEL_MAX: usize = 48;
@@ -42,15 +36,6 @@ impl RequestMeta {
         RequestMeta {
             request_id: format!("{label}/{}", new_request_id()),
             actor: "system".into(),
-        }
-    }
-
-    /// Step `label` of this request (one of several commands it sends to one entity): an id of
-    /// its own, the same each time the step is retried.
-    pub fn step(&self, label: impl std::fmt::Display) -> RequestMeta {
-        RequestMeta {
-            request_id: format!("{}/{label}", self.request_id),
-            actor: self.actor.clone(),
         }
     }
 }

@@ -20,6 +20,7 @@ use crate::domain::account::Account;
 use crate::domain::audit::{AuditDraft, AuditRecord};
 use crate::domain::email_index::EmailIndex;
 use crate::domain::entity::{Entity, Query};
+use crate::domain::envelope::{Answer, Call, CallOf, Envelope, Enveloped, Outcome};
 use crate::domain::ids::{EntityId, MAX_ID_LEN};
 use crate::domain::instrument::Instrument;
 use crate::domain::portfolio::Portfolio;
@@ -372,14 +373,39 @@ impl Router {
 
     /// Answers a named read from an entity's durable state.
     pub async fn query<E: Routable, Q: Query<E>>(&self, id: &str, query: Q) -> Result<Q::Output, RouteFailure> {
-        let mut msg = RunQuery::<E> { query: query.wrap() };
+        let view = self.view::<E>(id, query.wrap()).await?;
+        Q::unwrap(view).ok_or_else(|| RouteFailure::NotApplied(format!("{} {id} answered another query", E::KIND.name())))
+    }
+
+    /// Carries out one call of the entity envelope (what a workflow step, or a peer, asks).
+    pub async fn dispatch(&self, envelope: Envelope) -> Result<Answer, RouteFailure> {
+        match envelope {
+            Envelope::Account { id, call } => self.call::<Account>(&id, call).await,
+            Envelope::Portfolio { id, call } => self.call::<Portfolio>(&id, call).await,
+            Envelope::Instrument { id, call } => self.call::<Instrument>(&id, call).await,
+            Envelope::EmailIndex { id, call } => self.call::<EmailIndex>(&id, call).await,
+        }
+    }
+
+    async fn call<E: Routable + Enveloped>(&self, id: &str, call: CallOf<E>) -> Result<Answer, RouteFailure> {
+        let outcome = match call {
+            Call::Execute { cmd, meta } => match self.execute::<E>(id, cmd, meta).await {
+                Ok(reply) => Outcome::Done(reply),
+                Err(RouteError::Rejected(r)) => Outcome::Rejected(r),
+                Err(RouteError::Failed(f)) => return Err(f),
+            },
+            Call::Query(q) => Outcome::View(self.view::<E>(id, q).await?),
+        };
+        Ok(E::answer(outcome))
+    }
+
+    async fn view<E: Routable>(&self, id: &str, query: E::Query) -> Result<E::View, RouteFailure> {
+        let mut msg = RunQuery::<E> { query };
         for _ in 0..SEND_ATTEMPTS_MAX {
             let actor = self.activate::<E>(id).await?;
             self.observe_depth(&actor);
             match actor.ask(msg).await {
-                Ok(view) => {
-                    return Q::unwrap(view).ok_or_else(|| RouteFailure::NotApplied(format!("{} {id} answered another query", E::KIND.name())));
-                }
+                Ok(view) => return Ok(view),
                 Err(SendError::ActorNotRunning(m)) | Err(SendError::ActorRestarting(m)) => {
                     E::registry(&self.inner).forget(id, actor.id());
                     msg = m;

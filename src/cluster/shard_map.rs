@@ -5,6 +5,7 @@
 //! reaches an actor and by the entity actor itself for each message — so once a shard moves
 //! (a newer epoch), a live actor of it refuses work instead of serving a second copy.
 
+pub use crate::domain::envelope::OwnerHint;
 use crate::domain::ids::SHARD_COUNT;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -12,20 +13,6 @@ pub struct ShardMap {
     /// Grows with every change; a node never goes back to an older map.
     epoch: u64,
     owners: Vec<String>,
-}
-
-/// Where a shard lives, for a caller that asked the wrong node.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct OwnerHint {
-    pub shard: u16,
-    pub owner: String,
-    pub epoch: u64,
-}
-
-impl std::fmt::Display for OwnerHint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "shard {} is owned by node {} (shard map epoch {})", self.shard, self.owner, self.epoch)
-    }
 }
 
 impl ShardMap {

@@ -13,6 +13,7 @@ pub mod compliance;
 pub mod ctx;
 pub mod email_index;
 pub mod entity;
+pub mod envelope;
 pub mod fees;
 pub mod fingerprint;
 pub mod ids;

@@ -35,6 +35,13 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     out
 }
 
+/// The digest of a value's encoding: how an entity recognises the command a request id
+/// carried (the actor host and the memory host compute it alike).
+pub fn digest<T: Serialize>(value: &T) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(encode(value)).into()
+}
+
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
     if version != FORMAT_VERSION {

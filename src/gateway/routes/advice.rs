@@ -4,7 +4,6 @@
 //! path, idempotently), and the compliance review queue.
 
 use super::meta;
-use super::portfolio::place;
 use super::unavailable;
 use crate::actors::RequestMeta;
 use crate::cluster::RouteError;
@@ -12,10 +11,12 @@ use crate::domain::account::{Account, AccountCommand, AccountRejection, AccountR
 use crate::domain::advice::{advise, AdviceTrigger, Product, DISCLOSURE, MODEL_VERSION};
 use crate::domain::compliance::{self, ProductFacts, Purpose};
 use crate::domain::money::plain_string;
-use crate::domain::portfolio::{series_key, IdemTag, Portfolio, PortfolioReply};
+use crate::domain::portfolio::{Portfolio, PortfolioReply};
 use crate::gateway::http::{private_json, Reply, Req};
 use crate::gateway::problem::ApiError;
 use crate::gateway::AppState;
+use crate::workflows::accept_advice::{AcceptAdvice, Accepted, NotAccepted};
+use crate::workflows::{self, BrokerEffects};
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
@@ -208,66 +209,46 @@ pub async fn accept(state: &AppState, req: &Req, advice_id: &str) -> Result<Repl
         let AcceptBody {} = req.json()?;
     }
     let _one_at_a_time = state.accepting.lock(&claims.sub).await;
-    // What this key already did, before the account is asked anything: a key used for another
-    // request is refused here, not after this advice has been marked accepted.
-    let (series, id) = (key.clone(), advice_id.to_string());
-    let remembered = state
-        .router
-        .query::<Portfolio, _>(&claims.sub, crate::domain::queries::AcceptedOrders { key: series, advice_id: id })
+    let flow = AcceptAdvice::new(
+        claims.sub.clone(),
+        advice_id.to_string(),
+        key,
+        meta(req, &claims.sub),
+        super::portfolio::order_terms(state),
+        state.symbols().into_iter().collect(),
+    );
+    let accepted = workflows::run(&state.router, &BrokerEffects(state.broker.as_ref()), flow)
         .await
-        .map_err(unavailable)?
-        .map_err(super::portfolio::rejection)?;
-    // The account decides whether this advice may be acted on (published or approved; accepted
-    // again only as a replay of this key), before any order is placed.
-    let accept = AccountCommand::AcceptAdvice {
-        advice_id: advice_id.to_string(),
-        replay: !remembered.is_empty(),
-    };
-    let record = match state.router.execute::<Account>(&claims.sub, accept, meta(req, &claims.sub)).await {
-        Ok(AccountReply::Advice(r)) => r,
-        Ok(_) => return Err(ApiError::internal()),
-        // Accepted, then replaced by newer advice (the portfolio it was computed from changed):
-        // a retry still answers what accepting it did.
-        Err(RouteError::Rejected(AccountRejection::UnknownAdvice)) if !remembered.is_empty() => {
-            let orders: Vec<serde_json::Value> = remembered.into_iter().map(remembered_order).collect();
-            return Ok(private_json(StatusCode::CREATED, &json!({ "advice_id": advice_id, "orders": orders })));
-        }
-        Err(e) => return Err(account_error(e)),
-    };
-    let mut placed = Vec::new();
-    for (i, o) in record.advice.proposed_orders.iter().enumerate() {
-        let idem = IdemTag {
-            key: series_key(&key, i),
-            fingerprint: order_fingerprint(advice_id, i),
-        };
-        match place(
-            state,
-            &claims.sub,
-            meta(req, &claims.sub).step(format!("order-{i}")),
-            o.symbol.clone(),
-            o.side,
-            o.quantity,
-            idem,
-        )
-        .await
-        {
-            Ok(order) => placed.push(serde_json::to_value(order).unwrap_or_default()),
-            Err(e) if e.code != "idempotency_key_reused" && (e.status == StatusCode::UNPROCESSABLE_ENTITY || e.status == StatusCode::NOT_FOUND) => {
-                placed.push(json!({"symbol": o.symbol, "side": o.side.as_str(), "quantity": plain_string(o.quantity), "status": "refused", "code": e.code}))
+        .map_err(unavailable)?;
+    let orders: Vec<serde_json::Value> = match accepted {
+        Ok(Accepted::Remembered(replies)) => replies.into_iter().map(remembered_order).collect(),
+        Ok(Accepted::Orders(outcomes)) => {
+            let mut placed = Vec::new();
+            for (o, outcome) in outcomes {
+                match super::portfolio::order_view(outcome) {
+                    Ok(order) => placed.push(serde_json::to_value(order).unwrap_or_default()),
+                    Err(e) if e.code != "idempotency_key_reused" && (e.status == StatusCode::UNPROCESSABLE_ENTITY || e.status == StatusCode::NOT_FOUND) => {
+                        placed.push(
+                            json!({"symbol": o.symbol, "side": o.side.as_str(), "quantity": plain_string(o.quantity), "status": "refused", "code": e.code}),
+                        )
+                    }
+                    Err(e) => return Err(e),
+                }
             }
-            Err(e) => return Err(e),
+            super::eod::refresh_valuation(state, &claims.sub).await;
+            placed
         }
-    }
-    Ok(private_json(StatusCode::CREATED, &json!({ "advice_id": advice_id, "orders": placed })))
+        Err(NotAccepted::Portfolio(r)) => return Err(super::portfolio::rejection(r)),
+        Err(NotAccepted::Account(r)) => return Err(account_error(RouteError::Rejected(r))),
+        Err(NotAccepted::Unexpected) => return Err(ApiError::internal()),
+    };
+    Ok(private_json(StatusCode::CREATED, &json!({ "advice_id": advice_id, "orders": orders })))
 }
 
 /// Accepting advice takes no fields.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AcceptBody {}
-
-/// What order `i` of accepting `advice_id` is remembered by: the advice fixes the order.
-use crate::domain::fingerprint::accepted_order as order_fingerprint;
 
 /// An order of accepted advice as its idempotency memory answers it, for a retry after the
 /// advice itself was replaced. A refusal's memory holds only its code.

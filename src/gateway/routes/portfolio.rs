@@ -5,15 +5,15 @@ use super::market::quote;
 use super::unavailable;
 use crate::actors::RequestMeta;
 use crate::cluster::RouteError;
-use crate::domain::account::{Account, Role};
+use crate::domain::account::Role;
 use crate::domain::money::{cash_string, plain_string, round_cash};
-use crate::domain::portfolio::{
-    History, IdemTag, Order, OrderQuote, Portfolio, PortfolioCommand, PortfolioRejection, PortfolioReply, ProductFacts, Side, TransactionKind,
-};
+use crate::domain::portfolio::{History, IdemTag, Order, Portfolio, PortfolioCommand, PortfolioRejection, PortfolioReply, Side, TransactionKind};
 use crate::gateway::auth::Claims;
 use crate::gateway::http::{fingerprint, private_json, Reply, Req};
 use crate::gateway::problem::ApiError;
 use crate::gateway::AppState;
+use crate::workflows::order::{OrderOutcome, OrderRequest, OrderTerms, PlaceOrder};
+use crate::workflows::{self, BrokerEffects};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::str::FromStr;
@@ -163,9 +163,8 @@ pub async fn place_order(state: &AppState, req: &Req) -> Result<Reply, ApiError>
     Ok(private_json(StatusCode::CREATED, &order))
 }
 
-/// The order path every order takes (placed directly or from accepted advice): the latest
-/// quote priced by the broker (slippage), the investor's compliance facts, then the portfolio
-/// decides and books the fill, then the broker executes and confirms it.
+/// An order through the order workflow (quote, compliance facts, the portfolio's decision,
+/// the broker's confirmation); the live valuation is refreshed after a fill.
 pub(super) async fn place(
     state: &AppState,
     user_id: &str,
@@ -175,52 +174,38 @@ pub(super) async fn place(
     quantity: Decimal,
     idem: IdemTag,
 ) -> Result<OrderView, ApiError> {
-    let quote = quote(state, &symbol).await?.map(|q| OrderQuote {
-        price: state.broker.fill_price(side, q.price),
-        product: ProductFacts {
-            complex: q.listing.complex,
-            risk_class: q.listing.risk_class,
-        },
-    });
-    // The investor's KYC, screening and suitability as their account records them now; the
-    // portfolio runs the compliance rules engine over them before funds and holdings.
-    let investor = state
-        .router
-        .query::<Account, _>(user_id, crate::domain::queries::InvestorFacts)
-        .await
-        .map_err(unavailable)?;
-    let cmd = PortfolioCommand::PlaceOrder {
+    let listed = state.is_listed(&symbol);
+    let request = OrderRequest {
+        user_id: user_id.to_string(),
         symbol,
         side,
         quantity,
-        quote,
-        investor,
-        fees: state.config.fees.schedule(),
         idem,
+        meta,
     };
-    let reply = state.router.execute::<Portfolio>(user_id, cmd, meta).await.map_err(|e| match e {
-        RouteError::Rejected(r) => rejection(r),
-        RouteError::Failed(e) => unavailable(e),
-    })?;
-    match reply {
-        PortfolioReply::Order(o) => {
-            // Booked and durable; the broker executes it, and its confirmation is durable before
-            // the client hears of the fill (a confirmation lost in a crash would be a false
-            // "missing" alert). A failure here leaves an order without a confirmation, which
-            // reconciliation raises as an alert.
-            match state.broker.execute(user_id, &o) {
-                Ok(_) => {
-                    if let Err(e) = state.broker.sync().await {
-                        tracing::error!(error = %e, "the broker's confirmations could not be made durable");
-                    }
-                }
-                Err(e) => tracing::error!(error = %e, "the broker did not confirm a booked order"),
-            }
-            super::eod::refresh_valuation(state, user_id).await;
-            Ok(OrderView::from(&o))
-        }
-        PortfolioReply::Refused(r) => Err(rejection(r)),
-        PortfolioReply::Cash { .. } | PortfolioReply::Statement(_) => Err(rejection(PortfolioRejection::IdempotencyKeyReused)),
+    let flow = PlaceOrder::new(request, order_terms(state), listed);
+    let outcome = workflows::run(&state.router, &BrokerEffects(state.broker.as_ref()), flow)
+        .await
+        .map_err(unavailable)?;
+    let view = order_view(outcome)?;
+    super::eod::refresh_valuation(state, user_id).await;
+    Ok(view)
+}
+
+/// What the configuration fixes for every order.
+pub(super) fn order_terms(state: &AppState) -> OrderTerms {
+    OrderTerms {
+        fees: state.config.fees.schedule(),
+        slippage_bps: state.config.broker.slippage_bps,
+    }
+}
+
+/// A fill as the client sees it, or the refusal as a problem.
+pub(super) fn order_view(outcome: OrderOutcome) -> Result<OrderView, ApiError> {
+    match outcome {
+        Ok(PortfolioReply::Order(o)) => Ok(OrderView::from(&o)),
+        Ok(PortfolioReply::Refused(r)) | Err(r) => Err(rejection(r)),
+        Ok(PortfolioReply::Cash { .. }) | Ok(PortfolioReply::Statement(_)) => Err(rejection(PortfolioRejection::IdempotencyKeyReused)),
     }
 }
 

@@ -1,0 +1,166 @@
+//! Accepting advice: what the idempotency key already did is read first (a key used for another
+//! request is refused before the advice is touched), the account decides whether the advice may
+//! be acted on, then each proposed order goes through the order path under its own key of the
+//! key's series (`<key>`, `<key>/1`, …) and its own step of the request id.
+
+use super::flow::{unexpected, Input, Next, Workflow};
+use super::order::{OrderOutcome, OrderRequest, OrderTerms, PlaceOrder};
+use crate::domain::account::{Account, AccountCommand, AccountRejection, AccountReply};
+use crate::domain::advice::ProposedOrder;
+use crate::domain::envelope::{Envelope, RequestMeta};
+use crate::domain::fingerprint::accepted_order;
+use crate::domain::portfolio::{series_key, IdemTag, Portfolio, PortfolioRejection, PortfolioReply};
+use crate::domain::queries::AcceptedOrders;
+use std::collections::BTreeSet;
+
+/// What accepting did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Accepted {
+    /// The advice's orders, each with what the order path answered.
+    Orders(Vec<(ProposedOrder, OrderOutcome)>),
+    /// The advice was accepted under this key before and has been replaced since: what the
+    /// key's orders answered then.
+    Remembered(Vec<PortfolioReply>),
+}
+
+/// Why nothing was accepted.
+#[derive(Clone, Debug, PartialEq)]
+pub enum NotAccepted {
+    /// The key was used for another request.
+    Portfolio(PortfolioRejection),
+    /// The account refused (no such advice, under review, rejected, already accepted).
+    Account(AccountRejection),
+    /// The account answered something other than the advice (a driver bug, reported).
+    Unexpected,
+}
+
+#[derive(Clone, Debug)]
+enum Stage {
+    Start,
+    Remembering,
+    Accepting {
+        remembered: Vec<PortfolioReply>,
+    },
+    Ordering {
+        orders: Vec<ProposedOrder>,
+        done: Vec<(ProposedOrder, OrderOutcome)>,
+        current: Box<PlaceOrder>,
+    },
+    Finished,
+}
+
+#[derive(Clone, Debug)]
+pub struct AcceptAdvice {
+    user_id: String,
+    advice_id: String,
+    key: String,
+    meta: RequestMeta,
+    terms: OrderTerms,
+    listed: BTreeSet<String>,
+    stage: Stage,
+}
+
+impl AcceptAdvice {
+    pub fn new(user_id: String, advice_id: String, key: String, meta: RequestMeta, terms: OrderTerms, listed: BTreeSet<String>) -> AcceptAdvice {
+        AcceptAdvice {
+            user_id,
+            advice_id,
+            key,
+            meta,
+            terms,
+            listed,
+            stage: Stage::Start,
+        }
+    }
+
+    /// The order path for order `i` of the advice.
+    fn order(&self, i: usize, o: &ProposedOrder) -> PlaceOrder {
+        let request = OrderRequest {
+            user_id: self.user_id.clone(),
+            symbol: o.symbol.clone(),
+            side: o.side,
+            quantity: o.quantity,
+            idem: IdemTag {
+                key: series_key(&self.key, i),
+                fingerprint: accepted_order(&self.advice_id, i),
+            },
+            meta: self.meta.step(format!("order-{i}")),
+        };
+        PlaceOrder::new(request, self.terms.clone(), self.listed.contains(&o.symbol))
+    }
+
+    /// Starts the next order, or finishes when none is left.
+    fn advance(&mut self, orders: Vec<ProposedOrder>, done: Vec<(ProposedOrder, OrderOutcome)>) -> Next<Result<Accepted, NotAccepted>> {
+        let i = done.len();
+        let Some(o) = orders.get(i) else {
+            return Next::Done(Ok(Accepted::Orders(done)));
+        };
+        let mut current = Box::new(self.order(i, o));
+        let next = current.next(Input::Start);
+        self.stage = Stage::Ordering { orders, done, current };
+        self.forward(next)
+    }
+
+    /// Passes the current order's requests through; collects its outcome when it is done.
+    fn forward(&mut self, next: Next<OrderOutcome>) -> Next<Result<Accepted, NotAccepted>> {
+        match next {
+            Next::Call(e) => Next::Call(e),
+            Next::Confirm { user_id, order } => Next::Confirm { user_id, order },
+            Next::Done(outcome) => {
+                let Stage::Ordering { orders, mut done, .. } = std::mem::replace(&mut self.stage, Stage::Finished) else {
+                    unreachable!("forwarding happens while ordering")
+                };
+                let o = orders[done.len()].clone();
+                done.push((o, outcome));
+                self.advance(orders, done)
+            }
+        }
+    }
+}
+
+impl Workflow for AcceptAdvice {
+    type Output = Result<Accepted, NotAccepted>;
+
+    fn next(&mut self, input: Input) -> Next<Self::Output> {
+        let stage = std::mem::replace(&mut self.stage, Stage::Finished);
+        match (stage, input) {
+            (Stage::Start, Input::Start) => {
+                self.stage = Stage::Remembering;
+                let q = AcceptedOrders {
+                    key: self.key.clone(),
+                    advice_id: self.advice_id.clone(),
+                };
+                Next::Call(Envelope::query::<Portfolio, _>(&self.user_id, q))
+            }
+            (Stage::Remembering, Input::Answer(a)) => match a.clone().viewed::<Portfolio, AcceptedOrders>() {
+                Some(Ok(remembered)) => {
+                    // The account decides (published or approved; accepted again only as a
+                    // replay of this key) before any order is placed.
+                    let cmd = AccountCommand::AcceptAdvice {
+                        advice_id: self.advice_id.clone(),
+                        replay: !remembered.is_empty(),
+                    };
+                    self.stage = Stage::Accepting { remembered };
+                    Next::Call(Envelope::execute::<Account>(&self.user_id, cmd, self.meta.clone()))
+                }
+                Some(Err(r)) => Next::Done(Err(NotAccepted::Portfolio(r))),
+                None => unexpected("accept advice", &Input::Answer(a)),
+            },
+            (Stage::Accepting { remembered }, Input::Answer(a)) => match a.clone().executed::<Account>() {
+                Some(Ok(AccountReply::Advice(record))) => self.advance(record.advice.proposed_orders, Vec::new()),
+                Some(Ok(_)) => Next::Done(Err(NotAccepted::Unexpected)),
+                // Accepted, then replaced by newer advice: a retry still answers what
+                // accepting it did.
+                Some(Err(AccountRejection::UnknownAdvice)) if !remembered.is_empty() => Next::Done(Ok(Accepted::Remembered(remembered))),
+                Some(Err(r)) => Next::Done(Err(NotAccepted::Account(r))),
+                None => unexpected("accept advice", &Input::Answer(a)),
+            },
+            (Stage::Ordering { orders, done, mut current }, input) => {
+                let next = current.next(input);
+                self.stage = Stage::Ordering { orders, done, current };
+                self.forward(next)
+            }
+            (_, input) => unexpected("accept advice", &input),
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! The order path every order takes (placed directly or from accepted advice): the latest
+//! quote priced for the side (slippage), the investor's compliance facts from their account,
+//! then the portfolio decides and books the fill, then the broker confirms it.
+
+use super::flow::{unexpected, Input, Next, Workflow};
+use crate::domain::account::Account;
+use crate::domain::compliance::ProductFacts;
+use crate::domain::envelope::{Envelope, RequestMeta};
+use crate::domain::fees::{fill_price, FeeSchedule};
+use crate::domain::instrument::Instrument;
+use crate::domain::portfolio::{IdemTag, OrderQuote, Portfolio, PortfolioCommand, PortfolioRejection, PortfolioReply, Side};
+use crate::domain::queries::{CurrentQuote, InvestorFacts};
+use rust_decimal::Decimal;
+
+/// What an order asks.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OrderRequest {
+    pub user_id: String,
+    pub symbol: String,
+    pub side: Side,
+    pub quantity: Decimal,
+    pub idem: IdemTag,
+    pub meta: RequestMeta,
+}
+
+/// What the node's configuration fixes for every order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OrderTerms {
+    pub fees: FeeSchedule,
+    pub slippage_bps: Decimal,
+}
+
+/// The portfolio's answer: the fill (or a refusal remembered under the key), or a rejection.
+pub type OrderOutcome = Result<PortfolioReply, PortfolioRejection>;
+
+#[derive(Clone, Debug)]
+enum Stage {
+    Start,
+    Quoting,
+    Checking { quote: Option<OrderQuote> },
+    Placing,
+    Confirming(PortfolioReply),
+    Finished,
+}
+
+#[derive(Clone, Debug)]
+pub struct PlaceOrder {
+    request: OrderRequest,
+    terms: OrderTerms,
+    /// The symbol is in the node's catalog (an unlisted one is never asked for a quote).
+    listed: bool,
+    stage: Stage,
+}
+
+impl PlaceOrder {
+    pub fn new(request: OrderRequest, terms: OrderTerms, listed: bool) -> PlaceOrder {
+        PlaceOrder {
+            request,
+            terms,
+            listed,
+            stage: Stage::Start,
+        }
+    }
+
+    fn investor_query(&self) -> Next<OrderOutcome> {
+        Next::Call(Envelope::query::<Account, _>(&self.request.user_id, InvestorFacts))
+    }
+}
+
+impl Workflow for PlaceOrder {
+    type Output = OrderOutcome;
+
+    fn next(&mut self, input: Input) -> Next<OrderOutcome> {
+        let stage = std::mem::replace(&mut self.stage, Stage::Finished);
+        match (stage, input) {
+            (Stage::Start, Input::Start) if self.listed => {
+                self.stage = Stage::Quoting;
+                Next::Call(Envelope::query::<Instrument, _>(&self.request.symbol, CurrentQuote))
+            }
+            (Stage::Start, Input::Start) => {
+                self.stage = Stage::Checking { quote: None };
+                self.investor_query()
+            }
+            (Stage::Quoting, Input::Answer(a)) => {
+                let Some(quote) = a.clone().viewed::<Instrument, CurrentQuote>() else {
+                    unexpected("order", &Input::Answer(a))
+                };
+                let quote = quote.map(|q| OrderQuote {
+                    price: fill_price(self.request.side, q.price, self.terms.slippage_bps),
+                    product: ProductFacts {
+                        complex: q.listing.complex,
+                        risk_class: q.listing.risk_class,
+                    },
+                });
+                self.stage = Stage::Checking { quote };
+                self.investor_query()
+            }
+            (Stage::Checking { quote }, Input::Answer(a)) => {
+                // The investor's KYC, screening and suitability as their account records them
+                // now; the portfolio runs the compliance rules over them before funds and holdings.
+                let Some(investor) = a.clone().viewed::<Account, InvestorFacts>() else {
+                    unexpected("order", &Input::Answer(a))
+                };
+                let r = &self.request;
+                let cmd = PortfolioCommand::PlaceOrder {
+                    symbol: r.symbol.clone(),
+                    side: r.side,
+                    quantity: r.quantity,
+                    quote,
+                    investor,
+                    fees: self.terms.fees.clone(),
+                    idem: r.idem.clone(),
+                };
+                self.stage = Stage::Placing;
+                Next::Call(Envelope::execute::<Portfolio>(&r.user_id, cmd, r.meta.clone()))
+            }
+            (Stage::Placing, Input::Answer(a)) => match a.clone().executed::<Portfolio>() {
+                // Booked and durable; the broker's confirmation is durable before the client
+                // hears of the fill.
+                Some(Ok(PortfolioReply::Order(o))) => {
+                    self.stage = Stage::Confirming(PortfolioReply::Order(o.clone()));
+                    Next::Confirm {
+                        user_id: self.request.user_id.clone(),
+                        order: o,
+                    }
+                }
+                Some(outcome) => Next::Done(outcome),
+                None => unexpected("order", &Input::Answer(a)),
+            },
+            (Stage::Confirming(reply), Input::Confirmed) => Next::Done(Ok(reply)),
+            (_, input) => unexpected("order", &input),
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! The workflows are one piece of code for the node and the simulator: the same order and
+//! accept-advice machines, run over the node's router (actors, group commit, sled) and over the
+//! in-memory host the simulator drives, from the same state and inputs, give the same answers.
+
+use moneta::actors::RequestMeta;
+use moneta::cluster::memory_host::MemoryHost;
+use moneta::cluster::router::RouterSettings;
+use moneta::cluster::Router;
+use moneta::config::Config;
+use moneta::domain::account::{Account, AccountCommand, Role, ScreeningOutcome};
+use moneta::domain::envelope::{EntityFailure, Envelope};
+use moneta::domain::fees::FeeSchedule;
+use moneta::domain::instrument::{Instrument, InstrumentCommand, InstrumentKind, Listing};
+use moneta::domain::kyc::{DocumentType, KycStatus};
+use moneta::domain::portfolio::{IdemTag, Order, Portfolio, PortfolioCommand, PortfolioRejection, PortfolioReply, Side};
+use moneta::domain::screening::ScreeningStatus;
+use moneta::domain::suitability::{RiskBand, RiskProfile};
+use moneta::domain::time::Timestamp;
+use moneta::telemetry::Metrics;
+use moneta::workflows::accept_advice::{AcceptAdvice, NotAccepted};
+use moneta::workflows::order::{OrderOutcome, OrderRequest, OrderTerms, PlaceOrder};
+use moneta::workflows::{self, Effects};
+use rust_decimal::Decimal;
+use std::sync::{Arc, Mutex};
+
+const USER: &str = "usr_flow";
+
+/// The state both hosts start from: two instruments, a verified and profiled investor, cash.
+fn setup() -> Vec<Envelope> {
+    let listing = |symbol: &str, kind, complex, risk_class| Listing {
+        symbol: symbol.into(),
+        name: format!("{symbol} plc"),
+        kind,
+        complex,
+        currency: "EUR".into(),
+        risk_class,
+    };
+    let clear = ScreeningOutcome {
+        status: ScreeningStatus::Clear,
+        entry: None,
+        score: "0.100".into(),
+        list_version: "test".into(),
+    };
+    let meta = |label: &str| RequestMeta {
+        request_id: format!("setup-{label}"),
+        actor: "system".into(),
+    };
+    vec![
+        Envelope::execute::<Instrument>(
+            "ACME",
+            InstrumentCommand::List {
+                listing: listing("ACME", InstrumentKind::Equity, false, 3),
+                price: Decimal::from(100),
+            },
+            meta("acme"),
+        ),
+        Envelope::execute::<Instrument>(
+            "LEV3",
+            InstrumentCommand::List {
+                listing: listing("LEV3", InstrumentKind::LeveragedEtf, true, 7),
+                price: Decimal::from(50),
+            },
+            meta("lev"),
+        ),
+        Envelope::execute::<Account>(
+            USER,
+            AccountCommand::Register {
+                sealed_profile: vec![7; 16],
+                password_hash: "$argon2id$stand-in".into(),
+                roles: vec![Role::User],
+                screening: Some(clear.clone()),
+            },
+            meta("register"),
+        ),
+        Envelope::execute::<Account>(
+            USER,
+            AccountCommand::SubmitKyc {
+                document_type: DocumentType::Passport,
+                sealed_document: vec![8; 16],
+                provider: "sandbox".into(),
+                status: KycStatus::Verified,
+                screening: clear,
+            },
+            meta("kyc"),
+        ),
+        Envelope::execute::<Account>(
+            USER,
+            AccountCommand::SetSuitability {
+                profile: RiskProfile {
+                    risk_score: 4,
+                    risk_band: RiskBand::Balanced,
+                    complex_products_allowed: false,
+                },
+                sealed_answers: vec![9; 16],
+            },
+            meta("suitability"),
+        ),
+        Envelope::execute::<Portfolio>(
+            USER,
+            PortfolioCommand::Deposit {
+                amount: Decimal::from(10_000),
+                idem: IdemTag {
+                    key: "dep".into(),
+                    fingerprint: [1; 32],
+                },
+            },
+            meta("deposit"),
+        ),
+    ]
+}
+
+fn terms() -> OrderTerms {
+    OrderTerms {
+        fees: FeeSchedule {
+            commission_bps: Decimal::from(10),
+            minimum: Decimal::ONE,
+        },
+        slippage_bps: Decimal::from(5),
+    }
+}
+
+/// The orders both hosts are asked for, in order (the last is a retry of the first).
+fn orders() -> Vec<PlaceOrder> {
+    let order = |n: usize, symbol: &str, side, quantity: i64, key: &str, listed| {
+        let request = OrderRequest {
+            user_id: USER.into(),
+            symbol: symbol.into(),
+            side,
+            quantity: Decimal::from(quantity),
+            idem: IdemTag {
+                key: key.into(),
+                fingerprint: [n as u8; 32],
+            },
+            meta: RequestMeta {
+                request_id: format!("req-order-{n}"),
+                actor: USER.into(),
+            },
+        };
+        PlaceOrder::new(request, terms(), listed)
+    };
+    vec![
+        order(1, "ACME", Side::Buy, 10, "k1", true),
+        order(2, "LEV3", Side::Buy, 1, "k2", true),
+        order(3, "ACME", Side::Sell, 100, "k3", true),
+        order(4, "NOPE", Side::Buy, 1, "k4", false),
+        order(5, "ACME", Side::Buy, 1_000, "k5", true),
+        order(6, "ACME", Side::Sell, 4, "k6", true),
+        order(1, "ACME", Side::Buy, 10, "k1", true),
+    ]
+}
+
+/// What must agree: the decision, not the ids and times each host draws.
+#[derive(Debug, PartialEq)]
+enum Seen {
+    Filled {
+        symbol: String,
+        side: Side,
+        quantity: Decimal,
+        price: Decimal,
+        fees: Decimal,
+        cash_effect: Decimal,
+    },
+    Refused(PortfolioRejection),
+}
+
+fn seen(outcome: OrderOutcome) -> Seen {
+    match outcome {
+        Ok(PortfolioReply::Order(o)) => filled(&o),
+        Ok(PortfolioReply::Refused(r)) | Err(r) => Seen::Refused(r),
+        other => panic!("an order answered {other:?}"),
+    }
+}
+
+fn filled(o: &Order) -> Seen {
+    Seen::Filled {
+        symbol: o.symbol.clone(),
+        side: o.side,
+        quantity: o.quantity,
+        price: o.price,
+        fees: o.fees,
+        cash_effect: o.cash_effect,
+    }
+}
+
+#[derive(Default)]
+struct Recorded(Mutex<Vec<Seen>>);
+
+impl Effects for Recorded {
+    async fn confirm(&self, _user_id: &str, order: &Order) {
+        self.0.lock().unwrap().push(filled(order));
+    }
+}
+
+fn accept_unknown() -> AcceptAdvice {
+    let meta = RequestMeta {
+        request_id: "req-accept".into(),
+        actor: USER.into(),
+    };
+    AcceptAdvice::new(USER.into(), "adv_none".into(), "acc-key".into(), meta, terms(), ["ACME".to_string()].into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_and_the_simulators_host_run_the_same_workflows_to_the_same_answers() {
+    // The simulator's host.
+    let mut host = MemoryHost::new(7, Timestamp(1_800_000_000_000));
+    for e in setup() {
+        host.dispatch(e).unwrap();
+    }
+    let mut confirmed_in_memory = Vec::new();
+    let mut in_memory = Vec::new();
+    for flow in orders() {
+        let outcome = workflows::run_with(flow, |e| host.dispatch(e), |_, o| confirmed_in_memory.push(filled(o))).unwrap();
+        in_memory.push(seen(outcome));
+    }
+    let accept_in_memory = workflows::run_with(accept_unknown(), |e| host.dispatch(e), |_, _| {}).unwrap();
+
+    // The node: actors, group commit and sled.
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::load_with_env(None, &[]).unwrap();
+    let store = moneta::storage::Store::open(dir.path()).unwrap();
+    let router = Router::start(store, Arc::new(Metrics::new()), RouterSettings::from_config(&config))
+        .await
+        .unwrap();
+    for e in setup() {
+        router.dispatch(e).await.unwrap();
+    }
+    let effects = Recorded::default();
+    let mut on_node = Vec::new();
+    for flow in orders() {
+        on_node.push(seen(workflows::run(&router, &effects, flow).await.unwrap()));
+    }
+    let accept_on_node = workflows::run(&router, &effects, accept_unknown()).await.unwrap();
+
+    assert_eq!(on_node, in_memory, "the same answers, order by order");
+    assert_eq!(*effects.0.lock().unwrap(), confirmed_in_memory, "the same fills confirmed with the broker");
+    assert_eq!(accept_on_node, accept_in_memory);
+    assert_eq!(
+        accept_on_node,
+        Err(NotAccepted::Account(moneta::domain::account::AccountRejection::UnknownAdvice))
+    );
+
+    // And the answers are the ones the rules give: a fill, not_appropriate for a complex product
+    // under a non-complex profile, holdings, an unlisted symbol, funds, a partial sell, a replay.
+    assert!(matches!(on_node[0], Seen::Filled { .. }));
+    assert!(
+        matches!(&on_node[1], Seen::Refused(PortfolioRejection::Compliance(r)) if r.code() == "not_appropriate"),
+        "{:?}",
+        on_node[1]
+    );
+    assert_eq!(on_node[2], Seen::Refused(PortfolioRejection::InsufficientHoldings));
+    assert_eq!(on_node[3], Seen::Refused(PortfolioRejection::UnknownInstrument));
+    assert_eq!(on_node[4], Seen::Refused(PortfolioRejection::InsufficientFunds));
+    assert!(matches!(on_node[5], Seen::Filled { .. }));
+    assert_eq!(on_node[6], on_node[0], "the retry of the first order is answered its fill");
+    assert_eq!(
+        effects.0.lock().unwrap().len(),
+        3,
+        "a replayed fill is confirmed again (the broker keeps the first)"
+    );
+    let cash_node = router.query::<Portfolio, _>(USER, moneta::domain::queries::Cash).await.unwrap();
+    let cash_memory = host.query::<Portfolio, _>(USER, moneta::domain::queries::Cash);
+    assert_eq!(cash_node, cash_memory);
+}
+
+#[test]
+fn a_request_id_is_applied_once_by_the_simulators_host_too() {
+    let mut host = MemoryHost::new(1, Timestamp(1_800_000_000_000));
+    for e in setup() {
+        host.dispatch(e).unwrap();
+    }
+    let [first, .., retry] = <[PlaceOrder; 7]>::try_from(orders()).unwrap();
+    let a = workflows::run_with(first, |e| host.dispatch(e), |_, _| {}).unwrap();
+    // The same request id with the same key: answered from the entity's request memory.
+    let replays = host.replays;
+    let b = workflows::run_with(retry, |e| host.dispatch(e), |_, _| {}).unwrap();
+    assert_eq!(a, b);
+    assert_eq!(host.replays, replays + 1);
+    // The same id with another command is refused, nothing applied.
+    let reused = Envelope::execute::<Portfolio>(
+        USER,
+        PortfolioCommand::Deposit {
+            amount: Decimal::ONE,
+            idem: IdemTag {
+                key: "other".into(),
+                fingerprint: [0; 32],
+            },
+        },
+        RequestMeta {
+            request_id: "req-order-1".into(),
+            actor: USER.into(),
+        },
+    );
+    assert!(matches!(host.dispatch(reused), Err(EntityFailure::NotApplied(_))));
+}
