@@ -189,8 +189,8 @@ fn staff_add(path: Option<PathBuf>, email: &str, role: &str, name: Option<String
         return fail("could not read the password from standard input", 2);
     }
     let password = password.trim_end_matches(['\n', '\r']).to_string();
-    if let Err(e) = crate::gateway::routes::identity::check_password_policy(&password) {
-        return fail(format!("password refused: {}", e.detail), 2);
+    if let Some((_, why)) = crate::domain::account::password_problem(&password) {
+        return fail(format!("password refused: {why}"), 2);
     }
     let full_name = name.unwrap_or_else(|| email.split('@').next().unwrap_or_default().to_string());
     if full_name.trim().is_empty() || full_name.chars().count() > 200 || full_name.chars().any(char::is_control) {
@@ -215,7 +215,7 @@ fn staff_add(path: Option<PathBuf>, email: &str, role: &str, name: Option<String
             date_of_birth: None,
             country: None,
         };
-        let result = crate::gateway::routes::identity::create_account(
+        let result = crate::workflows::registration::create_account(
             &state,
             profile,
             hash,
@@ -233,8 +233,8 @@ fn staff_add(path: Option<PathBuf>, email: &str, role: &str, name: Option<String
                 println!("created {} account {uid}", role.as_str());
                 ExitCode::SUCCESS
             }
-            (Err(e), _) if e.code == "email_taken" => fail("an account with this email already exists", 1),
-            (Err(e), _) => fail(format!("could not create the account: {}", e.detail), 1),
+            (Err(crate::workflows::registration::RegistrationError::EmailTaken), _) => fail("an account with this email already exists", 1),
+            (Err(e), _) => fail(format!("could not create the account: {e}"), 1),
             (_, Err(e)) => fail(format!("could not flush: {e}"), 1),
         }
     })

@@ -103,16 +103,16 @@ pub async fn handle(state: &AppState, request: Request) -> Result<Response, Stri
         Request::EndOfDay { date } => {
             let date = match date {
                 Some(d) => crate::domain::time::Date::parse(&d).ok_or_else(|| format!("{d} is not a date (YYYY-MM-DD)"))?,
-                None => crate::gateway::routes::eod::due_date(state),
+                None => crate::workflows::end_of_day::due_date(state),
             };
             if date > crate::domain::time::Date::from_timestamp(crate::actors::wall_clock_now()) {
                 return Err(format!("cannot close {date}: the day has not begun"));
             }
-            let s = crate::gateway::routes::eod::close_day(state, date).await?;
+            let s = crate::workflows::end_of_day::close_day(state, date).await?;
             Ok(counts((s.statements, s.already_closed + s.nothing_to_state, s.failed)))
         }
         Request::Reconcile => {
-            let s = crate::gateway::routes::eod::reconcile_now(state).await?;
+            let s = crate::workflows::reconcile::reconcile_now(state).await?;
             Ok(counts((s.orders, s.discrepancies, s.alerted)))
         }
     }

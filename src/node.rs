@@ -14,6 +14,7 @@ use crate::storage::vault::{load_or_create_master_key, Vault};
 use crate::storage::Store;
 use crate::telemetry::Metrics;
 use crate::workflows::feed::{instruments_from_config, run_feed};
+use crate::workflows::services::Services;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
@@ -92,7 +93,7 @@ pub async fn open_state(config: &Config) -> Result<Arc<AppState>, String> {
     let email_key = load_or_create_index_key(&keys_dir)?;
     let master = load_or_create_master_key(&config.security.master_key_path(&data_dir)).map_err(|e| format!("{e} (key `security.master_key_file`)"))?;
     let vault = Vault::new(&store, &master).map_err(|e| e.to_string())?;
-    let sanctions = crate::gateway::sanctions::load(&config.compliance)?;
+    let sanctions = crate::adapters::sanctions::load(&config.compliance)?;
     let metrics = Arc::new(Metrics::new());
     // The instruments known so far (the CLI's offline commands need them; `start` lists the
     // configured ones and replaces this).
@@ -111,27 +112,31 @@ pub async fn open_state(config: &Config) -> Result<Arc<AppState>, String> {
         crate::actors::fanout::PriceBus::with(metrics.fanout.clone(), config.market.revalue_interval),
         config.advice.sharp_move_threshold,
     );
-    Ok(Arc::new(AppState {
+    let services = Arc::new(Services {
         valuations,
         advice_triggers: std::sync::Mutex::new(Some(advice_triggers)),
         broker,
         router,
-        auth: Auth::new(signing, retired, &config.auth),
         email_key,
         vault,
         sanctions: RwLock::new(Arc::new(sanctions)),
         kyc: crate::adapters::kyc::from_config(&config.compliance.kyc_provider),
-        logins: LoginGuard::new(&config.auth),
         revoked_sessions: std::sync::Mutex::new(std::collections::HashMap::new()),
-        sessions_checked: std::sync::Mutex::new(std::collections::HashMap::new()),
-        started_at_secs: crate::actors::wall_clock_now().millis() / 1000,
         feed_additions: std::sync::Mutex::new(None),
         node_id: config.node.id.clone(),
-        accepting: Default::default(),
         metrics,
-        ready: AtomicBool::new(false),
         catalog: RwLock::new(known),
         config: config.clone(),
+        clock: crate::actors::wall_clock_now,
+    });
+    Ok(Arc::new(AppState {
+        services,
+        auth: Auth::new(signing, retired, &config.auth),
+        logins: LoginGuard::new(&config.auth),
+        sessions_checked: std::sync::Mutex::new(std::collections::HashMap::new()),
+        started_at_secs: crate::actors::wall_clock_now().millis() / 1000,
+        accepting: Default::default(),
+        ready: AtomicBool::new(false),
     }))
 }
 
@@ -170,13 +175,13 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
         .map_err(|e| format!("cannot listen on {} (key `gateway.listen`): {e}", config.gateway.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let (stop_feed, feed_rx) = watch::channel(false);
-    let erasures = tokio::spawn(crate::gateway::routes::gdpr::erasure_job(state.clone(), feed_rx.clone()));
+    let erasures = tokio::spawn(crate::workflows::erasure::erasure_job(state.services.clone(), feed_rx.clone()));
     let control = tokio::spawn(crate::control::serve(state.clone(), feed_rx.clone()));
-    let retention = tokio::spawn(crate::gateway::routes::gdpr::retention_job(state.clone(), feed_rx.clone()));
-    let end_of_day = tokio::spawn(crate::gateway::routes::eod::end_of_day_job(state.clone(), feed_rx.clone()));
-    let reconciliation = tokio::spawn(crate::gateway::routes::eod::reconciliation_job(state.clone(), feed_rx.clone()));
-    let advice_worker = tokio::spawn(crate::gateway::routes::advice::advice_worker(state.clone(), feed_rx.clone()));
-    tokio::spawn(crate::gateway::routes::eod::track_all(state.clone()));
+    let retention = tokio::spawn(crate::workflows::retention::retention_job(state.services.clone(), feed_rx.clone()));
+    let end_of_day = tokio::spawn(crate::workflows::end_of_day::end_of_day_job(state.services.clone(), feed_rx.clone()));
+    let reconciliation = tokio::spawn(crate::workflows::reconcile::reconciliation_job(state.services.clone(), feed_rx.clone()));
+    let advice_worker = tokio::spawn(crate::workflows::advice::advice_worker(state.services.clone(), feed_rx.clone()));
+    tokio::spawn(crate::workflows::end_of_day::track_all(state.services.clone()));
     let bus = state.valuations.bus().clone();
     let feed = if config.market.feed == "csv" {
         let groups = crate::workflows::feed::load_replay(&config.market.csv_file, &state.symbols())?;

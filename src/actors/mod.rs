@@ -43,9 +43,14 @@ impl RequestMeta {
 /// A request id made by this node: 128 random bits, so it is never reused, across restarts
 /// and nodes alike.
 pub fn new_request_id() -> String {
+    random_id("req")
+}
+
+/// A fresh id of 128 random bits from the OS: `prefix_` + 32 hex digits.
+pub fn random_id(prefix: &str) -> String {
     let mut b = [0u8; 16];
     aws_lc_rs::rand::fill(&mut b).expect("system randomness");
-    format!("req_{}", hex::encode(b))
+    format!("{prefix}_{}", hex::encode(b))
 }
 
 /// The wall clock of production; the simulator has its own.

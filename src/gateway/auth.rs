@@ -61,12 +61,7 @@ pub fn parse_refresh_token(token: &str) -> Option<PresentedRefresh> {
     })
 }
 
-/// A new random id with a prefix (`ses_…`), 128 bits.
-pub fn random_id(prefix: &str) -> String {
-    let mut b = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut b).expect("system randomness");
-    format!("{prefix}_{}", hex::encode(b))
-}
+pub use crate::actors::random_id;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Claims {

@@ -9,87 +9,56 @@ pub mod mfa;
 pub mod openapi;
 pub mod problem;
 pub mod routes;
-pub mod sanctions;
+
 pub mod tls;
 
-use crate::adapters::kyc::KycProvider;
-use crate::cluster::Router;
-use crate::config::Config;
 use crate::gateway::auth::{Auth, Claims};
 use crate::gateway::http::{problem_response, Reply, Req, MAX_BODY_BYTES};
 use crate::gateway::limits::LoginGuard;
 use crate::gateway::problem::ApiError;
-use crate::gateway::sanctions::LoadedList;
-use crate::storage::vault::Vault;
-use crate::telemetry::{Metrics, RouteLabels, RouteLatencyLabels};
+use crate::telemetry::{RouteLabels, RouteLatencyLabels};
+pub use crate::workflows::services::Services;
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::StreamExt;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Instant;
 use tracing::Instrument;
 use warp::http::header::HeaderValue;
 use warp::http::{HeaderMap, Method, StatusCode};
 use warp::Filter;
 
+/// What the gateway keeps of its own beside the node's services (which it derefs to).
 pub struct AppState {
-    pub router: Router,
+    pub services: Arc<Services>,
     pub auth: Auth,
-    pub email_key: aws_lc_rs::hmac::Key,
-    /// Envelope encryption of personal data (per-user data keys under the master key).
-    pub vault: Vault,
-    /// The sanctions list screened against (replaced on reload).
-    pub sanctions: RwLock<Arc<LoadedList>>,
-    pub kyc: Box<dyn KycProvider>,
     pub logins: LoginGuard,
-    /// Sessions revoked on this node (logout, refresh-token reuse) → when their last access
-    /// token expires: access tokens of a revoked session are refused at once, not after their
-    /// natural expiry.
-    pub revoked_sessions: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
     /// Sessions of tokens issued before this node started that their account shows live (looked
     /// up once each; revocations from then on are in `revoked_sessions`) → until when to trust that.
     pub sessions_checked: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
     /// When this node started (seconds since the epoch, as token `iat`s are).
     pub started_at_secs: i64,
-    /// Hands instruments listed at run time to the simulated feed (set when the feed starts).
-    pub feed_additions: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<crate::workflows::feed::FeedInstrument>>>,
-    pub config: Config,
-    pub metrics: Arc<Metrics>,
     pub ready: AtomicBool,
-    /// Listed instrument symbols, in listing order.
-    pub catalog: RwLock<Vec<String>>,
-    pub node_id: String,
-    /// Live valuations of the portfolios, fed by the price fan-out.
-    pub valuations: Arc<crate::actors::fanout::Valuations>,
-    /// Why users' advice should be recomputed, for the advice worker (taken when it starts).
-    pub advice_triggers: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<(String, crate::domain::advice::AdviceTrigger)>>>,
-    pub broker: Box<dyn crate::adapters::broker::Broker>,
     /// Accepting advice is one account command and several orders: one user's accepts run one
     /// at a time, so a concurrent retry finds the first one's orders and replays them.
     pub accepting: limits::KeyedLocks,
 }
 
+impl std::ops::Deref for AppState {
+    type Target = Services;
+    fn deref(&self) -> &Services {
+        &self.services
+    }
+}
+
 impl AppState {
-    pub fn is_listed(&self, symbol: &str) -> bool {
-        self.catalog.read().expect("catalog lock").iter().any(|s| s == symbol)
-    }
-    pub fn symbols(&self) -> Vec<String> {
-        self.catalog.read().expect("catalog lock").clone()
-    }
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
     }
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
-    }
-    /// The keyed hash that indexes a normalised email (the plaintext is never a key).
-    pub fn email_hash(&self, normalised_email: &str) -> String {
-        hex::encode(aws_lc_rs::hmac::sign(&self.email_key, normalised_email.as_bytes()).as_ref())
-    }
-    pub fn sanctions_list(&self) -> Arc<LoadedList> {
-        self.sanctions.read().expect("sanctions lock").clone()
     }
     /// Verifies the bearer token once per request; 401 when missing or invalid.
     pub fn claims(&self, req: &Req) -> Result<Claims, ApiError> {
@@ -144,16 +113,8 @@ impl AppState {
         if checked.len() > 10_000 {
             checked.retain(|_, until| *until > now);
         }
-        checked.insert(sid.to_string(), now + self.access_token_lifetime());
+        checked.insert(sid.to_string(), now + std::time::Duration::from_secs(self.auth.ttl_secs().max(0) as u64 + 60));
         Ok(())
-    }
-    fn access_token_lifetime(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(self.auth.ttl_secs().max(0) as u64 + 60)
-    }
-    /// Refuses the access tokens of a session from now on (they would expire within the TTL).
-    pub fn revoke_session(&self, sid: &str) {
-        let until = Instant::now() + self.access_token_lifetime();
-        self.revoked_sessions.lock().expect("revoked sessions lock").insert(sid.to_string(), until);
     }
     fn verify_bearer(&self, req: &Req) -> Result<Claims, ApiError> {
         let h = req

@@ -3,8 +3,43 @@
 //! workflow or entity; the CLI and the control socket call the same code.
 
 pub mod accept_advice;
+pub mod advice;
+pub mod end_of_day;
+pub mod erasure;
 pub mod feed;
 pub mod flow;
 pub mod order;
+pub mod reconcile;
+pub mod registration;
+pub mod rescreen;
+pub mod retention;
+pub mod services;
 
 pub use flow::{run, run_with, BrokerEffects, Effects, Input, Next, Workflow};
+
+use crate::cluster::{RouteFailure, Router};
+use crate::domain::portfolio::{History, Portfolio};
+
+/// Runs `job` every `every` until `stop` is set (the node's scheduled jobs).
+pub async fn periodically<F, Fut>(every: std::time::Duration, mut stop: tokio::sync::watch::Receiver<bool>, mut job: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+        job().await;
+    }
+}
+
+/// A portfolio's history (every transaction, order and statement), from its journal.
+pub async fn portfolio_history(router: &Router, user_id: &str) -> Result<History, RouteFailure> {
+    let journal = router.read_journal::<Portfolio>(user_id).await?;
+    Ok(History::from_events(journal.iter().map(|e| &e.event)))
+}

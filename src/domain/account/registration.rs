@@ -45,6 +45,23 @@ pub fn normalise_email(raw: &str) -> Option<String> {
     ok.then_some(e)
 }
 
+/// The longest password accepted (Argon2id hashes whatever it is given; a limit on everything).
+pub const PASSWORD_MAX_BYTES: usize = 1024;
+
+/// Why a password is refused: a stable code and a sentence for the person, or `None`.
+pub fn password_problem(password: &str) -> Option<(&'static str, String)> {
+    if password.len() > PASSWORD_MAX_BYTES {
+        return Some(("invalid_request", "password is too long".to_string()));
+    }
+    if is_weak_password(password) {
+        return Some((
+            "weak_password",
+            format!("use at least {PASSWORD_MIN_CHARS} characters and not a common password"),
+        ));
+    }
+    None
+}
+
 /// Under 12 characters, on the bundled list of common passwords, or one repeated character.
 pub fn is_weak_password(p: &str) -> bool {
     if p.chars().count() < PASSWORD_MIN_CHARS {

@@ -5,21 +5,19 @@
 
 use super::meta;
 use super::unavailable;
-use crate::actors::RequestMeta;
 use crate::cluster::RouteError;
 use crate::domain::account::{Account, AccountCommand, AccountRejection, AccountReply, AdviceRecord, AdviceStatus};
-use crate::domain::advice::{advise, AdviceTrigger, Product, DISCLOSURE, MODEL_VERSION};
-use crate::domain::compliance::{self, ProductFacts, Purpose};
+use crate::domain::advice::{DISCLOSURE, MODEL_VERSION};
 use crate::domain::money::plain_string;
-use crate::domain::portfolio::{Portfolio, PortfolioReply};
+use crate::domain::portfolio::PortfolioReply;
 use crate::gateway::http::{private_json, Reply, Req};
 use crate::gateway::problem::ApiError;
 use crate::gateway::AppState;
 use crate::workflows::accept_advice::{AcceptAdvice, Accepted, NotAccepted};
+use crate::workflows::advice::AdviceError;
 use crate::workflows::{self, BrokerEffects};
 use serde::Deserialize;
 use serde_json::json;
-use std::sync::Arc;
 use warp::http::StatusCode;
 
 fn status_text(s: AdviceStatus) -> &'static str {
@@ -60,140 +58,23 @@ fn account_error(e: RouteError<AccountRejection>) -> ApiError {
     }
 }
 
+fn advice_error(e: AdviceError) -> ApiError {
+    match e {
+        AdviceError::Refused { code, reason } => ApiError::new(StatusCode::CONFLICT, code, reason),
+        AdviceError::Account(e) => account_error(e),
+        AdviceError::Unavailable(e) => unavailable(e),
+        AdviceError::Unexpected => ApiError::internal(),
+    }
+}
+
 /// GET /v1/advice — the caller's current advice (recomputed from the latest numbers; unchanged
 /// advice keeps its id and status).
 pub async fn get(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     let claims = state.claims(req)?;
-    let record = compute(state, &claims.sub, meta(req, &claims.sub)).await?;
+    let record = crate::workflows::advice::compute(state, &claims.sub, meta(req, &claims.sub))
+        .await
+        .map_err(advice_error)?;
     Ok(private_json(StatusCode::OK, &view(&record)))
-}
-
-/// Computes the user's advice from their profile, portfolio and the listed instruments (gated by
-/// consent and the compliance rules) and issues it to their account: unchanged advice keeps
-/// its id and status; unusual advice goes to the review queue.
-async fn compute(state: &AppState, user_id: &str, request: RequestMeta) -> Result<AdviceRecord, ApiError> {
-    let crate::domain::queries::AdviceInputs {
-        ai_profiling: consent,
-        investor,
-        profile,
-    } = state
-        .router
-        .query::<Account, _>(user_id, crate::domain::queries::ForAdvice)
-        .await
-        .map_err(unavailable)?;
-    if !consent {
-        let _ = state
-            .router
-            .audit(
-                crate::domain::audit::AuditDraft::refused("advice.request", "consent_required"),
-                &format!("account/{user_id}"),
-                &request,
-                false,
-            )
-            .await;
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "consent_required",
-            "personalised advice needs your ai_profiling consent",
-        ));
-    }
-    // The compliance rules engine gates advice as it gates orders (KYC, screening, questionnaire).
-    let any = ProductFacts { complex: false, risk_class: 1 };
-    if let Err(rule) = compliance::check(&investor, any, Purpose::Advise) {
-        let _ = state
-            .router
-            .audit(
-                crate::domain::audit::AuditDraft::refused("advice.request", rule.code()),
-                &format!("account/{user_id}"),
-                &request,
-                false,
-            )
-            .await;
-        return Err(ApiError::new(StatusCode::CONFLICT, rule.code(), rule.reason()));
-    }
-    let profile = profile.ok_or_else(ApiError::internal)?;
-    let (cash, holdings) = state
-        .router
-        .query::<Portfolio, _>(user_id, crate::domain::queries::Holdings)
-        .await
-        .map_err(unavailable)?;
-    let holdings = holdings.into_iter().map(|(s, h)| (s, h.quantity)).collect();
-    let mut universe = Vec::new();
-    for symbol in state.symbols() {
-        if let Some(q) = super::market::quote(state, &symbol).await? {
-            universe.push(Product {
-                symbol,
-                kind: q.listing.kind,
-                risk_class: q.listing.risk_class,
-                price: q.price,
-            });
-        }
-    }
-    let advice = advise(
-        &profile,
-        &universe,
-        cash,
-        &holdings,
-        &state.config.fees.schedule(),
-        &crate::domain::advice::AdvicePolicy {
-            slippage_bps: state.config.broker.slippage_bps,
-            ..state.config.advice.policy()
-        },
-    );
-    let record = match state
-        .router
-        .execute::<Account>(user_id, AccountCommand::IssueAdvice { advice }, request.clone())
-        .await
-        .map_err(account_error)?
-    {
-        AccountReply::Advice(r) => r,
-        _ => return Err(ApiError::internal()),
-    };
-    if record.status == AdviceStatus::PendingReview {
-        state.router.store().set_review(&record.advice_id, Some(user_id)).map_err(unavailable)?;
-    }
-    state.valuations.rebase(user_id);
-    Ok(record)
-}
-
-/// Recomputes the advice of users who have advice when something it depends on changed: a held
-/// instrument moved sharply (reported by their live valuation), they moved cash or placed an
-/// order themselves, or answered the questionnaire again. Users who never asked for advice, or
-/// withdrew consent, are left alone. Triggers that pile up while it works are merged per user.
-pub async fn advice_worker(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let Some(mut triggers) = state.advice_triggers.lock().ok().and_then(|mut m| m.take()) else {
-        return;
-    };
-    loop {
-        let first = tokio::select! {
-            t = triggers.recv() => t,
-            _ = stop.changed() => return,
-        };
-        let Some(first) = first else { return };
-        let mut pending = std::collections::BTreeMap::from([first]);
-        while let Ok((user, why)) = triggers.try_recv() {
-            pending.insert(user, why);
-        }
-        for (user, why) in pending {
-            let has_advice = state.router.query::<Account, _>(&user, crate::domain::queries::HasAdvice).await;
-            if !matches!(has_advice, Ok(true)) {
-                continue;
-            }
-            let request = RequestMeta::system(format!("advice-{}", why.reason()));
-            match compute(&state, &user, request.clone()).await {
-                Ok(record) => {
-                    let mut draft = crate::domain::audit::AuditDraft::ok("advice.recomputed")
-                        .detail("reason", why.reason())
-                        .detail("advice_id", &record.advice_id);
-                    if let AdviceTrigger::SharpMove(m) = &why {
-                        draft = draft.detail("symbol", &m.symbol).detail("change", m.change.to_string());
-                    }
-                    let _ = state.router.audit(draft, &format!("account/{user}"), &request, false).await;
-                }
-                Err(e) => tracing::info!(code = e.code, reason = why.reason(), "advice not recomputed"),
-            }
-        }
-    }
 }
 
 /// POST /v1/advice/{advice_id}/accept — places the advice's orders. The body is empty or `{}`.
@@ -235,7 +116,7 @@ pub async fn accept(state: &AppState, req: &Req, advice_id: &str) -> Result<Repl
                     Err(e) => return Err(e),
                 }
             }
-            super::eod::refresh_valuation(state, &claims.sub).await;
+            crate::workflows::end_of_day::refresh_valuation(state, &claims.sub).await;
             placed
         }
         Err(NotAccepted::Portfolio(r)) => return Err(super::portfolio::rejection(r)),

@@ -14,7 +14,6 @@
 //! screening, risk profile).
 
 use super::meta;
-use super::periodically;
 use super::portfolio::{history, statement_view, transaction_view, OrderView};
 
 /// The lists of an export and the field that identifies their items (one CSV row group each).
@@ -29,11 +28,9 @@ const EXPORT_LISTS: [(&str, &str); 8] = [
     ("advice", "advice_id"),
 ];
 use super::unavailable;
-use crate::actors::RequestMeta;
 use crate::cluster::RouteError;
-use crate::domain::account::{Account, AccountCommand, AccountRejection, AccountReply, Profile};
+use crate::domain::account::{Account, AccountCommand, AccountReply, Profile};
 use crate::domain::audit::{AuditDraft, AuditRecord};
-use crate::domain::email_index::{EmailIndex, EmailIndexCommand};
 use crate::domain::kyc::KycDocument;
 use crate::domain::money::{cash_string, plain_string};
 use crate::domain::portfolio::Portfolio;
@@ -100,7 +97,7 @@ async fn collect(state: &AppState, user_id: &str) -> Result<Value, ApiError> {
         .collect();
     Ok(json!({
         "user_id": user_id,
-        "generated_at": crate::actors::wall_clock_now().to_rfc3339(),
+        "generated_at": state.now().to_rfc3339(),
         "profile": {
             "email": profile.email,
             "full_name": profile.full_name,
@@ -246,7 +243,7 @@ pub async fn delete_me(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
         .map_err(unavailable)?
         .ok_or_else(|| ApiError::unauthorized("the account of this token no longer exists"))?;
     let profile: Profile = state.vault.open_json(&claims.sub, "profile", &sealed).map_err(unavailable)?;
-    let now = crate::actors::wall_clock_now();
+    let now = state.now();
     let due_at = Timestamp(now.millis() + state.config.gdpr.erasure_grace_period.as_millis() as i64);
     // The schedule first (with the email index key the job will need once the profile is
     // gone), then the account's record of the request: a crash between leaves a schedule entry
@@ -280,204 +277,4 @@ pub async fn delete_me(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
         Err(RouteError::Failed(e)) => return Err(unavailable(e)),
     };
     Ok(private_json(StatusCode::ACCEPTED, &json!({ "erasure_due_at": due.to_rfc3339() })))
-}
-
-/// Before an erasure: seals the identity regulation needs behind the person's trades under a
-/// retention key of its own (`retention:<user id>`), kept until `[retention] regulatory_records`
-/// has passed. Idempotent; skipped when the person's data is already unreadable.
-async fn keep_regulatory_identity(state: &AppState, user_id: &str, replay: bool, now: Timestamp) -> Result<(), String> {
-    let crate::domain::queries::RegulatoryFacts {
-        exists,
-        sealed_profile,
-        sealed_document,
-        due,
-    } = state
-        .router
-        .query::<Account, _>(user_id, crate::domain::queries::Regulatory { now })
-        .await
-        .map_err(|e| e.to_string())?;
-    if !exists || !(due || replay) || state.router.store().regulatory(user_id).map_err(|e| e.to_string())?.is_some() {
-        return Ok(());
-    }
-    let profile: Profile = match state.vault.open_json(user_id, "profile", &sealed_profile) {
-        Ok(p) => p,
-        Err(crate::storage::vault::VaultError::NoKey) => return Ok(()),
-        Err(e) => return Err(e.to_string()),
-    };
-    let document: Option<KycDocument> = match sealed_document {
-        Some(s) => state.vault.open_json(user_id, "kyc", &s).ok(),
-        None => None,
-    };
-    let identity = json!({
-        "user_id": user_id,
-        "full_name": profile.full_name,
-        "date_of_birth": profile.date_of_birth.map(|d| d.to_string()),
-        "country": profile.country,
-        "document_type": document.as_ref().map(|d| d.document_type.as_str()),
-        "document_number": document.as_ref().map(|d| d.document_number.clone()),
-        "address": document.as_ref().map(|d| d.address.clone()),
-        "erased_at": now.to_rfc3339(),
-    });
-    let key_id = format!("retention:{user_id}");
-    state.vault.create_data_key(&key_id).map_err(|e| e.to_string())?;
-    let sealed = state.vault.seal_json(&key_id, "regulatory", &identity).map_err(|e| e.to_string())?;
-    let record = crate::storage::store::RegulatoryRecord {
-        expires_at: Timestamp(now.millis() + state.config.retention.regulatory_records.as_millis() as i64),
-        key_id,
-        sealed,
-    };
-    state.router.store().put_regulatory(user_id, &record).map_err(|e| e.to_string())
-}
-
-/// Carries out every erasure that is due; returns how many were completed.
-pub async fn run_due_erasures(state: &AppState) -> Result<usize, String> {
-    let store = state.router.store().clone();
-    let pending = tokio::task::spawn_blocking(move || store.erasures())
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-    let now = crate::actors::wall_clock_now();
-    let mut done = 0;
-    for (user_id, p) in pending {
-        if p.due_at > now {
-            continue;
-        }
-        let m = RequestMeta::system("gdpr-erasure-job");
-        keep_regulatory_identity(state, &user_id, p.replay, now).await?;
-        let erase = AccountCommand::Erase { replayed: p.replay };
-        match state.router.execute::<Account>(&user_id, erase, m.clone()).await {
-            Ok(AccountReply::Erased { sessions }) => {
-                for s in sessions {
-                    state.revoke_session(&s);
-                }
-            }
-            Ok(_) => {}
-            // Scheduled but never recorded on the account (a crash between the two): drop it.
-            Err(RouteError::Rejected(AccountRejection::ErasureNotDue)) => {
-                let requested = state
-                    .router
-                    .query::<Account, _>(&user_id, crate::domain::queries::ErasureRequested)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if !requested {
-                    state.router.store().remove_erasure(&user_id).map_err(|e| e.to_string())?;
-                }
-                continue;
-            }
-            // Replayed after a restore for someone the backup never knew (registered later).
-            Err(RouteError::Rejected(AccountRejection::NotRegistered)) if p.replay => {}
-            Err(e) => return Err(format!("erasing {user_id}: {e:?}")),
-        }
-        state
-            .router
-            .execute::<EmailIndex>(&p.email_hash, EmailIndexCommand::Release { user_id: user_id.clone() }, m.clone())
-            .await
-            .map_err(|e| format!("releasing the email of {user_id}: {e:?}"))?;
-        // On the erasure list (outside the data folder) before the key goes, so that a restore
-        // of any earlier backup erases this person again.
-        if !p.replay {
-            crate::storage::store::append_erasure_list(&state.config.gdpr.erasure_list, &user_id, &p.email_hash)
-                .map_err(|e| format!("erasure list {}: {e}", state.config.gdpr.erasure_list.display()))?;
-        }
-        state.vault.destroy_data_key(&user_id).map_err(|e| e.to_string())?;
-        state.router.store().remove_erasure(&user_id).map_err(|e| e.to_string())?;
-        tracing::info!(user_id = %user_id, "personal data erased");
-        done += 1;
-    }
-    Ok(done)
-}
-
-/// The erasure job: checks every `[gdpr] erasure_check_interval` until `stop` is set.
-pub async fn erasure_job(state: std::sync::Arc<AppState>, stop: tokio::sync::watch::Receiver<bool>) {
-    let every = state.config.gdpr.erasure_check_interval;
-    periodically(every, stop, || async {
-        if let Err(e) = run_due_erasures(&state).await {
-            tracing::error!(error = %e, "erasure job failed; retrying at the next check");
-        }
-    })
-    .await
-}
-
-/// What one retention run did.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct RetentionSummary {
-    pub security_events_redacted: usize,
-    pub regulatory_records_expired: usize,
-    pub accounts_checked: usize,
-}
-
-/// Enforces `[retention]` as of `now`: security events past their period are redacted from
-/// the audit chain (after a `retention.redact` record lists them), old notifications deleted.
-pub async fn run_retention(state: &AppState, now: Timestamp) -> Result<RetentionSummary, String> {
-    let cfg = &state.config.retention;
-    let mut summary = RetentionSummary::default();
-    let store = state.router.store().clone();
-    let cutoff = Timestamp(now.millis() - cfg.security_events.as_millis() as i64);
-    let due = tokio::task::spawn_blocking(move || store.audit_due_for_redaction(cutoff, |r| r.action.starts_with("security.")))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-    for chunk in due.chunks(10_000) {
-        let draft = AuditDraft::ok(crate::storage::audit_log::REDACT_ACTION)
-            .detail("class", "security_events")
-            .detail("count", chunk.len())
-            .detail("before", cutoff.to_rfc3339())
-            .detail("seqs", crate::storage::audit_log::ranges(chunk));
-        state.router.audit(draft, "audit", &RequestMeta::system("retention-job"), true).await?;
-        let store = state.router.store().clone();
-        let chunk = chunk.to_vec();
-        summary.security_events_redacted += tokio::task::spawn_blocking(move || store.redact_audit(&chunk))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
-    }
-    // Regulatory identities whose retention ended: their retention key goes (crypto-shredding).
-    let store = state.router.store().clone();
-    let records = tokio::task::spawn_blocking(move || store.regulatory_records())
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-    let expired: Vec<_> = records.into_iter().filter(|(_, r)| r.expires_at <= now).collect();
-    if !expired.is_empty() {
-        let draft = AuditDraft::ok("retention.expire")
-            .detail("class", "regulatory_records")
-            .detail("count", expired.len())
-            .detail("user_ids", expired.iter().map(|(u, _)| u.as_str()).collect::<Vec<_>>().join(","));
-        state.router.audit(draft, "retention", &RequestMeta::system("retention-job"), true).await?;
-        for (uid, r) in &expired {
-            state.vault.destroy_data_key(&r.key_id).map_err(|e| e.to_string())?;
-            state.router.store().remove_regulatory(uid).map_err(|e| e.to_string())?;
-            summary.regulatory_records_expired += 1;
-        }
-    }
-    let store = state.router.store().clone();
-    let ids = tokio::task::spawn_blocking(move || store.entity_ids(crate::domain::ids::EntityKind::Account))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-    let before = Timestamp(now.millis() - cfg.notifications.as_millis() as i64);
-    for uid in ids {
-        match state
-            .router
-            .execute::<Account>(&uid, AccountCommand::PruneNotifications { before }, RequestMeta::system("retention-job"))
-            .await
-        {
-            Ok(_) | Err(RouteError::Rejected(_)) => summary.accounts_checked += 1,
-            Err(RouteError::Failed(e)) => return Err(format!("{uid}: {e}")),
-        }
-    }
-    Ok(summary)
-}
-
-/// The retention job: runs every `[retention] check_interval` until `stop` is set.
-pub async fn retention_job(state: std::sync::Arc<AppState>, stop: tokio::sync::watch::Receiver<bool>) {
-    let every = state.config.retention.check_interval;
-    periodically(every, stop, || async {
-        match run_retention(&state, crate::actors::wall_clock_now()).await {
-            Ok(s) if s.security_events_redacted > 0 => tracing::info!(redacted = s.security_events_redacted, "retention: security events redacted"),
-            Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, "retention job failed; retrying at the next run"),
-        }
-    })
-    .await
 }

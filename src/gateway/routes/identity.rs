@@ -9,25 +9,24 @@
 
 use super::meta;
 use super::unavailable;
-use crate::actors::RequestMeta;
 use crate::cluster::RouteError;
 use crate::domain::account::{
-    is_weak_password, normalise_email, validate_registration, Account, AccountCommand, AccountRejection, AccountReply, NewSession, Profile, ProfileError, Role,
-    PASSWORD_MIN_CHARS,
+    normalise_email, validate_registration, Account, AccountCommand, AccountRejection, AccountReply, NewSession, Profile, ProfileError, Role,
 };
 use crate::domain::audit::AuditDraft;
-use crate::domain::email_index::{EmailIndex, EmailIndexCommand};
+use crate::domain::email_index::EmailIndex;
 use crate::domain::time::{Date, Timestamp};
 use crate::gateway::auth::{new_refresh_token, parse_refresh_token, random_id, Claims};
 use crate::gateway::http::{json_response, private_json, Reply, Req};
 use crate::gateway::limits::LockedBy;
 use crate::gateway::problem::ApiError;
-use crate::gateway::{mfa, sanctions, AppState};
+use crate::gateway::{mfa, AppState};
+use crate::workflows::registration::{self, RegistrationError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use warp::http::StatusCode;
 
-const PASSWORD_MAX_BYTES: usize = 1024;
+use crate::domain::account::PASSWORD_MAX_BYTES;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -69,80 +68,39 @@ fn validate_profile(b: &RegisterBody, today: Date) -> Result<Profile, ApiError> 
     })
 }
 
-fn now_secs() -> i64 {
-    crate::actors::wall_clock_now().millis() / 1000
+fn now_secs(state: &AppState) -> i64 {
+    state.now().millis() / 1000
+}
+
+pub fn check_password_policy(password: &str) -> Result<(), ApiError> {
+    match crate::domain::account::password_problem(password) {
+        None => Ok(()),
+        Some(("weak_password", why)) => Err(ApiError::new(StatusCode::BAD_REQUEST, "weak_password", why)),
+        Some((_, why)) => Err(ApiError::bad_request(why)),
+    }
+}
+
+fn registration_error(e: RegistrationError) -> ApiError {
+    match e {
+        RegistrationError::EmailTaken => email_taken(),
+        RegistrationError::Refused(r) => ApiError::unprocessable(r.code(), "the account could not be created"),
+        RegistrationError::Unavailable(e) => unavailable(e),
+    }
 }
 
 fn email_taken() -> ApiError {
     ApiError::new(StatusCode::CONFLICT, "email_taken", "an account with this email already exists")
 }
 
-/// Creates an account (users through the API, staff through `moneta staff add`).
-pub async fn create_account(state: &AppState, profile: Profile, password_hash: String, roles: Vec<Role>, request_id: &str) -> Result<String, ApiError> {
-    let email_hash = state.email_hash(&profile.email);
-    let candidate = crate::gateway::auth::random_id("usr");
-    let m = RequestMeta {
-        request_id: request_id.to_string(),
-        actor: candidate.clone(),
-    };
-    let owner = state
-        .router
-        .execute::<EmailIndex>(&email_hash, EmailIndexCommand::Claim { user_id: candidate.clone() }, m.clone())
-        .await
-        .map_err(|e| match e {
-            RouteError::Rejected(never) => match never {},
-            RouteError::Failed(e) => unavailable(e),
-        })?;
-    if owner != candidate {
-        let exists = state
-            .router
-            .query::<Account, _>(&owner, crate::domain::queries::Exists)
-            .await
-            .map_err(unavailable)?;
-        if exists {
-            return Err(email_taken());
-        }
-    }
-    state.vault.create_data_key(&owner).map_err(unavailable)?;
-    let sealed_profile = state.vault.seal_json(&owner, "profile", &profile).map_err(unavailable)?;
-    // Investors are screened from the start; staff are not investors.
-    let screening = roles.contains(&Role::User).then(|| sanctions::screen(&state.sanctions_list(), &profile));
-    let m = RequestMeta { actor: owner.clone(), ..m };
-    let cmd = AccountCommand::Register {
-        sealed_profile,
-        password_hash,
-        roles,
-        screening,
-    };
-    match state.router.execute::<Account>(&owner, cmd, m).await {
-        Ok(_) => Ok(owner),
-        Err(RouteError::Rejected(AccountRejection::AlreadyRegistered)) => Err(email_taken()),
-        Err(RouteError::Rejected(r)) => Err(ApiError::unprocessable(r.code(), "the account could not be created")),
-        Err(RouteError::Failed(e)) => Err(unavailable(e)),
-    }
-}
-
-pub fn check_password_policy(password: &str) -> Result<(), ApiError> {
-    if password.len() > PASSWORD_MAX_BYTES {
-        return Err(ApiError::bad_request("password is too long"));
-    }
-    if is_weak_password(password) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "weak_password",
-            format!("use at least {PASSWORD_MIN_CHARS} characters and not a common password"),
-        ));
-    }
-    Ok(())
-}
-
 pub async fn register(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     let body: RegisterBody = req.json()?;
-    let today = Date::from_timestamp(crate::actors::wall_clock_now());
+    let today = Date::from_timestamp(state.now());
     let profile = validate_profile(&body, today)?;
     check_password_policy(&body.password)?;
     let password_hash = state.auth.hash_password(body.password).await?;
-    let user_id = create_account(state, profile, password_hash, vec![Role::User], &req.request_id).await?;
+    let user_id = registration::create_account(state, profile, password_hash, vec![Role::User], &req.request_id)
+        .await
+        .map_err(registration_error)?;
     Ok(json_response(StatusCode::CREATED, &serde_json::json!({ "user_id": user_id })))
 }
 
@@ -255,7 +213,7 @@ pub async fn login(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
         (Some(_), None) => return Err(mfa_required()),
         (Some(sealed), Some(code)) => {
             let secret = state.vault.open(&uid, "totp", sealed).map_err(unavailable)?;
-            match mfa::check(&secret, code, now_secs().max(0) as u64) {
+            match mfa::check(&secret, code, now_secs(state).max(0) as u64) {
                 Some(step) => Some(step),
                 None => return Err(login_failed(state, req, &limit_key, Some(&uid), "mfa_required", mfa_required()).await),
             }
@@ -263,7 +221,7 @@ pub async fn login(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     };
     let family = random_id("ses");
     let (refresh_token, token_hash) = new_refresh_token(&uid, &family);
-    let now = crate::actors::wall_clock_now();
+    let now = state.now();
     let cmd = AccountCommand::Login {
         device: body.device_id.as_deref().map(|d| device_hash(&uid, d)),
         totp_step,
@@ -302,7 +260,7 @@ pub async fn refresh(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     };
     let family = presented.family.clone();
     let (next_token, next) = new_refresh_token(&presented.user_id, &family);
-    let now = crate::actors::wall_clock_now();
+    let now = state.now();
     let cmd = AccountCommand::Refresh {
         family: family.clone(),
         presented: presented.hash,
@@ -450,7 +408,7 @@ pub async fn totp_confirm(state: &AppState, req: &Req) -> Result<Reply, ApiError
         return Err(invalid());
     };
     let secret = state.vault.open(&claims.sub, "totp", &sealed).map_err(unavailable)?;
-    let step = mfa::check(&secret, &body.code, now_secs().max(0) as u64).ok_or_else(invalid)?;
+    let step = mfa::check(&secret, &body.code, now_secs(state).max(0) as u64).ok_or_else(invalid)?;
     state
         .router
         .execute::<Account>(&claims.sub, AccountCommand::ConfirmTotp { step }, meta(req, &claims.sub))

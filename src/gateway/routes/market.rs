@@ -81,7 +81,7 @@ pub async fn history(state: &AppState, req: &crate::gateway::http::Req, symbol: 
                 .ok_or_else(|| ApiError::bad_request(format!("{name} must be an RFC 3339 time such as 2026-11-22T10:00:00Z"))),
         }
     };
-    let to = time("to")?.unwrap_or_else(crate::actors::wall_clock_now);
+    let to = time("to")?.unwrap_or_else(|| state.now());
     let from = time("from")?.unwrap_or(Timestamp(to.millis() - crate::domain::price_history::MS_PER_DAY));
     if from > to {
         return Err(ApiError::bad_request("from must not be after to"));

@@ -2,7 +2,6 @@
 //! answers and `/openapi.json` all read it, so a route cannot exist without being documented.
 
 pub mod advice;
-pub mod eod;
 pub mod gdpr;
 pub mod identity;
 mod market;
@@ -366,24 +365,6 @@ pub(crate) fn meta(req: &Req, actor: &str) -> RequestMeta {
     RequestMeta {
         request_id: req.request_id.clone(),
         actor: actor.to_string(),
-    }
-}
-
-/// Runs `job` every `every` until `stop` is set (the node's scheduled jobs).
-pub(crate) async fn periodically<F, Fut>(every: std::time::Duration, mut stop: tokio::sync::watch::Receiver<bool>, mut job: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = stop.changed() => return,
-        }
-        if *stop.borrow() {
-            return;
-        }
-        job().await;
     }
 }
 

@@ -4,12 +4,13 @@
 use super::identity::account_error_pub as account_error;
 use super::meta;
 use super::unavailable;
+use crate::adapters::sanctions;
 use crate::domain::account::{Account, AccountCommand, AccountReply, Consents, Profile};
 use crate::domain::kyc::validate_document;
 use crate::domain::suitability::{assess, parse_answers};
 use crate::gateway::http::{private_json, Reply, Req};
 use crate::gateway::problem::ApiError;
-use crate::gateway::{sanctions, AppState};
+use crate::gateway::AppState;
 use serde::Deserialize;
 use warp::http::StatusCode;
 

@@ -78,7 +78,7 @@ async fn execute(state: &AppState, claims: &Claims, req: &Req, cmd: PortfolioCom
         RouteError::Rejected(r) => rejection(r),
         RouteError::Failed(e) => unavailable(e),
     })?;
-    super::eod::refresh_valuation(state, &claims.sub).await;
+    crate::workflows::end_of_day::refresh_valuation(state, &claims.sub).await;
     Ok(reply)
 }
 
@@ -188,7 +188,7 @@ pub(super) async fn place(
         .await
         .map_err(unavailable)?;
     let view = order_view(outcome)?;
-    super::eod::refresh_valuation(state, user_id).await;
+    crate::workflows::end_of_day::refresh_valuation(state, user_id).await;
     Ok(view)
 }
 
@@ -235,7 +235,7 @@ pub async fn view(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
             "market_value": cash_string(value),
         }));
     }
-    let as_of = if as_of.millis() == 0 { crate::actors::wall_clock_now() } else { as_of };
+    let as_of = if as_of.millis() == 0 { state.now() } else { as_of };
     Ok(private_json(
         StatusCode::OK,
         &serde_json::json!({
@@ -250,8 +250,7 @@ pub async fn view(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
 
 /// The caller's history, from the portfolio's journal.
 pub(super) async fn history(state: &AppState, user_id: &str) -> Result<History, ApiError> {
-    let journal = state.router.read_journal::<Portfolio>(user_id).await.map_err(unavailable)?;
-    Ok(History::from_events(journal.iter().map(|e| &e.event)))
+    crate::workflows::portfolio_history(&state.router, user_id).await.map_err(unavailable)
 }
 
 pub(super) fn transaction_view(t: &crate::domain::portfolio::Transaction) -> serde_json::Value {
@@ -305,11 +304,11 @@ pub async fn performance(state: &AppState, req: &Req) -> Result<Reply, ApiError>
         _ => return Err(ApiError::bad_request("period must be one of 1d, 1m, 1y, all")),
     };
     if state.valuations.get(&claims.sub).is_none() {
-        super::eod::refresh_valuation(state, &claims.sub).await;
+        crate::workflows::end_of_day::refresh_valuation(state, &claims.sub).await;
     }
     let live = state.valuations.get(&claims.sub).ok_or_else(ApiError::internal)?;
     let history = history(state, &claims.sub).await?;
-    let now = crate::actors::wall_clock_now();
+    let now = state.now();
     let closes: Vec<ValuePoint> = history
         .statements
         .iter()

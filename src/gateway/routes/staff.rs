@@ -5,15 +5,12 @@
 use super::identity::account_error_pub as account_error;
 use super::meta;
 use super::unavailable;
-use crate::actors::RequestMeta;
+use crate::adapters::sanctions;
 use crate::domain::account::{Account, AccountCommand, Profile, ScreeningDecision};
 use crate::domain::audit::{AuditDraft, AuditRecord};
-use crate::domain::ids::EntityKind;
-use crate::domain::screening::ScreeningStatus;
 use crate::gateway::http::{private_json, Reply, Req};
 use crate::gateway::problem::ApiError;
-use crate::gateway::{sanctions, AppState};
-use futures_util::StreamExt;
+use crate::gateway::AppState;
 use serde::Deserialize;
 use std::sync::Arc;
 use warp::http::StatusCode;
@@ -192,52 +189,13 @@ pub async fn audit_verify(state: &AppState, req: &Req) -> Result<Reply, ApiError
     ))
 }
 
-/// Re-screens every investor against the current list; returns (screened, not clear).
-pub async fn rescreen_all(state: &AppState, request_id: &str) -> Result<(usize, usize), String> {
-    let store = state.router.store().clone();
-    let ids = tokio::task::spawn_blocking(move || store.entity_ids(EntityKind::Account))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-    let list = state.sanctions_list();
-    let results = futures_util::stream::iter(ids)
-        .map(|uid| {
-            let list = list.clone();
-            async move {
-                let sealed = state.router.query::<Account, _>(&uid, crate::domain::queries::InvestorProfile).await?;
-                let Some(sealed) = sealed else { return Ok(None) };
-                let profile: Profile = state.vault.open_json(&uid, "profile", &sealed).map_err(|e| e.to_string())?;
-                let outcome = sanctions::screen(&list, &profile);
-                let hit = outcome.status != ScreeningStatus::Clear;
-                state
-                    .router
-                    .execute::<Account>(&uid, AccountCommand::Rescreen(outcome), RequestMeta::system(request_id))
-                    .await
-                    .map_err(|e| format!("{uid}: {e:?}"))?;
-                Ok::<_, String>(Some(hit))
-            }
-        })
-        .buffer_unordered(16)
-        .collect::<Vec<_>>()
-        .await;
-    let mut screened = 0;
-    let mut hits = 0;
-    for r in results {
-        if let Some(hit) = r? {
-            screened += 1;
-            hits += usize::from(hit);
-        }
-    }
-    Ok((screened, hits))
-}
-
 /// POST /v1/compliance/sanctions/reload: reads the configured list again and re-screens everyone.
 pub async fn reload_sanctions(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     let claims = state.claims(req)?;
     let loaded = sanctions::load(&state.config.compliance).map_err(|e| ApiError::unprocessable("invalid_sanctions_list", e))?;
     let (version, entries, source) = (loaded.version.clone(), loaded.list.len(), loaded.source.clone());
     *state.sanctions.write().expect("sanctions lock") = Arc::new(loaded);
-    let (screened, hits) = rescreen_all(state, &req.request_id).await.map_err(unavailable)?;
+    let (screened, hits) = crate::workflows::rescreen::rescreen_all(state, &req.request_id).await.map_err(unavailable)?;
     let draft = AuditDraft::ok("screening.list_reload")
         .detail("list_version", &version)
         .detail("entries", entries)
@@ -260,7 +218,7 @@ pub async fn daily_report(state: &AppState, req: &Req) -> Result<Reply, ApiError
     use crate::domain::time::{Date, Timestamp};
     let claims = state.claims(req)?;
     let date = match req.query_param("date") {
-        None => Date::from_timestamp(crate::actors::wall_clock_now()),
+        None => Date::from_timestamp(state.now()),
         Some(s) => Date::parse(&s).ok_or_else(|| ApiError::bad_request("date must be a real date written YYYY-MM-DD"))?,
     };
     let start = Timestamp::parse_rfc3339(&format!("{date}T00:00:00Z")).ok_or_else(ApiError::internal)?;
@@ -327,7 +285,7 @@ pub async fn daily_report(state: &AppState, req: &Req) -> Result<Reply, ApiError
         StatusCode::OK,
         &serde_json::json!({
             "date": date.to_string(),
-            "generated_at": crate::actors::wall_clock_now().to_rfc3339(),
+            "generated_at": state.now().to_rfc3339(),
             "totals": {
                 "trades": trades.len(), "notional": crate::domain::money::cash_string(notional), "fees": crate::domain::money::cash_string(fees),
                 "rejections": rejections.len(), "rejections_by_code": by_code, "screening_hits": hits.len(), "erasures": erasures.len(), "advice": advice.len(),

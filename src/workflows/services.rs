@@ -1,0 +1,67 @@
+//! The node's services: what the workflows, the jobs and the gateway share (the router, the
+//! vault, the adapters, the configuration, the clock). The gateway keeps only its own parts
+//! (tokens, login limits, readiness) beside them.
+
+use crate::adapters::kyc::KycProvider;
+use crate::adapters::sanctions::LoadedList;
+use crate::cluster::Router;
+use crate::config::Config;
+use crate::domain::time::Timestamp;
+use crate::storage::vault::Vault;
+use crate::telemetry::Metrics;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+pub struct Services {
+    pub router: Router,
+    /// The cluster's key of the email index.
+    pub email_key: aws_lc_rs::hmac::Key,
+    /// Envelope encryption of personal data (per-user data keys under the master key).
+    pub vault: Vault,
+    /// The sanctions list screened against (replaced on reload).
+    pub sanctions: RwLock<Arc<LoadedList>>,
+    pub kyc: Box<dyn KycProvider>,
+    /// Sessions revoked on this node (logout, refresh-token reuse, erasure) → when their last
+    /// access token expires: access tokens of a revoked session are refused at once, not after
+    /// their natural expiry.
+    pub revoked_sessions: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
+    /// Hands instruments listed at run time to the simulated feed (set when the feed starts).
+    pub feed_additions: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<crate::workflows::feed::FeedInstrument>>>,
+    pub config: Config,
+    pub metrics: Arc<Metrics>,
+    /// Listed instrument symbols, in listing order.
+    pub catalog: RwLock<Vec<String>>,
+    pub node_id: String,
+    /// Live valuations of the portfolios, fed by the price fan-out.
+    pub valuations: Arc<crate::actors::fanout::Valuations>,
+    /// Why users' advice should be recomputed, for the advice worker (taken when it starts).
+    pub advice_triggers: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<(String, crate::domain::advice::AdviceTrigger)>>>,
+    pub broker: Box<dyn crate::adapters::broker::Broker>,
+    /// The node's clock: every "now" a workflow or route turns into a fact comes from here.
+    pub clock: fn() -> Timestamp,
+}
+
+impl Services {
+    /// Now, by the node's clock.
+    pub fn now(&self) -> Timestamp {
+        (self.clock)()
+    }
+    pub fn is_listed(&self, symbol: &str) -> bool {
+        self.catalog.read().expect("catalog lock").iter().any(|s| s == symbol)
+    }
+    pub fn symbols(&self) -> Vec<String> {
+        self.catalog.read().expect("catalog lock").clone()
+    }
+    /// The keyed hash that indexes a normalised email (the plaintext is never a key).
+    pub fn email_hash(&self, normalised_email: &str) -> String {
+        hex::encode(aws_lc_rs::hmac::sign(&self.email_key, normalised_email.as_bytes()).as_ref())
+    }
+    pub fn sanctions_list(&self) -> Arc<LoadedList> {
+        self.sanctions.read().expect("sanctions lock").clone()
+    }
+    /// Refuses the access tokens of a session from now on (they would expire within the TTL).
+    pub fn revoke_session(&self, sid: &str) {
+        let until = Instant::now() + self.config.auth.access_token_ttl + std::time::Duration::from_secs(60);
+        self.revoked_sessions.lock().expect("revoked sessions lock").insert(sid.to_string(), until);
+    }
+}
