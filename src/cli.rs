@@ -410,13 +410,15 @@ fn backup_restore(path: Option<PathBuf>, from: PathBuf) -> ExitCode {
         let master = crate::storage::vault::load_or_create_master_key(&master_path).map_err(|e| e.to_string())?;
         let vault = crate::storage::vault::Vault::new(&store, &master).map_err(|e| e.to_string())?;
         for (user_id, email_hash) in &erasures {
-            vault.destroy_data_key(user_id).map_err(|e| e.to_string())?;
+            store.apply_offline(&vault.destroy_data_key(user_id)).map_err(|e| e.to_string())?;
             let pending = PendingErasure {
                 due_at: crate::domain::time::Timestamp(0),
                 email_hash: email_hash.clone(),
                 replay: true,
             };
-            store.put_erasure(user_id, &pending).map_err(|e| e.to_string())?;
+            store
+                .apply_offline(&crate::storage::records::schedule_erasure(user_id, &pending))
+                .map_err(|e| e.to_string())?;
         }
         let report = store.verify_audit();
         if !report.ok {

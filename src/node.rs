@@ -103,11 +103,14 @@ pub async fn open_state(config: &Config) -> Result<Arc<AppState>, String> {
             known.push(symbol);
         }
     }
-    let ledger = store.open_tree(crate::adapters::broker::CONFIRMATIONS_TREE).map_err(|e| e.to_string())?;
     let router = Router::start(store, metrics.clone(), RouterSettings::from_config(config))
         .await
         .map_err(|e| e.to_string())?;
-    let broker = Box::new(crate::adapters::broker::SimulatedBroker::new(ledger, config.broker.slippage_bps).with_group_commit(router.journal().clone()));
+    let broker = Box::new(crate::adapters::broker::SimulatedBroker::new(
+        router.store().clone(),
+        router.journal().clone(),
+        config.broker.slippage_bps,
+    ));
     let (valuations, advice_triggers) = crate::actors::fanout::Valuations::new(
         crate::actors::fanout::PriceBus::with(metrics.fanout.clone(), config.market.revalue_interval),
         config.advice.sharp_move_threshold,
@@ -128,6 +131,7 @@ pub async fn open_state(config: &Config) -> Result<Arc<AppState>, String> {
         catalog: RwLock::new(known),
         config: config.clone(),
         clock: crate::actors::wall_clock_now,
+        data_key_creation: tokio::sync::Mutex::new(()),
     });
     Ok(Arc::new(AppState {
         services,

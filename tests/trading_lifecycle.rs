@@ -168,14 +168,16 @@ fn end_of_day_statements_and_reconciliation_alerts() {
 
     // Inject a missing and a mismatched confirmation into the broker's ledger.
     {
-        let db = sled::open(dir.path().join("data").join("db")).unwrap();
-        let ledger = db.open_tree("broker_confirmations").unwrap();
-        assert_eq!(ledger.len(), 3, "the broker confirmed every order");
-        ledger.remove(order_ids[0].as_bytes()).unwrap();
-        let mut c: Value = serde_json::from_slice(&ledger.get(order_ids[1].as_bytes()).unwrap().unwrap()).unwrap();
+        use moneta::storage::keys::{shard_record_key, ShardRecord};
+        let store = moneta::storage::Store::open(&dir.path().join("data")).unwrap();
+        let confirmed = store.raw_records(ShardRecord::Confirmation).unwrap();
+        assert_eq!(confirmed.len(), 3, "the broker confirmed every order");
+        let key = |order_id: &str| shard_record_key(moneta::storage::records::user_shard(&user.id), ShardRecord::Confirmation, order_id);
+        store.tree().remove(key(&order_ids[0])).unwrap();
+        let mut c: Value = serde_json::from_slice(&store.tree().get(key(&order_ids[1])).unwrap().unwrap()).unwrap();
         c["quantity"] = json!("20");
-        ledger.insert(order_ids[1].as_bytes(), serde_json::to_vec(&c).unwrap()).unwrap();
-        db.flush().unwrap();
+        store.tree().insert(key(&order_ids[1]), serde_json::to_vec(&c).unwrap()).unwrap();
+        store.flush().unwrap();
     }
     let node = Node::start_with(dir.path(), &[("MONETA_MARKET_TICK_INTERVAL", "100ms")]);
     // End of day on demand, through the running node's control socket.

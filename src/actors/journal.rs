@@ -79,6 +79,19 @@ impl AuditJournal {
         }
     }
 
+    /// Writes `writes` in the next group commit; answers once they are durable.
+    pub async fn write(&self, writes: WriteSet) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.commit(
+            writes,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        )
+        .await;
+        rx.await.unwrap_or(Err(StoreError::Io("the audit journal has stopped".into())))
+    }
+
     /// Answers once everything enqueued before it is durable.
     pub async fn barrier(&self) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();

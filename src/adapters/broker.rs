@@ -1,13 +1,20 @@
 //! Brokers: where orders are executed. The trait is what the order path and the reconciliation
 //! job use; [`SimulatedBroker`] is the built-in one: it fills at the latest price moved against
 //! the client by `[broker] slippage_bps`, charges the `[fees]` schedule (applied by the
-//! portfolio, which books the fill), and keeps a confirmation per execution in its own ledger
-//! (the sled tree `broker_confirmations`, one JSON document per order id — the shape an external
-//! broker's confirmation feed has).
+//! portfolio, which books the fill), and keeps a confirmation per execution in its ledger — a
+//! shard record of the user's shard per order id (one JSON document each, the shape an external
+//! broker's confirmation feed has), written through the node's group commit.
 
+use crate::actors::journal::AuditJournal;
 use crate::domain::portfolio::{Order, Side};
 use crate::domain::reconcile::Confirmation;
+use crate::storage::keys::ShardRecord;
+use crate::storage::records::user_shard;
+use crate::storage::store::WriteSet;
+use crate::storage::{keys, Store};
 use rust_decimal::Decimal;
+use std::future::Future;
+use std::pin::Pin;
 
 /// A confirmation read back from the ledger, or the key of a record that cannot be read and why.
 pub type LedgerEntry = Result<Confirmation, (String, String)>;
@@ -15,40 +22,32 @@ pub type LedgerEntry = Result<Confirmation, (String, String)>;
 pub trait Broker: Send + Sync {
     /// The price a market order fills at, given the latest market price.
     fn fill_price(&self, side: Side, market: Decimal) -> Decimal;
-    /// Executes a booked order at the broker; answers its confirmation. Idempotent by order id.
-    /// The confirmation is durable once [`Broker::sync`] has finished.
-    fn execute(&self, user_id: &str, order: &Order) -> Result<Confirmation, String>;
-    /// Waits until every confirmation given so far is durable (before the client is answered).
-    fn sync(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>>;
+    /// Executes a booked order at the broker; answers its confirmation once it is durable.
+    /// Idempotent by order id: a retry confirms what was confirmed first.
+    fn execute<'a>(&'a self, user_id: &'a str, order: &'a Order) -> Pin<Box<dyn Future<Output = Result<Confirmation, String>> + Send + 'a>>;
     /// Every confirmation, in order-id order; a record that cannot be read is an `Err` item
     /// naming its key (reported by reconciliation, never skipped).
     fn confirmations(&self) -> Result<Vec<LedgerEntry>, String>;
 }
 
-pub use crate::storage::trees::CONFIRMATIONS_TREE;
-
 pub struct SimulatedBroker {
-    ledger: sled::Tree,
+    store: Store,
+    journal: AuditJournal,
     slippage_bps: Decimal,
-    /// The node's group commit, when the ledger lives in the node's database: its next flush
-    /// makes the confirmations durable too, shared with every other write of that cycle.
-    group_commit: Option<crate::actors::journal::AuditJournal>,
 }
 
 impl SimulatedBroker {
-    pub fn new(ledger: sled::Tree, slippage_bps: Decimal) -> SimulatedBroker {
-        SimulatedBroker {
-            ledger,
-            slippage_bps,
-            group_commit: None,
-        }
+    /// A broker whose ledger is `store`'s, written by `journal`'s group commit.
+    pub fn new(store: Store, journal: AuditJournal, slippage_bps: Decimal) -> SimulatedBroker {
+        SimulatedBroker { store, journal, slippage_bps }
     }
 
-    /// Confirmations are made durable by `journal`'s group commit (the ledger must be a tree of
-    /// the journal's database) instead of a flush of their own per order.
-    pub fn with_group_commit(mut self, journal: crate::actors::journal::AuditJournal) -> SimulatedBroker {
-        self.group_commit = Some(journal);
-        self
+    fn confirmed(&self, user_id: &str, order_id: &str) -> Result<Option<Confirmation>, String> {
+        let key = keys::shard_record_key(user_shard(user_id), ShardRecord::Confirmation, order_id);
+        match self.store.tree().get(key).map_err(|e| e.to_string())? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v).map(Some).map_err(|e| format!("confirmation {order_id}: {e}")),
+        }
     }
 }
 
@@ -57,40 +56,31 @@ impl Broker for SimulatedBroker {
         crate::domain::fees::fill_price(side, market, self.slippage_bps)
     }
 
-    fn execute(&self, user_id: &str, order: &Order) -> Result<Confirmation, String> {
-        let confirmation = Confirmation::of(user_id, order);
-        let bytes = serde_json::to_vec(&confirmation).map_err(|e| e.to_string())?;
-        // First execution wins: a retry of the same order confirms what was confirmed.
-        match self
-            .ledger
-            .compare_and_swap(order.order_id.as_bytes(), None as Option<&[u8]>, Some(bytes))
-            .map_err(|e| e.to_string())?
-        {
-            Ok(()) => Ok(confirmation),
-            Err(current) => match current.current {
-                Some(existing) => serde_json::from_slice(&existing).map_err(|e| format!("confirmation {}: {e}", order.order_id)),
-                None => Ok(confirmation),
-            },
-        }
-    }
-
-    fn sync(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>> {
+    fn execute<'a>(&'a self, user_id: &'a str, order: &'a Order) -> Pin<Box<dyn Future<Output = Result<Confirmation, String>> + Send + 'a>> {
         Box::pin(async move {
-            match &self.group_commit {
-                Some(journal) => journal.barrier().await.map_err(|e| e.to_string()),
-                None => self.ledger.flush_async().await.map(|_| ()).map_err(|e| e.to_string()),
+            // First execution wins: a retry of the same order confirms what was confirmed. Two
+            // executions of one order at once write the same document (it follows the order).
+            if let Some(existing) = self.confirmed(user_id, &order.order_id)? {
+                return Ok(existing);
             }
+            let confirmation = Confirmation::of(user_id, order);
+            let bytes = serde_json::to_vec(&confirmation).map_err(|e| e.to_string())?;
+            let mut writes = WriteSet::default();
+            writes
+                .puts
+                .push((keys::shard_record_key(user_shard(user_id), ShardRecord::Confirmation, &order.order_id), bytes));
+            self.journal.write(writes).await.map_err(|e| e.to_string())?;
+            Ok(confirmation)
         })
     }
 
     fn confirmations(&self) -> Result<Vec<LedgerEntry>, String> {
-        let mut out = Vec::new();
-        for item in self.ledger.iter() {
-            let (k, v) = item.map_err(|e| e.to_string())?;
-            let key = String::from_utf8_lossy(&k).into_owned();
-            out.push(serde_json::from_slice::<Confirmation>(&v).map_err(|e| (key, e.to_string())));
-        }
-        Ok(out)
+        let mut all = self.store.raw_records(ShardRecord::Confirmation).map_err(|e| e.to_string())?;
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(all
+            .into_iter()
+            .map(|(key, v)| serde_json::from_slice::<Confirmation>(&v).map_err(|e| (key, e.to_string())))
+            .collect())
     }
 }
 
@@ -99,10 +89,12 @@ mod tests {
     use super::*;
     use crate::domain::time::Timestamp;
 
-    #[test]
-    fn fills_against_the_client_and_confirms_once() {
-        let db = sled::Config::new().temporary(true).open().unwrap();
-        let b = SimulatedBroker::new(db.open_tree(CONFIRMATIONS_TREE).unwrap(), Decimal::from(10));
+    #[tokio::test]
+    async fn fills_against_the_client_and_confirms_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let journal = AuditJournal::start(store.clone(), 64, std::sync::Arc::new(crate::telemetry::Metrics::new())).unwrap();
+        let b = SimulatedBroker::new(store.clone(), journal, Decimal::from(10));
         assert_eq!(b.fill_price(Side::Buy, Decimal::from(100)), "100.1".parse().unwrap());
         assert_eq!(b.fill_price(Side::Sell, Decimal::from(100)), "99.9".parse().unwrap());
         let mut o = Order {
@@ -116,10 +108,11 @@ mod tests {
             realised_pnl: Decimal::ZERO,
             executed_at: Timestamp(5),
         };
-        let first = b.execute("usr_a", &o).unwrap();
+        let first = b.execute("usr_a", &o).await.unwrap();
         o.price = Decimal::from(1);
-        assert_eq!(b.execute("usr_a", &o).unwrap(), first, "a retry confirms the first execution");
-        db.open_tree(CONFIRMATIONS_TREE).unwrap().insert("ord_bad", b"{not json".to_vec()).unwrap();
+        assert_eq!(b.execute("usr_a", &o).await.unwrap(), first, "a retry confirms the first execution");
+        let bad = keys::shard_record_key(user_shard("usr_b"), ShardRecord::Confirmation, "ord_bad");
+        store.tree().insert(bad, b"{not json".to_vec()).unwrap();
         let all = b.confirmations().unwrap();
         assert_eq!(all.len(), 2);
         assert_eq!(all[0].as_ref().unwrap(), &first);

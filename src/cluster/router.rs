@@ -240,6 +240,16 @@ impl Router {
     /// it is queued (it is written in the next group commit) — used where an unauthenticated
     /// caller could otherwise make the node wait on the disk for every request.
     pub async fn audit(&self, draft: AuditDraft, subject: &str, meta: &RequestMeta, wait: bool) -> Result<(), String> {
+        self.audit_writing(draft, subject, meta, WriteSet::default(), wait).await
+    }
+
+    /// An audit record together with other writes, in one commit (e.g. an alert and the mark
+    /// that it was raised); answers once both are durable.
+    pub async fn audit_with(&self, draft: AuditDraft, subject: &str, meta: &RequestMeta, writes: WriteSet) -> Result<(), String> {
+        self.audit_writing(draft, subject, meta, writes, true).await
+    }
+
+    async fn audit_writing(&self, draft: AuditDraft, subject: &str, meta: &RequestMeta, mut writes: WriteSet, wait: bool) -> Result<(), String> {
         let record = AuditRecord {
             seq: 0,
             at: crate::actors::wall_clock_now(),
@@ -250,10 +260,7 @@ impl Router {
             outcome: draft.outcome,
             details: draft.details,
         };
-        let writes = WriteSet {
-            audit: vec![record],
-            ..WriteSet::default()
-        };
+        writes.audit.push(record);
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.inner
             .journal

@@ -1,8 +1,9 @@
 //! Encrypted, integrity-protected backups of a node's data folder.
 //!
-//! A backup holds every entry of the sled trees (`state`: entities, audit chain, schedules;
-//! `data_keys`: wrapped personal-data keys) and the key files of `<data_dir>/keys`, taken at one
-//! point in time (the running node takes it on the journal's writer thread, between group
+//! A backup holds every entry of the node's one sled tree (`state`: entities, their shard
+//! records — schedules, queues, ledgers, job progress, wrapped personal-data keys — and the
+//! audit chain; every write goes through the journal's group commit) and the secret files, taken
+//! at one point in time (the running node takes it on the journal's writer thread, between group
 //! commits; a stopped node's folder is read directly).
 //!
 //! File format (version 1): `MONETA-BACKUP\x01` ‖ key id (8) ‖ nonce prefix (4) ‖ chunks. Each
@@ -20,14 +21,8 @@ use std::path::Path;
 const MAGIC: &[u8; 14] = b"MONETA-BACKUP\x01";
 const CHUNK: usize = 1 << 20;
 const TAG_LEN: usize = 16;
-/// The trees a backup carries, in this order.
-pub const TREES: [&str; 5] = [
-    "state",
-    "data_keys",
-    crate::storage::trees::CONFIRMATIONS_TREE,
-    crate::storage::trees::ALERTED_TREE,
-    crate::storage::trees::JOBS_TREE,
-];
+/// The trees a backup carries: everything is in `state`.
+pub const TREES: [&str; 1] = ["state"];
 
 const REC_ENTRY: u8 = 1;
 const REC_KEY_FILE: u8 = 2;
@@ -389,7 +384,7 @@ mod tests {
         for i in 0..3000u32 {
             store.tree().insert(i.to_be_bytes(), vec![7u8; 1000]).unwrap();
         }
-        store.open_tree("data_keys").unwrap().insert("usr_a", b"wrapped".to_vec()).unwrap();
+        store.tree().insert(b"usr_a wrapped key", b"wrapped".to_vec()).unwrap();
         std::fs::create_dir_all(src.path().join("keys/jwt-retired")).unwrap();
         std::fs::write(src.path().join("keys/master.key"), [1u8; 32]).unwrap();
         std::fs::write(src.path().join("keys/jwt-retired/1.pk8"), b"old").unwrap();

@@ -11,40 +11,58 @@ pub const NODE_PREFIX: [u8; 2] = [0xff, 0xff];
 pub const AUDIT_PREFIX: [u8; 3] = [0xff, 0xff, 0x01];
 /// `NODE_PREFIX ‖ 0x02` → (entries, head) of the audit chain.
 pub const AUDIT_HEAD_KEY: [u8; 3] = [0xff, 0xff, 0x02];
-/// Scheduled GDPR erasures: `0xFFFF 0x03 ‖ user id` → the pending erasure.
-pub const ERASURE_PREFIX: [u8; 3] = [0xff, 0xff, 0x03];
+/// `NODE_PREFIX ‖ 0x09` → the storage layout version (u32 BE) the folder was written in.
+pub const LAYOUT_KEY: [u8; 3] = [0xff, 0xff, 0x09];
+/// 2: every record under its shard (shard records), one tree.
+pub const LAYOUT_VERSION: u32 = 2;
+/// Records a shard owns beside its entities — schedules, queues, ledgers, job progress:
+/// `shard u16 BE ‖ 0x00 ‖ record type u8 ‖ id`. Kind byte 0 is no entity kind, so a shard's
+/// records sort before its entities, are written by the same group commit, and move with the
+/// shard (its range is everything of the shard).
+pub const SHARD_RECORD: u8 = 0x00;
 
-/// Regulatory identity records of erased people: `0xFFFF 0x04 ‖ user id` → sealed record.
-pub const REGULATORY_PREFIX: [u8; 3] = [0xff, 0xff, 0x04];
+/// What a shard record holds. The byte is part of the key: never reuse one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShardRecord {
+    /// A scheduled GDPR erasure (id: user id) → `PendingErasure`.
+    Erasure = 1,
+    /// Advice held for human review (id: advice id) → the user id.
+    Review = 2,
+    /// The sealed regulatory identity of an erased person (id: user id) → `RegulatoryRecord`.
+    Regulatory = 3,
+    /// An instrument listed at run time (id: symbol) → `CatalogEntry`.
+    Catalog = 4,
+    /// The simulated broker's confirmation of an order (id: order id) → JSON confirmation.
+    Confirmation = 5,
+    /// A reconciliation discrepancy already alerted (id: its key) → nothing.
+    Alerted = 6,
+    /// Progress of a periodic job (id: the job's key) → its state.
+    Job = 7,
+    /// A personal-data key wrapped by the master key (id: `usr_…` or `retention:usr_…`).
+    DataKey = 8,
+}
 
-pub fn regulatory_key(user_id: &str) -> Vec<u8> {
-    let mut k = REGULATORY_PREFIX.to_vec();
-    k.extend_from_slice(user_id.as_bytes());
+/// Where cluster-wide job progress (end of day, reconciliation alerts) is kept: one fixed shard.
+pub const JOBS_SHARD: u16 = 0;
+
+pub fn shard_record_prefix(shard: u16, record: ShardRecord) -> Vec<u8> {
+    assert!(shard < crate::domain::ids::SHARD_COUNT, "a shard record names a real shard");
+    let mut k = shard.to_be_bytes().to_vec();
+    k.push(SHARD_RECORD);
+    k.push(record as u8);
     k
 }
 
-/// Instruments an admin listed at run time: `0xFFFF 0x05 ‖ symbol` → their feed parameters.
-pub const CATALOG_PREFIX: [u8; 3] = [0xff, 0xff, 0x05];
-
-pub fn catalog_key(symbol: &str) -> Vec<u8> {
-    let mut k = CATALOG_PREFIX.to_vec();
-    k.extend_from_slice(symbol.as_bytes());
+pub fn shard_record_key(shard: u16, record: ShardRecord, id: &str) -> Vec<u8> {
+    assert!(!id.is_empty() && id.len() <= 256, "a shard record id is 1–256 bytes");
+    let mut k = shard_record_prefix(shard, record);
+    k.extend_from_slice(id.as_bytes());
     k
 }
 
-/// Advice held for human review: `0xFFFF 0x06 ‖ advice id` → user id.
-pub const REVIEW_PREFIX: [u8; 3] = [0xff, 0xff, 0x06];
-
-pub fn review_key(advice_id: &str) -> Vec<u8> {
-    let mut k = REVIEW_PREFIX.to_vec();
-    k.extend_from_slice(advice_id.as_bytes());
-    k
-}
-
-pub fn erasure_key(user_id: &str) -> Vec<u8> {
-    let mut k = ERASURE_PREFIX.to_vec();
-    k.extend_from_slice(user_id.as_bytes());
-    k
+/// True for a key of a shard record (not an entity's).
+pub fn is_shard_record(key: &[u8]) -> bool {
+    key.len() > 4 && key[0..2] != NODE_PREFIX && key[2] == SHARD_RECORD
 }
 
 pub fn audit_key(seq: u64) -> Vec<u8> {

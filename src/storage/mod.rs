@@ -6,8 +6,8 @@ pub mod backup;
 pub mod codec;
 pub mod files;
 pub mod keys;
+pub mod records;
 pub mod store;
-pub mod trees;
 pub mod vault;
 
 pub use store::{Store, StoreError};

@@ -6,7 +6,9 @@ use crate::domain::entity::{Applied, Entity, RequestLog};
 use crate::domain::ids::EntityId;
 use crate::domain::time::Timestamp;
 use crate::storage::audit_log::{self, ChainHead, VerifyReport};
+use crate::storage::keys::ShardRecord;
 use crate::storage::{codec, keys};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -20,6 +22,8 @@ pub enum StoreError {
     Corrupt { location: String, reason: String },
     #[error("storage failed earlier; writes are refused until the node restarts")]
     Failed,
+    #[error("{0}")]
+    Layout(String),
 }
 
 impl From<sled::Error> for StoreError {
@@ -121,6 +125,17 @@ pub struct WriteSet {
 }
 
 impl WriteSet {
+    /// A put of shard record `id` (encoded by the codec).
+    pub fn put_record<T: Serialize>(&mut self, shard: u16, record: ShardRecord, id: &str, value: &T) -> &mut WriteSet {
+        self.puts.push((keys::shard_record_key(shard, record, id), codec::encode(value)));
+        self
+    }
+
+    pub fn delete_record(&mut self, shard: u16, record: ShardRecord, id: &str) -> &mut WriteSet {
+        self.deletes.push(keys::shard_record_key(shard, record, id));
+        self
+    }
+
     pub fn record_count(&self) -> usize {
         self.puts.len() + self.deletes.len() + self.audit.len()
     }
@@ -147,11 +162,39 @@ impl Store {
                 sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => StoreError::Locked(dir.to_path_buf()),
                 _ => StoreError::Io(format!("cannot open {}: {e}", dir.display())),
             })?;
-        Ok(Store {
+        let store = Store {
             tree: db.open_tree("state")?,
             db,
             path: dir.to_path_buf(),
-        })
+        };
+        store.check_layout()?;
+        Ok(store)
+    }
+
+    /// A data folder is of this layout (every record under its shard, one tree), or new. One of
+    /// an earlier layout would load with its schedules, ledgers and data keys out of sight, so
+    /// it is refused, naming what to do.
+    fn check_layout(&self) -> Result<(), StoreError> {
+        let current = keys::LAYOUT_VERSION.to_be_bytes();
+        match self.tree.get(keys::LAYOUT_KEY)? {
+            Some(v) if v.as_ref() == current => Ok(()),
+            Some(v) => Err(StoreError::Layout(format!(
+                "the data folder {} has storage layout {}, this version reads layout {}",
+                self.path.display(),
+                hex::encode(&v),
+                keys::LAYOUT_VERSION
+            ))),
+            None if self.tree.is_empty() && self.tree_names().is_empty() => {
+                self.tree.insert(keys::LAYOUT_KEY, &current)?;
+                self.flush()?;
+                Ok(())
+            }
+            None => Err(StoreError::Layout(format!(
+                "the data folder {} was written by an earlier version (before shard records); \
+                 start this version on an empty folder (see the README)",
+                self.path.display()
+            ))),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -263,123 +306,74 @@ impl Store {
         Ok(())
     }
 
-    /// Schedules an erasure (durable before it returns).
-    pub fn put_erasure(&self, user_id: &str, pending: &PendingErasure) -> Result<(), StoreError> {
-        self.tree.insert(keys::erasure_key(user_id), codec::encode(pending))?;
-        self.flush()?;
-        Ok(())
-    }
-
-    /// Every scheduled erasure; a corrupt entry is an error naming it.
-    pub fn erasures(&self) -> Result<Vec<(String, PendingErasure)>, StoreError> {
-        self.tree
-            .scan_prefix(keys::ERASURE_PREFIX)
-            .map(|item| {
-                let (k, v) = item?;
-                let location = format!("erasure {}", hex::encode(&k));
-                let user_id = std::str::from_utf8(&k[keys::ERASURE_PREFIX.len()..])
-                    .map_err(|_| StoreError::Corrupt {
-                        location: location.clone(),
-                        reason: "user id is not UTF-8".into(),
-                    })?
-                    .to_string();
-                let pending = codec::decode(&v).map_err(|e| StoreError::Corrupt {
-                    location,
-                    reason: e.to_string(),
-                })?;
-                Ok((user_id, pending))
-            })
-            .collect()
-    }
-
-    pub fn remove_erasure(&self, user_id: &str) -> Result<(), StoreError> {
-        self.tree.remove(keys::erasure_key(user_id))?;
-        self.flush()?;
-        Ok(())
-    }
-
-    /// Puts advice on (or takes it off) the compliance review queue.
-    pub fn set_review(&self, advice_id: &str, user_id: Option<&str>) -> Result<(), StoreError> {
-        match user_id {
-            Some(u) => self.tree.insert(keys::review_key(advice_id), u.as_bytes())?,
-            None => self.tree.remove(keys::review_key(advice_id))?,
-        };
-        self.flush()?;
-        Ok(())
-    }
-
-    /// The review queue: (advice id, user id), in advice-id order.
-    pub fn review_queue(&self) -> Result<Vec<(String, String)>, StoreError> {
-        self.tree
-            .scan_prefix(keys::REVIEW_PREFIX)
-            .map(|item| {
-                let (k, v) = item?;
-                Ok((
-                    String::from_utf8_lossy(&k[keys::REVIEW_PREFIX.len()..]).into_owned(),
-                    String::from_utf8_lossy(&v).into_owned(),
-                ))
-            })
-            .collect()
-    }
-
-    pub fn put_catalog(&self, symbol: &str, entry: &CatalogEntry) -> Result<(), StoreError> {
-        self.tree.insert(keys::catalog_key(symbol), codec::encode(entry))?;
-        self.flush()?;
-        Ok(())
-    }
-
-    /// Instruments listed at run time, in symbol order; a corrupt entry is an error naming it.
-    pub fn catalog(&self) -> Result<Vec<(String, CatalogEntry)>, StoreError> {
-        self.tree
-            .scan_prefix(keys::CATALOG_PREFIX)
-            .map(|item| {
-                let (k, v) = item?;
-                let symbol = String::from_utf8_lossy(&k[keys::CATALOG_PREFIX.len()..]).into_owned();
-                let entry = codec::decode(&v).map_err(|e| StoreError::Corrupt {
-                    location: format!("catalog entry {symbol}"),
-                    reason: e.to_string(),
-                })?;
-                Ok((symbol, entry))
-            })
-            .collect()
-    }
-
-    pub fn put_regulatory(&self, user_id: &str, record: &RegulatoryRecord) -> Result<(), StoreError> {
-        self.tree.insert(keys::regulatory_key(user_id), codec::encode(record))?;
-        self.flush()?;
-        Ok(())
-    }
-
-    pub fn regulatory(&self, user_id: &str) -> Result<Option<RegulatoryRecord>, StoreError> {
-        match self.tree.get(keys::regulatory_key(user_id))? {
+    /// One shard record, decoded; a corrupt one is an error naming it.
+    pub fn record<T: DeserializeOwned>(&self, shard: u16, record: ShardRecord, id: &str) -> Result<Option<T>, StoreError> {
+        match self.tree.get(keys::shard_record_key(shard, record, id))? {
             None => Ok(None),
             Some(v) => codec::decode(&v).map(Some).map_err(|e| StoreError::Corrupt {
-                location: format!("regulatory record of {user_id}"),
+                location: format!("{record:?} record {id} of shard {shard}"),
                 reason: e.to_string(),
             }),
         }
     }
 
-    /// Every regulatory record (user id, record); a corrupt one is an error naming it.
-    pub fn regulatory_records(&self) -> Result<Vec<(String, RegulatoryRecord)>, StoreError> {
-        self.tree
-            .scan_prefix(keys::REGULATORY_PREFIX)
-            .map(|item| {
+    /// Every record of a type, across the shards this node holds, as (id, raw value) in shard
+    /// then id order.
+    pub fn raw_records(&self, record: ShardRecord) -> Result<Vec<(String, sled::IVec)>, StoreError> {
+        let mut out = Vec::new();
+        for shard in 0..crate::domain::ids::SHARD_COUNT {
+            let prefix = keys::shard_record_prefix(shard, record);
+            for item in self.tree.scan_prefix(&prefix) {
                 let (k, v) = item?;
-                let uid = String::from_utf8_lossy(&k[keys::REGULATORY_PREFIX.len()..]).into_owned();
-                let rec = codec::decode(&v).map_err(|e| StoreError::Corrupt {
-                    location: format!("regulatory record of {uid}"),
+                let id = std::str::from_utf8(&k[prefix.len()..]).map_err(|_| StoreError::Corrupt {
+                    location: format!("{record:?} record key {}", hex::encode(&k)),
+                    reason: "id is not UTF-8".into(),
+                })?;
+                out.push((id.to_string(), v));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every record of a type, decoded; a corrupt one is an error naming it, never skipped.
+    pub fn records<T: DeserializeOwned>(&self, record: ShardRecord) -> Result<Vec<(String, T)>, StoreError> {
+        self.raw_records(record)?
+            .into_iter()
+            .map(|(id, v)| {
+                let value = codec::decode(&v).map_err(|e| StoreError::Corrupt {
+                    location: format!("{record:?} record {id}"),
                     reason: e.to_string(),
                 })?;
-                Ok((uid, rec))
+                Ok((id, value))
             })
             .collect()
     }
 
-    pub fn remove_regulatory(&self, user_id: &str) -> Result<(), StoreError> {
-        self.tree.remove(keys::regulatory_key(user_id))?;
+    /// Writes a set outside the journal, for offline tools only (the node stopped): no audit
+    /// records, one atomic batch, flushed.
+    pub fn apply_offline(&self, writes: &WriteSet) -> Result<(), StoreError> {
+        assert!(writes.audit.is_empty(), "audit records are sealed by the journal only");
+        let mut batch = sled::Batch::default();
+        for (k, v) in &writes.puts {
+            batch.insert(k.as_slice(), v.as_slice());
+        }
+        for k in &writes.deletes {
+            batch.remove(k.as_slice());
+        }
+        self.tree.apply_batch(batch)?;
         self.flush()?;
         Ok(())
+    }
+
+    /// The trees that hold anything, by name (besides sled's own default tree).
+    pub fn tree_names(&self) -> Vec<String> {
+        self.db
+            .tree_names()
+            .into_iter()
+            .map(|n| String::from_utf8_lossy(&n).into_owned())
+            .filter(|n| n != "__sled__default")
+            .filter(|n| self.db.open_tree(n).is_ok_and(|t| !t.is_empty()))
+            .collect()
     }
 
     /// Another tree of the same database (e.g. the vault's wrapped data keys).
@@ -475,7 +469,7 @@ impl Store {
         let mut ids = std::collections::BTreeSet::new();
         for item in self.tree.iter().keys() {
             let k = item?;
-            if k.starts_with(&keys::NODE_PREFIX) {
+            if k.starts_with(&keys::NODE_PREFIX) || keys::is_shard_record(&k) {
                 continue;
             }
             match keys::parse_key(&k) {

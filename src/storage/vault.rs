@@ -3,8 +3,10 @@
 //! - The **master key** (AES-256) is read from `[security] master_key_file`, or from
 //!   `<data_dir>/keys/master.key`, generated there on first start with 0600 permissions. It never
 //!   leaves this module and is never logged.
-//! - Each user has a random **data key** (AES-256), stored only wrapped by the master key in the
-//!   sled tree `data_keys`. Destroying it (GDPR erasure by crypto-shredding) makes every
+//! - Each user has a random **data key** (AES-256), stored only wrapped by the master key, as a
+//!   shard record of the user's shard (so it is group-committed, in a backup's consistent view,
+//!   and moves with the user's shard). The vault builds the writes; the caller commits them
+//!   through the journal (or, offline, applies them). Destroying it (GDPR erasure by crypto-shredding) makes every
 //!   ciphertext of that user unreadable, wherever copies of it remain (journals, snapshots).
 //! - Every **ciphertext** names the data key that sealed it and binds the user id and field name
 //!   as associated data, so a ciphertext moved to another user or field does not open.
@@ -12,6 +14,9 @@
 //! Formats (all versioned): wrapped data key `1 ‖ master kid(8) ‖ data kid(8) ‖ nonce(12) ‖
 //! AES-GCM(key)`; sealed field `1 ‖ data kid(8) ‖ nonce(12) ‖ AES-GCM(plaintext)`.
 
+use crate::storage::keys::{self, ShardRecord};
+use crate::storage::records;
+use crate::storage::store::WriteSet;
 use crate::storage::{Store, StoreError};
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use sha2::{Digest, Sha256};
@@ -44,7 +49,6 @@ impl From<sled::Error> for VaultError {
 pub struct Vault {
     master: std::sync::Arc<LessSafeKey>,
     master_kid: [u8; KID_LEN],
-    keys: sled::Tree,
     store: Store,
 }
 
@@ -100,7 +104,6 @@ impl Vault {
         Ok(Vault {
             master: std::sync::Arc::new(aes_key(master_key)),
             master_kid: kid_of(master_key),
-            keys: store.open_tree("data_keys")?,
             store: store.clone(),
         })
     }
@@ -109,10 +112,19 @@ impl Vault {
         [b"moneta-dk\0".as_slice(), user_id.as_bytes(), b"\0", data_kid].concat()
     }
 
-    /// Creates the user's data key and makes it durable. Creating it twice keeps the first.
-    pub fn create_data_key(&self, user_id: &str) -> Result<(), VaultError> {
-        if self.keys.get(user_id.as_bytes())?.is_some() {
-            return Ok(());
+    /// Where the data key `key_id` lives: the shard of the user it belongs to (`usr_…`, or
+    /// `retention:usr_…` for the key of an erased person's regulatory record).
+    fn key_location(key_id: &str) -> Vec<u8> {
+        let user = key_id.strip_prefix("retention:").unwrap_or(key_id);
+        keys::shard_record_key(records::user_shard(user), ShardRecord::DataKey, key_id)
+    }
+
+    /// The writes that create `user_id`'s data key, or `None` when it has one. The caller commits
+    /// them, one creation per key at a time (a second concurrent creation would replace the key
+    /// the first one sealed with).
+    pub fn new_data_key(&self, user_id: &str) -> Result<Option<WriteSet>, VaultError> {
+        if self.has_data_key(user_id)? {
+            return Ok(None);
         }
         let key = random::<KEY_LEN>();
         let data_kid = random::<KID_LEN>();
@@ -122,25 +134,26 @@ impl Vault {
             .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(Self::wrap_aad(user_id, &data_kid)), &mut ct)
             .map_err(|_| VaultError::Corrupt("wrap failed"))?;
         let wrapped = [&[VERSION][..], &self.master_kid, &data_kid, &nonce, &ct].concat();
-        // Compare-and-swap: a concurrent creation for the same user keeps exactly one key.
-        let _ = self.keys.compare_and_swap(user_id.as_bytes(), None as Option<&[u8]>, Some(wrapped))?;
-        self.store.flush()?;
-        Ok(())
+        let mut writes = WriteSet::default();
+        writes.puts.push((Self::key_location(user_id), wrapped));
+        Ok(Some(writes))
     }
 
-    /// Destroys the user's data key (crypto-shredding): their ciphertexts can never be opened again.
-    pub fn destroy_data_key(&self, user_id: &str) -> Result<(), VaultError> {
-        self.keys.remove(user_id.as_bytes())?;
-        self.store.flush()?;
-        Ok(())
+    /// The writes that destroy the user's data key (crypto-shredding): once committed, their
+    /// ciphertexts can never be opened again.
+    pub fn destroy_data_key(&self, user_id: &str) -> WriteSet {
+        WriteSet {
+            deletes: vec![Self::key_location(user_id)],
+            ..WriteSet::default()
+        }
     }
 
     pub fn has_data_key(&self, user_id: &str) -> Result<bool, VaultError> {
-        Ok(self.keys.contains_key(user_id.as_bytes())?)
+        Ok(self.store.tree().contains_key(Self::key_location(user_id))?)
     }
 
     fn data_key(&self, user_id: &str) -> Result<([u8; KID_LEN], LessSafeKey), VaultError> {
-        let wrapped = self.keys.get(user_id.as_bytes())?.ok_or(VaultError::NoKey)?;
+        let wrapped = self.store.tree().get(Self::key_location(user_id))?.ok_or(VaultError::NoKey)?;
         let w = wrapped.as_ref();
         if w.len() != 1 + 2 * KID_LEN + NONCE_LEN + KEY_LEN + 16 || w[0] != VERSION {
             return Err(VaultError::Corrupt("wrapped key format"));
@@ -207,19 +220,24 @@ impl Vault {
 mod tests {
     use super::*;
 
-    fn vault() -> (tempfile::TempDir, Vault) {
+    fn vault() -> (tempfile::TempDir, Store, Vault) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let master = load_or_create_master_key(&dir.path().join("keys/master.key")).unwrap();
         let v = Vault::new(&store, &master).unwrap();
-        (dir, v)
+        (dir, store, v)
+    }
+
+    fn create(store: &Store, v: &Vault, id: &str) {
+        store.apply_offline(&v.new_data_key(id).unwrap().expect("a new key")).unwrap();
+        assert!(v.new_data_key(id).unwrap().is_none(), "a key is created once");
     }
 
     #[test]
     fn seal_open_and_binding() {
-        let (_d, v) = vault();
-        v.create_data_key("usr_a").unwrap();
-        v.create_data_key("usr_b").unwrap();
+        let (_d, store, v) = vault();
+        create(&store, &v, "usr_a");
+        create(&store, &v, "usr_b");
         let sealed = v.seal("usr_a", "profile", b"Ada Lovelace").unwrap();
         assert!(!sealed.windows(3).any(|w| w == b"Ada"));
         assert_eq!(v.open("usr_a", "profile", &sealed).unwrap(), b"Ada Lovelace");
@@ -233,7 +251,7 @@ mod tests {
             assert!(v.open("usr_a", "profile", &t).is_err(), "byte {i}");
         }
         // Crypto-shredding.
-        v.destroy_data_key("usr_a").unwrap();
+        store.apply_offline(&v.destroy_data_key("usr_a")).unwrap();
         assert!(matches!(v.open("usr_a", "profile", &sealed), Err(VaultError::NoKey)));
     }
 
@@ -242,7 +260,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let v1 = Vault::new(&store, &[7u8; 32]).unwrap();
-        v1.create_data_key("usr_a").unwrap();
+        create(&store, &v1, "usr_a");
         let sealed = v1.seal("usr_a", "profile", b"x").unwrap();
         let v2 = Vault::new(&store, &[8u8; 32]).unwrap();
         assert!(matches!(v2.open("usr_a", "profile", &sealed), Err(VaultError::Corrupt(_))));

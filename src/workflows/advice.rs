@@ -117,8 +117,9 @@ pub async fn compute(state: &Services, user_id: &str, request: RequestMeta) -> R
     if record.status == AdviceStatus::PendingReview {
         state
             .router
-            .store()
-            .set_review(&record.advice_id, Some(user_id))
+            .journal()
+            .write(crate::storage::records::set_review(&record.advice_id, user_id, true))
+            .await
             .map_err(|e| AdviceError::Unavailable(e.to_string()))?;
     }
     state.valuations.rebase(user_id);

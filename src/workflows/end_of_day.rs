@@ -19,8 +19,8 @@ use rust_decimal::Decimal;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::storage::trees::JOBS_TREE;
-const LAST_CLOSE_KEY: &[u8] = b"eod/last_close";
+/// The job record of the last day closed (cluster-wide progress, in the jobs shard).
+const LAST_CLOSE_KEY: &str = "eod/last_close";
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct CloseSummary {
@@ -99,9 +99,8 @@ pub async fn close_day(state: &Services, date: Date) -> Result<CloseSummary, Str
     }
     // The node's record moves forward only (closing a past day again does not rewind it).
     if summary.failed == 0 && last_closed(state).is_none_or(|d| d < date) {
-        let jobs = state.router.store().open_tree(JOBS_TREE).map_err(|e| e.to_string())?;
-        jobs.insert(LAST_CLOSE_KEY, date.to_string().as_bytes()).map_err(|e| e.to_string())?;
-        jobs.flush_async().await.map_err(|e| e.to_string())?;
+        let progress = crate::storage::records::put_job(LAST_CLOSE_KEY, &date.to_string());
+        state.router.journal().write(progress).await.map_err(|e| e.to_string())?;
     }
     let _ = state
         .router
@@ -119,9 +118,13 @@ pub async fn close_day(state: &Services, date: Date) -> Result<CloseSummary, Str
 }
 
 fn last_closed(state: &Services) -> Option<Date> {
-    let jobs = state.router.store().open_tree(JOBS_TREE).ok()?;
-    let v = jobs.get(LAST_CLOSE_KEY).ok()??;
-    Date::parse(std::str::from_utf8(&v).ok()?)
+    match state.router.store().job(LAST_CLOSE_KEY) {
+        Ok(v) => Date::parse(&v?),
+        Err(e) => {
+            tracing::error!(error = %e, "the record of the last day closed cannot be read");
+            None
+        }
+    }
 }
 
 /// The latest close that is due at `now`: today's if its close time has passed, else yesterday's.

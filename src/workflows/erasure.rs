@@ -51,14 +51,19 @@ async fn keep_regulatory_identity(state: &Services, user_id: &str, replay: bool,
         "erased_at": now.to_rfc3339(),
     });
     let key_id = format!("retention:{user_id}");
-    state.vault.create_data_key(&key_id).map_err(|e| e.to_string())?;
+    state.create_data_key(&key_id).await?;
     let sealed = state.vault.seal_json(&key_id, "regulatory", &identity).map_err(|e| e.to_string())?;
     let record = crate::storage::store::RegulatoryRecord {
         expires_at: Timestamp(now.millis() + state.config.retention.regulatory_records.as_millis() as i64),
         key_id,
         sealed,
     };
-    state.router.store().put_regulatory(user_id, &record).map_err(|e| e.to_string())
+    state
+        .router
+        .journal()
+        .write(crate::storage::records::put_regulatory(user_id, &record))
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Carries out every erasure that is due; returns how many were completed.
@@ -92,7 +97,12 @@ pub async fn run_due_erasures(state: &Services) -> Result<usize, String> {
                     .await
                     .map_err(|e| e.to_string())?;
                 if !requested {
-                    state.router.store().remove_erasure(&user_id).map_err(|e| e.to_string())?;
+                    state
+                        .router
+                        .journal()
+                        .write(crate::storage::records::remove_erasure(&user_id))
+                        .await
+                        .map_err(|e| e.to_string())?;
                 }
                 continue;
             }
@@ -111,8 +121,13 @@ pub async fn run_due_erasures(state: &Services) -> Result<usize, String> {
             crate::storage::store::append_erasure_list(&state.config.gdpr.erasure_list, &user_id, &p.email_hash)
                 .map_err(|e| format!("erasure list {}: {e}", state.config.gdpr.erasure_list.display()))?;
         }
-        state.vault.destroy_data_key(&user_id).map_err(|e| e.to_string())?;
-        state.router.store().remove_erasure(&user_id).map_err(|e| e.to_string())?;
+        state.destroy_data_key(&user_id).await?;
+        state
+            .router
+            .journal()
+            .write(crate::storage::records::remove_erasure(&user_id))
+            .await
+            .map_err(|e| e.to_string())?;
         tracing::info!(user_id = %user_id, "personal data erased");
         done += 1;
     }

@@ -98,13 +98,8 @@ impl Effects for BrokerEffects<'_> {
         // A failure here leaves a booked order without a confirmation, which reconciliation
         // raises as an alert (a confirmation lost in a crash would be a false "missing" alert,
         // hence durable before the client hears of the fill).
-        match self.0.execute(user_id, order) {
-            Ok(_) => {
-                if let Err(e) = self.0.sync().await {
-                    tracing::error!(error = %e, "the broker's confirmations could not be made durable");
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "the broker did not confirm a booked order"),
+        if let Err(e) = self.0.execute(user_id, order).await {
+            tracing::error!(error = %e, "the broker did not confirm a booked order");
         }
     }
 }

@@ -9,7 +9,6 @@ use crate::actors::RequestMeta;
 use crate::domain::audit::AuditDraft;
 use crate::domain::reconcile::{reconcile, Discrepancy};
 use crate::domain::time::Timestamp;
-use crate::storage::trees::ALERTED_TREE;
 use std::sync::Arc;
 
 /// Booked orders younger than this are not expected to be confirmed yet.
@@ -43,7 +42,6 @@ pub async fn reconcile_now(state: &Services) -> Result<ReconcileSummary, String>
         }
     }
     discrepancies.extend(reconcile(&booked, &confirmations, cutoff));
-    let alerted_tree = state.router.store().open_tree(ALERTED_TREE).map_err(|e| e.to_string())?;
     let mut summary = ReconcileSummary {
         orders: booked.len(),
         confirmations: confirmations.len(),
@@ -51,7 +49,7 @@ pub async fn reconcile_now(state: &Services) -> Result<ReconcileSummary, String>
         alerted: 0,
     };
     for d in &discrepancies {
-        if alerted_tree.contains_key(d.key()).map_err(|e| e.to_string())? {
+        if state.router.store().is_alerted(&d.key()).map_err(|e| e.to_string())? {
             continue;
         }
         let mut draft = AuditDraft::refused("security.reconciliation_discrepancy", d.kind());
@@ -80,11 +78,11 @@ pub async fn reconcile_now(state: &Services) -> Result<ReconcileSummary, String>
             }
         };
         tracing::error!(kind = d.kind(), "reconciliation discrepancy");
-        state.router.audit(draft, &subject, &RequestMeta::system("reconciliation"), true).await?;
-        alerted_tree.insert(d.key(), &[]).map_err(|e| e.to_string())?;
+        // The alert and the mark that it was raised are one commit: never one without the other.
+        let mark = crate::storage::records::alerted(&d.key());
+        state.router.audit_with(draft, &subject, &RequestMeta::system("reconciliation"), mark).await?;
         summary.alerted += 1;
     }
-    alerted_tree.flush_async().await.map_err(|e| e.to_string())?;
     Ok(summary)
 }
 

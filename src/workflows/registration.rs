@@ -53,7 +53,7 @@ pub async fn create_account(
             return Err(RegistrationError::EmailTaken);
         }
     }
-    state.vault.create_data_key(&owner).map_err(|e| RegistrationError::Unavailable(e.to_string()))?;
+    state.create_data_key(&owner).await.map_err(RegistrationError::Unavailable)?;
     let sealed_profile = state
         .vault
         .seal_json(&owner, "profile", &profile)

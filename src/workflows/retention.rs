@@ -57,8 +57,13 @@ pub async fn run_retention(state: &Services, now: Timestamp) -> Result<Retention
             .detail("user_ids", expired.iter().map(|(u, _)| u.as_str()).collect::<Vec<_>>().join(","));
         state.router.audit(draft, "retention", &RequestMeta::system("retention-job"), true).await?;
         for (uid, r) in &expired {
-            state.vault.destroy_data_key(&r.key_id).map_err(|e| e.to_string())?;
-            state.router.store().remove_regulatory(uid).map_err(|e| e.to_string())?;
+            state.destroy_data_key(&r.key_id).await?;
+            state
+                .router
+                .journal()
+                .write(crate::storage::records::remove_regulatory(uid))
+                .await
+                .map_err(|e| e.to_string())?;
             summary.regulatory_records_expired += 1;
         }
     }

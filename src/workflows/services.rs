@@ -39,6 +39,8 @@ pub struct Services {
     pub broker: Box<dyn crate::adapters::broker::Broker>,
     /// The node's clock: every "now" a workflow or route turns into a fact comes from here.
     pub clock: fn() -> Timestamp,
+    /// One data-key creation at a time on this node (check, then write through the journal).
+    pub data_key_creation: tokio::sync::Mutex<()>,
 }
 
 impl Services {
@@ -59,6 +61,21 @@ impl Services {
     pub fn sanctions_list(&self) -> Arc<LoadedList> {
         self.sanctions.read().expect("sanctions lock").clone()
     }
+    /// Creates the data key `id` (a user's, or a retention key) unless it exists; durable when
+    /// it returns.
+    pub async fn create_data_key(&self, id: &str) -> Result<(), String> {
+        let _one_at_a_time = self.data_key_creation.lock().await;
+        match self.vault.new_data_key(id).map_err(|e| e.to_string())? {
+            Some(writes) => self.router.journal().write(writes).await.map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
+    }
+
+    /// Destroys the data key `id` (crypto-shredding); durable when it returns.
+    pub async fn destroy_data_key(&self, id: &str) -> Result<(), String> {
+        self.router.journal().write(self.vault.destroy_data_key(id)).await.map_err(|e| e.to_string())
+    }
+
     /// Refuses the access tokens of a session from now on (they would expire within the TTL).
     pub fn revoke_session(&self, sid: &str) {
         let until = Instant::now() + self.config.auth.access_token_ttl + std::time::Duration::from_secs(60);

@@ -159,7 +159,12 @@ pub async fn review_queue(state: &AppState, req: &Req) -> Result<Reply, ApiError
                 out.push(v);
             }
             // Superseded, deleted (consent withdrawn) or decided: off the queue.
-            None => state.router.store().set_review(&advice_id, None).map_err(unavailable)?,
+            None => state
+                .router
+                .journal()
+                .write(crate::storage::records::set_review(&advice_id, &user_id, false))
+                .await
+                .map_err(unavailable)?,
         }
     }
     Ok(private_json(StatusCode::OK, &out))
@@ -209,6 +214,11 @@ pub async fn review(state: &AppState, req: &Req, advice_id: &str) -> Result<Repl
         AccountReply::Advice(r) => r,
         _ => return Err(ApiError::internal()),
     };
-    state.router.store().set_review(advice_id, None).map_err(unavailable)?;
+    state
+        .router
+        .journal()
+        .write(crate::storage::records::set_review(advice_id, &user_id, false))
+        .await
+        .map_err(unavailable)?;
     Ok(private_json(StatusCode::OK, &view(&record)))
 }

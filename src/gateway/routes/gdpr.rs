@@ -259,11 +259,11 @@ pub async fn delete_me(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
         .await
         .map_err(unavailable)?;
     if existing.is_none() {
-        let store = state.router.store().clone();
-        let uid = claims.sub.clone();
-        tokio::task::spawn_blocking(move || store.put_erasure(&uid, &pending))
+        state
+            .router
+            .journal()
+            .write(crate::storage::records::schedule_erasure(&claims.sub, &pending))
             .await
-            .map_err(|_| ApiError::internal())?
             .map_err(unavailable)?;
     }
     let due = match state

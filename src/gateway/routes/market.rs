@@ -180,7 +180,12 @@ pub async fn create(state: &AppState, req: &crate::gateway::http::Req) -> Result
     let newly = !state.is_listed(&b.symbol);
     if newly {
         let entry = crate::storage::store::CatalogEntry { drift, volatility };
-        state.router.store().put_catalog(&b.symbol, &entry).map_err(unavailable)?;
+        state
+            .router
+            .journal()
+            .write(crate::storage::records::put_catalog(&b.symbol, &entry))
+            .await
+            .map_err(unavailable)?;
         state.catalog.write().expect("catalog lock").push(b.symbol.clone());
         if let Some(tx) = state.feed_additions.lock().expect("feed additions lock").as_ref() {
             let _ = tx.send(crate::workflows::feed::FeedInstrument {

@@ -1,0 +1,122 @@
+//! Typed shard records: the schedules, queues and ledgers that are not entity state but belong
+//! to a shard all the same (DESIGN.md §3b). Readers are `Store` methods; writers build a
+//! `WriteSet` that goes through the journal's group commit (or, offline, `apply_offline`), so
+//! every one of them is atomic with what else that commit carries, inside a backup's consistent
+//! view, and moves with its shard.
+
+use crate::domain::ids::{EntityId, EntityKind};
+use crate::storage::keys::{ShardRecord, JOBS_SHARD};
+use crate::storage::store::{CatalogEntry, PendingErasure, RegulatoryRecord, Store, StoreError, WriteSet};
+
+/// The shard of everything kept about a user (their account's).
+pub fn user_shard(user_id: &str) -> u16 {
+    EntityId::new(EntityKind::Account, user_id).shard()
+}
+
+/// The shard of an instrument.
+pub fn instrument_shard(symbol: &str) -> u16 {
+    EntityId::new(EntityKind::Instrument, symbol).shard()
+}
+
+pub fn schedule_erasure(user_id: &str, pending: &PendingErasure) -> WriteSet {
+    let mut w = WriteSet::default();
+    w.put_record(user_shard(user_id), ShardRecord::Erasure, user_id, pending);
+    w
+}
+
+pub fn remove_erasure(user_id: &str) -> WriteSet {
+    let mut w = WriteSet::default();
+    w.delete_record(user_shard(user_id), ShardRecord::Erasure, user_id);
+    w
+}
+
+/// Puts advice of `user_id` on the compliance review queue (`Some`) or takes it off.
+pub fn set_review(advice_id: &str, user_id: &str, queued: bool) -> WriteSet {
+    let mut w = WriteSet::default();
+    if queued {
+        w.put_record(user_shard(user_id), ShardRecord::Review, advice_id, &user_id.to_string());
+    } else {
+        w.delete_record(user_shard(user_id), ShardRecord::Review, advice_id);
+    }
+    w
+}
+
+pub fn put_regulatory(user_id: &str, record: &RegulatoryRecord) -> WriteSet {
+    let mut w = WriteSet::default();
+    w.put_record(user_shard(user_id), ShardRecord::Regulatory, user_id, record);
+    w
+}
+
+pub fn remove_regulatory(user_id: &str) -> WriteSet {
+    let mut w = WriteSet::default();
+    w.delete_record(user_shard(user_id), ShardRecord::Regulatory, user_id);
+    w
+}
+
+pub fn put_catalog(symbol: &str, entry: &CatalogEntry) -> WriteSet {
+    let mut w = WriteSet::default();
+    w.put_record(instrument_shard(symbol), ShardRecord::Catalog, symbol, entry);
+    w
+}
+
+/// A job's progress (e.g. the last day closed), kept in the jobs shard.
+pub fn put_job(key: &str, value: &str) -> WriteSet {
+    let mut w = WriteSet::default();
+    w.put_record(JOBS_SHARD, ShardRecord::Job, key, &value.to_string());
+    w
+}
+
+/// A reconciliation discrepancy alerted once.
+pub fn alerted(key: &str) -> WriteSet {
+    let mut w = WriteSet::default();
+    w.put_record(JOBS_SHARD, ShardRecord::Alerted, &record_id(key), &());
+    w
+}
+
+/// A record id from any key: itself when short, else its digest (ids are at most 256 bytes).
+fn record_id(key: &str) -> String {
+    if !key.is_empty() && key.len() <= 200 {
+        key.to_string()
+    } else {
+        use sha2::{Digest, Sha256};
+        format!("sha256:{}", hex::encode(Sha256::digest(key.as_bytes())))
+    }
+}
+
+impl Store {
+    /// Every scheduled erasure; a corrupt entry is an error naming it.
+    pub fn erasures(&self) -> Result<Vec<(String, PendingErasure)>, StoreError> {
+        self.records(ShardRecord::Erasure)
+    }
+
+    /// The review queue: (advice id, user id), in advice-id order.
+    pub fn review_queue(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let mut q: Vec<(String, String)> = self.records(ShardRecord::Review)?;
+        q.sort();
+        Ok(q)
+    }
+
+    /// Instruments listed at run time, in symbol order.
+    pub fn catalog(&self) -> Result<Vec<(String, CatalogEntry)>, StoreError> {
+        let mut c: Vec<(String, CatalogEntry)> = self.records(ShardRecord::Catalog)?;
+        c.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(c)
+    }
+
+    pub fn regulatory(&self, user_id: &str) -> Result<Option<RegulatoryRecord>, StoreError> {
+        self.record(user_shard(user_id), ShardRecord::Regulatory, user_id)
+    }
+
+    /// Every regulatory record (user id, record).
+    pub fn regulatory_records(&self) -> Result<Vec<(String, RegulatoryRecord)>, StoreError> {
+        self.records(ShardRecord::Regulatory)
+    }
+
+    pub fn job(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.record(JOBS_SHARD, ShardRecord::Job, key)
+    }
+
+    pub fn is_alerted(&self, key: &str) -> Result<bool, StoreError> {
+        Ok(self.record::<()>(JOBS_SHARD, ShardRecord::Alerted, &record_id(key))?.is_some())
+    }
+}

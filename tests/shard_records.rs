@@ -1,0 +1,165 @@
+//! Every write goes through the journal under its shard's prefix: entity state, request memory,
+//! and the shard records (erasure schedule, review queue, regulatory records, catalog, broker
+//! confirmations, alerts, job progress, data keys). A backup taken from the running node's
+//! consistent view carries each of them, a restore brings each back, and each lies in its
+//! shard's key range — what lets a shard move as one range copy.
+
+use moneta::actors::RequestMeta;
+use moneta::adapters::broker::{Broker, SimulatedBroker};
+use moneta::cluster::router::RouterSettings;
+use moneta::cluster::Router;
+use moneta::config::Config;
+use moneta::domain::ids::{EntityId, EntityKind};
+use moneta::domain::portfolio::{IdemTag, Order, Portfolio, PortfolioCommand, Side};
+use moneta::domain::time::Timestamp;
+use moneta::storage::keys::{self, ShardRecord, JOBS_SHARD};
+use moneta::storage::records::{self, user_shard};
+use moneta::storage::store::{CatalogEntry, PendingErasure, RegulatoryRecord};
+use moneta::storage::vault::Vault;
+use moneta::storage::{backup, Store};
+use moneta::telemetry::Metrics;
+use rust_decimal::Decimal;
+use std::sync::Arc;
+
+const USER: &str = "usr_records";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_kind_of_record_is_group_committed_in_its_shard_and_comes_back_from_a_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = Config::load_with_env(None, &[]).unwrap();
+    let store = Store::open(&data).unwrap();
+    let router = Router::start(store.clone(), Arc::new(Metrics::new()), RouterSettings::from_config(&config))
+        .await
+        .unwrap();
+    let journal = router.journal().clone();
+
+    // Entity state and request memory.
+    let deposit = PortfolioCommand::Deposit {
+        amount: Decimal::from(10),
+        idem: IdemTag {
+            key: "k".into(),
+            fingerprint: [1; 32],
+        },
+    };
+    router.execute::<Portfolio>(USER, deposit, RequestMeta::new(USER)).await.unwrap();
+    // Each shard record, through the journal.
+    let pending = PendingErasure {
+        due_at: Timestamp(5),
+        email_hash: "ab".repeat(32),
+        replay: false,
+    };
+    journal.write(records::schedule_erasure(USER, &pending)).await.unwrap();
+    journal.write(records::set_review("adv_1", USER, true)).await.unwrap();
+    let regulatory = RegulatoryRecord {
+        expires_at: Timestamp(9),
+        key_id: format!("retention:{USER}"),
+        sealed: vec![1, 2, 3],
+    };
+    journal.write(records::put_regulatory(USER, &regulatory)).await.unwrap();
+    let entry = CatalogEntry { drift: 0.01, volatility: 0.2 };
+    journal.write(records::put_catalog("RECO", &entry)).await.unwrap();
+    journal.write(records::put_job("eod/last_close", "2026-12-03")).await.unwrap();
+    journal.write(records::alerted("missing/ord_x")).await.unwrap();
+    let master = [3u8; 32];
+    let vault = Vault::new(&store, &master).unwrap();
+    journal.write(vault.new_data_key(USER).unwrap().unwrap()).await.unwrap();
+    let broker = SimulatedBroker::new(store.clone(), journal.clone(), Decimal::ZERO);
+    let order = Order {
+        order_id: "ord_records".into(),
+        symbol: "RECO".into(),
+        side: Side::Buy,
+        quantity: Decimal::ONE,
+        price: Decimal::from(10),
+        fees: Decimal::ONE,
+        cash_effect: Decimal::from(-11),
+        realised_pnl: Decimal::ZERO,
+        executed_at: Timestamp(7),
+    };
+    let confirmation = broker.execute(USER, &order).await.unwrap();
+
+    // A backup from the running node's consistent view (on the journal's writer thread).
+    let keys_dir = dir.path().join("secrets");
+    std::fs::create_dir_all(&keys_dir).unwrap();
+    let file = dir.path().join("backup.bin");
+    let key = [4u8; 32];
+    let (f, k, kd) = (file.clone(), key, keys_dir.clone());
+    let digest = journal.exclusive(move |s| backup::write_backup_file(s, &kd, &k, &f)).await.unwrap().unwrap();
+    router.drain().await.unwrap();
+
+    let restored_dir = dir.path().join("restored");
+    assert_eq!(
+        backup::restore(&file, &key, &restored_dir, &dir.path().join("restored-secrets")).unwrap(),
+        digest
+    );
+    let restored = Store::open(&restored_dir).unwrap();
+
+    // Every kind came back.
+    let portfolio = restored.load::<Portfolio>(&EntityId::new(EntityKind::Portfolio, USER)).unwrap();
+    assert_eq!(portfolio.state.cash, Decimal::from(10));
+    assert_eq!(portfolio.requests.len(), 1, "the request memory is in the backup");
+    assert_eq!(restored.erasures().unwrap(), vec![(USER.to_string(), pending)]);
+    assert_eq!(restored.review_queue().unwrap(), vec![("adv_1".to_string(), USER.to_string())]);
+    assert_eq!(restored.regulatory(USER).unwrap(), Some(regulatory));
+    assert_eq!(restored.catalog().unwrap(), vec![("RECO".to_string(), entry)]);
+    assert_eq!(restored.job("eod/last_close").unwrap().as_deref(), Some("2026-12-03"));
+    assert!(restored.is_alerted("missing/ord_x").unwrap());
+    assert!(Vault::new(&restored, &master).unwrap().has_data_key(USER).unwrap());
+    let restored_journal = moneta::actors::journal::AuditJournal::start(restored.clone(), 64, Arc::new(Metrics::new())).unwrap();
+    let broker_after = SimulatedBroker::new(restored.clone(), restored_journal, Decimal::ZERO);
+    assert_eq!(broker_after.confirmations().unwrap(), vec![Ok(confirmation)]);
+
+    // Each lies in its shard's range: the user's, the instrument's, the jobs shard.
+    let in_shard = |shard: u16, record: ShardRecord, id: &str| {
+        let k = keys::shard_record_key(shard, record, id);
+        let (lo, hi) = keys::shard_range(shard);
+        assert!(k.as_slice() >= lo.as_slice() && k.as_slice() < hi.as_slice());
+        assert!(restored.tree().contains_key(&k).unwrap(), "{record:?} {id} is in shard {shard}");
+    };
+    let u = user_shard(USER);
+    in_shard(u, ShardRecord::Erasure, USER);
+    in_shard(u, ShardRecord::Review, "adv_1");
+    in_shard(u, ShardRecord::Regulatory, USER);
+    in_shard(u, ShardRecord::DataKey, USER);
+    in_shard(u, ShardRecord::Confirmation, "ord_records");
+    in_shard(records::instrument_shard("RECO"), ShardRecord::Catalog, "RECO");
+    in_shard(JOBS_SHARD, ShardRecord::Job, "eod/last_close");
+    // Nothing lives outside the one tree (no side trees a backup or a shard move could miss).
+    assert_eq!(store.tree_names(), ["state"], "the running node wrote one tree");
+    assert_eq!(restored.tree_names(), ["state"]);
+    // Every key is an entity's, a shard record, or the audit chain.
+    for item in restored.tree().iter().keys() {
+        let k = item.unwrap();
+        assert!(
+            k.starts_with(&keys::NODE_PREFIX) || keys::is_shard_record(&k) || keys::parse_key(&k).is_some(),
+            "unplaced key {k:?}"
+        );
+    }
+}
+
+#[test]
+fn a_data_folder_of_an_earlier_layout_is_refused_not_half_read() {
+    let dir = tempfile::tempdir().unwrap();
+    // An earlier version kept the wrapped data keys in a tree of their own.
+    {
+        let db = sled::open(dir.path().join("db")).unwrap();
+        db.open_tree("data_keys").unwrap().insert("usr_old", b"wrapped".to_vec()).unwrap();
+        db.flush().unwrap();
+    }
+    match Store::open(dir.path()) {
+        Err(e) => assert!(e.to_string().contains("earlier version"), "{e}"),
+        Ok(_) => panic!("an earlier layout must not open"),
+    }
+    // A new folder opens, and opens again.
+    let fresh = tempfile::tempdir().unwrap();
+    drop(Store::open(fresh.path()).unwrap());
+    let store = Store::open(fresh.path()).unwrap();
+    // Another layout version is named.
+    store.tree().insert(keys::LAYOUT_KEY, &7u32.to_be_bytes()).unwrap();
+    store.flush().unwrap();
+    drop(store);
+    match Store::open(fresh.path()) {
+        Err(e) => assert!(e.to_string().contains("layout"), "{e}"),
+        Ok(_) => panic!("another layout must not open"),
+    }
+}
