@@ -21,7 +21,7 @@ use moneta::domain::account::{
     Account, AccountCommand, AccountEvent, AccountRejection, AccountReply, AdviceRecord, AdviceStatus, Consents, Role, ScreeningOutcome,
 };
 use moneta::domain::advice::{advise, AdvicePolicy, AssetClass, Product};
-use moneta::domain::compliance::{self, InvestorStatus, ProductFacts, Purpose};
+use moneta::domain::compliance::InvestorStatus;
 use moneta::domain::ctx::{Ctx, Effect};
 use moneta::domain::entity::{Decision, Entity};
 use moneta::domain::ids::{is_well_formed_id, new_id};
@@ -653,12 +653,11 @@ impl Sim {
         let request_id = format!("advice-{}", stats.requests());
         let id = self.users[u].id.clone();
         let account = &self.advisee(u).account;
-        // The gates of the route: consent, then the compliance rules (KYC, screening, questionnaire).
-        let any = ProductFacts { complex: false, risk_class: 1 };
+        // The node's gate: consent, then the compliance rules (KYC, screening, questionnaire).
         let investor = account.investor_status();
-        if !account.consents.ai_profiling || compliance::check(&investor, any, Purpose::Advise).is_err() {
+        if let Err((code, _)) = moneta::domain::advice::gate(account.consents.ai_profiling, &investor) {
             return self.fail(format!(
-                "account {id}: an advised user may not be advised ({investor:?}, {:?})",
+                "account {id}: an advised user may not be advised ({code}: {investor:?}, {:?})",
                 account.consents
             ));
         }

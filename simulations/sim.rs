@@ -6,7 +6,7 @@ use crate::oracle;
 use crate::scenario::Scenario;
 use crate::workload::{self, Action, Request};
 use moneta::config::Config;
-use moneta::domain::audit::{leaf_hash, next_head, AuditDraft, AuditRecord, Hash, Outcome, GENESIS_HEAD};
+use moneta::domain::audit::{AuditDraft, AuditRecord, Outcome};
 use moneta::domain::compliance::InvestorStatus;
 use moneta::domain::ctx::{Ctx, Effect};
 use moneta::domain::entity::{Decision, Entity};
@@ -21,6 +21,7 @@ use moneta::domain::portfolio::{
 };
 use moneta::domain::screening::ScreeningStatus;
 use moneta::domain::time::{Date, Timestamp, MS_PER_DAY, MS_PER_HOUR, MS_PER_MINUTE, MS_PER_SECOND};
+use moneta::storage::audit_log::ChainHead;
 use moneta::storage::codec;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -220,8 +221,8 @@ pub struct Sim {
     pub(crate) now: Timestamp,
     pub(crate) step: i64,
     last_tick: Timestamp,
-    audit_seq: u64,
-    audit_head: Hash,
+    /// The audit chain as the node's journal seals it (same code: `ChainHead::append`).
+    audit: ChainHead,
     pub stats: Stats,
     /// Scenario runs: the advised users' world (advice, reviews, value series).
     pub(crate) advisory: Option<Advisory>,
@@ -319,8 +320,7 @@ impl Sim {
             now: Timestamp(0),
             step: 0,
             last_tick: Timestamp(0),
-            audit_seq: 0,
-            audit_head: GENESIS_HEAD,
+            audit: ChainHead::default(),
             stats: Stats::default(),
             advisory,
             args,
@@ -424,7 +424,7 @@ impl Sim {
             Outcome::Refused(_) => self.stats.audit_refused += 1,
         }
         let record = AuditRecord {
-            seq: self.audit_seq,
+            seq: self.audit.entries,
             at: self.now,
             actor: actor.to_string(),
             action: draft.action,
@@ -433,8 +433,7 @@ impl Sim {
             outcome: draft.outcome,
             details: draft.details,
         };
-        self.audit_seq += 1;
-        self.audit_head = next_head(&self.audit_head, &leaf_hash(&codec::encode(&record)));
+        self.audit.append(&record);
     }
 
     /// At each open: re-list one instrument identically (a no-op) and try a conflicting listing.
@@ -947,7 +946,7 @@ impl Sim {
         for (symbol, m) in &self.instruments {
             put(3, symbol, codec::encode(&m.state));
         }
-        put(0, "audit-head", self.audit_head.to_vec());
+        put(0, "audit-head", self.audit.head.to_vec());
         // Scenario runs add (without one the digest is what it always was): the scenario, every
         // account (its advice record included), the value series and the advice statistics.
         if let Some(adv) = &self.advisory {
@@ -1015,7 +1014,7 @@ impl Sim {
             "audit effects: {} ok, {} refused  audit-head: {}",
             s.audit_ok,
             s.audit_refused,
-            hex::encode(self.audit_head)
+            hex::encode(self.audit.head)
         );
         let _ = writeln!(out, "instrument re-listing probes: {} (no-op, conflict refused)", s.instrument_replays);
         let events: usize = self.users.iter().map(|u| u.journal.len()).sum();

@@ -7,7 +7,6 @@ use moneta::domain::portfolio::{IdemTag, OrderQuote, Portfolio, PortfolioCommand
 use rand::Rng;
 use rand_chacha::ChaCha20Rng;
 use rust_decimal::{Decimal, RoundingStrategy};
-use sha2::{Digest, Sha256};
 
 /// What a client sends, before the driver adds the quote and the fee schedule.
 #[derive(Clone, Debug, PartialEq)]
@@ -18,19 +17,14 @@ pub enum Request {
 }
 
 impl Request {
-    /// SHA-256 over the canonical method, path and body, as the gateway would compute it.
+    /// The request's fingerprint: the domain's, which the gateway computes too.
     pub fn fingerprint(&self) -> [u8; 32] {
-        let text = match self {
-            Request::Deposit { amount } => format!("POST /v1/portfolio/deposits\n{{\"amount\":\"{amount}\"}}"),
-            Request::Withdraw { amount } => format!("POST /v1/portfolio/withdrawals\n{{\"amount\":\"{amount}\"}}"),
-            Request::Order { symbol, side, quantity } => {
-                format!(
-                    "POST /v1/orders\n{{\"quantity\":\"{quantity}\",\"side\":\"{}\",\"symbol\":\"{symbol}\"}}",
-                    side.as_str()
-                )
-            }
-        };
-        Sha256::digest(text.as_bytes()).into()
+        use moneta::domain::fingerprint;
+        match self {
+            Request::Deposit { amount } => fingerprint::deposit(*amount),
+            Request::Withdraw { amount } => fingerprint::withdrawal(*amount),
+            Request::Order { symbol, side, quantity } => fingerprint::order(symbol, *side, *quantity),
+        }
     }
 
     pub fn symbol(&self) -> Option<&str> {

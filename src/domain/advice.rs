@@ -366,6 +366,17 @@ impl AdviceTrigger {
     }
 }
 
+/// Whether personalised advice may be given to this investor: their `ai_profiling` consent,
+/// then the compliance rules engine as it gates orders (KYC, screening, questionnaire). The
+/// refusal is a stable code and a sentence for the person.
+pub fn gate(ai_profiling: bool, investor: &InvestorStatus) -> Result<(), (&'static str, &'static str)> {
+    if !ai_profiling {
+        return Err(("consent_required", "personalised advice needs your ai_profiling consent"));
+    }
+    let any = ProductFacts { complex: false, risk_class: 1 };
+    compliance::check(investor, any, Purpose::Advise).map_err(|rule| (rule.code(), rule.reason()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,6 @@ use crate::actors::RequestMeta;
 use crate::cluster::RouteError;
 use crate::domain::account::{Account, AccountCommand, AccountRejection, AccountReply, AdviceRecord, AdviceStatus};
 use crate::domain::advice::{advise, AdviceTrigger, Product};
-use crate::domain::compliance::{self, ProductFacts, Purpose};
 use crate::domain::instrument::Instrument;
 use crate::domain::portfolio::Portfolio;
 use std::sync::Arc;
@@ -39,36 +38,20 @@ pub async fn compute(state: &Services, user_id: &str, request: RequestMeta) -> R
         .query::<Account, _>(user_id, crate::domain::queries::ForAdvice)
         .await
         .map_err(|e| AdviceError::Unavailable(e.to_string()))?;
-    if !consent {
+    // The consent, then the compliance rules engine as it gates orders (the domain's gate).
+    if let Err((code, reason)) = crate::domain::advice::gate(consent, &investor) {
         let _ = state
             .router
             .audit(
-                crate::domain::audit::AuditDraft::refused("advice.request", "consent_required"),
+                crate::domain::audit::AuditDraft::refused("advice.request", code),
                 &format!("account/{user_id}"),
                 &request,
                 false,
             )
             .await;
         return Err(AdviceError::Refused {
-            code: "consent_required",
-            reason: "personalised advice needs your ai_profiling consent".into(),
-        });
-    }
-    // The compliance rules engine gates advice as it gates orders (KYC, screening, questionnaire).
-    let any = ProductFacts { complex: false, risk_class: 1 };
-    if let Err(rule) = compliance::check(&investor, any, Purpose::Advise) {
-        let _ = state
-            .router
-            .audit(
-                crate::domain::audit::AuditDraft::refused("advice.request", rule.code()),
-                &format!("account/{user_id}"),
-                &request,
-                false,
-            )
-            .await;
-        return Err(AdviceError::Refused {
-            code: rule.code(),
-            reason: rule.reason().to_string(),
+            code,
+            reason: reason.to_string(),
         });
     }
     let profile = profile.ok_or(AdviceError::Unexpected)?;

@@ -9,7 +9,7 @@ use crate::domain::account::Role;
 use crate::domain::money::{cash_string, plain_string, round_cash};
 use crate::domain::portfolio::{History, IdemTag, Order, Portfolio, PortfolioCommand, PortfolioRejection, PortfolioReply, Side, TransactionKind};
 use crate::gateway::auth::Claims;
-use crate::gateway::http::{fingerprint, private_json, Reply, Req};
+use crate::gateway::http::{private_json, Reply, Req};
 use crate::gateway::problem::ApiError;
 use crate::gateway::AppState;
 use crate::workflows::order::{OrderOutcome, OrderRequest, OrderTerms, PlaceOrder};
@@ -90,14 +90,18 @@ fn cash_reply(reply: PortfolioReply) -> Result<Reply, ApiError> {
     }
 }
 
-async fn move_cash(state: &AppState, req: &Req, route: &str, deposit: bool) -> Result<Reply, ApiError> {
+async fn move_cash(state: &AppState, req: &Req, deposit: bool) -> Result<Reply, ApiError> {
     let claims = user(state, req)?;
     let key = req.idempotency_key()?;
     let body: AmountBody = req.json()?;
     let amount = parse_decimal("amount", &body.amount)?;
     let idem = IdemTag {
         key,
-        fingerprint: fingerprint(&req.method, route, &plain_string(amount)),
+        fingerprint: if deposit {
+            crate::domain::fingerprint::deposit(amount)
+        } else {
+            crate::domain::fingerprint::withdrawal(amount)
+        },
     };
     let cmd = if deposit {
         PortfolioCommand::Deposit { amount, idem }
@@ -110,11 +114,11 @@ async fn move_cash(state: &AppState, req: &Req, route: &str, deposit: bool) -> R
 }
 
 pub async fn deposit(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
-    move_cash(state, req, "/v1/portfolio/deposits", true).await
+    move_cash(state, req, true).await
 }
 
 pub async fn withdraw(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
-    move_cash(state, req, "/v1/portfolio/withdrawals", false).await
+    move_cash(state, req, false).await
 }
 
 #[derive(Serialize)]
@@ -152,7 +156,7 @@ pub async fn place_order(state: &AppState, req: &Req) -> Result<Reply, ApiError>
     if body.symbol.is_empty() || body.symbol.len() > 16 {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_instrument", "no such instrument is listed"));
     }
-    let fp = fingerprint(&req.method, "/v1/orders", &(&body.symbol, body.side.as_str(), plain_string(quantity)));
+    let fp = crate::domain::fingerprint::order(&body.symbol, body.side, quantity);
     let meta = RequestMeta {
         request_id: req.request_id.clone(),
         actor: claims.sub.clone(),
