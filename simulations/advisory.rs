@@ -815,7 +815,7 @@ impl Sim {
         };
         let listed: BTreeSet<String> = self.instruments.keys().cloned().collect();
         let flow = AcceptAdvice::new(id.clone(), run.record.advice_id.clone(), run.key.clone(), meta, terms, listed);
-        let outcome = workflows::run_with(flow, |call| self.serve_accept(u, call, run), |_, _| {});
+        let outcome = workflows::run_with(flow, |call| self.serve_accept(u, call, run), |_| workflows::Effected::Confirmed);
         if let Some(f) = run.failure.take() {
             return Err(f);
         }

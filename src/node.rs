@@ -131,7 +131,7 @@ pub async fn open_state(config: &Config) -> Result<Arc<AppState>, String> {
         catalog: RwLock::new(known),
         config: config.clone(),
         clock: crate::actors::wall_clock_now,
-        data_key_creation: tokio::sync::Mutex::new(()),
+        data_key_creation: Default::default(),
     });
     Ok(Arc::new(AppState {
         services,

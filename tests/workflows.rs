@@ -19,7 +19,7 @@ use moneta::domain::time::Timestamp;
 use moneta::telemetry::Metrics;
 use moneta::workflows::accept_advice::{AcceptAdvice, NotAccepted};
 use moneta::workflows::order::{OrderOutcome, OrderRequest, OrderTerms, PlaceOrder};
-use moneta::workflows::{self, Effects};
+use moneta::workflows::{self, Effect, Effected, Effects};
 use rust_decimal::Decimal;
 use std::sync::{Arc, Mutex};
 
@@ -186,8 +186,14 @@ fn filled(o: &Order) -> Seen {
 struct Recorded(Mutex<Vec<Seen>>);
 
 impl Effects for Recorded {
-    async fn confirm(&self, _user_id: &str, order: &Order) {
-        self.0.lock().unwrap().push(filled(order));
+    async fn apply(&self, effect: Effect) -> Effected {
+        match effect {
+            Effect::Confirm { order, .. } => {
+                self.0.lock().unwrap().push(filled(&order));
+                Effected::Confirmed
+            }
+            other => panic!("an order asks only the broker: {other:?}"),
+        }
     }
 }
 
@@ -209,10 +215,21 @@ async fn the_node_and_the_simulators_host_run_the_same_workflows_to_the_same_ans
     let mut confirmed_in_memory = Vec::new();
     let mut in_memory = Vec::new();
     for flow in orders() {
-        let outcome = workflows::run_with(flow, |e| host.dispatch(e), |_, o| confirmed_in_memory.push(filled(o))).unwrap();
+        let outcome = workflows::run_with(
+            flow,
+            |e| host.dispatch(e),
+            |e| match e {
+                Effect::Confirm { order, .. } => {
+                    confirmed_in_memory.push(filled(&order));
+                    Effected::Confirmed
+                }
+                other => panic!("{other:?}"),
+            },
+        )
+        .unwrap();
         in_memory.push(seen(outcome));
     }
-    let accept_in_memory = workflows::run_with(accept_unknown(), |e| host.dispatch(e), |_, _| {}).unwrap();
+    let accept_in_memory = workflows::run_with(accept_unknown(), |e| host.dispatch(e), |_| Effected::Confirmed).unwrap();
 
     // The node: actors, group commit and sled.
     let dir = tempfile::tempdir().unwrap();
@@ -269,10 +286,10 @@ fn a_request_id_is_applied_once_by_the_simulators_host_too() {
         host.dispatch(e).unwrap();
     }
     let [first, .., retry] = <[PlaceOrder; 7]>::try_from(orders()).unwrap();
-    let a = workflows::run_with(first, |e| host.dispatch(e), |_, _| {}).unwrap();
+    let a = workflows::run_with(first, |e| host.dispatch(e), |_| Effected::Confirmed).unwrap();
     // The same request id with the same key: answered from the entity's request memory.
     let replays = host.replays;
-    let b = workflows::run_with(retry, |e| host.dispatch(e), |_, _| {}).unwrap();
+    let b = workflows::run_with(retry, |e| host.dispatch(e), |_| Effected::Confirmed).unwrap();
     assert_eq!(a, b);
     assert_eq!(host.replays, replays + 1);
     // The same id with another command is refused, nothing applied.
@@ -291,4 +308,75 @@ fn a_request_id_is_applied_once_by_the_simulators_host_too() {
         },
     );
     assert!(matches!(host.dispatch(reused), Err(EntityFailure::NotApplied(_))));
+}
+
+#[test]
+fn registration_claims_the_email_then_creates_the_account_and_finishes_a_half_done_one() {
+    use moneta::domain::account::Profile;
+    use moneta::domain::email_index::{EmailIndex, EmailIndexCommand};
+    use moneta::domain::queries::{Exists, Owner};
+    use moneta::workflows::registration::{Register, RegistrationError};
+
+    let mut host = MemoryHost::new(3, Timestamp(1_800_000_000_000));
+    let profile = || Profile {
+        email: "ada@example.com".into(),
+        full_name: "Ada".into(),
+        date_of_birth: None,
+        country: None,
+    };
+    let mut keys = Vec::new();
+    let mut effects = |e: Effect| match e {
+        Effect::DataKey(id) => {
+            keys.push(id);
+            Effected::KeyReady
+        }
+        Effect::SealProfile { owner, screen, .. } => Effected::Sealed {
+            profile: format!("sealed-for-{owner}").into_bytes(),
+            screening: screen.then(|| ScreeningOutcome {
+                status: ScreeningStatus::Clear,
+                entry: None,
+                score: "0.000".into(),
+                list_version: "test".into(),
+            }),
+        },
+        other => panic!("{other:?}"),
+    };
+    let register = |candidate: &str, request: &str| {
+        Register::new(
+            "hash_ada".into(),
+            candidate.into(),
+            profile(),
+            "$argon2id$x".into(),
+            vec![Role::User],
+            request.into(),
+        )
+    };
+    let first = workflows::run_with(register("usr_1", "req-1"), |e| host.dispatch(e), &mut effects).unwrap();
+    assert_eq!(first, Ok("usr_1".to_string()));
+    assert!(host.query::<Account, _>("usr_1", Exists));
+    assert_eq!(host.query::<EmailIndex, _>("hash_ada", Owner).as_deref(), Some("usr_1"));
+    // The same email again: taken, and nothing is created for the second candidate.
+    let again = workflows::run_with(register("usr_2", "req-2"), |e| host.dispatch(e), &mut effects).unwrap();
+    assert_eq!(again, Err(RegistrationError::EmailTaken));
+    assert!(!host.query::<Account, _>("usr_2", Exists));
+
+    // A registration that died after its claim: the next one for that email finishes it.
+    let meta = RequestMeta {
+        request_id: "req-died".into(),
+        actor: "usr_3".into(),
+    };
+    host.execute::<EmailIndex>("hash_bob", EmailIndexCommand::Claim { user_id: "usr_3".into() }, meta)
+        .unwrap()
+        .unwrap();
+    let bob = Register::new(
+        "hash_bob".into(),
+        "usr_4".into(),
+        profile(),
+        "$argon2id$y".into(),
+        vec![Role::User],
+        "req-4".into(),
+    );
+    assert_eq!(workflows::run_with(bob, |e| host.dispatch(e), &mut effects).unwrap(), Ok("usr_3".to_string()));
+    assert!(host.query::<Account, _>("usr_3", Exists) && !host.query::<Account, _>("usr_4", Exists));
+    assert_eq!(keys, ["usr_1", "usr_3"], "a data key for each account made, none for a refused one");
 }

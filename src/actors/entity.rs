@@ -15,12 +15,12 @@
 
 use crate::actors::journal::{AuditJournal, CommitCallback};
 use crate::actors::RequestMeta;
-use crate::cluster::shard_map::ShardMap;
 use crate::domain::audit::AuditRecord;
 use crate::domain::ctx::{Ctx, Effect};
 use crate::domain::entity::{Applied, Decision, Entity, RequestLog};
 pub use crate::domain::envelope::{EntityFailure, OwnerHint};
 use crate::domain::ids::EntityId;
+use crate::domain::shard_map::ShardMap;
 use crate::domain::time::Timestamp;
 use crate::storage::store::{JournalEntry, Snapshot, WriteSet};
 use crate::storage::{codec, keys, Store, StoreError};
@@ -158,6 +158,19 @@ impl<E: Entity> Actor for EntityActor<E> {
         env.metrics.entities_active.get_or_create(&kind).inc();
         spawn_idle_timer(me.downgrade(), env.idle_timeout);
         let (durable, _) = watch::channel(loaded.seq);
+        // Request ids past their memory go at activation too (an idle entity is written to
+        // rarely); their records are deleted in a commit of their own, not waited for.
+        let mut requests = loaded.requests;
+        let keep_ms = i64::try_from(env.request_memory.as_millis()).unwrap_or(i64::MAX);
+        let expired = requests.expire((env.now)(), keep_ms, env.request_memory_max);
+        if !expired.is_empty() {
+            let deletes = expired.iter().map(|r| keys::request_key(&id, r)).collect();
+            let writes = WriteSet {
+                deletes,
+                ..WriteSet::default()
+            };
+            env.journal.commit(writes, Box::new(|_| {})).await;
+        }
         Ok(EntityActor {
             id,
             state: loaded.state,
@@ -169,7 +182,7 @@ impl<E: Entity> Actor for EntityActor<E> {
             env,
             rng: ChaCha20Rng::from_os_rng(),
             last_activity: Instant::now(),
-            requests: loaded.requests,
+            requests,
         })
     }
 
@@ -337,7 +350,13 @@ impl<E: Entity> Message<Execute<E>> for EntityActor<E> {
             }
             self.env.metrics.request_replays.inc();
             let outcome = applied.outcome.clone();
-            self.when_durable(move || send(outcome.map_err(ExecError::Rejected)));
+            // Answered once what answered it first is durable: an empty commit completes after
+            // every commit sent before it (a refusal with only an audit record moves no seq).
+            let unknown = |e: StoreError| ExecError::Failed(EntityFailure::OutcomeUnknown(e.to_string()));
+            self.commit(WriteSet::default(), move |r| {
+                send(r.map_err(unknown).and_then(|_| outcome.map_err(ExecError::Rejected)))
+            })
+            .await;
             return delegated;
         }
         let now = (self.env.now)();

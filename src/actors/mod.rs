@@ -6,6 +6,7 @@ pub mod entity;
 pub mod fanout;
 pub mod inbox;
 pub mod journal;
+pub mod locks;
 pub mod supervisor;
 
 /// The locks `inbox` is built on (loom's in `tests/loom_inbox.rs`).

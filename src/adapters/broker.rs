@@ -61,6 +61,8 @@ impl Broker for SimulatedBroker {
             // First execution wins: a retry of the same order confirms what was confirmed. Two
             // executions of one order at once write the same document (it follows the order).
             if let Some(existing) = self.confirmed(user_id, &order.order_id)? {
+                // Visible is not yet durable: the commit that wrote it may still be flushing.
+                self.journal.barrier().await.map_err(|e| e.to_string())?;
                 return Ok(existing);
             }
             let confirmation = Confirmation::of(user_id, order);

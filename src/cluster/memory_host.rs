@@ -112,6 +112,9 @@ impl MemoryHost {
         if id.is_empty() || id.len() > crate::domain::ids::MAX_ID_LEN {
             return Err(EntityFailure::NotApplied("entity id length out of range".into()));
         }
+        if meta.request_id.is_empty() || meta.request_id.len() > crate::cluster::router::REQUEST_ID_MAX_BYTES {
+            return Err(EntityFailure::NotApplied("request id length out of range".into()));
+        }
         let (now, keep_ms, max) = (self.now, self.request_memory_ms, self.request_memory_max);
         let digest = codec::digest(&cmd);
         let mut rng = std::mem::replace(&mut self.rng, ChaCha20Rng::seed_from_u64(0));

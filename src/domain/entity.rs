@@ -138,6 +138,11 @@ pub struct RequestLog<R, J> {
     by_id: BTreeMap<String, Applied<R, J>>,
     /// (applied at, id), oldest first: what expiry drops.
     by_age: BTreeSet<(Timestamp, String)>,
+    /// The latest `at` remembered: times only move forward here, even if the clock steps back,
+    /// so the newest request is never the first to expire.
+    latest: Timestamp,
+    /// The id remembered last (never expired by the commit that remembers it).
+    newest: Option<String>,
 }
 
 impl<R, J> Default for RequestLog<R, J> {
@@ -145,6 +150,8 @@ impl<R, J> Default for RequestLog<R, J> {
         RequestLog {
             by_id: BTreeMap::new(),
             by_age: BTreeSet::new(),
+            latest: Timestamp(i64::MIN),
+            newest: None,
         }
     }
 }
@@ -162,26 +169,78 @@ impl<R: Clone, J: Clone> RequestLog<R, J> {
         self.by_id.is_empty()
     }
 
-    pub fn remember(&mut self, request_id: String, applied: Applied<R, J>) {
+    /// Remembers a request; its time is taken as no earlier than any remembered before (the
+    /// stored `at` is that time).
+    pub fn remember(&mut self, request_id: String, mut applied: Applied<R, J>) {
         assert!(!self.by_id.contains_key(&request_id), "a request id is remembered once");
+        applied.at = applied.at.max(self.latest);
+        self.latest = applied.at;
         self.by_age.insert((applied.at, request_id.clone()));
-        self.by_id.insert(request_id, applied);
+        self.by_id.insert(request_id.clone(), applied);
+        self.newest = Some(request_id);
         assert_eq!(self.by_id.len(), self.by_age.len(), "request log indexes agree");
     }
 
-    /// Forgets what is older than `keep_ms` before `now`, and the oldest beyond `max` entries;
-    /// returns the ids forgotten (the driver deletes their records).
+    /// Forgets what is older than `keep_ms` before `now`, and the oldest beyond `max` entries —
+    /// never the request remembered last; returns the ids forgotten (the driver deletes their
+    /// records).
     pub fn expire(&mut self, now: Timestamp, keep_ms: i64, max: usize) -> Vec<String> {
+        let horizon = now.max(self.latest).0.saturating_sub(keep_ms);
         let mut gone = Vec::new();
-        while let Some((at, id)) = self.by_age.first().cloned() {
-            if at.0 >= now.0.saturating_sub(keep_ms) && self.by_id.len() <= max {
+        let candidates: Vec<(Timestamp, String)> = self.by_age.iter().cloned().collect();
+        for (at, id) in candidates {
+            let over = self.by_id.len() > max.max(1);
+            if at.0 >= horizon && !over {
                 break;
             }
-            self.by_age.pop_first();
+            if self.newest.as_deref() == Some(id.as_str()) {
+                continue;
+            }
+            self.by_age.remove(&(at, id.clone()));
             self.by_id.remove(&id);
             gone.push(id);
         }
         assert_eq!(self.by_id.len(), self.by_age.len(), "request log indexes agree");
         gone
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn applied(at: i64) -> Applied<u32, ()> {
+        Applied {
+            at: Timestamp(at),
+            digest: [0; 32],
+            outcome: Ok(1),
+        }
+    }
+
+    #[test]
+    fn the_request_log_expires_by_age_and_count_but_never_the_newest() {
+        let mut log: RequestLog<u32, ()> = RequestLog::default();
+        for i in 0..5 {
+            log.remember(format!("r{i}"), applied(1_000 + i));
+            assert!(log.expire(Timestamp(1_000 + i), 10_000, 3).iter().all(|g| *g != format!("r{i}")));
+        }
+        assert_eq!(log.len(), 3, "at most the cap");
+        assert!(log.get("r4").is_some() && log.get("r0").is_none());
+        // Past the memory: everything but the newest goes.
+        let gone = log.expire(Timestamp(1_000_000), 10_000, 3);
+        assert_eq!(gone.len(), 2);
+        assert!(log.get("r4").is_some(), "the request remembered last stays");
+    }
+
+    #[test]
+    fn a_clock_stepping_back_does_not_make_the_new_request_the_oldest() {
+        let mut log: RequestLog<u32, ()> = RequestLog::default();
+        log.remember("a".into(), applied(5_000));
+        log.remember("b".into(), applied(5_001));
+        // The clock steps back a second; the log is at its cap.
+        log.remember("c".into(), applied(4_000));
+        let gone = log.expire(Timestamp(4_000), 60_000, 2);
+        assert_eq!(gone, vec!["a".to_string()], "the oldest by log order goes, not the new one");
+        assert_eq!(log.get("c").map(|a| a.at), Some(Timestamp(5_001)), "its time is no earlier than the latest");
     }
 }

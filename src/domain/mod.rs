@@ -26,6 +26,7 @@ pub mod price_history;
 pub mod queries;
 pub mod reconcile;
 pub mod screening;
+pub mod shard_map;
 pub mod suitability;
 pub mod time;
 pub mod valuation;

@@ -6,6 +6,7 @@
 //!
 //! The counters live in this node's memory: a restart forgets them (documented limitation).
 
+pub use crate::actors::locks::KeyedLocks;
 use crate::config::AuthConfig;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -155,30 +156,5 @@ mod tests {
         let (by, _) = g.failed("c", Some(ip)).unwrap();
         assert_eq!(by, LockedBy::Address);
         assert!(g.locked("d", Some(ip)).is_some());
-    }
-}
-
-/// One async lock per key (a user id), made on demand and forgotten once nobody holds it: for
-/// requests of one user that must not interleave (accepting advice is several commands).
-#[derive(Default)]
-pub struct KeyedLocks(Mutex<HashMap<String, std::sync::Weak<tokio::sync::Mutex<()>>>>);
-
-impl KeyedLocks {
-    pub async fn lock(&self, key: &str) -> tokio::sync::OwnedMutexGuard<()> {
-        let lock = {
-            let mut map = self.0.lock().expect("keyed locks");
-            if map.len() >= LOCKOUTS_PRUNE_AT {
-                map.retain(|_, w| w.strong_count() > 0);
-            }
-            match map.get(key).and_then(std::sync::Weak::upgrade) {
-                Some(l) => l,
-                None => {
-                    let l = std::sync::Arc::new(tokio::sync::Mutex::new(()));
-                    map.insert(key.to_string(), std::sync::Arc::downgrade(&l));
-                    l
-                }
-            }
-        };
-        lock.lock_owned().await
     }
 }

@@ -328,7 +328,10 @@ pub fn restore(backup: &Path, key: &[u8], data_dir: &Path, keys_dir: &Path) -> R
             REC_ENTRY => {
                 let n = c.u8()? as usize;
                 let name = c.take(n)?;
-                let i = TREES.iter().position(|t| t.as_bytes() == name).ok_or(BackupError::Tampered("unknown tree"))?;
+                let i = TREES
+                    .iter()
+                    .position(|t| t.as_bytes() == name)
+                    .ok_or(BackupError::Tampered("unknown tree (a backup of an earlier storage layout cannot be restored)"))?;
                 let kl = c.u32()?;
                 let k = c.take(kl)?;
                 let vl = c.u32()?;

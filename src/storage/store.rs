@@ -473,6 +473,7 @@ impl Store {
                 continue;
             }
             match keys::parse_key(&k) {
+                Some((_, keys::RECORD_REQUEST, _)) => {}
                 Some((id, _, _)) if id.kind == kind => {
                     ids.insert(id.id);
                 }

@@ -105,7 +105,7 @@ impl AcceptAdvice {
     fn forward(&mut self, next: Next<OrderOutcome>) -> Next<Result<Accepted, NotAccepted>> {
         match next {
             Next::Call(e) => Next::Call(e),
-            Next::Confirm { user_id, order } => Next::Confirm { user_id, order },
+            Next::Effect(e) => Next::Effect(e),
             Next::Done(outcome) => {
                 let Stage::Ordering { orders, mut done, .. } = std::mem::replace(&mut self.stage, Stage::Finished) else {
                     unreachable!("forwarding happens while ordering")
@@ -118,8 +118,19 @@ impl AcceptAdvice {
     }
 }
 
+/// Steps an order takes at most (quote, investor, place, confirm, done) — with room to spare.
+const ORDER_STEPS_MAX: usize = 8;
+
 impl Workflow for AcceptAdvice {
     type Output = Result<Accepted, NotAccepted>;
+
+    fn steps_max(&self) -> usize {
+        let orders = match &self.stage {
+            Stage::Ordering { orders, .. } => orders.len(),
+            _ => 0,
+        };
+        16 + ORDER_STEPS_MAX * orders
+    }
 
     fn next(&mut self, input: Input) -> Next<Self::Output> {
         let stage = std::mem::replace(&mut self.stage, Stage::Finished);

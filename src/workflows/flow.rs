@@ -1,17 +1,20 @@
 //! The shape of a workflow: a sans-IO state machine that asks for one entity call at a time
-//! (an [`Envelope`]) or an adapter's effect, is handed the answer, and ends with its output.
+//! (an [`Envelope`]) or one effect of an adapter ([`Effect`]: the broker, the vault, the
+//! sanctions list), is handed the answer, and ends with its output.
 //! Production drives it over the router ([`run`]); the simulator drives the very same machine
 //! over its own entities ([`run_with`]). Time and ids come in through the machine's input, never
 //! from a clock or the OS inside it.
 
 use crate::actors::entity::EntityFailure;
 use crate::cluster::Router;
+use crate::domain::account::{Profile, ScreeningOutcome};
 use crate::domain::envelope::{Answer, Envelope};
 use crate::domain::portfolio::Order;
+use crate::workflows::services::Services;
 use std::future::Future;
 
-/// The most steps one workflow may take (a bound on every loop; a workflow that needs more is
-/// a bug).
+/// The most steps a workflow may take unless it says otherwise (a bound on every loop; a
+/// workflow that goes past its bound is a bug, ended with an error).
 pub const STEPS_MAX: usize = 1024;
 
 /// What a workflow asks for next.
@@ -19,10 +22,36 @@ pub const STEPS_MAX: usize = 1024;
 pub enum Next<O> {
     /// Carry out this entity call and hand back its answer.
     Call(Envelope),
-    /// The broker executes a booked fill and confirms it durably (answered with `None`).
-    Confirm { user_id: String, order: Order },
+    /// Carry out this effect of an adapter and hand back its result.
+    Effect(Effect),
     /// Finished.
     Done(O),
+}
+
+/// What a workflow may ask of the adapters beside the entities.
+#[derive(Clone, Debug)]
+pub enum Effect {
+    /// The broker executes a booked fill and confirms it durably (a failure is logged and left
+    /// to reconciliation: the order is booked; a missing confirmation is what it raises).
+    Confirm { user_id: String, order: Order },
+    /// The data key `id` exists (created unless it did), durably.
+    DataKey(String),
+    /// `profile` sealed under `owner`'s data key, and screened against the sanctions list when
+    /// `screen` (investors are, staff are not).
+    SealProfile { owner: String, profile: Box<Profile>, screen: bool },
+}
+
+/// The result of an [`Effect`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effected {
+    Confirmed,
+    KeyReady,
+    Sealed {
+        profile: Vec<u8>,
+        screening: Option<ScreeningOutcome>,
+    },
+    /// The effect could not be carried out (the vault or the disk refused): nothing of it holds.
+    Failed(String),
 }
 
 /// What a workflow is handed: nothing at the start, then the answer to its last request.
@@ -31,19 +60,27 @@ pub enum Next<O> {
 pub enum Input {
     Start,
     Answer(Answer),
-    Confirmed,
+    Effected(Effected),
 }
 
 pub trait Workflow {
     type Output;
     fn next(&mut self, input: Input) -> Next<Self::Output>;
+    /// The most steps it may take, as far as it knows now (it may grow as it learns, e.g. the
+    /// number of orders of accepted advice).
+    fn steps_max(&self) -> usize {
+        STEPS_MAX
+    }
 }
 
-/// The adapters a workflow's effects need beside the entities.
+fn past_bound(steps: usize) -> EntityFailure {
+    tracing::error!(steps, "a workflow went past its step bound");
+    EntityFailure::OutcomeUnknown(format!("a workflow went past its bound after {steps} steps"))
+}
+
+/// Carries out the effects of workflows (production: the node's adapters).
 pub trait Effects {
-    /// The broker executes and confirms `order`; a failure is logged and left to reconciliation
-    /// (the order is booked; a missing confirmation is what reconciliation raises).
-    fn confirm(&self, user_id: &str, order: &Order) -> impl Future<Output = ()> + Send;
+    fn apply(&self, effect: Effect) -> impl Future<Output = Effected> + Send;
 }
 
 /// Drives `wf` over the node's router: each call is dispatched to its entity (local today, over
@@ -51,37 +88,35 @@ pub trait Effects {
 /// exactly once per request id, so running it again with the same ids is safe.
 pub async fn run<W: Workflow>(router: &Router, effects: &impl Effects, mut wf: W) -> Result<W::Output, EntityFailure> {
     let mut input = Input::Start;
-    for _ in 0..STEPS_MAX {
+    let mut steps = 0;
+    while steps < wf.steps_max() {
+        steps += 1;
         input = match wf.next(input) {
             Next::Done(out) => return Ok(out),
             Next::Call(envelope) => Input::Answer(router.dispatch(envelope).await?),
-            Next::Confirm { user_id, order } => {
-                effects.confirm(&user_id, &order).await;
-                Input::Confirmed
-            }
+            Next::Effect(effect) => Input::Effected(effects.apply(effect).await),
         };
     }
-    panic!("a workflow took more than {STEPS_MAX} steps");
+    Err(past_bound(steps))
 }
 
 /// Drives `wf` synchronously over `call` (the simulator's entities) and `confirm`.
 pub fn run_with<W: Workflow>(
     mut wf: W,
     mut call: impl FnMut(Envelope) -> Result<Answer, EntityFailure>,
-    mut confirm: impl FnMut(&str, &Order),
+    mut effect: impl FnMut(Effect) -> Effected,
 ) -> Result<W::Output, EntityFailure> {
     let mut input = Input::Start;
-    for _ in 0..STEPS_MAX {
+    let mut steps = 0;
+    while steps < wf.steps_max() {
+        steps += 1;
         input = match wf.next(input) {
             Next::Done(out) => return Ok(out),
             Next::Call(envelope) => Input::Answer(call(envelope)?),
-            Next::Confirm { user_id, order } => {
-                confirm(&user_id, &order);
-                Input::Confirmed
-            }
+            Next::Effect(e) => Input::Effected(effect(e)),
         };
     }
-    panic!("a workflow took more than {STEPS_MAX} steps");
+    Err(past_bound(steps))
 }
 
 /// A workflow was handed an answer to a request it did not make: a driver bug.
@@ -90,16 +125,30 @@ pub(crate) fn unexpected(workflow: &str, input: &Input) -> ! {
     panic!("{workflow}: unexpected input {input:?}");
 }
 
-/// The node's effects: the broker adapter.
-pub struct BrokerEffects<'a>(pub &'a dyn crate::adapters::broker::Broker);
+/// The node's effects: its broker, vault and sanctions list.
+pub struct NodeEffects<'a>(pub &'a Services);
 
-impl Effects for BrokerEffects<'_> {
-    async fn confirm(&self, user_id: &str, order: &Order) {
-        // A failure here leaves a booked order without a confirmation, which reconciliation
-        // raises as an alert (a confirmation lost in a crash would be a false "missing" alert,
-        // hence durable before the client hears of the fill).
-        if let Err(e) = self.0.execute(user_id, order).await {
-            tracing::error!(error = %e, "the broker did not confirm a booked order");
+impl Effects for NodeEffects<'_> {
+    async fn apply(&self, effect: Effect) -> Effected {
+        let s = self.0;
+        match effect {
+            Effect::Confirm { user_id, order } => {
+                if let Err(e) = s.broker.execute(&user_id, &order).await {
+                    tracing::error!(error = %e, "the broker did not confirm a booked order");
+                }
+                Effected::Confirmed
+            }
+            Effect::DataKey(id) => match s.create_data_key(&id).await {
+                Ok(()) => Effected::KeyReady,
+                Err(e) => Effected::Failed(e),
+            },
+            Effect::SealProfile { owner, profile, screen } => match s.vault.seal_json(&owner, "profile", &*profile) {
+                Ok(sealed) => Effected::Sealed {
+                    profile: sealed,
+                    screening: screen.then(|| crate::adapters::sanctions::screen(&s.sanctions_list(), &profile)),
+                },
+                Err(e) => Effected::Failed(e.to_string()),
+            },
         }
     }
 }

@@ -15,7 +15,7 @@ pub mod rescreen;
 pub mod retention;
 pub mod services;
 
-pub use flow::{run, run_with, BrokerEffects, Effects, Input, Next, Workflow};
+pub use flow::{run, run_with, Effect, Effected, Effects, Input, Next, NodeEffects, Workflow};
 
 use crate::cluster::{RouteFailure, Router};
 use crate::domain::portfolio::{History, Portfolio};

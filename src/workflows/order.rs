@@ -2,7 +2,7 @@
 //! quote priced for the side (slippage), the investor's compliance facts from their account,
 //! then the portfolio decides and books the fill, then the broker confirms it.
 
-use super::flow::{unexpected, Input, Next, Workflow};
+use super::flow::{unexpected, Effect, Input, Next, Workflow};
 use crate::domain::account::Account;
 use crate::domain::compliance::ProductFacts;
 use crate::domain::envelope::{Envelope, RequestMeta};
@@ -119,15 +119,15 @@ impl Workflow for PlaceOrder {
                 // hears of the fill.
                 Some(Ok(PortfolioReply::Order(o))) => {
                     self.stage = Stage::Confirming(PortfolioReply::Order(o.clone()));
-                    Next::Confirm {
+                    Next::Effect(Effect::Confirm {
                         user_id: self.request.user_id.clone(),
                         order: o,
-                    }
+                    })
                 }
                 Some(outcome) => Next::Done(outcome),
                 None => unexpected("order", &Input::Answer(a)),
             },
-            (Stage::Confirming(reply), Input::Confirmed) => Next::Done(Ok(reply)),
+            (Stage::Confirming(reply), Input::Effected(_)) => Next::Done(Ok(reply)),
             (_, input) => unexpected("order", &input),
         }
     }

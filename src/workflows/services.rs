@@ -39,8 +39,8 @@ pub struct Services {
     pub broker: Box<dyn crate::adapters::broker::Broker>,
     /// The node's clock: every "now" a workflow or route turns into a fact comes from here.
     pub clock: fn() -> Timestamp,
-    /// One data-key creation at a time on this node (check, then write through the journal).
-    pub data_key_creation: tokio::sync::Mutex<()>,
+    /// One creation at a time per data key on this node (check, then write through the journal).
+    pub data_key_creation: crate::actors::locks::KeyedLocks,
 }
 
 impl Services {
@@ -64,7 +64,7 @@ impl Services {
     /// Creates the data key `id` (a user's, or a retention key) unless it exists; durable when
     /// it returns.
     pub async fn create_data_key(&self, id: &str) -> Result<(), String> {
-        let _one_at_a_time = self.data_key_creation.lock().await;
+        let _one_at_a_time = self.data_key_creation.lock(id).await;
         match self.vault.new_data_key(id).map_err(|e| e.to_string())? {
             Some(writes) => self.router.journal().write(writes).await.map_err(|e| e.to_string()),
             None => Ok(()),

@@ -15,7 +15,7 @@ use crate::gateway::problem::ApiError;
 use crate::gateway::AppState;
 use crate::workflows::accept_advice::{AcceptAdvice, Accepted, NotAccepted};
 use crate::workflows::advice::AdviceError;
-use crate::workflows::{self, BrokerEffects};
+use crate::workflows::{self, NodeEffects};
 use serde::Deserialize;
 use serde_json::json;
 use warp::http::StatusCode;
@@ -98,9 +98,7 @@ pub async fn accept(state: &AppState, req: &Req, advice_id: &str) -> Result<Repl
         super::portfolio::order_terms(state),
         state.symbols().into_iter().collect(),
     );
-    let accepted = workflows::run(&state.router, &BrokerEffects(state.broker.as_ref()), flow)
-        .await
-        .map_err(unavailable)?;
+    let accepted = workflows::run(&state.router, &NodeEffects(&state.services), flow).await.map_err(unavailable)?;
     let orders: Vec<serde_json::Value> = match accepted {
         Ok(Accepted::Remembered(replies)) => replies.into_iter().map(remembered_order).collect(),
         Ok(Accepted::Orders(outcomes)) => {

@@ -13,7 +13,7 @@ use crate::gateway::http::{private_json, Reply, Req};
 use crate::gateway::problem::ApiError;
 use crate::gateway::AppState;
 use crate::workflows::order::{OrderOutcome, OrderRequest, OrderTerms, PlaceOrder};
-use crate::workflows::{self, BrokerEffects};
+use crate::workflows::{self, NodeEffects};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::str::FromStr;
@@ -188,9 +188,7 @@ pub(super) async fn place(
         meta,
     };
     let flow = PlaceOrder::new(request, order_terms(state), listed);
-    let outcome = workflows::run(&state.router, &BrokerEffects(state.broker.as_ref()), flow)
-        .await
-        .map_err(unavailable)?;
+    let outcome = workflows::run(&state.router, &NodeEffects(&state.services), flow).await.map_err(unavailable)?;
     let view = order_view(outcome)?;
     crate::workflows::end_of_day::refresh_valuation(state, user_id).await;
     Ok(view)
