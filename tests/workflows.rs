@@ -380,3 +380,73 @@ fn registration_claims_the_email_then_creates_the_account_and_finishes_a_half_do
     assert!(host.query::<Account, _>("usr_3", Exists) && !host.query::<Account, _>("usr_4", Exists));
     assert_eq!(keys, ["usr_1", "usr_3"], "a data key for each account made, none for a refused one");
 }
+
+#[test]
+fn erasure_runs_its_steps_in_order_and_drops_a_schedule_the_account_never_recorded() {
+    use moneta::domain::email_index::{EmailIndex, EmailIndexCommand};
+    use moneta::domain::queries::{Exists, Owner};
+    use moneta::storage::store::PendingErasure;
+    use moneta::workflows::erasure::{Erase, Erased};
+
+    let now = Timestamp(1_800_000_000_000);
+    let mut host = MemoryHost::new(5, now);
+    for e in setup() {
+        host.dispatch(e).unwrap();
+    }
+    let meta = |r: &str| RequestMeta {
+        request_id: r.into(),
+        actor: USER.into(),
+    };
+    host.execute::<EmailIndex>("hash_flow", EmailIndexCommand::Claim { user_id: USER.into() }, meta("claim"))
+        .unwrap()
+        .unwrap();
+    host.execute::<Account>(USER, AccountCommand::RequestErasure { due_at: now }, meta("erase-me"))
+        .unwrap()
+        .unwrap();
+    let pending = PendingErasure {
+        due_at: now,
+        email_hash: "hash_flow".into(),
+        replay: false,
+    };
+    let mut effects = Vec::new();
+    let flow = Erase::new(USER.into(), pending.clone(), now, meta("job-1"));
+    let outcome = workflows::run_with(
+        flow,
+        |e| host.dispatch(e),
+        |e| {
+            effects.push(format!("{e:?}").split([' ', '(', '{']).next().unwrap().to_string());
+            Effected::Done
+        },
+    )
+    .unwrap();
+    assert_eq!(outcome, Ok(Erased::Erased));
+    assert_eq!(
+        effects,
+        ["KeepRegulatory", "RevokeSessions", "ListErasure", "DestroyDataKey", "Write"],
+        "in this order: the key goes after the list, the schedule last"
+    );
+    assert!(!host.query::<Account, _>(USER, Exists), "the account forgot the person");
+    assert_eq!(host.query::<EmailIndex, _>("hash_flow", Owner), None, "the email is free");
+
+    // A schedule the account never recorded (a crash between the two): dropped, nothing else.
+    let register = AccountCommand::Register {
+        sealed_profile: vec![1; 8],
+        password_hash: "$argon2id$z".into(),
+        roles: vec![Role::User],
+        screening: None,
+    };
+    host.execute::<Account>("usr_never", register, meta("register-never")).unwrap().unwrap();
+    let mut effects = Vec::new();
+    let other = Erase::new("usr_never".into(), pending, now, meta("job-2"));
+    let outcome = workflows::run_with(
+        other,
+        |e| host.dispatch(e),
+        |e| {
+            effects.push(format!("{e:?}").split([' ', '(', '{']).next().unwrap().to_string());
+            Effected::Done
+        },
+    )
+    .unwrap();
+    assert_eq!(outcome, Ok(Erased::Dropped));
+    assert_eq!(effects, ["Write"]);
+}

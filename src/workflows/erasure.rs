@@ -4,34 +4,29 @@
 //! folder and the person's data key is destroyed (crypto-shredding). Trades and the audit chain
 //! stay.
 
+use super::flow::{unexpected, Effect, Effected, Input, Next, NodeEffects, Workflow};
 use super::periodically;
 use super::services::Services;
 use crate::actors::RequestMeta;
-use crate::cluster::RouteError;
 use crate::domain::account::{Account, AccountCommand, AccountRejection, AccountReply, Profile};
 use crate::domain::email_index::{EmailIndex, EmailIndexCommand};
+use crate::domain::envelope::Envelope;
 use crate::domain::kyc::KycDocument;
+use crate::domain::queries::{ErasureRequested, Regulatory, RegulatoryFacts};
 use crate::domain::time::Timestamp;
+use crate::storage::store::PendingErasure;
 use serde_json::json;
 
 /// Before an erasure: seals the identity regulation needs behind the person's trades under a
 /// retention key of its own (`retention:<user id>`), kept until `[retention] regulatory_records`
-/// has passed. Idempotent; skipped when the person's data is already unreadable.
-async fn keep_regulatory_identity(state: &Services, user_id: &str, replay: bool, now: Timestamp) -> Result<(), String> {
-    let crate::domain::queries::RegulatoryFacts {
-        exists,
-        sealed_profile,
-        sealed_document,
-        due,
-    } = state
-        .router
-        .query::<Account, _>(user_id, crate::domain::queries::Regulatory { now })
-        .await
-        .map_err(|e| e.to_string())?;
-    if !exists || !(due || replay) || state.router.store().regulatory(user_id).map_err(|e| e.to_string())?.is_some() {
+/// has passed. Idempotent; skipped when the person's data is already unreadable. (The effect
+/// `Effect::KeepRegulatory` of the erasure workflow.)
+pub(super) async fn keep_regulatory_identity(state: &Services, user_id: &str, facts: &RegulatoryFacts, now: Timestamp) -> Result<(), String> {
+    let (sealed_profile, sealed_document) = (&facts.sealed_profile, facts.sealed_document.clone());
+    if state.router.store().regulatory(user_id).map_err(|e| e.to_string())?.is_some() {
         return Ok(());
     }
-    let profile: Profile = match state.vault.open_json(user_id, "profile", &sealed_profile) {
+    let profile: Profile = match state.vault.open_json(user_id, "profile", sealed_profile) {
         Ok(p) => p,
         Err(crate::storage::vault::VaultError::NoKey) => return Ok(()),
         Err(e) => return Err(e.to_string()),
@@ -79,59 +74,156 @@ pub async fn run_due_erasures(state: &Services) -> Result<usize, String> {
         if p.due_at > now {
             continue;
         }
-        let m = RequestMeta::system("gdpr-erasure-job");
-        keep_regulatory_identity(state, &user_id, p.replay, now).await?;
-        let erase = AccountCommand::Erase { replayed: p.replay };
-        match state.router.execute::<Account>(&user_id, erase, m.clone()).await {
-            Ok(AccountReply::Erased { sessions }) => {
-                for s in sessions {
-                    state.revoke_session(&s);
-                }
+        let flow = Erase::new(user_id.clone(), p, now, RequestMeta::system("gdpr-erasure-job"));
+        match super::run(&state.router, &NodeEffects(state), flow).await.map_err(|e| e.to_string())? {
+            Ok(Erased::Erased) => {
+                tracing::info!(user_id = %user_id, "personal data erased");
+                done += 1;
             }
-            Ok(_) => {}
-            // Scheduled but never recorded on the account (a crash between the two): drop it.
-            Err(RouteError::Rejected(AccountRejection::ErasureNotDue)) => {
-                let requested = state
-                    .router
-                    .query::<Account, _>(&user_id, crate::domain::queries::ErasureRequested)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if !requested {
-                    state
-                        .router
-                        .journal()
-                        .write(crate::storage::records::remove_erasure(&user_id))
-                        .await
-                        .map_err(|e| e.to_string())?;
-                }
-                continue;
-            }
-            // Replayed after a restore for someone the backup never knew (registered later).
-            Err(RouteError::Rejected(AccountRejection::NotRegistered)) if p.replay => {}
-            Err(e) => return Err(format!("erasing {user_id}: {e:?}")),
+            Ok(Erased::Dropped | Erased::NotYet) => {}
+            Err(e) => return Err(format!("erasing {user_id}: {e}")),
         }
-        state
-            .router
-            .execute::<EmailIndex>(&p.email_hash, EmailIndexCommand::Release { user_id: user_id.clone() }, m.clone())
-            .await
-            .map_err(|e| format!("releasing the email of {user_id}: {e:?}"))?;
-        // On the erasure list (outside the data folder) before the key goes, so that a restore
-        // of any earlier backup erases this person again.
-        if !p.replay {
-            crate::storage::store::append_erasure_list(&state.config.gdpr.erasure_list, &user_id, &p.email_hash)
-                .map_err(|e| format!("erasure list {}: {e}", state.config.gdpr.erasure_list.display()))?;
-        }
-        state.destroy_data_key(&user_id).await?;
-        state
-            .router
-            .journal()
-            .write(crate::storage::records::remove_erasure(&user_id))
-            .await
-            .map_err(|e| e.to_string())?;
-        tracing::info!(user_id = %user_id, "personal data erased");
-        done += 1;
     }
     Ok(done)
+}
+
+/// What an erasure did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Erased {
+    Erased,
+    /// Scheduled but never recorded on the account (a crash between the two): dropped.
+    Dropped,
+    /// Not due yet by the account's record: left for a later run.
+    NotYet,
+}
+
+#[derive(Clone, Debug)]
+enum Stage {
+    Start,
+    Facts,
+    Keeping,
+    Erasing,
+    Checking,
+    Revoking,
+    Releasing,
+    Listing,
+    Destroying,
+    Unscheduling(Erased),
+    Finished,
+}
+
+/// The erasure of one person (sans-IO), due per its schedule: the regulatory identity kept,
+/// the account erased (its sessions revoked), the email freed, the erasure listed outside the
+/// data folder, the data key destroyed, the schedule removed. Every step is idempotent and the
+/// schedule goes last, so a crash anywhere is finished by the next run.
+#[derive(Clone, Debug)]
+pub struct Erase {
+    user_id: String,
+    pending: PendingErasure,
+    now: Timestamp,
+    meta: RequestMeta,
+    stage: Stage,
+}
+
+impl Erase {
+    pub fn new(user_id: String, pending: PendingErasure, now: Timestamp, meta: RequestMeta) -> Erase {
+        Erase {
+            user_id,
+            pending,
+            now,
+            meta,
+            stage: Stage::Start,
+        }
+    }
+
+    fn go(&mut self, stage: Stage, next: Next<Result<Erased, String>>) -> Next<Result<Erased, String>> {
+        self.stage = stage;
+        next
+    }
+
+    fn erase(&mut self) -> Next<Result<Erased, String>> {
+        let cmd = AccountCommand::Erase { replayed: self.pending.replay };
+        self.go(Stage::Erasing, Next::Call(Envelope::execute::<Account>(&self.user_id, cmd, self.meta.clone())))
+    }
+
+    fn release(&mut self) -> Next<Result<Erased, String>> {
+        let cmd = EmailIndexCommand::Release { user_id: self.user_id.clone() };
+        let call = Envelope::execute::<EmailIndex>(&self.pending.email_hash, cmd, self.meta.clone());
+        self.go(Stage::Releasing, Next::Call(call))
+    }
+
+    fn unschedule(&mut self, outcome: Erased) -> Next<Result<Erased, String>> {
+        let writes = crate::storage::records::remove_erasure(&self.user_id);
+        self.go(Stage::Unscheduling(outcome), Next::Effect(Effect::Write(writes)))
+    }
+}
+
+impl Workflow for Erase {
+    type Output = Result<Erased, String>;
+
+    fn next(&mut self, input: Input) -> Next<Self::Output> {
+        let stage = std::mem::replace(&mut self.stage, Stage::Finished);
+        let failed = |e: &str| Next::Done(Err(e.to_string()));
+        match (stage, input) {
+            (Stage::Start, Input::Start) => self.go(
+                Stage::Facts,
+                Next::Call(Envelope::query::<Account, _>(&self.user_id, Regulatory { now: self.now })),
+            ),
+            (Stage::Facts, Input::Answer(a)) => {
+                let Some(facts) = a.clone().viewed::<Account, Regulatory>() else {
+                    unexpected("erasure", &Input::Answer(a))
+                };
+                if facts.exists && (facts.due || self.pending.replay) {
+                    let effect = Effect::KeepRegulatory {
+                        user_id: self.user_id.clone(),
+                        facts: Box::new(facts),
+                        now: self.now,
+                    };
+                    self.go(Stage::Keeping, Next::Effect(effect))
+                } else {
+                    self.erase()
+                }
+            }
+            (Stage::Keeping, Input::Effected(Effected::Done)) => self.erase(),
+            (Stage::Erasing, Input::Answer(a)) => match a.clone().executed::<Account>() {
+                Some(Ok(AccountReply::Erased { sessions })) => self.go(Stage::Revoking, Next::Effect(Effect::RevokeSessions(sessions))),
+                Some(Ok(_)) => self.release(),
+                Some(Err(AccountRejection::ErasureNotDue)) => {
+                    self.go(Stage::Checking, Next::Call(Envelope::query::<Account, _>(&self.user_id, ErasureRequested)))
+                }
+                // Replayed after a restore for someone the backup never knew (registered later).
+                Some(Err(AccountRejection::NotRegistered)) if self.pending.replay => self.release(),
+                Some(Err(r)) => Next::Done(Err(format!("the account refused the erasure: {r:?}"))),
+                None => unexpected("erasure", &Input::Answer(a)),
+            },
+            (Stage::Checking, Input::Answer(a)) => match a.clone().viewed::<Account, ErasureRequested>() {
+                Some(false) => self.unschedule(Erased::Dropped),
+                // Requested and not yet due on the account's record: a later run.
+                Some(true) => Next::Done(Ok(Erased::NotYet)),
+                None => unexpected("erasure", &Input::Answer(a)),
+            },
+            (Stage::Revoking, Input::Effected(Effected::Done)) => self.release(),
+            (Stage::Releasing, Input::Answer(a)) => match a.clone().executed::<EmailIndex>() {
+                // On the erasure list (outside the data folder) before the key goes, so that a
+                // restore of any earlier backup erases this person again.
+                Some(Ok(_)) if !self.pending.replay => {
+                    let effect = Effect::ListErasure {
+                        user_id: self.user_id.clone(),
+                        email_hash: self.pending.email_hash.clone(),
+                    };
+                    self.go(Stage::Listing, Next::Effect(effect))
+                }
+                Some(Ok(_)) => self.go(Stage::Destroying, Next::Effect(Effect::DestroyDataKey(self.user_id.clone()))),
+                Some(Err(never)) => match never {},
+                None => unexpected("erasure", &Input::Answer(a)),
+            },
+            (Stage::Listing, Input::Effected(Effected::Done)) => self.go(Stage::Destroying, Next::Effect(Effect::DestroyDataKey(self.user_id.clone()))),
+            (Stage::Destroying, Input::Effected(Effected::Done)) => self.unschedule(Erased::Erased),
+            (Stage::Unscheduling(outcome), Input::Effected(Effected::Done)) => Next::Done(Ok(outcome)),
+            (_, Input::Effected(Effected::Failed(e))) => failed(&e),
+            (_, input) => unexpected("erasure", &input),
+        }
+    }
 }
 
 /// The erasure job: checks every `[gdpr] erasure_check_interval` until `stop` is set.

@@ -10,6 +10,9 @@ use crate::cluster::Router;
 use crate::domain::account::{Profile, ScreeningOutcome};
 use crate::domain::envelope::{Answer, Envelope};
 use crate::domain::portfolio::Order;
+use crate::domain::queries::RegulatoryFacts;
+use crate::domain::time::Timestamp;
+use crate::storage::store::WriteSet;
 use crate::workflows::services::Services;
 use std::future::Future;
 
@@ -39,11 +42,30 @@ pub enum Effect {
     /// `profile` sealed under `owner`'s data key, and screened against the sanctions list when
     /// `screen` (investors are, staff are not).
     SealProfile { owner: String, profile: Box<Profile>, screen: bool },
+    /// Before an erasure: the identity regulation needs (from the sealed profile and KYC
+    /// document in `facts`) sealed under a retention key of its own and kept as the user's
+    /// regulatory record until `[retention] regulatory_records` has passed. Skipped when there
+    /// is one already or the person's data is unreadable.
+    KeepRegulatory {
+        user_id: String,
+        facts: Box<RegulatoryFacts>,
+        now: Timestamp,
+    },
+    /// The access tokens of these sessions stop at once.
+    RevokeSessions(Vec<String>),
+    /// The erasure goes on the erasure list outside the data folder (a restore replays it).
+    ListErasure { user_id: String, email_hash: String },
+    /// The data key `id` is destroyed (crypto-shredding), durably.
+    DestroyDataKey(String),
+    /// These writes (shard records) are group-committed, durably.
+    Write(WriteSet),
 }
 
 /// The result of an [`Effect`].
 #[derive(Clone, Debug, PartialEq)]
 pub enum Effected {
+    /// Carried out.
+    Done,
     Confirmed,
     KeyReady,
     Sealed {
@@ -125,6 +147,13 @@ pub(crate) fn unexpected(workflow: &str, input: &Input) -> ! {
     panic!("{workflow}: unexpected input {input:?}");
 }
 
+fn done(r: Result<(), String>) -> Effected {
+    match r {
+        Ok(()) => Effected::Done,
+        Err(e) => Effected::Failed(e),
+    }
+}
+
 /// The node's effects: its broker, vault and sanctions list.
 pub struct NodeEffects<'a>(pub &'a Services);
 
@@ -149,6 +178,19 @@ impl Effects for NodeEffects<'_> {
                 },
                 Err(e) => Effected::Failed(e.to_string()),
             },
+            Effect::KeepRegulatory { user_id, facts, now } => done(super::erasure::keep_regulatory_identity(s, &user_id, &facts, now).await),
+            Effect::RevokeSessions(sessions) => {
+                for sid in sessions {
+                    s.revoke_session(&sid);
+                }
+                Effected::Done
+            }
+            Effect::ListErasure { user_id, email_hash } => {
+                let list = &s.config.gdpr.erasure_list;
+                done(crate::storage::store::append_erasure_list(list, &user_id, &email_hash).map_err(|e| format!("erasure list {}: {e}", list.display())))
+            }
+            Effect::DestroyDataKey(id) => done(s.destroy_data_key(&id).await),
+            Effect::Write(writes) => done(s.router.journal().write(writes).await.map_err(|e| e.to_string())),
         }
     }
 }
