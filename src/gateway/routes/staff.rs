@@ -215,88 +215,14 @@ pub async fn reload_sanctions(state: &AppState, req: &Req) -> Result<Reply, ApiE
 /// GET /v1/compliance/reports/daily?date=YYYY-MM-DD (UTC; default today): the day's trades,
 /// order rejections (with the rule), screening hits, erasures and advice, from the audit trail.
 pub async fn daily_report(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
-    use crate::domain::time::{Date, Timestamp};
+    use crate::domain::time::Date;
     let claims = state.claims(req)?;
     let date = match req.query_param("date") {
         None => Date::from_timestamp(state.now()),
         Some(s) => Date::parse(&s).ok_or_else(|| ApiError::bad_request("date must be a real date written YYYY-MM-DD"))?,
     };
-    let start = Timestamp::parse_rfc3339(&format!("{date}T00:00:00Z")).ok_or_else(ApiError::internal)?;
-    let end = Timestamp(start.millis() + crate::domain::price_history::MS_PER_DAY);
-    let store = state.router.store().clone();
-    let records = tokio::task::spawn_blocking(move || store.audit_records())
+    let report = crate::workflows::daily_report::daily_report(state, date, &meta(req, &claims.sub))
         .await
-        .map_err(|_| ApiError::internal())?
         .map_err(unavailable)?;
-    let subject_user = |r: &AuditRecord| r.entity.split_once('/').map(|(_, id)| id.to_string()).unwrap_or_default();
-    let detail = |r: &AuditRecord, k: &str| r.details.get(k).cloned().unwrap_or_default();
-    let (mut trades, mut rejections, mut hits, mut erasures, mut advice) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut alerts = Vec::new();
-    // Statements of that day, whenever they were written (a close can run after midnight).
-    let day = date.to_string();
-    let statements = records
-        .iter()
-        .filter(|r| r.action == "statement.issued" && r.details.get("date").is_some_and(|d| *d == day))
-        .count();
-    let mut by_code: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
-    let (mut notional, mut fees) = (rust_decimal::Decimal::ZERO, rust_decimal::Decimal::ZERO);
-    for r in records.iter().filter(|r| r.at >= start && r.at < end) {
-        let at = r.at.to_rfc3339();
-        match (r.action.as_str(), &r.outcome) {
-            ("order.filled", _) => {
-                let q: rust_decimal::Decimal = detail(r, "quantity").parse().unwrap_or_default();
-                let p: rust_decimal::Decimal = detail(r, "price").parse().unwrap_or_default();
-                notional += crate::domain::money::round_cash(q * p);
-                fees += detail(r, "fees").parse::<rust_decimal::Decimal>().unwrap_or_default();
-                trades.push(serde_json::json!({
-                    "at": at, "user_id": subject_user(r), "order_id": detail(r, "order_id"), "symbol": detail(r, "symbol"),
-                    "side": detail(r, "side"), "quantity": detail(r, "quantity"), "price": detail(r, "price"), "fees": detail(r, "fees"),
-                }));
-            }
-            ("order.place" | "portfolio.withdrawal" | "portfolio.deposit", crate::domain::audit::Outcome::Refused(code)) => {
-                *by_code.entry(code.clone()).or_default() += 1;
-                rejections.push(serde_json::json!({
-                    "at": at, "user_id": subject_user(r), "action": r.action, "code": code, "rule": r.details.get("rule"),
-                    "reason": r.details.get("reason"), "symbol": r.details.get("symbol"), "side": r.details.get("side"),
-                    "quantity": r.details.get("quantity"),
-                }));
-            }
-            ("screening.check", _) if r.details.get("status").is_some_and(|s| s != "clear") => hits.push(serde_json::json!({
-                "at": at, "user_id": subject_user(r), "status": detail(r, "status"), "entry": r.details.get("entry"),
-                "score": detail(r, "score"), "list_version": detail(r, "list_version"),
-            })),
-            ("gdpr.erasure", _) => erasures.push(serde_json::json!({ "at": at, "user_id": subject_user(r) })),
-            ("security.reconciliation_discrepancy", crate::domain::audit::Outcome::Refused(kind)) => alerts.push(serde_json::json!({
-                "at": at, "subject": r.entity, "kind": kind, "order_id": r.details.get("order_id"), "field": r.details.get("field"),
-                "booked": r.details.get("booked"), "confirmed": r.details.get("confirmed"),
-            })),
-            ("advice.issued" | "advice.reviewed" | "advice.accepted" | "advice.recomputed", _) => advice.push(serde_json::json!({
-                "at": at, "user_id": subject_user(r), "event": r.action, "advice_id": detail(r, "advice_id"),
-                "status": r.details.get("status"), "decision": r.details.get("decision"), "risk_band": r.details.get("risk_band"),
-                "orders": r.details.get("orders"), "turnover": r.details.get("turnover"), "model_version": r.details.get("model_version"),
-                "note": r.details.get("note"), "by": r.actor,
-            })),
-            _ => {}
-        }
-    }
-    let draft = AuditDraft::ok("compliance.report").detail("date", date);
-    let _ = state.router.audit(draft, "reports", &meta(req, &claims.sub), false).await;
-    Ok(private_json(
-        StatusCode::OK,
-        &serde_json::json!({
-            "date": date.to_string(),
-            "generated_at": state.now().to_rfc3339(),
-            "totals": {
-                "trades": trades.len(), "notional": crate::domain::money::cash_string(notional), "fees": crate::domain::money::cash_string(fees),
-                "rejections": rejections.len(), "rejections_by_code": by_code, "screening_hits": hits.len(), "erasures": erasures.len(), "advice": advice.len(),
-                "statements": statements, "reconciliation_alerts": alerts.len(),
-            },
-            "trades": trades,
-            "rejections": rejections,
-            "screening_hits": hits,
-            "erasures": erasures,
-            "advice": advice,
-            "reconciliation_alerts": alerts,
-        }),
-    ))
+    Ok(private_json(StatusCode::OK, &report))
 }
