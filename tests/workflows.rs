@@ -450,3 +450,76 @@ fn erasure_runs_its_steps_in_order_and_drops_a_schedule_the_account_never_record
     assert_eq!(outcome, Ok(Erased::Dropped));
     assert_eq!(effects, ["Write"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn advice_is_gated_then_given_alike_by_the_node_and_in_memory() {
+    use moneta::domain::account::Consents;
+    use moneta::domain::advice::AdvicePolicy;
+    use moneta::workflows::advice::AdviceError;
+    use moneta::workflows::advise::Advise;
+
+    let config = Config::load_with_env(None, &[]).unwrap();
+    let policy = AdvicePolicy {
+        slippage_bps: Decimal::ZERO,
+        ..config.advice.policy()
+    };
+    let advise = |n: u32| {
+        let meta = RequestMeta {
+            request_id: format!("req-advice-{n}"),
+            actor: USER.into(),
+        };
+        Advise::new(USER.into(), vec!["ACME".into(), "LEV3".into()], terms().fees, policy.clone(), meta)
+    };
+    let consent = Envelope::execute::<Account>(
+        USER,
+        AccountCommand::SetConsents(Consents {
+            ai_profiling: true,
+            marketing: false,
+            analytics: false,
+        }),
+        RequestMeta {
+            request_id: "req-consent".into(),
+            actor: USER.into(),
+        },
+    );
+
+    let mut host = MemoryHost::new(9, Timestamp(1_800_000_000_000));
+    for e in setup() {
+        host.dispatch(e).unwrap();
+    }
+    let mut effects = Vec::new();
+    let refused = workflows::run_with(
+        advise(1),
+        |e| host.dispatch(e),
+        |e| {
+            effects.push(format!("{e:?}").split([' ', '(', '{']).next().unwrap().to_string());
+            Effected::Done
+        },
+    )
+    .unwrap();
+    assert!(matches!(refused, Err(AdviceError::Refused { code: "consent_required", .. })), "{refused:?}");
+    assert_eq!(effects, ["Audit"], "the refusal is audited");
+    host.dispatch(consent.clone()).unwrap();
+    let in_memory = workflows::run_with(advise(2), |e| host.dispatch(e), |_| Effected::Done).unwrap().unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = moneta::storage::Store::open(dir.path()).unwrap();
+    let router = Router::start(store, Arc::new(Metrics::new()), RouterSettings::from_config(&config))
+        .await
+        .unwrap();
+    for e in setup() {
+        router.dispatch(e).await.unwrap();
+    }
+    router.dispatch(consent).await.unwrap();
+    struct Nothing;
+    impl Effects for Nothing {
+        async fn apply(&self, _: Effect) -> Effected {
+            Effected::Done
+        }
+    }
+    let on_node = workflows::run(&router, &Nothing, advise(2)).await.unwrap().unwrap();
+    assert_eq!(on_node.advice, in_memory.advice, "the same advice from the same numbers");
+    assert_eq!(on_node.status, in_memory.status);
+    assert!(!in_memory.advice.proposed_orders.is_empty(), "cash to invest gives orders");
+    assert!(in_memory.advice.proposed_orders.iter().all(|o| o.symbol == "ACME"), "never the complex product");
+}

@@ -2,13 +2,13 @@
 //! consent and the compliance rules), issued to their account, and recomputed by the advice
 //! worker when something it depends on changed.
 
+use super::advise::Advise;
+use super::flow::NodeEffects;
 use super::services::Services;
 use crate::actors::RequestMeta;
 use crate::cluster::RouteError;
-use crate::domain::account::{Account, AccountCommand, AccountRejection, AccountReply, AdviceRecord, AdviceStatus};
-use crate::domain::advice::{advise, AdviceTrigger, Product};
-use crate::domain::instrument::Instrument;
-use crate::domain::portfolio::Portfolio;
+use crate::domain::account::{Account, AccountRejection, AdviceRecord};
+use crate::domain::advice::AdviceTrigger;
 use std::sync::Arc;
 
 /// Why no advice was given.
@@ -26,87 +26,17 @@ pub enum AdviceError {
 }
 
 /// Computes the user's advice from their profile, portfolio and the listed instruments (gated by
-/// consent and the compliance rules) and issues it to their account: unchanged advice keeps
-/// its id and status; unusual advice goes to the review queue.
+/// consent and the compliance rules) and issues it to their account: the advice workflow
+/// (`advise.rs`) over the node's router and adapters.
 pub async fn compute(state: &Services, user_id: &str, request: RequestMeta) -> Result<AdviceRecord, AdviceError> {
-    let crate::domain::queries::AdviceInputs {
-        ai_profiling: consent,
-        investor,
-        profile,
-    } = state
-        .router
-        .query::<Account, _>(user_id, crate::domain::queries::ForAdvice)
-        .await
-        .map_err(|e| AdviceError::Unavailable(e.to_string()))?;
-    // The consent, then the compliance rules engine as it gates orders (the domain's gate).
-    if let Err((code, reason)) = crate::domain::advice::gate(consent, &investor) {
-        let _ = state
-            .router
-            .audit(
-                crate::domain::audit::AuditDraft::refused("advice.request", code),
-                &format!("account/{user_id}"),
-                &request,
-                false,
-            )
-            .await;
-        return Err(AdviceError::Refused {
-            code,
-            reason: reason.to_string(),
-        });
-    }
-    let profile = profile.ok_or(AdviceError::Unexpected)?;
-    let (cash, holdings) = state
-        .router
-        .query::<Portfolio, _>(user_id, crate::domain::queries::Holdings)
-        .await
-        .map_err(|e| AdviceError::Unavailable(e.to_string()))?;
-    let holdings = holdings.into_iter().map(|(s, h)| (s, h.quantity)).collect();
-    let mut universe = Vec::new();
-    for symbol in state.symbols() {
-        if let Some(q) = state
-            .router
-            .query::<Instrument, _>(&symbol, crate::domain::queries::CurrentQuote)
-            .await
-            .map_err(|e| AdviceError::Unavailable(e.to_string()))?
-        {
-            universe.push(Product {
-                symbol,
-                kind: q.listing.kind,
-                risk_class: q.listing.risk_class,
-                price: q.price,
-            });
-        }
-    }
-    let advice = advise(
-        &profile,
-        &universe,
-        cash,
-        &holdings,
-        &state.config.fees.schedule(),
-        &crate::domain::advice::AdvicePolicy {
-            slippage_bps: state.config.broker.slippage_bps,
-            ..state.config.advice.policy()
-        },
-    );
-    let record = match state
-        .router
-        .execute::<Account>(user_id, AccountCommand::IssueAdvice { advice }, request.clone())
-        .await
-        .map_err(AdviceError::Account)?
-    {
-        AccountReply::Advice(r) => r,
-        _ => return Err(AdviceError::Unexpected),
+    let policy = crate::domain::advice::AdvicePolicy {
+        slippage_bps: state.config.broker.slippage_bps,
+        ..state.config.advice.policy()
     };
-    if record.status == AdviceStatus::PendingReview {
-        state
-            .router
-            .journal()
-            .write(crate::storage::records::set_review(&record.advice_id, user_id, true))
-            .await
-            .map_err(|e| AdviceError::Unavailable(e.to_string()))?;
-    }
-    state.valuations.rebase(user_id);
-    Ok(record)
+    let flow = Advise::new(user_id.to_string(), state.symbols(), state.config.fees.schedule(), policy, request);
+    super::run(&state.router, &NodeEffects(state), flow)
+        .await
+        .map_err(|e| AdviceError::Unavailable(e.to_string()))?
 }
 
 /// Recomputes the advice of users who have advice when something it depends on changed: a held

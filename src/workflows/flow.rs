@@ -8,6 +8,8 @@
 use crate::actors::entity::EntityFailure;
 use crate::cluster::Router;
 use crate::domain::account::{Profile, ScreeningOutcome};
+use crate::domain::audit::AuditDraft;
+use crate::domain::envelope::RequestMeta;
 use crate::domain::envelope::{Answer, Envelope};
 use crate::domain::portfolio::Order;
 use crate::domain::queries::RegulatoryFacts;
@@ -59,6 +61,12 @@ pub enum Effect {
     DestroyDataKey(String),
     /// These writes (shard records) are group-committed, durably.
     Write(WriteSet),
+    /// An audit record that belongs to no entity command (a refused request), queued for the
+    /// next group commit (not waited for).
+    Audit { draft: AuditDraft, subject: String, meta: RequestMeta },
+    /// The user's live valuation starts a new period from their current positions (fresh
+    /// advice is measured from here).
+    Rebase(String),
 }
 
 /// The result of an [`Effect`].
@@ -191,6 +199,16 @@ impl Effects for NodeEffects<'_> {
             }
             Effect::DestroyDataKey(id) => done(s.destroy_data_key(&id).await),
             Effect::Write(writes) => done(s.router.journal().write(writes).await.map_err(|e| e.to_string())),
+            Effect::Audit { draft, subject, meta } => {
+                if let Err(e) = s.router.audit(draft, &subject, &meta, false).await {
+                    tracing::error!(error = %e, "an audit record could not be queued");
+                }
+                Effected::Done
+            }
+            Effect::Rebase(user) => {
+                s.valuations.rebase(&user);
+                Effected::Done
+            }
         }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod accept_advice;
 pub mod advice;
+pub mod advise;
 pub mod daily_report;
 pub mod end_of_day;
 pub mod erasure;
