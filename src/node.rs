@@ -132,6 +132,7 @@ pub async fn open_state(config: &Config) -> Result<Arc<AppState>, String> {
         config: config.clone(),
         clock: crate::actors::wall_clock_now,
         data_key_creation: Default::default(),
+        accepting: Default::default(),
     });
     Ok(Arc::new(AppState {
         services,
@@ -139,7 +140,6 @@ pub async fn open_state(config: &Config) -> Result<Arc<AppState>, String> {
         logins: LoginGuard::new(&config.auth),
         sessions_checked: std::sync::Mutex::new(std::collections::HashMap::new()),
         started_at_secs: crate::actors::wall_clock_now().millis() / 1000,
-        accepting: Default::default(),
         ready: AtomicBool::new(false),
     }))
 }

@@ -41,9 +41,6 @@ pub struct AppState {
     /// When this node started (seconds since the epoch, as token `iat`s are).
     pub started_at_secs: i64,
     pub ready: AtomicBool,
-    /// Accepting advice is one account command and several orders: one user's accepts run one
-    /// at a time, so a concurrent retry finds the first one's orders and replays them.
-    pub accepting: limits::KeyedLocks,
 }
 
 impl std::ops::Deref for AppState {

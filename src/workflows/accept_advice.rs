@@ -3,15 +3,32 @@
 //! be acted on, then each proposed order goes through the order path under its own key of the
 //! key's series (`<key>`, `<key>/1`, …) and its own step of the request id.
 
-use super::flow::{unexpected, Input, Next, Workflow};
+use super::flow::{unexpected, Input, Next, NodeEffects, Workflow};
 use super::order::{OrderOutcome, OrderRequest, OrderTerms, PlaceOrder};
+use super::services::Services;
 use crate::domain::account::{Account, AccountCommand, AccountRejection, AccountReply};
 use crate::domain::advice::ProposedOrder;
+use crate::domain::envelope::EntityFailure;
 use crate::domain::envelope::{Envelope, RequestMeta};
 use crate::domain::fingerprint::accepted_order;
 use crate::domain::portfolio::{series_key, IdemTag, Portfolio, PortfolioRejection, PortfolioReply};
 use crate::domain::queries::AcceptedOrders;
 use std::collections::BTreeSet;
+
+/// Accepts advice `advice_id` of `user_id` under idempotency key `key` on the node: one accept
+/// per user at a time (a concurrent retry then finds the first one's orders and replays them).
+pub async fn accept(state: &Services, user_id: &str, advice_id: &str, key: String, meta: RequestMeta) -> Result<Result<Accepted, NotAccepted>, EntityFailure> {
+    let _one_at_a_time = state.accepting.lock(user_id).await;
+    let flow = AcceptAdvice::new(
+        user_id.to_string(),
+        advice_id.to_string(),
+        key,
+        meta,
+        state.order_terms(),
+        state.symbols().into_iter().collect(),
+    );
+    super::run(&state.router, &NodeEffects(state), flow).await
+}
 
 /// What accepting did.
 #[derive(Clone, Debug, PartialEq)]

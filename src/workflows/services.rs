@@ -41,6 +41,10 @@ pub struct Services {
     pub clock: fn() -> Timestamp,
     /// One creation at a time per data key on this node (check, then write through the journal).
     pub data_key_creation: crate::actors::locks::KeyedLocks,
+    /// Accepting advice is one account command and several orders: one user's accepts run one
+    /// at a time, so a concurrent retry finds the first one's orders and replays them. (On this
+    /// node: in a cluster it belongs with the owner of the user's shard.)
+    pub accepting: crate::actors::locks::KeyedLocks,
 }
 
 impl Services {
@@ -74,6 +78,14 @@ impl Services {
     /// Destroys the data key `id` (crypto-shredding); durable when it returns.
     pub async fn destroy_data_key(&self, id: &str) -> Result<(), String> {
         self.router.journal().write(self.vault.destroy_data_key(id)).await.map_err(|e| e.to_string())
+    }
+
+    /// What the configuration fixes for every order.
+    pub fn order_terms(&self) -> crate::workflows::order::OrderTerms {
+        crate::workflows::order::OrderTerms {
+            fees: self.config.fees.schedule(),
+            slippage_bps: self.config.broker.slippage_bps,
+        }
     }
 
     /// Refuses the access tokens of a session from now on (they would expire within the TTL).

@@ -13,9 +13,8 @@ use crate::domain::portfolio::PortfolioReply;
 use crate::gateway::http::{private_json, Reply, Req};
 use crate::gateway::problem::ApiError;
 use crate::gateway::AppState;
-use crate::workflows::accept_advice::{AcceptAdvice, Accepted, NotAccepted};
+use crate::workflows::accept_advice::{Accepted, NotAccepted};
 use crate::workflows::advice::AdviceError;
-use crate::workflows::{self, NodeEffects};
 use serde::Deserialize;
 use serde_json::json;
 use warp::http::StatusCode;
@@ -89,16 +88,9 @@ pub async fn accept(state: &AppState, req: &Req, advice_id: &str) -> Result<Repl
     if !req.body.is_empty() {
         let AcceptBody {} = req.json()?;
     }
-    let _one_at_a_time = state.accepting.lock(&claims.sub).await;
-    let flow = AcceptAdvice::new(
-        claims.sub.clone(),
-        advice_id.to_string(),
-        key,
-        meta(req, &claims.sub),
-        super::portfolio::order_terms(state),
-        state.symbols().into_iter().collect(),
-    );
-    let accepted = workflows::run(&state.router, &NodeEffects(&state.services), flow).await.map_err(unavailable)?;
+    let accepted = crate::workflows::accept_advice::accept(state, &claims.sub, advice_id, key, meta(req, &claims.sub))
+        .await
+        .map_err(unavailable)?;
     let orders: Vec<serde_json::Value> = match accepted {
         Ok(Accepted::Remembered(replies)) => replies.into_iter().map(remembered_order).collect(),
         Ok(Accepted::Orders(outcomes)) => {

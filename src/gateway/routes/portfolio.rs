@@ -12,7 +12,7 @@ use crate::gateway::auth::Claims;
 use crate::gateway::http::{private_json, Reply, Req};
 use crate::gateway::problem::ApiError;
 use crate::gateway::AppState;
-use crate::workflows::order::{OrderOutcome, OrderRequest, OrderTerms, PlaceOrder};
+use crate::workflows::order::{OrderOutcome, OrderRequest, PlaceOrder};
 use crate::workflows::{self, NodeEffects};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -187,19 +187,11 @@ pub(super) async fn place(
         idem,
         meta,
     };
-    let flow = PlaceOrder::new(request, order_terms(state), listed);
+    let flow = PlaceOrder::new(request, state.order_terms(), listed);
     let outcome = workflows::run(&state.router, &NodeEffects(&state.services), flow).await.map_err(unavailable)?;
     let view = order_view(outcome)?;
     crate::workflows::end_of_day::refresh_valuation(state, user_id).await;
     Ok(view)
-}
-
-/// What the configuration fixes for every order.
-pub(super) fn order_terms(state: &AppState) -> OrderTerms {
-    OrderTerms {
-        fees: state.config.fees.schedule(),
-        slippage_bps: state.config.broker.slippage_bps,
-    }
 }
 
 /// A fill as the client sees it, or the refusal as a problem.
