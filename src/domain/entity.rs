@@ -187,18 +187,20 @@ impl<R: Clone, J: Clone> RequestLog<R, J> {
     pub fn expire(&mut self, now: Timestamp, keep_ms: i64, max: usize) -> Vec<String> {
         let horizon = now.max(self.latest).0.saturating_sub(keep_ms);
         let mut gone = Vec::new();
-        let candidates: Vec<(Timestamp, String)> = self.by_age.iter().cloned().collect();
-        for (at, id) in candidates {
+        loop {
             let over = self.by_id.len() > max.max(1);
-            if at.0 >= horizon && !over {
-                break;
+            // The oldest that is not the newest: the first element, but when everything shares
+            // one time (the newest sorts anywhere among them). O(log n) per step, not a copy.
+            let newest = self.newest.as_deref();
+            let oldest = self.by_age.iter().find(|(_, id)| Some(id.as_str()) != newest).cloned();
+            match oldest {
+                Some((at, id)) if at.0 < horizon || over => {
+                    self.by_age.remove(&(at, id.clone()));
+                    self.by_id.remove(&id);
+                    gone.push(id);
+                }
+                _ => break,
             }
-            if self.newest.as_deref() == Some(id.as_str()) {
-                continue;
-            }
-            self.by_age.remove(&(at, id.clone()));
-            self.by_id.remove(&id);
-            gone.push(id);
         }
         assert_eq!(self.by_id.len(), self.by_age.len(), "request log indexes agree");
         gone
