@@ -44,7 +44,7 @@ fn recomputed(node: &Node, user: &User, reason: &str) -> Option<Value> {
 }
 
 fn run_cli(node: &Node, args: &[&str]) -> String {
-    let out = node.cli(args).output().expect("run the moneta CLI");
+    let out = node.cli(args).env(CLOSE_TIME.0, CLOSE_TIME.1).output().expect("run the moneta CLI");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -130,12 +130,27 @@ fn a_sharp_fall_revalues_the_portfolio_and_recomputes_advice() {
     assert!(metrics.contains("moneta_fanout_prices_published_total"), "fan-out metrics are exported");
 }
 
+/// The day closes at 23:59 UTC in the end-of-day test: it trades "today" and closes today on
+/// demand before the close time, whatever the hour it runs at (with the default 22:00, a run
+/// between 22:00 and midnight found its trades belonging to tomorrow's statement).
+const CLOSE_TIME: (&str, &str) = ("MONETA_STATEMENTS_CLOSE_TIME", "23:59");
+
+/// Waits (at most a few minutes) while the UTC day is about to end, so the test's "today"
+/// stays one day from its trades to its close.
+fn away_from_midnight() {
+    let s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() % 86_400;
+    if s >= 86_400 - 180 {
+        std::thread::sleep(Duration::from_secs(86_400 - s + 30));
+    }
+}
+
 #[test]
 fn end_of_day_statements_and_reconciliation_alerts() {
+    away_from_midnight();
     let dir = tempfile::tempdir().unwrap();
     add_staff(dir.path(), "admin@moneta.test", "admin");
     add_staff(dir.path(), "officer@moneta.test", "compliance");
-    let mut node = Node::start_with(dir.path(), &[("MONETA_MARKET_TICK_INTERVAL", "100ms")]);
+    let mut node = Node::start_with(dir.path(), &[("MONETA_MARKET_TICK_INTERVAL", "100ms"), CLOSE_TIME]);
     let user = node.new_user("stated");
     let idle = node.new_user("idle");
     assert_eq!(node.deposit(&user, "d1", "5000.00").status, 201);
@@ -179,7 +194,7 @@ fn end_of_day_statements_and_reconciliation_alerts() {
         store.tree().insert(key(&order_ids[1]), serde_json::to_vec(&c).unwrap()).unwrap();
         store.flush().unwrap();
     }
-    let node = Node::start_with(dir.path(), &[("MONETA_MARKET_TICK_INTERVAL", "100ms")]);
+    let node = Node::start_with(dir.path(), &[("MONETA_MARKET_TICK_INTERVAL", "100ms"), CLOSE_TIME]);
     // End of day on demand, through the running node's control socket.
     // Closed once (above, offline): the running node closes it again with nothing to write.
     let out = run_cli(&node, &["eod", "run", "--date", &today]);

@@ -523,3 +523,66 @@ async fn advice_is_gated_then_given_alike_by_the_node_and_in_memory() {
     assert!(!in_memory.advice.proposed_orders.is_empty(), "cash to invest gives orders");
     assert!(in_memory.advice.proposed_orders.iter().all(|o| o.symbol == "ACME"), "never the complex product");
 }
+
+#[test]
+fn rescreening_and_closing_a_day_run_in_memory_too() {
+    use moneta::domain::queries::{ClosedThrough, ScreeningState};
+    use moneta::domain::time::Date;
+    use moneta::workflows::end_of_day::{ClosePortfolio, Closed};
+    use moneta::workflows::rescreen::Rescreen;
+
+    let now = Timestamp(1_800_000_000_000);
+    let mut host = MemoryHost::new(11, now);
+    for e in setup() {
+        host.dispatch(e).unwrap();
+    }
+    // Re-screening: the adapter now finds a potential match; the account records it.
+    let hit = ScreeningOutcome {
+        status: ScreeningStatus::PotentialMatch,
+        entry: Some("4711".into()),
+        score: "0.930".into(),
+        list_version: "reloaded".into(),
+    };
+    let meta = |r: &str| RequestMeta {
+        request_id: r.into(),
+        actor: "system".into(),
+    };
+    let outcome = workflows::run_with(
+        Rescreen::new(USER.into(), meta("rescreen")),
+        |e| host.dispatch(e),
+        |e| match e {
+            Effect::Screen { .. } => Effected::Screened(hit.clone()),
+            other => panic!("{other:?}"),
+        },
+    )
+    .unwrap();
+    assert_eq!(outcome, Ok(Some(true)));
+    assert_eq!(host.query::<Account, _>(USER, ScreeningState), Some(ScreeningStatus::PotentialMatch));
+    // Nobody to screen: no profile of an investor.
+    let nobody = workflows::run_with(
+        Rescreen::new("usr_nobody".into(), meta("rescreen-2")),
+        |e| host.dispatch(e),
+        |e| panic!("{e:?}"),
+    )
+    .unwrap();
+    assert_eq!(nobody, Ok(None));
+
+    // Closing the day: the portfolio's journal is read through the effect, the portfolio states it.
+    let date = Date::from_timestamp(now);
+    let journal = host.portfolios[USER].journal.clone();
+    let close = |r: &str| ClosePortfolio::new(USER.into(), date, Default::default(), now, meta(r));
+    let closed = workflows::run_with(
+        close("close-1"),
+        |e| host.dispatch(e),
+        |e| match e {
+            Effect::PortfolioJournal(u) if u == USER => Effected::Journal(journal.clone()),
+            other => panic!("{other:?}"),
+        },
+    )
+    .unwrap();
+    assert_eq!(closed, Ok(Closed::Statement));
+    assert!(host.query::<Portfolio, _>(USER, ClosedThrough { date }));
+    // Again: already closed, without reading the journal.
+    let again = workflows::run_with(close("close-2"), |e| host.dispatch(e), |e| panic!("{e:?}")).unwrap();
+    assert_eq!(again, Ok(Closed::AlreadyClosed));
+}

@@ -7,13 +7,15 @@
 //! - `track_all` starts the live valuation of every portfolio when the node starts.
 
 use crate::actors::RequestMeta;
-use crate::cluster::RouteError;
 use crate::domain::audit::AuditDraft;
 use crate::domain::ids::EntityKind;
 use crate::domain::instrument::Instrument;
 use crate::domain::portfolio::{Portfolio, PortfolioCommand, PortfolioRejection};
 
+use super::flow::{unexpected, Effect, Effected, Input, Next, NodeEffects, Workflow};
 use super::services::Services;
+use crate::domain::envelope::Envelope;
+use crate::domain::queries::ClosedThrough;
 use crate::domain::time::{Date, Timestamp, MS_PER_DAY};
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
@@ -67,33 +69,18 @@ pub async fn close_day(state: &Services, date: Date) -> Result<CloseSummary, Str
     let cutoff = Timestamp(date.days_since_epoch() * MS_PER_DAY + offset).min(state.now());
     let mut summary = CloseSummary::default();
     for user in portfolio_ids(state)? {
-        // Already closed (a catch-up or a re-run): no need to read its whole journal. The
-        // portfolio's own decision below still refuses a second close.
-        if let Ok(true) = state.router.query::<Portfolio, _>(&user, crate::domain::queries::ClosedThrough { date }).await {
-            summary.already_closed += 1;
-            continue;
-        }
-        let journal = match state.router.read_journal::<Portfolio>(&user).await {
-            Ok(j) => j.into_iter().map(|e| e.event).collect(),
-            Err(e) => {
+        let flow = ClosePortfolio::new(user, date, prices.clone(), cutoff, RequestMeta::system(format!("eod-{date}")));
+        match super::run(&state.router, &NodeEffects(state), flow).await {
+            Ok(Ok(Closed::Statement)) => summary.statements += 1,
+            Ok(Ok(Closed::AlreadyClosed)) => summary.already_closed += 1,
+            Ok(Ok(Closed::NothingToState)) => summary.nothing_to_state += 1,
+            Ok(Err(e)) => {
                 summary.failed += 1;
-                tracing::error!(error = %e, "end of day: a portfolio's journal could not be read");
-                continue;
+                tracing::error!(error = %e, "end of day: a portfolio could not be closed");
             }
-        };
-        let cmd = PortfolioCommand::CloseDay {
-            date,
-            prices: prices.clone(),
-            cutoff,
-            journal,
-        };
-        match state.router.execute::<Portfolio>(&user, cmd, RequestMeta::system(format!("eod-{date}"))).await {
-            Ok(_) => summary.statements += 1,
-            Err(RouteError::Rejected(PortfolioRejection::DayAlreadyClosed)) => summary.already_closed += 1,
-            Err(RouteError::Rejected(PortfolioRejection::NothingToState)) => summary.nothing_to_state += 1,
             Err(e) => {
                 summary.failed += 1;
-                tracing::error!(error = ?e, "end of day: a portfolio could not be closed");
+                tracing::error!(error = %e, "end of day: a portfolio could not be reached");
             }
         }
     }
@@ -187,6 +174,90 @@ pub async fn refresh_valuation(state: &Services, user: &str) {
     match state.router.query::<Portfolio, _>(user, crate::domain::queries::PositionsOf).await {
         Ok(positions) => state.valuations.update(user, positions, state.now()),
         Err(e) => tracing::warn!(error = %e, "portfolio could not be valued"),
+    }
+}
+
+/// What closing one portfolio's day did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Closed {
+    Statement,
+    AlreadyClosed,
+    NothingToState,
+}
+
+#[derive(Clone, Debug)]
+enum Stage {
+    Start,
+    Checking,
+    Reading,
+    Closing,
+    Finished,
+}
+
+/// Closing one portfolio's day (sans-IO): already closed (a catch-up or a re-run) ends it before
+/// its whole journal is read; else the journal, folded to the cutoff by the portfolio's own
+/// decision, which also refuses a second close.
+#[derive(Clone, Debug)]
+pub struct ClosePortfolio {
+    user_id: String,
+    date: Date,
+    prices: BTreeMap<String, Decimal>,
+    cutoff: Timestamp,
+    meta: RequestMeta,
+    stage: Stage,
+}
+
+impl ClosePortfolio {
+    pub fn new(user_id: String, date: Date, prices: BTreeMap<String, Decimal>, cutoff: Timestamp, meta: RequestMeta) -> ClosePortfolio {
+        ClosePortfolio {
+            user_id,
+            date,
+            prices,
+            cutoff,
+            meta,
+            stage: Stage::Start,
+        }
+    }
+}
+
+impl Workflow for ClosePortfolio {
+    type Output = Result<Closed, String>;
+
+    fn next(&mut self, input: Input) -> Next<Self::Output> {
+        let stage = std::mem::replace(&mut self.stage, Stage::Finished);
+        match (stage, input) {
+            (Stage::Start, Input::Start) => {
+                self.stage = Stage::Checking;
+                Next::Call(Envelope::query::<Portfolio, _>(&self.user_id, ClosedThrough { date: self.date }))
+            }
+            (Stage::Checking, Input::Answer(a)) => match a.clone().viewed::<Portfolio, ClosedThrough>() {
+                Some(true) => Next::Done(Ok(Closed::AlreadyClosed)),
+                Some(false) => {
+                    self.stage = Stage::Reading;
+                    Next::Effect(Effect::PortfolioJournal(self.user_id.clone()))
+                }
+                None => unexpected("end of day", &Input::Answer(a)),
+            },
+            (Stage::Reading, Input::Effected(Effected::Journal(journal))) => {
+                self.stage = Stage::Closing;
+                let cmd = PortfolioCommand::CloseDay {
+                    date: self.date,
+                    prices: std::mem::take(&mut self.prices),
+                    cutoff: self.cutoff,
+                    journal,
+                };
+                Next::Call(Envelope::execute::<Portfolio>(&self.user_id, cmd, self.meta.clone()))
+            }
+            (Stage::Reading, Input::Effected(Effected::Failed(e))) => Next::Done(Err(format!("the journal could not be read: {e}"))),
+            (Stage::Closing, Input::Answer(a)) => match a.clone().executed::<Portfolio>() {
+                Some(Ok(_)) => Next::Done(Ok(Closed::Statement)),
+                Some(Err(PortfolioRejection::DayAlreadyClosed)) => Next::Done(Ok(Closed::AlreadyClosed)),
+                Some(Err(PortfolioRejection::NothingToState)) => Next::Done(Ok(Closed::NothingToState)),
+                Some(Err(r)) => Next::Done(Err(format!("refused: {r:?}"))),
+                None => unexpected("end of day", &Input::Answer(a)),
+            },
+            (_, input) => unexpected("end of day", &input),
+        }
     }
 }
 

@@ -67,6 +67,10 @@ pub enum Effect {
     /// The user's live valuation starts a new period from their current positions (fresh
     /// advice is measured from here).
     Rebase(String),
+    /// `sealed_profile` of `user_id` opened and screened against the current sanctions list.
+    Screen { user_id: String, sealed_profile: Vec<u8> },
+    /// The portfolio's whole journal (its events, oldest first).
+    PortfolioJournal(String),
 }
 
 /// The result of an [`Effect`].
@@ -80,6 +84,8 @@ pub enum Effected {
         profile: Vec<u8>,
         screening: Option<ScreeningOutcome>,
     },
+    Screened(ScreeningOutcome),
+    Journal(Vec<crate::domain::portfolio::PortfolioEvent>),
     /// The effect could not be carried out (the vault or the disk refused): nothing of it holds.
     Failed(String),
 }
@@ -209,6 +215,14 @@ impl Effects for NodeEffects<'_> {
                 s.valuations.rebase(&user);
                 Effected::Done
             }
+            Effect::Screen { user_id, sealed_profile } => match s.vault.open_json::<Profile>(&user_id, "profile", &sealed_profile) {
+                Ok(profile) => Effected::Screened(crate::adapters::sanctions::screen(&s.sanctions_list(), &profile)),
+                Err(e) => Effected::Failed(format!("{user_id}: {e}")),
+            },
+            Effect::PortfolioJournal(user) => match s.router.read_journal::<crate::domain::portfolio::Portfolio>(&user).await {
+                Ok(j) => Effected::Journal(j.into_iter().map(|e| e.event).collect()),
+                Err(e) => Effected::Failed(e.to_string()),
+            },
         }
     }
 }
