@@ -51,6 +51,28 @@ pub fn is_valid_quantity(v: Decimal) -> bool {
     v > Decimal::ZERO && has_at_most_dp(v, QUANTITY_DP) && v <= max_amount()
 }
 
+/// Why `v` is no valid cash amount, naming the limit it broke (`None` when it is valid).
+pub fn cash_amount_problem(v: Decimal) -> Option<String> {
+    limit_problem(v, CASH_DP)
+}
+
+/// Why `v` is no valid quantity, naming the limit it broke (`None` when it is valid).
+pub fn quantity_problem(v: Decimal) -> Option<String> {
+    limit_problem(v, QUANTITY_DP)
+}
+
+fn limit_problem(v: Decimal, dp: u32) -> Option<String> {
+    if v <= Decimal::ZERO {
+        Some("must be positive".to_string())
+    } else if !has_at_most_dp(v, dp) {
+        Some(format!("must have at most {dp} decimal places"))
+    } else if v > max_amount() {
+        Some(format!("must be at most {}", max_amount()))
+    } else {
+        None
+    }
+}
+
 /// Canonical text for JSON and digests: cash always with two places (`"10.50"`).
 pub fn cash_string(v: Decimal) -> String {
     let mut r = round_cash(v);

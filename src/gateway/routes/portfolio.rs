@@ -35,17 +35,34 @@ pub(crate) struct OrderBody {
     quantity: String,
 }
 
-/// A decimal string (`"12.50"`): digits with at most one point, no sign, exponent or spaces.
-/// Signs are accepted so that a negative amount reaches the domain and is refused there
-/// (with its own code), rather than looking like malformed JSON.
+/// A decimal string (`"12.50"`): exactly `-?digits(.digits)?` — no exponent, spaces, or a point
+/// without digits on both sides (`"100."`, `".5"`). A sign is accepted so that a negative
+/// amount reaches the domain and is refused there (with its own code), rather than looking
+/// like malformed JSON.
 fn parse_decimal(field: &str, s: &str) -> Result<Decimal, ApiError> {
     let t = s.strip_prefix('-').unwrap_or(s);
-    let well_formed =
-        !t.is_empty() && t.len() <= 40 && t.bytes().all(|c| c.is_ascii_digit() || c == b'.') && t.bytes().filter(|&c| c == b'.').count() <= 1 && t != ".";
+    let digits = |p: &str| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit());
+    let well_formed = t.len() <= 40
+        && match t.split_once('.') {
+            Some((int, frac)) => digits(int) && digits(frac),
+            None => digits(t),
+        };
     if !well_formed {
         return Err(ApiError::bad_request(format!("{field} must be a decimal string such as \"12.50\"")));
     }
     Decimal::from_str(s).map_err(|_| ApiError::bad_request(format!("{field} is out of range")))
+}
+
+/// A refused amount or quantity says which limit it broke (the domain refuses with one code).
+fn naming_the_limit(mut e: ApiError, field: &str, problem: Option<String>) -> ApiError {
+    if e.code == "invalid_amount" || e.code == "invalid_quantity" {
+        e.detail = match problem {
+            Some(p) => format!("{field} {p}"),
+            // Valid on its own: its value (quantity × price) is what is out of bounds.
+            None => format!("the order's value (quantity × price) must be at most {}", crate::domain::money::max_amount()),
+        };
+    }
+    e
 }
 
 fn user(state: &AppState, req: &Req) -> Result<Claims, ApiError> {
@@ -61,8 +78,20 @@ pub(super) fn rejection(r: PortfolioRejection) -> ApiError {
         PortfolioRejection::UnknownInstrument => ApiError::new(StatusCode::NOT_FOUND, "unknown_instrument", "no such instrument is listed"),
         PortfolioRejection::InsufficientFunds => ApiError::unprocessable("insufficient_funds", "there is not enough cash for this"),
         PortfolioRejection::InsufficientHoldings => ApiError::unprocessable("insufficient_holdings", "the portfolio does not hold that many units"),
-        PortfolioRejection::InvalidQuantity => ApiError::unprocessable("invalid_quantity", "quantity must be positive, with at most 6 decimal places"),
-        PortfolioRejection::InvalidAmount => ApiError::unprocessable("invalid_amount", "amount must be positive, with at most 2 decimal places"),
+        PortfolioRejection::InvalidQuantity => ApiError::unprocessable(
+            "invalid_quantity",
+            format!(
+                "quantity must be positive, with at most 6 decimal places, at most {}",
+                crate::domain::money::max_amount()
+            ),
+        ),
+        PortfolioRejection::InvalidAmount => ApiError::unprocessable(
+            "invalid_amount",
+            format!(
+                "amount must be positive, with at most 2 decimal places, at most {}",
+                crate::domain::money::max_amount()
+            ),
+        ),
         PortfolioRejection::IdempotencyKeyReused => ApiError::unprocessable("idempotency_key_reused", "this Idempotency-Key was used for a different request"),
         PortfolioRejection::Compliance(rule) => ApiError::unprocessable(rule.code(), rule.reason()),
         PortfolioRejection::DayAlreadyClosed | PortfolioRejection::NothingToState | PortfolioRejection::JournalMismatch => ApiError::internal(),
@@ -108,7 +137,11 @@ async fn move_cash(state: &AppState, req: &Req, deposit: bool) -> Result<Reply, 
     } else {
         PortfolioCommand::Withdraw { amount, idem }
     };
-    let reply = cash_reply(execute(state, &claims, req, cmd).await?)?;
+    let reply = cash_reply(
+        execute(state, &claims, req, cmd)
+            .await
+            .map_err(|e| naming_the_limit(e, "amount", crate::domain::money::cash_amount_problem(amount)))?,
+    )?;
     state.valuations.trigger(&claims.sub, crate::domain::advice::AdviceTrigger::PortfolioChanged);
     Ok(reply)
 }
@@ -161,7 +194,9 @@ pub async fn place_order(state: &AppState, req: &Req) -> Result<Reply, ApiError>
         request_id: req.request_id.clone(),
         actor: claims.sub.clone(),
     };
-    let order = place(state, &claims.sub, meta, body.symbol, body.side, quantity, IdemTag { key, fingerprint: fp }).await?;
+    let order = place(state, &claims.sub, meta, body.symbol, body.side, quantity, IdemTag { key, fingerprint: fp })
+        .await
+        .map_err(|e| naming_the_limit(e, "quantity", crate::domain::money::quantity_problem(quantity)))?;
     // Not for orders placed by accepting advice (`place` alone): that advice is what they follow.
     state.valuations.trigger(&claims.sub, crate::domain::advice::AdviceTrigger::PortfolioChanged);
     Ok(private_json(StatusCode::CREATED, &order))

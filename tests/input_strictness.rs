@@ -1,0 +1,64 @@
+//! Input strictness (issue 16, points 7 and 8): decimals are exactly `-?digits(.digits)?`, and
+//! a refused amount or quantity names the limit it broke.
+
+mod common;
+
+use common::Node;
+
+#[test]
+fn decimals_are_strict_and_refusals_name_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start_with(dir.path(), &[]);
+    let user = node.new_user("strict");
+    let mut findings = Vec::new();
+
+    for (i, bad) in ["100.", ".5", "1e3", " 5", "5 ", "+5", "1.2.3", "-", "."].iter().enumerate() {
+        let r = node.deposit(&user, &format!("bad-{i}"), bad);
+        if r.status != 400 || r.json()["code"] != "invalid_request" {
+            findings.push(format!("amount {bad:?}: expected 400 invalid_request, got {}", r.what()));
+        }
+    }
+    let expect = |findings: &mut Vec<String>, what: &str, r: common::Resp, code: &str, says: &str| {
+        let body = r.json();
+        if r.status != 422 || body["code"] != code || !body["detail"].as_str().unwrap_or_default().contains(says) {
+            findings.push(format!("{what}: expected 422 {code} saying {says:?}, got {}", r.what()));
+        }
+    };
+    expect(
+        &mut findings,
+        "too large an amount",
+        node.deposit(&user, "big", "1000000000000.00"),
+        "invalid_amount",
+        "at most 1000000000",
+    );
+    expect(
+        &mut findings,
+        "too many places",
+        node.deposit(&user, "places", "10.555"),
+        "invalid_amount",
+        "at most 2 decimal places",
+    );
+    expect(
+        &mut findings,
+        "a negative amount",
+        node.deposit(&user, "neg", "-5"),
+        "invalid_amount",
+        "must be positive",
+    );
+    assert_eq!(node.deposit(&user, "ok", "100.50").status, 201, "a plain amount still works");
+    expect(
+        &mut findings,
+        "too large a quantity",
+        node.order(&user, "q-big", "ACME", "buy", "1000000000000"),
+        "invalid_quantity",
+        "at most 1000000000",
+    );
+    expect(
+        &mut findings,
+        "too many places",
+        node.order(&user, "q-places", "ACME", "buy", "0.0000001"),
+        "invalid_quantity",
+        "at most 6 decimal places",
+    );
+    assert!(findings.is_empty(), "{} deviation(s):\n  - {}", findings.len(), findings.join("\n  - "));
+}
