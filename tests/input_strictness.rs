@@ -62,3 +62,22 @@ fn decimals_are_strict_and_refusals_name_the_limit() {
     );
     assert!(findings.is_empty(), "{} deviation(s):\n  - {}", findings.len(), findings.join("\n  - "));
 }
+
+/// Point 9: one email, one account, whatever its Unicode spelling; names refuse bidi controls.
+#[test]
+fn emails_are_compared_after_nfkc_and_names_refuse_bidi_controls() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start_with(dir.path(), &[]);
+    assert_eq!(node.register("alice@example.com", common::PASSWORD).status, 201);
+    let r = node.register("ａｌｉｃｅ@example.com", common::PASSWORD);
+    assert_eq!((r.status, r.json()["code"].as_str()), (409, Some("email_taken")), "{}", r.what());
+    let login = node.login("ａｌｉｃｅ@ｅｘａｍｐｌｅ.com", common::PASSWORD);
+    assert_eq!(login.status, 200, "the fullwidth spelling logs in to the same account: {}", login.what());
+    let r = node.post(
+        "/v1/auth/register",
+        None,
+        None,
+        &serde_json::json!({"email": "mallory@example.com", "password": common::PASSWORD, "full_name": "Mal\u{202E}yrol", "date_of_birth": "1990-04-01", "country": "GB"}),
+    );
+    assert_eq!(r.status, 400, "{}", r.what());
+}

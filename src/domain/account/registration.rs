@@ -36,13 +36,22 @@ pub enum ProfileError {
 
 /// Lower-cases and trims an email and checks its shape (not deliverability).
 pub fn normalise_email(raw: &str) -> Option<String> {
-    let e = raw.trim().to_lowercase();
-    if e.len() > 254 || e.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    // NFKC first, then lower case: `ａｌｉｃｅ@example.com` (fullwidth) is `alice@example.com`,
+    // so one person cannot hold two accounts under two spellings of one address.
+    use unicode_normalization::UnicodeNormalization;
+    let e = raw.trim().nfkc().collect::<String>().to_lowercase();
+    if e.len() > 254 || e.chars().any(|c| c.is_whitespace() || c.is_control() || is_bidi_control(c)) {
         return None;
     }
     let (local, domain) = e.split_once('@')?;
     let ok = !local.is_empty() && local.len() <= 64 && !domain.contains('@') && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.');
     ok.then_some(e)
+}
+
+/// Bidirectional embedding, override and isolate controls (U+202A–U+202E, U+2066–U+2069):
+/// they make a name display as other text than it is, so names and emails refuse them.
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// The longest password accepted (Argon2id hashes whatever it is given; a limit on everything).
@@ -80,7 +89,7 @@ pub fn age_years(dob: Date, today: Date) -> i32 {
 pub fn validate_registration(email: &str, full_name: &str, date_of_birth: &str, country: &str, today: Date) -> Result<Profile, ProfileError> {
     let email = normalise_email(email).ok_or(ProfileError::InvalidEmail)?;
     let name = full_name.trim();
-    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+    if name.is_empty() || name.chars().count() > 200 || name.chars().any(|c| c.is_control() || is_bidi_control(c)) {
         return Err(ProfileError::InvalidName);
     }
     let dob = Date::parse(date_of_birth).ok_or(ProfileError::InvalidDateOfBirth)?;

@@ -308,6 +308,10 @@ fn email_and_password_rules() {
     assert_eq!(normalise_email("no-at-sign"), None);
     assert_eq!(normalise_email("a@b"), None);
     assert_eq!(normalise_email("a b@example.com"), None);
+    // One address, one spelling: compatibility forms (fullwidth) and case fold to the same.
+    assert_eq!(normalise_email("ａｌｉｃｅ@example.com"), Some("alice@example.com".into()));
+    assert_eq!(normalise_email("ＡＬＩＣＥ@ＥＸＡＭＰＬＥ.com"), Some("alice@example.com".into()));
+    assert_eq!(normalise_email("ali\u{202E}ce@example.com"), None, "no bidi controls");
     assert!(is_weak_password("short"));
     assert!(is_weak_password("password1234"));
     assert!(is_weak_password("aaaaaaaaaaaaaaaa"));
@@ -324,6 +328,11 @@ fn registration_rules() {
         Err(ProfileError::Underage)
     );
     assert!(validate_registration("a@example.com", "Ada", "2008-11-22", "GB", today).is_ok());
+    // Bidirectional controls would make a name display as other text than it is.
+    for c in ['\u{202A}', '\u{202E}', '\u{2066}', '\u{2069}'] {
+        let name = format!("Ada{c}ecalevoL");
+        assert!(validate_registration("a@example.com", &name, "1990-12-10", "GB", today).is_err(), "{c:?}");
+    }
     assert_eq!(
         validate_registration("a@example.com", "Ada", "2030-01-01", "GB", today),
         Err(ProfileError::ImplausibleDateOfBirth)
