@@ -17,7 +17,7 @@ use crate::actors::journal::{AuditJournal, CommitCallback};
 use crate::actors::RequestMeta;
 use crate::domain::audit::AuditRecord;
 use crate::domain::ctx::{Ctx, Effect};
-use crate::domain::entity::{Applied, Decision, Entity, RequestLog};
+use crate::domain::entity::{Applied, Decision, Entity, RequestLog, Seen};
 pub use crate::domain::envelope::{EntityFailure, OwnerHint};
 use crate::domain::ids::EntityId;
 use crate::domain::shard_map::ShardMap;
@@ -337,8 +337,9 @@ impl<E: Entity> Message<Execute<E>> for EntityActor<E> {
             return delegated;
         }
         let digest = codec::digest(&msg.cmd);
-        if let Some(applied) = self.requests.get(&msg.meta.request_id) {
-            if applied.digest != digest {
+        match self.requests.seen(&msg.meta.request_id, &digest) {
+            Seen::Fresh => {}
+            Seen::Conflict => {
                 // One request id, two commands: a driver bug. Refused, loudly, and nothing applied.
                 self.env.metrics.request_id_conflicts.inc();
                 tracing::error!(entity = %self.id, request_id = %msg.meta.request_id, "a request id came again with another command; refused");
@@ -348,16 +349,18 @@ impl<E: Entity> Message<Execute<E>> for EntityActor<E> {
                 )))));
                 return delegated;
             }
-            self.env.metrics.request_replays.inc();
-            let outcome = applied.outcome.clone();
-            // Answered once what answered it first is durable: an empty commit completes after
-            // every commit sent before it (a refusal with only an audit record moves no seq).
-            let unknown = |e: StoreError| ExecError::Failed(EntityFailure::OutcomeUnknown(e.to_string()));
-            self.commit(WriteSet::default(), move |r| {
-                send(r.map_err(unknown).and_then(|_| outcome.map_err(ExecError::Rejected)))
-            })
-            .await;
-            return delegated;
+            Seen::Again(outcome) => {
+                self.env.metrics.request_replays.inc();
+                // Answered once what answered it first is durable: an empty commit completes
+                // after every commit sent before it (a refusal with only an audit record moves
+                // no seq).
+                let unknown = |e: StoreError| ExecError::Failed(EntityFailure::OutcomeUnknown(e.to_string()));
+                self.commit(WriteSet::default(), move |r| {
+                    send(r.map_err(unknown).and_then(|_| outcome.map_err(ExecError::Rejected)))
+                })
+                .await;
+                return delegated;
+            }
         }
         let now = (self.env.now)();
         let (decided, effects) = {

@@ -7,7 +7,7 @@ use crate::domain::account::Account;
 use crate::domain::audit::AuditRecord;
 use crate::domain::ctx::{Ctx, Effect};
 use crate::domain::email_index::EmailIndex;
-use crate::domain::entity::{Applied, Decision, Entity, Query, RequestLog};
+use crate::domain::entity::{Applied, Decision, Entity, Query, RequestLog, Seen};
 use crate::domain::envelope::{Answer, Call, CallOf, EntityFailure, Envelope, Enveloped, Outcome, RequestMeta};
 use crate::domain::instrument::Instrument;
 use crate::domain::portfolio::Portfolio;
@@ -119,16 +119,20 @@ impl MemoryHost {
         let digest = codec::digest(&cmd);
         let mut rng = std::mem::replace(&mut self.rng, ChaCha20Rng::seed_from_u64(0));
         let hosted = E::slot(self).entry(id.to_string()).or_insert_with(|| Hosted::new(id));
-        if let Some((seen, outcome)) = hosted.requests.get(&meta.request_id).map(|a| (a.digest, a.outcome.clone())) {
-            self.rng = rng;
-            if seen != digest {
+        match hosted.requests.seen(&meta.request_id, &digest) {
+            Seen::Fresh => {}
+            Seen::Conflict => {
+                self.rng = rng;
                 return Err(EntityFailure::NotApplied(format!(
                     "request id {} was used for another command",
                     meta.request_id
                 )));
             }
-            self.replays += 1;
-            return Ok(outcome);
+            Seen::Again(outcome) => {
+                self.rng = rng;
+                self.replays += 1;
+                return Ok(outcome);
+            }
         }
         let mut ctx = Ctx::new(now, &mut rng);
         let decided = hosted.state.decide(cmd, &mut ctx);

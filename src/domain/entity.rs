@@ -156,7 +156,27 @@ impl<R, J> Default for RequestLog<R, J> {
     }
 }
 
+/// What a request id says about a command arriving under it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Seen<R, J> {
+    /// Never applied: decide it.
+    Fresh,
+    /// Applied before: answer this again, apply nothing.
+    Again(Result<R, J>),
+    /// The id came with another command before (a driver bug): refuse, apply nothing.
+    Conflict,
+}
+
 impl<R: Clone, J: Clone> RequestLog<R, J> {
+    /// The rule both hosts follow for a command with `digest` under `request_id`.
+    pub fn seen(&self, request_id: &str, digest: &[u8; 32]) -> Seen<R, J> {
+        match self.by_id.get(request_id) {
+            None => Seen::Fresh,
+            Some(a) if a.digest == *digest => Seen::Again(a.outcome.clone()),
+            Some(_) => Seen::Conflict,
+        }
+    }
+
     pub fn get(&self, request_id: &str) -> Option<&Applied<R, J>> {
         self.by_id.get(request_id)
     }
