@@ -3,6 +3,7 @@
 //! is on, so the cluster work changes the transport behind `Router`, not its callers.
 
 pub mod memory_host;
+pub mod raft;
 pub mod router;
 pub mod shard_map;
 

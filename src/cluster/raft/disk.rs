@@ -1,0 +1,143 @@
+//! Where raft logs persist: a trait with a sled implementation (production) and an in-memory
+//! one (tests and the simulator) that keeps unflushed writes apart, so a crash can lose them.
+
+use super::log::PersistedGroup;
+use super::GroupId;
+use raft::prelude::{ConfState, Entry, HardState, Snapshot};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DiskError {
+    #[error("raft storage I/O error: {0}")]
+    Io(String),
+    #[error("corrupt raft record at {location}: {reason}")]
+    Corrupt { location: String, reason: String },
+}
+
+/// What one round changes of one group's persisted raft state.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GroupWrite {
+    pub group: GroupId,
+    /// A snapshot from the leader: the log restarts after it (the state machine installs its
+    /// data in the same batch).
+    pub snapshot: Option<Snapshot>,
+    /// Entries to append; every persisted entry at or after the first one's index is replaced.
+    pub entries: Vec<Entry>,
+    pub hard_state: Option<HardState>,
+    pub conf_state: Option<ConfState>,
+    /// The state machine applied everything up to here (in the same batch).
+    pub applied: Option<u64>,
+    /// Entries up to and including (index, term) are folded into the state: drop them.
+    pub compacted: Option<(u64, u64)>,
+}
+
+impl GroupWrite {
+    pub fn is_empty(&self) -> bool {
+        self.snapshot.is_none()
+            && self.entries.is_empty()
+            && self.hard_state.is_none()
+            && self.conf_state.is_none()
+            && self.applied.is_none()
+            && self.compacted.is_none()
+    }
+
+    /// Applies this write to a persisted image (the in-memory disk; also the reference the
+    /// sled implementation is tested against).
+    pub fn apply_to(&self, p: &mut PersistedGroup) {
+        if let Some(s) = &self.snapshot {
+            let meta = s.get_metadata();
+            p.snapshot_index = meta.index;
+            p.snapshot_term = meta.term;
+            p.conf_state = meta.get_conf_state().clone();
+            p.entries.clear();
+            p.hard_state.commit = p.hard_state.commit.max(meta.index);
+            p.hard_state.term = p.hard_state.term.max(meta.term);
+            p.applied = p.applied.max(meta.index);
+        }
+        if let Some(first) = self.entries.first() {
+            p.entries.retain(|e| e.index < first.index);
+            p.entries.extend(self.entries.iter().cloned());
+        }
+        if let Some(hs) = &self.hard_state {
+            p.hard_state = hs.clone();
+        }
+        if let Some(cs) = &self.conf_state {
+            p.conf_state = cs.clone();
+        }
+        if let Some(a) = self.applied {
+            p.applied = p.applied.max(a);
+        }
+        if let Some((index, term)) = self.compacted {
+            if index > p.snapshot_index {
+                p.entries.retain(|e| e.index > index);
+                p.snapshot_index = index;
+                p.snapshot_term = term;
+            }
+        }
+    }
+}
+
+/// The raft logs of every group on one node.
+pub trait RaftDisk {
+    /// Every group this node holds a replica of, as last made durable.
+    fn load(&self) -> Result<BTreeMap<GroupId, PersistedGroup>, DiskError>;
+    /// Writes one round atomically (all of it survives a crash, or none of it).
+    fn write(&mut self, writes: &[GroupWrite]) -> Result<(), DiskError>;
+    /// Makes every write so far durable.
+    fn sync(&mut self) -> Result<(), DiskError>;
+}
+
+/// An in-memory disk: written rounds stay volatile until `sync`; `crash` keeps a prefix of them
+/// (as a log-structured store does) and drops the rest.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryDisk {
+    durable: BTreeMap<GroupId, PersistedGroup>,
+    volatile: Vec<Vec<GroupWrite>>,
+    pub syncs: u64,
+}
+
+impl MemoryDisk {
+    /// A crash: the first `keep` unsynced rounds reached the disk, the others are lost.
+    pub fn crash(&mut self, keep: usize) {
+        let rounds: Vec<_> = self.volatile.drain(..).collect();
+        for round in rounds.into_iter().take(keep) {
+            Self::fold(&mut self.durable, &round);
+        }
+    }
+
+    pub fn unsynced_rounds(&self) -> usize {
+        self.volatile.len()
+    }
+
+    fn fold(into: &mut BTreeMap<GroupId, PersistedGroup>, round: &[GroupWrite]) {
+        for w in round {
+            w.apply_to(into.entry(w.group).or_default());
+        }
+    }
+}
+
+impl RaftDisk for MemoryDisk {
+    fn load(&self) -> Result<BTreeMap<GroupId, PersistedGroup>, DiskError> {
+        let mut image = self.durable.clone();
+        for round in &self.volatile {
+            Self::fold(&mut image, round);
+        }
+        Ok(image)
+    }
+
+    fn write(&mut self, writes: &[GroupWrite]) -> Result<(), DiskError> {
+        // Every round counts, empty or not: a crash keeps a prefix of rounds, and the state
+        // machine's writes of the same rounds are kept alongside.
+        self.volatile.push(writes.to_vec());
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), DiskError> {
+        self.syncs += 1;
+        let rounds: Vec<_> = self.volatile.drain(..).collect();
+        for round in rounds {
+            Self::fold(&mut self.durable, &round);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,222 @@
+//! One replica of one shard group on this node: raft-rs's `RawNode` over the group's log image,
+//! with its proposal and read tracking and what the node learned of its leadership.
+
+use super::log::GroupLog;
+use super::tracker::{Outcome, ProposalId, Tracker};
+use super::{GroupId, RaftId, RaftSettings};
+use raft::prelude::{ConfChange, ConfChangeV2, Entry, EntryType, Message, Snapshot};
+use raft::{RawNode, StateRole};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProposeError {
+    /// This replica does not lead the group; the leader it knows of, if any.
+    NotLeader(Option<RaftId>),
+    /// raft-rs refused it (a leadership transfer in progress, or the group is stopping).
+    Dropped,
+}
+
+pub struct Replica {
+    pub(crate) raw: RawNode<GroupLog>,
+    pub(crate) tracker: Tracker,
+    /// The leader this replica last reported (0: none), and in which term.
+    pub(crate) reported: (RaftId, u64),
+    /// Where the placement wants this group's leader.
+    pub(crate) preferred_leader: Option<RaftId>,
+    ticks_since_transfer: usize,
+    election_tick: usize,
+    /// Ticks withheld from raft before the election timer runs again (see `tick`).
+    skip: usize,
+    armed: bool,
+    jitter: ChaCha8Rng,
+}
+
+impl Replica {
+    pub fn new(id: RaftId, group: GroupId, log: GroupLog, applied: u64, settings: &RaftSettings, logger: &slog::Logger) -> Result<Replica, raft::Error> {
+        let election_tick = settings.election_tick.max(2);
+        let config = raft::Config {
+            id,
+            election_tick,
+            heartbeat_tick: settings.heartbeat_tick,
+            // Pinned (NOTES.md): raft-rs draws the timeout from a thread RNG unless the window
+            // is one tick wide. The randomness elections need comes from `tick` instead.
+            min_election_tick: election_tick,
+            max_election_tick: election_tick + 1,
+            applied,
+            max_size_per_msg: settings.max_size_per_msg,
+            max_inflight_msgs: settings.max_inflight_msgs,
+            check_quorum: true,
+            pre_vote: true,
+            read_only_option: raft::ReadOnlyOption::Safe,
+            max_committed_size_per_ready: settings.max_committed_size_per_ready,
+            ..Default::default()
+        };
+        config.validate()?;
+        let logger = logger.new(slog::o!("group" => group));
+        let raw = RawNode::new(&config, log, &logger)?;
+        Ok(Replica {
+            raw,
+            tracker: Tracker::default(),
+            reported: (0, 0),
+            preferred_leader: None,
+            ticks_since_transfer: 0,
+            election_tick,
+            skip: 0,
+            armed: true,
+            jitter: ChaCha8Rng::seed_from_u64(settings.jitter_seed(id, group)),
+        })
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader
+    }
+
+    /// A leader serves only once an entry of its own term has committed (before that it may
+    /// not know everything committed by its predecessors).
+    pub fn is_serving(&self) -> bool {
+        self.is_leader() && self.raw.raft.commit_to_current_term()
+    }
+
+    pub fn leader(&self) -> Option<RaftId> {
+        match self.raw.raft.leader_id {
+            0 => None,
+            id => Some(id),
+        }
+    }
+
+    pub fn term(&self) -> u64 {
+        self.raw.raft.term
+    }
+
+    pub fn commit_index(&self) -> u64 {
+        self.raw.raft.raft_log.committed
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.raw.raft.raft_log.applied
+    }
+
+    pub fn last_index(&self) -> u64 {
+        self.raw.raft.raft_log.last_index()
+    }
+
+    pub fn voters(&self) -> Vec<RaftId> {
+        self.raw.store().conf_state().voters.clone()
+    }
+
+    pub fn learners(&self) -> Vec<RaftId> {
+        self.raw.store().conf_state().learners.clone()
+    }
+
+    pub fn propose(&mut self, id: ProposalId, data: Vec<u8>) -> Result<(), ProposeError> {
+        if !self.is_leader() {
+            return Err(ProposeError::NotLeader(self.leader()));
+        }
+        let before = self.last_index();
+        self.raw.propose(Vec::new(), data).map_err(|_| ProposeError::Dropped)?;
+        let index = self.last_index();
+        assert_eq!(index, before + 1, "a proposal appends exactly one entry");
+        self.tracker.proposed(index, self.term(), id);
+        Ok(())
+    }
+
+    /// A configuration change (issue: elastic membership) goes through raft like any entry.
+    pub fn propose_conf_change(&mut self, id: ProposalId, cc: ConfChangeV2) -> Result<(), ProposeError> {
+        if !self.is_leader() {
+            return Err(ProposeError::NotLeader(self.leader()));
+        }
+        let before = self.last_index();
+        self.raw.propose_conf_change(Vec::new(), cc).map_err(|_| ProposeError::Dropped)?;
+        let index = self.last_index();
+        assert_eq!(index, before + 1, "a configuration change appends exactly one entry");
+        self.tracker.proposed(index, self.term(), id);
+        Ok(())
+    }
+
+    /// A linearizable read: raft confirms this node still leads (a heartbeat round with a
+    /// quorum) at an index; the read is served once that index is applied.
+    pub fn read(&mut self, id: ProposalId) -> Result<(), ProposeError> {
+        if !self.is_leader() {
+            return Err(ProposeError::NotLeader(self.leader()));
+        }
+        self.tracker.read_asked(id);
+        self.raw.read_index(id.to_be_bytes().to_vec());
+        Ok(())
+    }
+
+    /// One tick. A replica that is not leading has its election timer restarted by raft-rs
+    /// whenever it hears from a leader or campaigns; each time, a seeded number of ticks in
+    /// `[0, election_tick)` is withheld before its timer runs again. That is raft's randomised
+    /// election timeout (replicas that time out together would split their votes forever),
+    /// drawn from the run's seed rather than a thread RNG, so a run replays.
+    pub fn tick(&mut self) {
+        if !self.is_leader() {
+            if self.raw.raft.election_elapsed == 0 && self.armed {
+                self.skip = self.jitter.random_range(0..self.election_tick);
+                self.armed = false;
+            }
+            if self.skip > 0 {
+                self.skip -= 1;
+                self.ticks_since_transfer += 1;
+                return;
+            }
+        }
+        self.raw.tick();
+        if self.raw.raft.election_elapsed != 0 {
+            self.armed = true;
+        }
+        self.ticks_since_transfer += 1;
+        self.balance();
+    }
+
+    /// Hands leadership to the preferred replica once it holds the whole log, at most once
+    /// per election timeout (never to one that would need a snapshot first).
+    fn balance(&mut self) {
+        let Some(to) = self.preferred_leader else { return };
+        if !self.is_serving() || to == self.raw.raft.id || self.ticks_since_transfer < self.election_tick {
+            return;
+        }
+        let last = self.last_index();
+        let caught_up = self
+            .raw
+            .raft
+            .prs()
+            .get(to)
+            .is_some_and(|p| p.matched == last && p.state == raft::ProgressState::Replicate);
+        if caught_up && self.voters().contains(&to) {
+            self.ticks_since_transfer = 0;
+            self.raw.transfer_leader(to);
+        }
+    }
+
+    pub fn step(&mut self, m: Message) -> Result<(), raft::Error> {
+        self.raw.step(m)
+    }
+
+    /// Applies one committed entry's raft-level meaning (configuration changes) and resolves
+    /// the proposal at its index. Returns the entry's data for the state machine when it is a
+    /// normal entry carrying data.
+    pub fn on_committed(&mut self, e: &Entry, outcomes: &mut Vec<(ProposalId, Outcome)>) -> Result<Option<raft::prelude::ConfState>, String> {
+        let cs = match e.get_entry_type() {
+            EntryType::EntryNormal => None,
+            EntryType::EntryConfChange => {
+                let cc: ConfChange = protobuf::Message::parse_from_bytes(&e.data).map_err(|err| format!("conf change at {}: {err}", e.index))?;
+                Some(self.raw.apply_conf_change(&cc).map_err(|err| format!("conf change at {}: {err}", e.index))?)
+            }
+            EntryType::EntryConfChangeV2 => {
+                let cc: ConfChangeV2 = protobuf::Message::parse_from_bytes(&e.data).map_err(|err| format!("conf change at {}: {err}", e.index))?;
+                Some(self.raw.apply_conf_change(&cc).map_err(|err| format!("conf change at {}: {err}", e.index))?)
+            }
+        };
+        if let Some(cs) = &cs {
+            self.raw.mut_store().set_conf_state(cs.clone());
+        }
+        self.tracker.applied(e.index, e.term, outcomes);
+        Ok(cs)
+    }
+
+    pub fn install_snapshot(&mut self, s: &Snapshot) {
+        self.raw.mut_store().apply_snapshot(s);
+    }
+}

@@ -1,0 +1,431 @@
+//! All the raft groups one node holds a replica of, driven together: one tick for all, one
+//! persistence round for all (one write batch, one flush), messages batched per peer.
+
+use super::disk::GroupWrite;
+use super::group::{ProposeError, Replica};
+use super::log::{GroupLog, PersistedGroup};
+use super::tracker::{Outcome, ProposalId};
+use super::{GroupId, RaftId, RaftSettings};
+use raft::prelude::{ConfChangeV2, Message, Snapshot};
+use raft::SnapshotStatus;
+use std::collections::BTreeMap;
+
+/// A committed entry carrying data, for the state machine to apply in this round's batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    pub group: GroupId,
+    pub index: u64,
+    pub term: u64,
+    pub data: Vec<u8>,
+}
+
+/// What the node learned of a group's leadership.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RoleChange {
+    pub group: GroupId,
+    pub leader: Option<RaftId>,
+    pub term: u64,
+    /// This node leads the group now (it serves once `MultiRaft::is_serving` says so).
+    pub leading: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A proposal's fate; `Applied` only after the round that applied it was persisted.
+    Proposal(ProposalId, Outcome),
+    /// A read may be served (`true`: leadership confirmed and its index applied) or not.
+    Read(ProposalId, bool),
+    Role(RoleChange),
+    /// Raft needs a snapshot of the group's applied state to send a follower that fell behind
+    /// the log: build one (`snapshot_point`) and `offer_snapshot` it.
+    SnapshotWanted(GroupId),
+}
+
+/// Why a peer's message was refused (counted by the caller; never applied).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refused {
+    UnknownGroup(GroupId),
+    /// The message claims a sender or receiver other than the link it came over.
+    WrongAddress {
+        from: RaftId,
+        to: RaftId,
+    },
+    /// raft-rs refused it (e.g. from a node that is not a member of the group).
+    Raft(String),
+}
+
+/// One persistence round: what to write (atomically; flushed when `sync`) and which committed
+/// entries to apply in the same batch.
+#[derive(Debug, Default)]
+pub struct Round {
+    pub writes: Vec<GroupWrite>,
+    pub apply: Vec<Committed>,
+    /// Entries or votes changed: flush before `persisted`. Otherwise an unflushed write is
+    /// enough (applied state can be rebuilt from the durable log).
+    pub sync: bool,
+    readies: Vec<(GroupId, u64, Option<u64>)>,
+    held: Vec<(GroupId, Message)>,
+    outcomes: Vec<(ProposalId, Outcome)>,
+}
+
+impl Round {
+    pub fn is_empty(&self) -> bool {
+        self.readies.is_empty() && self.writes.iter().all(GroupWrite::is_empty)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupStatus {
+    pub group: GroupId,
+    pub leader: Option<RaftId>,
+    pub term: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub last_index: u64,
+    pub voters: Vec<RaftId>,
+    pub learners: Vec<RaftId>,
+}
+
+pub struct MultiRaft {
+    id: RaftId,
+    settings: RaftSettings,
+    logger: slog::Logger,
+    groups: BTreeMap<GroupId, Replica>,
+    outbox: BTreeMap<RaftId, Vec<(GroupId, Message)>>,
+    events: Vec<Event>,
+    /// Compactions decided since the last round, persisted with the next one.
+    compactions: BTreeMap<GroupId, (u64, u64)>,
+    in_round: bool,
+}
+
+impl MultiRaft {
+    pub fn new(id: RaftId, settings: RaftSettings, logger: slog::Logger) -> MultiRaft {
+        assert!(id != 0, "raft id 0 is reserved");
+        MultiRaft {
+            id,
+            settings,
+            logger,
+            groups: BTreeMap::new(),
+            outbox: BTreeMap::new(),
+            events: Vec::new(),
+            compactions: BTreeMap::new(),
+            in_round: false,
+        }
+    }
+
+    pub fn id(&self) -> RaftId {
+        self.id
+    }
+
+    /// Reopens a group from what this node persisted.
+    pub fn open_group(&mut self, group: GroupId, persisted: &PersistedGroup) -> Result<(), String> {
+        let log = GroupLog::restore(persisted).map_err(|e| format!("group {group}: {e}"))?;
+        self.insert(group, log, persisted.applied)
+    }
+
+    /// Creates a replica of a new group whose first voters are `voters` (this node among them).
+    /// Returns what to persist so that a restart finds the group again.
+    pub fn bootstrap_group(&mut self, group: GroupId, voters: &[RaftId]) -> Result<GroupWrite, String> {
+        assert!(voters.contains(&self.id), "bootstrapping group {group} on a node that is not one of its voters");
+        let log = GroupLog::bootstrap(voters);
+        let mut snapshot = Snapshot::default();
+        *snapshot.mut_metadata() = log.snapshot_meta().clone();
+        self.insert(group, log, 1)?;
+        Ok(GroupWrite {
+            group,
+            snapshot: Some(snapshot),
+            hard_state: Some(self.groups[&group].raw.store().hard_state().clone()),
+            applied: Some(1),
+            ..Default::default()
+        })
+    }
+
+    /// An empty replica that will be given the group's state by a snapshot from its leader
+    /// (a node added to a group by a configuration change).
+    pub fn create_empty_group(&mut self, group: GroupId) -> Result<(), String> {
+        self.insert(group, GroupLog::default(), 0)
+    }
+
+    fn insert(&mut self, group: GroupId, log: GroupLog, applied: u64) -> Result<(), String> {
+        if self.groups.contains_key(&group) {
+            return Err(format!("group {group} is already open"));
+        }
+        let replica = Replica::new(self.id, group, log, applied, &self.settings, &self.logger).map_err(|e| format!("group {group}: {e}"))?;
+        self.groups.insert(group, replica);
+        Ok(())
+    }
+
+    pub fn groups(&self) -> impl Iterator<Item = GroupId> + '_ {
+        self.groups.keys().copied()
+    }
+
+    pub fn has_group(&self, group: GroupId) -> bool {
+        self.groups.contains_key(&group)
+    }
+
+    /// One tick of the logical clock for every group.
+    pub fn tick(&mut self) {
+        for r in self.groups.values_mut() {
+            r.tick();
+        }
+    }
+
+    /// A message from peer `from` (already authenticated as that member by the transport).
+    pub fn step(&mut self, from: RaftId, group: GroupId, m: Message) -> Result<(), Refused> {
+        if m.from != from || m.to != self.id {
+            return Err(Refused::WrongAddress { from: m.from, to: m.to });
+        }
+        let Some(r) = self.groups.get_mut(&group) else {
+            return Err(Refused::UnknownGroup(group));
+        };
+        if raft::raw_node::is_local_msg(m.get_msg_type()) {
+            return Err(Refused::Raft(format!("local message type {:?} from a peer", m.get_msg_type())));
+        }
+        r.step(m).map_err(|e| Refused::Raft(e.to_string()))
+    }
+
+    pub fn propose(&mut self, group: GroupId, id: ProposalId, data: Vec<u8>) -> Result<(), ProposeError> {
+        match self.groups.get_mut(&group) {
+            Some(r) => r.propose(id, data),
+            None => Err(ProposeError::NotLeader(None)),
+        }
+    }
+
+    pub fn propose_conf_change(&mut self, group: GroupId, id: ProposalId, cc: ConfChangeV2) -> Result<(), ProposeError> {
+        match self.groups.get_mut(&group) {
+            Some(r) => r.propose_conf_change(id, cc),
+            None => Err(ProposeError::NotLeader(None)),
+        }
+    }
+
+    /// Asks for a linearizable read of `group`; `Event::Read(id, true)` says when to serve it.
+    pub fn read(&mut self, group: GroupId, id: ProposalId) -> Result<(), ProposeError> {
+        match self.groups.get_mut(&group) {
+            Some(r) => r.read(id),
+            None => Err(ProposeError::NotLeader(None)),
+        }
+    }
+
+    pub fn campaign(&mut self, group: GroupId) {
+        if let Some(r) = self.groups.get_mut(&group) {
+            let _ = r.raw.campaign();
+        }
+    }
+
+    pub fn transfer_leader(&mut self, group: GroupId, to: RaftId) {
+        if let Some(r) = self.groups.get_mut(&group) {
+            r.raw.transfer_leader(to);
+        }
+    }
+
+    /// Where the placement wants `group`'s leader; the leader hands over once it is caught up.
+    pub fn set_preferred_leader(&mut self, group: GroupId, to: Option<RaftId>) {
+        if let Some(r) = self.groups.get_mut(&group) {
+            r.preferred_leader = to;
+        }
+    }
+
+    pub fn is_leader(&self, group: GroupId) -> bool {
+        self.groups.get(&group).is_some_and(Replica::is_leader)
+    }
+
+    /// Leads and has committed an entry of its own term.
+    pub fn is_serving(&self, group: GroupId) -> bool {
+        self.groups.get(&group).is_some_and(Replica::is_serving)
+    }
+
+    pub fn leader_of(&self, group: GroupId) -> Option<RaftId> {
+        self.groups.get(&group).and_then(Replica::leader)
+    }
+
+    pub fn status(&self, group: GroupId) -> Option<GroupStatus> {
+        self.groups.get(&group).map(|r| GroupStatus {
+            group,
+            leader: r.leader(),
+            term: r.term(),
+            commit_index: r.commit_index(),
+            applied_index: r.applied_index(),
+            last_index: r.last_index(),
+            voters: r.voters(),
+            learners: r.learners(),
+        })
+    }
+
+    /// The transport could not reach `peer`: raft-rs probes it again instead of streaming.
+    pub fn report_unreachable(&mut self, peer: RaftId) {
+        for r in self.groups.values_mut() {
+            r.raw.report_unreachable(peer);
+        }
+    }
+
+    pub fn report_snapshot(&mut self, group: GroupId, to: RaftId, delivered: bool) {
+        if let Some(r) = self.groups.get_mut(&group) {
+            let status = if delivered { SnapshotStatus::Finish } else { SnapshotStatus::Failure };
+            r.raw.report_snapshot(to, status);
+        }
+    }
+
+    /// Where a snapshot of `group`'s applied state would stand: (index, term). The caller
+    /// builds the state machine's part at exactly that point, between rounds.
+    pub fn snapshot_point(&self, group: GroupId) -> Option<(u64, u64)> {
+        let r = self.groups.get(&group)?;
+        let applied = r.applied_index();
+        let term = r.raw.store().term_of(applied).ok()?;
+        Some((applied, term))
+    }
+
+    /// Offers a snapshot of the applied state at `snapshot_point` for followers that need one.
+    pub fn offer_snapshot(&mut self, group: GroupId, index: u64, term: u64, data: Vec<u8>) {
+        if let Some(r) = self.groups.get_mut(&group) {
+            let mut s = Snapshot::default();
+            s.data = data.into();
+            let meta = s.mut_metadata();
+            meta.index = index;
+            meta.term = term;
+            meta.set_conf_state(r.raw.store().conf_state().clone());
+            r.raw.mut_store().offer_snapshot(s);
+        }
+    }
+
+    /// Folds the log up to `index` (at most what is applied and durable) into the state.
+    pub fn compact(&mut self, group: GroupId, index: u64) {
+        let Some(r) = self.groups.get_mut(&group) else { return };
+        let index = index.min(r.applied_index());
+        if let Some(point) = r.raw.mut_store().compact(index) {
+            self.compactions.insert(group, point);
+        }
+    }
+
+    pub fn log_len(&self, group: GroupId) -> usize {
+        self.groups.get(&group).map_or(0, |r| r.raw.store().entry_count())
+    }
+
+    /// Collects every group's ready state into one round. Messages that may leave before the
+    /// round is durable go to the outbox now.
+    pub fn ready(&mut self) -> Result<Round, String> {
+        assert!(!self.in_round, "a round is already in flight");
+        let mut round = Round::default();
+        for (&g, r) in self.groups.iter_mut() {
+            let mut write = GroupWrite {
+                group: g,
+                compacted: self.compactions.remove(&g),
+                ..Default::default()
+            };
+            if !r.raw.has_ready() {
+                if !write.is_empty() {
+                    round.writes.push(write);
+                }
+                continue;
+            }
+            let mut rd = r.raw.ready();
+            round.sync |= rd.must_sync();
+            for m in rd.take_messages() {
+                self.outbox.entry(m.to).or_default().push((g, m));
+            }
+            let mut applied = None;
+            if !rd.snapshot().is_empty() {
+                let s = rd.snapshot().clone();
+                r.install_snapshot(&s);
+                applied = Some(s.get_metadata().index);
+                write.snapshot = Some(s);
+                round.sync = true;
+            }
+            for e in rd.take_committed_entries() {
+                if let Some(cs) = r.on_committed(&e, &mut round.outcomes)? {
+                    write.conf_state = Some(cs);
+                } else if !e.data.is_empty() {
+                    round.apply.push(Committed {
+                        group: g,
+                        index: e.index,
+                        term: e.term,
+                        data: e.data.to_vec(),
+                    });
+                }
+                applied = Some(e.index);
+            }
+            if !rd.entries().is_empty() {
+                r.raw.mut_store().append(rd.entries());
+                write.entries = rd.take_entries();
+            }
+            if let Some(hs) = rd.hs() {
+                r.raw.mut_store().set_hard_state(hs.clone());
+                write.hard_state = Some(hs.clone());
+            }
+            for rs in rd.take_read_states() {
+                let id = rs.request_ctx.as_slice().try_into().map(u64::from_be_bytes);
+                if let Ok(id) = id {
+                    r.tracker.read_confirmed(id, rs.index);
+                }
+            }
+            round.held.extend(rd.take_persisted_messages().into_iter().map(|m| (g, m)));
+            write.applied = applied;
+            let number = rd.number();
+            r.raw.advance_append_async(rd);
+            round.readies.push((g, number, applied));
+            if !write.is_empty() {
+                round.writes.push(write);
+            }
+        }
+        self.in_round = true;
+        Ok(round)
+    }
+
+    /// The round is written (and flushed if it asked): raft-rs learns it is stable, messages
+    /// that had to wait leave, proposals and reads it completed are reported.
+    pub fn persisted(&mut self, round: Round) {
+        assert!(self.in_round, "persisted without a round in flight");
+        self.in_round = false;
+        for (g, m) in round.held {
+            self.outbox.entry(m.to).or_default().push((g, m));
+        }
+        for (id, outcome) in round.outcomes {
+            self.events.push(Event::Proposal(id, outcome));
+        }
+        for &(g, number, applied) in &round.readies {
+            let r = self.groups.get_mut(&g).expect("a group in a round stays open");
+            r.raw.on_persist_ready(number);
+            if let Some(a) = applied {
+                r.raw.advance_apply_to(a);
+            }
+        }
+        let mut reads = Vec::new();
+        for (&g, r) in self.groups.iter_mut() {
+            let leading = r.is_leader();
+            let leader = r.leader().unwrap_or(0);
+            if (leader, r.term()) != r.reported {
+                let was_leading = r.reported.0 == self.id;
+                r.reported = (leader, r.term());
+                if was_leading && !leading {
+                    let mut failed = Vec::new();
+                    r.tracker.step_down(&mut failed, &mut reads);
+                    self.events.extend(failed.into_iter().map(|(id, o)| Event::Proposal(id, o)));
+                    self.events.extend(reads.drain(..).map(|id| Event::Read(id, false)));
+                }
+                self.events.push(Event::Role(RoleChange {
+                    group: g,
+                    leader: r.leader(),
+                    term: r.term(),
+                    leading,
+                }));
+            }
+            r.tracker.reads_ready(r.applied_index(), &mut reads);
+            self.events.extend(reads.drain(..).map(|id| Event::Read(id, true)));
+            if r.raw.store().take_wanted().is_some() {
+                self.events.push(Event::SnapshotWanted(g));
+            }
+        }
+    }
+
+    /// Messages to send, batched per peer, in the order raft produced them.
+    pub fn take_outbox(&mut self) -> BTreeMap<RaftId, Vec<(GroupId, Message)>> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    pub fn has_ready(&self) -> bool {
+        !self.compactions.is_empty() || self.groups.values().any(|r| r.raw.has_ready())
+    }
+}
