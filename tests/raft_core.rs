@@ -102,13 +102,6 @@ fn an_isolated_leader_commits_nothing_and_the_majority_elects_another_and_serves
     // check_quorum: it steps down; its proposal's fate is unknown, never applied; its read fails.
     assert_ne!(c.outcomes.get(&stranded).map(|o| o.1), Some(Outcome::Applied));
     assert_eq!(c.reads.get(&stale_read), Some(&false));
-    for n in 1..=3u64 {
-        eprintln!(
-            "node {n}: {:?} serving={}",
-            c.nodes[&n].raft.as_ref().unwrap().status(0),
-            c.nodes[&n].raft.as_ref().unwrap().is_serving(0)
-        );
-    }
     let new = c.leader(0).expect("the majority elects a leader");
     assert_ne!(new, old);
     let ids = propose_n(&mut c, 0, "majority", 5);
