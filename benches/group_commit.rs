@@ -81,6 +81,7 @@ fn sample_record_len() -> usize {
     let Effect::Audit(d) = ctx.take_effects().remove(0);
     let audit = AuditRecord {
         seq: 12345,
+        group: 0,
         at: now,
         actor: "system".into(),
         action: d.action,

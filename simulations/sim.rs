@@ -425,6 +425,7 @@ impl Sim {
         }
         let record = AuditRecord {
             seq: self.audit.entries,
+            group: 0,
             at: self.now,
             actor: actor.to_string(),
             action: draft.action,

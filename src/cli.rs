@@ -321,13 +321,22 @@ fn audit_verify(path: Option<PathBuf>) -> ExitCode {
         }
     };
     let report = store.verify_audit();
+    for g in &report.groups {
+        println!("group {:>4}: {} entries, head {}", g.group, g.entries, g.head_hash);
+    }
     if report.ok {
-        println!("audit chain OK: {} entries, head {}", report.entries, report.head_hash);
+        println!(
+            "audit chain OK: {} entries in {} group chains, head {}",
+            report.entries,
+            report.groups.len(),
+            report.head_hash
+        );
         ExitCode::SUCCESS
     } else {
         println!(
-            "audit chain BROKEN at entry {}: {} ({} entries verified before it)",
+            "audit chain BROKEN at entry {} of group {}: {} ({} entries verified before it)",
             report.first_bad_entry.unwrap_or(0),
+            report.bad_group.unwrap_or(0),
             report.problem.as_deref().unwrap_or("unknown problem"),
             report.entries
         );

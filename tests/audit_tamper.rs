@@ -1,5 +1,5 @@
 //! The audit chain detects tampering: an edited, deleted, reordered or inserted record, and a
-//! truncated or extended tail — both through `Store::verify_audit` and the offline CLI
+//! truncated or extended tail of a group's chain — both through `Store::verify_audit` and the offline CLI
 //! `moneta audit verify`, which names the first bad entry.
 
 use moneta::domain::audit::{AuditRecord, Outcome};
@@ -16,6 +16,7 @@ const ENTRIES: u64 = 8;
 fn record(i: u64) -> AuditRecord {
     AuditRecord {
         seq: 0,
+        group: 0,
         at: Timestamp(1_700_000_000_000 + i as i64),
         actor: format!("usr_{i:032x}"),
         action: "portfolio.deposit".into(),
@@ -29,7 +30,8 @@ fn record(i: u64) -> AuditRecord {
 /// A data folder whose chain holds `ENTRIES` records written in two group commits.
 fn build(dir: &Path) -> Store {
     let store = Store::open(dir).unwrap();
-    let mut chain = store.chain_head().unwrap().unwrap_or_default();
+    // Audit records alone are sealed on the jobs shard's group (group 0).
+    let mut chain = store.chain_heads().unwrap();
     let mut first = vec![WriteSet {
         audit: (0..5).map(record).collect(),
         ..WriteSet::default()
@@ -45,7 +47,7 @@ fn build(dir: &Path) -> Store {
 }
 
 fn raw(store: &Store, seq: u64) -> Vec<u8> {
-    store.tree().get(keys::audit_key(seq)).unwrap().unwrap().to_vec()
+    store.tree().get(keys::audit_key(0, seq)).unwrap().unwrap().to_vec()
 }
 
 fn edited_value(store: &Store, seq: u64) -> Vec<u8> {
@@ -99,7 +101,7 @@ fn an_edited_record_is_detected() {
     let dir = tempfile::tempdir().unwrap();
     let store = build(dir.path());
     let v = edited_value(&store, 3);
-    store.tree().insert(keys::audit_key(3), v).unwrap();
+    store.tree().insert(keys::audit_key(0, 3), v).unwrap();
     assert_broken_at(dir.path(), store, 3);
 }
 
@@ -107,7 +109,7 @@ fn an_edited_record_is_detected() {
 fn a_deleted_record_is_detected() {
     let dir = tempfile::tempdir().unwrap();
     let store = build(dir.path());
-    store.tree().remove(keys::audit_key(4)).unwrap();
+    store.tree().remove(keys::audit_key(0, 4)).unwrap();
     assert_broken_at(dir.path(), store, 4);
 }
 
@@ -116,8 +118,8 @@ fn reordered_records_are_detected() {
     let dir = tempfile::tempdir().unwrap();
     let store = build(dir.path());
     let (a, b) = (raw(&store, 2), raw(&store, 3));
-    store.tree().insert(keys::audit_key(2), b).unwrap();
-    store.tree().insert(keys::audit_key(3), a).unwrap();
+    store.tree().insert(keys::audit_key(0, 2), b).unwrap();
+    store.tree().insert(keys::audit_key(0, 3), a).unwrap();
     assert_broken_at(dir.path(), store, 2);
 }
 
@@ -128,14 +130,14 @@ fn an_inserted_record_is_detected() {
     // Shift entries 5.. up by one and forge a new entry 5, chained as if it belonged there.
     for seq in (5..ENTRIES).rev() {
         let v = raw(&store, seq);
-        store.tree().insert(keys::audit_key(seq + 1), v).unwrap();
+        store.tree().insert(keys::audit_key(0, seq + 1), v).unwrap();
     }
     let mut forged = record(99);
     forged.seq = 5;
     let prev_head: [u8; 32] = split_value(&raw(&store, 4)).unwrap().1;
     let mut chain = ChainHead { entries: 5, head: prev_head };
     let value = chain.append(&forged);
-    store.tree().insert(keys::audit_key(5), value).unwrap();
+    store.tree().insert(keys::audit_key(0, 5), value).unwrap();
     // The forged entry itself chains correctly; the next one no longer does.
     assert_broken_at(dir.path(), store, 6);
 }
@@ -144,7 +146,7 @@ fn an_inserted_record_is_detected() {
 fn a_truncated_or_extended_tail_is_detected() {
     let dir = tempfile::tempdir().unwrap();
     let store = build(dir.path());
-    store.tree().remove(keys::audit_key(ENTRIES - 1)).unwrap();
+    store.tree().remove(keys::audit_key(0, ENTRIES - 1)).unwrap();
     assert_broken_at(dir.path(), store, ENTRIES - 1);
 
     let dir = tempfile::tempdir().unwrap();
@@ -154,7 +156,7 @@ fn a_truncated_or_extended_tail_is_detected() {
     let mut extra = record(100);
     extra.seq = ENTRIES;
     let value = chain.append(&extra);
-    store.tree().insert(keys::audit_key(ENTRIES), value).unwrap();
+    store.tree().insert(keys::audit_key(0, ENTRIES), value).unwrap();
     assert_broken_at(dir.path(), store, ENTRIES);
 }
 

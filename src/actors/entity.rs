@@ -217,6 +217,7 @@ impl<E: Entity> EntityActor<E> {
             .into_iter()
             .map(|Effect::Audit(d)| AuditRecord {
                 seq: 0,
+                group: 0,
                 at: now,
                 actor: meta.actor.clone(),
                 action: d.action,

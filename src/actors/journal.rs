@@ -15,6 +15,7 @@ use crate::storage::audit_log::{ChainHead, VerifyReport};
 use crate::storage::store::WriteSet;
 use crate::storage::{Store, StoreError};
 use crate::telemetry::Metrics;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -33,7 +34,7 @@ pub const JOURNAL_MAILBOX_CAPACITY: usize = 8192;
 
 struct Shared {
     failed: AtomicBool,
-    head: Mutex<ChainHead>,
+    heads: Mutex<BTreeMap<u32, ChainHead>>,
 }
 
 /// A handle to the journal; cheap to clone. The writer thread ends when every handle is gone.
@@ -47,10 +48,10 @@ pub struct AuditJournal {
 impl AuditJournal {
     /// Starts the writer thread over `store`, continuing the chain recorded there.
     pub fn start(store: Store, max_batch: usize, metrics: Arc<Metrics>) -> Result<AuditJournal, StoreError> {
-        let chain = store.chain_head()?.unwrap_or_default();
+        let chain = store.chain_heads()?;
         let shared = Arc::new(Shared {
             failed: AtomicBool::new(false),
-            head: Mutex::new(chain),
+            heads: Mutex::new(chain.clone()),
         });
         let (tx, rx) = mpsc::channel(JOURNAL_MAILBOX_CAPACITY);
         let writer = Writer {
@@ -121,9 +122,9 @@ impl AuditJournal {
         rx.await.unwrap_or(Err(StoreError::Io("the audit journal has stopped".into())))
     }
 
-    /// The chain head as of the last durable cycle.
-    pub fn head(&self) -> ChainHead {
-        *self.shared.head.lock().expect("journal head lock")
+    /// Every group's chain head as of the last durable cycle.
+    pub fn heads(&self) -> BTreeMap<u32, ChainHead> {
+        self.shared.heads.lock().expect("journal head lock").clone()
     }
 
     pub fn is_failed(&self) -> bool {
@@ -143,7 +144,7 @@ impl AuditJournal {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let before = self.head();
+            let before = self.heads();
             let store = self.store.clone();
             let report = tokio::task::spawn_blocking(move || store.verify_audit())
                 .await
@@ -152,7 +153,7 @@ impl AuditJournal {
                 return Ok(report);
             }
             // Let the cycle that may have been in flight finish, then see whether it moved the chain.
-            if self.barrier().await.is_err() || self.head() == before {
+            if self.barrier().await.is_err() || self.heads() == before {
                 return Ok(report);
             }
         }
@@ -161,7 +162,7 @@ impl AuditJournal {
 
 struct Writer {
     store: Store,
-    chain: ChainHead,
+    chain: BTreeMap<u32, ChainHead>,
     rx: mpsc::Receiver<Commit>,
     max_batch: usize,
     metrics: Arc<Metrics>,
@@ -194,14 +195,14 @@ impl Writer {
         let result = if self.shared.failed.load(Ordering::SeqCst) {
             Err(StoreError::Failed)
         } else {
-            let mut chain = self.chain;
+            let mut chain = self.chain.clone();
             self.store.write_cycle(&mut sets, &mut chain).and_then(|_| self.store.flush()).map(|_| chain)
         };
         self.metrics.flush_latency.observe(started.elapsed().as_secs_f64());
         match result {
             Ok(chain) => {
+                *self.shared.heads.lock().expect("journal head lock") = chain.clone();
                 self.chain = chain;
-                *self.shared.head.lock().expect("journal head lock") = chain;
                 for cb in callbacks {
                     cb(Ok(()));
                 }

@@ -162,6 +162,7 @@ impl MemoryHost {
         let entity = format!("{}/{id}", E::KIND.name());
         self.audit.extend(effects.into_iter().map(|Effect::Audit(d)| AuditRecord {
             seq: 0,
+            group: 0,
             at: now,
             actor: meta.actor.clone(),
             action: d.action,

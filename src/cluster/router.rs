@@ -252,6 +252,7 @@ impl Router {
     async fn audit_writing(&self, draft: AuditDraft, subject: &str, meta: &RequestMeta, mut writes: WriteSet, wait: bool) -> Result<(), String> {
         let record = AuditRecord {
             seq: 0,
+            group: 0,
             at: crate::actors::wall_clock_now(),
             actor: meta.actor.clone(),
             action: draft.action,
@@ -261,6 +262,10 @@ impl Router {
             details: draft.details,
         };
         writes.audit.push(record);
+        if writes.shard.is_none() && writes.puts.is_empty() && writes.deletes.is_empty() {
+            // Sealed on the chain of the subject's group (a user's records beside the user's).
+            writes.shard = Some(crate::domain::ids::shard_of(subject.rsplit('/').next().unwrap_or(subject)));
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.inner
             .journal

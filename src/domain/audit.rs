@@ -60,8 +60,10 @@ impl Outcome {
 /// One entry of the audit journal.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRecord {
-    /// Position in the chain, from 0, without gaps.
+    /// Position in its group's chain, from 0, without gaps (set when sealed).
     pub seq: u64,
+    /// The shard group whose chain holds it (set when sealed).
+    pub group: u32,
     pub at: Timestamp,
     /// Who caused it: a user id, a staff id, or `system`.
     pub actor: String,

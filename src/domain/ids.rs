@@ -1,8 +1,9 @@
 //! Typed identifiers and the entity → shard mapping.
 //!
 //! Ids are drawn from the context's seeded RNG (so simulations reproduce them) and rendered as
-//! lowercase hex with a kind prefix. The shard of an entity is a stable hash of its kind and id
-//! (FNV-1a, fixed forever: changing it would move every entity).
+//! lowercase hex with a kind prefix. The shard of an entity is a stable hash of its id alone
+//! (FNV-1a, fixed forever: changing it would move every entity), so a user's account and
+//! portfolio — both named by the user id — share a shard, and so a shard group (DESIGN.md §8).
 
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -10,6 +11,15 @@ use std::fmt;
 
 /// Number of shards. Fixed for the life of a cluster: keys on disk begin with the shard number.
 pub const SHARD_COUNT: u16 = 1024;
+
+/// Shard groups of a new cluster (`[cluster] groups`); fixed when the cluster is created.
+pub const DEFAULT_GROUPS: u32 = 32;
+
+/// The shard group of a shard: shard s is in group s mod G.
+pub fn group_of(shard: u16, groups: u32) -> u32 {
+    assert!(groups >= 1 && groups <= u32::from(SHARD_COUNT), "1 to {SHARD_COUNT} groups");
+    u32::from(shard) % groups
+}
 
 /// What kind of entity an id names. The byte value is part of every storage key: never reuse one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -60,7 +70,7 @@ impl EntityId {
         EntityId { kind, id }
     }
     pub fn shard(&self) -> u16 {
-        shard_of(self.kind, &self.id)
+        shard_of(&self.id)
     }
 }
 
@@ -70,12 +80,12 @@ impl fmt::Display for EntityId {
     }
 }
 
-/// FNV-1a 64 over the kind byte and the id, reduced to a shard number.
-pub fn shard_of(kind: EntityKind, id: &str) -> u16 {
+/// FNV-1a 64 over the id, reduced to a shard number.
+pub fn shard_of(id: &str) -> u16 {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
     let mut h = OFFSET;
-    for b in std::iter::once(kind.as_byte()).chain(id.bytes()) {
+    for b in id.bytes() {
         h ^= b as u64;
         h = h.wrapping_mul(PRIME);
     }
@@ -102,8 +112,8 @@ mod tests {
     use rand::SeedableRng;
 
     const PINNED_ACME_SHARD: u16 = {
-        // FNV-1a 64 of [3, b'A', b'C', b'M', b'E'] mod 1024, computed by hand-rolled const code.
-        let bytes = [3u8, b'A', b'C', b'M', b'E'];
+        // FNV-1a 64 of "ACME" mod 1024, computed by hand-rolled const code.
+        let bytes = [b'A', b'C', b'M', b'E'];
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         let mut i = 0;
         while i < bytes.len() {
@@ -117,10 +127,17 @@ mod tests {
     #[test]
     fn shard_is_stable_and_in_range() {
         // Pinned: a change here would move every entity on disk.
-        assert_eq!(shard_of(EntityKind::Instrument, "ACME"), PINNED_ACME_SHARD);
+        assert_eq!(shard_of("ACME"), PINNED_ACME_SHARD);
         for i in 0..1000 {
-            assert!(shard_of(EntityKind::Portfolio, &format!("usr_{i}")) < SHARD_COUNT);
+            let user = format!("usr_{i}");
+            assert!(shard_of(&user) < SHARD_COUNT);
+            // A user's entities live together.
+            assert_eq!(
+                EntityId::new(EntityKind::Account, &user).shard(),
+                EntityId::new(EntityKind::Portfolio, &user).shard()
+            );
         }
+        assert_eq!(group_of(1023, 32), 31);
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! The audit journal on disk and its offline verification.
 //!
-//! Key `AUDIT_PREFIX ‖ seq` (u64 BE) → record bytes ‖ head after this record (32 bytes).
-//! Key `AUDIT_HEAD_KEY` → (number of entries, head), written in the same atomic batch, so a
-//! truncated tail is detected too. Verification recomputes every leaf and head from the record
+//! One chain per shard group. Key `AUDIT_PREFIX ‖ group ‖ seq` (u64 BE) → record bytes ‖ head
+//! after this record (32 bytes). Key `AUDIT_HEAD_PREFIX ‖ group` → (number of entries, head),
+//! written in the same atomic batch, so a truncated tail is detected too. Verification recomputes every leaf and head from the record
 //! bytes and names the first entry that does not match.
 //!
 //! Retention: an entry whose retention period has ended (security events) is *redacted* — its
@@ -108,10 +108,73 @@ pub fn split_value(value: &[u8]) -> Option<(&[u8], Hash)> {
 pub struct VerifyReport {
     pub ok: bool,
     pub entries: u64,
+    /// One group: its head. Several: a SHA-256 over every group's (group, entries, head).
     pub head_hash: String,
-    /// The first entry that fails, and why.
+    /// The first entry that fails (in `bad_group`'s chain), and why.
     pub first_bad_entry: Option<u64>,
+    pub bad_group: Option<u32>,
     pub problem: Option<String>,
+    pub groups: Vec<GroupChain>,
+}
+
+/// Where one group's chain stands: replicas at the same entry count must show the same head.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GroupChain {
+    pub group: u32,
+    pub entries: u64,
+    pub head_hash: String,
+}
+
+impl VerifyReport {
+    pub fn failed(group: u32, problem: String) -> VerifyReport {
+        VerifyReport {
+            ok: false,
+            entries: 0,
+            head_hash: String::new(),
+            first_bad_entry: Some(0),
+            bad_group: Some(group),
+            problem: Some(problem),
+            groups: Vec::new(),
+        }
+    }
+
+    /// One report over every group's: ok when all are, naming the first that is not.
+    pub fn combine(reports: Vec<(u32, VerifyReport)>) -> VerifyReport {
+        use sha2::Digest;
+        let mut digest = sha2::Sha256::new();
+        let mut out = VerifyReport {
+            ok: true,
+            entries: 0,
+            head_hash: hex::encode(GENESIS_HEAD),
+            first_bad_entry: None,
+            bad_group: None,
+            problem: None,
+            groups: Vec::new(),
+        };
+        for (g, r) in &reports {
+            out.entries += r.entries;
+            digest.update(g.to_be_bytes());
+            digest.update(r.entries.to_be_bytes());
+            digest.update(r.head_hash.as_bytes());
+            out.groups.push(GroupChain {
+                group: *g,
+                entries: r.entries,
+                head_hash: r.head_hash.clone(),
+            });
+            if !r.ok && out.ok {
+                out.ok = false;
+                out.first_bad_entry = r.first_bad_entry;
+                out.bad_group = Some(*g);
+                out.problem = r.problem.as_ref().map(|p| format!("group {g}: {p}"));
+            }
+        }
+        match reports.as_slice() {
+            [] => {}
+            [(_, only)] => out.head_hash = only.head_hash.clone(),
+            _ => out.head_hash = hex::encode(digest.finalize()),
+        }
+        out
+    }
 }
 
 /// Verifies the chain from (seq, value) pairs in key order against the recorded head.
@@ -127,7 +190,9 @@ where
         entries: chain.entries,
         head_hash: hex::encode(chain.head),
         first_bad_entry: Some(at),
+        bad_group: None,
         problem: Some(why),
+        groups: Vec::new(),
     };
     for item in entries {
         let expected = chain.entries;
@@ -187,7 +252,9 @@ where
             entries: chain.entries,
             head_hash: hex::encode(chain.head),
             first_bad_entry: None,
+            bad_group: None,
             problem: None,
+            groups: Vec::new(),
         },
     }
 }

@@ -7,14 +7,18 @@ use crate::domain::ids::{EntityId, EntityKind};
 /// Node-wide records live under the reserved shard number 0xFFFF (real shards are < 1024), in
 /// the same tree as entity state so that one group commit writes both in one atomic batch.
 pub const NODE_PREFIX: [u8; 2] = [0xff, 0xff];
-/// `NODE_PREFIX ‖ 0x01 ‖ seq u64 BE` → audit record bytes ‖ chain head after it.
+/// `NODE_PREFIX ‖ 0x01 ‖ group u32 BE ‖ seq u64 BE` → audit record bytes ‖ chain head after it.
+/// Each shard group has its own chain, sealed in log order at apply time, so every replica of
+/// a group holds the same chain.
 pub const AUDIT_PREFIX: [u8; 3] = [0xff, 0xff, 0x01];
-/// `NODE_PREFIX ‖ 0x02` → (entries, head) of the audit chain.
-pub const AUDIT_HEAD_KEY: [u8; 3] = [0xff, 0xff, 0x02];
+/// `NODE_PREFIX ‖ 0x02 ‖ group u32 BE` → (entries, head) of that group's audit chain.
+pub const AUDIT_HEAD_PREFIX: [u8; 3] = [0xff, 0xff, 0x02];
 /// `NODE_PREFIX ‖ 0x09` → the storage layout version (u32 BE) the folder was written in.
 pub const LAYOUT_KEY: [u8; 3] = [0xff, 0xff, 0x09];
-/// 2: every record under its shard (shard records), one tree.
-pub const LAYOUT_VERSION: u32 = 2;
+/// `NODE_PREFIX ‖ 0x0a` → the number of shard groups (u32 BE), fixed when the cluster is created.
+pub const GROUPS_KEY: [u8; 3] = [0xff, 0xff, 0x0a];
+/// 3: shards by id alone, an audit chain per shard group, raft logs.
+pub const LAYOUT_VERSION: u32 = 3;
 /// Records a shard owns beside its entities — schedules, queues, ledgers, job progress:
 /// `shard u16 BE ‖ 0x00 ‖ record type u8 ‖ id`. Kind byte 0 is no entity kind, so a shard's
 /// records sort before its entities, are written by the same group commit, and move with the
@@ -65,15 +69,37 @@ pub fn is_shard_record(key: &[u8]) -> bool {
     key.len() > 4 && key[0..2] != NODE_PREFIX && key[2] == SHARD_RECORD
 }
 
-pub fn audit_key(seq: u64) -> Vec<u8> {
+pub fn audit_prefix(group: u32) -> Vec<u8> {
     let mut k = AUDIT_PREFIX.to_vec();
+    k.extend_from_slice(&group.to_be_bytes());
+    k
+}
+
+pub fn audit_key(group: u32, seq: u64) -> Vec<u8> {
+    let mut k = audit_prefix(group);
     k.extend_from_slice(&seq.to_be_bytes());
     k
 }
 
-pub fn audit_seq(key: &[u8]) -> Option<u64> {
+/// (group, seq) of an audit key.
+pub fn audit_seq(key: &[u8]) -> Option<(u32, u64)> {
     let rest = key.strip_prefix(&AUDIT_PREFIX[..])?;
-    Some(u64::from_be_bytes(rest.try_into().ok()?))
+    if rest.len() != 12 {
+        return None;
+    }
+    Some((u32::from_be_bytes(rest[..4].try_into().ok()?), u64::from_be_bytes(rest[4..].try_into().ok()?)))
+}
+
+pub fn audit_head_key(group: u32) -> Vec<u8> {
+    let mut k = AUDIT_HEAD_PREFIX.to_vec();
+    k.extend_from_slice(&group.to_be_bytes());
+    k
+}
+
+/// The shard a key of entity state or a shard record belongs to (None for node-wide keys).
+pub fn shard_of_key(key: &[u8]) -> Option<u16> {
+    let shard = u16::from_be_bytes([*key.first()?, *key.get(1)?]);
+    (shard < crate::domain::ids::SHARD_COUNT).then_some(shard)
 }
 
 pub const RECORD_JOURNAL: u8 = 0x01;

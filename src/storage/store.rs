@@ -4,12 +4,14 @@
 use crate::domain::audit::AuditRecord;
 use crate::domain::entity::{Applied, Entity, RequestLog};
 use crate::domain::ids::EntityId;
+use crate::domain::ids::{group_of, DEFAULT_GROUPS};
 use crate::domain::time::Timestamp;
 use crate::storage::audit_log::{self, ChainHead, VerifyReport};
 use crate::storage::keys::ShardRecord;
 use crate::storage::{codec, keys};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Debug, thiserror::Error)]
@@ -115,16 +117,43 @@ pub struct Loaded<E: Entity> {
     pub snapshot_bytes: u64,
 }
 
-/// What one command persists: entity writes and audit records (sequence numbers assigned at
-/// write time, in commit order).
-#[derive(Clone, Debug, Default)]
+/// What one command persists: entity writes and audit records (sequence numbers assigned when
+/// sealed, in log order), all of one shard — so of one shard group, one raft log.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct WriteSet {
     pub puts: Vec<(Vec<u8>, Vec<u8>)>,
     pub deletes: Vec<Vec<u8>>,
     pub audit: Vec<AuditRecord>,
+    /// The shard it belongs to when it has no keys to tell (audit records alone).
+    pub shard: Option<u16>,
+    /// Entries of the group's audit chain to redact once this set's records are sealed (the
+    /// retention job; its `retention.redact` record lists them).
+    pub redact: Vec<u64>,
 }
 
 impl WriteSet {
+    /// The shard this set is written in: its explicit shard, else its first key's, else the
+    /// jobs shard (node-wide audit records).
+    pub fn shard(&self) -> u16 {
+        self.shard
+            .or_else(|| self.puts.iter().map(|(k, _)| k).chain(self.deletes.iter()).find_map(|k| keys::shard_of_key(k)))
+            .unwrap_or(keys::JOBS_SHARD)
+    }
+
+    /// True when every key lies in shards of one group (a set must never span two raft logs).
+    pub fn within_group(&self, groups: u32) -> bool {
+        let g = group_of(self.shard(), groups);
+        self.puts
+            .iter()
+            .map(|(k, _)| k)
+            .chain(self.deletes.iter())
+            .all(|k| keys::shard_of_key(k).is_some_and(|s| group_of(s, groups) == g))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.puts.is_empty() && self.deletes.is_empty() && self.audit.is_empty() && self.redact.is_empty()
+    }
+
     /// A put of shard record `id` (encoded by the codec).
     pub fn put_record<T: Serialize>(&mut self, shard: u16, record: ShardRecord, id: &str, value: &T) -> &mut WriteSet {
         self.puts.push((keys::shard_record_key(shard, record, id), codec::encode(value)));
@@ -149,10 +178,19 @@ pub struct Store {
     db: sled::Db,
     tree: sled::Tree,
     path: PathBuf,
+    /// Shard groups of the cluster this folder belongs to (fixed at creation).
+    groups: u32,
 }
 
 impl Store {
+    /// Opens a data folder; a new one is created with the default number of shard groups.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        Store::open_with_groups(dir, None)
+    }
+
+    /// Opens a data folder; a new one is created with `groups` shard groups (default 32), an
+    /// existing one must have been created with that many (when given).
+    pub fn open_with_groups(dir: &Path, groups: Option<u32>) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(format!("cannot create {}: {e}", dir.display())))?;
         let db = sled::Config::new()
             .path(dir.join("db"))
@@ -162,13 +200,58 @@ impl Store {
                 sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => StoreError::Locked(dir.to_path_buf()),
                 _ => StoreError::Io(format!("cannot open {}: {e}", dir.display())),
             })?;
-        let store = Store {
+        let mut store = Store {
             tree: db.open_tree("state")?,
             db,
             path: dir.to_path_buf(),
+            groups: DEFAULT_GROUPS,
         };
         store.check_layout()?;
+        store.groups = store.check_groups(groups)?;
         Ok(store)
+    }
+
+    /// The folder's number of shard groups: recorded at creation, never changed.
+    fn check_groups(&self, wanted: Option<u32>) -> Result<u32, StoreError> {
+        if let Some(g) = wanted {
+            if g == 0 || g > u32::from(crate::domain::ids::SHARD_COUNT) {
+                return Err(StoreError::Layout(format!(
+                    "[cluster] groups must be 1 to {}, not {g}",
+                    crate::domain::ids::SHARD_COUNT
+                )));
+            }
+        }
+        match self.tree.get(keys::GROUPS_KEY)? {
+            Some(v) => {
+                let stored = u32::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                    location: "meta groups".into(),
+                    reason: "not a u32".into(),
+                })?);
+                match wanted {
+                    Some(g) if g != stored => Err(StoreError::Layout(format!(
+                        "the data folder {} belongs to a cluster of {stored} shard groups; [cluster] groups = {g} cannot change after the cluster is created",
+                        self.path.display()
+                    ))),
+                    _ => Ok(stored),
+                }
+            }
+            None => {
+                let g = wanted.unwrap_or(DEFAULT_GROUPS);
+                self.tree.insert(keys::GROUPS_KEY, &g.to_be_bytes())?;
+                self.flush()?;
+                Ok(g)
+            }
+        }
+    }
+
+    /// The number of shard groups.
+    pub fn groups(&self) -> u32 {
+        self.groups
+    }
+
+    /// The group a write set belongs to.
+    pub fn group_of_set(&self, set: &WriteSet) -> u32 {
+        group_of(set.shard(), self.groups)
     }
 
     /// A data folder is of this layout (every record under its shard, one tree), or new. One of
@@ -270,39 +353,92 @@ impl Store {
             .collect()
     }
 
-    pub fn chain_head(&self) -> Result<Option<ChainHead>, StoreError> {
-        match self.tree.get(keys::AUDIT_HEAD_KEY)? {
+    /// The recorded head of one group's audit chain.
+    pub fn chain_head(&self, group: u32) -> Result<Option<ChainHead>, StoreError> {
+        match self.tree.get(keys::audit_head_key(group))? {
             Some(v) => codec::decode(&v).map(Some).map_err(|e| StoreError::Corrupt {
-                location: "meta audit.head".into(),
+                location: format!("meta audit.head of group {group}"),
                 reason: e.to_string(),
             }),
             None => Ok(None),
         }
     }
 
+    /// Every group's recorded chain head.
+    pub fn chain_heads(&self) -> Result<BTreeMap<u32, ChainHead>, StoreError> {
+        let mut out = BTreeMap::new();
+        for item in self.tree.scan_prefix(keys::AUDIT_HEAD_PREFIX) {
+            let (k, v) = item?;
+            let corrupt = |reason: String| StoreError::Corrupt {
+                location: format!("audit head key {}", hex::encode(&k)),
+                reason,
+            };
+            let group = k[keys::AUDIT_HEAD_PREFIX.len()..]
+                .try_into()
+                .map(u32::from_be_bytes)
+                .map_err(|_| corrupt("malformed key".into()))?;
+            out.insert(group, codec::decode(&v).map_err(|e| corrupt(e.to_string()))?);
+        }
+        Ok(out)
+    }
+
+    /// Adds one write set to `batch`, sealing its audit records onto its group's chain (in
+    /// order) and redacting what it lists. Every replica of a group applies the same sets in
+    /// the same order, so every replica computes the same chain.
+    pub fn stage(&self, batch: &mut sled::Batch, set: &mut WriteSet, chains: &mut BTreeMap<u32, ChainHead>) -> Result<(), StoreError> {
+        let group = self.group_of_set(set);
+        debug_assert!(
+            set.within_group(self.groups) || set.puts.is_empty() && set.deletes.is_empty(),
+            "a write set spans two groups"
+        );
+        for (k, v) in &set.puts {
+            batch.insert(k.as_slice(), v.as_slice());
+        }
+        for k in &set.deletes {
+            batch.remove(k.as_slice());
+        }
+        if set.audit.is_empty() && set.redact.is_empty() {
+            return Ok(());
+        }
+        let chain = match chains.get(&group) {
+            Some(c) => c,
+            None => {
+                let c = self.chain_head(group)?.unwrap_or_default();
+                chains.entry(group).or_insert(c)
+            }
+        };
+        let mut next = *chain;
+        for record in set.audit.iter_mut() {
+            record.seq = next.entries;
+            record.group = group;
+            let value = next.append(record);
+            batch.insert(keys::audit_key(group, record.seq), value);
+        }
+        for &seq in &set.redact {
+            if seq >= next.entries {
+                continue;
+            }
+            if let Some(v) = self.tree.get(keys::audit_key(group, seq))? {
+                if let Some(redacted) = audit_log::redacted_value(&v) {
+                    batch.insert(keys::audit_key(group, seq), redacted);
+                }
+            }
+        }
+        batch.insert(keys::audit_head_key(group), codec::encode(&next));
+        chains.insert(group, next);
+        Ok(())
+    }
+
     /// Writes one group-commit cycle in a single atomic batch: all of it or none of it survives
     /// a crash. Audit records get their sequence numbers and chain hashes here, in order.
-    pub fn write_cycle(&self, sets: &mut [WriteSet], chain: &mut ChainHead) -> Result<(), StoreError> {
+    pub fn write_cycle(&self, sets: &mut [WriteSet], chains: &mut BTreeMap<u32, ChainHead>) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
-        let mut next = *chain;
+        let mut next = chains.clone();
         for set in sets.iter_mut() {
-            for (k, v) in &set.puts {
-                batch.insert(k.as_slice(), v.as_slice());
-            }
-            for k in &set.deletes {
-                batch.remove(k.as_slice());
-            }
-            for record in set.audit.iter_mut() {
-                record.seq = next.entries;
-                let value = next.append(record);
-                batch.insert(keys::audit_key(record.seq), value);
-            }
-        }
-        if next != *chain {
-            batch.insert(&keys::AUDIT_HEAD_KEY[..], codec::encode(&next));
+            self.stage(&mut batch, set, &mut next)?;
         }
         self.tree.apply_batch(batch)?;
-        *chain = next;
+        *chains = next;
         Ok(())
     }
 
@@ -385,82 +521,81 @@ impl Store {
         Ok(self.db.flush()?)
     }
 
-    /// Verifies the whole audit chain against the recorded head.
+    /// Verifies every group's audit chain against its recorded head. The report names the
+    /// first group (and entry) that fails.
     pub fn verify_audit(&self) -> VerifyReport {
-        let recorded = match self.chain_head() {
-            Ok(r) => r,
-            Err(e) => {
-                return VerifyReport {
-                    ok: false,
-                    entries: 0,
-                    head_hash: String::new(),
-                    first_bad_entry: Some(0),
-                    problem: Some(e.to_string()),
-                };
-            }
+        let heads = match self.chain_heads() {
+            Ok(h) => h,
+            Err(e) => return VerifyReport::failed(0, e.to_string()),
         };
-        let entries = self.tree.scan_prefix(keys::AUDIT_PREFIX).map(|item| {
-            let (k, v) = item.map_err(|e| e.to_string())?;
-            let seq = keys::audit_seq(&k).ok_or_else(|| format!("malformed key {}", hex::encode(&k)))?;
-            Ok((seq, v.to_vec()))
-        });
-        audit_log::verify(entries, recorded)
+        let mut groups: std::collections::BTreeSet<u32> = heads.keys().copied().collect();
+        // Entries without a head (a deleted head) must be found too.
+        let mut key = keys::AUDIT_PREFIX.to_vec();
+        while let Ok(Some((k, _))) = self.tree.get_gt(&key) {
+            let Some((g, _)) = keys::audit_seq(&k) else { break };
+            groups.insert(g);
+            key = keys::audit_prefix(g.saturating_add(1));
+            if g == u32::MAX {
+                break;
+            }
+        }
+        let mut reports = Vec::new();
+        for g in groups {
+            let entries = self.tree.scan_prefix(keys::audit_prefix(g)).map(|item| {
+                let (k, v) = item.map_err(|e| e.to_string())?;
+                let (_, seq) = keys::audit_seq(&k).ok_or_else(|| format!("malformed key {}", hex::encode(&k)))?;
+                Ok((seq, v.to_vec()))
+            });
+            reports.push((g, audit_log::verify(entries, heads.get(&g).copied())));
+        }
+        VerifyReport::combine(reports)
     }
 
-    /// Reads audit records in order (for exports and tests); redacted entries are left out.
+    /// Reads audit records, group by group in chain order (exports and tests); redacted entries
+    /// are left out.
     pub fn audit_records(&self) -> Result<Vec<AuditRecord>, StoreError> {
         self.tree.scan_prefix(keys::AUDIT_PREFIX).filter_map(|i| decode_audit(i).transpose()).collect()
     }
 
-    /// Entries (seq) of audit records older than `before` that `select` picks and that are not
-    /// redacted yet.
-    pub fn audit_due_for_redaction(&self, before: Timestamp, select: impl Fn(&AuditRecord) -> bool) -> Result<Vec<u64>, StoreError> {
+    /// Entries (group, seq) of audit records older than `before` that `select` picks and that
+    /// are not redacted yet.
+    pub fn audit_due_for_redaction(&self, before: Timestamp, select: impl Fn(&AuditRecord) -> bool) -> Result<Vec<(u32, u64)>, StoreError> {
         let mut out = Vec::new();
-        for item in self.tree.scan_prefix(keys::AUDIT_PREFIX) {
-            if let Some(r) = decode_audit(item)? {
-                if r.at >= before {
-                    // Records are in time order (one writer, the wall clock): nothing later is due.
-                    break;
-                }
-                if select(&r) && r.action != audit_log::REDACT_ACTION {
-                    out.push(r.seq);
+        for g in self.chain_heads()?.into_keys() {
+            for item in self.tree.scan_prefix(keys::audit_prefix(g)) {
+                if let Some(r) = decode_audit(item)? {
+                    if r.at >= before {
+                        // A group's records are sealed in log order, stamped by its leader's clock.
+                        break;
+                    }
+                    if select(&r) && r.action != audit_log::REDACT_ACTION {
+                        out.push((g, r.seq));
+                    }
                 }
             }
         }
         Ok(out)
     }
 
-    /// Redacts these entries (each must already be listed by a `retention.redact` record).
-    pub fn redact_audit(&self, seqs: &[u64]) -> Result<usize, StoreError> {
-        let mut batch = sled::Batch::default();
-        let mut n = 0;
-        for seq in seqs {
-            let key = keys::audit_key(*seq);
-            if let Some(v) = self.tree.get(&key)? {
-                if let Some(redacted) = audit_log::redacted_value(&v) {
-                    batch.insert(key, redacted);
-                    n += 1;
-                }
-            }
-        }
-        self.tree.apply_batch(batch)?;
-        self.flush()?;
-        Ok(n)
-    }
-
-    /// Audit records newest first that `keep` selects, at most `limit` of them. A corrupt
-    /// record is an error, never skipped.
+    /// Audit records newest first (by time, across groups) that `keep` selects, at most `limit`
+    /// of them. A corrupt record is an error, never skipped.
     pub fn audit_records_rev(&self, limit: usize, keep: impl Fn(&AuditRecord) -> bool) -> Result<Vec<AuditRecord>, StoreError> {
         let mut out = Vec::new();
-        for item in self.tree.scan_prefix(keys::AUDIT_PREFIX).rev() {
-            let Some(r) = decode_audit(item)? else { continue };
-            if keep(&r) {
-                out.push(r);
-                if out.len() >= limit {
-                    break;
+        for g in self.chain_heads()?.into_keys() {
+            let mut taken = 0;
+            for item in self.tree.scan_prefix(keys::audit_prefix(g)).rev() {
+                let Some(r) = decode_audit(item)? else { continue };
+                if keep(&r) {
+                    out.push(r);
+                    taken += 1;
+                    if taken >= limit {
+                        break;
+                    }
                 }
             }
         }
+        out.sort_by(|a, b| (b.at, b.group, b.seq).cmp(&(a.at, a.group, a.seq)));
+        out.truncate(limit);
         Ok(out)
     }
 

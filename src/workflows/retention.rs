@@ -29,19 +29,26 @@ pub async fn run_retention(state: &Services, now: Timestamp) -> Result<Retention
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    for chunk in due.chunks(10_000) {
-        let draft = AuditDraft::ok(crate::storage::audit_log::REDACT_ACTION)
-            .detail("class", "security_events")
-            .detail("count", chunk.len())
-            .detail("before", cutoff.to_rfc3339())
-            .detail("seqs", crate::storage::audit_log::ranges(chunk));
-        state.router.audit(draft, "audit", &RequestMeta::system("retention-job"), true).await?;
-        let store = state.router.store().clone();
-        let chunk = chunk.to_vec();
-        summary.security_events_redacted += tokio::task::spawn_blocking(move || store.redact_audit(&chunk))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+    // Each group's chain is redacted by a record on that chain, applied with it on every replica.
+    let mut by_group: std::collections::BTreeMap<u32, Vec<u64>> = std::collections::BTreeMap::new();
+    for (g, seq) in due {
+        by_group.entry(g).or_default().push(seq);
+    }
+    for (group, seqs) in by_group {
+        for chunk in seqs.chunks(10_000) {
+            let draft = AuditDraft::ok(crate::storage::audit_log::REDACT_ACTION)
+                .detail("class", "security_events")
+                .detail("count", chunk.len())
+                .detail("before", cutoff.to_rfc3339())
+                .detail("seqs", crate::storage::audit_log::ranges(chunk));
+            let writes = crate::storage::store::WriteSet {
+                shard: Some(u16::try_from(group).map_err(|e| e.to_string())?),
+                redact: chunk.to_vec(),
+                ..Default::default()
+            };
+            state.router.audit_with(draft, "audit", &RequestMeta::system("retention-job"), writes).await?;
+            summary.security_events_redacted += chunk.len();
+        }
     }
     // Regulatory identities whose retention ended: their retention key goes (crypto-shredding).
     let store = state.router.store().clone();

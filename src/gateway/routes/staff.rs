@@ -183,6 +183,7 @@ pub async fn audit_verify(state: &AppState, req: &Req) -> Result<Reply, ApiError
             "ok": report.ok,
             "entries": report.entries,
             "head_hash": report.head_hash,
+            "groups": report.groups,
             "first_bad_entry": report.first_bad_entry,
             "problem": report.problem,
         }),
