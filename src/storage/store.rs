@@ -594,7 +594,7 @@ impl Store {
                 }
             }
         }
-        out.sort_by(|a, b| (b.at, b.group, b.seq).cmp(&(a.at, a.group, a.seq)));
+        out.sort_by_key(|r| std::cmp::Reverse((r.at, r.group, r.seq)));
         out.truncate(limit);
         Ok(out)
     }
