@@ -1,15 +1,14 @@
-//! The audit journal: the single writer of the node's sled database, doing group commit.
+//! The audit journal: the handle every entity, job and route writes through. Behind it, one
+//! thread drives this node's shard-group replicas (`group_commit::Writer`): each write set is
+//! proposed to its group's raft log, and its callback runs once the entry is committed (flushed
+//! on a majority of the group's replicas) and applied here — audit records sealed onto the
+//! group's chain at apply time, in log order.
 //!
 //! It is an actor with its own OS thread and a bounded mailbox (a tokio channel) rather than a
 //! kameo actor, for two reasons: group commit must take *everything* waiting in the mailbox at
 //! once (kameo hands a handler one message at a time), and `flush` blocks on the disk, which
-//! must not happen on the async runtime.
-//!
-//! Loop: wait for one commit, take every other waiting commit (up to `max_batch`), write them
-//! all in one atomic sled batch (sealing their audit records onto the hash chain in order),
-//! flush once, then run each commit's callback — so no client is answered before its events and
-//! audit records are on disk. Commits arriving during a flush form the next batch. A failed
-//! write or flush fails the node closed: every later commit is refused.
+//! must not happen on the async runtime. A failed write or flush fails the node closed: every
+//! later commit is refused.
 
 use crate::storage::audit_log::{ChainHead, VerifyReport};
 use crate::storage::store::WriteSet;
@@ -18,7 +17,6 @@ use crate::telemetry::Metrics;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 pub type CommitCallback = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
@@ -32,41 +30,85 @@ pub struct Commit {
 /// The mailbox bound: senders wait for room (back-pressure on every entity).
 pub const JOURNAL_MAILBOX_CAPACITY: usize = 8192;
 
-struct Shared {
-    failed: AtomicBool,
-    heads: Mutex<BTreeMap<u32, ChainHead>>,
+/// What the writer thread is sent.
+pub(crate) enum Input {
+    Commit(Commit),
+    /// One tick of raft's logical clock (from the ticker thread).
+    Tick,
+}
+
+pub(crate) struct Shared {
+    pub(crate) failed: AtomicBool,
+    pub(crate) heads: Mutex<BTreeMap<u32, ChainHead>>,
+    pub(crate) status: Mutex<Vec<crate::cluster::raft::GroupStatus>>,
+}
+
+/// How the journal drives raft (from `[cluster]`).
+#[derive(Clone, Debug)]
+pub struct JournalSettings {
+    pub max_batch: usize,
+    pub tick_interval: std::time::Duration,
+    pub raft: crate::cluster::raft::RaftSettings,
+}
+
+impl JournalSettings {
+    pub fn with_batch(max_batch: usize) -> JournalSettings {
+        JournalSettings {
+            max_batch,
+            tick_interval: std::time::Duration::from_millis(100),
+            raft: crate::cluster::raft::RaftSettings::default(),
+        }
+    }
 }
 
 /// A handle to the journal; cheap to clone. The writer thread ends when every handle is gone.
 #[derive(Clone)]
 pub struct AuditJournal {
-    tx: mpsc::Sender<Commit>,
+    tx: mpsc::Sender<Input>,
     shared: Arc<Shared>,
     store: Store,
 }
 
 impl AuditJournal {
-    /// Starts the writer thread over `store`, continuing the chain recorded there.
+    /// Starts the writer thread over `store` with default raft settings.
     pub fn start(store: Store, max_batch: usize, metrics: Arc<Metrics>) -> Result<AuditJournal, StoreError> {
-        let chain = store.chain_heads()?;
+        AuditJournal::start_with(store, JournalSettings::with_batch(max_batch), metrics)
+    }
+
+    /// Opens this node's group replicas (a new folder becomes a cluster of one: every group
+    /// with this node as its only voter), replays what was committed but not applied, and
+    /// starts the writer and ticker threads.
+    pub fn start_with(store: Store, settings: JournalSettings, metrics: Arc<Metrics>) -> Result<AuditJournal, StoreError> {
         let shared = Arc::new(Shared {
             failed: AtomicBool::new(false),
-            heads: Mutex::new(chain.clone()),
+            heads: Mutex::new(BTreeMap::new()),
+            status: Mutex::new(Vec::new()),
         });
         let (tx, rx) = mpsc::channel(JOURNAL_MAILBOX_CAPACITY);
-        let writer = Writer {
-            store: store.clone(),
-            chain,
-            rx,
-            max_batch: max_batch.max(1),
-            metrics,
-            shared: shared.clone(),
-        };
+        let writer = super::group_commit::Writer::open(store.clone(), &settings, rx, metrics, shared.clone())?;
         std::thread::Builder::new()
-            .name("audit-journal".into())
+            .name("group-commit".into())
             .spawn(move || writer.run())
             .map_err(|e| StoreError::Io(format!("cannot start the journal thread: {e}")))?;
+        let ticks = tx.downgrade();
+        let interval = settings.tick_interval;
+        std::thread::Builder::new()
+            .name("raft-ticker".into())
+            .spawn(move || loop {
+                std::thread::sleep(interval);
+                let Some(tx) = ticks.upgrade() else { break };
+                // A full mailbox skips a tick: the writer is busy, raft loses nothing by it.
+                if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(Input::Tick) {
+                    break;
+                }
+            })
+            .map_err(|e| StoreError::Io(format!("cannot start the raft ticker: {e}")))?;
         Ok(AuditJournal { tx, shared, store })
+    }
+
+    /// The raft status of every group replica on this node, as of the last round.
+    pub fn group_status(&self) -> Vec<crate::cluster::raft::GroupStatus> {
+        self.shared.status.lock().expect("status lock").clone()
     }
 
     /// Enqueues a commit, waiting for room in the mailbox.
@@ -75,7 +117,7 @@ impl AuditJournal {
             done(Err(StoreError::Failed));
             return;
         }
-        if let Err(mpsc::error::SendError(c)) = self.tx.send(Commit { writes, done }).await {
+        if let Err(mpsc::error::SendError(Input::Commit(c))) = self.tx.send(Input::Commit(Commit { writes, done })).await {
             (c.done)(Err(StoreError::Io("the audit journal has stopped".into())));
         }
     }
@@ -155,66 +197,6 @@ impl AuditJournal {
             // Let the cycle that may have been in flight finish, then see whether it moved the chain.
             if self.barrier().await.is_err() || self.heads() == before {
                 return Ok(report);
-            }
-        }
-    }
-}
-
-struct Writer {
-    store: Store,
-    chain: BTreeMap<u32, ChainHead>,
-    rx: mpsc::Receiver<Commit>,
-    max_batch: usize,
-    metrics: Arc<Metrics>,
-    shared: Arc<Shared>,
-}
-
-impl Writer {
-    fn run(mut self) {
-        let mut batch: Vec<Commit> = Vec::new();
-        while let Some(first) = self.rx.blocking_recv() {
-            batch.push(first);
-            while batch.len() < self.max_batch {
-                match self.rx.try_recv() {
-                    Ok(c) => batch.push(c),
-                    Err(_) => break,
-                }
-            }
-            self.metrics.journal_mailbox_depth.set(self.rx.len() as i64);
-            self.cycle(&mut batch);
-        }
-    }
-
-    fn cycle(&mut self, batch: &mut Vec<Commit>) {
-        let started = Instant::now();
-        let (mut sets, callbacks): (Vec<WriteSet>, Vec<CommitCallback>) = batch.drain(..).map(|c| (c.writes, c.done)).unzip();
-        self.metrics.commit_batch_size.observe(sets.len() as f64);
-        self.metrics
-            .commit_batch_records
-            .observe(sets.iter().map(WriteSet::record_count).sum::<usize>() as f64);
-        let result = if self.shared.failed.load(Ordering::SeqCst) {
-            Err(StoreError::Failed)
-        } else {
-            let mut chain = self.chain.clone();
-            self.store.write_cycle(&mut sets, &mut chain).and_then(|_| self.store.flush()).map(|_| chain)
-        };
-        self.metrics.flush_latency.observe(started.elapsed().as_secs_f64());
-        match result {
-            Ok(chain) => {
-                *self.shared.heads.lock().expect("journal head lock") = chain.clone();
-                self.chain = chain;
-                for cb in callbacks {
-                    cb(Ok(()));
-                }
-            }
-            Err(e) => {
-                if !matches!(e, StoreError::Failed) {
-                    tracing::error!(error = %e, "group commit failed; refusing further writes (fail closed)");
-                }
-                self.shared.failed.store(true, Ordering::SeqCst);
-                for cb in callbacks {
-                    cb(Err(StoreError::Failed));
-                }
             }
         }
     }

@@ -4,6 +4,7 @@
 
 pub mod entity;
 pub mod fanout;
+pub mod group_commit;
 pub mod inbox;
 pub mod journal;
 pub mod locks;

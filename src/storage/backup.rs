@@ -12,6 +12,7 @@
 //! truncated chunk fails to open (the STREAM construction). The plaintext is a sequence of
 //! records (tree entry, key file) ended by a trailer carrying the state digest.
 
+use crate::storage::keys;
 use crate::storage::{Store, StoreError};
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use sha2::{Digest, Sha256};
@@ -215,6 +216,9 @@ pub fn state_digest(store: &Store) -> Result<String, BackupError> {
         let tree = store.open_tree(name)?;
         for item in tree.iter() {
             let (k, v) = item?;
+            if k.starts_with(&keys::RAFT_PREFIX) {
+                continue;
+            }
             for part in [name.as_bytes(), &k, &v] {
                 h.update((part.len() as u64).to_be_bytes());
                 h.update(part);
@@ -253,6 +257,10 @@ pub fn write_backup(store: &Store, keys_dir: &Path, key: &[u8], out: impl Write)
         let tree = store.open_tree(name)?;
         for item in tree.iter() {
             let (k, v) = item?;
+            // Raft logs are each replica's own: a restored folder starts a new cluster of one.
+            if k.starts_with(&keys::RAFT_PREFIX) {
+                continue;
+            }
             let mut rec = vec![REC_ENTRY, name.len() as u8];
             rec.extend_from_slice(name.as_bytes());
             rec.extend_from_slice(&(k.len() as u32).to_be_bytes());

@@ -17,6 +17,36 @@ pub const AUDIT_HEAD_PREFIX: [u8; 3] = [0xff, 0xff, 0x02];
 pub const LAYOUT_KEY: [u8; 3] = [0xff, 0xff, 0x09];
 /// `NODE_PREFIX ‖ 0x0a` → the number of shard groups (u32 BE), fixed when the cluster is created.
 pub const GROUPS_KEY: [u8; 3] = [0xff, 0xff, 0x0a];
+/// Raft logs of the shard groups this node holds a replica of:
+/// `RAFT_PREFIX ‖ group u32 BE ‖ tag u8 ‖ [index u64 BE]`. Node-local (every replica keeps its
+/// own), never part of a backup.
+pub const RAFT_PREFIX: [u8; 2] = [0xff, 0xfe];
+pub const RAFT_HARD_STATE: u8 = 0x01;
+pub const RAFT_CONF_STATE: u8 = 0x02;
+/// (index, term) of the last entry folded into the state.
+pub const RAFT_SNAPSHOT_POINT: u8 = 0x03;
+/// The last index the state machine applied (written with the state it applied).
+pub const RAFT_APPLIED: u8 = 0x04;
+pub const RAFT_ENTRY: u8 = 0x10;
+
+pub fn raft_key(group: u32, tag: u8) -> Vec<u8> {
+    let mut k = RAFT_PREFIX.to_vec();
+    k.extend_from_slice(&group.to_be_bytes());
+    k.push(tag);
+    k
+}
+
+pub fn raft_entry_key(group: u32, index: u64) -> Vec<u8> {
+    let mut k = raft_key(group, RAFT_ENTRY);
+    k.extend_from_slice(&index.to_be_bytes());
+    k
+}
+
+/// True for keys that are node-local bookkeeping (audit chains, raft logs, layout), not shard state.
+pub fn is_reserved(key: &[u8]) -> bool {
+    shard_of_key(key).is_none()
+}
+
 /// 3: shards by id alone, an audit chain per shard group, raft logs.
 pub const LAYOUT_VERSION: u32 = 3;
 /// Records a shard owns beside its entities — schedules, queues, ledgers, job progress:

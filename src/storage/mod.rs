@@ -6,6 +6,7 @@ pub mod backup;
 pub mod codec;
 pub mod files;
 pub mod keys;
+pub mod raft_log;
 pub mod records;
 pub mod store;
 pub mod vault;

@@ -26,6 +26,11 @@ pub enum StoreError {
     Failed,
     #[error("{0}")]
     Layout(String),
+    /// The write could not be committed here now (no leader of its group on this node, or
+    /// leadership moved before it was known to commit); retrying under the same request id
+    /// is safe.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl From<sled::Error> for StoreError {
@@ -604,7 +609,7 @@ impl Store {
         let mut ids = std::collections::BTreeSet::new();
         for item in self.tree.iter().keys() {
             let k = item?;
-            if k.starts_with(&keys::NODE_PREFIX) || keys::is_shard_record(&k) {
+            if keys::is_reserved(&k) || keys::is_shard_record(&k) {
                 continue;
             }
             match keys::parse_key(&k) {

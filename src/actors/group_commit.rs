@@ -1,0 +1,316 @@
+//! The writer thread: drives every shard-group replica of this node (`cluster::raft::MultiRaft`)
+//! over sled, one round at a time (TiKV's write batch).
+//!
+//! Each turn of the loop: take every waiting input (up to `max_batch` commits); propose each
+//! group's write sets as one raft entry; run one round — the round's log writes and the state
+//! machine's writes for the entries it applies (entity state, audit records sealed onto their
+//! group's chain) go into one sled batch, flushed when the round appended entries or changed a
+//! vote; then release the callbacks of the entries applied. Commits arriving meanwhile form
+//! the next turn. A commit is answered only once its entry is committed and applied.
+
+use super::journal::{CommitCallback, Input, JournalSettings, Shared};
+use crate::cluster::raft::{Event, MultiRaft, Outcome, ProposalId, ProposeError, RaftId};
+use crate::storage::audit_log::ChainHead;
+use crate::storage::store::WriteSet;
+use crate::storage::{codec, Store, StoreError};
+use crate::telemetry::Metrics;
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::mpsc;
+
+/// The raft id of a node that forms a cluster of one.
+pub const SINGLE_NODE_RAFT_ID: RaftId = 1;
+/// The largest entry one group's write sets are packed into before a second entry is started.
+const MAX_ENTRY_BYTES: usize = 4 << 20;
+/// Entries kept behind the applied index (for followers that lag a little) before compaction.
+const LOG_KEEP: u64 = 64;
+/// A log longer than this is compacted.
+const LOG_COMPACT_AT: usize = 512;
+/// Rounds run at start to replay what was committed but not applied, and elect.
+const SETTLE_ROUNDS_MAX: usize = 64;
+
+pub(crate) struct Writer {
+    store: Store,
+    raft: MultiRaft,
+    chains: BTreeMap<u32, ChainHead>,
+    rx: mpsc::Receiver<Input>,
+    max_batch: usize,
+    metrics: Arc<Metrics>,
+    shared: Arc<Shared>,
+    pending: BTreeMap<ProposalId, Vec<CommitCallback>>,
+    next_id: ProposalId,
+    /// Callbacks that wait for every proposal up to an id to be resolved (barriers).
+    barriers: Vec<(ProposalId, CommitCallback)>,
+}
+
+impl Writer {
+    /// Opens the group replicas of `store` (bootstrapping a cluster of one on a new folder) and
+    /// settles them: replayed, elected, applied.
+    pub(crate) fn open(
+        store: Store,
+        settings: &JournalSettings,
+        rx: mpsc::Receiver<Input>,
+        metrics: Arc<Metrics>,
+        shared: Arc<Shared>,
+    ) -> Result<Writer, StoreError> {
+        let id = SINGLE_NODE_RAFT_ID;
+        let mut raft = MultiRaft::new(id, settings.raft.clone(), crate::cluster::raft::logger::logger(id));
+        let persisted = store.raft_groups()?;
+        let groups = store.groups();
+        let layout = |e: String| StoreError::Layout(e);
+        if persisted.is_empty() {
+            let mut batch = sled::Batch::default();
+            for g in 0..groups {
+                let write = raft.bootstrap_group(g, &[id]).map_err(layout)?;
+                store.stage_raft(&mut batch, &write)?;
+            }
+            store.tree().apply_batch(batch)?;
+            store.flush()?;
+        } else {
+            for g in 0..groups {
+                let p = persisted
+                    .get(&g)
+                    .ok_or_else(|| layout(format!("the data folder has no raft log for shard group {g} of {groups}")))?;
+                raft.open_group(g, p).map_err(layout)?;
+            }
+        }
+        for g in 0..groups {
+            // A group whose only voter is this node elects itself at once.
+            if raft.status(g).is_some_and(|s| s.voters == [id]) {
+                raft.campaign(g);
+            }
+        }
+        let chains = store.chain_heads()?;
+        *shared.heads.lock().expect("heads lock") = chains.clone();
+        let mut w = Writer {
+            store,
+            raft,
+            chains,
+            rx,
+            max_batch: settings.max_batch.max(1),
+            metrics,
+            shared,
+            pending: BTreeMap::new(),
+            next_id: 1,
+            barriers: Vec::new(),
+        };
+        for _ in 0..SETTLE_ROUNDS_MAX {
+            if !w.raft.has_ready() {
+                break;
+            }
+            w.round()?;
+        }
+        w.publish_status();
+        Ok(w)
+    }
+
+    pub(crate) fn run(mut self) {
+        let mut inputs = Vec::new();
+        loop {
+            if self.shared.failed.load(Ordering::SeqCst) {
+                // Failed closed: raft is not touched again; every commit is refused.
+                match self.rx.blocking_recv() {
+                    Some(Input::Commit(c)) => (c.done)(Err(StoreError::Failed)),
+                    Some(Input::Tick) => {}
+                    None => break,
+                }
+                continue;
+            }
+            if !self.raft.has_ready() {
+                match self.rx.blocking_recv() {
+                    Some(i) => inputs.push(i),
+                    None => break,
+                }
+            }
+            while inputs.len() < self.max_batch {
+                match self.rx.try_recv() {
+                    Ok(i) => inputs.push(i),
+                    Err(_) => break,
+                }
+            }
+            self.metrics.journal_mailbox_depth.set(self.rx.len() as i64);
+            self.take(&mut inputs);
+            if self.raft.has_ready() {
+                if let Err(e) = self.round() {
+                    self.fail(e);
+                }
+            }
+            self.release_barriers();
+        }
+    }
+
+    /// Proposes the commits of this turn, one entry per group; registers barriers.
+    fn take(&mut self, inputs: &mut Vec<Input>) {
+        let mut by_group: BTreeMap<u32, Vec<(WriteSet, CommitCallback)>> = BTreeMap::new();
+        let mut barriers = Vec::new();
+        let mut sets = 0usize;
+        for input in inputs.drain(..) {
+            match input {
+                Input::Tick => self.raft.tick(),
+                Input::Commit(c) if self.shared.failed.load(Ordering::SeqCst) => (c.done)(Err(StoreError::Failed)),
+                Input::Commit(c) if c.writes.is_empty() => barriers.push(c.done),
+                Input::Commit(c) => {
+                    sets += 1;
+                    let g = self.store.group_of_set(&c.writes);
+                    by_group.entry(g).or_default().push((c.writes, c.done));
+                }
+            }
+        }
+        if sets > 0 {
+            self.metrics.commit_batch_size.observe(sets as f64);
+        }
+        for (g, items) in by_group {
+            let mut chunk: Vec<WriteSet> = Vec::new();
+            let mut callbacks = Vec::new();
+            let mut bytes = 0;
+            let mut records = 0;
+            for (set, done) in items {
+                bytes += set.puts.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() + set.audit.len() * 256;
+                records += set.record_count();
+                chunk.push(set);
+                callbacks.push(done);
+                if bytes >= MAX_ENTRY_BYTES {
+                    self.propose(g, std::mem::take(&mut chunk), std::mem::take(&mut callbacks));
+                    bytes = 0;
+                }
+            }
+            if !chunk.is_empty() {
+                self.propose(g, chunk, callbacks);
+            }
+            self.metrics.commit_batch_records.observe(records as f64);
+        }
+        let watermark = self.next_id - 1;
+        self.barriers.extend(barriers.into_iter().map(|b| (watermark, b)));
+    }
+
+    fn propose(&mut self, group: u32, sets: Vec<WriteSet>, callbacks: Vec<CommitCallback>) {
+        let id = self.next_id;
+        self.next_id += 1;
+        match self.raft.propose(group, id, codec::encode(&sets)) {
+            Ok(()) => {
+                self.pending.insert(id, callbacks);
+            }
+            Err(e) => {
+                let why = match e {
+                    ProposeError::NotLeader(_) => format!("shard group {group} has no leader on this node"),
+                    ProposeError::Dropped => format!("shard group {group} refused the proposal (leadership moving)"),
+                };
+                for cb in callbacks {
+                    cb(Err(StoreError::Unavailable(why.clone())));
+                }
+            }
+        }
+    }
+
+    /// One round: persist and apply in one batch, then release what it completed.
+    fn round(&mut self) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let round = self.raft.ready().map_err(StoreError::Layout)?;
+        let mut batch = sled::Batch::default();
+        for w in &round.writes {
+            self.store.stage_raft(&mut batch, w)?;
+        }
+        let mut chains = self.chains.clone();
+        for c in &round.apply {
+            let mut sets: Vec<WriteSet> = codec::decode(&c.data).map_err(|e| {
+                self.metrics.corrupt_records.inc();
+                StoreError::Corrupt {
+                    location: format!("raft entry {} of group {}", c.index, c.group),
+                    reason: e.to_string(),
+                }
+            })?;
+            for set in sets.iter_mut() {
+                self.store.stage(&mut batch, set, &mut chains)?;
+            }
+        }
+        self.store.tree().apply_batch(batch)?;
+        if round.sync {
+            self.store.flush()?;
+            self.metrics.flush_latency.observe(started.elapsed().as_secs_f64());
+        }
+        let compact = round.sync;
+        self.raft.persisted(round);
+        self.chains = chains;
+        *self.shared.heads.lock().expect("heads lock") = self.chains.clone();
+        for e in self.raft.take_events() {
+            self.on_event(e);
+        }
+        // Messages to other replicas: a cluster of one has none; the transport takes them.
+        let outbox = self.raft.take_outbox();
+        debug_assert!(outbox.is_empty(), "a single-node cluster has no peers to send to");
+        if compact {
+            self.compact();
+        }
+        self.publish_status();
+        Ok(())
+    }
+
+    fn on_event(&mut self, e: Event) {
+        match e {
+            Event::Proposal(id, outcome) => {
+                let Some(callbacks) = self.pending.remove(&id) else { return };
+                for cb in callbacks {
+                    cb(match outcome {
+                        Outcome::Applied => Ok(()),
+                        Outcome::NotApplied => Err(StoreError::Unavailable("the write was not committed (leadership moved)".into())),
+                        Outcome::Unknown => Err(StoreError::Unavailable("leadership moved before the write was known to commit".into())),
+                    });
+                }
+            }
+            Event::Role(rc) => {
+                tracing::debug!(group = rc.group, leader = ?rc.leader, term = rc.term, leading = rc.leading, "shard group leadership");
+            }
+            Event::Read(..) => {}
+            Event::SnapshotWanted(g) => {
+                tracing::warn!(group = g, "a replica needs a snapshot; this node has no peers to send it to");
+            }
+        }
+    }
+
+    fn release_barriers(&mut self) {
+        if self.barriers.is_empty() {
+            return;
+        }
+        let lowest_pending = self.pending.keys().next().copied().unwrap_or(ProposalId::MAX);
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.barriers).into_iter().partition(|(w, _)| *w < lowest_pending);
+        self.barriers = waiting;
+        let failed = self.shared.failed.load(Ordering::SeqCst);
+        for (_, cb) in ready {
+            cb(if failed { Err(StoreError::Failed) } else { Ok(()) });
+        }
+    }
+
+    fn compact(&mut self) {
+        let groups: Vec<u32> = self.raft.groups().collect();
+        for g in groups {
+            if self.raft.log_len(g) > LOG_COMPACT_AT {
+                if let Some(s) = self.raft.status(g) {
+                    self.raft.compact(g, s.applied_index.saturating_sub(LOG_KEEP));
+                }
+            }
+        }
+    }
+
+    fn publish_status(&self) {
+        let status = self.raft.groups().filter_map(|g| self.raft.status(g)).collect();
+        *self.shared.status.lock().expect("status lock") = status;
+    }
+
+    /// Storage failed: the node fails closed. Every waiting and later commit is refused.
+    fn fail(&mut self, e: StoreError) {
+        if !matches!(e, StoreError::Failed) {
+            tracing::error!(error = %e, "group commit failed; refusing further writes (fail closed)");
+        }
+        self.shared.failed.store(true, Ordering::SeqCst);
+        for (_, callbacks) in std::mem::take(&mut self.pending) {
+            for cb in callbacks {
+                cb(Err(StoreError::Failed));
+            }
+        }
+        for (_, cb) in std::mem::take(&mut self.barriers) {
+            cb(Err(StoreError::Failed));
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! The raft logs of this node's shard-group replicas in sled, beside the state they apply to:
+//! one write batch carries a round's log writes and the state machine's writes together, so a
+//! crash keeps both or neither (DESIGN.md §8: "the log is the group commit").
+
+use crate::cluster::raft::{DiskError, GroupWrite, PersistedGroup, RaftDisk};
+use crate::storage::keys::{self, RAFT_APPLIED, RAFT_CONF_STATE, RAFT_ENTRY, RAFT_HARD_STATE, RAFT_PREFIX, RAFT_SNAPSHOT_POINT};
+use crate::storage::{Store, StoreError};
+use std::collections::BTreeMap;
+
+fn corrupt(key: &[u8], reason: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        location: format!("raft log key {}", hex::encode(key)),
+        reason: reason.to_string(),
+    }
+}
+
+fn u64_pair(v: &[u8]) -> Option<(u64, u64)> {
+    Some((
+        u64::from_be_bytes(v.get(..8)?.try_into().ok()?),
+        u64::from_be_bytes(v.get(8..16)?.try_into().ok()?),
+    ))
+}
+
+impl Store {
+    /// Every group this node holds a replica of, as persisted. A record that does not decode
+    /// is an error naming it (the node refuses to start rather than guess).
+    pub fn raft_groups(&self) -> Result<BTreeMap<u32, PersistedGroup>, StoreError> {
+        let mut out: BTreeMap<u32, PersistedGroup> = BTreeMap::new();
+        for item in self.tree().scan_prefix(RAFT_PREFIX) {
+            let (k, v) = item?;
+            let rest = &k[RAFT_PREFIX.len()..];
+            if rest.len() < 5 {
+                return Err(corrupt(&k, "short key"));
+            }
+            let group = u32::from_be_bytes(rest[..4].try_into().expect("4 bytes"));
+            let p = out.entry(group).or_default();
+            match (rest[4], rest.len()) {
+                (RAFT_HARD_STATE, 5) => p.hard_state = protobuf::Message::parse_from_bytes(&v).map_err(|e| corrupt(&k, e))?,
+                (RAFT_CONF_STATE, 5) => p.conf_state = protobuf::Message::parse_from_bytes(&v).map_err(|e| corrupt(&k, e))?,
+                (RAFT_SNAPSHOT_POINT, 5) => (p.snapshot_index, p.snapshot_term) = u64_pair(&v).ok_or_else(|| corrupt(&k, "not (index, term)"))?,
+                (RAFT_APPLIED, 5) => p.applied = u64::from_be_bytes(v.as_ref().try_into().map_err(|_| corrupt(&k, "not an index"))?),
+                (RAFT_ENTRY, 13) => {
+                    let e: raft::prelude::Entry = protobuf::Message::parse_from_bytes(&v).map_err(|e| corrupt(&k, e))?;
+                    let index = u64::from_be_bytes(rest[5..].try_into().expect("8 bytes"));
+                    if e.index != index {
+                        return Err(corrupt(&k, format!("holds entry {} under index {index}", e.index)));
+                    }
+                    p.entries.push(e);
+                }
+                _ => return Err(corrupt(&k, "unknown raft record")),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds one group's round to `batch`: replaced suffixes and compacted prefixes deleted.
+    pub fn stage_raft(&self, batch: &mut sled::Batch, w: &GroupWrite) -> Result<(), StoreError> {
+        let g = w.group;
+        let encode = |m: &dyn protobuf::Message| m.write_to_bytes().map_err(|e| StoreError::Io(format!("raft record of group {g}: {e}")));
+        if let Some(s) = &w.snapshot {
+            let meta = s.get_metadata();
+            for item in self.tree().scan_prefix(keys::raft_key(g, RAFT_ENTRY)).keys() {
+                batch.remove(item?);
+            }
+            let mut point = meta.index.to_be_bytes().to_vec();
+            point.extend_from_slice(&meta.term.to_be_bytes());
+            batch.insert(keys::raft_key(g, RAFT_SNAPSHOT_POINT), point);
+            batch.insert(keys::raft_key(g, RAFT_CONF_STATE), encode(meta.get_conf_state())?);
+            batch.insert(keys::raft_key(g, RAFT_APPLIED), &meta.index.to_be_bytes());
+        }
+        if let Some(first) = w.entries.first() {
+            let last_new = w.entries.last().expect("non-empty").index;
+            // Entries after the new ones belong to a replaced suffix.
+            for item in self
+                .tree()
+                .range(keys::raft_entry_key(g, last_new + 1)..keys::raft_key(g, RAFT_ENTRY + 1))
+                .keys()
+            {
+                batch.remove(item?);
+            }
+            debug_assert!(first.index <= last_new);
+            for e in &w.entries {
+                batch.insert(keys::raft_entry_key(g, e.index), encode(e)?);
+            }
+        }
+        if let Some(hs) = &w.hard_state {
+            batch.insert(keys::raft_key(g, RAFT_HARD_STATE), encode(hs)?);
+        }
+        if let Some(cs) = &w.conf_state {
+            batch.insert(keys::raft_key(g, RAFT_CONF_STATE), encode(cs)?);
+        }
+        if let Some(a) = w.applied {
+            batch.insert(keys::raft_key(g, RAFT_APPLIED), &a.to_be_bytes());
+        }
+        if let Some((index, term)) = w.compacted {
+            for item in self.tree().range(keys::raft_entry_key(g, 0)..=keys::raft_entry_key(g, index)).keys() {
+                batch.remove(item?);
+            }
+            let mut point = index.to_be_bytes().to_vec();
+            point.extend_from_slice(&term.to_be_bytes());
+            batch.insert(keys::raft_key(g, RAFT_SNAPSHOT_POINT), point);
+        }
+        Ok(())
+    }
+}
+
+/// The sled store as a raft disk on its own (tools and tests; the node stages log and state
+/// writes into one batch itself).
+impl RaftDisk for Store {
+    fn load(&self) -> Result<BTreeMap<u32, PersistedGroup>, DiskError> {
+        self.raft_groups().map_err(|e| match e {
+            StoreError::Corrupt { location, reason } => DiskError::Corrupt { location, reason },
+            other => DiskError::Io(other.to_string()),
+        })
+    }
+
+    fn write(&mut self, writes: &[GroupWrite]) -> Result<(), DiskError> {
+        let mut batch = sled::Batch::default();
+        for w in writes {
+            self.stage_raft(&mut batch, w).map_err(|e| DiskError::Io(e.to_string()))?;
+        }
+        self.tree().apply_batch(batch).map_err(|e| DiskError::Io(e.to_string()))
+    }
+
+    fn sync(&mut self) -> Result<(), DiskError> {
+        self.flush().map(|_| ()).map_err(|e| DiskError::Io(e.to_string()))
+    }
+}
