@@ -216,3 +216,70 @@ fn leadership_moves_to_the_preferred_replica_so_leaders_spread_over_the_nodes() 
         assert_eq!(c.leader(g), Some(1 + u64::from(g) % 3), "group {g}");
     }
 }
+
+#[test]
+fn the_sled_raft_log_reloads_exactly_what_the_reference_disk_holds() {
+    use moneta::cluster::raft::{GroupWrite, MemoryDisk, RaftDisk};
+    use raft::prelude::{Entry, HardState, Snapshot};
+    use rand::SeedableRng;
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = moneta::storage::Store::open(dir.path()).unwrap();
+    let mut reference = MemoryDisk::default();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+    let mut term = 1;
+    for _ in 0..400 {
+        let g = rng.random_range(0..3u32);
+        let image = reference.load().unwrap().remove(&g).unwrap_or_default();
+        let last = image.entries.last().map_or(image.snapshot_index, |e| e.index);
+        let mut w = GroupWrite {
+            group: g,
+            ..Default::default()
+        };
+        match rng.random_range(0..10) {
+            0 => {
+                // A snapshot from a leader: the log restarts after it.
+                let mut s = Snapshot::default();
+                s.mut_metadata().index = last + rng.random_range(1..5);
+                s.mut_metadata().term = term;
+                s.mut_metadata().mut_conf_state().voters = vec![1, 2, 3];
+                w.snapshot = Some(s);
+            }
+            1 if image.applied > image.snapshot_index => {
+                let index = rng.random_range(image.snapshot_index + 1..=image.applied);
+                let t = image.entries.iter().find(|e| e.index == index).map_or(term, |e| e.term);
+                w.compacted = Some((index, t));
+            }
+            _ => {
+                // Appends, sometimes replacing a suffix with entries of a newer term.
+                let from = rng.random_range(image.snapshot_index + 1..=last + 1);
+                if from <= last {
+                    term += 1;
+                }
+                w.entries = (from..from + rng.random_range(1..4))
+                    .map(|i| {
+                        let mut e = Entry::default();
+                        e.index = i;
+                        e.term = term;
+                        e.data = format!("{g}/{i}/{term}").into_bytes().into();
+                        e
+                    })
+                    .collect();
+                let new_last = w.entries.last().unwrap().index;
+                let mut hs = HardState::default();
+                hs.term = term;
+                hs.commit = rng.random_range(image.hard_state.commit.min(new_last)..=new_last);
+                w.applied = Some(rng.random_range(image.applied.min(hs.commit)..=hs.commit));
+                w.hard_state = Some(hs);
+            }
+        }
+        RaftDisk::write(&mut store, std::slice::from_ref(&w)).unwrap();
+        reference.write(&[w]).unwrap();
+    }
+    RaftDisk::sync(&mut store).unwrap();
+    reference.sync().unwrap();
+    assert_eq!(RaftDisk::load(&store).unwrap(), reference.load().unwrap());
+    // And it reopens from the folder the same.
+    drop(store);
+    let store = moneta::storage::Store::open(dir.path()).unwrap();
+    assert_eq!(store.raft_groups().unwrap(), reference.load().unwrap());
+}

@@ -50,8 +50,7 @@ impl GroupWrite {
             p.snapshot_term = meta.term;
             p.conf_state = meta.get_conf_state().clone();
             p.entries.clear();
-            p.hard_state.commit = p.hard_state.commit.max(meta.index);
-            p.hard_state.term = p.hard_state.term.max(meta.term);
+            // The hard state comes with the snapshot's round (raft-rs sets it in the same Ready).
             p.applied = p.applied.max(meta.index);
         }
         if let Some(first) = self.entries.first() {
