@@ -6,5 +6,6 @@ pub mod memory_host;
 pub mod raft;
 pub mod router;
 pub mod shard_map;
+pub mod transport;
 
 pub use router::{RouteError, RouteFailure, Router};

@@ -1,0 +1,329 @@
+//! The peer transport: libp2p 0.57 — TCP, inside a private network (`pnet`: only peers holding
+//! the cluster's pre-shared key complete a handshake), noise, yamux — carrying length-prefixed
+//! frames over request-response with a hard size limit. What a frame means is the cluster
+//! layer's business (`cluster::peer`); here a frame is bytes, a refused one is counted.
+//!
+//! Every failure is ambiguous to the caller (a request may have been handled before its answer
+//! was lost), as NOTES.md measured: responses come out of order and requests beyond the stream
+//! cap fail at once. The cluster layer retries under request ids.
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::{AsyncReadExt, AsyncWriteExt};
+use libp2p::core::upgrade::Version;
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{identity, noise, pnet, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm, Transport as _};
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/moneta/peer/1");
+
+/// Frame limits and timeouts of the transport.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_request_bytes: usize,
+    pub max_response_bytes: usize,
+    pub request_timeout: Duration,
+    /// Streams in flight per connection (requests beyond fail at once; callers keep a window).
+    pub max_concurrent_streams: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_request_bytes: 16 << 20,
+            max_response_bytes: 16 << 20,
+            request_timeout: Duration::from_secs(10),
+            max_concurrent_streams: 256,
+        }
+    }
+}
+
+/// A length-prefixed frame codec (u32 BE length, then the bytes) that refuses frames over its
+/// limits before reading them.
+#[derive(Clone)]
+pub struct FrameCodec {
+    limits: Limits,
+    /// libp2p drops a request that fails to read without an event: the codec counts it.
+    counters: Arc<Counters>,
+}
+
+async fn read_frame<T: futures_util::AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    io.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a frame of {len} bytes is over the limit of {max}"),
+        ));
+    }
+    let mut buf = vec![0u8; len];
+    io.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+async fn write_frame<T: futures_util::AsyncWrite + Unpin + Send>(io: &mut T, bytes: &[u8], max: usize) -> io::Result<()> {
+    if bytes.len() > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("a frame of {} bytes is over the limit of {max}", bytes.len()),
+        ));
+    }
+    io.write_all(&(bytes.len() as u32).to_be_bytes()).await?;
+    io.write_all(bytes).await?;
+    io.close().await
+}
+
+impl request_response::Codec for FrameCodec {
+    type Protocol = StreamProtocol;
+    type Request = Vec<u8>;
+    type Response = Vec<u8>;
+
+    async fn read_request<T: futures_util::AsyncRead + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>> {
+        let frame = read_frame(io, self.limits.max_request_bytes).await;
+        if let Err(e) = &frame {
+            self.counters.frames_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, "a peer frame was refused");
+        }
+        frame
+    }
+
+    async fn read_response<T: futures_util::AsyncRead + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>> {
+        read_frame(io, self.limits.max_response_bytes).await
+    }
+
+    async fn write_request<T: futures_util::AsyncWrite + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T, req: Vec<u8>) -> io::Result<()> {
+        write_frame(io, &req, self.limits.max_request_bytes).await
+    }
+
+    async fn write_response<T: futures_util::AsyncWrite + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T, res: Vec<u8>) -> io::Result<()> {
+        write_frame(io, &res, self.limits.max_response_bytes).await
+    }
+}
+
+/// What the transport hands up.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A request from an authenticated peer of the private network; answer through `reply`
+    /// (dropping it answers nothing, and the peer sees a failure).
+    Request {
+        peer: PeerId,
+        bytes: Vec<u8>,
+        reply: oneshot::Sender<Vec<u8>>,
+    },
+    Connected {
+        peer: PeerId,
+        address: Multiaddr,
+    },
+    Disconnected {
+        peer: PeerId,
+    },
+}
+
+enum Command {
+    Dial(Multiaddr),
+    AddAddress(PeerId, Multiaddr),
+    Send {
+        peer: PeerId,
+        bytes: Vec<u8>,
+        reply: oneshot::Sender<Result<Vec<u8>, String>>,
+    },
+}
+
+/// Counters the node exports as metrics.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Inbound frames refused: over the limit, unreadable, or a protocol failure.
+    pub frames_refused: AtomicU64,
+    pub requests_failed: AtomicU64,
+}
+
+/// A handle on the running swarm; cheap to clone.
+#[derive(Clone)]
+pub struct Transport {
+    cmd: mpsc::Sender<Command>,
+    pub local_peer: PeerId,
+    pub counters: Arc<Counters>,
+}
+
+impl Transport {
+    /// Starts the swarm on `listen` (e.g. `/ip4/127.0.0.1/tcp/7070`). Returns the handle, the
+    /// inbound stream and the address it listens on.
+    pub async fn start(
+        keypair: identity::Keypair,
+        secret: [u8; 32],
+        listen: Multiaddr,
+        limits: Limits,
+    ) -> Result<(Transport, mpsc::Receiver<Inbound>, Multiaddr), String> {
+        let psk = pnet::PreSharedKey::new(secret);
+        let counters = Arc::new(Counters::default());
+        let codec = FrameCodec {
+            limits: limits.clone(),
+            counters: counters.clone(),
+        };
+        let rr_config = request_response::Config::default()
+            .with_request_timeout(limits.request_timeout)
+            .with_max_concurrent_streams(limits.max_concurrent_streams);
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+            .with_tokio()
+            .with_other_transport(|key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
+                let noise = noise::Config::new(key)?;
+                Ok(tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                    .and_then(move |socket, _| pnet::PnetConfig::new(psk).handshake(socket))
+                    .upgrade(Version::V1Lazy)
+                    .authenticate(noise)
+                    .multiplex(yamux::Config::default())
+                    .timeout(Duration::from_secs(10)))
+            })
+            .map_err(|e| format!("cluster transport: {e}"))?
+            .with_behaviour(|_| request_response::Behaviour::with_codec(codec, [(PROTOCOL, ProtocolSupport::Full)], rr_config))
+            .map_err(|e| format!("cluster transport: {e}"))?
+            // Idle links between members stay up: raft heartbeats are the traffic.
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+            .build();
+        swarm
+            .listen_on(listen.clone())
+            .map_err(|e| format!("cannot listen for peers on {listen}: {e}"))?;
+        let bound = loop {
+            match swarm.next().await {
+                Some(SwarmEvent::NewListenAddr { address, .. }) => break address,
+                Some(SwarmEvent::ListenerError { error, .. }) => return Err(format!("peer listener on {listen}: {error}")),
+                Some(SwarmEvent::ListenerClosed { reason, .. }) => return Err(format!("peer listener on {listen} closed: {reason:?}")),
+                Some(_) => {}
+                None => return Err("the peer swarm stopped".into()),
+            }
+        };
+        let (cmd_tx, cmd_rx) = mpsc::channel(4096);
+        let (in_tx, in_rx) = mpsc::channel(4096);
+        let local_peer = *swarm.local_peer_id();
+        tokio::spawn(run(swarm, cmd_rx, in_tx, counters.clone()));
+        Ok((
+            Transport {
+                cmd: cmd_tx,
+                local_peer,
+                counters,
+            },
+            in_rx,
+            bound,
+        ))
+    }
+
+    pub async fn dial(&self, address: Multiaddr) {
+        let _ = self.cmd.send(Command::Dial(address)).await;
+    }
+
+    pub async fn add_address(&self, peer: PeerId, address: Multiaddr) {
+        let _ = self.cmd.send(Command::AddAddress(peer, address)).await;
+    }
+
+    /// Sends one frame and waits for the answer; every error is ambiguous.
+    pub async fn request(&self, peer: PeerId, bytes: Vec<u8>) -> Result<Vec<u8>, String> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(Command::Send { peer, bytes, reply: tx })
+            .await
+            .map_err(|_| "the peer transport stopped".to_string())?;
+        rx.await.map_err(|_| "the peer transport stopped".to_string())?
+    }
+
+    /// Sends without waiting for room or an answer (raft messages: raft retransmits what is
+    /// lost). False when the transport's queue is full.
+    pub fn try_send(&self, peer: PeerId, bytes: Vec<u8>) -> bool {
+        let (tx, _rx) = oneshot::channel();
+        self.cmd.try_send(Command::Send { peer, bytes, reply: tx }).is_ok()
+    }
+}
+
+type Behaviour = request_response::Behaviour<FrameCodec>;
+
+async fn run(mut swarm: Swarm<Behaviour>, mut cmd: mpsc::Receiver<Command>, inbound: mpsc::Sender<Inbound>, counters: Arc<Counters>) {
+    let mut waiting: std::collections::HashMap<request_response::OutboundRequestId, oneshot::Sender<Result<Vec<u8>, String>>> =
+        std::collections::HashMap::new();
+    let mut answers = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            c = cmd.recv() => match c {
+                None => break,
+                Some(Command::Dial(addr)) => {
+                    if let Err(e) = swarm.dial(addr.clone()) {
+                        tracing::debug!(%addr, error = %e, "dial failed");
+                    }
+                }
+                Some(Command::AddAddress(peer, addr)) => {
+                    swarm.add_peer_address(peer, addr);
+                }
+                Some(Command::Send { peer, bytes, reply }) => {
+                    let id = swarm.behaviour_mut().send_request(&peer, bytes);
+                    waiting.insert(id, reply);
+                }
+            },
+            Some((channel, answer)) = answers.next(), if !answers.is_empty() => {
+                let answer: Result<Vec<u8>, _> = answer;
+                if let Ok(bytes) = answer {
+                    let _ = swarm.behaviour_mut().send_response(channel, bytes);
+                }
+            },
+            event = swarm.select_next_some() => match event {
+                SwarmEvent::Behaviour(request_response::Event::Message { peer, message, .. }) => match message {
+                    request_response::Message::Request { request, channel, .. } => {
+                        let (tx, rx) = oneshot::channel();
+                        if inbound.try_send(Inbound::Request { peer, bytes: request, reply: tx }).is_err() {
+                            counters.frames_refused.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                        answers.push(async move { (channel, rx.await) });
+                    }
+                    request_response::Message::Response { request_id, response } => {
+                        if let Some(w) = waiting.remove(&request_id) {
+                            let _ = w.send(Ok(response));
+                        }
+                    }
+                },
+                SwarmEvent::Behaviour(request_response::Event::OutboundFailure { request_id, error, peer, .. }) => {
+                    counters.requests_failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%peer, %error, "peer request failed");
+                    if let Some(w) = waiting.remove(&request_id) {
+                        let _ = w.send(Err(error.to_string()));
+                    }
+                }
+                SwarmEvent::Behaviour(request_response::Event::InboundFailure { peer, error, .. }) => {
+                    if !matches!(error, request_response::InboundFailure::ResponseOmission) {
+                        counters.frames_refused.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%peer, %error, "a peer frame was refused");
+                    }
+                }
+                SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
+                    let address = endpoint.get_remote_address().clone();
+                    let _ = inbound.try_send(Inbound::Connected { peer: peer_id, address });
+                }
+                SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                    let _ = inbound.try_send(Inbound::Disconnected { peer: peer_id });
+                }
+                SwarmEvent::IncomingConnectionError { error, .. } => {
+                    // A peer without the cluster's secret ends here (its handshake fails).
+                    counters.frames_refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%error, "an incoming connection was refused");
+                }
+                _ => {}
+            },
+        }
+    }
+}
+
+/// `host:port` → a TCP multiaddr (`/ip4/…/tcp/…`, `/ip6/…`, or `/dns/…` for a name).
+pub fn multiaddr(host_port: &str) -> Result<Multiaddr, String> {
+    let (host, port) = host_port.rsplit_once(':').ok_or_else(|| format!("`{host_port}` is not host:port"))?;
+    let port: u16 = port.parse().map_err(|_| format!("`{host_port}`: the port is not a number"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let proto = match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(_)) => "ip4",
+        Ok(std::net::IpAddr::V6(_)) => "ip6",
+        Err(_) if !host.is_empty() => "dns",
+        Err(_) => return Err(format!("`{host_port}` has no host")),
+    };
+    format!("/{proto}/{host}/tcp/{port}").parse().map_err(|e| format!("`{host_port}`: {e}"))
+}
