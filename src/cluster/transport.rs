@@ -290,11 +290,10 @@ async fn run(mut swarm: Swarm<Behaviour>, mut cmd: mpsc::Receiver<Command>, inbo
                         let _ = w.send(Err(error.to_string()));
                     }
                 }
-                SwarmEvent::Behaviour(request_response::Event::InboundFailure { peer, error, .. }) => {
-                    if !matches!(error, request_response::InboundFailure::ResponseOmission) {
-                        counters.frames_refused.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(%peer, %error, "a peer frame was refused");
-                    }
+                SwarmEvent::Behaviour(request_response::Event::InboundFailure { peer, error, .. })
+                    if !matches!(error, request_response::InboundFailure::ResponseOmission) =>
+                {
+                    tracing::debug!(%peer, %error, "an inbound peer request failed");
                 }
                 SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
                     let address = endpoint.get_remote_address().clone();
