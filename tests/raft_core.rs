@@ -1,10 +1,11 @@
 //! The multi-group raft core (src/cluster/raft) on simulated IO: elections, replication,
-// raft-rs's protobuf types are built field by field (as its own examples do).
-#![allow(clippy::field_reassign_with_default)]
 //! crashes that lose unflushed writes, partitions, lossy networks, compaction and snapshots,
 //! linearizable reads and leadership placement. Every run checks, after every round, that no
 //! term has two leaders, that replicas apply the same entry at every index and that a proposal
 //! reported applied is in the proposer's state (`SimRaftCluster`).
+
+// raft-rs's protobuf types are built field by field (as its own examples do).
+#![allow(clippy::field_reassign_with_default)]
 
 use moneta::cluster::raft::sim::{NetFaults, SimRaftCluster};
 use moneta::cluster::raft::{GroupId, Outcome, RaftId};
