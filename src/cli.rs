@@ -59,6 +59,21 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// The cluster: its secret.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ClusterCommand {
+    /// Write a new private-network secret (32 random bytes as hex, mode 0600) to FILE; give
+    /// every node of the cluster the same file as `[cluster] secret_file`.
+    NewSecret {
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -140,6 +155,21 @@ pub enum AuditCommand {
 
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
+        Command::Cluster {
+            command: ClusterCommand::NewSecret { out },
+        } => match crate::cluster::secret::create(&out) {
+            Ok(()) => {
+                println!(
+                    "cluster secret written to {} (mode 0600); give every node this file as [cluster] secret_file",
+                    out.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("moneta: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Serve { config } => serve(config),
         Command::Audit {
             command: AuditCommand::Verify { config },

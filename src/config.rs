@@ -21,6 +21,7 @@ pub struct ConfigError(pub String);
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub node: NodeConfig,
+    pub cluster: ClusterConfig,
     pub gateway: GatewayConfig,
     pub log: LogConfig,
     pub entities: EntitiesConfig,
@@ -175,6 +176,38 @@ pub struct ComplianceConfig {
 pub struct NodeConfig {
     pub id: String,
     pub data_dir: PathBuf,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    pub listen: String,
+    pub advertise: String,
+    pub join: Vec<String>,
+    pub bootstrap_expect: usize,
+    pub replication_factor: usize,
+    pub groups: u32,
+    pub secret_file: PathBuf,
+    #[serde(deserialize_with = "duration")]
+    pub tick_interval: Duration,
+    pub election_tick: usize,
+    pub heartbeat_tick: usize,
+}
+
+impl ClusterConfig {
+    /// A cluster of one that talks to no peer (the embedded default).
+    pub fn is_single_node(&self) -> bool {
+        self.join.is_empty() && self.bootstrap_expect <= 1
+    }
+
+    /// What peers dial to reach this node.
+    pub fn advertised(&self) -> &str {
+        if self.advertise.is_empty() {
+            &self.listen
+        } else {
+            &self.advertise
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -354,6 +387,36 @@ impl Config {
         }
         if self.node.data_dir.as_os_str().is_empty() {
             return bad("node.data_dir", "must not be empty");
+        }
+        let c = &self.cluster;
+        for (key, v) in [("cluster.listen", &c.listen), ("cluster.advertise", &c.advertise)] {
+            if !(v.is_empty() && key == "cluster.advertise") && crate::cluster::transport::multiaddr(v).is_err() {
+                return bad(key, "must be host:port");
+            }
+        }
+        if let Some(j) = c.join.iter().find(|j| crate::cluster::transport::multiaddr(j).is_err()) {
+            return Err(ConfigError(format!("key `cluster.join`: `{j}` is not host:port")));
+        }
+        if c.bootstrap_expect == 0 || c.bootstrap_expect > 64 {
+            return bad("cluster.bootstrap_expect", "must be between 1 and 64");
+        }
+        if c.replication_factor == 0 || c.replication_factor > 7 {
+            return bad("cluster.replication_factor", "must be between 1 and 7");
+        }
+        if c.groups == 0 || c.groups > u32::from(crate::domain::ids::SHARD_COUNT) {
+            return bad("cluster.groups", "must be between 1 and 1024");
+        }
+        if !c.is_single_node() && c.secret_file.as_os_str().is_empty() {
+            return bad(
+                "cluster.secret_file",
+                "a node that joins a cluster needs the cluster's secret (create one with `moneta cluster new-secret --out FILE`)",
+            );
+        }
+        if c.tick_interval < Duration::from_millis(10) || c.tick_interval > Duration::from_secs(5) {
+            return bad("cluster.tick_interval", "must be between 10ms and 5s");
+        }
+        if c.heartbeat_tick == 0 || c.election_tick <= c.heartbeat_tick || c.election_tick > 1000 {
+            return bad("cluster.election_tick", "must be greater than heartbeat_tick (at least 1) and at most 1000");
         }
         if self.entities.mailbox_capacity == 0 || self.entities.mailbox_capacity > 65_536 {
             return bad("entities.mailbox_capacity", "must be between 1 and 65536");
@@ -535,6 +598,14 @@ fn apply_env(table: &mut toml::Table, schema: &toml::Table, name: &str, value: &
                     .parse()
                     .map_err(|_| ConfigError(format!("variable {name}: `{value}` is not true or false")))?,
             ),
+            toml::Value::Array(_) => toml::Value::Array(
+                value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|v| !v.is_empty())
+                    .map(|v| toml::Value::String(v.to_string()))
+                    .collect(),
+            ),
             _ => return Err(ConfigError(format!("variable {name}: `{section}.{key}` cannot be set from the environment"))),
         };
         if let Some(toml::Value::Table(t)) = table.get_mut(section) {
@@ -570,6 +641,33 @@ mod tests {
             assert!(c.market.instruments.iter().any(|i| i.kind == kind), "{kind:?} missing");
         }
         assert_eq!(c.entities.idle_timeout, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn cluster_keys_come_from_the_environment_and_a_joining_node_needs_the_secret() {
+        let c = Config::load_with_env(None, &[]).unwrap();
+        assert!(c.cluster.is_single_node(), "the embedded default is a cluster of one");
+        let e = Config::load_with_env(None, &env(&[("MONETA_CLUSTER_JOIN", "127.0.0.1:7071, 127.0.0.1:7072")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cluster.secret_file"), "{e}");
+        let c = Config::load_with_env(
+            None,
+            &env(&[
+                ("MONETA_CLUSTER_JOIN", "127.0.0.1:7071, 127.0.0.1:7072"),
+                ("MONETA_CLUSTER_SECRET_FILE", "/tmp/secret"),
+                ("MONETA_CLUSTER_BOOTSTRAP_EXPECT", "3"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.cluster.join, vec!["127.0.0.1:7071", "127.0.0.1:7072"]);
+        assert_eq!(c.cluster.bootstrap_expect, 3);
+        let e = Config::load_with_env(None, &env(&[("MONETA_CLUSTER_LISTEN", "nowhere")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cluster.listen"), "{e}");
+        let e = Config::load_with_env(None, &env(&[("MONETA_CLUSTER_GROUPS", "0")])).unwrap_err().to_string();
+        assert!(e.contains("cluster.groups"), "{e}");
     }
 
     #[test]

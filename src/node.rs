@@ -86,7 +86,7 @@ async fn list_instruments(router: &Router, config: &Config) -> Result<Vec<String
 /// listener and the feed (the CLI's offline commands use this too).
 pub async fn open_state(config: &Config) -> Result<Arc<AppState>, String> {
     let data_dir = config.node.data_dir.clone();
-    let store = Store::open(&data_dir).map_err(|e| e.to_string())?;
+    let store = Store::open_with_groups(&data_dir, Some(config.cluster.groups)).map_err(|e| e.to_string())?;
     let keys_dir = config.security.secrets_path(&data_dir);
     let signing = load_or_create_signing_key(&keys_dir).map_err(|e| e.to_string())?;
     let retired = load_retired_keys(&keys_dir).map_err(|e| e.to_string())?;

@@ -5,6 +5,7 @@
 pub mod memory_host;
 pub mod raft;
 pub mod router;
+pub mod secret;
 pub mod shard_map;
 pub mod transport;
 

@@ -149,6 +149,9 @@ pub struct RouterSettings {
     pub request_memory: Duration,
     pub request_memory_max: usize,
     pub now: fn() -> Timestamp,
+    /// How the journal drives raft (`[cluster]`).
+    pub tick_interval: std::time::Duration,
+    pub raft: crate::cluster::raft::RaftSettings,
 }
 
 impl RouterSettings {
@@ -164,6 +167,13 @@ impl RouterSettings {
             request_memory: c.entities.request_memory,
             request_memory_max: c.entities.request_memory_max,
             now: crate::actors::wall_clock_now,
+            tick_interval: c.cluster.tick_interval,
+            raft: crate::cluster::raft::RaftSettings {
+                election_tick: c.cluster.election_tick,
+                heartbeat_tick: c.cluster.heartbeat_tick,
+                seed: crate::cluster::raft::splitmix64(c.node.id.bytes().fold(0u64, |h, b| h.rotate_left(8) ^ u64::from(b))),
+                ..Default::default()
+            },
         }
     }
 }
@@ -171,7 +181,12 @@ impl RouterSettings {
 impl Router {
     /// Starts the audit journal and the entity supervisor over an open store.
     pub async fn start(store: Store, metrics: Arc<Metrics>, s: RouterSettings) -> Result<Router, crate::storage::StoreError> {
-        let journal = AuditJournal::start(store.clone(), s.max_batch, metrics.clone())?;
+        let settings = crate::actors::journal::JournalSettings {
+            max_batch: s.max_batch,
+            tick_interval: s.tick_interval,
+            raft: s.raft.clone(),
+        };
+        let journal = AuditJournal::start_with(store.clone(), settings, metrics.clone())?;
         let supervisor = EntitySupervisor::spawn(());
         let shards = Arc::new(std::sync::RwLock::new(ShardMap::single(&s.node_id)));
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| {
