@@ -85,6 +85,118 @@ async fn list_instruments(router: &Router, config: &Config) -> Result<Vec<String
 /// Opens the node's storage, keys, vault, sanctions list and entity router — everything but the
 /// listener and the feed (the CLI's offline commands use this too).
 pub async fn open_state(config: &Config) -> Result<Arc<AppState>, String> {
+    open_state_with(config, false).await
+}
+
+/// Starts the peer transport and forms the cluster (or reopens the one this folder belongs to):
+/// the router's raft wiring, and what to serve peers with once the router runs.
+async fn join_cluster(config: &Config, store: &Store, master: &[u8]) -> Result<(RouterCluster, PeerService), String> {
+    use crate::cluster::{membership::Hello, peer, transport};
+    let c = &config.cluster;
+    let secret = crate::cluster::secret::load(&c.secret_file)?;
+    let keypair = peer::node_keypair(&config.node.data_dir)?;
+    let listen = transport::multiaddr(&c.listen).map_err(|e| format!("key `cluster.listen`: {e}"))?;
+    let (t, mut inbound, bound) = transport::Transport::start(keypair, secret, listen, transport::Limits::default()).await?;
+    tracing::info!(listen = %bound, peer = %t.local_peer, "listening for cluster peers");
+    let fingerprint = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(master))
+    };
+    let stored = peer::stored_membership(store)?;
+    let mut me = Hello {
+        node_id: config.node.id.clone(),
+        peer_id: t.local_peer.to_base58(),
+        address: c.advertised().to_string(),
+        master_fingerprint: fingerprint.clone(),
+        groups: c.groups,
+        replication_factor: c.replication_factor,
+        formed: stored.clone(),
+    };
+    let membership = match stored {
+        Some(m) => m,
+        None => {
+            let m = peer::form(&t, &mut inbound, me.clone(), &c.join, c.bootstrap_expect, Duration::from_secs(300)).await?;
+            peer::store_membership(store, &m)?;
+            tracing::info!(cluster = %m.cluster_id, members = m.members.len(), "cluster formed");
+            m
+        }
+    };
+    if membership.master_fingerprint != fingerprint {
+        return Err(
+            "this node's master key differs from the cluster's (a fingerprint in its membership); every node needs the same [security] master_key_file".into(),
+        );
+    }
+    let mine = membership
+        .by_node_id(&config.node.id)
+        .ok_or_else(|| format!("node `{}` is not a member of cluster {}", config.node.id, membership.cluster_id))?
+        .clone();
+    if mine.peer_id != t.local_peer.to_base58() {
+        return Err(format!(
+            "node `{}` is a member with another identity; was its data folder's node.key replaced?",
+            config.node.id
+        ));
+    }
+    for m in &membership.members {
+        if let (Ok(peer), Ok(addr)) = (m.peer_id.parse(), transport::multiaddr(&m.address)) {
+            if m.raft_id != mine.raft_id {
+                t.add_address(peer, addr).await;
+            }
+        }
+    }
+    me.formed = Some(membership.clone());
+    let sink = peer::peer_sink(t.clone(), membership.clone(), mine.raft_id);
+    Ok((
+        (mine.raft_id, membership.clone(), sink),
+        PeerService {
+            transport: t,
+            inbound,
+            me,
+            membership,
+            raft_id: mine.raft_id,
+        },
+    ))
+}
+
+type RouterCluster = (
+    crate::cluster::raft::RaftId,
+    crate::cluster::membership::Membership,
+    crate::actors::journal::PeerSink,
+);
+
+/// What serves peers once the router runs.
+struct PeerService {
+    transport: crate::cluster::transport::Transport,
+    inbound: tokio::sync::mpsc::Receiver<crate::cluster::transport::Inbound>,
+    me: crate::cluster::membership::Hello,
+    membership: crate::cluster::membership::Membership,
+    raft_id: crate::cluster::raft::RaftId,
+}
+
+impl PeerService {
+    fn spawn(self, router: &Router) {
+        router.set_remote(crate::cluster::router::Remote {
+            transport: self.transport.clone(),
+            membership: self.membership.clone(),
+            me: self.raft_id,
+        });
+        let r = router.clone();
+        let dispatch: crate::cluster::peer::LocalDispatch = Arc::new(move |envelope| {
+            let r = r.clone();
+            Box::pin(async move { r.dispatch_local(envelope).await })
+        });
+        tokio::spawn(crate::cluster::peer::serve(
+            self.inbound,
+            self.me,
+            self.membership,
+            router.journal().clone(),
+            dispatch,
+            Arc::new(crate::cluster::peer::PeerCounters::default()),
+        ));
+    }
+}
+
+/// `with_peers`: a serving node joins its cluster; offline tools open the folder alone.
+pub async fn open_state_with(config: &Config, with_peers: bool) -> Result<Arc<AppState>, String> {
     let data_dir = config.node.data_dir.clone();
     let store = Store::open_with_groups(&data_dir, Some(config.cluster.groups)).map_err(|e| e.to_string())?;
     let keys_dir = config.security.secrets_path(&data_dir);
@@ -103,9 +215,19 @@ pub async fn open_state(config: &Config) -> Result<Arc<AppState>, String> {
             known.push(symbol);
         }
     }
-    let router = Router::start(store, metrics.clone(), RouterSettings::from_config(config))
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut settings = RouterSettings::from_config(config);
+    let mut peers = None;
+    if with_peers && !config.cluster.is_single_node() {
+        let (cluster, service) = join_cluster(config, &store, &master).await?;
+        settings.cluster = Some(cluster);
+        peers = Some(service);
+    } else if crate::cluster::peer::stored_membership(&store)?.is_some_and(|m| m.members.len() > 1) && with_peers {
+        return Err("this data folder belongs to a cluster of several nodes; start it with its [cluster] join and secret_file".into());
+    }
+    let router = Router::start(store, metrics.clone(), settings).await.map_err(|e| e.to_string())?;
+    if let Some(p) = peers {
+        p.spawn(&router);
+    }
     let broker = Box::new(crate::adapters::broker::SimulatedBroker::new(
         router.store().clone(),
         router.journal().clone(),
@@ -147,7 +269,7 @@ pub async fn open_state(config: &Config) -> Result<Arc<AppState>, String> {
 /// Starts every part of the node and begins serving on `gateway.listen`.
 pub async fn start(config: Config) -> Result<RunningNode, String> {
     let data_dir = config.node.data_dir.clone();
-    let state = open_state(&config).await?;
+    let state = open_state_with(&config, true).await?;
     let router = state.router.clone();
     let mut catalog = list_instruments(&router, &config).await?;
     // Instruments an admin listed at run time (their listing is on the instrument entity).

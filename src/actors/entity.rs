@@ -58,8 +58,21 @@ pub struct EntityEnv {
 
 impl EntityEnv {
     /// `Ok` while this node owns `shard`.
+    /// `Ok` while this node serves `shard`: it owns it in the shard map and leads its group
+    /// (an entity runs only on its group's leader; a node that lost leadership refuses).
     pub fn owns(&self, shard: u16) -> Result<(), OwnerHint> {
-        self.shards.read().expect("shard map lock").check(shard, &self.node_id)
+        self.shards.read().expect("shard map lock").check(shard, &self.node_id)?;
+        let group = crate::domain::ids::group_of(shard, self.store.groups());
+        let l = self.journal.leadership(group);
+        if l.served {
+            Ok(())
+        } else {
+            Err(OwnerHint {
+                shard,
+                owner: l.leader.map(|id| format!("raft:{id}")).unwrap_or_default(),
+                epoch: 0,
+            })
+        }
     }
 }
 

@@ -34,6 +34,7 @@ const SETTLE_ROUNDS_MAX: usize = 64;
 pub(crate) struct Writer {
     store: Store,
     raft: MultiRaft,
+    peers: Option<super::journal::PeerSink>,
     chains: BTreeMap<u32, ChainHead>,
     rx: mpsc::Receiver<Input>,
     max_batch: usize,
@@ -43,6 +44,8 @@ pub(crate) struct Writer {
     next_id: ProposalId,
     /// Callbacks that wait for every proposal up to an id to be resolved (barriers).
     barriers: Vec<(ProposalId, CommitCallback)>,
+    /// Per group led here: the term, and the commit index when it first could serve in it.
+    serve_from: BTreeMap<u32, (u64, u64)>,
 }
 
 impl Writer {
@@ -55,38 +58,48 @@ impl Writer {
         metrics: Arc<Metrics>,
         shared: Arc<Shared>,
     ) -> Result<Writer, StoreError> {
-        let id = SINGLE_NODE_RAFT_ID;
+        let id = settings.raft_id;
         let mut raft = MultiRaft::new(id, settings.raft.clone(), crate::cluster::raft::logger::logger(id));
         let persisted = store.raft_groups()?;
         let groups = store.groups();
         let layout = |e: String| StoreError::Layout(e);
+        let membership = settings
+            .membership
+            .clone()
+            .unwrap_or_else(|| crate::cluster::membership::Membership::single("node", groups, ""));
         if persisted.is_empty() {
+            // A new folder: this node's replicas of a new cluster, with the placement's voters.
             let mut batch = sled::Batch::default();
-            for g in 0..groups {
-                let write = raft.bootstrap_group(g, &[id]).map_err(layout)?;
+            for g in membership.groups_of(id) {
+                let write = raft.bootstrap_group(g, &membership.placement(g)).map_err(layout)?;
                 store.stage_raft(&mut batch, &write)?;
             }
             store.tree().apply_batch(batch)?;
             store.flush()?;
         } else {
-            for g in 0..groups {
-                let p = persisted
-                    .get(&g)
-                    .ok_or_else(|| layout(format!("the data folder has no raft log for shard group {g} of {groups}")))?;
-                raft.open_group(g, p).map_err(layout)?;
+            for (g, p) in &persisted {
+                if *g >= groups {
+                    return Err(layout(format!(
+                        "the data folder has a raft log for shard group {g}, beyond the {groups} groups"
+                    )));
+                }
+                raft.open_group(*g, p).map_err(layout)?;
             }
         }
-        for g in 0..groups {
+        let mine: Vec<u32> = raft.groups().collect();
+        for g in mine {
             // A group whose only voter is this node elects itself at once.
             if raft.status(g).is_some_and(|s| s.voters == [id]) {
                 raft.campaign(g);
             }
+            raft.set_preferred_leader(g, Some(membership.preferred_leader(g)));
         }
         let chains = store.chain_heads()?;
         *shared.heads.lock().expect("heads lock") = chains.clone();
         let mut w = Writer {
             store,
             raft,
+            peers: settings.peers.clone(),
             chains,
             rx,
             max_batch: settings.max_batch.max(1),
@@ -95,6 +108,7 @@ impl Writer {
             pending: BTreeMap::new(),
             next_id: 1,
             barriers: Vec::new(),
+            serve_from: BTreeMap::new(),
         };
         for _ in 0..SETTLE_ROUNDS_MAX {
             if !w.raft.has_ready() {
@@ -113,7 +127,7 @@ impl Writer {
                 // Failed closed: raft is not touched again; every commit is refused.
                 match self.rx.blocking_recv() {
                     Some(Input::Commit(c)) => (c.done)(Err(StoreError::Failed)),
-                    Some(Input::Tick) => {}
+                    Some(_) => {}
                     None => break,
                 }
                 continue;
@@ -149,6 +163,15 @@ impl Writer {
         for input in inputs.drain(..) {
             match input {
                 Input::Tick => self.raft.tick(),
+                Input::Unreachable(peer) => self.raft.report_unreachable(peer),
+                Input::Raft { from, messages } => {
+                    for (g, m) in messages {
+                        if let Err(refused) = self.raft.step(from, g, m) {
+                            self.shared.refused.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(from, group = g, ?refused, "a raft message was refused");
+                        }
+                    }
+                }
                 Input::Commit(c) if self.shared.failed.load(Ordering::SeqCst) => (c.done)(Err(StoreError::Failed)),
                 Input::Commit(c) if c.writes.is_empty() => barriers.push(c.done),
                 Input::Commit(c) => {
@@ -209,10 +232,15 @@ impl Writer {
         let started = Instant::now();
         let round = self.raft.ready().map_err(StoreError::Layout)?;
         let mut batch = sled::Batch::default();
+        let mut chains = self.chains.clone();
         for w in &round.writes {
             self.store.stage_raft(&mut batch, w)?;
+            if let Some(s) = w.snapshot.as_ref().filter(|s| !s.data.is_empty()) {
+                // A leader's snapshot replaces this replica's state of the group.
+                let head = self.store.stage_install(&mut batch, w.group, &s.data)?;
+                chains.insert(w.group, head.unwrap_or_default());
+            }
         }
-        let mut chains = self.chains.clone();
         for c in &round.apply {
             let mut sets: Vec<WriteSet> = codec::decode(&c.data).map_err(|e| {
                 self.metrics.corrupt_records.inc();
@@ -237,9 +265,18 @@ impl Writer {
         for e in self.raft.take_events() {
             self.on_event(e);
         }
-        // Messages to other replicas: a cluster of one has none; the transport takes them.
-        let outbox = self.raft.take_outbox();
-        debug_assert!(outbox.is_empty(), "a single-node cluster has no peers to send to");
+        // Messages to other replicas (a cluster of one has none).
+        for (to, messages) in self.raft.take_outbox() {
+            for (g, m) in &messages {
+                if m.get_msg_type() == raft::prelude::MessageType::MsgSnapshot {
+                    // Sent optimistically; a lost one makes raft probe and send again.
+                    self.raft.report_snapshot(*g, to, true);
+                }
+            }
+            if let Some(p) = &self.peers {
+                (p.0)(to, messages);
+            }
+        }
         if compact {
             self.compact();
         }
@@ -261,11 +298,22 @@ impl Writer {
             }
             Event::Role(rc) => {
                 tracing::debug!(group = rc.group, leader = ?rc.leader, term = rc.term, leading = rc.leading, "shard group leadership");
+                let _ = self.shared.roles.send(rc);
             }
             Event::Read(..) => {}
-            Event::SnapshotWanted(g) => {
-                tracing::warn!(group = g, "a replica needs a snapshot; this node has no peers to send it to");
-            }
+            Event::SnapshotWanted(g) => match (self.raft.snapshot_point(g), self.store.group_snapshot(g)) {
+                (Some((index, term)), Ok(data)) => {
+                    tracing::info!(
+                        group = g,
+                        index,
+                        bytes = data.len(),
+                        "a snapshot of the group was built for a replica that fell behind"
+                    );
+                    self.raft.offer_snapshot(g, index, term, data);
+                }
+                (_, Err(e)) => tracing::error!(group = g, error = %e, "cannot build a snapshot of the group"),
+                (None, _) => {}
+            },
         }
     }
 
@@ -293,8 +341,27 @@ impl Writer {
         }
     }
 
-    fn publish_status(&self) {
-        let status = self.raft.groups().filter_map(|g| self.raft.status(g)).collect();
+    /// Publishes every group's status, and the lock-free leadership words the router and the
+    /// entities read. A new leader serves once everything committed when it could first serve
+    /// in its term is applied here (its entities then load the whole committed state).
+    fn publish_status(&mut self) {
+        let status: Vec<_> = self.raft.groups().filter_map(|g| self.raft.status(g)).collect();
+        for s in &status {
+            let served = if s.serving {
+                let from = self.serve_from.entry(s.group).or_insert((s.term, s.commit_index));
+                if from.0 != s.term {
+                    *from = (s.term, s.commit_index);
+                }
+                s.applied_index >= from.1
+            } else {
+                self.serve_from.remove(&s.group);
+                false
+            };
+            let word = (s.leader.unwrap_or(0) << 2) | 2 | u64::from(served);
+            if let Some(a) = self.shared.leaders.get(s.group as usize) {
+                a.store(word, Ordering::Release);
+            }
+        }
         *self.shared.status.lock().expect("status lock") = status;
     }
 

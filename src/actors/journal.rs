@@ -10,6 +10,7 @@
 //! must not happen on the async runtime. A failed write or flush fails the node closed: every
 //! later commit is refused.
 
+use crate::cluster::raft::RaftId;
 use crate::storage::audit_log::{ChainHead, VerifyReport};
 use crate::storage::store::WriteSet;
 use crate::storage::{Store, StoreError};
@@ -35,12 +36,46 @@ pub(crate) enum Input {
     Commit(Commit),
     /// One tick of raft's logical clock (from the ticker thread).
     Tick,
+    /// Raft messages from a member (authenticated by the transport).
+    Raft {
+        from: RaftId,
+        messages: Vec<(u32, raft::prelude::Message)>,
+    },
+    /// The transport could not reach a member.
+    Unreachable(RaftId),
 }
 
 pub(crate) struct Shared {
     pub(crate) failed: AtomicBool,
     pub(crate) heads: Mutex<BTreeMap<u32, ChainHead>>,
     pub(crate) status: Mutex<Vec<crate::cluster::raft::GroupStatus>>,
+    pub(crate) roles: tokio::sync::broadcast::Sender<crate::cluster::raft::RoleChange>,
+    /// Peer raft messages refused (unknown group, wrong address, refused by raft).
+    pub(crate) refused: std::sync::atomic::AtomicU64,
+    /// Per group: `leader raft id << 2 | replica here << 1 | served here` (see `leadership`).
+    pub(crate) leaders: Vec<std::sync::atomic::AtomicU64>,
+}
+
+/// What this node knows of a group's leadership.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Leadership {
+    /// The leader this node's replica knows of (None: none known, or no replica here).
+    pub leader: Option<RaftId>,
+    /// This node leads the group, an entry of its term committed and everything committed
+    /// before it is applied here: its entities may be served here.
+    pub served: bool,
+    pub replica: bool,
+}
+
+/// Sends a batch of raft messages to a member (never blocks; what it cannot send is lost, and
+/// raft sends it again).
+#[derive(Clone)]
+pub struct PeerSink(pub Arc<dyn Fn(RaftId, Vec<(u32, raft::prelude::Message)>) + Send + Sync>);
+
+impl std::fmt::Debug for PeerSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PeerSink")
+    }
 }
 
 /// How the journal drives raft (from `[cluster]`).
@@ -49,6 +84,10 @@ pub struct JournalSettings {
     pub max_batch: usize,
     pub tick_interval: std::time::Duration,
     pub raft: crate::cluster::raft::RaftSettings,
+    /// This node's raft id and the cluster it belongs to (a cluster of one by default).
+    pub raft_id: RaftId,
+    pub membership: Option<crate::cluster::membership::Membership>,
+    pub peers: Option<PeerSink>,
 }
 
 impl JournalSettings {
@@ -57,6 +96,9 @@ impl JournalSettings {
             max_batch,
             tick_interval: std::time::Duration::from_millis(100),
             raft: crate::cluster::raft::RaftSettings::default(),
+            raft_id: super::group_commit::SINGLE_NODE_RAFT_ID,
+            membership: None,
+            peers: None,
         }
     }
 }
@@ -83,6 +125,9 @@ impl AuditJournal {
             failed: AtomicBool::new(false),
             heads: Mutex::new(BTreeMap::new()),
             status: Mutex::new(Vec::new()),
+            roles: tokio::sync::broadcast::channel(1024).0,
+            refused: std::sync::atomic::AtomicU64::new(0),
+            leaders: (0..store.groups()).map(|_| std::sync::atomic::AtomicU64::new(0)).collect(),
         });
         let (tx, rx) = mpsc::channel(JOURNAL_MAILBOX_CAPACITY);
         let writer = super::group_commit::Writer::open(store.clone(), &settings, rx, metrics, shared.clone())?;
@@ -109,6 +154,44 @@ impl AuditJournal {
     /// The raft status of every group replica on this node, as of the last round.
     pub fn group_status(&self) -> Vec<crate::cluster::raft::GroupStatus> {
         self.shared.status.lock().expect("status lock").clone()
+    }
+
+    /// One group's status here (None: no replica on this node).
+    pub fn status_of(&self, group: u32) -> Option<crate::cluster::raft::GroupStatus> {
+        self.shared.status.lock().expect("status lock").iter().find(|s| s.group == group).cloned()
+    }
+
+    /// Who leads `group`, as of the last round (lock-free: read on every entity message).
+    pub fn leadership(&self, group: u32) -> Leadership {
+        let v = self.shared.leaders.get(group as usize).map_or(0, |a| a.load(Ordering::Acquire));
+        Leadership {
+            leader: match v >> 2 {
+                0 => None,
+                id => Some(id),
+            },
+            served: v & 1 == 1,
+            replica: v & 2 == 2,
+        }
+    }
+
+    /// Leadership changes of this node's replicas, as they happen.
+    pub fn roles(&self) -> tokio::sync::broadcast::Receiver<crate::cluster::raft::RoleChange> {
+        self.shared.roles.subscribe()
+    }
+
+    /// Hands raft messages from a member to the writer (dropped when its mailbox is full:
+    /// raft sends again).
+    pub fn deliver(&self, from: RaftId, messages: Vec<(u32, raft::prelude::Message)>) {
+        let _ = self.tx.try_send(Input::Raft { from, messages });
+    }
+
+    pub fn unreachable(&self, peer: RaftId) {
+        let _ = self.tx.try_send(Input::Unreachable(peer));
+    }
+
+    /// Peer raft messages refused so far.
+    pub fn refused_messages(&self) -> u64 {
+        self.shared.refused.load(Ordering::Relaxed)
     }
 
     /// Enqueues a commit, waiting for room in the mailbox.

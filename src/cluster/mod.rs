@@ -2,7 +2,9 @@
 //! node. Code outside this module asks the router for an entity and never learns which node it
 //! is on, so the cluster work changes the transport behind `Router`, not its callers.
 
+pub mod membership;
 pub mod memory_host;
+pub mod peer;
 pub mod raft;
 pub mod router;
 pub mod secret;

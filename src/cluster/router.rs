@@ -20,7 +20,7 @@ use crate::domain::account::Account;
 use crate::domain::audit::{AuditDraft, AuditRecord};
 use crate::domain::email_index::EmailIndex;
 use crate::domain::entity::{Entity, Query};
-use crate::domain::envelope::{Answer, Call, CallOf, Envelope, Enveloped, Outcome};
+use crate::domain::envelope::{Answer, Call, CallOf, Envelope, Enveloped, Outcome, OutcomeOf};
 use crate::domain::ids::{EntityId, MAX_ID_LEN};
 use crate::domain::instrument::Instrument;
 use crate::domain::portfolio::Portfolio;
@@ -100,8 +100,18 @@ impl<E: Entity> Registry<E> {
     }
 }
 
+/// How calls reach the leader of a group on another node.
+pub struct Remote {
+    pub transport: crate::cluster::transport::Transport,
+    pub membership: crate::cluster::membership::Membership,
+    pub me: crate::cluster::raft::RaftId,
+}
+
 pub struct Inner {
     shards: Arc<std::sync::RwLock<ShardMap>>,
+    remote: std::sync::OnceLock<Remote>,
+    /// The longest a call waits for its group to have a leader.
+    request_timeout: Duration,
     env: Arc<EntityEnv>,
     supervisor: ActorRef<EntitySupervisor>,
     journal: AuditJournal,
@@ -115,7 +125,7 @@ pub struct Inner {
 }
 
 /// Entities the router knows how to place.
-pub trait Routable: Entity {
+pub trait Routable: Entity + Enveloped {
     fn registry(inner: &Inner) -> &Registry<Self>;
 }
 
@@ -152,6 +162,15 @@ pub struct RouterSettings {
     /// How the journal drives raft (`[cluster]`).
     pub tick_interval: std::time::Duration,
     pub raft: crate::cluster::raft::RaftSettings,
+    /// The longest a call waits for its group to have a leader before it fails (503).
+    pub request_timeout: Duration,
+    /// The cluster this node formed or joined, its raft id in it and how raft messages reach
+    /// the other members (None: a cluster of one).
+    pub cluster: Option<(
+        crate::cluster::raft::RaftId,
+        crate::cluster::membership::Membership,
+        crate::actors::journal::PeerSink,
+    )>,
 }
 
 impl RouterSettings {
@@ -174,6 +193,8 @@ impl RouterSettings {
                 seed: crate::cluster::raft::splitmix64(c.node.id.bytes().fold(0u64, |h, b| h.rotate_left(8) ^ u64::from(b))),
                 ..Default::default()
             },
+            cluster: None,
+            request_timeout: c.gateway.request_timeout,
         }
     }
 }
@@ -181,12 +202,16 @@ impl RouterSettings {
 impl Router {
     /// Starts the audit journal and the entity supervisor over an open store.
     pub async fn start(store: Store, metrics: Arc<Metrics>, s: RouterSettings) -> Result<Router, crate::storage::StoreError> {
-        let settings = crate::actors::journal::JournalSettings {
-            max_batch: s.max_batch,
-            tick_interval: s.tick_interval,
-            raft: s.raft.clone(),
-        };
+        let mut settings = crate::actors::journal::JournalSettings::with_batch(s.max_batch);
+        settings.tick_interval = s.tick_interval;
+        settings.raft = s.raft.clone();
+        if let Some((raft_id, membership, peers)) = s.cluster.clone() {
+            settings.raft_id = raft_id;
+            settings.membership = Some(membership);
+            settings.peers = Some(peers);
+        }
         let journal = AuditJournal::start_with(store.clone(), settings, metrics.clone())?;
+        let mut roles = journal.roles();
         let supervisor = EntitySupervisor::spawn(());
         let shards = Arc::new(std::sync::RwLock::new(ShardMap::single(&s.node_id)));
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| {
@@ -210,6 +235,8 @@ impl Router {
             });
             Inner {
                 shards,
+                remote: std::sync::OnceLock::new(),
+                request_timeout: s.request_timeout,
                 env,
                 supervisor,
                 journal: journal.clone(),
@@ -220,6 +247,27 @@ impl Router {
                 portfolios: Registry::default(),
                 instruments: Registry::default(),
                 email_index: Registry::default(),
+            }
+        });
+        // A group this node stops leading: its entity actors stop before anything else of it
+        // is served here (they check leadership on every message too).
+        let weak = Arc::downgrade(&inner);
+        tokio::spawn(async move {
+            loop {
+                match roles.recv().await {
+                    Ok(rc) if !rc.leading => {
+                        let Some(inner) = weak.upgrade() else { break };
+                        let groups = inner.env.store.groups();
+                        let here = |shard: u16| crate::domain::ids::group_of(shard, groups) != rc.group;
+                        let stopped = inner.accounts.evict(here) + inner.portfolios.evict(here) + inner.instruments.evict(here) + inner.email_index.evict(here);
+                        if stopped > 0 {
+                            tracing::info!(group = rc.group, stopped, "leadership of the group moved; its entity actors here stopped");
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                }
             }
         });
         Ok(Router { inner })
@@ -372,12 +420,95 @@ impl Router {
         }
     }
 
+    /// This node runs the cluster's jobs and price feed: it serves the group of the jobs shard.
+    pub fn leads_jobs(&self) -> bool {
+        let g = crate::domain::ids::group_of(crate::storage::keys::JOBS_SHARD, self.inner.env.store.groups());
+        self.inner.journal.leadership(g).served
+    }
+
+    /// Connects the router to the other members: calls for groups led elsewhere are forwarded.
+    pub fn set_remote(&self, remote: Remote) {
+        let _ = self.inner.remote.set(remote);
+    }
+
+    fn group_of<E: Entity>(&self, id: &str) -> u32 {
+        crate::domain::ids::group_of(crate::domain::ids::shard_of(id), self.inner.env.store.groups())
+    }
+
+    /// Where a call for `group` goes now: here, to another member, or (no leader yet) nowhere.
+    async fn destination(&self, group: u32, deadline: tokio::time::Instant) -> Result<Option<crate::cluster::raft::RaftId>, RouteFailure> {
+        loop {
+            let l = self.inner.journal.leadership(group);
+            if l.served {
+                return Ok(None);
+            }
+            if let (Some(leader), Some(remote)) = (l.leader, self.inner.remote.get()) {
+                if leader != remote.me {
+                    return Ok(Some(leader));
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(RouteFailure::NotApplied(format!("shard group {group} has no leader that serves")));
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Sends a call to the leader of its group, here or on another node, following leadership
+    /// as it moves; a forward whose outcome is unknown is sent again under the same request id
+    /// (the entity answers it once). Bounded by the request timeout.
+    async fn route<E: Routable>(&self, id: &str, call: CallOf<E>) -> Result<OutcomeOf<E>, RouteFailure> {
+        let group = self.group_of::<E>(id);
+        let deadline = tokio::time::Instant::now() + self.inner.request_timeout;
+        loop {
+            let failure = match self.destination(group, deadline).await? {
+                None => match self.call_local::<E>(id, call.clone()).await {
+                    // Leadership moved meanwhile: look again. (Refused while still leading: the
+                    // shard map placed the shard elsewhere — the caller hears it.)
+                    Err(RouteFailure::NotOwner(hint)) if !self.inner.journal.leadership(group).served => RouteFailure::NotOwner(hint),
+                    other => return other,
+                },
+                Some(leader) => {
+                    let remote = self.inner.remote.get().expect("a destination elsewhere needs a remote");
+                    match crate::cluster::peer::forward(&remote.transport, &remote.membership, leader, E::envelope(id.to_string(), call.clone())).await {
+                        Ok(answer) => return E::outcome(answer).ok_or_else(|| RouteFailure::NotApplied("a peer answered another kind".into())),
+                        Err(f @ RouteFailure::NotApplied(_)) => return Err(f),
+                        Err(f) => f,
+                    }
+                }
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Err(failure);
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    async fn call_local<E: Routable>(&self, id: &str, call: CallOf<E>) -> Result<OutcomeOf<E>, RouteFailure> {
+        Ok(match call {
+            Call::Execute { cmd, meta } => match self.execute_local::<E>(id, cmd, meta).await {
+                Ok(reply) => Outcome::Done(reply),
+                Err(RouteError::Rejected(r)) => Outcome::Rejected(r),
+                Err(RouteError::Failed(f)) => return Err(f),
+            },
+            Call::Query(q) => Outcome::View(self.view::<E>(id, q).await?),
+        })
+    }
+
     /// Executes a command on an entity; answers once its effects are durable. The meta's request
     /// id makes it exactly once: sent again with the same id, it is answered, not applied again.
     pub async fn execute<E: Routable>(&self, id: &str, cmd: E::Command, meta: RequestMeta) -> Result<E::Reply, RouteError<E::Rejection>> {
         if meta.request_id.is_empty() || meta.request_id.len() > REQUEST_ID_MAX_BYTES {
             return Err(RouteError::Failed(RouteFailure::NotApplied("request id length out of range".into())));
         }
+        match self.route::<E>(id, Call::Execute { cmd, meta }).await.map_err(RouteError::Failed)? {
+            Outcome::Done(r) => Ok(r),
+            Outcome::Rejected(j) => Err(RouteError::Rejected(j)),
+            Outcome::View(_) => Err(RouteError::Failed(RouteFailure::NotApplied("a command was answered with a view".into()))),
+        }
+    }
+
+    async fn execute_local<E: Routable>(&self, id: &str, cmd: E::Command, meta: RequestMeta) -> Result<E::Reply, RouteError<E::Rejection>> {
         let mut msg = Execute::<E> { cmd, meta };
         for _ in 0..SEND_ATTEMPTS_MAX {
             let actor = self.activate::<E>(id).await.map_err(RouteError::Failed)?;
@@ -398,32 +529,35 @@ impl Router {
         Err(RouteError::Failed(RouteFailure::NotApplied(format!("{} {id} kept stopping", E::KIND.name()))))
     }
 
-    /// Answers a named read from an entity's durable state.
+    /// Answers a named read from an entity's durable state (at its group's leader).
     pub async fn query<E: Routable, Q: Query<E>>(&self, id: &str, query: Q) -> Result<Q::Output, RouteFailure> {
-        let view = self.view::<E>(id, query.wrap()).await?;
+        let view = match self.route::<E>(id, Call::Query(query.wrap())).await? {
+            Outcome::View(v) => v,
+            _ => return Err(RouteFailure::NotApplied("a query was answered with a command outcome".into())),
+        };
         Q::unwrap(view).ok_or_else(|| RouteFailure::NotApplied(format!("{} {id} answered another query", E::KIND.name())))
     }
 
-    /// Carries out one call of the entity envelope (what a workflow step, or a peer, asks).
+    /// Carries out one call of the entity envelope (what a workflow step asks), wherever its
+    /// group's leader is.
     pub async fn dispatch(&self, envelope: Envelope) -> Result<Answer, RouteFailure> {
         match envelope {
-            Envelope::Account { id, call } => self.call::<Account>(&id, call).await,
-            Envelope::Portfolio { id, call } => self.call::<Portfolio>(&id, call).await,
-            Envelope::Instrument { id, call } => self.call::<Instrument>(&id, call).await,
-            Envelope::EmailIndex { id, call } => self.call::<EmailIndex>(&id, call).await,
+            Envelope::Account { id, call } => self.route::<Account>(&id, call).await.map(Account::answer),
+            Envelope::Portfolio { id, call } => self.route::<Portfolio>(&id, call).await.map(Portfolio::answer),
+            Envelope::Instrument { id, call } => self.route::<Instrument>(&id, call).await.map(Instrument::answer),
+            Envelope::EmailIndex { id, call } => self.route::<EmailIndex>(&id, call).await.map(EmailIndex::answer),
         }
     }
 
-    async fn call<E: Routable + Enveloped>(&self, id: &str, call: CallOf<E>) -> Result<Answer, RouteFailure> {
-        let outcome = match call {
-            Call::Execute { cmd, meta } => match self.execute::<E>(id, cmd, meta).await {
-                Ok(reply) => Outcome::Done(reply),
-                Err(RouteError::Rejected(r)) => Outcome::Rejected(r),
-                Err(RouteError::Failed(f)) => return Err(f),
-            },
-            Call::Query(q) => Outcome::View(self.view::<E>(id, q).await?),
-        };
-        Ok(E::answer(outcome))
+    /// Carries out a call forwarded by a peer, here only: a node that does not serve the
+    /// entity's group says so (the peer follows leadership), it never forwards again.
+    pub async fn dispatch_local(&self, envelope: Envelope) -> Result<Answer, RouteFailure> {
+        match envelope {
+            Envelope::Account { id, call } => self.call_local::<Account>(&id, call).await.map(Account::answer),
+            Envelope::Portfolio { id, call } => self.call_local::<Portfolio>(&id, call).await.map(Portfolio::answer),
+            Envelope::Instrument { id, call } => self.call_local::<Instrument>(&id, call).await.map(Instrument::answer),
+            Envelope::EmailIndex { id, call } => self.call_local::<EmailIndex>(&id, call).await.map(EmailIndex::answer),
+        }
     }
 
     async fn view<E: Routable>(&self, id: &str, query: E::Query) -> Result<E::View, RouteFailure> {

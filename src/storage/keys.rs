@@ -47,6 +47,8 @@ pub fn is_reserved(key: &[u8]) -> bool {
     shard_of_key(key).is_none()
 }
 
+/// `NODE_PREFIX ‖ 0x0b` → the cluster this node formed or joined (`cluster::membership`).
+pub const MEMBERSHIP_KEY: [u8; 3] = [0xff, 0xff, 0x0b];
 /// 3: shards by id alone, an audit chain per shard group, raft logs.
 pub const LAYOUT_VERSION: u32 = 3;
 /// Records a shard owns beside its entities — schedules, queues, ledgers, job progress:

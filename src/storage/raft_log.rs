@@ -104,6 +104,73 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Key ranges of everything a group's state machine holds: its shards and its audit chain.
+    fn group_ranges(&self, group: u32) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut out: Vec<(Vec<u8>, Vec<u8>)> = (0..crate::domain::ids::SHARD_COUNT)
+            .filter(|&s| crate::domain::ids::group_of(s, self.groups()) == group)
+            .map(keys::shard_range)
+            .collect();
+        let mut end = keys::audit_prefix(group);
+        end.push(0xff);
+        end.extend_from_slice(&[0xff; 8]);
+        out.push((keys::audit_prefix(group), end));
+        let head = keys::audit_head_key(group);
+        let mut head_end = head.clone();
+        head_end.push(0);
+        out.push((head, head_end));
+        out
+    }
+
+    /// A snapshot of a group's applied state (every key of its shards and its audit chain),
+    /// taken between rounds so it stands exactly at the group's applied index.
+    pub fn group_snapshot(&self, group: u32) -> Result<Vec<u8>, StoreError> {
+        let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        for (start, end) in self.group_ranges(group) {
+            for item in self.tree().range(start..end) {
+                let (k, v) = item?;
+                pairs.push((k.to_vec(), v.to_vec()));
+            }
+        }
+        Ok(crate::storage::codec::encode(&pairs))
+    }
+
+    /// Replaces a group's state with a snapshot's, in `batch`. A snapshot that does not decode
+    /// or holds keys outside the group is refused (counted by the caller), never half applied.
+    /// Returns the group's audit chain head as the snapshot has it.
+    pub fn stage_install(&self, batch: &mut sled::Batch, group: u32, data: &[u8]) -> Result<Option<crate::storage::audit_log::ChainHead>, StoreError> {
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> = crate::storage::codec::decode(data).map_err(|e| StoreError::Corrupt {
+            location: format!("snapshot of group {group}"),
+            reason: e.to_string(),
+        })?;
+        let ranges = self.group_ranges(group);
+        let inside = |k: &[u8]| ranges.iter().any(|(s, e)| k >= s.as_slice() && k < e.as_slice());
+        if let Some((k, _)) = pairs.iter().find(|(k, _)| !inside(k)) {
+            return Err(StoreError::Corrupt {
+                location: format!("snapshot of group {group}"),
+                reason: format!("key {} is not the group's", hex::encode(k)),
+            });
+        }
+        for (start, end) in &ranges {
+            for k in self.tree().range(start.clone()..end.clone()).keys() {
+                batch.remove(k?);
+            }
+        }
+        let head_key = keys::audit_head_key(group);
+        let mut head = None;
+        for (k, v) in pairs {
+            if k == head_key {
+                head = Some(crate::storage::codec::decode(&v).map_err(|e| StoreError::Corrupt {
+                    location: format!("snapshot of group {group}: audit head"),
+                    reason: e.to_string(),
+                })?);
+            }
+            batch.insert(k, v);
+        }
+        Ok(head)
+    }
+}
+
 /// The sled store as a raft disk on its own (tools and tests; the node stages log and state
 /// writes into one batch itself).
 impl RaftDisk for Store {

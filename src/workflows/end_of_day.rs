@@ -137,7 +137,7 @@ pub async fn end_of_day_job(state: Arc<Services>, mut stop: tokio::sync::watch::
     loop {
         let now = state.now();
         let (date, _) = due_close(now, offset);
-        if last_closed(&state).is_none_or(|d| d < date) {
+        if state.router.leads_jobs() && last_closed(&state).is_none_or(|d| d < date) {
             match close_day(&state, date).await {
                 Ok(s) => tracing::info!(date = %date, statements = s.statements, failed = s.failed, "end of day closed"),
                 Err(e) => tracing::error!(date = %date, error = %e, "end of day failed; retrying at the next close"),

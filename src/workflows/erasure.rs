@@ -229,7 +229,7 @@ impl Workflow for Erase {
 /// The erasure job: checks every `[gdpr] erasure_check_interval` until `stop` is set.
 pub async fn erasure_job(state: std::sync::Arc<Services>, stop: tokio::sync::watch::Receiver<bool>) {
     let every = state.config.gdpr.erasure_check_interval;
-    periodically(every, stop, || async {
+    periodically(every, stop, state.router.clone(), || async {
         if let Err(e) = run_due_erasures(&state).await {
             tracing::error!(error = %e, "erasure job failed; retrying at the next check");
         }

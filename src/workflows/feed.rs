@@ -65,6 +65,10 @@ pub async fn run_feed(
         if *stop.borrow() {
             break;
         }
+        if !router.leads_jobs() {
+            // One price feed per cluster: the node that leads the jobs shard's group drives it.
+            continue;
+        }
         n += 1;
         while let Ok(added) = additions.try_recv() {
             if !instruments.iter().any(|i| i.symbol == added.symbol) {

@@ -23,7 +23,7 @@ use crate::cluster::{RouteFailure, Router};
 use crate::domain::portfolio::{History, Portfolio};
 
 /// Runs `job` every `every` until `stop` is set (the node's scheduled jobs).
-pub async fn periodically<F, Fut>(every: std::time::Duration, mut stop: tokio::sync::watch::Receiver<bool>, mut job: F)
+pub async fn periodically<F, Fut>(every: std::time::Duration, mut stop: tokio::sync::watch::Receiver<bool>, router: Router, mut job: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = ()>,
@@ -36,7 +36,11 @@ where
         if *stop.borrow() {
             return;
         }
-        job().await;
+        // One node runs the cluster's jobs: the leader of the jobs shard's group (so none runs
+        // twice, and the next leader takes over when leadership moves).
+        if router.leads_jobs() {
+            job().await;
+        }
     }
 }
 

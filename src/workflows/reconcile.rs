@@ -88,7 +88,7 @@ pub async fn reconcile_now(state: &Services) -> Result<ReconcileSummary, String>
 
 pub async fn reconciliation_job(state: Arc<Services>, stop: tokio::sync::watch::Receiver<bool>) {
     let every = state.config.broker.reconcile_interval;
-    periodically(every, stop, || async {
+    periodically(every, stop, state.router.clone(), || async {
         match reconcile_now(&state).await {
             Ok(s) if s.alerted > 0 => tracing::warn!(alerts = s.alerted, orders = s.orders, "reconciliation raised alerts"),
             Ok(s) => tracing::debug!(orders = s.orders, confirmations = s.confirmations, "reconciliation clean"),

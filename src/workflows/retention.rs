@@ -96,7 +96,7 @@ pub async fn run_retention(state: &Services, now: Timestamp) -> Result<Retention
 /// The retention job: runs every `[retention] check_interval` until `stop` is set.
 pub async fn retention_job(state: std::sync::Arc<Services>, stop: tokio::sync::watch::Receiver<bool>) {
     let every = state.config.retention.check_interval;
-    periodically(every, stop, || async {
+    periodically(every, stop, state.router.clone(), || async {
         match run_retention(&state, state.now()).await {
             Ok(s) if s.security_events_redacted > 0 => tracing::info!(redacted = s.security_events_redacted, "retention: security events redacted"),
             Ok(_) => {}

@@ -78,6 +78,8 @@ impl Round {
 pub struct GroupStatus {
     pub group: GroupId,
     pub leader: Option<RaftId>,
+    /// This node leads the group and has committed an entry of its term: it may serve.
+    pub serving: bool,
     pub term: u64,
     pub commit_index: u64,
     pub applied_index: u64,
@@ -242,6 +244,7 @@ impl MultiRaft {
         self.groups.get(&group).map(|r| GroupStatus {
             group,
             leader: r.leader(),
+            serving: r.is_serving(),
             term: r.term(),
             commit_index: r.commit_index(),
             applied_index: r.applied_index(),

@@ -1,0 +1,260 @@
+//! What members say to each other over the transport, and this node's side of it: forming a
+//! cluster (introductions), raft messages batched per peer, and calls forwarded to the node
+//! that leads an entity's group. Every frame is decoded through the versioned codec; one that
+//! does not decode, or comes from a peer that is not a member, is refused and counted — never
+//! a panic, never applied.
+
+use super::membership::{Hello, Membership};
+use super::raft::RaftId;
+use super::transport::{multiaddr, Inbound, Transport};
+use crate::actors::journal::{AuditJournal, PeerSink};
+use crate::domain::envelope::{Answer, EntityFailure, Envelope};
+use crate::storage::{codec, keys, Store};
+use libp2p::PeerId;
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerRequest {
+    Hello(Hello),
+    /// Raft messages for several groups, each protobuf-encoded.
+    Raft {
+        from: RaftId,
+        messages: Vec<(u32, Vec<u8>)>,
+    },
+    /// A call for an entity whose group this node should lead.
+    Forward {
+        envelope: Envelope,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerResponse {
+    Hello(Hello),
+    Ack,
+    Answer(Result<Answer, EntityFailure>),
+    Refused(String),
+}
+
+/// Carries out a forwarded call here (the router, without forwarding it again).
+pub type LocalDispatch = Arc<dyn Fn(Envelope) -> Pin<Box<dyn Future<Output = Result<Answer, EntityFailure>> + Send>> + Send + Sync>;
+
+/// Frames refused from peers (undecodable, from a non-member, claiming another sender).
+#[derive(Debug, Default)]
+pub struct PeerCounters {
+    pub refused: AtomicU64,
+}
+
+/// The node's membership as stored in its folder.
+pub fn stored_membership(store: &Store) -> Result<Option<Membership>, String> {
+    match store.tree().get(keys::MEMBERSHIP_KEY).map_err(|e| e.to_string())? {
+        Some(v) => codec::decode(&v)
+            .map(Some)
+            .map_err(|e| format!("the stored cluster membership does not decode: {e}")),
+        None => Ok(None),
+    }
+}
+
+pub fn store_membership(store: &Store, m: &Membership) -> Result<(), String> {
+    store.tree().insert(keys::MEMBERSHIP_KEY, codec::encode(m)).map_err(|e| e.to_string())?;
+    store.flush().map(|_| ()).map_err(|e| e.to_string())
+}
+
+/// This node's libp2p identity, kept in its data folder (a wiped folder is a new peer).
+pub fn node_keypair(data_dir: &std::path::Path) -> Result<libp2p::identity::Keypair, String> {
+    let path = data_dir.join("node.key");
+    if path.exists() {
+        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        return libp2p::identity::Keypair::from_protobuf_encoding(&bytes).map_err(|e| format!("{}: {e}", path.display()));
+    }
+    let k = libp2p::identity::Keypair::generate_ed25519();
+    let bytes = k.to_protobuf_encoding().map_err(|e| e.to_string())?;
+    crate::storage::files::write_private_file(&path, &bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(k)
+}
+
+async fn ask(transport: &Transport, peer: PeerId, req: &PeerRequest) -> Result<PeerResponse, String> {
+    let bytes = transport.request(peer, codec::encode(req)).await?;
+    codec::decode(&bytes).map_err(|e| format!("an answer from {peer} does not decode: {e}"))
+}
+
+/// Forms a new cluster with the nodes in `join` (all `expect` of them introduce themselves),
+/// or returns the membership this folder already belongs to.
+pub async fn form(
+    transport: &Transport,
+    inbound: &mut mpsc::Receiver<Inbound>,
+    me: Hello,
+    join: &[String],
+    expect: usize,
+    wait: Duration,
+) -> Result<Membership, String> {
+    if let Some(m) = &me.formed {
+        return Ok(m.clone());
+    }
+    let addrs: Vec<_> = join.iter().map(|j| multiaddr(j)).collect::<Result<_, _>>()?;
+    let mut known: std::collections::BTreeMap<String, Hello> = std::collections::BTreeMap::new();
+    known.insert(me.node_id.clone(), me.clone());
+    let deadline = tokio::time::Instant::now() + wait;
+    let (answers_tx, mut answers) = mpsc::channel::<Hello>(64);
+    let mut redial = tokio::time::interval(Duration::from_millis(500));
+    tracing::info!(expect, "forming a cluster: waiting for the other nodes to introduce themselves");
+    while known.len() < expect {
+        tokio::select! {
+            _ = redial.tick() => {
+                if tokio::time::Instant::now() > deadline {
+                    return Err(format!(
+                        "only {} of bootstrap_expect = {expect} nodes introduced themselves within {wait:?} (known: {})",
+                        known.len(),
+                        known.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ));
+                }
+                if known.len() < expect {
+                    for a in &addrs {
+                        transport.dial(a.clone()).await;
+                    }
+                }
+            }
+            Some(h) = answers.recv() => {
+                if let Some(formed) = &h.formed {
+                    return Err(format!(
+                        "node `{}` already belongs to cluster {}; joining a running cluster is not supported by this version (start every node of a new cluster together with bootstrap_expect)",
+                        h.node_id, formed.cluster_id
+                    ));
+                }
+                if let Some(prev) = known.get(&h.node_id) {
+                    if prev.peer_id != h.peer_id {
+                        return Err(format!("node id `{}` is used by two nodes; [node] id must be unique in the cluster", h.node_id));
+                    }
+                }
+                known.insert(h.node_id.clone(), h);
+            }
+            i = inbound.recv() => match i {
+                None => return Err("the peer transport stopped".into()),
+                Some(Inbound::Connected { peer, .. }) => {
+                    let t = transport.clone();
+                    let tx = answers_tx.clone();
+                    let me = me.clone();
+                    tokio::spawn(async move {
+                        if let Ok(PeerResponse::Hello(h)) = ask(&t, peer, &PeerRequest::Hello(me)).await {
+                            if h.peer_id == peer.to_base58() {
+                                let _ = tx.send(h).await;
+                            }
+                        }
+                    });
+                }
+                Some(Inbound::Request { peer, bytes, reply }) => {
+                    match codec::decode::<PeerRequest>(&bytes) {
+                        Ok(PeerRequest::Hello(h)) if h.peer_id == peer.to_base58() => {
+                            let _ = reply.send(codec::encode(&PeerResponse::Hello(me.clone())));
+                            let _ = answers_tx.send(h).await;
+                        }
+                        _ => {
+                            let _ = reply.send(codec::encode(&PeerResponse::Refused("this node is still forming a cluster".into())));
+                        }
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    let hellos: Vec<Hello> = known.into_values().collect();
+    Membership::form(&hellos, me.groups, me.replication_factor)
+}
+
+/// Where raft messages leave this node: encoded per peer batch, sent without waiting.
+pub fn peer_sink(transport: Transport, membership: Membership, me: RaftId) -> PeerSink {
+    PeerSink(Arc::new(move |to: RaftId, messages: Vec<(u32, raft::prelude::Message)>| {
+        let Some(peer) = membership.member(to).and_then(|m| m.peer_id.parse::<PeerId>().ok()) else {
+            return;
+        };
+        let messages = messages
+            .into_iter()
+            .filter_map(|(g, m)| protobuf::Message::write_to_bytes(&m).ok().map(|b| (g, b)))
+            .collect();
+        let _ = transport.try_send(peer, codec::encode(&PeerRequest::Raft { from: me, messages }));
+    }))
+}
+
+/// Serves peers once the cluster is formed: raft messages to the journal, forwarded calls to
+/// the local router, introductions answered with the membership. Runs until the transport stops.
+pub async fn serve(
+    mut inbound: mpsc::Receiver<Inbound>,
+    me: Hello,
+    membership: Membership,
+    journal: AuditJournal,
+    dispatch: LocalDispatch,
+    counters: Arc<PeerCounters>,
+) {
+    let refuse = |why: String, reply: tokio::sync::oneshot::Sender<Vec<u8>>| {
+        counters.refused.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(reason = %why, "a peer frame was refused");
+        let _ = reply.send(codec::encode(&PeerResponse::Refused(why)));
+    };
+    while let Some(i) = inbound.recv().await {
+        let Inbound::Request { peer, bytes, reply } = i else { continue };
+        let Some(member) = membership.by_peer_id(&peer.to_base58()) else {
+            refuse(format!("{peer} is not a member of the cluster"), reply);
+            continue;
+        };
+        let req: PeerRequest = match codec::decode(&bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                refuse(format!("a frame from {} does not decode: {e}", member.node_id), reply);
+                continue;
+            }
+        };
+        match req {
+            PeerRequest::Hello(_) => {
+                let _ = reply.send(codec::encode(&PeerResponse::Hello(me.clone())));
+            }
+            PeerRequest::Raft { from, messages } => {
+                if from != member.raft_id {
+                    refuse(format!("{} sent raft messages as member {from}", member.node_id), reply);
+                    continue;
+                }
+                let mut decoded = Vec::with_capacity(messages.len());
+                let mut bad = false;
+                for (g, b) in messages {
+                    match protobuf::Message::parse_from_bytes(&b) {
+                        Ok(m) => decoded.push((g, m)),
+                        Err(_) => bad = true,
+                    }
+                }
+                if bad {
+                    refuse(format!("a raft message from {} does not decode", member.node_id), reply);
+                    continue;
+                }
+                journal.deliver(from, decoded);
+                let _ = reply.send(codec::encode(&PeerResponse::Ack));
+            }
+            PeerRequest::Forward { envelope } => {
+                let dispatch = dispatch.clone();
+                tokio::spawn(async move {
+                    let answer = dispatch(envelope).await;
+                    let _ = reply.send(codec::encode(&PeerResponse::Answer(answer)));
+                });
+            }
+        }
+    }
+}
+
+/// Sends a call to the node that leads its group; every transport failure is an unknown outcome
+/// (the caller retries under the same request id).
+pub async fn forward(transport: &Transport, membership: &Membership, to: RaftId, envelope: Envelope) -> Result<Answer, EntityFailure> {
+    let member = membership.member(to).ok_or_else(|| EntityFailure::NotApplied(format!("no member {to}")))?;
+    let peer: PeerId = member
+        .peer_id
+        .parse()
+        .map_err(|_| EntityFailure::NotApplied(format!("member {} has no peer id", member.node_id)))?;
+    match ask(transport, peer, &PeerRequest::Forward { envelope }).await {
+        Ok(PeerResponse::Answer(a)) => a,
+        Ok(PeerResponse::Refused(why)) => Err(EntityFailure::NotApplied(format!("{} refused: {why}", member.node_id))),
+        Ok(_) => Err(EntityFailure::OutcomeUnknown(format!("{} answered something else", member.node_id))),
+        Err(e) => Err(EntityFailure::OutcomeUnknown(format!("forwarding to {}: {e}", member.node_id))),
+    }
+}

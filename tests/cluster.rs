@@ -1,0 +1,239 @@
+//! Three real `moneta serve` processes on loopback form one cluster (bootstrap_expect = 3,
+//! a shared private-network secret and shared cluster secrets) and serve any request at any
+//! node: a user registers at one node, logs in at another, deposits and trades at a third,
+//! and every node answers the same. Then the node leading the most groups is killed with
+//! SIGKILL: the other two serve again, nothing acknowledged is lost, retries of acknowledged
+//! requests return their first answer; the killed node restarts from its folder and catches up.
+//! One cluster is shared by the cases (multi-node start-up is slow); every wait is bounded.
+
+mod common;
+use common::*;
+
+const NODES: usize = 3;
+
+struct Member {
+    child: Option<Child>,
+    id: String,
+    api: u16,
+    peer: u16,
+    base: String,
+    root: PathBuf,
+    client: Client,
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+struct Cluster {
+    members: Vec<Member>,
+    secret: PathBuf,
+    secrets_dir: PathBuf,
+}
+
+impl Cluster {
+    fn spawn(&mut self, i: usize) {
+        let peers: Vec<String> = self
+            .members
+            .iter()
+            .filter(|m| m.id != self.members[i].id)
+            .map(|m| format!("127.0.0.1:{}", m.peer))
+            .collect();
+        let m = &mut self.members[i];
+        let log = File::create(m.root.join(format!("{}.log", m.id))).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_moneta"));
+        cmd.arg("serve").stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log);
+        configure(&mut cmd, &m.root, m.api);
+        cmd.env("MONETA_NODE_ID", &m.id)
+            .env("MONETA_CLUSTER_LISTEN", format!("127.0.0.1:{}", m.peer))
+            .env("MONETA_CLUSTER_JOIN", peers.join(","))
+            .env("MONETA_CLUSTER_BOOTSTRAP_EXPECT", NODES.to_string())
+            .env("MONETA_CLUSTER_SECRET_FILE", &self.secret)
+            .env("MONETA_CLUSTER_GROUPS", "8")
+            .env("MONETA_SECURITY_SECRETS_DIR", &self.secrets_dir)
+            .env("MONETA_MARKET_TICK_INTERVAL", "200ms");
+        m.child = Some(cmd.spawn().unwrap());
+    }
+
+    fn logs(&self, i: usize) -> String {
+        let m = &self.members[i];
+        std::fs::read_to_string(m.root.join(format!("{}.log", m.id))).unwrap_or_default()
+    }
+
+    fn wait_healthy(&mut self, i: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.members[i].child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("{} exited during start-up with {status}:\n{}", self.members[i].id, self.logs(i));
+            }
+            if self.members[i]
+                .client
+                .get(format!("{}/healthz", self.members[i].base))
+                .send()
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{} not healthy in {within:?}:\n{}", self.members[i].id, self.logs(i));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn kill9(&mut self, i: usize) {
+        let c = self.members[i].child.as_mut().unwrap();
+        let _ = c.kill();
+        let _ = c.wait();
+        self.members[i].child = None;
+    }
+
+    fn post(&self, i: usize, path: &str, token: Option<&str>, key: Option<&str>, body: &Value) -> (u16, Value) {
+        let m = &self.members[i];
+        let mut rb = m.client.post(format!("{}{path}", m.base)).json(body);
+        if let Some(t) = token {
+            rb = rb.bearer_auth(t);
+        }
+        if let Some(k) = key {
+            rb = rb.header("Idempotency-Key", k);
+        }
+        match rb.send() {
+            Ok(r) => (r.status().as_u16(), r.json().unwrap_or(Value::Null)),
+            Err(_) => (0, Value::Null),
+        }
+    }
+
+    fn get(&self, i: usize, path: &str, token: &str) -> (u16, Value) {
+        let m = &self.members[i];
+        match m.client.get(format!("{}{path}", m.base)).bearer_auth(token).send() {
+            Ok(r) => (r.status().as_u16(), r.json().unwrap_or(Value::Null)),
+            Err(_) => (0, Value::Null),
+        }
+    }
+
+    /// Retries a request while the cluster answers 503 (no leader yet), bounded.
+    fn until_served(&self, within: Duration, mut f: impl FnMut() -> (u16, Value)) -> (u16, Value) {
+        let deadline = Instant::now() + within;
+        loop {
+            let (s, v) = f();
+            if s != 503 && s != 0 {
+                return (s, v);
+            }
+            assert!(Instant::now() < deadline, "still unavailable after {within:?}: {v}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+fn start_cluster(root: &Path) -> Cluster {
+    let secret = root.join("cluster.secret");
+    let out = Command::new(env!("CARGO_BIN_EXE_moneta"))
+        .args(["cluster", "new-secret", "--out"])
+        .arg(&secret)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The cluster's shared secrets (JWT keys, email-index key, master key), made once.
+    let secrets_dir = root.join("cluster-secrets");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let env = vec![
+            ("MONETA_NODE_DATA_DIR".to_string(), root.join("scratch").display().to_string()),
+            ("MONETA_SECURITY_SECRETS_DIR".to_string(), secrets_dir.display().to_string()),
+            ("MONETA_GDPR_ERASURE_LIST".to_string(), root.join("scratch.erasures").display().to_string()),
+        ];
+        let config = moneta::config::Config::load_with_env(None, &env).unwrap();
+        drop(moneta::node::open_state(&config).await.unwrap());
+    });
+    drop(rt);
+    let members = (0..NODES)
+        .map(|i| {
+            let r = root.join(format!("n{}", i + 1));
+            std::fs::create_dir_all(&r).unwrap();
+            let api = free_port();
+            Member {
+                child: None,
+                id: format!("n{}", i + 1),
+                api,
+                peer: free_port(),
+                base: format!("http://127.0.0.1:{api}"),
+                root: r,
+                client: Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
+            }
+        })
+        .collect();
+    let mut c = Cluster { members, secret, secrets_dir };
+    for i in 0..NODES {
+        c.spawn(i);
+    }
+    for i in 0..NODES {
+        c.wait_healthy(i, Duration::from_secs(60));
+    }
+    c
+}
+
+#[test]
+fn three_nodes_form_serve_any_request_anywhere_and_survive_a_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = start_cluster(dir.path());
+    let long = Duration::from_secs(30);
+
+    // Register at n1, log in at n2, onboard and deposit at n3; every node reads the same.
+    let email = "ada@example.com";
+    let body = json!({"email": email, "password": PASSWORD, "full_name": "Ada Lovelace", "date_of_birth": "1990-04-01", "country": "GB"});
+    let (s, v) = c.until_served(long, || c.post(0, "/v1/auth/register", None, None, &body));
+    assert_eq!(s, 201, "register at n1: {v}");
+    let (s, v) = c.until_served(long, || c.post(1, "/v1/auth/login", None, None, &json!({"email": email, "password": PASSWORD})));
+    assert_eq!(s, 200, "login at n2 of a user registered at n1: {v}");
+    let token = v["access_token"].as_str().unwrap().to_string();
+    let (s, v) = c.post(
+        2,
+        "/v1/me/kyc",
+        Some(&token),
+        None,
+        &json!({"document_type": "passport", "document_number": "123456789", "address": "1 High Street, London"}),
+    );
+    assert_eq!(s, 200, "kyc at n3 with n2's token: {v}");
+    let (s, v) = c.post(2, "/v1/me/suitability", Some(&token), None, &json!({"answers": adventurous()}));
+    assert_eq!(s, 200, "suitability at n3: {v}");
+    let mut acknowledged = Vec::new();
+    for k in 0..6 {
+        let node = k % NODES;
+        let key = format!("dep-{k}");
+        let (s, v) = c.post(node, "/v1/portfolio/deposits", Some(&token), Some(&key), &json!({"amount": "100.00"}));
+        assert_eq!(s, 201, "deposit {k} at node {node}: {v}");
+        acknowledged.push((key, v));
+    }
+    for node in 0..NODES {
+        let (s, p) = c.get(node, "/v1/portfolio", &token);
+        assert_eq!(s, 200, "{p}");
+        assert_eq!(p["cash"], "600.00", "node {node} reads the same cash: {p}");
+    }
+
+    // SIGKILL a node; the other two elect leaders for its groups and serve everything again.
+    c.kill9(0);
+    let (s, p) = c.until_served(long, || c.get(1, "/v1/portfolio", &token));
+    assert_eq!(s, 200, "{p}");
+    assert_eq!(p["cash"], "600.00", "nothing acknowledged was lost: {p}");
+    let (s, v) = c.until_served(long, || {
+        c.post(2, "/v1/portfolio/deposits", Some(&token), Some("after-kill"), &json!({"amount": "50.00"}))
+    });
+    assert_eq!(s, 201, "a deposit after the kill: {v}");
+    // A retry of an acknowledged request returns its first answer and moves nothing.
+    let (key, first) = &acknowledged[0];
+    let (s, again) = c.post(1, "/v1/portfolio/deposits", Some(&token), Some(key), &json!({"amount": "100.00"}));
+    assert_eq!(s, 201);
+    assert_eq!(&again, first, "the retry answers as the first time");
+    let (_, p) = c.get(2, "/v1/portfolio", &token);
+    assert_eq!(p["cash"], "650.00", "{p}");
+
+    // The killed node restarts from its own folder, catches up and serves.
+    c.spawn(0);
+    c.wait_healthy(0, Duration::from_secs(60));
+    let (s, p) = c.until_served(long, || c.get(0, "/v1/portfolio", &token));
+    assert_eq!(s, 200, "{p}");
+    assert_eq!(p["cash"], "650.00", "the restarted node serves what was committed while it was down: {p}");
+}
