@@ -179,6 +179,11 @@ impl PeerService {
             membership: self.membership.clone(),
             me: self.raft_id,
         });
+        let (t, m) = (self.transport.clone(), self.membership.clone());
+        router.journal().set_forwarder(Arc::new(move |to, writes| {
+            let (t, m) = (t.clone(), m.clone());
+            Box::pin(async move { crate::cluster::peer::forward_write(&t, &m, to, writes).await })
+        }));
         let r = router.clone();
         let dispatch: crate::cluster::peer::LocalDispatch = Arc::new(move |envelope| {
             let r = r.clone();

@@ -54,7 +54,17 @@ pub(crate) struct Shared {
     pub(crate) refused: std::sync::atomic::AtomicU64,
     /// Per group: `leader raft id << 2 | replica here << 1 | served here` (see `leadership`).
     pub(crate) leaders: Vec<std::sync::atomic::AtomicU64>,
+    /// Sends a write set to the member leading its group (set once a cluster is joined).
+    pub(crate) forwarder: std::sync::OnceLock<WriteForwarder>,
+    pub(crate) raft_id: RaftId,
 }
+
+/// Proposes a write set at another member (the leader of its group): `Ok` once it is
+/// committed and applied there; `Unavailable` when that member does not lead the group now.
+pub type WriteForwarder = Arc<dyn Fn(RaftId, WriteSet) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StoreError>> + Send>> + Send + Sync>;
+
+/// How long a write waits for its group to have a leader it can reach.
+const FORWARD_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What this node knows of a group's leadership.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,6 +138,8 @@ impl AuditJournal {
             roles: tokio::sync::broadcast::channel(1024).0,
             refused: std::sync::atomic::AtomicU64::new(0),
             leaders: (0..store.groups()).map(|_| std::sync::atomic::AtomicU64::new(0)).collect(),
+            forwarder: std::sync::OnceLock::new(),
+            raft_id: settings.raft_id,
         });
         let (tx, rx) = mpsc::channel(JOURNAL_MAILBOX_CAPACITY);
         let writer = super::group_commit::Writer::open(store.clone(), &settings, rx, metrics, shared.clone())?;
@@ -194,12 +206,72 @@ impl AuditJournal {
         self.shared.refused.load(Ordering::Relaxed)
     }
 
-    /// Enqueues a commit, waiting for room in the mailbox.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Lets writes of groups led elsewhere reach their leader.
+    pub fn set_forwarder(&self, f: WriteForwarder) {
+        let _ = self.shared.forwarder.set(f);
+    }
+
+    /// Enqueues a commit, waiting for room in the mailbox. A write set of a group this node
+    /// does not lead (in a cluster) goes to the member that does.
     pub async fn commit(&self, writes: WriteSet, done: CommitCallback) {
         if self.shared.failed.load(Ordering::SeqCst) {
             done(Err(StoreError::Failed));
             return;
         }
+        if !writes.is_empty() && self.shared.forwarder.get().is_some() {
+            let group = self.store.group_of_set(&writes);
+            if !self.leadership(group).served {
+                let me = self.clone();
+                tokio::spawn(async move { done(me.forward(group, writes).await) });
+                return;
+            }
+        }
+        self.enqueue(writes, done).await;
+    }
+
+    /// Sends a write set to its group's leader, following leadership until `FORWARD_WAIT`.
+    async fn forward(&self, group: u32, writes: WriteSet) -> Result<(), StoreError> {
+        let deadline = tokio::time::Instant::now() + FORWARD_WAIT;
+        loop {
+            let l = self.leadership(group);
+            if l.served {
+                return self.write_here(writes).await;
+            }
+            if let (Some(leader), Some(f)) = (l.leader, self.shared.forwarder.get()) {
+                if leader != self.shared.raft_id {
+                    match f(leader, writes.clone()).await {
+                        Err(StoreError::Unavailable(why)) if tokio::time::Instant::now() < deadline => {
+                            tracing::debug!(group, leader, %why, "a forwarded write was refused; following leadership");
+                        }
+                        other => return other,
+                    }
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(StoreError::Unavailable(format!("shard group {group} has no leader to take the write")));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Writes here, never forwarding (a peer's forwarded write, or this node leads the group).
+    pub async fn write_here(&self, writes: WriteSet) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.enqueue(
+            writes,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        )
+        .await;
+        rx.await.unwrap_or(Err(StoreError::Io("the audit journal has stopped".into())))
+    }
+
+    async fn enqueue(&self, writes: WriteSet, done: CommitCallback) {
         if let Err(mpsc::error::SendError(Input::Commit(c))) = self.tx.send(Input::Commit(Commit { writes, done })).await {
             (c.done)(Err(StoreError::Io("the audit journal has stopped".into())));
         }

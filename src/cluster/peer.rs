@@ -31,6 +31,10 @@ pub enum PeerRequest {
     Forward {
         envelope: Envelope,
     },
+    /// A write set for a group this node should lead (audit records, shard records).
+    Write {
+        writes: crate::storage::store::WriteSet,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -232,6 +236,21 @@ pub async fn serve(
                 journal.deliver(from, decoded);
                 let _ = reply.send(codec::encode(&PeerResponse::Ack));
             }
+            PeerRequest::Write { writes } => {
+                let journal = journal.clone();
+                tokio::spawn(async move {
+                    let group = journal.store().group_of_set(&writes);
+                    let answer = if journal.leadership(group).served {
+                        match journal.write_here(writes).await {
+                            Ok(()) => PeerResponse::Ack,
+                            Err(e) => PeerResponse::Refused(e.to_string()),
+                        }
+                    } else {
+                        PeerResponse::Refused(format!("not the leader of shard group {group}"))
+                    };
+                    let _ = reply.send(codec::encode(&answer));
+                });
+            }
             PeerRequest::Forward { envelope } => {
                 let dispatch = dispatch.clone();
                 tokio::spawn(async move {
@@ -240,6 +259,28 @@ pub async fn serve(
                 });
             }
         }
+    }
+}
+
+/// Sends a write set to the member leading its group; a refusal (not the leader) is
+/// `Unavailable` (the caller follows leadership), a lost answer an I/O error (unknown outcome).
+pub async fn forward_write(
+    transport: &Transport,
+    membership: &Membership,
+    to: RaftId,
+    writes: crate::storage::store::WriteSet,
+) -> Result<(), crate::storage::StoreError> {
+    use crate::storage::StoreError;
+    let member = membership.member(to).ok_or_else(|| StoreError::Unavailable(format!("no member {to}")))?;
+    let peer: PeerId = member
+        .peer_id
+        .parse()
+        .map_err(|_| StoreError::Unavailable(format!("member {} has no peer id", member.node_id)))?;
+    match ask(transport, peer, &PeerRequest::Write { writes }).await {
+        Ok(PeerResponse::Ack) => Ok(()),
+        Ok(PeerResponse::Refused(why)) => Err(StoreError::Unavailable(format!("{}: {why}", member.node_id))),
+        Ok(_) => Err(StoreError::Io(format!("{} answered a write with something else", member.node_id))),
+        Err(e) => Err(StoreError::Io(format!("forwarding a write to {}: {e}", member.node_id))),
     }
 }
 
