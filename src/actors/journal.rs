@@ -80,7 +80,10 @@ pub struct Leadership {
 /// Sends a batch of raft messages to a member (never blocks; what it cannot send is lost, and
 /// raft sends it again).
 #[derive(Clone)]
-pub struct PeerSink(pub Arc<dyn Fn(RaftId, Vec<(u32, raft::prelude::Message)>) + Send + Sync>);
+pub struct PeerSink(pub Arc<SendRaft>);
+
+/// Sends one peer's batch of raft messages, by group.
+pub type SendRaft = dyn Fn(RaftId, Vec<(u32, raft::prelude::Message)>) + Send + Sync;
 
 impl std::fmt::Debug for PeerSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -38,6 +38,7 @@ pub enum PeerRequest {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)]
 pub enum PeerResponse {
     Hello(Hello),
     Ack,

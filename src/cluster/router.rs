@@ -431,7 +431,7 @@ impl Router {
         let _ = self.inner.remote.set(remote);
     }
 
-    fn group_of<E: Entity>(&self, id: &str) -> u32 {
+    fn group_of(&self, id: &str) -> u32 {
         crate::domain::ids::group_of(crate::domain::ids::shard_of(id), self.inner.env.store.groups())
     }
 
@@ -458,7 +458,7 @@ impl Router {
     /// as it moves; a forward whose outcome is unknown is sent again under the same request id
     /// (the entity answers it once). Bounded by the request timeout.
     async fn route<E: Routable>(&self, id: &str, call: CallOf<E>) -> Result<OutcomeOf<E>, RouteFailure> {
-        let group = self.group_of::<E>(id);
+        let group = self.group_of(id);
         let deadline = tokio::time::Instant::now() + self.inner.request_timeout;
         loop {
             let failure = match self.destination(group, deadline).await? {
