@@ -74,6 +74,14 @@ pub enum ClusterCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// The cluster as the running node sees it: members, groups, leaders, replicas.
+    Status {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print the JSON document of GET /v1/cluster.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -156,6 +164,9 @@ pub enum AuditCommand {
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Cluster {
+            command: ClusterCommand::Status { config, json },
+        } => cluster_status(config, json),
+        Command::Cluster {
             command: ClusterCommand::NewSecret { out },
         } => match crate::cluster::secret::create(&out) {
             Ok(()) => {
@@ -225,6 +236,25 @@ fn staff_add(path: Option<PathBuf>, email: &str, role: &str, name: Option<String
     let full_name = name.unwrap_or_else(|| email.split('@').next().unwrap_or_default().to_string());
     if full_name.trim().is_empty() || full_name.chars().count() > 200 || full_name.chars().any(char::is_control) {
         return fail("--name must be 1–200 characters", 2);
+    }
+    // A running node creates it (through its cluster); a stopped one's folder is opened here.
+    if let Err(StoreError::Locked(_)) = Store::open(&config.node.data_dir) {
+        let request = crate::control::Request::StaffAdd {
+            email,
+            role: role.as_str().to_string(),
+            full_name: full_name.trim().to_string(),
+            password,
+        };
+        return match crate::control::call(&config.node.data_dir, &request) {
+            Ok(crate::control::Response {
+                ok: true, digest: Some(uid), ..
+            }) => {
+                println!("created {} account {uid}", role.as_str());
+                ExitCode::SUCCESS
+            }
+            Ok(r) => fail(r.error.unwrap_or_else(|| "the node refused".into()), 1),
+            Err(e) => fail(format!("the running node did not answer: {e}"), 1),
+        };
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
@@ -502,6 +532,61 @@ fn ask_node(config: &crate::config::Config, request: crate::control::Request) ->
         },
         Err(e) => Err(fail(e, 2)),
     }
+}
+
+fn cluster_status(path: Option<PathBuf>, json: bool) -> ExitCode {
+    let config = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let doc = match crate::control::call(&config.node.data_dir, &crate::control::Request::ClusterStatus) {
+        Ok(crate::control::Response { ok: true, json: Some(doc), .. }) => doc,
+        Ok(r) => return fail(format!("the node refused: {}", r.error.unwrap_or_default()), 1),
+        Err(e) => return fail(format!("no running node answered on {} ({e})", config.node.data_dir.display()), 1),
+    };
+    if json {
+        println!("{doc}");
+        return ExitCode::SUCCESS;
+    }
+    let v: serde_json::Value = match serde_json::from_str(&doc) {
+        Ok(v) => v,
+        Err(e) => return fail(format!("the node's answer does not parse: {e}"), 1),
+    };
+    println!("cluster {}", v["cluster_id"].as_str().unwrap_or("?"));
+    println!(
+        "{:<16} {:<24} {:<8} {:<10} {:>10} {:>9}",
+        "NODE", "ADDRESS", "STATE", "REACHABLE", "GROUPS_LED", "REPLICAS"
+    );
+    for n in v["nodes"].as_array().into_iter().flatten() {
+        println!(
+            "{:<16} {:<24} {:<8} {:<10} {:>10} {:>9}",
+            n["node_id"].as_str().unwrap_or(""),
+            n["address"].as_str().unwrap_or(""),
+            n["state"].as_str().unwrap_or(""),
+            n["reachable"],
+            n["groups_led"],
+            n["replicas"]
+        );
+    }
+    println!("{:<6} {:<16} {:>6} {:>12} {:>12}  REPLICAS", "GROUP", "LEADER", "TERM", "COMMIT", "APPLIED");
+    for g in v["groups"].as_array().into_iter().flatten() {
+        println!(
+            "{:<6} {:<16} {:>6} {:>12} {:>12}  {}",
+            g["group"],
+            g["leader"].as_str().unwrap_or("-"),
+            g["term"],
+            g["commit_index"],
+            g["applied_index"],
+            g["replicas"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 fn analytics_export(path: Option<PathBuf>, out: PathBuf) -> ExitCode {

@@ -27,6 +27,16 @@ pub enum Request {
     },
     /// Reconcile the broker's confirmations with the booked orders now.
     Reconcile,
+    /// The cluster as the node sees it (`moneta cluster status`).
+    ClusterStatus,
+    /// Create a staff account through the running node (so every member of its cluster has it).
+    /// The socket is the owner's only; the password is hashed by the node and never logged.
+    StaffAdd {
+        email: String,
+        role: String,
+        full_name: String,
+        password: String,
+    },
 }
 
 #[derive(Serialize, Deserialize, Debug)]
@@ -39,6 +49,9 @@ pub struct Response {
     pub counts: Option<(usize, usize, usize)>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// A JSON document (cluster status).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json: Option<String>,
 }
 
 pub fn socket_path(data_dir: &Path) -> PathBuf {
@@ -89,6 +102,7 @@ pub async fn handle(state: &AppState, request: Request) -> Result<Response, Stri
         digest: None,
         counts: Some(c),
         error: None,
+        json: None,
     };
     match request {
         Request::Backup { out } => backup(state, out).await.map(|digest| Response {
@@ -96,6 +110,50 @@ pub async fn handle(state: &AppState, request: Request) -> Result<Response, Stri
             digest: Some(digest),
             counts: None,
             error: None,
+            json: None,
+        }),
+        Request::StaffAdd {
+            email,
+            role,
+            full_name,
+            password,
+        } => {
+            let role = crate::domain::account::Role::parse(&role)
+                .filter(|r| r.is_staff())
+                .ok_or("the role must be support, compliance or admin")?;
+            let hash = state.auth.hash_password(password).await.map_err(|_| "password hashing failed".to_string())?;
+            let profile = crate::domain::account::Profile {
+                email,
+                full_name,
+                date_of_birth: None,
+                country: None,
+            };
+            let uid = crate::workflows::registration::create_account(
+                state,
+                profile,
+                hash,
+                vec![role],
+                &crate::actors::RequestMeta::system("cli-staff-add").request_id,
+            )
+            .await
+            .map_err(|e| match e {
+                crate::workflows::registration::RegistrationError::EmailTaken => "an account with this email already exists".to_string(),
+                e => format!("could not create the account: {e}"),
+            })?;
+            Ok(Response {
+                ok: true,
+                digest: Some(uid),
+                counts: None,
+                error: None,
+                json: None,
+            })
+        }
+        Request::ClusterStatus => Ok(Response {
+            ok: true,
+            digest: None,
+            counts: None,
+            error: None,
+            json: Some(serde_json::to_string(&state.router.cluster_view(&state.node_id)).map_err(|e| e.to_string())?),
         }),
         Request::AnalyticsExport { out } => analytics_export(state, out)
             .await
@@ -124,6 +182,7 @@ fn answer(r: Result<Response, String>) -> Response {
         digest: None,
         counts: None,
         error: Some(e),
+        json: None,
     })
 }
 

@@ -173,16 +173,29 @@ struct PeerService {
 }
 
 impl PeerService {
-    fn spawn(self, router: &Router) {
+    fn spawn(self, router: &Router, services: &Arc<Services>) {
+        let (t, m, me) = (self.transport.clone(), self.membership.clone(), self.raft_id);
+        let _ = services.session_broadcast.set(Arc::new(move |sessions| {
+            let (t, m) = (t.clone(), m.clone());
+            Box::pin(async move { crate::cluster::peer::broadcast_revocation(&t, &m, me, sessions).await })
+        }));
+        let weak = Arc::downgrade(services);
+        let revoke: crate::cluster::peer::LocalRevoke = Arc::new(move |sessions| {
+            if let Some(s) = weak.upgrade() {
+                for sid in sessions {
+                    s.revoke_session(&sid);
+                }
+            }
+        });
         router.set_remote(crate::cluster::router::Remote {
             transport: self.transport.clone(),
             membership: self.membership.clone(),
             me: self.raft_id,
         });
-        let (t, m) = (self.transport.clone(), self.membership.clone());
+        let (t, m, j) = (self.transport.clone(), self.membership.clone(), router.journal().clone());
         router.journal().set_forwarder(Arc::new(move |to, writes| {
-            let (t, m) = (t.clone(), m.clone());
-            Box::pin(async move { crate::cluster::peer::forward_write(&t, &m, to, writes).await })
+            let (t, m, j) = (t.clone(), m.clone(), j.clone());
+            Box::pin(async move { crate::cluster::peer::forward_write(&t, &m, &j, to, writes).await })
         }));
         let r = router.clone();
         let dispatch: crate::cluster::peer::LocalDispatch = Arc::new(move |envelope| {
@@ -195,6 +208,7 @@ impl PeerService {
             self.membership,
             router.journal().clone(),
             dispatch,
+            revoke,
             Arc::new(crate::cluster::peer::PeerCounters::default()),
         ));
     }
@@ -230,9 +244,7 @@ pub async fn open_state_with(config: &Config, with_peers: bool) -> Result<Arc<Ap
         return Err("this data folder belongs to a cluster of several nodes; start it with its [cluster] join and secret_file".into());
     }
     let router = Router::start(store, metrics.clone(), settings).await.map_err(|e| e.to_string())?;
-    if let Some(p) = peers {
-        p.spawn(&router);
-    }
+
     let broker = Box::new(crate::adapters::broker::SimulatedBroker::new(
         router.store().clone(),
         router.journal().clone(),
@@ -260,7 +272,11 @@ pub async fn open_state_with(config: &Config, with_peers: bool) -> Result<Arc<Ap
         clock: crate::actors::wall_clock_now,
         data_key_creation: Default::default(),
         accepting: Default::default(),
+        session_broadcast: Default::default(),
     });
+    if let Some(p) = peers {
+        p.spawn(&services.router, &services);
+    }
     Ok(Arc::new(AppState {
         services,
         auth: Auth::new(signing, retired, &config.auth),

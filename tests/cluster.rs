@@ -84,6 +84,32 @@ impl Cluster {
         }
     }
 
+    /// `moneta <args>` with node `i`'s environment.
+    fn cli(&self, i: usize, args: &[&str]) -> Command {
+        let m = &self.members[i];
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_moneta"));
+        cmd.args(args);
+        configure(&mut cmd, &m.root, m.api);
+        cmd.env("MONETA_NODE_ID", &m.id).env("MONETA_SECURITY_SECRETS_DIR", &self.secrets_dir);
+        cmd
+    }
+
+    /// `moneta staff add` against the running node `i` (the password on standard input).
+    fn staff_add(&self, i: usize, email: &str, role: &str) -> String {
+        use std::io::Write;
+        let mut child = self
+            .cli(i, &["staff", "add", "--email", email, "--role", role])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{PASSWORD}").unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "staff add: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     fn kill9(&mut self, i: usize) {
         let c = self.members[i].child.as_mut().unwrap();
         let _ = c.kill();
@@ -212,6 +238,74 @@ fn three_nodes_form_serve_any_request_anywhere_and_survive_a_kill_9() {
         assert_eq!(s, 200, "{p}");
         assert_eq!(p["cash"], "600.00", "node {node} reads the same cash: {p}");
     }
+
+    // An operator: a staff account made through the running n1 works at every node, and the
+    // cluster view shows three reachable members sharing the leaderships.
+    let admin = c.staff_add(0, "ops@example.com", "admin");
+    let (s, v) = c.until_served(long, || {
+        c.post(1, "/v1/auth/login", None, None, &json!({"email": "ops@example.com", "password": PASSWORD}))
+    });
+    assert_eq!(s, 200, "staff login at n2: {v}");
+    let admin_token = v["access_token"].as_str().unwrap().to_string();
+    let _ = admin;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let view = loop {
+        let (s, v) = c.get(2, "/v1/cluster", &admin_token);
+        assert_eq!(s, 200, "{v}");
+        let led: Vec<u64> = v["nodes"].as_array().unwrap().iter().map(|n| n["groups_led"].as_u64().unwrap()).collect();
+        // 8 groups over 3 nodes: each leads 2 or 3 once leadership has moved to the placement.
+        if led.iter().sum::<u64>() == 8 && led.iter().all(|&l| (2..=3).contains(&l)) {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "leaders did not spread: {v}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(view["nodes"].as_array().unwrap().len(), 3, "{view}");
+    assert!(
+        view["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["reachable"] == true && n["state"] == "active"),
+        "{view}"
+    );
+    for g in view["groups"].as_array().unwrap() {
+        assert_eq!(g["replicas"].as_array().unwrap().len(), 3, "{g}");
+    }
+    let out = c.cli(0, &["cluster", "status", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["cluster_id"], view["cluster_id"], "the CLI and the route show one cluster");
+
+    // Every replica of a group holds the same audit chain: equal heads at equal entry counts.
+    let heads: Vec<Value> = (0..NODES)
+        .map(|i| {
+            let (s, v) = c.get(i, "/v1/admin/audit/verify", &admin_token);
+            assert_eq!(s, 200, "{v}");
+            assert_eq!(v["ok"], true, "node {i}: {v}");
+            v
+        })
+        .collect();
+    for g in heads[0]["groups"].as_array().unwrap() {
+        for other in &heads[1..] {
+            let same = other["groups"].as_array().unwrap().iter().find(|o| o["group"] == g["group"]).unwrap();
+            if same["entries"] == g["entries"] {
+                assert_eq!(same["head_hash"], g["head_hash"], "group {}: replicas disagree", g["group"]);
+            }
+        }
+    }
+
+    // Logout at one node revokes the session at every node at once.
+    let (s, v) = c.post(1, "/v1/auth/login", None, None, &json!({"email": email, "password": PASSWORD}));
+    assert_eq!(s, 200, "{v}");
+    let (short, refresh) = (
+        v["access_token"].as_str().unwrap().to_string(),
+        v["refresh_token"].as_str().unwrap().to_string(),
+    );
+    assert_eq!(c.get(2, "/v1/portfolio", &short).0, 200);
+    let (s, v) = c.post(0, "/v1/auth/logout", Some(&short), None, &json!({"refresh_token": refresh}));
+    assert!(s == 204 || s == 200, "logout at n1: {s} {v}");
+    assert_eq!(c.get(2, "/v1/portfolio", &short).0, 401, "the session logged out at n1 still works at n3");
 
     // SIGKILL a node; the other two elect leaders for its groups and serve everything again.
     c.kill9(0);

@@ -57,6 +57,8 @@ pub(crate) struct Shared {
     /// Sends a write set to the member leading its group (set once a cluster is joined).
     pub(crate) forwarder: std::sync::OnceLock<WriteForwarder>,
     pub(crate) raft_id: RaftId,
+    /// When each member was last heard from (raft traffic), for reachability.
+    pub(crate) heard: Mutex<BTreeMap<RaftId, std::time::Instant>>,
 }
 
 /// Proposes a write set at another member (the leader of its group): `Ok` once it is
@@ -143,6 +145,7 @@ impl AuditJournal {
             leaders: (0..store.groups()).map(|_| std::sync::atomic::AtomicU64::new(0)).collect(),
             forwarder: std::sync::OnceLock::new(),
             raft_id: settings.raft_id,
+            heard: Mutex::new(BTreeMap::new()),
         });
         let (tx, rx) = mpsc::channel(JOURNAL_MAILBOX_CAPACITY);
         let writer = super::group_commit::Writer::open(store.clone(), &settings, rx, metrics, shared.clone())?;
@@ -197,7 +200,35 @@ impl AuditJournal {
     /// Hands raft messages from a member to the writer (dropped when its mailbox is full:
     /// raft sends again).
     pub fn deliver(&self, from: RaftId, messages: Vec<(u32, raft::prelude::Message)>) {
+        self.shared.heard.lock().expect("heard lock").insert(from, std::time::Instant::now());
         let _ = self.tx.try_send(Input::Raft { from, messages });
+    }
+
+    /// Waits (at most `within`) until this node's replica of `group` applied `index` — a no-op
+    /// when it has no replica of the group.
+    pub async fn wait_applied(&self, group: u32, index: u64, within: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        while let Some(s) = self.status_of(group) {
+            if s.applied_index >= index || tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Heard from `member` within `within` (raft heartbeats flow every few ticks).
+    pub fn heard_from(&self, member: RaftId, within: std::time::Duration) -> bool {
+        self.shared
+            .heard
+            .lock()
+            .expect("heard lock")
+            .get(&member)
+            .is_some_and(|t| t.elapsed() <= within)
+    }
+
+    /// This node's raft id.
+    pub fn raft_id(&self) -> RaftId {
+        self.shared.raft_id
     }
 
     pub fn unreachable(&self, peer: RaftId) {

@@ -9,6 +9,7 @@ pub mod raft;
 pub mod router;
 pub mod secret;
 pub mod shard_map;
+pub mod status;
 pub mod transport;
 
 pub use router::{RouteError, RouteFailure, Router};

@@ -31,6 +31,10 @@ pub enum PeerRequest {
     Forward {
         envelope: Envelope,
     },
+    /// Sessions revoked (logout, refresh-token reuse, erasure): refuse their tokens from now on.
+    Revoke {
+        sessions: Vec<String>,
+    },
     /// A write set for a group this node should lead (audit records, shard records).
     Write {
         writes: crate::storage::store::WriteSet,
@@ -42,12 +46,26 @@ pub enum PeerRequest {
 pub enum PeerResponse {
     Hello(Hello),
     Ack,
-    Answer(Result<Answer, EntityFailure>),
+    /// Done, and applied at the leader up to this index of the group's log: the caller waits
+    /// for its own replica to get there before answering, so it reads what it wrote.
+    Applied {
+        group: u32,
+        index: u64,
+    },
+    Answer {
+        answer: Result<Answer, EntityFailure>,
+        group: u32,
+        index: u64,
+    },
     Refused(String),
 }
 
 /// Carries out a forwarded call here (the router, without forwarding it again).
 pub type LocalDispatch = Arc<dyn Fn(Envelope) -> Pin<Box<dyn Future<Output = Result<Answer, EntityFailure>> + Send>> + Send + Sync>;
+
+/// How long an answer from a leader waits for this node's replica to apply what it wrote
+/// (followers learn the commit index with the next message, a heartbeat at most away).
+const READ_YOUR_WRITES_WAIT: Duration = Duration::from_secs(2);
 
 /// Frames refused from peers (undecodable, from a non-member, claiming another sender).
 #[derive(Debug, Default)]
@@ -185,14 +203,19 @@ pub fn peer_sink(transport: Transport, membership: Membership, me: RaftId) -> Pe
     }))
 }
 
+/// Revokes sessions on this node (the gateway's list of refused sessions).
+pub type LocalRevoke = Arc<dyn Fn(Vec<String>) + Send + Sync>;
+
 /// Serves peers once the cluster is formed: raft messages to the journal, forwarded calls to
-/// the local router, introductions answered with the membership. Runs until the transport stops.
+/// the local router, revoked sessions to the gateway's list, introductions answered with the
+/// membership. Runs until the transport stops.
 pub async fn serve(
     mut inbound: mpsc::Receiver<Inbound>,
     me: Hello,
     membership: Membership,
     journal: AuditJournal,
     dispatch: LocalDispatch,
+    revoke: LocalRevoke,
     counters: Arc<PeerCounters>,
 ) {
     let refuse = |why: String, reply: tokio::sync::oneshot::Sender<Vec<u8>>| {
@@ -237,13 +260,24 @@ pub async fn serve(
                 journal.deliver(from, decoded);
                 let _ = reply.send(codec::encode(&PeerResponse::Ack));
             }
+            PeerRequest::Revoke { sessions } => {
+                if sessions.len() > 10_000 {
+                    refuse(format!("{} revoked more than 10000 sessions at once", member.node_id), reply);
+                    continue;
+                }
+                revoke(sessions);
+                let _ = reply.send(codec::encode(&PeerResponse::Ack));
+            }
             PeerRequest::Write { writes } => {
                 let journal = journal.clone();
                 tokio::spawn(async move {
                     let group = journal.store().group_of_set(&writes);
                     let answer = if journal.leadership(group).served {
                         match journal.write_here(writes).await {
-                            Ok(()) => PeerResponse::Ack,
+                            Ok(()) => PeerResponse::Applied {
+                                group,
+                                index: journal.status_of(group).map_or(0, |s| s.applied_index),
+                            },
                             Err(e) => PeerResponse::Refused(e.to_string()),
                         }
                     } else {
@@ -254,11 +288,35 @@ pub async fn serve(
             }
             PeerRequest::Forward { envelope } => {
                 let dispatch = dispatch.clone();
+                let journal = journal.clone();
                 tokio::spawn(async move {
+                    let group = crate::domain::ids::group_of(crate::domain::ids::shard_of(envelope.entity_id()), journal.store().groups());
                     let answer = dispatch(envelope).await;
-                    let _ = reply.send(codec::encode(&PeerResponse::Answer(answer)));
+                    let index = journal.status_of(group).map_or(0, |s| s.applied_index);
+                    let _ = reply.send(codec::encode(&PeerResponse::Answer { answer, group, index }));
                 });
             }
+        }
+    }
+}
+
+/// Tells every other member that `sessions` are revoked; waits for their acknowledgements (a
+/// member that does not answer within the bound is down or cut off: it cannot serve anyway,
+/// and checks the account's durable revocation for older tokens when it comes back).
+pub async fn broadcast_revocation(transport: &Transport, membership: &Membership, me: RaftId, sessions: Vec<String>) {
+    let req = PeerRequest::Revoke { sessions };
+    let asks = membership
+        .members
+        .iter()
+        .filter(|m| m.raft_id != me)
+        .filter_map(|m| m.peer_id.parse::<PeerId>().ok())
+        .map(|peer| {
+            let req = &req;
+            async move { tokio::time::timeout(Duration::from_secs(2), ask(transport, peer, req)).await }
+        });
+    for r in futures_util::future::join_all(asks).await {
+        if !matches!(r, Ok(Ok(PeerResponse::Ack))) {
+            tracing::warn!("a member did not acknowledge a session revocation");
         }
     }
 }
@@ -268,6 +326,7 @@ pub async fn serve(
 pub async fn forward_write(
     transport: &Transport,
     membership: &Membership,
+    local: &AuditJournal,
     to: RaftId,
     writes: crate::storage::store::WriteSet,
 ) -> Result<(), crate::storage::StoreError> {
@@ -278,7 +337,10 @@ pub async fn forward_write(
         .parse()
         .map_err(|_| StoreError::Unavailable(format!("member {} has no peer id", member.node_id)))?;
     match ask(transport, peer, &PeerRequest::Write { writes }).await {
-        Ok(PeerResponse::Ack) => Ok(()),
+        Ok(PeerResponse::Applied { group, index }) => {
+            local.wait_applied(group, index, READ_YOUR_WRITES_WAIT).await;
+            Ok(())
+        }
         Ok(PeerResponse::Refused(why)) => Err(StoreError::Unavailable(format!("{}: {why}", member.node_id))),
         Ok(_) => Err(StoreError::Io(format!("{} answered a write with something else", member.node_id))),
         Err(e) => Err(StoreError::Io(format!("forwarding a write to {}: {e}", member.node_id))),
@@ -287,14 +349,17 @@ pub async fn forward_write(
 
 /// Sends a call to the node that leads its group; every transport failure is an unknown outcome
 /// (the caller retries under the same request id).
-pub async fn forward(transport: &Transport, membership: &Membership, to: RaftId, envelope: Envelope) -> Result<Answer, EntityFailure> {
+pub async fn forward(transport: &Transport, membership: &Membership, local: &AuditJournal, to: RaftId, envelope: Envelope) -> Result<Answer, EntityFailure> {
     let member = membership.member(to).ok_or_else(|| EntityFailure::NotApplied(format!("no member {to}")))?;
     let peer: PeerId = member
         .peer_id
         .parse()
         .map_err(|_| EntityFailure::NotApplied(format!("member {} has no peer id", member.node_id)))?;
     match ask(transport, peer, &PeerRequest::Forward { envelope }).await {
-        Ok(PeerResponse::Answer(a)) => a,
+        Ok(PeerResponse::Answer { answer, group, index }) => {
+            local.wait_applied(group, index, READ_YOUR_WRITES_WAIT).await;
+            answer
+        }
         Ok(PeerResponse::Refused(why)) => Err(EntityFailure::NotApplied(format!("{} refused: {why}", member.node_id))),
         Ok(_) => Err(EntityFailure::OutcomeUnknown(format!("{} answered something else", member.node_id))),
         Err(e) => Err(EntityFailure::OutcomeUnknown(format!("forwarding to {}: {e}", member.node_id))),

@@ -420,6 +420,17 @@ impl Router {
         }
     }
 
+    /// The cluster as this node sees it (a cluster of one when it has no peers).
+    pub fn cluster_view(&self, node_id: &str) -> crate::cluster::status::ClusterView {
+        let journal = &self.inner.journal;
+        let membership = match self.inner.remote.get() {
+            Some(r) => r.membership.clone(),
+            None => crate::cluster::membership::Membership::single(node_id, self.inner.env.store.groups(), ""),
+        };
+        let statuses = journal.group_status();
+        crate::cluster::status::view(&membership, journal.raft_id(), &statuses, |id| journal.heard_from(id, Duration::from_secs(5)))
+    }
+
     /// This node runs the cluster's jobs and price feed: it serves the group of the jobs shard.
     pub fn leads_jobs(&self) -> bool {
         let g = crate::domain::ids::group_of(crate::storage::keys::JOBS_SHARD, self.inner.env.store.groups());
@@ -470,7 +481,15 @@ impl Router {
                 },
                 Some(leader) => {
                     let remote = self.inner.remote.get().expect("a destination elsewhere needs a remote");
-                    match crate::cluster::peer::forward(&remote.transport, &remote.membership, leader, E::envelope(id.to_string(), call.clone())).await {
+                    match crate::cluster::peer::forward(
+                        &remote.transport,
+                        &remote.membership,
+                        &self.inner.journal,
+                        leader,
+                        E::envelope(id.to_string(), call.clone()),
+                    )
+                    .await
+                    {
                         Ok(answer) => return E::outcome(answer).ok_or_else(|| RouteFailure::NotApplied("a peer answered another kind".into())),
                         Err(f @ RouteFailure::NotApplied(_)) => return Err(f),
                         Err(f) => f,

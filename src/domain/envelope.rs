@@ -60,6 +60,15 @@ pub enum Envelope {
     EmailIndex { id: String, call: CallOf<EmailIndex> },
 }
 
+impl Envelope {
+    /// The id of the entity the call is for.
+    pub fn entity_id(&self) -> &str {
+        match self {
+            Envelope::Account { id, .. } | Envelope::Portfolio { id, .. } | Envelope::Instrument { id, .. } | Envelope::EmailIndex { id, .. } => id,
+        }
+    }
+}
+
 /// The answer to an [`Envelope`], of the same kind (a value in transit: its size is the
 /// largest answer's).
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -194,9 +194,7 @@ impl Effects for NodeEffects<'_> {
             },
             Effect::KeepRegulatory { user_id, facts, now } => done(super::erasure::keep_regulatory_identity(s, &user_id, &facts, now).await),
             Effect::RevokeSessions(sessions) => {
-                for sid in sessions {
-                    s.revoke_session(&sid);
-                }
+                s.revoke_sessions_everywhere(sessions).await;
                 Effected::Done
             }
             Effect::ListErasure { user_id, email_hash } => {

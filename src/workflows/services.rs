@@ -12,6 +12,8 @@ use crate::telemetry::Metrics;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
+pub type SessionBroadcast = std::sync::Arc<dyn Fn(Vec<String>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
+
 pub struct Services {
     pub router: Router,
     /// The cluster's key of the email index.
@@ -45,6 +47,9 @@ pub struct Services {
     /// at a time, so a concurrent retry finds the first one's orders and replays them. (On this
     /// node: in a cluster it belongs with the owner of the user's shard.)
     pub accepting: crate::actors::locks::KeyedLocks,
+    /// Tells every other member of the cluster that sessions were revoked (set once the node
+    /// joined a cluster); answered when they all acknowledged, or after a bound.
+    pub session_broadcast: std::sync::OnceLock<SessionBroadcast>,
 }
 
 impl Services {
@@ -88,7 +93,20 @@ impl Services {
         }
     }
 
-    /// Refuses the access tokens of a session from now on (they would expire within the TTL).
+    /// Refuses the access tokens of these sessions from now on, at every node of the cluster:
+    /// the other members acknowledge before this returns (each node checks its own list on
+    /// every request; the account keeps the revocation durably for nodes that restart).
+    pub async fn revoke_sessions_everywhere(&self, sids: Vec<String>) {
+        for sid in &sids {
+            self.revoke_session(sid);
+        }
+        if let Some(b) = self.session_broadcast.get() {
+            b(sids).await;
+        }
+    }
+
+    /// Refuses the access tokens of a session from now on, on this node (they would expire
+    /// within the TTL).
     pub fn revoke_session(&self, sid: &str) {
         let until = Instant::now() + self.config.auth.access_token_ttl + std::time::Duration::from_secs(60);
         self.revoked_sessions.lock().expect("revoked sessions lock").insert(sid.to_string(), until);

@@ -282,7 +282,7 @@ pub async fn refresh(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
             ))
         }
         Ok(AccountReply::Reused) => {
-            state.revoke_session(&family);
+            state.revoke_sessions_everywhere(vec![family]).await;
             Err(reused())
         }
         Ok(_) | Err(RouteError::Rejected(_)) => Err(invalid()),
@@ -297,7 +297,7 @@ fn reused() -> ApiError {
 pub async fn logout(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     let claims = state.claims(req)?;
     if let Some(family) = claims.sid.clone() {
-        state.revoke_session(&family);
+        state.revoke_sessions_everywhere(vec![family.clone()]).await;
         match state
             .router
             .execute::<Account>(&claims.sub, AccountCommand::Logout { family }, meta(req, &claims.sub))

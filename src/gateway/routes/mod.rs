@@ -237,6 +237,13 @@ pub const ROUTES: &[RouteSpec] = &[
     .query(&[("date", "the UTC day; default today", r#"{"type":"string","format":"date"}"#)]),
     r("GET", "/v1/admin/audit/verify", "Verify the audit hash chain", OVERSIGHT, false),
     r("GET", "/v1/admin/security-events", "Security events, newest first", ADMIN, false).query(LIMIT),
+    r(
+        "GET",
+        "/v1/cluster",
+        "Members, shard groups (leader, replicas, term, indexes) and moves",
+        ADMIN,
+        false,
+    ),
     r("POST", "/v1/admin/instruments", "List a new instrument", ADMIN, false).body(schema_of::<market::NewInstrumentBody>),
 ];
 
@@ -327,6 +334,7 @@ pub async fn dispatch(state: &AppState, template: Option<&'static str>, req: &Re
         ("GET", "/v1/compliance/reports/daily") => staff::daily_report(state, req).await,
         ("GET", "/v1/admin/audit/verify") => staff::audit_verify(state, req).await,
         ("GET", "/v1/admin/security-events") => staff::security_events(state, req).await,
+        ("GET", "/v1/cluster") => staff::cluster(state, req).await,
         ("POST", "/v1/admin/instruments") => market::create(state, req).await,
         ("GET", "/v1/instruments") => market::list(state).await,
         ("GET", "/v1/instruments/{symbol}") => market::one(state, &last_segment(req)).await,

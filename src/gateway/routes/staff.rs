@@ -190,6 +190,12 @@ pub async fn audit_verify(state: &AppState, req: &Req) -> Result<Reply, ApiError
     ))
 }
 
+/// GET /v1/cluster: the cluster as this node sees it.
+pub async fn cluster(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
+    state.claims(req)?;
+    Ok(private_json(StatusCode::OK, &state.router.cluster_view(&state.node_id)))
+}
+
 /// POST /v1/compliance/sanctions/reload: reads the configured list again and re-screens everyone.
 pub async fn reload_sanctions(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     let claims = state.claims(req)?;

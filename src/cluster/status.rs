@@ -1,0 +1,80 @@
+//! What an operator sees of the cluster (`GET /v1/cluster`, `moneta cluster status`): members
+//! with their state and reachability, and every group's leader, replicas, term and indexes as
+//! this node's replica knows them.
+
+use super::membership::Membership;
+use super::raft::{GroupStatus, RaftId};
+use serde::Serialize;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeView {
+    pub node_id: String,
+    pub address: String,
+    /// joining, active, draining or removed (this version: members are active).
+    pub state: &'static str,
+    pub reachable: bool,
+    pub groups_led: usize,
+    pub replicas: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct GroupView {
+    pub group: u32,
+    pub leader: Option<String>,
+    pub replicas: Vec<String>,
+    pub term: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ClusterView {
+    pub cluster_id: String,
+    pub nodes: Vec<NodeView>,
+    pub groups: Vec<GroupView>,
+    /// Replica moves in progress (elastic membership; none in this version).
+    pub moves: Vec<serde_json::Value>,
+}
+
+/// Builds the view from the membership, this node's replicas and whom it heard from lately.
+pub fn view(membership: &Membership, me: RaftId, statuses: &[GroupStatus], reachable: impl Fn(RaftId) -> bool) -> ClusterView {
+    let name = |id: RaftId| membership.member(id).map_or_else(|| format!("raft:{id}"), |m| m.node_id.clone());
+    let groups: Vec<GroupView> = (0..membership.groups)
+        .map(|g| match statuses.iter().find(|s| s.group == g) {
+            Some(s) => GroupView {
+                group: g,
+                leader: s.leader.map(name),
+                replicas: s.voters.iter().map(|&v| name(v)).collect(),
+                term: s.term,
+                commit_index: s.commit_index,
+                applied_index: s.applied_index,
+            },
+            None => GroupView {
+                group: g,
+                leader: None,
+                replicas: membership.placement(g).into_iter().map(name).collect(),
+                term: 0,
+                commit_index: 0,
+                applied_index: 0,
+            },
+        })
+        .collect();
+    let nodes = membership
+        .members
+        .iter()
+        .map(|m| NodeView {
+            node_id: m.node_id.clone(),
+            address: m.address.clone(),
+            state: "active",
+            reachable: m.raft_id == me || reachable(m.raft_id),
+            groups_led: groups.iter().filter(|g| g.leader.as_deref() == Some(m.node_id.as_str())).count(),
+            replicas: groups.iter().filter(|g| g.replicas.contains(&m.node_id)).count(),
+        })
+        .collect();
+    ClusterView {
+        cluster_id: membership.cluster_id.clone(),
+        nodes,
+        groups,
+        moves: Vec::new(),
+    }
+}
