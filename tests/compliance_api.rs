@@ -710,6 +710,7 @@ const EXPECTED: &[(&str, &str, &[&str])] = &[
     ("GET", "/v1/compliance/reports/daily", &["compliance"]),
     ("GET", "/v1/admin/audit/verify", &["admin", "compliance"]),
     ("GET", "/v1/admin/security-events", &["admin"]),
+    ("GET", "/v1/cluster", &["admin"]),
     ("POST", "/v1/admin/instruments", &["admin"]),
 ];
 
