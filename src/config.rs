@@ -192,6 +192,8 @@ pub struct ClusterConfig {
     pub tick_interval: Duration,
     pub election_tick: usize,
     pub heartbeat_tick: usize,
+    /// Test-only: the control socket may cut links to members (partition tests).
+    pub test_faults: bool,
 }
 
 impl ClusterConfig {

@@ -29,6 +29,11 @@ pub enum Request {
     Reconcile,
     /// The cluster as the node sees it (`moneta cluster status`).
     ClusterStatus,
+    /// Test-only fault injection: cut this node's links to these members (empty: heal). Refused
+    /// unless the node was started with `[cluster] test_faults = true`.
+    CutLinks {
+        node_ids: Vec<String>,
+    },
     /// Create a staff account through the running node (so every member of its cluster has it).
     /// The socket is the owner's only; the password is hashed by the node and never logged.
     StaffAdd {
@@ -143,6 +148,20 @@ pub async fn handle(state: &AppState, request: Request) -> Result<Response, Stri
             Ok(Response {
                 ok: true,
                 digest: Some(uid),
+                counts: None,
+                error: None,
+                json: None,
+            })
+        }
+        Request::CutLinks { node_ids } => {
+            if !state.config.cluster.test_faults {
+                return Err("fault injection is off (test-only: [cluster] test_faults)".into());
+            }
+            state.router.cut_links(&node_ids)?;
+            tracing::warn!(cut = ?node_ids, "test fault: links to these members are cut");
+            Ok(Response {
+                ok: true,
+                digest: None,
                 counts: None,
                 error: None,
                 json: None,

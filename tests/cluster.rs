@@ -56,7 +56,11 @@ impl Cluster {
             .env("MONETA_CLUSTER_SECRET_FILE", &self.secret)
             .env("MONETA_CLUSTER_GROUPS", "8")
             .env("MONETA_SECURITY_SECRETS_DIR", &self.secrets_dir)
-            .env("MONETA_MARKET_TICK_INTERVAL", "200ms");
+            .env("MONETA_MARKET_TICK_INTERVAL", "200ms")
+            .env("MONETA_GATEWAY_REQUEST_TIMEOUT", "4s")
+            // Test-only: lets the test cut links between members (a partition) over the
+            // control socket; a node started without it refuses.
+            .env("MONETA_CLUSTER_TEST_FAULTS", "true");
         m.child = Some(cmd.spawn().unwrap());
     }
 
@@ -108,6 +112,35 @@ impl Cluster {
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success(), "staff add: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Cuts node `i`'s links to these members (both directions need a call at each end).
+    fn cut(&self, i: usize, others: &[usize]) {
+        let ids = others.iter().map(|&o| self.members[o].id.clone()).collect();
+        let r = moneta::control::call(&self.members[i].root.join("data"), &moneta::control::Request::CutLinks { node_ids: ids }).unwrap();
+        assert!(r.ok, "{:?}", r.error);
+    }
+
+    /// Every node's view of who leads each group in which term (for the one-leader-per-term check).
+    fn observe(&self, token: &str, seen: &mut std::collections::BTreeMap<(u64, u64), String>) {
+        for i in 0..NODES {
+            if self.members[i].child.is_none() {
+                continue;
+            }
+            let (s, v) = self.get(i, "/v1/cluster", token);
+            if s != 200 {
+                continue;
+            }
+            for g in v["groups"].as_array().unwrap() {
+                let (Some(leader), Some(term)) = (g["leader"].as_str(), g["term"].as_u64()) else {
+                    continue;
+                };
+                let key = (g["group"].as_u64().unwrap(), term);
+                if let Some(prev) = seen.insert(key, leader.to_string()) {
+                    assert_eq!(prev, leader, "group {} had two leaders in term {term}", key.0);
+                }
+            }
+        }
     }
 
     fn kill9(&mut self, i: usize) {
@@ -330,4 +363,63 @@ fn three_nodes_form_serve_any_request_anywhere_and_survive_a_kill_9() {
     let (s, p) = c.until_served(long, || c.get(0, "/v1/portfolio", &token));
     assert_eq!(s, 200, "{p}");
     assert_eq!(p["cash"], "650.00", "the restarted node serves what was committed while it was down: {p}");
+
+    // A partition (test-only cut links, both ways) isolates the leader of the user's group:
+    // the minority commits nothing and answers 503; the majority elects a leader and serves;
+    // after healing nothing acknowledged is lost and no term ever had two leaders.
+    let user_id = {
+        let (_, me) = c.get(1, "/v1/me", &token);
+        me["user_id"].as_str().or(me["id"].as_str()).map(str::to_string)
+    };
+    let mut seen = std::collections::BTreeMap::new();
+    c.observe(&admin_token, &mut seen);
+    let (_, view) = c.get(1, "/v1/cluster", &admin_token);
+    let group = match &user_id {
+        Some(uid) => u64::from(moneta::domain::ids::shard_of(uid)) % 8,
+        None => 0,
+    };
+    let leader_id = view["groups"][group as usize]["leader"].as_str().unwrap().to_string();
+    let isolated = c.members.iter().position(|m| m.id == leader_id).unwrap();
+    let majority: Vec<usize> = (0..NODES).filter(|&i| i != isolated).collect();
+    c.cut(isolated, &majority);
+    for &m in &majority {
+        c.cut(m, &[isolated]);
+    }
+    let (s, v) = c.post(
+        isolated,
+        "/v1/portfolio/deposits",
+        Some(&token),
+        Some("in-partition"),
+        &json!({"amount": "7.00"}),
+    );
+    assert_eq!(s, 503, "the isolated leader must not acknowledge: {v}");
+    c.observe(&admin_token, &mut seen);
+    let (s, v) = c.until_served(long, || {
+        c.post(
+            majority[0],
+            "/v1/portfolio/deposits",
+            Some(&token),
+            Some("in-partition"),
+            &json!({"amount": "7.00"}),
+        )
+    });
+    assert_eq!(s, 201, "the majority serves the retried deposit: {v}");
+    c.observe(&admin_token, &mut seen);
+    for i in 0..NODES {
+        c.cut(i, &[]);
+    }
+    let deadline = Instant::now() + long;
+    loop {
+        c.observe(&admin_token, &mut seen);
+        let (s, p) = c.get(isolated, "/v1/portfolio", &token);
+        if s == 200 && p["cash"] == "657.00" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "after healing the old leader reads {s} {p}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for i in 0..NODES {
+        let (_, p) = c.get(i, "/v1/portfolio", &token);
+        assert_eq!(p["cash"], "657.00", "node {i}: the deposit counted once: {p}");
+    }
 }

@@ -144,6 +144,10 @@ pub async fn form(
             }
             Some(h) = answers.recv() => {
                 if let Some(formed) = &h.formed {
+                    // The others formed it first, with this node among them: it is ours too.
+                    if formed.by_node_id(&me.node_id).is_some_and(|m| m.peer_id == me.peer_id) {
+                        return Ok(formed.clone());
+                    }
                     return Err(format!(
                         "node `{}` already belongs to cluster {}; joining a running cluster is not supported by this version (start every node of a new cluster together with bootstrap_expect)",
                         h.node_id, formed.cluster_id

@@ -431,6 +431,18 @@ impl Router {
         crate::cluster::status::view(&membership, journal.raft_id(), &statuses, |id| journal.heard_from(id, Duration::from_secs(5)))
     }
 
+    /// Cuts this node's links to these members (partition tests; empty heals).
+    pub fn cut_links(&self, node_ids: &[String]) -> Result<(), String> {
+        let remote = self.inner.remote.get().ok_or("this node has no peers")?;
+        let mut peers = std::collections::HashSet::new();
+        for id in node_ids {
+            let m = remote.membership.by_node_id(id).ok_or_else(|| format!("no member `{id}`"))?;
+            peers.insert(m.peer_id.parse().map_err(|_| format!("member `{id}` has no peer id"))?);
+        }
+        remote.transport.cut_links(peers);
+        Ok(())
+    }
+
     /// This node runs the cluster's jobs and price feed: it serves the group of the jobs shard.
     pub fn leads_jobs(&self) -> bool {
         let g = crate::domain::ids::group_of(crate::storage::keys::JOBS_SHARD, self.inner.env.store.groups());

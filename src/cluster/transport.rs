@@ -148,6 +148,9 @@ pub struct Transport {
     cmd: mpsc::Sender<Command>,
     pub local_peer: PeerId,
     pub counters: Arc<Counters>,
+    /// Peers whose links are cut both ways (fault injection for partition tests; empty in
+    /// production, where it can only be set when the node was started with test faults on).
+    deny: Arc<std::sync::RwLock<std::collections::HashSet<PeerId>>>,
 }
 
 impl Transport {
@@ -200,16 +203,24 @@ impl Transport {
         let (cmd_tx, cmd_rx) = mpsc::channel(4096);
         let (in_tx, in_rx) = mpsc::channel(4096);
         let local_peer = *swarm.local_peer_id();
-        tokio::spawn(run(swarm, cmd_rx, in_tx, counters.clone()));
+        let deny = Arc::new(std::sync::RwLock::new(std::collections::HashSet::new()));
+        tokio::spawn(run(swarm, cmd_rx, in_tx, counters.clone(), deny.clone()));
         Ok((
             Transport {
                 cmd: cmd_tx,
                 local_peer,
                 counters,
+                deny,
             },
             in_rx,
             bound,
         ))
+    }
+
+    /// Cuts (or, with an empty set, heals) the links to these peers, both ways: nothing is sent
+    /// to them and nothing from them is handed up. For partition tests only.
+    pub fn cut_links(&self, peers: std::collections::HashSet<PeerId>) {
+        *self.deny.write().expect("deny lock") = peers;
     }
 
     pub async fn dial(&self, address: Multiaddr) {
@@ -240,7 +251,14 @@ impl Transport {
 
 type Behaviour = request_response::Behaviour<FrameCodec>;
 
-async fn run(mut swarm: Swarm<Behaviour>, mut cmd: mpsc::Receiver<Command>, inbound: mpsc::Sender<Inbound>, counters: Arc<Counters>) {
+async fn run(
+    mut swarm: Swarm<Behaviour>,
+    mut cmd: mpsc::Receiver<Command>,
+    inbound: mpsc::Sender<Inbound>,
+    counters: Arc<Counters>,
+    deny: Arc<std::sync::RwLock<std::collections::HashSet<PeerId>>>,
+) {
+    let cut = |p: &PeerId| deny.read().expect("deny lock").contains(p);
     let mut waiting: std::collections::HashMap<request_response::OutboundRequestId, oneshot::Sender<Result<Vec<u8>, String>>> =
         std::collections::HashMap::new();
     let mut answers = FuturesUnordered::new();
@@ -256,6 +274,10 @@ async fn run(mut swarm: Swarm<Behaviour>, mut cmd: mpsc::Receiver<Command>, inbo
                 Some(Command::AddAddress(peer, addr)) => {
                     swarm.add_peer_address(peer, addr);
                 }
+                Some(Command::Send { peer, bytes, reply }) if cut(&peer) => {
+                    drop(bytes);
+                    let _ = reply.send(Err("the link to this peer is cut".into()));
+                }
                 Some(Command::Send { peer, bytes, reply }) => {
                     let id = swarm.behaviour_mut().send_request(&peer, bytes);
                     waiting.insert(id, reply);
@@ -269,6 +291,7 @@ async fn run(mut swarm: Swarm<Behaviour>, mut cmd: mpsc::Receiver<Command>, inbo
             },
             event = swarm.select_next_some() => match event {
                 SwarmEvent::Behaviour(request_response::Event::Message { peer, message, .. }) => match message {
+                    request_response::Message::Request { .. } if cut(&peer) => {}
                     request_response::Message::Request { request, channel, .. } => {
                         let (tx, rx) = oneshot::channel();
                         if inbound.try_send(Inbound::Request { peer, bytes: request, reply: tx }).is_err() {
