@@ -262,6 +262,9 @@ impl Writer {
         self.raft.persisted(round);
         self.chains = chains;
         *self.shared.heads.lock().expect("heads lock") = self.chains.clone();
+        // Before any callback runs: whoever is answered reads an applied index that includes
+        // its own write (peers wait for their replica to reach it).
+        self.publish_status();
         for e in self.raft.take_events() {
             self.on_event(e);
         }
