@@ -544,39 +544,49 @@ fn cluster_status(path: Option<PathBuf>, json: bool) -> ExitCode {
         Ok(r) => return fail(format!("the node refused: {}", r.error.unwrap_or_default()), 1),
         Err(e) => return fail(format!("no running node answered on {} ({e})", config.node.data_dir.display()), 1),
     };
+    use std::io::Write;
+    // A closed pipe (`| head`) ends the output quietly.
+    let mut out = std::io::stdout().lock();
     if json {
-        println!("{doc}");
+        let _ = writeln!(out, "{doc}");
         return ExitCode::SUCCESS;
     }
     let v: serde_json::Value = match serde_json::from_str(&doc) {
         Ok(v) => v,
         Err(e) => return fail(format!("the node's answer does not parse: {e}"), 1),
     };
-    println!("cluster {}", v["cluster_id"].as_str().unwrap_or("?"));
-    println!(
+    let _ = writeln!(out, "cluster {}", v["cluster_id"].as_str().unwrap_or("?"));
+    let _ = writeln!(
+        out,
         "{:<16} {:<24} {:<8} {:<10} {:>10} {:>9}",
         "NODE", "ADDRESS", "STATE", "REACHABLE", "GROUPS_LED", "REPLICAS"
     );
     for n in v["nodes"].as_array().into_iter().flatten() {
-        println!(
+        let _ = writeln!(
+            out,
             "{:<16} {:<24} {:<8} {:<10} {:>10} {:>9}",
             n["node_id"].as_str().unwrap_or(""),
             n["address"].as_str().unwrap_or(""),
             n["state"].as_str().unwrap_or(""),
-            n["reachable"],
-            n["groups_led"],
-            n["replicas"]
+            n["reachable"].to_string(),
+            n["groups_led"].to_string(),
+            n["replicas"].to_string()
         );
     }
-    println!("{:<6} {:<16} {:>6} {:>12} {:>12}  REPLICAS", "GROUP", "LEADER", "TERM", "COMMIT", "APPLIED");
+    let _ = writeln!(
+        out,
+        "{:<6} {:<16} {:>6} {:>12} {:>12}  REPLICAS",
+        "GROUP", "LEADER", "TERM", "COMMIT", "APPLIED"
+    );
     for g in v["groups"].as_array().into_iter().flatten() {
-        println!(
+        let _ = writeln!(
+            out,
             "{:<6} {:<16} {:>6} {:>12} {:>12}  {}",
-            g["group"],
+            g["group"].to_string(),
             g["leader"].as_str().unwrap_or("-"),
-            g["term"],
-            g["commit_index"],
-            g["applied_index"],
+            g["term"].to_string(),
+            g["commit_index"].to_string(),
+            g["applied_index"].to_string(),
             g["replicas"]
                 .as_array()
                 .into_iter()

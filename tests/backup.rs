@@ -63,7 +63,9 @@ fn backup_of_a_running_node_with_thousands_of_users_restores_to_the_same_state()
         })
         .collect();
     for t in threads {
-        t.join().unwrap();
+        if t.join().is_err() {
+            panic!("registration failed; the node's output:\n{}", node.logs());
+        }
     }
     let user = node.new_user("trader");
     assert_eq!(node.deposit(&user, "d1", "2500.00").status, 201);
