@@ -340,6 +340,21 @@ fn three_nodes_form_serve_any_request_anywhere_and_survive_a_kill_9() {
     assert!(s == 204 || s == 200, "logout at n1: {s} {v}");
     assert_eq!(c.get(2, "/v1/portfolio", &short).0, 401, "the session logged out at n1 still works at n3");
 
+    // Failed logins at different nodes count together: the allowance (5 per window) is used up
+    // by attempts spread over n1, n2 and n3; the sixth failure locks the account out at every
+    // node (one node alone saw at most two of them).
+    let wrong = json!({"email": email, "password": "not the right passphrase"});
+    for attempt in 0..6 {
+        let (s, v) = c.post(attempt % NODES, "/v1/auth/login", None, None, &wrong);
+        let expected = if attempt < 5 { 401 } else { 429 };
+        assert_eq!(s, expected, "failed login {attempt} at node {}: {v}", attempt % NODES);
+    }
+    for node in 0..NODES {
+        let (s, v) = c.post(node, "/v1/auth/login", None, None, &json!({"email": email, "password": PASSWORD}));
+        assert_eq!(s, 429, "node {node} lets a locked-out account try again: {v}");
+        assert_eq!(v["code"], "too_many_attempts", "{v}");
+    }
+
     // SIGKILL a node; the other two elect leaders for its groups and serve everything again.
     c.kill9(0);
     let (s, p) = c.until_served(long, || c.get(1, "/v1/portfolio", &token));

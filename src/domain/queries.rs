@@ -200,4 +200,9 @@ entity_queries!(
 
 query!(Owner on EmailIndex => Option<String>, |q, e| e.owner.clone());
 
-entity_queries!(EmailIndex, EmailIndexQuery, EmailIndexView { Owner });
+query!(
+    /// Seconds until the email may try to log in again (failed logins counted cluster-wide).
+    LoginLocked { now: Timestamp, allowance: u32, window_ms: i64 } on EmailIndex => Option<u64>,
+    |q, e| e.locked_for(q.now, q.allowance, q.window_ms)
+);
+entity_queries!(EmailIndex, EmailIndexQuery, EmailIndexView { Owner, LoginLocked });

@@ -4,7 +4,9 @@
 //! would admit another attempt; locked-out attempts get 429 `too_many_attempts` with
 //! `Retry-After`, before any password is checked.
 //!
-//! The counters live in this node's memory: a restart forgets them (documented limitation).
+//! Per address, the counters live in this node's memory (an address is one client's, whichever
+//! node it reaches). Per account, the gateway counts failures in the email-index entity, so
+//! every node of a cluster counts them together (`account_locked`, `account_failed`).
 
 pub use crate::actors::locks::KeyedLocks;
 use crate::config::AuthConfig;
@@ -78,6 +80,28 @@ impl LoginGuard {
             .filter(|until| *until > now)
             .map(|until| (until - now).as_secs() + 1)
             .max()
+    }
+
+    /// Seconds to wait when the address is locked out now.
+    pub fn address_locked(&self, address: Option<IpAddr>) -> Option<u64> {
+        let now = Instant::now();
+        let lockouts = self.lockouts.lock().expect("lockouts lock");
+        address
+            .and_then(|a| lockouts.get(&Key::Address(a)).copied())
+            .filter(|until| *until > now)
+            .map(|until| (until - now).as_secs() + 1)
+    }
+
+    /// Counts a failed attempt of an address; when it uses up the allowance, starts a lockout.
+    pub fn address_failed(&self, address: Option<IpAddr>) -> Option<u64> {
+        let ip = address?;
+        match self.per_address.check_key(&ip) {
+            Ok(_) => None,
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(self.clock.now());
+                Some(self.lock(Key::Address(ip), wait))
+            }
+        }
     }
 
     /// Counts a failed attempt; when it uses up an allowance, starts a lockout and says which.

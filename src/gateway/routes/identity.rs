@@ -128,9 +128,37 @@ fn too_many(secs: u64) -> ApiError {
 
 /// A failed attempt: counted, audited as a security event, answered 401 (or 429 when it used
 /// up an allowance).
+/// Seconds until the email may try again, counting its failed logins at every node (the
+/// email-index entity keeps them).
+async fn account_locked(state: &AppState, limit_key: &str) -> Result<Option<u64>, ApiError> {
+    let q = crate::domain::queries::LoginLocked {
+        now: state.now(),
+        allowance: state.config.auth.failed_logins_per_account,
+        window_ms: state.config.auth.failed_login_window.as_millis() as i64,
+    };
+    state.router.query::<EmailIndex, _>(limit_key, q).await.map_err(unavailable)
+}
+
 async fn login_failed(state: &AppState, req: &Req, limit_key: &str, user_id: Option<&str>, reason: &str, answer: ApiError) -> ApiError {
     let ip = req.remote.map(|a| a.ip());
-    let locked = state.logins.failed(limit_key, ip);
+    // The account's failures are counted in its email-index entity (cluster-wide); the
+    // address's in this node.
+    let counted = state
+        .router
+        .execute::<EmailIndex>(limit_key, crate::domain::email_index::EmailIndexCommand::LoginFailed, meta(req, "anonymous"))
+        .await;
+    let by_account = match counted {
+        Ok(_) => account_locked(state, limit_key).await.ok().flatten(),
+        Err(e) => {
+            tracing::warn!(error = ?e, "a failed login could not be counted");
+            None
+        }
+    };
+    let locked = match (by_account, state.logins.address_failed(ip)) {
+        (Some(secs), _) => Some((LockedBy::Account, secs)),
+        (None, Some(secs)) => Some((LockedBy::Address, secs)),
+        (None, None) => None,
+    };
     let m = meta(req, user_id.unwrap_or("anonymous"));
     let subject = user_id.map(|u| format!("account/{u}")).unwrap_or_else(|| "gateway".into());
     let mut draft = AuditDraft::refused("security.login_failed", reason);
@@ -171,7 +199,11 @@ pub async fn login(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     let email = normalise_email(&body.email);
     // Unknown and malformed emails are limited like known ones (by the keyed hash).
     let limit_key = state.email_hash(email.as_deref().unwrap_or(&body.email.trim().to_lowercase()));
-    if let Some(secs) = state.logins.locked(&limit_key, req.remote.map(|a| a.ip())) {
+    let locked = match state.logins.address_locked(req.remote.map(|a| a.ip())) {
+        Some(secs) => Some(secs),
+        None => account_locked(state, &limit_key).await?,
+    };
+    if let Some(secs) = locked {
         let _ = state
             .router
             .audit(
