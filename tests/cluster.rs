@@ -187,6 +187,72 @@ impl Cluster {
     }
 }
 
+use moneta::cluster::history::{BankOp, BankRet, Event};
+use rand::{Rng, SeedableRng};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+fn cents(s: &str) -> i64 {
+    let (whole, frac) = s.split_once('.').unwrap_or((s, "0"));
+    whole.parse::<i64>().unwrap() * 100 + format!("{frac:0<2}")[..2].parse::<i64>().unwrap()
+}
+
+/// A client of one portfolio: deposits, withdrawals and reads of cash at random nodes, each
+/// retried under its idempotency key while the cluster answers 503 or a node is down; every
+/// call is recorded (invoke and return, in real-time order) for the linearizability check. A
+/// call still unanswered at its deadline stays open and the client goes on as a new thread.
+fn client(bases: Vec<String>, token: String, history: Arc<Mutex<Vec<Event>>>, stop: Arc<AtomicBool>, id: u64) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let http = Client::builder().timeout(Duration::from_secs(6)).build().unwrap();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(id);
+        let mut thread = id * 1000;
+        for n in 0..40 {
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let (op, path, body) = match rng.random_range(0..5) {
+                0 | 1 => (BankOp::Deposit(100), "/v1/portfolio/deposits", Some(json!({"amount": "1.00"}))),
+                2 => (BankOp::Withdraw(200), "/v1/portfolio/withdrawals", Some(json!({"amount": "2.00"}))),
+                _ => (BankOp::ReadCash, "/v1/portfolio", None),
+            };
+            let key = format!("c{id}-{n}");
+            if std::env::var("CLUSTER_TEST_TRACE").is_ok() {
+                eprintln!("client {id} op {n}: {op:?}");
+            }
+            history.lock().unwrap().push(Event::Invoke { thread, op });
+            let deadline = Instant::now() + Duration::from_secs(25);
+            let ret = loop {
+                let base = &bases[rng.random_range(0..bases.len())];
+                let r = match &body {
+                    Some(b) => http
+                        .post(format!("{base}{path}"))
+                        .bearer_auth(&token)
+                        .header("Idempotency-Key", &key)
+                        .json(b)
+                        .send(),
+                    None => http.get(format!("{base}{path}")).bearer_auth(&token).send(),
+                };
+                match r.map(|r| (r.status().as_u16(), r.json::<Value>().unwrap_or(Value::Null))) {
+                    Ok((201, v)) if body.is_some() => break Some(BankRet::Cash(cents(v["cash"].as_str().unwrap()))),
+                    Ok((422, v)) if v["code"] == "insufficient_funds" => break Some(BankRet::Refused),
+                    Ok((200, v)) if body.is_none() => break Some(BankRet::Cash(cents(v["cash"].as_str().unwrap()))),
+                    Ok((503, _)) | Err(_) => {}
+                    Ok((s, v)) => panic!("client {id}: {op:?} answered {s} {v}"),
+                }
+                if Instant::now() >= deadline {
+                    break None;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            };
+            match ret {
+                Some(ret) => history.lock().unwrap().push(Event::Return { thread, ret }),
+                // Outcome unknown: the call stays open; this client carries on as another thread.
+                None => thread += 1,
+            }
+        }
+    })
+}
+
 fn start_cluster(root: &Path) -> Cluster {
     let secret = root.join("cluster.secret");
     let out = Command::new(env!("CARGO_BIN_EXE_moneta"))
@@ -355,11 +421,34 @@ fn three_nodes_form_serve_any_request_anywhere_and_survive_a_kill_9() {
         assert_eq!(v["code"], "too_many_attempts", "{v}");
     }
 
-    // SIGKILL a node; the other two elect leaders for its groups and serve everything again.
+    // Under load from three clients of the portfolio, SIGKILL a node; the other two elect
+    // leaders for its groups and serve everything again. The clients' history must linearize.
+    let (_, p) = c.get(1, "/v1/portfolio", &token);
+    let initial = cents(p["cash"].as_str().unwrap());
+    let history = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let bases: Vec<String> = c.members.iter().map(|m| m.base.clone()).collect();
+    let clients: Vec<_> = (1..=3)
+        .map(|id| client(bases.clone(), token.clone(), history.clone(), stop.clone(), id))
+        .collect();
+    std::thread::sleep(Duration::from_millis(800));
     c.kill9(0);
-    let (s, p) = c.until_served(long, || c.get(1, "/v1/portfolio", &token));
-    assert_eq!(s, 200, "{p}");
-    assert_eq!(p["cash"], "600.00", "nothing acknowledged was lost: {p}");
+    for t in clients {
+        t.join().unwrap();
+    }
+    let events = history.lock().unwrap().clone();
+    moneta::cluster::history::check(initial, &events).unwrap_or_else(|e| panic!("the clients' history around the kill: {e}\n{events:?}"));
+    let mut corrupted = events.clone();
+    if let Some(Event::Return { ret, .. }) = corrupted.iter_mut().rev().find(|e| matches!(e, Event::Return { ret: BankRet::Cash(_), .. })) {
+        *ret = BankRet::Cash(-1);
+        assert!(
+            moneta::cluster::history::check(initial, &corrupted).is_err(),
+            "a corrupted history must be rejected"
+        );
+    }
+    let (_, p) = c.until_served(long, || c.get(1, "/v1/portfolio", &token));
+    let after_load = cents(p["cash"].as_str().unwrap());
+    let expected_cash = |extra: i64| format!("{}.{:02}", (after_load + extra) / 100, (after_load + extra) % 100);
     let (s, v) = c.until_served(long, || {
         c.post(2, "/v1/portfolio/deposits", Some(&token), Some("after-kill"), &json!({"amount": "50.00"}))
     });
@@ -370,14 +459,18 @@ fn three_nodes_form_serve_any_request_anywhere_and_survive_a_kill_9() {
     assert_eq!(s, 201);
     assert_eq!(&again, first, "the retry answers as the first time");
     let (_, p) = c.get(2, "/v1/portfolio", &token);
-    assert_eq!(p["cash"], "650.00", "{p}");
+    assert_eq!(p["cash"], expected_cash(5000), "{p}");
 
     // The killed node restarts from its own folder, catches up and serves.
     c.spawn(0);
     c.wait_healthy(0, Duration::from_secs(60));
     let (s, p) = c.until_served(long, || c.get(0, "/v1/portfolio", &token));
     assert_eq!(s, 200, "{p}");
-    assert_eq!(p["cash"], "650.00", "the restarted node serves what was committed while it was down: {p}");
+    assert_eq!(
+        p["cash"],
+        expected_cash(5000),
+        "the restarted node serves what was committed while it was down: {p}"
+    );
 
     // A partition (test-only cut links, both ways) isolates the leader of the user's group:
     // the minority commits nothing and answers 503; the majority elects a leader and serves;
@@ -427,7 +520,7 @@ fn three_nodes_form_serve_any_request_anywhere_and_survive_a_kill_9() {
     loop {
         c.observe(&admin_token, &mut seen);
         let (s, p) = c.get(isolated, "/v1/portfolio", &token);
-        if s == 200 && p["cash"] == "657.00" {
+        if s == 200 && p["cash"] == expected_cash(5700) {
             break;
         }
         assert!(Instant::now() < deadline, "after healing the old leader reads {s} {p}");
@@ -435,6 +528,6 @@ fn three_nodes_form_serve_any_request_anywhere_and_survive_a_kill_9() {
     }
     for i in 0..NODES {
         let (_, p) = c.get(i, "/v1/portfolio", &token);
-        assert_eq!(p["cash"], "657.00", "node {i}: the deposit counted once: {p}");
+        assert_eq!(p["cash"], expected_cash(5700), "node {i}: the deposit counted once: {p}");
     }
 }
