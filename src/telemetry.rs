@@ -28,6 +28,30 @@ pub struct KindLabels {
     pub kind: &'static str,
 }
 
+/// A shard group, for the raft metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupLabels {
+    pub group: u32,
+}
+
+/// Per shard group: what its raft replica on this node did.
+#[derive(Clone)]
+pub struct RaftStats {
+    pub leader_changes: Family<GroupLabels, Counter>,
+    pub proposals: Family<GroupLabels, Counter>,
+    pub commit_latency: Family<GroupLabels, Histogram, fn() -> Histogram>,
+    /// Committed entries not yet applied here (as of the last round).
+    pub apply_lag: Family<GroupLabels, Gauge>,
+    /// Peer raft messages refused (unknown group, wrong address, refused by raft).
+    pub messages_refused: Family<GroupLabels, Counter>,
+}
+
+impl RaftStats {
+    pub fn group(g: u32) -> GroupLabels {
+        GroupLabels { group: g }
+    }
+}
+
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
 }
@@ -38,6 +62,7 @@ fn depth_histogram() -> Histogram {
 
 pub struct Metrics {
     registry: Registry,
+    pub raft: RaftStats,
     pub http_requests: Family<RouteLabels, Counter>,
     pub http_latency: Family<RouteLatencyLabels, Histogram, fn() -> Histogram>,
     pub entities_active: Family<KindLabels, Gauge>,
@@ -111,6 +136,26 @@ impl Metrics {
             "Request ids that came again with another command (refused)",
             request_id_conflicts.clone(),
         );
+        let raft = RaftStats {
+            leader_changes: Family::default(),
+            proposals: Family::default(),
+            commit_latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            apply_lag: Family::default(),
+            messages_refused: Family::default(),
+        };
+        registry.register(
+            "raft_leader_changes",
+            "Leadership changes seen by this node's replica, per group",
+            raft.leader_changes.clone(),
+        );
+        registry.register("raft_proposals", "Raft entries proposed by this node, per group", raft.proposals.clone());
+        registry.register(
+            "raft_commit_seconds",
+            "From proposal to committed and applied here, per group",
+            raft.commit_latency.clone(),
+        );
+        registry.register("raft_apply_lag", "Committed entries not yet applied here, per group", raft.apply_lag.clone());
+        registry.register("raft_messages_refused", "Peer raft messages refused, per group", raft.messages_refused.clone());
         let fanout = FanoutStats::default();
         registry.register(
             "fanout_prices_published",
@@ -126,6 +171,7 @@ impl Metrics {
         registry.register("portfolio_revaluations", "Live portfolio revaluations applied", fanout.revaluations.clone());
         Metrics {
             registry,
+            raft,
             http_requests,
             http_latency,
             entities_active,

@@ -376,6 +376,23 @@ fn three_nodes_form_serve_any_request_anywhere_and_survive_a_kill_9() {
     let status: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status["cluster_id"], view["cluster_id"], "the CLI and the route show one cluster");
 
+    // Per-group raft metrics: proposals, leadership changes, commit latency, apply lag.
+    let metrics = c.members[0]
+        .client
+        .get(format!("{}/metrics", c.members[0].base))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    for name in [
+        "moneta_raft_proposals_total{group=",
+        "moneta_raft_leader_changes_total{group=",
+        "moneta_raft_commit_seconds_bucket{",
+        "moneta_raft_apply_lag{group=",
+    ] {
+        assert!(metrics.contains(name), "/metrics lacks {name}");
+    }
+
     // Every replica of a group holds the same audit chain: equal heads at equal entry counts.
     let heads: Vec<Value> = (0..NODES)
         .map(|i| {

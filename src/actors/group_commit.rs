@@ -13,7 +13,7 @@ use crate::cluster::raft::{Event, MultiRaft, Outcome, ProposalId, ProposeError, 
 use crate::storage::audit_log::ChainHead;
 use crate::storage::store::WriteSet;
 use crate::storage::{codec, Store, StoreError};
-use crate::telemetry::Metrics;
+use crate::telemetry::{Metrics, RaftStats};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -40,7 +40,8 @@ pub(crate) struct Writer {
     max_batch: usize,
     metrics: Arc<Metrics>,
     shared: Arc<Shared>,
-    pending: BTreeMap<ProposalId, Vec<CommitCallback>>,
+    /// Proposals in flight: their group, when they were proposed, whom to answer.
+    pending: BTreeMap<ProposalId, (u32, Instant, Vec<CommitCallback>)>,
     next_id: ProposalId,
     /// Callbacks that wait for every proposal up to an id to be resolved (barriers).
     barriers: Vec<(ProposalId, CommitCallback)>,
@@ -168,6 +169,7 @@ impl Writer {
                     for (g, m) in messages {
                         if let Err(refused) = self.raft.step(from, g, m) {
                             self.shared.refused.fetch_add(1, Ordering::Relaxed);
+                            self.metrics.raft.messages_refused.get_or_create(&RaftStats::group(g)).inc();
                             tracing::debug!(from, group = g, ?refused, "a raft message was refused");
                         }
                     }
@@ -213,7 +215,8 @@ impl Writer {
         self.next_id += 1;
         match self.raft.propose(group, id, codec::encode(&sets)) {
             Ok(()) => {
-                self.pending.insert(id, callbacks);
+                self.metrics.raft.proposals.get_or_create(&RaftStats::group(group)).inc();
+                self.pending.insert(id, (group, Instant::now(), callbacks));
             }
             Err(e) => {
                 let why = match e {
@@ -290,7 +293,16 @@ impl Writer {
     fn on_event(&mut self, e: Event) {
         match e {
             Event::Proposal(id, outcome) => {
-                let Some(callbacks) = self.pending.remove(&id) else { return };
+                let Some((group, proposed, callbacks)) = self.pending.remove(&id) else {
+                    return;
+                };
+                if outcome == Outcome::Applied {
+                    self.metrics
+                        .raft
+                        .commit_latency
+                        .get_or_create(&RaftStats::group(group))
+                        .observe(proposed.elapsed().as_secs_f64());
+                }
                 for cb in callbacks {
                     cb(match outcome {
                         Outcome::Applied => Ok(()),
@@ -300,6 +312,7 @@ impl Writer {
                 }
             }
             Event::Role(rc) => {
+                self.metrics.raft.leader_changes.get_or_create(&RaftStats::group(rc.group)).inc();
                 tracing::debug!(group = rc.group, leader = ?rc.leader, term = rc.term, leading = rc.leading, "shard group leadership");
                 let _ = self.shared.roles.send(rc);
             }
@@ -350,6 +363,11 @@ impl Writer {
     fn publish_status(&mut self) {
         let status: Vec<_> = self.raft.groups().filter_map(|g| self.raft.status(g)).collect();
         for s in &status {
+            self.metrics
+                .raft
+                .apply_lag
+                .get_or_create(&RaftStats::group(s.group))
+                .set(s.commit_index.saturating_sub(s.applied_index) as i64);
             let served = if s.serving {
                 let from = self.serve_from.entry(s.group).or_insert((s.term, s.commit_index));
                 if from.0 != s.term {
@@ -374,7 +392,7 @@ impl Writer {
             tracing::error!(error = %e, "group commit failed; refusing further writes (fail closed)");
         }
         self.shared.failed.store(true, Ordering::SeqCst);
-        for (_, callbacks) in std::mem::take(&mut self.pending) {
+        for (_, (_, _, callbacks)) in std::mem::take(&mut self.pending) {
             for cb in callbacks {
                 cb(Err(StoreError::Failed));
             }
