@@ -286,7 +286,6 @@ impl Writer {
         if compact {
             self.compact();
         }
-        self.publish_status();
         Ok(())
     }
 

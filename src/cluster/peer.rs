@@ -304,6 +304,13 @@ pub async fn serve(
     }
 }
 
+/// A member and its libp2p identity.
+fn member_peer(membership: &Membership, to: RaftId) -> Result<(&super::membership::Member, PeerId), String> {
+    let member = membership.member(to).ok_or_else(|| format!("no member {to}"))?;
+    let peer = member.peer_id.parse().map_err(|_| format!("member {} has no peer id", member.node_id))?;
+    Ok((member, peer))
+}
+
 /// Tells every other member that `sessions` are revoked; waits for their acknowledgements (a
 /// member that does not answer within the bound is down or cut off: it cannot serve anyway,
 /// and checks the account's durable revocation for older tokens when it comes back).
@@ -335,11 +342,7 @@ pub async fn forward_write(
     writes: crate::storage::store::WriteSet,
 ) -> Result<(), crate::storage::StoreError> {
     use crate::storage::StoreError;
-    let member = membership.member(to).ok_or_else(|| StoreError::Unavailable(format!("no member {to}")))?;
-    let peer: PeerId = member
-        .peer_id
-        .parse()
-        .map_err(|_| StoreError::Unavailable(format!("member {} has no peer id", member.node_id)))?;
+    let (member, peer) = member_peer(membership, to).map_err(StoreError::Unavailable)?;
     match ask(transport, peer, &PeerRequest::Write { writes }).await {
         Ok(PeerResponse::Applied { group, index }) => {
             local.wait_applied(group, index, READ_YOUR_WRITES_WAIT).await;
@@ -354,11 +357,7 @@ pub async fn forward_write(
 /// Sends a call to the node that leads its group; every transport failure is an unknown outcome
 /// (the caller retries under the same request id).
 pub async fn forward(transport: &Transport, membership: &Membership, local: &AuditJournal, to: RaftId, envelope: Envelope) -> Result<Answer, EntityFailure> {
-    let member = membership.member(to).ok_or_else(|| EntityFailure::NotApplied(format!("no member {to}")))?;
-    let peer: PeerId = member
-        .peer_id
-        .parse()
-        .map_err(|_| EntityFailure::NotApplied(format!("member {} has no peer id", member.node_id)))?;
+    let (member, peer) = member_peer(membership, to).map_err(EntityFailure::NotApplied)?;
     match ask(transport, peer, &PeerRequest::Forward { envelope }).await {
         Ok(PeerResponse::Answer { answer, group, index }) => {
             local.wait_applied(group, index, READ_YOUR_WRITES_WAIT).await;

@@ -110,26 +110,23 @@ impl Replica {
     }
 
     pub fn propose(&mut self, id: ProposalId, data: Vec<u8>) -> Result<(), ProposeError> {
-        if !self.is_leader() {
-            return Err(ProposeError::NotLeader(self.leader()));
-        }
-        let before = self.last_index();
-        self.raw.propose(Vec::new(), data).map_err(|_| ProposeError::Dropped)?;
-        let index = self.last_index();
-        assert_eq!(index, before + 1, "a proposal appends exactly one entry");
-        self.tracker.proposed(index, self.term(), id);
-        Ok(())
+        self.track(id, |raw| raw.propose(Vec::new(), data))
     }
 
     /// A configuration change (issue: elastic membership) goes through raft like any entry.
     pub fn propose_conf_change(&mut self, id: ProposalId, cc: ConfChangeV2) -> Result<(), ProposeError> {
+        self.track(id, |raw| raw.propose_conf_change(Vec::new(), cc))
+    }
+
+    /// Appends one entry as the leader and remembers it under (term, index) for `id`.
+    fn track(&mut self, id: ProposalId, append: impl FnOnce(&mut RawNode<GroupLog>) -> raft::Result<()>) -> Result<(), ProposeError> {
         if !self.is_leader() {
             return Err(ProposeError::NotLeader(self.leader()));
         }
         let before = self.last_index();
-        self.raw.propose_conf_change(Vec::new(), cc).map_err(|_| ProposeError::Dropped)?;
+        append(&mut self.raw).map_err(|_| ProposeError::Dropped)?;
         let index = self.last_index();
-        assert_eq!(index, before + 1, "a configuration change appends exactly one entry");
+        assert_eq!(index, before + 1, "a proposal appends exactly one entry");
         self.tracker.proposed(index, self.term(), id);
         Ok(())
     }
