@@ -193,25 +193,53 @@ impl PeerService {
             me: self.raft_id,
         });
         let (t, m, j) = (self.transport.clone(), self.membership.clone(), router.journal().clone());
+        let metrics = router.metrics().clone();
         router.journal().set_forwarder(Arc::new(move |to, writes| {
             let (t, m, j) = (t.clone(), m.clone(), j.clone());
+            metrics.raft.forwarded.get_or_create(&crate::telemetry::KindLabels { kind: "write" }).inc();
             Box::pin(async move { crate::cluster::peer::forward_write(&t, &m, &j, to, writes).await })
         }));
+        let (t, m) = (self.transport.clone(), self.membership.clone());
+        let _ = services
+            .price_broadcast
+            .set(Arc::new(move |quotes| crate::cluster::peer::broadcast_prices(&t, &m, me, quotes)));
         let r = router.clone();
         let dispatch: crate::cluster::peer::LocalDispatch = Arc::new(move |envelope| {
             let r = r.clone();
             Box::pin(async move { r.dispatch_local(envelope).await })
         });
+        let r = router.clone();
+        let steps: crate::cluster::router::StepHandler = Arc::new(move |step| {
+            let r = r.clone();
+            Box::pin(async move { r.step_here(step).await })
+        });
+        let weak = Arc::downgrade(services);
+        let quotes = Arc::new(move |round| {
+            if let Some(s) = weak.upgrade() {
+                s.publish_quotes(round, false);
+            }
+        });
+        let local = crate::cluster::peer::LocalServices {
+            dispatch,
+            steps,
+            revoke,
+            quotes,
+        };
         tokio::spawn(crate::cluster::peer::serve(
             self.inbound,
             self.me,
             self.membership,
             router.journal().clone(),
-            dispatch,
-            revoke,
+            local,
             Arc::new(crate::cluster::peer::PeerCounters::default()),
         ));
     }
+}
+
+/// How long a quote learnt from the feed prices orders: three feed ticks, at least a second
+/// (a node that stops hearing the feed asks the instruments).
+fn quote_age(config: &Config) -> std::time::Duration {
+    (config.market.tick_interval * 3).max(std::time::Duration::from_secs(1))
 }
 
 /// `with_peers`: a serving node joins its cluster; offline tools open the folder alone.
@@ -273,7 +301,21 @@ pub async fn open_state_with(config: &Config, with_peers: bool) -> Result<Arc<Ap
         data_key_creation: Default::default(),
         accepting: Default::default(),
         session_broadcast: Default::default(),
+        quotes: crate::workflows::prices::QuoteBook::new(quote_age(config)),
+        price_broadcast: Default::default(),
     });
+    // A user's steps run here when this node leads the user's group (the services stay alive
+    // as long as the router they own).
+    let weak = Arc::downgrade(&services);
+    services.router.set_steps(Arc::new(move |step| {
+        let s = weak.upgrade();
+        Box::pin(async move {
+            match s {
+                Some(s) => crate::workflows::steps::run_step(&s, step).await,
+                None => Err(crate::cluster::RouteFailure::NotApplied("the node is stopping".into())),
+            }
+        })
+    }));
     if let Some(p) = peers {
         p.spawn(&services.router, &services);
     }
@@ -329,26 +371,23 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
     let reconciliation = tokio::spawn(crate::workflows::reconcile::reconciliation_job(state.services.clone(), feed_rx.clone()));
     let advice_worker = tokio::spawn(crate::workflows::advice::advice_worker(state.services.clone(), feed_rx.clone()));
     tokio::spawn(crate::workflows::end_of_day::track_all(state.services.clone()));
-    let bus = state.valuations.bus().clone();
     let feed = if config.market.feed == "csv" {
         let groups = crate::workflows::feed::load_replay(&config.market.csv_file, &state.symbols())?;
         if config.market.csv_timing == "replay" {
             tokio::spawn(crate::workflows::feed::run_replay(
-                router.clone(),
-                bus,
+                state.services.clone(),
                 groups,
                 config.market.tick_interval,
                 feed_rx,
             ))
         } else {
-            tokio::spawn(crate::workflows::feed::run_recorded(router.clone(), bus, groups, feed_rx))
+            tokio::spawn(crate::workflows::feed::run_recorded(state.services.clone(), groups, feed_rx))
         }
     } else {
         let (additions_tx, additions) = tokio::sync::mpsc::unbounded_channel();
         *state.feed_additions.lock().expect("feed additions lock") = Some(additions_tx);
         tokio::spawn(run_feed(
-            router.clone(),
-            bus,
+            state.services.clone(),
             feed_instruments,
             config.market.seed,
             config.market.tick_interval,

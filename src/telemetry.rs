@@ -44,6 +44,9 @@ pub struct RaftStats {
     pub apply_lag: Family<GroupLabels, Gauge>,
     /// Peer raft messages refused (unknown group, wrong address, refused by raft).
     pub messages_refused: Family<GroupLabels, Counter>,
+    /// What this node sent to a group's leader on another node, by kind: `call` (an entity
+    /// call), `step` (a user's order or accept), `write` (a write set).
+    pub forwarded: Family<KindLabels, Counter>,
 }
 
 impl RaftStats {
@@ -142,6 +145,7 @@ impl Metrics {
             commit_latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             apply_lag: Family::default(),
             messages_refused: Family::default(),
+            forwarded: Family::default(),
         };
         registry.register(
             "raft_leader_changes",
@@ -156,6 +160,11 @@ impl Metrics {
         );
         registry.register("raft_apply_lag", "Committed entries not yet applied here, per group", raft.apply_lag.clone());
         registry.register("raft_messages_refused", "Peer raft messages refused, per group", raft.messages_refused.clone());
+        registry.register(
+            "cluster_forwarded",
+            "Calls, users' steps and write sets sent to a group's leader on another node",
+            raft.forwarded.clone(),
+        );
         let fanout = FanoutStats::default();
         registry.register(
             "fanout_prices_published",

@@ -253,6 +253,172 @@ fn client(bases: Vec<String>, token: String, history: Arc<Mutex<Vec<Event>>>, st
     })
 }
 
+/// What a scripted session of one user answered, with what differs between runs (ids, times,
+/// prices moved by the feed) left out: status codes, problem codes, filled quantities, sides,
+/// symbols, holdings. Plus the check that the cash every answer implies is the cash read.
+fn trading_session(bases: &[String], user: usize, seed: u64) -> Vec<String> {
+    use rust_decimal::Decimal;
+    use std::str::FromStr;
+    let http = Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
+    // The script's choices, and (apart) the nodes it goes to: the same script on any cluster.
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed * 1000 + user as u64);
+    let mut nodes = rand_chacha::ChaCha8Rng::seed_from_u64(seed * 1000 + user as u64 + 1);
+    let n = bases.len();
+    let first = nodes.random_range(0..n);
+    let at = |rng: &mut rand_chacha::ChaCha8Rng, avoid: Option<usize>| loop {
+        let i = rng.random_range(0..n);
+        if n == 1 || Some(i) != avoid {
+            break i;
+        }
+    };
+    // Retries 503 (a group between leaders) under the same idempotency key, bounded.
+    let call = |base: &str, method: &str, path: &str, token: Option<&str>, key: Option<&str>, body: Option<Value>| -> (u16, Value) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut rb = if method == "GET" {
+                http.get(format!("{base}{path}"))
+            } else {
+                http.post(format!("{base}{path}"))
+            };
+            if let Some(t) = token {
+                rb = rb.bearer_auth(t);
+            }
+            if let Some(k) = key {
+                rb = rb.header("Idempotency-Key", k);
+            }
+            if let Some(b) = &body {
+                rb = rb.json(b);
+            }
+            let (s, v) = match rb.send() {
+                Ok(r) => (r.status().as_u16(), r.json::<Value>().unwrap_or(Value::Null)),
+                Err(_) => (0, Value::Null),
+            };
+            if s != 503 && s != 0 {
+                return (s, v);
+            }
+            assert!(Instant::now() < deadline, "user {user}: {method} {path} unavailable for 30 s: {v}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let names = ["Grace Hopper", "Alan Turing", "Edsger Dijkstra", "Barbara Liskov", "Donald Knuth"];
+    let email = format!("trader{user}-{seed}@example.com");
+    let mut seen = Vec::new();
+    let mut note = |what: &str, s: u16, v: &Value| {
+        let code = v["code"].as_str().unwrap_or("");
+        seen.push(format!("{what}: {s} {code}"));
+    };
+    let body = json!({"email": email, "password": PASSWORD, "full_name": names[user % names.len()], "date_of_birth": "1985-02-03", "country": "GB"});
+    let (s, v) = call(&bases[first], "POST", "/v1/auth/register", None, None, Some(body));
+    note("register", s, &v);
+    let login_at = at(&mut nodes, Some(first));
+    let (s, v) = call(
+        &bases[login_at],
+        "POST",
+        "/v1/auth/login",
+        None,
+        None,
+        Some(json!({"email": email, "password": PASSWORD})),
+    );
+    note("login elsewhere", s, &v);
+    let token = v["access_token"].as_str().unwrap_or_default().to_string();
+    let t = Some(token.as_str());
+    let kyc = json!({"document_type": "passport", "document_number": format!("P{user:08}"), "address": "1 High Street, London"});
+    let (s, v) = call(&bases[at(&mut nodes, None)], "POST", "/v1/me/kyc", t, None, Some(kyc));
+    note("kyc", s, &v);
+    let (s, v) = call(
+        &bases[at(&mut nodes, None)],
+        "POST",
+        "/v1/me/suitability",
+        t,
+        None,
+        Some(json!({"answers": adventurous()})),
+    );
+    note("suitability", s, &v);
+    let (s, v) = call(
+        &bases[at(&mut nodes, None)],
+        "POST",
+        "/v1/portfolio/deposits",
+        t,
+        Some("d1"),
+        Some(json!({"amount": "1000.00"})),
+    );
+    note(&format!("deposit -> {}", v["cash"]), s, &v);
+    let symbol = ["ACME", "GLOBX", "WRLD"][rng.random_range(0..3)];
+    let q: u32 = rng.random_range(2..=5);
+    let buy = json!({"symbol": symbol, "side": "buy", "quantity": q.to_string()});
+    let (s, bought) = call(&bases[at(&mut nodes, None)], "POST", "/v1/orders", t, Some("o1"), Some(buy.clone()));
+    note(&format!("buy {symbol} {q} -> {} {}", bought["status"], bought["quantity"]), s, &bought);
+    let oversell = json!({"symbol": symbol, "side": "sell", "quantity": (q + 1).to_string()});
+    let (s, v) = call(&bases[at(&mut nodes, None)], "POST", "/v1/orders", t, Some("o2"), Some(oversell));
+    note("sell too many", s, &v);
+    let (s, sold) = call(
+        &bases[at(&mut nodes, None)],
+        "POST",
+        "/v1/orders",
+        t,
+        Some("o3"),
+        Some(json!({"symbol": symbol, "side": "sell", "quantity": "1"})),
+    );
+    note(&format!("sell {symbol} 1 -> {} {}", sold["status"], sold["quantity"]), s, &sold);
+    let (s, v) = call(
+        &bases[at(&mut nodes, None)],
+        "POST",
+        "/v1/portfolio/withdrawals",
+        t,
+        Some("w1"),
+        Some(json!({"amount": "100000.00"})),
+    );
+    note("withdraw too much", s, &v);
+    let (s, v) = call(
+        &bases[at(&mut nodes, None)],
+        "POST",
+        "/v1/portfolio/withdrawals",
+        t,
+        Some("w2"),
+        Some(json!({"amount": "10.00"})),
+    );
+    note("withdraw", s, &v);
+    // A retry of the buy at another node answers its first answer, exactly.
+    let (s, again) = call(&bases[at(&mut nodes, None)], "POST", "/v1/orders", t, Some("o1"), Some(buy));
+    note("buy again", s, &again);
+    assert_eq!(again, bought, "user {user}: a retried order answers its first fill");
+    let (s, p) = call(&bases[at(&mut nodes, None)], "GET", "/v1/portfolio", t, None, None);
+    let holdings: Vec<String> = p["holdings"]
+        .as_array()
+        .map(|h| {
+            h.iter()
+                .map(|h| format!("{} {}", h["symbol"].as_str().unwrap(), h["quantity"].as_str().unwrap()))
+                .collect()
+        })
+        .unwrap_or_default();
+    note(&format!("portfolio {holdings:?}"), s, &p);
+    // The cash is what the answers imply: the deposit, the two fills at their own prices and
+    // fees, the withdrawal.
+    if s == 200 && bought["price"].is_string() && sold["price"].is_string() {
+        let d = |v: &Value, f: &str| Decimal::from_str(v[f].as_str().unwrap()).unwrap();
+        let notional = |o: &Value| (d(o, "quantity") * d(o, "price")).round_dp_with_strategy(2, rust_decimal::RoundingStrategy::MidpointNearestEven);
+        let expected = Decimal::from(1000) - (notional(&bought) + d(&bought, "fees")) + (notional(&sold) - d(&sold, "fees")) - Decimal::from(10);
+        assert_eq!(d(&p, "cash"), expected, "user {user}: cash {p} after {bought} and {sold}");
+    }
+    seen
+}
+
+/// Runs the scripted sessions of `users` users, four at a time.
+fn trading_sessions(bases: &[String], users: usize, seed: u64) -> Vec<Vec<String>> {
+    let mut all = vec![Vec::new(); users];
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|w| scope.spawn(move || (w..users).step_by(4).map(|u| (u, trading_session(bases, u, seed))).collect::<Vec<_>>()))
+            .collect();
+        for h in handles {
+            for (u, seen) in h.join().unwrap() {
+                all[u] = seen;
+            }
+        }
+    });
+    all
+}
+
 fn start_cluster(root: &Path) -> Cluster {
     let secret = root.join("cluster.secret");
     let out = Command::new(env!("CARGO_BIN_EXE_moneta"))
@@ -375,6 +541,40 @@ fn three_nodes_form_serve_any_request_anywhere_and_survive_a_kill_9() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let status: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status["cluster_id"], view["cluster_id"], "the CLI and the route show one cluster");
+
+    // (a) Twenty users register at random nodes, log in at another, onboard, deposit and trade
+    // at random nodes (four at a time); their answers are the ones a single node gives to the
+    // same script, and every user's cash is what their answers imply.
+    let bases: Vec<String> = c.members.iter().map(|m| m.base.clone()).collect();
+    let on_cluster = trading_sessions(&bases, 20, 7);
+    let solo_root = dir.path().join("solo");
+    std::fs::create_dir_all(&solo_root).unwrap();
+    let solo = Node::start_with(&solo_root, &[("MONETA_MARKET_TICK_INTERVAL", "200ms")]);
+    let on_one_node = trading_sessions(std::slice::from_ref(&solo.base), 20, 7);
+    drop(solo);
+    for (u, (a, b)) in on_cluster.iter().zip(&on_one_node).enumerate() {
+        assert_eq!(a, b, "user {u}: three nodes and one node answer alike");
+    }
+    assert!(
+        on_cluster[0].iter().any(|l| l.starts_with("buy ") && l.ends_with(": 201 ")),
+        "{:?}",
+        on_cluster[0]
+    );
+    // Every node learns every price (the feed node shares each committed round), and orders
+    // that came in at a node not leading the user's group went there as one step.
+    let mut steps_forwarded = 0;
+    for (i, m) in c.members.iter().enumerate() {
+        let text = m.client.get(format!("{}/metrics", m.base)).send().unwrap().text().unwrap();
+        let value = |prefix: &str| -> f64 {
+            text.lines()
+                .filter(|l| l.starts_with(prefix))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        assert!(value("moneta_fanout_prices_published") > 0.0, "node {i} learnt no prices");
+        steps_forwarded += value("moneta_cluster_forwarded_total{kind=\"step\"}") as u64;
+    }
+    assert!(steps_forwarded > 0, "no order was forwarded as a step");
 
     // Per-group raft metrics: proposals, leadership changes, commit latency, apply lag.
     let metrics = c.members[0]

@@ -192,7 +192,9 @@ impl Effects for Recorded {
                 self.0.lock().unwrap().push(filled(&order));
                 Effected::Confirmed
             }
-            other => panic!("an order asks only the broker: {other:?}"),
+            // No price book here: the order asks the instrument.
+            Effect::Quote(_) => Effected::Failed("no price book".into()),
+            other => panic!("an order asks only the broker and the price book: {other:?}"),
         }
     }
 }
@@ -223,6 +225,7 @@ async fn the_node_and_the_simulators_host_run_the_same_workflows_to_the_same_ans
                     confirmed_in_memory.push(filled(&order));
                     Effected::Confirmed
                 }
+                Effect::Quote(_) => Effected::Failed("no price book".into()),
                 other => panic!("{other:?}"),
             },
         )
@@ -590,4 +593,48 @@ fn rescreening_and_closing_a_day_run_in_memory_too() {
 /// An effect's variant name, for checking which effects a workflow asked for, in order.
 fn effect_name(e: &Effect) -> String {
     format!("{e:?}").split([' ', '(', '{']).next().unwrap_or_default().to_string()
+}
+
+#[test]
+fn an_order_priced_from_the_price_book_never_asks_the_instrument() {
+    // At the leader of the user's group the order is priced from the node's price book (the
+    // latest committed quote the feed shared), so the step makes no hop to the instrument's
+    // group; its price is the book's, with slippage for the side.
+    let mut host = MemoryHost::new(3, Timestamp(1_800_000_000_000));
+    for e in setup() {
+        host.dispatch(e).unwrap();
+    }
+    let book = moneta::domain::instrument::Quote {
+        listing: Listing {
+            symbol: "ACME".into(),
+            name: "ACME plc".into(),
+            kind: InstrumentKind::Equity,
+            complex: false,
+            currency: "EUR".into(),
+            risk_class: 3,
+        },
+        price: Decimal::from(120),
+        as_of: Timestamp(1_800_000_000_000),
+    };
+    let [first, ..] = <[PlaceOrder; 7]>::try_from(orders()).unwrap();
+    let mut asked_instrument = 0;
+    let outcome = workflows::run_with(
+        first,
+        |e| {
+            if matches!(e, Envelope::Instrument { .. }) {
+                asked_instrument += 1;
+            }
+            host.dispatch(e)
+        },
+        |e| match e {
+            Effect::Quote(symbol) if symbol == "ACME" => Effected::Quote(Box::new(book.clone())),
+            Effect::Confirm { .. } => Effected::Confirmed,
+            other => panic!("{other:?}"),
+        },
+    )
+    .unwrap();
+    assert_eq!(asked_instrument, 0, "the instrument was not asked");
+    let Ok(PortfolioReply::Order(o)) = outcome else { panic!("{outcome:?}") };
+    // 120 plus 5 bps of slippage for a buy.
+    assert_eq!(o.price, Decimal::new(12006, 2));
 }

@@ -39,6 +39,14 @@ pub enum PeerRequest {
     Write {
         writes: crate::storage::store::WriteSet,
     },
+    /// A user's step (an order, accepting advice) for a user whose group this node should lead.
+    Step {
+        step: crate::domain::steps::UserStep,
+    },
+    /// The latest committed quotes, from the node that drives the price feed.
+    Prices {
+        quotes: Vec<crate::domain::instrument::Quote>,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -54,6 +62,11 @@ pub enum PeerResponse {
     },
     Answer {
         answer: Result<Answer, EntityFailure>,
+        group: u32,
+        index: u64,
+    },
+    Step {
+        answer: Result<crate::domain::steps::StepAnswer, EntityFailure>,
         group: u32,
         index: u64,
     },
@@ -210,6 +223,15 @@ pub fn peer_sink(transport: Transport, membership: Membership, me: RaftId) -> Pe
 /// Revokes sessions on this node (the gateway's list of refused sessions).
 pub type LocalRevoke = Arc<dyn Fn(Vec<String>) + Send + Sync>;
 
+/// What serves peers on this node beside the journal: forwarded calls and steps, revocations,
+/// quotes.
+pub struct LocalServices {
+    pub dispatch: LocalDispatch,
+    pub steps: crate::cluster::router::StepHandler,
+    pub revoke: LocalRevoke,
+    pub quotes: Arc<dyn Fn(Vec<crate::domain::instrument::Quote>) + Send + Sync>,
+}
+
 /// Serves peers once the cluster is formed: raft messages to the journal, forwarded calls to
 /// the local router, revoked sessions to the gateway's list, introductions answered with the
 /// membership. Runs until the transport stops.
@@ -218,10 +240,15 @@ pub async fn serve(
     me: Hello,
     membership: Membership,
     journal: AuditJournal,
-    dispatch: LocalDispatch,
-    revoke: LocalRevoke,
+    local: LocalServices,
     counters: Arc<PeerCounters>,
 ) {
+    let LocalServices {
+        dispatch,
+        steps,
+        revoke,
+        quotes,
+    } = local;
     let refuse = |why: String, reply: tokio::sync::oneshot::Sender<Vec<u8>>| {
         counters.refused.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(reason = %why, "a peer frame was refused");
@@ -290,6 +317,33 @@ pub async fn serve(
                     let _ = reply.send(codec::encode(&answer));
                 });
             }
+            PeerRequest::Prices { quotes: round } => {
+                if let Err(why) = crate::domain::instrument::check_round(&round) {
+                    refuse(format!("prices from {}: {why}", member.node_id), reply);
+                    continue;
+                }
+                quotes(round);
+                let _ = reply.send(codec::encode(&PeerResponse::Ack));
+            }
+            PeerRequest::Step { step } => {
+                if !step.is_well_formed() {
+                    refuse(format!("a step from {} is out of bounds", member.node_id), reply);
+                    continue;
+                }
+                let steps = steps.clone();
+                let journal = journal.clone();
+                tokio::spawn(async move {
+                    let group = crate::domain::ids::group_of(crate::domain::ids::shard_of(step.user_id()), journal.store().groups());
+                    let answer = if journal.leadership(group).served {
+                        let answer = steps(step).await;
+                        let index = journal.status_of(group).map_or(0, |s| s.applied_index);
+                        PeerResponse::Step { answer, group, index }
+                    } else {
+                        PeerResponse::Refused(format!("not the leader of shard group {group}"))
+                    };
+                    let _ = reply.send(codec::encode(&answer));
+                });
+            }
             PeerRequest::Forward { envelope } => {
                 let dispatch = dispatch.clone();
                 let journal = journal.clone();
@@ -351,6 +405,37 @@ pub async fn forward_write(
         Ok(PeerResponse::Refused(why)) => Err(StoreError::Unavailable(format!("{}: {why}", member.node_id))),
         Ok(_) => Err(StoreError::Io(format!("{} answered a write with something else", member.node_id))),
         Err(e) => Err(StoreError::Io(format!("forwarding a write to {}: {e}", member.node_id))),
+    }
+}
+
+/// Sends a user's step to the node that leads the user's group. `Err`: not carried out there
+/// (refused: not the leader) or not answered — the caller runs it again (same ids).
+pub async fn forward_step(
+    transport: &Transport,
+    membership: &Membership,
+    local: &AuditJournal,
+    to: RaftId,
+    step: crate::domain::steps::UserStep,
+) -> Result<Result<crate::domain::steps::StepAnswer, EntityFailure>, String> {
+    let (member, peer) = member_peer(membership, to)?;
+    match ask(transport, peer, &PeerRequest::Step { step }).await {
+        Ok(PeerResponse::Step { answer, group, index }) => {
+            local.wait_applied(group, index, READ_YOUR_WRITES_WAIT).await;
+            Ok(answer)
+        }
+        Ok(PeerResponse::Refused(why)) => Err(format!("{} refused: {why}", member.node_id)),
+        Ok(_) => Err(format!("{} answered a step with something else", member.node_id)),
+        Err(e) => Err(format!("forwarding a step to {}: {e}", member.node_id)),
+    }
+}
+
+/// Sends a round of quotes to every other member, without waiting for their answers.
+pub fn broadcast_prices(transport: &Transport, membership: &Membership, me: RaftId, quotes: Vec<crate::domain::instrument::Quote>) {
+    let frame = codec::encode(&PeerRequest::Prices { quotes });
+    for m in membership.members.iter().filter(|m| m.raft_id != me) {
+        if let Ok(peer) = m.peer_id.parse::<PeerId>() {
+            let _ = transport.try_send(peer, frame.clone());
+        }
     }
 }
 

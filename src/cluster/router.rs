@@ -107,9 +107,19 @@ pub struct Remote {
     pub me: crate::cluster::raft::RaftId,
 }
 
+/// Runs a user's step here (the workflows' side, set when the node's services exist).
+pub type StepHandler = Arc<
+    dyn Fn(
+            crate::domain::steps::UserStep,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<crate::domain::steps::StepAnswer, RouteFailure>> + Send>>
+        + Send
+        + Sync,
+>;
+
 pub struct Inner {
     shards: Arc<std::sync::RwLock<ShardMap>>,
     remote: std::sync::OnceLock<Remote>,
+    steps: std::sync::OnceLock<StepHandler>,
     /// The longest a call waits for its group to have a leader.
     request_timeout: Duration,
     env: Arc<EntityEnv>,
@@ -236,6 +246,7 @@ impl Router {
             Inner {
                 shards,
                 remote: std::sync::OnceLock::new(),
+                steps: std::sync::OnceLock::new(),
                 request_timeout: s.request_timeout,
                 env,
                 supervisor,
@@ -454,6 +465,49 @@ impl Router {
         let _ = self.inner.remote.set(remote);
     }
 
+    fn forwarded(&self, kind: &'static str) {
+        self.metrics().raft.forwarded.get_or_create(&crate::telemetry::KindLabels { kind }).inc();
+    }
+
+    /// Sets what runs a user's step on this node (once).
+    pub fn set_steps(&self, handler: StepHandler) {
+        let _ = self.inner.steps.set(handler);
+    }
+
+    /// Runs a user's step (an order, accepting advice) at the leader of the user's group: here,
+    /// or forwarded there in one hop, following leadership as it moves. A step whose outcome is
+    /// unknown (the leader went away) runs again under the same request ids and idempotency
+    /// keys — its entity commands apply once. Bounded by the request timeout.
+    pub async fn step(&self, step: crate::domain::steps::UserStep) -> Result<crate::domain::steps::StepAnswer, RouteFailure> {
+        let group = self.group_of(step.user_id());
+        let deadline = tokio::time::Instant::now() + self.inner.request_timeout;
+        loop {
+            let failure = match self.destination(group, deadline).await? {
+                None => return self.step_here(step).await,
+                Some(leader) => {
+                    let remote = self.inner.remote.get().expect("a destination elsewhere needs a remote");
+                    self.forwarded("step");
+                    match crate::cluster::peer::forward_step(&remote.transport, &remote.membership, &self.inner.journal, leader, step.clone()).await {
+                        Ok(answer) => return answer,
+                        Err(why) => RouteFailure::OutcomeUnknown(why),
+                    }
+                }
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Err(failure);
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Runs a step on this node (a peer's forwarded step: the peer checked leadership first).
+    pub async fn step_here(&self, step: crate::domain::steps::UserStep) -> Result<crate::domain::steps::StepAnswer, RouteFailure> {
+        match self.inner.steps.get() {
+            Some(run) => run(step).await,
+            None => Err(RouteFailure::NotApplied("this node does not run users' steps yet".into())),
+        }
+    }
+
     fn group_of(&self, id: &str) -> u32 {
         crate::domain::ids::group_of(crate::domain::ids::shard_of(id), self.inner.env.store.groups())
     }
@@ -493,6 +547,7 @@ impl Router {
                 },
                 Some(leader) => {
                     let remote = self.inner.remote.get().expect("a destination elsewhere needs a remote");
+                    self.forwarded("call");
                     match crate::cluster::peer::forward(
                         &remote.transport,
                         &remote.membership,

@@ -111,6 +111,24 @@ pub struct Quote {
     pub as_of: Timestamp,
 }
 
+/// The most quotes one round of the price feed (one message to a peer) may carry.
+pub const QUOTES_PER_ROUND_MAX: usize = 10_000;
+
+/// Checks a round of quotes from a peer before it is learnt: a bounded count, listed-looking
+/// symbols, valid prices.
+pub fn check_round(quotes: &[Quote]) -> Result<(), String> {
+    if quotes.len() > QUOTES_PER_ROUND_MAX {
+        return Err(format!("{} quotes in one round (at most {QUOTES_PER_ROUND_MAX})", quotes.len()));
+    }
+    for q in quotes {
+        let s = &q.listing.symbol;
+        if s.is_empty() || s.len() > 16 || !crate::domain::money::is_valid_price(q.price) {
+            return Err(format!("a quote of `{}` is not valid", s.chars().take(16).collect::<String>()));
+        }
+    }
+    Ok(())
+}
+
 impl Instrument {
     pub fn quote(&self) -> Option<Quote> {
         self.listing.as_ref().map(|l| Quote {

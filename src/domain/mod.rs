@@ -27,6 +27,7 @@ pub mod queries;
 pub mod reconcile;
 pub mod screening;
 pub mod shard_map;
+pub mod steps;
 pub mod suitability;
 pub mod time;
 pub mod valuation;

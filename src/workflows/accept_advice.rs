@@ -3,7 +3,7 @@
 //! be acted on, then each proposed order goes through the order path under its own key of the
 //! key's series (`<key>`, `<key>/1`, …) and its own step of the request id.
 
-use super::flow::{unexpected, Input, Next, NodeEffects, Workflow};
+use super::flow::{unexpected, Input, Next, Workflow};
 use super::order::{OrderOutcome, OrderRequest, OrderTerms, PlaceOrder};
 use super::services::Services;
 use crate::domain::account::{Account, AccountCommand, AccountRejection, AccountReply};
@@ -11,45 +11,26 @@ use crate::domain::advice::ProposedOrder;
 use crate::domain::envelope::EntityFailure;
 use crate::domain::envelope::{Envelope, RequestMeta};
 use crate::domain::fingerprint::accepted_order;
-use crate::domain::portfolio::{series_key, IdemTag, Portfolio, PortfolioRejection, PortfolioReply};
+use crate::domain::portfolio::{series_key, IdemTag, Portfolio, PortfolioReply};
 use crate::domain::queries::AcceptedOrders;
 use std::collections::BTreeSet;
 
-/// Accepts advice `advice_id` of `user_id` under idempotency key `key` on the node: one accept
-/// per user at a time (a concurrent retry then finds the first one's orders and replays them).
+/// Accepts advice `advice_id` of `user_id` under idempotency key `key`, at the leader of the
+/// user's group (`steps::run_step` runs it there).
 pub async fn accept(state: &Services, user_id: &str, advice_id: &str, key: String, meta: RequestMeta) -> Result<Result<Accepted, NotAccepted>, EntityFailure> {
-    let _one_at_a_time = state.accepting.lock(user_id).await;
-    let flow = AcceptAdvice::new(
-        user_id.to_string(),
-        advice_id.to_string(),
+    let step = crate::domain::steps::UserStep::AcceptAdvice {
+        user_id: user_id.to_string(),
+        advice_id: advice_id.to_string(),
         key,
         meta,
-        state.order_terms(),
-        state.symbols().into_iter().collect(),
-    );
-    super::run(&state.router, &NodeEffects(state), flow).await
+    };
+    match state.router.step(step).await? {
+        crate::domain::steps::StepAnswer::Accept(a) => Ok(a),
+        crate::domain::steps::StepAnswer::Order(_) => Err(EntityFailure::NotApplied("a step answered another kind".into())),
+    }
 }
 
-/// What accepting did.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Accepted {
-    /// The advice's orders, each with what the order path answered.
-    Orders(Vec<(ProposedOrder, OrderOutcome)>),
-    /// The advice was accepted under this key before and has been replaced since: what the
-    /// key's orders answered then.
-    Remembered(Vec<PortfolioReply>),
-}
-
-/// Why nothing was accepted.
-#[derive(Clone, Debug, PartialEq)]
-pub enum NotAccepted {
-    /// The key was used for another request.
-    Portfolio(PortfolioRejection),
-    /// The account refused (no such advice, under review, rejected, already accepted).
-    Account(AccountRejection),
-    /// The account answered something other than the advice (a driver bug, reported).
-    Unexpected,
-}
+pub use crate::domain::steps::{Accepted, NotAccepted};
 
 #[derive(Clone, Debug)]
 enum Stage {

@@ -5,11 +5,11 @@
 //! plays it back from now, one timestamp per tick (the instruments stamp the prices with the
 //! time they arrive).
 
-use crate::actors::fanout::{PriceBus, PriceUpdate};
+use super::services::Services;
 use crate::actors::RequestMeta;
 use crate::cluster::Router;
 use crate::config::InstrumentConfig;
-use crate::domain::instrument::{Instrument, InstrumentCommand};
+use crate::domain::instrument::{Instrument, InstrumentCommand, Listing, Quote};
 use crate::domain::market::{gbm_step, GbmParams};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -37,22 +37,19 @@ pub fn instruments_from_config(list: &[InstrumentConfig]) -> Vec<FeedInstrument>
         .collect()
 }
 
-/// Runs until `stop` turns true. Starting prices are the instruments' persisted prices;
+/// Runs until `stop` turns true. Prices go on from the instruments' committed prices;
 /// instruments listed while it runs arrive on `additions` and join at the next tick.
 pub async fn run_feed(
-    router: Router,
-    bus: Arc<PriceBus>,
+    services: Arc<Services>,
     mut instruments: Vec<FeedInstrument>,
     seed: u64,
     tick: Duration,
     mut additions: tokio::sync::mpsc::UnboundedReceiver<FeedInstrument>,
     mut stop: watch::Receiver<bool>,
 ) {
-    for inst in instruments.iter_mut() {
-        if let Ok(Some(q)) = router.query::<Instrument, _>(&inst.symbol, crate::domain::queries::CurrentQuote).await {
-            inst.price = q.price;
-        }
-    }
+    let router = services.router.clone();
+    let mut listings = Listings::default();
+    let mut leading = false;
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -67,7 +64,19 @@ pub async fn run_feed(
         }
         if !router.leads_jobs() {
             // One price feed per cluster: the node that leads the jobs shard's group drives it.
+            leading = false;
             continue;
+        }
+        if !leading {
+            // Taking the feed over (at start, or from another node): it goes on from the
+            // instruments' committed prices.
+            for inst in instruments.iter_mut() {
+                if let Ok(Some(q)) = router.query::<Instrument, _>(&inst.symbol, crate::domain::queries::CurrentQuote).await {
+                    inst.price = q.price;
+                    listings.0.insert(inst.symbol.clone(), q.listing);
+                }
+            }
+            leading = true;
         }
         n += 1;
         while let Ok(added) = additions.try_recv() {
@@ -75,38 +84,60 @@ pub async fn run_feed(
                 instruments.push(added);
             }
         }
-        let sends = instruments.iter_mut().map(|inst| {
-            inst.price = gbm_step(inst.price, &inst.params, tick.as_secs_f64(), &mut rng);
-            let (router, bus) = (router.clone(), bus.clone());
-            let (symbol, price) = (inst.symbol.clone(), inst.price);
-            async move { apply_price(&router, &bus, symbol, price, format!("feed-{n}")).await }
-        });
-        let sends: Vec<_> = sends.collect();
-        futures_util::future::join_all(sends).await;
+        let round: Vec<(String, Decimal)> = instruments
+            .iter_mut()
+            .map(|inst| {
+                inst.price = gbm_step(inst.price, &inst.params, tick.as_secs_f64(), &mut rng);
+                (inst.symbol.clone(), inst.price)
+            })
+            .collect();
+        apply_group(&services, &mut listings, round, &format!("feed-{n}")).await;
     }
 }
 
-/// Applies one price to its instrument and, once it is journaled, publishes it to the fan-out.
-async fn apply_price(router: &Router, bus: &PriceBus, symbol: String, price: Decimal, request_id: String) {
+/// The instruments' listings, learnt once from the instruments (a quote carries them).
+#[derive(Default)]
+struct Listings(std::collections::HashMap<String, Listing>);
+
+impl Listings {
+    async fn get(&mut self, router: &Router, symbol: &str) -> Option<Listing> {
+        if let Some(l) = self.0.get(symbol) {
+            return Some(l.clone());
+        }
+        let q = router.query::<Instrument, _>(symbol, crate::domain::queries::CurrentQuote).await.ok()??;
+        self.0.insert(symbol.to_string(), q.listing.clone());
+        Some(q.listing)
+    }
+}
+
+/// Applies one price to its instrument; its quote once it is committed.
+async fn apply_price(router: &Router, symbol: String, price: Decimal, request_id: String) -> Option<(String, Decimal)> {
     let meta = RequestMeta::system(request_id);
     match router.execute::<Instrument>(&symbol, InstrumentCommand::Tick { price }, meta).await {
-        Ok(()) => bus.publish(
-            &symbol,
-            PriceUpdate {
-                price,
-                at: crate::actors::wall_clock_now(),
-            },
-        ),
-        Err(e) => tracing::warn!(symbol = %symbol, error = ?e, "price tick not applied"),
+        Ok(()) => Some((symbol, price)),
+        Err(e) => {
+            tracing::warn!(symbol = %symbol, error = ?e, "price tick not applied");
+            None
+        }
     }
 }
 
-/// Applies one timestamp's prices of a file, every instrument at once.
-async fn apply_group(router: &Router, bus: &Arc<PriceBus>, group: Vec<(String, Decimal)>, request_id: &str) {
+/// Applies one round of prices, every instrument at once; then the committed ones go to every
+/// node's price book and fan-out.
+async fn apply_group(services: &Services, listings: &mut Listings, group: Vec<(String, Decimal)>, request_id: &str) {
+    let router = &services.router;
     let sends = group
         .into_iter()
-        .map(|(symbol, price)| apply_price(router, bus, symbol, price, request_id.to_string()));
-    futures_util::future::join_all(sends.collect::<Vec<_>>()).await;
+        .map(|(symbol, price)| apply_price(router, symbol, price, request_id.to_string()));
+    let applied = futures_util::future::join_all(sends.collect::<Vec<_>>()).await;
+    let at = crate::actors::wall_clock_now();
+    let mut quotes = Vec::new();
+    for (symbol, price) in applied.into_iter().flatten() {
+        if let Some(listing) = listings.get(router, &symbol).await {
+            quotes.push(Quote { listing, price, as_of: at });
+        }
+    }
+    services.publish_quotes(quotes, true);
 }
 
 /// Reads a price file: `timestamp,symbol,price` per line (an optional header line; timestamps
@@ -160,7 +191,9 @@ const RECORD_BATCH: usize = 10_000;
 /// daily closes, anything after its latest price at its time; what the instrument already
 /// knows is left out) and its latest price published; what is in the future is applied when
 /// its time comes. Then it stops (prices stay where the file left them).
-pub async fn run_recorded(router: Router, bus: Arc<PriceBus>, groups: Vec<PriceGroup>, mut stop: watch::Receiver<bool>) {
+pub async fn run_recorded(services: Arc<Services>, groups: Vec<PriceGroup>, mut stop: watch::Receiver<bool>) {
+    let router = services.router.clone();
+    let mut listings = Listings::default();
     let now = crate::actors::wall_clock_now();
     let split = groups.partition_point(|(at, _)| *at <= now);
     let mut past: std::collections::BTreeMap<String, Vec<(crate::domain::time::Timestamp, Decimal)>> = Default::default();
@@ -183,10 +216,10 @@ pub async fn run_recorded(router: Router, bus: Arc<PriceBus>, groups: Vec<PriceG
         // the same file it already is.
         let latest = points.last().map(|(_, p)| *p);
         match router.query::<Instrument, _>(&symbol, crate::domain::queries::CurrentQuote).await {
-            Ok(Some(q)) if Some(q.price) == latest => bus.publish(&symbol, PriceUpdate { price: q.price, at: q.as_of }),
+            Ok(Some(q)) if Some(q.price) == latest => services.publish_quotes(vec![q], true),
             _ => {
                 if let Some(price) = latest {
-                    apply_price(&router, &bus, symbol.clone(), price, "price-file-latest".to_string()).await;
+                    apply_group(&services, &mut listings, vec![(symbol.clone(), price)], "price-file-latest").await;
                 }
             }
         }
@@ -201,13 +234,14 @@ pub async fn run_recorded(router: Router, bus: Arc<PriceBus>, groups: Vec<PriceG
         if *stop.borrow() {
             return;
         }
-        apply_group(&router, &bus, group, &format!("price-file-{n}")).await;
+        apply_group(&services, &mut listings, group, &format!("price-file-{n}")).await;
     }
     tracing::info!("price file finished");
 }
 
 /// Plays the groups back, one per tick, then stops (prices stay where the file left them).
-pub async fn run_replay(router: Router, bus: Arc<PriceBus>, groups: Vec<PriceGroup>, tick: Duration, mut stop: watch::Receiver<bool>) {
+pub async fn run_replay(services: Arc<Services>, groups: Vec<PriceGroup>, tick: Duration, mut stop: watch::Receiver<bool>) {
+    let mut listings = Listings::default();
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     for (n, (_, group)) in groups.into_iter().enumerate() {
@@ -218,7 +252,7 @@ pub async fn run_replay(router: Router, bus: Arc<PriceBus>, groups: Vec<PriceGro
         if *stop.borrow() {
             return;
         }
-        apply_group(&router, &bus, group, &format!("replay-{n}")).await;
+        apply_group(&services, &mut listings, group, &format!("replay-{n}")).await;
     }
     tracing::info!("price replay finished");
 }

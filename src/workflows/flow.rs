@@ -71,6 +71,9 @@ pub enum Effect {
     Screen { user_id: String, sealed_profile: Vec<u8> },
     /// The portfolio's whole journal (its events, oldest first).
     PortfolioJournal(String),
+    /// The latest committed quote of a listed symbol from the node's price book, if it has a
+    /// recent one (`Effected::Quote`; anything else: ask the instrument).
+    Quote(String),
 }
 
 /// The result of an [`Effect`].
@@ -86,6 +89,7 @@ pub enum Effected {
     },
     Screened(ScreeningOutcome),
     Journal(Vec<crate::domain::portfolio::PortfolioEvent>),
+    Quote(Box<crate::domain::instrument::Quote>),
     /// The effect could not be carried out (the vault or the disk refused): nothing of it holds.
     Failed(String),
 }
@@ -216,6 +220,10 @@ impl Effects for NodeEffects<'_> {
             Effect::Screen { user_id, sealed_profile } => match s.vault.open_json::<Profile>(&user_id, "profile", &sealed_profile) {
                 Ok(profile) => Effected::Screened(crate::adapters::sanctions::screen(&s.sanctions_list(), &profile)),
                 Err(e) => Effected::Failed(format!("{user_id}: {e}")),
+            },
+            Effect::Quote(symbol) => match s.quotes.recent(&symbol) {
+                Some(q) => Effected::Quote(Box::new(q)),
+                None => Effected::Failed(format!("no recent price of {symbol} on this node")),
             },
             Effect::PortfolioJournal(user) => match s.router.read_journal::<crate::domain::portfolio::Portfolio>(&user).await {
                 Ok(j) => Effected::Journal(j.into_iter().map(|e| e.event).collect()),

@@ -11,11 +11,13 @@ pub mod erasure;
 pub mod feed;
 pub mod flow;
 pub mod order;
+pub mod prices;
 pub mod reconcile;
 pub mod registration;
 pub mod rescreen;
 pub mod retention;
 pub mod services;
+pub mod steps;
 
 pub use flow::{run, run_with, Effect, Effected, Effects, Input, Next, NodeEffects, Workflow};
 

@@ -2,26 +2,17 @@
 //! quote priced for the side (slippage), the investor's compliance facts from their account,
 //! then the portfolio decides and books the fill, then the broker confirms it.
 
-use super::flow::{unexpected, Effect, Input, Next, Workflow};
+use super::flow::{unexpected, Effect, Effected, Input, Next, Workflow};
 use crate::domain::account::Account;
 use crate::domain::compliance::ProductFacts;
-use crate::domain::envelope::{Envelope, RequestMeta};
+use crate::domain::envelope::Envelope;
 use crate::domain::fees::{fill_price, FeeSchedule};
 use crate::domain::instrument::Instrument;
-use crate::domain::portfolio::{IdemTag, OrderQuote, Portfolio, PortfolioCommand, PortfolioRejection, PortfolioReply, Side};
+use crate::domain::portfolio::{OrderQuote, Portfolio, PortfolioCommand, PortfolioReply};
 use crate::domain::queries::{CurrentQuote, InvestorFacts};
 use rust_decimal::Decimal;
 
-/// What an order asks.
-#[derive(Clone, Debug, PartialEq)]
-pub struct OrderRequest {
-    pub user_id: String,
-    pub symbol: String,
-    pub side: Side,
-    pub quantity: Decimal,
-    pub idem: IdemTag,
-    pub meta: RequestMeta,
-}
+pub use crate::domain::steps::{OrderOutcome, OrderRequest};
 
 /// What the node's configuration fixes for every order.
 #[derive(Clone, Debug, PartialEq)]
@@ -30,14 +21,16 @@ pub struct OrderTerms {
     pub slippage_bps: Decimal,
 }
 
-/// The portfolio's answer: the fill (or a refusal remembered under the key), or a rejection.
-pub type OrderOutcome = Result<PortfolioReply, PortfolioRejection>;
-
 #[derive(Clone, Debug)]
 enum Stage {
     Start,
+    /// The node's price book is asked first (the latest committed price every node learns
+    /// from the feed, no hop); when it does not know the symbol, the instrument is.
+    Pricing,
     Quoting,
-    Checking { quote: Option<OrderQuote> },
+    Checking {
+        quote: Option<OrderQuote>,
+    },
     Placing,
     Confirming(PortfolioReply),
     Finished,
@@ -62,6 +55,17 @@ impl PlaceOrder {
         }
     }
 
+    /// The quote priced for the side (slippage), with the product's facts.
+    fn priced(&self, q: Option<crate::domain::instrument::Quote>) -> Option<OrderQuote> {
+        q.map(|q| OrderQuote {
+            price: fill_price(self.request.side, q.price, self.terms.slippage_bps),
+            product: ProductFacts {
+                complex: q.listing.complex,
+                risk_class: q.listing.risk_class,
+            },
+        })
+    }
+
     fn investor_query(&self) -> Next<OrderOutcome> {
         Next::Call(Envelope::query::<Account, _>(&self.request.user_id, InvestorFacts))
     }
@@ -74,6 +78,15 @@ impl Workflow for PlaceOrder {
         let stage = std::mem::replace(&mut self.stage, Stage::Finished);
         match (stage, input) {
             (Stage::Start, Input::Start) if self.listed => {
+                self.stage = Stage::Pricing;
+                Next::Effect(Effect::Quote(self.request.symbol.clone()))
+            }
+            (Stage::Pricing, Input::Effected(Effected::Quote(q))) => {
+                self.stage = Stage::Checking { quote: self.priced(Some(*q)) };
+                self.investor_query()
+            }
+            (Stage::Pricing, Input::Effected(_)) => {
+                // The book does not know it (or has nothing recent): the instrument answers.
                 self.stage = Stage::Quoting;
                 Next::Call(Envelope::query::<Instrument, _>(&self.request.symbol, CurrentQuote))
             }
@@ -85,14 +98,7 @@ impl Workflow for PlaceOrder {
                 let Some(quote) = a.clone().viewed::<Instrument, CurrentQuote>() else {
                     unexpected("order", &Input::Answer(a))
                 };
-                let quote = quote.map(|q| OrderQuote {
-                    price: fill_price(self.request.side, q.price, self.terms.slippage_bps),
-                    product: ProductFacts {
-                        complex: q.listing.complex,
-                        risk_class: q.listing.risk_class,
-                    },
-                });
-                self.stage = Stage::Checking { quote };
+                self.stage = Stage::Checking { quote: self.priced(quote) };
                 self.investor_query()
             }
             (Stage::Checking { quote }, Input::Answer(a)) => {

@@ -14,6 +14,10 @@ use std::time::Instant;
 
 pub type SessionBroadcast = std::sync::Arc<dyn Fn(Vec<String>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
 
+/// Hands a round of quotes to every other member (set once the node joined a cluster); sent
+/// without waiting (a member that misses a round prices from its instruments until the next).
+pub type PriceBroadcast = std::sync::Arc<dyn Fn(Vec<crate::domain::instrument::Quote>) + Send + Sync>;
+
 pub struct Services {
     pub router: Router,
     /// The cluster's key of the email index.
@@ -50,6 +54,9 @@ pub struct Services {
     /// Tells every other member of the cluster that sessions were revoked (set once the node
     /// joined a cluster); answered when they all acknowledged, or after a bound.
     pub session_broadcast: std::sync::OnceLock<SessionBroadcast>,
+    /// The latest committed quotes, learnt from the feed (here or at another member).
+    pub quotes: crate::workflows::prices::QuoteBook,
+    pub price_broadcast: std::sync::OnceLock<PriceBroadcast>,
 }
 
 impl Services {
@@ -83,6 +90,23 @@ impl Services {
     /// Destroys the data key `id` (crypto-shredding); durable when it returns.
     pub async fn destroy_data_key(&self, id: &str) -> Result<(), String> {
         self.router.journal().write(self.vault.destroy_data_key(id)).await.map_err(|e| e.to_string())
+    }
+
+    /// Learns a round of committed quotes and publishes what is news to this node's fan-out;
+    /// `share`: the round comes from this node's feed and goes to every other member too.
+    pub fn publish_quotes(&self, quotes: Vec<crate::domain::instrument::Quote>, share: bool) {
+        if quotes.is_empty() {
+            return;
+        }
+        if share {
+            if let Some(b) = self.price_broadcast.get() {
+                b(quotes.clone());
+            }
+        }
+        let bus = self.valuations.bus();
+        for q in self.quotes.learn(quotes) {
+            bus.publish(&q.listing.symbol, crate::actors::fanout::PriceUpdate { price: q.price, at: q.as_of });
+        }
     }
 
     /// What the configuration fixes for every order.

@@ -8,12 +8,12 @@ use crate::cluster::RouteError;
 use crate::domain::account::Role;
 use crate::domain::money::{cash_string, plain_string, round_cash};
 use crate::domain::portfolio::{History, IdemTag, Order, Portfolio, PortfolioCommand, PortfolioRejection, PortfolioReply, Side, TransactionKind};
+use crate::domain::steps::{StepAnswer, UserStep};
 use crate::gateway::auth::Claims;
 use crate::gateway::http::{private_json, Reply, Req};
 use crate::gateway::problem::ApiError;
 use crate::gateway::AppState;
-use crate::workflows::order::{OrderOutcome, OrderRequest, PlaceOrder};
-use crate::workflows::{self, NodeEffects};
+use crate::workflows::order::{OrderOutcome, OrderRequest};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::str::FromStr;
@@ -213,7 +213,6 @@ pub(super) async fn place(
     quantity: Decimal,
     idem: IdemTag,
 ) -> Result<OrderView, ApiError> {
-    let listed = state.is_listed(&symbol);
     let request = OrderRequest {
         user_id: user_id.to_string(),
         symbol,
@@ -222,8 +221,11 @@ pub(super) async fn place(
         idem,
         meta,
     };
-    let flow = PlaceOrder::new(request, state.order_terms(), listed);
-    let outcome = workflows::run(&state.router, &NodeEffects(&state.services), flow).await.map_err(unavailable)?;
+    // One hop: the order runs at the leader of the user's group.
+    let outcome = match state.router.step(UserStep::PlaceOrder(request)).await.map_err(unavailable)? {
+        StepAnswer::Order(outcome) => outcome,
+        StepAnswer::Accept(_) => return Err(ApiError::internal()),
+    };
     let view = order_view(outcome)?;
     crate::workflows::end_of_day::refresh_valuation(state, user_id).await;
     Ok(view)
