@@ -219,8 +219,14 @@ impl PeerService {
                 s.publish_quotes(round, false);
             }
         });
+        let r = router.clone();
+        let journal: crate::cluster::peer::LocalJournal = Arc::new(move |kind, id| {
+            let r = r.clone();
+            Box::pin(async move { r.journal_for_peer(kind, &id).await })
+        });
         let local = crate::cluster::peer::LocalServices {
             dispatch,
+            journal,
             steps,
             revoke,
             quotes,
@@ -326,6 +332,7 @@ pub async fn open_state_with(config: &Config, with_peers: bool) -> Result<Arc<Ap
         sessions_checked: std::sync::Mutex::new(std::collections::HashMap::new()),
         started_at_secs: crate::actors::wall_clock_now().millis() / 1000,
         ready: AtomicBool::new(false),
+        caught_up: AtomicBool::new(false),
     }))
 }
 
@@ -364,6 +371,7 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
         .map_err(|e| format!("cannot listen on {} (key `gateway.listen`): {e}", config.gateway.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let (stop_feed, feed_rx) = watch::channel(false);
+    let feed_rx_ready = feed_rx.clone();
     let erasures = tokio::spawn(crate::workflows::erasure::erasure_job(state.services.clone(), feed_rx.clone()));
     let control = tokio::spawn(crate::control::serve(state.clone(), feed_rx.clone()));
     let retention = tokio::spawn(crate::workflows::retention::retention_job(state.services.clone(), feed_rx.clone()));
@@ -412,6 +420,22 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
         }
     };
     state.set_ready(true);
+    // Ready once every replica here applied what its group's leader had committed (a cluster
+    // of one at once).
+    let (s, mut stop) = (state.clone(), feed_rx_ready);
+    tokio::spawn(async move {
+        loop {
+            if s.router.journal().caught_up().await {
+                s.caught_up.store(true, std::sync::atomic::Ordering::SeqCst);
+                tracing::info!("every shard-group replica of this node has caught up");
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    });
     tracing::info!(node_id = %config.node.id, %addr, scheme, data_dir = %data_dir.display(), "moneta node serving");
     Ok(RunningNode {
         addr,

@@ -382,6 +382,11 @@ fn trading_session(bases: &[String], user: usize, seed: u64) -> Vec<String> {
     let (s, again) = call(&bases[at(&mut nodes, None)], "POST", "/v1/orders", t, Some("o1"), Some(buy));
     note("buy again", s, &again);
     assert_eq!(again, bought, "user {user}: a retried order answers its first fill");
+    // The history reads at any node: two fills, three cash movements.
+    let (s, v) = call(&bases[at(&mut nodes, None)], "GET", "/v1/orders", t, None, None);
+    note(&format!("orders {}", v.as_array().map_or(0, Vec::len)), s, &v);
+    let (s, v) = call(&bases[at(&mut nodes, None)], "GET", "/v1/portfolio/transactions", t, None, None);
+    note(&format!("transactions {}", v.as_array().map_or(0, Vec::len)), s, &v);
     let (s, p) = call(&bases[at(&mut nodes, None)], "GET", "/v1/portfolio", t, None, None);
     let holdings: Vec<String> = p["holdings"]
         .as_array()
@@ -396,7 +401,7 @@ fn trading_session(bases: &[String], user: usize, seed: u64) -> Vec<String> {
     // fees, the withdrawal.
     if s == 200 && bought["price"].is_string() && sold["price"].is_string() {
         let d = |v: &Value, f: &str| Decimal::from_str(v[f].as_str().unwrap()).unwrap();
-        let notional = |o: &Value| (d(o, "quantity") * d(o, "price")).round_dp_with_strategy(2, rust_decimal::RoundingStrategy::MidpointNearestEven);
+        let notional = |o: &Value| (d(o, "quantity") * d(o, "price")).round_dp_with_strategy(2, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
         let expected = Decimal::from(1000) - (notional(&bought) + d(&bought, "fees")) + (notional(&sold) - d(&sold, "fees")) - Decimal::from(10);
         assert_eq!(d(&p, "cash"), expected, "user {user}: cash {p} after {bought} and {sold}");
     }
@@ -678,9 +683,41 @@ fn three_nodes_form_serve_any_request_anywhere_and_survive_a_kill_9() {
     let (_, p) = c.get(2, "/v1/portfolio", &token);
     assert_eq!(p["cash"], expected_cash(5000), "{p}");
 
-    // The killed node restarts from its own folder, catches up and serves.
+    // The killed node restarts from its own folder, catches up and serves: /readyz turns 200
+    // once each of its replicas applied what its leader had committed, and its applied index
+    // reaches what the others had committed.
     c.spawn(0);
     c.wait_healthy(0, Duration::from_secs(60));
+    let deadline = Instant::now() + long;
+    while c.members[0]
+        .client
+        .get(format!("{}/readyz", c.members[0].base))
+        .send()
+        .map_or(0, |r| r.status().as_u16())
+        != 200
+    {
+        assert!(Instant::now() < deadline, "the restarted node never became ready:\n{}", c.logs(0));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, others) = c.get(1, "/v1/cluster", &admin_token);
+    let deadline = Instant::now() + long;
+    loop {
+        let (_, mine) = c.get(0, "/v1/cluster", &admin_token);
+        let behind: Vec<String> = others["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|g| {
+                let m = mine["groups"].as_array()?.iter().find(|x| x["group"] == g["group"])?;
+                (m["applied_index"].as_u64()? < g["commit_index"].as_u64()?).then(|| format!("{} {} < {}", g["group"], m["applied_index"], g["commit_index"]))
+            })
+            .collect();
+        if behind.is_empty() && mine["groups"].as_array().is_some_and(|g| g.len() == 8) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the restarted node did not catch up: {behind:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let (s, p) = c.until_served(long, || c.get(0, "/v1/portfolio", &token));
     assert_eq!(s, 200, "{p}");
     assert_eq!(

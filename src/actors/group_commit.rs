@@ -47,6 +47,12 @@ pub(crate) struct Writer {
     barriers: Vec<(ProposalId, CommitCallback)>,
     /// Per group led here: the term, and the commit index when it first could serve in it.
     serve_from: BTreeMap<u32, (u64, u64)>,
+    /// Read barriers in flight: their group, the tick they were asked at, whom to answer.
+    reads: BTreeMap<ProposalId, (u32, u64, Vec<CommitCallback>)>,
+    /// Ticks seen (the clock of read barriers' deadlines).
+    ticks: u64,
+    /// A read barrier unanswered for this many ticks fails (its leader went away).
+    read_ticks_max: u64,
 }
 
 impl Writer {
@@ -110,6 +116,9 @@ impl Writer {
             next_id: 1,
             barriers: Vec::new(),
             serve_from: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            ticks: 0,
+            read_ticks_max: 4 * settings.raft.election_tick as u64,
         };
         for _ in 0..SETTLE_ROUNDS_MAX {
             if !w.raft.has_ready() {
@@ -128,6 +137,7 @@ impl Writer {
                 // Failed closed: raft is not touched again; every commit is refused.
                 match self.rx.blocking_recv() {
                     Some(Input::Commit(c)) => (c.done)(Err(StoreError::Failed)),
+                    Some(Input::Read { done, .. }) => done(Err(StoreError::Failed)),
                     Some(_) => {}
                     None => break,
                 }
@@ -160,10 +170,16 @@ impl Writer {
     fn take(&mut self, inputs: &mut Vec<Input>) {
         let mut by_group: BTreeMap<u32, Vec<(WriteSet, CommitCallback)>> = BTreeMap::new();
         let mut barriers = Vec::new();
+        let mut reads: BTreeMap<u32, Vec<CommitCallback>> = BTreeMap::new();
         let mut sets = 0usize;
         for input in inputs.drain(..) {
             match input {
-                Input::Tick => self.raft.tick(),
+                Input::Tick => {
+                    self.raft.tick();
+                    self.ticks += 1;
+                    self.expire_reads();
+                }
+                Input::Read { group, done } => reads.entry(group).or_default().push(done),
                 Input::Unreachable(peer) => self.raft.report_unreachable(peer),
                 Input::Raft { from, messages } => {
                     for (g, m) in messages {
@@ -208,6 +224,35 @@ impl Writer {
         }
         let watermark = self.next_id - 1;
         self.barriers.extend(barriers.into_iter().map(|b| (watermark, b)));
+        // One ReadIndex per group per turn, shared by every read barrier of the turn.
+        for (g, callbacks) in reads {
+            let id = self.next_id;
+            self.next_id += 1;
+            match self.raft.read(g, id) {
+                Ok(()) => {
+                    self.reads.insert(id, (g, self.ticks, callbacks));
+                }
+                Err(_) => {
+                    for cb in callbacks {
+                        cb(Err(StoreError::Unavailable(format!("shard group {g} has no leader known here"))));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Fails the read barriers nobody answered in time (asked of a leader that went away).
+    fn expire_reads(&mut self) {
+        let cutoff = self.ticks.saturating_sub(self.read_ticks_max);
+        let late: Vec<ProposalId> = self.reads.iter().filter(|(_, (_, at, _))| *at < cutoff).map(|(id, _)| *id).collect();
+        for id in late {
+            if let Some((g, _, callbacks)) = self.reads.remove(&id) {
+                self.raft.forget_read(g, id);
+                for cb in callbacks {
+                    cb(Err(StoreError::Unavailable(format!("shard group {g}: no answer to a read barrier"))));
+                }
+            }
+        }
     }
 
     fn propose(&mut self, group: u32, sets: Vec<WriteSet>, callbacks: Vec<CommitCallback>) {
@@ -315,7 +360,17 @@ impl Writer {
                 tracing::debug!(group = rc.group, leader = ?rc.leader, term = rc.term, leading = rc.leading, "shard group leadership");
                 let _ = self.shared.roles.send(rc);
             }
-            Event::Read(..) => {}
+            Event::Read(id, confirmed) => {
+                if let Some((g, _, callbacks)) = self.reads.remove(&id) {
+                    for cb in callbacks {
+                        cb(if confirmed {
+                            Ok(())
+                        } else {
+                            Err(StoreError::Unavailable(format!("shard group {g}: leadership moved during a read")))
+                        });
+                    }
+                }
+            }
             Event::SnapshotWanted(g) => match (self.raft.snapshot_point(g), self.store.group_snapshot(g)) {
                 (Some((index, term)), Ok(data)) => {
                     tracing::info!(
@@ -398,6 +453,11 @@ impl Writer {
         }
         for (_, cb) in std::mem::take(&mut self.barriers) {
             cb(Err(StoreError::Failed));
+        }
+        for (_, (_, _, callbacks)) in std::mem::take(&mut self.reads) {
+            for cb in callbacks {
+                cb(Err(StoreError::Failed));
+            }
         }
     }
 }

@@ -43,6 +43,12 @@ pub(crate) enum Input {
     },
     /// The transport could not reach a member.
     Unreachable(RaftId),
+    /// A read barrier of a group (ReadIndex): `Ok` once this node's replica applied the index
+    /// its leader confirmed.
+    Read {
+        group: u32,
+        done: CommitCallback,
+    },
 }
 
 pub(crate) struct Shared {
@@ -214,6 +220,30 @@ impl AuditJournal {
             }
             tokio::time::sleep(std::time::Duration::from_millis(2)).await;
         }
+    }
+
+    /// A read barrier (raft's ReadIndex) of `group`: `Ok` once the group's leader confirmed it
+    /// still leads, at an index this node's replica has applied. At the leader, what its
+    /// entities answer after it is linearizable (a deposed leader cannot pass it); at a
+    /// follower, it says the replica caught up with the leader. `Unavailable` when there is no
+    /// leader, leadership moved meanwhile, or no answer came in time.
+    pub async fn read_index(&self, group: u32) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let done: CommitCallback = Box::new(move |r| {
+            let _ = tx.send(r);
+        });
+        if self.tx.send(Input::Read { group, done }).await.is_err() {
+            return Err(StoreError::Io("the audit journal has stopped".into()));
+        }
+        rx.await.unwrap_or(Err(StoreError::Io("the audit journal has stopped".into())))
+    }
+
+    /// Every group this node holds a replica of has a leader and this replica applied what that
+    /// leader had committed when asked (a read barrier per group, all at once).
+    pub async fn caught_up(&self) -> bool {
+        let groups: Vec<u32> = self.group_status().iter().map(|s| s.group).collect();
+        let barriers = groups.into_iter().map(|g| self.read_index(g));
+        futures_util::future::join_all(barriers).await.iter().all(Result::is_ok)
     }
 
     /// Heard from `member` within `within` (raft heartbeats flow every few ticks).

@@ -43,6 +43,12 @@ pub enum PeerRequest {
     Step {
         step: crate::domain::steps::UserStep,
     },
+    /// An entity's committed journal, from the node leading its group (asked by a node that
+    /// holds no replica of the group).
+    Journal {
+        kind: crate::domain::ids::EntityKind,
+        id: String,
+    },
     /// The latest committed quotes, from the node that drives the price feed.
     Prices {
         quotes: Vec<crate::domain::instrument::Quote>,
@@ -70,6 +76,8 @@ pub enum PeerResponse {
         group: u32,
         index: u64,
     },
+    /// An entity's journal, encoded (a `Vec<JournalEntry<_>>` of its kind).
+    Journal(Result<Vec<u8>, EntityFailure>),
     Refused(String),
 }
 
@@ -220,6 +228,10 @@ pub fn peer_sink(transport: Transport, membership: Membership, me: RaftId) -> Pe
     }))
 }
 
+/// Reads an entity's journal here (this node leads its group), encoded.
+pub type LocalJournal =
+    Arc<dyn Fn(crate::domain::ids::EntityKind, String) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, EntityFailure>> + Send>> + Send + Sync>;
+
 /// Revokes sessions on this node (the gateway's list of refused sessions).
 pub type LocalRevoke = Arc<dyn Fn(Vec<String>) + Send + Sync>;
 
@@ -227,6 +239,7 @@ pub type LocalRevoke = Arc<dyn Fn(Vec<String>) + Send + Sync>;
 /// quotes.
 pub struct LocalServices {
     pub dispatch: LocalDispatch,
+    pub journal: LocalJournal,
     pub steps: crate::cluster::router::StepHandler,
     pub revoke: LocalRevoke,
     pub quotes: Arc<dyn Fn(Vec<crate::domain::instrument::Quote>) + Send + Sync>,
@@ -245,6 +258,7 @@ pub async fn serve(
 ) {
     let LocalServices {
         dispatch,
+        journal: read_journal,
         steps,
         revoke,
         quotes,
@@ -324,6 +338,22 @@ pub async fn serve(
                 }
                 quotes(round);
                 let _ = reply.send(codec::encode(&PeerResponse::Ack));
+            }
+            PeerRequest::Journal { kind, id } => {
+                if id.is_empty() || id.len() > crate::domain::ids::MAX_ID_LEN {
+                    refuse(format!("a journal request from {} names no valid id", member.node_id), reply);
+                    continue;
+                }
+                let (read, journal) = (read_journal.clone(), journal.clone());
+                tokio::spawn(async move {
+                    let group = crate::domain::ids::group_of(crate::domain::ids::shard_of(&id), journal.store().groups());
+                    let answer = if journal.leadership(group).served {
+                        PeerResponse::Journal(read(kind, id).await)
+                    } else {
+                        PeerResponse::Refused(format!("not the leader of shard group {group}"))
+                    };
+                    let _ = reply.send(codec::encode(&answer));
+                });
             }
             PeerRequest::Step { step } => {
                 if !step.is_well_formed() {
@@ -426,6 +456,24 @@ pub async fn forward_step(
         Ok(PeerResponse::Refused(why)) => Err(format!("{} refused: {why}", member.node_id)),
         Ok(_) => Err(format!("{} answered a step with something else", member.node_id)),
         Err(e) => Err(format!("forwarding a step to {}: {e}", member.node_id)),
+    }
+}
+
+/// Asks the node leading an entity's group for its journal. `Err`: not answered there (the
+/// caller follows leadership).
+pub async fn forward_journal(
+    transport: &Transport,
+    membership: &Membership,
+    to: RaftId,
+    kind: crate::domain::ids::EntityKind,
+    id: String,
+) -> Result<Result<Vec<u8>, EntityFailure>, String> {
+    let (member, peer) = member_peer(membership, to)?;
+    match ask(transport, peer, &PeerRequest::Journal { kind, id }).await {
+        Ok(PeerResponse::Journal(answer)) => Ok(answer),
+        Ok(PeerResponse::Refused(why)) => Err(format!("{} refused: {why}", member.node_id)),
+        Ok(_) => Err(format!("{} answered a journal request with something else", member.node_id)),
+        Err(e) => Err(format!("asking {} for a journal: {e}", member.node_id)),
     }
 }
 

@@ -26,7 +26,7 @@ use crate::domain::instrument::Instrument;
 use crate::domain::portfolio::Portfolio;
 use crate::domain::time::Timestamp;
 use crate::storage::store::{JournalEntry, WriteSet};
-use crate::storage::Store;
+use crate::storage::{codec, Store};
 use crate::telemetry::Metrics;
 use kameo::error::SendError;
 use kameo::mailbox;
@@ -540,9 +540,10 @@ impl Router {
         loop {
             let failure = match self.destination(group, deadline).await? {
                 None => match self.call_local::<E>(id, call.clone()).await {
-                    // Leadership moved meanwhile: look again. (Refused while still leading: the
-                    // shard map placed the shard elsewhere — the caller hears it.)
-                    Err(RouteFailure::NotOwner(hint)) if !self.inner.journal.leadership(group).served => RouteFailure::NotOwner(hint),
+                    // Leadership moved meanwhile: look again (a command whose outcome is
+                    // unknown goes again under its request id). Refused while still leading:
+                    // the caller hears it.
+                    Err(f) if !self.inner.journal.leadership(group).served => f,
                     other => return other,
                 },
                 Some(leader) => {
@@ -647,6 +648,7 @@ impl Router {
     }
 
     async fn view<E: Routable>(&self, id: &str, query: E::Query) -> Result<E::View, RouteFailure> {
+        self.read_barrier(id).await?;
         let mut msg = RunQuery::<E> { query };
         for _ in 0..SEND_ATTEMPTS_MAX {
             let actor = self.activate::<E>(id).await?;
@@ -664,8 +666,58 @@ impl Router {
         Err(RouteFailure::NotApplied(format!("{} {id} kept stopping", E::KIND.name())))
     }
 
-    /// An entity's durable journal, oldest first (its history).
+    /// An entity's committed journal, oldest first (its history), read linearizably wherever
+    /// this node stands: at the leader through the entity (after a read barrier); at a replica
+    /// from its own store once a read barrier says it applied what the leader had committed;
+    /// at a node without a replica, from the leader over the network. Follows leadership,
+    /// bounded by the request timeout.
     pub async fn read_journal<E: Routable>(&self, id: &str) -> Result<Vec<JournalEntry<E::Event>>, RouteFailure> {
+        let group = self.group_of(id);
+        let deadline = tokio::time::Instant::now() + self.inner.request_timeout;
+        loop {
+            let failure = match self.destination(group, deadline).await? {
+                None => match self.read_journal_here::<E>(id).await {
+                    Err(f) if !self.inner.journal.leadership(group).served => f,
+                    other => return other,
+                },
+                Some(_) if self.inner.journal.leadership(group).replica => match self.inner.journal.read_index(group).await {
+                    Ok(()) => return self.journal_from_store::<E>(id).await,
+                    Err(e) => RouteFailure::NotApplied(e.to_string()),
+                },
+                Some(leader) => {
+                    let remote = self.inner.remote.get().expect("a destination elsewhere needs a remote");
+                    self.forwarded("journal");
+                    match crate::cluster::peer::forward_journal(&remote.transport, &remote.membership, leader, E::KIND, id.to_string()).await {
+                        Ok(Ok(bytes)) => {
+                            return codec::decode(&bytes).map_err(|e| RouteFailure::NotApplied(format!("a journal from a peer does not decode: {e}")))
+                        }
+                        Ok(Err(f)) => return Err(f),
+                        Err(why) => RouteFailure::NotApplied(why),
+                    }
+                }
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Err(failure);
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// The journal of an entity this node's replica holds, from its store (after a barrier).
+    async fn journal_from_store<E: Routable>(&self, id: &str) -> Result<Vec<JournalEntry<E::Event>>, RouteFailure> {
+        if id.is_empty() || id.len() > MAX_ID_LEN {
+            return Err(RouteFailure::NotApplied("entity id length out of range".into()));
+        }
+        let (store, entity) = (self.inner.env.store.clone(), EntityId::new(E::KIND, id));
+        match tokio::task::spawn_blocking(move || store.journal::<E>(&entity, u64::MAX)).await {
+            Ok(r) => r.map_err(|e| RouteFailure::NotApplied(e.to_string())),
+            Err(e) => Err(RouteFailure::NotApplied(e.to_string())),
+        }
+    }
+
+    /// An entity's journal through its actor here (this node leads its group).
+    async fn read_journal_here<E: Routable>(&self, id: &str) -> Result<Vec<JournalEntry<E::Event>>, RouteFailure> {
+        self.read_barrier(id).await?;
         for _ in 0..SEND_ATTEMPTS_MAX {
             let actor = self.activate::<E>(id).await?;
             match actor.ask(ReadJournal::<E>::default()).await {
@@ -676,6 +728,28 @@ impl Router {
             }
         }
         Err(RouteFailure::NotApplied(format!("{} {id} kept stopping", E::KIND.name())))
+    }
+
+    /// A peer's request for an entity's journal, served here only (encoded for the wire).
+    pub async fn journal_for_peer(&self, kind: crate::domain::ids::EntityKind, id: &str) -> Result<Vec<u8>, RouteFailure> {
+        use crate::domain::ids::EntityKind as K;
+        Ok(match kind {
+            K::Account => codec::encode(&self.read_journal_here::<Account>(id).await?),
+            K::Portfolio => codec::encode(&self.read_journal_here::<Portfolio>(id).await?),
+            K::Instrument => codec::encode(&self.read_journal_here::<Instrument>(id).await?),
+            K::EmailIndex => codec::encode(&self.read_journal_here::<EmailIndex>(id).await?),
+        })
+    }
+
+    /// A read barrier before an entity's state is read here: this node still leads the
+    /// entity's group (a deposed leader cannot pass it), so what the entity answers after it
+    /// is linearizable.
+    async fn read_barrier(&self, id: &str) -> Result<(), RouteFailure> {
+        self.inner
+            .journal
+            .read_index(self.group_of(id))
+            .await
+            .map_err(|e| RouteFailure::NotApplied(e.to_string()))
     }
 
     /// Test and diagnostics hook: an entity's journal seq and state.

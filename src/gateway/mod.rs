@@ -41,6 +41,8 @@ pub struct AppState {
     /// When this node started (seconds since the epoch, as token `iat`s are).
     pub started_at_secs: i64,
     pub ready: AtomicBool,
+    /// Every replica of this node caught up with its group's leader once since it started.
+    pub caught_up: AtomicBool,
 }
 
 impl std::ops::Deref for AppState {

@@ -131,11 +131,12 @@ impl Replica {
         Ok(())
     }
 
-    /// A linearizable read: raft confirms this node still leads (a heartbeat round with a
-    /// quorum) at an index; the read is served once that index is applied.
+    /// A linearizable read (ReadIndex): the leader confirms it still leads (a heartbeat round
+    /// with a quorum) at its commit index; the read is served once that index is applied here.
+    /// A follower asks its leader for that index (how far it must apply to be caught up).
     pub fn read(&mut self, id: ProposalId) -> Result<(), ProposeError> {
-        if !self.is_leader() {
-            return Err(ProposeError::NotLeader(self.leader()));
+        if !self.is_leader() && self.leader().is_none() {
+            return Err(ProposeError::NotLeader(None));
         }
         self.tracker.read_asked(id);
         self.raw.read_index(id.to_be_bytes().to_vec());

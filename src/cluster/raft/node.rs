@@ -208,6 +208,13 @@ impl MultiRaft {
         }
     }
 
+    /// Stops tracking a read the driver gave up on.
+    pub fn forget_read(&mut self, group: GroupId, id: ProposalId) {
+        if let Some(r) = self.groups.get_mut(&group) {
+            r.tracker.forget_read(id);
+        }
+    }
+
     pub fn campaign(&mut self, group: GroupId) {
         if let Some(r) = self.groups.get_mut(&group) {
             let _ = r.raw.campaign();
@@ -402,6 +409,9 @@ impl MultiRaft {
                     let mut failed = Vec::new();
                     r.tracker.step_down(&mut failed, &mut reads);
                     self.events.extend(failed.into_iter().map(|(id, o)| Event::Proposal(id, o)));
+                    self.events.extend(reads.drain(..).map(|id| Event::Read(id, false)));
+                } else if !leading {
+                    r.tracker.fail_reads(&mut reads);
                     self.events.extend(reads.drain(..).map(|id| Event::Read(id, false)));
                 }
                 self.events.push(Event::Role(RoleChange {

@@ -82,6 +82,19 @@ impl Tracker {
         });
     }
 
+    /// A follower's leader changed: its reads asked of the old leader fail (they may never be
+    /// answered).
+    pub fn fail_reads(&mut self, reads: &mut Vec<ProposalId>) {
+        reads.extend(std::mem::take(&mut self.reads_asked).into_keys());
+        reads.extend(std::mem::take(&mut self.reads_confirmed).into_iter().map(|(_, id)| id));
+    }
+
+    /// The driver gave up on a read (no answer in time): it is not tracked any more.
+    pub fn forget_read(&mut self, id: ProposalId) {
+        self.reads_asked.remove(&id);
+        self.reads_confirmed.retain(|&(_, r)| r != id);
+    }
+
     /// Leadership moved: every pending proposal's fate is unknown here, every read fails.
     pub fn step_down(&mut self, proposals: &mut Vec<(ProposalId, Outcome)>, reads: &mut Vec<ProposalId>) {
         proposals.extend(std::mem::take(&mut self.proposals).into_values().map(|(_, id)| (id, Outcome::Unknown)));

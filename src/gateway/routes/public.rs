@@ -10,7 +10,9 @@ pub fn healthz(state: &AppState) -> Result<Reply, ApiError> {
 }
 
 pub fn readyz(state: &AppState) -> Result<Reply, ApiError> {
-    if state.is_ready() && !state.router.journal().is_failed() {
+    if !state.caught_up.load(std::sync::atomic::Ordering::SeqCst) {
+        Err(ApiError::unavailable("the node is joining its cluster or catching up with it"))
+    } else if state.is_ready() && !state.router.journal().is_failed() {
         Ok(json_response(StatusCode::OK, &serde_json::json!({"status": "ready"})))
     } else {
         Err(ApiError::unavailable("the node is starting or shutting down"))
