@@ -416,6 +416,7 @@ impl Writer {
     /// in its term is applied here (its entities then load the whole committed state).
     fn publish_status(&mut self) {
         let status: Vec<_> = self.raft.groups().filter_map(|g| self.raft.status(g)).collect();
+        let mut words = Vec::with_capacity(status.len());
         for s in &status {
             self.metrics
                 .raft
@@ -432,12 +433,26 @@ impl Writer {
                 self.serve_from.remove(&s.group);
                 false
             };
-            let word = (s.leader.unwrap_or(0) << 2) | 2 | u64::from(served);
-            if let Some(a) = self.shared.leaders.get(s.group as usize) {
-                a.store(word, Ordering::Release);
+            words.push((
+                s.group,
+                crate::cluster::raft::Leadership {
+                    leader: s.leader,
+                    served,
+                    replica: true,
+                },
+            ));
+        }
+        let applied: Vec<(u32, u64)> = status.iter().map(|s| (s.group, s.applied_index)).collect();
+        self.shared.board.publish(status, words);
+        for (g, index) in applied {
+            if let Some(w) = self.shared.applied.get(g as usize) {
+                w.send_if_modified(|a| {
+                    let moved = index > *a;
+                    *a = (*a).max(index);
+                    moved
+                });
             }
         }
-        *self.shared.status.lock().expect("status lock") = status;
     }
 
     /// Storage failed: the node fails closed. Every waiting and later commit is refused.

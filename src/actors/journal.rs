@@ -54,12 +54,13 @@ pub(crate) enum Input {
 pub(crate) struct Shared {
     pub(crate) failed: AtomicBool,
     pub(crate) heads: Mutex<BTreeMap<u32, ChainHead>>,
-    pub(crate) status: Mutex<Vec<crate::cluster::raft::GroupStatus>>,
+    /// Per group: leadership words and raft status, as of the last round.
+    pub(crate) board: crate::cluster::raft::Board<crate::cluster::raft::GroupStatus>,
+    /// Per group: the index this node's replica has applied (waited on by `wait_applied`).
+    pub(crate) applied: Vec<tokio::sync::watch::Sender<u64>>,
     pub(crate) roles: tokio::sync::broadcast::Sender<crate::cluster::raft::RoleChange>,
     /// Peer raft messages refused (unknown group, wrong address, refused by raft).
     pub(crate) refused: std::sync::atomic::AtomicU64,
-    /// Per group: `leader raft id << 2 | replica here << 1 | served here` (see `leadership`).
-    pub(crate) leaders: Vec<std::sync::atomic::AtomicU64>,
     /// Sends a write set to the member leading its group (set once a cluster is joined).
     pub(crate) forwarder: std::sync::OnceLock<WriteForwarder>,
     pub(crate) raft_id: RaftId,
@@ -74,16 +75,7 @@ pub type WriteForwarder = Arc<dyn Fn(RaftId, WriteSet) -> std::pin::Pin<Box<dyn 
 /// How long a write waits for its group to have a leader it can reach.
 const FORWARD_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// What this node knows of a group's leadership.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Leadership {
-    /// The leader this node's replica knows of (None: none known, or no replica here).
-    pub leader: Option<RaftId>,
-    /// This node leads the group, an entry of its term committed and everything committed
-    /// before it is applied here: its entities may be served here.
-    pub served: bool,
-    pub replica: bool,
-}
+pub use crate::cluster::raft::Leadership;
 
 /// Sends a batch of raft messages to a member (never blocks; what it cannot send is lost, and
 /// raft sends it again).
@@ -145,10 +137,10 @@ impl AuditJournal {
         let shared = Arc::new(Shared {
             failed: AtomicBool::new(false),
             heads: Mutex::new(BTreeMap::new()),
-            status: Mutex::new(Vec::new()),
+            board: crate::cluster::raft::Board::new(store.groups()),
+            applied: (0..store.groups()).map(|_| tokio::sync::watch::channel(0).0).collect(),
             roles: tokio::sync::broadcast::channel(1024).0,
             refused: std::sync::atomic::AtomicU64::new(0),
-            leaders: (0..store.groups()).map(|_| std::sync::atomic::AtomicU64::new(0)).collect(),
             forwarder: std::sync::OnceLock::new(),
             raft_id: settings.raft_id,
             heard: Mutex::new(BTreeMap::new()),
@@ -177,25 +169,17 @@ impl AuditJournal {
 
     /// The raft status of every group replica on this node, as of the last round.
     pub fn group_status(&self) -> Vec<crate::cluster::raft::GroupStatus> {
-        self.shared.status.lock().expect("status lock").clone()
+        self.shared.board.status()
     }
 
     /// One group's status here (None: no replica on this node).
     pub fn status_of(&self, group: u32) -> Option<crate::cluster::raft::GroupStatus> {
-        self.shared.status.lock().expect("status lock").iter().find(|s| s.group == group).cloned()
+        self.shared.board.status_where(|s| s.group == group)
     }
 
     /// Who leads `group`, as of the last round (lock-free: read on every entity message).
     pub fn leadership(&self, group: u32) -> Leadership {
-        let v = self.shared.leaders.get(group as usize).map_or(0, |a| a.load(Ordering::Acquire));
-        Leadership {
-            leader: match v >> 2 {
-                0 => None,
-                id => Some(id),
-            },
-            served: v & 1 == 1,
-            replica: v & 2 == 2,
-        }
+        self.shared.board.leadership(group)
     }
 
     /// Leadership changes of this node's replicas, as they happen.
@@ -213,13 +197,14 @@ impl AuditJournal {
     /// Waits (at most `within`) until this node's replica of `group` applied `index` — a no-op
     /// when it has no replica of the group.
     pub async fn wait_applied(&self, group: u32, index: u64, within: std::time::Duration) {
-        let deadline = tokio::time::Instant::now() + within;
-        while let Some(s) = self.status_of(group) {
-            if s.applied_index >= index || tokio::time::Instant::now() >= deadline {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        if !self.leadership(group).replica {
+            return;
         }
+        let Some(applied) = self.shared.applied.get(group as usize) else {
+            return;
+        };
+        let mut rx = applied.subscribe();
+        let _ = tokio::time::timeout(within, rx.wait_for(|a| *a >= index)).await;
     }
 
     /// A read barrier (raft's ReadIndex) of `group`: `Ok` once the group's leader confirmed it

@@ -13,6 +13,7 @@
 // raft-rs's protobuf types are built field by field (as its own examples do).
 #![allow(clippy::field_reassign_with_default)]
 
+pub mod board;
 pub mod disk;
 pub mod group;
 pub mod log;
@@ -22,11 +23,18 @@ pub mod node;
 pub mod sim;
 pub mod tracker;
 
+pub use board::{Board, Leadership};
 pub use disk::{DiskError, GroupWrite, MemoryDisk, RaftDisk};
 pub use group::ProposeError;
 pub use log::{GroupLog, PersistedGroup};
 pub use node::{Committed, Event, GroupStatus, MultiRaft, Refused, RoleChange, Round};
 pub use tracker::{Outcome, ProposalId};
+
+/// What the board is built of (loom's stand-ins in `tests/loom_driver.rs`).
+mod sync {
+    pub use std::sync::atomic::{AtomicU64, Ordering};
+    pub use std::sync::Mutex;
+}
 
 /// A node's id inside raft (never 0; raft-rs reserves it).
 pub type RaftId = u64;
