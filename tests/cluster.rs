@@ -643,9 +643,20 @@ fn three_nodes_form_serve_any_request_anywhere_and_survive_a_kill_9() {
         assert_eq!(v["code"], "too_many_attempts", "{v}");
     }
 
-    // Under load from three clients of the portfolio, SIGKILL a node; the other two elect
-    // leaders for its groups and serve everything again. The clients' history must linearize.
-    let (_, p) = c.get(1, "/v1/portfolio", &token);
+    // Under load from three clients of the portfolio, SIGKILL the node leading the most
+    // groups; the other two elect leaders for its groups and serve everything again. The
+    // clients' history must linearize.
+    let (_, view) = c.get(1, "/v1/cluster", &admin_token);
+    let busiest = view["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .max_by_key(|n| n["groups_led"].as_u64().unwrap())
+        .map(|n| n["node_id"].as_str().unwrap().to_string())
+        .unwrap();
+    let victim = c.members.iter().position(|m| m.id == busiest).unwrap();
+    let (o1, o2) = ((victim + 1) % NODES, (victim + 2) % NODES);
+    let (_, p) = c.get(o1, "/v1/portfolio", &token);
     let initial = cents(p["cash"].as_str().unwrap());
     let history = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -654,7 +665,7 @@ fn three_nodes_form_serve_any_request_anywhere_and_survive_a_kill_9() {
         .map(|id| client(bases.clone(), token.clone(), history.clone(), stop.clone(), id))
         .collect();
     std::thread::sleep(Duration::from_millis(800));
-    c.kill9(0);
+    c.kill9(victim);
     for t in clients {
         t.join().unwrap();
     }
@@ -668,41 +679,58 @@ fn three_nodes_form_serve_any_request_anywhere_and_survive_a_kill_9() {
             "a corrupted history must be rejected"
         );
     }
-    let (_, p) = c.until_served(long, || c.get(1, "/v1/portfolio", &token));
+    let (_, p) = c.until_served(long, || c.get(o1, "/v1/portfolio", &token));
     let after_load = cents(p["cash"].as_str().unwrap());
     let expected_cash = |extra: i64| format!("{}.{:02}", (after_load + extra) / 100, (after_load + extra) % 100);
     let (s, v) = c.until_served(long, || {
-        c.post(2, "/v1/portfolio/deposits", Some(&token), Some("after-kill"), &json!({"amount": "50.00"}))
+        c.post(o2, "/v1/portfolio/deposits", Some(&token), Some("after-kill"), &json!({"amount": "50.00"}))
     });
     assert_eq!(s, 201, "a deposit after the kill: {v}");
     // A retry of an acknowledged request returns its first answer and moves nothing.
     let (key, first) = &acknowledged[0];
-    let (s, again) = c.post(1, "/v1/portfolio/deposits", Some(&token), Some(key), &json!({"amount": "100.00"}));
+    let (s, again) = c.post(o1, "/v1/portfolio/deposits", Some(&token), Some(key), &json!({"amount": "100.00"}));
     assert_eq!(s, 201);
     assert_eq!(&again, first, "the retry answers as the first time");
-    let (_, p) = c.get(2, "/v1/portfolio", &token);
+    let (_, p) = c.get(o2, "/v1/portfolio", &token);
     assert_eq!(p["cash"], expected_cash(5000), "{p}");
+    // Audit verification is ok on the survivors, with equal heads where their replicas hold
+    // as many entries.
+    let heads: Vec<Value> = [o1, o2]
+        .iter()
+        .map(|&i| {
+            let (s, v) = c.until_served(long, || c.get(i, "/v1/admin/audit/verify", &admin_token));
+            assert_eq!(s, 200, "{v}");
+            assert_eq!(v["ok"], true, "node {i}: {v}");
+            v
+        })
+        .collect();
+    for g in heads[0]["groups"].as_array().unwrap() {
+        let same = heads[1]["groups"].as_array().unwrap().iter().find(|o| o["group"] == g["group"]).unwrap();
+        if same["entries"] == g["entries"] {
+            assert_eq!(same["head_hash"], g["head_hash"], "group {}: replicas disagree after the kill", g["group"]);
+        }
+    }
 
     // The killed node restarts from its own folder, catches up and serves: /readyz turns 200
     // once each of its replicas applied what its leader had committed, and its applied index
     // reaches what the others had committed.
-    c.spawn(0);
-    c.wait_healthy(0, Duration::from_secs(60));
+    c.spawn(victim);
+    c.wait_healthy(victim, Duration::from_secs(60));
     let deadline = Instant::now() + long;
-    while c.members[0]
+    while c.members[victim]
         .client
-        .get(format!("{}/readyz", c.members[0].base))
+        .get(format!("{}/readyz", c.members[victim].base))
         .send()
         .map_or(0, |r| r.status().as_u16())
         != 200
     {
-        assert!(Instant::now() < deadline, "the restarted node never became ready:\n{}", c.logs(0));
+        assert!(Instant::now() < deadline, "the restarted node never became ready:\n{}", c.logs(victim));
         std::thread::sleep(Duration::from_millis(100));
     }
-    let (_, others) = c.get(1, "/v1/cluster", &admin_token);
+    let (_, others) = c.get(o1, "/v1/cluster", &admin_token);
     let deadline = Instant::now() + long;
     loop {
-        let (_, mine) = c.get(0, "/v1/cluster", &admin_token);
+        let (_, mine) = c.get(victim, "/v1/cluster", &admin_token);
         let behind: Vec<String> = others["groups"]
             .as_array()
             .unwrap()
@@ -718,7 +746,7 @@ fn three_nodes_form_serve_any_request_anywhere_and_survive_a_kill_9() {
         assert!(Instant::now() < deadline, "the restarted node did not catch up: {behind:?}");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let (s, p) = c.until_served(long, || c.get(0, "/v1/portfolio", &token));
+    let (s, p) = c.until_served(long, || c.get(victim, "/v1/portfolio", &token));
     assert_eq!(s, 200, "{p}");
     assert_eq!(
         p["cash"],
@@ -743,6 +771,29 @@ fn three_nodes_form_serve_any_request_anywhere_and_survive_a_kill_9() {
     let leader_id = view["groups"][group as usize]["leader"].as_str().unwrap().to_string();
     let isolated = c.members.iter().position(|m| m.id == leader_id).unwrap();
     let majority: Vec<usize> = (0..NODES).filter(|&i| i != isolated).collect();
+    // (d) for the partition too: a second investor's portfolio is used by three clients at
+    // random nodes from before the cut until after the healing; their history must linearize.
+    let bob = json!({"email": "bob@example.com", "password": PASSWORD, "full_name": "Robert Brown", "date_of_birth": "1980-06-01", "country": "GB"});
+    let (s, v) = c.until_served(long, || c.post(majority[0], "/v1/auth/register", None, None, &bob));
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = c.until_served(long, || {
+        c.post(
+            majority[1],
+            "/v1/auth/login",
+            None,
+            None,
+            &json!({"email": "bob@example.com", "password": PASSWORD}),
+        )
+    });
+    assert_eq!(s, 200, "{v}");
+    let bob_token = v["access_token"].as_str().unwrap().to_string();
+    let (_, p) = c.until_served(long, || c.get(majority[0], "/v1/portfolio", &bob_token));
+    let bob_initial = cents(p["cash"].as_str().unwrap());
+    let bob_history = Arc::new(Mutex::new(Vec::new()));
+    let bob_clients: Vec<_> = (11..=13)
+        .map(|id| client(bases.clone(), bob_token.clone(), bob_history.clone(), stop.clone(), id))
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
     c.cut(isolated, &majority);
     for &m in &majority {
         c.cut(m, &[isolated]);
@@ -784,4 +835,10 @@ fn three_nodes_form_serve_any_request_anywhere_and_survive_a_kill_9() {
         let (_, p) = c.get(i, "/v1/portfolio", &token);
         assert_eq!(p["cash"], expected_cash(5700), "node {i}: the deposit counted once: {p}");
     }
+    for t in bob_clients {
+        t.join().unwrap();
+    }
+    let events = bob_history.lock().unwrap().clone();
+    assert!(events.len() > 10, "the clients did too little around the partition: {events:?}");
+    moneta::cluster::history::check(bob_initial, &events).unwrap_or_else(|e| panic!("the clients' history around the partition: {e}\n{events:?}"));
 }
