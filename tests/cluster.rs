@@ -58,6 +58,8 @@ impl Cluster {
             .env("MONETA_SECURITY_SECRETS_DIR", &self.secrets_dir)
             .env("MONETA_MARKET_TICK_INTERVAL", "200ms")
             .env("MONETA_GATEWAY_REQUEST_TIMEOUT", "4s")
+            .env("MONETA_GDPR_ERASURE_GRACE_PERIOD", "0s")
+            .env("MONETA_GDPR_ERASURE_CHECK_INTERVAL", "200ms")
             // Test-only: lets the test cut links between members (a partition) over the
             // control socket; a node started without it refuses.
             .env("MONETA_CLUSTER_TEST_FAULTS", "true");
@@ -141,6 +143,22 @@ impl Cluster {
                 }
             }
         }
+    }
+
+    /// Stops node `i` gracefully (SIGTERM), bounded.
+    fn stop(&mut self, i: usize) {
+        let c = self.members[i].child.as_mut().unwrap();
+        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while c.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.wait();
+        self.members[i].child = None;
     }
 
     fn kill9(&mut self, i: usize) {
@@ -841,4 +859,65 @@ fn three_nodes_form_serve_any_request_anywhere_and_survive_a_kill_9() {
     let events = bob_history.lock().unwrap().clone();
     assert!(events.len() > 10, "the clients did too little around the partition: {events:?}");
     moneta::cluster::history::check(bob_initial, &events).unwrap_or_else(|e| panic!("the clients' history around the partition: {e}\n{events:?}"));
+
+    // Crypto-shredding reaches every copy: bob asks to be erased; once the erasure job ran
+    // (grace period 0 here), his data key is in no replica's state and in no replica's raft
+    // log (compacted past the entry that destroyed it) — read from every node's folder.
+    let (_, me) = c.get(0, "/v1/me", &bob_token);
+    let bob_id = me["user_id"].as_str().or(me["id"].as_str()).unwrap().to_string();
+    let m = &c.members[1];
+    let r = m.client.delete(format!("{}/v1/me", m.base)).bearer_auth(&bob_token).send().unwrap();
+    assert_eq!(r.status().as_u16(), 202, "{:?}", r.text());
+    let deadline = Instant::now() + long;
+    loop {
+        let (s, _) = c.post(2, "/v1/auth/login", None, None, &json!({"email": "bob@example.com", "password": PASSWORD}));
+        if s == 401 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "bob can still log in: {s}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let bob_group = u32::from(moneta::domain::ids::shard_of(&bob_id)) % 8;
+    // Every replica applied the group's commit before the nodes stop.
+    let deadline = Instant::now() + long;
+    'applied: loop {
+        let views: Vec<Value> = (0..NODES).map(|i| c.get(i, "/v1/cluster", &admin_token).1).collect();
+        let of = |v: &Value, f: &str| v["groups"][bob_group as usize][f].as_u64().unwrap_or(0);
+        let commit = views.iter().map(|v| of(v, "commit_index")).max().unwrap();
+        if views.iter().all(|v| of(v, "applied_index") >= commit) {
+            break 'applied;
+        }
+        assert!(Instant::now() < deadline, "replicas of group {bob_group} did not apply: {views:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for i in 0..NODES {
+        c.stop(i);
+    }
+    let location = moneta::storage::keys::shard_record_key(
+        moneta::storage::records::user_shard(&bob_id),
+        moneta::storage::keys::ShardRecord::DataKey,
+        &bob_id,
+    );
+    for m in &c.members {
+        let store = moneta::storage::Store::open(&m.root.join("data")).unwrap();
+        assert!(store.tree().get(&location).unwrap().is_none(), "{}: the data key is still in the state", m.id);
+        let groups = store.raft_groups().unwrap();
+        let log = &groups[&bob_group];
+        for e in &log.entries {
+            if e.data.is_empty() {
+                continue;
+            }
+            let Ok(sets) = moneta::storage::codec::decode::<Vec<moneta::storage::store::WriteSet>>(&e.data) else {
+                continue;
+            };
+            for set in sets {
+                assert!(
+                    !set.puts.iter().any(|(k, _)| *k == location),
+                    "{}: entry {} of group {bob_group}'s raft log still holds the destroyed data key",
+                    m.id,
+                    e.index
+                );
+            }
+        }
+    }
 }

@@ -289,6 +289,9 @@ impl Writer {
                 chains.insert(w.group, head.unwrap_or_default());
             }
         }
+        // Entries that destroyed a personal-data key (crypto-shredding): the log is compacted
+        // past them once applied, so no replica's log keeps the key they replaced.
+        let mut shredded: Vec<(u32, u64)> = Vec::new();
         for c in &round.apply {
             let mut sets: Vec<WriteSet> = codec::decode(&c.data).map_err(|e| {
                 self.metrics.corrupt_records.inc();
@@ -298,6 +301,9 @@ impl Writer {
                 }
             })?;
             for set in sets.iter_mut() {
+                if set.deletes.iter().any(|k| crate::storage::keys::is_data_key_record(k)) {
+                    shredded.push((c.group, c.index));
+                }
                 self.store.stage(&mut batch, set, &mut chains)?;
             }
         }
@@ -308,6 +314,10 @@ impl Writer {
         }
         let compact = round.sync;
         self.raft.persisted(round);
+        for (g, index) in shredded {
+            tracing::info!(group = g, index, "a data key was destroyed: compacting the group's log past it");
+            self.raft.compact(g, index + 1);
+        }
         self.chains = chains;
         *self.shared.heads.lock().expect("heads lock") = self.chains.clone();
         // Before any callback runs: whoever is answered reads an applied index that includes

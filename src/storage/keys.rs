@@ -101,6 +101,11 @@ pub fn is_shard_record(key: &[u8]) -> bool {
     key.len() > 4 && key[0..2] != NODE_PREFIX && key[2] == SHARD_RECORD
 }
 
+/// True for the key of a wrapped personal-data key (its deletion is a crypto-shredding).
+pub fn is_data_key_record(key: &[u8]) -> bool {
+    is_shard_record(key) && key[3] == ShardRecord::DataKey as u8
+}
+
 pub fn audit_prefix(group: u32) -> Vec<u8> {
     let mut k = AUDIT_PREFIX.to_vec();
     k.extend_from_slice(&group.to_be_bytes());

@@ -147,10 +147,11 @@ impl GroupLog {
         }
     }
 
-    /// Drops entries before `index` (they are in the applied state); `index` stays readable.
-    /// Returns the index and term of the new compacted prefix, or None when nothing moved.
+    /// Drops entries before `index` (they are in the applied state; all of them when `index` is
+    /// `last_index + 1`). Returns the index and term of the new compacted prefix, or None when
+    /// nothing moved.
     pub fn compact(&mut self, index: u64) -> Option<(u64, u64)> {
-        if index <= self.first_index() || index > self.last_index() {
+        if index <= self.first_index() || index > self.last_index() + 1 {
             return None;
         }
         let drop = (index - self.first_index()) as usize;
@@ -158,6 +159,11 @@ impl GroupLog {
         self.snapshot_meta.index = last_dropped.index;
         self.snapshot_meta.term = last_dropped.term;
         self.entries.drain(..drop);
+        // A snapshot prepared before this point is of no use to a follower any more (and must
+        // not carry state an erasure removed since).
+        if self.prepared.as_ref().is_some_and(|p| p.get_metadata().index < self.snapshot_meta.index) {
+            self.prepared = None;
+        }
         Some((self.snapshot_meta.index, self.snapshot_meta.term))
     }
 

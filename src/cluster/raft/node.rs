@@ -298,9 +298,11 @@ impl MultiRaft {
     }
 
     /// Folds the log up to `index` (at most what is applied and durable) into the state.
+    /// Drops `group`'s log entries before `index` (at most up to the applied entry, included:
+    /// `index <= applied + 1`); a follower that needs them gets a snapshot.
     pub fn compact(&mut self, group: GroupId, index: u64) {
         let Some(r) = self.groups.get_mut(&group) else { return };
-        let index = index.min(r.applied_index());
+        let index = index.min(r.applied_index() + 1);
         if let Some(point) = r.raw.mut_store().compact(index) {
             self.compactions.insert(group, point);
         }
