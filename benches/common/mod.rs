@@ -58,10 +58,15 @@ pub fn client() -> reqwest::Client {
 
 /// Registers, onboards and funds `n` investors (each holding one WRLD); returns their tokens.
 pub async fn investors(base: &str, n: usize) -> Vec<String> {
+    investors_named(base, n, "load").await
+}
+
+/// As [`investors`], with emails `<prefix><n>@example.com`.
+pub async fn investors_named(base: &str, n: usize, prefix: &str) -> Vec<String> {
     let c = client();
     let mut tokens = Vec::new();
     for u in 0..n {
-        let email = format!("load{u}@example.com");
+        let email = format!("{prefix}{u}@example.com");
         let body = json!({"email": email, "password": "a long enough passphrase", "full_name": "Load Tester", "date_of_birth": "1980-01-01", "country": "GB"});
         assert!(c
             .post(format!("{base}/v1/auth/register"))
