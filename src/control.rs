@@ -67,6 +67,22 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
 pub async fn backup(state: &AppState, out: PathBuf) -> Result<String, String> {
     let key = crate::storage::backup::load_key(&state.config.backup.key_file, true).map_err(|e| e.to_string())?;
     let keys_dir = state.config.security.secrets_path(&state.config.node.data_dir);
+    // Every group this node holds a replica of is first brought to its leader's commit index
+    // (a read barrier each): the backup then holds each group at one committed index, at
+    // least as recent as the request.
+    let journal = state.router.journal();
+    let groups: Vec<u32> = journal.group_status().iter().map(|s| s.group).collect();
+    if groups.len() != journal.store().groups() as usize {
+        return Err(format!(
+            "this node holds replicas of {} of the cluster's {} shard groups: a backup of every group needs a node that holds them all",
+            groups.len(),
+            journal.store().groups()
+        ));
+    }
+    let barriers = futures_util::future::join_all(groups.iter().map(|&g| journal.read_index(g))).await;
+    if let Some((g, e)) = groups.iter().zip(barriers).find_map(|(g, r)| r.err().map(|e| (g, e))) {
+        return Err(format!("shard group {g} cannot be brought up to date for the backup: {e}"));
+    }
     let digest = state
         .router
         .journal()

@@ -209,6 +209,12 @@ fn open_stream(mut input: impl Read, key: &[u8]) -> Result<Vec<u8>, BackupError>
     }
 }
 
+/// What a backup leaves out: raft logs and the cluster membership are each node's own — a
+/// restored folder starts a new cluster of one (which can then grow).
+fn backed_up(key: &[u8]) -> bool {
+    !key.starts_with(&keys::RAFT_PREFIX) && key != keys::MEMBERSHIP_KEY
+}
+
 /// SHA-256 over every (tree, key, value) of the backed-up trees, in order.
 pub fn state_digest(store: &Store) -> Result<String, BackupError> {
     let mut h = Sha256::new();
@@ -216,7 +222,7 @@ pub fn state_digest(store: &Store) -> Result<String, BackupError> {
         let tree = store.open_tree(name)?;
         for item in tree.iter() {
             let (k, v) = item?;
-            if k.starts_with(&keys::RAFT_PREFIX) {
+            if !backed_up(&k) {
                 continue;
             }
             for part in [name.as_bytes(), &k, &v] {
@@ -257,8 +263,7 @@ pub fn write_backup(store: &Store, keys_dir: &Path, key: &[u8], out: impl Write)
         let tree = store.open_tree(name)?;
         for item in tree.iter() {
             let (k, v) = item?;
-            // Raft logs are each replica's own: a restored folder starts a new cluster of one.
-            if k.starts_with(&keys::RAFT_PREFIX) {
+            if !backed_up(&k) {
                 continue;
             }
             let mut rec = vec![REC_ENTRY, name.len() as u8];
