@@ -599,6 +599,40 @@ fn three_nodes_form_serve_any_request_anywhere_and_survive_a_kill_9() {
     }
     assert!(steps_forwarded > 0, "no order was forwarded as a step");
 
+    // An instrument listed at one node is listed at every node: it quotes and trades at the
+    // others (each node follows the replicated catalog), and the feed ticks it.
+    let newco = json!({"symbol": "NEWCO", "name": "New Company plc", "kind": "equity", "risk_class": 4, "price": "10.00"});
+    let (s, v) = c.post(0, "/v1/admin/instruments", Some(&admin_token), None, &newco);
+    assert_eq!(s, 201, "{v}");
+    let deadline = Instant::now() + long;
+    loop {
+        let (s, v) = c.post(
+            2,
+            "/v1/orders",
+            Some(&token),
+            Some("newco-1"),
+            &json!({"symbol": "NEWCO", "side": "buy", "quantity": "1"}),
+        );
+        if s == 201 {
+            assert_eq!(v["symbol"], "NEWCO", "{v}");
+            break;
+        }
+        assert!(s == 404 || s == 503, "{s} {v}");
+        assert!(Instant::now() < deadline, "NEWCO is not traded at n3: {s} {v}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let deadline = Instant::now() + long;
+    loop {
+        let m = &c.members[1];
+        let r = m.client.get(format!("{}/v1/instruments/NEWCO", m.base)).send().unwrap();
+        let price = r.json::<Value>().unwrap_or(Value::Null)["price"].clone();
+        if price.is_string() && price != "10.00" && price != "10" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "NEWCO never moved as seen at n2: {price}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
     // Per-group raft metrics: proposals, leadership changes, commit latency, apply lag.
     let metrics = c.members[0]
         .client

@@ -95,6 +95,53 @@ pub async fn run_feed(
     }
 }
 
+/// How often a node looks for instruments listed at another node.
+const CATALOG_FOLLOW_EVERY: Duration = Duration::from_secs(2);
+
+/// Instruments listed at run time at any node are catalog records, replicated with their
+/// shard's group: every node picks up the ones its catalog does not know yet (and hands them
+/// to its feed, which ticks them when this node drives the feed). Runs until `stop`.
+pub async fn follow_catalog(services: Arc<Services>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(CATALOG_FOLLOW_EVERY) => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+        let store = services.router.store().clone();
+        let records = match tokio::task::spawn_blocking(move || store.catalog()).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "the instrument catalog cannot be read");
+                continue;
+            }
+            Err(_) => continue,
+        };
+        for (symbol, entry) in records {
+            if services.is_listed(&symbol) {
+                continue;
+            }
+            let Ok(Some(q)) = services.router.query::<Instrument, _>(&symbol, crate::domain::queries::CurrentQuote).await else {
+                continue;
+            };
+            services.catalog.write().expect("catalog lock").push(symbol.clone());
+            if let Some(tx) = services.feed_additions.lock().expect("feed additions lock").as_ref() {
+                let _ = tx.send(FeedInstrument {
+                    symbol: symbol.clone(),
+                    price: q.price,
+                    params: GbmParams {
+                        drift: entry.drift,
+                        volatility: entry.volatility,
+                    },
+                });
+            }
+            tracing::info!(symbol = %symbol, "an instrument listed at another node joined this node's catalog");
+        }
+    }
+}
+
 /// The instruments' listings, learnt once from the instruments (a quote carries them).
 #[derive(Default)]
 struct Listings(std::collections::HashMap<String, Listing>);
