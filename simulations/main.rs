@@ -21,6 +21,7 @@
 #![deny(clippy::disallowed_methods, clippy::disallowed_types)]
 
 mod advisory;
+mod cluster;
 mod oracle;
 mod plot;
 mod report;
@@ -61,6 +62,114 @@ struct Cli {
     /// Test hook: corrupt one journal entry before the final replay check, which must then fail.
     #[arg(long, hide = true)]
     sabotage_journal: bool,
+    /// Simulate the cluster instead: N virtual nodes running the real raft driver and entities
+    /// under network, crash and partition faults drawn from the seed, then a liveness phase.
+    #[arg(long, conflicts_with_all = ["scenario", "days"])]
+    cluster: bool,
+    /// With --cluster: the number of nodes [default: 3–5, drawn from the seed].
+    #[arg(long, requires = "cluster")]
+    nodes: Option<u64>,
+    /// With --cluster: ticks of the safety phase [default: 3000].
+    #[arg(long, requires = "cluster")]
+    ticks: Option<u64>,
+    /// With --cluster: run this many seeds from --seed on; report every failing seed.
+    #[arg(long, requires = "cluster")]
+    sweep: Option<u64>,
+    /// Test hook (a planted bug): cluster clients retry under new request ids and keys.
+    #[arg(long, hide = true, requires = "cluster")]
+    sabotage_retries: bool,
+}
+
+fn cluster_settings(cli: &Cli, seed: u64) -> cluster::Settings {
+    let mut s = cluster::Settings::from_seed(seed);
+    if let Some(n) = cli.nodes {
+        s.nodes = n;
+    }
+    if let Some(u) = cli.users {
+        s.users = u;
+    }
+    if let Some(t) = cli.ticks {
+        s.ticks = t;
+    }
+    s.sabotage_retries = cli.sabotage_retries;
+    s
+}
+
+fn cluster_replay(cli: &Cli, seed: u64) -> String {
+    let mut line = format!("cargo run --release --bin simulate -- --cluster --seed {seed}");
+    if let Some(n) = cli.nodes {
+        line += &format!(" --nodes {n}");
+    }
+    if let Some(u) = cli.users {
+        line += &format!(" --users {u}");
+    }
+    if let Some(t) = cli.ticks {
+        line += &format!(" --ticks {t}");
+    }
+    if cli.sabotage_retries {
+        line += " --sabotage-retries";
+    }
+    line
+}
+
+/// `simulate --cluster`: one seed (a report and a digest), or a sweep of seeds.
+fn run_cluster(cli: &Cli) -> ExitCode {
+    if let Some(n) = cli.nodes.filter(|n| !(1..=9).contains(n)) {
+        eprintln!("simulate: --nodes must be 1–9, got {n}");
+        return ExitCode::from(2);
+    }
+    if let Some(u) = cli.users.filter(|u| !(1..=1000).contains(u)) {
+        eprintln!("simulate: --users must be 1–1000 with --cluster, got {u}");
+        return ExitCode::from(2);
+    }
+    let seeds = cli.sweep.unwrap_or(1).max(1);
+    let mut failed = Vec::new();
+    for seed in cli.seed..cli.seed.saturating_add(seeds) {
+        let settings = cluster_settings(cli, seed);
+        if cli.sweep.is_none() {
+            println!("moneta cluster simulation");
+            println!("seed: {seed}");
+            println!("{}", settings.describe());
+        }
+        match cluster::ClusterSim::new(settings).run() {
+            Ok(r) if cli.sweep.is_none() => {
+                println!(
+                    "ticks: {} (liveness {}) · simulated {:.1} s",
+                    r.ticks,
+                    r.liveness_ticks,
+                    (r.ticks * moneta::cluster::raft::sim::TICK_MS) as f64 / 1000.0
+                );
+                println!(
+                    "faults injected: crashes {} · restarts {} · isolations {} · compactions {}",
+                    r.crashes, r.restarts, r.isolations, r.compactions
+                );
+                println!(
+                    "raft: elections {} · snapshots sent {} · messages refused {}",
+                    r.elections, r.snapshots, r.refused
+                );
+                println!(
+                    "clients: requests {} · retries {} · all answered, exactly once, linearizable",
+                    r.requests, r.retries
+                );
+                println!("replay: {}", cluster_replay(cli, seed));
+                println!("digest: {}", r.digest);
+            }
+            Ok(_) => {}
+            Err(f) => {
+                eprintln!("SIMULATION FAILED: seed {seed}, tick {}: {}", f.tick, f.message);
+                eprintln!("replay: {}", cluster_replay(cli, seed));
+                failed.push(seed);
+            }
+        }
+    }
+    if cli.sweep.is_some() {
+        println!("swept {seeds} seeds from {}: {} failed {:?}", cli.seed, failed.len(), failed);
+    }
+    if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 fn replay_command(cli: &Cli, users: usize, days: u32) -> String {
@@ -102,6 +211,9 @@ fn load_scenario(cli: &Cli) -> Result<Option<scenario::Scenario>, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.cluster {
+        return run_cluster(&cli);
+    }
     let scenario = match load_scenario(&cli) {
         Ok(s) => s,
         Err(e) => {

@@ -440,6 +440,12 @@ impl SimRaftCluster {
             .unwrap_or_default()
     }
 
+    /// Entries applied to `group` on `node` with their indexes, in index order (what its state
+    /// machine holds: after a crash, what reached its disk; after a snapshot, the snapshot's).
+    pub fn applied_entries(&self, node: RaftId, group: GroupId) -> Vec<(u64, Vec<u8>)> {
+        self.nodes[&node].applied.get(&group).cloned().unwrap_or_default()
+    }
+
     pub fn rng(&mut self) -> &mut ChaCha8Rng {
         &mut self.rng
     }

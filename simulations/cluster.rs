@@ -1,0 +1,631 @@
+//! The cluster simulation (`simulate --cluster`): N virtual nodes in one thread on simulated
+//! time, each running the real multi-group raft driver (`MultiRaft`, over the seeded network and
+//! crash-losing disks of `cluster::raft::sim`) and, on every replica of every shard group, the
+//! real entities (`MemoryHost`: the same decide/apply, request memory and idempotency rules as
+//! the actor host). Clients — two per investor — deposit, withdraw and read their cash at random
+//! nodes, retrying under their request ids and idempotency keys until answered.
+//!
+//! Replication here is of commands: a group's log carries each command (with the time it was
+//! proposed) and every replica's host executes it in log order, so replicas must end in the same
+//! state. (Production replicates the write sets the leader's actor decided; both apply one
+//! log in order.)
+//!
+//! Faults, all drawn from the seed (swarm testing: the probabilities themselves are drawn per
+//! run and printed first): message loss, duplication, latency and reordering; a node isolated
+//! for a while; crashes that lose unflushed rounds, and restarts. Then a liveness phase: faults
+//! off, every node restarted and connected; it must converge within a bound.
+//!
+//! Checked after every tick, the run stopping at the first violation: at most one leader per
+//! group and term and the same entry at an index on every replica (the raft layer); replicas
+//! of a group at the same applied index hold identical entity state and audit records; no
+//! negative cash. At the end: every client request answered, each investor's cash is what
+//! their acknowledged requests make it (exactly once), and each investor's client history is
+//! linearizable (stateright's `LinearizabilityTester`).
+
+use moneta::cluster::history::{BankOp, BankRet, Event};
+use moneta::cluster::memory_host::MemoryHost;
+use moneta::cluster::raft::sim::{NetFaults, SimRaftCluster, TICK_MS};
+use moneta::cluster::raft::{GroupId, Outcome, ProposalId, RaftId};
+use moneta::domain::envelope::{Envelope, RequestMeta};
+use moneta::domain::portfolio::{IdemTag, Portfolio, PortfolioCommand, PortfolioRejection, PortfolioReply};
+use moneta::domain::time::Timestamp;
+use moneta::storage::codec;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+/// The simulated clock starts here (any fixed instant: runs must not depend on the wall clock).
+const EPOCH_MS: i64 = 1_800_000_000_000;
+/// A client waits this long for an answer before it tries again elsewhere (same ids).
+const CLIENT_TIMEOUT_TICKS: u64 = 100;
+
+/// What a run is made of (from the flags, or drawn from the seed).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub seed: u64,
+    pub nodes: u64,
+    pub groups: u32,
+    pub users: usize,
+    pub ops_per_client: usize,
+    /// Ticks of the safety phase (faults on).
+    pub ticks: u64,
+    /// The bound on the liveness phase (faults off).
+    pub liveness_ticks: u64,
+    pub faults: Faults,
+    /// Test hook (a planted bug): a retry goes out under a new request id and idempotency key,
+    /// as if the client had forgotten them — exactly-once must then fail on some seed.
+    pub sabotage_retries: bool,
+}
+
+/// Fault probabilities of one run.
+#[derive(Clone, Debug)]
+pub struct Faults {
+    pub loss: f64,
+    pub duplicate: f64,
+    pub latency_max_ms: u64,
+    /// Per tick: a running node crashes (losing a drawn number of unflushed rounds).
+    pub crash: f64,
+    /// Per tick: a crashed node restarts.
+    pub restart: f64,
+    /// Per tick: a node is isolated (both ways), if none is.
+    pub isolate: f64,
+    /// Per tick: the isolation heals.
+    pub heal: f64,
+    /// Per tick: every node compacts its logs.
+    pub compact: f64,
+}
+
+impl Faults {
+    /// Swarm testing: each run draws its own mix.
+    pub fn draw(seed: u64) -> Faults {
+        let mut r = ChaCha8Rng::seed_from_u64(seed ^ 0x5157_4152_4d00);
+        Faults {
+            loss: [0.0, 0.01, 0.05, 0.15][r.random_range(0..4)],
+            duplicate: [0.0, 0.01, 0.05][r.random_range(0..3)],
+            latency_max_ms: [2, 10, 40][r.random_range(0..3)],
+            crash: [0.0, 0.001, 0.004][r.random_range(0..3)],
+            restart: 0.02,
+            isolate: [0.0, 0.002, 0.006][r.random_range(0..3)],
+            heal: 0.01,
+            compact: [0.0, 0.002, 0.01][r.random_range(0..3)],
+        }
+    }
+}
+
+impl Settings {
+    pub fn from_seed(seed: u64) -> Settings {
+        let mut r = ChaCha8Rng::seed_from_u64(seed ^ 0x4e4f_4445_5300);
+        Settings {
+            seed,
+            nodes: r.random_range(3..=5),
+            groups: 4,
+            users: 6,
+            ops_per_client: 12,
+            ticks: 3_000,
+            liveness_ticks: 6_000,
+            faults: Faults::draw(seed),
+            sabotage_retries: false,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        let f = &self.faults;
+        format!(
+            "nodes {} · groups {} · users {} (2 clients each, {} requests per client) · safety {} ticks, liveness ≤ {} ticks ({} ms per tick)\n\
+             faults: loss {} · duplicate {} · latency 1–{} ms · crash {}/tick · restart {}/tick · isolate {}/tick · heal {}/tick · compact {}/tick",
+            self.nodes,
+            self.groups,
+            self.users,
+            self.ops_per_client,
+            self.ticks,
+            self.liveness_ticks,
+            TICK_MS,
+            f.loss,
+            f.duplicate,
+            f.latency_max_ms,
+            f.crash,
+            f.restart,
+            f.isolate,
+            f.heal,
+            f.compact
+        )
+    }
+}
+
+/// One log entry: a command and when it was proposed.
+#[derive(Serialize, Deserialize)]
+struct Entry {
+    at: i64,
+    envelope: Envelope,
+}
+
+/// A replica's entities: the host and how far into the group's applied entries it is.
+struct Replica {
+    host: MemoryHost,
+    consumed: usize,
+    last_index: u64,
+}
+
+#[derive(Clone, Debug)]
+enum Waiting {
+    /// Not sent yet (or to be sent again) at this tick.
+    Send {
+        at: u64,
+    },
+    Proposal {
+        id: ProposalId,
+        node: RaftId,
+        since: u64,
+    },
+    Read {
+        id: ProposalId,
+        node: RaftId,
+        since: u64,
+    },
+}
+
+struct Client {
+    user: usize,
+    thread: u64,
+    ops: Vec<BankOp>,
+    next: usize,
+    attempt: u32,
+    waiting: Option<Waiting>,
+}
+
+/// What the run did.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub ticks: u64,
+    pub liveness_ticks: u64,
+    pub crashes: u64,
+    pub restarts: u64,
+    pub isolations: u64,
+    pub compactions: u64,
+    pub requests: u64,
+    pub retries: u64,
+    pub elections: u64,
+    pub snapshots: u64,
+    pub refused: u64,
+    pub digest: String,
+}
+
+pub struct Failure {
+    pub tick: u64,
+    pub message: String,
+}
+
+pub struct ClusterSim {
+    s: Settings,
+    raft: SimRaftCluster,
+    rng: ChaCha8Rng,
+    replicas: BTreeMap<(RaftId, GroupId), Replica>,
+    /// (node, request id) → what that replica's host answered when it applied the request.
+    answers: BTreeMap<(RaftId, String), BankRet>,
+    /// (group, applied index) → the digest of a replica's state there.
+    states: BTreeMap<(GroupId, u64), [u8; 32]>,
+    clients: Vec<Client>,
+    history: Vec<Vec<Event>>,
+    /// Per user: cash in cents as the acknowledged requests make it.
+    acknowledged: Vec<i64>,
+    isolated: Option<RaftId>,
+    tick: u64,
+    report: Report,
+}
+
+fn user_id(u: usize) -> String {
+    format!("usr_sim{u:04}")
+}
+
+fn cents(d: Decimal) -> i64 {
+    (d * Decimal::from(100)).trunc().try_into().expect("cash fits in i64 cents")
+}
+
+impl ClusterSim {
+    pub fn new(s: Settings) -> ClusterSim {
+        let groups: Vec<GroupId> = (0..s.groups).collect();
+        let mut raft = SimRaftCluster::new(s.seed, s.nodes, &groups);
+        raft.faults = NetFaults {
+            loss: s.faults.loss,
+            duplicate: s.faults.duplicate,
+            latency_min_ms: 1,
+            latency_max_ms: s.faults.latency_max_ms,
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(s.seed ^ 0x434c_4945_4e54);
+        let mut clients = Vec::new();
+        for u in 0..s.users {
+            for c in 0..2 {
+                let ops = (0..s.ops_per_client)
+                    .map(|_| match rng.random_range(0..10) {
+                        0..=3 => BankOp::Deposit(100 * rng.random_range(1..=50)),
+                        4..=6 => BankOp::Withdraw(100 * rng.random_range(1..=60)),
+                        _ => BankOp::ReadCash,
+                    })
+                    .collect();
+                clients.push(Client {
+                    user: u,
+                    thread: (u * 2 + c) as u64,
+                    ops,
+                    next: 0,
+                    attempt: 0,
+                    waiting: Some(Waiting::Send { at: rng.random_range(1..50) }),
+                });
+            }
+        }
+        let mut sim = ClusterSim {
+            replicas: BTreeMap::new(),
+            answers: BTreeMap::new(),
+            states: BTreeMap::new(),
+            history: vec![Vec::new(); s.users],
+            acknowledged: vec![0; s.users],
+            isolated: None,
+            tick: 0,
+            report: Report::default(),
+            clients,
+            rng,
+            raft,
+            s,
+        };
+        for n in 1..=sim.s.nodes {
+            for g in 0..sim.s.groups {
+                sim.replicas.insert((n, g), sim.fresh_replica(g));
+            }
+        }
+        sim
+    }
+
+    fn fresh_replica(&self, g: GroupId) -> Replica {
+        Replica {
+            host: MemoryHost::new(self.s.seed ^ u64::from(g), Timestamp(EPOCH_MS)),
+            consumed: 0,
+            last_index: 0,
+        }
+    }
+
+    fn group_of_user(&self, u: usize) -> GroupId {
+        moneta::domain::ids::group_of(moneta::domain::ids::shard_of(&user_id(u)), self.s.groups)
+    }
+
+    fn fail<T>(&self, message: String) -> Result<T, Failure> {
+        Err(Failure { tick: self.tick, message })
+    }
+
+    pub fn run(mut self) -> Result<Report, Failure> {
+        while self.tick < self.s.ticks {
+            self.faults();
+            self.step()?;
+        }
+        // Liveness: faults off, every node back and connected; everything must converge.
+        self.raft.heal();
+        self.isolated = None;
+        self.raft.faults.loss = 0.0;
+        self.raft.faults.duplicate = 0.0;
+        let down: Vec<RaftId> = self.raft.nodes.iter().filter(|(_, n)| n.raft.is_none()).map(|(&id, _)| id).collect();
+        for id in down {
+            self.restart(id)?;
+        }
+        let bound = self.tick + self.s.liveness_ticks;
+        while !(self.clients_done() && self.converged()) {
+            if self.tick >= bound {
+                let open = self.clients.iter().filter(|c| c.waiting.is_some()).count();
+                return self.fail(format!(
+                    "the liveness phase did not converge within {} ticks: {open} clients unanswered, replicas converged: {}",
+                    self.s.liveness_ticks,
+                    self.converged()
+                ));
+            }
+            self.step()?;
+            self.report.liveness_ticks += 1;
+        }
+        self.finish()
+    }
+
+    fn faults(&mut self) {
+        let f = self.s.faults.clone();
+        let ids: Vec<RaftId> = self.raft.nodes.keys().copied().collect();
+        for id in ids {
+            let running = self.raft.nodes[&id].raft.is_some();
+            if running && self.rng.random_bool(f.crash) {
+                let keep = self.rng.random_range(0..3);
+                self.raft.crash(id, keep);
+                self.report.crashes += 1;
+            } else if !running && self.rng.random_bool(f.restart) && self.restart(id).is_err() {
+                // Reported by the next step's checks.
+            }
+        }
+        match self.isolated {
+            None if self.rng.random_bool(f.isolate) => {
+                let id = self.rng.random_range(1..=self.s.nodes);
+                self.raft.isolate(id);
+                self.isolated = Some(id);
+                self.report.isolations += 1;
+            }
+            Some(_) if self.rng.random_bool(f.heal) => {
+                self.raft.heal();
+                self.isolated = None;
+            }
+            _ => {}
+        }
+        // Now and then every node folds its applied log into its state (replicas that fall
+        // behind then catch up from a snapshot).
+        if self.rng.random_bool(f.compact) {
+            self.raft.compact_all(self.rng.random_range(0..8));
+            self.report.compactions += 1;
+        }
+    }
+
+    fn restart(&mut self, id: RaftId) -> Result<(), Failure> {
+        if let Err(e) = self.raft.restart(id) {
+            return self.fail(format!("node {id} cannot restart from its disk: {e}"));
+        }
+        self.report.restarts += 1;
+        Ok(())
+    }
+
+    /// One tick: raft, then every replica's entities catch up, then clients.
+    fn step(&mut self) -> Result<(), Failure> {
+        self.tick += 1;
+        if let Err(e) = self.raft.run(1) {
+            return self.fail(e);
+        }
+        self.sync_replicas()?;
+        self.serve_clients()
+    }
+
+    /// Each replica's host executes the entries its node applied since the last tick (from the
+    /// start again when the node crashed or installed a snapshot), then is checked.
+    fn sync_replicas(&mut self) -> Result<(), Failure> {
+        let keys: Vec<(RaftId, GroupId)> = self.replicas.keys().copied().collect();
+        for (n, g) in keys {
+            let applied = self.raft.applied_entries(n, g);
+            let r = &self.replicas[&(n, g)];
+            let diverged = r.consumed > applied.len() || (r.consumed > 0 && applied[r.consumed - 1].0 != r.last_index);
+            if diverged {
+                let fresh = self.fresh_replica(g);
+                self.replicas.insert((n, g), fresh);
+            }
+            let start = self.replicas[&(n, g)].consumed;
+            if start == applied.len() {
+                continue;
+            }
+            for (index, data) in &applied[start..] {
+                if data.is_empty() {
+                    continue;
+                }
+                let Ok(entry) = codec::decode::<Entry>(data) else {
+                    return self.fail(format!("group {g} index {index}: an entry that does not decode"));
+                };
+                let request_id = match &entry.envelope {
+                    Envelope::Portfolio {
+                        call: moneta::domain::envelope::Call::Execute { meta, .. },
+                        ..
+                    } => meta.request_id.clone(),
+                    _ => String::new(),
+                };
+                let r = self.replicas.get_mut(&(n, g)).expect("replica");
+                let now = Timestamp(entry.at.max(r.host.now().millis()));
+                r.host.set_now(now);
+                let answer = match r.host.dispatch(entry.envelope).map(|a| a.executed::<Portfolio>()) {
+                    Ok(Some(Ok(PortfolioReply::Cash { cash }))) => BankRet::Cash(cents(cash)),
+                    // A refusal is remembered under the idempotency key (a reply) or not (a rejection).
+                    Ok(Some(Err(PortfolioRejection::InsufficientFunds))) | Ok(Some(Ok(PortfolioReply::Refused(PortfolioRejection::InsufficientFunds)))) => {
+                        BankRet::Refused
+                    }
+                    other => return self.fail(format!("node {n} group {g} index {index}: the entity answered {other:?}")),
+                };
+                self.answers.insert((n, request_id), answer);
+            }
+            let r = self.replicas.get_mut(&(n, g)).expect("replica");
+            r.consumed = applied.len();
+            r.last_index = applied.last().map_or(0, |e| e.0);
+            let (index, digest) = (r.last_index, state_digest(&r.host));
+            let negative = r
+                .host
+                .portfolios
+                .iter()
+                .find(|(_, p)| p.state.cash < Decimal::ZERO)
+                .map(|(id, p)| format!("node {n}: {id} has negative cash {}", p.state.cash));
+            if let Some(why) = negative {
+                return self.fail(why);
+            }
+            match self.states.get(&(g, index)) {
+                Some(d) if *d != digest => return self.fail(format!("group {g}: node {n}'s entities differ from another replica's at index {index}")),
+                Some(_) => {}
+                None => {
+                    self.states.insert((g, index), digest);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The request id (and idempotency key) of client `c`'s current request: the same on every
+    /// retry (unless the planted bug is on).
+    fn request_id(&self, c: &Client) -> String {
+        match self.s.sabotage_retries {
+            false => format!("sim-{}-{}", c.thread, c.next),
+            true => format!("sim-{}-{}-{}", c.thread, c.next, c.attempt),
+        }
+    }
+
+    fn serve_clients(&mut self) -> Result<(), Failure> {
+        for i in 0..self.clients.len() {
+            let Some(w) = self.clients[i].waiting.clone() else { continue };
+            match w {
+                Waiting::Send { at } if at <= self.tick => self.send(i),
+                Waiting::Send { .. } => {}
+                Waiting::Proposal { id, node, since } => match self.raft.outcomes.remove(&id) {
+                    Some((_, Outcome::Applied)) => {
+                        let rid = self.request_id(&self.clients[i]);
+                        match self.answers.get(&(node, rid.clone())).copied() {
+                            Some(ret) => self.answered(i, ret),
+                            None => return self.fail(format!("request {rid} was applied at node {node} with no answer there")),
+                        }
+                    }
+                    Some(_) => self.retry(i),
+                    None if self.tick - since > CLIENT_TIMEOUT_TICKS => self.retry(i),
+                    None => {}
+                },
+                Waiting::Read { id, node, since } => match self.raft.reads.remove(&id) {
+                    Some(true) => {
+                        let c = &self.clients[i];
+                        let (u, g) = (c.user, self.group_of_user(c.user));
+                        let r = self.replicas.get_mut(&(node, g)).expect("replica");
+                        let cash = r.host.query::<Portfolio, _>(&user_id(u), moneta::domain::queries::Cash);
+                        self.answered(i, BankRet::Cash(cents(cash)));
+                    }
+                    Some(false) => self.retry(i),
+                    None if self.tick - since > CLIENT_TIMEOUT_TICKS => self.retry(i),
+                    None => {}
+                },
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends client `i`'s current request to a random node, which passes it to the group's
+    /// leader it knows (if it can reach it); otherwise the client tries again a little later.
+    fn send(&mut self, i: usize) {
+        let (user, op) = {
+            let c = &self.clients[i];
+            (c.user, c.ops[c.next])
+        };
+        if self.clients[i].attempt == 0 {
+            self.history[user].push(Event::Invoke {
+                thread: self.clients[i].thread,
+                op,
+            });
+            self.report.requests += 1;
+        }
+        let g = self.group_of_user(user);
+        let at = self.rng.random_range(1..=self.s.nodes);
+        let leader = self.raft.nodes[&at].raft.as_ref().and_then(|r| r.status(g)).and_then(|s| s.leader);
+        let reachable = leader.filter(|&l| l == at || (self.isolated != Some(at) && self.isolated != Some(l)));
+        let Some(l) = reachable else { return self.retry(i) };
+        let since = self.tick;
+        let waiting = match op {
+            BankOp::ReadCash => self.raft.read_at(l, g).map(|id| Waiting::Read { id, node: l, since }),
+            BankOp::Deposit(a) | BankOp::Withdraw(a) => {
+                let amount = Decimal::new(a, 2);
+                let c = &self.clients[i];
+                let request_id = self.request_id(c);
+                let idem = IdemTag {
+                    key: format!("k-{request_id}"),
+                    fingerprint: if matches!(op, BankOp::Deposit(_)) {
+                        moneta::domain::fingerprint::deposit(amount)
+                    } else {
+                        moneta::domain::fingerprint::withdrawal(amount)
+                    },
+                };
+                let cmd = if matches!(op, BankOp::Deposit(_)) {
+                    PortfolioCommand::Deposit { amount, idem }
+                } else {
+                    PortfolioCommand::Withdraw { amount, idem }
+                };
+                let meta = RequestMeta {
+                    request_id,
+                    actor: user_id(user),
+                };
+                let entry = Entry {
+                    at: EPOCH_MS + (self.tick * TICK_MS) as i64,
+                    envelope: Envelope::execute::<Portfolio>(user_id(user), cmd, meta),
+                };
+                self.raft
+                    .propose_at(l, g, codec::encode(&entry))
+                    .map(|id| Waiting::Proposal { id, node: l, since })
+            }
+        };
+        match waiting {
+            Some(w) => self.clients[i].waiting = Some(w),
+            None => self.retry(i),
+        }
+    }
+
+    fn retry(&mut self, i: usize) {
+        let backoff = self.rng.random_range(5..30);
+        let c = &mut self.clients[i];
+        c.attempt += 1;
+        c.waiting = Some(Waiting::Send { at: self.tick + backoff });
+        self.report.retries += 1;
+    }
+
+    fn answered(&mut self, i: usize, ret: BankRet) {
+        let c = &mut self.clients[i];
+        let op = c.ops[c.next];
+        match (op, ret) {
+            (BankOp::Deposit(a), BankRet::Cash(_)) => self.acknowledged[c.user] += a,
+            (BankOp::Withdraw(a), BankRet::Cash(_)) => self.acknowledged[c.user] -= a,
+            _ => {}
+        }
+        self.history[c.user].push(Event::Return { thread: c.thread, ret });
+        c.next += 1;
+        c.attempt = 0;
+        // Think time: the requests of a client spread over the safety phase.
+        c.waiting = (c.next < c.ops.len()).then(|| Waiting::Send {
+            at: self.tick + self.rng.random_range(1..400),
+        });
+    }
+
+    fn clients_done(&self) -> bool {
+        self.clients.iter().all(|c| c.waiting.is_none())
+    }
+
+    /// Every group has one leader and every replica applied the same entries.
+    fn converged(&self) -> bool {
+        (0..self.s.groups).all(|g| {
+            let Some(leader) = self.raft.leader(g) else { return false };
+            let want = self.replicas[&(leader, g)].last_index;
+            (1..=self.s.nodes).all(|n| self.replicas[&(n, g)].last_index == want)
+        })
+    }
+
+    fn finish(mut self) -> Result<Report, Failure> {
+        for u in 0..self.s.users {
+            let g = self.group_of_user(u);
+            for n in 1..=self.s.nodes {
+                let r = self.replicas.get_mut(&(n, g)).expect("replica");
+                let cash = cents(r.host.query::<Portfolio, _>(&user_id(u), moneta::domain::queries::Cash));
+                if cash != self.acknowledged[u] {
+                    return self.fail(format!(
+                        "{} at node {n}: cash {cash} cents, but the acknowledged requests make {} (a request applied twice or lost)",
+                        user_id(u),
+                        self.acknowledged[u]
+                    ));
+                }
+            }
+            if let Err(e) = moneta::cluster::history::check(0, &self.history[u]) {
+                return self.fail(format!("{}: the client history is not linearizable: {e}", user_id(u)));
+            }
+        }
+        let mut h = Sha256::new();
+        h.update(self.raft.digest().as_bytes());
+        for ((n, g), r) in &self.replicas {
+            h.update(n.to_be_bytes());
+            h.update(g.to_be_bytes());
+            h.update(state_digest(&r.host));
+        }
+        self.report.ticks = self.tick;
+        self.report.elections = self.raft.elections;
+        self.report.snapshots = self.raft.snapshots_sent;
+        self.report.refused = self.raft.refused;
+        self.report.digest = hex::encode(h.finalize());
+        Ok(self.report)
+    }
+}
+
+/// A replica's entities and audit records, hashed.
+fn state_digest(host: &MemoryHost) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for (id, p) in &host.portfolios {
+        h.update(id.as_bytes());
+        h.update(codec::encode(&p.state));
+    }
+    h.update((host.audit.len() as u64).to_be_bytes());
+    if let Some(last) = host.audit.last() {
+        h.update(codec::encode(last));
+    }
+    h.finalize().into()
+}
