@@ -145,6 +145,9 @@ struct Entry {
 /// A replica's entities: the host and how far into the group's applied entries it is.
 struct Replica {
     host: MemoryHost,
+    /// A hash chain over the state of each entity after each entry it executed (and the audit
+    /// trail's length): replicas at the same index must hold the same chain.
+    chain: [u8; 32],
     consumed: usize,
     last_index: u64,
 }
@@ -213,6 +216,8 @@ pub struct ClusterSim {
     acknowledged: Vec<i64>,
     isolated: Option<RaftId>,
     tick: u64,
+    /// In the liveness phase clients no longer pause between requests.
+    live: bool,
     report: Report,
 }
 
@@ -263,6 +268,7 @@ impl ClusterSim {
             acknowledged: vec![0; s.users],
             isolated: None,
             tick: 0,
+            live: false,
             report: Report::default(),
             clients,
             rng,
@@ -280,6 +286,7 @@ impl ClusterSim {
     fn fresh_replica(&self, g: GroupId) -> Replica {
         Replica {
             host: MemoryHost::new(self.s.seed ^ u64::from(g), Timestamp(EPOCH_MS)),
+            chain: [0; 32],
             consumed: 0,
             last_index: 0,
         }
@@ -306,6 +313,13 @@ impl ClusterSim {
         let down: Vec<RaftId> = self.raft.nodes.iter().filter(|(_, n)| n.raft.is_none()).map(|(&id, _)| id).collect();
         for id in down {
             self.restart(id)?;
+        }
+        self.live = true;
+        for i in 0..self.clients.len() {
+            if let Some(Waiting::Send { at }) = self.clients[i].waiting {
+                let soon = self.tick + self.rng.random_range(1..20);
+                self.clients[i].waiting = Some(Waiting::Send { at: at.min(soon) });
+            }
         }
         let bound = self.tick + self.s.liveness_ticks;
         while !(self.clients_done() && self.converged()) {
@@ -380,30 +394,37 @@ impl ClusterSim {
     fn sync_replicas(&mut self) -> Result<(), Failure> {
         let keys: Vec<(RaftId, GroupId)> = self.replicas.keys().copied().collect();
         for (n, g) in keys {
-            let applied = self.raft.applied_entries(n, g);
-            let r = &self.replicas[&(n, g)];
-            let diverged = r.consumed > applied.len() || (r.consumed > 0 && applied[r.consumed - 1].0 != r.last_index);
+            let (len, diverged) = {
+                let applied = self.raft.applied_entries(n, g);
+                let r = &self.replicas[&(n, g)];
+                (
+                    applied.len(),
+                    r.consumed > applied.len() || (r.consumed > 0 && applied[r.consumed - 1].0 != r.last_index),
+                )
+            };
             if diverged {
                 let fresh = self.fresh_replica(g);
                 self.replicas.insert((n, g), fresh);
             }
             let start = self.replicas[&(n, g)].consumed;
-            if start == applied.len() {
+            if start == len {
                 continue;
             }
-            for (index, data) in &applied[start..] {
+            let new: Vec<(u64, Vec<u8>)> = self.raft.applied_entries(n, g)[start..].to_vec();
+            let last = new.last().map_or(0, |e| e.0);
+            for (index, data) in &new {
                 if data.is_empty() {
                     continue;
                 }
                 let Ok(entry) = codec::decode::<Entry>(data) else {
                     return self.fail(format!("group {g} index {index}: an entry that does not decode"));
                 };
-                let request_id = match &entry.envelope {
+                let (entity, request_id) = match &entry.envelope {
                     Envelope::Portfolio {
+                        id,
                         call: moneta::domain::envelope::Call::Execute { meta, .. },
-                        ..
-                    } => meta.request_id.clone(),
-                    _ => String::new(),
+                    } => (id.clone(), meta.request_id.clone()),
+                    _ => return self.fail(format!("group {g} index {index}: an entry of another kind")),
                 };
                 let r = self.replicas.get_mut(&(n, g)).expect("replica");
                 let now = Timestamp(entry.at.max(r.host.now().millis()));
@@ -416,21 +437,24 @@ impl ClusterSim {
                     }
                     other => return self.fail(format!("node {n} group {g} index {index}: the entity answered {other:?}")),
                 };
+                let p = &r.host.portfolios[&entity].state;
+                if p.cash < Decimal::ZERO {
+                    let why = format!("node {n}: {entity} has negative cash {}", p.cash);
+                    return self.fail(why);
+                }
+                let mut h = Sha256::new();
+                h.update(r.chain);
+                h.update(index.to_be_bytes());
+                h.update(entity.as_bytes());
+                h.update(codec::encode(p));
+                h.update((r.host.audit.len() as u64).to_be_bytes());
+                r.chain = h.finalize().into();
                 self.answers.insert((n, request_id), answer);
             }
             let r = self.replicas.get_mut(&(n, g)).expect("replica");
-            r.consumed = applied.len();
-            r.last_index = applied.last().map_or(0, |e| e.0);
-            let (index, digest) = (r.last_index, state_digest(&r.host));
-            let negative = r
-                .host
-                .portfolios
-                .iter()
-                .find(|(_, p)| p.state.cash < Decimal::ZERO)
-                .map(|(id, p)| format!("node {n}: {id} has negative cash {}", p.state.cash));
-            if let Some(why) = negative {
-                return self.fail(why);
-            }
+            r.consumed = len;
+            r.last_index = last;
+            let (index, digest) = (r.last_index, r.chain);
             match self.states.get(&(g, index)) {
                 Some(d) if *d != digest => return self.fail(format!("group {g}: node {n}'s entities differ from another replica's at index {index}")),
                 Some(_) => {}
@@ -563,9 +587,13 @@ impl ClusterSim {
         self.history[c.user].push(Event::Return { thread: c.thread, ret });
         c.next += 1;
         c.attempt = 0;
-        // Think time: the requests of a client spread over the safety phase.
+        // Think time: a client's requests spread over the safety phase.
+        let think = match self.live {
+            true => 20,
+            false => (2 * self.s.ticks / self.s.ops_per_client.max(1) as u64).max(20),
+        };
         c.waiting = (c.next < c.ops.len()).then(|| Waiting::Send {
-            at: self.tick + self.rng.random_range(1..400),
+            at: self.tick + self.rng.random_range(1..think),
         });
     }
 

@@ -442,8 +442,8 @@ impl SimRaftCluster {
 
     /// Entries applied to `group` on `node` with their indexes, in index order (what its state
     /// machine holds: after a crash, what reached its disk; after a snapshot, the snapshot's).
-    pub fn applied_entries(&self, node: RaftId, group: GroupId) -> Vec<(u64, Vec<u8>)> {
-        self.nodes[&node].applied.get(&group).cloned().unwrap_or_default()
+    pub fn applied_entries(&self, node: RaftId, group: GroupId) -> &[(u64, Vec<u8>)] {
+        self.nodes[&node].applied.get(&group).map_or(&[], Vec::as_slice)
     }
 
     pub fn rng(&mut self) -> &mut ChaCha8Rng {
