@@ -79,9 +79,19 @@ pub async fn backup(state: &AppState, out: PathBuf) -> Result<String, String> {
             journal.store().groups()
         ));
     }
-    let barriers = futures_util::future::join_all(groups.iter().map(|&g| journal.read_index(g))).await;
-    if let Some((g, e)) = groups.iter().zip(barriers).find_map(|(g, r)| r.err().map(|e| (g, e))) {
-        return Err(format!("shard group {g} cannot be brought up to date for the backup: {e}"));
+    // A group between leaders is waited for, up to the request timeout.
+    let deadline = tokio::time::Instant::now() + state.config.gateway.request_timeout;
+    let mut waiting = groups;
+    while !waiting.is_empty() {
+        let barriers = futures_util::future::join_all(waiting.iter().map(|&g| journal.read_index(g))).await;
+        let failed: Vec<(u32, crate::storage::StoreError)> = waiting.iter().zip(barriers).filter_map(|(&g, r)| r.err().map(|e| (g, e))).collect();
+        if let Some((g, e)) = failed.first() {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!("shard group {g} cannot be brought up to date for the backup: {e}"));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        waiting = failed.into_iter().map(|(g, _)| g).collect();
     }
     let digest = state
         .router

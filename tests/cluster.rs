@@ -605,12 +605,13 @@ fn three_nodes_form_serve_any_request_anywhere_and_survive_a_kill_9() {
     let (s, v) = c.post(0, "/v1/admin/instruments", Some(&admin_token), None, &newco);
     assert_eq!(s, 201, "{v}");
     let deadline = Instant::now() + long;
-    loop {
+    // (A refusal is remembered under its idempotency key: each attempt uses a new one.)
+    for attempt in 0.. {
         let (s, v) = c.post(
             2,
             "/v1/orders",
             Some(&token),
-            Some("newco-1"),
+            Some(&format!("newco-{attempt}")),
             &json!({"symbol": "NEWCO", "side": "buy", "quantity": "1"}),
         );
         if s == 201 {
