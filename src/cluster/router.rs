@@ -134,6 +134,12 @@ pub struct Inner {
     email_index: Registry<EmailIndex>,
 }
 
+/// One try at a group's leader: finished (the caller hears it), or to be tried again.
+enum Attempt<T> {
+    Done(Result<T, RouteFailure>),
+    Again(RouteFailure),
+}
+
 /// Entities the router knows how to place.
 pub trait Routable: Entity + Enveloped {
     fn registry(inner: &Inner) -> &Registry<Self>;
@@ -480,24 +486,21 @@ impl Router {
     /// keys — its entity commands apply once. Bounded by the request timeout.
     pub async fn step(&self, step: crate::domain::steps::UserStep) -> Result<crate::domain::steps::StepAnswer, RouteFailure> {
         let group = self.group_of(step.user_id());
-        let deadline = tokio::time::Instant::now() + self.inner.request_timeout;
-        loop {
-            let failure = match self.destination(group, deadline).await? {
-                None => return self.step_here(step).await,
-                Some(leader) => {
-                    let remote = self.inner.remote.get().expect("a destination elsewhere needs a remote");
-                    self.forwarded("step");
-                    match crate::cluster::peer::forward_step(&remote.transport, &remote.membership, &self.inner.journal, leader, step.clone()).await {
-                        Ok(answer) => return answer,
-                        Err(why) => RouteFailure::OutcomeUnknown(why),
-                    }
+        self.follow_leader(group, |to| {
+            let step = step.clone();
+            async move {
+                let Some(leader) = to else {
+                    return Attempt::Done(self.step_here(step).await);
+                };
+                let remote = self.remote();
+                self.forwarded("step");
+                match crate::cluster::peer::forward_step(&remote.transport, &remote.membership, &self.inner.journal, leader, step).await {
+                    Ok(answer) => Attempt::Done(answer),
+                    Err(why) => Attempt::Again(RouteFailure::OutcomeUnknown(why)),
                 }
-            };
-            if tokio::time::Instant::now() >= deadline {
-                return Err(failure);
             }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        })
+        .await
     }
 
     /// Runs a step on this node (a peer's forwarded step: the peer checked leadership first).
@@ -536,39 +539,56 @@ impl Router {
     /// (the entity answers it once). Bounded by the request timeout.
     async fn route<E: Routable>(&self, id: &str, call: CallOf<E>) -> Result<OutcomeOf<E>, RouteFailure> {
         let group = self.group_of(id);
+        self.follow_leader(group, |to| {
+            let call = call.clone();
+            async move {
+                let Some(leader) = to else {
+                    return match self.call_local::<E>(id, call).await {
+                        // Leadership moved meanwhile: look again (a command whose outcome is
+                        // unknown goes again under its request id). Refused while still
+                        // leading: the caller hears it.
+                        Err(f) if !self.inner.journal.leadership(group).served => Attempt::Again(f),
+                        other => Attempt::Done(other),
+                    };
+                };
+                let remote = self.remote();
+                self.forwarded("call");
+                let envelope = E::envelope(id.to_string(), call);
+                match crate::cluster::peer::forward(&remote.transport, &remote.membership, &self.inner.journal, leader, envelope).await {
+                    Ok(answer) => Attempt::Done(E::outcome(answer).ok_or_else(|| RouteFailure::NotApplied("a peer answered another kind".into()))),
+                    Err(f @ RouteFailure::NotApplied(_)) => Attempt::Done(Err(f)),
+                    Err(f) => Attempt::Again(f),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Tries `attempt` at the leader of `group` — here (`None`) or at another member — until it
+    /// is done, following leadership as it moves; bounded by the request timeout (the last
+    /// failure is the answer then).
+    async fn follow_leader<T, F, Fut>(&self, group: u32, mut attempt: F) -> Result<T, RouteFailure>
+    where
+        F: FnMut(Option<crate::cluster::raft::RaftId>) -> Fut,
+        Fut: std::future::Future<Output = Attempt<T>>,
+    {
         let deadline = tokio::time::Instant::now() + self.inner.request_timeout;
         loop {
-            let failure = match self.destination(group, deadline).await? {
-                None => match self.call_local::<E>(id, call.clone()).await {
-                    // Leadership moved meanwhile: look again (a command whose outcome is
-                    // unknown goes again under its request id). Refused while still leading:
-                    // the caller hears it.
-                    Err(f) if !self.inner.journal.leadership(group).served => f,
-                    other => return other,
-                },
-                Some(leader) => {
-                    let remote = self.inner.remote.get().expect("a destination elsewhere needs a remote");
-                    self.forwarded("call");
-                    match crate::cluster::peer::forward(
-                        &remote.transport,
-                        &remote.membership,
-                        &self.inner.journal,
-                        leader,
-                        E::envelope(id.to_string(), call.clone()),
-                    )
-                    .await
-                    {
-                        Ok(answer) => return E::outcome(answer).ok_or_else(|| RouteFailure::NotApplied("a peer answered another kind".into())),
-                        Err(f @ RouteFailure::NotApplied(_)) => return Err(f),
-                        Err(f) => f,
-                    }
-                }
+            let to = self.destination(group, deadline).await?;
+            let failure = match attempt(to).await {
+                Attempt::Done(r) => return r,
+                Attempt::Again(f) => f,
             };
             if tokio::time::Instant::now() >= deadline {
                 return Err(failure);
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+    }
+
+    /// The other members (there is a destination elsewhere only once they are known).
+    fn remote(&self) -> &Remote {
+        self.inner.remote.get().expect("a destination elsewhere needs a remote")
     }
 
     async fn call_local<E: Routable>(&self, id: &str, call: CallOf<E>) -> Result<OutcomeOf<E>, RouteFailure> {
@@ -673,34 +693,30 @@ impl Router {
     /// bounded by the request timeout.
     pub async fn read_journal<E: Routable>(&self, id: &str) -> Result<Vec<JournalEntry<E::Event>>, RouteFailure> {
         let group = self.group_of(id);
-        let deadline = tokio::time::Instant::now() + self.inner.request_timeout;
-        loop {
-            let failure = match self.destination(group, deadline).await? {
-                None => match self.read_journal_here::<E>(id).await {
-                    Err(f) if !self.inner.journal.leadership(group).served => f,
-                    other => return other,
-                },
-                Some(_) if self.inner.journal.leadership(group).replica => match self.inner.journal.read_index(group).await {
-                    Ok(()) => return self.journal_from_store::<E>(id).await,
-                    Err(e) => RouteFailure::NotApplied(e.to_string()),
-                },
-                Some(leader) => {
-                    let remote = self.inner.remote.get().expect("a destination elsewhere needs a remote");
-                    self.forwarded("journal");
-                    match crate::cluster::peer::forward_journal(&remote.transport, &remote.membership, leader, E::KIND, id.to_string()).await {
-                        Ok(Ok(bytes)) => {
-                            return codec::decode(&bytes).map_err(|e| RouteFailure::NotApplied(format!("a journal from a peer does not decode: {e}")))
-                        }
-                        Ok(Err(f)) => return Err(f),
-                        Err(why) => RouteFailure::NotApplied(why),
-                    }
-                }
+        self.follow_leader(group, |to| async move {
+            let Some(leader) = to else {
+                return match self.read_journal_here::<E>(id).await {
+                    Err(f) if !self.inner.journal.leadership(group).served => Attempt::Again(f),
+                    other => Attempt::Done(other),
+                };
             };
-            if tokio::time::Instant::now() >= deadline {
-                return Err(failure);
+            if self.inner.journal.leadership(group).replica {
+                return match self.inner.journal.read_index(group).await {
+                    Ok(()) => Attempt::Done(self.journal_from_store::<E>(id).await),
+                    Err(e) => Attempt::Again(RouteFailure::NotApplied(e.to_string())),
+                };
             }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+            let remote = self.remote();
+            self.forwarded("journal");
+            match crate::cluster::peer::forward_journal(&remote.transport, &remote.membership, leader, E::KIND, id.to_string()).await {
+                Ok(Ok(bytes)) => {
+                    Attempt::Done(codec::decode(&bytes).map_err(|e| RouteFailure::NotApplied(format!("a journal from a peer does not decode: {e}"))))
+                }
+                Ok(Err(f)) => Attempt::Done(Err(f)),
+                Err(why) => Attempt::Again(RouteFailure::NotApplied(why)),
+            }
+        })
+        .await
     }
 
     /// The journal of an entity this node's replica holds, from its store (after a barrier).

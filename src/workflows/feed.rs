@@ -126,17 +126,7 @@ pub async fn follow_catalog(services: Arc<Services>, mut stop: watch::Receiver<b
             let Ok(Some(q)) = services.router.query::<Instrument, _>(&symbol, crate::domain::queries::CurrentQuote).await else {
                 continue;
             };
-            services.catalog.write().expect("catalog lock").push(symbol.clone());
-            if let Some(tx) = services.feed_additions.lock().expect("feed additions lock").as_ref() {
-                let _ = tx.send(FeedInstrument {
-                    symbol: symbol.clone(),
-                    price: q.price,
-                    params: GbmParams {
-                        drift: entry.drift,
-                        volatility: entry.volatility,
-                    },
-                });
-            }
+            services.join_catalog(&symbol, q.price, &entry);
             tracing::info!(symbol = %symbol, "an instrument listed at another node joined this node's catalog");
         }
     }

@@ -92,6 +92,22 @@ impl Services {
         self.router.journal().write(self.vault.destroy_data_key(id)).await.map_err(|e| e.to_string())
     }
 
+    /// Adds a listed instrument to this node's catalog and hands it to the feed (which ticks it
+    /// when this node drives the feed).
+    pub fn join_catalog(&self, symbol: &str, price: rust_decimal::Decimal, entry: &crate::storage::store::CatalogEntry) {
+        self.catalog.write().expect("catalog lock").push(symbol.to_string());
+        if let Some(tx) = self.feed_additions.lock().expect("feed additions lock").as_ref() {
+            let _ = tx.send(crate::workflows::feed::FeedInstrument {
+                symbol: symbol.to_string(),
+                price,
+                params: crate::domain::market::GbmParams {
+                    drift: entry.drift,
+                    volatility: entry.volatility,
+                },
+            });
+        }
+    }
+
     /// Learns a round of committed quotes and publishes what is news to this node's fan-out;
     /// `share`: the round comes from this node's feed and goes to every other member too.
     pub fn publish_quotes(&self, quotes: Vec<crate::domain::instrument::Quote>, share: bool) {

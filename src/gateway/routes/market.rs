@@ -186,14 +186,7 @@ pub async fn create(state: &AppState, req: &crate::gateway::http::Req) -> Result
             .write(crate::storage::records::put_catalog(&b.symbol, &entry))
             .await
             .map_err(unavailable)?;
-        state.catalog.write().expect("catalog lock").push(b.symbol.clone());
-        if let Some(tx) = state.feed_additions.lock().expect("feed additions lock").as_ref() {
-            let _ = tx.send(crate::workflows::feed::FeedInstrument {
-                symbol: b.symbol.clone(),
-                price,
-                params: crate::domain::market::GbmParams { drift, volatility },
-            });
-        }
+        state.join_catalog(&b.symbol, price, &entry);
     }
     let q = quote(state, &b.symbol).await?.ok_or_else(ApiError::internal)?;
     Ok(json_response(
