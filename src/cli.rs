@@ -237,31 +237,36 @@ fn staff_add(path: Option<PathBuf>, email: &str, role: &str, name: Option<String
     if full_name.trim().is_empty() || full_name.chars().count() > 200 || full_name.chars().any(char::is_control) {
         return fail("--name must be 1–200 characters", 2);
     }
-    // A running node creates it (through its cluster); a stopped one's folder is opened here.
-    if let Err(StoreError::Locked(_)) = Store::open(&config.node.data_dir) {
-        let request = crate::control::Request::StaffAdd {
-            email,
-            role: role.as_str().to_string(),
-            full_name: full_name.trim().to_string(),
-            password,
-        };
-        return match crate::control::call(&config.node.data_dir, &request) {
-            Ok(crate::control::Response {
-                ok: true, digest: Some(uid), ..
-            }) => {
-                println!("created {} account {uid}", role.as_str());
-                ExitCode::SUCCESS
-            }
-            Ok(r) => fail(r.error.unwrap_or_else(|| "the node refused".into()), 1),
-            Err(e) => fail(format!("the running node did not answer: {e}"), 1),
-        };
-    }
+    // A running node creates it (through its cluster); a stopped one's folder is opened here,
+    // keeping the lock that proved no node runs on it.
+    let store = match Store::open_with_groups(&config.node.data_dir, Some(config.cluster.groups)) {
+        Ok(store) => store,
+        Err(StoreError::Locked(_)) => {
+            let request = crate::control::Request::StaffAdd {
+                email,
+                role: role.as_str().to_string(),
+                full_name: full_name.trim().to_string(),
+                password,
+            };
+            return match crate::control::call(&config.node.data_dir, &request) {
+                Ok(crate::control::Response {
+                    ok: true, digest: Some(uid), ..
+                }) => {
+                    println!("created {} account {uid}", role.as_str());
+                    ExitCode::SUCCESS
+                }
+                Ok(r) => fail(r.error.unwrap_or_else(|| "the node refused".into()), 1),
+                Err(e) => fail(format!("the running node did not answer: {e}"), 1),
+            };
+        }
+        Err(e) => return fail(e, 2),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => return fail(format!("cannot start the runtime: {e}"), 1),
     };
     runtime.block_on(async move {
-        let state = match crate::node::open_state(&config).await {
+        let state = match crate::node::open_state_on(&config, store, false).await {
             Ok(s) => s,
             Err(e) => return fail(format!("{e} (is a node running on this data folder? stop it first)"), 2),
         };
@@ -509,15 +514,14 @@ fn backup_restore(path: Option<PathBuf>, from: PathBuf) -> ExitCode {
 /// Has the node carry out `request`: over its control socket when it is running, else by
 /// opening the data folder here. Returns the counts it answers.
 fn ask_node(config: &crate::config::Config, request: crate::control::Request) -> Result<(usize, usize, usize), ExitCode> {
-    match Store::open(&config.node.data_dir) {
+    match Store::open_with_groups(&config.node.data_dir, Some(config.cluster.groups)) {
         Ok(store) => {
-            drop(store);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .map_err(|e| fail(format!("cannot start the runtime: {e}"), 1))?;
             let result = runtime.block_on(async {
-                let state = crate::node::open_state(config).await?;
+                let state = crate::node::open_state_on(config, store, false).await?;
                 let response = crate::control::handle(&state, request).await?;
                 state.router.drain().await?;
                 state.router.store().flush().map_err(|e| e.to_string())?;

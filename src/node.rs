@@ -250,8 +250,14 @@ fn quote_age(config: &Config) -> std::time::Duration {
 
 /// `with_peers`: a serving node joins its cluster; offline tools open the folder alone.
 pub async fn open_state_with(config: &Config, with_peers: bool) -> Result<Arc<AppState>, String> {
+    let store = Store::open_with_groups(&config.node.data_dir, Some(config.cluster.groups)).map_err(|e| e.to_string())?;
+    open_state_on(config, store, with_peers).await
+}
+
+/// Opens the node's state on a store already opened (and so locked) by the caller: an offline
+/// CLI command that found no node running keeps the lock it proved that with.
+pub async fn open_state_on(config: &Config, store: Store, with_peers: bool) -> Result<Arc<AppState>, String> {
     let data_dir = config.node.data_dir.clone();
-    let store = Store::open_with_groups(&data_dir, Some(config.cluster.groups)).map_err(|e| e.to_string())?;
     let keys_dir = config.security.secrets_path(&data_dir);
     let signing = load_or_create_signing_key(&keys_dir).map_err(|e| e.to_string())?;
     let retired = load_retired_keys(&keys_dir).map_err(|e| e.to_string())?;

@@ -187,6 +187,28 @@ pub struct Store {
     groups: u32,
 }
 
+/// How long an open waits for a lock that a database this process just dropped may still hold:
+/// sled's background threads let go of the lock file shortly after the last handle is dropped.
+const LOCK_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_millis(1500);
+
+/// Opens the sled database of `dir`. A lock held by another process is [`StoreError::Locked`];
+/// one held for a moment by this process's own just-dropped handle is waited out (bounded).
+fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
+    let started = std::time::Instant::now();
+    loop {
+        match sled::Config::new().path(dir.join("db")).mode(sled::Mode::HighThroughput).open() {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(io)) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
+                if started.elapsed() >= LOCK_RELEASE_WAIT {
+                    return Err(StoreError::Locked(dir.to_path_buf()));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(25));
+            }
+            Err(e) => return Err(StoreError::Io(format!("cannot open {}: {e}", dir.display()))),
+        }
+    }
+}
+
 impl Store {
     /// Opens a data folder; a new one is created with the default number of shard groups.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
@@ -197,14 +219,7 @@ impl Store {
     /// existing one must have been created with that many (when given).
     pub fn open_with_groups(dir: &Path, groups: Option<u32>) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(format!("cannot create {}: {e}", dir.display())))?;
-        let db = sled::Config::new()
-            .path(dir.join("db"))
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|e| match &e {
-                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => StoreError::Locked(dir.to_path_buf()),
-                _ => StoreError::Io(format!("cannot open {}: {e}", dir.display())),
-            })?;
+        let db = open_db(dir)?;
         let mut store = Store {
             tree: db.open_tree("state")?,
             db,
