@@ -4,6 +4,7 @@
 //! `{"command":"backup","out":"/path/file"}` → `{"ok":true,"digest":…}` or `{"ok":false,"error":…}`.
 
 use crate::gateway::AppState;
+use crate::storage::scope::Groups;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -211,11 +212,11 @@ pub async fn handle(state: &AppState, request: Request) -> Result<Response, Stri
             if date > crate::domain::time::Date::from_timestamp(crate::actors::wall_clock_now()) {
                 return Err(format!("cannot close {date}: the day has not begun"));
             }
-            let s = crate::workflows::end_of_day::close_day(state, date).await?;
+            let s = crate::workflows::end_of_day::close_day(state, date, &Groups::All).await?;
             Ok(counts((s.statements, s.already_closed + s.nothing_to_state, s.failed)))
         }
         Request::Reconcile => {
-            let s = crate::workflows::reconcile::reconcile_now(state).await?;
+            let s = crate::workflows::reconcile::reconcile_now(state, &Groups::All).await?;
             Ok(counts((s.orders, s.discrepancies, s.alerted)))
         }
     }

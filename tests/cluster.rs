@@ -966,6 +966,23 @@ fn three_nodes_form_serve_any_request_anywhere_and_survive_a_kill_9() {
     for m in &c.members {
         let store = moneta::storage::Store::open(&m.root.join("data")).unwrap();
         assert!(store.tree().get(&location).unwrap().is_none(), "{}: the data key is still in the state", m.id);
+        // Each group's leader closed the day for its group at start and recorded it in the
+        // group (so every replica knows, and the next leader carries on from it).
+        let closed: std::collections::BTreeSet<String> = store
+            .audit_records()
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.action == "eod.closed")
+            .filter_map(|r| r.details.get("group").cloned())
+            .collect();
+        assert_eq!(closed.len(), 8, "{}: every group's close is on its chain: {closed:?}", m.id);
+        for g in 0..8 {
+            assert!(
+                store.group_job(g, "eod/last_close").unwrap().is_some(),
+                "{}: group {g} has no record of its close",
+                m.id
+            );
+        }
         let groups = store.raft_groups().unwrap();
         let log = &groups[&bob_group];
         for e in &log.entries {

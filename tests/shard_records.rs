@@ -12,7 +12,7 @@ use moneta::config::Config;
 use moneta::domain::ids::{EntityId, EntityKind};
 use moneta::domain::portfolio::{IdemTag, Order, Portfolio, PortfolioCommand, Side};
 use moneta::domain::time::Timestamp;
-use moneta::storage::keys::{self, ShardRecord, JOBS_SHARD};
+use moneta::storage::keys::{self, ShardRecord};
 use moneta::storage::records::{self, user_shard};
 use moneta::storage::store::{CatalogEntry, PendingErasure, RegulatoryRecord};
 use moneta::storage::vault::Vault;
@@ -59,8 +59,8 @@ async fn each_kind_of_record_is_group_committed_in_its_shard_and_comes_back_from
     journal.write(records::put_regulatory(USER, &regulatory)).await.unwrap();
     let entry = CatalogEntry { drift: 0.01, volatility: 0.2 };
     journal.write(records::put_catalog("RECO", &entry)).await.unwrap();
-    journal.write(records::put_job("eod/last_close", "2026-12-03")).await.unwrap();
-    journal.write(records::alerted("missing/ord_x")).await.unwrap();
+    journal.write(records::put_group_job(5, "eod/last_close", "2026-12-03")).await.unwrap();
+    journal.write(records::alerted(records::user_shard(USER), "missing/ord_x")).await.unwrap();
     let master = [3u8; 32];
     let vault = Vault::new(&store, &master).unwrap();
     journal.write(vault.new_data_key(USER).unwrap().unwrap()).await.unwrap();
@@ -102,14 +102,17 @@ async fn each_kind_of_record_is_group_committed_in_its_shard_and_comes_back_from
     assert_eq!(restored.review_queue().unwrap(), vec![("adv_1".to_string(), USER.to_string())]);
     assert_eq!(restored.regulatory(USER).unwrap(), Some(regulatory));
     assert_eq!(restored.catalog().unwrap(), vec![("RECO".to_string(), entry)]);
-    assert_eq!(restored.job("eod/last_close").unwrap().as_deref(), Some("2026-12-03"));
-    assert!(restored.is_alerted("missing/ord_x").unwrap());
+    assert_eq!(restored.group_job(5, "eod/last_close").unwrap().as_deref(), Some("2026-12-03"));
+    assert!(restored.is_alerted(records::user_shard(USER), "missing/ord_x").unwrap());
     assert!(Vault::new(&restored, &master).unwrap().has_data_key(USER).unwrap());
     let restored_journal = moneta::actors::journal::AuditJournal::start(restored.clone(), 64, Arc::new(Metrics::new())).unwrap();
     let broker_after = SimulatedBroker::new(restored.clone(), restored_journal, Decimal::ZERO);
-    assert_eq!(broker_after.confirmations().unwrap(), vec![Ok(confirmation)]);
+    assert_eq!(
+        broker_after.confirmations(&moneta::storage::scope::Groups::All).unwrap(),
+        vec![Ok(confirmation)]
+    );
 
-    // Each lies in its shard's range: the user's, the instrument's, the jobs shard.
+    // Each lies in its shard's range: the user's, the instrument's, the group's.
     let in_shard = |shard: u16, record: ShardRecord, id: &str| {
         let k = keys::shard_record_key(shard, record, id);
         let (lo, hi) = keys::shard_range(shard);
@@ -123,7 +126,8 @@ async fn each_kind_of_record_is_group_committed_in_its_shard_and_comes_back_from
     in_shard(u, ShardRecord::DataKey, USER);
     in_shard(u, ShardRecord::Confirmation, "ord_records");
     in_shard(records::instrument_shard("RECO"), ShardRecord::Catalog, "RECO");
-    in_shard(JOBS_SHARD, ShardRecord::Job, "eod/last_close");
+    in_shard(records::group_shard(5), ShardRecord::Job, "eod/last_close");
+    in_shard(u, ShardRecord::Alerted, "missing/ord_x");
     // Nothing lives outside the one tree (no side trees a backup or a shard move could miss).
     assert_eq!(store.tree_names(), ["state"], "the running node wrote one tree");
     assert_eq!(restored.tree_names(), ["state"]);

@@ -10,6 +10,7 @@ use crate::domain::portfolio::{Order, Side};
 use crate::domain::reconcile::Confirmation;
 use crate::storage::keys::ShardRecord;
 use crate::storage::records::user_shard;
+use crate::storage::scope::Groups;
 use crate::storage::store::WriteSet;
 use crate::storage::{keys, Store};
 use rust_decimal::Decimal;
@@ -25,9 +26,9 @@ pub trait Broker: Send + Sync {
     /// Executes a booked order at the broker; answers its confirmation once it is durable.
     /// Idempotent by order id: a retry confirms what was confirmed first.
     fn execute<'a>(&'a self, user_id: &'a str, order: &'a Order) -> Pin<Box<dyn Future<Output = Result<Confirmation, String>> + Send + 'a>>;
-    /// Every confirmation, in order-id order; a record that cannot be read is an `Err` item
-    /// naming its key (reported by reconciliation, never skipped).
-    fn confirmations(&self) -> Result<Vec<LedgerEntry>, String>;
+    /// Every confirmation of the covered shard groups' users, in order-id order; a record that
+    /// cannot be read is an `Err` item naming its key (reported by reconciliation, never skipped).
+    fn confirmations(&self, scope: &Groups) -> Result<Vec<LedgerEntry>, String>;
 }
 
 pub struct SimulatedBroker {
@@ -76,8 +77,8 @@ impl Broker for SimulatedBroker {
         })
     }
 
-    fn confirmations(&self) -> Result<Vec<LedgerEntry>, String> {
-        let mut all = self.store.raw_records(ShardRecord::Confirmation).map_err(|e| e.to_string())?;
+    fn confirmations(&self, scope: &Groups) -> Result<Vec<LedgerEntry>, String> {
+        let mut all = self.store.raw_records_in(ShardRecord::Confirmation, scope).map_err(|e| e.to_string())?;
         all.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(all
             .into_iter()
@@ -115,7 +116,7 @@ mod tests {
         assert_eq!(b.execute("usr_a", &o).await.unwrap(), first, "a retry confirms the first execution");
         let bad = keys::shard_record_key(user_shard("usr_b"), ShardRecord::Confirmation, "ord_bad");
         store.tree().insert(bad, b"{not json".to_vec()).unwrap();
-        let all = b.confirmations().unwrap();
+        let all = b.confirmations(&Groups::All).unwrap();
         assert_eq!(all.len(), 2);
         assert_eq!(all[0].as_ref().unwrap(), &first);
         assert!(matches!(&all[1], Err((k, _)) if k == "ord_bad"));

@@ -460,7 +460,13 @@ impl Router {
         Ok(())
     }
 
-    /// This node runs the cluster's jobs and price feed: it serves the group of the jobs shard.
+    /// The shard groups this node leads (and serves) now: the ones whose jobs it runs.
+    pub fn led_groups(&self) -> crate::storage::scope::Groups {
+        let groups = self.inner.env.store.groups();
+        crate::storage::scope::Groups::only((0..groups).filter(|g| self.inner.journal.leadership(*g).served))
+    }
+
+    /// This node runs the cluster's price feed: it serves the group of the jobs shard.
     pub fn leads_jobs(&self) -> bool {
         let g = crate::domain::ids::group_of(crate::storage::keys::JOBS_SHARD, self.inner.env.store.groups());
         self.inner.journal.leadership(g).served

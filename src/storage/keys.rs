@@ -78,7 +78,8 @@ pub enum ShardRecord {
     DataKey = 8,
 }
 
-/// Where cluster-wide job progress (end of day, reconciliation alerts) is kept: one fixed shard.
+/// The fixed shard whose group's leader drives the cluster's one price feed, and whose chain
+/// holds node-wide audit records with no subject of their own.
 pub const JOBS_SHARD: u16 = 0;
 
 pub fn shard_record_prefix(shard: u16, record: ShardRecord) -> Vec<u8> {

@@ -8,6 +8,7 @@ pub mod files;
 pub mod keys;
 pub mod raft_log;
 pub mod records;
+pub mod scope;
 pub mod store;
 pub mod vault;
 

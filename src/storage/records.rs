@@ -5,7 +5,8 @@
 //! view, and moves with its shard.
 
 use crate::domain::ids::{EntityId, EntityKind};
-use crate::storage::keys::{ShardRecord, JOBS_SHARD};
+use crate::storage::keys::ShardRecord;
+use crate::storage::scope::Groups;
 use crate::storage::store::{CatalogEntry, PendingErasure, RegulatoryRecord, Store, StoreError, WriteSet};
 
 /// The shard of everything kept about a user (their account's).
@@ -59,17 +60,26 @@ pub fn put_catalog(symbol: &str, entry: &CatalogEntry) -> WriteSet {
     w
 }
 
-/// A job's progress (e.g. the last day closed), kept in the jobs shard.
-pub fn put_job(key: &str, value: &str) -> WriteSet {
+/// The shard that keeps a group's job progress: its first (shard g is in group g).
+pub fn group_shard(group: u32) -> u16 {
+    u16::try_from(group)
+        .ok()
+        .filter(|s| *s < crate::domain::ids::SHARD_COUNT)
+        .expect("a group number is below the shard count")
+}
+
+/// A job's progress for one shard group (e.g. the last day closed there), kept in that group
+/// so that whichever replica leads it next carries on from there.
+pub fn put_group_job(group: u32, key: &str, value: &str) -> WriteSet {
     let mut w = WriteSet::default();
-    w.put_record(JOBS_SHARD, ShardRecord::Job, key, &value.to_string());
+    w.put_record(group_shard(group), ShardRecord::Job, key, &value.to_string());
     w
 }
 
-/// A reconciliation discrepancy alerted once.
-pub fn alerted(key: &str) -> WriteSet {
+/// A reconciliation discrepancy alerted once, marked in `shard` (the one it is about).
+pub fn alerted(shard: u16, key: &str) -> WriteSet {
     let mut w = WriteSet::default();
-    w.put_record(JOBS_SHARD, ShardRecord::Alerted, &record_id(key), &());
+    w.put_record(shard, ShardRecord::Alerted, &record_id(key), &());
     w
 }
 
@@ -87,6 +97,11 @@ impl Store {
     /// Every scheduled erasure; a corrupt entry is an error naming it.
     pub fn erasures(&self) -> Result<Vec<(String, PendingErasure)>, StoreError> {
         self.records(ShardRecord::Erasure)
+    }
+
+    /// The scheduled erasures of the covered groups.
+    pub fn erasures_in(&self, scope: &Groups) -> Result<Vec<(String, PendingErasure)>, StoreError> {
+        self.records_in(ShardRecord::Erasure, scope)
     }
 
     /// The review queue: (advice id, user id), in advice-id order.
@@ -107,16 +122,17 @@ impl Store {
         self.record(user_shard(user_id), ShardRecord::Regulatory, user_id)
     }
 
-    /// Every regulatory record (user id, record).
-    pub fn regulatory_records(&self) -> Result<Vec<(String, RegulatoryRecord)>, StoreError> {
-        self.records(ShardRecord::Regulatory)
+    /// The regulatory records (user id, record) of the covered groups.
+    pub fn regulatory_records_in(&self, scope: &Groups) -> Result<Vec<(String, RegulatoryRecord)>, StoreError> {
+        self.records_in(ShardRecord::Regulatory, scope)
     }
 
-    pub fn job(&self, key: &str) -> Result<Option<String>, StoreError> {
-        self.record(JOBS_SHARD, ShardRecord::Job, key)
+    /// A job's progress for one shard group.
+    pub fn group_job(&self, group: u32, key: &str) -> Result<Option<String>, StoreError> {
+        self.record(group_shard(group), ShardRecord::Job, key)
     }
 
-    pub fn is_alerted(&self, key: &str) -> Result<bool, StoreError> {
-        Ok(self.record::<()>(JOBS_SHARD, ShardRecord::Alerted, &record_id(key))?.is_some())
+    pub fn is_alerted(&self, shard: u16, key: &str) -> Result<bool, StoreError> {
+        Ok(self.record::<()>(shard, ShardRecord::Alerted, &record_id(key))?.is_some())
     }
 }

@@ -473,38 +473,6 @@ impl Store {
         }
     }
 
-    /// Every record of a type, across the shards this node holds, as (id, raw value) in shard
-    /// then id order.
-    pub fn raw_records(&self, record: ShardRecord) -> Result<Vec<(String, sled::IVec)>, StoreError> {
-        let mut out = Vec::new();
-        for shard in 0..crate::domain::ids::SHARD_COUNT {
-            let prefix = keys::shard_record_prefix(shard, record);
-            for item in self.tree.scan_prefix(&prefix) {
-                let (k, v) = item?;
-                let id = std::str::from_utf8(&k[prefix.len()..]).map_err(|_| StoreError::Corrupt {
-                    location: format!("{record:?} record key {}", hex::encode(&k)),
-                    reason: "id is not UTF-8".into(),
-                })?;
-                out.push((id.to_string(), v));
-            }
-        }
-        Ok(out)
-    }
-
-    /// Every record of a type, decoded; a corrupt one is an error naming it, never skipped.
-    pub fn records<T: DeserializeOwned>(&self, record: ShardRecord) -> Result<Vec<(String, T)>, StoreError> {
-        self.raw_records(record)?
-            .into_iter()
-            .map(|(id, v)| {
-                let value = codec::decode(&v).map_err(|e| StoreError::Corrupt {
-                    location: format!("{record:?} record {id}"),
-                    reason: e.to_string(),
-                })?;
-                Ok((id, value))
-            })
-            .collect()
-    }
-
     /// Writes a set outside the journal, for offline tools only (the node stopped): no audit
     /// records, one atomic batch, flushed.
     pub fn apply_offline(&self, writes: &WriteSet) -> Result<(), StoreError> {
@@ -577,26 +545,6 @@ impl Store {
         self.tree.scan_prefix(keys::AUDIT_PREFIX).filter_map(|i| decode_audit(i).transpose()).collect()
     }
 
-    /// Entries (group, seq) of audit records older than `before` that `select` picks and that
-    /// are not redacted yet.
-    pub fn audit_due_for_redaction(&self, before: Timestamp, select: impl Fn(&AuditRecord) -> bool) -> Result<Vec<(u32, u64)>, StoreError> {
-        let mut out = Vec::new();
-        for g in self.chain_heads()?.into_keys() {
-            for item in self.tree.scan_prefix(keys::audit_prefix(g)) {
-                if let Some(r) = decode_audit(item)? {
-                    if r.at >= before {
-                        // A group's records are sealed in log order, stamped by its leader's clock.
-                        break;
-                    }
-                    if select(&r) && r.action != audit_log::REDACT_ACTION {
-                        out.push((g, r.seq));
-                    }
-                }
-            }
-        }
-        Ok(out)
-    }
-
     /// Audit records newest first (by time, across groups) that `keep` selects, at most `limit`
     /// of them. A corrupt record is an error, never skipped.
     pub fn audit_records_rev(&self, limit: usize, keep: impl Fn(&AuditRecord) -> bool) -> Result<Vec<AuditRecord>, StoreError> {
@@ -618,35 +566,10 @@ impl Store {
         out.truncate(limit);
         Ok(out)
     }
-
-    /// Ids of every stored entity of a kind (from their snapshot or first journal key).
-    pub fn entity_ids(&self, kind: crate::domain::ids::EntityKind) -> Result<Vec<String>, StoreError> {
-        let mut ids = std::collections::BTreeSet::new();
-        for item in self.tree.iter().keys() {
-            let k = item?;
-            if keys::is_reserved(&k) || keys::is_shard_record(&k) {
-                continue;
-            }
-            match keys::parse_key(&k) {
-                Some((_, keys::RECORD_REQUEST, _)) => {}
-                Some((id, _, _)) if id.kind == kind => {
-                    ids.insert(id.id);
-                }
-                Some(_) => {}
-                None => {
-                    return Err(StoreError::Corrupt {
-                        location: format!("key {}", hex::encode(&k)),
-                        reason: "not an entity key".into(),
-                    })
-                }
-            }
-        }
-        Ok(ids.into_iter().collect())
-    }
 }
 
 /// A stored audit entry: its record, or `None` when retention redacted it.
-fn decode_audit(item: Result<(sled::IVec, sled::IVec), sled::Error>) -> Result<Option<AuditRecord>, StoreError> {
+pub(super) fn decode_audit(item: Result<(sled::IVec, sled::IVec), sled::Error>) -> Result<Option<AuditRecord>, StoreError> {
     let (k, v) = item?;
     let (bytes, _) = audit_log::split_value(&v).ok_or_else(|| StoreError::Corrupt {
         location: format!("audit {}", hex::encode(&k)),

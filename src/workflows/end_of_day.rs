@@ -2,8 +2,10 @@
 //!
 //! - `end_of_day_job` closes each day at `[statements] close_time` (UTC): every portfolio with
 //!   something to state gets a statement (holdings at the closing prices, value, trades, fees),
-//!   which is also the point of its daily value series. A close missed while the node was down
-//!   is caught up when it starts. `moneta eod run [--date]` closes a day on demand.
+//!   which is also the point of its daily value series. Each shard group's leader closes its
+//!   group's portfolios and records the day in the group, so a close missed while a node was
+//!   down or leadership moved is caught up by the group's next leader. `moneta eod run [--date]`
+//!   closes a day on demand for every group the node holds.
 //! - `track_all` starts the live valuation of every portfolio when the node starts.
 
 use crate::actors::RequestMeta;
@@ -17,12 +19,15 @@ use super::services::Services;
 use crate::domain::envelope::Envelope;
 use crate::domain::queries::ClosedThrough;
 use crate::domain::time::{Date, Timestamp, MS_PER_DAY};
+use crate::storage::scope::Groups;
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// The job record of the last day closed (cluster-wide progress, in the jobs shard).
+/// The job record of the last day closed (per shard group, in the group's first shard).
 const LAST_CLOSE_KEY: &str = "eod/last_close";
+/// How often the job looks for groups it has come to lead whose due close is not recorded.
+const CATCH_UP_CHECK_MS: i64 = 30_000;
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct CloseSummary {
@@ -32,8 +37,8 @@ pub struct CloseSummary {
     pub failed: usize,
 }
 
-pub(super) fn portfolio_ids(state: &Services) -> Result<Vec<String>, String> {
-    state.router.store().entity_ids(EntityKind::Portfolio).map_err(|e| e.to_string())
+pub(super) fn portfolio_ids(state: &Services, scope: &Groups) -> Result<Vec<String>, String> {
+    state.router.store().entity_ids_in(EntityKind::Portfolio, scope).map_err(|e| e.to_string())
 }
 
 /// The closing price of every listed instrument for `date`: the last daily close on or before
@@ -57,58 +62,66 @@ async fn closing_prices(state: &Services, date: Date) -> BTreeMap<String, Decima
     prices
 }
 
-/// Closes `date` for every portfolio (a portfolio already closed for it is left alone): each
-/// statement holds what stood at the day's close time and what happened up to it, however late
-/// the close runs (a close caught up after a restart, a slow pass over many portfolios, a
-/// past day closed on demand).
-pub async fn close_day(state: &Services, date: Date) -> Result<CloseSummary, String> {
+/// Closes `date` for every portfolio of the covered groups (a portfolio already closed for it is
+/// left alone), group by group: each statement holds what stood at the day's close time and
+/// what happened up to it, however late the close runs (a close caught up after a restart, a
+/// slow pass over many portfolios, a past day closed on demand). A group whose portfolios all
+/// closed records the day.
+pub async fn close_day(state: &Services, date: Date, scope: &Groups) -> Result<CloseSummary, String> {
     let prices = closing_prices(state, date).await;
     let offset = state.config.statements.close_offset_ms().unwrap_or(MS_PER_DAY);
     // Not after now: the journal read below then holds every event up to the cutoff, whatever
     // is appended while the close runs.
     let cutoff = Timestamp(date.days_since_epoch() * MS_PER_DAY + offset).min(state.now());
+    let groups = state.router.store().groups();
     let mut summary = CloseSummary::default();
-    for user in portfolio_ids(state)? {
-        let flow = ClosePortfolio::new(user, date, prices.clone(), cutoff, RequestMeta::system(format!("eod-{date}")));
-        match super::run(&state.router, &NodeEffects(state), flow).await {
-            Ok(Ok(Closed::Statement)) => summary.statements += 1,
-            Ok(Ok(Closed::AlreadyClosed)) => summary.already_closed += 1,
-            Ok(Ok(Closed::NothingToState)) => summary.nothing_to_state += 1,
-            Ok(Err(e)) => {
-                summary.failed += 1;
-                tracing::error!(error = %e, "end of day: a portfolio could not be closed");
-            }
-            Err(e) => {
-                summary.failed += 1;
-                tracing::error!(error = %e, "end of day: a portfolio could not be reached");
+    for group in (0..groups).filter(|g| scope.covers(*g)) {
+        let mut closed = CloseSummary::default();
+        for user in portfolio_ids(state, &Groups::only([group]))? {
+            let flow = ClosePortfolio::new(user, date, prices.clone(), cutoff, RequestMeta::system(format!("eod-{date}")));
+            match super::run(&state.router, &NodeEffects(state), flow).await {
+                Ok(Ok(Closed::Statement)) => closed.statements += 1,
+                Ok(Ok(Closed::AlreadyClosed)) => closed.already_closed += 1,
+                Ok(Ok(Closed::NothingToState)) => closed.nothing_to_state += 1,
+                Ok(Err(e)) => {
+                    closed.failed += 1;
+                    tracing::error!(group, error = %e, "end of day: a portfolio could not be closed");
+                }
+                Err(e) => {
+                    closed.failed += 1;
+                    tracing::error!(group, error = %e, "end of day: a portfolio could not be reached");
+                }
             }
         }
+        // The group's record moves forward only (closing a past day again does not rewind it);
+        // it is committed in the group with the audit record of the close.
+        let mut writes = crate::storage::store::WriteSet::default();
+        if closed.failed == 0 && last_closed(state, group).is_none_or(|d| d < date) {
+            writes = crate::storage::records::put_group_job(group, LAST_CLOSE_KEY, &date.to_string());
+        }
+        writes.shard = Some(crate::storage::records::group_shard(group));
+        let draft = AuditDraft::ok("eod.closed")
+            .detail("date", date.to_string())
+            .detail("group", group.to_string())
+            .detail("statements", closed.statements.to_string())
+            .detail("failed", closed.failed.to_string());
+        state
+            .router
+            .audit_with(draft, "eod", &RequestMeta::system(format!("eod-{date}")), writes)
+            .await?;
+        summary.statements += closed.statements;
+        summary.already_closed += closed.already_closed;
+        summary.nothing_to_state += closed.nothing_to_state;
+        summary.failed += closed.failed;
     }
-    // The node's record moves forward only (closing a past day again does not rewind it).
-    if summary.failed == 0 && last_closed(state).is_none_or(|d| d < date) {
-        let progress = crate::storage::records::put_job(LAST_CLOSE_KEY, &date.to_string());
-        state.router.journal().write(progress).await.map_err(|e| e.to_string())?;
-    }
-    let _ = state
-        .router
-        .audit(
-            AuditDraft::ok("eod.closed")
-                .detail("date", date.to_string())
-                .detail("statements", summary.statements.to_string())
-                .detail("failed", summary.failed.to_string()),
-            "eod",
-            &RequestMeta::system(format!("eod-{date}")),
-            true,
-        )
-        .await;
     Ok(summary)
 }
 
-fn last_closed(state: &Services) -> Option<Date> {
-    match state.router.store().job(LAST_CLOSE_KEY) {
+fn last_closed(state: &Services, group: u32) -> Option<Date> {
+    match state.router.store().group_job(group, LAST_CLOSE_KEY) {
         Ok(v) => Date::parse(&v?),
         Err(e) => {
-            tracing::error!(error = %e, "the record of the last day closed cannot be read");
+            tracing::error!(group, error = %e, "the record of the last day closed cannot be read");
             None
         }
     }
@@ -130,6 +143,9 @@ pub fn due_date(state: &Services) -> Date {
     due_close(state.now(), state.config.statements.close_offset_ms().unwrap_or(0)).0
 }
 
+/// The end-of-day job: at each close time (and every half minute in between, to catch up a
+/// group it has come to lead), closes the due day for every group this node leads whose record
+/// is behind it.
 pub async fn end_of_day_job(state: Arc<Services>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let Some(offset) = state.config.statements.close_offset_ms() else {
         return;
@@ -137,16 +153,23 @@ pub async fn end_of_day_job(state: Arc<Services>, mut stop: tokio::sync::watch::
     loop {
         let now = state.now();
         let (date, _) = due_close(now, offset);
-        if state.router.leads_jobs() && last_closed(&state).is_none_or(|d| d < date) {
-            match close_day(&state, date).await {
+        let led = state.router.led_groups();
+        let behind = match &led {
+            Groups::Only(set) => Groups::only(set.iter().copied().filter(|g| last_closed(&state, *g).is_none_or(|d| d < date))),
+            Groups::All => Groups::All,
+        };
+        if !behind.is_empty() {
+            match close_day(&state, date, &behind).await {
                 Ok(s) => tracing::info!(date = %date, statements = s.statements, failed = s.failed, "end of day closed"),
-                Err(e) => tracing::error!(date = %date, error = %e, "end of day failed; retrying at the next close"),
+                Err(e) => tracing::error!(date = %date, error = %e, "end of day failed; retrying at the next check"),
             }
         }
         let next = due_close(now, offset).1.millis() + MS_PER_DAY;
-        let wait = std::time::Duration::from_millis((next - state.now().millis()).clamp(1_000, MS_PER_DAY) as u64);
+        // Leading nothing yet (just started, or between elections): look again soon.
+        let check = if led.is_empty() { 1_000 } else { CATCH_UP_CHECK_MS };
+        let wait = (next - state.now().millis()).clamp(1_000, check);
         tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::time::sleep(std::time::Duration::from_millis(wait as u64)) => {}
             _ = stop.changed() => return,
         }
         if *stop.borrow() {
@@ -157,7 +180,7 @@ pub async fn end_of_day_job(state: Arc<Services>, mut stop: tokio::sync::watch::
 
 /// Starts the live valuation of every stored portfolio (in the background at start).
 pub async fn track_all(state: Arc<Services>) {
-    let ids = match portfolio_ids(&state) {
+    let ids = match portfolio_ids(&state, &Groups::All) {
         Ok(ids) => ids,
         Err(e) => {
             tracing::error!(error = %e, "cannot list portfolios to value");

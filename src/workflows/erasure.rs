@@ -14,6 +14,7 @@ use crate::domain::envelope::Envelope;
 use crate::domain::kyc::KycDocument;
 use crate::domain::queries::{ErasureRequested, Regulatory, RegulatoryFacts};
 use crate::domain::time::Timestamp;
+use crate::storage::scope::Groups;
 use crate::storage::store::PendingErasure;
 use serde_json::json;
 
@@ -61,10 +62,10 @@ pub(super) async fn keep_regulatory_identity(state: &Services, user_id: &str, fa
         .map_err(|e| e.to_string())
 }
 
-/// Carries out every erasure that is due; returns how many were completed.
-pub async fn run_due_erasures(state: &Services) -> Result<usize, String> {
+/// Carries out every erasure due in the covered groups; returns how many were completed.
+pub async fn run_due_erasures(state: &Services, scope: Groups) -> Result<usize, String> {
     let store = state.router.store().clone();
-    let pending = tokio::task::spawn_blocking(move || store.erasures())
+    let pending = tokio::task::spawn_blocking(move || store.erasures_in(&scope))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
@@ -229,8 +230,8 @@ impl Workflow for Erase {
 /// The erasure job: checks every `[gdpr] erasure_check_interval` until `stop` is set.
 pub async fn erasure_job(state: std::sync::Arc<Services>, stop: tokio::sync::watch::Receiver<bool>) {
     let every = state.config.gdpr.erasure_check_interval;
-    periodically(every, stop, state.router.clone(), || async {
-        if let Err(e) = run_due_erasures(&state).await {
+    periodically(every, stop, state.router.clone(), |led| async {
+        if let Err(e) = run_due_erasures(&state, led).await {
             tracing::error!(error = %e, "erasure job failed; retrying at the next check");
         }
     })

@@ -23,11 +23,14 @@ pub use flow::{run, run_with, Effect, Effected, Effects, Input, Next, NodeEffect
 
 use crate::cluster::{RouteFailure, Router};
 use crate::domain::portfolio::{History, Portfolio};
+use crate::storage::scope::Groups;
 
-/// Runs `job` every `every` until `stop` is set (the node's scheduled jobs).
+/// Runs `job` every `every` until `stop` is set (the node's scheduled jobs), for the shard
+/// groups this node leads at that moment: each group's job runs at its leader only, so none runs
+/// twice and none is skipped when leadership moves (the next leader's next run covers it).
 pub async fn periodically<F, Fut>(every: std::time::Duration, mut stop: tokio::sync::watch::Receiver<bool>, router: Router, mut job: F)
 where
-    F: FnMut() -> Fut,
+    F: FnMut(Groups) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
     loop {
@@ -38,10 +41,9 @@ where
         if *stop.borrow() {
             return;
         }
-        // One node runs the cluster's jobs: the leader of the jobs shard's group (so none runs
-        // twice, and the next leader takes over when leadership moves).
-        if router.leads_jobs() {
-            job().await;
+        let led = router.led_groups();
+        if !led.is_empty() {
+            job(led).await;
         }
     }
 }

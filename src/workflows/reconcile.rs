@@ -9,6 +9,8 @@ use crate::actors::RequestMeta;
 use crate::domain::audit::AuditDraft;
 use crate::domain::reconcile::{reconcile, Discrepancy};
 use crate::domain::time::Timestamp;
+use crate::storage::records::user_shard;
+use crate::storage::scope::Groups;
 use std::sync::Arc;
 
 /// Booked orders younger than this are not expected to be confirmed yet.
@@ -23,11 +25,12 @@ pub struct ReconcileSummary {
     pub alerted: usize,
 }
 
-/// Compares every booked order with the broker's confirmations; raises each new discrepancy.
-pub async fn reconcile_now(state: &Services) -> Result<ReconcileSummary, String> {
+/// Compares every booked order of the covered groups' users with the broker's confirmations of
+/// them; raises each new discrepancy.
+pub async fn reconcile_now(state: &Services, scope: &Groups) -> Result<ReconcileSummary, String> {
     let cutoff = Timestamp(state.now().millis() - CONFIRMATION_GRACE_MS);
     let mut booked = Vec::new();
-    for user in portfolio_ids(state)? {
+    for user in portfolio_ids(state, scope)? {
         let h = super::portfolio_history(&state.router, &user)
             .await
             .map_err(|e| format!("portfolio history of a user: {e}"))?;
@@ -35,7 +38,7 @@ pub async fn reconcile_now(state: &Services) -> Result<ReconcileSummary, String>
     }
     let mut confirmations = Vec::new();
     let mut discrepancies = Vec::new();
-    for c in state.broker.confirmations()? {
+    for c in state.broker.confirmations(scope)? {
         match c {
             Ok(c) => confirmations.push(c),
             Err((key, error)) => discrepancies.push(Discrepancy::Unreadable { key, error }),
@@ -49,7 +52,13 @@ pub async fn reconcile_now(state: &Services) -> Result<ReconcileSummary, String>
         alerted: 0,
     };
     for d in &discrepancies {
-        if state.router.store().is_alerted(&d.key()).map_err(|e| e.to_string())? {
+        // Marked in the shard of the user it is about (of the record, when unreadable): in the
+        // group whose leader found it, so the next leader knows it was raised.
+        let shard = match d {
+            Discrepancy::Missing { user_id, .. } | Discrepancy::Unknown { user_id, .. } | Discrepancy::Mismatch { user_id, .. } => user_shard(user_id),
+            Discrepancy::Unreadable { key, .. } => crate::domain::ids::shard_of(key),
+        };
+        if state.router.store().is_alerted(shard, &d.key()).map_err(|e| e.to_string())? {
             continue;
         }
         let mut draft = AuditDraft::refused("security.reconciliation_discrepancy", d.kind());
@@ -79,7 +88,7 @@ pub async fn reconcile_now(state: &Services) -> Result<ReconcileSummary, String>
         };
         tracing::error!(kind = d.kind(), "reconciliation discrepancy");
         // The alert and the mark that it was raised are one commit: never one without the other.
-        let mark = crate::storage::records::alerted(&d.key());
+        let mark = crate::storage::records::alerted(shard, &d.key());
         state.router.audit_with(draft, &subject, &RequestMeta::system("reconciliation"), mark).await?;
         summary.alerted += 1;
     }
@@ -88,8 +97,9 @@ pub async fn reconcile_now(state: &Services) -> Result<ReconcileSummary, String>
 
 pub async fn reconciliation_job(state: Arc<Services>, stop: tokio::sync::watch::Receiver<bool>) {
     let every = state.config.broker.reconcile_interval;
-    periodically(every, stop, state.router.clone(), || async {
-        match reconcile_now(&state).await {
+    periodically(every, stop, state.router.clone(), |led| async {
+        let led = led;
+        match reconcile_now(&state, &led).await {
             Ok(s) if s.alerted > 0 => tracing::warn!(alerts = s.alerted, orders = s.orders, "reconciliation raised alerts"),
             Ok(s) => tracing::debug!(orders = s.orders, confirmations = s.confirmations, "reconciliation clean"),
             Err(e) => tracing::error!(error = %e, "reconciliation failed; retrying at the next run"),

@@ -9,6 +9,7 @@ use crate::cluster::RouteError;
 use crate::domain::account::{Account, AccountCommand};
 use crate::domain::audit::AuditDraft;
 use crate::domain::time::Timestamp;
+use crate::storage::scope::Groups;
 
 /// What one retention run did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -20,12 +21,13 @@ pub struct RetentionSummary {
 
 /// Enforces `[retention]` as of `now`: security events past their period are redacted from
 /// the audit chain (after a `retention.redact` record lists them), old notifications deleted.
-pub async fn run_retention(state: &Services, now: Timestamp) -> Result<RetentionSummary, String> {
+pub async fn run_retention(state: &Services, now: Timestamp, scope: Groups) -> Result<RetentionSummary, String> {
     let cfg = &state.config.retention;
     let mut summary = RetentionSummary::default();
     let store = state.router.store().clone();
     let cutoff = Timestamp(now.millis() - cfg.security_events.as_millis() as i64);
-    let due = tokio::task::spawn_blocking(move || store.audit_due_for_redaction(cutoff, |r| r.action.starts_with("security.")))
+    let in_scope = scope.clone();
+    let due = tokio::task::spawn_blocking(move || store.audit_due_for_redaction(cutoff, &in_scope, |r| r.action.starts_with("security.")))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
@@ -52,7 +54,8 @@ pub async fn run_retention(state: &Services, now: Timestamp) -> Result<Retention
     }
     // Regulatory identities whose retention ended: their retention key goes (crypto-shredding).
     let store = state.router.store().clone();
-    let records = tokio::task::spawn_blocking(move || store.regulatory_records())
+    let in_scope = scope.clone();
+    let records = tokio::task::spawn_blocking(move || store.regulatory_records_in(&in_scope))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
@@ -75,7 +78,7 @@ pub async fn run_retention(state: &Services, now: Timestamp) -> Result<Retention
         }
     }
     let store = state.router.store().clone();
-    let ids = tokio::task::spawn_blocking(move || store.entity_ids(crate::domain::ids::EntityKind::Account))
+    let ids = tokio::task::spawn_blocking(move || store.entity_ids_in(crate::domain::ids::EntityKind::Account, &scope))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
@@ -96,8 +99,8 @@ pub async fn run_retention(state: &Services, now: Timestamp) -> Result<Retention
 /// The retention job: runs every `[retention] check_interval` until `stop` is set.
 pub async fn retention_job(state: std::sync::Arc<Services>, stop: tokio::sync::watch::Receiver<bool>) {
     let every = state.config.retention.check_interval;
-    periodically(every, stop, state.router.clone(), || async {
-        match run_retention(&state, state.now()).await {
+    periodically(every, stop, state.router.clone(), |led| async {
+        match run_retention(&state, state.now(), led).await {
             Ok(s) if s.security_events_redacted > 0 => tracing::info!(redacted = s.security_events_redacted, "retention: security events redacted"),
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "retention job failed; retrying at the next run"),
