@@ -429,6 +429,7 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
     state.set_ready(true);
     // Ready once every replica here applied what its group's leader had committed (a cluster
     // of one at once).
+    let stop_keys = feed_rx_ready.clone();
     let (s, mut stop) = (state.clone(), feed_rx_ready);
     tokio::spawn(async move {
         loop {
@@ -443,6 +444,12 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
             }
         }
     });
+    tokio::spawn(publish_verification_keys(
+        state.router.journal().clone(),
+        config.node.id.clone(),
+        state.auth.verification_keys(),
+        stop_keys,
+    ));
     tracing::info!(node_id = %config.node.id, %addr, scheme, data_dir = %data_dir.display(), "moneta node serving");
     Ok(RunningNode {
         addr,
@@ -504,4 +511,38 @@ pub async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// Publishes this node's token-verification keys to the metadata group (so every member's
+/// JWKS lists them), retrying while the group has no leader; done once the metadata this node
+/// holds shows them, or — on a node without a replica of it — once the change is applied.
+async fn publish_verification_keys(
+    journal: crate::actors::journal::AuditJournal,
+    node_id: String,
+    mut keys: Vec<crate::cluster::meta::VerificationKey>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    const ATTEMPTS_MAX: usize = 120;
+    keys.sort();
+    keys.dedup();
+    for _ in 0..ATTEMPTS_MAX {
+        let published = journal.meta().and_then(|m| m.members.get(&node_id).map(|r| r.keys == keys)).unwrap_or(false);
+        if published {
+            return;
+        }
+        let command = crate::cluster::meta::MetaCommand::PublishKeys {
+            node_id: node_id.clone(),
+            keys: keys.clone(),
+        };
+        match journal.propose_meta(vec![command]).await {
+            Ok(()) if journal.meta().is_none() => return,
+            Ok(()) => {}
+            Err(e) => tracing::debug!(error = %e, "verification keys not published yet; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            _ = stop.changed() => return,
+        }
+    }
+    tracing::warn!("this node's token-verification keys could not be published to the metadata group; other members' JWKS may not list them");
 }

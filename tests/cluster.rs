@@ -560,6 +560,20 @@ fn three_nodes_form_serve_any_request_anywhere_and_survive_a_kill_9() {
     for g in view["groups"].as_array().unwrap() {
         assert_eq!(g["replicas"].as_array().unwrap().len(), 3, "{g}");
     }
+    // The metadata group: one more raft group on the three nodes, with a leader, holding every
+    // member's verification keys (each node published its own: three changes at least).
+    let deadline = Instant::now() + long;
+    loop {
+        let (_, v) = c.get(1, "/v1/cluster", &admin_token);
+        let m = &v["metadata"];
+        assert_eq!(m["group"], 8, "the metadata group follows the shard groups: {m}");
+        assert_eq!(m["replicas"].as_array().map(Vec::len), Some(3), "{m}");
+        if m["leader"].is_string() && m["version"].as_u64().unwrap_or(0) >= 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the members' keys did not reach the metadata group: {m}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let out = c.cli(0, &["cluster", "status", "--json"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let status: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -963,9 +977,19 @@ fn three_nodes_form_serve_any_request_anywhere_and_survive_a_kill_9() {
         moneta::storage::keys::ShardRecord::DataKey,
         &bob_id,
     );
+    let mut metas = Vec::new();
     for m in &c.members {
         let store = moneta::storage::Store::open(&m.root.join("data")).unwrap();
         assert!(store.tree().get(&location).unwrap().is_none(), "{}: the data key is still in the state", m.id);
+        // Every replica of the metadata group applied the same membership and keys.
+        let meta = store.meta_state().unwrap().expect("every node holds a replica of the metadata group");
+        assert_eq!(meta.members.len(), 3);
+        assert!(
+            meta.members.values().all(|r| !r.keys.is_empty()),
+            "{}: a member's keys are missing: {meta:?}",
+            m.id
+        );
+        metas.push(meta);
         // Each group's leader closed the day for its group at start and recorded it in the
         // group (so every replica knows, and the next leader carries on from it).
         let closed: std::collections::BTreeSet<String> = store
@@ -1002,4 +1026,8 @@ fn three_nodes_form_serve_any_request_anywhere_and_survive_a_kill_9() {
             }
         }
     }
+    assert!(
+        metas.windows(2).all(|w| w[0].members == w[1].members && w[0].placement == w[1].placement),
+        "the metadata replicas differ: {metas:?}"
+    );
 }

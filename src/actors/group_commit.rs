@@ -9,6 +9,7 @@
 //! the next turn. A commit is answered only once its entry is committed and applied.
 
 use super::journal::{CommitCallback, Input, JournalSettings, Shared};
+use crate::cluster::meta::MetaState;
 use crate::cluster::raft::{Event, MultiRaft, Outcome, ProposalId, ProposeError, RaftId};
 use crate::storage::audit_log::ChainHead;
 use crate::storage::store::WriteSet;
@@ -49,6 +50,9 @@ pub(crate) struct Writer {
     serve_from: BTreeMap<u32, (u64, u64)>,
     /// Read barriers in flight: their group, the tick they were asked at, whom to answer.
     reads: BTreeMap<ProposalId, (u32, u64, Vec<CommitCallback>)>,
+    /// The metadata group's state as applied here (None: no replica of it on this node).
+    meta: Option<MetaState>,
+    meta_group: u32,
     /// Ticks seen (the clock of read barriers' deadlines).
     ticks: u64,
     /// A read barrier unanswered for this many ticks fails (its leader went away).
@@ -74,20 +78,28 @@ impl Writer {
             .membership
             .clone()
             .unwrap_or_else(|| crate::cluster::membership::Membership::single("node", groups, ""));
+        let meta_group = store.meta_group();
+        let meta_voters = MetaState::voters(&membership);
         if persisted.is_empty() {
-            // A new folder: this node's replicas of a new cluster, with the placement's voters.
+            // A new folder: this node's replicas of a new cluster, with the placement's voters;
+            // the metadata group's founding voters start from the formation's metadata.
             let mut batch = sled::Batch::default();
             for g in membership.groups_of(id) {
                 let write = raft.bootstrap_group(g, &membership.placement(g)).map_err(layout)?;
                 store.stage_raft(&mut batch, &write)?;
             }
+            if meta_voters.contains(&id) {
+                let write = raft.bootstrap_group(meta_group, &meta_voters).map_err(layout)?;
+                store.stage_raft(&mut batch, &write)?;
+                batch.insert(&crate::storage::keys::META_STATE_KEY[..], codec::encode(&MetaState::formed(&membership)));
+            }
             store.tree().apply_batch(batch)?;
             store.flush()?;
         } else {
             for (g, p) in &persisted {
-                if *g >= groups {
+                if *g > meta_group {
                     return Err(layout(format!(
-                        "the data folder has a raft log for shard group {g}, beyond the {groups} groups"
+                        "the data folder has a raft log for group {g}, beyond the {groups} shard groups and the metadata group"
                     )));
                 }
                 raft.open_group(*g, p).map_err(layout)?;
@@ -99,8 +111,15 @@ impl Writer {
             if raft.status(g).is_some_and(|s| s.voters == [id]) {
                 raft.campaign(g);
             }
-            raft.set_preferred_leader(g, Some(membership.preferred_leader(g)));
+            let preferred = if g == meta_group {
+                meta_voters.first().copied()
+            } else {
+                Some(membership.preferred_leader(g))
+            };
+            raft.set_preferred_leader(g, preferred);
         }
+        let meta = store.meta_state()?;
+        shared.meta.send_replace(meta.clone());
         let chains = store.chain_heads()?;
         *shared.heads.lock().expect("heads lock") = chains.clone();
         let mut w = Writer {
@@ -117,6 +136,8 @@ impl Writer {
             barriers: Vec::new(),
             serve_from: BTreeMap::new(),
             reads: BTreeMap::new(),
+            meta,
+            meta_group,
             ticks: 0,
             read_ticks_max: 4 * settings.raft.election_tick as u64,
         };
@@ -281,12 +302,18 @@ impl Writer {
         let round = self.raft.ready().map_err(StoreError::Layout)?;
         let mut batch = sled::Batch::default();
         let mut chains = self.chains.clone();
+        let mut meta = self.meta.clone();
+        let mut meta_moved = false;
         for w in &round.writes {
             self.store.stage_raft(&mut batch, w)?;
             if let Some(s) = w.snapshot.as_ref().filter(|s| !s.data.is_empty()) {
                 // A leader's snapshot replaces this replica's state of the group.
                 let head = self.store.stage_install(&mut batch, w.group, &s.data)?;
                 chains.insert(w.group, head.unwrap_or_default());
+                if w.group == self.meta_group {
+                    meta = crate::storage::raft_log::meta_in_snapshot(&s.data)?;
+                    meta_moved = true;
+                }
             }
         }
         // Entries that destroyed a personal-data key (crypto-shredding): the log is compacted
@@ -304,10 +331,22 @@ impl Writer {
                 if set.deletes.iter().any(|k| crate::storage::keys::is_data_key_record(k)) {
                     shredded.push((c.group, c.index));
                 }
+                if !set.meta.is_empty() {
+                    meta_moved |= self.apply_meta(c.group, c.index, &mut meta, &set.meta);
+                }
                 self.store.stage(&mut batch, set, &mut chains)?;
             }
         }
+        if meta_moved {
+            if let Some(m) = &meta {
+                batch.insert(&crate::storage::keys::META_STATE_KEY[..], codec::encode(m));
+            }
+        }
         self.store.tree().apply_batch(batch)?;
+        if meta_moved {
+            self.meta = meta;
+            self.shared.meta.send_replace(self.meta.clone());
+        }
         if round.sync {
             self.store.flush()?;
             self.metrics.flush_latency.observe(started.elapsed().as_secs_f64());
@@ -342,6 +381,32 @@ impl Writer {
             self.compact();
         }
         Ok(())
+    }
+
+    /// Applies an entry's metadata commands to `meta` (the round's copy); a refused command
+    /// changes nothing and is logged and counted — every replica refuses it alike. Commands in
+    /// an entry of a shard group, or at a node without the metadata, are corrupt.
+    fn apply_meta(&self, group: u32, index: u64, meta: &mut Option<MetaState>, commands: &[crate::cluster::meta::MetaCommand]) -> bool {
+        let Some(state) = meta.as_mut().filter(|_| group == self.meta_group) else {
+            self.metrics.corrupt_records.inc();
+            tracing::error!(
+                group,
+                index,
+                "metadata commands in an entry of a shard group (or with no metadata here); not applied"
+            );
+            return false;
+        };
+        let mut moved = false;
+        for cmd in commands {
+            match state.apply(cmd) {
+                Ok(()) => moved = true,
+                Err(why) => {
+                    self.metrics.raft.messages_refused.get_or_create(&RaftStats::group(group)).inc();
+                    tracing::warn!(index, %why, "a metadata command was refused");
+                }
+            }
+        }
+        moved
     }
 
     fn on_event(&mut self, e: Event) {

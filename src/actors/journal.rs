@@ -66,6 +66,8 @@ pub(crate) struct Shared {
     pub(crate) raft_id: RaftId,
     /// When each member was last heard from (raft traffic), for reachability.
     pub(crate) heard: Mutex<BTreeMap<RaftId, std::time::Instant>>,
+    /// The metadata group's state as this node's replica applied it (None: no replica here).
+    pub(crate) meta: tokio::sync::watch::Sender<Option<crate::cluster::meta::MetaState>>,
 }
 
 /// Proposes a write set at another member (the leader of its group): `Ok` once it is
@@ -137,13 +139,15 @@ impl AuditJournal {
         let shared = Arc::new(Shared {
             failed: AtomicBool::new(false),
             heads: Mutex::new(BTreeMap::new()),
-            board: crate::cluster::raft::Board::new(store.groups()),
-            applied: (0..store.groups()).map(|_| tokio::sync::watch::channel(0).0).collect(),
+            // The shard groups and, after them, the metadata group.
+            board: crate::cluster::raft::Board::new(store.groups() + 1),
+            applied: (0..=store.groups()).map(|_| tokio::sync::watch::channel(0).0).collect(),
             roles: tokio::sync::broadcast::channel(1024).0,
             refused: std::sync::atomic::AtomicU64::new(0),
             forwarder: std::sync::OnceLock::new(),
             raft_id: settings.raft_id,
             heard: Mutex::new(BTreeMap::new()),
+            meta: tokio::sync::watch::channel(None).0,
         });
         let (tx, rx) = mpsc::channel(JOURNAL_MAILBOX_CAPACITY);
         let writer = super::group_commit::Writer::open(store.clone(), &settings, rx, metrics, shared.clone())?;
@@ -239,6 +243,18 @@ impl AuditJournal {
             .expect("heard lock")
             .get(&member)
             .is_some_and(|t| t.elapsed() <= within)
+    }
+
+    /// The metadata group's state as this node's replica applied it (None: no replica here).
+    pub fn meta(&self) -> Option<crate::cluster::meta::MetaState> {
+        self.shared.meta.borrow().clone()
+    }
+
+    /// Proposes changes to the cluster's metadata (at the metadata group's leader, here or
+    /// forwarded); `Ok` once committed and applied there. A command the state refuses is
+    /// applied as a no-op (and counted), never half.
+    pub async fn propose_meta(&self, commands: Vec<crate::cluster::meta::MetaCommand>) -> Result<(), StoreError> {
+        self.write(WriteSet::meta(commands)).await
     }
 
     /// This node's raft id.

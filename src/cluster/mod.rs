@@ -5,6 +5,7 @@
 pub mod history;
 pub mod membership;
 pub mod memory_host;
+pub mod meta;
 pub mod peer;
 pub mod raft;
 pub mod router;

@@ -445,7 +445,10 @@ impl Router {
             None => crate::cluster::membership::Membership::single(node_id, self.inner.env.store.groups(), ""),
         };
         let statuses = journal.group_status();
-        crate::cluster::status::view(&membership, journal.raft_id(), &statuses, |id| journal.heard_from(id, Duration::from_secs(2)))
+        let meta = journal.meta();
+        crate::cluster::status::view(&membership, meta.as_ref(), journal.raft_id(), &statuses, |id| {
+            journal.heard_from(id, Duration::from_secs(2))
+        })
     }
 
     /// Cuts this node's links to these members (partition tests; empty heals).

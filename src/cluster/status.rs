@@ -3,6 +3,7 @@
 //! this node's replica knows them.
 
 use super::membership::Membership;
+use super::meta::MetaState;
 use super::raft::{GroupStatus, RaftId};
 use serde::Serialize;
 
@@ -10,7 +11,7 @@ use serde::Serialize;
 pub struct NodeView {
     pub node_id: String,
     pub address: String,
-    /// joining, active, draining or removed (this version: members are active).
+    /// joining, active, draining or removed (from the metadata group).
     pub state: &'static str,
     pub reachable: bool,
     pub groups_led: usize,
@@ -32,13 +33,48 @@ pub struct ClusterView {
     pub cluster_id: String,
     pub nodes: Vec<NodeView>,
     pub groups: Vec<GroupView>,
+    /// The metadata group (membership, placement, verification keys): its leader, replicas,
+    /// term and indexes as this node knows them, and how many changes it has applied.
+    pub metadata: MetadataView,
     /// Replica moves in progress (elastic membership; none in this version).
     pub moves: Vec<serde_json::Value>,
 }
 
-/// Builds the view from the membership, this node's replicas and whom it heard from lately.
-pub fn view(membership: &Membership, me: RaftId, statuses: &[GroupStatus], reachable: impl Fn(RaftId) -> bool) -> ClusterView {
+#[derive(Clone, Debug, Serialize)]
+pub struct MetadataView {
+    #[serde(flatten)]
+    pub group: GroupView,
+    /// Metadata changes applied by this node's replica (None: no replica here).
+    pub version: Option<u64>,
+}
+
+/// Builds the view from the membership, the metadata (when this node holds a replica of it),
+/// this node's replicas and whom it heard from lately.
+pub fn view(membership: &Membership, meta: Option<&MetaState>, me: RaftId, statuses: &[GroupStatus], reachable: impl Fn(RaftId) -> bool) -> ClusterView {
     let name = |id: RaftId| membership.member(id).map_or_else(|| format!("raft:{id}"), |m| m.node_id.clone());
+    let meta_group = membership.groups;
+    let metadata = MetadataView {
+        group: match statuses.iter().find(|s| s.group == meta_group) {
+            Some(s) => GroupView {
+                group: meta_group,
+                leader: s.leader.map(name),
+                replicas: s.voters.iter().map(|&v| name(v)).collect(),
+                term: s.term,
+                commit_index: s.commit_index,
+                applied_index: s.applied_index,
+            },
+            None => GroupView {
+                group: meta_group,
+                leader: None,
+                replicas: MetaState::voters(membership).into_iter().map(name).collect(),
+                term: 0,
+                commit_index: 0,
+                applied_index: 0,
+            },
+        },
+        version: meta.map(|m| m.version),
+    };
+    let state_of = |node_id: &str| meta.and_then(|m| m.members.get(node_id)).map_or("active", |r| r.state.as_str());
     let groups: Vec<GroupView> = (0..membership.groups)
         .map(|g| match statuses.iter().find(|s| s.group == g) {
             Some(s) => GroupView {
@@ -65,7 +101,7 @@ pub fn view(membership: &Membership, me: RaftId, statuses: &[GroupStatus], reach
         .map(|m| NodeView {
             node_id: m.node_id.clone(),
             address: m.address.clone(),
-            state: "active",
+            state: state_of(&m.node_id),
             reachable: m.raft_id == me || reachable(m.raft_id),
             groups_led: groups.iter().filter(|g| g.leader.as_deref() == Some(m.node_id.as_str())).count(),
             replicas: groups.iter().filter(|g| g.replicas.contains(&m.node_id)).count(),
@@ -75,6 +111,7 @@ pub fn view(membership: &Membership, me: RaftId, statuses: &[GroupStatus], reach
         cluster_id: membership.cluster_id.clone(),
         nodes,
         groups,
+        metadata,
         moves: Vec::new(),
     }
 }

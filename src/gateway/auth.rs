@@ -249,11 +249,32 @@ impl Auth {
             .map_err(|e| bad(&e.kind_label()))
     }
 
-    pub fn jwks(&self) -> serde_json::Value {
-        let keys: Vec<_> = self
-            .keys
+    /// The public keys that verify this node's tokens (published to the metadata group).
+    pub fn verification_keys(&self) -> Vec<crate::cluster::meta::VerificationKey> {
+        self.keys
             .iter()
-            .map(|k| serde_json::json!({ "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": k.kid, "x": k.public_x }))
+            .map(|k| crate::cluster::meta::VerificationKey {
+                kid: k.kid.clone(),
+                x: k.public_x.clone(),
+            })
+            .collect()
+    }
+
+    pub fn jwks(&self) -> serde_json::Value {
+        self.jwks_with(&[])
+    }
+
+    /// This node's keys and every other member's (from the metadata group), once per key id.
+    pub fn jwks_with(&self, members: &[crate::cluster::meta::VerificationKey]) -> serde_json::Value {
+        let mut all = self.verification_keys();
+        for k in members {
+            if !all.iter().any(|mine| mine.kid == k.kid) {
+                all.push(k.clone());
+            }
+        }
+        let keys: Vec<_> = all
+            .iter()
+            .map(|k| serde_json::json!({ "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": k.kid, "x": k.x }))
             .collect();
         serde_json::json!({ "keys": keys })
     }

@@ -212,7 +212,7 @@ fn open_stream(mut input: impl Read, key: &[u8]) -> Result<Vec<u8>, BackupError>
 /// What a backup leaves out: raft logs and the cluster membership are each node's own — a
 /// restored folder starts a new cluster of one (which can then grow).
 fn backed_up(key: &[u8]) -> bool {
-    !key.starts_with(&keys::RAFT_PREFIX) && key != keys::MEMBERSHIP_KEY
+    !key.starts_with(&keys::RAFT_PREFIX) && key != keys::MEMBERSHIP_KEY && key != keys::META_STATE_KEY
 }
 
 /// SHA-256 over every (tree, key, value) of the backed-up trees, in order.

@@ -49,8 +49,11 @@ pub fn is_reserved(key: &[u8]) -> bool {
 
 /// `NODE_PREFIX ‖ 0x0b` → the cluster this node formed or joined (`cluster::membership`).
 pub const MEMBERSHIP_KEY: [u8; 3] = [0xff, 0xff, 0x0b];
-/// 3: shards by id alone, an audit chain per shard group, raft logs.
-pub const LAYOUT_VERSION: u32 = 3;
+/// `NODE_PREFIX ‖ 0x0c` → the metadata group's state (`cluster::meta::MetaState`), on the
+/// nodes that hold a replica of it.
+pub const META_STATE_KEY: [u8; 3] = [0xff, 0xff, 0x0c];
+/// 3: shards by id alone, an audit chain per shard group, raft logs. 4: a metadata group.
+pub const LAYOUT_VERSION: u32 = 4;
 /// Records a shard owns beside its entities — schedules, queues, ledgers, job progress:
 /// `shard u16 BE ‖ 0x00 ‖ record type u8 ‖ id`. Kind byte 0 is no entity kind, so a shard's
 /// records sort before its entities, are written by the same group commit, and move with the

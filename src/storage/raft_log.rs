@@ -111,6 +111,12 @@ impl Store {
             .filter(|&s| crate::domain::ids::group_of(s, self.groups()) == group)
             .map(keys::shard_range)
             .collect();
+        if group == self.meta_group() {
+            // The metadata group: its state (and, below, its audit chain).
+            let mut end = keys::META_STATE_KEY.to_vec();
+            end.push(0);
+            out.push((keys::META_STATE_KEY.to_vec(), end));
+        }
         let mut end = keys::audit_prefix(group);
         end.push(0xff);
         end.extend_from_slice(&[0xff; 8]);
@@ -191,5 +197,18 @@ impl RaftDisk for Store {
 
     fn sync(&mut self) -> Result<(), DiskError> {
         self.flush().map(|_| ()).map_err(|e| DiskError::Io(e.to_string()))
+    }
+}
+
+/// The metadata state a snapshot of the metadata group carries (None: it has none).
+pub fn meta_in_snapshot(data: &[u8]) -> Result<Option<crate::cluster::meta::MetaState>, StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        location: "snapshot of the metadata group".into(),
+        reason,
+    };
+    let pairs: Vec<(Vec<u8>, Vec<u8>)> = crate::storage::codec::decode(data).map_err(|e| corrupt(e.to_string()))?;
+    match pairs.iter().find(|(k, _)| k.as_slice() == keys::META_STATE_KEY) {
+        None => Ok(None),
+        Some((_, v)) => crate::storage::codec::decode(v).map(Some).map_err(|e| corrupt(e.to_string())),
     }
 }

@@ -134,6 +134,9 @@ pub struct WriteSet {
     /// Entries of the group's audit chain to redact once this set's records are sealed (the
     /// retention job; its `retention.redact` record lists them).
     pub redact: Vec<u64>,
+    /// Changes to the cluster's metadata: a set that carries them belongs to the metadata
+    /// group (and holds no keys of a shard).
+    pub meta: Vec<crate::cluster::meta::MetaCommand>,
 }
 
 impl WriteSet {
@@ -156,7 +159,15 @@ impl WriteSet {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.puts.is_empty() && self.deletes.is_empty() && self.audit.is_empty() && self.redact.is_empty()
+        self.puts.is_empty() && self.deletes.is_empty() && self.audit.is_empty() && self.redact.is_empty() && self.meta.is_empty()
+    }
+
+    /// A set of metadata changes (and their audit records), for the metadata group.
+    pub fn meta(commands: Vec<crate::cluster::meta::MetaCommand>) -> WriteSet {
+        WriteSet {
+            meta: commands,
+            ..Default::default()
+        }
     }
 
     /// A put of shard record `id` (encoded by the codec).
@@ -171,7 +182,7 @@ impl WriteSet {
     }
 
     pub fn record_count(&self) -> usize {
-        self.puts.len() + self.deletes.len() + self.audit.len()
+        self.puts.len() + self.deletes.len() + self.audit.len() + self.meta.len()
     }
 }
 
@@ -271,7 +282,27 @@ impl Store {
 
     /// The group a write set belongs to.
     pub fn group_of_set(&self, set: &WriteSet) -> u32 {
-        group_of(set.shard(), self.groups)
+        if set.meta.is_empty() {
+            group_of(set.shard(), self.groups)
+        } else {
+            self.meta_group()
+        }
+    }
+
+    /// The raft group id of the metadata group: the one after the shard groups.
+    pub fn meta_group(&self) -> u32 {
+        self.groups
+    }
+
+    /// The metadata group's state as this node's replica applied it (None: no replica here).
+    pub fn meta_state(&self) -> Result<Option<crate::cluster::meta::MetaState>, StoreError> {
+        match self.tree.get(keys::META_STATE_KEY)? {
+            None => Ok(None),
+            Some(v) => codec::decode(&v).map(Some).map_err(|e| StoreError::Corrupt {
+                location: "the metadata group's state".into(),
+                reason: e.to_string(),
+            }),
+        }
     }
 
     /// A data folder is of this layout (every record under its shard, one tree), or new. One of

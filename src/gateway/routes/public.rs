@@ -32,5 +32,7 @@ pub fn openapi() -> Result<Reply, ApiError> {
 }
 
 pub fn jwks(state: &AppState) -> Result<Reply, ApiError> {
-    Ok(json_response(StatusCode::OK, &state.auth.jwks()))
+    // Every member's keys, as the metadata group holds them (a token from any node verifies).
+    let members = state.router.journal().meta().map(|m| m.verification_keys()).unwrap_or_default();
+    Ok(json_response(StatusCode::OK, &state.auth.jwks_with(&members)))
 }
