@@ -334,9 +334,9 @@ pub async fn performance(state: &AppState, req: &Req) -> Result<Reply, ApiError>
         "all" => None,
         _ => return Err(ApiError::bad_request("period must be one of 1d, 1m, 1y, all")),
     };
-    if state.valuations.get(&claims.sub).is_none() {
-        crate::workflows::end_of_day::refresh_valuation(state, &claims.sub).await;
-    }
+    // The positions as the portfolio's group holds them now (an order or deposit made through
+    // another node's gateway is applied at the group's leader, not in this node's valuation).
+    crate::workflows::end_of_day::refresh_valuation(state, &claims.sub).await;
     let live = state.valuations.get(&claims.sub).ok_or_else(ApiError::internal)?;
     let history = history(state, &claims.sub).await?;
     let now = state.now();
