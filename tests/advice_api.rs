@@ -34,6 +34,16 @@ fn advice_is_gated_labelled_accepted_through_orders_and_deleted_with_consent() {
     assert!(a["rationale"].as_str().is_some_and(|t| t.contains("risk score 7")), "{a}");
     assert_eq!(a["risk_band"], "aggressive");
     assert_eq!(a["status"], "published", "{a}");
+    // The allocation a client draws sums to 1: the cash buffer is a line of its own.
+    let weight = |v: &Value| {
+        v.as_str()
+            .and_then(|w| w.parse::<rust_decimal::Decimal>().ok())
+            .unwrap_or_else(|| panic!("a weight: {v}"))
+    };
+    let cash_weight = weight(&a["cash_weight"]);
+    assert!(cash_weight > rust_decimal::Decimal::ZERO, "{a}");
+    let invested: rust_decimal::Decimal = a["target_allocation"].as_array().unwrap().iter().map(|l| weight(&l["weight"])).sum();
+    assert_eq!(invested + cash_weight, rust_decimal::Decimal::ONE, "{a}");
     let orders = a["proposed_orders"].as_array().unwrap().clone();
     assert!(!orders.is_empty() && orders.iter().all(|o| o["side"] == "buy"), "{a}");
     // Unchanged numbers: the same advice, same id.

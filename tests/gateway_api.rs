@@ -170,6 +170,11 @@ fn walk_through_register_login_deposit_trade_and_read_back() {
         f.check(close(avg, buy_price) || close(avg, with_fees), || {
             format!("average_cost {avg}, fill price {buy_price}")
         });
+        // One documented precision: four decimal places, always.
+        let text = h["average_cost"].as_str().unwrap_or_default();
+        f.check(text.split_once('.').is_some_and(|(_, places)| places.len() == 4), || {
+            format!("average_cost {text:?} is not written with 4 decimal places")
+        });
     }
     let total = dec(&p["total_value"], "total_value");
     f.check(close(total, cash + sum), || format!("total_value {total} != cash {cash} + market values {sum}"));

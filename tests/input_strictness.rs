@@ -1,5 +1,6 @@
-//! Input strictness (issue 16, points 7 and 8): decimals are exactly `-?digits(.digits)?`, and
-//! a refused amount or quantity names the limit it broke.
+//! Input strictness (issue 16, points 6 to 9): bodies are JSON only when declared so (415
+//! otherwise), decimals are exactly `-?digits(.digits)?`, a refused amount or quantity names
+//! the limit it broke, emails compare after NFKC and names refuse bidirectional controls.
 
 mod common;
 
@@ -80,4 +81,56 @@ fn emails_are_compared_after_nfkc_and_names_refuse_bidi_controls() {
         &serde_json::json!({"email": "mallory@example.com", "password": common::PASSWORD, "full_name": "Mal\u{202E}yrol", "date_of_birth": "1990-04-01", "country": "GB"}),
     );
     assert_eq!(r.status, 400, "{}", r.what());
+}
+
+#[test]
+fn bodies_are_accepted_only_as_application_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start_with(dir.path(), &[]);
+    let user = node.new_user("media");
+    let body = br#"{"amount":"10.00"}"#.to_vec();
+    let send = |key: &str, content_type: Option<&str>| {
+        let mut rb = node.builder("POST", "/v1/portfolio/deposits", Some(&user.token), Some(key));
+        if let Some(t) = content_type {
+            rb = rb.header("Content-Type", t);
+        }
+        node.call("POST", "/v1/portfolio/deposits", rb.body(body.clone()))
+    };
+    let mut findings = Vec::new();
+    for (i, t) in [
+        Some("text/plain"),
+        Some("application/xml"),
+        Some("application/x-www-form-urlencoded"),
+        Some("application/jsonp"),
+        None,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let r = send(&format!("media-{i}"), t);
+        if r.status != 415 || r.json()["code"] != "unsupported_media_type" {
+            findings.push(format!("Content-Type {t:?}: expected 415 unsupported_media_type, got {}", r.what()));
+        }
+    }
+    // Registration (no token) is held to it as well.
+    let r = node.call(
+        "POST",
+        "/v1/auth/register",
+        node.builder("POST", "/v1/auth/register", None, None)
+            .header("Content-Type", "text/plain")
+            .body(r#"{"email":"x@example.com"}"#),
+    );
+    if r.status != 415 {
+        findings.push(format!("register as text/plain: expected 415, got {}", r.what()));
+    }
+    // Nothing moved; JSON with parameters is JSON.
+    let p = node.get("/v1/portfolio", Some(&user.token));
+    if p.json()["cash"] != "0.00" {
+        findings.push(format!("a refused body moved money: {}", p.what()));
+    }
+    let r = send("media-ok", Some("application/json; charset=utf-8"));
+    if r.status != 201 {
+        findings.push(format!("application/json; charset=utf-8: expected 201, got {}", r.what()));
+    }
+    assert!(findings.is_empty(), "{findings:#?}");
 }

@@ -21,6 +21,7 @@ pub mod instrument;
 pub mod kyc;
 pub mod market;
 pub mod money;
+pub mod performance;
 pub mod portfolio;
 pub mod price_history;
 pub mod queries;

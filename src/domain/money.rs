@@ -80,6 +80,14 @@ pub fn cash_string(v: Decimal) -> String {
     r.to_string()
 }
 
+/// Text of a per-unit cost (`average_cost`): always `PRICE_DP` (4) decimal places, rounded
+/// half to even (`"182.6000"`, `"182.5920"`), whatever the cost basis divides to.
+pub fn price_string(v: Decimal) -> String {
+    let mut r = round_price(v);
+    r.rescale(PRICE_DP);
+    r.to_string()
+}
+
 /// Canonical text for quantities and prices: no trailing zeros (`"3.5"`, `"12"`).
 pub fn plain_string(v: Decimal) -> String {
     v.normalize().to_string()
@@ -92,6 +100,16 @@ mod tests {
 
     fn d(s: &str) -> Decimal {
         Decimal::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn a_unit_cost_always_has_four_decimal_places() {
+        assert_eq!(price_string(d("182.6")), "182.6000");
+        assert_eq!(price_string(d("182.592")), "182.5920");
+        assert_eq!(price_string(d("10")), "10.0000");
+        assert_eq!(price_string(d("1.00005")), "1.0000");
+        assert_eq!(price_string(d("1.00015")), "1.0002");
+        assert_eq!(price_string(Decimal::ZERO), "0.0000");
     }
 
     #[test]

@@ -74,6 +74,26 @@ impl PriceHistory {
         self.days.iter().rev().find(|(d, _)| *d <= day_start).map(|(_, p)| *p)
     }
 
+    /// Prices as they were known over time, in `[from, to]`, never ahead of when they were
+    /// known: a day's close (before the minute window) at the end of its day, a minute's last
+    /// price at the end of its minute — and the latest bar's at `latest`, when its last price
+    /// arrived (the instrument's `as_of`).
+    pub fn known(&self, from: Timestamp, to: Timestamp, latest: Timestamp) -> Vec<(Timestamp, Decimal)> {
+        let window = self.minutes.front().map_or(Timestamp(i64::MAX), |m| m.0);
+        let daily = self
+            .days
+            .iter()
+            .filter(|(d, _)| d.millis() + MS_PER_DAY <= window.millis())
+            .map(|(d, p)| (Timestamp(d.millis() + MS_PER_DAY - 1), *p));
+        let last = self.minutes.len().saturating_sub(1);
+        let minutes = self.minutes.iter().enumerate().map(|(i, (m, p))| {
+            let end = m.millis() + MS_PER_MINUTE - 1;
+            let at = if i == last && latest >= *m { latest.millis().min(end) } else { end };
+            (Timestamp(at), *p)
+        });
+        daily.chain(minutes).filter(|(t, _)| *t >= from && *t <= to).collect()
+    }
+
     /// Points in `[from, to]`: daily closes of the days that end before the minute window,
     /// then minute bars. Each point is stamped with the start of its bar.
     pub fn range(&self, from: Timestamp, to: Timestamp) -> Vec<(Timestamp, Decimal)> {
@@ -91,6 +111,23 @@ impl PriceHistory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prices_are_known_at_the_end_of_their_bar_the_latest_when_it_arrived() {
+        let mut h = PriceHistory::default();
+        let t0 = 10 * MS_PER_DAY;
+        h.record(Timestamp(t0 + 5_000), Decimal::from(100));
+        h.record(Timestamp(t0 + MS_PER_MINUTE + 7_000), Decimal::from(110));
+        h.record(Timestamp(t0 + MS_PER_MINUTE + 9_000), Decimal::from(121));
+        let known = h.known(Timestamp(0), Timestamp(t0 + MS_PER_DAY), Timestamp(t0 + MS_PER_MINUTE + 9_000));
+        assert_eq!(
+            known,
+            vec![
+                (Timestamp(t0 + MS_PER_MINUTE - 1), Decimal::from(100)),
+                (Timestamp(t0 + MS_PER_MINUTE + 9_000), Decimal::from(121))
+            ]
+        );
+    }
 
     fn p(n: i64) -> Decimal {
         Decimal::new(n, 2)

@@ -185,6 +185,8 @@ query!(/// The closing price of the day that starts at `day_start`, else the lat
     CloseOn { day_start: Timestamp } on Instrument => Option<Decimal>,
     |q, i| i.history.close_on(q.day_start).or((i.price > Decimal::ZERO).then_some(i.price)));
 query!(PriceRange { from: Timestamp, to: Timestamp } on Instrument => Vec<(Timestamp, Decimal)>, |q, i| i.history.range(q.from, q.to));
+query!(/// Prices as they were known over `[from, to]` (each bar at its end).
+    PricesKnown { from: Timestamp, to: Timestamp } on Instrument => Vec<(Timestamp, Decimal)>, |q, i| i.history.known(q.from, q.to, i.as_of));
 
 entity_queries!(
     Instrument,
@@ -192,7 +194,8 @@ entity_queries!(
     InstrumentView {
         CurrentQuote,
         CloseOn,
-        PriceRange
+        PriceRange,
+        PricesKnown
     }
 );
 

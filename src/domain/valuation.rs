@@ -162,7 +162,17 @@ impl LiveValuation {
         self.reference = self.prices.clone();
     }
 
+    /// Every holding has a market price (a value at cost would be a false return).
+    pub fn fully_priced(&self) -> bool {
+        self.positions.holdings.keys().all(|s| self.prices.contains_key(s))
+    }
+
+    /// Values only at market prices: until every holding has one, neither the value nor the
+    /// series moves (no point at cost).
     fn revalue(&mut self, now: Timestamp) {
+        if !self.fully_priced() {
+            return;
+        }
         let prices = &self.prices;
         self.value = self.positions.value(|s| prices.get(s).copied());
         self.as_of = now;
@@ -190,13 +200,13 @@ impl LiveValuation {
         }
     }
 
-    /// The current value as a point.
-    pub fn point(&self) -> ValuePoint {
-        ValuePoint {
+    /// The current value as a point; None until every holding has a market price.
+    pub fn point(&self) -> Option<ValuePoint> {
+        self.fully_priced().then_some(ValuePoint {
             at: self.as_of,
             value: self.value,
             contributions: self.positions.contributions,
-        }
+        })
     }
 }
 
@@ -234,6 +244,29 @@ mod tests {
             value: d(value),
             contributions: d(contributions),
         }
+    }
+
+    #[test]
+    fn a_holding_without_a_market_price_makes_no_point_at_cost() {
+        let mut holdings = BTreeMap::new();
+        holdings.insert(
+            "ACME".to_string(),
+            crate::domain::portfolio::Holding {
+                quantity: d("30"),
+                cost_basis: d("5490"),
+            },
+        );
+        let positions = Positions {
+            cash: d("4500.64"),
+            holdings,
+            contributions: d("10000"),
+        };
+        // After a restart, before the first price: no value, no point.
+        let mut v = LiveValuation::new(positions, BTreeMap::new(), Timestamp(1_000));
+        assert!(v.point().is_none() && v.intraday.is_empty(), "{v:?}");
+        // The first market price makes the first point, at market.
+        v.on_prices([("ACME", d("200"))], Timestamp(1_001), Decimal::ZERO);
+        assert_eq!(v.point().map(|p| p.value), Some(d("10500.64")));
     }
 
     #[test]

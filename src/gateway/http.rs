@@ -30,12 +30,19 @@ pub struct Req {
 }
 
 impl Req {
-    /// Parses the body as JSON into `T` (which denies unknown fields); any problem is a 400.
+    /// Parses the body as JSON into `T` (which denies unknown fields). A body that is not
+    /// declared `application/json` (parameters allowed) is a 415 `unsupported_media_type`;
+    /// any other problem is a 400.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
-        // The body must be JSON whatever Content-Type says: `curl -d` sends a form type by
-        // default, and refusing it would only get in people's way.
         if self.body.is_empty() {
             return Err(ApiError::bad_request("a JSON body is required"));
+        }
+        if !is_json_media_type(self.header("content-type")) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "the body must be sent as Content-Type: application/json",
+            ));
         }
         // Every body of the API is an object; serde's derive would also fill a struct from a
         // JSON array by position, which `deny_unknown_fields` does not stop.
@@ -68,6 +75,13 @@ impl Req {
     pub fn query_param(&self, name: &str) -> Option<String> {
         url_query_pairs(&self.query).into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
     }
+}
+
+/// True for `application/json`, with or without parameters (`; charset=utf-8`), in any case.
+pub fn is_json_media_type(content_type: Option<&str>) -> bool {
+    content_type
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
 }
 
 /// serde_json messages name the problem and position; keep them, they contain no secrets
@@ -168,6 +182,17 @@ pub fn no_content() -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_application_json_is_a_json_body() {
+        for ok in ["application/json", "application/json; charset=utf-8", "Application/JSON ;charset=UTF-8"] {
+            assert!(is_json_media_type(Some(ok)), "{ok}");
+        }
+        for bad in ["text/plain", "application/xml", "application/x-www-form-urlencoded", "application/jsonx", ""] {
+            assert!(!is_json_media_type(Some(bad)), "{bad}");
+        }
+        assert!(!is_json_media_type(None));
+    }
 
     #[test]
     fn query_decoding() {

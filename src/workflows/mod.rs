@@ -11,6 +11,7 @@ pub mod erasure;
 pub mod feed;
 pub mod flow;
 pub mod order;
+pub mod performance;
 pub mod prices;
 pub mod reconcile;
 pub mod registration;

@@ -39,6 +39,9 @@ pub fn view(r: &AdviceRecord) -> serde_json::Value {
         "rationale": r.advice.rationale,
         "risk_band": r.advice.risk_band.as_str(),
         "target_allocation": r.advice.target_allocation.iter().map(|(s, w)| json!({"symbol": s, "weight": plain_string(*w)})).collect::<Vec<_>>(),
+        // The cash the model keeps (its buffer, and whatever no permitted product takes): with
+        // the weights above it sums to 1.
+        "cash_weight": plain_string(rust_decimal::Decimal::ONE - r.advice.target_allocation.iter().map(|(_, w)| *w).sum::<rust_decimal::Decimal>()),
         "proposed_orders": r.advice.proposed_orders.iter().map(|o| json!({"symbol": o.symbol, "side": o.side.as_str(), "quantity": plain_string(o.quantity)})).collect::<Vec<_>>(),
         "status": status_text(r.status),
         "review_reason": r.advice.review_reason,

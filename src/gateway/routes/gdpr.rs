@@ -137,7 +137,7 @@ async fn collect(state: &AppState, user_id: &str) -> Result<Value, ApiError> {
         "portfolio": {
             "currency": state.config.portfolio.currency,
             "cash": cash_string(cash),
-            "holdings": holdings.iter().map(|(s, h)| json!({"symbol": s, "quantity": plain_string(h.quantity), "average_cost": plain_string(h.average_cost())})).collect::<Vec<_>>(),
+            "holdings": holdings.iter().map(|(s, h)| json!({"symbol": s, "quantity": plain_string(h.quantity), "average_cost": crate::domain::money::price_string(h.average_cost())})).collect::<Vec<_>>(),
         },
         "transactions": hist.transactions.iter().map(transaction_view).collect::<Vec<_>>(),
         "orders": hist.orders.values().map(|o| serde_json::to_value(OrderView::from(o)).unwrap_or(Value::Null)).collect::<Vec<_>>(),

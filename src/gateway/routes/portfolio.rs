@@ -261,7 +261,7 @@ pub async fn view(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
         rows.push(serde_json::json!({
             "symbol": symbol,
             "quantity": plain_string(h.quantity),
-            "average_cost": plain_string(h.average_cost()),
+            "average_cost": crate::domain::money::price_string(h.average_cost()),
             "price": plain_string(price),
             "market_value": cash_string(value),
         }));
@@ -320,11 +320,12 @@ pub async fn order(state: &AppState, req: &Req, order_id: &str) -> Result<Reply,
 }
 
 /// GET /v1/portfolio/performance?period=1d|1m|1y|all (default 1m): the time-weighted return and
-/// the value series of the period — daily closes (the statements) and, for the last day, the
-/// live valuation's minute samples, ending with the current value.
+/// the value series of the period — rebuilt from the journal and the price histories (a point
+/// after every flow and fill, each daily statement, a sample at each price known in between),
+/// ending with the current value (`workflows::performance`).
 pub async fn performance(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     use crate::domain::time::{Timestamp, MS_PER_DAY};
-    use crate::domain::valuation::{performance_series, twr, ValuePoint};
+    use crate::domain::valuation::twr;
     let claims = user(state, req)?;
     let period = req.query_param("period").unwrap_or_else(|| "1m".to_string());
     let days = match period.as_str() {
@@ -334,25 +335,11 @@ pub async fn performance(state: &AppState, req: &Req) -> Result<Reply, ApiError>
         "all" => None,
         _ => return Err(ApiError::bad_request("period must be one of 1d, 1m, 1y, all")),
     };
-    // The positions as the portfolio's group holds them now (an order or deposit made through
-    // another node's gateway is applied at the group's leader, not in this node's valuation).
-    crate::workflows::end_of_day::refresh_valuation(state, &claims.sub).await;
-    let live = state.valuations.get(&claims.sub).ok_or_else(ApiError::internal)?;
-    let history = history(state, &claims.sub).await?;
     let now = state.now();
-    let closes: Vec<ValuePoint> = history
-        .statements
-        .iter()
-        .map(|s| ValuePoint {
-            at: s.closed_at,
-            value: s.value,
-            contributions: s.contributions,
-        })
-        .collect();
-    let mut current = live.point();
-    current.at = current.at.max(now);
     let from = days.map_or(Timestamp(i64::MIN), |d: i64| Timestamp(now.millis() - d * MS_PER_DAY));
-    let series = performance_series(closes, &live.intraday, from, current);
+    let series = crate::workflows::performance::value_series(state, &claims.sub, from)
+        .await
+        .map_err(unavailable)?;
     let view: Vec<_> = series
         .iter()
         .map(|p| serde_json::json!({ "at": p.at.to_rfc3339(), "value": cash_string(p.value) }))
@@ -377,7 +364,7 @@ pub(super) fn statement_view(s: &crate::domain::portfolio::Statement) -> serde_j
         "holdings": s.holdings.iter().map(|l| serde_json::json!({
             "symbol": l.symbol,
             "quantity": plain_string(l.quantity),
-            "average_cost": plain_string(l.average_cost),
+            "average_cost": crate::domain::money::price_string(l.average_cost),
             "price": l.price.map(plain_string),
             "market_value": cash_string(l.market_value),
         })).collect::<Vec<_>>(),
