@@ -348,6 +348,10 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
     let state = open_state_with(&config, true).await?;
     let router = state.router.clone();
     let mut catalog = list_instruments(&router, &config).await?;
+    if config.market.feed == "gbm" {
+        let demo = instruments_from_config(&config.market.instruments);
+        crate::workflows::feed::backfill_demo_history(&router, &demo, config.market.seed).await;
+    }
     // Instruments an admin listed at run time (their listing is on the instrument entity).
     let mut feed_instruments = instruments_from_config(&config.market.instruments);
     for (symbol, entry) in state.router.store().catalog().map_err(|e| e.to_string())? {

@@ -196,3 +196,50 @@ fn an_admin_lists_a_new_instrument_that_trades_and_survives_a_restart() {
     assert_eq!(v.status, 200, "{}", v.what());
     assert_eq!(v.json()["name"], "New Company plc");
 }
+
+#[test]
+fn a_new_node_backfills_a_year_of_daily_closes_for_the_seeded_feed_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start_with(dir.path(), &[]);
+    let year = |node: &Node| {
+        let r = node.get("/v1/instruments/ACME/history?from=2000-01-01T00:00:00Z", None);
+        assert_eq!(r.status, 200, "{}", r.what());
+        r.json().as_array().unwrap().clone()
+    };
+    let points = year(&node);
+    let day = 86_400.0;
+    let now = common::now_unix();
+    let daily: Vec<f64> = points
+        .iter()
+        .map(|p| rfc3339_utc(p["at"].as_str().unwrap()).unwrap())
+        .filter(|t| *t < now - day)
+        .collect();
+    assert!(daily.len() >= 364, "a year of closes before today: {} points", daily.len());
+    assert!(daily.first().is_some_and(|t| *t <= now - 364.0 * day), "{:?}", daily.first());
+    assert!(daily.windows(2).all(|w| w[1] - w[0] == day), "one close per day");
+    assert!(points.iter().all(|p| p["price"].as_str().is_some_and(is_decimal_string)));
+    // A restart adds nothing before the history (the same year, the same closes).
+    drop(node);
+    let node = Node::start_with(dir.path(), &[]);
+    let again = year(&node);
+    assert_eq!(again[..daily.len()], points[..daily.len()], "the backfill is made once");
+    drop(node);
+
+    // A CSV feed brings its own history: nothing is made up.
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("prices.csv");
+    std::fs::write(&csv, "timestamp,symbol,price\n2024-03-01T14:30:00Z,ACME,190.10\n").unwrap();
+    let node = Node::start_with(
+        dir.path(),
+        &[
+            ("MONETA_MARKET_FEED", "csv"),
+            ("MONETA_MARKET_CSV_FILE", csv.to_str().unwrap()),
+            ("MONETA_MARKET_CSV_TIMING", "replay"),
+        ],
+    );
+    let before_today = year(&node)
+        .iter()
+        .filter(|p| rfc3339_utc(p["at"].as_str().unwrap()).unwrap() < common::now_unix() - day)
+        .count();
+    assert_eq!(before_today, 0, "no made-up history under a CSV feed");
+}

@@ -293,3 +293,39 @@ pub async fn run_replay(services: Arc<Services>, groups: Vec<PriceGroup>, tick: 
     }
     tracing::info!("price replay finished");
 }
+
+/// Daily closes a new node gives each demo instrument from before its listing.
+pub const BACKFILL_DAYS: i64 = 365;
+
+/// The seeded feed's past: for each demo instrument, a year of daily closes before today,
+/// walked backwards from its listing price by the same GBM (drift reversed), seeded by the
+/// feed's seed and the symbol, so charts and performance periods have a history from the first
+/// start. Recorded only before the instrument's history begins: a later start changes nothing.
+/// (Not for a CSV feed, whose file is the history.)
+pub async fn backfill_demo_history(router: &Router, instruments: &[FeedInstrument], seed: u64) {
+    use crate::domain::time::{Timestamp, MS_PER_DAY};
+    let today = crate::actors::wall_clock_now().millis().div_euclid(MS_PER_DAY);
+    for i in instruments {
+        let symbol_seed = i
+            .symbol
+            .bytes()
+            .fold(seed ^ 0x6261_636b_6669_6c6c, |h, b| crate::cluster::raft::splitmix64(h ^ u64::from(b)));
+        let mut rng = ChaCha20Rng::seed_from_u64(symbol_seed);
+        let backwards = GbmParams {
+            drift: -i.params.drift,
+            volatility: i.params.volatility,
+        };
+        let mut price = i.price;
+        let mut points = Vec::with_capacity(BACKFILL_DAYS as usize);
+        for k in 1..=BACKFILL_DAYS {
+            // Stamped at 21:00 UTC of the day: one close per day.
+            points.push((Timestamp((today - k) * MS_PER_DAY + 21 * 3_600_000), price));
+            price = gbm_step(price, &backwards, 86_400.0, &mut rng);
+        }
+        points.reverse();
+        let cmd = InstrumentCommand::Record { points };
+        if let Err(e) = router.execute::<Instrument>(&i.symbol, cmd, RequestMeta::system("history-backfill")).await {
+            tracing::warn!(symbol = %i.symbol, error = ?e, "the demo price history was not backfilled");
+        }
+    }
+}

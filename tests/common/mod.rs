@@ -64,8 +64,32 @@ impl Node {
         Node::start_with(root, &[])
     }
 
-    /// Starts a node with extra `MONETA_*` settings.
+    /// Starts a node with extra `MONETA_*` settings. A port another process took between
+    /// picking and binding it is given up for a new one (bounded).
     pub fn start_with(root: &Path, settings: &[(&str, &str)]) -> Node {
+        // A node id of this data folder's own (stable across restarts): /healthz then proves
+        // the answer comes from this node, not from another test's node that took the port.
+        let node_id = settings
+            .iter()
+            .find(|(k, _)| *k == "MONETA_NODE_ID")
+            .map(|(_, v)| v.to_string())
+            .unwrap_or_else(|| {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                root.hash(&mut h);
+                format!("node-{:016x}", h.finish())
+            });
+        let mut why = String::new();
+        for _ in 0..5 {
+            match Node::launch(root, settings, &node_id) {
+                Ok(node) => return node,
+                Err(e) => why = e,
+            }
+        }
+        panic!("the node did not start: {why}");
+    }
+
+    fn launch(root: &Path, settings: &[(&str, &str)], node_id: &str) -> Result<Node, String> {
         let port = free_port();
         let log = root.join(format!("node-{port}.log"));
         let out = File::create(&log).expect("create the node's log file");
@@ -73,6 +97,7 @@ impl Node {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_moneta"));
         cmd.arg("serve").stdin(Stdio::null()).stdout(out).stderr(err);
         configure(&mut cmd, root, port);
+        cmd.env("MONETA_NODE_ID", node_id);
         cmd.envs(settings.iter().copied());
         let child = cmd.spawn().expect("start `moneta serve`");
         let client = Client::builder().timeout(Duration::from_secs(20)).build().expect("an HTTP client");
@@ -85,8 +110,33 @@ impl Node {
             log,
             client,
         };
-        node.wait_until_healthy();
-        node
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let probe = Client::builder().timeout(Duration::from_millis(500)).build().expect("an HTTP client");
+        loop {
+            if let Some(status) = node.child.try_wait().expect("poll the child") {
+                let logs = node.logs();
+                if logs.contains("in use") || logs.contains("bind") {
+                    return Err(format!("port {port} was taken: {logs}"));
+                }
+                panic!("the node exited during start-up with {status}; its output:\n{logs}");
+            }
+            if let Ok(r) = probe.get(format!("{}/healthz", node.base)).send() {
+                if r.status().as_u16() == 200 {
+                    let said = r.json::<Value>().unwrap_or(Value::Null)["node_id"].clone();
+                    if said == node_id {
+                        return Ok(node);
+                    }
+                    // Another test's node answers on this port; ours cannot bind it.
+                    return Err(format!("port {port} answers as {said}"));
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "GET /healthz did not answer 200 within 20 s; node output:\n{}",
+                node.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn logs(&self) -> String {
