@@ -52,49 +52,31 @@ pub struct MetadataView {
 /// this node's replicas and whom it heard from lately.
 pub fn view(membership: &Membership, meta: Option<&MetaState>, me: RaftId, statuses: &[GroupStatus], reachable: impl Fn(RaftId) -> bool) -> ClusterView {
     let name = |id: RaftId| membership.member(id).map_or_else(|| format!("raft:{id}"), |m| m.node_id.clone());
-    let meta_group = membership.groups;
-    let metadata = MetadataView {
-        group: match statuses.iter().find(|s| s.group == meta_group) {
-            Some(s) => GroupView {
-                group: meta_group,
-                leader: s.leader.map(name),
-                replicas: s.voters.iter().map(|&v| name(v)).collect(),
-                term: s.term,
-                commit_index: s.commit_index,
-                applied_index: s.applied_index,
-            },
-            None => GroupView {
-                group: meta_group,
-                leader: None,
-                replicas: MetaState::voters(membership).into_iter().map(name).collect(),
-                term: 0,
-                commit_index: 0,
-                applied_index: 0,
-            },
+    // A group as this node's replica knows it, else where it is placed (no replica here).
+    let group_view = |g: u32, placed: Vec<RaftId>| match statuses.iter().find(|s| s.group == g) {
+        Some(s) => GroupView {
+            group: g,
+            leader: s.leader.map(name),
+            replicas: s.voters.iter().map(|&v| name(v)).collect(),
+            term: s.term,
+            commit_index: s.commit_index,
+            applied_index: s.applied_index,
         },
+        None => GroupView {
+            group: g,
+            leader: None,
+            replicas: placed.into_iter().map(name).collect(),
+            term: 0,
+            commit_index: 0,
+            applied_index: 0,
+        },
+    };
+    let metadata = MetadataView {
+        group: group_view(membership.groups, MetaState::voters(membership)),
         version: meta.map(|m| m.version),
     };
     let state_of = |node_id: &str| meta.and_then(|m| m.members.get(node_id)).map_or("active", |r| r.state.as_str());
-    let groups: Vec<GroupView> = (0..membership.groups)
-        .map(|g| match statuses.iter().find(|s| s.group == g) {
-            Some(s) => GroupView {
-                group: g,
-                leader: s.leader.map(name),
-                replicas: s.voters.iter().map(|&v| name(v)).collect(),
-                term: s.term,
-                commit_index: s.commit_index,
-                applied_index: s.applied_index,
-            },
-            None => GroupView {
-                group: g,
-                leader: None,
-                replicas: membership.placement(g).into_iter().map(name).collect(),
-                term: 0,
-                commit_index: 0,
-                applied_index: 0,
-            },
-        })
-        .collect();
+    let groups: Vec<GroupView> = (0..membership.groups).map(|g| group_view(g, membership.placement(g))).collect();
     let nodes = membership
         .members
         .iter()
