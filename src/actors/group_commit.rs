@@ -111,12 +111,7 @@ impl Writer {
             if raft.status(g).is_some_and(|s| s.voters == [id]) {
                 raft.campaign(g);
             }
-            let preferred = if g == meta_group {
-                meta_voters.first().copied()
-            } else {
-                Some(membership.preferred_leader(g))
-            };
-            raft.set_preferred_leader(g, preferred);
+            raft.set_preferred_leader(g, membership.preferred_leader(g));
         }
         let meta = store.meta_state()?;
         shared.meta.send_replace(meta.clone());

@@ -37,6 +37,12 @@ pub struct Membership {
     pub groups: u32,
     pub replication_factor: usize,
     pub master_fingerprint: String,
+    /// Where each shard group's replicas are (index `g`), then the metadata group's (index
+    /// `groups`), as the metadata group holds it; empty for a cluster just formed (the
+    /// formation's placement, computed).
+    pub placed: Vec<Vec<RaftId>>,
+    /// The nodes that formed the cluster (they bootstrap its groups); empty: every member.
+    pub founders: Vec<RaftId>,
 }
 
 impl Membership {
@@ -110,7 +116,41 @@ impl Membership {
             groups,
             replication_factor,
             master_fingerprint: first.master_fingerprint.clone(),
+            placed: Vec::new(),
+            founders: Vec::new(),
         })
+    }
+
+    /// Founded the cluster (and so bootstraps its first replicas on a new folder); a node that
+    /// joined later is given its replicas by raft's membership changes.
+    pub fn is_founder(&self, raft_id: RaftId) -> bool {
+        if self.founders.is_empty() {
+            self.member(raft_id).is_some()
+        } else {
+            self.founders.contains(&raft_id)
+        }
+    }
+
+    /// The replicas of the metadata group: as placed, else the first `META_VOTERS_MAX` members.
+    pub fn meta_replicas(&self) -> Vec<RaftId> {
+        match self.placed.get(self.groups as usize) {
+            Some(p) if !p.is_empty() => p.clone(),
+            _ => {
+                let mut ids: Vec<RaftId> = self.members.iter().map(|x| x.raft_id).collect();
+                ids.sort_unstable();
+                ids.truncate(super::meta::META_VOTERS_MAX);
+                ids
+            }
+        }
+    }
+
+    /// The replicas of any group, the metadata group (`groups`) included.
+    pub fn replicas_of(&self, group: GroupId) -> Vec<RaftId> {
+        if group == self.groups {
+            self.meta_replicas()
+        } else {
+            self.placement(group)
+        }
     }
 
     pub fn member(&self, raft_id: RaftId) -> Option<&Member> {
@@ -129,13 +169,16 @@ impl Membership {
     /// first is where its leader belongs, so leaders spread evenly (each node within one of
     /// G/N).
     pub fn placement(&self, group: GroupId) -> Vec<RaftId> {
+        if let Some(p) = self.placed.get(group as usize).filter(|p| !p.is_empty()) {
+            return p.clone();
+        }
         let n = self.members.len();
         let r = self.replication_factor.clamp(1, n.max(1));
         (0..r).map(|k| self.members[(group as usize + k) % n].raft_id).collect()
     }
 
-    pub fn preferred_leader(&self, group: GroupId) -> RaftId {
-        self.placement(group)[0]
+    pub fn preferred_leader(&self, group: GroupId) -> Option<RaftId> {
+        self.replicas_of(group).first().copied()
     }
 
     /// Groups with a replica on `raft_id`.
@@ -172,7 +215,7 @@ mod tests {
             let p = a.placement(g);
             assert_eq!(p.len(), 3);
             assert_eq!(p.iter().collect::<std::collections::BTreeSet<_>>().len(), 3);
-            leads[(a.preferred_leader(g) - 1) as usize] += 1;
+            leads[(a.preferred_leader(g).unwrap() - 1) as usize] += 1;
         }
         assert!(leads.iter().all(|&l| (10..=11).contains(&l)), "{leads:?}");
     }

@@ -78,8 +78,11 @@ pub struct MetaState {
     pub master_fingerprint: String,
     /// Members by node id.
     pub members: BTreeMap<String, MemberRecord>,
-    /// Per shard group: its replicas, the first where its leader belongs.
+    /// Per shard group (index `g`), then the metadata group (index `groups`): its replicas,
+    /// the first where its leader belongs.
     pub placement: Vec<Vec<RaftId>>,
+    /// The nodes that formed the cluster.
+    pub founders: Vec<RaftId>,
     /// The raft id the next node to join gets (ids are never reused).
     pub next_raft_id: RaftId,
 }
@@ -141,7 +144,8 @@ impl MetaState {
                     (x.node_id.clone(), record)
                 })
                 .collect(),
-            placement: (0..m.groups).map(|g| m.placement(g)).collect(),
+            placement: (0..=m.groups).map(|g| m.replicas_of(g)).collect(),
+            founders: m.members.iter().map(|x| x.raft_id).collect(),
             next_raft_id: m.members.iter().map(|x| x.raft_id).max().unwrap_or(0) + 1,
         }
     }
@@ -152,6 +156,36 @@ impl MetaState {
         ids.sort_unstable();
         ids.truncate(META_VOTERS_MAX);
         ids
+    }
+
+    /// The members (all but the removed) and placement as a `Membership`: what routing and
+    /// the peer protocol read.
+    pub fn membership(&self) -> Membership {
+        let mut members: Vec<super::membership::Member> = self
+            .members
+            .iter()
+            .filter(|(_, r)| r.state != NodeState::Removed)
+            .map(|(id, r)| super::membership::Member {
+                node_id: id.clone(),
+                raft_id: r.raft_id,
+                peer_id: r.peer_id.clone(),
+                address: r.address.clone(),
+            })
+            .collect();
+        members.sort_by_key(|m| m.raft_id);
+        Membership {
+            cluster_id: self.cluster_id.clone(),
+            members,
+            groups: self.groups,
+            replication_factor: self.replication_factor,
+            master_fingerprint: self.master_fingerprint.clone(),
+            placed: self.placement.clone(),
+            founders: self.founders.clone(),
+        }
+    }
+
+    pub fn state_of(&self, node_id: &str) -> Option<NodeState> {
+        self.members.get(node_id).map(|r| r.state)
     }
 
     pub fn by_raft_id(&self, raft_id: RaftId) -> Option<(&String, &MemberRecord)> {
@@ -232,8 +266,8 @@ impl MetaState {
                     group: *group,
                     why: why.to_string(),
                 };
-                if replicas.is_empty() || replicas.len() > META_VOTERS_MAX.max(self.replication_factor) + 1 {
-                    return Err(bad("a group has 1 to R+1 replicas"));
+                if replicas.is_empty() || replicas.len() > META_VOTERS_MAX.max(self.replication_factor) {
+                    return Err(bad("a group has 1 to R replicas"));
                 }
                 let mut distinct = replicas.clone();
                 distinct.sort_unstable();
@@ -247,11 +281,10 @@ impl MetaState {
                         _ => return Err(bad(&format!("raft id {id} is not a member"))),
                     }
                 }
-                // Never a placement that keeps no replica of the current one (the data would
-                // have nowhere to come from).
-                if !slot.is_empty() && !replicas.iter().any(|id| slot.contains(id)) {
-                    return Err(bad("no replica of the current placement is kept"));
-                }
+                // The group's leader moves its replicas one raft membership change at a time
+                // and removes an old replica only once its replacement is a voter, so the data
+                // always has a source; a placement may name nodes only.
+                let _ = slot;
                 self.placement[*group as usize] = replicas.clone();
             }
         }
@@ -296,7 +329,7 @@ mod tests {
         let s = formed(3);
         assert_eq!(s.members.len(), 3);
         assert!(s.members.values().all(|r| r.state == NodeState::Active));
-        assert_eq!(s.placement.len(), 8);
+        assert_eq!(s.placement.len(), 9, "eight shard groups and the metadata group");
         assert!(s.placement.iter().all(|p| p.len() == 3));
         assert_eq!(s.next_raft_id, 4);
         let hellos: Vec<Hello> = (1..=7)
@@ -377,7 +410,7 @@ mod tests {
     }
 
     #[test]
-    fn a_placement_names_distinct_members_and_keeps_a_current_replica() {
+    fn a_placement_names_distinct_members_within_the_limit() {
         let mut s = formed(3);
         s.apply(&MetaCommand::Join {
             node_id: "n4".into(),
@@ -390,10 +423,10 @@ mod tests {
         let place = |replicas: Vec<RaftId>| MetaCommand::Place { group: 0, replicas };
         assert!(matches!(s.apply(&place(vec![1, 1, 2])), Err(MetaRefusal::BadPlacement { .. })));
         assert!(matches!(s.apply(&place(vec![9])), Err(MetaRefusal::BadPlacement { .. })));
-        assert!(matches!(s.apply(&place(vec![4])), Err(MetaRefusal::BadPlacement { .. })));
+        assert!(matches!(s.apply(&place(vec![1, 2, 3, 4, 9, 10])), Err(MetaRefusal::BadPlacement { .. })));
         assert!(matches!(
-            s.apply(&MetaCommand::Place { group: 8, replicas: vec![1] }),
-            Err(MetaRefusal::UnknownGroup(8))
+            s.apply(&MetaCommand::Place { group: 9, replicas: vec![1] }),
+            Err(MetaRefusal::UnknownGroup(9))
         ));
         assert_eq!(s, before);
         let mut moved = current.clone();

@@ -2,12 +2,15 @@
 //! node. Code outside this module asks the router for an entity and never learns which node it
 //! is on, so the cluster work changes the transport behind `Router`, not its callers.
 
+pub mod directory;
 pub mod history;
 pub mod membership;
 pub mod memory_host;
 pub mod meta;
 pub mod peer;
+pub mod planner;
 pub mod raft;
+pub mod reconfigure;
 pub mod router;
 pub mod secret;
 pub mod shard_map;

@@ -53,7 +53,8 @@ pub const MEMBERSHIP_KEY: [u8; 3] = [0xff, 0xff, 0x0b];
 /// nodes that hold a replica of it.
 pub const META_STATE_KEY: [u8; 3] = [0xff, 0xff, 0x0c];
 /// 3: shards by id alone, an audit chain per shard group, raft logs. 4: a metadata group.
-pub const LAYOUT_VERSION: u32 = 4;
+/// 5: the metadata group placed like the shard groups, founders recorded (elastic membership).
+pub const LAYOUT_VERSION: u32 = 5;
 /// Records a shard owns beside its entities — schedules, queues, ledgers, job progress:
 /// `shard u16 BE ‖ 0x00 ‖ record type u8 ‖ id`. Kind byte 0 is no entity kind, so a shard's
 /// records sort before its entities, are written by the same group commit, and move with the

@@ -1,0 +1,191 @@
+use super::*;
+use crate::cluster::membership::{Hello, Membership};
+
+fn formed(nodes: usize, groups: u32, rf: usize) -> MetaState {
+    let hellos: Vec<Hello> = (1..=nodes)
+        .map(|i| Hello {
+            node_id: format!("n{i}"),
+            peer_id: format!("peer-{i}"),
+            address: format!("127.0.0.1:70{i:02}"),
+            master_fingerprint: "fp".into(),
+            groups,
+            replication_factor: rf,
+            formed: None,
+        })
+        .collect();
+    MetaState::formed(&Membership::form(&hellos, groups, rf).unwrap())
+}
+
+fn join(s: &mut MetaState, i: usize) {
+    s.apply(&MetaCommand::Join {
+        node_id: format!("n{i}"),
+        peer_id: format!("peer-{i}"),
+        address: format!("127.0.0.1:70{i:02}"),
+    })
+    .unwrap();
+}
+
+/// Every group's configuration is its placement (every move done).
+fn settled(s: &MetaState) -> BTreeMap<GroupId, LedGroup> {
+    s.placement
+        .iter()
+        .enumerate()
+        .map(|(g, p)| {
+            (
+                g as GroupId,
+                LedGroup {
+                    group: g as GroupId,
+                    term: 1,
+                    voters: p.clone(),
+                    learners: vec![],
+                    commit_index: 1,
+                    changing: false,
+                },
+            )
+        })
+        .collect()
+}
+
+/// Plans and carries every move out until the planner has nothing more to say; checks the
+/// limits and the one-replica-per-pass rule on every pass. Returns the passes it took.
+fn converge(s: &mut MetaState, dead: &BTreeSet<RaftId>, limits: Limits) -> usize {
+    for pass in 0..2_000 {
+        let before = s.clone();
+        let commands = plan(s, &settled(s), dead, limits);
+        if commands.is_empty() {
+            return pass;
+        }
+        let mut moved = 0;
+        let mut per_node: BTreeMap<RaftId, usize> = BTreeMap::new();
+        for c in &commands {
+            if let MetaCommand::Place { group, replicas } = c {
+                let cur: BTreeSet<RaftId> = before.placement[*group as usize].iter().copied().collect();
+                let next: BTreeSet<RaftId> = replicas.iter().copied().collect();
+                assert!(cur.difference(&next).count() <= 1, "group {group}: more than one replica removed in a pass");
+                assert!(next.difference(&cur).count() <= 1, "group {group}: more than one replica added in a pass");
+                if cur != next && *group != s.groups {
+                    moved += 1;
+                    for n in cur.symmetric_difference(&next) {
+                        *per_node.entry(*n).or_default() += 1;
+                    }
+                }
+            }
+            s.apply(c).unwrap();
+        }
+        assert!(moved <= limits.moves_in_flight, "pass {pass}: {moved} moves at once");
+        assert!(per_node.values().all(|&n| n <= limits.moves_per_node), "pass {pass}: {per_node:?}");
+    }
+    panic!("the planner did not settle");
+}
+
+fn within_one_of_the_mean(counts: &[usize]) -> bool {
+    let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+    max - min <= 1
+}
+
+fn check_balanced(s: &MetaState, nodes: &[RaftId]) {
+    let rf = s.replication_factor.min(nodes.len());
+    let mut replicas = vec![0usize; nodes.len()];
+    let mut leads = vec![0usize; nodes.len()];
+    for p in s.placement.iter().take(s.groups as usize) {
+        assert_eq!(p.len(), rf, "every group has its replicas: {p:?}");
+        for n in p {
+            replicas[nodes.iter().position(|x| x == n).expect("replicas only on eligible nodes")] += 1;
+        }
+        leads[nodes.iter().position(|x| *x == p[0]).unwrap()] += 1;
+    }
+    assert!(within_one_of_the_mean(&replicas), "replicas per node {replicas:?}");
+    assert!(within_one_of_the_mean(&leads), "leaders per node {leads:?}");
+    assert_eq!(s.placement[s.groups as usize].len(), META_VOTERS_MAX.min(nodes.len()));
+}
+
+#[test]
+fn three_nodes_grow_to_five_and_balance_within_the_limits() {
+    let mut s = formed(3, 32, 3);
+    assert!(
+        plan(&s, &settled(&s), &BTreeSet::new(), Limits::default()).is_empty(),
+        "a formed cluster is balanced"
+    );
+    join(&mut s, 4);
+    join(&mut s, 5);
+    let passes = converge(&mut s, &BTreeSet::new(), Limits::default());
+    assert!(passes > 1);
+    check_balanced(&s, &[1, 2, 3, 4, 5]);
+    assert!(s.members.values().all(|r| r.state == NodeState::Active));
+}
+
+#[test]
+fn one_node_grows_to_three_and_every_group_gets_three_replicas() {
+    let mut s = formed(1, 32, 3);
+    assert!(s.placement.iter().all(|p| p == &vec![1]));
+    join(&mut s, 2);
+    join(&mut s, 3);
+    converge(
+        &mut s,
+        &BTreeSet::new(),
+        Limits {
+            moves_in_flight: 3,
+            moves_per_node: 3,
+        },
+    );
+    check_balanced(&s, &[1, 2, 3]);
+}
+
+#[test]
+fn a_draining_node_is_emptied_then_removed() {
+    let mut s = formed(5, 16, 3);
+    s.apply(&MetaCommand::SetState {
+        node_id: "n2".into(),
+        state: NodeState::Draining,
+    })
+    .unwrap();
+    converge(&mut s, &BTreeSet::new(), Limits::default());
+    assert_eq!(s.members["n2"].state, NodeState::Removed);
+    assert!(s.placement.iter().all(|p| !p.contains(&2)));
+    check_balanced(&s, &[1, 3, 4, 5]);
+}
+
+#[test]
+fn a_dead_node_is_replaced_and_its_state_kept() {
+    let mut s = formed(4, 16, 3);
+    let dead: BTreeSet<RaftId> = [4].into();
+    converge(&mut s, &dead, Limits::default());
+    assert!(s.placement.iter().all(|p| !p.contains(&4)), "no replica left on the dead node");
+    check_balanced(&s, &[1, 2, 3]);
+    assert_eq!(s.members["n4"].state, NodeState::Active, "a dead node is not removed (it may come back)");
+}
+
+#[test]
+fn a_group_in_flight_is_not_touched_and_nothing_is_planned_past_the_limit() {
+    let mut s = formed(3, 8, 3);
+    join(&mut s, 4);
+    let mut actual = settled(&s);
+    // Group 0 is half-way through a move (a learner still catching up).
+    actual.get_mut(&0).unwrap().learners = vec![4];
+    let limits = Limits {
+        moves_in_flight: 1,
+        moves_per_node: 2,
+    };
+    let commands = plan(&s, &actual, &BTreeSet::new(), limits);
+    assert!(
+        commands.iter().all(|c| !matches!(c, MetaCommand::Place { group, .. } if *group < 8)),
+        "the only move allowed is in flight: {commands:?}"
+    );
+    // A group no leader spoke of is left alone too.
+    actual.remove(&1);
+    actual.get_mut(&0).unwrap().learners.clear();
+    let commands = plan(&s, &actual, &BTreeSet::new(), limits);
+    assert!(commands.iter().all(|c| !matches!(c, MetaCommand::Place { group: 1, .. })));
+}
+
+#[test]
+fn with_fewer_nodes_than_the_replication_factor_a_group_keeps_what_it_has() {
+    let mut s = formed(3, 8, 3);
+    let dead: BTreeSet<RaftId> = [2, 3].into();
+    // Only node 1 is alive: nowhere to rebuild; the planner removes nothing it cannot replace.
+    let commands = plan(&s, &settled(&s), &dead, Limits::default());
+    for c in &commands {
+        s.apply(c).unwrap();
+    }
+    assert!(s.placement.iter().take(8).all(|p| p.len() == 3), "{:?}", s.placement);
+}
