@@ -82,6 +82,13 @@ pub enum ClusterCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Move every replica and leadership off NODE_ID, then remove it from the cluster (the
+    /// node exits once it holds nothing). Asked of the running node of this config.
+    Decommission {
+        node_id: String,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -166,6 +173,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Cluster {
             command: ClusterCommand::Status { config, json },
         } => cluster_status(config, json),
+        Command::Cluster {
+            command: ClusterCommand::Decommission { node_id, config },
+        } => cluster_decommission(config, node_id),
         Command::Cluster {
             command: ClusterCommand::NewSecret { out },
         } => match crate::cluster::secret::create(&out) {
@@ -357,8 +367,12 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        crate::node::shutdown_signal().await;
-        tracing::info!("shutdown requested");
+        tokio::select! {
+            _ = crate::node::shutdown_signal() => tracing::info!("shutdown requested"),
+            _ = node.left_cluster() => {
+                tracing::warn!("this node was removed from the cluster: it stops serving and exits");
+            }
+        }
         match node.shutdown().await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -535,6 +549,21 @@ fn ask_node(config: &crate::config::Config, request: crate::control::Request) ->
             Err(e) => Err(fail(e, 1)),
         },
         Err(e) => Err(fail(e, 2)),
+    }
+}
+
+fn cluster_decommission(path: Option<PathBuf>, node_id: String) -> ExitCode {
+    let config = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match crate::control::call(&config.node.data_dir, &crate::control::Request::Decommission { node_id: node_id.clone() }) {
+        Ok(crate::control::Response { ok: true, .. }) => {
+            println!("decommissioning {node_id}: its replicas and leaderships move to the other nodes; it exits once it holds none (follow with `moneta cluster status`)");
+            ExitCode::SUCCESS
+        }
+        Ok(r) => fail(format!("refused: {}", r.error.unwrap_or_default()), 1),
+        Err(e) => fail(format!("no running node answered on {} ({e})", config.node.data_dir.display()), 1),
     }
 }
 

@@ -192,14 +192,29 @@ pub struct ClusterConfig {
     pub tick_interval: Duration,
     pub election_tick: usize,
     pub heartbeat_tick: usize,
+    /// A member unheard of for this long is dead: its replicas are rebuilt on other nodes.
+    #[serde(deserialize_with = "duration")]
+    pub dead_after: Duration,
+    /// Groups whose replicas are moving at once, cluster-wide.
+    pub moves_in_flight: usize,
+    /// Moves in flight that add or remove a replica on one node.
+    pub moves_per_node: usize,
     /// Test-only: the control socket may cut links to members (partition tests).
     pub test_faults: bool,
 }
 
 impl ClusterConfig {
-    /// A cluster of one that talks to no peer (the embedded default).
+    /// A cluster of one that talks to no peer (the embedded default). A node given the
+    /// cluster secret listens for peers even alone, so that others can join it.
     pub fn is_single_node(&self) -> bool {
-        self.join.is_empty() && self.bootstrap_expect <= 1
+        self.join.is_empty() && self.bootstrap_expect <= 1 && self.secret_file.as_os_str().is_empty()
+    }
+
+    pub fn planner_limits(&self) -> crate::cluster::planner::Limits {
+        crate::cluster::planner::Limits {
+            moves_in_flight: self.moves_in_flight,
+            moves_per_node: self.moves_per_node,
+        }
     }
 
     /// What peers dial to reach this node.
@@ -413,6 +428,15 @@ impl Config {
                 "cluster.secret_file",
                 "a node that joins a cluster needs the cluster's secret (create one with `moneta cluster new-secret --out FILE`)",
             );
+        }
+        if c.dead_after < Duration::from_secs(5) || c.dead_after > Duration::from_secs(7 * 24 * 3600) {
+            return bad("cluster.dead_after", "must be between 5s and 7 days");
+        }
+        if c.moves_in_flight == 0 || c.moves_in_flight > 256 {
+            return bad("cluster.moves_in_flight", "must be between 1 and 256");
+        }
+        if c.moves_per_node == 0 || c.moves_per_node > 64 {
+            return bad("cluster.moves_per_node", "must be between 1 and 64");
         }
         if c.tick_interval < Duration::from_millis(10) || c.tick_interval > Duration::from_secs(5) {
             return bad("cluster.tick_interval", "must be between 10ms and 5s");

@@ -30,6 +30,10 @@ pub enum Request {
     Reconcile,
     /// The cluster as the node sees it (`moneta cluster status`).
     ClusterStatus,
+    /// `moneta cluster decommission NODE_ID`.
+    Decommission {
+        node_id: String,
+    },
     /// Test-only fault injection: cut this node's links to these members (empty: heal). Refused
     /// unless the node was started with `[cluster] test_faults = true`.
     CutLinks {
@@ -187,6 +191,19 @@ pub async fn handle(state: &AppState, request: Request) -> Result<Response, Stri
             }
             state.router.cut_links(&node_ids)?;
             tracing::warn!(cut = ?node_ids, "test fault: links to these members are cut");
+            Ok(Response {
+                ok: true,
+                digest: None,
+                counts: None,
+                error: None,
+                json: None,
+            })
+        }
+        Request::Decommission { node_id } => {
+            let meta = crate::actors::RequestMeta::system("operator");
+            crate::cluster::coordinator::decommission(&state.router, &node_id, &meta)
+                .await
+                .map_err(|e| e.to_string())?;
             Ok(Response {
                 ok: true,
                 digest: None,

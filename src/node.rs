@@ -144,22 +144,24 @@ async fn join_cluster(config: &Config, store: &Store, master: &[u8]) -> Result<(
         }
     }
     me.formed = Some(membership.clone());
-    let sink = peer::peer_sink(t.clone(), membership.clone(), mine.raft_id);
+    let directory = crate::cluster::directory::Directory::new(membership);
+    let sink = peer::peer_sink(t.clone(), directory.clone(), mine.raft_id);
     Ok((
-        (mine.raft_id, membership.clone(), sink),
+        (mine.raft_id, directory.clone(), sink),
         PeerService {
             transport: t,
             inbound,
             me,
-            membership,
+            directory,
             raft_id: mine.raft_id,
+            store: store.clone(),
         },
     ))
 }
 
 type RouterCluster = (
     crate::cluster::raft::RaftId,
-    crate::cluster::membership::Membership,
+    Arc<crate::cluster::directory::Directory>,
     crate::actors::journal::PeerSink,
 );
 
@@ -168,17 +170,43 @@ struct PeerService {
     transport: crate::cluster::transport::Transport,
     inbound: tokio::sync::mpsc::Receiver<crate::cluster::transport::Inbound>,
     me: crate::cluster::membership::Hello,
-    membership: crate::cluster::membership::Membership,
+    directory: Arc<crate::cluster::directory::Directory>,
     raft_id: crate::cluster::raft::RaftId,
+    store: Store,
 }
 
 impl PeerService {
     fn spawn(self, router: &Router, services: &Arc<Services>) {
-        let (t, m, me) = (self.transport.clone(), self.membership.clone(), self.raft_id);
+        use crate::cluster::coordinator;
+        let config = &services.config;
+        let (t, d, me) = (self.transport.clone(), self.directory.clone(), self.raft_id);
         let _ = services.session_broadcast.set(Arc::new(move |sessions| {
-            let (t, m) = (t.clone(), m.clone());
-            Box::pin(async move { crate::cluster::peer::broadcast_revocation(&t, &m, me, sessions).await })
+            let (t, d) = (t.clone(), d.clone());
+            Box::pin(async move { crate::cluster::peer::broadcast_revocation(&t, &d.get(), me, sessions).await })
         }));
+        let left = services.left_cluster.clone();
+        let follow = coordinator::follow_metadata(
+            router.journal().clone(),
+            self.directory.clone(),
+            self.transport.clone(),
+            self.store.clone(),
+            config.node.id.clone(),
+        );
+        tokio::spawn(async move {
+            follow.await;
+            left.notify_one();
+        });
+        tokio::spawn(coordinator::gossip_leads(
+            router.journal().clone(),
+            self.directory.clone(),
+            self.transport.clone(),
+        ));
+        tokio::spawn(coordinator::run_planner(
+            router.clone(),
+            self.directory.clone(),
+            config.cluster.planner_limits(),
+            config.cluster.dead_after,
+        ));
         let weak = Arc::downgrade(services);
         let revoke: crate::cluster::peer::LocalRevoke = Arc::new(move |sessions| {
             if let Some(s) = weak.upgrade() {
@@ -189,20 +217,20 @@ impl PeerService {
         });
         router.set_remote(crate::cluster::router::Remote {
             transport: self.transport.clone(),
-            membership: self.membership.clone(),
+            directory: self.directory.clone(),
             me: self.raft_id,
         });
-        let (t, m, j) = (self.transport.clone(), self.membership.clone(), router.journal().clone());
+        let (t, d, j) = (self.transport.clone(), self.directory.clone(), router.journal().clone());
         let metrics = router.metrics().clone();
         router.journal().set_forwarder(Arc::new(move |to, writes| {
-            let (t, m, j) = (t.clone(), m.clone(), j.clone());
+            let (t, d, j) = (t.clone(), d.clone(), j.clone());
             metrics.raft.forwarded.get_or_create(&crate::telemetry::KindLabels { kind: "write" }).inc();
-            Box::pin(async move { crate::cluster::peer::forward_write(&t, &m, &j, to, writes).await })
+            Box::pin(async move { crate::cluster::peer::forward_write(&t, &d.get(), &j, to, writes).await })
         }));
-        let (t, m) = (self.transport.clone(), self.membership.clone());
+        let (t, d) = (self.transport.clone(), self.directory.clone());
         let _ = services
             .price_broadcast
-            .set(Arc::new(move |quotes| crate::cluster::peer::broadcast_prices(&t, &m, me, quotes)));
+            .set(Arc::new(move |quotes| crate::cluster::peer::broadcast_prices(&t, &d.get(), me, quotes)));
         let r = router.clone();
         let dispatch: crate::cluster::peer::LocalDispatch = Arc::new(move |envelope| {
             let r = r.clone();
@@ -234,7 +262,7 @@ impl PeerService {
         tokio::spawn(crate::cluster::peer::serve(
             self.inbound,
             self.me,
-            self.membership,
+            self.directory,
             router.journal().clone(),
             local,
             Arc::new(crate::cluster::peer::PeerCounters::default()),
@@ -315,6 +343,7 @@ pub async fn open_state_on(config: &Config, store: Store, with_peers: bool) -> R
         session_broadcast: Default::default(),
         quotes: crate::workflows::prices::QuoteBook::new(quote_age(config)),
         price_broadcast: Default::default(),
+        left_cluster: Default::default(),
     });
     // A user's steps run here when this node leads the user's group (the services stay alive
     // as long as the router they own).
@@ -470,6 +499,11 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
 }
 
 impl RunningNode {
+    /// Resolves once this node has been removed from its cluster (decommissioned).
+    pub async fn left_cluster(&self) {
+        self.state.left_cluster.notified().await
+    }
+
     /// Graceful shutdown: not ready, stop the feed, stop accepting, finish in-flight requests,
     /// then make sure everything is flushed.
     pub async fn shutdown(self) -> Result<(), String> {

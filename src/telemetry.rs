@@ -47,6 +47,13 @@ pub struct RaftStats {
     /// What this node sent to a group's leader on another node, by kind: `call` (an entity
     /// call), `step` (a user's order or accept), `write` (a write set).
     pub forwarded: Family<KindLabels, Counter>,
+    /// Membership steps this node took as a group's leader, by kind (`add_learner`,
+    /// `promote`, `remove_learner`, `remove_voter`, `transfer_leader`).
+    pub conf_steps: Family<KindLabels, Counter>,
+    /// Placement changes and node state changes the planner proposed (on the metadata leader).
+    pub placements: Family<KindLabels, Counter>,
+    /// Replicas this node dropped after it was removed from a group.
+    pub replicas_dropped: Counter,
 }
 
 impl RaftStats {
@@ -146,6 +153,9 @@ impl Metrics {
             apply_lag: Family::default(),
             messages_refused: Family::default(),
             forwarded: Family::default(),
+            conf_steps: Family::default(),
+            placements: Family::default(),
+            replicas_dropped: Counter::default(),
         };
         registry.register(
             "raft_leader_changes",
@@ -164,6 +174,21 @@ impl Metrics {
             "cluster_forwarded",
             "Calls, users' steps and write sets sent to a group's leader on another node",
             raft.forwarded.clone(),
+        );
+        registry.register(
+            "cluster_conf_steps",
+            "Raft membership steps taken as a group's leader, by kind",
+            raft.conf_steps.clone(),
+        );
+        registry.register(
+            "cluster_placements",
+            "Placement and node-state changes proposed by the planner, by kind",
+            raft.placements.clone(),
+        );
+        registry.register(
+            "cluster_replicas_dropped",
+            "Replicas dropped after this node was removed from their group",
+            raft.replicas_dropped.clone(),
         );
         let fanout = FanoutStats::default();
         registry.register(

@@ -21,6 +21,8 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
 
+mod placement;
+
 /// The raft id of a node that forms a cluster of one.
 pub const SINGLE_NODE_RAFT_ID: RaftId = 1;
 /// The largest entry one group's write sets are packed into before a second entry is started.
@@ -57,6 +59,9 @@ pub(crate) struct Writer {
     ticks: u64,
     /// A read barrier unanswered for this many ticks fails (its leader went away).
     read_ticks_max: u64,
+    /// The membership and placements as they change (the metadata group's), and what leaders
+    /// say of their groups.
+    directory: Arc<crate::cluster::directory::Directory>,
 }
 
 impl Writer {
@@ -74,15 +79,17 @@ impl Writer {
         let persisted = store.raft_groups()?;
         let groups = store.groups();
         let layout = |e: String| StoreError::Layout(e);
-        let membership = settings
-            .membership
+        let directory = settings
+            .directory
             .clone()
-            .unwrap_or_else(|| crate::cluster::membership::Membership::single("node", groups, ""));
+            .unwrap_or_else(|| crate::cluster::directory::Directory::new(crate::cluster::membership::Membership::single("node", groups, "")));
+        let membership = directory.get();
         let meta_group = store.meta_group();
-        let meta_voters = MetaState::voters(&membership);
-        if persisted.is_empty() {
+        let meta_voters = membership.meta_replicas();
+        if persisted.is_empty() && membership.is_founder(id) {
             // A new folder: this node's replicas of a new cluster, with the placement's voters;
-            // the metadata group's founding voters start from the formation's metadata.
+            // the metadata group's founding voters start from the formation's metadata. (A node
+            // that joined later is given its replicas by the groups' leaders.)
             let mut batch = sled::Batch::default();
             for g in membership.groups_of(id) {
                 let write = raft.bootstrap_group(g, &membership.placement(g)).map_err(layout)?;
@@ -135,6 +142,7 @@ impl Writer {
             meta_group,
             ticks: 0,
             read_ticks_max: 4 * settings.raft.election_tick as u64,
+            directory,
         };
         for _ in 0..SETTLE_ROUNDS_MAX {
             if !w.raft.has_ready() {
@@ -194,12 +202,13 @@ impl Writer {
                     self.raft.tick();
                     self.ticks += 1;
                     self.expire_reads();
+                    self.reconfigure();
                 }
                 Input::Read { group, done } => reads.entry(group).or_default().push(done),
                 Input::Unreachable(peer) => self.raft.report_unreachable(peer),
                 Input::Raft { from, messages } => {
                     for (g, m) in messages {
-                        if let Err(refused) = self.raft.step(from, g, m) {
+                        if let Err(refused) = self.step(from, g, m) {
                             self.shared.refused.fetch_add(1, Ordering::Relaxed);
                             self.metrics.raft.messages_refused.get_or_create(&RaftStats::group(g)).inc();
                             tracing::debug!(from, group = g, ?refused, "a raft message was refused");
@@ -295,6 +304,7 @@ impl Writer {
     fn round(&mut self) -> Result<(), StoreError> {
         let started = Instant::now();
         let round = self.raft.ready().map_err(StoreError::Layout)?;
+        let reconfigured: Vec<u32> = round.writes.iter().filter(|w| w.conf_state.is_some()).map(|w| w.group).collect();
         let mut batch = sled::Batch::default();
         let mut chains = self.chains.clone();
         let mut meta = self.meta.clone();
@@ -375,7 +385,7 @@ impl Writer {
         if compact {
             self.compact();
         }
-        Ok(())
+        self.drop_removed(&reconfigured)
     }
 
     /// Applies an entry's metadata commands to `meta` (the round's copy); a refused command
@@ -486,7 +496,13 @@ impl Writer {
     /// in its term is applied here (its entities then load the whole committed state).
     fn publish_status(&mut self) {
         let status: Vec<_> = self.raft.groups().filter_map(|g| self.raft.status(g)).collect();
-        let mut words = Vec::with_capacity(status.len());
+        let mut words = Vec::with_capacity(self.meta_group as usize + 1);
+        // Groups with no replica here (never had one, or dropped it).
+        for g in 0..=self.meta_group {
+            if !self.raft.has_group(g) {
+                words.push((g, placement::NO_REPLICA));
+            }
+        }
         for s in &status {
             self.metrics
                 .raft

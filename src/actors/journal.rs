@@ -99,9 +99,10 @@ pub struct JournalSettings {
     pub max_batch: usize,
     pub tick_interval: std::time::Duration,
     pub raft: crate::cluster::raft::RaftSettings,
-    /// This node's raft id and the cluster it belongs to (a cluster of one by default).
+    /// This node's raft id and the cluster it belongs to, as it changes (a cluster of one by
+    /// default).
     pub raft_id: RaftId,
-    pub membership: Option<crate::cluster::membership::Membership>,
+    pub directory: Option<Arc<crate::cluster::directory::Directory>>,
     pub peers: Option<PeerSink>,
 }
 
@@ -112,7 +113,7 @@ impl JournalSettings {
             tick_interval: std::time::Duration::from_millis(100),
             raft: crate::cluster::raft::RaftSettings::default(),
             raft_id: super::group_commit::SINGLE_NODE_RAFT_ID,
-            membership: None,
+            directory: None,
             peers: None,
         }
     }
@@ -191,6 +192,16 @@ impl AuditJournal {
         self.shared.roles.subscribe()
     }
 
+    /// Notes that a member was heard from (its gossip), for reachability and liveness.
+    pub fn heard(&self, from: RaftId) {
+        self.shared.heard.lock().expect("heard lock").insert(from, std::time::Instant::now());
+    }
+
+    /// When each member was last heard from.
+    pub fn last_heard(&self) -> BTreeMap<RaftId, std::time::Instant> {
+        self.shared.heard.lock().expect("heard lock").clone()
+    }
+
     /// Hands raft messages from a member to the writer (dropped when its mailbox is full:
     /// raft sends again).
     pub fn deliver(&self, from: RaftId, messages: Vec<(u32, raft::prelude::Message)>) {
@@ -248,6 +259,11 @@ impl AuditJournal {
     /// The metadata group's state as this node's replica applied it (None: no replica here).
     pub fn meta(&self) -> Option<crate::cluster::meta::MetaState> {
         self.shared.meta.borrow().clone()
+    }
+
+    /// Wakes whenever this node's replica of the metadata group applied a change.
+    pub fn meta_changes(&self) -> tokio::sync::watch::Receiver<Option<crate::cluster::meta::MetaState>> {
+        self.shared.meta.subscribe()
     }
 
     /// Proposes changes to the cluster's metadata (at the metadata group's leader, here or

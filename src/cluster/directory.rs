@@ -51,6 +51,12 @@ pub struct Directory {
     led: Mutex<BTreeMap<GroupId, Heard>>,
 }
 
+impl std::fmt::Debug for Directory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Directory").field("members", &self.get().members.len()).finish()
+    }
+}
+
 impl Directory {
     pub fn new(m: Membership) -> Arc<Directory> {
         Arc::new(Directory {

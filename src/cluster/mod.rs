@@ -2,6 +2,7 @@
 //! node. Code outside this module asks the router for an entity and never learns which node it
 //! is on, so the cluster work changes the transport behind `Router`, not its callers.
 
+pub mod coordinator;
 pub mod directory;
 pub mod history;
 pub mod membership;

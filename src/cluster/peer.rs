@@ -53,6 +53,16 @@ pub enum PeerRequest {
     Prices {
         quotes: Vec<crate::domain::instrument::Quote>,
     },
+    /// A node asks to join the running cluster (it holds the cluster secret: the private
+    /// network let it connect).
+    Join(Hello),
+    /// The cluster's metadata as this node's replica holds it (asked by nodes without one).
+    Meta,
+    /// The groups `from` leads now and their raft configurations (sent every gossip round).
+    Leads {
+        from: RaftId,
+        groups: Vec<super::directory::LedGroup>,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -78,6 +88,11 @@ pub enum PeerResponse {
     },
     /// An entity's journal, encoded (a `Vec<JournalEntry<_>>` of its kind).
     Journal(Result<Vec<u8>, EntityFailure>),
+    /// Admitted: the membership with the new node in it.
+    Joined(Membership),
+    /// Not admitted, for good (another master key, a node id in use, a removed node's data).
+    JoinRefused(String),
+    Meta(Option<super::meta::MetaState>),
     Refused(String),
 }
 
@@ -122,7 +137,7 @@ pub fn node_keypair(data_dir: &std::path::Path) -> Result<libp2p::identity::Keyp
     Ok(k)
 }
 
-async fn ask(transport: &Transport, peer: PeerId, req: &PeerRequest) -> Result<PeerResponse, String> {
+pub(crate) async fn ask(transport: &Transport, peer: PeerId, req: &PeerRequest) -> Result<PeerResponse, String> {
     let bytes = transport.request(peer, codec::encode(req)).await?;
     codec::decode(&bytes).map_err(|e| format!("an answer from {peer} does not decode: {e}"))
 }
@@ -146,10 +161,19 @@ pub async fn form(
     let deadline = tokio::time::Instant::now() + wait;
     let (answers_tx, mut answers) = mpsc::channel::<Hello>(64);
     let mut redial = tokio::time::interval(Duration::from_millis(500));
-    tracing::info!(expect, "forming a cluster: waiting for the other nodes to introduce themselves");
-    while known.len() < expect {
+    // One node given members to contact joins their running cluster (it forms none alone).
+    let join_only = expect <= 1 && !join.is_empty();
+    if join_only {
+        tracing::info!(members = join.len(), "joining a running cluster: waiting for one of its members to answer");
+    } else {
+        tracing::info!(expect, "forming a cluster: waiting for the other nodes to introduce themselves");
+    }
+    while known.len() < expect || join_only {
         tokio::select! {
             _ = redial.tick() => {
+                if tokio::time::Instant::now() > deadline && join_only {
+                    return Err(format!("no member of a running cluster at {} admitted this node within {wait:?}", join.join(", ")));
+                }
                 if tokio::time::Instant::now() > deadline {
                     return Err(format!(
                         "only {} of bootstrap_expect = {expect} nodes introduced themselves within {wait:?} (known: {})",
@@ -157,7 +181,7 @@ pub async fn form(
                         known.keys().cloned().collect::<Vec<_>>().join(", ")
                     ));
                 }
-                if known.len() < expect {
+                if known.len() < expect || join_only {
                     for a in &addrs {
                         transport.dial(a.clone()).await;
                     }
@@ -169,10 +193,20 @@ pub async fn form(
                     if formed.by_node_id(&me.node_id).is_some_and(|m| m.peer_id == me.peer_id) {
                         return Ok(formed.clone());
                     }
-                    return Err(format!(
-                        "node `{}` already belongs to cluster {}; joining a running cluster is not supported by this version (start every node of a new cluster together with bootstrap_expect)",
-                        h.node_id, formed.cluster_id
-                    ));
+                    // A running cluster: ask one of its members to admit this node.
+                    match super::coordinator::ask_to_join(transport, &h, &me).await {
+                        Ok(m) => return Ok(m),
+                        Err(super::coordinator::JoinError::Refused(why)) => return Err(why),
+                        Err(super::coordinator::JoinError::Again(why)) => {
+                            tracing::warn!(member = %h.node_id, %why, "joining the cluster: will ask again");
+                            let tx = answers_tx.clone();
+                            tokio::spawn(async move {
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                                let _ = tx.send(h).await;
+                            });
+                            continue;
+                        }
+                    }
                 }
                 if let Some(prev) = known.get(&h.node_id) {
                     if prev.peer_id != h.peer_id {
@@ -215,9 +249,9 @@ pub async fn form(
 }
 
 /// Where raft messages leave this node: encoded per peer batch, sent without waiting.
-pub fn peer_sink(transport: Transport, membership: Membership, me: RaftId) -> PeerSink {
+pub fn peer_sink(transport: Transport, directory: Arc<super::directory::Directory>, me: RaftId) -> PeerSink {
     PeerSink(Arc::new(move |to: RaftId, messages: Vec<(u32, raft::prelude::Message)>| {
-        let Some(peer) = membership.member(to).and_then(|m| m.peer_id.parse::<PeerId>().ok()) else {
+        let Some(peer) = directory.get().member(to).and_then(|m| m.peer_id.parse::<PeerId>().ok()) else {
             return;
         };
         let messages = messages
@@ -250,19 +284,12 @@ pub struct LocalServices {
 /// membership. Runs until the transport stops.
 pub async fn serve(
     mut inbound: mpsc::Receiver<Inbound>,
-    me: Hello,
-    membership: Membership,
+    mut me: Hello,
+    directory: Arc<super::directory::Directory>,
     journal: AuditJournal,
     local: LocalServices,
     counters: Arc<PeerCounters>,
 ) {
-    let LocalServices {
-        dispatch,
-        journal: read_journal,
-        steps,
-        revoke,
-        quotes,
-    } = local;
     let refuse = |why: String, reply: tokio::sync::oneshot::Sender<Vec<u8>>| {
         counters.refused.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(reason = %why, "a peer frame was refused");
@@ -270,120 +297,173 @@ pub async fn serve(
     };
     while let Some(i) = inbound.recv().await {
         let Inbound::Request { peer, bytes, reply } = i else { continue };
-        let Some(member) = membership.by_peer_id(&peer.to_base58()) else {
-            refuse(format!("{peer} is not a member of the cluster"), reply);
-            continue;
-        };
+        let membership = directory.get();
+        let member = membership.by_peer_id(&peer.to_base58());
         let req: PeerRequest = match codec::decode(&bytes) {
             Ok(r) => r,
             Err(e) => {
-                refuse(format!("a frame from {} does not decode: {e}", member.node_id), reply);
+                refuse(format!("a frame from {peer} does not decode: {e}"), reply);
                 continue;
             }
         };
+        // Nodes that are not members (yet, or any more) may introduce themselves, ask to join
+        // and read the metadata; nothing else.
         match req {
             PeerRequest::Hello(_) => {
+                me.formed = Some((*membership).clone());
                 let _ = reply.send(codec::encode(&PeerResponse::Hello(me.clone())));
+                continue;
             }
-            PeerRequest::Raft { from, messages } => {
-                if from != member.raft_id {
-                    refuse(format!("{} sent raft messages as member {from}", member.node_id), reply);
+            PeerRequest::Join(h) => {
+                let (journal, directory, me) = (journal.clone(), directory.clone(), me.clone());
+                tokio::spawn(async move {
+                    let answer = super::coordinator::admit(&journal, &directory, &me, peer, h).await;
+                    let _ = reply.send(codec::encode(&answer));
+                });
+                continue;
+            }
+            PeerRequest::Meta => {
+                let _ = reply.send(codec::encode(&PeerResponse::Meta(journal.meta())));
+                continue;
+            }
+            req => {
+                let Some(member) = member else {
+                    refuse(format!("{peer} is not a member of the cluster"), reply);
                     continue;
+                };
+                serve_member(req, member, reply, &journal, &directory, &local, &refuse);
+            }
+        }
+    }
+}
+
+/// A member's request (the sender is authenticated as `member`).
+fn serve_member(
+    req: PeerRequest,
+    member: &super::membership::Member,
+    reply: tokio::sync::oneshot::Sender<Vec<u8>>,
+    journal: &AuditJournal,
+    directory: &Arc<super::directory::Directory>,
+    local: &LocalServices,
+    refuse: &dyn Fn(String, tokio::sync::oneshot::Sender<Vec<u8>>),
+) {
+    let LocalServices {
+        dispatch,
+        journal: journal_reader,
+        steps,
+        revoke,
+        quotes,
+    } = local;
+    match req {
+        // Answered before a sender is looked up (see `serve`).
+        PeerRequest::Hello(_) | PeerRequest::Join(_) | PeerRequest::Meta => refuse("introductions are answered before membership".into(), reply),
+        PeerRequest::Leads { from, groups } => {
+            if from != member.raft_id || groups.len() > super::directory::LED_GROUPS_MAX || !groups.iter().all(|g| g.is_well_formed()) {
+                refuse(format!("{} sent a malformed list of the groups it leads", member.node_id), reply);
+                return;
+            }
+            journal.heard(from);
+            directory.heard_leads(from, groups);
+            let _ = reply.send(codec::encode(&PeerResponse::Ack));
+        }
+        PeerRequest::Raft { from, messages } => {
+            if from != member.raft_id {
+                refuse(format!("{} sent raft messages as member {from}", member.node_id), reply);
+                return;
+            }
+            let mut decoded = Vec::with_capacity(messages.len());
+            let mut bad = false;
+            for (g, b) in messages {
+                match protobuf::Message::parse_from_bytes(&b) {
+                    Ok(m) => decoded.push((g, m)),
+                    Err(_) => bad = true,
                 }
-                let mut decoded = Vec::with_capacity(messages.len());
-                let mut bad = false;
-                for (g, b) in messages {
-                    match protobuf::Message::parse_from_bytes(&b) {
-                        Ok(m) => decoded.push((g, m)),
-                        Err(_) => bad = true,
+            }
+            if bad {
+                refuse(format!("a raft message from {} does not decode", member.node_id), reply);
+                return;
+            }
+            journal.deliver(from, decoded);
+            let _ = reply.send(codec::encode(&PeerResponse::Ack));
+        }
+        PeerRequest::Revoke { sessions } => {
+            if sessions.len() > 10_000 {
+                refuse(format!("{} revoked more than 10000 sessions at once", member.node_id), reply);
+                return;
+            }
+            revoke(sessions);
+            let _ = reply.send(codec::encode(&PeerResponse::Ack));
+        }
+        PeerRequest::Write { writes } => {
+            let journal = journal.clone();
+            tokio::spawn(async move {
+                let group = journal.store().group_of_set(&writes);
+                let answer = if journal.leadership(group).served {
+                    match journal.write_here(writes).await {
+                        Ok(()) => PeerResponse::Applied {
+                            group,
+                            index: journal.status_of(group).map_or(0, |s| s.applied_index),
+                        },
+                        Err(e) => PeerResponse::Refused(e.to_string()),
                     }
-                }
-                if bad {
-                    refuse(format!("a raft message from {} does not decode", member.node_id), reply);
-                    continue;
-                }
-                journal.deliver(from, decoded);
-                let _ = reply.send(codec::encode(&PeerResponse::Ack));
+                } else {
+                    PeerResponse::Refused(format!("not the leader of shard group {group}"))
+                };
+                let _ = reply.send(codec::encode(&answer));
+            });
+        }
+        PeerRequest::Prices { quotes: round } => {
+            if let Err(why) = crate::domain::instrument::check_round(&round) {
+                refuse(format!("prices from {}: {why}", member.node_id), reply);
+                return;
             }
-            PeerRequest::Revoke { sessions } => {
-                if sessions.len() > 10_000 {
-                    refuse(format!("{} revoked more than 10000 sessions at once", member.node_id), reply);
-                    continue;
-                }
-                revoke(sessions);
-                let _ = reply.send(codec::encode(&PeerResponse::Ack));
+            quotes(round);
+            let _ = reply.send(codec::encode(&PeerResponse::Ack));
+        }
+        PeerRequest::Journal { kind, id } => {
+            if id.is_empty() || id.len() > crate::domain::ids::MAX_ID_LEN {
+                refuse(format!("a journal request from {} names no valid id", member.node_id), reply);
+                return;
             }
-            PeerRequest::Write { writes } => {
-                let journal = journal.clone();
-                tokio::spawn(async move {
-                    let group = journal.store().group_of_set(&writes);
-                    let answer = if journal.leadership(group).served {
-                        match journal.write_here(writes).await {
-                            Ok(()) => PeerResponse::Applied {
-                                group,
-                                index: journal.status_of(group).map_or(0, |s| s.applied_index),
-                            },
-                            Err(e) => PeerResponse::Refused(e.to_string()),
-                        }
-                    } else {
-                        PeerResponse::Refused(format!("not the leader of shard group {group}"))
-                    };
-                    let _ = reply.send(codec::encode(&answer));
-                });
+            let (read, journal) = (journal_reader.clone(), journal.clone());
+            tokio::spawn(async move {
+                let group = crate::domain::ids::group_of(crate::domain::ids::shard_of(&id), journal.store().groups());
+                let answer = if journal.leadership(group).served {
+                    PeerResponse::Journal(read(kind, id).await)
+                } else {
+                    PeerResponse::Refused(format!("not the leader of shard group {group}"))
+                };
+                let _ = reply.send(codec::encode(&answer));
+            });
+        }
+        PeerRequest::Step { step } => {
+            if !step.is_well_formed() {
+                refuse(format!("a step from {} is out of bounds", member.node_id), reply);
+                return;
             }
-            PeerRequest::Prices { quotes: round } => {
-                if let Err(why) = crate::domain::instrument::check_round(&round) {
-                    refuse(format!("prices from {}: {why}", member.node_id), reply);
-                    continue;
-                }
-                quotes(round);
-                let _ = reply.send(codec::encode(&PeerResponse::Ack));
-            }
-            PeerRequest::Journal { kind, id } => {
-                if id.is_empty() || id.len() > crate::domain::ids::MAX_ID_LEN {
-                    refuse(format!("a journal request from {} names no valid id", member.node_id), reply);
-                    continue;
-                }
-                let (read, journal) = (read_journal.clone(), journal.clone());
-                tokio::spawn(async move {
-                    let group = crate::domain::ids::group_of(crate::domain::ids::shard_of(&id), journal.store().groups());
-                    let answer = if journal.leadership(group).served {
-                        PeerResponse::Journal(read(kind, id).await)
-                    } else {
-                        PeerResponse::Refused(format!("not the leader of shard group {group}"))
-                    };
-                    let _ = reply.send(codec::encode(&answer));
-                });
-            }
-            PeerRequest::Step { step } => {
-                if !step.is_well_formed() {
-                    refuse(format!("a step from {} is out of bounds", member.node_id), reply);
-                    continue;
-                }
-                let steps = steps.clone();
-                let journal = journal.clone();
-                tokio::spawn(async move {
-                    let group = crate::domain::ids::group_of(crate::domain::ids::shard_of(step.user_id()), journal.store().groups());
-                    let answer = if journal.leadership(group).served {
-                        let answer = steps(step).await;
-                        let index = journal.status_of(group).map_or(0, |s| s.applied_index);
-                        PeerResponse::Step { answer, group, index }
-                    } else {
-                        PeerResponse::Refused(format!("not the leader of shard group {group}"))
-                    };
-                    let _ = reply.send(codec::encode(&answer));
-                });
-            }
-            PeerRequest::Forward { envelope } => {
-                let dispatch = dispatch.clone();
-                let journal = journal.clone();
-                tokio::spawn(async move {
-                    let group = crate::domain::ids::group_of(crate::domain::ids::shard_of(envelope.entity_id()), journal.store().groups());
-                    let answer = dispatch(envelope).await;
+            let steps = steps.clone();
+            let journal = journal.clone();
+            tokio::spawn(async move {
+                let group = crate::domain::ids::group_of(crate::domain::ids::shard_of(step.user_id()), journal.store().groups());
+                let answer = if journal.leadership(group).served {
+                    let answer = steps(step).await;
                     let index = journal.status_of(group).map_or(0, |s| s.applied_index);
-                    let _ = reply.send(codec::encode(&PeerResponse::Answer { answer, group, index }));
-                });
-            }
+                    PeerResponse::Step { answer, group, index }
+                } else {
+                    PeerResponse::Refused(format!("not the leader of shard group {group}"))
+                };
+                let _ = reply.send(codec::encode(&answer));
+            });
+        }
+        PeerRequest::Forward { envelope } => {
+            let dispatch = dispatch.clone();
+            let journal = journal.clone();
+            tokio::spawn(async move {
+                let group = crate::domain::ids::group_of(crate::domain::ids::shard_of(envelope.entity_id()), journal.store().groups());
+                let answer = dispatch(envelope).await;
+                let index = journal.status_of(group).map_or(0, |s| s.applied_index);
+                let _ = reply.send(codec::encode(&PeerResponse::Answer { answer, group, index }));
+            });
         }
     }
 }

@@ -50,8 +50,13 @@ pub struct Move {
 /// Moves in flight: groups whose configuration (as their leader said) differs from their
 /// placement. A group no leader spoke of lately is not known to be moving.
 pub fn moves_in_flight(meta: &MetaState, actual: &BTreeMap<GroupId, LedGroup>) -> Vec<Move> {
+    moves_between(&meta.placement, actual)
+}
+
+/// Moves in flight between a placement (per group) and the groups' configurations.
+pub fn moves_between(placement: &[Vec<RaftId>], actual: &BTreeMap<GroupId, LedGroup>) -> Vec<Move> {
     let mut moves = Vec::new();
-    for (g, placed) in meta.placement.iter().enumerate() {
+    for (g, placed) in placement.iter().enumerate() {
         let g = g as GroupId;
         let Some(a) = actual.get(&g) else { continue };
         let placed: BTreeSet<RaftId> = placed.iter().copied().collect();

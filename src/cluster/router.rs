@@ -103,7 +103,7 @@ impl<E: Entity> Registry<E> {
 /// How calls reach the leader of a group on another node.
 pub struct Remote {
     pub transport: crate::cluster::transport::Transport,
-    pub membership: crate::cluster::membership::Membership,
+    pub directory: Arc<crate::cluster::directory::Directory>,
     pub me: crate::cluster::raft::RaftId,
 }
 
@@ -184,7 +184,7 @@ pub struct RouterSettings {
     /// the other members (None: a cluster of one).
     pub cluster: Option<(
         crate::cluster::raft::RaftId,
-        crate::cluster::membership::Membership,
+        Arc<crate::cluster::directory::Directory>,
         crate::actors::journal::PeerSink,
     )>,
 }
@@ -221,9 +221,9 @@ impl Router {
         let mut settings = crate::actors::journal::JournalSettings::with_batch(s.max_batch);
         settings.tick_interval = s.tick_interval;
         settings.raft = s.raft.clone();
-        if let Some((raft_id, membership, peers)) = s.cluster.clone() {
+        if let Some((raft_id, directory, peers)) = s.cluster.clone() {
             settings.raft_id = raft_id;
-            settings.membership = Some(membership);
+            settings.directory = Some(directory);
             settings.peers = Some(peers);
         }
         let journal = AuditJournal::start_with(store.clone(), settings, metrics.clone())?;
@@ -440,15 +440,27 @@ impl Router {
     /// The cluster as this node sees it (a cluster of one when it has no peers).
     pub fn cluster_view(&self, node_id: &str) -> crate::cluster::status::ClusterView {
         let journal = &self.inner.journal;
-        let membership = match self.inner.remote.get() {
-            Some(r) => r.membership.clone(),
-            None => crate::cluster::membership::Membership::single(node_id, self.inner.env.store.groups(), ""),
+        let (membership, led) = match self.inner.remote.get() {
+            Some(r) => ((*r.directory.get()).clone(), r.directory.led_groups()),
+            None => (
+                crate::cluster::membership::Membership::single(node_id, self.inner.env.store.groups(), ""),
+                Default::default(),
+            ),
         };
         let statuses = journal.group_status();
         let meta = journal.meta();
-        crate::cluster::status::view(&membership, meta.as_ref(), journal.raft_id(), &statuses, |id| {
+        crate::cluster::status::view(&membership, meta.as_ref(), journal.raft_id(), &statuses, &led, |id| {
             journal.heard_from(id, Duration::from_secs(2))
         })
+    }
+
+    /// The cluster's metadata: this node's replica's, else a member's (None: none reachable).
+    pub async fn metadata(&self) -> Option<crate::cluster::meta::MetaState> {
+        if let Some(m) = self.inner.journal.meta() {
+            return Some(m);
+        }
+        let remote = self.inner.remote.get()?;
+        crate::cluster::coordinator::fetch_meta(&remote.transport, &remote.directory.get(), remote.me).await
     }
 
     /// Cuts this node's links to these members (partition tests; empty heals).
@@ -456,7 +468,7 @@ impl Router {
         let remote = self.inner.remote.get().ok_or("this node has no peers")?;
         let mut peers = std::collections::HashSet::new();
         for id in node_ids {
-            let m = remote.membership.by_node_id(id).ok_or_else(|| format!("no member `{id}`"))?;
+            let m = remote.directory.get().by_node_id(id).cloned().ok_or_else(|| format!("no member `{id}`"))?;
             peers.insert(m.peer_id.parse().map_err(|_| format!("member `{id}` has no peer id"))?);
         }
         remote.transport.cut_links(peers);
@@ -503,7 +515,7 @@ impl Router {
                 };
                 let remote = self.remote();
                 self.forwarded("step");
-                match crate::cluster::peer::forward_step(&remote.transport, &remote.membership, &self.inner.journal, leader, step).await {
+                match crate::cluster::peer::forward_step(&remote.transport, &remote.directory.get(), &self.inner.journal, leader, step).await {
                     Ok(answer) => Attempt::Done(answer),
                     Err(why) => Attempt::Again(RouteFailure::OutcomeUnknown(why)),
                 }
@@ -531,8 +543,10 @@ impl Router {
             if l.served {
                 return Ok(None);
             }
-            if let (Some(leader), Some(remote)) = (l.leader, self.inner.remote.get()) {
-                if leader != remote.me {
+            if let Some(remote) = self.inner.remote.get() {
+                // A group with no replica here: the leader its members spoke of lately.
+                let leader = if l.replica { l.leader } else { remote.directory.leader_of(group) };
+                if let Some(leader) = leader.filter(|&x| x != remote.me) {
                     return Ok(Some(leader));
                 }
             }
@@ -563,7 +577,7 @@ impl Router {
                 let remote = self.remote();
                 self.forwarded("call");
                 let envelope = E::envelope(id.to_string(), call);
-                match crate::cluster::peer::forward(&remote.transport, &remote.membership, &self.inner.journal, leader, envelope).await {
+                match crate::cluster::peer::forward(&remote.transport, &remote.directory.get(), &self.inner.journal, leader, envelope).await {
                     Ok(answer) => Attempt::Done(E::outcome(answer).ok_or_else(|| RouteFailure::NotApplied("a peer answered another kind".into()))),
                     Err(f @ RouteFailure::NotApplied(_)) => Attempt::Done(Err(f)),
                     Err(f) => Attempt::Again(f),
@@ -717,7 +731,7 @@ impl Router {
             }
             let remote = self.remote();
             self.forwarded("journal");
-            match crate::cluster::peer::forward_journal(&remote.transport, &remote.membership, leader, E::KIND, id.to_string()).await {
+            match crate::cluster::peer::forward_journal(&remote.transport, &remote.directory.get(), leader, E::KIND, id.to_string()).await {
                 Ok(Ok(bytes)) => {
                     Attempt::Done(codec::decode(&bytes).map_err(|e| RouteFailure::NotApplied(format!("a journal from a peer does not decode: {e}"))))
                 }

@@ -2,10 +2,12 @@
 //! with their state and reachability, and every group's leader, replicas, term and indexes as
 //! this node's replica knows them.
 
+use super::directory::LedGroup;
 use super::membership::Membership;
 use super::meta::MetaState;
-use super::raft::{GroupStatus, RaftId};
+use super::raft::{GroupId, GroupStatus, RaftId};
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct NodeView {
@@ -36,8 +38,17 @@ pub struct ClusterView {
     /// The metadata group (membership, placement, verification keys): its leader, replicas,
     /// term and indexes as this node knows them, and how many changes it has applied.
     pub metadata: MetadataView,
-    /// Replica moves in progress (elastic membership; none in this version).
-    pub moves: Vec<serde_json::Value>,
+    /// Replica moves in progress: groups whose configuration is not yet their placement.
+    pub moves: Vec<MoveView>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct MoveView {
+    pub group: u32,
+    /// Nodes the group is gaining a replica on (a learner catching up, or to be added).
+    pub adding: Vec<String>,
+    /// Nodes the group is losing its replica on (once the new ones vote).
+    pub removing: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -50,11 +61,19 @@ pub struct MetadataView {
 
 /// Builds the view from the membership, the metadata (when this node holds a replica of it),
 /// this node's replicas and whom it heard from lately.
-pub fn view(membership: &Membership, meta: Option<&MetaState>, me: RaftId, statuses: &[GroupStatus], reachable: impl Fn(RaftId) -> bool) -> ClusterView {
+pub fn view(
+    membership: &Membership,
+    meta: Option<&MetaState>,
+    me: RaftId,
+    statuses: &[GroupStatus],
+    led: &BTreeMap<GroupId, (RaftId, LedGroup)>,
+    reachable: impl Fn(RaftId) -> bool,
+) -> ClusterView {
     let name = |id: RaftId| membership.member(id).map_or_else(|| format!("raft:{id}"), |m| m.node_id.clone());
-    // A group as this node's replica knows it, else where it is placed (no replica here).
-    let group_view = |g: u32, placed: Vec<RaftId>| match statuses.iter().find(|s| s.group == g) {
-        Some(s) => GroupView {
+    // A group as this node's replica knows it, else as its leader said lately, else where it
+    // is placed.
+    let group_view = |g: u32, placed: Vec<RaftId>| match (statuses.iter().find(|s| s.group == g), led.get(&g)) {
+        (Some(s), _) => GroupView {
             group: g,
             leader: s.leader.map(name),
             replicas: s.voters.iter().map(|&v| name(v)).collect(),
@@ -62,7 +81,15 @@ pub fn view(membership: &Membership, meta: Option<&MetaState>, me: RaftId, statu
             commit_index: s.commit_index,
             applied_index: s.applied_index,
         },
-        None => GroupView {
+        (None, Some((leader, l))) => GroupView {
+            group: g,
+            leader: Some(name(*leader)),
+            replicas: l.voters.iter().map(|&v| name(v)).collect(),
+            term: l.term,
+            commit_index: l.commit_index,
+            applied_index: 0,
+        },
+        (None, None) => GroupView {
             group: g,
             leader: None,
             replicas: placed.into_iter().map(name).collect(),
@@ -72,9 +99,19 @@ pub fn view(membership: &Membership, meta: Option<&MetaState>, me: RaftId, statu
         },
     };
     let metadata = MetadataView {
-        group: group_view(membership.groups, MetaState::voters(membership)),
+        group: group_view(membership.groups, membership.meta_replicas()),
         version: meta.map(|m| m.version),
     };
+    let actual: BTreeMap<GroupId, LedGroup> = led.iter().map(|(g, (_, l))| (*g, l.clone())).collect();
+    let placement: Vec<Vec<RaftId>> = (0..=membership.groups).map(|g| membership.replicas_of(g)).collect();
+    let moves = super::planner::moves_between(&placement, &actual)
+        .into_iter()
+        .map(|m| MoveView {
+            group: m.group,
+            adding: m.adding.into_iter().map(name).collect(),
+            removing: m.removing.into_iter().map(name).collect(),
+        })
+        .collect();
     let state_of = |node_id: &str| meta.and_then(|m| m.members.get(node_id)).map_or("active", |r| r.state.as_str());
     let groups: Vec<GroupView> = (0..membership.groups).map(|g| group_view(g, membership.placement(g))).collect();
     let nodes = membership
@@ -94,6 +131,6 @@ pub fn view(membership: &Membership, meta: Option<&MetaState>, me: RaftId, statu
         nodes,
         groups,
         metadata,
-        moves: Vec::new(),
+        moves,
     }
 }

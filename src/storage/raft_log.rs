@@ -128,6 +128,22 @@ impl Store {
         out
     }
 
+    /// Deletes, in `batch`, everything this node holds of a group: its state (every key of its
+    /// shards, the metadata for the metadata group), its audit chain and its raft log.
+    pub fn stage_drop_group(&self, batch: &mut sled::Batch, group: u32) -> Result<(), StoreError> {
+        for (start, end) in self.group_ranges(group) {
+            for k in self.tree().range(start..end).keys() {
+                batch.remove(k?);
+            }
+        }
+        let mut prefix = RAFT_PREFIX.to_vec();
+        prefix.extend_from_slice(&group.to_be_bytes());
+        for k in self.tree().scan_prefix(prefix).keys() {
+            batch.remove(k?);
+        }
+        Ok(())
+    }
+
     /// A snapshot of a group's applied state (every key of its shards and its audit chain),
     /// taken between rounds so it stands exactly at the group's applied index.
     pub fn group_snapshot(&self, group: u32) -> Result<Vec<u8>, StoreError> {

@@ -57,6 +57,8 @@ pub struct Services {
     /// The latest committed quotes, learnt from the feed (here or at another member).
     pub quotes: crate::workflows::prices::QuoteBook,
     pub price_broadcast: std::sync::OnceLock<PriceBroadcast>,
+    /// Notified once this node is removed from its cluster (decommissioned): it stops and exits.
+    pub left_cluster: Arc<tokio::sync::Notify>,
 }
 
 impl Services {

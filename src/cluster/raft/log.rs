@@ -243,7 +243,15 @@ impl raft::Storage for GroupLog {
 
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
         match &self.prepared {
-            Some(s) if s.get_metadata().index >= request_index && s.get_metadata().index >= self.snapshot_meta.index => Ok(s.clone()),
+            // Only a snapshot of the configuration in force: one prepared before a replica was
+            // added does not name it, and that replica would refuse it forever.
+            Some(s)
+                if s.get_metadata().index >= request_index
+                    && s.get_metadata().index >= self.snapshot_meta.index
+                    && s.get_metadata().get_conf_state() == &self.conf_state =>
+            {
+                Ok(s.clone())
+            }
             _ => {
                 let need = request_index.max(self.snapshot_meta.index).max(1);
                 let w = self.wanted.get();

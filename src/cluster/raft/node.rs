@@ -86,6 +86,8 @@ pub struct GroupStatus {
     pub last_index: u64,
     pub voters: Vec<RaftId>,
     pub learners: Vec<RaftId>,
+    /// A membership change is proposed and not yet applied (leader only).
+    pub pending_conf: bool,
 }
 
 pub struct MultiRaft {
@@ -258,6 +260,7 @@ impl MultiRaft {
             last_index: r.last_index(),
             voters: r.voters(),
             learners: r.learners(),
+            pending_conf: r.is_leader() && r.raw.raft.has_pending_conf(),
         })
     }
 
@@ -273,6 +276,70 @@ impl MultiRaft {
             let status = if delivered { SnapshotStatus::Finish } else { SnapshotStatus::Failure };
             r.raw.report_snapshot(to, status);
         }
+    }
+
+    /// The next membership step of a group this node leads and serves, towards `target`
+    /// (`cluster::reconfigure`); None when it leads nothing there or has nothing to do.
+    pub fn next_conf_step(&self, group: GroupId, target: &[RaftId]) -> Option<crate::cluster::reconfigure::ConfStep> {
+        let r = self.groups.get(&group).filter(|r| r.is_serving())?;
+        let conf = crate::cluster::reconfigure::GroupConf {
+            me: self.id,
+            voters: r.voters(),
+            learners: r.learners(),
+            pending: r.raw.raft.has_pending_conf(),
+            last_index: r.last_index(),
+        };
+        let progress = |id: RaftId| {
+            r.raw.raft.prs().get(id).map(|p| crate::cluster::reconfigure::Progress {
+                matched: p.matched,
+                replicating: p.state == raft::ProgressState::Replicate,
+            })
+        };
+        crate::cluster::reconfigure::next_step(&conf, target, progress)
+    }
+
+    /// Carries out one membership step: a configuration change through the log (tracked as
+    /// proposal `id`), or a leadership transfer.
+    pub fn take_conf_step(&mut self, group: GroupId, id: ProposalId, step: crate::cluster::reconfigure::ConfStep) -> Result<(), ProposeError> {
+        use crate::cluster::reconfigure::ConfStep;
+        use raft::prelude::ConfChangeType;
+        let (node, ty) = match step {
+            ConfStep::TransferLeader(to) => {
+                self.transfer_leader(group, to);
+                return Ok(());
+            }
+            ConfStep::AddLearner(n) => (n, ConfChangeType::AddLearnerNode),
+            ConfStep::Promote(n) => (n, ConfChangeType::AddNode),
+            ConfStep::RemoveLearner(n) | ConfStep::RemoveVoter(n) => (n, ConfChangeType::RemoveNode),
+        };
+        let mut single = raft::prelude::ConfChangeSingle::default();
+        single.set_change_type(ty);
+        single.node_id = node;
+        let mut cc = ConfChangeV2::default();
+        cc.set_changes(vec![single].into());
+        self.propose_conf_change(group, id, cc)
+    }
+
+    /// Drops this node's replica of a group (it was removed from the group's configuration):
+    /// proposals and reads it tracked fail. The caller deletes the group's records.
+    pub fn remove_group(&mut self, group: GroupId) -> bool {
+        let Some(mut r) = self.groups.remove(&group) else { return false };
+        let (mut failed, mut reads) = (Vec::new(), Vec::new());
+        r.tracker.step_down(&mut failed, &mut reads);
+        self.events.extend(failed.into_iter().map(|(id, o)| Event::Proposal(id, o)));
+        self.events.extend(reads.into_iter().map(|id| Event::Read(id, false)));
+        self.compactions.remove(&group);
+        for batch in self.outbox.values_mut() {
+            batch.retain(|(g, _)| *g != group);
+        }
+        true
+    }
+
+    /// Whether this node's replica is in the group's configuration (as a voter or a learner).
+    pub fn is_member_of(&self, group: GroupId) -> bool {
+        self.groups
+            .get(&group)
+            .is_some_and(|r| r.voters().contains(&self.id) || r.learners().contains(&self.id))
     }
 
     /// Where a snapshot of `group`'s applied state would stand: (index, term). The caller

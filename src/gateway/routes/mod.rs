@@ -244,6 +244,13 @@ pub const ROUTES: &[RouteSpec] = &[
         ADMIN,
         false,
     ),
+    r(
+        "POST",
+        "/v1/cluster/nodes/{node_id}/decommission",
+        "Move every replica and leadership off a node, then remove it (it exits)",
+        ADMIN,
+        false,
+    ),
     r("POST", "/v1/admin/instruments", "List a new instrument", ADMIN, false).body(schema_of::<market::NewInstrumentBody>),
 ];
 
@@ -335,6 +342,7 @@ pub async fn dispatch(state: &AppState, template: Option<&'static str>, req: &Re
         ("GET", "/v1/admin/audit/verify") => staff::audit_verify(state, req).await,
         ("GET", "/v1/admin/security-events") => staff::security_events(state, req).await,
         ("GET", "/v1/cluster") => staff::cluster(state, req).await,
+        ("POST", "/v1/cluster/nodes/{node_id}/decommission") => staff::decommission(state, req, &segment(req, 4)).await,
         ("POST", "/v1/admin/instruments") => market::create(state, req).await,
         ("GET", "/v1/instruments") => market::list(state).await,
         ("GET", "/v1/instruments/{symbol}") => market::one(state, &last_segment(req)).await,

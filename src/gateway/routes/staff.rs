@@ -196,6 +196,23 @@ pub async fn cluster(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     Ok(private_json(StatusCode::OK, &state.router.cluster_view(&state.node_id)))
 }
 
+/// POST /v1/cluster/nodes/{node_id}/decommission: starts moving everything off the node
+/// (202); 404 for a node that is not a member, 409 `cluster_too_small` when too few would be
+/// left for the replication factor.
+pub async fn decommission(state: &AppState, req: &Req, node_id: &str) -> Result<Reply, ApiError> {
+    use crate::cluster::coordinator::{decommission, DecommissionError};
+    let claims = state.claims(req)?;
+    match decommission(&state.router, node_id, &meta(req, &claims.sub)).await {
+        Ok(s) => Ok(private_json(
+            StatusCode::ACCEPTED,
+            &serde_json::json!({ "node_id": node_id, "state": s.as_str() }),
+        )),
+        Err(e @ DecommissionError::UnknownNode(_)) => Err(ApiError::not_found(e.to_string())),
+        Err(e @ DecommissionError::TooSmall { .. }) => Err(ApiError::new(StatusCode::CONFLICT, "cluster_too_small", e.to_string())),
+        Err(DecommissionError::Unavailable(e)) => Err(ApiError::unavailable(e)),
+    }
+}
+
 /// POST /v1/compliance/sanctions/reload: reads the configured list again and re-screens everyone.
 pub async fn reload_sanctions(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     let claims = state.claims(req)?;

@@ -1,0 +1,130 @@
+//! The writer's part in moving replicas (issue: elastic membership): a replica is created
+//! when a group's leader first speaks to this node and the placement names it here; as a
+//! group's leader, the writer carries the placement out one raft membership change at a time
+//! (`cluster::reconfigure`); a replica removed from its group's configuration is dropped, its
+//! records deleted.
+
+use super::Writer;
+use crate::cluster::raft::{GroupId, Leadership, RaftId, Refused};
+use crate::cluster::reconfigure::ConfStep;
+use crate::storage::StoreError;
+use crate::telemetry::KindLabels;
+use std::time::Instant;
+
+impl Writer {
+    /// Steps a peer's raft message; a message for a group this node holds no replica of opens
+    /// an empty one when the placement names this node there (its leader then sends it a
+    /// snapshot and the log), and is refused otherwise.
+    pub(super) fn step(&mut self, from: RaftId, group: GroupId, m: raft::prelude::Message) -> Result<(), Refused> {
+        match self.raft.step(from, group, m.clone()) {
+            Err(Refused::UnknownGroup(g)) if g <= self.meta_group && self.directory.get().replicas_of(g).contains(&self.raft.id()) => {
+                self.raft.create_empty_group(g).map_err(Refused::Raft)?;
+                tracing::info!(
+                    group = g,
+                    from,
+                    "a replica of the group is being created here (its leader will send a snapshot)"
+                );
+                self.raft.step(from, group, m)
+            }
+            other => other,
+        }
+    }
+
+    /// Once a tick: where each group's leader belongs, the next membership step of each group
+    /// this node leads, and the replicas its leader says are no longer in the group.
+    pub(super) fn reconfigure(&mut self) {
+        let m = self.directory.get();
+        let me = self.raft.id();
+        let groups: Vec<GroupId> = self.raft.groups().collect();
+        let mut drop = Vec::new();
+        for g in groups {
+            let target = m.replicas_of(g);
+            if target.is_empty() {
+                continue;
+            }
+            self.raft.set_preferred_leader(g, target.first().copied());
+            if let Some(step) = self.raft.next_conf_step(g, &target) {
+                let id = self.next_id;
+                self.next_id += 1;
+                let kind = match step {
+                    ConfStep::AddLearner(_) => "add_learner",
+                    ConfStep::Promote(_) => "promote",
+                    ConfStep::RemoveLearner(_) => "remove_learner",
+                    ConfStep::RemoveVoter(_) => "remove_voter",
+                    ConfStep::TransferLeader(_) => "transfer_leader",
+                };
+                match self.raft.take_conf_step(g, id, step) {
+                    Ok(()) => {
+                        tracing::info!(group = g, ?step, "membership step of the group");
+                        self.metrics.raft.conf_steps.get_or_create(&KindLabels { kind }).inc();
+                        if !matches!(step, ConfStep::TransferLeader(_)) {
+                            self.pending.insert(id, (g, Instant::now(), Vec::new()));
+                        }
+                    }
+                    Err(e) => tracing::debug!(group = g, ?step, ?e, "membership step not taken"),
+                }
+                continue;
+            }
+            if self.raft.is_leader(g) || target.contains(&me) {
+                continue;
+            }
+            // Not placed here: once the group's leader says its configuration has no replica
+            // here (an applied, so committed, configuration), this replica is dropped.
+            let term = self.raft.status(g).map_or(0, |s| s.term);
+            if let Some((leader, led)) = self.directory.led_groups().get(&g) {
+                if *leader != me && led.term >= term && !led.voters.contains(&me) && !led.learners.contains(&me) {
+                    drop.push(g);
+                }
+            }
+        }
+        for g in drop {
+            if let Err(e) = self.drop_group(g) {
+                self.fail(e);
+                return;
+            }
+        }
+    }
+
+    /// Drops this node's replica of `group` and deletes the group's records here (its state,
+    /// audit chain and raft log) in one flushed batch.
+    pub(super) fn drop_group(&mut self, group: GroupId) -> Result<(), StoreError> {
+        if !self.raft.remove_group(group) {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        self.store.stage_drop_group(&mut batch, group)?;
+        self.store.tree().apply_batch(batch)?;
+        self.store.flush()?;
+        self.chains.remove(&group);
+        *self.shared.heads.lock().expect("heads lock") = self.chains.clone();
+        if group == self.meta_group {
+            self.meta = None;
+            self.shared.meta.send_replace(None);
+        }
+        self.serve_from.remove(&group);
+        self.metrics.raft.replicas_dropped.inc();
+        tracing::info!(group, "this node was removed from the group: its replica and records here are dropped");
+        self.publish_status();
+        for e in self.raft.take_events() {
+            self.on_event(e);
+        }
+        Ok(())
+    }
+
+    /// Groups whose configuration this round changed and no longer has this node: dropped.
+    pub(super) fn drop_removed(&mut self, reconfigured: &[GroupId]) -> Result<(), StoreError> {
+        for &g in reconfigured {
+            if self.raft.has_group(g) && !self.raft.is_member_of(g) {
+                self.drop_group(g)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The word of a group this node holds no replica of.
+pub(super) const NO_REPLICA: Leadership = Leadership {
+    leader: None,
+    served: false,
+    replica: false,
+};
