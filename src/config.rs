@@ -199,6 +199,8 @@ pub struct ClusterConfig {
     pub moves_in_flight: usize,
     /// Moves in flight that add or remove a replica on one node.
     pub moves_per_node: usize,
+    /// Snapshot bytes a node sends to the replicas it is rebuilding, per second.
+    pub snapshot_bytes_per_second: u64,
     /// Test-only: the control socket may cut links to members (partition tests).
     pub test_faults: bool,
 }
@@ -434,6 +436,9 @@ impl Config {
         }
         if c.moves_in_flight == 0 || c.moves_in_flight > 256 {
             return bad("cluster.moves_in_flight", "must be between 1 and 256");
+        }
+        if c.snapshot_bytes_per_second < 64 * 1024 {
+            return bad("cluster.snapshot_bytes_per_second", "must be at least 65536");
         }
         if c.moves_per_node == 0 || c.moves_per_node > 64 {
             return bad("cluster.moves_per_node", "must be between 1 and 64");

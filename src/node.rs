@@ -145,7 +145,8 @@ async fn join_cluster(config: &Config, store: &Store, master: &[u8]) -> Result<(
     }
     me.formed = Some(membership.clone());
     let directory = crate::cluster::directory::Directory::new(membership);
-    let sink = peer::peer_sink(t.clone(), directory.clone(), mine.raft_id);
+    let snapshots_out = crate::cluster::snapshots::Outbox::new(c.snapshot_bytes_per_second);
+    let sink = peer::peer_sink(t.clone(), directory.clone(), mine.raft_id, snapshots_out.clone());
     Ok((
         (mine.raft_id, directory.clone(), sink),
         PeerService {
@@ -155,6 +156,8 @@ async fn join_cluster(config: &Config, store: &Store, master: &[u8]) -> Result<(
             directory,
             raft_id: mine.raft_id,
             store: store.clone(),
+            snapshots_out,
+            snapshots_in: crate::cluster::snapshots::Inbox::new(config.node.data_dir.join("snapshots")),
         },
     ))
 }
@@ -173,6 +176,8 @@ struct PeerService {
     directory: Arc<crate::cluster::directory::Directory>,
     raft_id: crate::cluster::raft::RaftId,
     store: Store,
+    snapshots_out: Arc<crate::cluster::snapshots::Outbox>,
+    snapshots_in: Arc<crate::cluster::snapshots::Inbox>,
 }
 
 impl PeerService {
@@ -258,6 +263,9 @@ impl PeerService {
             steps,
             revoke,
             quotes,
+            snapshots_out: self.snapshots_out,
+            snapshots_in: self.snapshots_in,
+            transport: self.transport.clone(),
         };
         tokio::spawn(crate::cluster::peer::serve(
             self.inbound,

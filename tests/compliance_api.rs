@@ -711,6 +711,7 @@ const EXPECTED: &[(&str, &str, &[&str])] = &[
     ("GET", "/v1/admin/audit/verify", &["admin", "compliance"]),
     ("GET", "/v1/admin/security-events", &["admin"]),
     ("GET", "/v1/cluster", &["admin"]),
+    ("POST", "/v1/cluster/nodes/{node_id}/decommission", &["admin"]),
     ("POST", "/v1/admin/instruments", &["admin"]),
 ];
 

@@ -100,7 +100,9 @@ impl Elastic {
             .env("MONETA_CLUSTER_GROUPS", "8")
             .env("MONETA_SECURITY_SECRETS_DIR", &self.secrets_dir)
             .env("MONETA_MARKET_TICK_INTERVAL", "200ms")
-            .env("MONETA_GATEWAY_REQUEST_TIMEOUT", "4s");
+            .env("MONETA_GATEWAY_REQUEST_TIMEOUT", "4s")
+            // Long enough for the kills and restarts of (c), short enough for (e).
+            .env("MONETA_CLUSTER_DEAD_AFTER", "15s");
         m.child = Some(cmd.spawn().unwrap());
     }
 
@@ -208,14 +210,16 @@ impl Elastic {
     /// Waits until the cluster seen from node `at` is settled on exactly `nodes`: no move in
     /// flight, every group with min(3, n) replicas on those nodes, replicas and leaders per
     /// node within one of each other, the metadata group on min(5, n), every node active.
-    fn wait_settled(&self, at: usize, token: &str, nodes: &[usize], within: Duration) -> Value {
+    /// `dead`: members that are down for good and must hold nothing.
+    fn wait_settled(&self, at: usize, token: &str, nodes: &[usize], dead: &[usize], within: Duration) -> Value {
         let names: Vec<String> = nodes.iter().map(|&i| self.members[i].id.clone()).collect();
+        let dead: Vec<String> = dead.iter().map(|&i| self.members[i].id.clone()).collect();
         let deadline = Instant::now() + within;
         let mut last = String::new();
         loop {
             let (s, v) = self.get(at, "/v1/cluster", token);
             if s == 200 {
-                match settled(&v, &names) {
+                match settled(&v, &names, &dead) {
                     Ok(()) => return v,
                     Err(e) => last = format!("{e}\n{v}"),
                 }
@@ -226,7 +230,7 @@ impl Elastic {
     }
 }
 
-fn settled(v: &Value, names: &[String]) -> Result<(), String> {
+fn settled(v: &Value, names: &[String], dead: &[String]) -> Result<(), String> {
     let n = names.len();
     if !v["moves"].as_array().is_some_and(|m| m.is_empty()) {
         return Err(format!("moves in flight: {}", v["moves"]));
@@ -253,7 +257,8 @@ fn settled(v: &Value, names: &[String]) -> Result<(), String> {
         return Err(format!("the metadata group has {meta} replicas"));
     }
     let nodes = v["nodes"].as_array().unwrap();
-    if nodes.len() != n || !nodes.iter().all(|x| x["state"] == "active" && names.iter().any(|m| x["node_id"] == m.as_str())) {
+    let live: Vec<&Value> = nodes.iter().filter(|x| !dead.iter().any(|d| x["node_id"] == d.as_str())).collect();
+    if live.len() != n || !live.iter().all(|x| x["state"] == "active" && names.iter().any(|m| x["node_id"] == m.as_str())) {
         return Err(format!("members {nodes:?}"));
     }
     Ok(())
@@ -374,7 +379,7 @@ fn nodes_join_and_leave_a_running_cluster_under_load_and_nothing_is_lost() {
     phase("one node serving");
     let n2 = c.add(&[n1]);
     let n3 = c.add(&[n1]);
-    c.wait_settled(n1, &admin, &[n1, n2, n3], Duration::from_secs(120));
+    c.wait_settled(n1, &admin, &[n1, n2, n3], &[], Duration::from_secs(120));
     phase("(d) grown to three");
     let (s, v) = c.until_served(long, || c.get(n3, "/v1/portfolio", &token));
     assert_eq!((s, v["cash"].as_str()), (200, Some("100.00")), "{v}");
@@ -406,7 +411,7 @@ fn nodes_join_and_leave_a_running_cluster_under_load_and_nothing_is_lost() {
     let n4 = c.add(&[n1, n2, n3]);
     let n5 = c.add(&[n1, n2, n3]);
     bases.lock().unwrap().extend([c.members[n4].base.clone(), c.members[n5].base.clone()]);
-    c.wait_settled(n4, &admin, &[n1, n2, n3, n4, n5], Duration::from_secs(180));
+    c.wait_settled(n4, &admin, &[n1, n2, n3, n4, n5], &[], Duration::from_secs(180));
     phase("(a) five nodes balanced");
     eprintln!(
         "[elastic test] balanced in {:.1}s; 503s during the moves: {}; slowest acknowledged call so far: {} ms (before: {} 503s, {} ms)",
@@ -430,8 +435,20 @@ fn nodes_join_and_leave_a_running_cluster_under_load_and_nothing_is_lost() {
     let status = c.wait_exit(n2, Duration::from_secs(180));
     assert!(status.success(), "a decommissioned node exits 0: {status}\n{}", c.logs(n2));
     assert!(c.logs(n2).contains("removed from the cluster"), "it says so in its log");
-    c.wait_settled(n1, &admin, &[n1, n3, n4, n5], Duration::from_secs(120));
+    c.wait_settled(n1, &admin, &[n1, n3, n4, n5], &[], Duration::from_secs(120));
     phase("(b) n2 decommissioned");
+
+    // A removed node does not come back with its old data; on a wiped folder it joins as new.
+    c.spawn(n2);
+    let status = c.wait_exit(n2, Duration::from_secs(60));
+    assert!(!status.success(), "a removed node refuses to start on its old folder:\n{}", c.logs(n2));
+    assert!(c.logs(n2).contains("not a member"), "{}", c.logs(n2));
+    std::fs::remove_dir_all(c.members[n2].root.join("data")).unwrap();
+    c.spawn(n2);
+    c.wait_healthy(n2, Duration::from_secs(90));
+    c.wait_settled(n1, &admin, &[n1, n2, n3, n4, n5], &[], Duration::from_secs(120));
+    bases.lock().unwrap().push(c.members[n2].base.clone());
+    phase("(b) n2 back as a new node");
 
     // (c) SIGKILL in the middle of moves: the source (a node being decommissioned), then the
     // target (a node joining); each comes back and the moves complete.
@@ -455,7 +472,7 @@ fn nodes_join_and_leave_a_running_cluster_under_load_and_nothing_is_lost() {
         "the source finishes draining after its restart and exits 0: {status}\n{}",
         c.logs(n3)
     );
-    c.wait_settled(n1, &admin, &[n1, n4, n5], Duration::from_secs(120));
+    c.wait_settled(n1, &admin, &[n1, n2, n4, n5], &[], Duration::from_secs(120));
     let n6 = c.add(&[n1, n4]);
     wait_for_moves(&c, n1, &admin, long);
     c.kill9(n6);
@@ -463,9 +480,19 @@ fn nodes_join_and_leave_a_running_cluster_under_load_and_nothing_is_lost() {
     std::thread::sleep(Duration::from_secs(2));
     c.spawn(n6);
     c.wait_healthy(n6, Duration::from_secs(60));
-    bases.lock().unwrap().push(c.members[n6].base.clone());
-    c.wait_settled(n1, &admin, &[n1, n4, n5, n6], Duration::from_secs(180));
+    c.wait_settled(n1, &admin, &[n1, n2, n4, n5, n6], &[], Duration::from_secs(180));
     phase("(c) settled after both kills");
+
+    // (e) A node that stays dead past dead_after is replaced: its replicas are rebuilt on the
+    // others, so a second failure later loses nothing.
+    c.kill9(n6);
+    c.wait_settled(n1, &admin, &[n1, n2, n4, n5], &[n6], Duration::from_secs(180));
+    phase("(e) the dead node's replicas rebuilt elsewhere");
+    bases.lock().unwrap().retain(|b| *b != c.members[n5].base);
+    c.kill9(n5);
+    let (s, v) = c.until_served(Duration::from_secs(60), || c.get(n4, "/v1/portfolio", &token));
+    assert_eq!(s, 200, "served after a second failure: {v}");
+    phase("(e) a second failure later: still served");
 
     stop.store(true, Ordering::SeqCst);
     for h in clients {
@@ -484,7 +511,7 @@ fn nodes_join_and_leave_a_running_cluster_under_load_and_nothing_is_lost() {
     // every node (deposits whose outcome stayed unknown are not in `deposited`: at most they
     // add, and the history check above admits them only if they linearize).
     let deposited = load.deposited.load(Ordering::Relaxed) as i64;
-    for i in [n1, n4, n5, n6] {
+    for i in [n1, n2, n4] {
         let (s, v) = c.until_served(long, || c.get(i, "/v1/portfolio", &token));
         assert_eq!(s, 200, "{v}");
         assert!(cents(v["cash"].as_str().unwrap()) >= initial + deposited, "node {i}: {v}");
@@ -499,7 +526,7 @@ fn nodes_join_and_leave_a_running_cluster_under_load_and_nothing_is_lost() {
         load.worst_ms.load(Ordering::Relaxed),
         v["cash"]
     );
-    for i in [n1, n4, n5, n6] {
+    for i in [n1, n2, n4] {
         let (s, v) = c.get(i, "/v1/admin/audit/verify", &admin);
         assert_eq!((s, v["ok"].as_bool()), (200, Some(true)), "audit at node {i}: {v}");
     }

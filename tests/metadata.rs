@@ -34,7 +34,8 @@ async fn the_metadata_group_applies_refuses_and_keeps_its_state() {
     assert_eq!(formed.members.len(), 1);
     let (node_id, me) = formed.members.iter().next().unwrap();
     assert_eq!(me.state, NodeState::Active);
-    assert_eq!(formed.placement.len(), store.groups() as usize);
+    // Every shard group, then the metadata group itself.
+    assert_eq!(formed.placement.len(), store.groups() as usize + 1);
     assert!(
         j.group_status().iter().any(|s| s.group == store.meta_group()),
         "the metadata group is a raft group here"

@@ -15,6 +15,7 @@ pub mod reconfigure;
 pub mod router;
 pub mod secret;
 pub mod shard_map;
+pub mod snapshots;
 pub mod status;
 pub mod transport;
 

@@ -58,6 +58,13 @@ pub enum PeerRequest {
     Join(Hello),
     /// The cluster's metadata as this node's replica holds it (asked by nodes without one).
     Meta,
+    /// A chunk of a snapshot this node offered (`cluster::snapshots`).
+    SnapshotChunk {
+        group: u32,
+        index: u64,
+        term: u64,
+        offset: u64,
+    },
     /// The groups `from` leads now and their raft configurations (sent every gossip round).
     Leads {
         from: RaftId,
@@ -93,6 +100,7 @@ pub enum PeerResponse {
     /// Not admitted, for good (another master key, a node id in use, a removed node's data).
     JoinRefused(String),
     Meta(Option<super::meta::MetaState>),
+    Chunk(Vec<u8>),
     Refused(String),
 }
 
@@ -249,14 +257,18 @@ pub async fn form(
 }
 
 /// Where raft messages leave this node: encoded per peer batch, sent without waiting.
-pub fn peer_sink(transport: Transport, directory: Arc<super::directory::Directory>, me: RaftId) -> PeerSink {
+pub fn peer_sink(transport: Transport, directory: Arc<super::directory::Directory>, me: RaftId, snapshots: Arc<super::snapshots::Outbox>) -> PeerSink {
     PeerSink(Arc::new(move |to: RaftId, messages: Vec<(u32, raft::prelude::Message)>| {
         let Some(peer) = directory.get().member(to).and_then(|m| m.peer_id.parse::<PeerId>().ok()) else {
             return;
         };
         let messages = messages
             .into_iter()
-            .filter_map(|(g, m)| protobuf::Message::write_to_bytes(&m).ok().map(|b| (g, b)))
+            .filter_map(|(g, mut m)| {
+                // A snapshot's bytes stay here, fetched by the follower in chunks.
+                snapshots.stand_in(g, &mut m);
+                protobuf::Message::write_to_bytes(&m).ok().map(|b| (g, b))
+            })
             .collect();
         let _ = transport.try_send(peer, codec::encode(&PeerRequest::Raft { from: me, messages }));
     }))
@@ -277,6 +289,10 @@ pub struct LocalServices {
     pub steps: crate::cluster::router::StepHandler,
     pub revoke: LocalRevoke,
     pub quotes: Arc<dyn Fn(Vec<crate::domain::instrument::Quote>) + Send + Sync>,
+    /// Snapshots offered to followers, and transfers from leaders in progress.
+    pub snapshots_out: Arc<super::snapshots::Outbox>,
+    pub snapshots_in: Arc<super::snapshots::Inbox>,
+    pub transport: Transport,
 }
 
 /// Serves peers once the cluster is formed: raft messages to the journal, forwarded calls to
@@ -353,10 +369,23 @@ fn serve_member(
         steps,
         revoke,
         quotes,
+        snapshots_out,
+        snapshots_in,
+        transport,
     } = local;
     match req {
         // Answered before a sender is looked up (see `serve`).
         PeerRequest::Hello(_) | PeerRequest::Join(_) | PeerRequest::Meta => refuse("introductions are answered before membership".into(), reply),
+        PeerRequest::SnapshotChunk { group, index, term, offset } => {
+            let out = snapshots_out.clone();
+            tokio::spawn(async move {
+                let answer = match out.chunk(group, index, term, offset).await {
+                    Ok(c) => PeerResponse::Chunk(c),
+                    Err(why) => PeerResponse::Refused(why),
+                };
+                let _ = reply.send(codec::encode(&answer));
+            });
+        }
         PeerRequest::Leads { from, groups } => {
             if from != member.raft_id || groups.len() > super::directory::LED_GROUPS_MAX || !groups.iter().all(|g| g.is_well_formed()) {
                 refuse(format!("{} sent a malformed list of the groups it leads", member.node_id), reply);
@@ -383,7 +412,18 @@ fn serve_member(
                 refuse(format!("a raft message from {} does not decode", member.node_id), reply);
                 return;
             }
-            journal.deliver(from, decoded);
+            let mut now = Vec::with_capacity(decoded.len());
+            for (g, m) in decoded {
+                match snapshot_manifest(g, &m) {
+                    None => now.push((g, m)),
+                    Some(Err(why)) => {
+                        refuse(format!("a snapshot from {}: {why}", member.node_id), reply);
+                        return;
+                    }
+                    Some(Ok(manifest)) => fetch_snapshot(journal, snapshots_in, transport, member, from, g, m, manifest),
+                }
+            }
+            journal.deliver(from, now);
             let _ = reply.send(codec::encode(&PeerResponse::Ack));
         }
         PeerRequest::Revoke { sessions } => {
@@ -466,6 +506,55 @@ fn serve_member(
             });
         }
     }
+}
+
+/// The manifest a snapshot message carries in place of its bytes (None: not a snapshot, or
+/// one with its bytes in).
+fn snapshot_manifest(group: u32, m: &raft::prelude::Message) -> Option<Result<super::snapshots::Manifest, String>> {
+    if m.get_msg_type() != raft::prelude::MessageType::MsgSnapshot {
+        return None;
+    }
+    Some(super::snapshots::Manifest::decode(&m.get_snapshot().data)?.and_then(|man| {
+        let meta = m.get_snapshot().get_metadata();
+        if man.group == group && man.index == meta.index && man.term == meta.term {
+            Ok(man)
+        } else {
+            Err("its manifest names another snapshot".into())
+        }
+    }))
+}
+
+/// Fetches a snapshot's bytes from the member that offered it (in the background, resuming
+/// any earlier attempt), then hands raft the message with them.
+#[allow(clippy::too_many_arguments)]
+fn fetch_snapshot(
+    journal: &AuditJournal,
+    inbox: &Arc<super::snapshots::Inbox>,
+    transport: &Transport,
+    member: &super::membership::Member,
+    from: RaftId,
+    group: u32,
+    mut m: raft::prelude::Message,
+    manifest: super::snapshots::Manifest,
+) {
+    let Ok(peer) = member.peer_id.parse::<PeerId>() else { return };
+    if !inbox.claim(&manifest) {
+        return;
+    }
+    let (journal, inbox, transport, node) = (journal.clone(), inbox.clone(), transport.clone(), member.node_id.clone());
+    tokio::spawn(async move {
+        tracing::info!(group, index = manifest.index, bytes = manifest.len, from = %node, "fetching a snapshot of the group");
+        match inbox.fetch(&transport, peer, &manifest).await {
+            Ok(data) => {
+                m.mut_snapshot().data = data.into();
+                journal.deliver(from, vec![(group, m)]);
+            }
+            Err(why) => {
+                tracing::warn!(group, index = manifest.index, from = %node, %why, "a snapshot transfer stopped; it resumes when the leader offers it again")
+            }
+        }
+        inbox.release(&manifest);
+    });
 }
 
 /// A member and its libp2p identity.

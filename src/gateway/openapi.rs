@@ -100,6 +100,7 @@ mod tests {
                 "/v1/me/mfa/totp",
                 "/v1/compliance/sanctions/reload",
                 "/v1/advice/{advice_id}/accept",
+                "/v1/cluster/nodes/{node_id}/decommission",
             ];
             assert!(
                 r.body.is_some() || bodiless.contains(&r.template),

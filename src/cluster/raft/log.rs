@@ -300,8 +300,16 @@ mod tests {
         assert_eq!(log.take_wanted(), None);
         let mut s = Snapshot::default();
         s.mut_metadata().index = 7;
+        s.mut_metadata().set_conf_state(log.conf_state().clone());
         log.offer_snapshot(s);
         assert_eq!(log.snapshot(5, 2).unwrap().get_metadata().index, 7);
+        // A replica added since: the snapshot prepared before does not name it, so it is not
+        // sent (that replica would refuse it); a new one is asked for.
+        let mut cs = log.conf_state().clone();
+        cs.learners.push(2);
+        log.set_conf_state(cs);
+        assert!(log.snapshot(5, 2).is_err());
+        assert_eq!(log.take_wanted(), Some(5));
     }
 
     #[test]

@@ -316,7 +316,7 @@ pub async fn dispatch(state: &AppState, template: Option<&'static str>, req: &Re
         ("GET", "/readyz") => public::readyz(state),
         ("GET", "/metrics") => public::metrics(state),
         ("GET", "/openapi.json") => public::openapi(),
-        ("GET", "/.well-known/jwks.json") => public::jwks(state),
+        ("GET", "/.well-known/jwks.json") => public::jwks(state).await,
         ("POST", "/v1/auth/register") => identity::register(state, req).await,
         ("POST", "/v1/auth/login") => identity::login(state, req).await,
         ("POST", "/v1/auth/refresh") => identity::refresh(state, req).await,

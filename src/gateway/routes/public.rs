@@ -31,8 +31,9 @@ pub fn openapi() -> Result<Reply, ApiError> {
     Ok(json_response(StatusCode::OK, &crate::gateway::openapi::document()))
 }
 
-pub fn jwks(state: &AppState) -> Result<Reply, ApiError> {
-    // Every member's keys, as the metadata group holds them (a token from any node verifies).
-    let members = state.router.journal().meta().map(|m| m.verification_keys()).unwrap_or_default();
+pub async fn jwks(state: &AppState) -> Result<Reply, ApiError> {
+    // Every member's keys, as the metadata group holds them (a token from any node verifies);
+    // a node without a replica of it asks a member.
+    let members = state.router.metadata().await.map(|m| m.verification_keys()).unwrap_or_default();
     Ok(json_response(StatusCode::OK, &state.auth.jwks_with(&members)))
 }
