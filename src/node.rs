@@ -102,7 +102,12 @@ async fn join_cluster(config: &Config, store: &Store, master: &[u8]) -> Result<(
         use sha2::Digest;
         hex::encode(sha2::Sha256::digest(master))
     };
-    let stored = peer::stored_membership(store)?;
+    // The cluster this folder belongs to: as recorded, else (a cluster of one that now listens
+    // for peers) as its metadata group holds it.
+    let stored = match peer::stored_membership(store)? {
+        Some(m) => Some(m),
+        None => store.meta_state().map_err(|e| e.to_string())?.map(|m| m.membership()),
+    };
     let mut me = Hello {
         node_id: config.node.id.clone(),
         peer_id: t.local_peer.to_base58(),
@@ -130,7 +135,8 @@ async fn join_cluster(config: &Config, store: &Store, master: &[u8]) -> Result<(
         .by_node_id(&config.node.id)
         .ok_or_else(|| format!("node `{}` is not a member of cluster {}", config.node.id, membership.cluster_id))?
         .clone();
-    if mine.peer_id != t.local_peer.to_base58() {
+    // (An empty identity: a cluster of one that never listened; it records its own now.)
+    if !mine.peer_id.is_empty() && mine.peer_id != t.local_peer.to_base58() {
         return Err(format!(
             "node `{}` is a member with another identity; was its data folder's node.key replaced?",
             config.node.id
@@ -201,6 +207,12 @@ impl PeerService {
             follow.await;
             left.notify_one();
         });
+        tokio::spawn(coordinator::publish_address(
+            router.clone(),
+            config.node.id.clone(),
+            self.me.peer_id.clone(),
+            self.me.address.clone(),
+        ));
         tokio::spawn(coordinator::gossip_leads(
             router.journal().clone(),
             self.directory.clone(),
@@ -311,6 +323,10 @@ pub async fn open_state_on(config: &Config, store: Store, with_peers: bool) -> R
         }
     }
     let mut settings = RouterSettings::from_config(config);
+    settings.master_fingerprint = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&master))
+    };
     let mut peers = None;
     if with_peers && !config.cluster.is_single_node() {
         let (cluster, service) = join_cluster(config, &store, &master).await?;

@@ -1,6 +1,7 @@
 //! Elastic membership with real `moneta serve` processes on loopback (issue 12), one cluster
 //! shared by the phases, under a steady client load that records every answer:
-//! (d) one node grows to three: every group gets three replicas;
+//! (d) one node (first a cluster of one with the embedded default, then restarted with the
+//!     cluster secret) grows to three: every group gets three replicas;
 //! (a) a fourth and a fifth node join: replicas and leaders balance within one of the mean;
 //! (b) one of the five is decommissioned: it ends with no replicas and exits 0;
 //! (c) a node is killed with SIGKILL in the middle of moves (the source of a decommission,
@@ -22,6 +23,9 @@ struct Member {
     base: String,
     root: PathBuf,
     join: Vec<u16>,
+    /// Started with the cluster secret (without it, and with no one to join: a cluster of one
+    /// that does not listen for peers — the embedded default).
+    secret: bool,
 }
 
 impl Drop for Member {
@@ -74,6 +78,7 @@ impl Elastic {
             base: format!("http://127.0.0.1:{api}"),
             root,
             join: via.iter().map(|&i| self.members[i].peer).collect(),
+            secret: !via.is_empty(),
         });
         let i = self.members.len() - 1;
         self.spawn(i);
@@ -96,7 +101,7 @@ impl Elastic {
             .env("MONETA_LOG_LEVEL", "info")
             .env("MONETA_CLUSTER_LISTEN", format!("127.0.0.1:{}", m.peer))
             .env("MONETA_CLUSTER_JOIN", join.join(","))
-            .env("MONETA_CLUSTER_SECRET_FILE", &self.secret)
+            .env("MONETA_CLUSTER_SECRET_FILE", if m.secret { self.secret.as_os_str() } else { "".as_ref() })
             .env("MONETA_CLUSTER_GROUPS", "8")
             .env("MONETA_SECURITY_SECRETS_DIR", &self.secrets_dir)
             .env("MONETA_MARKET_TICK_INTERVAL", "200ms")
@@ -128,6 +133,15 @@ impl Elastic {
             assert!(Instant::now() < deadline, "{} not healthy in {within:?}:\n{}", self.members[i].id, self.logs(i));
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Stops node `i` with SIGTERM (bounded).
+    fn stop(&mut self, i: usize) {
+        if let Some(c) = self.members[i].child.as_ref() {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        }
+        let status = self.wait_exit(i, Duration::from_secs(30));
+        assert!(status.success(), "{} did not stop cleanly: {status}", self.members[i].id);
     }
 
     fn kill9(&mut self, i: usize) {
@@ -377,6 +391,14 @@ fn nodes_join_and_leave_a_running_cluster_under_load_and_nothing_is_lost() {
     assert_eq!(s, 201, "{v}");
     let initial = 10_000;
     phase("one node serving");
+    // The node ran as a cluster of one (no peer listener); restarted with the cluster secret
+    // it listens for peers, and others can join it.
+    c.stop(n1);
+    c.members[n1].secret = true;
+    c.spawn(n1);
+    c.wait_healthy(n1, Duration::from_secs(60));
+    let (s, v) = c.until_served(long, || c.get(n1, "/v1/portfolio", &token));
+    assert_eq!((s, v["cash"].as_str()), (200, Some("100.00")), "{v}");
     let n2 = c.add(&[n1]);
     let n3 = c.add(&[n1]);
     c.wait_settled(n1, &admin, &[n1, n2, n3], &[], Duration::from_secs(120));

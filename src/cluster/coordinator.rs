@@ -94,6 +94,11 @@ pub async fn admit(journal: &AuditJournal, directory: &Directory, me: &Hello, pe
         };
     }
     if let Some(meta) = journal.meta() {
+        match meta.members.get(&h.node_id) {
+            // Admitted already (an earlier answer was lost): the same answer.
+            Some(r) if r.peer_id == h.peer_id && r.state != NodeState::Removed => return PeerResponse::Joined(meta.membership()),
+            _ => {}
+        }
         if meta.members.values().any(|r| r.peer_id == h.peer_id) {
             return refuse("this node was removed from the cluster; to join again, start it on an empty data folder (as a new node)".into());
         }
@@ -178,6 +183,36 @@ pub async fn follow_metadata(journal: AuditJournal, directory: Arc<Directory>, t
             return;
         }
     }
+}
+
+/// Records this node's peer identity and address in the metadata when they are not what it
+/// holds (a cluster of one that starts listening for peers; a node whose address changed).
+pub async fn publish_address(router: super::Router, node_id: String, peer_id: String, address: String) {
+    const ATTEMPTS_MAX: usize = 120;
+    for _ in 0..ATTEMPTS_MAX {
+        if let Some(meta) = router.metadata().await {
+            match meta.members.get(&node_id) {
+                Some(r) if r.peer_id == peer_id && r.address == address => return,
+                Some(r) if !r.peer_id.is_empty() && r.peer_id != peer_id => {
+                    tracing::error!(node = %node_id, "the cluster knows this node under another peer identity (was node.key replaced?)");
+                    return;
+                }
+                Some(_) => {
+                    let cmd = MetaCommand::Address {
+                        node_id: node_id.clone(),
+                        peer_id: peer_id.clone(),
+                        address: address.clone(),
+                    };
+                    if let Err(e) = router.journal().propose_meta(vec![cmd]).await {
+                        tracing::debug!(error = %e, "address not recorded yet; retrying");
+                    }
+                }
+                None => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    tracing::warn!("this node's peer address could not be recorded in the metadata group");
 }
 
 /// Tells every other member, every gossip round, which groups this node leads and how they

@@ -41,7 +41,7 @@ pub struct Membership {
     /// `groups`), as the metadata group holds it; empty for a cluster just formed (the
     /// formation's placement, computed).
     pub placed: Vec<Vec<RaftId>>,
-    /// The nodes that formed the cluster (they bootstrap its groups); empty: every member.
+    /// The nodes that formed the cluster (they bootstrap its groups).
     pub founders: Vec<RaftId>,
 }
 
@@ -112,23 +112,19 @@ impl Membership {
         }
         Ok(Membership {
             cluster_id: format!("cls_{}", &hex::encode(digest.finalize())[..24]),
-            members,
             groups,
             replication_factor,
             master_fingerprint: first.master_fingerprint.clone(),
             placed: Vec::new(),
-            founders: Vec::new(),
+            founders: members.iter().map(|m| m.raft_id).collect(),
+            members,
         })
     }
 
     /// Founded the cluster (and so bootstraps its first replicas on a new folder); a node that
     /// joined later is given its replicas by raft's membership changes.
     pub fn is_founder(&self, raft_id: RaftId) -> bool {
-        if self.founders.is_empty() {
-            self.member(raft_id).is_some()
-        } else {
-            self.founders.contains(&raft_id)
-        }
+        self.founders.contains(&raft_id)
     }
 
     /// The replicas of the metadata group: as placed, else the first `META_VOTERS_MAX` members.

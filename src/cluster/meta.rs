@@ -94,6 +94,9 @@ pub enum MetaCommand {
     PublishKeys { node_id: String, keys: Vec<VerificationKey> },
     /// A new node is admitted (state `joining`, the next raft id).
     Join { node_id: String, peer_id: String, address: String },
+    /// A member's peer identity (once: a cluster of one that starts listening for peers) and
+    /// address (whenever it changes).
+    Address { node_id: String, peer_id: String, address: String },
     /// A node's state moves (e.g. `active` once it holds its share, `draining` to leave).
     SetState { node_id: String, state: NodeState },
     /// A shard group's replicas change (the planner's decision, carried out by raft-rs's
@@ -243,6 +246,21 @@ impl MetaState {
                 };
                 self.next_raft_id += 1;
                 self.members.insert(node_id.clone(), record);
+            }
+            MetaCommand::Address { node_id, peer_id, address } => {
+                if ![peer_id, address].iter().all(|s| fits(s)) {
+                    return Err(MetaRefusal::Limit(format!("peer id and address are 1–{TEXT_MAX} bytes")));
+                }
+                if self.members.iter().any(|(id, r)| id != node_id && r.peer_id == *peer_id) {
+                    return Err(MetaRefusal::PeerIdTaken(peer_id.clone()));
+                }
+                let record = self.members.get_mut(node_id).ok_or_else(|| MetaRefusal::UnknownNode(node_id.clone()))?;
+                if !record.peer_id.is_empty() && record.peer_id != *peer_id {
+                    // A member's identity never changes: a node with a new key is a new node.
+                    return Err(MetaRefusal::PeerIdTaken(peer_id.clone()));
+                }
+                record.peer_id = peer_id.clone();
+                record.address = address.clone();
             }
             MetaCommand::SetState { node_id, state } => {
                 let record = self.members.get_mut(node_id).ok_or_else(|| MetaRefusal::UnknownNode(node_id.clone()))?;
@@ -407,6 +425,22 @@ mod tests {
         })
         .unwrap();
         assert_eq!(s.members["n4"].raft_id, 5);
+    }
+
+    #[test]
+    fn a_cluster_of_one_learns_its_peer_identity_once_and_its_address_whenever_it_moves() {
+        let mut s = MetaState::formed(&Membership::single("solo", 8, "fp"));
+        let addr = |peer: &str, address: &str| MetaCommand::Address {
+            node_id: "solo".into(),
+            peer_id: peer.into(),
+            address: address.into(),
+        };
+        s.apply(&addr("peer-a", "127.0.0.1:7070")).unwrap();
+        s.apply(&addr("peer-a", "10.0.0.1:7070")).unwrap();
+        assert_eq!(s.members["solo"].address, "10.0.0.1:7070");
+        let before = s.clone();
+        assert_eq!(s.apply(&addr("peer-b", "10.0.0.1:7070")), Err(MetaRefusal::PeerIdTaken("peer-b".into())));
+        assert_eq!(s, before);
     }
 
     #[test]

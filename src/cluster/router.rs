@@ -182,6 +182,10 @@ pub struct RouterSettings {
     pub request_timeout: Duration,
     /// The cluster this node formed or joined, its raft id in it and how raft messages reach
     /// the other members (None: a cluster of one).
+    /// SHA-256 of the master key (the cluster's, recorded in its metadata).
+    pub master_fingerprint: String,
+    /// `[cluster] replication_factor`: what a cluster of one grows to when nodes join it.
+    pub replication_factor: usize,
     pub cluster: Option<(
         crate::cluster::raft::RaftId,
         Arc<crate::cluster::directory::Directory>,
@@ -210,6 +214,8 @@ impl RouterSettings {
                 ..Default::default()
             },
             cluster: None,
+            master_fingerprint: String::new(),
+            replication_factor: c.cluster.replication_factor,
             request_timeout: c.gateway.request_timeout,
         }
     }
@@ -225,6 +231,11 @@ impl Router {
             settings.raft_id = raft_id;
             settings.directory = Some(directory);
             settings.peers = Some(peers);
+        } else {
+            // A cluster of one, named as configured (it may later listen for peers and grow).
+            let mut single = crate::cluster::membership::Membership::single(&s.node_id, store.groups(), &s.master_fingerprint);
+            single.replication_factor = s.replication_factor.max(1);
+            settings.directory = Some(crate::cluster::directory::Directory::new(single));
         }
         let journal = AuditJournal::start_with(store.clone(), settings, metrics.clone())?;
         let mut roles = journal.roles();

@@ -173,6 +173,32 @@ impl Inbox {
     /// Fetches the bytes `m` names from `peer`, resuming what an earlier attempt kept, and
     /// checks them against the manifest. Older partial transfers of the group are dropped.
     pub async fn fetch(&self, transport: &Transport, peer: PeerId, m: &Manifest) -> Result<Vec<u8>, String> {
+        self.fetch_with(m, |offset| {
+            let req = PeerRequest::SnapshotChunk {
+                group: m.group,
+                index: m.index,
+                term: m.term,
+                offset,
+            };
+            async move {
+                match tokio::time::timeout(CHUNK_TIMEOUT, ask(transport, peer, &req)).await {
+                    Ok(Ok(PeerResponse::Chunk(c))) => Ok(c),
+                    Ok(Ok(PeerResponse::Refused(why))) => Err(why),
+                    Ok(Ok(_)) => Err("a snapshot chunk was answered with something else".into()),
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err("a snapshot chunk did not arrive in time".into()),
+                }
+            }
+        })
+        .await
+    }
+
+    /// `fetch` over any source of chunks (`chunk(offset)`).
+    pub async fn fetch_with<F, Fut>(&self, m: &Manifest, chunk: F) -> Result<Vec<u8>, String>
+    where
+        F: Fn(u64) -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<u8>, String>>,
+    {
         std::fs::create_dir_all(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
         let path = self.part(m);
         let prefix = format!("{}-", m.group);
@@ -208,19 +234,7 @@ impl Inbox {
             .map_err(|e| format!("{}: {e}", path.display()))?;
         file.write_all(&have).map_err(|e| format!("{}: {e}", path.display()))?;
         while (have.len() as u64) < m.len {
-            let req = PeerRequest::SnapshotChunk {
-                group: m.group,
-                index: m.index,
-                term: m.term,
-                offset: have.len() as u64,
-            };
-            let chunk = match tokio::time::timeout(CHUNK_TIMEOUT, ask(transport, peer, &req)).await {
-                Ok(Ok(PeerResponse::Chunk(c))) => c,
-                Ok(Ok(PeerResponse::Refused(why))) => return Err(why),
-                Ok(Ok(_)) => return Err("a snapshot chunk was answered with something else".into()),
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Err("a snapshot chunk did not arrive in time".into()),
-            };
+            let chunk = chunk(have.len() as u64).await?;
             let want = (m.len - have.len() as u64).min(CHUNK_BYTES);
             if chunk.len() as u64 != want {
                 return Err(format!("a snapshot chunk of {} bytes where {want} were due", chunk.len()));
@@ -269,6 +283,42 @@ mod tests {
         assert_eq!(p.book(1 << 20, now), Duration::ZERO);
         let second = p.book(1 << 20, now);
         assert!(second >= Duration::from_millis(999) && second <= Duration::from_millis(1001), "{second:?}");
+    }
+
+    #[tokio::test]
+    async fn a_transfer_cut_short_resumes_where_it_stopped_and_a_wrong_hash_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = Inbox::new(dir.path().join("snapshots"));
+        let bytes: Vec<u8> = (0..(3 * CHUNK_BYTES as usize + 5)).map(|i| (i * 7) as u8).collect();
+        let m = Manifest {
+            group: 1,
+            index: 12,
+            term: 3,
+            len: bytes.len() as u64,
+            sha256: Sha256::digest(&bytes).into(),
+        };
+        let asked = std::sync::Mutex::new(Vec::new());
+        let serve = |fail_at: Option<u64>| {
+            let (bytes, asked) = (&bytes, &asked);
+            move |offset: u64| {
+                asked.lock().unwrap().push(offset);
+                let r = if Some(offset) == fail_at {
+                    Err("the link broke".to_string())
+                } else {
+                    Ok(bytes[offset as usize..(offset + CHUNK_BYTES).min(bytes.len() as u64) as usize].to_vec())
+                };
+                async move { r }
+            }
+        };
+        assert!(inbox.fetch_with(&m, serve(Some(2 * CHUNK_BYTES))).await.is_err());
+        assert_eq!(*asked.lock().unwrap(), vec![0, CHUNK_BYTES, 2 * CHUNK_BYTES]);
+        asked.lock().unwrap().clear();
+        assert_eq!(inbox.fetch_with(&m, serve(None)).await.unwrap(), bytes);
+        assert_eq!(*asked.lock().unwrap(), vec![2 * CHUNK_BYTES, 3 * CHUNK_BYTES], "it resumed, not restarted");
+        // The same bytes under another hash: refused, and nothing is kept for a retry.
+        let wrong = Manifest { sha256: [0; 32], ..m };
+        assert!(inbox.fetch_with(&wrong, serve(None)).await.unwrap_err().contains("hash"));
+        assert_eq!(std::fs::read_dir(dir.path().join("snapshots")).unwrap().count(), 0);
     }
 
     #[tokio::test]
