@@ -68,6 +68,8 @@ pub(crate) struct Shared {
     pub(crate) heard: Mutex<BTreeMap<RaftId, std::time::Instant>>,
     /// The metadata group's state as this node's replica applied it (None: no replica here).
     pub(crate) meta: tokio::sync::watch::Sender<Option<crate::cluster::meta::MetaState>>,
+    /// The membership, and the leaders members say they are of groups with no replica here.
+    pub(crate) directory: Option<Arc<crate::cluster::directory::Directory>>,
 }
 
 /// Proposes a write set at another member (the leader of its group): `Ok` once it is
@@ -149,6 +151,7 @@ impl AuditJournal {
             raft_id: settings.raft_id,
             heard: Mutex::new(BTreeMap::new()),
             meta: tokio::sync::watch::channel(None).0,
+            directory: settings.directory.clone(),
         });
         let (tx, rx) = mpsc::channel(JOURNAL_MAILBOX_CAPACITY);
         let writer = super::group_commit::Writer::open(store.clone(), &settings, rx, metrics, shared.clone())?;
@@ -322,7 +325,13 @@ impl AuditJournal {
             if l.served {
                 return self.write_here(writes).await;
             }
-            if let (Some(leader), Some(f)) = (l.leader, self.shared.forwarder.get()) {
+            // A group with no replica here: the leader its members spoke of lately.
+            let leader = if l.replica {
+                l.leader
+            } else {
+                self.shared.directory.as_ref().and_then(|d| d.leader_of(group))
+            };
+            if let (Some(leader), Some(f)) = (leader, self.shared.forwarder.get()) {
                 if leader != self.shared.raft_id {
                     match f(leader, writes.clone()).await {
                         Err(StoreError::Unavailable(why)) if tokio::time::Instant::now() < deadline => {

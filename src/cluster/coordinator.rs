@@ -321,10 +321,15 @@ pub async fn run_planner(router: super::Router, directory: Arc<Directory>, limit
     }
 }
 
+/// Writes a cluster audit record without holding up the planner (its group may be the one
+/// that is moving).
 async fn audit(router: &super::Router, draft: AuditDraft) {
-    if let Err(e) = router.audit(draft, "cluster", &RequestMeta::system("cluster"), true).await {
-        tracing::warn!(error = %e, "a cluster audit record was not written");
-    }
+    let router = router.clone();
+    tokio::spawn(async move {
+        if let Err(e) = router.audit(draft, "cluster", &RequestMeta::system("cluster"), true).await {
+            tracing::warn!(error = %e, "a cluster audit record was not written");
+        }
+    });
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -371,6 +376,22 @@ pub async fn decommission(router: &super::Router, node_id: &str, actor: &Request
             .propose_meta(vec![cmd])
             .await
             .map_err(|e| DecommissionError::Unavailable(e.to_string()))?;
+        // Committed is not applied: a command the metadata refuses changes nothing. Say so.
+        let mut now = None;
+        for _ in 0..30 {
+            now = router.metadata().await.and_then(|m| m.state_of(node_id));
+            if now == Some(NodeState::Draining) {
+                break;
+            }
+            // (This node's replica of the metadata may apply it a moment after the leader.)
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if now != Some(NodeState::Draining) {
+            return Err(DecommissionError::Unavailable(format!(
+                "the metadata did not take the decommission of `{node_id}` (its state is {})",
+                now.map_or("unknown", NodeState::as_str)
+            )));
+        }
     }
     let _ = router
         .audit(AuditDraft::ok("cluster.decommission").detail("node", node_id), "cluster", actor, true)

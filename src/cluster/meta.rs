@@ -45,7 +45,7 @@ impl NodeState {
         use NodeState::*;
         matches!(
             (self, next),
-            (Joining, Active) | (Joining, Removed) | (Active, Draining) | (Draining, Active) | (Draining, Removed)
+            (Joining, Active) | (Joining, Draining) | (Joining, Removed) | (Active, Draining) | (Draining, Active) | (Draining, Removed)
         )
     }
 }
@@ -411,11 +411,26 @@ mod tests {
         assert_eq!(s.members["n4"].state, NodeState::Joining);
         assert_eq!(s.apply(&join), Err(MetaRefusal::NodeIdTaken("n4".into())));
         let set = |state| MetaCommand::SetState { node_id: "n4".into(), state };
-        assert!(matches!(s.apply(&set(NodeState::Draining)), Err(MetaRefusal::BadTransition { .. })));
         s.apply(&set(NodeState::Active)).unwrap();
         s.apply(&set(NodeState::Active)).unwrap();
         s.apply(&set(NodeState::Draining)).unwrap();
         s.apply(&set(NodeState::Removed)).unwrap();
+        assert!(
+            matches!(s.apply(&set(NodeState::Active)), Err(MetaRefusal::BadTransition { .. })),
+            "removed is final"
+        );
+        // A node still joining may be decommissioned at once.
+        s.apply(&MetaCommand::Join {
+            node_id: "n9".into(),
+            peer_id: "peer-9".into(),
+            address: "127.0.0.1:7009".into(),
+        })
+        .unwrap();
+        s.apply(&MetaCommand::SetState {
+            node_id: "n9".into(),
+            state: NodeState::Draining,
+        })
+        .unwrap();
         // The removed id comes back only as a new node (another peer id), with a new raft id.
         assert_eq!(s.apply(&join), Err(MetaRefusal::PeerIdTaken("peer-4".into())));
         s.apply(&MetaCommand::Join {
@@ -424,7 +439,7 @@ mod tests {
             address: "127.0.0.1:7004".into(),
         })
         .unwrap();
-        assert_eq!(s.members["n4"].raft_id, 5);
+        assert_eq!(s.members["n4"].raft_id, 6);
     }
 
     #[test]

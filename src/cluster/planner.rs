@@ -151,7 +151,8 @@ pub fn plan(meta: &MetaState, actual: &BTreeMap<GroupId, LedGroup>, dead: &BTree
                 // a leaving node may also just go when the group has more than it needs.
                 add = least_loaded(&load, &per_node);
                 let leaving = !counted.contains(&x);
-                if !free(&per_node, x) || (add.is_none() && !(leaving && cur.len() > r)) {
+                // A dead node does no work for a move: its moves are not limited per node.
+                if (!dead.contains(&x) && !free(&per_node, x)) || (add.is_none() && !(leaving && cur.len() > r)) {
                     continue;
                 }
                 remove = Some(x);

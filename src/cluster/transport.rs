@@ -183,6 +183,10 @@ impl Transport {
                     .timeout(Duration::from_secs(10)))
             })
             .map_err(|e| format!("cluster transport: {e}"))?
+            // Members may be named by host name (`[cluster] join`, `advertise`: e.g. a
+            // StatefulSet's stable DNS names); resolved at each dial.
+            .with_dns()
+            .map_err(|e| format!("cluster transport (DNS resolver): {e}"))?
             .with_behaviour(|_| request_response::Behaviour::with_codec(codec, [(PROTOCOL, ProtocolSupport::Full)], rr_config))
             .map_err(|e| format!("cluster transport: {e}"))?
             // Idle links between members stay up: raft heartbeats are the traffic.
