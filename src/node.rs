@@ -149,6 +149,18 @@ async fn join_cluster(config: &Config, store: &Store, master: &[u8]) -> Result<(
             }
         }
     }
+    // A node removed from the cluster while it was down learns it now, from any member.
+    if membership.members.len() > 1 {
+        let asked = tokio::time::timeout(Duration::from_secs(6), crate::cluster::coordinator::fetch_meta(&t, &membership, mine.raft_id)).await;
+        if let Ok(Some(meta)) = asked {
+            if meta.state_of(&config.node.id) == Some(crate::cluster::meta::NodeState::Removed) {
+                return Err(format!(
+                    "node `{}` was removed from the cluster (decommissioned) and does not come back with its old data; start it on an empty data folder to join as a new node",
+                    config.node.id
+                ));
+            }
+        }
+    }
     me.formed = Some(membership.clone());
     let directory = crate::cluster::directory::Directory::new(membership);
     let snapshots_out = crate::cluster::snapshots::Outbox::new(c.snapshot_bytes_per_second);
