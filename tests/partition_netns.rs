@@ -49,6 +49,8 @@ impl Net {
         format!("{}.{}", self.subnet, 10 + i)
     }
 
+    /// Makes the namespaces, veth pairs and bridge (None where this machine cannot: no root,
+    /// no iproute2, no network namespaces — whatever was made is removed again).
     fn make() -> Option<Net> {
         let id = Command::new("id").arg("-u").output().ok()?;
         if String::from_utf8_lossy(&id.stdout).trim() != "0" {
@@ -59,28 +61,24 @@ impl Net {
             tag: pid.to_string(),
             subnet: format!("10.231.{}", pid % 250),
         };
-        if !ip(&["netns", "add", &net.ns(0)]) {
-            return None;
-        }
         let bridge = format!("mb{}", net.tag);
-        ip_must(&["link", "add", &bridge, "type", "bridge"]);
-        ip_must(&["addr", "add", &format!("{}.1/24", net.subnet), "dev", &bridge]);
-        ip_must(&["link", "set", &bridge, "up"]);
-        for i in 0..NODES {
-            let ns = net.ns(i);
-            if i > 0 {
-                ip_must(&["netns", "add", &ns]);
-            }
-            let (host, inner) = (format!("mv{}{i}a", net.tag), format!("mv{}{i}b", net.tag));
-            ip_must(&["link", "add", &host, "type", "veth", "peer", "name", &inner]);
-            ip_must(&["link", "set", &host, "master", &bridge]);
-            ip_must(&["link", "set", &host, "up"]);
-            ip_must(&["link", "set", &inner, "netns", &ns]);
-            ip_must(&["-n", &ns, "addr", "add", &format!("{}/24", net.addr(i)), "dev", &inner]);
-            ip_must(&["-n", &ns, "link", "set", &inner, "up"]);
-            ip_must(&["-n", &ns, "link", "set", "lo", "up"]);
-        }
-        Some(net)
+        let ok = ip(&["link", "add", &bridge, "type", "bridge"])
+            && ip(&["addr", "add", &format!("{}.1/24", net.subnet), "dev", &bridge])
+            && ip(&["link", "set", &bridge, "up"])
+            && (0..NODES).all(|i| {
+                let ns = net.ns(i);
+                let (host, inner) = (format!("mv{}{i}a", net.tag), format!("mv{}{i}b", net.tag));
+                ip(&["netns", "add", &ns])
+                    && ip(&["link", "add", &host, "type", "veth", "peer", "name", &inner])
+                    && ip(&["link", "set", &host, "master", &bridge])
+                    && ip(&["link", "set", &host, "up"])
+                    && ip(&["link", "set", &inner, "netns", &ns])
+                    && ip(&["-n", &ns, "addr", "add", &format!("{}/24", net.addr(i)), "dev", &inner])
+                    && ip(&["-n", &ns, "link", "set", &inner, "up"])
+                    && ip(&["-n", &ns, "link", "set", "lo", "up"])
+            });
+        // (Dropping `net` removes whatever was made.)
+        ok.then_some(net)
     }
 
     /// Cuts (or heals) the links between node `i` and the others, both ways.
