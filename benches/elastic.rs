@@ -132,8 +132,16 @@ async fn seed(c: &Cluster, n: usize) -> Duration {
         })
         .await;
     let took = started.elapsed();
+    state.router.drain().await.unwrap();
     drop(services);
     drop(state);
+    // The folder's lock goes with the last handle (the journal thread's): wait for it, bounded.
+    let data = c.root.join("n1").join("data");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while moneta::storage::Store::open(&data).is_err() {
+        assert!(Instant::now() < deadline, "the seeded folder stayed locked");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     took
 }
 
