@@ -407,12 +407,28 @@ pub async fn open_state_on(config: &Config, store: Store, with_peers: bool) -> R
     }))
 }
 
+/// A start-up failure, named for what it is when the cause is that this node was removed from
+/// its cluster (decommissioned) meanwhile: the members refuse it.
+async fn removed_or(router: &Router, node_id: &str, e: String) -> String {
+    let removed = |m: Option<crate::cluster::meta::MetaState>| m.and_then(|m| m.state_of(node_id)) == Some(crate::cluster::meta::NodeState::Removed);
+    let (here, members) = (router.metadata().await, router.metadata_of_members().await);
+    match (removed(here) || removed(members)).then_some(crate::cluster::meta::NodeState::Removed) {
+        Some(crate::cluster::meta::NodeState::Removed) => format!(
+            "node `{node_id}` was removed from the cluster (decommissioned) and does not come back with its old data; start it on an empty data folder to join as a new node"
+        ),
+        _ => e,
+    }
+}
+
 /// Starts every part of the node and begins serving on `gateway.listen`.
 pub async fn start(config: Config) -> Result<RunningNode, String> {
     let data_dir = config.node.data_dir.clone();
     let state = open_state_with(&config, true).await?;
     let router = state.router.clone();
-    let mut catalog = list_instruments(&router, &config).await?;
+    let mut catalog = match list_instruments(&router, &config).await {
+        Ok(c) => c,
+        Err(e) => return Err(removed_or(&router, &config.node.id, e).await),
+    };
     if config.market.feed == "gbm" {
         let demo = instruments_from_config(&config.market.instruments);
         crate::workflows::feed::backfill_demo_history(&router, &demo, config.market.seed).await;

@@ -474,6 +474,12 @@ impl Router {
         crate::cluster::coordinator::fetch_meta(&remote.transport, &remote.directory.get(), remote.me).await
     }
 
+    /// The cluster's metadata as another member holds it (None: no member answers).
+    pub async fn metadata_of_members(&self) -> Option<crate::cluster::meta::MetaState> {
+        let remote = self.inner.remote.get()?;
+        crate::cluster::coordinator::fetch_meta(&remote.transport, &remote.directory.get(), remote.me).await
+    }
+
     /// Cuts this node's links to these members (partition tests; empty heals).
     pub fn cut_links(&self, node_ids: &[String]) -> Result<(), String> {
         let remote = self.inner.remote.get().ok_or("this node has no peers")?;
