@@ -41,6 +41,10 @@ use std::collections::BTreeMap;
 const EPOCH_MS: i64 = 1_800_000_000_000;
 /// A client waits this long for an answer before it tries again elsewhere (same ids).
 const CLIENT_TIMEOUT_TICKS: u64 = 100;
+/// The chance that a client loses an answer to a deposit or withdrawal and sends it again.
+const RESEND: f64 = 0.1;
+/// The chance that a client moves to another node for its next request (a load balancer).
+const SWITCH: f64 = 0.1;
 
 /// What a run is made of (from the flags, or drawn from the seed).
 #[derive(Clone, Debug)]
@@ -70,10 +74,17 @@ pub struct Faults {
     pub crash: f64,
     /// Per tick: a crashed node restarts.
     pub restart: f64,
-    /// Per tick: a node is isolated (both ways), if none is.
+    /// Per tick: a node is isolated (both ways), if no link is cut.
     pub isolate: f64,
-    /// Per tick: the isolation heals.
+    /// Per tick: links are cut one way (a node's outgoing or incoming links, or one link), if
+    /// no link is cut.
+    pub one_way: f64,
+    /// Per tick: the cut links heal.
     pub heal: f64,
+    /// Per tick: a link is clogged (50–500 ms slower for 0.1–2 s).
+    pub clog: f64,
+    /// Per tick: a running node freezes for 0.5–3 s (a long GC or VM stall), if none is.
+    pub pause: f64,
     /// Per tick: every node compacts its logs.
     pub compact: f64,
 }
@@ -89,7 +100,10 @@ impl Faults {
             crash: [0.0, 0.001, 0.004][r.random_range(0..3)],
             restart: 0.02,
             isolate: [0.0, 0.002, 0.006][r.random_range(0..3)],
+            one_way: [0.0, 0.002, 0.006][r.random_range(0..3)],
             heal: 0.01,
+            clog: [0.0, 0.005, 0.02][r.random_range(0..3)],
+            pause: [0.0, 0.003, 0.01][r.random_range(0..3)],
             compact: [0.0, 0.002, 0.01][r.random_range(0..3)],
         }
     }
@@ -103,7 +117,7 @@ impl Settings {
             nodes: r.random_range(3..=5),
             groups: 4,
             users: 6,
-            ops_per_client: 12,
+            ops_per_client: 30,
             ticks: 3_000,
             liveness_ticks: 6_000,
             faults: Faults::draw(seed),
@@ -115,7 +129,7 @@ impl Settings {
         let f = &self.faults;
         format!(
             "nodes {} · groups {} · users {} (2 clients each, {} requests per client) · safety {} ticks, liveness ≤ {} ticks ({} ms per tick)\n\
-             faults: loss {} · duplicate {} · latency 1–{} ms · crash {}/tick · restart {}/tick · isolate {}/tick · heal {}/tick · compact {}/tick",
+             faults: loss {} · duplicate {} · latency 1–{} ms · crash {}/tick · restart {}/tick · isolate {}/tick · one-way cut {}/tick · heal {}/tick · clog {}/tick · pause {}/tick · compact {}/tick",
             self.nodes,
             self.groups,
             self.users,
@@ -129,7 +143,10 @@ impl Settings {
             f.crash,
             f.restart,
             f.isolate,
+            f.one_way,
             f.heal,
+            f.clog,
+            f.pause,
             f.compact
         )
     }
@@ -150,6 +167,9 @@ struct Replica {
     chain: [u8; 32],
     consumed: usize,
     last_index: u64,
+    /// Rebuilt from what its node's disk kept (a crash, or a snapshot installed): once it has
+    /// replayed that, its entities are reloaded as a restarted host loads them.
+    reload: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -177,6 +197,13 @@ struct Client {
     next: usize,
     attempt: u32,
     waiting: Option<Waiting>,
+    /// The current request was answered this, and the client sends it again as if the answer
+    /// had been lost on the way back: the same answer must come back, nothing applied twice.
+    echo: Option<BankRet>,
+    /// The node this client talks to (kept while it answers, as a client keeps a connection).
+    node: Option<RaftId>,
+    /// The current request is in the history (invoked once, however often it is sent).
+    invoked: bool,
 }
 
 /// What the run did.
@@ -187,9 +214,14 @@ pub struct Report {
     pub crashes: u64,
     pub restarts: u64,
     pub isolations: u64,
+    pub one_way_cuts: u64,
+    pub clogs: u64,
+    pub pauses: u64,
     pub compactions: u64,
     pub requests: u64,
     pub retries: u64,
+    /// Answered requests sent again under the same ids (answers lost on the way back).
+    pub resent: u64,
     pub elections: u64,
     pub snapshots: u64,
     pub refused: u64,
@@ -208,13 +240,14 @@ pub struct ClusterSim {
     replicas: BTreeMap<(RaftId, GroupId), Replica>,
     /// (node, request id) → what that replica's host answered when it applied the request.
     answers: BTreeMap<(RaftId, String), BankRet>,
-    /// (group, applied index) → the digest of a replica's state there.
+    /// (group, index) → the digest of a replica's state chain after that entry.
     states: BTreeMap<(GroupId, u64), [u8; 32]>,
     clients: Vec<Client>,
     history: Vec<Vec<Event>>,
     /// Per user: cash in cents as the acknowledged requests make it.
     acknowledged: Vec<i64>,
-    isolated: Option<RaftId>,
+    /// Some link is cut (an isolation or one-way cuts) until the next heal.
+    partitioned: bool,
     tick: u64,
     /// In the liveness phase clients no longer pause between requests.
     live: bool,
@@ -257,6 +290,9 @@ impl ClusterSim {
                     next: 0,
                     attempt: 0,
                     waiting: Some(Waiting::Send { at: rng.random_range(1..50) }),
+                    echo: None,
+                    node: None,
+                    invoked: false,
                 });
             }
         }
@@ -266,7 +302,7 @@ impl ClusterSim {
             states: BTreeMap::new(),
             history: vec![Vec::new(); s.users],
             acknowledged: vec![0; s.users],
-            isolated: None,
+            partitioned: false,
             tick: 0,
             live: false,
             report: Report::default(),
@@ -289,6 +325,15 @@ impl ClusterSim {
             chain: [0; 32],
             consumed: 0,
             last_index: 0,
+            reload: false,
+        }
+    }
+
+    /// A replica to rebuild from its node's disk.
+    fn rebuilt_replica(&self, g: GroupId) -> Replica {
+        Replica {
+            reload: true,
+            ..self.fresh_replica(g)
         }
     }
 
@@ -307,7 +352,7 @@ impl ClusterSim {
         }
         // Liveness: faults off, every node back and connected; everything must converge.
         self.raft.heal();
-        self.isolated = None;
+        self.partitioned = false;
         self.raft.faults.loss = 0.0;
         self.raft.faults.duplicate = 0.0;
         let down: Vec<RaftId> = self.raft.nodes.iter().filter(|(_, n)| n.raft.is_none()).map(|(&id, _)| id).collect();
@@ -346,22 +391,55 @@ impl ClusterSim {
                 let keep = self.rng.random_range(0..3);
                 self.raft.crash(id, keep);
                 self.report.crashes += 1;
+                // Memory is gone: its entities come back from what its disk kept.
+                for g in 0..self.s.groups {
+                    let r = self.rebuilt_replica(g);
+                    self.replicas.insert((id, g), r);
+                }
             } else if !running && self.rng.random_bool(f.restart) && self.restart(id).is_err() {
                 // Reported by the next step's checks.
             }
         }
-        match self.isolated {
-            None if self.rng.random_bool(f.isolate) => {
-                let id = self.rng.random_range(1..=self.s.nodes);
-                self.raft.isolate(id);
-                self.isolated = Some(id);
-                self.report.isolations += 1;
+        let n = self.s.nodes;
+        if !self.partitioned && self.rng.random_bool(f.isolate) {
+            let id = self.rng.random_range(1..=n);
+            self.raft.isolate(id);
+            self.partitioned = true;
+            self.report.isolations += 1;
+        } else if !self.partitioned && n > 1 && self.rng.random_bool(f.one_way) {
+            let id = self.rng.random_range(1..=n);
+            let others: Vec<RaftId> = (1..=n).filter(|&o| o != id).collect();
+            match self.rng.random_range(0..3) {
+                // It hears everyone; nobody hears it.
+                0 => others.iter().for_each(|&o| self.raft.cut_one_way(id, o)),
+                // Everyone hears it; it hears nobody.
+                1 => others.iter().for_each(|&o| self.raft.cut_one_way(o, id)),
+                _ => {
+                    let o = others[self.rng.random_range(0..others.len())];
+                    self.raft.cut_one_way(id, o);
+                }
             }
-            Some(_) if self.rng.random_bool(f.heal) => {
-                self.raft.heal();
-                self.isolated = None;
+            self.partitioned = true;
+            self.report.one_way_cuts += 1;
+        } else if self.partitioned && self.rng.random_bool(f.heal) {
+            self.raft.heal_cuts();
+            self.partitioned = false;
+        }
+        if n > 1 && self.rng.random_bool(f.clog) {
+            let a = self.rng.random_range(1..=n);
+            let b = (a % n) + 1 + self.rng.random_range(0..n - 1);
+            let b = (b - 1) % n + 1;
+            let (extra, ms) = (self.rng.random_range(50..=500), self.rng.random_range(100..=2000));
+            self.raft.clog(a, b, extra, ms);
+            self.report.clogs += 1;
+        }
+        if self.rng.random_bool(f.pause) {
+            let id = self.rng.random_range(1..=n);
+            let running = self.raft.nodes[&id].raft.is_some();
+            if running && (1..=n).all(|o| self.raft.paused_until(o).is_none()) {
+                self.raft.pause(id, self.rng.random_range(50..=300) * TICK_MS);
+                self.report.pauses += 1;
             }
-            _ => {}
         }
         // Now and then every node folds its applied log into its state (replicas that fall
         // behind then catch up from a snapshot).
@@ -403,11 +481,12 @@ impl ClusterSim {
                 )
             };
             if diverged {
-                let fresh = self.fresh_replica(g);
+                let fresh = self.rebuilt_replica(g);
                 self.replicas.insert((n, g), fresh);
             }
             let start = self.replicas[&(n, g)].consumed;
             if start == len {
+                self.reload_if_rebuilt(n, g);
                 continue;
             }
             let new: Vec<(u64, Vec<u8>)> = self.raft.applied_entries(n, g)[start..].to_vec();
@@ -429,6 +508,7 @@ impl ClusterSim {
                 let r = self.replicas.get_mut(&(n, g)).expect("replica");
                 let now = Timestamp(entry.at.max(r.host.now().millis()));
                 r.host.set_now(now);
+                let audit_before = r.host.audit.len();
                 let answer = match r.host.dispatch(entry.envelope).map(|a| a.executed::<Portfolio>()) {
                     Ok(Some(Ok(PortfolioReply::Cash { cash }))) => BankRet::Cash(cents(cash)),
                     // A refusal is remembered under the idempotency key (a reply) or not (a rejection).
@@ -447,23 +527,41 @@ impl ClusterSim {
                 h.update(index.to_be_bytes());
                 h.update(entity.as_bytes());
                 h.update(codec::encode(p));
-                h.update((r.host.audit.len() as u64).to_be_bytes());
+                // The audit records this entry asked for: replicas hold the same audit chain.
+                for record in &r.host.audit[audit_before..] {
+                    h.update(codec::encode(record));
+                }
                 r.chain = h.finalize().into();
+                let digest = r.chain;
                 self.answers.insert((n, request_id), answer);
+                // Compared at every entry: the first replica to execute an index sets what the
+                // others must reach there.
+                match self.states.get(&(g, *index)) {
+                    Some(d) if *d != digest => {
+                        return self.fail(format!(
+                            "group {g}: node {n}'s entities (or audit records) differ from another replica's after index {index} ({entity})"
+                        ))
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.states.insert((g, *index), digest);
+                    }
+                }
             }
+            self.reload_if_rebuilt(n, g);
             let r = self.replicas.get_mut(&(n, g)).expect("replica");
             r.consumed = len;
             r.last_index = last;
-            let (index, digest) = (r.last_index, r.chain);
-            match self.states.get(&(g, index)) {
-                Some(d) if *d != digest => return self.fail(format!("group {g}: node {n}'s entities differ from another replica's at index {index}")),
-                Some(_) => {}
-                None => {
-                    self.states.insert((g, index), digest);
-                }
-            }
         }
         Ok(())
+    }
+
+    /// A rebuilt replica has replayed what its disk kept: its host reloads its entities.
+    fn reload_if_rebuilt(&mut self, n: RaftId, g: GroupId) {
+        let r = self.replicas.get_mut(&(n, g)).expect("replica");
+        if std::mem::take(&mut r.reload) {
+            r.host.reload();
+        }
     }
 
     /// The request id (and idempotency key) of client `c`'s current request: the same on every
@@ -485,7 +583,7 @@ impl ClusterSim {
                     Some((_, Outcome::Applied)) => {
                         let rid = self.request_id(&self.clients[i]);
                         match self.answers.get(&(node, rid.clone())).copied() {
-                            Some(ret) => self.answered(i, ret),
+                            Some(ret) => self.answered(i, ret)?,
                             None => return self.fail(format!("request {rid} was applied at node {node} with no answer there")),
                         }
                     }
@@ -499,7 +597,7 @@ impl ClusterSim {
                         let (u, g) = (c.user, self.group_of_user(c.user));
                         let r = self.replicas.get_mut(&(node, g)).expect("replica");
                         let cash = r.host.query::<Portfolio, _>(&user_id(u), moneta::domain::queries::Cash);
-                        self.answered(i, BankRet::Cash(cents(cash)));
+                        self.answered(i, BankRet::Cash(cents(cash)))?;
                     }
                     Some(false) => self.retry(i),
                     None if self.tick - since > CLIENT_TIMEOUT_TICKS => self.retry(i),
@@ -517,7 +615,8 @@ impl ClusterSim {
             let c = &self.clients[i];
             (c.user, c.ops[c.next])
         };
-        if self.clients[i].attempt == 0 {
+        if !self.clients[i].invoked {
+            self.clients[i].invoked = true;
             self.history[user].push(Event::Invoke {
                 thread: self.clients[i].thread,
                 op,
@@ -525,9 +624,18 @@ impl ClusterSim {
             self.report.requests += 1;
         }
         let g = self.group_of_user(user);
-        let at = self.rng.random_range(1..=self.s.nodes);
+        let at = match self.clients[i].node {
+            Some(n) if !self.rng.random_bool(SWITCH) => n,
+            _ => self.rng.random_range(1..=self.s.nodes),
+        };
+        self.clients[i].node = Some(at);
+        if let Some(until) = self.raft.paused_until(at) {
+            // The node is frozen: the request waits in its socket until it wakes.
+            self.clients[i].waiting = Some(Waiting::Send { at: until / TICK_MS });
+            return;
+        }
         let leader = self.raft.nodes[&at].raft.as_ref().and_then(|r| r.status(g)).and_then(|s| s.leader);
-        let reachable = leader.filter(|&l| l == at || (self.isolated != Some(at) && self.isolated != Some(l)));
+        let reachable = leader.filter(|&l| self.raft.connected(at, l) && (l == at || self.raft.paused_until(l).is_none()));
         let Some(l) = reachable else { return self.retry(i) };
         let since = self.tick;
         let waiting = match op {
@@ -572,21 +680,52 @@ impl ClusterSim {
         let backoff = self.rng.random_range(5..30);
         let c = &mut self.clients[i];
         c.attempt += 1;
+        c.node = None;
         c.waiting = Some(Waiting::Send { at: self.tick + backoff });
         self.report.retries += 1;
     }
 
-    fn answered(&mut self, i: usize, ret: BankRet) {
+    fn answered(&mut self, i: usize, ret: BankRet) -> Result<(), Failure> {
         let c = &mut self.clients[i];
         let op = c.ops[c.next];
-        match (op, ret) {
-            (BankOp::Deposit(a), BankRet::Cash(_)) => self.acknowledged[c.user] += a,
-            (BankOp::Withdraw(a), BankRet::Cash(_)) => self.acknowledged[c.user] -= a,
-            _ => {}
+        if let Some(first) = c.echo.take() {
+            if first != ret {
+                let why = format!(
+                    "{}: request sim-{}-{} sent again after its answer was lost: answered {ret:?}, first {first:?} (applied twice?)",
+                    user_id(c.user),
+                    c.thread,
+                    c.next
+                );
+                return self.fail(why);
+            }
+        } else {
+            match (op, ret) {
+                (BankOp::Deposit(a), BankRet::Cash(_)) => self.acknowledged[c.user] += a,
+                (BankOp::Withdraw(a), BankRet::Cash(_)) => self.acknowledged[c.user] -= a,
+                _ => {}
+            }
+            let user = c.user;
+            self.history[user].push(Event::Return { thread: c.thread, ret });
+            // Checked at every answer: the run stops at the first history that no order of
+            // the calls explains.
+            if let Err(e) = moneta::cluster::history::check(0, &self.history[user]) {
+                return self.fail(format!("{}: the client history is not linearizable: {e}", user_id(user)));
+            }
+            let c = &mut self.clients[i];
+            if op != BankOp::ReadCash && !self.live && self.rng.random_bool(RESEND) {
+                c.echo = Some(ret);
+                c.attempt += 1;
+                c.waiting = Some(Waiting::Send {
+                    at: self.tick + self.rng.random_range(1..CLIENT_TIMEOUT_TICKS),
+                });
+                self.report.resent += 1;
+                return Ok(());
+            }
         }
-        self.history[c.user].push(Event::Return { thread: c.thread, ret });
+        let c = &mut self.clients[i];
         c.next += 1;
         c.attempt = 0;
+        c.invoked = false;
         // Think time: a client's requests spread over the safety phase.
         let think = match self.live {
             true => 20,
@@ -595,6 +734,7 @@ impl ClusterSim {
         c.waiting = (c.next < c.ops.len()).then(|| Waiting::Send {
             at: self.tick + self.rng.random_range(1..think),
         });
+        Ok(())
     }
 
     fn clients_done(&self) -> bool {

@@ -75,9 +75,39 @@ struct Cli {
     /// With --cluster: run this many seeds from --seed on; report every failing seed.
     #[arg(long, requires = "cluster")]
     sweep: Option<u64>,
+    /// With --sweep: stop at the first failing seed.
+    #[arg(long, requires = "sweep")]
+    stop_on_failure: bool,
     /// Test hook (a planted bug): cluster clients retry under new request ids and keys.
     #[arg(long, hide = true, requires = "cluster")]
     sabotage_retries: bool,
+    /// Test hook (a build with `--features planted-bugs` only): plants one classic mistake in
+    /// the production code the simulation runs — ack-before-commit, read-without-lease or
+    /// forget-idempotency-on-restart.
+    #[arg(long, hide = true, requires = "cluster")]
+    plant: Option<String>,
+}
+
+/// Switches on the planted bug `--plant` names; an unknown name, or a build without the
+/// feature, is a usage error.
+fn plant(cli: &Cli) -> Result<(), String> {
+    let Some(name) = &cli.plant else { return Ok(()) };
+    let Some(bug) = moneta::planted::Bug::parse(name) else {
+        let known: Vec<_> = moneta::planted::Bug::ALL.iter().map(|b| b.name()).collect();
+        return Err(format!("--plant: unknown bug {name:?} (one of {})", known.join(", ")));
+    };
+    #[cfg(feature = "planted-bugs")]
+    {
+        moneta::planted::plant(Some(bug));
+        Ok(())
+    }
+    #[cfg(not(feature = "planted-bugs"))]
+    {
+        Err(format!(
+            "--plant {}: this build has no planted bugs (build with --features planted-bugs)",
+            bug.name()
+        ))
+    }
 }
 
 fn cluster_settings(cli: &Cli, seed: u64) -> cluster::Settings {
@@ -109,6 +139,10 @@ fn cluster_replay(cli: &Cli, seed: u64) -> String {
     if cli.sabotage_retries {
         line += " --sabotage-retries";
     }
+    if let Some(bug) = &cli.plant {
+        line = line.replacen("--bin simulate", "--features planted-bugs --bin simulate", 1);
+        line += &format!(" --plant {bug}");
+    }
     line
 }
 
@@ -120,6 +154,10 @@ fn run_cluster(cli: &Cli) -> ExitCode {
     }
     if let Some(u) = cli.users.filter(|u| !(1..=1000).contains(u)) {
         eprintln!("simulate: --users must be 1–1000 with --cluster, got {u}");
+        return ExitCode::from(2);
+    }
+    if let Err(e) = plant(cli) {
+        eprintln!("simulate: {e}");
         return ExitCode::from(2);
     }
     let seeds = cli.sweep.unwrap_or(1).max(1);
@@ -140,16 +178,16 @@ fn run_cluster(cli: &Cli) -> ExitCode {
                     (r.ticks * moneta::cluster::raft::sim::TICK_MS) as f64 / 1000.0
                 );
                 println!(
-                    "faults injected: crashes {} · restarts {} · isolations {} · compactions {}",
-                    r.crashes, r.restarts, r.isolations, r.compactions
+                    "faults injected: crashes {} · restarts {} · isolations {} · one-way cuts {} · clogged links {} · pauses {} · compactions {}",
+                    r.crashes, r.restarts, r.isolations, r.one_way_cuts, r.clogs, r.pauses, r.compactions
                 );
                 println!(
                     "raft: elections {} · snapshots sent {} · messages refused {}",
                     r.elections, r.snapshots, r.refused
                 );
                 println!(
-                    "clients: requests {} · retries {} · all answered, exactly once, linearizable",
-                    r.requests, r.retries
+                    "clients: requests {} · retries {} · answers lost and sent again {} · all answered, exactly once, linearizable",
+                    r.requests, r.retries, r.resent
                 );
                 println!("replay: {}", cluster_replay(cli, seed));
                 println!("digest: {}", r.digest);
@@ -159,6 +197,10 @@ fn run_cluster(cli: &Cli) -> ExitCode {
                 eprintln!("SIMULATION FAILED: seed {seed}, tick {}: {}", f.tick, f.message);
                 eprintln!("replay: {}", cluster_replay(cli, seed));
                 failed.push(seed);
+                if cli.stop_on_failure {
+                    println!("stopped at the first failing seed, {seed}");
+                    return ExitCode::FAILURE;
+                }
             }
         }
     }

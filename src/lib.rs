@@ -14,6 +14,7 @@ pub mod control;
 pub mod domain;
 pub mod gateway;
 pub mod node;
+pub mod planted;
 pub mod storage;
 pub mod telemetry;
 pub mod workflows;

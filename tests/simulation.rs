@@ -335,3 +335,12 @@ fn a_planted_bug_is_found_by_a_seed_sweep_and_the_clean_code_passes_the_same_see
     );
     assert!(String::from_utf8_lossy(&clean.stdout).contains("swept 20 seeds from 1: 0 failed"));
 }
+
+/// A build without the test-only feature has no planted bugs to switch on.
+#[cfg(not(feature = "planted-bugs"))]
+#[test]
+fn a_build_without_the_feature_refuses_to_plant_a_bug() {
+    let out = cluster(&["--seed", "1", "--plant", "ack-before-commit"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("build with --features planted-bugs"));
+}

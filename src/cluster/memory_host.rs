@@ -97,6 +97,23 @@ impl MemoryHost {
         self.now = now;
     }
 
+    /// A restart: every entity comes back as a host loads it from disk — its state decoded
+    /// from its stored form and its request ids through `RequestLog::restore`, production's
+    /// recovery path.
+    pub fn reload(&mut self) {
+        fn reload_all<E: Entity>(hosted: &mut BTreeMap<String, Hosted<E>>) {
+            for h in hosted.values_mut() {
+                h.state = codec::decode(&codec::encode(&h.state)).expect("an entity's stored form decodes");
+                let records: Vec<_> = h.requests.records().map(|(id, a)| (id.clone(), a.clone())).collect();
+                h.requests = RequestLog::restore(records);
+            }
+        }
+        reload_all(&mut self.accounts);
+        reload_all(&mut self.portfolios);
+        reload_all(&mut self.instruments);
+        reload_all(&mut self.email_index);
+    }
+
     /// Carries out one call of the entity envelope.
     pub fn dispatch(&mut self, envelope: Envelope) -> Result<Answer, EntityFailure> {
         match envelope {

@@ -189,6 +189,27 @@ impl<R: Clone, J: Clone> RequestLog<R, J> {
         self.by_id.is_empty()
     }
 
+    /// The log as recovered from its stored records at a restart: every record remembered,
+    /// oldest first (so expiry keeps its order). With the planted bug
+    /// `ForgetIdempotencyOnRestart` the records are dropped — the mistake the simulator catches.
+    pub fn restore(records: impl IntoIterator<Item = (String, Applied<R, J>)>) -> RequestLog<R, J> {
+        let mut records: Vec<_> = records.into_iter().collect();
+        if crate::planted::planted(crate::planted::Bug::ForgetIdempotencyOnRestart) {
+            records.clear();
+        }
+        records.sort_by(|a, b| (a.1.at, &a.0).cmp(&(b.1.at, &b.0)));
+        let mut log = RequestLog::default();
+        for (id, applied) in records {
+            log.remember(id, applied);
+        }
+        log
+    }
+
+    /// Every remembered request (what a host stores, one record each).
+    pub fn records(&self) -> impl Iterator<Item = (&String, &Applied<R, J>)> {
+        self.by_id.iter()
+    }
+
     /// Remembers a request; its time is taken as no earlier than any remembered before (the
     /// stored `at` is that time).
     pub fn remember(&mut self, request_id: String, mut applied: Applied<R, J>) {

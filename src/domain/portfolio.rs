@@ -130,6 +130,8 @@ pub struct Portfolio {
     pub owner: String,
     pub cash: Decimal,
     pub holdings: BTreeMap<String, Holding>,
+    /// Stored with the state (the planted bug `ForgetIdempotencyOnRestart` leaves it out).
+    #[serde(serialize_with = "crate::planted::idempotency_memory")]
     pub idempotency: BTreeMap<String, Remembered>,
     pub totals: Totals,
     /// What happened since the last day close (the next statement's trades and flows).

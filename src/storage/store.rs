@@ -372,14 +372,15 @@ impl Store {
             tail_bytes += v.len() as u64;
         }
         state.check_invariants();
-        let mut requests = RequestLog::default();
+        let mut records = Vec::new();
         let prefix = keys::request_prefix(id);
         for item in self.tree.scan_prefix(&prefix) {
             let (k, v) = item?;
             let request_id = std::str::from_utf8(&k[prefix.len()..]).map_err(|e| corrupt(format!("{id} request record"), e.to_string()))?;
             let applied: Applied<E::Reply, E::Rejection> = codec::decode(&v).map_err(|e| corrupt(format!("{id} request {request_id}"), e.to_string()))?;
-            requests.remember(request_id.to_string(), applied);
+            records.push((request_id.to_string(), applied));
         }
+        let requests = RequestLog::restore(records);
         Ok(Loaded {
             requests,
             state,

@@ -205,6 +205,16 @@ impl MultiRaft {
     /// Asks for a linearizable read of `group`; `Event::Read(id, true)` says when to serve it.
     pub fn read(&mut self, group: GroupId, id: ProposalId) -> Result<(), ProposeError> {
         match self.groups.get_mut(&group) {
+            Some(r) if crate::planted::planted(crate::planted::Bug::ReadWithoutLease) && r.is_leader() => {
+                // The planted mistake: a leader trusts that it still leads and reads its own
+                // state at once, asking no quorum.
+                r.tracker.read_asked(id);
+                r.tracker.read_confirmed(id, r.commit_index());
+                let mut ready = Vec::new();
+                r.tracker.reads_ready(r.applied_index(), &mut ready);
+                self.events.extend(ready.into_iter().map(|id| Event::Read(id, true)));
+                Ok(())
+            }
             Some(r) => r.read(id),
             None => Err(ProposeError::NotLeader(None)),
         }
@@ -465,6 +475,13 @@ impl MultiRaft {
             r.raw.on_persist_ready(number);
             if let Some(a) = applied {
                 r.raw.advance_apply_to(a);
+            }
+        }
+        if crate::planted::planted(crate::planted::Bug::AckBeforeCommit) {
+            for r in self.groups.values_mut().filter(|r| r.is_leader()) {
+                let mut early = Vec::new();
+                r.tracker.acknowledge_early(r.raw.raft.raft_log.persisted, &mut early);
+                self.events.extend(early.into_iter().map(|(id, o)| Event::Proposal(id, o)));
             }
         }
         let mut reads = Vec::new();

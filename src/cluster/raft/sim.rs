@@ -1,5 +1,5 @@
 //! Simulated IO for the raft core: a network (latency, loss, duplication, reordering, cut
-//! links) and per-node disks that lose unflushed rounds at a crash, all driven by one seed and
+//! links one way or both, clogged links), paused processes, and per-node disks that lose unflushed rounds at a crash, all driven by one seed and
 //! a logical clock. The real `MultiRaft` runs on it; a toy state machine (the applied entries
 //! themselves) lets every replica be compared. Tests and the simulator use it; production
 //! never does.
@@ -90,6 +90,11 @@ pub struct SimRaftCluster {
     pub faults: NetFaults,
     /// One-way cuts (from, to).
     cut: BTreeSet<(RaftId, RaftId)>,
+    /// Clogged links (from, to) → (until, extra latency), in logical ms: a slow link for a while.
+    clogged: BTreeMap<(RaftId, RaftId), (u64, u64)>,
+    /// Paused nodes → when they resume (logical ms): a frozen process (a long GC or VM stall)
+    /// neither ticks nor reads its network; what is sent to it waits.
+    paused: BTreeMap<RaftId, u64>,
     leaders: BTreeMap<(GroupId, u64), RaftId>,
     committed: BTreeMap<(GroupId, u64), Vec<u8>>,
     pub outcomes: BTreeMap<ProposalId, (RaftId, super::Outcome)>,
@@ -118,6 +123,8 @@ impl SimRaftCluster {
             seq: 0,
             faults: NetFaults::default(),
             cut: BTreeSet::new(),
+            clogged: BTreeMap::new(),
+            paused: BTreeMap::new(),
             leaders: BTreeMap::new(),
             committed: BTreeMap::new(),
             outcomes: BTreeMap::new(),
@@ -189,8 +196,41 @@ impl SimRaftCluster {
         }
     }
 
+    /// Cuts the link from `from` to `to` only (what `to` sends still arrives).
+    pub fn cut_one_way(&mut self, from: RaftId, to: RaftId) {
+        self.cut.insert((from, to));
+    }
+
+    /// Whether `a` and `b` reach each other both ways now.
+    pub fn connected(&self, a: RaftId, b: RaftId) -> bool {
+        a == b || !(self.cut.contains(&(a, b)) || self.cut.contains(&(b, a)))
+    }
+
+    /// Slows the link from `from` to `to` by `extra_ms` for `for_ms`.
+    pub fn clog(&mut self, from: RaftId, to: RaftId, extra_ms: u64, for_ms: u64) {
+        self.clogged.insert((from, to), (self.now_ms + for_ms, extra_ms));
+    }
+
+    /// Freezes `node` for `for_ms`.
+    pub fn pause(&mut self, node: RaftId, for_ms: u64) {
+        self.paused.insert(node, self.now_ms + for_ms);
+    }
+
+    /// When a paused node resumes (logical ms).
+    pub fn paused_until(&self, node: RaftId) -> Option<u64> {
+        self.paused.get(&node).copied()
+    }
+
+    /// Ends every cut link (clogs and pauses run their course).
+    pub fn heal_cuts(&mut self) {
+        self.cut.clear();
+    }
+
+    /// Ends every cut, clog and pause.
     pub fn heal(&mut self) {
         self.cut.clear();
+        self.clogged.clear();
+        self.paused.clear();
     }
 
     /// A crash: memory is gone; of the rounds written since the last flush, the first `keep`
@@ -235,8 +275,11 @@ impl SimRaftCluster {
     pub fn run(&mut self, ticks: u64) -> Result<(), String> {
         for _ in 0..ticks {
             self.now_ms += TICK_MS;
+            let now = self.now_ms;
+            self.paused.retain(|_, until| *until > now);
+            self.clogged.retain(|_, (until, _)| *until > now);
             self.deliver()?;
-            let ids: Vec<RaftId> = self.nodes.keys().copied().collect();
+            let ids: Vec<RaftId> = self.nodes.keys().copied().filter(|id| !self.paused.contains_key(id)).collect();
             for &id in &ids {
                 if let Some(r) = self.nodes.get_mut(&id).and_then(|n| n.raft.as_mut()) {
                     r.tick();
@@ -250,8 +293,16 @@ impl SimRaftCluster {
     }
 
     fn deliver(&mut self) -> Result<(), String> {
+        let mut held = Vec::new();
         while self.packets.peek().is_some_and(|p| p.0.at <= self.now_ms) {
             let Reverse(p) = self.packets.pop().expect("peeked");
+            if let Some(&until) = self.paused.get(&p.to) {
+                // A frozen process reads its socket when it wakes, in no set order with the
+                // rest of what woke it (its timers, its clients).
+                let after = self.rng.random_range(0..=self.faults.latency_max_ms);
+                held.push(Packet { at: until + after, ..p });
+                continue;
+            }
             let Some(raft) = self.nodes.get_mut(&p.to).and_then(|n| n.raft.as_mut()) else {
                 continue;
             };
@@ -262,6 +313,7 @@ impl SimRaftCluster {
             let to = p.to;
             self.process(to)?;
         }
+        self.packets.extend(held.into_iter().map(Reverse));
         Ok(())
     }
 
@@ -390,10 +442,12 @@ impl SimRaftCluster {
         }
         let bytes = protobuf::Message::write_to_bytes(&m).expect("raft messages encode");
         let copies = if self.rng.random_bool(self.faults.duplicate) { 2 } else { 1 };
+        let clog = self.clogged.get(&(from, to)).map_or(0, |c| c.1);
         for _ in 0..copies {
-            let latency = self
-                .rng
-                .random_range(self.faults.latency_min_ms..=self.faults.latency_max_ms.max(self.faults.latency_min_ms));
+            let latency = clog
+                + self
+                    .rng
+                    .random_range(self.faults.latency_min_ms..=self.faults.latency_max_ms.max(self.faults.latency_min_ms));
             self.seq += 1;
             self.packets.push(Reverse(Packet {
                 at: self.now_ms + latency,

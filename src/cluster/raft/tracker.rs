@@ -56,6 +56,18 @@ impl Tracker {
         }
     }
 
+    /// The planted bug `AckBeforeCommit`: proposals up to `index` (durable on this leader only)
+    /// are reported applied before a majority holds them.
+    pub fn acknowledge_early(&mut self, index: u64, out: &mut Vec<(ProposalId, Outcome)>) {
+        while let Some((&i, &(_, id))) = self.proposals.first_key_value() {
+            if i > index {
+                break;
+            }
+            self.proposals.remove(&i);
+            out.push((id, Outcome::Applied));
+        }
+    }
+
     pub fn read_asked(&mut self, id: ProposalId) {
         self.reads_asked.insert(id, ());
     }
