@@ -30,6 +30,11 @@ use moneta::domain::envelope::{Envelope, RequestMeta};
 use moneta::domain::portfolio::{IdemTag, Portfolio, PortfolioCommand, PortfolioRejection, PortfolioReply};
 use moneta::domain::time::Timestamp;
 use moneta::storage::codec;
+mod faults;
+
+pub use faults::Faults;
+
+use crate::trace::{Trace, TraceEvent};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rust_decimal::Decimal;
@@ -62,51 +67,6 @@ pub struct Settings {
     /// Test hook (a planted bug): a retry goes out under a new request id and idempotency key,
     /// as if the client had forgotten them — exactly-once must then fail on some seed.
     pub sabotage_retries: bool,
-}
-
-/// Fault probabilities of one run.
-#[derive(Clone, Debug)]
-pub struct Faults {
-    pub loss: f64,
-    pub duplicate: f64,
-    pub latency_max_ms: u64,
-    /// Per tick: a running node crashes (losing a drawn number of unflushed rounds).
-    pub crash: f64,
-    /// Per tick: a crashed node restarts.
-    pub restart: f64,
-    /// Per tick: a node is isolated (both ways), if no link is cut.
-    pub isolate: f64,
-    /// Per tick: links are cut one way (a node's outgoing or incoming links, or one link), if
-    /// no link is cut.
-    pub one_way: f64,
-    /// Per tick: the cut links heal.
-    pub heal: f64,
-    /// Per tick: a link is clogged (50–500 ms slower for 0.1–2 s).
-    pub clog: f64,
-    /// Per tick: a running node freezes for 0.5–3 s (a long GC or VM stall), if none is.
-    pub pause: f64,
-    /// Per tick: every node compacts its logs.
-    pub compact: f64,
-}
-
-impl Faults {
-    /// Swarm testing: each run draws its own mix.
-    pub fn draw(seed: u64) -> Faults {
-        let mut r = ChaCha8Rng::seed_from_u64(seed ^ 0x5157_4152_4d00);
-        Faults {
-            loss: [0.0, 0.01, 0.05, 0.15][r.random_range(0..4)],
-            duplicate: [0.0, 0.01, 0.05][r.random_range(0..3)],
-            latency_max_ms: [2, 10, 40][r.random_range(0..3)],
-            crash: [0.0, 0.001, 0.004][r.random_range(0..3)],
-            restart: 0.02,
-            isolate: [0.0, 0.002, 0.006][r.random_range(0..3)],
-            one_way: [0.0, 0.002, 0.006][r.random_range(0..3)],
-            heal: 0.01,
-            clog: [0.0, 0.005, 0.02][r.random_range(0..3)],
-            pause: [0.0, 0.003, 0.01][r.random_range(0..3)],
-            compact: [0.0, 0.002, 0.01][r.random_range(0..3)],
-        }
-    }
 }
 
 impl Settings {
@@ -222,6 +182,8 @@ pub struct Report {
     pub retries: u64,
     /// Answered requests sent again under the same ids (answers lost on the way back).
     pub resent: u64,
+    /// Events of the run (what `--trace` writes).
+    pub events: u64,
     pub elections: u64,
     pub snapshots: u64,
     pub refused: u64,
@@ -231,6 +193,8 @@ pub struct Report {
 pub struct Failure {
     pub tick: u64,
     pub message: String,
+    /// The last events about the entity (or group) the violation concerns, as JSON lines.
+    pub context: Vec<String>,
 }
 
 pub struct ClusterSim {
@@ -252,6 +216,8 @@ pub struct ClusterSim {
     /// In the liveness phase clients no longer pause between requests.
     live: bool,
     report: Report,
+    trace: Trace,
+    progress: Option<indicatif::ProgressBar>,
 }
 
 fn user_id(u: usize) -> String {
@@ -306,6 +272,8 @@ impl ClusterSim {
             tick: 0,
             live: false,
             report: Report::default(),
+            trace: Trace::new(None).expect("an in-memory trace"),
+            progress: None,
             clients,
             rng,
             raft,
@@ -317,6 +285,18 @@ impl ClusterSim {
             }
         }
         sim
+    }
+
+    /// Shows the run's progress (ticks of the safety phase, then the liveness phase).
+    pub fn with_progress(mut self, bar: indicatif::ProgressBar) -> ClusterSim {
+        self.progress = Some(bar);
+        self
+    }
+
+    /// Writes every event to `path` as JSON lines.
+    pub fn with_trace(mut self, path: &std::path::Path) -> Result<ClusterSim, String> {
+        self.trace = Trace::new(Some(path))?;
+        Ok(self)
     }
 
     fn fresh_replica(&self, g: GroupId) -> Replica {
@@ -342,13 +322,44 @@ impl ClusterSim {
     }
 
     fn fail<T>(&self, message: String) -> Result<T, Failure> {
-        Err(Failure { tick: self.tick, message })
+        // The entity or group the message names, for the events that led there.
+        let entity = message.find("usr_sim").and_then(|i| message.get(i..i + 11)).map(str::to_string);
+        let group = message
+            .split("group ")
+            .nth(1)
+            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|g| g.parse().ok());
+        Err(Failure {
+            tick: self.tick,
+            context: self.trace.about(entity.as_deref(), group, 30),
+            message,
+        })
+    }
+
+    /// Records one event of the run (and writes it to the trace file, if any).
+    fn note(&mut self, kind: &'static str, node: Option<RaftId>, group: Option<GroupId>, entity: Option<String>, detail: String) {
+        self.trace.record(TraceEvent {
+            tick: self.tick,
+            kind,
+            node,
+            group,
+            entity,
+            detail,
+        });
     }
 
     pub fn run(mut self) -> Result<Report, Failure> {
         while self.tick < self.s.ticks {
             self.faults();
             self.step()?;
+            if self.tick.is_multiple_of(256) {
+                if let Some(p) = &self.progress {
+                    p.set_position(self.tick);
+                }
+            }
+        }
+        if let Some(p) = self.progress.take() {
+            p.finish_and_clear();
         }
         // Liveness: faults off, every node back and connected; everything must converge.
         self.raft.heal();
@@ -382,86 +393,15 @@ impl ClusterSim {
         self.finish()
     }
 
-    fn faults(&mut self) {
-        let f = self.s.faults.clone();
-        let ids: Vec<RaftId> = self.raft.nodes.keys().copied().collect();
-        for id in ids {
-            let running = self.raft.nodes[&id].raft.is_some();
-            if running && self.rng.random_bool(f.crash) {
-                let keep = self.rng.random_range(0..3);
-                self.raft.crash(id, keep);
-                self.report.crashes += 1;
-                // Memory is gone: its entities come back from what its disk kept.
-                for g in 0..self.s.groups {
-                    let r = self.rebuilt_replica(g);
-                    self.replicas.insert((id, g), r);
-                }
-            } else if !running && self.rng.random_bool(f.restart) && self.restart(id).is_err() {
-                // Reported by the next step's checks.
-            }
-        }
-        let n = self.s.nodes;
-        if !self.partitioned && self.rng.random_bool(f.isolate) {
-            let id = self.rng.random_range(1..=n);
-            self.raft.isolate(id);
-            self.partitioned = true;
-            self.report.isolations += 1;
-        } else if !self.partitioned && n > 1 && self.rng.random_bool(f.one_way) {
-            let id = self.rng.random_range(1..=n);
-            let others: Vec<RaftId> = (1..=n).filter(|&o| o != id).collect();
-            match self.rng.random_range(0..3) {
-                // It hears everyone; nobody hears it.
-                0 => others.iter().for_each(|&o| self.raft.cut_one_way(id, o)),
-                // Everyone hears it; it hears nobody.
-                1 => others.iter().for_each(|&o| self.raft.cut_one_way(o, id)),
-                _ => {
-                    let o = others[self.rng.random_range(0..others.len())];
-                    self.raft.cut_one_way(id, o);
-                }
-            }
-            self.partitioned = true;
-            self.report.one_way_cuts += 1;
-        } else if self.partitioned && self.rng.random_bool(f.heal) {
-            self.raft.heal_cuts();
-            self.partitioned = false;
-        }
-        if n > 1 && self.rng.random_bool(f.clog) {
-            let a = self.rng.random_range(1..=n);
-            let b = (a % n) + 1 + self.rng.random_range(0..n - 1);
-            let b = (b - 1) % n + 1;
-            let (extra, ms) = (self.rng.random_range(50..=500), self.rng.random_range(100..=2000));
-            self.raft.clog(a, b, extra, ms);
-            self.report.clogs += 1;
-        }
-        if self.rng.random_bool(f.pause) {
-            let id = self.rng.random_range(1..=n);
-            let running = self.raft.nodes[&id].raft.is_some();
-            if running && (1..=n).all(|o| self.raft.paused_until(o).is_none()) {
-                self.raft.pause(id, self.rng.random_range(50..=300) * TICK_MS);
-                self.report.pauses += 1;
-            }
-        }
-        // Now and then every node folds its applied log into its state (replicas that fall
-        // behind then catch up from a snapshot).
-        if self.rng.random_bool(f.compact) {
-            self.raft.compact_all(self.rng.random_range(0..8));
-            self.report.compactions += 1;
-        }
-    }
-
-    fn restart(&mut self, id: RaftId) -> Result<(), Failure> {
-        if let Err(e) = self.raft.restart(id) {
-            return self.fail(format!("node {id} cannot restart from its disk: {e}"));
-        }
-        self.report.restarts += 1;
-        Ok(())
-    }
-
     /// One tick: raft, then every replica's entities catch up, then clients.
     fn step(&mut self) -> Result<(), Failure> {
         self.tick += 1;
         if let Err(e) = self.raft.run(1) {
             return self.fail(e);
+        }
+        for (node, g, term, leader) in std::mem::take(&mut self.raft.roles) {
+            let leader = leader.map_or("none known".to_string(), |l| format!("node {l}"));
+            self.note("role", Some(node), Some(g), None, format!("term {term}, leader {leader}"));
         }
         self.sync_replicas()?;
         self.serve_clients()
@@ -533,6 +473,13 @@ impl ClusterSim {
                 }
                 r.chain = h.finalize().into();
                 let digest = r.chain;
+                self.note(
+                    "apply",
+                    Some(n),
+                    Some(g),
+                    Some(entity.clone()),
+                    format!("index {index}: {request_id} → {answer:?}"),
+                );
                 self.answers.insert((n, request_id), answer);
                 // Compared at every entry: the first replica to execute an index sets what the
                 // others must reach there.
@@ -671,7 +618,12 @@ impl ClusterSim {
             }
         };
         match waiting {
-            Some(w) => self.clients[i].waiting = Some(w),
+            Some(w) => {
+                let c = &self.clients[i];
+                let detail = format!("{op:?} {} at node {at} to leader {l}, attempt {}", self.request_id(c), c.attempt);
+                self.note("send", Some(l), Some(g), Some(user_id(user)), detail);
+                self.clients[i].waiting = Some(w)
+            }
             None => self.retry(i),
         }
     }
@@ -683,9 +635,14 @@ impl ClusterSim {
         c.node = None;
         c.waiting = Some(Waiting::Send { at: self.tick + backoff });
         self.report.retries += 1;
+        let (user, detail) = (user_id(c.user), format!("client {} tries again in {backoff} ticks", c.thread));
+        self.note("retry", None, None, Some(user), detail);
     }
 
     fn answered(&mut self, i: usize, ret: BankRet) -> Result<(), Failure> {
+        let c = &self.clients[i];
+        let (user, detail) = (user_id(c.user), format!("client {}: {:?} answered {ret:?}", c.thread, c.ops[c.next]));
+        self.note("answer", None, None, Some(user), detail);
         let c = &mut self.clients[i];
         let op = c.ops[c.next];
         if let Some(first) = c.echo.take() {
@@ -780,6 +737,10 @@ impl ClusterSim {
         self.report.snapshots = self.raft.snapshots_sent;
         self.report.refused = self.raft.refused;
         self.report.digest = hex::encode(h.finalize());
+        self.report.events = self.trace.events;
+        if let Err(e) = self.trace.finish() {
+            return self.fail(e);
+        }
         Ok(self.report)
     }
 }

@@ -27,6 +27,7 @@ mod plot;
 mod report;
 mod scenario;
 mod sim;
+mod trace;
 mod workload;
 
 use clap::Parser;
@@ -86,6 +87,84 @@ struct Cli {
     /// forget-idempotency-on-restart.
     #[arg(long, hide = true, requires = "cluster")]
     plant: Option<String>,
+    /// With --cluster: set one fault's probability instead of drawing it from the seed, e.g.
+    /// `--fault crash=0.004 --fault loss=0` (names: loss, duplicate, latency_max_ms, crash,
+    /// restart, isolate, one_way, heal, clog, pause, compact).
+    #[arg(long = "fault", value_name = "NAME=P", requires = "cluster")]
+    faults: Vec<String>,
+    /// With --cluster: write every event of the run to FILE as JSON lines.
+    #[arg(long, value_name = "FILE", requires = "cluster", conflicts_with = "sweep")]
+    trace: Option<PathBuf>,
+    /// Run the same command twice in two more processes and compare their digests.
+    #[arg(long, conflicts_with_all = ["sweep", "trace", "plot"])]
+    check_determinism: bool,
+}
+
+/// The wall clock, for the speed line on stderr only: it never enters a run (stdout and the
+/// digest stay a function of the seed).
+#[allow(clippy::disallowed_methods, clippy::disallowed_types)]
+fn wall_clock() -> std::time::Instant {
+    std::time::Instant::now()
+}
+
+/// `--check-determinism`: the same arguments (without the flag) in two child processes, run
+/// at once; their reports must be identical, digest included.
+fn check_determinism() -> ExitCode {
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("simulate: --check-determinism: cannot find this program: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--check-determinism").collect();
+    let spawn = || {
+        std::process::Command::new(&exe)
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+    };
+    let (a, b) = match (spawn(), spawn()) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("simulate: --check-determinism: cannot start a run: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (a, b) = match (a.wait_with_output(), b.wait_with_output()) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("simulate: --check-determinism: a run could not be read: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let digest = |o: &std::process::Output| {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("digest: ").map(str::to_string))
+    };
+    let (da, db) = (digest(&a), digest(&b));
+    print!("{}", String::from_utf8_lossy(&a.stdout));
+    eprint!("{}", String::from_utf8_lossy(&a.stderr));
+    match (da, db) {
+        (Some(x), Some(y)) if x == y && a.stdout == b.stdout => {
+            println!("determinism: two processes, the same report and digest {x}");
+            ExitCode::SUCCESS
+        }
+        (Some(x), Some(y)) => {
+            println!("determinism: FAILED — two processes, digests {x} and {y}");
+            ExitCode::FAILURE
+        }
+        _ if a.status.code() == b.status.code() && a.stderr == b.stderr && !a.status.success() => {
+            println!("determinism: both processes failed the same way (exit {:?})", a.status.code());
+            ExitCode::FAILURE
+        }
+        _ => {
+            println!("determinism: FAILED — the two processes ended differently");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Switches on the planted bug `--plant` names; an unknown name, or a build without the
@@ -110,8 +189,11 @@ fn plant(cli: &Cli) -> Result<(), String> {
     }
 }
 
-fn cluster_settings(cli: &Cli, seed: u64) -> cluster::Settings {
+fn cluster_settings(cli: &Cli, seed: u64) -> Result<cluster::Settings, String> {
     let mut s = cluster::Settings::from_seed(seed);
+    for spec in &cli.faults {
+        s.faults.set(spec)?;
+    }
     if let Some(n) = cli.nodes {
         s.nodes = n;
     }
@@ -122,7 +204,7 @@ fn cluster_settings(cli: &Cli, seed: u64) -> cluster::Settings {
         s.ticks = t;
     }
     s.sabotage_retries = cli.sabotage_retries;
-    s
+    Ok(s)
 }
 
 fn cluster_replay(cli: &Cli, seed: u64) -> String {
@@ -138,6 +220,9 @@ fn cluster_replay(cli: &Cli, seed: u64) -> String {
     }
     if cli.sabotage_retries {
         line += " --sabotage-retries";
+    }
+    for spec in &cli.faults {
+        line += &format!(" --fault {spec}");
     }
     if let Some(bug) = &cli.plant {
         line = line.replacen("--bin simulate", "--features planted-bugs --bin simulate", 1);
@@ -160,22 +245,45 @@ fn run_cluster(cli: &Cli) -> ExitCode {
         eprintln!("simulate: {e}");
         return ExitCode::from(2);
     }
+    if let Err(e) = cluster_settings(cli, cli.seed) {
+        eprintln!("simulate: {e}");
+        return ExitCode::from(2);
+    }
     let seeds = cli.sweep.unwrap_or(1).max(1);
     let mut failed = Vec::new();
     for seed in cli.seed..cli.seed.saturating_add(seeds) {
-        let settings = cluster_settings(cli, seed);
+        let settings = cluster_settings(cli, seed).expect("checked above");
+        let ticks = settings.ticks;
         if cli.sweep.is_none() {
             println!("moneta cluster simulation");
             println!("seed: {seed}");
             println!("{}", settings.describe());
         }
-        match cluster::ClusterSim::new(settings).run() {
+        let mut sim = cluster::ClusterSim::new(settings);
+        if let Some(path) = &cli.trace {
+            sim = match sim.with_trace(path) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("simulate: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+        }
+        // A progress bar on a terminal only (never in a pipe or a log).
+        if cli.sweep.is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            sim = sim.with_progress(indicatif::ProgressBar::new(ticks));
+        }
+        let started = wall_clock();
+        match sim.run() {
             Ok(r) if cli.sweep.is_none() => {
-                println!(
-                    "ticks: {} (liveness {}) · simulated {:.1} s",
-                    r.ticks,
-                    r.liveness_ticks,
-                    (r.ticks * moneta::cluster::raft::sim::TICK_MS) as f64 / 1000.0
+                let wall = started.elapsed().as_secs_f64();
+                let simulated = (r.ticks * moneta::cluster::raft::sim::TICK_MS) as f64 / 1000.0;
+                println!("ticks: {} (liveness {}) · simulated {simulated:.1} s", r.ticks, r.liveness_ticks);
+                println!("events: {}", r.events);
+                eprintln!(
+                    "wall time {wall:.2} s · {:.0}× real time · {:.0} events/s",
+                    simulated / wall.max(1e-9),
+                    r.events as f64 / wall.max(1e-9)
                 );
                 println!(
                     "faults injected: crashes {} · restarts {} · isolations {} · one-way cuts {} · clogged links {} · pauses {} · compactions {}",
@@ -196,6 +304,12 @@ fn run_cluster(cli: &Cli) -> ExitCode {
             Err(f) => {
                 eprintln!("SIMULATION FAILED: seed {seed}, tick {}: {}", f.tick, f.message);
                 eprintln!("replay: {}", cluster_replay(cli, seed));
+                if cli.sweep.is_none() && !f.context.is_empty() {
+                    eprintln!("the last events about it:");
+                    for line in &f.context {
+                        eprintln!("  {line}");
+                    }
+                }
                 failed.push(seed);
                 if cli.stop_on_failure {
                     println!("stopped at the first failing seed, {seed}");
@@ -253,6 +367,9 @@ fn load_scenario(cli: &Cli) -> Result<Option<scenario::Scenario>, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.check_determinism {
+        return check_determinism();
+    }
     if cli.cluster {
         return run_cluster(&cli);
     }

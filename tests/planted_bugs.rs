@@ -51,7 +51,14 @@ fn each_planted_bug_is_found_within_200_seeds_and_the_clean_code_passes_the_same
         // The replay line's seed fails again, the same way, in another process.
         let again = simulate(&["--seed", &seed.to_string(), "--plant", bug]);
         assert!(!again.status.success());
-        assert_eq!(first_failure(&String::from_utf8_lossy(&again.stderr)).1, failure, "{bug}: seed {seed} replays");
+        let again_err = String::from_utf8_lossy(&again.stderr);
+        assert_eq!(first_failure(&again_err).1, failure, "{bug}: seed {seed} replays");
+        // A single run's failure ends with the last events about the entity (or group) it concerns.
+        let context = again_err
+            .split("the last events about it:")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{bug}: no context\n{again_err}"));
+        assert!(context.lines().any(|l| l.trim_start().starts_with("{\"tick\":")), "{bug}: {again_err}");
         eprintln!("{bug}: found at seed {seed}: {failure}");
         furthest = furthest.max(seed);
     }

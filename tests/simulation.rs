@@ -344,3 +344,56 @@ fn a_build_without_the_feature_refuses_to_plant_a_bug() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("build with --features planted-bugs"));
 }
+
+#[test]
+fn a_cluster_run_writes_its_trace_and_checks_its_own_determinism() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("trace.jsonl");
+    let out = cluster(&[
+        "--seed",
+        "9",
+        "--trace",
+        path.to_str().unwrap(),
+        "--fault",
+        "crash=0.004",
+        "--fault",
+        "pause=0.01",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("crash 0.004/tick") && stdout.contains("pause 0.01/tick"),
+        "flags set the faults: {stdout}"
+    );
+    assert!(
+        stdout.contains("--fault crash=0.004 --fault pause=0.01"),
+        "the replay line keeps them: {stdout}"
+    );
+    let events: u64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("events: "))
+        .expect("an events line")
+        .parse()
+        .unwrap();
+    // Every event is one JSON object per line, as many as the report counts.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut kinds = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["tick"].is_u64(), "{line}");
+        kinds.insert(v["kind"].as_str().unwrap().to_string());
+    }
+    assert_eq!(text.lines().count() as u64, events);
+    for kind in ["crash", "restart", "pause", "role", "send", "apply", "answer"] {
+        assert!(kinds.contains(kind), "no {kind} event in the trace: {kinds:?}");
+    }
+    // --check-determinism runs the same command in two processes and compares their digests.
+    let out = cluster(&["--seed", "9", "--check-determinism"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("determinism: two processes, the same report and digest"), "{stdout}");
+    // A bad fault setting is a usage error.
+    let out = cluster(&["--seed", "9", "--fault", "crash=2"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--fault crash"));
+}

@@ -102,6 +102,9 @@ pub struct SimRaftCluster {
     pending: BTreeMap<ProposalId, (RaftId, GroupId, Vec<u8>)>,
     next_id: ProposalId,
     pub elections: u64,
+    /// Role changes seen, oldest first — (node, group, term, the leader it knows) — for the
+    /// driver's trace (it drains them).
+    pub roles: Vec<(RaftId, GroupId, u64, Option<RaftId>)>,
     pub refused: u64,
     pub snapshots_sent: u64,
     digest: Sha256,
@@ -132,6 +135,7 @@ impl SimRaftCluster {
             pending: BTreeMap::new(),
             next_id: 1,
             elections: 0,
+            roles: Vec::new(),
             refused: 0,
             snapshots_sent: 0,
             digest: Sha256::new(),
@@ -387,6 +391,7 @@ impl SimRaftCluster {
     fn on_event(&mut self, node: RaftId, e: Event) -> Result<(), String> {
         match e {
             Event::Role(rc) => {
+                self.roles.push((node, rc.group, rc.term, rc.leader));
                 if rc.leading {
                     self.elections += 1;
                     if let Some(other) = self.leaders.insert((rc.group, rc.term), node) {
