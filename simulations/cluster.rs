@@ -22,15 +22,19 @@
 //! their acknowledged requests make it (exactly once), and each investor's client history is
 //! linearizable (stateright's `LinearizabilityTester`).
 
-use moneta::cluster::history::{BankOp, BankRet, Event};
+use moneta::cluster::history::{BankOp, BankRet, Segmented};
 use moneta::cluster::memory_host::MemoryHost;
 use moneta::cluster::raft::sim::{NetFaults, SimRaftCluster, TICK_MS};
-use moneta::cluster::raft::{GroupId, Outcome, ProposalId, RaftId};
-use moneta::domain::envelope::{Envelope, RequestMeta};
-use moneta::domain::portfolio::{IdemTag, Portfolio, PortfolioCommand, PortfolioRejection, PortfolioReply};
+use moneta::cluster::raft::{GroupId, ProposalId, RaftId};
+use moneta::domain::envelope::Envelope;
+use moneta::domain::portfolio::Portfolio;
 use moneta::domain::time::Timestamp;
 use moneta::storage::codec;
+mod clients;
 mod faults;
+mod replicas;
+
+use clients::{Client, Waiting};
 
 pub use faults::Faults;
 
@@ -50,6 +54,8 @@ const CLIENT_TIMEOUT_TICKS: u64 = 100;
 const RESEND: f64 = 0.1;
 /// The chance that a client moves to another node for its next request (a load balancer).
 const SWITCH: f64 = 0.1;
+/// The instruments clients trade, with their opening prices in cents.
+const SYMBOLS: [(&str, i64); 4] = [("VTI", 24_000), ("BND", 7_200), ("AAPL", 19_000), ("VXUS", 6_100)];
 
 /// What a run is made of (from the flags, or drawn from the seed).
 #[derive(Clone, Debug)]
@@ -77,7 +83,7 @@ impl Settings {
             nodes: r.random_range(3..=5),
             groups: 4,
             users: 6,
-            ops_per_client: 30,
+            ops_per_client: 60,
             ticks: 3_000,
             liveness_ticks: 6_000,
             faults: Faults::draw(seed),
@@ -112,6 +118,9 @@ impl Settings {
     }
 }
 
+/// A read a node served: (the index it had applied then, the read, the user).
+type ServedRead = (u64, ProposalId, usize);
+
 /// One log entry: a command and when it was proposed.
 #[derive(Serialize, Deserialize)]
 struct Entry {
@@ -132,40 +141,6 @@ struct Replica {
     reload: bool,
 }
 
-#[derive(Clone, Debug)]
-enum Waiting {
-    /// Not sent yet (or to be sent again) at this tick.
-    Send {
-        at: u64,
-    },
-    Proposal {
-        id: ProposalId,
-        node: RaftId,
-        since: u64,
-    },
-    Read {
-        id: ProposalId,
-        node: RaftId,
-        since: u64,
-    },
-}
-
-struct Client {
-    user: usize,
-    thread: u64,
-    ops: Vec<BankOp>,
-    next: usize,
-    attempt: u32,
-    waiting: Option<Waiting>,
-    /// The current request was answered this, and the client sends it again as if the answer
-    /// had been lost on the way back: the same answer must come back, nothing applied twice.
-    echo: Option<BankRet>,
-    /// The node this client talks to (kept while it answers, as a client keeps a connection).
-    node: Option<RaftId>,
-    /// The current request is in the history (invoked once, however often it is sent).
-    invoked: bool,
-}
-
 /// What the run did.
 #[derive(Debug, Default)]
 pub struct Report {
@@ -182,6 +157,8 @@ pub struct Report {
     pub retries: u64,
     /// Answered requests sent again under the same ids (answers lost on the way back).
     pub resent: u64,
+    /// Orders filled (acknowledged).
+    pub fills: u64,
     /// Events of the run (what `--trace` writes).
     pub events: u64,
     pub elections: u64,
@@ -207,15 +184,25 @@ pub struct ClusterSim {
     /// (group, index) → the digest of a replica's state chain after that entry.
     states: BTreeMap<(GroupId, u64), [u8; 32]>,
     clients: Vec<Client>,
-    history: Vec<Vec<Event>>,
+    history: Vec<Segmented>,
     /// Per user: cash in cents as the acknowledged requests make it.
     acknowledged: Vec<i64>,
+    /// Per user: units of its instrument as the acknowledged orders make them.
+    acknowledged_units: Vec<i64>,
+    /// The market: each instrument's price in cents, moving every second.
+    prices: Vec<i64>,
     /// Some link is cut (an isolation or one-way cuts) until the next heal.
     partitioned: bool,
     tick: u64,
     /// In the liveness phase clients no longer pause between requests.
     live: bool,
     report: Report,
+    /// Clients to look at, by tick (to send, or to give up waiting).
+    wake: BTreeMap<u64, Vec<usize>>,
+    /// Proposals and reads waiting for their outcome → the client waiting.
+    pending: BTreeMap<ProposalId, usize>,
+    /// Reads served → the cash they saw (the state at the point they were served).
+    read_cash: BTreeMap<ProposalId, i64>,
     trace: Trace,
     progress: Option<indicatif::ProgressBar>,
 }
@@ -244,8 +231,17 @@ impl ClusterSim {
             for c in 0..2 {
                 let ops = (0..s.ops_per_client)
                     .map(|_| match rng.random_range(0..10) {
-                        0..=3 => BankOp::Deposit(100 * rng.random_range(1..=50)),
-                        4..=6 => BankOp::Withdraw(100 * rng.random_range(1..=60)),
+                        0..=2 => BankOp::Deposit(100 * rng.random_range(1..=50)),
+                        3..=4 => BankOp::Withdraw(100 * rng.random_range(1..=60)),
+                        // Priced when first sent.
+                        5..=6 => BankOp::Buy {
+                            qty: rng.random_range(1..=4),
+                            price: 0,
+                        },
+                        7 => BankOp::Sell {
+                            qty: rng.random_range(1..=4),
+                            price: 0,
+                        },
                         _ => BankOp::ReadCash,
                     })
                     .collect();
@@ -266,12 +262,17 @@ impl ClusterSim {
             replicas: BTreeMap::new(),
             answers: BTreeMap::new(),
             states: BTreeMap::new(),
-            history: vec![Vec::new(); s.users],
+            history: vec![Segmented::default(); s.users],
             acknowledged: vec![0; s.users],
+            acknowledged_units: vec![0; s.users],
+            prices: SYMBOLS.iter().map(|s| s.1).collect(),
             partitioned: false,
             tick: 0,
             live: false,
             report: Report::default(),
+            wake: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            read_cash: BTreeMap::new(),
             trace: Trace::new(None).expect("an in-memory trace"),
             progress: None,
             clients,
@@ -279,6 +280,10 @@ impl ClusterSim {
             raft,
             s,
         };
+        for i in 0..sim.clients.len() {
+            let w = sim.clients[i].waiting.clone();
+            sim.set_waiting(i, w);
+        }
         for n in 1..=sim.s.nodes {
             for g in 0..sim.s.groups {
                 sim.replicas.insert((n, g), sim.fresh_replica(g));
@@ -315,6 +320,11 @@ impl ClusterSim {
             reload: true,
             ..self.fresh_replica(g)
         }
+    }
+
+    /// The price in cents a client of user `u` sees now.
+    fn price_of(&self, u: usize) -> i64 {
+        self.prices[u % SYMBOLS.len()]
     }
 
     fn group_of_user(&self, u: usize) -> GroupId {
@@ -374,7 +384,7 @@ impl ClusterSim {
         for i in 0..self.clients.len() {
             if let Some(Waiting::Send { at }) = self.clients[i].waiting {
                 let soon = self.tick + self.rng.random_range(1..20);
-                self.clients[i].waiting = Some(Waiting::Send { at: at.min(soon) });
+                self.set_waiting(i, Some(Waiting::Send { at: at.min(soon) }));
             }
         }
         let bound = self.tick + self.s.liveness_ticks;
@@ -396,6 +406,20 @@ impl ClusterSim {
     /// One tick: raft, then every replica's entities catch up, then clients.
     fn step(&mut self) -> Result<(), Failure> {
         self.tick += 1;
+        // The market moves every simulated second: a seeded random walk of up to ±0.2%.
+        if self.tick.is_multiple_of(1000 / TICK_MS) {
+            for p in &mut self.prices {
+                *p = (*p + *p * self.rng.random_range(-20..=20) / 10_000).max(100);
+            }
+        }
+        // A process waking from a pause handles its clients and its network in no set order.
+        let waking = self.raft.wake_due(self.tick * TICK_MS);
+        if !waking.is_empty() && self.rng.random_bool(0.5) {
+            for &n in &waking {
+                self.note("wake", Some(n), None, None, "answers its clients before reading its network".into());
+            }
+            self.serve_clients()?;
+        }
         if let Err(e) = self.raft.run(1) {
             return self.fail(e);
         }
@@ -405,297 +429,6 @@ impl ClusterSim {
         }
         self.sync_replicas()?;
         self.serve_clients()
-    }
-
-    /// Each replica's host executes the entries its node applied since the last tick (from the
-    /// start again when the node crashed or installed a snapshot), then is checked.
-    fn sync_replicas(&mut self) -> Result<(), Failure> {
-        let keys: Vec<(RaftId, GroupId)> = self.replicas.keys().copied().collect();
-        for (n, g) in keys {
-            let (len, diverged) = {
-                let applied = self.raft.applied_entries(n, g);
-                let r = &self.replicas[&(n, g)];
-                (
-                    applied.len(),
-                    r.consumed > applied.len() || (r.consumed > 0 && applied[r.consumed - 1].0 != r.last_index),
-                )
-            };
-            if diverged {
-                let fresh = self.rebuilt_replica(g);
-                self.replicas.insert((n, g), fresh);
-            }
-            let start = self.replicas[&(n, g)].consumed;
-            if start == len {
-                self.reload_if_rebuilt(n, g);
-                continue;
-            }
-            let new: Vec<(u64, Vec<u8>)> = self.raft.applied_entries(n, g)[start..].to_vec();
-            let last = new.last().map_or(0, |e| e.0);
-            for (index, data) in &new {
-                if data.is_empty() {
-                    continue;
-                }
-                let Ok(entry) = codec::decode::<Entry>(data) else {
-                    return self.fail(format!("group {g} index {index}: an entry that does not decode"));
-                };
-                let (entity, request_id) = match &entry.envelope {
-                    Envelope::Portfolio {
-                        id,
-                        call: moneta::domain::envelope::Call::Execute { meta, .. },
-                    } => (id.clone(), meta.request_id.clone()),
-                    _ => return self.fail(format!("group {g} index {index}: an entry of another kind")),
-                };
-                let r = self.replicas.get_mut(&(n, g)).expect("replica");
-                let now = Timestamp(entry.at.max(r.host.now().millis()));
-                r.host.set_now(now);
-                let audit_before = r.host.audit.len();
-                let answer = match r.host.dispatch(entry.envelope).map(|a| a.executed::<Portfolio>()) {
-                    Ok(Some(Ok(PortfolioReply::Cash { cash }))) => BankRet::Cash(cents(cash)),
-                    // A refusal is remembered under the idempotency key (a reply) or not (a rejection).
-                    Ok(Some(Err(PortfolioRejection::InsufficientFunds))) | Ok(Some(Ok(PortfolioReply::Refused(PortfolioRejection::InsufficientFunds)))) => {
-                        BankRet::Refused
-                    }
-                    other => return self.fail(format!("node {n} group {g} index {index}: the entity answered {other:?}")),
-                };
-                let p = &r.host.portfolios[&entity].state;
-                if p.cash < Decimal::ZERO {
-                    let why = format!("node {n}: {entity} has negative cash {}", p.cash);
-                    return self.fail(why);
-                }
-                let mut h = Sha256::new();
-                h.update(r.chain);
-                h.update(index.to_be_bytes());
-                h.update(entity.as_bytes());
-                h.update(codec::encode(p));
-                // The audit records this entry asked for: replicas hold the same audit chain.
-                for record in &r.host.audit[audit_before..] {
-                    h.update(codec::encode(record));
-                }
-                r.chain = h.finalize().into();
-                let digest = r.chain;
-                self.note(
-                    "apply",
-                    Some(n),
-                    Some(g),
-                    Some(entity.clone()),
-                    format!("index {index}: {request_id} → {answer:?}"),
-                );
-                self.answers.insert((n, request_id), answer);
-                // Compared at every entry: the first replica to execute an index sets what the
-                // others must reach there.
-                match self.states.get(&(g, *index)) {
-                    Some(d) if *d != digest => {
-                        return self.fail(format!(
-                            "group {g}: node {n}'s entities (or audit records) differ from another replica's after index {index} ({entity})"
-                        ))
-                    }
-                    Some(_) => {}
-                    None => {
-                        self.states.insert((g, *index), digest);
-                    }
-                }
-            }
-            self.reload_if_rebuilt(n, g);
-            let r = self.replicas.get_mut(&(n, g)).expect("replica");
-            r.consumed = len;
-            r.last_index = last;
-        }
-        Ok(())
-    }
-
-    /// A rebuilt replica has replayed what its disk kept: its host reloads its entities.
-    fn reload_if_rebuilt(&mut self, n: RaftId, g: GroupId) {
-        let r = self.replicas.get_mut(&(n, g)).expect("replica");
-        if std::mem::take(&mut r.reload) {
-            r.host.reload();
-        }
-    }
-
-    /// The request id (and idempotency key) of client `c`'s current request: the same on every
-    /// retry (unless the planted bug is on).
-    fn request_id(&self, c: &Client) -> String {
-        match self.s.sabotage_retries {
-            false => format!("sim-{}-{}", c.thread, c.next),
-            true => format!("sim-{}-{}-{}", c.thread, c.next, c.attempt),
-        }
-    }
-
-    fn serve_clients(&mut self) -> Result<(), Failure> {
-        for i in 0..self.clients.len() {
-            let Some(w) = self.clients[i].waiting.clone() else { continue };
-            match w {
-                Waiting::Send { at } if at <= self.tick => self.send(i),
-                Waiting::Send { .. } => {}
-                Waiting::Proposal { id, node, since } => match self.raft.outcomes.remove(&id) {
-                    Some((_, Outcome::Applied)) => {
-                        let rid = self.request_id(&self.clients[i]);
-                        match self.answers.get(&(node, rid.clone())).copied() {
-                            Some(ret) => self.answered(i, ret)?,
-                            None => return self.fail(format!("request {rid} was applied at node {node} with no answer there")),
-                        }
-                    }
-                    Some(_) => self.retry(i),
-                    None if self.tick - since > CLIENT_TIMEOUT_TICKS => self.retry(i),
-                    None => {}
-                },
-                Waiting::Read { id, node, since } => match self.raft.reads.remove(&id) {
-                    Some(true) => {
-                        let c = &self.clients[i];
-                        let (u, g) = (c.user, self.group_of_user(c.user));
-                        let r = self.replicas.get_mut(&(node, g)).expect("replica");
-                        let cash = r.host.query::<Portfolio, _>(&user_id(u), moneta::domain::queries::Cash);
-                        self.answered(i, BankRet::Cash(cents(cash)))?;
-                    }
-                    Some(false) => self.retry(i),
-                    None if self.tick - since > CLIENT_TIMEOUT_TICKS => self.retry(i),
-                    None => {}
-                },
-            }
-        }
-        Ok(())
-    }
-
-    /// Sends client `i`'s current request to a random node, which passes it to the group's
-    /// leader it knows (if it can reach it); otherwise the client tries again a little later.
-    fn send(&mut self, i: usize) {
-        let (user, op) = {
-            let c = &self.clients[i];
-            (c.user, c.ops[c.next])
-        };
-        if !self.clients[i].invoked {
-            self.clients[i].invoked = true;
-            self.history[user].push(Event::Invoke {
-                thread: self.clients[i].thread,
-                op,
-            });
-            self.report.requests += 1;
-        }
-        let g = self.group_of_user(user);
-        let at = match self.clients[i].node {
-            Some(n) if !self.rng.random_bool(SWITCH) => n,
-            _ => self.rng.random_range(1..=self.s.nodes),
-        };
-        self.clients[i].node = Some(at);
-        if let Some(until) = self.raft.paused_until(at) {
-            // The node is frozen: the request waits in its socket until it wakes.
-            self.clients[i].waiting = Some(Waiting::Send { at: until / TICK_MS });
-            return;
-        }
-        let leader = self.raft.nodes[&at].raft.as_ref().and_then(|r| r.status(g)).and_then(|s| s.leader);
-        let reachable = leader.filter(|&l| self.raft.connected(at, l) && (l == at || self.raft.paused_until(l).is_none()));
-        let Some(l) = reachable else { return self.retry(i) };
-        let since = self.tick;
-        let waiting = match op {
-            BankOp::ReadCash => self.raft.read_at(l, g).map(|id| Waiting::Read { id, node: l, since }),
-            BankOp::Deposit(a) | BankOp::Withdraw(a) => {
-                let amount = Decimal::new(a, 2);
-                let c = &self.clients[i];
-                let request_id = self.request_id(c);
-                let idem = IdemTag {
-                    key: format!("k-{request_id}"),
-                    fingerprint: if matches!(op, BankOp::Deposit(_)) {
-                        moneta::domain::fingerprint::deposit(amount)
-                    } else {
-                        moneta::domain::fingerprint::withdrawal(amount)
-                    },
-                };
-                let cmd = if matches!(op, BankOp::Deposit(_)) {
-                    PortfolioCommand::Deposit { amount, idem }
-                } else {
-                    PortfolioCommand::Withdraw { amount, idem }
-                };
-                let meta = RequestMeta {
-                    request_id,
-                    actor: user_id(user),
-                };
-                let entry = Entry {
-                    at: EPOCH_MS + (self.tick * TICK_MS) as i64,
-                    envelope: Envelope::execute::<Portfolio>(user_id(user), cmd, meta),
-                };
-                self.raft
-                    .propose_at(l, g, codec::encode(&entry))
-                    .map(|id| Waiting::Proposal { id, node: l, since })
-            }
-        };
-        match waiting {
-            Some(w) => {
-                let c = &self.clients[i];
-                let detail = format!("{op:?} {} at node {at} to leader {l}, attempt {}", self.request_id(c), c.attempt);
-                self.note("send", Some(l), Some(g), Some(user_id(user)), detail);
-                self.clients[i].waiting = Some(w)
-            }
-            None => self.retry(i),
-        }
-    }
-
-    fn retry(&mut self, i: usize) {
-        let backoff = self.rng.random_range(5..30);
-        let c = &mut self.clients[i];
-        c.attempt += 1;
-        c.node = None;
-        c.waiting = Some(Waiting::Send { at: self.tick + backoff });
-        self.report.retries += 1;
-        let (user, detail) = (user_id(c.user), format!("client {} tries again in {backoff} ticks", c.thread));
-        self.note("retry", None, None, Some(user), detail);
-    }
-
-    fn answered(&mut self, i: usize, ret: BankRet) -> Result<(), Failure> {
-        let c = &self.clients[i];
-        let (user, detail) = (user_id(c.user), format!("client {}: {:?} answered {ret:?}", c.thread, c.ops[c.next]));
-        self.note("answer", None, None, Some(user), detail);
-        let c = &mut self.clients[i];
-        let op = c.ops[c.next];
-        if let Some(first) = c.echo.take() {
-            if first != ret {
-                let why = format!(
-                    "{}: request sim-{}-{} sent again after its answer was lost: answered {ret:?}, first {first:?} (applied twice?)",
-                    user_id(c.user),
-                    c.thread,
-                    c.next
-                );
-                return self.fail(why);
-            }
-        } else {
-            match (op, ret) {
-                (BankOp::Deposit(a), BankRet::Cash(_)) => self.acknowledged[c.user] += a,
-                (BankOp::Withdraw(a), BankRet::Cash(_)) => self.acknowledged[c.user] -= a,
-                _ => {}
-            }
-            let user = c.user;
-            self.history[user].push(Event::Return { thread: c.thread, ret });
-            // Checked at every answer: the run stops at the first history that no order of
-            // the calls explains.
-            if let Err(e) = moneta::cluster::history::check(0, &self.history[user]) {
-                return self.fail(format!("{}: the client history is not linearizable: {e}", user_id(user)));
-            }
-            let c = &mut self.clients[i];
-            if op != BankOp::ReadCash && !self.live && self.rng.random_bool(RESEND) {
-                c.echo = Some(ret);
-                c.attempt += 1;
-                c.waiting = Some(Waiting::Send {
-                    at: self.tick + self.rng.random_range(1..CLIENT_TIMEOUT_TICKS),
-                });
-                self.report.resent += 1;
-                return Ok(());
-            }
-        }
-        let c = &mut self.clients[i];
-        c.next += 1;
-        c.attempt = 0;
-        c.invoked = false;
-        // Think time: a client's requests spread over the safety phase.
-        let think = match self.live {
-            true => 20,
-            false => (2 * self.s.ticks / self.s.ops_per_client.max(1) as u64).max(20),
-        };
-        c.waiting = (c.next < c.ops.len()).then(|| Waiting::Send {
-            at: self.tick + self.rng.random_range(1..think),
-        });
-        Ok(())
-    }
-
-    fn clients_done(&self) -> bool {
-        self.clients.iter().all(|c| c.waiting.is_none())
     }
 
     /// Every group has one leader and every replica applied the same entries.
@@ -713,6 +446,19 @@ impl ClusterSim {
             for n in 1..=self.s.nodes {
                 let r = self.replicas.get_mut(&(n, g)).expect("replica");
                 let cash = cents(r.host.query::<Portfolio, _>(&user_id(u), moneta::domain::queries::Cash));
+                let units = r
+                    .host
+                    .portfolios
+                    .get(&user_id(u))
+                    .and_then(|h| h.state.holdings.get(&clients::symbol_of(u)))
+                    .map_or(Decimal::ZERO, |h| h.quantity);
+                if units != Decimal::from(self.acknowledged_units[u]) {
+                    return self.fail(format!(
+                        "{} at node {n}: {units} units held, but the acknowledged orders make {} (an order applied twice or lost)",
+                        user_id(u),
+                        self.acknowledged_units[u]
+                    ));
+                }
                 if cash != self.acknowledged[u] {
                     return self.fail(format!(
                         "{} at node {n}: cash {cash} cents, but the acknowledged requests make {} (a request applied twice or lost)",
@@ -721,7 +467,7 @@ impl ClusterSim {
                     ));
                 }
             }
-            if let Err(e) = moneta::cluster::history::check(0, &self.history[u]) {
+            if let Err(e) = self.history[u].check() {
                 return self.fail(format!("{}: the client history is not linearizable: {e}", user_id(u)));
             }
         }

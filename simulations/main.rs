@@ -237,8 +237,8 @@ fn run_cluster(cli: &Cli) -> ExitCode {
         eprintln!("simulate: --nodes must be 1–9, got {n}");
         return ExitCode::from(2);
     }
-    if let Some(u) = cli.users.filter(|u| !(1..=1000).contains(u)) {
-        eprintln!("simulate: --users must be 1–1000 with --cluster, got {u}");
+    if let Some(u) = cli.users.filter(|u| !(1..=100_000).contains(u)) {
+        eprintln!("simulate: --users must be 1–100000 with --cluster, got {u}");
         return ExitCode::from(2);
     }
     if let Err(e) = plant(cli) {
@@ -294,8 +294,8 @@ fn run_cluster(cli: &Cli) -> ExitCode {
                     r.elections, r.snapshots, r.refused
                 );
                 println!(
-                    "clients: requests {} · retries {} · answers lost and sent again {} · all answered, exactly once, linearizable",
-                    r.requests, r.retries, r.resent
+                    "clients: requests {} · orders filled {} · retries {} · answers lost and sent again {} · all answered, exactly once, linearizable",
+                    r.requests, r.fills, r.retries, r.resent
                 );
                 println!("replay: {}", cluster_replay(cli, seed));
                 println!("digest: {}", r.digest);

@@ -1,6 +1,8 @@
 //! Linearizability of a portfolio's client history, checked with stateright's
 //! `LinearizabilityTester` against a bank-style sequential model: deposits, withdrawals (refused
-//! when cash is short) and reads of cash, in integer cents.
+//! when cash is short), orders of one instrument at a price the client saw (refused when cash or
+//! holdings are short; fees as the default schedule charges them) and reads of cash, in integer
+//! cents.
 //!
 //! A history is what clients saw, in real-time order from one monotonic clock: each call is
 //! invoked by a client thread and returns later — or never (a call whose outcome stayed
@@ -14,6 +16,35 @@ pub enum BankOp {
     Deposit(i64),
     Withdraw(i64),
     ReadCash,
+    /// Buy `qty` units at `price` cents each (plus the fee).
+    Buy {
+        qty: i64,
+        price: i64,
+    },
+    /// Sell `qty` units at `price` cents each (less the fee).
+    Sell {
+        qty: i64,
+        price: i64,
+    },
+}
+
+impl BankOp {
+    /// What an order moves if filled: (cash in cents, units). Fees as `FeeSchedule::default()`
+    /// charges them on the rounded notional, computed by the domain's own function.
+    pub fn order_effect(self) -> Option<(i64, i64)> {
+        let (qty, price, sign) = match self {
+            BankOp::Buy { qty, price } => (qty, price, -1),
+            BankOp::Sell { qty, price } => (qty, price, 1),
+            _ => return None,
+        };
+        let notional = qty * price;
+        let fee = crate::domain::fees::FeeSchedule::default().fee_for(rust_decimal::Decimal::new(notional, 2));
+        let fee: i64 = (fee * rust_decimal::Decimal::from(100)).trunc().try_into().expect("a fee fits in i64 cents");
+        Some(match sign {
+            -1 => (-(notional + fee), qty),
+            _ => (notional - fee, -qty),
+        })
+    }
 }
 
 /// What a call answered: the cash after it (deposits and withdrawals answer it too, which
@@ -22,12 +53,16 @@ pub enum BankOp {
 pub enum BankRet {
     Refused,
     Cash(i64),
+    /// An order filled, moving this much cash (cents; negative for a buy).
+    Filled(i64),
 }
 
 /// The sequential model: one portfolio's cash.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Bank {
     pub cash: i64,
+    /// Units held of the one instrument the client trades.
+    pub held: i64,
 }
 
 impl SequentialSpec for Bank {
@@ -46,6 +81,16 @@ impl SequentialSpec for Bank {
             }
             BankOp::Withdraw(_) => BankRet::Refused,
             BankOp::ReadCash => BankRet::Cash(self.cash),
+            BankOp::Buy { .. } | BankOp::Sell { .. } => {
+                let (cash, units) = op.order_effect().expect("an order");
+                if self.cash + cash < 0 || self.held + units < 0 {
+                    BankRet::Refused
+                } else {
+                    self.cash += cash;
+                    self.held += units;
+                    BankRet::Filled(cash)
+                }
+            }
         }
     }
 }
@@ -60,7 +105,12 @@ pub enum Event {
 /// Checks a history against the model starting from `initial` cash. `Err` names why the
 /// history is malformed or that no linearization exists.
 pub fn check(initial: i64, events: &[Event]) -> Result<(), String> {
-    let mut t = LinearizabilityTester::<u64, Bank>::new(Bank { cash: initial });
+    check_from(Bank { cash: initial, held: 0 }, events)
+}
+
+/// Checks a history against the model starting from `initial`.
+pub fn check_from(initial: Bank, events: &[Event]) -> Result<(), String> {
+    let mut t = LinearizabilityTester::<u64, Bank>::new(initial);
     for e in events {
         match *e {
             Event::Invoke { thread, op } => {
@@ -75,6 +125,62 @@ pub fn check(initial: i64, events: &[Event]) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("no linearization of {} calls matches the bank model", t.len()))
+    }
+}
+
+/// One portfolio's history checked as it grows, in segments cut at quiescent points (no call
+/// pending). Real-time order puts every call of a segment before every call of the next, so
+/// the whole history linearizes exactly when each segment does from the cash at its start —
+/// and for this model that state is unique: the sum of what the answered deposits, withdrawals
+/// and fills moved (a refusal moves nothing), whatever their order. So each check costs the current segment,
+/// not the whole history. (Every call must return eventually: a call left open keeps its
+/// segment open.)
+#[derive(Clone, Debug, Default)]
+pub struct Segmented {
+    /// The portfolio at the start of the open segment.
+    base: Bank,
+    events: Vec<Event>,
+    open: std::collections::BTreeMap<u64, BankOp>,
+    /// Cash and units moved by the calls of the open segment that returned.
+    moved: (i64, i64),
+    /// Calls checked in closed segments.
+    pub closed_calls: usize,
+}
+
+impl Segmented {
+    pub fn invoke(&mut self, thread: u64, op: BankOp) {
+        self.open.insert(thread, op);
+        self.events.push(Event::Invoke { thread, op });
+    }
+
+    /// Records a return and checks the open segment; closes it when nothing is pending.
+    pub fn ret(&mut self, thread: u64, ret: BankRet) -> Result<(), String> {
+        let op = self
+            .open
+            .remove(&thread)
+            .ok_or_else(|| format!("thread {thread} returned with no call pending"))?;
+        self.events.push(Event::Return { thread, ret });
+        let (cash, units) = match (op, ret) {
+            (BankOp::Deposit(a), BankRet::Cash(_)) => (a, 0),
+            (BankOp::Withdraw(a), BankRet::Cash(_)) => (-a, 0),
+            (BankOp::Buy { .. } | BankOp::Sell { .. }, BankRet::Filled(_)) => op.order_effect().expect("an order"),
+            _ => (0, 0),
+        };
+        self.moved = (self.moved.0 + cash, self.moved.1 + units);
+        check_from(self.base.clone(), &self.events)?;
+        if self.open.is_empty() {
+            self.base.cash += self.moved.0;
+            self.base.held += self.moved.1;
+            self.moved = (0, 0);
+            self.closed_calls += self.events.len() / 2;
+            self.events.clear();
+        }
+        Ok(())
+    }
+
+    /// Checks what is open now.
+    pub fn check(&self) -> Result<(), String> {
+        check_from(self.base.clone(), &self.events)
     }
 }
 
@@ -142,5 +248,23 @@ mod tests {
             },
         ];
         assert_eq!(check(0, &open), Ok(()));
+    }
+
+    #[test]
+    fn a_segmented_history_catches_a_stale_read_after_a_quiescent_point() {
+        let mut h = Segmented::default();
+        h.invoke(1, Deposit(100));
+        h.invoke(2, Deposit(50));
+        assert_eq!(h.ret(2, BankRet::Cash(50)), Ok(()));
+        assert_eq!(h.ret(1, BankRet::Cash(150)), Ok(()));
+        // Quiescent: the segment closed at 150 cents.
+        assert_eq!(h.closed_calls, 2);
+        h.invoke(1, Withdraw(500));
+        assert_eq!(h.ret(1, BankRet::Refused), Ok(()));
+        h.invoke(2, ReadCash);
+        assert!(h.ret(2, BankRet::Cash(100)).is_err(), "a read that misses the deposit of a closed segment");
+        let mut h = Segmented::default();
+        h.invoke(1, Deposit(100));
+        assert!(h.ret(2, BankRet::Cash(100)).is_err(), "a return with no call");
     }
 }

@@ -54,7 +54,9 @@ impl GroupWrite {
             p.applied = p.applied.max(meta.index);
         }
         if let Some(first) = self.entries.first() {
-            p.entries.retain(|e| e.index < first.index);
+            // Entries are kept in index order: cut at the first replaced one (not a scan).
+            let keep = p.entries.partition_point(|e| e.index < first.index);
+            p.entries.truncate(keep);
             p.entries.extend(self.entries.iter().cloned());
         }
         if let Some(hs) = &self.hard_state {
@@ -68,7 +70,8 @@ impl GroupWrite {
         }
         if let Some((index, term)) = self.compacted {
             if index > p.snapshot_index {
-                p.entries.retain(|e| e.index > index);
+                let folded = p.entries.partition_point(|e| e.index <= index);
+                p.entries.drain(..folded);
                 p.snapshot_index = index;
                 p.snapshot_term = term;
             }

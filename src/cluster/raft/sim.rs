@@ -99,6 +99,12 @@ pub struct SimRaftCluster {
     committed: BTreeMap<(GroupId, u64), Vec<u8>>,
     pub outcomes: BTreeMap<ProposalId, (RaftId, super::Outcome)>,
     pub reads: BTreeMap<ProposalId, bool>,
+    /// Reads served: the group's applied index on the serving node when it served them (what
+    /// the read must see).
+    pub read_points: BTreeMap<ProposalId, u64>,
+    read_groups: BTreeMap<ProposalId, GroupId>,
+    /// A violation found outside `run` (reported by the next `run`).
+    violation: Option<String>,
     pending: BTreeMap<ProposalId, (RaftId, GroupId, Vec<u8>)>,
     next_id: ProposalId,
     pub elections: u64,
@@ -132,6 +138,9 @@ impl SimRaftCluster {
             committed: BTreeMap::new(),
             outcomes: BTreeMap::new(),
             reads: BTreeMap::new(),
+            read_points: BTreeMap::new(),
+            read_groups: BTreeMap::new(),
+            violation: None,
             pending: BTreeMap::new(),
             next_id: 1,
             elections: 0,
@@ -182,8 +191,17 @@ impl SimRaftCluster {
 
     pub fn read_at(&mut self, node: RaftId, group: GroupId) -> Option<ProposalId> {
         let id = self.next_id;
-        self.nodes.get_mut(&node)?.raft.as_mut()?.read(group, id).ok()?;
+        let raft = self.nodes.get_mut(&node)?.raft.as_mut()?;
+        raft.read(group, id).ok()?;
+        // A read may be served at once (a leader reading its own state): its point is now.
+        let events = raft.take_events();
         self.next_id += 1;
+        self.read_groups.insert(id, group);
+        for e in events {
+            if let Err(e) = self.on_event(node, e) {
+                self.violation.get_or_insert(e);
+            }
+        }
         Some(id)
     }
 
@@ -218,6 +236,16 @@ impl SimRaftCluster {
     /// Freezes `node` for `for_ms`.
     pub fn pause(&mut self, node: RaftId, for_ms: u64) {
         self.paused.insert(node, self.now_ms + for_ms);
+    }
+
+    /// Ends the pauses due by `now_ms` (the start of the next tick) and names the nodes that
+    /// wake: the driver may let them answer their clients before they read their network.
+    pub fn wake_due(&mut self, now_ms: u64) -> Vec<RaftId> {
+        let due: Vec<RaftId> = self.paused.iter().filter(|(_, &until)| until <= now_ms).map(|(&id, _)| id).collect();
+        for id in &due {
+            self.paused.remove(id);
+        }
+        due
     }
 
     /// When a paused node resumes (logical ms).
@@ -277,6 +305,9 @@ impl SimRaftCluster {
 
     /// Runs `ticks` ticks of logical time.
     pub fn run(&mut self, ticks: u64) -> Result<(), String> {
+        if let Some(e) = self.violation.take() {
+            return Err(e);
+        }
         for _ in 0..ticks {
             self.now_ms += TICK_MS;
             let now = self.now_ms;
@@ -303,7 +334,7 @@ impl SimRaftCluster {
             if let Some(&until) = self.paused.get(&p.to) {
                 // A frozen process reads its socket when it wakes, in no set order with the
                 // rest of what woke it (its timers, its clients).
-                let after = self.rng.random_range(0..=self.faults.latency_max_ms);
+                let after = self.rng.random_range(0..=2 * TICK_MS);
                 held.push(Packet { at: until + after, ..p });
                 continue;
             }
@@ -407,7 +438,8 @@ impl SimRaftCluster {
                     return Err(format!("proposal {id} made at {at} resolved at {node}"));
                 }
                 if outcome == super::Outcome::Applied {
-                    let found = self.nodes[&node].applied.get(&group).is_some_and(|v| v.iter().any(|(_, d)| *d == data));
+                    // Newest first: a proposal is reported in the round that applied it.
+                    let found = self.nodes[&node].applied.get(&group).is_some_and(|v| v.iter().rev().any(|(_, d)| *d == data));
                     if !found {
                         return Err(format!("proposal {id} reported applied but absent from node {node}'s state"));
                     }
@@ -415,6 +447,10 @@ impl SimRaftCluster {
                 self.outcomes.insert(id, (node, outcome));
             }
             Event::Read(id, ok) => {
+                if let Some(g) = self.read_groups.remove(&id).filter(|_| ok) {
+                    let applied = self.nodes[&node].raft.as_ref().and_then(|r| r.status(g)).map_or(0, |s| s.applied_index);
+                    self.read_points.insert(id, applied);
+                }
                 self.reads.insert(id, ok);
             }
             Event::SnapshotWanted(g) => {
