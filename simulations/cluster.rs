@@ -139,7 +139,20 @@ struct Replica {
     /// Rebuilt from what its node's disk kept (a crash, or a snapshot installed): once it has
     /// replayed that, its entities are reloaded as a restarted host loads them.
     reload: bool,
+    /// The replica as it stood at an earlier index of its log: what its disk holds (a real
+    /// node recovers from its stored state, not by replaying its log from the start).
+    checkpoint: Option<Box<Checkpoint>>,
 }
+
+struct Checkpoint {
+    host: MemoryHost,
+    chain: [u8; 32],
+    consumed: usize,
+    last_index: u64,
+}
+
+/// A replica's state is checkpointed every this many applied entries.
+const CHECKPOINT_EVERY: usize = 8192;
 
 /// What the run did.
 #[derive(Debug, Default)]
@@ -311,7 +324,28 @@ impl ClusterSim {
             consumed: 0,
             last_index: 0,
             reload: false,
+            checkpoint: None,
         }
+    }
+
+    /// Replica (n, g) comes back from its node's disk: from its last checkpoint when that is
+    /// still a prefix of what the node kept applied, else from the start; then it replays the
+    /// rest and reloads its entities (see `sync_replicas`).
+    fn rebuild(&mut self, n: RaftId, g: GroupId) {
+        let old = self.replicas.remove(&(n, g)).expect("replica");
+        let applied = self.raft.applied_entries(n, g);
+        let r = match old.checkpoint {
+            Some(cp) if cp.consumed <= applied.len() && (cp.consumed == 0 || applied[cp.consumed - 1].0 == cp.last_index) => Replica {
+                host: cp.host.clone(),
+                chain: cp.chain,
+                consumed: cp.consumed,
+                last_index: cp.last_index,
+                reload: true,
+                checkpoint: Some(cp),
+            },
+            _ => self.rebuilt_replica(g),
+        };
+        self.replicas.insert((n, g), r);
     }
 
     /// A replica to rebuild from its node's disk.

@@ -73,6 +73,9 @@ struct Cli {
     /// With --cluster: ticks of the safety phase [default: 3000].
     #[arg(long, requires = "cluster")]
     ticks: Option<u64>,
+    /// With --cluster: requests each client sends over the run [default: 60].
+    #[arg(long, requires = "cluster")]
+    requests: Option<usize>,
     /// With --cluster: run this many seeds from --seed on; report every failing seed.
     #[arg(long, requires = "cluster")]
     sweep: Option<u64>,
@@ -203,6 +206,9 @@ fn cluster_settings(cli: &Cli, seed: u64) -> Result<cluster::Settings, String> {
     if let Some(t) = cli.ticks {
         s.ticks = t;
     }
+    if let Some(r) = cli.requests {
+        s.ops_per_client = r;
+    }
     s.sabotage_retries = cli.sabotage_retries;
     Ok(s)
 }
@@ -217,6 +223,9 @@ fn cluster_replay(cli: &Cli, seed: u64) -> String {
     }
     if let Some(t) = cli.ticks {
         line += &format!(" --ticks {t}");
+    }
+    if let Some(r) = cli.requests {
+        line += &format!(" --requests {r}");
     }
     if cli.sabotage_retries {
         line += " --sabotage-retries";
@@ -239,6 +248,10 @@ fn run_cluster(cli: &Cli) -> ExitCode {
     }
     if let Some(u) = cli.users.filter(|u| !(1..=100_000).contains(u)) {
         eprintln!("simulate: --users must be 1–100000 with --cluster, got {u}");
+        return ExitCode::from(2);
+    }
+    if let Some(r) = cli.requests.filter(|r| !(1..=10_000).contains(r)) {
+        eprintln!("simulate: --requests must be 1–10000, got {r}");
         return ExitCode::from(2);
     }
     if let Err(e) = plant(cli) {

@@ -116,8 +116,7 @@ impl ClusterSim {
                 self.note("crash", Some(id), None, None, format!("{keep} unflushed rounds reached its disk"));
                 // Memory is gone: its entities come back from what its disk kept.
                 for g in 0..self.s.groups {
-                    let r = self.rebuilt_replica(g);
-                    self.replicas.insert((id, g), r);
+                    self.rebuild(id, g);
                 }
             } else if !running && self.rng.random_bool(f.restart) && self.restart(id).is_err() {
                 // Reported by the next step's checks.

@@ -40,8 +40,7 @@ impl ClusterSim {
                 )
             };
             if diverged {
-                let fresh = self.rebuilt_replica(g);
-                self.replicas.insert((n, g), fresh);
+                self.rebuild(n, g);
             }
             let start = self.replicas[&(n, g)].consumed;
             if start == len {
@@ -128,6 +127,14 @@ impl ClusterSim {
             let r = self.replicas.get_mut(&(n, g)).expect("replica");
             r.consumed = len;
             r.last_index = last;
+            if r.consumed >= r.checkpoint.as_ref().map_or(0, |c| c.consumed) + super::CHECKPOINT_EVERY {
+                r.checkpoint = Some(Box::new(super::Checkpoint {
+                    host: r.host.clone(),
+                    chain: r.chain,
+                    consumed: r.consumed,
+                    last_index: r.last_index,
+                }));
+            }
         }
         Ok(())
     }

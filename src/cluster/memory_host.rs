@@ -36,6 +36,7 @@ impl<E: Entity> Hosted<E> {
     }
 }
 
+#[derive(Clone)]
 pub struct MemoryHost {
     pub accounts: BTreeMap<String, Hosted<Account>>,
     pub portfolios: BTreeMap<String, Hosted<Portfolio>>,
