@@ -74,18 +74,22 @@ impl ClusterSim {
         self.clients[i].waiting = w;
     }
 
+    /// The client still waiting on proposal or read `id` (a client that gave up on it and
+    /// moved on is not), and the node it waits on.
+    fn waiting_on(&mut self, id: ProposalId) -> Option<(usize, RaftId)> {
+        let i = self.pending.remove(&id)?;
+        match self.clients[i].waiting {
+            Some(Waiting::Proposal { id: want, node, .. } | Waiting::Read { id: want, node, .. }) if want == id => Some((i, node)),
+            _ => None,
+        }
+    }
+
     /// Answers that came back this tick, then the clients whose time has come (to send, or to
     /// give up waiting): only those are visited, so a run's cost follows its requests, not
     /// its clients times its ticks.
     pub(super) fn serve_clients(&mut self) -> Result<(), Failure> {
         for (id, (_, outcome)) in std::mem::take(&mut self.raft.outcomes) {
-            let Some(i) = self.pending.remove(&id) else { continue };
-            let Some(Waiting::Proposal { id: want, node, .. }) = self.clients[i].waiting.clone() else {
-                continue;
-            };
-            if want != id {
-                continue;
-            }
+            let Some((i, node)) = self.waiting_on(id) else { continue };
             match outcome {
                 Outcome::Applied => {
                     let rid = self.request_id(&self.clients[i]);
@@ -98,18 +102,14 @@ impl ClusterSim {
             }
         }
         for (id, ok) in std::mem::take(&mut self.raft.reads) {
-            let Some(i) = self.pending.remove(&id) else { continue };
-            let Some(Waiting::Read { id: want, node, .. }) = self.clients[i].waiting.clone() else {
-                continue;
-            };
-            if want != id {
-                continue;
-            }
+            // The state where the read was served (see `sync_replicas`).
+            let seen = self.read_cash.remove(&id);
+            let Some((i, node)) = self.waiting_on(id) else { continue };
             if ok {
                 let c = &self.clients[i];
                 let (u, g) = (c.user, self.group_of_user(c.user));
-                // The state where the read was served (see `sync_replicas`), else now.
-                let cash = match self.read_cash.remove(&id) {
+                // Else the state now.
+                let cash = match seen {
                     Some(cash) => cash,
                     None => {
                         let r = self.replicas.get_mut(&(node, g)).expect("replica");
