@@ -32,6 +32,7 @@ use moneta::domain::time::Timestamp;
 use moneta::storage::codec;
 mod clients;
 mod faults;
+mod membership;
 mod replicas;
 
 use clients::{Client, Waiting};
@@ -44,7 +45,7 @@ use rand_chacha::ChaCha8Rng;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The simulated clock starts here (any fixed instant: runs must not depend on the wall clock).
 const EPOCH_MS: i64 = 1_800_000_000_000;
@@ -95,7 +96,7 @@ impl Settings {
         let f = &self.faults;
         format!(
             "nodes {} · groups {} · users {} (2 clients each, {} requests per client) · safety {} ticks, liveness ≤ {} ticks ({} ms per tick)\n\
-             faults: loss {} · duplicate {} · latency 1–{} ms · crash {}/tick · restart {}/tick · isolate {}/tick · one-way cut {}/tick · heal {}/tick · clog {}/tick · pause {}/tick · compact {}/tick",
+             faults: loss {} · duplicate {} · latency 1–{} ms · crash {}/tick · restart {}/tick · isolate {}/tick · one-way cut {}/tick · heal {}/tick · clog {}/tick · pause {}/tick · compact {}/tick · join {}/tick · decommission {}/tick",
             self.nodes,
             self.groups,
             self.users,
@@ -113,7 +114,9 @@ impl Settings {
             f.heal,
             f.clog,
             f.pause,
-            f.compact
+            f.compact,
+            f.join,
+            f.decommission
         )
     }
 }
@@ -177,6 +180,16 @@ pub struct Report {
     pub elections: u64,
     pub snapshots: u64,
     pub refused: u64,
+    /// Nodes admitted and started; decommissions proposed; nodes removed (exited for good).
+    pub joins: u64,
+    pub decommissions: u64,
+    pub removed: u64,
+    /// Placements the planner changed; raft membership steps taken; replicas dropped.
+    pub placements: u64,
+    pub conf_steps: u64,
+    pub dropped: u64,
+    /// Metadata commands that no longer fitted when applied (refused alike on every replica).
+    pub meta_refused: u64,
     pub digest: String,
 }
 
@@ -218,6 +231,16 @@ pub struct ClusterSim {
     read_cash: BTreeMap<ProposalId, i64>,
     trace: Trace,
     progress: Option<indicatif::ProgressBar>,
+    /// The metadata as the cluster was formed, and each node's replica of the metadata group.
+    formed: moneta::cluster::meta::MetaState,
+    metas: BTreeMap<RaftId, membership::MetaReplica>,
+    /// The last tick each node was heard from by the metadata leader.
+    heard: BTreeMap<RaftId, u64>,
+    /// The metadata leader and the tick it began planning.
+    leading_since: Option<(RaftId, u64)>,
+    /// Nodes removed from the cluster (never started again).
+    departed: BTreeSet<RaftId>,
+    asked_to_join: u64,
 }
 
 fn user_id(u: usize) -> String {
@@ -230,8 +253,9 @@ fn cents(d: Decimal) -> i64 {
 
 impl ClusterSim {
     pub fn new(s: Settings) -> ClusterSim {
-        let groups: Vec<GroupId> = (0..s.groups).collect();
-        let mut raft = SimRaftCluster::new(s.seed, s.nodes, &groups);
+        let formed = membership::formed(s.nodes, s.groups);
+        let placement: BTreeMap<GroupId, Vec<RaftId>> = formed.placement.iter().enumerate().map(|(g, p)| (g as GroupId, p.clone())).collect();
+        let mut raft = SimRaftCluster::placed(s.seed, s.nodes, &placement);
         raft.faults = NetFaults {
             loss: s.faults.loss,
             duplicate: s.faults.duplicate,
@@ -288,17 +312,23 @@ impl ClusterSim {
             read_cash: BTreeMap::new(),
             trace: Trace::new(None).expect("an in-memory trace"),
             progress: None,
+            metas: BTreeMap::new(),
+            heard: BTreeMap::new(),
+            leading_since: None,
+            departed: BTreeSet::new(),
+            asked_to_join: 0,
             clients,
             rng,
             raft,
+            formed,
             s,
         };
         for i in 0..sim.clients.len() {
             let w = sim.clients[i].waiting.clone();
             sim.set_waiting(i, w);
         }
-        for n in 1..=sim.s.nodes {
-            for g in 0..sim.s.groups {
+        for (&g, nodes) in placement.iter().filter(|(&g, _)| g < sim.s.groups) {
+            for &n in nodes {
                 sim.replicas.insert((n, g), sim.fresh_replica(g));
             }
         }
@@ -426,9 +456,10 @@ impl ClusterSim {
             if self.tick >= bound {
                 let open = self.clients.iter().filter(|c| c.waiting.is_some()).count();
                 return self.fail(format!(
-                    "the liveness phase did not converge within {} ticks: {open} clients unanswered, replicas converged: {}",
+                    "the liveness phase did not converge within {} ticks: {open} clients unanswered, replicas converged: {}; membership: {}",
                     self.s.liveness_ticks,
-                    self.converged()
+                    self.converged(),
+                    self.unsettled()
                 ));
             }
             self.step()?;
@@ -461,24 +492,41 @@ impl ClusterSim {
             let leader = leader.map_or("none known".to_string(), |l| format!("node {l}"));
             self.note("role", Some(node), Some(g), None, format!("term {term}, leader {leader}"));
         }
+        self.membership()?;
         self.sync_replicas()?;
+        self.replicas_follow();
         self.serve_clients()
     }
 
-    /// Every group has one leader and every replica applied the same entries.
+    /// Every group has one leader, its configuration is its placement (membership settled),
+    /// and every replica applied the same entries.
     fn converged(&self) -> bool {
-        (0..self.s.groups).all(|g| {
-            let Some(leader) = self.raft.leader(g) else { return false };
-            let want = self.replicas[&(leader, g)].last_index;
-            (1..=self.s.nodes).all(|n| self.replicas[&(n, g)].last_index == want)
-        })
+        self.membership_settled()
+            && (0..=self.meta_group()).all(|g| {
+                let Some(leader) = self.raft.leader(g) else { return false };
+                let applied = |n: RaftId| {
+                    self.raft
+                        .nodes
+                        .get(&n)
+                        .and_then(|x| x.raft.as_ref())
+                        .and_then(|r| r.status(g))
+                        .map(|s| s.applied_index)
+                };
+                let want = applied(leader);
+                self.members_of(g).into_iter().all(|n| {
+                    applied(n) == want
+                        && (g == self.meta_group() || self.replicas.get(&(n, g)).map(|r| r.last_index) == self.replicas.get(&(leader, g)).map(|r| r.last_index))
+                })
+            })
     }
 
     fn finish(mut self) -> Result<Report, Failure> {
         for u in 0..self.s.users {
             let g = self.group_of_user(u);
-            for n in 1..=self.s.nodes {
-                let r = self.replicas.get_mut(&(n, g)).expect("replica");
+            for n in self.members_of(g) {
+                let Some(r) = self.replicas.get_mut(&(n, g)) else {
+                    return self.fail(format!("group {g}: node {n} is in its configuration but holds no replica"));
+                };
                 let cash = cents(r.host.query::<Portfolio, _>(&user_id(u), moneta::domain::queries::Cash));
                 let units = r
                     .host
@@ -516,6 +564,7 @@ impl ClusterSim {
         self.report.elections = self.raft.elections;
         self.report.snapshots = self.raft.snapshots_sent;
         self.report.refused = self.raft.refused;
+        self.report.conf_steps = self.raft.conf_steps;
         self.report.digest = hex::encode(h.finalize());
         self.report.events = self.trace.events;
         if let Err(e) = self.trace.finish() {

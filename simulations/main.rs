@@ -307,6 +307,10 @@ fn run_cluster(cli: &Cli) -> ExitCode {
                     r.elections, r.snapshots, r.refused
                 );
                 println!(
+                    "membership: joins {} · decommissions {} · removed {} · placements {} · membership steps {} · replicas dropped {} · metadata commands refused {}",
+                    r.joins, r.decommissions, r.removed, r.placements, r.conf_steps, r.dropped, r.meta_refused
+                );
+                println!(
                     "clients: requests {} · orders filled {} · retries {} · answers lost and sent again {} · all answered, exactly once, linearizable",
                     r.requests, r.fills, r.retries, r.resent
                 );

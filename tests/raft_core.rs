@@ -286,3 +286,57 @@ fn the_sled_raft_log_reloads_exactly_what_the_reference_disk_holds() {
     let store = moneta::storage::Store::open(dir.path()).unwrap();
     assert_eq!(store.raft_groups().unwrap(), reference.load().unwrap());
 }
+
+/// A vote request from `from` to `to` for `group` at `term`, its candidate's log at `index`.
+fn vote_request(from: RaftId, to: RaftId, term: u64, index: u64) -> raft::prelude::Message {
+    let mut m = raft::prelude::Message::default();
+    m.set_msg_type(raft::prelude::MessageType::MsgRequestVote);
+    (m.from, m.to, m.term, m.index, m.log_term) = (from, to, term, index, term);
+    m
+}
+
+/// Steps `m` at `raft`, runs the round, and returns the answers it sends back.
+fn answers(raft: &mut moneta::cluster::raft::MultiRaft, m: raft::prelude::Message) -> Vec<raft::prelude::Message> {
+    raft.step(m.from, 0, m).expect("stepped");
+    let round = raft.ready().expect("a round");
+    raft.persisted(round);
+    raft.take_outbox().into_values().flatten().map(|(_, m)| m).collect()
+}
+
+#[test]
+fn a_replica_dropped_and_created_again_never_votes_twice_in_a_term_nor_comes_back_from_stale_messages() {
+    use moneta::cluster::raft::node::opens_replica;
+    use moneta::cluster::raft::{MultiRaft, RaftSettings, Refused};
+    use raft::prelude::MessageType;
+    let mut n2 = MultiRaft::new(2, RaftSettings::default(), moneta::cluster::raft::logger::logger(2));
+    let _ = n2.bootstrap_group(0, &[1, 2, 3]).unwrap();
+    // It votes for node 1 in term 5, then is removed from the group and drops its replica.
+    let granted = answers(&mut n2, vote_request(1, 2, 5, 10));
+    assert!(
+        granted.iter().any(|m| m.get_msg_type() == MessageType::MsgRequestVoteResponse && !m.reject),
+        "{granted:?}"
+    );
+    assert!(n2.remove_group(0));
+    // A candidate of a configuration it was removed from may not bring it back; nor may a
+    // heartbeat from a leader that counts on entries it held.
+    let stale_vote = vote_request(3, 2, 5, 10);
+    assert!(!opens_replica(&stale_vote));
+    let mut beat = raft::prelude::Message::default();
+    beat.set_msg_type(MessageType::MsgHeartbeat);
+    (beat.from, beat.to, beat.term, beat.commit) = (1, 2, 5, 7);
+    assert!(!opens_replica(&beat));
+    // Added again as a learner: the leader's first heartbeat (commit 0) opens it, with the
+    // term and vote its earlier replica had.
+    beat.commit = 0;
+    assert!(opens_replica(&beat));
+    n2.create_empty_group(0).unwrap();
+    assert_eq!(n2.status(0).unwrap().term, 5);
+    let refused = answers(&mut n2, stale_vote);
+    assert!(
+        refused.iter().all(|m| m.get_msg_type() != MessageType::MsgRequestVoteResponse || m.reject),
+        "voted twice in term 5: {refused:?}"
+    );
+    // A heartbeat committing beyond its (empty) log is refused, not a panic in raft-rs.
+    beat.commit = 7;
+    assert!(matches!(n2.step(1, 0, beat), Err(Refused::Raft(_))));
+}

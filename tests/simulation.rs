@@ -316,6 +316,45 @@ fn the_cluster_liveness_phase_converges() {
     assert!(liveness > 0, "the liveness phase had work to do: {ticks}");
 }
 
+/// A count from the report's `membership:` line.
+fn membership_count(stdout: &str, name: &str) -> u64 {
+    let line = stdout.lines().find(|l| l.starts_with("membership: ")).expect("a membership line");
+    line.split(" · ")
+        .find_map(|part| part.trim_start_matches("membership: ").strip_prefix(name))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name:?} in {line}"))
+}
+
+#[test]
+fn nodes_join_and_are_decommissioned_under_faults_while_the_planner_moves_replicas() {
+    // Operators at work during the faults: nodes ask to join (the metadata admits them, their
+    // processes start empty and are given replicas by snapshot), members are decommissioned
+    // (drained by the planner, removed, their processes exit). Every check still holds, and the
+    // liveness phase settles the membership: nothing joining or draining, every group's
+    // configuration its placement.
+    let mut seen = (0, 0, 0, 0);
+    for seed in ["21", "22", "23"] {
+        let out = cluster(&["--seed", seed, "--fault", "join=0.003", "--fault", "decommission=0.003"]);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains("join 0.003/tick · decommission 0.003/tick"), "{stdout}");
+        seen.0 += membership_count(&stdout, "joins");
+        seen.1 += membership_count(&stdout, "removed");
+        seen.2 += membership_count(&stdout, "membership steps");
+        seen.3 += membership_count(&stdout, "replicas dropped");
+    }
+    let (joins, removed, steps, dropped) = seen;
+    assert!(
+        joins > 0 && removed > 0 && steps > 0 && dropped > 0,
+        "joins {joins}, removed {removed}, steps {steps}, dropped {dropped}"
+    );
+    // A sweep with the operators busier still: no seed fails.
+    let out = cluster(&["--seed", "300", "--sweep", "20", "--fault", "join=0.004", "--fault", "decommission=0.004"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("swept 20 seeds from 300: 0 failed"), "{stdout}");
+}
+
 #[test]
 fn a_planted_bug_is_found_by_a_seed_sweep_and_the_clean_code_passes_the_same_seeds() {
     // The planted bug: clients retry under new request ids and keys (a forgotten idempotency

@@ -111,10 +111,14 @@ impl ClusterSim {
                 // Else the state now.
                 let cash = match seen {
                     Some(cash) => cash,
-                    None => {
-                        let r = self.replicas.get_mut(&(node, g)).expect("replica");
-                        cents(r.host.query::<Portfolio, _>(&user_id(u), moneta::domain::queries::Cash))
-                    }
+                    None => match self.replicas.get_mut(&(node, g)) {
+                        Some(r) => cents(r.host.query::<Portfolio, _>(&user_id(u), moneta::domain::queries::Cash)),
+                        // Dropped from its group since it served the read: ask again.
+                        None => {
+                            self.retry(i);
+                            continue;
+                        }
+                    },
                 };
                 self.answered(i, BankRet::Cash(cash))?;
             } else {
@@ -165,8 +169,11 @@ impl ClusterSim {
         }
         let g = self.group_of_user(user);
         let at = match self.clients[i].node {
-            Some(n) if !self.rng.random_bool(SWITCH) => n,
-            _ => self.rng.random_range(1..=self.s.nodes),
+            Some(n) if self.raft.nodes.contains_key(&n) && !self.rng.random_bool(SWITCH) => n,
+            _ => {
+                let nodes: Vec<RaftId> = self.raft.nodes.keys().copied().collect();
+                nodes[self.rng.random_range(0..nodes.len())]
+            }
         };
         self.clients[i].node = Some(at);
         if let Some(until) = self.raft.paused_until(at) {

@@ -31,6 +31,10 @@ pub struct Faults {
     pub pause: f64,
     /// Per tick: every node compacts its logs.
     pub compact: f64,
+    /// Per tick: a new node asks to join (up to seven members).
+    pub join: f64,
+    /// Per tick: an operator decommissions a member (refused when too few would be left).
+    pub decommission: f64,
 }
 
 impl Faults {
@@ -49,13 +53,15 @@ impl Faults {
             clog: [0.0, 0.005, 0.02][r.random_range(0..3)],
             pause: [0.0, 0.003, 0.01][r.random_range(0..3)],
             compact: [0.0, 0.002, 0.01][r.random_range(0..3)],
+            join: [0.0, 0.0005, 0.002][r.random_range(0..3)],
+            decommission: [0.0, 0.0005, 0.002][r.random_range(0..3)],
         }
     }
 }
 
 impl Faults {
     /// The names `--fault NAME=P` accepts, in the order they are printed.
-    pub const NAMES: [&'static str; 11] = [
+    pub const NAMES: [&'static str; 13] = [
         "loss",
         "duplicate",
         "latency_max_ms",
@@ -67,6 +73,8 @@ impl Faults {
         "clog",
         "pause",
         "compact",
+        "join",
+        "decommission",
     ];
 
     /// Sets one fault from `NAME=VALUE` (a probability per tick or message in [0, 1]; for
@@ -96,6 +104,8 @@ impl Faults {
             "clog" => &mut self.clog,
             "pause" => &mut self.pause,
             "compact" => &mut self.compact,
+            "join" => &mut self.join,
+            "decommission" => &mut self.decommission,
             _ => return Err(format!("--fault {name}: unknown fault (one of {})", Faults::NAMES.join(", "))),
         };
         *slot = p;
@@ -115,23 +125,26 @@ impl ClusterSim {
                 self.report.crashes += 1;
                 self.note("crash", Some(id), None, None, format!("{keep} unflushed rounds reached its disk"));
                 // Memory is gone: its entities come back from what its disk kept.
-                for g in 0..self.s.groups {
+                let groups: Vec<_> = self.replicas.keys().filter(|k| k.0 == id).map(|k| k.1).collect();
+                for g in groups {
                     self.rebuild(id, g);
                 }
             } else if !running && self.rng.random_bool(f.restart) && self.restart(id).is_err() {
                 // Reported by the next step's checks.
             }
         }
-        let n = self.s.nodes;
+        self.operators();
+        let nodes: Vec<RaftId> = self.raft.nodes.keys().copied().collect();
+        let n = nodes.len();
         if !self.partitioned && self.rng.random_bool(f.isolate) {
-            let id = self.rng.random_range(1..=n);
+            let id = nodes[self.rng.random_range(0..n)];
             self.raft.isolate(id);
             self.partitioned = true;
             self.report.isolations += 1;
             self.note("isolate", Some(id), None, None, "cut off from every node, both ways".into());
         } else if !self.partitioned && n > 1 && self.rng.random_bool(f.one_way) {
-            let id = self.rng.random_range(1..=n);
-            let others: Vec<RaftId> = (1..=n).filter(|&o| o != id).collect();
+            let id = nodes[self.rng.random_range(0..n)];
+            let others: Vec<RaftId> = nodes.iter().copied().filter(|&o| o != id).collect();
             let what = match self.rng.random_range(0..3) {
                 // It hears everyone; nobody hears it.
                 0 => {
@@ -158,17 +171,17 @@ impl ClusterSim {
             self.note("heal", None, None, None, "every cut link restored".into());
         }
         if n > 1 && self.rng.random_bool(f.clog) {
-            let a = self.rng.random_range(1..=n);
-            let b = (a + self.rng.random_range(1..n) - 1) % n + 1;
+            let i = self.rng.random_range(0..n);
+            let (a, b) = (nodes[i], nodes[(i + self.rng.random_range(1..n)) % n]);
             let (extra, ms) = (self.rng.random_range(50..=500), self.rng.random_range(100..=2000));
             self.raft.clog(a, b, extra, ms);
             self.report.clogs += 1;
             self.note("clog", Some(a), None, None, format!("link to node {b} {extra} ms slower for {ms} ms"));
         }
         if self.rng.random_bool(f.pause) {
-            let id = self.rng.random_range(1..=n);
+            let id = nodes[self.rng.random_range(0..n)];
             let running = self.raft.nodes[&id].raft.is_some();
-            if running && (1..=n).all(|o| self.raft.paused_until(o).is_none()) {
+            if running && nodes.iter().all(|&o| self.raft.paused_until(o).is_none()) {
                 let ms = self.rng.random_range(50..=300) * TICK_MS;
                 self.raft.pause(id, ms);
                 self.report.pauses += 1;

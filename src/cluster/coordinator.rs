@@ -145,6 +145,7 @@ pub async fn fetch_meta(transport: &Transport, members: &Membership, me: RaftId)
 /// book); returns once this node is removed from the cluster.
 pub async fn follow_metadata(journal: AuditJournal, directory: Arc<Directory>, transport: Transport, store: Store, node_id: String) {
     let me = journal.raft_id();
+    let meta_group = journal.store().meta_group();
     let mut local = journal.meta_changes();
     let mut every = tokio::time::interval(FOLLOW_EVERY);
     let mut version = 0u64;
@@ -153,9 +154,17 @@ pub async fn follow_metadata(journal: AuditJournal, directory: Arc<Directory>, t
             _ = local.changed() => {}
             _ = every.tick() => {}
         }
+        // This node's replica of the metadata, unless the metadata group's leader says it is
+        // not in the group: removed while cut off and never told, it stopped where it was
+        // removed (found by the simulator: followed, it kept the node on a stale placement
+        // for good). Then, as a node without a replica does, ask a member.
+        let outside = directory
+            .led_groups()
+            .get(&meta_group)
+            .is_some_and(|(leader, led)| *leader != me && !led.voters.contains(&me) && !led.learners.contains(&me));
         let meta = match journal.meta() {
-            Some(m) => Some(m),
-            None => fetch_meta(&transport, &directory.get(), me).await,
+            Some(m) if !outside => Some(m),
+            _ => fetch_meta(&transport, &directory.get(), me).await,
         };
         let Some(meta) = meta else { continue };
         if meta.version < version || meta.cluster_id != directory.get().cluster_id {
@@ -350,27 +359,15 @@ pub async fn decommission(router: &super::Router, node_id: &str, actor: &Request
         .metadata()
         .await
         .ok_or_else(|| DecommissionError::Unavailable("the cluster's metadata is not reachable".into()))?;
-    let state = match meta.state_of(node_id) {
-        None | Some(NodeState::Removed) => return Err(DecommissionError::UnknownNode(node_id.to_string())),
-        Some(s) => s,
-    };
-    if state != NodeState::Draining {
-        let left = meta
-            .members
-            .iter()
-            .filter(|(id, r)| id.as_str() != node_id && matches!(r.state, NodeState::Active | NodeState::Joining))
-            .count();
-        if left < meta.replication_factor {
-            return Err(DecommissionError::TooSmall {
-                node: node_id.to_string(),
-                left,
-                needed: meta.replication_factor,
-            });
-        }
-        let cmd = MetaCommand::SetState {
-            node_id: node_id.to_string(),
-            state: NodeState::Draining,
-        };
+    let cmd = planner::decommission(&meta, node_id).map_err(|e| match e {
+        planner::Undecommissionable::UnknownNode => DecommissionError::UnknownNode(node_id.to_string()),
+        planner::Undecommissionable::TooSmall { left, needed } => DecommissionError::TooSmall {
+            node: node_id.to_string(),
+            left,
+            needed,
+        },
+    })?;
+    if let Some(cmd) = cmd {
         router
             .journal()
             .propose_meta(vec![cmd])

@@ -14,7 +14,7 @@
 //!   every node holds within one of the mean; leaders (a placement's first replica) likewise;
 //! - the metadata group lives on the first `META_VOTERS_MAX` eligible nodes;
 //! - a joining node becomes active once no move involving it is in flight; a draining node is
-//!   removed once no placement and no group configuration names it.
+//!   removed once no placement and no group configuration names it (every group heard of).
 
 use super::directory::LedGroup;
 use super::meta::{MetaCommand, MetaState, NodeState, META_VOTERS_MAX};
@@ -77,6 +77,43 @@ pub fn moves_between(placement: &[Vec<RaftId>], actual: &BTreeMap<GroupId, LedGr
     moves
 }
 
+/// Why a node may not be decommissioned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Undecommissionable {
+    /// No such member, or one already removed.
+    UnknownNode,
+    /// It would leave `left` active or joining nodes; the replication factor needs `needed`.
+    TooSmall { left: usize, needed: usize },
+}
+
+/// The command that starts decommissioning `node_id` (state `draining`: the planner empties
+/// it, then marks it `removed`); None when it is draining already. Refused for an unknown or
+/// removed node, and when fewer active or joining nodes than the replication factor would be
+/// left.
+pub fn decommission(meta: &MetaState, node_id: &str) -> Result<Option<MetaCommand>, Undecommissionable> {
+    match meta.state_of(node_id) {
+        None | Some(NodeState::Removed) => Err(Undecommissionable::UnknownNode),
+        Some(NodeState::Draining) => Ok(None),
+        Some(_) => {
+            let left = meta
+                .members
+                .iter()
+                .filter(|(id, r)| id.as_str() != node_id && matches!(r.state, NodeState::Active | NodeState::Joining))
+                .count();
+            if left < meta.replication_factor {
+                return Err(Undecommissionable::TooSmall {
+                    left,
+                    needed: meta.replication_factor,
+                });
+            }
+            Ok(Some(MetaCommand::SetState {
+                node_id: node_id.to_string(),
+                state: NodeState::Draining,
+            }))
+        }
+    }
+}
+
 /// The next commands: placements that start moves (within the limits) and node states.
 pub fn plan(meta: &MetaState, actual: &BTreeMap<GroupId, LedGroup>, dead: &BTreeSet<RaftId>, limits: Limits) -> Vec<MetaCommand> {
     let groups = meta.groups;
@@ -101,6 +138,11 @@ pub fn plan(meta: &MetaState, actual: &BTreeMap<GroupId, LedGroup>, dead: &BTree
         if !actual.contains_key(&g) {
             busy.insert(g);
         }
+    }
+    // A move that adds a dead node never finishes (found by the simulator: a node that died
+    // while being added held its groups' moves for good): such a group may be placed again.
+    for m in flying.iter().filter(|m| m.adding.iter().any(|n| dead.contains(n))) {
+        busy.remove(&m.group);
     }
     let mut per_node: BTreeMap<RaftId, usize> = BTreeMap::new();
     for m in &flying {
@@ -252,9 +294,14 @@ pub fn plan(meta: &MetaState, actual: &BTreeMap<GroupId, LedGroup>, dead: &BTree
         );
         after.iter().flat_map(|m| m.adding.iter().chain(&m.removing).copied()).collect()
     };
+    // A group no leader spoke of may still have a replica anywhere: nothing is known to be
+    // empty until every group was heard of (found by the simulator: a draining node removed
+    // while one of its groups was electing left that group without a majority for good).
+    let all_heard = (0..=meta_group).all(|g| actual.contains_key(&g));
     for (node_id, r) in &meta.members {
-        let named =
-            placement.iter().any(|p| p.contains(&r.raft_id)) || actual.values().any(|a| a.voters.contains(&r.raft_id) || a.learners.contains(&r.raft_id));
+        let named = !all_heard
+            || placement.iter().any(|p| p.contains(&r.raft_id))
+            || actual.values().any(|a| a.voters.contains(&r.raft_id) || a.learners.contains(&r.raft_id));
         match r.state {
             NodeState::Joining if !moving.contains(&r.raft_id) && !dead.contains(&r.raft_id) && (named || budget > 0) => {
                 commands.push(MetaCommand::SetState {

@@ -150,6 +150,59 @@ fn a_draining_node_is_emptied_then_removed() {
 }
 
 #[test]
+fn a_drained_node_is_removed_only_once_every_group_was_heard_of() {
+    let mut s = formed(4, 4, 3);
+    s.apply(&MetaCommand::SetState {
+        node_id: "n2".into(),
+        state: NodeState::Draining,
+    })
+    .unwrap();
+    let removal = |c: &MetaCommand| matches!(c, MetaCommand::SetState { state: NodeState::Removed, .. });
+    // Move everything off n2 (each move carried out) until its removal is all that is left.
+    for _ in 0..100 {
+        let commands = plan(&s, &settled(&s), &BTreeSet::new(), Limits::default());
+        if commands.iter().all(removal) {
+            break;
+        }
+        for c in commands.iter().filter(|c| !removal(c)) {
+            s.apply(c).unwrap();
+        }
+    }
+    assert!(s.placement.iter().all(|p| !p.contains(&2)));
+    // Group 1's leader has not spoken lately: its configuration may still name n2.
+    let mut actual = settled(&s);
+    actual.remove(&1);
+    assert!(!plan(&s, &actual, &BTreeSet::new(), Limits::default()).iter().any(removal));
+    // Heard of again (without n2): now it goes.
+    assert!(plan(&s, &settled(&s), &BTreeSet::new(), Limits::default()).iter().any(removal));
+}
+
+#[test]
+fn a_move_that_adds_a_node_which_then_dies_is_placed_again() {
+    let mut s = formed(3, 4, 3);
+    join(&mut s, 4);
+    converge(&mut s, &BTreeSet::new(), Limits::default());
+    let g = s.placement.iter().position(|p| p.contains(&4)).expect("n4 holds a replica") as GroupId;
+    // Group g is still adding n4 (its configuration has the replica n4 replaces) when n4 dies.
+    let mut actual = settled(&s);
+    let old: RaftId = (1..=3).find(|n| !s.placement[g as usize].contains(n)).expect("a replaced node");
+    let a = actual.get_mut(&g).unwrap();
+    a.voters.retain(|&v| v != 4);
+    a.voters.push(old);
+    a.learners = vec![4];
+    let dead = BTreeSet::from([4]);
+    let commands = plan(&s, &actual, &dead, Limits::default());
+    let placed = commands.iter().find_map(|c| match c {
+        MetaCommand::Place { group, replicas } if *group == g => Some(replicas.clone()),
+        _ => None,
+    });
+    let placed = placed.unwrap_or_else(|| panic!("group {g} not placed again: {commands:?}"));
+    assert!(!placed.contains(&4), "{placed:?}");
+    // Still all but one of the replicas the group holds.
+    assert!(actual[&g].voters.iter().filter(|v| placed.contains(v)).count() >= actual[&g].voters.len() - 1);
+}
+
+#[test]
 fn a_dead_node_is_replaced_and_its_state_kept() {
     let mut s = formed(4, 16, 3);
     let dead: BTreeSet<RaftId> = [4].into();

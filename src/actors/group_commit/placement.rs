@@ -13,11 +13,14 @@ use std::time::Instant;
 
 impl Writer {
     /// Steps a peer's raft message; a message for a group this node holds no replica of opens
-    /// an empty one when the placement names this node there (its leader then sends it a
-    /// snapshot and the log), and is refused otherwise.
+    /// an empty one when the placement names this node there and the message may open one
+    /// (`opens_replica`: its leader then sends it a snapshot and the log), and is refused
+    /// otherwise.
     pub(super) fn step(&mut self, from: RaftId, group: GroupId, m: raft::prelude::Message) -> Result<(), Refused> {
         match self.raft.step(from, group, m.clone()) {
-            Err(Refused::UnknownGroup(g)) if g <= self.meta_group && self.directory.get().replicas_of(g).contains(&self.raft.id()) => {
+            Err(Refused::UnknownGroup(g))
+                if g <= self.meta_group && crate::cluster::raft::node::opens_replica(&m) && self.directory.get().replicas_of(g).contains(&self.raft.id()) =>
+            {
                 self.raft.create_empty_group(g).map_err(Refused::Raft)?;
                 tracing::info!(
                     group = g,

@@ -107,6 +107,12 @@ impl MemoryDisk {
         }
     }
 
+    /// Deletes a group's records in one flushed batch (a replica removed from its group).
+    pub fn drop_group(&mut self, group: GroupId) {
+        let _ = self.sync();
+        self.durable.remove(&group);
+    }
+
     pub fn unsynced_rounds(&self) -> usize {
         self.volatile.len()
     }

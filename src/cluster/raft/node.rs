@@ -74,6 +74,18 @@ impl Round {
     }
 }
 
+/// Whether a peer's message may open an empty replica of a group this node holds none of
+/// (when the placement names this node there): only a heartbeat from a leader that knows
+/// nothing of this replica yet (commit 0: it was just added, as a learner — replicas are
+/// never added as voters). Anything else may be from an earlier incarnation of the replica,
+/// still on its way, or from a candidate of a configuration it was removed from: an empty
+/// replica would vote for any log (TiKV's `is_initial_msg`, without votes; found by the
+/// simulator: a dropped replica created again by a stale candidate's vote request elected a
+/// second leader in one term).
+pub fn opens_replica(m: &Message) -> bool {
+    m.get_msg_type() == raft::prelude::MessageType::MsgHeartbeat && m.commit == 0
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupStatus {
     pub group: GroupId,
@@ -100,6 +112,9 @@ pub struct MultiRaft {
     /// Compactions decided since the last round, persisted with the next one.
     compactions: BTreeMap<GroupId, (u64, u64)>,
     in_round: bool,
+    /// The term and vote of replicas dropped here: a replica created again starts from them, so
+    /// this node never votes twice in one term for a group (Raft's rule, across incarnations).
+    tombstones: BTreeMap<GroupId, (u64, RaftId)>,
 }
 
 impl MultiRaft {
@@ -114,6 +129,7 @@ impl MultiRaft {
             events: Vec::new(),
             compactions: BTreeMap::new(),
             in_round: false,
+            tombstones: BTreeMap::new(),
         }
     }
 
@@ -146,8 +162,16 @@ impl MultiRaft {
 
     /// An empty replica that will be given the group's state by a snapshot from its leader
     /// (a node added to a group by a configuration change).
+    /// An earlier replica of the group dropped here lends it its term and vote.
     pub fn create_empty_group(&mut self, group: GroupId) -> Result<(), String> {
-        self.insert(group, GroupLog::default(), 0)
+        let mut log = GroupLog::default();
+        if let Some(&(term, vote)) = self.tombstones.get(&group) {
+            let mut hs = raft::prelude::HardState::default();
+            hs.term = term;
+            hs.vote = vote;
+            log.set_hard_state(hs);
+        }
+        self.insert(group, log, 0)
     }
 
     fn insert(&mut self, group: GroupId, log: GroupLog, applied: u64) -> Result<(), String> {
@@ -184,6 +208,16 @@ impl MultiRaft {
         };
         if raft::raw_node::is_local_msg(m.get_msg_type()) {
             return Err(Refused::Raft(format!("local message type {:?} from a peer", m.get_msg_type())));
+        }
+        // A leader commits on a follower only what that follower acknowledged holding; a
+        // heartbeat beyond this replica's log is from an earlier incarnation of it (dropped and
+        // created again while the message was on its way) or forged. raft-rs would panic on it.
+        if m.get_msg_type() == raft::prelude::MessageType::MsgHeartbeat && m.commit > r.last_index() {
+            return Err(Refused::Raft(format!(
+                "a heartbeat committing index {} beyond this replica's last entry {}",
+                m.commit,
+                r.last_index()
+            )));
         }
         r.step(m).map_err(|e| Refused::Raft(e.to_string()))
     }
@@ -334,6 +368,8 @@ impl MultiRaft {
     /// proposals and reads it tracked fail. The caller deletes the group's records.
     pub fn remove_group(&mut self, group: GroupId) -> bool {
         let Some(mut r) = self.groups.remove(&group) else { return false };
+        let hs = r.raw.raft.hard_state();
+        self.tombstones.insert(group, (hs.term, hs.vote));
         let (mut failed, mut reads) = (Vec::new(), Vec::new());
         r.tracker.step_down(&mut failed, &mut reads);
         self.events.extend(failed.into_iter().map(|(id, o)| Event::Proposal(id, o)));
@@ -472,6 +508,15 @@ impl MultiRaft {
         }
         for &(g, number, applied) in &round.readies {
             let r = self.groups.get_mut(&g).expect("a group in a round stays open");
+            let conf = r.raw.raft.prs().conf();
+            let me = self.id;
+            if !conf.voters().contains(me) && !conf.learners().contains(&me) && !conf.voters().ids().is_empty() {
+                // This round applied a configuration without this replica (the caller drops
+                // it next). raft-rs keeps a removed leader leading and would panic on its own
+                // missing progress (found by the simulator: a leader that took over while the
+                // change removing it was in flight).
+                continue;
+            }
             r.raw.on_persist_ready(number);
             if let Some(a) = applied {
                 r.raw.advance_apply_to(a);

@@ -18,6 +18,8 @@ use sha2::{Digest, Sha256};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
+mod members;
+
 /// Logical milliseconds per raft tick.
 pub const TICK_MS: u64 = 10;
 
@@ -52,7 +54,9 @@ struct Packet {
 
 /// The applied entries of each group: the toy state machine, in memory and on the simulated
 /// disk (folded with the same rounds as the raft log, so a crash keeps both consistent).
-type Applied = BTreeMap<GroupId, Vec<(u64, Vec<u8>)>>;
+type Applied = BTreeMap<GroupId, Entries>;
+/// Applied entries with their indexes, in index order.
+type Entries = Vec<(u64, Vec<u8>)>;
 
 enum StateOp {
     Apply(Committed),
@@ -114,11 +118,28 @@ pub struct SimRaftCluster {
     pub refused: u64,
     pub snapshots_sent: u64,
     digest: Sha256,
+    /// The groups the placement names each node for, as that node knows it (set by the
+    /// driver): a message for a group a node holds no replica of opens an empty one there when
+    /// the placement names it, as the production writer does.
+    pub placed: BTreeMap<RaftId, BTreeSet<GroupId>>,
+    /// Membership steps in flight: proposal → the node that proposed it.
+    conf_pending: BTreeMap<ProposalId, RaftId>,
+    /// Replicas dropped since the driver last looked (removed from their group's configuration).
+    pub dropped: Vec<(RaftId, GroupId)>,
+    /// What dropped replicas had applied, until the driver has seen it (`forget_dropped`).
+    retired: BTreeMap<(RaftId, GroupId), Entries>,
+    pub conf_steps: u64,
 }
 
 impl SimRaftCluster {
     /// `nodes` raft ids 1..=n, every one a voter of every group in `groups`.
     pub fn new(seed: u64, n: u64, groups: &[GroupId]) -> SimRaftCluster {
+        let all: Vec<RaftId> = (1..=n).collect();
+        SimRaftCluster::placed(seed, n, &groups.iter().map(|&g| (g, all.clone())).collect())
+    }
+
+    /// `nodes` raft ids 1..=n; each group of `placement` formed by its voters there.
+    pub fn placed(seed: u64, n: u64, placement: &BTreeMap<GroupId, Vec<RaftId>>) -> SimRaftCluster {
         let settings = RaftSettings {
             seed,
             ..RaftSettings::default()
@@ -148,12 +169,20 @@ impl SimRaftCluster {
             refused: 0,
             snapshots_sent: 0,
             digest: Sha256::new(),
+            placed: BTreeMap::new(),
+            conf_pending: BTreeMap::new(),
+            dropped: Vec::new(),
+            retired: BTreeMap::new(),
+            conf_steps: 0,
         };
-        let voters: Vec<RaftId> = (1..=n).collect();
         for id in 1..=n {
             let mut raft = MultiRaft::new(id, c.settings.clone(), super::logger::logger(id));
             let mut disk = MemoryDisk::default();
-            let writes: Vec<_> = groups.iter().map(|&g| raft.bootstrap_group(g, &voters).expect("bootstrap")).collect();
+            let writes: Vec<_> = placement
+                .iter()
+                .filter(|(_, voters)| voters.contains(&id))
+                .map(|(&g, voters)| raft.bootstrap_group(g, voters).expect("bootstrap"))
+                .collect();
             disk.write(&writes).expect("memory disk");
             disk.sync().expect("memory disk");
             c.nodes.insert(
@@ -274,6 +303,7 @@ impl SimRaftCluster {
             self.pending.remove(&id);
             self.outcomes.insert(id, (node, super::Outcome::Unknown));
         }
+        self.conf_pending.retain(|_, at| *at != node);
         let n = self.nodes.get_mut(&node).expect("known node");
         n.raft = None;
         n.disk.crash(keep);
@@ -342,7 +372,16 @@ impl SimRaftCluster {
                 continue;
             };
             let m: Message = protobuf::Message::parse_from_bytes(&p.bytes).map_err(|e| format!("undecodable message: {e}"))?;
-            if raft.step(p.from, p.group, m).is_err() {
+            let stepped = match raft.step(p.from, p.group, m.clone()) {
+                Err(super::Refused::UnknownGroup(g)) if super::node::opens_replica(&m) && self.placed.get(&p.to).is_some_and(|s| s.contains(&g)) => {
+                    // Placed here: an empty replica, given the group's state by a snapshot.
+                    raft.create_empty_group(g)?;
+                    self.retired.remove(&(p.to, g));
+                    raft.step(p.from, p.group, m)
+                }
+                other => other,
+            };
+            if stepped.is_err() {
                 self.refused += 1;
             }
             let to = p.to;
@@ -383,6 +422,7 @@ impl SimRaftCluster {
                 }
             }
             let applied_now = round.apply.clone();
+            let reconfigured: Vec<GroupId> = round.writes.iter().filter(|w| w.conf_state.is_some()).map(|w| w.group).collect();
             raft.persisted(round);
             let events = raft.take_events();
             let outbox = raft.take_outbox();
@@ -395,6 +435,14 @@ impl SimRaftCluster {
             for (to, msgs) in outbox {
                 for (g, m) in msgs {
                     self.send(id, to, g, m);
+                }
+            }
+            // A configuration this round applied that no longer has this node: its replica
+            // and records are dropped (as the production writer does).
+            for g in reconfigured {
+                let gone = self.nodes[&id].raft.as_ref().is_some_and(|r| r.has_group(g) && !r.is_member_of(g));
+                if gone {
+                    self.drop_group(id, g)?;
                 }
             }
         }
@@ -432,6 +480,7 @@ impl SimRaftCluster {
                     }
                 }
             }
+            Event::Proposal(id, _) if self.conf_pending.remove(&id).is_some() => {}
             Event::Proposal(id, outcome) => {
                 let (at, group, data) = self.pending.remove(&id).ok_or(format!("outcome of unknown proposal {id}"))?;
                 if at != node {
@@ -537,8 +586,12 @@ impl SimRaftCluster {
 
     /// Entries applied to `group` on `node` with their indexes, in index order (what its state
     /// machine holds: after a crash, what reached its disk; after a snapshot, the snapshot's).
+    /// A replica dropped since the driver last looked still shows what it had applied.
     pub fn applied_entries(&self, node: RaftId, group: GroupId) -> &[(u64, Vec<u8>)] {
-        self.nodes[&node].applied.get(&group).map_or(&[], Vec::as_slice)
+        match self.nodes.get(&node).and_then(|n| n.applied.get(&group)) {
+            Some(v) => v,
+            None => self.retired.get(&(node, group)).map_or(&[], Vec::as_slice),
+        }
     }
 
     pub fn rng(&mut self) -> &mut ChaCha8Rng {
