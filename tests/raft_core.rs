@@ -340,3 +340,70 @@ fn a_replica_dropped_and_created_again_never_votes_twice_in_a_term_nor_comes_bac
     beat.commit = 7;
     assert!(matches!(n2.step(1, 0, beat), Err(Refused::Raft(_))));
 }
+
+#[test]
+fn a_dropped_replica_leaves_its_term_and_vote_on_disk_and_a_corrupt_one_is_an_error() {
+    use moneta::storage::keys::RAFT_TOMBSTONE_PREFIX;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = moneta::storage::Store::open(dir.path()).unwrap();
+        let mut batch = sled::Batch::default();
+        store.stage_drop_group(&mut batch, 3, (5, 1)).unwrap();
+        store.tree().apply_batch(batch).unwrap();
+        store.flush().unwrap();
+    }
+    let store = moneta::storage::Store::open(dir.path()).unwrap();
+    assert_eq!(store.raft_tombstones().unwrap(), std::collections::BTreeMap::from([(3, (5, 1))]));
+    let mut k = RAFT_TOMBSTONE_PREFIX.to_vec();
+    k.extend_from_slice(&4u32.to_be_bytes());
+    store.tree().insert(k, &[1u8, 2, 3][..]).unwrap();
+    let e = store.raft_tombstones().unwrap_err().to_string();
+    assert!(e.contains("not (term, vote)"), "{e}");
+}
+
+#[test]
+fn a_replica_catching_up_through_its_own_removal_and_its_re_adding_is_kept_and_promoted() {
+    // One entry per message and per round: a replica catching up applies its removal and its
+    // re-adding in different rounds, as on a busy group.
+    let settings = moneta::cluster::raft::RaftSettings {
+        max_size_per_msg: 1,
+        max_committed_size_per_ready: 1,
+        ..Default::default()
+    };
+    let mut c = SimRaftCluster::with_settings(settings, 11, 3, &std::collections::BTreeMap::from([(0, vec![1, 2, 3])]));
+    c.run(300).unwrap();
+    let leader = c.leader(0).expect("a leader");
+    let out = (1..=3).find(|&n| n != leader).unwrap();
+    let rest: Vec<RaftId> = std::iter::once(leader).chain((1..=3).filter(|&n| n != leader && n != out)).collect();
+    let all: Vec<RaftId> = rest.iter().copied().chain([out]).collect();
+    let voters = |c: &SimRaftCluster| {
+        let mut v = c.nodes[&leader].raft.as_ref().unwrap().status(0).unwrap().voters;
+        v.sort_unstable();
+        v
+    };
+    propose_n(&mut c, 0, "before", 5);
+    // Down, it misses its removal from the group...
+    c.crash(out, 0);
+    for _ in 0..200 {
+        c.reconfigure(leader, 0, &rest);
+        c.run(1).unwrap();
+    }
+    assert_eq!(voters(&c), {
+        let mut r = rest.clone();
+        r.sort_unstable();
+        r
+    });
+    propose_n(&mut c, 0, "between", 5);
+    // ... and its placement back (a learner again) before it returns with its old replica,
+    // which then applies its removal, then its re-adding, on the way.
+    c.placed.insert(out, std::collections::BTreeSet::from([0]));
+    c.reconfigure(leader, 0, &all);
+    c.run(20).unwrap();
+    c.restart(out).unwrap();
+    for _ in 0..600 {
+        c.reconfigure(leader, 0, &all);
+        c.run(1).unwrap();
+    }
+    assert_eq!(voters(&c), vec![1, 2, 3], "promoted once caught up");
+    assert_eq!(c.applied_data(out, 0), c.applied_data(leader, 0));
+}

@@ -407,9 +407,30 @@ impl ClusterSim {
         let unheard: Vec<GroupId> = (0..=g_meta).filter(|g| !actual.contains_key(g)).collect();
         let moves = planner::moves_in_flight(meta, &actual);
         let plan = planner::plan(meta, &actual, &BTreeSet::new(), planner::Limits::default());
+        let groups: Vec<String> = (0..=g_meta)
+            .map(|g| {
+                let at: Vec<String> = self
+                    .members_of(g)
+                    .into_iter()
+                    .map(|n| {
+                        let applied = self
+                            .raft
+                            .nodes
+                            .get(&n)
+                            .and_then(|x| x.raft.as_ref())
+                            .and_then(|r| r.status(g))
+                            .map(|s| s.applied_index);
+                        let host = self.replicas.get(&(n, g)).map(|r| r.last_index);
+                        format!("{n}: applied {applied:?} host {host:?}")
+                    })
+                    .collect();
+                format!("group {g} leader {:?} [{}]", self.raft.leader(g), at.join(", "))
+            })
+            .collect();
         format!(
-            "members [{}]; groups unheard of {unheard:?}; moves in flight {moves:?}; the planner would still do {plan:?}",
-            states.join(", ")
+            "members [{}]; groups unheard of {unheard:?}; moves in flight {moves:?}; the planner would still do {plan:?}; {}",
+            states.join(", "),
+            groups.join("; ")
         )
     }
 

@@ -112,6 +112,9 @@ impl Writer {
                 raft.open_group(*g, p).map_err(layout)?;
             }
         }
+        for (g, (term, vote)) in store.raft_tombstones()? {
+            raft.restore_tombstone(g, term, vote);
+        }
         let mine: Vec<u32> = raft.groups().collect();
         for g in mine {
             // A group whose only voter is this node elects itself at once.

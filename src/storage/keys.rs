@@ -52,6 +52,10 @@ pub const MEMBERSHIP_KEY: [u8; 3] = [0xff, 0xff, 0x0b];
 /// `NODE_PREFIX ‖ 0x0c` → the metadata group's state (`cluster::meta::MetaState`), on the
 /// nodes that hold a replica of it.
 pub const META_STATE_KEY: [u8; 3] = [0xff, 0xff, 0x0c];
+/// `NODE_PREFIX ‖ 0x0d ‖ group u32 BE` → (term u64 BE, vote u64 BE) of this node's last dropped
+/// replica of the group: a replica created again starts from them (it never votes twice in a
+/// term).
+pub const RAFT_TOMBSTONE_PREFIX: [u8; 3] = [0xff, 0xff, 0x0d];
 /// 3: shards by id alone, an audit chain per shard group, raft logs. 4: a metadata group.
 /// 5: the metadata group placed like the shard groups, founders recorded (elastic membership).
 pub const LAYOUT_VERSION: u32 = 5;

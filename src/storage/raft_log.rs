@@ -3,7 +3,7 @@
 //! crash keeps both or neither (DESIGN.md §8: "the log is the group commit").
 
 use crate::cluster::raft::{DiskError, GroupWrite, PersistedGroup, RaftDisk};
-use crate::storage::keys::{self, RAFT_APPLIED, RAFT_CONF_STATE, RAFT_ENTRY, RAFT_HARD_STATE, RAFT_PREFIX, RAFT_SNAPSHOT_POINT};
+use crate::storage::keys::{self, RAFT_APPLIED, RAFT_CONF_STATE, RAFT_ENTRY, RAFT_HARD_STATE, RAFT_PREFIX, RAFT_SNAPSHOT_POINT, RAFT_TOMBSTONE_PREFIX};
 use crate::storage::{Store, StoreError};
 use std::collections::BTreeMap;
 
@@ -128,9 +128,29 @@ impl Store {
         out
     }
 
+    /// The term and vote of every replica this node dropped (the last one per group).
+    pub fn raft_tombstones(&self) -> Result<BTreeMap<u32, (u64, u64)>, StoreError> {
+        let mut out = BTreeMap::new();
+        for item in self.tree().scan_prefix(RAFT_TOMBSTONE_PREFIX) {
+            let (k, v) = item?;
+            let group = k[RAFT_TOMBSTONE_PREFIX.len()..]
+                .try_into()
+                .map(u32::from_be_bytes)
+                .map_err(|_| corrupt(&k, "not a group"))?;
+            out.insert(group, u64_pair(&v).filter(|_| v.len() == 16).ok_or_else(|| corrupt(&k, "not (term, vote)"))?);
+        }
+        Ok(out)
+    }
+
     /// Deletes, in `batch`, everything this node holds of a group: its state (every key of its
-    /// shards, the metadata for the metadata group), its audit chain and its raft log.
-    pub fn stage_drop_group(&self, batch: &mut sled::Batch, group: u32) -> Result<(), StoreError> {
+    /// shards, the metadata for the metadata group), its audit chain and its raft log; keeps
+    /// the replica's term and vote (`tombstone`) for a replica created again.
+    pub fn stage_drop_group(&self, batch: &mut sled::Batch, group: u32, tombstone: (u64, u64)) -> Result<(), StoreError> {
+        let mut k = RAFT_TOMBSTONE_PREFIX.to_vec();
+        k.extend_from_slice(&group.to_be_bytes());
+        let mut v = tombstone.0.to_be_bytes().to_vec();
+        v.extend_from_slice(&tombstone.1.to_be_bytes());
+        batch.insert(k, v);
         for (start, end) in self.group_ranges(group) {
             for k in self.tree().range(start..end).keys() {
                 batch.remove(k?);

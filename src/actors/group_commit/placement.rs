@@ -94,8 +94,9 @@ impl Writer {
         if !self.raft.remove_group(group) {
             return Ok(());
         }
+        let tombstone = self.raft.tombstone(group).expect("a dropped replica leaves its tombstone");
         let mut batch = sled::Batch::default();
-        self.store.stage_drop_group(&mut batch, group)?;
+        self.store.stage_drop_group(&mut batch, group, tombstone)?;
         self.store.tree().apply_batch(batch)?;
         self.store.flush()?;
         self.chains.remove(&group);
@@ -114,10 +115,12 @@ impl Writer {
         Ok(())
     }
 
-    /// Groups whose configuration this round changed and no longer has this node: dropped.
+    /// Groups whose configuration this round changed and no longer has this node, as their
+    /// leader: dropped (`MultiRaft::applied_own_removal_as_leader`; a follower's replica goes
+    /// by `reconfigure`'s rule).
     pub(super) fn drop_removed(&mut self, reconfigured: &[GroupId]) -> Result<(), StoreError> {
         for &g in reconfigured {
-            if self.raft.has_group(g) && !self.raft.is_member_of(g) {
+            if self.raft.applied_own_removal_as_leader(g) {
                 self.drop_group(g)?;
             }
         }

@@ -96,6 +96,8 @@ pub struct MemoryDisk {
     durable: BTreeMap<GroupId, PersistedGroup>,
     volatile: Vec<Vec<GroupWrite>>,
     pub syncs: u64,
+    /// Dropped replicas' term and vote (`Store::raft_tombstones`).
+    tombstones: BTreeMap<GroupId, (u64, u64)>,
 }
 
 impl MemoryDisk {
@@ -107,10 +109,16 @@ impl MemoryDisk {
         }
     }
 
-    /// Deletes a group's records in one flushed batch (a replica removed from its group).
-    pub fn drop_group(&mut self, group: GroupId) {
+    /// Deletes a group's records in one flushed batch (a replica removed from its group),
+    /// keeping its term and vote.
+    pub fn drop_group(&mut self, group: GroupId, tombstone: (u64, u64)) {
         let _ = self.sync();
         self.durable.remove(&group);
+        self.tombstones.insert(group, tombstone);
+    }
+
+    pub fn tombstones(&self) -> &BTreeMap<GroupId, (u64, u64)> {
+        &self.tombstones
     }
 
     pub fn unsynced_rounds(&self) -> usize {

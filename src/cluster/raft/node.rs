@@ -364,6 +364,16 @@ impl MultiRaft {
         self.propose_conf_change(group, id, cc)
     }
 
+    /// The term and vote of this node's last dropped replica of `group` (to persist).
+    pub fn tombstone(&self, group: GroupId) -> Option<(u64, RaftId)> {
+        self.tombstones.get(&group).copied()
+    }
+
+    /// A dropped replica's term and vote, as persisted (at start).
+    pub fn restore_tombstone(&mut self, group: GroupId, term: u64, vote: RaftId) {
+        self.tombstones.insert(group, (term, vote));
+    }
+
     /// Drops this node's replica of a group (it was removed from the group's configuration):
     /// proposals and reads it tracked fail. The caller deletes the group's records.
     pub fn remove_group(&mut self, group: GroupId) -> bool {
@@ -379,6 +389,16 @@ impl MultiRaft {
             batch.retain(|(g, _)| *g != group);
         }
         true
+    }
+
+    /// This replica applied a configuration without itself while leading the group: it is to
+    /// be dropped now (raft-rs would keep it leading, with no progress of its own). A follower
+    /// that applies its own removal is not: it may be catching up through a removal that a
+    /// later entry undoes (it was placed here again and re-added — found by the simulator: such
+    /// a replica, dropped, was promoted to voter with nothing here to vote, for good). It goes
+    /// when its group's leader says it is out and the placement has no replica here.
+    pub fn applied_own_removal_as_leader(&self, group: GroupId) -> bool {
+        self.has_group(group) && !self.is_member_of(group) && self.is_leader(group)
     }
 
     /// Whether this node's replica is in the group's configuration (as a voter or a learner).
@@ -510,7 +530,7 @@ impl MultiRaft {
             let r = self.groups.get_mut(&g).expect("a group in a round stays open");
             let conf = r.raw.raft.prs().conf();
             let me = self.id;
-            if !conf.voters().contains(me) && !conf.learners().contains(&me) && !conf.voters().ids().is_empty() {
+            if r.is_leader() && !conf.voters().contains(me) && !conf.learners().contains(&me) {
                 // This round applied a configuration without this replica (the caller drops
                 // it next). raft-rs keeps a removed leader leading and would panic on its own
                 // missing progress (found by the simulator: a leader that took over while the

@@ -140,10 +140,12 @@ impl SimRaftCluster {
 
     /// `nodes` raft ids 1..=n; each group of `placement` formed by its voters there.
     pub fn placed(seed: u64, n: u64, placement: &BTreeMap<GroupId, Vec<RaftId>>) -> SimRaftCluster {
-        let settings = RaftSettings {
-            seed,
-            ..RaftSettings::default()
-        };
+        SimRaftCluster::with_settings(RaftSettings::default(), seed, n, placement)
+    }
+
+    /// As `placed`, every node with `settings` (its seed set to `seed`).
+    pub fn with_settings(settings: RaftSettings, seed: u64, n: u64, placement: &BTreeMap<GroupId, Vec<RaftId>>) -> SimRaftCluster {
+        let settings = RaftSettings { seed, ..settings };
         let mut c = SimRaftCluster {
             now_ms: 0,
             rng: ChaCha8Rng::seed_from_u64(seed),
@@ -319,6 +321,9 @@ impl SimRaftCluster {
         let n = self.nodes.get_mut(&node).expect("known node");
         assert!(n.raft.is_none(), "restart of a running node");
         let mut raft = MultiRaft::new(node, settings, super::logger::logger(node));
+        for (&g, &(term, vote)) in n.disk.tombstones() {
+            raft.restore_tombstone(g, term, vote);
+        }
         for (g, p) in n.disk.load().map_err(|e| e.to_string())? {
             raft.open_group(g, &p)?;
             let state_last = n.applied.get(&g).and_then(|v| v.last()).map_or(0, |e| e.0);
@@ -437,10 +442,10 @@ impl SimRaftCluster {
                     self.send(id, to, g, m);
                 }
             }
-            // A configuration this round applied that no longer has this node: its replica
-            // and records are dropped (as the production writer does).
+            // A configuration this round applied that no longer has this node, its leader: its
+            // replica and records are dropped (as the production writer does).
             for g in reconfigured {
-                let gone = self.nodes[&id].raft.as_ref().is_some_and(|r| r.has_group(g) && !r.is_member_of(g));
+                let gone = self.nodes[&id].raft.as_ref().is_some_and(|r| r.applied_own_removal_as_leader(g));
                 if gone {
                     self.drop_group(id, g)?;
                 }

@@ -52,7 +52,8 @@ impl SimRaftCluster {
             return Ok(());
         }
         let events = raft.take_events();
-        n.disk.drop_group(group);
+        let tombstone = raft.tombstone(group).expect("a dropped replica leaves its tombstone");
+        n.disk.drop_group(group, tombstone);
         // The flush that deletes the group makes the rounds before it durable too.
         let rounds: Vec<_> = n.state_volatile.drain(..).collect();
         for ops in &rounds {
