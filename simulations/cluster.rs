@@ -12,8 +12,10 @@
 //!
 //! Faults, all drawn from the seed (swarm testing: the probabilities themselves are drawn per
 //! run and printed first): message loss, duplication, latency and reordering; a node isolated
-//! for a while; crashes that lose unflushed rounds, and restarts. Then a liveness phase: faults
-//! off, every node restarted and connected; it must converge within a bound.
+//! for a while; crashes that lose unflushed rounds, and restarts; disk errors (a failed write
+//! stops its node, a failed read its restart); nodes joining and decommissioned while the
+//! planner moves replicas (`membership.rs`). Then a liveness phase: faults off, every node
+//! restarted and connected; it must converge within a bound, membership settled.
 //!
 //! Checked after every tick, the run stopping at the first violation: at most one leader per
 //! group and term and the same entry at an index on every replica (the raft layer); replicas
@@ -96,7 +98,7 @@ impl Settings {
         let f = &self.faults;
         format!(
             "nodes {} · groups {} · users {} (2 clients each, {} requests per client) · safety {} ticks, liveness ≤ {} ticks ({} ms per tick)\n\
-             faults: loss {} · duplicate {} · latency 1–{} ms · crash {}/tick · restart {}/tick · isolate {}/tick · one-way cut {}/tick · heal {}/tick · clog {}/tick · pause {}/tick · compact {}/tick · join {}/tick · decommission {}/tick",
+             faults: loss {} · duplicate {} · latency 1–{} ms · crash {}/tick · restart {}/tick · isolate {}/tick · one-way cut {}/tick · heal {}/tick · clog {}/tick · pause {}/tick · compact {}/tick · join {}/tick · decommission {}/tick · disk error {}/tick",
             self.nodes,
             self.groups,
             self.users,
@@ -116,7 +118,8 @@ impl Settings {
             f.pause,
             f.compact,
             f.join,
-            f.decommission
+            f.decommission,
+            f.disk_error
         )
     }
 }
@@ -190,6 +193,8 @@ pub struct Report {
     pub dropped: u64,
     /// Metadata commands that no longer fitted when applied (refused alike on every replica).
     pub meta_refused: u64,
+    /// Disk errors injected (a write that stopped its node, or a read that failed a restart).
+    pub disk_errors: u64,
     pub digest: String,
 }
 
@@ -440,10 +445,7 @@ impl ClusterSim {
         self.partitioned = false;
         self.raft.faults.loss = 0.0;
         self.raft.faults.duplicate = 0.0;
-        let down: Vec<RaftId> = self.raft.nodes.iter().filter(|(_, n)| n.raft.is_none()).map(|(&id, _)| id).collect();
-        for id in down {
-            self.restart(id)?;
-        }
+        self.restart_down()?;
         self.live = true;
         for i in 0..self.clients.len() {
             if let Some(Waiting::Send { at }) = self.clients[i].waiting {
@@ -463,9 +465,20 @@ impl ClusterSim {
                 ));
             }
             self.step()?;
+            // A node whose disk failed it (a write error in the last safety tick) comes back.
+            self.restart_down()?;
             self.report.liveness_ticks += 1;
         }
         self.finish()
+    }
+
+    /// Restarts every node that is down (the liveness phase).
+    fn restart_down(&mut self) -> Result<(), Failure> {
+        let down: Vec<RaftId> = self.raft.nodes.iter().filter(|(_, n)| n.raft.is_none()).map(|(&id, _)| id).collect();
+        for id in down {
+            self.restart(id)?;
+        }
+        Ok(())
     }
 
     /// One tick: raft, then every replica's entities catch up, then clients.
@@ -488,6 +501,7 @@ impl ClusterSim {
         if let Err(e) = self.raft.run(1) {
             return self.fail(e);
         }
+        self.disk_failed();
         for (node, g, term, leader) in std::mem::take(&mut self.raft.roles) {
             let leader = leader.map_or("none known".to_string(), |l| format!("node {l}"));
             self.note("role", Some(node), Some(g), None, format!("term {term}, leader {leader}"));

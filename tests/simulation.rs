@@ -326,18 +326,36 @@ fn membership_count(stdout: &str, name: &str) -> u64 {
 }
 
 #[test]
-fn nodes_join_and_are_decommissioned_under_faults_while_the_planner_moves_replicas() {
+fn nodes_join_and_are_decommissioned_and_disks_fail_under_faults_while_the_planner_moves_replicas() {
     // Operators at work during the faults: nodes ask to join (the metadata admits them, their
     // processes start empty and are given replicas by snapshot), members are decommissioned
     // (drained by the planner, removed, their processes exit). Every check still holds, and the
     // liveness phase settles the membership: nothing joining or draining, every group's
     // configuration its placement.
+    // Disks fail now and then too: a write error stops its node (the writer fails closed), a
+    // read error fails a restart.
     let mut seen = (0, 0, 0, 0);
+    let mut disk_errors = 0;
     for seed in ["21", "22", "23"] {
-        let out = cluster(&["--seed", seed, "--fault", "join=0.003", "--fault", "decommission=0.003"]);
+        let out = cluster(&[
+            "--seed",
+            seed,
+            "--fault",
+            "join=0.003",
+            "--fault",
+            "decommission=0.003",
+            "--fault",
+            "disk_error=0.003",
+        ]);
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-        assert!(stdout.contains("join 0.003/tick · decommission 0.003/tick"), "{stdout}");
+        assert!(stdout.contains("join 0.003/tick · decommission 0.003/tick · disk error 0.003/tick"), "{stdout}");
+        let faults = stdout.lines().find(|l| l.starts_with("faults injected: ")).expect("a faults line");
+        disk_errors += faults
+            .rsplit("disk errors ")
+            .next()
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .expect("disk errors counted");
         seen.0 += membership_count(&stdout, "joins");
         seen.1 += membership_count(&stdout, "removed");
         seen.2 += membership_count(&stdout, "membership steps");
@@ -348,6 +366,7 @@ fn nodes_join_and_are_decommissioned_under_faults_while_the_planner_moves_replic
         joins > 0 && removed > 0 && steps > 0 && dropped > 0,
         "joins {joins}, removed {removed}, steps {steps}, dropped {dropped}"
     );
+    assert!(disk_errors > 0, "no disk error injected");
     // A sweep with the operators busier still: no seed fails.
     let out = cluster(&["--seed", "300", "--sweep", "20", "--fault", "join=0.004", "--fault", "decommission=0.004"]);
     let stdout = String::from_utf8_lossy(&out.stdout);

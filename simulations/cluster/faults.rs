@@ -35,6 +35,9 @@ pub struct Faults {
     pub join: f64,
     /// Per tick: an operator decommissions a member (refused when too few would be left).
     pub decommission: f64,
+    /// Per tick: a disk fails once — a running node's next write (the node stops, as the
+    /// production writer fails closed), or a stopped node's next read (its restart fails).
+    pub disk_error: f64,
 }
 
 impl Faults {
@@ -55,13 +58,14 @@ impl Faults {
             compact: [0.0, 0.002, 0.01][r.random_range(0..3)],
             join: [0.0, 0.0005, 0.002][r.random_range(0..3)],
             decommission: [0.0, 0.0005, 0.002][r.random_range(0..3)],
+            disk_error: [0.0, 0.0005, 0.002][r.random_range(0..3)],
         }
     }
 }
 
 impl Faults {
     /// The names `--fault NAME=P` accepts, in the order they are printed.
-    pub const NAMES: [&'static str; 13] = [
+    pub const NAMES: [&'static str; 14] = [
         "loss",
         "duplicate",
         "latency_max_ms",
@@ -75,6 +79,7 @@ impl Faults {
         "compact",
         "join",
         "decommission",
+        "disk_error",
     ];
 
     /// Sets one fault from `NAME=VALUE` (a probability per tick or message in [0, 1]; for
@@ -106,6 +111,7 @@ impl Faults {
             "compact" => &mut self.compact,
             "join" => &mut self.join,
             "decommission" => &mut self.decommission,
+            "disk_error" => &mut self.disk_error,
             _ => return Err(format!("--fault {name}: unknown fault (one of {})", Faults::NAMES.join(", "))),
         };
         *slot = p;
@@ -134,6 +140,23 @@ impl ClusterSim {
             }
         }
         self.operators();
+        if self.rng.random_bool(f.disk_error) {
+            let ids: Vec<RaftId> = self.raft.nodes.keys().copied().collect();
+            let id = ids[self.rng.random_range(0..ids.len())];
+            let n = self.raft.nodes.get_mut(&id).expect("a node");
+            let what = match n.raft.is_some() {
+                true => {
+                    n.disk.fail_next_write = true;
+                    "its next write fails"
+                }
+                false => {
+                    n.disk.fail_next_load.set(true);
+                    "its next read fails"
+                }
+            };
+            self.report.disk_errors += 1;
+            self.note("disk_error", Some(id), None, None, what.into());
+        }
         let nodes: Vec<RaftId> = self.raft.nodes.keys().copied().collect();
         let n = nodes.len();
         if !self.partitioned && self.rng.random_bool(f.isolate) {
@@ -199,11 +222,28 @@ impl ClusterSim {
     }
 
     pub(super) fn restart(&mut self, id: RaftId) -> Result<(), Failure> {
-        if let Err(e) = self.raft.restart(id) {
-            return self.fail(format!("node {id} cannot restart from its disk: {e}"));
+        match self.raft.restart(id) {
+            Err(e) => return self.fail(format!("node {id} cannot restart from its disk: {e}")),
+            Ok(false) => {}
+            Ok(true) => {
+                self.report.restarts += 1;
+                self.note("restart", Some(id), None, None, "restarted from its disk".into());
+            }
         }
-        self.report.restarts += 1;
-        self.note("restart", Some(id), None, None, "restarted from its disk".into());
+        self.disk_failed();
         Ok(())
+    }
+
+    /// Nodes a disk error stopped (their entities come back from what the disk kept) or kept
+    /// from restarting.
+    pub(super) fn disk_failed(&mut self) {
+        for (id, e) in std::mem::take(&mut self.raft.disk_failures) {
+            let stopped = self.raft.nodes.get(&id).is_some_and(|n| n.raft.is_none());
+            self.note("disk_failure", Some(id), None, None, format!("{e} (stopped: {stopped})"));
+            let groups: Vec<_> = self.replicas.keys().filter(|k| k.0 == id).map(|k| k.1).collect();
+            for g in groups {
+                self.rebuild(id, g);
+            }
+        }
     }
 }

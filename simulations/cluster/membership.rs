@@ -326,12 +326,15 @@ impl ClusterSim {
     /// Operators at work (drawn per tick): a new node asks to join, or a member is
     /// decommissioned (refused when too few nodes would be left).
     pub(super) fn operators(&mut self) {
-        let f = self.s.faults.clone();
+        let (join, decommission) = (self.rng.random_bool(self.s.faults.join), self.rng.random_bool(self.s.faults.decommission));
+        if !join && !decommission {
+            return;
+        }
         let g_meta = self.meta_group();
         let Some(l) = self.raft.leader(g_meta) else { return };
         let Some(meta) = self.metas.get(&l).map(|m| m.state.clone()) else { return };
         let members = meta.members.values().filter(|r| r.state != NodeState::Removed).count();
-        if members < MEMBERS_MAX && self.rng.random_bool(f.join) {
+        if members < MEMBERS_MAX && join {
             self.asked_to_join += 1;
             let k = self.asked_to_join;
             let join = MetaCommand::Join {
@@ -342,7 +345,7 @@ impl ClusterSim {
             let sent = self.propose_meta(l, &[join]);
             self.note("join_asked", Some(l), Some(g_meta), None, format!("node j{k} asks to join (proposed: {sent})"));
         }
-        if self.rng.random_bool(f.decommission) {
+        if decommission {
             let candidates: Vec<String> = meta
                 .members
                 .iter()

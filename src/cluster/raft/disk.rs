@@ -98,6 +98,10 @@ pub struct MemoryDisk {
     pub syncs: u64,
     /// Dropped replicas' term and vote (`Store::raft_tombstones`).
     tombstones: BTreeMap<GroupId, (u64, u64)>,
+    /// Injected faults (the simulator): the next write fails (nothing of it is kept), the
+    /// next load fails.
+    pub fail_next_write: bool,
+    pub fail_next_load: std::cell::Cell<bool>,
 }
 
 impl MemoryDisk {
@@ -134,6 +138,9 @@ impl MemoryDisk {
 
 impl RaftDisk for MemoryDisk {
     fn load(&self) -> Result<BTreeMap<GroupId, PersistedGroup>, DiskError> {
+        if self.fail_next_load.replace(false) {
+            return Err(DiskError::Io("injected read error".into()));
+        }
         let mut image = self.durable.clone();
         for round in &self.volatile {
             Self::fold(&mut image, round);
@@ -142,6 +149,9 @@ impl RaftDisk for MemoryDisk {
     }
 
     fn write(&mut self, writes: &[GroupWrite]) -> Result<(), DiskError> {
+        if std::mem::take(&mut self.fail_next_write) {
+            return Err(DiskError::Io("injected write error".into()));
+        }
         // Every round counts, empty or not: a crash keeps a prefix of rounds, and the state
         // machine's writes of the same rounds are kept alongside.
         self.volatile.push(writes.to_vec());

@@ -19,6 +19,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 mod members;
+mod network;
 
 /// Logical milliseconds per raft tick.
 pub const TICK_MS: u64 = 10;
@@ -126,6 +127,9 @@ pub struct SimRaftCluster {
     conf_pending: BTreeMap<ProposalId, RaftId>,
     /// Replicas dropped since the driver last looked (removed from their group's configuration).
     pub dropped: Vec<(RaftId, GroupId)>,
+    /// Disk errors since the driver last looked: (node, error). A write error stopped the
+    /// node; a read error kept it from restarting.
+    pub disk_failures: Vec<(RaftId, String)>,
     /// What dropped replicas had applied, until the driver has seen it (`forget_dropped`).
     retired: BTreeMap<(RaftId, GroupId), Entries>,
     pub conf_steps: u64,
@@ -174,6 +178,7 @@ impl SimRaftCluster {
             placed: BTreeMap::new(),
             conf_pending: BTreeMap::new(),
             dropped: Vec::new(),
+            disk_failures: Vec::new(),
             retired: BTreeMap::new(),
             conf_steps: 0,
         };
@@ -236,66 +241,6 @@ impl SimRaftCluster {
         Some(id)
     }
 
-    pub fn cut_both(&mut self, a: RaftId, b: RaftId) {
-        self.cut.insert((a, b));
-        self.cut.insert((b, a));
-    }
-
-    /// Cuts `node` off from every other node, both ways.
-    pub fn isolate(&mut self, node: RaftId) {
-        let others: Vec<_> = self.nodes.keys().copied().filter(|&n| n != node).collect();
-        for o in others {
-            self.cut_both(node, o);
-        }
-    }
-
-    /// Cuts the link from `from` to `to` only (what `to` sends still arrives).
-    pub fn cut_one_way(&mut self, from: RaftId, to: RaftId) {
-        self.cut.insert((from, to));
-    }
-
-    /// Whether `a` and `b` reach each other both ways now.
-    pub fn connected(&self, a: RaftId, b: RaftId) -> bool {
-        a == b || !(self.cut.contains(&(a, b)) || self.cut.contains(&(b, a)))
-    }
-
-    /// Slows the link from `from` to `to` by `extra_ms` for `for_ms`.
-    pub fn clog(&mut self, from: RaftId, to: RaftId, extra_ms: u64, for_ms: u64) {
-        self.clogged.insert((from, to), (self.now_ms + for_ms, extra_ms));
-    }
-
-    /// Freezes `node` for `for_ms`.
-    pub fn pause(&mut self, node: RaftId, for_ms: u64) {
-        self.paused.insert(node, self.now_ms + for_ms);
-    }
-
-    /// Ends the pauses due by `now_ms` (the start of the next tick) and names the nodes that
-    /// wake: the driver may let them answer their clients before they read their network.
-    pub fn wake_due(&mut self, now_ms: u64) -> Vec<RaftId> {
-        let due: Vec<RaftId> = self.paused.iter().filter(|(_, &until)| until <= now_ms).map(|(&id, _)| id).collect();
-        for id in &due {
-            self.paused.remove(id);
-        }
-        due
-    }
-
-    /// When a paused node resumes (logical ms).
-    pub fn paused_until(&self, node: RaftId) -> Option<u64> {
-        self.paused.get(&node).copied()
-    }
-
-    /// Ends every cut link (clogs and pauses run their course).
-    pub fn heal_cuts(&mut self) {
-        self.cut.clear();
-    }
-
-    /// Ends every cut, clog and pause.
-    pub fn heal(&mut self) {
-        self.cut.clear();
-        self.clogged.clear();
-        self.paused.clear();
-    }
-
     /// A crash: memory is gone; of the rounds written since the last flush, the first `keep`
     /// reached the disk.
     pub fn crash(&mut self, node: RaftId, keep: usize) {
@@ -316,7 +261,8 @@ impl SimRaftCluster {
         n.applied = n.state_durable.clone();
     }
 
-    pub fn restart(&mut self, node: RaftId) -> Result<(), String> {
+    /// Restarts `node` from its disk; false (it stays down) when its disk cannot be read.
+    pub fn restart(&mut self, node: RaftId) -> Result<bool, String> {
         let settings = self.settings.clone();
         let n = self.nodes.get_mut(&node).expect("known node");
         assert!(n.raft.is_none(), "restart of a running node");
@@ -324,7 +270,14 @@ impl SimRaftCluster {
         for (&g, &(term, vote)) in n.disk.tombstones() {
             raft.restore_tombstone(g, term, vote);
         }
-        for (g, p) in n.disk.load().map_err(|e| e.to_string())? {
+        let loaded = match n.disk.load() {
+            Ok(l) => l,
+            Err(e) => {
+                self.disk_failures.push((node, e.to_string()));
+                return Ok(false);
+            }
+        };
+        for (g, p) in loaded {
             raft.open_group(g, &p)?;
             let state_last = n.applied.get(&g).and_then(|v| v.last()).map_or(0, |e| e.0);
             if state_last > p.applied {
@@ -335,7 +288,7 @@ impl SimRaftCluster {
             }
         }
         n.raft = Some(raft);
-        Ok(())
+        Ok(true)
     }
 
     /// Runs `ticks` ticks of logical time.
@@ -417,7 +370,15 @@ impl SimRaftCluster {
                 ops.push(StateOp::Apply(c.clone()));
             }
             SimNode::fold(&mut n.applied, &ops);
-            n.disk.write(&round.writes).map_err(|e| e.to_string())?;
+            if let Err(e) = n.disk.write(&round.writes) {
+                // The production writer fails closed on a storage error: the node stops (its
+                // unflushed rounds may or may not have reached the disk) until restarted.
+                let keep = n.disk.unsynced_rounds();
+                let keep = self.rng.random_range(0..=keep);
+                self.crash(id, keep);
+                self.disk_failures.push((id, e.to_string()));
+                return Ok(());
+            }
             n.state_volatile.push(ops);
             if round.sync {
                 n.disk.sync().map_err(|e| e.to_string())?;
