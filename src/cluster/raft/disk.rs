@@ -102,6 +102,14 @@ pub struct MemoryDisk {
     /// next load fails.
     pub fail_next_write: bool,
     pub fail_next_load: std::cell::Cell<bool>,
+    /// The CRC-32 of each durable entry as written (a log-structured store keeps one per
+    /// record): an entry whose bytes no longer match is reported at load, never applied.
+    sums: BTreeMap<(GroupId, u64), u32>,
+}
+
+/// The checksum of one raft entry's stored form.
+fn entry_sum(e: &raft::prelude::Entry) -> u32 {
+    crc32fast::hash(&protobuf::Message::write_to_bytes(e).expect("raft entries encode"))
 }
 
 impl MemoryDisk {
@@ -109,8 +117,35 @@ impl MemoryDisk {
     pub fn crash(&mut self, keep: usize) {
         let rounds: Vec<_> = self.volatile.drain(..).collect();
         for round in rounds.into_iter().take(keep) {
-            Self::fold(&mut self.durable, &round);
+            self.make_durable(&round);
         }
+    }
+
+    /// Folds a written round into the durable image, with its entries' checksums.
+    fn make_durable(&mut self, round: &[GroupWrite]) {
+        Self::fold(&mut self.durable, round);
+        for w in round {
+            for e in &w.entries {
+                self.sums.insert((w.group, e.index), entry_sum(e));
+            }
+        }
+    }
+
+    /// Damages one durable entry at rest (a bit flipped on the medium), without its checksum:
+    /// the next load reports it. Returns which, or None when there is no entry with data.
+    pub fn corrupt(&mut self, pick: u64) -> Option<(GroupId, u64)> {
+        let candidates: Vec<(GroupId, usize)> = self
+            .durable
+            .iter()
+            .flat_map(|(&g, p)| p.entries.iter().enumerate().filter(|(_, e)| !e.data.is_empty()).map(move |(i, _)| (g, i)))
+            .collect();
+        let &(g, i) = candidates.get((pick % candidates.len().max(1) as u64) as usize)?;
+        let e = &mut self.durable.get_mut(&g).expect("a group with entries").entries[i];
+        let mut data = e.data.to_vec();
+        let at = (pick as usize / 7) % data.len();
+        data[at] ^= 0x10;
+        e.data = data.into();
+        Some((g, e.index))
     }
 
     /// Deletes a group's records in one flushed batch (a replica removed from its group),
@@ -118,6 +153,7 @@ impl MemoryDisk {
     pub fn drop_group(&mut self, group: GroupId, tombstone: (u64, u64)) {
         let _ = self.sync();
         self.durable.remove(&group);
+        self.sums.retain(|&(g, _), _| g != group);
         self.tombstones.insert(group, tombstone);
     }
 
@@ -141,6 +177,16 @@ impl RaftDisk for MemoryDisk {
         if self.fail_next_load.replace(false) {
             return Err(DiskError::Io("injected read error".into()));
         }
+        for (&g, p) in &self.durable {
+            for e in &p.entries {
+                if self.sums.get(&(g, e.index)) != Some(&entry_sum(e)) {
+                    return Err(DiskError::Corrupt {
+                        location: format!("group {g} entry {}", e.index),
+                        reason: "its checksum does not match its bytes".into(),
+                    });
+                }
+            }
+        }
         let mut image = self.durable.clone();
         for round in &self.volatile {
             Self::fold(&mut image, round);
@@ -162,7 +208,7 @@ impl RaftDisk for MemoryDisk {
         self.syncs += 1;
         let rounds: Vec<_> = self.volatile.drain(..).collect();
         for round in rounds {
-            Self::fold(&mut self.durable, &round);
+            self.make_durable(&round);
         }
         Ok(())
     }

@@ -130,6 +130,8 @@ pub struct SimRaftCluster {
     /// Disk errors since the driver last looked: (node, error). A write error stopped the
     /// node; a read error kept it from restarting.
     pub disk_failures: Vec<(RaftId, String)>,
+    /// Nodes whose disk holds a corrupt record: they cannot start from it.
+    pub unreadable: BTreeSet<RaftId>,
     /// What dropped replicas had applied, until the driver has seen it (`forget_dropped`).
     retired: BTreeMap<(RaftId, GroupId), Entries>,
     pub conf_steps: u64,
@@ -179,6 +181,7 @@ impl SimRaftCluster {
             conf_pending: BTreeMap::new(),
             dropped: Vec::new(),
             disk_failures: Vec::new(),
+            unreadable: BTreeSet::new(),
             retired: BTreeMap::new(),
             conf_steps: 0,
         };
@@ -273,6 +276,11 @@ impl SimRaftCluster {
         let loaded = match n.disk.load() {
             Ok(l) => l,
             Err(e) => {
+                // A corrupt record: the node refuses to start from this disk, for good (as
+                // the production store does); an I/O error may pass.
+                if matches!(e, super::DiskError::Corrupt { .. }) {
+                    self.unreadable.insert(node);
+                }
                 self.disk_failures.push((node, e.to_string()));
                 return Ok(false);
             }

@@ -36,6 +36,7 @@ impl SimRaftCluster {
             self.crash(id, 0);
         }
         self.nodes.remove(&id);
+        self.unreadable.remove(&id);
         self.retired.retain(|&(n, _), _| n != id);
         self.paused.remove(&id);
         self.placed.remove(&id);
