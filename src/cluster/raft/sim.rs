@@ -107,7 +107,8 @@ pub struct SimRaftCluster {
     /// Reads served: the group's applied index on the serving node when it served them (what
     /// the read must see).
     pub read_points: BTreeMap<ProposalId, u64>,
-    read_groups: BTreeMap<ProposalId, GroupId>,
+    /// Reads in flight: read → (the node serving it, its group).
+    read_groups: BTreeMap<ProposalId, (RaftId, GroupId)>,
     /// A violation found outside `run` (reported by the next `run`).
     violation: Option<String>,
     pending: BTreeMap<ProposalId, (RaftId, GroupId, Vec<u8>)>,
@@ -235,7 +236,7 @@ impl SimRaftCluster {
         // A read may be served at once (a leader reading its own state): its point is now.
         let events = raft.take_events();
         self.next_id += 1;
-        self.read_groups.insert(id, group);
+        self.read_groups.insert(id, (node, group));
         for e in events {
             if let Err(e) = self.on_event(node, e) {
                 self.violation.get_or_insert(e);
@@ -254,6 +255,8 @@ impl SimRaftCluster {
             self.outcomes.insert(id, (node, super::Outcome::Unknown));
         }
         self.conf_pending.retain(|_, at| *at != node);
+        // Its reads die with it too (never answered: their callers time out).
+        self.read_groups.retain(|_, (at, _)| *at != node);
         let n = self.nodes.get_mut(&node).expect("known node");
         n.raft = None;
         n.disk.crash(keep);
@@ -470,7 +473,7 @@ impl SimRaftCluster {
                 self.outcomes.insert(id, (node, outcome));
             }
             Event::Read(id, ok) => {
-                if let Some(g) = self.read_groups.remove(&id).filter(|_| ok) {
+                if let Some((_, g)) = self.read_groups.remove(&id).filter(|_| ok) {
                     let applied = self.nodes[&node].raft.as_ref().and_then(|r| r.status(g)).map_or(0, |s| s.applied_index);
                     self.read_points.insert(id, applied);
                 }
