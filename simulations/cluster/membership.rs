@@ -129,14 +129,10 @@ impl ClusterSim {
                     self.note("conf_step", Some(n), Some(g), None, format!("{step:?} towards {target:?}"));
                     continue;
                 }
-                if target.contains(&n) || self.raft.nodes[&n].raft.as_ref().is_some_and(|r| r.is_leader(g)) {
-                    continue;
-                }
                 // Not placed here: once the group's leader (heard from here) says its
                 // configuration has no replica here, this replica is dropped.
-                let term = self.raft.nodes[&n].raft.as_ref().and_then(|r| r.status(g)).map_or(0, |s| s.term);
                 if let Some((leader, led)) = self.raft.led(g) {
-                    let gone = leader != n && led.term >= term && !led.voters.contains(&n) && !led.learners.contains(&n);
+                    let gone = self.raft.nodes[&n].raft.as_ref().is_some_and(|r| r.told_out(g, &target, leader, &led));
                     if gone && self.raft.connected(n, leader) {
                         if let Err(e) = self.raft.drop_group(n, g) {
                             return self.fail(e);

@@ -37,7 +37,6 @@ impl Writer {
     /// this node leads, and the replicas its leader says are no longer in the group.
     pub(super) fn reconfigure(&mut self) {
         let m = self.directory.get();
-        let me = self.raft.id();
         let groups: Vec<GroupId> = self.raft.groups().collect();
         let mut drop = Vec::new();
         for g in groups {
@@ -68,14 +67,8 @@ impl Writer {
                 }
                 continue;
             }
-            if self.raft.is_leader(g) || target.contains(&me) {
-                continue;
-            }
-            // Not placed here: once the group's leader says its configuration has no replica
-            // here (an applied, so committed, configuration), this replica is dropped.
-            let term = self.raft.status(g).map_or(0, |s| s.term);
             if let Some((leader, led)) = self.directory.led_groups().get(&g) {
-                if *leader != me && led.term >= term && !led.voters.contains(&me) && !led.learners.contains(&me) {
+                if self.raft.told_out(g, &target, *leader, led) {
                     drop.push(g);
                 }
             }

@@ -401,6 +401,16 @@ impl MultiRaft {
         self.has_group(group) && !self.is_member_of(group) && self.is_leader(group)
     }
 
+    /// Whether this node's replica of `group` is to be dropped because its leader says so: it
+    /// is not placed here (`target`), this node does not lead the group, and `leader` (another
+    /// node, at a term no older than this replica's) says its configuration — an applied, so
+    /// committed, one — has no replica here.
+    pub fn told_out(&self, group: GroupId, target: &[RaftId], leader: RaftId, led: &crate::cluster::directory::LedGroup) -> bool {
+        let Some(r) = self.groups.get(&group) else { return false };
+        let me = self.id;
+        !target.contains(&me) && !r.is_leader() && leader != me && led.term >= r.term() && !led.voters.contains(&me) && !led.learners.contains(&me)
+    }
+
     /// Whether this node's replica is in the group's configuration (as a voter or a learner).
     pub fn is_member_of(&self, group: GroupId) -> bool {
         self.groups
