@@ -92,7 +92,8 @@ struct Cli {
     plant: Option<String>,
     /// With --cluster: set one fault's probability instead of drawing it from the seed, e.g.
     /// `--fault crash=0.004 --fault loss=0` (names: loss, duplicate, latency_max_ms, crash,
-    /// restart, isolate, one_way, heal, clog, pause, compact).
+    /// restart, isolate, one_way, heal, clog, pause, compact, join, decommission, disk_error,
+    /// corrupt).
     #[arg(long = "fault", value_name = "NAME=P", requires = "cluster")]
     faults: Vec<String>,
     /// With --cluster: write every event of the run to FILE as JSON lines.

@@ -396,16 +396,60 @@ fn a_replica_catching_up_through_its_own_removal_and_its_re_adding_is_kept_and_p
     propose_n(&mut c, 0, "between", 5);
     // ... and its placement back (a learner again) before it returns with its old replica,
     // which then applies its removal, then its re-adding, on the way.
+    // (A replica removed in a term is added back only by a leader of a later term: the leader
+    // hands over first, so the steps are taken by whichever node leads.)
     c.placed.insert(out, std::collections::BTreeSet::from([0]));
-    c.reconfigure(leader, 0, &all);
-    c.run(20).unwrap();
+    for _ in 0..20 {
+        if let Some(l) = c.leader(0) {
+            c.reconfigure(l, 0, &all);
+        }
+        c.run(1).unwrap();
+    }
     c.restart(out).unwrap();
     for _ in 0..600 {
-        c.reconfigure(leader, 0, &all);
+        if let Some(l) = c.leader(0) {
+            c.reconfigure(l, 0, &all);
+        }
         c.run(1).unwrap();
     }
     assert_eq!(voters(&c), vec![1, 2, 3], "promoted once caught up");
     assert_eq!(c.applied_data(out, 0), c.applied_data(leader, 0));
+}
+
+#[test]
+fn a_removed_replica_is_told_out_only_once_every_voter_committed_its_removal() {
+    let mut c = SimRaftCluster::with_settings(Default::default(), 5, 4, &std::collections::BTreeMap::from([(0, vec![1, 2, 3, 4])]));
+    c.run(300).unwrap();
+    let leader = c.leader(0).expect("a leader");
+    let others: Vec<RaftId> = (1..=4).filter(|&n| n != leader).collect();
+    let (gone, slow, third) = (others[0], others[1], others[2]);
+    propose_n(&mut c, 0, "before", 3);
+    // A voter of the new configuration is down while the removal commits (the old
+    // configuration's majority: the leader, the third node and the one removed).
+    c.crash(slow, 0);
+    let target = vec![leader, slow, third];
+    for _ in 0..200 {
+        c.reconfigure(leader, 0, &target);
+        c.run(1).unwrap();
+    }
+    let status = c.nodes[&leader].raft.as_ref().unwrap().status(0).unwrap();
+    assert!(!status.voters.contains(&gone), "the removal is applied at the leader: {status:?}");
+    let told_out = |c: &SimRaftCluster| {
+        let (l, led) = c.led(0).expect("the leader's word");
+        c.nodes[&gone].raft.as_ref().unwrap().told_out(0, &target, l, &led)
+    };
+    assert!(!status.conf_settled, "a voter has not committed the removal");
+    assert!(!told_out(&c), "the removed replica may still be needed for a vote: kept");
+    // Back, it commits the change: now the removed replica goes.
+    c.restart(slow).unwrap();
+    for _ in 0..300 {
+        c.run(1).unwrap();
+        if told_out(&c) {
+            break;
+        }
+    }
+    assert!(c.nodes[&leader].raft.as_ref().unwrap().status(0).unwrap().conf_settled);
+    assert!(told_out(&c), "every voter committed the removal: the removed replica goes");
 }
 
 #[test]

@@ -396,6 +396,54 @@ fn a_record_damaged_at_rest_is_found_by_its_checksum_and_its_node_replaced() {
 }
 
 #[test]
+fn runs_that_once_ended_without_a_leader_or_unsettled_now_converge() {
+    // Each of these ended its liveness phase unconverged before the fix named with it:
+    // - a replica removed from its group was dropped while a voter of the new configuration
+    //   still held the change uncommitted; that voter, campaigning under the old configuration,
+    //   needed the dropped replica's vote once a node was lost for good (3039: drop only when
+    //   the leader says every voter committed the change, `LedGroup::settled`);
+    // - a leader that applied its own removal dropped itself at once, the same wedge (3350: it
+    //   steps down and goes by the same rule);
+    // - a node removed and added back in one leader term was promoted on an append response its
+    //   dropped replica had sent, and never got a replica (10112: added back only in a later
+    //   term, `Replica::returning`);
+    // - two decommissions, each allowed alone, proposed together left too few nodes (20127: the
+    //   metadata refuses the second, `MetaRefusal::TooSmall`);
+    // - moves adding a dead node held every place among the moves in flight (20023), and the
+    //   operators' runbook waited for a joining node whose disk was unreadable (3151).
+    let busy = [
+        "--fault",
+        "join=0.004",
+        "--fault",
+        "decommission=0.004",
+        "--fault",
+        "crash=0.004",
+        "--fault",
+        "isolate=0.006",
+        "--fault",
+        "one_way=0.006",
+        "--fault",
+        "corrupt=0.002",
+    ];
+    let runs: [(&str, &[&str]); 6] = [
+        ("3039", &["--fault", "corrupt=0.003", "--fault", "crash=0.004"]),
+        ("3151", &["--fault", "corrupt=0.003", "--fault", "crash=0.004"]),
+        ("3350", &["--fault", "corrupt=0.003", "--fault", "crash=0.004"]),
+        ("10112", &["--fault", "join=0.003", "--fault", "decommission=0.003"]),
+        ("20023", &busy),
+        ("20127", &busy),
+    ];
+    for (seed, faults) in runs {
+        let mut args = vec!["--seed", seed];
+        args.extend_from_slice(faults);
+        let out = cluster(&args);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "seed {seed}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains("all answered, exactly once, linearizable"), "seed {seed}: {stdout}");
+    }
+}
+
+#[test]
 fn a_planted_bug_is_found_by_a_seed_sweep_and_the_clean_code_passes_the_same_seeds() {
     // The planted bug: clients retry under new request ids and keys (a forgotten idempotency
     // record). Some seed of the sweep must catch it — a request applied twice — and name it.

@@ -63,14 +63,7 @@ impl Faults {
             join: [0.0, 0.0005, 0.002][r.random_range(0..3)],
             decommission: [0.0, 0.0005, 0.002][r.random_range(0..3)],
             disk_error: [0.0, 0.0005, 0.002][r.random_range(0..3)],
-            // Off unless set (`--fault corrupt=P`): with it, a permanent loss soon after a
-            // membership change can leave a group without a leader (see BENCHMARKS/issue
-            // notes: seeds 3022, 3039, 3160, 3184 with `--fault corrupt=0.003 --fault
-            // crash=0.004`); the default sweeps stay green until that is fixed.
-            corrupt: {
-                let _ = r.random_range(0..3);
-                0.0
-            },
+            corrupt: [0.0, 0.0005, 0.002][r.random_range(0..3)],
         }
     }
 }

@@ -345,8 +345,10 @@ impl ClusterSim {
                     );
                 }
                 Err(Undecommissionable::TooSmall { .. }) => {
-                    // One replacement at a time: none while a node is still joining.
-                    if !meta.members.values().any(|r| r.state == NodeState::Joining) {
+                    // One replacement at a time: none while a node is still joining (unless
+                    // that node is one of the unreadable ones: it will never finish).
+                    let joining = |r: &MemberRecord| r.state == NodeState::Joining && !self.raft.unreadable.contains(&r.raft_id);
+                    if !meta.members.values().any(joining) {
                         self.asked_to_join += 1;
                         let replacement = format!("r{}", self.asked_to_join);
                         let join = MetaCommand::Join {
@@ -439,10 +441,27 @@ impl ClusterSim {
     }
 
     /// Why membership has not settled (for the liveness failure's message).
+    /// Every running replica's own view of `group` (what decides an election).
+    fn views(&self, group: GroupId) -> String {
+        let views: Vec<String> = self
+            .raft
+            .nodes
+            .iter()
+            .filter_map(|(n, x)| x.raft.as_ref().and_then(|r| r.status(group)).map(|s| (n, s)))
+            .map(|(n, s)| {
+                format!(
+                    "{n}: term {} voters {:?} learners {:?} commit {} applied {} last {}",
+                    s.term, s.voters, s.learners, s.commit_index, s.applied_index, s.last_index
+                )
+            })
+            .collect();
+        views.join("; ")
+    }
+
     pub(super) fn unsettled(&self) -> String {
         let g_meta = self.meta_group();
         let Some(l) = self.raft.leader(g_meta) else {
-            return "the metadata group has no leader".into();
+            return format!("the metadata group has no leader; its replicas {{{}}}", self.views(g_meta));
         };
         let Some(meta) = self.metas.get(&l).map(|m| &m.state) else {
             return format!("metadata leader {l} holds no metadata");
@@ -473,7 +492,7 @@ impl ClusterSim {
                         format!("{n}: applied {applied:?} host {host:?}")
                     })
                     .collect();
-                format!("group {g} leader {:?} [{}]", self.raft.leader(g), at.join(", "))
+                format!("group {g} leader {:?} [{}] replicas {{{}}}", self.raft.leader(g), at.join(", "), self.views(g))
             })
             .collect();
         format!(

@@ -307,7 +307,6 @@ impl Writer {
     fn round(&mut self) -> Result<(), StoreError> {
         let started = Instant::now();
         let round = self.raft.ready().map_err(StoreError::Layout)?;
-        let reconfigured: Vec<u32> = round.writes.iter().filter(|w| w.conf_state.is_some()).map(|w| w.group).collect();
         let mut batch = sled::Batch::default();
         let mut chains = self.chains.clone();
         let mut meta = self.meta.clone();
@@ -388,7 +387,7 @@ impl Writer {
         if compact {
             self.compact();
         }
-        self.drop_removed(&reconfigured)
+        Ok(())
     }
 
     /// Applies an entry's metadata commands to `meta` (the round's copy); a refused command

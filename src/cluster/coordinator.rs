@@ -242,6 +242,7 @@ pub async fn gossip_leads(journal: AuditJournal, directory: Arc<Directory>, tran
                 learners: s.learners,
                 commit_index: s.commit_index,
                 changing: s.pending_conf,
+                settled: s.conf_settled,
             })
             .collect();
         directory.heard_leads(me, led.clone());

@@ -23,6 +23,9 @@ pub struct LedGroup {
     pub commit_index: u64,
     /// A membership change of the group is proposed and not yet applied.
     pub changing: bool,
+    /// Every voter has committed the group's latest membership change: a replica it removed
+    /// is no longer needed by any of them to elect a leader, and may be dropped.
+    pub settled: bool,
 }
 
 /// Limits on a gossip message (a peer's message is untrusted input).
@@ -131,6 +134,7 @@ mod tests {
             learners: vec![],
             commit_index: 10,
             changing: false,
+            settled: true,
         }
     }
 

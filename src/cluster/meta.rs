@@ -121,9 +121,22 @@ pub enum MetaRefusal {
     BadPlacement { group: GroupId, why: String },
     #[error("{0}")]
     Limit(String),
+    #[error("decommissioning `{node_id}` would leave {left} active or joining nodes; the replication factor needs {needed}")]
+    TooSmall { node_id: String, left: usize, needed: usize },
 }
 
 impl MetaState {
+    /// Without `node_id`, the active or joining nodes left, when fewer than the replication
+    /// factor needs: `(left, needed)`. (The rule a decommission must pass.)
+    pub fn too_small_without(&self, node_id: &str) -> Option<(usize, usize)> {
+        let left = self
+            .members
+            .iter()
+            .filter(|(id, r)| id.as_str() != node_id && matches!(r.state, NodeState::Active | NodeState::Joining))
+            .count();
+        (left < self.replication_factor).then_some((left, self.replication_factor))
+    }
+
     /// The metadata of a cluster as its founding nodes formed it: every member active, the
     /// formation's placement.
     pub fn formed(m: &Membership) -> MetaState {
@@ -263,19 +276,31 @@ impl MetaState {
                 record.address = address.clone();
             }
             MetaCommand::SetState { node_id, state } => {
-                let record = self.members.get_mut(node_id).ok_or_else(|| MetaRefusal::UnknownNode(node_id.clone()))?;
-                if record.state == *state {
+                let current = self.members.get(node_id).ok_or_else(|| MetaRefusal::UnknownNode(node_id.clone()))?.state;
+                if current == *state {
                     // Already there: a retried command is a no-op, not an error.
                     self.version += 1;
                     return Ok(());
                 }
-                if !record.state.may_become(*state) {
+                if !current.may_become(*state) {
                     return Err(MetaRefusal::BadTransition {
                         node_id: node_id.clone(),
-                        from: record.state.as_str(),
+                        from: current.as_str(),
                         to: state.as_str(),
                     });
                 }
+                // Checked again where it takes effect: two decommissions each allowed on its
+                // own, proposed together, would leave too few (found by the simulator).
+                if *state == NodeState::Draining {
+                    if let Some((left, needed)) = self.too_small_without(node_id) {
+                        return Err(MetaRefusal::TooSmall {
+                            node_id: node_id.clone(),
+                            left,
+                            needed,
+                        });
+                    }
+                }
+                let record = self.members.get_mut(node_id).expect("checked above");
                 record.state = *state;
             }
             MetaCommand::Place { group, replicas } => {
@@ -333,6 +358,27 @@ mod tests {
             })
             .collect();
         MetaState::formed(&Membership::form(&hellos, 8, 3).unwrap())
+    }
+
+    #[test]
+    fn two_decommissions_proposed_together_never_leave_too_few_nodes() {
+        let mut s = formed(4);
+        // Each is allowed on its own (three would be left)...
+        let a = crate::cluster::planner::decommission(&s, "n1").unwrap().unwrap();
+        let b = crate::cluster::planner::decommission(&s, "n2").unwrap().unwrap();
+        s.apply(&a).unwrap();
+        // ...but not both: the second is refused where it takes effect, and changes nothing.
+        let before = s.clone();
+        assert_eq!(
+            s.apply(&b),
+            Err(MetaRefusal::TooSmall {
+                node_id: "n2".into(),
+                left: 2,
+                needed: 3
+            })
+        );
+        assert_eq!(s, before);
+        assert_eq!(s.members["n2"].state, NodeState::Active);
     }
 
     fn key(kid: &str) -> VerificationKey {

@@ -28,6 +28,9 @@ pub struct GroupConf {
     /// A membership change is proposed and not yet applied (raft-rs allows one at a time).
     pub pending: bool,
     pub last_index: u64,
+    /// Replicas removed in the leader's current term (`Replica::returning`): one is added back
+    /// only by a leader of a later term, so leadership is handed over first.
+    pub returning: Vec<RaftId>,
 }
 
 /// How far a replica is, as the leader's progress tracker says.
@@ -51,7 +54,14 @@ pub fn next_step(conf: &GroupConf, target: &[RaftId], progress: impl Fn(RaftId) 
         return Some(ConfStep::RemoveLearner(l));
     }
     if let Some(&n) = target.iter().find(|n| !conf.voters.contains(n) && !conf.learners.contains(n)) {
-        return Some(ConfStep::AddLearner(n));
+        if !conf.returning.contains(&n) {
+            return Some(ConfStep::AddLearner(n));
+        }
+        // Added back only in a later term: hand leadership to a voter holding the whole log
+        // (the placement's first, if it can). A term changes with every election.
+        let holds_log = |t: &RaftId| *t != conf.me && progress(*t).is_some_and(|p| p.replicating && p.matched >= conf.last_index);
+        let mut voters = target.iter().filter(|t| conf.voters.contains(t)).chain(conf.voters.iter());
+        return voters.find(|t| holds_log(t)).copied().map(ConfStep::TransferLeader);
     }
     if let Some(&l) = conf.learners.iter().find(|l| caught_up(**l)) {
         return Some(ConfStep::Promote(l));
@@ -88,7 +98,27 @@ mod tests {
             learners: learners.to_vec(),
             pending: false,
             last_index: 100,
+            returning: vec![],
         }
+    }
+
+    #[test]
+    fn a_replica_removed_in_this_term_is_added_back_only_after_leadership_is_handed_over() {
+        let mut c = conf(&[1, 2, 3], &[]);
+        c.returning = vec![4];
+        let target = [1, 2, 4];
+        // Node 3 holds the whole log, node 2 does not: leadership goes to node 3.
+        let progress = |id: RaftId| if id == 2 { at(90) } else { at(100) };
+        assert_eq!(next_step(&c, &target, progress), Some(ConfStep::TransferLeader(3)));
+        // The placement's first voter holding the log is preferred.
+        assert_eq!(next_step(&c, &[2, 1, 4], |_| at(100)), Some(ConfStep::TransferLeader(2)));
+        // No voter to hand over to: nothing now.
+        assert_eq!(next_step(&conf(&[1], &[]), &[1, 4], |_| at(100)), Some(ConfStep::AddLearner(4)));
+        let mut alone = conf(&[1], &[]);
+        alone.returning = vec![4];
+        assert_eq!(next_step(&alone, &[1, 4], |_| at(100)), None);
+        // Another node is added as usual.
+        assert_eq!(next_step(&c, &[1, 2, 5], |_| at(100)), Some(ConfStep::AddLearner(5)));
     }
 
     fn at(matched: u64) -> Option<Progress> {

@@ -107,18 +107,6 @@ impl Writer {
         }
         Ok(())
     }
-
-    /// Groups whose configuration this round changed and no longer has this node, as their
-    /// leader: dropped (`MultiRaft::applied_own_removal_as_leader`; a follower's replica goes
-    /// by `reconfigure`'s rule).
-    pub(super) fn drop_removed(&mut self, reconfigured: &[GroupId]) -> Result<(), StoreError> {
-        for &g in reconfigured {
-            if self.raft.applied_own_removal_as_leader(g) {
-                self.drop_group(g)?;
-            }
-        }
-        Ok(())
-    }
 }
 
 /// The word of a group this node holds no replica of.

@@ -30,6 +30,9 @@ pub struct Replica {
     skip: usize,
     armed: bool,
     jitter: ChaCha8Rng,
+    /// The replicas whose removal this replica applied in the term it names. A leader does not
+    /// add one of them back in that term (`returning`).
+    removed_in_term: (u64, Vec<RaftId>),
 }
 
 impl Replica {
@@ -65,6 +68,7 @@ impl Replica {
             skip: 0,
             armed: true,
             jitter: ChaCha8Rng::seed_from_u64(settings.jitter_seed(id, group)),
+            removed_in_term: (0, Vec::new()),
         })
     }
 
@@ -99,6 +103,42 @@ impl Replica {
 
     pub fn last_index(&self) -> u64 {
         self.raw.raft.raft_log.last_index()
+    }
+
+    /// As a leader: no membership change is pending and every voter is known to have committed
+    /// the latest one (raft-rs's `pending_conf_index`, conservatively the last index when this
+    /// leader was elected). raft-rs puts a configuration into effect when it applies the entry,
+    /// and a replica holding the change uncommitted campaigns under the old configuration; a
+    /// committed one does not campaign before it applies it. Until this holds, a replica the
+    /// change removed may still be needed for a vote: it is kept (`MultiRaft::told_out`).
+    pub fn conf_settled(&self) -> bool {
+        let raft = &self.raw.raft;
+        if !self.is_leader() || raft.has_pending_conf() {
+            return false;
+        }
+        let since = raft.pending_conf_index;
+        let prs = raft.prs();
+        self.voters().iter().all(|&v| {
+            if v == raft.id {
+                raft.raft_log.committed >= since
+            } else {
+                prs.get(v).is_some_and(|p| p.committed_index >= since)
+            }
+        })
+    }
+
+    /// Replicas removed from the group in the current term. One of them must not be added back
+    /// before the term changes: a message its dropped incarnation sent in this term may still
+    /// be on its way, and raft-rs would take an old append response as the new replica's
+    /// progress — counting entries it does not hold towards a majority (found by the
+    /// simulator: a re-added node, promoted to voter on such a response, never got a replica).
+    /// A message of an earlier term is ignored by raft-rs.
+    pub fn returning(&self) -> Vec<RaftId> {
+        if self.removed_in_term.0 == self.term() {
+            self.removed_in_term.1.clone()
+        } else {
+            Vec::new()
+        }
     }
 
     pub fn voters(&self) -> Vec<RaftId> {
@@ -208,6 +248,13 @@ impl Replica {
             }
         };
         if let Some(cs) = &cs {
+            let term = self.term();
+            if self.removed_in_term.0 != term {
+                self.removed_in_term = (term, Vec::new());
+            }
+            let before = self.voters().into_iter().chain(self.learners());
+            let removed: Vec<RaftId> = before.filter(|n| !cs.voters.contains(n) && !cs.learners.contains(n)).collect();
+            self.removed_in_term.1.extend(removed);
             self.raw.mut_store().set_conf_state(cs.clone());
         }
         self.tracker.applied(e.index, e.term, outcomes);

@@ -100,6 +100,8 @@ pub struct GroupStatus {
     pub learners: Vec<RaftId>,
     /// A membership change is proposed and not yet applied (leader only).
     pub pending_conf: bool,
+    /// Leader only: every voter has committed the latest membership change (`Replica::conf_settled`).
+    pub conf_settled: bool,
 }
 
 pub struct MultiRaft {
@@ -305,6 +307,7 @@ impl MultiRaft {
             voters: r.voters(),
             learners: r.learners(),
             pending_conf: r.is_leader() && r.raw.raft.has_pending_conf(),
+            conf_settled: r.conf_settled(),
         })
     }
 
@@ -332,6 +335,7 @@ impl MultiRaft {
             learners: r.learners(),
             pending: r.raw.raft.has_pending_conf(),
             last_index: r.last_index(),
+            returning: r.returning(),
         };
         let progress = |id: RaftId| {
             r.raw.raft.prs().get(id).map(|p| crate::cluster::reconfigure::Progress {
@@ -391,24 +395,27 @@ impl MultiRaft {
         true
     }
 
-    /// This replica applied a configuration without itself while leading the group: it is to
-    /// be dropped now (raft-rs would keep it leading, with no progress of its own). A follower
-    /// that applies its own removal is not: it may be catching up through a removal that a
-    /// later entry undoes (it was placed here again and re-added — found by the simulator: such
-    /// a replica, dropped, was promoted to voter with nothing here to vote, for good). It goes
-    /// when its group's leader says it is out and the placement has no replica here.
-    pub fn applied_own_removal_as_leader(&self, group: GroupId) -> bool {
-        self.has_group(group) && !self.is_member_of(group) && self.is_leader(group)
-    }
-
     /// Whether this node's replica of `group` is to be dropped because its leader says so: it
     /// is not placed here (`target`), this node does not lead the group, and `leader` (another
     /// node, at a term no older than this replica's) says its configuration — an applied, so
-    /// committed, one — has no replica here.
+    /// committed, one — has no replica here, and that every voter has committed that change
+    /// (`LedGroup::settled`: a voter still holding it uncommitted would campaign under the old
+    /// configuration and may need this replica's vote — found by the simulator: a leader lost
+    /// for good right after such a removal left its group without a leader). This is the one
+    /// way a replica goes, also one that applied its own removal: as a follower it may be
+    /// catching up through a removal a later entry undoes (found by the simulator: such a
+    /// replica, dropped at once, was promoted to voter with nothing here to vote, for good); as
+    /// a leader it steps down (`persisted`).
     pub fn told_out(&self, group: GroupId, target: &[RaftId], leader: RaftId, led: &crate::cluster::directory::LedGroup) -> bool {
         let Some(r) = self.groups.get(&group) else { return false };
         let me = self.id;
-        !target.contains(&me) && !r.is_leader() && leader != me && led.term >= r.term() && !led.voters.contains(&me) && !led.learners.contains(&me)
+        !target.contains(&me)
+            && !r.is_leader()
+            && leader != me
+            && led.term >= r.term()
+            && led.settled
+            && !led.voters.contains(&me)
+            && !led.learners.contains(&me)
     }
 
     /// Whether this node's replica is in the group's configuration (as a voter or a learner).
@@ -541,11 +548,17 @@ impl MultiRaft {
             let conf = r.raw.raft.prs().conf();
             let me = self.id;
             if r.is_leader() && !conf.voters().contains(me) && !conf.learners().contains(&me) {
-                // This round applied a configuration without this replica (the caller drops
-                // it next). raft-rs keeps a removed leader leading and would panic on its own
-                // missing progress (found by the simulator: a leader that took over while the
-                // change removing it was in flight).
-                continue;
+                // This round applied a configuration without this replica, its leader: it steps
+                // down (same term, same vote). raft-rs would keep a removed leader leading and
+                // panic on its own missing progress (found by the simulator: a leader that took
+                // over while the change removing it was in flight). It is not dropped yet: the
+                // voters of the new configuration may not have committed the change, and until
+                // they have, one of them campaigning under the old configuration may need its
+                // vote (found by the simulator: a leader that dropped itself at once, then the
+                // loss of one more node, left the group without a leader for good). It goes
+                // like any replica its leader says is out (`told_out`).
+                let term = r.term();
+                r.raw.raft.become_follower(term, raft::INVALID_ID);
             }
             r.raw.on_persist_ready(number);
             if let Some(a) = applied {

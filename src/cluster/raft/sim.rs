@@ -399,7 +399,6 @@ impl SimRaftCluster {
                 }
             }
             let applied_now = round.apply.clone();
-            let reconfigured: Vec<GroupId> = round.writes.iter().filter(|w| w.conf_state.is_some()).map(|w| w.group).collect();
             raft.persisted(round);
             let events = raft.take_events();
             let outbox = raft.take_outbox();
@@ -412,14 +411,6 @@ impl SimRaftCluster {
             for (to, msgs) in outbox {
                 for (g, m) in msgs {
                     self.send(id, to, g, m);
-                }
-            }
-            // A configuration this round applied that no longer has this node, its leader: its
-            // replica and records are dropped (as the production writer does).
-            for g in reconfigured {
-                let gone = self.nodes[&id].raft.as_ref().is_some_and(|r| r.applied_own_removal_as_leader(g));
-                if gone {
-                    self.drop_group(id, g)?;
                 }
             }
         }

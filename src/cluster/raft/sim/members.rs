@@ -106,6 +106,7 @@ impl SimRaftCluster {
                 learners: s.learners,
                 commit_index: s.commit_index,
                 changing: s.pending_conf,
+                settled: s.conf_settled,
             },
         ))
     }
