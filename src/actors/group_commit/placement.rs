@@ -38,6 +38,8 @@ impl Writer {
     pub(super) fn reconfigure(&mut self) {
         let m = self.directory.get();
         let groups: Vec<GroupId> = self.raft.groups().collect();
+        // What the leaders say, read once a tick (a copy of every group's word).
+        let mut led_groups = None;
         let mut drop = Vec::new();
         for g in groups {
             let target = m.replicas_of(g);
@@ -67,7 +69,7 @@ impl Writer {
                 }
                 continue;
             }
-            if let Some((leader, led)) = self.directory.led_groups().get(&g) {
+            if let Some((leader, led)) = led_groups.get_or_insert_with(|| self.directory.led_groups()).get(&g) {
                 if self.raft.told_out(g, &target, *leader, led) {
                     drop.push(g);
                 }
