@@ -9,7 +9,8 @@
 //! Each runs `CLIENTS` concurrent HTTP/1.1 clients for a fixed time and reports requests per
 //! second and p50/p99 latency; ratios are against the bare handler.
 //!
-//! Run: `cargo bench --bench gateway_load`.
+//! Run: `cargo bench --bench gateway_load`; against a running node (to profile it apart from
+//! the load generator): `GATEWAY_LOAD_BASE=http://127.0.0.1:8080 cargo bench --bench gateway_load`.
 
 mod common;
 
@@ -27,14 +28,22 @@ async fn main() {
     let bare_addr = listener.local_addr().unwrap();
     tokio::spawn(warp::serve(bare).incoming(listener).run());
 
-    // The real node.
+    // The real node: started here, or (`GATEWAY_LOAD_BASE=http://127.0.0.1:8080`) a running
+    // `moneta serve` — to profile the server on its own (`perf record -p <pid>`) while this
+    // process generates the load.
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::load_with_env(None, &[]).unwrap();
-    config.node.data_dir = dir.path().to_path_buf();
-    config.gateway.listen = "127.0.0.1:0".parse().unwrap();
-    config.log.level = "warn".into();
-    let node = moneta::node::start(config).await.unwrap();
-    let base = format!("http://{}", node.addr);
+    let (node, base) = match std::env::var("GATEWAY_LOAD_BASE") {
+        Ok(base) => (None, base),
+        Err(_) => {
+            let mut config = Config::load_with_env(None, &[]).unwrap();
+            config.node.data_dir = dir.path().to_path_buf();
+            config.gateway.listen = "127.0.0.1:0".parse().unwrap();
+            config.log.level = "warn".into();
+            let node = moneta::node::start(config).await.unwrap();
+            let base = format!("http://{}", node.addr);
+            (Some(node), base)
+        }
+    };
     let tokens = common::investors(&base, CLIENTS).await;
     let tokens = Arc::new(tokens);
 
@@ -131,5 +140,7 @@ async fn main() {
             100.0 * f.rps / baseline.rps
         );
     }
-    node.shutdown().await.unwrap();
+    if let Some(node) = node {
+        node.shutdown().await.unwrap();
+    }
 }

@@ -139,7 +139,7 @@ struct Entry {
 struct Replica {
     host: MemoryHost,
     /// A hash chain over the state of each entity after each entry it executed (and the audit
-    /// trail's length): replicas at the same index must hold the same chain.
+    /// records it asked for): replicas at the same index must hold the same chain.
     chain: [u8; 32],
     consumed: usize,
     last_index: u64,
@@ -586,6 +586,7 @@ impl ClusterSim {
             h.update(n.to_be_bytes());
             h.update(g.to_be_bytes());
             h.update(state_digest(&r.host));
+            h.update(r.chain);
         }
         self.report.ticks = self.tick;
         self.report.elections = self.raft.elections;
@@ -601,16 +602,12 @@ impl ClusterSim {
     }
 }
 
-/// A replica's entities and audit records, hashed.
+/// A replica's entities, hashed (its audit records are in its chain).
 fn state_digest(host: &MemoryHost) -> [u8; 32] {
     let mut h = Sha256::new();
     for (id, p) in &host.portfolios {
         h.update(id.as_bytes());
         h.update(codec::encode(&p.state));
-    }
-    h.update((host.audit.len() as u64).to_be_bytes());
-    if let Some(last) = host.audit.last() {
-        h.update(codec::encode(last));
     }
     h.finalize().into()
 }
