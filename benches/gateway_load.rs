@@ -14,7 +14,7 @@
 
 mod common;
 
-use common::{client, load, CLIENTS, RUN};
+use common::{client, load, Figures, CLIENTS, RUN};
 use moneta::config::Config;
 use serde_json::json;
 use std::sync::Arc;
@@ -47,6 +47,8 @@ async fn main() {
     let tokens = common::investors(&base, CLIENTS).await;
     let tokens = Arc::new(tokens);
 
+    // `GATEWAY_LOAD_ONLY=orders`: only the baseline and the orders (to profile the order path).
+    let only_orders = std::env::var("GATEWAY_LOAD_ONLY").is_ok_and(|v| v == "orders");
     let cb = client();
     let baseline = load(move |_, _| {
         let cb = cb.clone();
@@ -55,32 +57,40 @@ async fn main() {
     .await;
 
     let (cg, tg, bg) = (client(), tokens.clone(), base.clone());
-    let portfolio = load(move |u, _| {
-        let (cg, t, b) = (cg.clone(), tg[u].clone(), bg.clone());
-        async move {
-            cg.get(format!("{b}/v1/portfolio"))
-                .bearer_auth(t)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-        }
-    })
-    .await;
+    let portfolio = if only_orders {
+        Figures::none()
+    } else {
+        load(move |u, _| {
+            let (cg, t, b) = (cg.clone(), tg[u].clone(), bg.clone());
+            async move {
+                cg.get(format!("{b}/v1/portfolio"))
+                    .bearer_auth(t)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            }
+        })
+        .await
+    };
 
     let (cd, td, bd) = (client(), tokens.clone(), base.clone());
-    let deposits = load(move |u, i| {
-        let (cd, t, b) = (cd.clone(), td[u].clone(), bd.clone());
-        async move {
-            cd.post(format!("{b}/v1/portfolio/deposits"))
-                .bearer_auth(t)
-                .header("Idempotency-Key", format!("load-{i}"))
-                .json(&json!({"amount": "1.00"}))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().as_u16() == 201)
-        }
-    })
-    .await;
+    let deposits = if only_orders {
+        Figures::none()
+    } else {
+        load(move |u, i| {
+            let (cd, t, b) = (cd.clone(), td[u].clone(), bd.clone());
+            async move {
+                cd.post(format!("{b}/v1/portfolio/deposits"))
+                    .bearer_auth(t)
+                    .header("Idempotency-Key", format!("load-{i}"))
+                    .json(&json!({"amount": "1.00"}))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().as_u16() == 201)
+            }
+        })
+        .await
+    };
 
     // Orders: every investor funded first, then market buys of the money-market fund.
     let cf = client();

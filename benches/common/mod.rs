@@ -16,6 +16,17 @@ pub struct Figures {
     pub p99_ms: f64,
 }
 
+impl Figures {
+    /// A load that was not run.
+    pub fn none() -> Figures {
+        Figures {
+            rps: 0.0,
+            p50_ms: 0.0,
+            p99_ms: 0.0,
+        }
+    }
+}
+
 pub async fn load<F, Fut>(make: F) -> Figures
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
