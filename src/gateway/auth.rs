@@ -97,7 +97,12 @@ pub struct Auth {
     /// A real Argon2id hash of a random password: verified against when the email is unknown,
     /// so the answer takes as long as for a known email.
     dummy_hash: String,
+    /// Tokens already verified (`token_cache`): a token seen again is not verified again.
+    verified: super::token_cache::VerifiedTokens,
 }
+
+/// Seconds a token is accepted past its `exp` and before its `nbf` (clock skew).
+const LEEWAY_SECS: i64 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -189,6 +194,7 @@ impl Auth {
             ttl_secs: cfg.access_token_ttl.as_secs() as i64,
             hashing: Arc::new(Semaphore::new(cfg.hash_concurrency)),
             dummy_hash,
+            verified: super::token_cache::VerifiedTokens::new(super::token_cache::VERIFIED_TOKENS_MAX, LEEWAY_SECS),
         }
     }
 
@@ -218,8 +224,22 @@ impl Auth {
     }
 
     /// Verifies an access token: EdDSA only, our `kid`, `typ: at+jwt`, no embedded keys,
-    /// issuer, audience, expiry and not-before.
+    /// issuer, audience, expiry and not-before — once per token: a token verified before is
+    /// taken from the cache of verified tokens until it expires. (Revocation is not part of
+    /// this: the caller checks it on every request.)
     pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        if let Some(c) = self.verified.get(token, now) {
+            return Ok(c);
+        }
+        let c = self.verify_signed(token)?;
+        self.verified.put(token, &c, now);
+        Ok(c)
+    }
+
+    fn verify_signed(&self, token: &str) -> Result<Claims, ApiError> {
         let bad = |why: &str| ApiError::unauthorized(format!("invalid access token: {why}"));
         let header = jsonwebtoken::decode_header(token).map_err(|_| bad("malformed"))?;
         if header.alg != Algorithm::EdDSA {
@@ -242,7 +262,7 @@ impl Auth {
         v.set_issuer(&[&self.issuer]);
         v.set_audience(&[&self.audience]);
         v.validate_nbf = true;
-        v.leeway = 5;
+        v.leeway = LEEWAY_SECS as u64;
         v.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
         jsonwebtoken::decode::<Claims>(token, &key.decoding, &v)
             .map(|d| d.claims)

@@ -11,6 +11,7 @@ pub mod problem;
 pub mod routes;
 
 pub mod tls;
+pub mod token_cache;
 
 use crate::gateway::auth::{Auth, Claims};
 use crate::gateway::http::{problem_response, Reply, Req, MAX_BODY_BYTES};
