@@ -116,11 +116,12 @@ fn a_csv_of_recorded_prices_becomes_history_at_its_own_times() {
     let settings = [("MONETA_MARKET_FEED", "csv"), ("MONETA_MARKET_CSV_FILE", csv.to_str().unwrap())];
     let mut node = Node::start_with(dir.path(), &settings);
     let march = "/v1/instruments/ACME/history?from=2024-03-01T00:00:00Z&to=2024-03-31T00:00:00Z";
+    // Each symbol's price is applied on its own: wait for both (CI once read WRLD before its
+    // line of the file was applied).
     wait_for(
-        || node.get("/v1/instruments/ACME", None).json()["price"] == "189.8",
-        "the file's latest past price",
+        || node.get("/v1/instruments/ACME", None).json()["price"] == "189.8" && node.get("/v1/instruments/WRLD", None).json()["price"] == "99",
+        "the file's latest past prices",
     );
-    assert_eq!(node.get("/v1/instruments/WRLD", None).json()["price"], "99");
     let days = |node: &Node| -> Vec<(f64, Value)> {
         node.get(march, None)
             .json()
