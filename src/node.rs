@@ -3,6 +3,7 @@
 //! requests, flush, exit 0).
 
 use crate::actors::RequestMeta;
+use crate::cluster::router::RouteFailure;
 use crate::cluster::router::RouterSettings;
 use crate::cluster::{RouteError, Router};
 use crate::config::Config;
@@ -58,24 +59,34 @@ fn load_or_create_index_key(keys_dir: &Path) -> Result<aws_lc_rs::hmac::Key, Str
     Ok(aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &bytes))
 }
 
+/// How often start-up tries to list an instrument before the node gives up.
+const LISTING_TRIES: u32 = 3;
+
 /// Lists the configured instruments (idempotent) and returns the catalog of symbols.
 async fn list_instruments(router: &Router, config: &Config) -> Result<Vec<String>, String> {
     let mut catalog = Vec::new();
     for i in &config.market.instruments {
         let listing = i.listing(&config.portfolio.currency);
-        match router
-            .execute::<Instrument>(
-                &i.symbol,
-                InstrumentCommand::List { listing, price: i.price },
-                RequestMeta::system("startup-listing"),
-            )
-            .await
-        {
-            Ok(()) => {}
-            Err(RouteError::Rejected(InstrumentRejection::ListingConflict)) => {
-                tracing::warn!(symbol = %i.symbol, "instrument already listed with other details; keeping the stored listing");
+        // A cluster that has just formed may still be moving leaders: each try follows
+        // leadership for a request timeout; a few tries, under the same request id, then fail.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let cmd = InstrumentCommand::List {
+                listing: listing.clone(),
+                price: i.price,
+            };
+            match router.execute::<Instrument>(&i.symbol, cmd, RequestMeta::system("startup-listing")).await {
+                Ok(()) => break,
+                Err(RouteError::Rejected(InstrumentRejection::ListingConflict)) => {
+                    tracing::warn!(symbol = %i.symbol, "instrument already listed with other details; keeping the stored listing");
+                    break;
+                }
+                Err(RouteError::Failed(f @ (RouteFailure::Unavailable(_) | RouteFailure::OutcomeUnknown(_)))) if tries < LISTING_TRIES => {
+                    tracing::warn!(symbol = %i.symbol, error = %f, "listing an instrument failed; trying again");
+                }
+                Err(e) => return Err(format!("cannot list instrument {}: {e:?}", i.symbol)),
             }
-            Err(e) => return Err(format!("cannot list instrument {}: {e:?}", i.symbol)),
         }
         catalog.push(i.symbol.clone());
     }

@@ -368,7 +368,7 @@ impl<E: Entity> Message<Execute<E>> for EntityActor<E> {
                 // Answered once what answered it first is durable: an empty commit completes
                 // after every commit sent before it (a refusal with only an audit record moves
                 // no seq).
-                let unknown = |e: StoreError| ExecError::Failed(EntityFailure::OutcomeUnknown(e.to_string()));
+                let unknown = |e: StoreError| ExecError::Failed(failure_of_commit(&e));
                 self.commit(WriteSet::default(), move |r| {
                     send(r.map_err(unknown).and_then(|_| outcome.map_err(ExecError::Rejected)))
                 })
@@ -383,7 +383,7 @@ impl<E: Entity> Message<Execute<E>> for EntityActor<E> {
             (decided, dctx.take_effects())
         };
         let audit = self.audit_records(effects, &msg.meta, now);
-        let unknown = |e: StoreError| ExecError::Failed(EntityFailure::OutcomeUnknown(e.to_string()));
+        let unknown = |e: StoreError| ExecError::Failed(failure_of_commit(&e));
         let (events, outcome) = match decided {
             Err(rejection) if audit.is_empty() => {
                 self.when_durable(move || send(Err(ExecError::Rejected(rejection))));
@@ -470,5 +470,35 @@ impl<E: Entity> Message<IdleCheck> for EntityActor<E> {
             (self.env.on_passivate)(&self.id, ctx.actor_ref().id());
             ctx.stop();
         }
+    }
+}
+
+/// What a failed commit means to the caller: not committed while leadership moves (the router
+/// retries it), or unknown (retry with the same request id).
+fn failure_of_commit(e: &StoreError) -> EntityFailure {
+    match e {
+        StoreError::Unavailable(why) => EntityFailure::Unavailable(why.clone()),
+        other => EntityFailure::OutcomeUnknown(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_raft_refused_is_unavailable_and_a_failed_disk_leaves_the_outcome_unknown() {
+        // Raft dropped the proposal (a leadership transfer under way): the router tries again.
+        let moving = StoreError::Unavailable("shard group 3 refused the proposal (leadership moving)".into());
+        assert_eq!(
+            failure_of_commit(&moving),
+            EntityFailure::Unavailable("shard group 3 refused the proposal (leadership moving)".into())
+        );
+        // The store failed: the caller decides, retrying under the same request id.
+        assert!(matches!(failure_of_commit(&StoreError::Failed), EntityFailure::OutcomeUnknown(_)));
+        assert!(matches!(
+            failure_of_commit(&StoreError::Io("disk full".into())),
+            EntityFailure::OutcomeUnknown(_)
+        ));
     }
 }

@@ -57,6 +57,12 @@ impl<R: std::fmt::Debug> std::fmt::Display for RouteError<R> {
     }
 }
 
+/// A failure that says leadership is moving (the write was not committed): worth another try
+/// at wherever the group's leader is next.
+fn moving(f: &RouteFailure) -> bool {
+    matches!(f, RouteFailure::Unavailable(_))
+}
+
 /// The longest request id a command may carry (it is part of a storage key).
 pub const REQUEST_ID_MAX_BYTES: usize = 128;
 
@@ -528,7 +534,10 @@ impl Router {
             let step = step.clone();
             async move {
                 let Some(leader) = to else {
-                    return Attempt::Done(self.step_here(step).await);
+                    return match self.step_here(step).await {
+                        Err(f) if moving(&f) => Attempt::Again(f),
+                        other => Attempt::Done(other),
+                    };
                 };
                 let remote = self.remote();
                 self.forwarded("step");
@@ -584,10 +593,10 @@ impl Router {
             async move {
                 let Some(leader) = to else {
                     return match self.call_local::<E>(id, call).await {
-                        // Leadership moved meanwhile: look again (a command whose outcome is
-                        // unknown goes again under its request id). Refused while still
-                        // leading: the caller hears it.
-                        Err(f) if !self.inner.journal.leadership(group).served => Attempt::Again(f),
+                        // Leadership moved meanwhile, or is moving (raft refused the write):
+                        // look again (a command goes again under its request id). Refused
+                        // otherwise while still leading: the caller hears it.
+                        Err(f) if moving(&f) || !self.inner.journal.leadership(group).served => Attempt::Again(f),
                         other => Attempt::Done(other),
                     };
                 };

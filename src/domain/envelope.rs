@@ -167,6 +167,11 @@ pub enum EntityFailure {
     /// This node does not own the entity's shard; nothing was applied.
     #[error("not the owner: {0}")]
     NotOwner(OwnerHint),
+    /// The write was not committed: its group has no leader here, or leadership was moving
+    /// (raft refused the proposal, or replaced the entry). Retry with the same request id —
+    /// the router does so itself, following leadership, within the request timeout.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl From<EntityFailure> for String {
