@@ -56,6 +56,22 @@ pub enum UserStep {
         key: String,
         meta: RequestMeta,
     },
+    /// The data key `key_id` (`usr_…`, or `retention:usr_…`) exists: created unless it does,
+    /// at the leader of the user's group only, one creation at a time (a second creation
+    /// elsewhere would replace the key the first one sealed with).
+    DataKey {
+        key_id: String,
+    },
+    /// The data key `key_id` as the user's group holds it (wrapped by the master key), read
+    /// linearizably; `None` once destroyed (or never created).
+    WrappedKey {
+        key_id: String,
+    },
+}
+
+/// The user a data key belongs to (`retention:usr_…` belongs to `usr_…`): its group holds it.
+pub fn key_owner(key_id: &str) -> &str {
+    key_id.strip_prefix("retention:").unwrap_or(key_id)
 }
 
 impl UserStep {
@@ -64,6 +80,7 @@ impl UserStep {
         match self {
             UserStep::PlaceOrder(r) => &r.user_id,
             UserStep::AcceptAdvice { user_id, .. } => user_id,
+            UserStep::DataKey { key_id } | UserStep::WrappedKey { key_id } => key_owner(key_id),
         }
     }
 
@@ -75,6 +92,7 @@ impl UserStep {
         match self {
             UserStep::PlaceOrder(r) => r.user_id.len() <= MAX && r.symbol.len() <= MAX && r.idem.key.len() <= MAX && meta_ok(&r.meta),
             UserStep::AcceptAdvice { user_id, advice_id, key, meta } => user_id.len() <= MAX && advice_id.len() <= MAX && key.len() <= MAX && meta_ok(meta),
+            UserStep::DataKey { key_id } | UserStep::WrappedKey { key_id } => !key_id.is_empty() && key_id.len() <= MAX,
         }
     }
 }
@@ -84,4 +102,8 @@ impl UserStep {
 pub enum StepAnswer {
     Order(OrderOutcome),
     Accept(Result<Accepted, NotAccepted>),
+    /// The data key exists now.
+    KeyReady,
+    /// The wrapped data key, if the group holds one.
+    Wrapped(Option<Vec<u8>>),
 }

@@ -152,9 +152,17 @@ impl Vault {
         Ok(self.store.tree().contains_key(Self::key_location(user_id))?)
     }
 
-    fn data_key(&self, user_id: &str) -> Result<([u8; KID_LEN], LessSafeKey), VaultError> {
-        let wrapped = self.store.tree().get(Self::key_location(user_id))?.ok_or(VaultError::NoKey)?;
-        let w = wrapped.as_ref();
+    /// The data key `key_id` as this node's store holds it (wrapped by the master key), if it
+    /// does. In a cluster only a replica of the key's group holds it: callers there read it
+    /// linearizably (see `Services::wrapped_key`) and seal or open with [`Vault::seal_with`]
+    /// and [`Vault::open_with`].
+    pub fn wrapped(&self, key_id: &str) -> Result<Option<Vec<u8>>, VaultError> {
+        Ok(self.store.tree().get(Self::key_location(key_id))?.map(|v| v.to_vec()))
+    }
+
+    /// Unwraps the data key `user_id` from its stored form.
+    fn unwrap_key(&self, user_id: &str, wrapped: &[u8]) -> Result<([u8; KID_LEN], LessSafeKey), VaultError> {
+        let w = wrapped;
         if w.len() != 1 + 2 * KID_LEN + NONCE_LEN + KEY_LEN + 16 || w[0] != VERSION {
             return Err(VaultError::Corrupt("wrapped key format"));
         }
@@ -173,13 +181,22 @@ impl Vault {
         Ok((data_kid, aes_key(key)))
     }
 
+    fn stored(&self, user_id: &str) -> Result<Vec<u8>, VaultError> {
+        self.wrapped(user_id)?.ok_or(VaultError::NoKey)
+    }
+
     fn field_aad(user_id: &str, field: &str) -> Vec<u8> {
         [b"moneta-pd\0".as_slice(), user_id.as_bytes(), b"\0", field.as_bytes()].concat()
     }
 
-    /// Encrypts one field of one user's personal data.
+    /// Encrypts one field of one user's personal data (the key from this node's store).
     pub fn seal(&self, user_id: &str, field: &str, plaintext: &[u8]) -> Result<Vec<u8>, VaultError> {
-        let (kid, key) = self.data_key(user_id)?;
+        self.seal_with(user_id, &self.stored(user_id)?, field, plaintext)
+    }
+
+    /// Encrypts one field of one user's personal data under their data key `wrapped`.
+    pub fn seal_with(&self, user_id: &str, wrapped: &[u8], field: &str, plaintext: &[u8]) -> Result<Vec<u8>, VaultError> {
+        let (kid, key) = self.unwrap_key(user_id, wrapped)?;
         let nonce = random::<NONCE_LEN>();
         let mut ct = plaintext.to_vec();
         key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(Self::field_aad(user_id, field)), &mut ct)
@@ -187,12 +204,21 @@ impl Vault {
         Ok([&[VERSION][..], &kid, &nonce, &ct].concat())
     }
 
-    /// Decrypts one field; fails when the key was destroyed or the bytes were moved or altered.
+    /// Decrypts one field (the key from this node's store); fails when the key was destroyed
+    /// or the bytes were moved or altered.
     pub fn open(&self, user_id: &str, field: &str, sealed: &[u8]) -> Result<Vec<u8>, VaultError> {
         if sealed.len() < 1 + KID_LEN + NONCE_LEN + 16 || sealed[0] != VERSION {
             return Err(VaultError::Corrupt("ciphertext format"));
         }
-        let (kid, key) = self.data_key(user_id)?;
+        self.open_with(user_id, &self.stored(user_id)?, field, sealed)
+    }
+
+    /// Decrypts one field under the user's data key `wrapped`.
+    pub fn open_with(&self, user_id: &str, wrapped: &[u8], field: &str, sealed: &[u8]) -> Result<Vec<u8>, VaultError> {
+        if sealed.len() < 1 + KID_LEN + NONCE_LEN + 16 || sealed[0] != VERSION {
+            return Err(VaultError::Corrupt("ciphertext format"));
+        }
+        let (kid, key) = self.unwrap_key(user_id, wrapped)?;
         if sealed[1..1 + KID_LEN] != kid {
             return Err(VaultError::Corrupt("sealed under another data key"));
         }

@@ -26,7 +26,7 @@ pub async fn accept(state: &Services, user_id: &str, advice_id: &str, key: Strin
     };
     match state.router.step(step).await? {
         crate::domain::steps::StepAnswer::Accept(a) => Ok(a),
-        crate::domain::steps::StepAnswer::Order(_) => Err(EntityFailure::NotApplied("a step answered another kind".into())),
+        _ => Err(EntityFailure::NotApplied("a step answered another kind".into())),
     }
 }
 

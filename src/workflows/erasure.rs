@@ -27,13 +27,13 @@ pub(super) async fn keep_regulatory_identity(state: &Services, user_id: &str, fa
     if state.router.store().regulatory(user_id).map_err(|e| e.to_string())?.is_some() {
         return Ok(());
     }
-    let profile: Profile = match state.vault.open_json(user_id, "profile", sealed_profile) {
+    let profile: Profile = match state.open_json(user_id, "profile", sealed_profile).await {
         Ok(p) => p,
         Err(crate::storage::vault::VaultError::NoKey) => return Ok(()),
         Err(e) => return Err(e.to_string()),
     };
     let document: Option<KycDocument> = match sealed_document {
-        Some(s) => state.vault.open_json(user_id, "kyc", &s).ok(),
+        Some(s) => state.open_json(user_id, "kyc", &s).await.ok(),
         None => None,
     };
     let identity = json!({
@@ -48,7 +48,7 @@ pub(super) async fn keep_regulatory_identity(state: &Services, user_id: &str, fa
     });
     let key_id = format!("retention:{user_id}");
     state.create_data_key(&key_id).await?;
-    let sealed = state.vault.seal_json(&key_id, "regulatory", &identity).map_err(|e| e.to_string())?;
+    let sealed = state.seal_json(&key_id, "regulatory", &identity).await.map_err(|e| e.to_string())?;
     let record = crate::storage::store::RegulatoryRecord {
         expires_at: Timestamp(now.millis() + state.config.retention.regulatory_records.as_millis() as i64),
         key_id,

@@ -189,7 +189,7 @@ impl Effects for NodeEffects<'_> {
                 Ok(()) => Effected::KeyReady,
                 Err(e) => Effected::Failed(e),
             },
-            Effect::SealProfile { owner, profile, screen } => match s.vault.seal_json(&owner, "profile", &*profile) {
+            Effect::SealProfile { owner, profile, screen } => match s.seal_json(&owner, "profile", &*profile).await {
                 Ok(sealed) => Effected::Sealed {
                     profile: sealed,
                     screening: screen.then(|| crate::adapters::sanctions::screen(&s.sanctions_list(), &profile)),
@@ -217,7 +217,7 @@ impl Effects for NodeEffects<'_> {
                 s.valuations.rebase(&user);
                 Effected::Done
             }
-            Effect::Screen { user_id, sealed_profile } => match s.vault.open_json::<Profile>(&user_id, "profile", &sealed_profile) {
+            Effect::Screen { user_id, sealed_profile } => match s.open_json::<Profile>(&user_id, "profile", &sealed_profile).await {
                 Ok(profile) => Effected::Screened(crate::adapters::sanctions::screen(&s.sanctions_list(), &profile)),
                 Err(e) => Effected::Failed(format!("{user_id}: {e}")),
             },

@@ -6,6 +6,7 @@ pub mod accept_advice;
 pub mod advice;
 pub mod advise;
 pub mod daily_report;
+pub mod data_keys;
 pub mod end_of_day;
 pub mod erasure;
 pub mod feed;

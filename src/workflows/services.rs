@@ -45,7 +45,8 @@ pub struct Services {
     pub broker: Box<dyn crate::adapters::broker::Broker>,
     /// The node's clock: every "now" a workflow or route turns into a fact comes from here.
     pub clock: fn() -> Timestamp,
-    /// One creation at a time per data key on this node (check, then write through the journal).
+    /// One creation at a time per data key at the leader of its group (check, then write
+    /// through the journal; see `workflows::data_keys`).
     pub data_key_creation: crate::actors::locks::KeyedLocks,
     /// Accepting advice is one account command and several orders: one user's accepts run one
     /// at a time, so a concurrent retry finds the first one's orders and replays them. (On this
@@ -79,16 +80,6 @@ impl Services {
     pub fn sanctions_list(&self) -> Arc<LoadedList> {
         self.sanctions.read().expect("sanctions lock").clone()
     }
-    /// Creates the data key `id` (a user's, or a retention key) unless it exists; durable when
-    /// it returns.
-    pub async fn create_data_key(&self, id: &str) -> Result<(), String> {
-        let _one_at_a_time = self.data_key_creation.lock(id).await;
-        match self.vault.new_data_key(id).map_err(|e| e.to_string())? {
-            Some(writes) => self.router.journal().write(writes).await.map_err(|e| e.to_string()),
-            None => Ok(()),
-        }
-    }
-
     /// Destroys the data key `id` (crypto-shredding); durable when it returns.
     pub async fn destroy_data_key(&self, id: &str) -> Result<(), String> {
         self.router.journal().write(self.vault.destroy_data_key(id)).await.map_err(|e| e.to_string())

@@ -24,5 +24,11 @@ pub async fn run_step(s: &Services, step: UserStep) -> Result<StepAnswer, Entity
             let flow = AcceptAdvice::new(user_id, advice_id, key, meta, s.order_terms(), s.symbols().into_iter().collect());
             super::run(&s.router, &NodeEffects(s), flow).await.map(StepAnswer::Accept)
         }
+        UserStep::DataKey { key_id } => s.create_data_key_here(&key_id).await,
+        UserStep::WrappedKey { key_id } => s
+            .wrapped_key_here(&key_id)
+            .await
+            .map(StepAnswer::Wrapped)
+            .map_err(|e| EntityFailure::Unavailable(format!("data key: {e}"))),
     }
 }

@@ -53,14 +53,14 @@ async fn collect(state: &AppState, user_id: &str) -> Result<Value, ApiError> {
         .await
         .map_err(unavailable)?
         .ok_or_else(|| ApiError::unauthorized("the account of this token no longer exists"))?;
-    let v = &state.vault;
-    let profile: Profile = v.open_json(user_id, "profile", &account.sealed_profile).map_err(unavailable)?;
+    let v = &state.services;
+    let profile: Profile = v.open_json(user_id, "profile", &account.sealed_profile).await.map_err(unavailable)?;
     let document: Option<KycDocument> = match account.kyc.as_ref().and_then(|k| k.sealed_document.as_ref()) {
-        Some(sealed) => Some(v.open_json(user_id, "kyc", sealed).map_err(unavailable)?),
+        Some(sealed) => Some(v.open_json(user_id, "kyc", sealed).await.map_err(unavailable)?),
         None => None,
     };
     let answers: Option<Answers> = match account.suitability.as_ref() {
-        Some(s) => Some(v.open_json(user_id, "suitability", &s.sealed_answers).map_err(unavailable)?),
+        Some(s) => Some(v.open_json(user_id, "suitability", &s.sealed_answers).await.map_err(unavailable)?),
         None => None,
     };
     let (cash, holdings) = state
@@ -242,7 +242,7 @@ pub async fn delete_me(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
         .await
         .map_err(unavailable)?
         .ok_or_else(|| ApiError::unauthorized("the account of this token no longer exists"))?;
-    let profile: Profile = state.vault.open_json(&claims.sub, "profile", &sealed).map_err(unavailable)?;
+    let profile: Profile = state.open_json(&claims.sub, "profile", &sealed).await.map_err(unavailable)?;
     let now = state.now();
     let due_at = Timestamp(now.millis() + state.config.gdpr.erasure_grace_period.as_millis() as i64);
     // The schedule first (with the email index key the job will need once the profile is

@@ -244,7 +244,7 @@ pub async fn login(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
         // The password was right; the client has to ask for the code. Not a failure.
         (Some(_), None) => return Err(mfa_required()),
         (Some(sealed), Some(code)) => {
-            let secret = state.vault.open(&uid, "totp", sealed).map_err(unavailable)?;
+            let secret = state.open(&uid, "totp", sealed).await.map_err(unavailable)?;
             match mfa::check(&secret, code, now_secs(state).max(0) as u64) {
                 Some(step) => Some(step),
                 None => return Err(login_failed(state, req, &limit_key, Some(&uid), "mfa_required", mfa_required()).await),
@@ -352,8 +352,8 @@ pub async fn me(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
         .map_err(unavailable)?
         .ok_or_else(|| ApiError::unauthorized("the account of this token no longer exists"))?;
     let profile: Profile = state
-        .vault
         .open_json(&account.user_id, "profile", &account.sealed_profile)
+        .await
         .map_err(unavailable)?;
     let view = serde_json::json!({
         "user_id": account.user_id,
@@ -414,9 +414,9 @@ pub async fn totp_enrol(state: &AppState, req: &Req) -> Result<Reply, ApiError> 
     if enabled {
         return Err(account_error(RouteError::Rejected(AccountRejection::MfaAlreadyEnabled)));
     }
-    let profile: Profile = state.vault.open_json(&claims.sub, "profile", &sealed_profile).map_err(unavailable)?;
+    let profile: Profile = state.open_json(&claims.sub, "profile", &sealed_profile).await.map_err(unavailable)?;
     let secret = mfa::new_secret();
-    let sealed_secret = state.vault.seal(&claims.sub, "totp", &secret).map_err(unavailable)?;
+    let sealed_secret = state.seal(&claims.sub, "totp", &secret).await.map_err(unavailable)?;
     state
         .router
         .execute::<Account>(&claims.sub, AccountCommand::EnrolTotp { sealed_secret }, meta(req, &claims.sub))
@@ -439,7 +439,7 @@ pub async fn totp_confirm(state: &AppState, req: &Req) -> Result<Reply, ApiError
     let Some(sealed) = pending else {
         return Err(invalid());
     };
-    let secret = state.vault.open(&claims.sub, "totp", &sealed).map_err(unavailable)?;
+    let secret = state.open(&claims.sub, "totp", &sealed).await.map_err(unavailable)?;
     let step = mfa::check(&secret, &body.code, now_secs(state).max(0) as u64).ok_or_else(invalid)?;
     state
         .router

@@ -67,10 +67,10 @@ pub async fn submit_kyc(state: &AppState, req: &Req) -> Result<Reply, ApiError> 
         .query::<Account, _>(&claims.sub, crate::domain::queries::SealedProfile)
         .await
         .map_err(unavailable)?;
-    let profile: Profile = state.vault.open_json(&claims.sub, "profile", &sealed_profile).map_err(unavailable)?;
+    let profile: Profile = state.open_json(&claims.sub, "profile", &sealed_profile).await.map_err(unavailable)?;
     let status = state.kyc.verify(&claims.sub, &document).await.map_err(unavailable)?;
     let screening = sanctions::screen(&state.sanctions_list(), &profile);
-    let sealed_document = state.vault.seal_json(&claims.sub, "kyc", &document).map_err(unavailable)?;
+    let sealed_document = state.seal_json(&claims.sub, "kyc", &document).await.map_err(unavailable)?;
     let cmd = AccountCommand::SubmitKyc {
         document_type: document.document_type,
         sealed_document,
@@ -99,7 +99,7 @@ pub async fn suitability(state: &AppState, req: &Req) -> Result<Reply, ApiError>
     let b: SuitabilityBody = req.json()?;
     let answers = parse_answers(&b.answers).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let profile = assess(&answers);
-    let sealed_answers = state.vault.seal_json(&claims.sub, "suitability", &answers).map_err(unavailable)?;
+    let sealed_answers = state.seal_json(&claims.sub, "suitability", &answers).await.map_err(unavailable)?;
     let cmd = AccountCommand::SetSuitability {
         profile: profile.clone(),
         sealed_answers,

@@ -224,7 +224,7 @@ pub(super) async fn place(
     // One hop: the order runs at the leader of the user's group.
     let outcome = match state.router.step(UserStep::PlaceOrder(request)).await.map_err(unavailable)? {
         StepAnswer::Order(outcome) => outcome,
-        StepAnswer::Accept(_) => return Err(ApiError::internal()),
+        _ => return Err(ApiError::internal()),
     };
     let view = order_view(outcome)?;
     crate::workflows::end_of_day::refresh_valuation(state, user_id).await;

@@ -54,7 +54,7 @@ pub async fn support_user(state: &AppState, req: &Req, user_id: &str) -> Result<
         .audit(draft, &format!("account/{user_id}"), &meta(req, &claims.sub), true)
         .await
         .map_err(unavailable)?;
-    let profile: Profile = state.vault.open_json(user_id, "profile", &account.sealed_profile).map_err(unavailable)?;
+    let profile: Profile = state.open_json(user_id, "profile", &account.sealed_profile).await.map_err(unavailable)?;
     Ok(private_json(
         StatusCode::OK,
         &serde_json::json!({
