@@ -2,8 +2,11 @@
 //! time, each running the real multi-group raft driver (`MultiRaft`, over the seeded network and
 //! crash-losing disks of `cluster::raft::sim`) and, on every replica of every shard group, the
 //! real entities (`MemoryHost`: the same decide/apply, request memory and idempotency rules as
-//! the actor host). Clients — two per investor — deposit, withdraw and read their cash at random
-//! nodes, retrying under their request ids and idempotency keys until answered.
+//! the actor host). Clients — two per investor — deposit, withdraw, trade and read their cash at
+//! random nodes, retrying under their request ids and idempotency keys until answered. Each
+//! investor also lives through production's workflows (`flows.rs`, `lives.rs`): registration
+//! (email claim, data key at its group's leader, sealed and screened profile, account), for
+//! every third one the erasure request, and then the erasure job at each group's leader.
 //!
 //! Replication here is of commands: a group's log carries each command (with the time it was
 //! proposed) and every replica's host executes it in log order, so replicas must end in the same
@@ -20,9 +23,12 @@
 //! Checked after every tick, the run stopping at the first violation: at most one leader per
 //! group and term and the same entry at an index on every replica (the raft layer); replicas
 //! of a group at the same applied index hold identical entity state and audit records; no
-//! negative cash. At the end: every client request answered, each investor's cash is what
-//! their acknowledged requests make it (exactly once), and each investor's client history is
-//! linearizable (stateright's `LinearizabilityTester`).
+//! negative cash; one account per email; a destroyed data key never put again. At the end:
+//! every client request answered, each investor's cash is what their acknowledged requests make
+//! it (exactly once), each investor's client history is linearizable (stateright's
+//! `LinearizabilityTester`), every profile opens under the data key its group holds, and of an
+//! erased person nothing is readable on any replica (no data key, no sealed profile, the email
+//! free).
 
 use moneta::cluster::history::{BankOp, BankRet, Segmented};
 use moneta::cluster::memory_host::MemoryHost;
@@ -33,13 +39,18 @@ use moneta::domain::portfolio::Portfolio;
 use moneta::domain::time::Timestamp;
 use moneta::storage::codec;
 mod clients;
+mod eod;
 mod faults;
+mod flows;
+mod lives;
 mod membership;
 mod replicas;
+mod settings;
 
 use clients::{Client, Waiting};
 
 pub use faults::Faults;
+pub use settings::{Report, Settings};
 
 use crate::trace::{Trace, TraceEvent};
 use rand::{Rng, SeedableRng};
@@ -60,79 +71,22 @@ const SWITCH: f64 = 0.1;
 /// The instruments clients trade, with their opening prices in cents.
 const SYMBOLS: [(&str, i64); 4] = [("VTI", 24_000), ("BND", 7_200), ("AAPL", 19_000), ("VXUS", 6_100)];
 
-/// What a run is made of (from the flags, or drawn from the seed).
-#[derive(Clone, Debug)]
-pub struct Settings {
-    pub seed: u64,
-    pub nodes: u64,
-    pub groups: u32,
-    pub users: usize,
-    pub ops_per_client: usize,
-    /// Ticks of the safety phase (faults on).
-    pub ticks: u64,
-    /// The bound on the liveness phase (faults off).
-    pub liveness_ticks: u64,
-    pub faults: Faults,
-    /// Test hook (a planted bug): a retry goes out under a new request id and idempotency key,
-    /// as if the client had forgotten them — exactly-once must then fail on some seed.
-    pub sabotage_retries: bool,
-}
-
-impl Settings {
-    pub fn from_seed(seed: u64) -> Settings {
-        let mut r = ChaCha8Rng::seed_from_u64(seed ^ 0x4e4f_4445_5300);
-        Settings {
-            seed,
-            nodes: r.random_range(3..=5),
-            groups: 4,
-            users: 6,
-            ops_per_client: 60,
-            ticks: 3_000,
-            liveness_ticks: 6_000,
-            faults: Faults::draw(seed),
-            sabotage_retries: false,
-        }
-    }
-
-    pub fn describe(&self) -> String {
-        let f = &self.faults;
-        format!(
-            "nodes {} · groups {} · users {} (2 clients each, {} requests per client) · safety {} ticks, liveness ≤ {} ticks ({} ms per tick)\n\
-             faults: loss {} · duplicate {} · latency 1–{} ms · crash {}/tick · restart {}/tick · isolate {}/tick · one-way cut {}/tick · heal {}/tick · clog {}/tick · pause {}/tick · compact {}/tick · join {}/tick · decommission {}/tick · disk error {}/tick · corrupt {}/tick",
-            self.nodes,
-            self.groups,
-            self.users,
-            self.ops_per_client,
-            self.ticks,
-            self.liveness_ticks,
-            TICK_MS,
-            f.loss,
-            f.duplicate,
-            f.latency_max_ms,
-            f.crash,
-            f.restart,
-            f.isolate,
-            f.one_way,
-            f.heal,
-            f.clog,
-            f.pause,
-            f.compact,
-            f.join,
-            f.decommission,
-            f.disk_error,
-            f.corrupt
-        )
-    }
-}
-
 /// A read a node served: (the index it had applied then, the read, the user).
 type ServedRead = (u64, ProposalId, usize);
 
-/// One log entry: a command and when it was proposed.
+/// One log entry: what was proposed, and when.
 #[derive(Serialize, Deserialize)]
 struct Entry {
     at: i64,
-    envelope: Envelope,
+    body: Body,
+}
+
+#[derive(Serialize, Deserialize)]
+enum Body {
+    /// An entity command.
+    Call(Envelope),
+    /// A workflow's shard records (data keys, erasure schedules, regulatory records).
+    Write(moneta::storage::store::WriteSet),
 }
 
 /// A replica's entities: the host and how far into the group's applied entries it is.
@@ -160,47 +114,6 @@ struct Checkpoint {
 
 /// A replica's state is checkpointed every this many applied entries.
 const CHECKPOINT_EVERY: usize = 8192;
-
-/// What the run did.
-#[derive(Debug, Default)]
-pub struct Report {
-    pub ticks: u64,
-    pub liveness_ticks: u64,
-    pub crashes: u64,
-    pub restarts: u64,
-    pub isolations: u64,
-    pub one_way_cuts: u64,
-    pub clogs: u64,
-    pub pauses: u64,
-    pub compactions: u64,
-    pub requests: u64,
-    pub retries: u64,
-    /// Answered requests sent again under the same ids (answers lost on the way back).
-    pub resent: u64,
-    /// Orders filled (acknowledged).
-    pub fills: u64,
-    /// Events of the run (what `--trace` writes).
-    pub events: u64,
-    pub elections: u64,
-    pub snapshots: u64,
-    pub refused: u64,
-    /// Nodes admitted and started; decommissions proposed; nodes removed (exited for good).
-    pub joins: u64,
-    pub decommissions: u64,
-    pub removed: u64,
-    /// Placements the planner changed; raft membership steps taken; replicas dropped.
-    pub placements: u64,
-    pub conf_steps: u64,
-    pub dropped: u64,
-    /// Metadata commands that no longer fitted when applied (refused alike on every replica).
-    pub meta_refused: u64,
-    /// Disk errors injected (a write that stopped its node, or a read that failed a restart).
-    pub disk_errors: u64,
-    /// Records damaged at rest; nodes replaced because of one.
-    pub corruptions: u64,
-    pub replaced: u64,
-    pub digest: String,
-}
 
 pub struct Failure {
     pub tick: u64,
@@ -252,6 +165,33 @@ pub struct ClusterSim {
     asked_to_join: u64,
     /// Nodes whose disk was damaged and not yet replaced.
     corrupted: BTreeSet<RaftId>,
+    /// The investors' lives (registration, erasure) and when to look at each again.
+    lives: Vec<lives::Life>,
+    life_wake: BTreeMap<u64, Vec<usize>>,
+    /// The workflows running, by id, and the proposals and reads they wait on.
+    flows: BTreeMap<u64, flows::Flow>,
+    next_flow: u64,
+    flow_pending: BTreeMap<ProposalId, u64>,
+    /// (node, "kind/id", request id) → what that replica answered a workflow's command.
+    flow_answers: BTreeMap<(RaftId, String, String), moneta::domain::envelope::Answer>,
+    /// How often each node went down (a flow on it dies with it).
+    incarnations: BTreeMap<RaftId, u64>,
+    /// Data key creations under way: (leader, key id, flow).
+    key_locks: BTreeSet<(RaftId, String, u64)>,
+    /// The members' shared vault (seeded) and sanctions list.
+    vault: moneta::storage::vault::Vault,
+    sanctions: moneta::adapters::sanctions::LoadedList,
+    /// The erasure list outside the data folders.
+    erasure_list: Vec<(String, String)>,
+    /// Accounts being erased by a job's flow; accounts → their investor.
+    erasing: BTreeSet<String>,
+    owners: BTreeMap<String, usize>,
+    /// (group, storage key) of each data key destroyed → the index of the group's log that
+    /// destroyed it first: never put again after it.
+    destroyed_keys: BTreeMap<(GroupId, Vec<u8>), u64>,
+    job_runs: u64,
+    /// The end of day's job.
+    eod: eod::Eod,
 }
 
 fn user_id(u: usize) -> String {
@@ -306,7 +246,31 @@ impl ClusterSim {
                 });
             }
         }
+        let lives = lives::draw_lives(s.users, s.ticks, &mut rng);
+        let sanctions = {
+            let compliance = moneta::config::ComplianceConfig {
+                sanctions_list: Default::default(),
+                kyc_provider: "sandbox".into(),
+            };
+            moneta::adapters::sanctions::load(&compliance).expect("the bundled sanctions list")
+        };
         let mut sim = ClusterSim {
+            lives,
+            life_wake: BTreeMap::new(),
+            flows: BTreeMap::new(),
+            next_flow: 0,
+            flow_pending: BTreeMap::new(),
+            flow_answers: BTreeMap::new(),
+            incarnations: BTreeMap::new(),
+            key_locks: BTreeSet::new(),
+            vault: flows::sim_vault(s.seed),
+            sanctions,
+            erasure_list: Vec::new(),
+            erasing: BTreeSet::new(),
+            owners: BTreeMap::new(),
+            destroyed_keys: BTreeMap::new(),
+            job_runs: 0,
+            eod: eod::Eod::default(),
             replicas: BTreeMap::new(),
             answers: BTreeMap::new(),
             states: BTreeMap::new(),
@@ -338,6 +302,11 @@ impl ClusterSim {
         for i in 0..sim.clients.len() {
             let w = sim.clients[i].waiting.clone();
             sim.set_waiting(i, w);
+        }
+        for u in 0..sim.lives.len() {
+            if let lives::Stage::Unregistered { at } = sim.lives[u].stage {
+                sim.wake_life(u, at);
+            }
         }
         for (&g, nodes) in placement.iter().filter(|(&g, _)| g < sim.s.groups) {
             for &n in nodes {
@@ -461,12 +430,15 @@ impl ClusterSim {
             }
         }
         let bound = self.tick + self.s.liveness_ticks;
-        while !(self.clients_done() && self.converged()) {
+        while !(self.clients_done() && self.lives_settled() && self.converged()) {
             if self.tick >= bound {
                 let open = self.clients.iter().filter(|c| c.waiting.is_some()).count();
+                let unsettled = self.lives.iter().filter(|l| !l.settled()).count();
                 return self.fail(format!(
-                    "the liveness phase did not converge within {} ticks: {open} clients unanswered, replicas converged: {}; membership: {}",
+                    "the liveness phase did not converge within {} ticks: {open} clients unanswered, {unsettled} investors' workflows unfinished ({}; running: {}), replicas converged: {}; membership: {}",
                     self.s.liveness_ticks,
+                    self.describe_lives(),
+                    self.describe_flows(),
                     self.converged(),
                     self.unsettled()
                 ));
@@ -509,6 +481,7 @@ impl ClusterSim {
             for &n in &waking {
                 self.note("wake", Some(n), None, None, "answers its clients before reading its network".into());
             }
+            self.drive_flows()?;
             self.serve_clients()?;
         }
         if let Err(e) = self.raft.run(1) {
@@ -522,6 +495,7 @@ impl ClusterSim {
         self.membership()?;
         self.sync_replicas()?;
         self.replicas_follow();
+        self.lives()?;
         self.serve_clients()
     }
 
@@ -580,6 +554,8 @@ impl ClusterSim {
                 return self.fail(format!("{}: the client history is not linearizable: {e}", user_id(u)));
             }
         }
+        self.check_lives()?;
+        self.check_statements()?;
         let mut h = Sha256::new();
         h.update(self.raft.digest().as_bytes());
         for ((n, g), r) in &self.replicas {

@@ -324,6 +324,10 @@ fn run_cluster(cli: &Cli) -> ExitCode {
                     "clients: requests {} · orders filled {} · retries {} · answers lost and sent again {} · all answered, exactly once, linearizable",
                     r.requests, r.fills, r.retries, r.resent
                 );
+                println!(
+                    "workflows: registered {} · erasures asked {} · erased {} (each unreadable everywhere after) · end-of-day statements {} · calls and effects sent again {}",
+                    r.registered, r.erasures_requested, r.erasures, r.statements, r.flow_retries
+                );
                 println!("replay: {}", cluster_replay(cli, seed));
                 println!("digest: {}", r.digest);
             }

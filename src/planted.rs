@@ -12,22 +12,32 @@
 //!   idempotency memory: the request ids it remembered (`domain::entity::RequestLog::restore`)
 //!   and the idempotency keys its state holds (left out of the stored state, see
 //!   `idempotency_memory`).
+//! - `ErasureKeepsDataKey` — the GDPR erasure forgets the crypto-shredding: it erases the
+//!   account and frees the email but never destroys the person's data key, so every sealed
+//!   copy of their data stays readable (`workflows::erasure`).
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Bug {
     AckBeforeCommit,
     ReadWithoutLease,
     ForgetIdempotencyOnRestart,
+    ErasureKeepsDataKey,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 3] = [Bug::AckBeforeCommit, Bug::ReadWithoutLease, Bug::ForgetIdempotencyOnRestart];
+    pub const ALL: [Bug; 4] = [
+        Bug::AckBeforeCommit,
+        Bug::ReadWithoutLease,
+        Bug::ForgetIdempotencyOnRestart,
+        Bug::ErasureKeepsDataKey,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Bug::AckBeforeCommit => "ack-before-commit",
             Bug::ReadWithoutLease => "read-without-lease",
             Bug::ForgetIdempotencyOnRestart => "forget-idempotency-on-restart",
+            Bug::ErasureKeepsDataKey => "erasure-keeps-data-key",
         }
     }
 
@@ -46,6 +56,7 @@ fn code(bug: Option<Bug>) -> u8 {
         Some(Bug::AckBeforeCommit) => 1,
         Some(Bug::ReadWithoutLease) => 2,
         Some(Bug::ForgetIdempotencyOnRestart) => 3,
+        Some(Bug::ErasureKeepsDataKey) => 4,
     }
 }
 

@@ -1,4 +1,4 @@
-//! The simulator proves it can fail: three classic mistakes, planted in the production code
+//! The simulator proves it can fail: four classic mistakes, planted in the production code
 //! the simulation runs (`src/planted.rs`, compiled in only with the test-only feature
 //! `planted-bugs`), must each be found by a seed sweep within 200 seeds — and the same seeds
 //! pass with no bug planted. A failing seed replays to the same failure in another process.
@@ -36,6 +36,7 @@ fn each_planted_bug_is_found_within_200_seeds_and_the_clean_code_passes_the_same
         ("ack-before-commit", "reported applied but absent"),
         ("read-without-lease", "not linearizable"),
         ("forget-idempotency-on-restart", "differ from another replica"),
+        ("erasure-keeps-data-key", "erased, yet its data key is there"),
     ] {
         let out = simulate(&["--seed", "1", "--sweep", &SEEDS.to_string(), "--stop-on-failure", "--plant", bug]);
         let stderr = String::from_utf8_lossy(&out.stderr);

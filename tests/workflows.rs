@@ -431,7 +431,8 @@ fn erasure_runs_its_steps_in_order_and_drops_a_schedule_the_account_never_record
     assert!(!host.query::<Account, _>(USER, Exists), "the account forgot the person");
     assert_eq!(host.query::<EmailIndex, _>("hash_flow", Owner), None, "the email is free");
 
-    // A schedule the account never recorded (a crash between the two): dropped, nothing else.
+    // A schedule the account never recorded (a request interrupted between its two steps):
+    // the job records the request on the account and erases the person like any other.
     let register = AccountCommand::Register {
         sealed_profile: vec![1; 8],
         password_hash: "$argon2id$z".into(),
@@ -450,8 +451,9 @@ fn erasure_runs_its_steps_in_order_and_drops_a_schedule_the_account_never_record
         },
     )
     .unwrap();
-    assert_eq!(outcome, Ok(Erased::Dropped));
-    assert_eq!(effects, ["Write"]);
+    assert_eq!(outcome, Ok(Erased::Erased));
+    assert_eq!(effects, ["KeepRegulatory", "RevokeSessions", "ListErasure", "DestroyDataKey", "Write"]);
+    assert!(!host.query::<Account, _>("usr_never", Exists), "the account forgot the person");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,7 @@
 //! now and then losing an answer and sending the request again. Every call is recorded in the
 //! investor's history, checked for linearizability at each answer.
 
-use super::{cents, user_id, ClusterSim, Entry, Failure, CLIENT_TIMEOUT_TICKS, EPOCH_MS, RESEND, SWITCH};
+use super::{cents, user_id, Body, ClusterSim, Entry, Failure, CLIENT_TIMEOUT_TICKS, EPOCH_MS, RESEND, SWITCH};
 use moneta::cluster::history::{BankOp, BankRet};
 use moneta::cluster::raft::sim::TICK_MS;
 use moneta::cluster::raft::{Outcome, ProposalId, RaftId};
@@ -88,7 +88,14 @@ impl ClusterSim {
     /// give up waiting): only those are visited, so a run's cost follows its requests, not
     /// its clients times its ticks.
     pub(super) fn serve_clients(&mut self) -> Result<(), Failure> {
-        for (id, (_, outcome)) in std::mem::take(&mut self.raft.outcomes) {
+        // (Those a workflow waits on stay for it: a read may be answered the moment it is
+        // asked, before its flow's next turn.)
+        let flows = &self.flow_pending;
+        let (outcomes, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.raft.outcomes).into_iter().partition(|(id, _)| !flows.contains_key(id));
+        let (reads, keep_reads): (Vec<_>, Vec<_>) = std::mem::take(&mut self.raft.reads).into_iter().partition(|(id, _)| !flows.contains_key(id));
+        self.raft.outcomes.extend(keep);
+        self.raft.reads.extend(keep_reads);
+        for (id, (_, outcome)) in outcomes {
             let Some((i, node)) = self.waiting_on(id) else { continue };
             match outcome {
                 Outcome::Applied => {
@@ -101,7 +108,7 @@ impl ClusterSim {
                 _ => self.retry(i),
             }
         }
-        for (id, ok) in std::mem::take(&mut self.raft.reads) {
+        for (id, ok) in reads {
             // The state where the read was served (see `sync_replicas`).
             let seen = self.read_cash.remove(&id);
             let Some((i, node)) = self.waiting_on(id) else { continue };
@@ -196,7 +203,7 @@ impl ClusterSim {
                 };
                 let entry = Entry {
                     at: EPOCH_MS + (self.tick * TICK_MS) as i64,
-                    envelope: Envelope::execute::<Portfolio>(user_id(user), cmd, meta),
+                    body: Body::Call(Envelope::execute::<Portfolio>(user_id(user), cmd, meta)),
                 };
                 self.raft
                     .propose_at(l, g, codec::encode(&entry))

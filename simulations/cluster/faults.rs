@@ -135,6 +135,7 @@ impl ClusterSim {
             if running && self.rng.random_bool(f.crash) {
                 let keep = self.rng.random_range(0..3);
                 self.raft.crash(id, keep);
+                *self.incarnations.entry(id).or_default() += 1;
                 self.report.crashes += 1;
                 self.note("crash", Some(id), None, None, format!("{keep} unflushed rounds reached its disk"));
                 // Memory is gone: its entities come back from what its disk kept.
@@ -260,6 +261,9 @@ impl ClusterSim {
     pub(super) fn disk_failed(&mut self) {
         for (id, e) in std::mem::take(&mut self.raft.disk_failures) {
             let stopped = self.raft.nodes.get(&id).is_some_and(|n| n.raft.is_none());
+            if stopped {
+                *self.incarnations.entry(id).or_default() += 1;
+            }
             self.note("disk_failure", Some(id), None, None, format!("{e} (stopped: {stopped})"));
             let groups: Vec<_> = self.replicas.keys().filter(|k| k.0 == id).map(|k| k.1).collect();
             for g in groups {

@@ -3,7 +3,7 @@
 //! records are hashed into a chain that every replica must reach alike at that index, and the
 //! portfolio's books are checked. Reads are answered from the state where they were served.
 
-use super::{cents, user_id, ClusterSim, Entry, Failure, ServedRead, Waiting};
+use super::{cents, user_id, Body, ClusterSim, Entry, Failure, ServedRead, Waiting};
 use moneta::cluster::history::BankRet;
 use moneta::cluster::raft::{GroupId, RaftId};
 use moneta::domain::envelope::Envelope;
@@ -58,18 +58,32 @@ impl ClusterSim {
                 let Ok(entry) = codec::decode::<Entry>(data) else {
                     return self.fail(format!("group {g} index {index}: an entry that does not decode"));
                 };
-                let (entity, request_id) = match &entry.envelope {
+                let r = self.replicas.get_mut(&(n, g)).expect("replica");
+                let now = Timestamp(entry.at.max(r.host.now().millis()));
+                r.host.set_now(now);
+                let envelope = match entry.body {
+                    // A client's deposit, withdrawal or order (a workflow's close goes below).
+                    Body::Call(envelope @ Envelope::Portfolio { .. }) if !super::flows::is_flow_call(&envelope) => envelope,
+                    // The workflows' calls and writes (accounts, the email index, records).
+                    Body::Call(envelope) => {
+                        self.apply_flow_call(n, g, *index, envelope)?;
+                        continue;
+                    }
+                    Body::Write(writes) => {
+                        self.apply_write(n, g, *index, &writes)?;
+                        continue;
+                    }
+                };
+                let (entity, request_id) = match &envelope {
                     Envelope::Portfolio {
                         id,
                         call: moneta::domain::envelope::Call::Execute { meta, .. },
                     } => (id.clone(), meta.request_id.clone()),
-                    _ => return self.fail(format!("group {g} index {index}: an entry of another kind")),
+                    _ => return self.fail(format!("group {g} index {index}: a portfolio read in the log")),
                 };
                 let r = self.replicas.get_mut(&(n, g)).expect("replica");
-                let now = Timestamp(entry.at.max(r.host.now().millis()));
-                r.host.set_now(now);
                 let journal_before = r.host.portfolios.get(&entity).map_or(0, |h| h.journal.len());
-                let answer = match r.host.dispatch(entry.envelope).map(|a| a.executed::<Portfolio>()) {
+                let answer = match r.host.dispatch(envelope).map(|a| a.executed::<Portfolio>()) {
                     Ok(Some(Ok(PortfolioReply::Cash { cash }))) => BankRet::Cash(cents(cash)),
                     Ok(Some(Ok(PortfolioReply::Order(o)))) => BankRet::Filled(cents(o.cash_effect)),
                     // A refusal is remembered under the idempotency key (a reply) or not (a rejection).
@@ -109,19 +123,7 @@ impl ClusterSim {
                     format!("index {index}: {request_id} → {answer:?}"),
                 );
                 self.answers.insert((n, request_id), answer);
-                // Compared at every entry: the first replica to execute an index sets what the
-                // others must reach there.
-                match self.states.get(&(g, *index)) {
-                    Some(d) if *d != digest => {
-                        return self.fail(format!(
-                            "group {g}: node {n}'s entities (or audit records) differ from another replica's after index {index} ({entity})"
-                        ))
-                    }
-                    Some(_) => {}
-                    None => {
-                        self.states.insert((g, *index), digest);
-                    }
-                }
+                self.compare_chain(n, g, *index, digest, &entity)?;
             }
             self.reload_if_rebuilt(n, g);
             self.serve_reads(n, g, &mut reads, u64::MAX);
@@ -138,6 +140,21 @@ impl ClusterSim {
             }
         }
         Ok(())
+    }
+
+    /// Compared at every entry: the first replica to execute an index sets the chain digest
+    /// the others must reach there.
+    pub(super) fn compare_chain(&mut self, n: RaftId, g: GroupId, index: u64, digest: [u8; 32], entity: &str) -> Result<(), Failure> {
+        match self.states.get(&(g, index)) {
+            Some(d) if *d != digest => self.fail(format!(
+                "group {g}: node {n}'s entities (or audit records) differ from another replica's after index {index} ({entity})"
+            )),
+            Some(_) => Ok(()),
+            None => {
+                self.states.insert((g, index), digest);
+                Ok(())
+            }
+        }
     }
 
     /// Answers the reads of `reads` served before entry `next` (their point is below it) from

@@ -46,6 +46,9 @@ pub struct MemoryHost {
     pub audit: Vec<AuditRecord>,
     /// Commands answered again from an entity's memory of their request id.
     pub replays: u64,
+    /// The shard records its writes put (data keys, erasure schedules, regulatory records),
+    /// by storage key, as a node's store holds them.
+    pub records: BTreeMap<Vec<u8>, Vec<u8>>,
     now: Timestamp,
     rng: ChaCha20Rng,
     request_memory_ms: i64,
@@ -81,6 +84,7 @@ impl MemoryHost {
             email_index: BTreeMap::new(),
             audit: Vec::new(),
             replays: 0,
+            records: BTreeMap::new(),
             now,
             rng: ChaCha20Rng::seed_from_u64(seed),
             request_memory_ms: 24 * 3_600_000,
@@ -190,6 +194,18 @@ impl MemoryHost {
             details: d.details,
         }));
         Ok(outcome)
+    }
+
+    /// Applies a write set of shard records (a workflow's `Effect::Write`, a data key's
+    /// creation or destruction), as a node's group commit does.
+    pub fn write(&mut self, writes: &crate::storage::store::WriteSet) {
+        for (k, v) in &writes.puts {
+            self.records.insert(k.clone(), v.clone());
+        }
+        for k in &writes.deletes {
+            self.records.remove(k);
+        }
+        self.audit.extend(writes.audit.iter().cloned());
     }
 
     /// A named read, as the router's `query`.

@@ -49,7 +49,12 @@ impl From<sled::Error> for VaultError {
 pub struct Vault {
     master: std::sync::Arc<LessSafeKey>,
     master_kid: [u8; KID_LEN],
-    store: Store,
+    /// Where this node's data keys are; `None` for a detached vault (the simulator's: it keeps
+    /// its replicas' keys itself and hands them in).
+    store: Option<Store>,
+    /// Keys and nonces from a seeded generator instead of the system's (the simulator's runs
+    /// replay from their seed); `None` in production.
+    seeded: Option<std::sync::Arc<std::sync::Mutex<rand_chacha::ChaCha20Rng>>>,
 }
 
 fn random<const N: usize>() -> [u8; N] {
@@ -104,8 +109,41 @@ impl Vault {
         Ok(Vault {
             master: std::sync::Arc::new(aes_key(master_key)),
             master_kid: kid_of(master_key),
-            store: store.clone(),
+            store: Some(store.clone()),
+            seeded: None,
         })
+    }
+
+    /// A vault with no store whose keys and nonces come from `seed`: the simulator seals and
+    /// opens with it through [`Vault::wrap_new`], [`Vault::seal_with`] and [`Vault::open_with`],
+    /// holding the wrapped keys in its replicas. Never for personal data of real people.
+    pub fn detached(master_key: &[u8], seed: u64) -> Result<Vault, VaultError> {
+        use rand::SeedableRng;
+        if master_key.len() != KEY_LEN {
+            return Err(VaultError::Corrupt("master key length"));
+        }
+        Ok(Vault {
+            master: std::sync::Arc::new(aes_key(master_key)),
+            master_kid: kid_of(master_key),
+            store: None,
+            seeded: Some(std::sync::Arc::new(std::sync::Mutex::new(rand_chacha::ChaCha20Rng::seed_from_u64(seed)))),
+        })
+    }
+
+    fn random<const N: usize>(&self) -> [u8; N] {
+        match &self.seeded {
+            Some(rng) => {
+                use rand::RngCore;
+                let mut b = [0u8; N];
+                rng.lock().expect("vault rng").fill_bytes(&mut b);
+                b
+            }
+            None => random::<N>(),
+        }
+    }
+
+    fn store(&self) -> Result<&Store, VaultError> {
+        self.store.as_ref().ok_or(VaultError::Corrupt("a detached vault has no store"))
     }
 
     fn wrap_aad(user_id: &str, data_kid: &[u8]) -> Vec<u8> {
@@ -114,7 +152,7 @@ impl Vault {
 
     /// Where the data key `key_id` lives: the shard of the user it belongs to (`usr_…`, or
     /// `retention:usr_…` for the key of an erased person's regulatory record).
-    fn key_location(key_id: &str) -> Vec<u8> {
+    pub fn key_location(key_id: &str) -> Vec<u8> {
         let user = key_id.strip_prefix("retention:").unwrap_or(key_id);
         keys::shard_record_key(records::user_shard(user), ShardRecord::DataKey, key_id)
     }
@@ -126,9 +164,15 @@ impl Vault {
         if self.has_data_key(user_id)? {
             return Ok(None);
         }
-        let key = random::<KEY_LEN>();
-        let data_kid = random::<KID_LEN>();
-        let nonce = random::<NONCE_LEN>();
+        self.wrap_new(user_id).map(Some)
+    }
+
+    /// The writes that create a fresh data key `user_id`, whether or not one exists (the caller
+    /// checked, at the leader of the key's group).
+    pub fn wrap_new(&self, user_id: &str) -> Result<WriteSet, VaultError> {
+        let key = self.random::<KEY_LEN>();
+        let data_kid = self.random::<KID_LEN>();
+        let nonce = self.random::<NONCE_LEN>();
         let mut ct = key.to_vec();
         self.master
             .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(Self::wrap_aad(user_id, &data_kid)), &mut ct)
@@ -136,7 +180,7 @@ impl Vault {
         let wrapped = [&[VERSION][..], &self.master_kid, &data_kid, &nonce, &ct].concat();
         let mut writes = WriteSet::default();
         writes.puts.push((Self::key_location(user_id), wrapped));
-        Ok(Some(writes))
+        Ok(writes)
     }
 
     /// The writes that destroy the user's data key (crypto-shredding): once committed, their
@@ -149,7 +193,7 @@ impl Vault {
     }
 
     pub fn has_data_key(&self, user_id: &str) -> Result<bool, VaultError> {
-        Ok(self.store.tree().contains_key(Self::key_location(user_id))?)
+        Ok(self.store()?.tree().contains_key(Self::key_location(user_id))?)
     }
 
     /// The data key `key_id` as this node's store holds it (wrapped by the master key), if it
@@ -157,7 +201,7 @@ impl Vault {
     /// linearizably (see `Services::wrapped_key`) and seal or open with [`Vault::seal_with`]
     /// and [`Vault::open_with`].
     pub fn wrapped(&self, key_id: &str) -> Result<Option<Vec<u8>>, VaultError> {
-        Ok(self.store.tree().get(Self::key_location(key_id))?.map(|v| v.to_vec()))
+        Ok(self.store()?.tree().get(Self::key_location(key_id))?.map(|v| v.to_vec()))
     }
 
     /// Unwraps the data key `user_id` from its stored form.
@@ -197,7 +241,7 @@ impl Vault {
     /// Encrypts one field of one user's personal data under their data key `wrapped`.
     pub fn seal_with(&self, user_id: &str, wrapped: &[u8], field: &str, plaintext: &[u8]) -> Result<Vec<u8>, VaultError> {
         let (kid, key) = self.unwrap_key(user_id, wrapped)?;
-        let nonce = random::<NONCE_LEN>();
+        let nonce = self.random::<NONCE_LEN>();
         let mut ct = plaintext.to_vec();
         key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(Self::field_aad(user_id, field)), &mut ct)
             .map_err(|_| VaultError::Corrupt("seal failed"))?;

@@ -18,6 +18,21 @@ use crate::storage::scope::Groups;
 use crate::storage::store::PendingErasure;
 use serde_json::json;
 
+/// The identity regulation needs behind an erased person's trades (from their profile and KYC
+/// document), as it is sealed under the retention key.
+pub fn regulatory_identity(user_id: &str, profile: &Profile, document: Option<&KycDocument>, now: Timestamp) -> serde_json::Value {
+    json!({
+        "user_id": user_id,
+        "full_name": profile.full_name,
+        "date_of_birth": profile.date_of_birth.map(|d| d.to_string()),
+        "country": profile.country,
+        "document_type": document.map(|d| d.document_type.as_str()),
+        "document_number": document.map(|d| d.document_number.clone()),
+        "address": document.map(|d| d.address.clone()),
+        "erased_at": now.to_rfc3339(),
+    })
+}
+
 /// Before an erasure: seals the identity regulation needs behind the person's trades under a
 /// retention key of its own (`retention:<user id>`), kept until `[retention] regulatory_records`
 /// has passed. Idempotent; skipped when the person's data is already unreadable. (The effect
@@ -36,16 +51,7 @@ pub(super) async fn keep_regulatory_identity(state: &Services, user_id: &str, fa
         Some(s) => state.open_json(user_id, "kyc", &s).await.ok(),
         None => None,
     };
-    let identity = json!({
-        "user_id": user_id,
-        "full_name": profile.full_name,
-        "date_of_birth": profile.date_of_birth.map(|d| d.to_string()),
-        "country": profile.country,
-        "document_type": document.as_ref().map(|d| d.document_type.as_str()),
-        "document_number": document.as_ref().map(|d| d.document_number.clone()),
-        "address": document.as_ref().map(|d| d.address.clone()),
-        "erased_at": now.to_rfc3339(),
-    });
+    let identity = regulatory_identity(user_id, &profile, document.as_ref(), now);
     let key_id = format!("retention:{user_id}");
     state.create_data_key(&key_id).await?;
     let sealed = state.seal_json(&key_id, "regulatory", &identity).await.map_err(|e| e.to_string())?;
@@ -81,7 +87,7 @@ pub async fn run_due_erasures(state: &Services, scope: Groups) -> Result<usize, 
                 tracing::info!(user_id = %user_id, "personal data erased");
                 done += 1;
             }
-            Ok(Erased::Dropped | Erased::NotYet) => {}
+            Ok(Erased::NotYet) => {}
             Err(e) => return Err(format!("erasing {user_id}: {e}")),
         }
     }
@@ -92,8 +98,6 @@ pub async fn run_due_erasures(state: &Services, scope: Groups) -> Result<usize, 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Erased {
     Erased,
-    /// Scheduled but never recorded on the account (a crash between the two): dropped.
-    Dropped,
     /// Not due yet by the account's record: left for a later run.
     NotYet,
 }
@@ -105,6 +109,7 @@ enum Stage {
     Keeping,
     Erasing,
     Checking,
+    Completing,
     Revoking,
     Releasing,
     Listing,
@@ -124,6 +129,8 @@ pub struct Erase {
     now: Timestamp,
     meta: RequestMeta,
     stage: Stage,
+    /// The run recorded an interrupted request on the account.
+    completed: bool,
 }
 
 impl Erase {
@@ -134,6 +141,7 @@ impl Erase {
             now,
             meta,
             stage: Stage::Start,
+            completed: false,
         }
     }
 
@@ -144,13 +152,35 @@ impl Erase {
 
     fn erase(&mut self) -> Next<Result<Erased, String>> {
         let cmd = AccountCommand::Erase { replayed: self.pending.replay };
-        self.go(Stage::Erasing, Next::Call(Envelope::execute::<Account>(&self.user_id, cmd, self.meta.clone())))
+        // Once the request was completed, the account's next command is another one: it goes
+        // under a request id of its own (one id, one command).
+        let meta = match self.completed {
+            false => self.meta.clone(),
+            true => self.step_meta("after-request"),
+        };
+        self.go(Stage::Erasing, Next::Call(Envelope::execute::<Account>(&self.user_id, cmd, meta)))
+    }
+
+    /// The run's request id with a step's name: the id of that step's command.
+    fn step_meta(&self, step: &str) -> RequestMeta {
+        RequestMeta {
+            request_id: format!("{}/{step}", self.meta.request_id),
+            actor: self.meta.actor.clone(),
+        }
     }
 
     fn release(&mut self) -> Next<Result<Erased, String>> {
         let cmd = EmailIndexCommand::Release { user_id: self.user_id.clone() };
         let call = Envelope::execute::<EmailIndex>(&self.pending.email_hash, cmd, self.meta.clone());
         self.go(Stage::Releasing, Next::Call(call))
+    }
+
+    /// The crypto-shredding: the person's data key goes.
+    fn destroy(&mut self) -> Next<Result<Erased, String>> {
+        if crate::planted::planted(crate::planted::Bug::ErasureKeepsDataKey) {
+            return self.unschedule(Erased::Erased);
+        }
+        self.go(Stage::Destroying, Next::Effect(Effect::DestroyDataKey(self.user_id.clone())))
     }
 
     fn unschedule(&mut self, outcome: Erased) -> Next<Result<Erased, String>> {
@@ -198,9 +228,30 @@ impl Workflow for Erase {
                 None => unexpected("erasure", &Input::Answer(a)),
             },
             (Stage::Checking, Input::Answer(a)) => match a.clone().viewed::<Account, ErasureRequested>() {
-                Some(false) => self.unschedule(Erased::Dropped),
+                // Scheduled but never recorded on the account: the request was interrupted
+                // between its two steps. The person asked to be erased: the job completes the
+                // request (as the next registration completes an interrupted one), then starts
+                // over. (Dropping the schedule instead raced with the person's retry, whose new
+                // schedule the drop could delete after the account had recorded it: an erasure
+                // lost — the cluster simulator found it, seed 20185.)
+                Some(false) if !self.completed => {
+                    self.completed = true;
+                    let cmd = AccountCommand::RequestErasure { due_at: self.pending.due_at };
+                    let meta = self.step_meta("request");
+                    self.go(Stage::Completing, Next::Call(Envelope::execute::<Account>(&self.user_id, cmd, meta)))
+                }
+                Some(false) => Next::Done(Err("the account recorded the erasure request and then forgot it".into())),
                 // Requested and not yet due on the account's record: a later run.
                 Some(true) => Next::Done(Ok(Erased::NotYet)),
+                None => unexpected("erasure", &Input::Answer(a)),
+            },
+            (Stage::Completing, Input::Answer(a)) => match a.clone().executed::<Account>() {
+                Some(Ok(AccountReply::ErasureDue(due))) if due <= self.now => self.go(
+                    Stage::Facts,
+                    Next::Call(Envelope::query::<Account, _>(&self.user_id, Regulatory { now: self.now })),
+                ),
+                Some(Ok(_)) => Next::Done(Ok(Erased::NotYet)),
+                Some(Err(r)) => Next::Done(Err(format!("the account refused to record the erasure request: {r:?}"))),
                 None => unexpected("erasure", &Input::Answer(a)),
             },
             (Stage::Revoking, Input::Effected(Effected::Done)) => self.release(),
@@ -214,11 +265,11 @@ impl Workflow for Erase {
                     };
                     self.go(Stage::Listing, Next::Effect(effect))
                 }
-                Some(Ok(_)) => self.go(Stage::Destroying, Next::Effect(Effect::DestroyDataKey(self.user_id.clone()))),
+                Some(Ok(_)) => self.destroy(),
                 Some(Err(never)) => match never {},
                 None => unexpected("erasure", &Input::Answer(a)),
             },
-            (Stage::Listing, Input::Effected(Effected::Done)) => self.go(Stage::Destroying, Next::Effect(Effect::DestroyDataKey(self.user_id.clone()))),
+            (Stage::Listing, Input::Effected(Effected::Done)) => self.destroy(),
             (Stage::Destroying, Input::Effected(Effected::Done)) => self.unschedule(Erased::Erased),
             (Stage::Unscheduling(outcome), Input::Effected(Effected::Done)) => Next::Done(Ok(outcome)),
             (_, Input::Effected(Effected::Failed(e))) => failed(&e),

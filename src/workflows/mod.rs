@@ -9,6 +9,7 @@ pub mod daily_report;
 pub mod data_keys;
 pub mod end_of_day;
 pub mod erasure;
+pub mod erasure_request;
 pub mod feed;
 pub mod flow;
 pub mod order;

@@ -28,8 +28,7 @@ const EXPORT_LISTS: [(&str, &str); 8] = [
     ("advice", "advice_id"),
 ];
 use super::unavailable;
-use crate::cluster::RouteError;
-use crate::domain::account::{Account, AccountCommand, AccountReply, Profile};
+use crate::domain::account::{Account, Profile};
 use crate::domain::audit::{AuditDraft, AuditRecord};
 use crate::domain::kyc::KycDocument;
 use crate::domain::money::{cash_string, plain_string};
@@ -253,28 +252,15 @@ pub async fn delete_me(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
         email_hash: state.email_hash(&profile.email),
         replay: false,
     };
-    let existing = state
-        .router
-        .query::<Account, _>(&claims.sub, crate::domain::queries::ErasureDue)
+    let flow = crate::workflows::erasure_request::RequestErasure::new(claims.sub.clone(), pending, meta(req, &claims.sub));
+    use crate::workflows::erasure_request::ErasureRequest;
+    let due = match crate::workflows::run(&state.router, &crate::workflows::flow::NodeEffects(state), flow)
         .await
-        .map_err(unavailable)?;
-    if existing.is_none() {
-        state
-            .router
-            .journal()
-            .write(crate::storage::records::schedule_erasure(&claims.sub, &pending))
-            .await
-            .map_err(unavailable)?;
-    }
-    let due = match state
-        .router
-        .execute::<Account>(&claims.sub, AccountCommand::RequestErasure { due_at }, meta(req, &claims.sub))
-        .await
+        .map_err(unavailable)?
     {
-        Ok(AccountReply::ErasureDue(d)) => d,
-        Ok(_) => return Err(ApiError::internal()),
-        Err(RouteError::Rejected(_)) => return Err(ApiError::unauthorized("the account of this token no longer exists")),
-        Err(RouteError::Failed(e)) => return Err(unavailable(e)),
+        ErasureRequest::Due(d) => d,
+        ErasureRequest::Refused(_) => return Err(ApiError::unauthorized("the account of this token no longer exists")),
+        ErasureRequest::Unavailable(e) => return Err(unavailable(e)),
     };
     Ok(private_json(StatusCode::ACCEPTED, &json!({ "erasure_due_at": due.to_rfc3339() })))
 }

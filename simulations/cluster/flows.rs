@@ -1,0 +1,555 @@
+//! The workflows in the cluster: the real sans-IO machines of `moneta::workflows` (registration,
+//! the erasure request, the erasure itself) driven over the simulated cluster. A flow runs on a
+//! node, as production runs it where the request arrived (or, for the erasure job, at the
+//! leader of the group whose schedule it read): each entity call goes to the leader of the
+//! entity's group that node knows and can reach — a command through the group's log, a query
+//! through a read barrier — and each effect is carried out as production's adapters do, over
+//! the same groups: a data key is created at the leader of its group after a read barrier, one
+//! creation at a time there; a key is read through a barrier before sealing; records are
+//! written through the log. A call or effect that fails or times out goes again under the same
+//! ids; a flow whose node crashes dies with it (its client, or the job, starts again).
+
+use super::{ClusterSim, Entry, Failure, CLIENT_TIMEOUT_TICKS, EPOCH_MS};
+use moneta::cluster::raft::sim::TICK_MS;
+use moneta::cluster::raft::{GroupId, Outcome, ProposalId, RaftId};
+use moneta::domain::account::Profile;
+use moneta::domain::envelope::{Call, Envelope};
+use moneta::domain::steps::key_owner;
+use moneta::domain::time::Timestamp;
+use moneta::storage::codec;
+use moneta::storage::keys::{self, ShardRecord};
+use moneta::storage::store::{RegulatoryRecord, WriteSet};
+use moneta::storage::vault::Vault;
+use moneta::workflows::end_of_day::{ClosePortfolio, Closed};
+use moneta::workflows::erasure::{Erase, Erased};
+use moneta::workflows::erasure_request::{ErasureRequest, RequestErasure};
+use moneta::workflows::flow::{Effect, Effected, Input, Next, Workflow};
+use moneta::workflows::registration::{Register, RegistrationError};
+use rand::Rng;
+
+/// The machines the simulator drives.
+pub(super) enum Machine {
+    Register(Box<Register>),
+    RequestErasure(Box<RequestErasure>),
+    Erase(Box<Erase>),
+    Close(Box<ClosePortfolio>),
+}
+
+/// How a machine ended.
+#[derive(Debug)]
+pub(super) enum Ended {
+    Registered(Result<String, RegistrationError>),
+    ErasureRequested(ErasureRequest),
+    Erased(Result<Erased, String>),
+    Closed(Result<Closed, String>),
+}
+
+impl Machine {
+    fn next(&mut self, input: Input) -> Next<Ended> {
+        fn map<O>(n: Next<O>, f: impl FnOnce(O) -> Ended) -> Next<Ended> {
+            match n {
+                Next::Call(c) => Next::Call(c),
+                Next::Effect(e) => Next::Effect(e),
+                Next::Done(o) => Next::Done(f(o)),
+            }
+        }
+        match self {
+            Machine::Register(m) => map(m.next(input), Ended::Registered),
+            Machine::RequestErasure(m) => map(m.next(input), Ended::ErasureRequested),
+            Machine::Erase(m) => map(m.next(input), Ended::Erased),
+            Machine::Close(m) => map(m.next(input), Ended::Closed),
+        }
+    }
+
+    fn steps_max(&self) -> usize {
+        match self {
+            Machine::Register(m) => m.steps_max(),
+            Machine::RequestErasure(m) => m.steps_max(),
+            Machine::Erase(m) => m.steps_max(),
+            Machine::Close(m) => m.steps_max(),
+        }
+    }
+}
+
+/// What a flow asked for last (carried out again, the same, after a failure).
+#[derive(Clone, Debug)]
+enum Request {
+    Call(Envelope),
+    Effect(Effect),
+}
+
+/// What a flow waits for.
+#[derive(Debug)]
+enum Wait {
+    /// To go on with this input now.
+    Ready(Box<Input>),
+    /// To carry out its request again at this tick.
+    Again(u64),
+    /// A command in the log of `group` through `leader`.
+    Command { id: ProposalId, leader: RaftId },
+    /// A read barrier at `leader`, then (by the request) a query or an effect's read.
+    Barrier { id: ProposalId, leader: RaftId, group: GroupId },
+    /// A data key's creation in the log, holding the creation lock at `leader`.
+    Creating { id: ProposalId, leader: RaftId },
+    /// Records in the log, then `Effected::Done`.
+    Writing { id: ProposalId },
+}
+
+pub(super) struct Flow {
+    /// The investor it is about (their life in `lives`).
+    pub(super) user: usize,
+    pub(super) machine: Machine,
+    pub(super) node: RaftId,
+    incarnation: u64,
+    request: Option<Request>,
+    wait: Wait,
+    since: u64,
+    steps: usize,
+}
+
+/// The master key the simulated members share (from the seed: runs replay).
+pub(super) fn sim_vault(seed: u64) -> Vault {
+    use sha2::{Digest, Sha256};
+    let master: [u8; 32] = Sha256::digest(format!("moneta-sim-master-{seed}")).into();
+    Vault::detached(&master, seed ^ 0x0056_4155_4c54).expect("a 32-byte master key")
+}
+
+impl ClusterSim {
+    /// Starts `machine` on `node` for investor `user`.
+    pub(super) fn start_flow(&mut self, user: usize, node: RaftId, machine: Machine) -> u64 {
+        let id = self.next_flow;
+        self.next_flow += 1;
+        let incarnation = self.incarnation(node);
+        self.flows.insert(
+            id,
+            Flow {
+                user,
+                machine,
+                node,
+                incarnation,
+                request: None,
+                wait: Wait::Ready(Box::new(Input::Start)),
+                since: self.tick,
+                steps: 0,
+            },
+        );
+        id
+    }
+
+    /// The flows still running, for a liveness failure's report.
+    pub(super) fn describe_flows(&self) -> String {
+        self.flows
+            .iter()
+            .map(|(id, f)| {
+                format!(
+                    "flow {id} of {} on node {} (incarnation {}): waits {:?} since tick {} for {:?}",
+                    super::user_id(f.user),
+                    f.node,
+                    f.incarnation,
+                    f.wait,
+                    f.since,
+                    f.request
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// How often `node` crashed or stopped so far (a flow on it dies with it).
+    pub(super) fn incarnation(&self, node: RaftId) -> u64 {
+        self.incarnations.get(&node).copied().unwrap_or(0)
+    }
+
+    fn now(&self) -> Timestamp {
+        Timestamp(EPOCH_MS + (self.tick * TICK_MS) as i64)
+    }
+
+    pub(super) fn group_of_id(&self, id: &str) -> GroupId {
+        moneta::domain::ids::group_of(moneta::domain::ids::shard_of(id), self.s.groups)
+    }
+
+    /// The leader of `g` that `node` knows and reaches (as its router would forward), if any:
+    /// its replica's, or (no replica there) the one the members' gossip names.
+    fn leader_from(&self, node: RaftId, g: GroupId) -> Option<RaftId> {
+        let raft = self.raft.nodes.get(&node)?.raft.as_ref()?;
+        let l = match raft.status(g) {
+            Some(s) => s.leader?,
+            None => self.raft.led(g)?.0,
+        };
+        (self.raft.connected(node, l) && (l == node || self.raft.paused_until(l).is_none())).then_some(l)
+    }
+
+    /// One tick of every flow: outcomes that came back, then what is due.
+    pub(super) fn drive_flows(&mut self) -> Result<(), Failure> {
+        let outcomes: Vec<(ProposalId, bool)> = self
+            .raft
+            .outcomes
+            .iter()
+            .filter(|(id, _)| self.flow_pending.contains_key(id))
+            .map(|(&id, (_, o))| (id, *o == Outcome::Applied))
+            .collect();
+        for (id, applied) in outcomes {
+            self.raft.outcomes.remove(&id);
+            let f = self.flow_pending.remove(&id).expect("a flow's proposal");
+            self.flow_outcome(f, id, applied)?;
+        }
+        let reads: Vec<(ProposalId, bool)> = self
+            .raft
+            .reads
+            .iter()
+            .filter(|(id, _)| self.flow_pending.contains_key(id))
+            .map(|(&id, &ok)| (id, ok))
+            .collect();
+        for (id, ok) in reads {
+            self.raft.reads.remove(&id);
+            let f = self.flow_pending.remove(&id).expect("a flow's read");
+            self.flow_outcome(f, id, ok)?;
+        }
+        let ids: Vec<u64> = self.flows.keys().copied().collect();
+        for f in ids {
+            let (node, incarnation) = (self.flows[&f].node, self.flows[&f].incarnation);
+            let alive = self.raft.nodes.get(&node).is_some_and(|n| n.raft.is_some()) && self.incarnation(node) == incarnation;
+            if !alive {
+                let flow = self.flows.remove(&f).expect("a flow");
+                self.flow_pending.retain(|_, g| *g != f);
+                self.key_locks.retain(|(_, _, holder)| *holder != f);
+                self.note("flow_lost", Some(node), None, Some(super::user_id(flow.user)), "its node went down".into());
+                self.flow_died(flow);
+                continue;
+            }
+            let timed_out = !matches!(self.flows[&f].wait, Wait::Ready(_) | Wait::Again(_)) && self.tick - self.flows[&f].since > CLIENT_TIMEOUT_TICKS;
+            if timed_out {
+                self.flow_pending.retain(|_, g| *g != f);
+                self.key_locks.retain(|(_, _, holder)| *holder != f);
+                self.again(f);
+            }
+            self.advance(f)?;
+        }
+        Ok(())
+    }
+
+    /// Tries the flow's request again a little later.
+    fn again(&mut self, f: u64) {
+        let backoff = self.rng.random_range(5..30);
+        self.report.flow_retries += 1;
+        let flow = self.flows.get_mut(&f).expect("a flow");
+        flow.wait = Wait::Again(self.tick + backoff);
+    }
+
+    /// Feeds a ready flow its input (and carries out what it asks next), or sends a request due again.
+    fn advance(&mut self, f: u64) -> Result<(), Failure> {
+        loop {
+            let flow = self.flows.get_mut(&f).expect("a flow");
+            let input = match std::mem::replace(&mut flow.wait, Wait::Again(u64::MAX)) {
+                Wait::Ready(input) => *input,
+                Wait::Again(at) if at <= self.tick => {
+                    let request = flow.request.clone().expect("a request to send again");
+                    return self.issue(f, request);
+                }
+                other => {
+                    flow.wait = other;
+                    return Ok(());
+                }
+            };
+            flow.steps += 1;
+            if flow.steps > flow.machine.steps_max() {
+                let user = flow.user;
+                return self.fail(format!("{}: a workflow went past its step bound", super::user_id(user)));
+            }
+            match flow.machine.next(input) {
+                Next::Done(ended) => {
+                    let flow = self.flows.remove(&f).expect("a flow");
+                    return self.flow_ended(flow, ended);
+                }
+                Next::Call(envelope) => {
+                    flow.request = Some(Request::Call(envelope.clone()));
+                    self.issue(f, Request::Call(envelope))?;
+                }
+                Next::Effect(effect) => {
+                    flow.request = Some(Request::Effect(effect.clone()));
+                    self.issue(f, Request::Effect(effect))?;
+                }
+            }
+        }
+    }
+
+    fn wait(&mut self, f: u64, wait: Wait) {
+        let flow = self.flows.get_mut(&f).expect("a flow");
+        flow.wait = wait;
+        flow.since = self.tick;
+    }
+
+    /// Sends a flow's request: to the leader its node reaches, or again later.
+    fn issue(&mut self, f: u64, request: Request) -> Result<(), Failure> {
+        let node = self.flows[&f].node;
+        let (group, entry) = match &request {
+            Request::Call(envelope) => match envelope {
+                Envelope::Account { id, .. } | Envelope::EmailIndex { id, .. } | Envelope::Portfolio { id, .. } => (
+                    self.group_of_id(id),
+                    envelope_call_is_command(envelope).then(|| super::Body::Call(envelope.clone())),
+                ),
+                other => return self.fail(format!("a workflow called an entity the simulator does not run: {other:?}")),
+            },
+            Request::Effect(Effect::Write(writes)) => (
+                moneta::domain::ids::group_of(writes.shard(), self.s.groups),
+                Some(super::Body::Write(writes.clone())),
+            ),
+            Request::Effect(Effect::DestroyDataKey(key_id)) => (
+                self.group_of_id(key_owner(key_id)),
+                Some(super::Body::Write(self.vault.destroy_data_key(key_id))),
+            ),
+            Request::Effect(Effect::DataKey(key_id)) => (self.group_of_id(key_owner(key_id)), None),
+            Request::Effect(Effect::SealProfile { owner, .. }) => (self.group_of_id(owner), None),
+            Request::Effect(Effect::KeepRegulatory { user_id, .. }) => (self.group_of_id(user_id), None),
+            Request::Effect(Effect::PortfolioJournal(user_id)) => (self.group_of_id(user_id), None),
+            Request::Effect(Effect::RevokeSessions(_) | Effect::Audit { .. }) => {
+                self.wait(f, Wait::Ready(Box::new(Input::Effected(Effected::Done))));
+                return Ok(());
+            }
+            Request::Effect(Effect::ListErasure { user_id, email_hash }) => {
+                // The list lives outside every data folder: it survives crashes.
+                self.erasure_list.push((user_id.clone(), email_hash.clone()));
+                self.wait(f, Wait::Ready(Box::new(Input::Effected(Effected::Done))));
+                return Ok(());
+            }
+            Request::Effect(other) => return self.fail(format!("a workflow asked for an effect the simulator does not carry out: {other:?}")),
+        };
+        let Some(leader) = self.leader_from(node, group) else {
+            self.again(f);
+            return Ok(());
+        };
+        let at = self.now().millis();
+        let sent = match entry {
+            Some(body) => {
+                let data = codec::encode(&Entry { at, body });
+                self.raft.propose_at(leader, group, data).map(|id| {
+                    (
+                        id,
+                        match request {
+                            Request::Call(_) => Wait::Command { id, leader },
+                            Request::Effect(_) => Wait::Writing { id },
+                        },
+                    )
+                })
+            }
+            None => self.raft.read_at(leader, group).map(|id| (id, Wait::Barrier { id, leader, group })),
+        };
+        match sent {
+            Some((id, wait)) => {
+                self.flow_pending.insert(id, f);
+                self.wait(f, wait);
+            }
+            None => self.again(f),
+        }
+        Ok(())
+    }
+
+    /// A proposal or read barrier of flow `f` came back (`ok`: applied, or the barrier passed).
+    fn flow_outcome(&mut self, f: u64, id: ProposalId, ok: bool) -> Result<(), Failure> {
+        let Some(flow) = self.flows.get(&f) else { return Ok(()) };
+        let request = flow.request.clone().expect("a flow waiting has a request");
+        let wait = std::mem::replace(&mut self.flows.get_mut(&f).expect("a flow").wait, Wait::Again(u64::MAX));
+        let matches = match &wait {
+            Wait::Command { id: w, .. } | Wait::Barrier { id: w, .. } | Wait::Creating { id: w, .. } | Wait::Writing { id: w } => *w == id,
+            _ => false,
+        };
+        if !matches {
+            self.flows.get_mut(&f).expect("a flow").wait = wait;
+            return Ok(());
+        }
+        if !ok {
+            self.key_locks.retain(|(_, _, holder)| *holder != f);
+            self.again(f);
+            return Ok(());
+        }
+        let input = match (wait, request) {
+            (Wait::Command { leader, .. }, Request::Call(envelope)) => {
+                let key = answer_key(leader, &envelope);
+                match self.flow_answers.get(&key).cloned() {
+                    Some(a) => {
+                        self.learn(self.flows[&f].user, &envelope, &a)?;
+                        Input::Answer(a)
+                    }
+                    None => return self.fail(format!("{}: a command was applied at node {leader} with no answer there", key.1)),
+                }
+            }
+            (Wait::Barrier { leader, group, .. }, request) => match self.after_barrier(f, leader, group, request)? {
+                Some(input) => input,
+                None => return Ok(()),
+            },
+            (Wait::Creating { leader, .. }, Request::Effect(Effect::DataKey(key_id))) => {
+                self.key_locks.remove(&(leader, key_id, f));
+                Input::Effected(Effected::KeyReady)
+            }
+            (Wait::Writing { .. }, _) => Input::Effected(Effected::Done),
+            (wait, request) => return self.fail(format!("flow {f}: {wait:?} does not fit its request {request:?}")),
+        };
+        self.wait(f, Wait::Ready(Box::new(input)));
+        Ok(())
+    }
+
+    /// A read barrier passed at `leader`: what the request reads there now (its replica has
+    /// applied at least what was committed when the barrier was asked). `None`: the flow waits
+    /// on (a data key being created, or another creation holds the lock).
+    fn after_barrier(&mut self, f: u64, leader: RaftId, group: GroupId, request: Request) -> Result<Option<Input>, Failure> {
+        let Some(replica) = self.replicas.get_mut(&(leader, group)) else {
+            // Dropped from the group meanwhile: ask again.
+            self.again(f);
+            return Ok(None);
+        };
+        let records = &replica.host.records;
+        Ok(Some(match request {
+            Request::Call(envelope) => match replica.host.dispatch(envelope) {
+                Ok(a) => Input::Answer(a),
+                Err(e) => return self.fail(format!("a query failed at node {leader}: {e}")),
+            },
+            Request::Effect(Effect::DataKey(key_id)) => {
+                if records.contains_key(&Vault::key_location(&key_id)) {
+                    Input::Effected(Effected::KeyReady)
+                } else if self.key_locks.iter().any(|(n, k, _)| *n == leader && *k == key_id) {
+                    // One creation at a time per key at the leader: wait for the other.
+                    self.again(f);
+                    return Ok(None);
+                } else {
+                    let writes = self.vault.wrap_new(&key_id).expect("the simulator's vault wraps a key");
+                    let data = codec::encode(&Entry {
+                        at: self.now().millis(),
+                        body: super::Body::Write(writes),
+                    });
+                    match self.raft.propose_at(leader, group, data) {
+                        Some(id) => {
+                            self.key_locks.insert((leader, key_id, f));
+                            self.flow_pending.insert(id, f);
+                            self.wait(f, Wait::Creating { id, leader });
+                        }
+                        None => self.again(f),
+                    }
+                    return Ok(None);
+                }
+            }
+            Request::Effect(Effect::SealProfile { owner, profile, screen }) => match records.get(&Vault::key_location(&owner)) {
+                None => Input::Effected(Effected::Failed(format!("no data key for {owner}"))),
+                Some(wrapped) => {
+                    let plaintext = serde_json::to_vec(&*profile).expect("a profile serialises");
+                    let sealed = self
+                        .vault
+                        .seal_with(&owner, wrapped, "profile", &plaintext)
+                        .expect("the simulator's vault seals");
+                    let screening = screen.then(|| moneta::adapters::sanctions::screen(&self.sanctions, &profile));
+                    Input::Effected(Effected::Sealed { profile: sealed, screening })
+                }
+            },
+            Request::Effect(Effect::PortfolioJournal(user_id)) => Input::Effected(Effected::Journal(
+                replica.host.portfolios.get(&user_id).map(|h| h.journal.clone()).unwrap_or_default(),
+            )),
+            Request::Effect(Effect::KeepRegulatory { user_id, facts, now }) => {
+                let writes = self.regulatory_writes(leader, group, &user_id, &facts, now);
+                match writes {
+                    None => Input::Effected(Effected::Done),
+                    Some(writes) => {
+                        let data = codec::encode(&Entry {
+                            at: self.now().millis(),
+                            body: super::Body::Write(writes),
+                        });
+                        match self.raft.propose_at(leader, group, data) {
+                            Some(id) => {
+                                self.flow_pending.insert(id, f);
+                                self.wait(f, Wait::Writing { id });
+                            }
+                            None => self.again(f),
+                        }
+                        return Ok(None);
+                    }
+                }
+            }
+            other => return self.fail(format!("flow {f}: a read barrier for {other:?}")),
+        }))
+    }
+
+    /// Production's `keep_regulatory_identity` over the leader's replica: nothing when the record
+    /// is there or the person's data is unreadable already; else the retention key (unless it
+    /// exists) and the sealed identity, in one write of the user's shard.
+    fn regulatory_writes(
+        &self,
+        leader: RaftId,
+        group: GroupId,
+        user_id: &str,
+        facts: &moneta::domain::queries::RegulatoryFacts,
+        now: Timestamp,
+    ) -> Option<WriteSet> {
+        let records = &self.replicas.get(&(leader, group))?.host.records;
+        let shard = moneta::storage::records::user_shard(user_id);
+        if records.contains_key(&keys::shard_record_key(shard, ShardRecord::Regulatory, user_id)) {
+            return None;
+        }
+        let wrapped = records.get(&Vault::key_location(user_id))?;
+        let profile: Profile = serde_json::from_slice(&self.vault.open_with(user_id, wrapped, "profile", &facts.sealed_profile).ok()?).ok()?;
+        let document = facts
+            .sealed_document
+            .as_ref()
+            .and_then(|s| self.vault.open_with(user_id, wrapped, "kyc", s).ok())
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let identity = moneta::workflows::erasure::regulatory_identity(user_id, &profile, document.as_ref(), now);
+        let key_id = format!("retention:{user_id}");
+        let mut writes = WriteSet::default();
+        let retention = match records.get(&Vault::key_location(&key_id)) {
+            Some(w) => w.clone(),
+            None => {
+                let created = self.vault.wrap_new(&key_id).expect("the simulator's vault wraps a key");
+                let w = created.puts[0].1.clone();
+                writes.puts.extend(created.puts);
+                w
+            }
+        };
+        let sealed = self
+            .vault
+            .seal_with(&key_id, &retention, "regulatory", &serde_json::to_vec(&identity).expect("json"))
+            .expect("the simulator's vault seals");
+        let record = RegulatoryRecord {
+            expires_at: Timestamp(now.millis() + 7 * 365 * 24 * 3_600_000),
+            key_id,
+            sealed,
+        };
+        let put = moneta::storage::records::put_regulatory(user_id, &record);
+        writes.puts.extend(put.puts);
+        Some(writes)
+    }
+}
+
+/// A portfolio command of a workflow (the end of day's close), not of a client.
+pub(super) fn is_flow_call(envelope: &Envelope) -> bool {
+    matches!(envelope, Envelope::Portfolio { call: Call::Execute { meta, .. }, .. } if meta.request_id.starts_with("eod-"))
+}
+
+fn envelope_call_is_command(envelope: &Envelope) -> bool {
+    match envelope {
+        Envelope::Account { call, .. } => matches!(call, Call::Execute { .. }),
+        Envelope::EmailIndex { call, .. } => matches!(call, Call::Execute { .. }),
+        Envelope::Portfolio { call, .. } => matches!(call, Call::Execute { .. }),
+        Envelope::Instrument { call, .. } => matches!(call, Call::Execute { .. }),
+    }
+}
+
+/// Where a replica keeps the answer to a workflow's command: (node, "kind/id", request id).
+pub(super) fn answer_key(node: RaftId, envelope: &Envelope) -> (RaftId, String, String) {
+    let (kind, id, request_id) = match envelope {
+        Envelope::Account {
+            id,
+            call: Call::Execute { meta, .. },
+        } => ("account", id, &meta.request_id),
+        Envelope::EmailIndex {
+            id,
+            call: Call::Execute { meta, .. },
+        } => ("email_index", id, &meta.request_id),
+        Envelope::Portfolio {
+            id,
+            call: Call::Execute { meta, .. },
+        } => ("portfolio", id, &meta.request_id),
+        Envelope::Instrument {
+            id,
+            call: Call::Execute { meta, .. },
+        } => ("instrument", id, &meta.request_id),
+        _ => unreachable!("only commands are answered from the log"),
+    };
+    (node, format!("{kind}/{id}"), request_id.clone())
+}

@@ -1,0 +1,499 @@
+//! The investors' lives in the cluster: each registers (the registration workflow, from a
+//! random node; a client that hears nothing back tries again as a new request, as a browser
+//! would), and every third one later asks to be erased (the erasure request); the erasure job,
+//! run at each group's leader over the schedules its replica holds, then erases them after the
+//! grace period. Their entries are applied by every replica like the clients' (`apply_*`).
+//!
+//! Checked as they happen: the email index gives an email to one account only; a destroyed
+//! data key never comes back. Checked at the end, on every replica: each investor's account
+//! exists and its profile opens under the data key its group holds, as the email registered
+//! (a key replaced by a second creation would fail here) — and of an erased person nothing is
+//! readable: no data key on any replica, no sealed profile in the account, the email free.
+
+use super::flows::{answer_key, Ended, Machine};
+use super::{user_id, ClusterSim, Failure};
+use moneta::cluster::raft::{GroupId, RaftId};
+use moneta::domain::account::{AccountRejection, Profile, Role};
+use moneta::domain::email_index::EmailIndex;
+use moneta::domain::envelope::{Answer, Envelope, RequestMeta};
+use moneta::domain::time::{Date, Timestamp};
+use moneta::storage::codec;
+use moneta::storage::keys::{self, ShardRecord};
+use moneta::storage::store::{PendingErasure, WriteSet};
+use moneta::storage::vault::Vault;
+use moneta::workflows::erasure::{Erase, Erased};
+use moneta::workflows::erasure_request::{ErasureRequest, RequestErasure};
+use moneta::workflows::registration::{Register, RegistrationError};
+use rand::Rng;
+use sha2::{Digest, Sha256};
+
+/// The grace period between asking to be erased and the erasure (simulated).
+const ERASURE_GRACE_MS: i64 = 3_000;
+/// The erasure job looks at its groups' schedules this often (ticks).
+const ERASURE_EVERY: u64 = 100;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Stage {
+    /// Registers at this tick (again after a lost attempt).
+    Unregistered {
+        at: u64,
+    },
+    Registering,
+    Registered,
+    Requesting,
+    /// Asked; the job erases the person once due.
+    Requested,
+    Erased,
+}
+
+pub(super) struct Life {
+    pub(super) email: String,
+    pub(super) email_hash: String,
+    attempt: u32,
+    /// The attempt that registered (later attempts are erasure requests).
+    registered_at_attempt: u32,
+    /// The account the email index gave the email to (learnt from a claim's answer).
+    pub(super) owner: Option<String>,
+    pub(super) stage: Stage,
+    /// When it asks to be erased (a tick), if it does.
+    erase_at: Option<u64>,
+}
+
+impl Life {
+    pub(super) fn new(u: usize, erase_at: Option<u64>, register_at: u64) -> Life {
+        let email = format!("investor{u}@sim.example");
+        let email_hash = hex::encode(Sha256::digest(email.as_bytes()));
+        Life {
+            email,
+            email_hash,
+            attempt: 0,
+            registered_at_attempt: 0,
+            owner: None,
+            stage: Stage::Unregistered { at: register_at },
+            erase_at,
+        }
+    }
+
+    /// Nothing more to do: registered (and erased, if it asked).
+    pub(super) fn settled(&self) -> bool {
+        match self.stage {
+            Stage::Registered => self.erase_at.is_none(),
+            Stage::Erased => true,
+            _ => false,
+        }
+    }
+}
+
+/// The erasure schedules among a replica's records of group `g` (a range of each of its shards).
+fn erasure_schedules(records: &std::collections::BTreeMap<Vec<u8>, Vec<u8>>, g: GroupId, groups: u32) -> Vec<(String, PendingErasure)> {
+    let mut found = Vec::new();
+    for shard in (0..moneta::domain::ids::SHARD_COUNT).filter(|&sh| moneta::domain::ids::group_of(sh, groups) == g) {
+        let prefix = keys::shard_record_prefix(shard, ShardRecord::Erasure);
+        for (k, v) in records.range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix)) {
+            if let (Ok(id), Ok(p)) = (String::from_utf8(k[prefix.len()..].to_vec()), codec::decode::<PendingErasure>(v)) {
+                found.push((id, p));
+            }
+        }
+    }
+    found
+}
+
+/// Draws each investor's life: when it registers, whether (and when) it asks to be erased.
+pub(super) fn draw_lives(users: usize, ticks: u64, rng: &mut impl Rng) -> Vec<Life> {
+    (0..users)
+        .map(|u| {
+            let register_at = rng.random_range(1..(ticks / 10).max(2));
+            let erase_at = (u % 3 == 2).then(|| rng.random_range(ticks / 4..(ticks / 2).max(ticks / 4 + 1)));
+            Life::new(u, erase_at, register_at)
+        })
+        .collect()
+}
+
+impl ClusterSim {
+    fn random_node(&mut self) -> RaftId {
+        let nodes: Vec<RaftId> = self.raft.nodes.keys().copied().collect();
+        nodes[self.rng.random_range(0..nodes.len())]
+    }
+
+    /// Starts what is due: registrations, erasure requests, and (every `ERASURE_EVERY` ticks)
+    /// the erasure job at each group's leader.
+    pub(super) fn lives(&mut self) -> Result<(), Failure> {
+        while let Some(entry) = self.life_wake.first_entry() {
+            if *entry.key() > self.tick {
+                break;
+            }
+            for u in entry.remove() {
+                self.life_due(u);
+            }
+        }
+        if self.tick.is_multiple_of(ERASURE_EVERY) {
+            self.erasure_job()?;
+        }
+        self.end_of_day();
+        self.drive_flows()
+    }
+
+    pub(super) fn wake_life(&mut self, u: usize, at: u64) {
+        self.life_wake.entry(at.max(self.tick + 1)).or_default().push(u);
+    }
+
+    fn life_due(&mut self, u: usize) {
+        let node = self.random_node();
+        let life = &mut self.lives[u];
+        match life.stage {
+            Stage::Unregistered { at } if at <= self.tick => {
+                let candidate = match life.attempt {
+                    0 => user_id(u),
+                    a => format!("{}r{a}", user_id(u)),
+                };
+                let profile = Profile {
+                    email: life.email.clone(),
+                    full_name: format!("Investor {u}"),
+                    date_of_birth: Some(Date {
+                        year: 1980,
+                        month: 1 + (u % 12) as u8,
+                        day: 1 + (u % 28) as u8,
+                    }),
+                    country: Some("GB".into()),
+                };
+                let request_id = format!("reg-{u}-{}", life.attempt);
+                let flow = Register::new(
+                    life.email_hash.clone(),
+                    candidate,
+                    profile,
+                    "sim-password-hash".into(),
+                    vec![Role::User],
+                    request_id,
+                );
+                life.stage = Stage::Registering;
+                self.start_flow(u, node, Machine::Register(Box::new(flow)));
+            }
+            Stage::Registered if life.erase_at.is_some_and(|t| t <= self.tick) => {
+                let owner = life.owner.clone().expect("a registered life knows its account");
+                let pending = PendingErasure {
+                    due_at: Timestamp(super::EPOCH_MS + (self.tick * moneta::cluster::raft::sim::TICK_MS) as i64 + ERASURE_GRACE_MS),
+                    email_hash: life.email_hash.clone(),
+                    replay: false,
+                };
+                let meta = RequestMeta {
+                    request_id: format!("erase-request-{u}-{}", life.attempt),
+                    actor: owner.clone(),
+                };
+                life.stage = Stage::Requesting;
+                self.start_flow(u, node, Machine::RequestErasure(Box::new(RequestErasure::new(owner, pending, meta))));
+            }
+            _ => {}
+        }
+    }
+
+    /// The erasure job at each group's leader: the schedules its replica holds that are due.
+    fn erasure_job(&mut self) -> Result<(), Failure> {
+        let now = Timestamp(super::EPOCH_MS + (self.tick * moneta::cluster::raft::sim::TICK_MS) as i64);
+        for g in 0..self.s.groups {
+            let Some(l) = self.raft.leader(g) else { continue };
+            let Some(r) = self.replicas.get(&(l, g)) else { continue };
+            let schedules = erasure_schedules(&r.host.records, g, self.s.groups);
+            let due: Vec<(String, PendingErasure)> = schedules
+                .iter()
+                .filter(|(id, p)| p.due_at <= now && !self.erasing.contains(id))
+                .cloned()
+                .collect();
+            // Asked, and no schedule left: an earlier run finished (its answer lost with its
+            // node) — then the account is erased — or the request was lost. Judged only once
+            // the replicas converged (a job at a leader that has not heard of its successor yet
+            // reads an old state: harmless for the job, whose commands would not commit).
+            let judge = self.live && self.converged();
+            let scheduled: std::collections::BTreeSet<&String> = schedules.iter().map(|(id, _)| id).collect();
+            let finished: Vec<(usize, bool)> = self
+                .lives
+                .iter()
+                .enumerate()
+                .filter(|_| judge)
+                .filter(|(_, life)| life.stage == Stage::Requested)
+                .filter_map(|(u, life)| Some((u, life.owner.clone()?)))
+                .filter(|(_, owner)| self.group_of_id(owner) == g && !scheduled.contains(owner) && !self.erasing.contains(owner))
+                .map(|(u, owner)| (u, r.host.accounts.get(&owner).is_some_and(|h| h.state.is_erased())))
+                .collect();
+            let seen = format!(
+                "the job at node {l} (replica at index {}, term {:?})",
+                r.last_index,
+                self.raft.nodes[&l].raft.as_ref().and_then(|x| x.status(g)).map(|s| (s.term, s.applied_index))
+            );
+            for (u, erased) in finished {
+                if !erased {
+                    let owner = self.lives[u].owner.clone().unwrap_or_default();
+                    return self.fail(format!(
+                        "{owner}: its erasure was asked for and recorded, but its schedule is gone and the account is not erased (an erasure lost); seen by {seen}"
+                    ));
+                }
+                self.lives[u].stage = Stage::Erased;
+                self.report.erasures += 1;
+                self.note(
+                    "erasure_job",
+                    Some(l),
+                    Some(g),
+                    Some(user_id(u)),
+                    "finished by an earlier run (its answer lost)".into(),
+                );
+            }
+            for (id, pending) in due {
+                let Some(&u) = self.owners.get(&id) else { continue };
+                self.job_runs += 1;
+                let meta = RequestMeta {
+                    request_id: format!("gdpr-erasure-job/{}", self.job_runs),
+                    actor: "system".into(),
+                };
+                self.erasing.insert(id.clone());
+                self.note("erasure_job", Some(l), Some(g), Some(id.clone()), "due: erasing".into());
+                self.start_flow(u, l, Machine::Erase(Box::new(Erase::new(id, pending, now, meta))));
+            }
+        }
+        Ok(())
+    }
+
+    /// What a workflow's command answered: a claim tells whose the email is (first claim wins).
+    pub(super) fn learn(&mut self, u: usize, envelope: &Envelope, answer: &Answer) -> Result<(), Failure> {
+        if !matches!(envelope, Envelope::EmailIndex { .. }) {
+            return Ok(());
+        }
+        if let Some(Ok(owner)) = answer.clone().executed::<EmailIndex>() {
+            match &self.lives[u].owner {
+                Some(o) if *o != owner && self.lives[u].stage != Stage::Erased => {
+                    return self.fail(format!("{}: the email index gave the email to {owner} after {o}", user_id(u)));
+                }
+                Some(_) => {}
+                None => {
+                    self.owners.insert(owner.clone(), u);
+                    self.lives[u].owner = Some(owner);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn flow_ended(&mut self, flow: super::flows::Flow, ended: Ended) -> Result<(), Failure> {
+        let u = flow.user;
+        self.note("flow_done", Some(flow.node), None, Some(user_id(u)), format!("{ended:?}"));
+        match ended {
+            Ended::Registered(Ok(_) | Err(RegistrationError::EmailTaken)) => {
+                if self.lives[u].owner.is_none() {
+                    return self.fail(format!("{}: registered without a claim of its email", user_id(u)));
+                }
+                self.lives[u].stage = Stage::Registered;
+                self.lives[u].registered_at_attempt = self.lives[u].attempt;
+                self.report.registered += 1;
+                if let Some(at) = self.lives[u].erase_at {
+                    self.wake_life(u, at);
+                }
+            }
+            Ended::Registered(Err(RegistrationError::Unavailable(_))) => self.try_again(u, Stage::Unregistered { at: 0 }),
+            Ended::Registered(Err(e)) => return self.fail(format!("{}: registration refused: {e:?}", user_id(u))),
+            // The job may have erased the person already (an earlier attempt, whose answer was
+            // lost, recorded the request): that stands.
+            Ended::ErasureRequested(_) if self.lives[u].stage == Stage::Erased => {}
+            Ended::ErasureRequested(ErasureRequest::Due(_)) => {
+                self.lives[u].stage = Stage::Requested;
+                self.report.erasures_requested += 1;
+            }
+            // Refused as erased: an earlier attempt recorded the request and the job is at it.
+            Ended::ErasureRequested(ErasureRequest::Refused(AccountRejection::NotRegistered))
+                if self.lives[u].attempt > self.lives[u].registered_at_attempt =>
+            {
+                self.lives[u].stage = Stage::Requested;
+            }
+            Ended::ErasureRequested(ErasureRequest::Unavailable(_)) => self.try_again(u, Stage::Registered),
+            Ended::ErasureRequested(ErasureRequest::Refused(r)) => return self.fail(format!("{}: the erasure request was refused: {r:?}", user_id(u))),
+            Ended::Closed(result) => {
+                if let Machine::Close(_) = &flow.machine {
+                    self.close_ended(&user_id(u), Some(result));
+                }
+            }
+            Ended::Erased(result) => {
+                let owner = self.lives[u].owner.clone().unwrap_or_default();
+                self.erasing.remove(&owner);
+                if result == Ok(Erased::Erased) && self.lives[u].stage != Stage::Erased {
+                    self.lives[u].stage = Stage::Erased;
+                    self.report.erasures += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A flow's node went down under it: its client tries again (a new request); the job looks
+    /// again at its next run.
+    pub(super) fn flow_died(&mut self, flow: super::flows::Flow) {
+        let u = flow.user;
+        match flow.machine {
+            Machine::Register(_) => self.try_again(u, Stage::Unregistered { at: 0 }),
+            Machine::RequestErasure(_) => self.try_again(u, Stage::Registered),
+            Machine::Close(_) => self.close_ended(&user_id(u), None),
+            Machine::Erase(_) => {
+                if let Some(o) = &self.lives[u].owner {
+                    let o = o.clone();
+                    self.erasing.remove(&o);
+                }
+            }
+        }
+    }
+
+    fn try_again(&mut self, u: usize, stage: Stage) {
+        let at = self.tick + self.rng.random_range(20..100);
+        let life = &mut self.lives[u];
+        if life.stage == Stage::Erased {
+            return;
+        }
+        life.attempt += 1;
+        life.stage = match stage {
+            Stage::Unregistered { .. } => Stage::Unregistered { at },
+            other => other,
+        };
+        if stage == Stage::Registered {
+            life.erase_at = Some(at);
+        }
+        self.wake_life(u, at);
+    }
+
+    /// The investors whose workflows are unfinished, for a liveness failure's report.
+    pub(super) fn describe_lives(&self) -> String {
+        let open: Vec<String> = self
+            .lives
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| !l.settled())
+            .map(|(u, l)| {
+                format!(
+                    "{} {:?} as {:?} (erasure at tick {:?}, attempt {})",
+                    user_id(u),
+                    l.stage,
+                    l.owner,
+                    l.erase_at,
+                    l.attempt
+                )
+            })
+            .collect();
+        open.join(", ")
+    }
+
+    pub(super) fn lives_settled(&self) -> bool {
+        self.lives.iter().all(Life::settled) && self.eod_settled()
+    }
+
+    /// A workflow's entity command, applied by replica (n, g): answered and chained.
+    pub(super) fn apply_flow_call(&mut self, n: RaftId, g: GroupId, index: u64, envelope: Envelope) -> Result<(), Failure> {
+        let key = answer_key(n, &envelope);
+        let r = self.replicas.get_mut(&(n, g)).expect("replica");
+        let answer = match r.host.dispatch(envelope) {
+            Ok(a) => a,
+            Err(e) => return self.fail(format!("node {n} group {g} index {index}: {}: {e}", key.1)),
+        };
+        let state = match key.1.split_once('/') {
+            Some(("account", id)) => r.host.accounts.get(id).map(|h| codec::encode(&h.state)),
+            Some(("email_index", id)) => r.host.email_index.get(id).map(|h| codec::encode(&h.state)),
+            Some(("portfolio", id)) => r.host.portfolios.get(id).map(|h| codec::encode(&h.state)),
+            _ => None,
+        };
+        let mut h = Sha256::new();
+        h.update(r.chain);
+        h.update(index.to_be_bytes());
+        h.update(key.1.as_bytes());
+        h.update(state.unwrap_or_default());
+        for record in r.host.audit.drain(..) {
+            h.update(codec::encode(&record));
+        }
+        r.chain = h.finalize().into();
+        let digest = r.chain;
+        self.note("apply", Some(n), Some(g), Some(key.1.clone()), format!("index {index}: {}", key.2));
+        self.flow_answers.insert(key.clone(), answer);
+        self.compare_chain(n, g, index, digest, &key.1)
+    }
+
+    /// A workflow's records, applied by replica (n, g).
+    pub(super) fn apply_write(&mut self, n: RaftId, g: GroupId, index: u64, writes: &WriteSet) -> Result<(), Failure> {
+        // A data key destroyed at some index of the group's log is never put at a later one
+        // (replicas replaying the log from its start put it again before that index: fine).
+        if let Some((k, at)) = writes
+            .puts
+            .iter()
+            .find_map(|(k, _)| self.destroyed_keys.get(&(g, k.clone())).filter(|&&at| at < index).map(|at| (k, *at)))
+        {
+            let who = String::from_utf8_lossy(&k[4..]).to_string();
+            return self.fail(format!(
+                "node {n} group {g} index {index}: the data key of {who}, destroyed at index {at}, came back"
+            ));
+        }
+        for k in writes.deletes.iter().filter(|k| keys::is_data_key_record(k)) {
+            self.destroyed_keys.entry((g, k.clone())).or_insert(index);
+        }
+        let r = self.replicas.get_mut(&(n, g)).expect("replica");
+        r.host.write(writes);
+        let mut h = Sha256::new();
+        h.update(r.chain);
+        h.update(index.to_be_bytes());
+        h.update(codec::encode(writes));
+        r.chain = h.finalize().into();
+        let digest = r.chain;
+        self.note(
+            "apply",
+            Some(n),
+            Some(g),
+            None,
+            format!("index {index}: {} records put, {} deleted", writes.puts.len(), writes.deletes.len()),
+        );
+        self.compare_chain(n, g, index, digest, "records")
+    }
+
+    /// At the end, on every replica: each account as registered, and nothing readable of the
+    /// erased.
+    pub(super) fn check_lives(&self) -> Result<(), Failure> {
+        for (u, life) in self.lives.iter().enumerate() {
+            let Some(owner) = &life.owner else {
+                return self.fail(format!("{}: never registered", user_id(u)));
+            };
+            let erased = life.stage == Stage::Erased;
+            let g = self.group_of_id(owner);
+            for n in self.members_of(g) {
+                let Some(r) = self.replicas.get(&(n, g)) else { continue };
+                let Some(account) = r.host.accounts.get(owner).map(|h| &h.state) else {
+                    return self.fail(format!("{owner} at node {n}: no account"));
+                };
+                let key = r.host.records.get(&Vault::key_location(owner));
+                if erased {
+                    if key.is_some() || !account.sealed_profile.is_empty() {
+                        return self.fail(format!(
+                            "{owner} at node {n}: erased, yet its data key is {} and its sealed profile {} bytes",
+                            if key.is_some() { "there" } else { "gone" },
+                            account.sealed_profile.len()
+                        ));
+                    }
+                    continue;
+                }
+                let opened = key
+                    .ok_or("no data key".to_string())
+                    .and_then(|w| self.vault.open_with(owner, w, "profile", &account.sealed_profile).map_err(|e| e.to_string()))
+                    .and_then(|b| serde_json::from_slice::<Profile>(&b).map_err(|e| e.to_string()));
+                match opened {
+                    Ok(p) if p.email == life.email && account.exists() => {}
+                    Ok(p) => {
+                        return self.fail(format!(
+                            "{owner} at node {n}: the profile opens as {} (exists: {})",
+                            p.email.len(),
+                            account.exists()
+                        ))
+                    }
+                    Err(e) => return self.fail(format!("{owner} at node {n}: its profile does not open: {e}")),
+                }
+            }
+            let ge = self.group_of_id(&life.email_hash);
+            for n in self.members_of(ge) {
+                let Some(r) = self.replicas.get(&(n, ge)) else { continue };
+                let held = r.host.email_index.get(&life.email_hash).and_then(|h| h.state.owner.clone());
+                let want = (!erased).then(|| owner.clone());
+                if held != want {
+                    return self.fail(format!("{}: the email index at node {n} holds {held:?}, expected {want:?}", user_id(u)));
+                }
+            }
+        }
+        Ok(())
+    }
+}
