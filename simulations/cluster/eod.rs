@@ -29,6 +29,9 @@ pub(super) struct Eod {
     /// Per group: the portfolio being closed now, and the last one closed (the job's cursor).
     running: BTreeMap<GroupId, String>,
     cursor: BTreeMap<GroupId, String>,
+    /// Groups whose leader found nothing left to close (the group's day is recorded closed:
+    /// portfolios opened after it are not the day's).
+    finished: BTreeSet<GroupId>,
     runs: u64,
 }
 
@@ -54,10 +57,15 @@ impl ClusterSim {
             self.note("end_of_day", None, None, None, format!("the day {} closes", Date::from_timestamp(now)));
         }
         for g in 0..self.s.groups {
-            if self.eod.running.contains_key(&g) {
+            if self.eod.running.contains_key(&g) || self.eod.finished.contains(&g) {
                 continue;
             }
-            let Some(next) = self.next_to_close(g) else { continue };
+            let Some(next) = self.next_to_close(g) else {
+                if self.raft.leader(g).is_some_and(|l| self.replicas.contains_key(&(l, g))) {
+                    self.eod.finished.insert(g);
+                }
+                continue;
+            };
             let Some(l) = self.raft.leader(g) else { continue };
             let Some(u) = next.strip_prefix("usr_sim").and_then(|n| n.parse::<usize>().ok()) else {
                 continue;
@@ -108,7 +116,7 @@ impl ClusterSim {
 
     /// The day is closed for every portfolio its groups' leaders hold.
     pub(super) fn eod_settled(&self) -> bool {
-        self.eod.day.is_some() && self.eod.running.is_empty() && (0..self.s.groups).all(|g| self.next_to_close(g).is_none())
+        self.eod.day.is_some() && self.eod.running.is_empty() && (0..self.s.groups).all(|g| self.eod.finished.contains(&g))
     }
 
     /// At the end: the statements the job made are on every replica; none where it found
