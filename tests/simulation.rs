@@ -335,6 +335,20 @@ fn investors_register_and_are_erased_through_the_real_workflows_and_nothing_of_t
     }
 }
 
+/// Operators at work under crashes and partitions: the flags of the busiest sweeps.
+const OPERATORS_AT_WORK: [&str; 10] = [
+    "--fault",
+    "join=0.004",
+    "--fault",
+    "decommission=0.004",
+    "--fault",
+    "crash=0.004",
+    "--fault",
+    "isolate=0.006",
+    "--fault",
+    "one_way=0.006",
+];
+
 #[test]
 fn an_erasure_request_retried_while_the_job_drops_its_first_schedule_is_not_lost() {
     // Seed 20185: a request to be erased wrote its schedule and died before the account recorded
@@ -343,20 +357,9 @@ fn an_erasure_request_retried_while_the_job_drops_its_first_schedule_is_not_lost
     // account recorded the request. Nobody would have erased that person. The job now completes
     // an interrupted request instead of dropping it (`workflows::erasure`), and the run ends
     // with the person erased and unreadable everywhere.
-    let out = cluster(&[
-        "--seed",
-        "20185",
-        "--fault",
-        "join=0.004",
-        "--fault",
-        "decommission=0.004",
-        "--fault",
-        "crash=0.004",
-        "--fault",
-        "isolate=0.006",
-        "--fault",
-        "one_way=0.006",
-    ]);
+    let mut args = vec!["--seed", "20185"];
+    args.extend_from_slice(&OPERATORS_AT_WORK);
+    let out = cluster(&args);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("erased 2 "), "{stdout}");
@@ -457,20 +460,7 @@ fn runs_that_once_ended_without_a_leader_or_unsettled_now_converge() {
     //   metadata refuses the second, `MetaRefusal::TooSmall`);
     // - moves adding a dead node held every place among the moves in flight (20023), and the
     //   operators' runbook waited for a joining node whose disk was unreadable (3151).
-    let busy = [
-        "--fault",
-        "join=0.004",
-        "--fault",
-        "decommission=0.004",
-        "--fault",
-        "crash=0.004",
-        "--fault",
-        "isolate=0.006",
-        "--fault",
-        "one_way=0.006",
-        "--fault",
-        "corrupt=0.002",
-    ];
+    let busy: Vec<&str> = OPERATORS_AT_WORK.iter().copied().chain(["--fault", "corrupt=0.002"]).collect();
     let runs: [(&str, &[&str]); 6] = [
         ("3039", &["--fault", "corrupt=0.003", "--fault", "crash=0.004"]),
         ("3151", &["--fault", "corrupt=0.003", "--fault", "crash=0.004"]),
