@@ -4,9 +4,10 @@
 //! real entities (`MemoryHost`: the same decide/apply, request memory and idempotency rules as
 //! the actor host). Clients — two per investor — deposit, withdraw, trade and read their cash at
 //! random nodes, retrying under their request ids and idempotency keys until answered. Each
-//! investor also lives through production's workflows (`flows.rs`, `lives.rs`): registration
-//! (email claim, data key at its group's leader, sealed and screened profile, account), for
-//! every third one the erasure request, and then the erasure job at each group's leader.
+//! investor also lives through production's workflows (`flows.rs`, `lives.rs`, `eod.rs`):
+//! registration (email claim, data key at its group's leader, sealed and screened profile,
+//! account), onboarding (KYC, suitability), for every third one the erasure request and then the
+//! erasure job at each group's leader; and the end-of-day job closes every portfolio.
 //!
 //! Replication here is of commands: a group's log carries each command (with the time it was
 //! proposed) and every replica's host executes it in log order, so replicas must end in the same

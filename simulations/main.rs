@@ -325,8 +325,8 @@ fn run_cluster(cli: &Cli) -> ExitCode {
                     r.requests, r.fills, r.retries, r.resent
                 );
                 println!(
-                    "workflows: registered {} · erasures asked {} · erased {} (each unreadable everywhere after) · end-of-day statements {} · calls and effects sent again {}",
-                    r.registered, r.erasures_requested, r.erasures, r.statements, r.flow_retries
+                    "workflows: registered {} · onboarded (KYC, suitability) {} · erasures asked {} · erased {} (each unreadable everywhere after) · end-of-day statements {} · calls and effects sent again {}",
+                    r.registered, r.onboarded, r.erasures_requested, r.erasures, r.statements, r.flow_retries
                 );
                 println!("replay: {}", cluster_replay(cli, seed));
                 println!("digest: {}", r.digest);

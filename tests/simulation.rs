@@ -318,8 +318,9 @@ fn the_cluster_liveness_phase_converges() {
 
 #[test]
 fn investors_register_and_are_erased_through_the_real_workflows_and_nothing_of_them_stays_readable() {
-    // Production's registration, erasure request and erasure workflows run over the simulated
-    // cluster, crashes and all: every investor registers from a random node, every third asks
+    // Production's registration, onboarding (KYC, suitability), erasure request and erasure
+    // workflows run over the simulated cluster, crashes and all: every investor registers from a
+    // random node and onboards (document verified and sealed, answers sealed), every third asks
     // to be erased, and the erasure job at each group's leader erases them after the grace
     // period. At the end every replica is checked: each profile opens under the data key its
     // group holds, as registered; of the erased, no data key anywhere, no sealed profile, the
@@ -329,7 +330,10 @@ fn investors_register_and_are_erased_through_the_real_workflows_and_nothing_of_t
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
         let line = stdout.lines().find(|l| l.starts_with("workflows: ")).expect("a workflows line");
-        assert!(line.contains("registered 6 ·") && line.contains("erased 2 "), "seed {seed}: {line}");
+        assert!(
+            line.contains("registered 6 ·") && line.contains("onboarded (KYC, suitability) 6 ·") && line.contains("erased 2 "),
+            "seed {seed}: {line}"
+        );
         let faults = stdout.lines().find(|l| l.starts_with("faults injected: ")).expect("a faults line");
         assert!(!faults.contains("crashes 0 "), "seed {seed}: the flows ran through crashes: {faults}");
     }

@@ -24,6 +24,7 @@ use moneta::workflows::end_of_day::{ClosePortfolio, Closed};
 use moneta::workflows::erasure::{Erase, Erased};
 use moneta::workflows::erasure_request::{ErasureRequest, RequestErasure};
 use moneta::workflows::flow::{Effect, Effected, Input, Next, Workflow};
+use moneta::workflows::onboarding::{Onboarded, SetSuitability, SubmitKyc};
 use moneta::workflows::registration::{Register, RegistrationError};
 use rand::Rng;
 
@@ -33,6 +34,8 @@ pub(super) enum Machine {
     RequestErasure(Box<RequestErasure>),
     Erase(Box<Erase>),
     Close(Box<ClosePortfolio>),
+    Kyc(Box<SubmitKyc>),
+    Suitability(Box<SetSuitability>),
 }
 
 /// How a machine ended.
@@ -42,6 +45,8 @@ pub(super) enum Ended {
     ErasureRequested(ErasureRequest),
     Erased(Result<Erased, String>),
     Closed(Result<Closed, String>),
+    Kyc(Onboarded),
+    Suitability(Onboarded),
 }
 
 impl Machine {
@@ -58,6 +63,8 @@ impl Machine {
             Machine::RequestErasure(m) => map(m.next(input), Ended::ErasureRequested),
             Machine::Erase(m) => map(m.next(input), Ended::Erased),
             Machine::Close(m) => map(m.next(input), Ended::Closed),
+            Machine::Kyc(m) => map(m.next(input), Ended::Kyc),
+            Machine::Suitability(m) => map(m.next(input), Ended::Suitability),
         }
     }
 
@@ -67,6 +74,8 @@ impl Machine {
             Machine::RequestErasure(m) => m.steps_max(),
             Machine::Erase(m) => m.steps_max(),
             Machine::Close(m) => m.steps_max(),
+            Machine::Kyc(m) => m.steps_max(),
+            Machine::Suitability(m) => m.steps_max(),
         }
     }
 }
@@ -302,6 +311,14 @@ impl ClusterSim {
             Request::Effect(Effect::SealProfile { owner, .. }) => (self.group_of_id(owner), None),
             Request::Effect(Effect::KeepRegulatory { user_id, .. }) => (self.group_of_id(user_id), None),
             Request::Effect(Effect::PortfolioJournal(user_id)) => (self.group_of_id(user_id), None),
+            Request::Effect(Effect::Screen { user_id, .. }) => (self.group_of_id(user_id), None),
+            Request::Effect(Effect::Seal { key_id, .. }) => (self.group_of_id(key_owner(key_id)), None),
+            Request::Effect(Effect::VerifyKyc { document, .. }) => {
+                // The sandbox provider: its documented decision, no IO.
+                let status = moneta::domain::kyc::sandbox_decision(document);
+                self.wait(f, Wait::Ready(Box::new(Input::Effected(Effected::Kyc(status)))));
+                return Ok(());
+            }
             Request::Effect(Effect::RevokeSessions(_) | Effect::Audit { .. }) => {
                 self.wait(f, Wait::Ready(Box::new(Input::Effected(Effected::Done))));
                 return Ok(());
@@ -438,6 +455,24 @@ impl ClusterSim {
                     let screening = screen.then(|| moneta::adapters::sanctions::screen(&self.sanctions, &profile));
                     Input::Effected(Effected::Sealed { profile: sealed, screening })
                 }
+            },
+            Request::Effect(Effect::Screen { user_id, sealed_profile }) => match records.get(&Vault::key_location(&user_id)) {
+                None => Input::Effected(Effected::Failed(format!("no data key for {user_id}"))),
+                Some(wrapped) => match self
+                    .vault
+                    .open_with(&user_id, wrapped, "profile", &sealed_profile)
+                    .map(|b| serde_json::from_slice::<Profile>(&b))
+                {
+                    Ok(Ok(profile)) => Input::Effected(Effected::Screened(moneta::adapters::sanctions::screen(&self.sanctions, &profile))),
+                    Ok(Err(e)) => return self.fail(format!("{user_id}: a profile that does not parse: {e}")),
+                    Err(e) => Input::Effected(Effected::Failed(format!("{user_id}: {e}"))),
+                },
+            },
+            Request::Effect(Effect::Seal { key_id, field, plaintext }) => match records.get(&Vault::key_location(&key_id)) {
+                None => Input::Effected(Effected::Failed(format!("no data key for {key_id}"))),
+                Some(wrapped) => Input::Effected(Effected::SealedField(
+                    self.vault.seal_with(&key_id, wrapped, field, &plaintext).expect("the simulator's vault seals"),
+                )),
             },
             Request::Effect(Effect::PortfolioJournal(user_id)) => Input::Effected(Effected::Journal(
                 replica.host.portfolios.get(&user_id).map(|h| h.journal.clone()).unwrap_or_default(),

@@ -23,6 +23,7 @@ use moneta::storage::store::{PendingErasure, WriteSet};
 use moneta::storage::vault::Vault;
 use moneta::workflows::erasure::{Erase, Erased};
 use moneta::workflows::erasure_request::{ErasureRequest, RequestErasure};
+use moneta::workflows::onboarding::{Onboarded, SetSuitability, SubmitKyc};
 use moneta::workflows::registration::{Register, RegistrationError};
 use rand::Rng;
 use sha2::{Digest, Sha256};
@@ -39,11 +40,24 @@ pub(super) enum Stage {
         at: u64,
     },
     Registering,
+    /// Registered; this onboarding step goes at this tick (again after a lost attempt).
+    Onboarding {
+        step: Step,
+        at: u64,
+    },
+    OnboardingRunning,
+    /// Registered and onboarded (KYC verified, suitability assessed).
     Registered,
     Requesting,
     /// Asked; the job erases the person once due.
     Requested,
     Erased,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Step {
+    Kyc,
+    Suitability,
 }
 
 pub(super) struct Life {
@@ -82,6 +96,20 @@ impl Life {
             _ => false,
         }
     }
+}
+
+/// Investor `u`'s identity document (the sandbox verifies it).
+fn kyc_document(u: usize) -> moneta::domain::kyc::KycDocument {
+    moneta::domain::kyc::validate_document("passport", &format!("P{u:08}"), "1 High Street, London").expect("a well-formed document")
+}
+
+/// The suitability answers every simulated investor gives.
+fn answers() -> moneta::domain::suitability::Answers {
+    moneta::domain::suitability::parse_answers(&serde_json::json!({
+        "objective": "growth", "horizon_years": 15, "loss_tolerance": "medium", "investment_experience_years": 5,
+        "knows_complex_products": false, "annual_income": "60000.00", "liquid_net_worth": "80000.00", "emergency_fund_months": 6
+    }))
+    .expect("well-formed answers")
 }
 
 /// The erasure schedules among a replica's records of group `g` (a range of each of its shards).
@@ -167,6 +195,26 @@ impl ClusterSim {
                 );
                 life.stage = Stage::Registering;
                 self.start_flow(u, node, Machine::Register(Box::new(flow)));
+            }
+            Stage::Onboarding { step, at } if at <= self.tick => {
+                let owner = life.owner.clone().expect("a registered life knows its account");
+                let meta = RequestMeta {
+                    request_id: format!("{}-{u}-{}", if step == Step::Kyc { "kyc" } else { "suitability" }, life.attempt),
+                    actor: owner.clone(),
+                };
+                life.stage = Stage::OnboardingRunning;
+                let machine = match step {
+                    Step::Kyc => {
+                        let document = kyc_document(u);
+                        Machine::Kyc(Box::new(SubmitKyc::new(owner, document, "sandbox".into(), meta)))
+                    }
+                    Step::Suitability => {
+                        let answers = answers();
+                        let profile = moneta::domain::suitability::assess(&answers);
+                        Machine::Suitability(Box::new(SetSuitability::new(owner, answers, profile, meta)))
+                    }
+                };
+                self.start_flow(u, node, machine);
             }
             Stage::Registered if life.erase_at.is_some_and(|t| t <= self.tick) => {
                 let owner = life.owner.clone().expect("a registered life knows its account");
@@ -279,13 +327,23 @@ impl ClusterSim {
                 if self.lives[u].owner.is_none() {
                     return self.fail(format!("{}: registered without a claim of its email", user_id(u)));
                 }
-                self.lives[u].stage = Stage::Registered;
                 self.lives[u].registered_at_attempt = self.lives[u].attempt;
                 self.report.registered += 1;
+                self.onboard(u, Step::Kyc, self.tick + 1);
+            }
+            // Recorded now, or by an earlier attempt whose answer was lost.
+            Ended::Kyc(Onboarded::Recorded | Onboarded::Refused(AccountRejection::KycAlreadyVerified)) => self.onboard(u, Step::Suitability, self.tick + 1),
+            Ended::Suitability(Onboarded::Recorded) => {
+                self.lives[u].stage = Stage::Registered;
+                self.lives[u].registered_at_attempt = self.lives[u].attempt;
+                self.report.onboarded += 1;
                 if let Some(at) = self.lives[u].erase_at {
                     self.wake_life(u, at);
                 }
             }
+            Ended::Kyc(Onboarded::Unavailable(_)) => self.onboard_again(u, Step::Kyc),
+            Ended::Suitability(Onboarded::Unavailable(_)) => self.onboard_again(u, Step::Suitability),
+            Ended::Kyc(o) | Ended::Suitability(o) => return self.fail(format!("{}: onboarding refused: {o:?}", user_id(u))),
             Ended::Registered(Err(RegistrationError::Unavailable(_))) => self.try_again(u, Stage::Unregistered { at: 0 }),
             Ended::Registered(Err(e)) => return self.fail(format!("{}: registration refused: {e:?}", user_id(u))),
             // The job may have erased the person already (an earlier attempt, whose answer was
@@ -328,6 +386,8 @@ impl ClusterSim {
             Machine::Register(_) => self.try_again(u, Stage::Unregistered { at: 0 }),
             Machine::RequestErasure(_) => self.try_again(u, Stage::Registered),
             Machine::Close(_) => self.close_ended(&user_id(u), None),
+            Machine::Kyc(_) => self.onboard_again(u, Step::Kyc),
+            Machine::Suitability(_) => self.onboard_again(u, Step::Suitability),
             Machine::Erase(_) => {
                 if let Some(o) = &self.lives[u].owner {
                     let o = o.clone();
@@ -335,6 +395,18 @@ impl ClusterSim {
                 }
             }
         }
+    }
+
+    fn onboard(&mut self, u: usize, step: Step, at: u64) {
+        self.lives[u].stage = Stage::Onboarding { step, at };
+        self.wake_life(u, at);
+    }
+
+    /// An onboarding step lost or refused for now: the client sends it again (a new request).
+    fn onboard_again(&mut self, u: usize, step: Step) {
+        self.lives[u].attempt += 1;
+        let at = self.tick + self.rng.random_range(20..100);
+        self.onboard(u, step, at);
     }
 
     fn try_again(&mut self, u: usize, stage: Stage) {
@@ -459,9 +531,11 @@ impl ClusterSim {
                 };
                 let key = r.host.records.get(&Vault::key_location(owner));
                 if erased {
-                    if key.is_some() || !account.sealed_profile.is_empty() {
+                    let sealed_left = account.kyc.as_ref().is_some_and(|k| k.sealed_document.is_some())
+                        || account.suitability.as_ref().is_some_and(|s| !s.sealed_answers.is_empty());
+                    if key.is_some() || !account.sealed_profile.is_empty() || sealed_left {
                         return self.fail(format!(
-                            "{owner} at node {n}: erased, yet its data key is {} and its sealed profile {} bytes",
+                            "{owner} at node {n}: erased, yet its data key is {} and its sealed profile {} bytes (document or answers left: {sealed_left})",
                             if key.is_some() { "there" } else { "gone" },
                             account.sealed_profile.len()
                         ));
@@ -473,7 +547,22 @@ impl ClusterSim {
                     .and_then(|w| self.vault.open_with(owner, w, "profile", &account.sealed_profile).map_err(|e| e.to_string()))
                     .and_then(|b| serde_json::from_slice::<Profile>(&b).map_err(|e| e.to_string()));
                 match opened {
-                    Ok(p) if p.email == life.email && account.exists() => {}
+                    Ok(p) if p.email == life.email && account.exists() => {
+                        let document = account
+                            .kyc
+                            .as_ref()
+                            .and_then(|k| k.sealed_document.as_ref())
+                            .and_then(|d| self.vault.open_with(owner, key.expect("a key"), "kyc", d).ok())
+                            .and_then(|b| serde_json::from_slice::<moneta::domain::kyc::KycDocument>(&b).ok());
+                        let verified = account.kyc_status() == moneta::domain::kyc::KycStatus::Verified;
+                        if !verified || document != Some(kyc_document(u)) || account.suitability.is_none() {
+                            return self.fail(format!(
+                                "{owner} at node {n}: onboarded, yet KYC verified {verified}, document readable {}, suitability {}",
+                                document.is_some(),
+                                account.suitability.is_some()
+                            ));
+                        }
+                    }
                     Ok(p) => {
                         return self.fail(format!(
                             "{owner} at node {n}: the profile opens as {} (exists: {})",

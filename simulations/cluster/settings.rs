@@ -112,6 +112,8 @@ pub struct Report {
     /// The workflows: investors registered, erasures asked for and carried out; a workflow's
     /// calls and effects sent again after a failure or a timeout.
     pub registered: u64,
+    /// Investors through KYC and the suitability questionnaire.
+    pub onboarded: u64,
     pub erasures_requested: u64,
     pub erasures: u64,
     pub flow_retries: u64,

@@ -74,6 +74,13 @@ pub enum Effect {
     /// The latest committed quote of a listed symbol from the node's price book, if it has a
     /// recent one (`Effected::Quote`; anything else: ask the instrument).
     Quote(String),
+    /// The KYC provider verifies an identity document (`Effected::Kyc`).
+    VerifyKyc {
+        user_id: String,
+        document: Box<crate::domain::kyc::KycDocument>,
+    },
+    /// One field of `key_id`'s personal data sealed under its data key (`Effected::SealedField`).
+    Seal { key_id: String, field: &'static str, plaintext: Vec<u8> },
 }
 
 /// The result of an [`Effect`].
@@ -90,6 +97,8 @@ pub enum Effected {
     Screened(ScreeningOutcome),
     Journal(Vec<crate::domain::portfolio::PortfolioEvent>),
     Quote(Box<crate::domain::instrument::Quote>),
+    Kyc(crate::domain::kyc::KycStatus),
+    SealedField(Vec<u8>),
     /// The effect could not be carried out (the vault or the disk refused): nothing of it holds.
     Failed(String),
 }
@@ -224,6 +233,14 @@ impl Effects for NodeEffects<'_> {
             Effect::Quote(symbol) => match s.quotes.recent(&symbol) {
                 Some(q) => Effected::Quote(Box::new(q)),
                 None => Effected::Failed(format!("no recent price of {symbol} on this node")),
+            },
+            Effect::VerifyKyc { user_id, document } => match s.kyc.verify(&user_id, &document).await {
+                Ok(status) => Effected::Kyc(status),
+                Err(e) => Effected::Failed(e.to_string()),
+            },
+            Effect::Seal { key_id, field, plaintext } => match s.seal(&key_id, field, &plaintext).await {
+                Ok(sealed) => Effected::SealedField(sealed),
+                Err(e) => Effected::Failed(e.to_string()),
             },
             Effect::PortfolioJournal(user) => match s.router.read_journal::<crate::domain::portfolio::Portfolio>(&user).await {
                 Ok(j) => Effected::Journal(j.into_iter().map(|e| e.event).collect()),

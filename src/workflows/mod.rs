@@ -12,6 +12,7 @@ pub mod erasure;
 pub mod erasure_request;
 pub mod feed;
 pub mod flow;
+pub mod onboarding;
 pub mod order;
 pub mod performance;
 pub mod prices;

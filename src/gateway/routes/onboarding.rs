@@ -4,13 +4,14 @@
 use super::identity::account_error_pub as account_error;
 use super::meta;
 use super::unavailable;
-use crate::adapters::sanctions;
-use crate::domain::account::{Account, AccountCommand, AccountReply, Consents, Profile};
+use crate::domain::account::{Account, AccountCommand, AccountReply, Consents};
 use crate::domain::kyc::validate_document;
 use crate::domain::suitability::{assess, parse_answers};
 use crate::gateway::http::{private_json, Reply, Req};
 use crate::gateway::problem::ApiError;
 use crate::gateway::AppState;
+use crate::workflows::flow::NodeEffects;
+use crate::workflows::onboarding::{Onboarded, SetSuitability, SubmitKyc};
 use serde::Deserialize;
 use warp::http::StatusCode;
 
@@ -58,31 +59,21 @@ pub async fn put_consents(state: &AppState, req: &Req) -> Result<Reply, ApiError
     }
 }
 
+/// What an onboarding step's end means to the client.
+fn onboarded(o: Onboarded) -> Result<(), ApiError> {
+    match o {
+        Onboarded::Recorded => Ok(()),
+        Onboarded::Refused(r) => Err(account_error(crate::cluster::RouteError::Rejected(r))),
+        Onboarded::Unavailable(e) => Err(unavailable(e)),
+    }
+}
+
 pub async fn submit_kyc(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     let claims = state.claims(req)?;
     let b: KycBody = req.json()?;
     let document = validate_document(&b.document_type, &b.document_number, &b.address).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let sealed_profile = state
-        .router
-        .query::<Account, _>(&claims.sub, crate::domain::queries::SealedProfile)
-        .await
-        .map_err(unavailable)?;
-    let profile: Profile = state.open_json(&claims.sub, "profile", &sealed_profile).await.map_err(unavailable)?;
-    let status = state.kyc.verify(&claims.sub, &document).await.map_err(unavailable)?;
-    let screening = sanctions::screen(&state.sanctions_list(), &profile);
-    let sealed_document = state.seal_json(&claims.sub, "kyc", &document).await.map_err(unavailable)?;
-    let cmd = AccountCommand::SubmitKyc {
-        document_type: document.document_type,
-        sealed_document,
-        provider: state.kyc.name().to_string(),
-        status,
-        screening,
-    };
-    state
-        .router
-        .execute::<Account>(&claims.sub, cmd, meta(req, &claims.sub))
-        .await
-        .map_err(account_error)?;
+    let flow = SubmitKyc::new(claims.sub.clone(), document, state.kyc.name().to_string(), meta(req, &claims.sub));
+    onboarded(crate::workflows::run(&state.router, &NodeEffects(state), flow).await.map_err(unavailable)?)?;
     let (kyc, screening) = state
         .router
         .query::<Account, _>(&claims.sub, crate::domain::queries::OnboardingStatus)
@@ -99,16 +90,8 @@ pub async fn suitability(state: &AppState, req: &Req) -> Result<Reply, ApiError>
     let b: SuitabilityBody = req.json()?;
     let answers = parse_answers(&b.answers).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let profile = assess(&answers);
-    let sealed_answers = state.seal_json(&claims.sub, "suitability", &answers).await.map_err(unavailable)?;
-    let cmd = AccountCommand::SetSuitability {
-        profile: profile.clone(),
-        sealed_answers,
-    };
-    state
-        .router
-        .execute::<Account>(&claims.sub, cmd, meta(req, &claims.sub))
-        .await
-        .map_err(account_error)?;
+    let flow = SetSuitability::new(claims.sub.clone(), answers, profile.clone(), meta(req, &claims.sub));
+    onboarded(crate::workflows::run(&state.router, &NodeEffects(state), flow).await.map_err(unavailable)?)?;
     state.valuations.trigger(&claims.sub, crate::domain::advice::AdviceTrigger::ProfileChanged);
     Ok(private_json(StatusCode::OK, &profile))
 }
