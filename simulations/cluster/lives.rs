@@ -465,19 +465,9 @@ impl ClusterSim {
             Some(("portfolio", id)) => r.host.portfolios.get(id).map(|h| codec::encode(&h.state)),
             _ => None,
         };
-        let mut h = Sha256::new();
-        h.update(r.chain);
-        h.update(index.to_be_bytes());
-        h.update(key.1.as_bytes());
-        h.update(state.unwrap_or_default());
-        for record in r.host.audit.drain(..) {
-            h.update(codec::encode(&record));
-        }
-        r.chain = h.finalize().into();
-        let digest = r.chain;
         self.note("apply", Some(n), Some(g), Some(key.1.clone()), format!("index {index}: {}", key.2));
         self.flow_answers.insert(key.clone(), answer);
-        self.compare_chain(n, g, index, digest, &key.1)
+        self.extend_chain(n, g, index, &key.1, &[&state.unwrap_or_default()])
     }
 
     /// A workflow's records, applied by replica (n, g).
@@ -497,14 +487,7 @@ impl ClusterSim {
         for k in writes.deletes.iter().filter(|k| keys::is_data_key_record(k)) {
             self.destroyed_keys.entry((g, k.clone())).or_insert(index);
         }
-        let r = self.replicas.get_mut(&(n, g)).expect("replica");
-        r.host.write(writes);
-        let mut h = Sha256::new();
-        h.update(r.chain);
-        h.update(index.to_be_bytes());
-        h.update(codec::encode(writes));
-        r.chain = h.finalize().into();
-        let digest = r.chain;
+        self.replicas.get_mut(&(n, g)).expect("replica").host.write(writes);
         self.note(
             "apply",
             Some(n),
@@ -512,7 +495,7 @@ impl ClusterSim {
             None,
             format!("index {index}: {} records put, {} deleted", writes.puts.len(), writes.deletes.len()),
         );
-        self.compare_chain(n, g, index, digest, "records")
+        self.extend_chain(n, g, index, "records", &[&codec::encode(writes)])
     }
 
     /// At the end, on every replica: each account as registered, and nothing readable of the

@@ -97,24 +97,12 @@ impl ClusterSim {
                 if let Some(why) = books_broken(p) {
                     return self.fail(format!("node {n} group {g} index {index}: {entity}: {why}"));
                 }
-                let mut h = Sha256::new();
-                h.update(r.chain);
-                h.update(index.to_be_bytes());
-                h.update(entity.as_bytes());
                 // What the entry did to the entity — its events, then cash and holdings (the
                 // state follows from the events: hashing the whole state, idempotency memory
                 // and all, at every entry cost a fifth of a large run).
                 let journal = &r.host.portfolios[&entity].journal;
-                h.update(codec::encode(&&journal[journal_before.min(journal.len())..]));
-                h.update(codec::encode(&(p.cash, &p.holdings)));
-                // The audit records this entry asked for: replicas hold the same audit chain.
-                // Once in the chain they leave the host, so that a checkpoint does not copy the
-                // whole trail (the cost of a long run grew with it).
-                for record in r.host.audit.drain(..) {
-                    h.update(codec::encode(&record));
-                }
-                r.chain = h.finalize().into();
-                let digest = r.chain;
+                let events = codec::encode(&&journal[journal_before.min(journal.len())..]);
+                let book = codec::encode(&(p.cash, &p.holdings));
                 self.note(
                     "apply",
                     Some(n),
@@ -123,7 +111,7 @@ impl ClusterSim {
                     format!("index {index}: {request_id} → {answer:?}"),
                 );
                 self.answers.insert((n, request_id), answer);
-                self.compare_chain(n, g, *index, digest, &entity)?;
+                self.extend_chain(n, g, *index, &entity, &[&events, &book])?;
             }
             self.reload_if_rebuilt(n, g);
             self.serve_reads(n, g, &mut reads, u64::MAX);
@@ -142,12 +130,27 @@ impl ClusterSim {
         Ok(())
     }
 
-    /// Compared at every entry: the first replica to execute an index sets the chain digest
-    /// the others must reach there.
-    pub(super) fn compare_chain(&mut self, n: RaftId, g: GroupId, index: u64, digest: [u8; 32], entity: &str) -> Result<(), Failure> {
+    /// Extends replica (n, g)'s chain with entry `index` — what it concerns, the bytes of what
+    /// it did, then the audit records it asked for (out of the host once in the chain, so that
+    /// a checkpoint does not copy the whole trail) — and compares it with the chain the first
+    /// replica to execute that index reached: replicas hold the same entities and audit chain.
+    pub(super) fn extend_chain(&mut self, n: RaftId, g: GroupId, index: u64, what: &str, parts: &[&[u8]]) -> Result<(), Failure> {
+        let r = self.replicas.get_mut(&(n, g)).expect("replica");
+        let mut h = Sha256::new();
+        h.update(r.chain);
+        h.update(index.to_be_bytes());
+        h.update(what.as_bytes());
+        for part in parts {
+            h.update(part);
+        }
+        for record in r.host.audit.drain(..) {
+            h.update(codec::encode(&record));
+        }
+        r.chain = h.finalize().into();
+        let digest = r.chain;
         match self.states.get(&(g, index)) {
             Some(d) if *d != digest => self.fail(format!(
-                "group {g}: node {n}'s entities (or audit records) differ from another replica's after index {index} ({entity})"
+                "group {g}: node {n}'s entities (or audit records) differ from another replica's after index {index} ({what})"
             )),
             Some(_) => Ok(()),
             None => {
