@@ -7,7 +7,10 @@
 //! investor also lives through production's workflows (`flows.rs`, `lives.rs`, `eod.rs`):
 //! registration (email claim, data key at its group's leader, sealed and screened profile,
 //! account), onboarding (KYC, suitability), for every third one the erasure request and then the
-//! erasure job at each group's leader; and the end-of-day job closes every portfolio.
+//! erasure job at each group's leader; and the end-of-day job closes every portfolio. One
+//! investor in ten more takes advice instead of trading (`advised.rs`: consent, deposit,
+//! `Advise`, `AcceptAdvice` and its orders through the order path), over instruments listed and
+//! priced through their groups' logs by the feed (`market.rs`).
 //!
 //! Replication here is of commands: a group's log carries each command (with the time it was
 //! proposed) and every replica's host executes it in log order, so replicas must end in the same
@@ -39,14 +42,17 @@ use moneta::domain::envelope::Envelope;
 use moneta::domain::portfolio::Portfolio;
 use moneta::domain::time::Timestamp;
 use moneta::storage::codec;
+mod advised;
 mod clients;
 mod eod;
 mod faults;
 mod flows;
 mod lives;
+mod market;
 mod membership;
 mod replicas;
 mod settings;
+mod vault;
 
 use clients::{Client, Waiting};
 
@@ -193,6 +199,13 @@ pub struct ClusterSim {
     job_runs: u64,
     /// The end of day's job.
     eod: eod::Eod,
+    /// The market feed to the instruments.
+    feed: market::Feed,
+}
+
+/// How many advised investors (without clients) a run of `users` has: one in ten more.
+fn advised_of(users: usize) -> usize {
+    users.div_ceil(10)
 }
 
 fn user_id(u: usize) -> String {
@@ -247,7 +260,7 @@ impl ClusterSim {
                 });
             }
         }
-        let lives = lives::draw_lives(s.users, s.ticks, &mut rng);
+        let lives = lives::draw_lives(s.users, advised_of(s.users), s.ticks, &mut rng);
         let sanctions = {
             let compliance = moneta::config::ComplianceConfig {
                 sanctions_list: Default::default(),
@@ -264,7 +277,8 @@ impl ClusterSim {
             flow_answers: BTreeMap::new(),
             incarnations: BTreeMap::new(),
             key_locks: BTreeSet::new(),
-            vault: flows::sim_vault(s.seed),
+            vault: vault::sim_vault(s.seed),
+            feed: Default::default(),
             sanctions,
             erasure_list: Vec::new(),
             erasing: BTreeSet::new(),
@@ -436,10 +450,11 @@ impl ClusterSim {
                 let open = self.clients.iter().filter(|c| c.waiting.is_some()).count();
                 let unsettled = self.lives.iter().filter(|l| !l.settled()).count();
                 return self.fail(format!(
-                    "the liveness phase did not converge within {} ticks: {open} clients unanswered, {unsettled} investors' workflows unfinished ({}; running: {}), replicas converged: {}; membership: {}",
+                    "the liveness phase did not converge within {} ticks: {open} clients unanswered, {unsettled} investors' workflows unfinished ({}; running: {}; end of day {}), replicas converged: {}; membership: {}",
                     self.s.liveness_ticks,
                     self.describe_lives(),
                     self.describe_flows(),
+                    self.describe_eod(),
                     self.converged(),
                     self.unsettled()
                 ));
@@ -475,6 +490,7 @@ impl ClusterSim {
             for p in &mut self.prices {
                 *p = (*p + *p * self.rng.random_range(-20..=20) / 10_000).max(100);
             }
+            self.feed();
         }
         // A process waking from a pause handles its clients and its network in no set order.
         let waking = self.raft.wake_due(self.tick * TICK_MS);
@@ -556,6 +572,7 @@ impl ClusterSim {
             }
         }
         self.check_lives()?;
+        self.check_advised()?;
         self.check_statements()?;
         let mut h = Sha256::new();
         h.update(self.raft.digest().as_bytes());

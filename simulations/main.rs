@@ -328,6 +328,10 @@ fn run_cluster(cli: &Cli) -> ExitCode {
                     "workflows: registered {} · onboarded (KYC, suitability) {} · erasures asked {} · erased {} (each unreadable everywhere after) · end-of-day statements {} · calls and effects sent again {}",
                     r.registered, r.onboarded, r.erasures_requested, r.erasures, r.statements, r.flow_retries
                 );
+                println!(
+                    "advice: issued {} · accepted {} · orders filled {} · broker confirmations {}",
+                    r.advised, r.advice_accepted, r.advice_orders, r.confirmations
+                );
                 println!("replay: {}", cluster_replay(cli, seed));
                 println!("digest: {}", r.digest);
             }

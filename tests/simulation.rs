@@ -319,8 +319,8 @@ fn the_cluster_liveness_phase_converges() {
 #[test]
 fn investors_register_and_are_erased_through_the_real_workflows_and_nothing_of_them_stays_readable() {
     // Production's registration, onboarding (KYC, suitability), erasure request and erasure
-    // workflows run over the simulated cluster, crashes and all: every investor registers from a
-    // random node and onboards (document verified and sealed, answers sealed), every third asks
+    // workflows run over the simulated cluster, crashes and all: every investor (six with
+    // clients, one advised) registers from a random node and onboards (document verified and sealed, answers sealed), every third asks
     // to be erased, and the erasure job at each group's leader erases them after the grace
     // period. At the end every replica is checked: each profile opens under the data key its
     // group holds, as registered; of the erased, no data key anywhere, no sealed profile, the
@@ -331,7 +331,7 @@ fn investors_register_and_are_erased_through_the_real_workflows_and_nothing_of_t
         assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
         let line = stdout.lines().find(|l| l.starts_with("workflows: ")).expect("a workflows line");
         assert!(
-            line.contains("registered 6 ·") && line.contains("onboarded (KYC, suitability) 6 ·") && line.contains("erased 2 "),
+            line.contains("registered 7 ·") && line.contains("onboarded (KYC, suitability) 7 ·") && line.contains("erased 2 "),
             "seed {seed}: {line}"
         );
         let faults = stdout.lines().find(|l| l.starts_with("faults injected: ")).expect("a faults line");
@@ -367,6 +367,21 @@ fn an_erasure_request_retried_while_the_job_drops_its_first_schedule_is_not_lost
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("erased 2 "), "{stdout}");
+}
+
+#[test]
+fn advice_is_given_and_accepted_through_the_real_workflows_and_a_retry_after_a_crash_places_its_orders() {
+    // Seed 5018 with crashes: the advised investor's node went down after their account
+    // recorded the acceptance and before the first order; the retry under the same
+    // idempotency key was refused as "already accepted" and the orders were never placed. The
+    // acceptance now goes under a request id of the key (`workflows::accept_advice`), and the
+    // run ends with the advice accepted and its orders filled once, on every replica.
+    let out = cluster(&["--seed", "5018", "--fault", "crash=0.008"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let advice = stdout.lines().find(|l| l.starts_with("advice: ")).expect("an advice line");
+    assert!(advice.starts_with("advice: issued 1 · accepted 1 · orders filled "), "{advice}");
+    assert!(!advice.contains("orders filled 0 "), "{advice}");
 }
 
 /// A count from the report's `membership:` line.

@@ -640,3 +640,95 @@ fn an_order_priced_from_the_price_book_never_asks_the_instrument() {
     // 120 plus 5 bps of slippage for a buy.
     assert_eq!(o.price, Decimal::new(12006, 2));
 }
+
+/// Found by the cluster simulator (seed 5018 with `--fault crash=0.008`): a node went down
+/// after the account recorded the acceptance and before the first order was placed; the
+/// client's retry under the same idempotency key was refused as "already accepted", and the
+/// advice's orders were never placed. A retry under the key places them.
+#[test]
+fn accepting_advice_again_under_its_key_after_a_crash_before_the_first_order_places_the_orders() {
+    use moneta::domain::account::Consents;
+    use moneta::domain::advice::AdvicePolicy;
+    use moneta::workflows::accept_advice::Accepted;
+    use moneta::workflows::advise::Advise;
+    use moneta::workflows::flow::{Input, Next, Workflow};
+
+    let meta = |id: &str| RequestMeta {
+        request_id: id.into(),
+        actor: USER.into(),
+    };
+    let mut host = MemoryHost::new(11, Timestamp(1_800_000_000_000));
+    for e in setup() {
+        host.dispatch(e).unwrap();
+    }
+    let consents = Consents {
+        ai_profiling: true,
+        marketing: false,
+        analytics: false,
+    };
+    host.dispatch(Envelope::execute::<Account>(USER, AccountCommand::SetConsents(consents), meta("req-consent")))
+        .unwrap();
+    let advise = Advise::new(USER.into(), vec!["ACME".into()], terms().fees, AdvicePolicy::default(), meta("req-advice"));
+    let record = workflows::run_with(advise, |e| host.dispatch(e), |_| Effected::Done).unwrap().unwrap();
+    let wanted = record.advice.proposed_orders.len();
+    assert!(wanted > 0, "cash to invest gives orders");
+    let accept = |request_id: &str| {
+        AcceptAdvice::new(
+            USER.into(),
+            record.advice_id.clone(),
+            "acc-crash".into(),
+            meta(request_id),
+            terms(),
+            ["ACME".to_string()].into(),
+        )
+    };
+
+    // The first attempt: the key's memory, then the account accepts; the node dies before the
+    // first order reaches the portfolio.
+    let mut first = accept("req-accept-1");
+    let mut input = Input::Start;
+    loop {
+        match first.next(input) {
+            Next::Call(
+                e @ Envelope::Portfolio {
+                    call: moneta::domain::envelope::Call::Execute { .. },
+                    ..
+                },
+            ) => {
+                drop(e);
+                break;
+            }
+            Next::Call(e) => input = Input::Answer(host.dispatch(e).unwrap()),
+            Next::Effect(_) => input = Input::Effected(Effected::Done),
+            Next::Done(out) => panic!("finished before its first order: {out:?}"),
+        }
+    }
+
+    // The client's retry: same key, a new request.
+    let again = workflows::run_with(accept("req-accept-2"), |e| host.dispatch(e), |_| Effected::Confirmed).unwrap();
+    let Ok(Accepted::Orders(done)) = again else {
+        panic!("the retry under the key was not answered with the orders: {again:?}");
+    };
+    assert_eq!(done.len(), wanted);
+    assert!(done.iter().all(|(_, o)| matches!(o, Ok(PortfolioReply::Order(_)))), "{done:?}");
+    // A third time: the same orders, none placed twice.
+    let third = workflows::run_with(accept("req-accept-3"), |e| host.dispatch(e), |_| Effected::Confirmed).unwrap();
+    assert!(matches!(&third, Ok(Accepted::Orders(d)) if d.len() == wanted), "{third:?}");
+    let journal = &host.portfolios[USER].journal;
+    let fills = journal
+        .iter()
+        .filter(|e| matches!(e, moneta::domain::portfolio::PortfolioEvent::OrderFilled { .. }))
+        .count();
+    assert_eq!(fills, wanted, "each order of the advice once");
+    // Another key is refused: accepted advice is not accepted twice.
+    let other = AcceptAdvice::new(
+        USER.into(),
+        record.advice_id.clone(),
+        "acc-other".into(),
+        meta("req-accept-4"),
+        terms(),
+        ["ACME".to_string()].into(),
+    );
+    let refused = workflows::run_with(other, |e| host.dispatch(e), |_| Effected::Confirmed).unwrap();
+    assert!(matches!(refused, Err(NotAccepted::Account(_))), "{refused:?}");
+}

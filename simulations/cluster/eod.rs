@@ -67,7 +67,10 @@ impl ClusterSim {
                 continue;
             };
             let Some(l) = self.raft.leader(g) else { continue };
-            let Some(u) = next.strip_prefix("usr_sim").and_then(|n| n.parse::<usize>().ok()) else {
+            // The investor whose account it is (a registration retried under another id
+            // opens its portfolio under that id), or whose clients trade it.
+            let owner = self.owners.get(&next).copied();
+            let Some(u) = owner.or_else(|| next.strip_prefix("usr_sim").and_then(|n| n.parse::<usize>().ok())) else {
                 continue;
             };
             let (date, cutoff, prices) = self.eod.day.clone().expect("the day");
@@ -112,6 +115,16 @@ impl ClusterSim {
             Some(Err(_)) | None => return,
         }
         self.eod.cursor.insert(g, portfolio.to_string());
+    }
+
+    /// The job's state, for a liveness failure's report.
+    pub(super) fn describe_eod(&self) -> String {
+        format!(
+            "day {:?}, closing {:?}, groups finished {:?}",
+            self.eod.day.as_ref().map(|d| d.0),
+            self.eod.running,
+            self.eod.finished
+        )
     }
 
     /// The day is closed for every portfolio its groups' leaders hold.

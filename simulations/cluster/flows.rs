@@ -9,17 +9,21 @@
 //! written through the log. A call or effect that fails or times out goes again under the same
 //! ids; a flow whose node crashes dies with it (its client, or the job, starts again).
 
+use super::market::{Purpose, Single};
 use super::{ClusterSim, Entry, Failure, CLIENT_TIMEOUT_TICKS, EPOCH_MS};
 use moneta::cluster::raft::sim::TICK_MS;
 use moneta::cluster::raft::{GroupId, Outcome, ProposalId, RaftId};
+use moneta::domain::account::AdviceRecord;
 use moneta::domain::account::Profile;
+use moneta::domain::envelope::Answer;
 use moneta::domain::envelope::{Call, Envelope};
 use moneta::domain::steps::key_owner;
 use moneta::domain::time::Timestamp;
 use moneta::storage::codec;
-use moneta::storage::keys::{self, ShardRecord};
-use moneta::storage::store::{RegulatoryRecord, WriteSet};
 use moneta::storage::vault::Vault;
+use moneta::workflows::accept_advice::{AcceptAdvice, Accepted, NotAccepted};
+use moneta::workflows::advice::AdviceError;
+use moneta::workflows::advise::Advise;
 use moneta::workflows::end_of_day::{ClosePortfolio, Closed};
 use moneta::workflows::erasure::{Erase, Erased};
 use moneta::workflows::erasure_request::{ErasureRequest, RequestErasure};
@@ -36,6 +40,9 @@ pub(super) enum Machine {
     Close(Box<ClosePortfolio>),
     Kyc(Box<SubmitKyc>),
     Suitability(Box<SetSuitability>),
+    Single(Box<Single>),
+    Advise(Box<Advise>),
+    Accept(Box<AcceptAdvice>),
 }
 
 /// How a machine ended.
@@ -47,6 +54,9 @@ pub(super) enum Ended {
     Closed(Result<Closed, String>),
     Kyc(Onboarded),
     Suitability(Onboarded),
+    Single(Purpose, Box<Answer>),
+    Advised(Box<Result<AdviceRecord, AdviceError>>),
+    Accepted(Result<Accepted, NotAccepted>),
 }
 
 impl Machine {
@@ -65,6 +75,9 @@ impl Machine {
             Machine::Close(m) => map(m.next(input), Ended::Closed),
             Machine::Kyc(m) => map(m.next(input), Ended::Kyc),
             Machine::Suitability(m) => map(m.next(input), Ended::Suitability),
+            Machine::Single(m) => map(m.next(input), |(p, a)| Ended::Single(p, Box::new(a))),
+            Machine::Advise(m) => map(m.next(input), |r| Ended::Advised(Box::new(r))),
+            Machine::Accept(m) => map(m.next(input), Ended::Accepted),
         }
     }
 
@@ -76,6 +89,9 @@ impl Machine {
             Machine::Close(m) => m.steps_max(),
             Machine::Kyc(m) => m.steps_max(),
             Machine::Suitability(m) => m.steps_max(),
+            Machine::Single(m) => m.steps_max(),
+            Machine::Advise(m) => m.steps_max(),
+            Machine::Accept(m) => m.steps_max(),
         }
     }
 }
@@ -104,8 +120,11 @@ enum Wait {
     Writing { id: ProposalId },
 }
 
+/// The `user` of a flow about no investor (the feed's).
+pub(super) const NOBODY: usize = usize::MAX;
+
 pub(super) struct Flow {
-    /// The investor it is about (their life in `lives`).
+    /// The investor it is about (their life in `lives`), or `NOBODY`.
     pub(super) user: usize,
     pub(super) machine: Machine,
     pub(super) node: RaftId,
@@ -116,11 +135,14 @@ pub(super) struct Flow {
     steps: usize,
 }
 
-/// The master key the simulated members share (from the seed: runs replay).
-pub(super) fn sim_vault(seed: u64) -> Vault {
-    use sha2::{Digest, Sha256};
-    let master: [u8; 32] = Sha256::digest(format!("moneta-sim-master-{seed}")).into();
-    Vault::detached(&master, seed ^ 0x0056_4155_4c54).expect("a 32-byte master key")
+impl Flow {
+    /// Whom or what it is about, for the trace.
+    pub(super) fn subject(&self) -> String {
+        match (&self.machine, self.user) {
+            (Machine::Single(m), NOBODY) => format!("feed {:?}", m.purpose),
+            (_, u) => super::user_id(u),
+        }
+    }
 }
 
 impl ClusterSim {
@@ -222,8 +244,8 @@ impl ClusterSim {
                 let flow = self.flows.remove(&f).expect("a flow");
                 self.flow_pending.retain(|_, g| *g != f);
                 self.key_locks.retain(|(_, _, holder)| *holder != f);
-                self.note("flow_lost", Some(node), None, Some(super::user_id(flow.user)), "its node went down".into());
-                self.flow_died(flow);
+                self.note("flow_lost", Some(node), None, Some(flow.subject()), "its node went down".into());
+                self.flow_died(flow)?;
                 continue;
             }
             let timed_out = !matches!(self.flows[&f].wait, Wait::Ready(_) | Wait::Again(_)) && self.tick - self.flows[&f].since > CLIENT_TIMEOUT_TICKS;
@@ -293,11 +315,10 @@ impl ClusterSim {
         let node = self.flows[&f].node;
         let (group, entry) = match &request {
             Request::Call(envelope) => match envelope {
-                Envelope::Account { id, .. } | Envelope::EmailIndex { id, .. } | Envelope::Portfolio { id, .. } => (
+                Envelope::Account { id, .. } | Envelope::EmailIndex { id, .. } | Envelope::Portfolio { id, .. } | Envelope::Instrument { id, .. } => (
                     self.group_of_id(id),
                     envelope_call_is_command(envelope).then(|| super::Body::Call(envelope.clone())),
                 ),
-                other => return self.fail(format!("a workflow called an entity the simulator does not run: {other:?}")),
             },
             Request::Effect(Effect::Write(writes)) => (
                 moneta::domain::ids::group_of(writes.shard(), self.s.groups),
@@ -319,7 +340,19 @@ impl ClusterSim {
                 self.wait(f, Wait::Ready(Box::new(Input::Effected(Effected::Kyc(status)))));
                 return Ok(());
             }
-            Request::Effect(Effect::RevokeSessions(_) | Effect::Audit { .. }) => {
+            Request::Effect(Effect::Quote(symbol)) => {
+                // No price book on the simulated nodes: the order path asks the instrument.
+                let why = format!("no recent price of {symbol} on this node");
+                self.wait(f, Wait::Ready(Box::new(Input::Effected(Effected::Failed(why)))));
+                return Ok(());
+            }
+            Request::Effect(Effect::Confirm { .. }) => {
+                // The broker's sandbox confirms at once.
+                self.report.confirmations += 1;
+                self.wait(f, Wait::Ready(Box::new(Input::Effected(Effected::Confirmed))));
+                return Ok(());
+            }
+            Request::Effect(Effect::RevokeSessions(_) | Effect::Audit { .. } | Effect::Rebase(_)) => {
                 self.wait(f, Wait::Ready(Box::new(Input::Effected(Effected::Done))));
                 return Ok(());
             }
@@ -329,7 +362,6 @@ impl ClusterSim {
                 self.wait(f, Wait::Ready(Box::new(Input::Effected(Effected::Done))));
                 return Ok(());
             }
-            Request::Effect(other) => return self.fail(format!("a workflow asked for an effect the simulator does not carry out: {other:?}")),
         };
         let Some(leader) = self.leader_from(node, group) else {
             self.again(f);
@@ -500,60 +532,12 @@ impl ClusterSim {
             other => return self.fail(format!("flow {f}: a read barrier for {other:?}")),
         }))
     }
-
-    /// Production's `keep_regulatory_identity` over the leader's replica: nothing when the record
-    /// is there or the person's data is unreadable already; else the retention key (unless it
-    /// exists) and the sealed identity, in one write of the user's shard.
-    fn regulatory_writes(
-        &self,
-        leader: RaftId,
-        group: GroupId,
-        user_id: &str,
-        facts: &moneta::domain::queries::RegulatoryFacts,
-        now: Timestamp,
-    ) -> Option<WriteSet> {
-        let records = &self.replicas.get(&(leader, group))?.host.records;
-        let shard = moneta::storage::records::user_shard(user_id);
-        if records.contains_key(&keys::shard_record_key(shard, ShardRecord::Regulatory, user_id)) {
-            return None;
-        }
-        let wrapped = records.get(&Vault::key_location(user_id))?;
-        let profile: Profile = serde_json::from_slice(&self.vault.open_with(user_id, wrapped, "profile", &facts.sealed_profile).ok()?).ok()?;
-        let document = facts
-            .sealed_document
-            .as_ref()
-            .and_then(|s| self.vault.open_with(user_id, wrapped, "kyc", s).ok())
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        let identity = moneta::workflows::erasure::regulatory_identity(user_id, &profile, document.as_ref(), now);
-        let key_id = format!("retention:{user_id}");
-        let mut writes = WriteSet::default();
-        let retention = match records.get(&Vault::key_location(&key_id)) {
-            Some(w) => w.clone(),
-            None => {
-                let created = self.vault.wrap_new(&key_id).expect("the simulator's vault wraps a key");
-                let w = created.puts[0].1.clone();
-                writes.puts.extend(created.puts);
-                w
-            }
-        };
-        let sealed = self
-            .vault
-            .seal_with(&key_id, &retention, "regulatory", &serde_json::to_vec(&identity).expect("json"))
-            .expect("the simulator's vault seals");
-        let record = RegulatoryRecord {
-            expires_at: Timestamp(now.millis() + 7 * 365 * 24 * 3_600_000),
-            key_id,
-            sealed,
-        };
-        let put = moneta::storage::records::put_regulatory(user_id, &record);
-        writes.puts.extend(put.puts);
-        Some(writes)
-    }
 }
 
-/// A portfolio command of a workflow (the end of day's close), not of a client.
+/// A portfolio command of a workflow (the end of day's close, an advised investor's deposit
+/// and orders), not of a client.
 pub(super) fn is_flow_call(envelope: &Envelope) -> bool {
-    matches!(envelope, Envelope::Portfolio { call: Call::Execute { meta, .. }, .. } if meta.request_id.starts_with("eod-"))
+    matches!(envelope, Envelope::Portfolio { call: Call::Execute { meta, .. }, .. } if meta.request_id.starts_with("eod-") || meta.request_id.starts_with("adv-"))
 }
 
 fn envelope_call_is_command(envelope: &Envelope) -> bool {

@@ -11,6 +11,7 @@
 //! readable: no data key on any replica, no sealed profile in the account, the email free.
 
 use super::flows::{answer_key, Ended, Machine};
+use super::market::Purpose;
 use super::{user_id, ClusterSim, Failure};
 use moneta::cluster::raft::{GroupId, RaftId};
 use moneta::domain::account::{AccountRejection, Profile, Role};
@@ -58,12 +59,30 @@ pub(super) enum Stage {
 pub(super) enum Step {
     Kyc,
     Suitability,
+    /// An advised investor's steps (`advised.rs`).
+    Consent,
+    Deposit,
+    Advise,
+    Accept,
+}
+
+impl Step {
+    fn label(self) -> &'static str {
+        match self {
+            Step::Kyc => "kyc",
+            Step::Suitability => "suitability",
+            Step::Consent => "adv-consent",
+            Step::Deposit => "adv-deposit",
+            Step::Advise => "adv-advise",
+            Step::Accept => "adv-accept",
+        }
+    }
 }
 
 pub(super) struct Life {
     pub(super) email: String,
     pub(super) email_hash: String,
-    attempt: u32,
+    pub(super) attempt: u32,
     /// The attempt that registered (later attempts are erasure requests).
     registered_at_attempt: u32,
     /// The account the email index gave the email to (learnt from a claim's answer).
@@ -71,6 +90,8 @@ pub(super) struct Life {
     pub(super) stage: Stage,
     /// When it asks to be erased (a tick), if it does.
     erase_at: Option<u64>,
+    /// An advised investor's advice (none for the others).
+    pub(super) advised: Option<super::advised::Advised>,
 }
 
 impl Life {
@@ -85,6 +106,7 @@ impl Life {
             owner: None,
             stage: Stage::Unregistered { at: register_at },
             erase_at,
+            advised: None,
         }
     }
 
@@ -127,10 +149,16 @@ fn erasure_schedules(records: &std::collections::BTreeMap<Vec<u8>, Vec<u8>>, g: 
 }
 
 /// Draws each investor's life: when it registers, whether (and when) it asks to be erased.
-pub(super) fn draw_lives(users: usize, ticks: u64, rng: &mut impl Rng) -> Vec<Life> {
-    (0..users)
+/// The `advised` after the `users` with clients take advice instead (and stay).
+pub(super) fn draw_lives(users: usize, advised: usize, ticks: u64, rng: &mut impl Rng) -> Vec<Life> {
+    (0..users + advised)
         .map(|u| {
             let register_at = rng.random_range(1..(ticks / 10).max(2));
+            if u >= users {
+                let mut life = Life::new(u, None, register_at);
+                life.advised = Some(Default::default());
+                return life;
+            }
             let erase_at = (u % 3 == 2).then(|| rng.random_range(ticks / 4..(ticks / 2).max(ticks / 4 + 1)));
             Life::new(u, erase_at, register_at)
         })
@@ -199,11 +227,18 @@ impl ClusterSim {
             Stage::Onboarding { step, at } if at <= self.tick => {
                 let owner = life.owner.clone().expect("a registered life knows its account");
                 let meta = RequestMeta {
-                    request_id: format!("{}-{u}-{}", if step == Step::Kyc { "kyc" } else { "suitability" }, life.attempt),
+                    request_id: format!("{}-{u}-{}", step.label(), life.attempt),
                     actor: owner.clone(),
                 };
                 life.stage = Stage::OnboardingRunning;
                 let machine = match step {
+                    Step::Consent | Step::Deposit | Step::Advise | Step::Accept => match self.advised_machine(u, step, owner, meta) {
+                        Some(m) => m,
+                        None => {
+                            self.onboard(u, step, self.tick + 100);
+                            return;
+                        }
+                    },
                     Step::Kyc => {
                         let document = kyc_document(u);
                         Machine::Kyc(Box::new(SubmitKyc::new(owner, document, "sandbox".into(), meta)))
@@ -321,8 +356,14 @@ impl ClusterSim {
 
     pub(super) fn flow_ended(&mut self, flow: super::flows::Flow, ended: Ended) -> Result<(), Failure> {
         let u = flow.user;
-        self.note("flow_done", Some(flow.node), None, Some(user_id(u)), format!("{ended:?}"));
+        self.note("flow_done", Some(flow.node), None, Some(flow.subject()), format!("{ended:?}"));
         match ended {
+            Ended::Single(p @ (Purpose::List(_) | Purpose::Price(_)), a) => return self.fed(p, Some(a)),
+            Ended::Suitability(Onboarded::Recorded) if self.lives[u].advised.is_some() => {
+                self.report.onboarded += 1;
+                self.onboard(u, Step::Consent, self.tick + 1);
+            }
+            e @ (Ended::Single(..) | Ended::Advised(_) | Ended::Accepted(_)) => return self.advised_ended(u, e),
             Ended::Registered(Ok(_) | Err(RegistrationError::EmailTaken)) => {
                 if self.lives[u].owner.is_none() {
                     return self.fail(format!("{}: registered without a claim of its email", user_id(u)));
@@ -362,8 +403,8 @@ impl ClusterSim {
             Ended::ErasureRequested(ErasureRequest::Unavailable(_)) => self.try_again(u, Stage::Registered),
             Ended::ErasureRequested(ErasureRequest::Refused(r)) => return self.fail(format!("{}: the erasure request was refused: {r:?}", user_id(u))),
             Ended::Closed(result) => {
-                if let Machine::Close(_) = &flow.machine {
-                    self.close_ended(&user_id(u), Some(result));
+                if let Machine::Close(m) = &flow.machine {
+                    self.close_ended(m.user_id(), Some(result));
                 }
             }
             Ended::Erased(result) => {
@@ -380,12 +421,19 @@ impl ClusterSim {
 
     /// A flow's node went down under it: its client tries again (a new request); the job looks
     /// again at its next run.
-    pub(super) fn flow_died(&mut self, flow: super::flows::Flow) {
+    pub(super) fn flow_died(&mut self, flow: super::flows::Flow) -> Result<(), Failure> {
         let u = flow.user;
         match flow.machine {
+            Machine::Single(m) => match m.purpose {
+                p @ (Purpose::List(_) | Purpose::Price(_)) => return self.fed(p, None),
+                Purpose::Consent => self.onboard_again(u, Step::Consent),
+                Purpose::Deposit => self.onboard_again(u, Step::Deposit),
+            },
+            Machine::Advise(_) => self.onboard_again(u, Step::Advise),
+            Machine::Accept(_) => self.onboard_again(u, Step::Accept),
             Machine::Register(_) => self.try_again(u, Stage::Unregistered { at: 0 }),
             Machine::RequestErasure(_) => self.try_again(u, Stage::Registered),
-            Machine::Close(_) => self.close_ended(&user_id(u), None),
+            Machine::Close(m) => self.close_ended(m.user_id(), None),
             Machine::Kyc(_) => self.onboard_again(u, Step::Kyc),
             Machine::Suitability(_) => self.onboard_again(u, Step::Suitability),
             Machine::Erase(_) => {
@@ -395,15 +443,16 @@ impl ClusterSim {
                 }
             }
         }
+        Ok(())
     }
 
-    fn onboard(&mut self, u: usize, step: Step, at: u64) {
+    pub(super) fn onboard(&mut self, u: usize, step: Step, at: u64) {
         self.lives[u].stage = Stage::Onboarding { step, at };
         self.wake_life(u, at);
     }
 
     /// An onboarding step lost or refused for now: the client sends it again (a new request).
-    fn onboard_again(&mut self, u: usize, step: Step) {
+    pub(super) fn onboard_again(&mut self, u: usize, step: Step) {
         self.lives[u].attempt += 1;
         let at = self.tick + self.rng.random_range(20..100);
         self.onboard(u, step, at);
@@ -463,8 +512,19 @@ impl ClusterSim {
             Some(("account", id)) => r.host.accounts.get(id).map(|h| codec::encode(&h.state)),
             Some(("email_index", id)) => r.host.email_index.get(id).map(|h| codec::encode(&h.state)),
             Some(("portfolio", id)) => r.host.portfolios.get(id).map(|h| codec::encode(&h.state)),
+            // An instrument's listing and latest price (its history follows from its commands).
+            Some(("instrument", id)) => r
+                .host
+                .instruments
+                .get(id)
+                .map(|h| codec::encode(&(&h.state.listing, h.state.price, h.state.as_of))),
             _ => None,
         };
+        if let Some(("portfolio", id)) = key.1.split_once('/') {
+            if let Some(why) = r.host.portfolios.get(id).and_then(|h| super::replicas::books_broken(&h.state)) {
+                return self.fail(format!("node {n} group {g} index {index}: {id}: {why}"));
+            }
+        }
         self.note("apply", Some(n), Some(g), Some(key.1.clone()), format!("index {index}: {}", key.2));
         self.flow_answers.insert(key.clone(), answer);
         self.extend_chain(n, g, index, &key.1, &[&state.unwrap_or_default()])

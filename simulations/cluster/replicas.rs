@@ -185,7 +185,7 @@ impl ClusterSim {
 
 /// The bank-style invariant of one portfolio: no negative cash or holdings, and cash plus cost
 /// basis moved only by deposits, withdrawals, fees and realised P&L.
-fn books_broken(p: &Portfolio) -> Option<String> {
+pub(super) fn books_broken(p: &Portfolio) -> Option<String> {
     if p.cash < Decimal::ZERO {
         return Some(format!("negative cash {}", p.cash));
     }

@@ -119,5 +119,11 @@ pub struct Report {
     pub flow_retries: u64,
     /// Portfolios the end of day closed with a statement.
     pub statements: u64,
+    /// Advised investors: advice issued, accepted, the orders it filled; the broker's
+    /// confirmations of workflow orders.
+    pub advised: u64,
+    pub advice_accepted: u64,
+    pub advice_orders: u64,
+    pub confirmations: u64,
     pub digest: String,
 }

@@ -71,6 +71,18 @@ impl AcceptAdvice {
         }
     }
 
+    /// The account's acceptance goes under a request id of the idempotency key (and the
+    /// advice), not of the HTTP request: a retry under the key after a crash that came between
+    /// the acceptance and the first order is answered from the account's memory of that
+    /// request (for `[entities] request_memory`) and goes on to place the orders, instead of
+    /// being refused as accepted already with no order placed. (Found by the cluster simulator.)
+    fn acceptance_meta(&self) -> RequestMeta {
+        RequestMeta {
+            request_id: format!("advice-accept/{}/{}", self.advice_id, self.key),
+            actor: self.meta.actor.clone(),
+        }
+    }
+
     /// The order path for order `i` of the advice.
     fn order(&self, i: usize, o: &ProposedOrder) -> PlaceOrder {
         let request = OrderRequest {
@@ -145,12 +157,17 @@ impl Workflow for AcceptAdvice {
                 Some(Ok(remembered)) => {
                     // The account decides (published or approved; accepted again only as a
                     // replay of this key) before any order is placed.
+                    let replay = !remembered.is_empty();
                     let cmd = AccountCommand::AcceptAdvice {
                         advice_id: self.advice_id.clone(),
-                        replay: !remembered.is_empty(),
+                        replay,
                     };
+                    // Orders under the key say it accepted: the account replays its acceptance.
+                    // None yet: the acceptance may have been recorded all the same (a crash
+                    // before the first order), which its request id under the key recalls.
+                    let meta = if replay { self.meta.clone() } else { self.acceptance_meta() };
                     self.stage = Stage::Accepting { remembered };
-                    Next::Call(Envelope::execute::<Account>(&self.user_id, cmd, self.meta.clone()))
+                    Next::Call(Envelope::execute::<Account>(&self.user_id, cmd, meta))
                 }
                 Some(Err(r)) => Next::Done(Err(NotAccepted::Portfolio(r))),
                 None => unexpected("accept advice", &Input::Answer(a)),

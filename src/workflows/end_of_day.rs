@@ -241,6 +241,11 @@ impl ClosePortfolio {
             stage: Stage::Start,
         }
     }
+
+    /// The portfolio it closes.
+    pub fn user_id(&self) -> &str {
+        &self.user_id
+    }
 }
 
 impl Workflow for ClosePortfolio {
