@@ -120,7 +120,7 @@ struct Checkpoint {
 }
 
 /// A replica's state is checkpointed every this many applied entries.
-const CHECKPOINT_EVERY: usize = 8192;
+const CHECKPOINT_EVERY: usize = 32_768;
 
 pub struct Failure {
     pub tick: u64,
@@ -360,6 +360,14 @@ impl ClusterSim {
     fn rebuild(&mut self, n: RaftId, g: GroupId) {
         let old = self.replicas.remove(&(n, g)).expect("replica");
         let applied = self.raft.applied_entries(n, g);
+        // The disk kept everything the replica had executed: replaying it from the checkpoint
+        // would end in this very state (the same entries, in order, on the same host), so the
+        // host stays and only reloads its entities as a restarted node does.
+        let kept = old.consumed <= applied.len() && (old.consumed == 0 || applied[old.consumed - 1].0 == old.last_index);
+        if kept {
+            self.replicas.insert((n, g), Replica { reload: true, ..old });
+            return;
+        }
         let r = match old.checkpoint {
             Some(cp) if cp.consumed <= applied.len() && (cp.consumed == 0 || applied[cp.consumed - 1].0 == cp.last_index) => Replica {
                 host: cp.host.clone(),

@@ -199,15 +199,30 @@ impl ClusterSim {
         moneta::domain::ids::group_of(moneta::domain::ids::shard_of(id), self.s.groups)
     }
 
-    /// The leader of `g` that `node` knows and reaches (as its router would forward), if any:
-    /// its replica's, or (no replica there) the one the members' gossip names.
+    /// The leader of `g` a call from `node` goes to, by production's routing decision
+    /// (`cluster::routing::route`): `node` itself when it serves the group, else the leader its
+    /// replica knows or (no replica there) the one the members' gossip names — if `node`
+    /// reaches it.
     fn leader_from(&self, node: RaftId, g: GroupId) -> Option<RaftId> {
+        use moneta::cluster::routing::{route, Route};
         let raft = self.raft.nodes.get(&node)?.raft.as_ref()?;
-        let l = match raft.status(g) {
-            Some(s) => s.leader?,
-            None => self.raft.led(g)?.0,
+        let here = match raft.status(g) {
+            Some(s) => moneta::cluster::raft::board::Leadership {
+                leader: s.leader,
+                served: s.serving && s.applied_index >= s.commit_index,
+                replica: true,
+            },
+            None => moneta::cluster::raft::board::Leadership {
+                leader: None,
+                served: false,
+                replica: false,
+            },
         };
-        (self.raft.connected(node, l) && (l == node || self.raft.paused_until(l).is_none())).then_some(l)
+        match route(node, here, self.raft.led(g).map(|l| l.0)) {
+            Route::Here => Some(node),
+            Route::To(l) => (self.raft.connected(node, l) && self.raft.paused_until(l).is_none()).then_some(l),
+            Route::Nowhere => None,
+        }
     }
 
     /// One tick of every flow: outcomes that came back, then what is due.

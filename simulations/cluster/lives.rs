@@ -31,8 +31,9 @@ use sha2::{Digest, Sha256};
 
 /// The grace period between asking to be erased and the erasure (simulated).
 const ERASURE_GRACE_MS: i64 = 3_000;
-/// The erasure job looks at its groups' schedules this often (ticks).
-const ERASURE_EVERY: u64 = 100;
+/// The erasure job looks at its groups' schedules this often (ticks: 5 simulated seconds;
+/// production's default is a minute).
+const ERASURE_EVERY: u64 = 500;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Stage {

@@ -2,6 +2,11 @@
 //! order, exactly once per request id (the same `RequestLog`, digest and rules as the actor
 //! host), with time and randomness handed in. The simulator drives workflows over it, and tests
 //! compare it with the node's router on the same inputs.
+//!
+//! Entities are shared between copies of a host (`Arc`, copied on write): the simulator keeps
+//! a checkpoint of every replica and starts a restarted one from it, and a copy costs a pointer
+//! per entity, not the entities. A restart reloads each entity through production's recovery
+//! path when it is next called, as the node's actors load theirs on activation.
 
 use crate::domain::account::Account;
 use crate::domain::audit::AuditRecord;
@@ -16,6 +21,7 @@ use crate::storage::codec;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// One entity as the host keeps it.
 #[derive(Clone, Debug)]
@@ -24,24 +30,39 @@ pub struct Hosted<E: Entity> {
     /// Every event applied, oldest first.
     pub journal: Vec<E::Event>,
     requests: RequestLog<E::Reply, E::Rejection>,
+    /// The host's restart it was last loaded after (`MemoryHost::reload`).
+    loaded: u64,
 }
 
 impl<E: Entity> Hosted<E> {
-    fn new(id: &str) -> Hosted<E> {
+    fn new(id: &str, loaded: u64) -> Hosted<E> {
         Hosted {
             state: E::empty(id),
             journal: Vec::new(),
             requests: RequestLog::default(),
+            loaded,
         }
+    }
+
+    /// Loads it again as a host does from disk after a restart: its state decoded from its
+    /// stored form, its request ids through `RequestLog::restore`.
+    fn reload(&mut self, restart: u64) {
+        self.state = codec::decode(&codec::encode(&self.state)).expect("an entity's stored form decodes");
+        let records: Vec<_> = self.requests.records().map(|(id, a)| (id.clone(), a.clone())).collect();
+        self.requests = RequestLog::restore(records);
+        self.loaded = restart;
     }
 }
 
+/// Entities of one kind, by id (shared with the host's copies until one of them changes).
+pub type Slot<E> = BTreeMap<String, Arc<Hosted<E>>>;
+
 #[derive(Clone)]
 pub struct MemoryHost {
-    pub accounts: BTreeMap<String, Hosted<Account>>,
-    pub portfolios: BTreeMap<String, Hosted<Portfolio>>,
-    pub instruments: BTreeMap<String, Hosted<Instrument>>,
-    pub email_index: BTreeMap<String, Hosted<EmailIndex>>,
+    pub accounts: Slot<Account>,
+    pub portfolios: Slot<Portfolio>,
+    pub instruments: Slot<Instrument>,
+    pub email_index: Slot<EmailIndex>,
     /// The audit records the decisions asked for, in order (sequence numbers unassigned).
     pub audit: Vec<AuditRecord>,
     /// Commands answered again from an entity's memory of their request id.
@@ -53,17 +74,19 @@ pub struct MemoryHost {
     rng: ChaCha20Rng,
     request_memory_ms: i64,
     request_memory_max: usize,
+    /// Restarts so far: an entity loaded before the latest is loaded again when next called.
+    restarts: u64,
 }
 
 /// The kinds the host keeps, and where.
 pub trait HostedKind: Enveloped {
-    fn slot(host: &mut MemoryHost) -> &mut BTreeMap<String, Hosted<Self>>;
+    fn slot(host: &mut MemoryHost) -> &mut Slot<Self>;
 }
 
 macro_rules! hosted {
     ($t:ty, $field:ident) => {
         impl HostedKind for $t {
-            fn slot(host: &mut MemoryHost) -> &mut BTreeMap<String, Hosted<Self>> {
+            fn slot(host: &mut MemoryHost) -> &mut Slot<Self> {
                 &mut host.$field
             }
         }
@@ -89,6 +112,7 @@ impl MemoryHost {
             rng: ChaCha20Rng::seed_from_u64(seed),
             request_memory_ms: 24 * 3_600_000,
             request_memory_max: 10_000,
+            restarts: 0,
         }
     }
 
@@ -104,19 +128,20 @@ impl MemoryHost {
 
     /// A restart: every entity comes back as a host loads it from disk — its state decoded
     /// from its stored form and its request ids through `RequestLog::restore`, production's
-    /// recovery path.
+    /// recovery path — each when it is next called (as actors are activated).
     pub fn reload(&mut self) {
-        fn reload_all<E: Entity>(hosted: &mut BTreeMap<String, Hosted<E>>) {
-            for h in hosted.values_mut() {
-                h.state = codec::decode(&codec::encode(&h.state)).expect("an entity's stored form decodes");
-                let records: Vec<_> = h.requests.records().map(|(id, a)| (id.clone(), a.clone())).collect();
-                h.requests = RequestLog::restore(records);
-            }
+        self.restarts += 1;
+    }
+
+    /// Entity `id` of kind `E`, loaded (again, after a restart) and this host's own to change.
+    fn hosted<E: HostedKind>(&mut self, id: &str) -> &mut Hosted<E> {
+        let restart = self.restarts;
+        let shared = E::slot(self).entry(id.to_string()).or_insert_with(|| Arc::new(Hosted::new(id, restart)));
+        let hosted = Arc::make_mut(shared);
+        if hosted.loaded != restart {
+            hosted.reload(restart);
         }
-        reload_all(&mut self.accounts);
-        reload_all(&mut self.portfolios);
-        reload_all(&mut self.instruments);
-        reload_all(&mut self.email_index);
+        hosted
     }
 
     /// Carries out one call of the entity envelope.
@@ -140,7 +165,7 @@ impl MemoryHost {
         let (now, keep_ms, max) = (self.now, self.request_memory_ms, self.request_memory_max);
         let digest = codec::digest(&cmd);
         let mut rng = std::mem::replace(&mut self.rng, ChaCha20Rng::seed_from_u64(0));
-        let hosted = E::slot(self).entry(id.to_string()).or_insert_with(|| Hosted::new(id));
+        let hosted = self.hosted::<E>(id);
         match hosted.requests.seen(&meta.request_id, &digest) {
             Seen::Fresh => {}
             Seen::Conflict => {
@@ -215,7 +240,10 @@ impl MemoryHost {
     }
 
     fn view<E: HostedKind>(&mut self, id: &str, query: &E::Query) -> E::View {
+        let restart = self.restarts;
         match E::slot(self).get(id) {
+            // Reloaded first if a restart came since it was loaded (its stored form answers).
+            Some(h) if h.loaded != restart => self.hosted::<E>(id).state.query(query),
             Some(h) => h.state.query(query),
             None => E::empty(id).query(query),
         }

@@ -13,6 +13,7 @@ pub mod planner;
 pub mod raft;
 pub mod reconfigure;
 pub mod router;
+pub mod routing;
 pub mod secret;
 pub mod shard_map;
 pub mod snapshots;

@@ -564,17 +564,18 @@ impl Router {
 
     /// Where a call for `group` goes now: here, to another member, or (no leader yet) nowhere.
     async fn destination(&self, group: u32, deadline: tokio::time::Instant) -> Result<Option<crate::cluster::raft::RaftId>, RouteFailure> {
+        use crate::cluster::routing::{route, Route};
         loop {
-            let l = self.inner.journal.leadership(group);
-            if l.served {
-                return Ok(None);
-            }
-            if let Some(remote) = self.inner.remote.get() {
-                // A group with no replica here: the leader its members spoke of lately.
-                let leader = if l.replica { l.leader } else { remote.directory.leader_of(group) };
-                if let Some(leader) = leader.filter(|&x| x != remote.me) {
-                    return Ok(Some(leader));
-                }
+            let here = self.inner.journal.leadership(group);
+            // A group with no replica here: the leader its members spoke of lately.
+            let (me, heard) = match self.inner.remote.get() {
+                Some(remote) => (remote.me, remote.directory.leader_of(group)),
+                None => (0, None),
+            };
+            match route(me, here, heard) {
+                Route::Here => return Ok(None),
+                Route::To(leader) if self.inner.remote.get().is_some() => return Ok(Some(leader)),
+                Route::To(_) | Route::Nowhere => {}
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(RouteFailure::NotApplied(format!("shard group {group} has no leader that serves")));
