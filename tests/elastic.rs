@@ -439,6 +439,7 @@ fn nodes_join_and_leave_a_running_cluster_under_load_and_nothing_is_lost() {
     // opens a user's personal data (a node without a replica of the user's group reads the
     // data key from the group's leader), and registers users whichever group they fall in
     // (their data key is created at that group's leader).
+    let mut member_tokens = Vec::new();
     for i in [n1, n2, n3, n4, n5] {
         let (s, v) = c.until_served(long, || c.get(i, "/v1/me", &token));
         assert_eq!((s, v["full_name"].as_str()), (200, Some("Grace Hopper")), "GET /v1/me at node {i}: {v}");
@@ -450,12 +451,36 @@ fn nodes_join_and_leave_a_running_cluster_under_load_and_nothing_is_lost() {
             let (s, v) = c.post(i, "/v1/auth/login", None, None, &json!({"email": email, "password": PASSWORD}));
             assert_eq!(s, 200, "{v}");
             let theirs = v["access_token"].as_str().unwrap().to_string();
+            member_tokens.push(theirs.clone());
             let next = [n1, n2, n3, n4, n5][(i + k + 1) % 5];
             let (s, v) = c.until_served(long, || c.get(next, "/v1/me", &theirs));
             assert_eq!((s, v["full_name"].as_str()), (200, Some("Ada Lovelace")), "GET /v1/me at node {next}: {v}");
         }
     }
     phase("(a) personal data served by every member");
+    // A GDPR export is whole at every member, including those without a replica of the
+    // person's groups: the same audit records everywhere (the exports' own records aside).
+    let theirs = &member_tokens[0];
+    let mut trails = Vec::new();
+    for i in [n1, n2, n3, n4, n5] {
+        let (s, v) = c.until_served(long, || c.get(i, "/v1/me/export?format=json", theirs));
+        assert_eq!(s, 200, "export at node {i}: {v}");
+        let trail: Vec<(String, String, String)> = v["audit_records"]
+            .as_array()
+            .expect("audit records")
+            .iter()
+            .filter(|r| r["action"] != "gdpr.export")
+            .map(|r| (r["action"].to_string(), r["subject"].to_string(), r["request_id"].to_string()))
+            .collect();
+        let actions: Vec<&str> = trail.iter().map(|t| t.0.as_str()).collect();
+        assert!(
+            actions.contains(&"\"account.register\"") && actions.contains(&"\"security.login\""),
+            "export at node {i}: {actions:?}"
+        );
+        trails.push(trail);
+    }
+    assert!(trails.windows(2).all(|w| w[0] == w[1]), "the exports differ between members: {trails:?}");
+    phase("(a) a GDPR export whole at every member");
     eprintln!(
         "[elastic test] balanced in {:.1}s; 503s during the moves: {}; slowest acknowledged call so far: {} ms (before: {} 503s, {} ms)",
         t.elapsed().as_secs_f64(),

@@ -70,6 +70,11 @@ pub enum PeerRequest {
         from: RaftId,
         groups: Vec<super::directory::LedGroup>,
     },
+    /// The audit records this node's replicas hold that concern a user (a GDPR export at a
+    /// node without a replica of every group).
+    AuditOf {
+        user_id: String,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -102,6 +107,11 @@ pub enum PeerResponse {
     Meta(Option<super::meta::MetaState>),
     Chunk(Vec<u8>),
     Refused(String),
+    /// The shard groups this node holds a replica of, and their records the request asked for.
+    Audit {
+        groups: Vec<u32>,
+        records: Vec<crate::domain::audit::AuditRecord>,
+    },
 }
 
 /// Carries out a forwarded call here (the router, without forwarding it again).
@@ -460,6 +470,24 @@ fn serve_member(
             quotes(round);
             let _ = reply.send(codec::encode(&PeerResponse::Ack));
         }
+        PeerRequest::AuditOf { user_id } => {
+            if user_id.is_empty() || user_id.len() > crate::domain::ids::MAX_ID_LEN {
+                refuse(format!("an audit request from {} names no valid user", member.node_id), reply);
+                return;
+            }
+            let journal = journal.clone();
+            tokio::spawn(async move {
+                let store = journal.store().clone();
+                let groups: Vec<u32> = (0..store.groups()).filter(|&g| journal.leadership(g).replica).collect();
+                let read = tokio::task::spawn_blocking(move || store.audit_records_rev(AUDIT_OF_MAX, |r| r.concerns(&user_id))).await;
+                let answer = match read {
+                    Ok(Ok(records)) => PeerResponse::Audit { groups, records },
+                    Ok(Err(e)) => PeerResponse::Refused(format!("reading the audit trail: {e}")),
+                    Err(_) => PeerResponse::Refused("the audit trail read stopped".into()),
+                };
+                let _ = reply.send(codec::encode(&answer));
+            });
+        }
         PeerRequest::Journal { kind, id } => {
             if id.is_empty() || id.len() > crate::domain::ids::MAX_ID_LEN {
                 refuse(format!("a journal request from {} names no valid id", member.node_id), reply);
@@ -643,6 +671,27 @@ pub async fn forward_journal(
         Ok(PeerResponse::Refused(why)) => Err(format!("{} refused: {why}", member.node_id)),
         Ok(_) => Err(format!("{} answered a journal request with something else", member.node_id)),
         Err(e) => Err(format!("asking {} for a journal: {e}", member.node_id)),
+    }
+}
+
+/// The most audit records about one user a member sends (newest first per group): a bound on
+/// the answer, far above what a person's trail holds.
+pub const AUDIT_OF_MAX: usize = 100_000;
+
+/// The audit records concerning `user_id` that member `to` holds, and the shard groups it holds
+/// a replica of.
+pub async fn audit_of(
+    transport: &Transport,
+    membership: &Membership,
+    to: RaftId,
+    user_id: String,
+) -> Result<(Vec<u32>, Vec<crate::domain::audit::AuditRecord>), String> {
+    let (member, peer) = member_peer(membership, to)?;
+    match ask(transport, peer, &PeerRequest::AuditOf { user_id }).await {
+        Ok(PeerResponse::Audit { groups, records }) => Ok((groups, records)),
+        Ok(PeerResponse::Refused(why)) => Err(format!("{} refused: {why}", member.node_id)),
+        Ok(_) => Err(format!("{} answered an audit request with something else", member.node_id)),
+        Err(e) => Err(format!("asking {} for audit records: {e}", member.node_id)),
     }
 }
 

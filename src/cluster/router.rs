@@ -736,6 +736,45 @@ impl Router {
         Err(RouteFailure::NotApplied(format!("{} {id} kept stopping", E::KIND.name())))
     }
 
+    /// Every audit record that concerns `user_id` (`AuditRecord::concerns`), from every shard
+    /// group: this node's replicas, then the other members' until every group is covered (a
+    /// GDPR export at a node without a replica of every group). Oldest first. `Err` when some
+    /// group's trail is on no member that answered: an export is whole or refused.
+    pub async fn audit_of(&self, user_id: &str) -> Result<Vec<crate::domain::audit::AuditRecord>, String> {
+        use crate::cluster::peer::{audit_of, AUDIT_OF_MAX};
+        let store = self.store().clone();
+        let uid = user_id.to_string();
+        let mut records = tokio::task::spawn_blocking(move || store.audit_records_rev(AUDIT_OF_MAX, |r| r.concerns(&uid)))
+            .await
+            .map_err(|_| "the audit trail read stopped".to_string())?
+            .map_err(|e| e.to_string())?;
+        let groups = self.inner.env.store.groups();
+        let mut covered: std::collections::BTreeSet<u32> = (0..groups).filter(|&g| self.inner.journal.leadership(g).replica).collect();
+        if let Some(remote) = self.inner.remote.get() {
+            let membership = remote.directory.get();
+            for m in membership.members.iter().filter(|m| m.raft_id != remote.me) {
+                if covered.len() as u32 >= groups {
+                    break;
+                }
+                match audit_of(&remote.transport, &membership, m.raft_id, user_id.to_string()).await {
+                    Ok((held, theirs)) => {
+                        covered.extend(held);
+                        records.extend(theirs);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "a member did not give its audit records for an export"),
+                }
+            }
+        }
+        if let Some(g) = (0..groups).find(|g| !covered.contains(g)) {
+            return Err(format!("the audit trail of shard group {g} is on no member that answered"));
+        }
+        // Replicas of a group hold the same chain (a follower perhaps a shorter one): one copy
+        // of each record.
+        records.sort_by_key(|r| (r.at, r.group, r.seq));
+        records.dedup_by(|a, b| a.group == b.group && a.seq == b.seq);
+        Ok(records)
+    }
+
     /// An entity's committed journal, oldest first (its history), read linearizably wherever
     /// this node stands: at the leader through the entity (after a read barrier); at a replica
     /// from its own store once a read barrier says it applied what the leader had committed;

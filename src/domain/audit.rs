@@ -75,6 +75,17 @@ pub struct AuditRecord {
     pub details: BTreeMap<String, String>,
 }
 
+impl AuditRecord {
+    /// It concerns user `user_id`: they caused it, it is about their account or portfolio, or
+    /// it names them (what a GDPR export gives them of the audit trail).
+    pub fn concerns(&self, user_id: &str) -> bool {
+        self.actor == user_id
+            || self.entity.strip_prefix("account/") == Some(user_id)
+            || self.entity.strip_prefix("portfolio/") == Some(user_id)
+            || self.details.get("user_id").map(String::as_str) == Some(user_id)
+    }
+}
+
 pub fn leaf_hash(record_bytes: &[u8]) -> Hash {
     let mut h = Sha256::new();
     h.update([0x00]);

@@ -68,20 +68,10 @@ async fn collect(state: &AppState, user_id: &str) -> Result<Value, ApiError> {
         .await
         .map_err(unavailable)?;
     let hist = history(state, user_id).await?;
-    let store = state.router.store().clone();
-    let uid = user_id.to_string();
-    let subjects = [format!("account/{uid}"), format!("portfolio/{uid}")];
-    let audit: Vec<AuditRecord> = tokio::task::spawn_blocking(move || {
-        store.audit_records_rev(usize::MAX, move |r| {
-            r.actor == uid || subjects.contains(&r.entity) || r.details.get("user_id") == Some(&uid)
-        })
-    })
-    .await
-    .map_err(|_| ApiError::internal())?
-    .map_err(unavailable)?;
+    // Every group's records about the person, wherever this node's replicas are (oldest first).
+    let audit: Vec<AuditRecord> = state.router.audit_of(user_id).await.map_err(unavailable)?;
     let audit: Vec<Value> = audit
         .iter()
-        .rev()
         .map(|r| {
             json!({
                 "seq": r.seq, "at": r.at.to_rfc3339(), "action": r.action, "outcome": r.outcome.as_text(),
