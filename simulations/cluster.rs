@@ -401,7 +401,13 @@ impl ClusterSim {
 
     fn fail<T>(&self, message: String) -> Result<T, Failure> {
         // The entity or group the message names, for the events that led there.
-        let entity = message.find("usr_sim").and_then(|i| message.get(i..i + 11)).map(str::to_string);
+        // (An account id runs on to the first character that cannot be in one: `usr_sim10432`,
+        // `usr_sim0006r2`.)
+        let entity = message.find("usr_sim").map(|i| {
+            let id = &message[i..];
+            let end = id.find(|c: char| !c.is_ascii_alphanumeric() && c != '_').unwrap_or(id.len());
+            id[..end].to_string()
+        });
         let group = message
             .split("group ")
             .nth(1)
