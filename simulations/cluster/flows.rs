@@ -16,7 +16,7 @@ use moneta::cluster::raft::{GroupId, Outcome, ProposalId, RaftId};
 use moneta::domain::account::AdviceRecord;
 use moneta::domain::account::Profile;
 use moneta::domain::envelope::Answer;
-use moneta::domain::envelope::{Call, Envelope};
+use moneta::domain::envelope::Envelope;
 use moneta::domain::steps::key_owner;
 use moneta::domain::time::Timestamp;
 use moneta::storage::codec;
@@ -332,7 +332,7 @@ impl ClusterSim {
             Request::Call(envelope) => match envelope {
                 Envelope::Account { id, .. } | Envelope::EmailIndex { id, .. } | Envelope::Portfolio { id, .. } | Envelope::Instrument { id, .. } => (
                     self.group_of_id(id),
-                    envelope_call_is_command(envelope).then(|| super::Body::Call(envelope.clone())),
+                    envelope.command_meta().is_some().then(|| super::Body::Call(envelope.clone())),
                 ),
             },
             Request::Effect(Effect::Write(writes)) => (
@@ -552,38 +552,14 @@ impl ClusterSim {
 /// A portfolio command of a workflow (the end of day's close, an advised investor's deposit
 /// and orders), not of a client.
 pub(super) fn is_flow_call(envelope: &Envelope) -> bool {
-    matches!(envelope, Envelope::Portfolio { call: Call::Execute { meta, .. }, .. } if meta.request_id.starts_with("eod-") || meta.request_id.starts_with("adv-"))
-}
-
-fn envelope_call_is_command(envelope: &Envelope) -> bool {
-    match envelope {
-        Envelope::Account { call, .. } => matches!(call, Call::Execute { .. }),
-        Envelope::EmailIndex { call, .. } => matches!(call, Call::Execute { .. }),
-        Envelope::Portfolio { call, .. } => matches!(call, Call::Execute { .. }),
-        Envelope::Instrument { call, .. } => matches!(call, Call::Execute { .. }),
-    }
+    matches!(envelope, Envelope::Portfolio { .. })
+        && envelope
+            .command_meta()
+            .is_some_and(|m| m.request_id.starts_with("eod-") || m.request_id.starts_with("adv-"))
 }
 
 /// Where a replica keeps the answer to a workflow's command: (node, "kind/id", request id).
 pub(super) fn answer_key(node: RaftId, envelope: &Envelope) -> (RaftId, String, String) {
-    let (kind, id, request_id) = match envelope {
-        Envelope::Account {
-            id,
-            call: Call::Execute { meta, .. },
-        } => ("account", id, &meta.request_id),
-        Envelope::EmailIndex {
-            id,
-            call: Call::Execute { meta, .. },
-        } => ("email_index", id, &meta.request_id),
-        Envelope::Portfolio {
-            id,
-            call: Call::Execute { meta, .. },
-        } => ("portfolio", id, &meta.request_id),
-        Envelope::Instrument {
-            id,
-            call: Call::Execute { meta, .. },
-        } => ("instrument", id, &meta.request_id),
-        _ => unreachable!("only commands are answered from the log"),
-    };
-    (node, format!("{kind}/{id}"), request_id.clone())
+    let meta = envelope.command_meta().expect("only commands are answered from the log");
+    (node, format!("{}/{}", envelope.kind().name(), envelope.entity_id()), meta.request_id.clone())
 }

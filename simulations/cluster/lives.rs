@@ -503,28 +503,33 @@ impl ClusterSim {
 
     /// A workflow's entity command, applied by replica (n, g): answered and chained.
     pub(super) fn apply_flow_call(&mut self, n: RaftId, g: GroupId, index: u64, envelope: Envelope) -> Result<(), Failure> {
+        use moneta::domain::ids::EntityKind;
         let key = answer_key(n, &envelope);
+        let (kind, id) = (envelope.kind(), envelope.entity_id().to_string());
         let r = self.replicas.get_mut(&(n, g)).expect("replica");
         let answer = match r.host.dispatch(envelope) {
             Ok(a) => a,
             Err(e) => return self.fail(format!("node {n} group {g} index {index}: {}: {e}", key.1)),
         };
-        let state = match key.1.split_once('/') {
-            Some(("account", id)) => r.host.accounts.get(id).map(|h| codec::encode(&h.state)),
-            Some(("email_index", id)) => r.host.email_index.get(id).map(|h| codec::encode(&h.state)),
-            Some(("portfolio", id)) => r.host.portfolios.get(id).map(|h| codec::encode(&h.state)),
+        let state = match kind {
+            EntityKind::Account => r.host.accounts.get(&id).map(|h| codec::encode(&h.state)),
+            EntityKind::EmailIndex => r.host.email_index.get(&id).map(|h| codec::encode(&h.state)),
+            EntityKind::Portfolio => r.host.portfolios.get(&id).map(|h| codec::encode(&h.state)),
             // An instrument's listing and latest price (its history follows from its commands).
-            Some(("instrument", id)) => r
+            EntityKind::Instrument => r
                 .host
                 .instruments
-                .get(id)
+                .get(&id)
                 .map(|h| codec::encode(&(&h.state.listing, h.state.price, h.state.as_of))),
-            _ => None,
         };
-        if let Some(("portfolio", id)) = key.1.split_once('/') {
-            if let Some(why) = r.host.portfolios.get(id).and_then(|h| super::replicas::books_broken(&h.state)) {
-                return self.fail(format!("node {n} group {g} index {index}: {id}: {why}"));
-            }
+        if let Some(why) = r
+            .host
+            .portfolios
+            .get(&id)
+            .filter(|_| kind == EntityKind::Portfolio)
+            .and_then(|h| super::replicas::books_broken(&h.state))
+        {
+            return self.fail(format!("node {n} group {g} index {index}: {id}: {why}"));
         }
         self.note("apply", Some(n), Some(g), Some(key.1.clone()), format!("index {index}: {}", key.2));
         self.flow_answers.insert(key.clone(), answer);

@@ -74,13 +74,10 @@ impl ClusterSim {
                         continue;
                     }
                 };
-                let (entity, request_id) = match &envelope {
-                    Envelope::Portfolio {
-                        id,
-                        call: moneta::domain::envelope::Call::Execute { meta, .. },
-                    } => (id.clone(), meta.request_id.clone()),
-                    _ => return self.fail(format!("group {g} index {index}: a portfolio read in the log")),
+                let Some(request_id) = envelope.command_meta().map(|m| m.request_id.clone()) else {
+                    return self.fail(format!("group {g} index {index}: a portfolio read in the log"));
                 };
+                let entity = envelope.entity_id().to_string();
                 let r = self.replicas.get_mut(&(n, g)).expect("replica");
                 let journal_before = r.host.portfolios.get(&entity).map_or(0, |h| h.journal.len());
                 let answer = match r.host.dispatch(envelope).map(|a| a.executed::<Portfolio>()) {

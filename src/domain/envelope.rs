@@ -67,6 +67,33 @@ impl Envelope {
             Envelope::Account { id, .. } | Envelope::Portfolio { id, .. } | Envelope::Instrument { id, .. } | Envelope::EmailIndex { id, .. } => id,
         }
     }
+
+    /// The kind of entity the call is for.
+    pub fn kind(&self) -> crate::domain::ids::EntityKind {
+        use crate::domain::ids::EntityKind;
+        match self {
+            Envelope::Account { .. } => EntityKind::Account,
+            Envelope::Portfolio { .. } => EntityKind::Portfolio,
+            Envelope::Instrument { .. } => EntityKind::Instrument,
+            Envelope::EmailIndex { .. } => EntityKind::EmailIndex,
+        }
+    }
+
+    /// A command's request (`None`: a query).
+    pub fn command_meta(&self) -> Option<&RequestMeta> {
+        fn meta<C, Q>(call: &Call<C, Q>) -> Option<&RequestMeta> {
+            match call {
+                Call::Execute { meta, .. } => Some(meta),
+                Call::Query(_) => None,
+            }
+        }
+        match self {
+            Envelope::Account { call, .. } => meta(call),
+            Envelope::Portfolio { call, .. } => meta(call),
+            Envelope::Instrument { call, .. } => meta(call),
+            Envelope::EmailIndex { call, .. } => meta(call),
+        }
+    }
 }
 
 /// The answer to an [`Envelope`], of the same kind (a value in transit: its size is the
