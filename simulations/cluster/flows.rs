@@ -211,11 +211,13 @@ impl ClusterSim {
                 leader: s.leader,
                 served: s.serving && s.applied_index >= s.commit_index,
                 replica: true,
+                sole: s.sole,
             },
             None => moneta::cluster::raft::board::Leadership {
                 leader: None,
                 served: false,
                 replica: false,
+                sole: false,
             },
         };
         match route(node, here, self.raft.led(g).map(|l| l.0)) {

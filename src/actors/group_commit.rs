@@ -185,7 +185,14 @@ impl Writer {
             self.metrics.journal_mailbox_depth.set(self.rx.len() as i64);
             self.take(&mut inputs);
             if self.raft.has_ready() {
-                if let Err(e) = self.round() {
+                // A flushed round may commit what it wrote (a group whose quorum is this node):
+                // apply it at once, before taking more, so its callers wait for one flush, not
+                // for the next round's too.
+                let applied = match self.round() {
+                    Ok(true) if self.raft.has_ready() => self.round().map(|_| ()),
+                    done => done.map(|_| ()),
+                };
+                if let Err(e) = applied {
                     self.fail(e);
                 }
             }
@@ -303,8 +310,9 @@ impl Writer {
         }
     }
 
-    /// One round: persist and apply in one batch, then release what it completed.
-    fn round(&mut self) -> Result<(), StoreError> {
+    /// One round: persist and apply in one batch, then release what it completed. True when
+    /// the round was flushed.
+    fn round(&mut self) -> Result<bool, StoreError> {
         let started = Instant::now();
         let round = self.raft.ready().map_err(StoreError::Layout)?;
         let mut batch = sled::Batch::default();
@@ -387,7 +395,7 @@ impl Writer {
         if compact {
             self.compact();
         }
-        Ok(())
+        Ok(compact)
     }
 
     /// Applies an entry's metadata commands to `meta` (the round's copy); a refused command
@@ -527,6 +535,7 @@ impl Writer {
                     leader: s.leader,
                     served,
                     replica: true,
+                    sole: s.sole,
                 },
             ));
         }

@@ -229,8 +229,13 @@ impl AuditJournal {
     /// still leads, at an index this node's replica has applied. At the leader, what its
     /// entities answer after it is linearizable (a deposed leader cannot pass it); at a
     /// follower, it says the replica caught up with the leader. `Unavailable` when there is no
-    /// leader, leadership moved meanwhile, or no answer came in time.
+    /// leader, leadership moved meanwhile, or no answer came in time. A served sole voter
+    /// (`Leadership::reads_here`) passes at once: every write it answered is applied here.
     pub async fn read_index(&self, group: u32) -> Result<(), StoreError> {
+        if self.leadership(group).reads_here() {
+            // The only voter, serving: nobody else can have committed anything.
+            return Ok(());
+        }
         let (tx, rx) = oneshot::channel();
         let done: CommitCallback = Box::new(move |r| {
             let _ = tx.send(r);

@@ -37,7 +37,12 @@ mod tests {
     use super::*;
 
     fn at(leader: Option<RaftId>, served: bool, replica: bool) -> Leadership {
-        Leadership { leader, served, replica }
+        Leadership {
+            leader,
+            served,
+            replica,
+            sole: false,
+        }
     }
 
     #[test]

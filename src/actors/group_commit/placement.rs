@@ -116,4 +116,5 @@ pub(super) const NO_REPLICA: Leadership = Leadership {
     leader: None,
     served: false,
     replica: false,
+    sole: false,
 };

@@ -22,22 +22,33 @@ pub struct Leadership {
     /// before it is applied here: its entities may be served here.
     pub served: bool,
     pub replica: bool,
+    /// This node is the group's only voter (no membership change half-way): nobody else can
+    /// lead it or commit to it, so a served sole voter reads its own state linearizably at
+    /// once, with no read barrier through raft.
+    pub sole: bool,
 }
 
 impl Leadership {
-    /// `leader << 2 | replica << 1 | served`.
+    /// `leader << 3 | sole << 2 | replica << 1 | served`.
     pub fn word(self) -> u64 {
-        (self.leader.unwrap_or(0) << 2) | (u64::from(self.replica) << 1) | u64::from(self.served)
+        (self.leader.unwrap_or(0) << 3) | (u64::from(self.sole) << 2) | (u64::from(self.replica) << 1) | u64::from(self.served)
+    }
+
+    /// Reads of the group's state here need no read barrier: this node serves it and is its
+    /// only voter (every write goes through it, and one it answered is applied here).
+    pub fn reads_here(self) -> bool {
+        self.served && self.sole
     }
 
     pub fn from_word(v: u64) -> Leadership {
         Leadership {
-            leader: match v >> 2 {
+            leader: match v >> 3 {
                 0 => None,
                 id => Some(id),
             },
             served: v & 1 == 1,
             replica: v & 2 == 2,
+            sole: v & 4 == 4,
         }
     }
 }
@@ -93,16 +104,19 @@ mod tests {
                 leader: None,
                 served: false,
                 replica: false,
+                sole: false,
             },
             Leadership {
                 leader: Some(3),
                 served: true,
                 replica: true,
+                sole: true,
             },
             Leadership {
-                leader: Some(u64::MAX >> 2),
+                leader: Some(u64::MAX >> 3),
                 served: false,
                 replica: true,
+                sole: false,
             },
         ] {
             assert_eq!(Leadership::from_word(l.word()), l);

@@ -141,6 +141,13 @@ impl Replica {
         }
     }
 
+    /// This replica leads and is the only voter of the configuration it has applied (not
+    /// joint): no other replica can be elected or commit until a change adding one is applied
+    /// here first.
+    pub fn sole_voter(&self) -> bool {
+        self.is_leader() && self.raw.raft.prs().is_singleton()
+    }
+
     pub fn voters(&self) -> Vec<RaftId> {
         self.raw.store().conf_state().voters.clone()
     }

@@ -102,6 +102,8 @@ pub struct GroupStatus {
     pub pending_conf: bool,
     /// Leader only: every voter has committed the latest membership change (`Replica::conf_settled`).
     pub conf_settled: bool,
+    /// Leader only: it is the group's only voter, in and out of any change (`Replica::sole_voter`).
+    pub sole: bool,
 }
 
 pub struct MultiRaft {
@@ -308,6 +310,7 @@ impl MultiRaft {
             learners: r.learners(),
             pending_conf: r.is_leader() && r.raw.raft.has_pending_conf(),
             conf_settled: r.conf_settled(),
+            sole: r.sole_voter(),
         })
     }
 
