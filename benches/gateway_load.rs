@@ -47,8 +47,11 @@ async fn main() {
     let tokens = common::investors(&base, CLIENTS).await;
     let tokens = Arc::new(tokens);
 
-    // `GATEWAY_LOAD_ONLY=orders`: only the baseline and the orders (to profile the order path).
-    let only_orders = std::env::var("GATEWAY_LOAD_ONLY").is_ok_and(|v| v == "orders");
+    // `GATEWAY_LOAD_ONLY=orders` (or `deposits`): only the baseline and that load (to profile
+    // one path).
+    let only = std::env::var("GATEWAY_LOAD_ONLY").unwrap_or_default();
+    let only_orders = only == "orders";
+    let only_deposits = only == "deposits";
     let cb = client();
     let baseline = load(move |_, _| {
         let cb = cb.clone();
@@ -57,7 +60,7 @@ async fn main() {
     .await;
 
     let (cg, tg, bg) = (client(), tokens.clone(), base.clone());
-    let portfolio = if only_orders {
+    let portfolio = if only_orders || only_deposits {
         Figures::none()
     } else {
         load(move |u, _| {
@@ -106,30 +109,34 @@ async fn main() {
         assert_eq!(r.status().as_u16(), 201);
     }
     let (co, to, bo) = (client(), tokens.clone(), base.clone());
-    let orders = load(move |u, i| {
-        let (co, t, b) = (co.clone(), to[u].clone(), bo.clone());
-        async move {
-            let r = co
-                .post(format!("{b}/v1/orders"))
-                .bearer_auth(t)
-                .header("Idempotency-Key", format!("order-{i}"))
-                .json(&json!({"symbol": "MMKT", "side": "buy", "quantity": "1"}))
-                .send()
-                .await;
-            match r {
-                Ok(r) if r.status().as_u16() == 201 => true,
-                Ok(r) => {
-                    eprintln!("order answered {}: {}", r.status(), r.text().await.unwrap_or_default());
-                    false
-                }
-                Err(e) => {
-                    eprintln!("order failed: {e}");
-                    false
+    let orders = if only_deposits {
+        Figures::none()
+    } else {
+        load(move |u, i| {
+            let (co, t, b) = (co.clone(), to[u].clone(), bo.clone());
+            async move {
+                let r = co
+                    .post(format!("{b}/v1/orders"))
+                    .bearer_auth(t)
+                    .header("Idempotency-Key", format!("order-{i}"))
+                    .json(&json!({"symbol": "MMKT", "side": "buy", "quantity": "1"}))
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status().as_u16() == 201 => true,
+                    Ok(r) => {
+                        eprintln!("order answered {}: {}", r.status(), r.text().await.unwrap_or_default());
+                        false
+                    }
+                    Err(e) => {
+                        eprintln!("order failed: {e}");
+                        false
+                    }
                 }
             }
-        }
-    })
-    .await;
+        })
+        .await
+    };
 
     println!(
         "\n== gateway load, {CLIENTS} concurrent clients, {}s each (ratios against the bare warp handler of this run) ==",

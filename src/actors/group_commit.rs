@@ -64,6 +64,15 @@ pub(crate) struct Writer {
     directory: Arc<crate::cluster::directory::Directory>,
 }
 
+/// A round written to the store, before its flush.
+struct Written {
+    round: crate::cluster::raft::Round,
+    started: Instant,
+    /// Entries of the round that destroyed a data key: the log is compacted past them once
+    /// the round is persisted.
+    shredded: Vec<(u32, u64)>,
+}
+
 impl Writer {
     /// Opens the group replicas of `store` (bootstrapping a cluster of one on a new folder) and
     /// settles them: replayed, elected, applied.
@@ -185,14 +194,7 @@ impl Writer {
             self.metrics.journal_mailbox_depth.set(self.rx.len() as i64);
             self.take(&mut inputs);
             if self.raft.has_ready() {
-                // A flushed round may commit what it wrote (a group whose quorum is this node):
-                // apply it at once, before taking more, so its callers wait for one flush, not
-                // for the next round's too.
-                let applied = match self.round() {
-                    Ok(true) if self.raft.has_ready() => self.round().map(|_| ()),
-                    done => done.map(|_| ()),
-                };
-                if let Err(e) = applied {
+                if let Err(e) = self.round() {
                     self.fail(e);
                 }
             }
@@ -310,11 +312,23 @@ impl Writer {
         }
     }
 
-    /// One round: persist and apply in one batch, then release what it completed. True when
-    /// the round was flushed.
-    fn round(&mut self) -> Result<bool, StoreError> {
+    /// One round: written and applied in one batch, what its applied entries completed
+    /// answered, then flushed when it appended entries or changed a vote, and persisted.
+    fn round(&mut self) -> Result<(), StoreError> {
+        let written = self.write_round()?;
+        if written.round.sync {
+            self.store.flush()?;
+        }
+        self.finish_round(written)
+    }
+
+    /// Persists and applies one round in one batch (not flushed yet); answers what its applied
+    /// entries completed — their log was durable on a majority before they committed — and
+    /// sends the messages that may leave before the round is durable (a leader's appends go
+    /// to the followers while its own flush runs).
+    fn write_round(&mut self) -> Result<Written, StoreError> {
         let started = Instant::now();
-        let round = self.raft.ready().map_err(StoreError::Layout)?;
+        let mut round = self.raft.ready().map_err(StoreError::Layout)?;
         let mut batch = sled::Batch::default();
         let mut chains = self.chains.clone();
         let mut meta = self.meta.clone();
@@ -362,8 +376,26 @@ impl Writer {
             self.meta = meta;
             self.shared.meta.send_replace(self.meta.clone());
         }
+        self.chains = chains;
+        *self.shared.heads.lock().expect("heads lock") = self.chains.clone();
+        if !round.apply.is_empty() {
+            // The commits this round applied are answered now, not after its flush: their
+            // entries were durable before they committed. Status first (see below).
+            self.raft.applied(&mut round);
+            self.publish_status();
+            for e in self.raft.take_events() {
+                self.on_event(e);
+            }
+        }
+        self.send_outbox();
+        Ok(Written { round, started, shredded })
+    }
+
+    /// A round is flushed: raft learns it is persisted (what it appended may commit), then
+    /// what it completed is released.
+    fn finish_round(&mut self, written: Written) -> Result<(), StoreError> {
+        let Written { round, started, shredded } = written;
         if round.sync {
-            self.store.flush()?;
             self.metrics.flush_latency.observe(started.elapsed().as_secs_f64());
         }
         let compact = round.sync;
@@ -372,15 +404,21 @@ impl Writer {
             tracing::info!(group = g, index, "a data key was destroyed: compacting the group's log past it");
             self.raft.compact(g, index + 1);
         }
-        self.chains = chains;
-        *self.shared.heads.lock().expect("heads lock") = self.chains.clone();
         // Before any callback runs: whoever is answered reads an applied index that includes
         // its own write (peers wait for their replica to reach it).
         self.publish_status();
         for e in self.raft.take_events() {
             self.on_event(e);
         }
-        // Messages to other replicas (a cluster of one has none).
+        self.send_outbox();
+        if compact {
+            self.compact();
+        }
+        Ok(())
+    }
+
+    /// Messages to other replicas (a cluster of one has none).
+    fn send_outbox(&mut self) {
         for (to, messages) in self.raft.take_outbox() {
             for (g, m) in &messages {
                 if m.get_msg_type() == raft::prelude::MessageType::MsgSnapshot {
@@ -392,10 +430,6 @@ impl Writer {
                 (p.0)(to, messages);
             }
         }
-        if compact {
-            self.compact();
-        }
-        Ok(compact)
     }
 
     /// Applies an entry's metadata commands to `meta` (the round's copy); a refused command

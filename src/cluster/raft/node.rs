@@ -63,9 +63,12 @@ pub struct Round {
     /// Entries or votes changed: flush before `persisted`. Otherwise an unflushed write is
     /// enough (applied state can be rebuilt from the durable log).
     pub sync: bool,
-    readies: Vec<(GroupId, u64, Option<u64>)>,
+    /// Per group: the ready's number, the index it applies up to, whether that is a snapshot's.
+    readies: Vec<(GroupId, u64, Option<u64>, bool)>,
     held: Vec<(GroupId, Message)>,
     outcomes: Vec<(ProposalId, Outcome)>,
+    /// `MultiRaft::applied` has run for the round.
+    applied: bool,
 }
 
 impl Round {
@@ -526,7 +529,7 @@ impl MultiRaft {
             write.applied = applied;
             let number = rd.number();
             r.raw.advance_append_async(rd);
-            round.readies.push((g, number, applied));
+            round.readies.push((g, number, applied, write.snapshot.is_some()));
             if !write.is_empty() {
                 round.writes.push(write);
             }
@@ -535,18 +538,45 @@ impl MultiRaft {
         Ok(round)
     }
 
+    /// The round's committed entries are applied — written, not necessarily flushed: the log
+    /// they came from is durable on a majority, and a replica that loses the unflushed state
+    /// applies them again from it. raft-rs learns they are applied; the proposals they
+    /// complete and the reads they pass are reported at once, without waiting for the round's
+    /// own flush (which only its new entries and votes need). `persisted` still follows.
+    pub fn applied(&mut self, round: &mut Round) {
+        assert!(self.in_round, "applied without a round in flight");
+        if round.applied {
+            return;
+        }
+        round.applied = true;
+        // A snapshot is applied once persisted (raft-rs counts it persisted only then).
+        for &(g, _, applied, _) in round.readies.iter().filter(|r| !r.3) {
+            if let (Some(a), Some(r)) = (applied, self.groups.get_mut(&g)) {
+                r.raw.advance_apply_to(a);
+            }
+        }
+        for (id, outcome) in round.outcomes.drain(..) {
+            self.events.push(Event::Proposal(id, outcome));
+        }
+        let mut reads = Vec::new();
+        for &(g, _, applied, _) in round.readies.iter().filter(|r| !r.3) {
+            if let (Some(_), Some(r)) = (applied, self.groups.get_mut(&g)) {
+                r.tracker.reads_ready(r.applied_index(), &mut reads);
+                self.events.extend(reads.drain(..).map(|id| Event::Read(id, true)));
+            }
+        }
+    }
+
     /// The round is written (and flushed if it asked): raft-rs learns it is stable, messages
-    /// that had to wait leave, proposals and reads it completed are reported.
-    pub fn persisted(&mut self, round: Round) {
-        assert!(self.in_round, "persisted without a round in flight");
+    /// that had to wait leave, proposals and reads it completed are reported (those of its
+    /// applied entries at once if `applied` did not report them before).
+    pub fn persisted(&mut self, mut round: Round) {
+        self.applied(&mut round);
         self.in_round = false;
         for (g, m) in round.held {
             self.outbox.entry(m.to).or_default().push((g, m));
         }
-        for (id, outcome) in round.outcomes {
-            self.events.push(Event::Proposal(id, outcome));
-        }
-        for &(g, number, applied) in &round.readies {
+        for &(g, number, applied, snapshot) in &round.readies {
             let r = self.groups.get_mut(&g).expect("a group in a round stays open");
             let conf = r.raw.raft.prs().conf();
             let me = self.id;
@@ -564,7 +594,7 @@ impl MultiRaft {
                 r.raw.raft.become_follower(term, raft::INVALID_ID);
             }
             r.raw.on_persist_ready(number);
-            if let Some(a) = applied {
+            if let (Some(a), true) = (applied, snapshot) {
                 r.raw.advance_apply_to(a);
             }
         }
