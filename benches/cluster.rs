@@ -1,6 +1,7 @@
 //! The cluster, each figure against a baseline measured in the same run:
-//! - (ii) durable deposits over HTTP, `CLIENTS` clients spread over the gateways of three real
-//!   `moneta serve` processes on loopback, against the same load on one node;
+//! - (ii) durable deposits and orders over HTTP, `CLIENTS` clients spread over the gateways of
+//!   three real `moneta serve` processes on loopback, against the same load on one node and
+//!   against a bare warp handler in this process;
 //! - (iii) one client's requests at a node that forwards them to the leader of the user's group
 //!   (libp2p) against the same requests at the leader (local): the added p50 and p99;
 //! - (iv) our libp2p request/response round trip (tcp + pnet + noise + yamux, the cluster's
@@ -115,12 +116,32 @@ async fn three_nodes(root: &Path) -> (Vec<Proc>, Vec<String>) {
     (procs, bases)
 }
 
-/// `CLIENTS` clients depositing durably, client `u` at gateway `u % bases.len()`.
-async fn deposits(bases: Vec<String>) -> common::Figures {
+/// The bare warp handler of `gateway_load` (the baseline of the HTTP figures), in this process.
+async fn bare() -> common::Figures {
+    use warp::Filter;
+    let bare = warp::path("ping").map(|| warp::reply::json(&json!({"status": "ok"})));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(warp::serve(bare).incoming(listener).run());
+    let c = client();
+    let figures = load(move |_, _| {
+        let c = c.clone();
+        async move { c.get(format!("http://{addr}/ping")).send().await.is_ok_and(|r| r.status().is_success()) }
+    })
+    .await;
+    server.abort();
+    figures
+}
+
+/// `CLIENTS` investors registered at the first gateway, then durable deposits for `RUN` and
+/// (each investor funded first) durable market buys for `RUN`, client `u` at gateway
+/// `u % bases.len()`.
+async fn deposits_and_orders(bases: Vec<String>) -> (common::Figures, common::Figures) {
     let tokens = Arc::new(common::investors(&bases[0], CLIENTS).await);
     let (c, bases) = (client(), Arc::new(bases));
-    load(move |u, i| {
-        let (c, t, b) = (c.clone(), tokens[u].clone(), bases[u % bases.len()].clone());
+    let (cd, td, bd) = (c.clone(), tokens.clone(), bases.clone());
+    let deposits = load(move |u, i| {
+        let (c, t, b) = (cd.clone(), td[u].clone(), bd[u % bd.len()].clone());
         async move {
             c.post(format!("{b}/v1/portfolio/deposits"))
                 .bearer_auth(t)
@@ -131,7 +152,32 @@ async fn deposits(bases: Vec<String>) -> common::Figures {
                 .is_ok_and(|r| r.status().as_u16() == 201)
         }
     })
-    .await
+    .await;
+    for (u, t) in tokens.iter().enumerate() {
+        let r = c
+            .post(format!("{}/v1/portfolio/deposits", bases[u % bases.len()]))
+            .bearer_auth(t)
+            .header("Idempotency-Key", format!("fund-{u}"))
+            .json(&json!({"amount": "1000000.00"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201);
+    }
+    let orders = load(move |u, i| {
+        let (c, t, b) = (c.clone(), tokens[u].clone(), bases[u % bases.len()].clone());
+        async move {
+            c.post(format!("{b}/v1/orders"))
+                .bearer_auth(t)
+                .header("Idempotency-Key", format!("order-{i}"))
+                .json(&json!({"symbol": "MMKT", "side": "buy", "quantity": "1"}))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().as_u16() == 201)
+        }
+    })
+    .await;
+    (deposits, orders)
 }
 
 /// Sequential latencies of `n` calls of `f`: (p50 ms, p99 ms, calls/s).
@@ -283,24 +329,38 @@ async fn main() {
     // (iv) first: nothing else runs meanwhile.
     let (p2p, tcp) = transports().await;
 
-    // (ii) one node, then three.
+    // (ii) the bare handler, one node, then three.
+    let baseline = bare().await;
     let solo_api = free_port();
     let solo = serve(&dir.join("solo"), solo_api, &[]);
     let solo_base = format!("http://127.0.0.1:{solo_api}");
     wait_ready(&solo_base).await;
-    let one = deposits(vec![solo_base]).await;
+    let (one, one_orders) = deposits_and_orders(vec![solo_base]).await;
     drop(solo);
     let (procs, bases) = three_nodes(&dir.join("three")).await;
-    let three = deposits(bases.clone()).await;
+    let (three, three_orders) = deposits_and_orders(bases.clone()).await;
 
     // (iii) on the three nodes.
     let rows = forwarding(&bases).await;
     drop(procs);
 
-    println!("\n== (ii) durable deposits over HTTP, {CLIENTS} clients, {}s each ==", RUN.as_secs());
-    println!("{:<34} {:>9} {:>8} {:>8} {:>9}", "", "req/s", "p50 ms", "p99 ms", "vs one");
-    for (name, f) in [("one node (baseline)", &one), ("three nodes, clients spread", &three)] {
-        println!("{name:<34} {:>9.0} {:>8.2} {:>8.2} {:>8.2}x", f.rps, f.p50_ms, f.p99_ms, f.rps / one.rps);
+    println!("\n== (ii) durable requests over HTTP, {CLIENTS} clients, {}s each ==", RUN.as_secs());
+    println!("{:<40} {:>9} {:>8} {:>8} {:>9} {:>9}", "", "req/s", "p50 ms", "p99 ms", "vs bare", "vs one");
+    for (name, f, base) in [
+        ("bare warp GET (baseline)", &baseline, &baseline),
+        ("deposits, one node", &one, &one),
+        ("deposits, three nodes, clients spread", &three, &one),
+        ("orders, one node", &one_orders, &one_orders),
+        ("orders, three nodes, clients spread", &three_orders, &one_orders),
+    ] {
+        println!(
+            "{name:<40} {:>9.0} {:>8.2} {:>8.2} {:>8.1}% {:>8.2}x",
+            f.rps,
+            f.p50_ms,
+            f.p99_ms,
+            100.0 * f.rps / baseline.rps,
+            f.rps / base.rps
+        );
     }
     println!(
         "\n== (iii) one client, {} sequential requests each: forwarded vs at the leader ==",

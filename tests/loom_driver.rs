@@ -36,6 +36,7 @@ fn rounds() -> [(Status, Leadership); 2] {
                 leader: Some(1),
                 served: true,
                 replica: true,
+                sole: true,
             },
         ),
         (
@@ -44,6 +45,7 @@ fn rounds() -> [(Status, Leadership); 2] {
                 leader: Some(2),
                 served: false,
                 replica: true,
+                sole: false,
             },
         ),
     ]
