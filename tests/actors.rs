@@ -216,3 +216,28 @@ async fn a_live_actor_of_a_shard_that_moved_away_refuses_and_old_maps_are_refuse
         "the old actor stopped when its shard moved"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_decision_comes_with_a_ticket_that_resolves_once_it_is_durable() {
+    use moneta::domain::envelope::Envelope;
+    let dir = tempfile::tempdir().unwrap();
+    let (router, _) = router(dir.path(), Duration::from_secs(300)).await;
+    let m = meta();
+    let call = || Envelope::execute::<Portfolio>("usr_early", deposit(5, "e1"), m.clone());
+    let (answer, durable) = router.dispatch_early(call()).await.unwrap();
+    assert_eq!(answer.executed::<Portfolio>(), Some(Ok(PortfolioReply::Cash { cash: Decimal::from(5) })));
+    let durable = durable.expect("this node serves the group: the decision came with a ticket");
+    durable.await.expect("the journal answers every ticket").expect("durable");
+    // The same request again is answered from the entity's memory, also with a ticket.
+    let (again, durable) = router.dispatch_early(call()).await.unwrap();
+    assert_eq!(again.executed::<Portfolio>(), Some(Ok(PortfolioReply::Cash { cash: Decimal::from(5) })));
+    durable.unwrap().await.unwrap().unwrap();
+    // A refusal is a decision too; a read waits for what the entity applied to be durable.
+    let (refused, durable) = router
+        .dispatch_early(Envelope::execute::<Portfolio>("usr_early", deposit(6, "e1"), meta()))
+        .await
+        .unwrap();
+    assert_eq!(refused.executed::<Portfolio>(), Some(Err(PortfolioRejection::IdempotencyKeyReused)));
+    durable.unwrap().await.unwrap().unwrap();
+    assert_eq!(router.query::<Portfolio, _>("usr_early", Cash).await.unwrap(), Decimal::from(5));
+}

@@ -478,3 +478,23 @@ fn a_record_damaged_at_rest_fails_the_load_naming_it_and_a_sound_disk_loads() {
         other => panic!("a damaged record loaded: {other:?}"),
     }
 }
+
+#[test]
+fn only_the_leader_of_a_group_with_no_other_voter_is_its_sole_voter() {
+    // One node: it leads every group and no one else can (reads there need no barrier:
+    // `Leadership::reads_here`).
+    let mut one = SimRaftCluster::new(3, 1, &GROUPS);
+    one.run(300).unwrap();
+    for g in GROUPS {
+        let s = one.nodes[&1].raft.as_ref().unwrap().status(g).unwrap();
+        assert!(s.serving && s.sole, "group {g}: {s:?}");
+    }
+    // Three voters: no replica is ever the sole voter, its leader included.
+    let c = formed(3);
+    for g in GROUPS {
+        for n in [1, 2, 3] {
+            let s = c.nodes[&n].raft.as_ref().unwrap().status(g).unwrap();
+            assert!(!s.sole, "group {g} at node {n}: {s:?}");
+        }
+    }
+}

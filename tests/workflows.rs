@@ -694,11 +694,17 @@ fn accepting_advice_again_under_its_key_after_a_crash_before_the_first_order_pla
                     call: moneta::domain::envelope::Call::Execute { .. },
                     ..
                 },
+            )
+            | Next::Decide(
+                e @ Envelope::Portfolio {
+                    call: moneta::domain::envelope::Call::Execute { .. },
+                    ..
+                },
             ) => {
                 drop(e);
                 break;
             }
-            Next::Call(e) => input = Input::Answer(host.dispatch(e).unwrap()),
+            Next::Call(e) | Next::Decide(e) => input = Input::Answer(host.dispatch(e).unwrap()),
             Next::Effect(_) => input = Input::Effected(Effected::Done),
             Next::Done(out) => panic!("finished before its first order: {out:?}"),
         }

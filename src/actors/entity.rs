@@ -108,6 +108,28 @@ pub struct Execute<E: Entity> {
     pub meta: RequestMeta,
 }
 
+/// Executes a domain command and answers with its decision at once, before it is durable,
+/// with a ticket that resolves once it is. The caller must wait for the ticket before it tells
+/// anyone of the outcome; meanwhile it may send writes of its own to the entity's group,
+/// which are then behind the command's in the group's log (the order path's broker
+/// confirmation: one flush carries both).
+pub struct ExecuteEarly<E: Entity> {
+    pub cmd: E::Command,
+    pub meta: RequestMeta,
+}
+
+/// Resolves once what an early answer decided is durable (or failed to become so).
+pub type Durable = tokio::sync::oneshot::Receiver<Result<(), EntityFailure>>;
+
+/// What a command came to: its outcome, and what makes it durable.
+enum Decided<R, J> {
+    Failed(EntityFailure),
+    /// Durable once everything the entity applied so far is.
+    Settled(Result<R, J>),
+    /// Durable once this write is.
+    Write(Result<R, J>, WriteSet),
+}
+
 /// Answers a named read from the durable state.
 pub struct RunQuery<E: Entity> {
     pub query: E::Query,
@@ -334,6 +356,50 @@ impl<E: Entity> EntityActor<E> {
     }
 }
 
+impl<E: Entity> EntityActor<E> {
+    /// Decides a command (or finds it decided before, under its request id), applies its
+    /// events to memory and builds their write — without sending it.
+    fn decide_command(&mut self, cmd: E::Command, meta: &RequestMeta) -> Decided<E::Reply, E::Rejection> {
+        let digest = codec::digest(&cmd);
+        match self.requests.seen(&meta.request_id, &digest) {
+            Seen::Fresh => {}
+            Seen::Conflict => {
+                // One request id, two commands: a driver bug. Refused, loudly, and nothing applied.
+                self.env.metrics.request_id_conflicts.inc();
+                tracing::error!(entity = %self.id, request_id = %meta.request_id, "a request id came again with another command; refused");
+                return Decided::Failed(EntityFailure::NotApplied(format!(
+                    "request id {} was used for another command",
+                    meta.request_id
+                )));
+            }
+            Seen::Again(outcome) => {
+                self.env.metrics.request_replays.inc();
+                // Answered once what answered it first is durable: an empty commit completes
+                // after every commit sent before it (a refusal with only an audit record moves
+                // no seq).
+                return Decided::Write(outcome, WriteSet::default());
+            }
+        }
+        let now = (self.env.now)();
+        let (decided, effects) = {
+            let mut dctx = Ctx::new(now, &mut self.rng);
+            let decided = self.state.decide(cmd, &mut dctx);
+            (decided, dctx.take_effects())
+        };
+        let audit = self.audit_records(effects, meta, now);
+        let (events, outcome) = match decided {
+            Err(rejection) if audit.is_empty() => return Decided::Settled(Err(rejection)),
+            Ok(Decision { events, reply }) if events.is_empty() && audit.is_empty() => return Decided::Settled(Ok(reply)),
+            Err(rejection) => (Vec::new(), Err(rejection)),
+            Ok(Decision { events, reply }) => (events, Ok(reply)),
+        };
+        let mut writes = self.persist_events(events, meta, now);
+        writes.audit = audit;
+        self.remember(&meta.request_id, digest, now, outcome.clone(), &mut writes);
+        Decided::Write(outcome, writes)
+    }
+}
+
 impl<E: Entity> Message<Execute<E>> for EntityActor<E> {
     type Reply = DelegatedReply<Result<E::Reply, ExecError<E::Rejection>>>;
 
@@ -350,57 +416,54 @@ impl<E: Entity> Message<Execute<E>> for EntityActor<E> {
             send(Err(ExecError::Failed(f)));
             return delegated;
         }
-        let digest = codec::digest(&msg.cmd);
-        match self.requests.seen(&msg.meta.request_id, &digest) {
-            Seen::Fresh => {}
-            Seen::Conflict => {
-                // One request id, two commands: a driver bug. Refused, loudly, and nothing applied.
-                self.env.metrics.request_id_conflicts.inc();
-                tracing::error!(entity = %self.id, request_id = %msg.meta.request_id, "a request id came again with another command; refused");
-                send(Err(ExecError::Failed(EntityFailure::NotApplied(format!(
-                    "request id {} was used for another command",
-                    msg.meta.request_id
-                )))));
-                return delegated;
-            }
-            Seen::Again(outcome) => {
-                self.env.metrics.request_replays.inc();
-                // Answered once what answered it first is durable: an empty commit completes
-                // after every commit sent before it (a refusal with only an audit record moves
-                // no seq).
-                let unknown = |e: StoreError| ExecError::Failed(failure_of_commit(&e));
-                self.commit(WriteSet::default(), move |r| {
-                    send(r.map_err(unknown).and_then(|_| outcome.map_err(ExecError::Rejected)))
-                })
-                .await;
-                return delegated;
+        let unknown = |e: StoreError| ExecError::Failed(failure_of_commit(&e));
+        match self.decide_command(msg.cmd, &msg.meta) {
+            Decided::Failed(f) => send(Err(ExecError::Failed(f))),
+            Decided::Settled(outcome) => self.when_durable(move || send(outcome.map_err(ExecError::Rejected))),
+            Decided::Write(outcome, writes) => {
+                self.commit(writes, move |r| send(r.map_err(unknown).and_then(|_| outcome.map_err(ExecError::Rejected))))
+                    .await
             }
         }
-        let now = (self.env.now)();
-        let (decided, effects) = {
-            let mut dctx = Ctx::new(now, &mut self.rng);
-            let decided = self.state.decide(msg.cmd, &mut dctx);
-            (decided, dctx.take_effects())
-        };
-        let audit = self.audit_records(effects, &msg.meta, now);
-        let unknown = |e: StoreError| ExecError::Failed(failure_of_commit(&e));
-        let (events, outcome) = match decided {
-            Err(rejection) if audit.is_empty() => {
-                self.when_durable(move || send(Err(ExecError::Rejected(rejection))));
-                return delegated;
+        delegated
+    }
+}
+
+impl<E: Entity> Message<ExecuteEarly<E>> for EntityActor<E> {
+    type Reply = DelegatedReply<Result<(Result<E::Reply, E::Rejection>, Durable), EntityFailure>>;
+
+    async fn handle(&mut self, msg: ExecuteEarly<E>, ctx: &mut Context<Self, Self::Reply>) -> Self::Reply {
+        self.last_activity = Instant::now();
+        let owner = self.check_owner(ctx);
+        let (delegated, sender) = ctx.reply_sender();
+        let send = move |v: Result<(Result<E::Reply, E::Rejection>, Durable), EntityFailure>| {
+            if let Some(tx) = sender {
+                tx.send(v);
             }
-            Ok(Decision { events, reply }) if events.is_empty() && audit.is_empty() => {
-                self.when_durable(move || send(Ok(reply)));
-                return delegated;
-            }
-            Err(rejection) => (Vec::new(), Err(rejection)),
-            Ok(Decision { events, reply }) => (events, Ok(reply)),
         };
-        let mut writes = self.persist_events(events, &msg.meta, now);
-        writes.audit = audit;
-        self.remember(&msg.meta.request_id, digest, now, outcome.clone(), &mut writes);
-        self.commit(writes, move |r| send(r.map_err(unknown).and_then(|_| outcome.map_err(ExecError::Rejected))))
-            .await;
+        if let Err(f) = owner {
+            send(Err(f));
+            return delegated;
+        }
+        let (durable, ticket) = tokio::sync::oneshot::channel();
+        match self.decide_command(msg.cmd, &msg.meta) {
+            Decided::Failed(f) => send(Err(f)),
+            Decided::Settled(outcome) => {
+                self.when_durable(move || {
+                    let _ = durable.send(Ok(()));
+                });
+                send(Ok((outcome, ticket)));
+            }
+            Decided::Write(outcome, writes) => {
+                // Sent to the group commit before the answer: whatever the caller writes to
+                // the group next is behind it.
+                self.commit(writes, move |r| {
+                    let _ = durable.send(r.map_err(|e| failure_of_commit(&e)));
+                })
+                .await;
+                send(Ok((outcome, ticket)));
+            }
+        }
         delegated
     }
 }

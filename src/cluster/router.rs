@@ -10,7 +10,7 @@
 //! `ActorRestarting`) and are retried on a fresh activation, a bounded number of times.
 
 pub use crate::actors::entity::EntityFailure as RouteFailure;
-use crate::actors::entity::{DebugPanic, EntityActor, EntityArgs, EntityEnv, ExecError, Execute, Inspect, ReadJournal, RunQuery};
+use crate::actors::entity::{DebugPanic, Durable, EntityActor, EntityArgs, EntityEnv, ExecError, Execute, ExecuteEarly, Inspect, ReadJournal, RunQuery};
 use crate::actors::journal::AuditJournal;
 use crate::actors::supervisor::EntitySupervisor;
 use crate::actors::RequestMeta;
@@ -704,6 +704,48 @@ impl Router {
             Envelope::Instrument { id, call } => self.route::<Instrument>(&id, call).await.map(Instrument::answer),
             Envelope::EmailIndex { id, call } => self.route::<EmailIndex>(&id, call).await.map(EmailIndex::answer),
         }
+    }
+
+    /// As `dispatch`, for a command whose decision the caller needs before it is durable: when
+    /// this node serves the entity's group, the entity answers at once with a ticket for the
+    /// durability (`ExecuteEarly`); elsewhere the answer comes once durable, with no ticket.
+    /// The caller waits for the ticket before it tells anyone of the outcome.
+    pub async fn dispatch_early(&self, envelope: Envelope) -> Result<(Answer, Option<Durable>), RouteFailure> {
+        match envelope {
+            Envelope::Account { id, call } => self.early::<Account>(&id, call).await.map(|(o, d)| (Account::answer(o), d)),
+            Envelope::Portfolio { id, call } => self.early::<Portfolio>(&id, call).await.map(|(o, d)| (Portfolio::answer(o), d)),
+            Envelope::Instrument { id, call } => self.early::<Instrument>(&id, call).await.map(|(o, d)| (Instrument::answer(o), d)),
+            Envelope::EmailIndex { id, call } => self.early::<EmailIndex>(&id, call).await.map(|(o, d)| (EmailIndex::answer(o), d)),
+        }
+    }
+
+    async fn early<E: Routable>(&self, id: &str, call: CallOf<E>) -> Result<(OutcomeOf<E>, Option<Durable>), RouteFailure> {
+        let group = self.group_of(id);
+        let (cmd, meta) = match &call {
+            Call::Execute { cmd, meta } if self.inner.journal.leadership(group).served => (cmd.clone(), meta.clone()),
+            _ => return self.route::<E>(id, call).await.map(|o| (o, None)),
+        };
+        let mut msg = ExecuteEarly::<E> { cmd, meta };
+        for _ in 0..SEND_ATTEMPTS_MAX {
+            let actor = self.activate::<E>(id).await?;
+            self.observe_depth(&actor);
+            match actor.ask(msg).await {
+                Ok((Ok(reply), durable)) => return Ok((Outcome::Done(reply), Some(durable))),
+                Ok((Err(rejection), durable)) => return Ok((Outcome::Rejected(rejection), Some(durable))),
+                Err(SendError::ActorNotRunning(m)) | Err(SendError::ActorRestarting(m)) => {
+                    E::registry(&self.inner).forget(id, actor.id());
+                    msg = m;
+                }
+                // Leadership moved meanwhile: the ordinary route follows it (the command goes
+                // again under its request id).
+                Err(SendError::HandlerError(f)) if moving(&f) || !self.inner.journal.leadership(group).served => {
+                    return self.route::<E>(id, call).await.map(|o| (o, None));
+                }
+                Err(SendError::HandlerError(f)) => return Err(f),
+                Err(e) => return Err(RouteFailure::OutcomeUnknown(format!("{} {id}: {e:?}", E::KIND.name()))),
+            }
+        }
+        Err(RouteFailure::NotApplied(format!("{} {id} kept stopping", E::KIND.name())))
     }
 
     /// Carries out a call forwarded by a peer, here only: a node that does not serve the

@@ -115,6 +115,7 @@ impl AcceptAdvice {
     fn forward(&mut self, next: Next<OrderOutcome>) -> Next<Result<Accepted, NotAccepted>> {
         match next {
             Next::Call(e) => Next::Call(e),
+            Next::Decide(e) => Next::Decide(e),
             Next::Effect(e) => Next::Effect(e),
             Next::Done(outcome) => {
                 let Stage::Ordering { orders, mut done, .. } = std::mem::replace(&mut self.stage, Stage::Finished) else {

@@ -27,6 +27,13 @@ pub const STEPS_MAX: usize = 1024;
 pub enum Next<O> {
     /// Carry out this entity call and hand back its answer.
     Call(Envelope),
+    /// Carry out this entity command and hand back its decision as soon as it is made: the
+    /// runner waits for it to be durable before the workflow's next call or its end, while an
+    /// effect may run meanwhile (the order path's broker writes its confirmation to the same
+    /// shard group, so one flush carries the booking and the confirmation). Where a decision
+    /// cannot be had before it is durable (another node leads the group; the simulator), this
+    /// is a `Call`.
+    Decide(Envelope),
     /// Carry out this effect of an adapter and hand back its result.
     Effect(Effect),
     /// Finished.
@@ -138,15 +145,41 @@ pub trait Effects {
 pub async fn run<W: Workflow>(router: &Router, effects: &impl Effects, mut wf: W) -> Result<W::Output, EntityFailure> {
     let mut input = Input::Start;
     let mut steps = 0;
+    // Decisions answered before they were durable (`Next::Decide`), not yet waited for.
+    let mut undurable: Vec<crate::actors::entity::Durable> = Vec::new();
     while steps < wf.steps_max() {
         steps += 1;
         input = match wf.next(input) {
-            Next::Done(out) => return Ok(out),
-            Next::Call(envelope) => Input::Answer(router.dispatch(envelope).await?),
+            Next::Done(out) => {
+                settle(&mut undurable).await?;
+                return Ok(out);
+            }
+            Next::Call(envelope) => {
+                settle(&mut undurable).await?;
+                Input::Answer(router.dispatch(envelope).await?)
+            }
+            Next::Decide(envelope) => {
+                settle(&mut undurable).await?;
+                let (answer, durable) = router.dispatch_early(envelope).await?;
+                undurable.extend(durable);
+                Input::Answer(answer)
+            }
             Next::Effect(effect) => Input::Effected(effects.apply(effect).await),
         };
     }
     Err(past_bound(steps))
+}
+
+/// Waits until every decision answered early is durable; the first that failed to become so
+/// is the workflow's failure (its outcome unknown to the caller, who retries under its ids).
+async fn settle(undurable: &mut Vec<crate::actors::entity::Durable>) -> Result<(), EntityFailure> {
+    for d in undurable.drain(..) {
+        match d.await {
+            Ok(r) => r?,
+            Err(_) => return Err(EntityFailure::OutcomeUnknown("the journal stopped before a decision was durable".into())),
+        }
+    }
+    Ok(())
 }
 
 /// Drives `wf` synchronously over `call` (the simulator's entities) and `confirm`.
@@ -161,7 +194,7 @@ pub fn run_with<W: Workflow>(
         steps += 1;
         input = match wf.next(input) {
             Next::Done(out) => return Ok(out),
-            Next::Call(envelope) => Input::Answer(call(envelope)?),
+            Next::Call(envelope) | Next::Decide(envelope) => Input::Answer(call(envelope)?),
             Next::Effect(e) => Input::Effected(effect(e)),
         };
     }

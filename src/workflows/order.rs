@@ -118,11 +118,12 @@ impl Workflow for PlaceOrder {
                     idem: r.idem.clone(),
                 };
                 self.stage = Stage::Placing;
-                Next::Call(Envelope::execute::<Portfolio>(&r.user_id, cmd, r.meta.clone()))
+                // The decision at once; its durability is awaited with the confirmation's.
+                Next::Decide(Envelope::execute::<Portfolio>(&r.user_id, cmd, r.meta.clone()))
             }
             (Stage::Placing, Input::Answer(a)) => match a.clone().executed::<Portfolio>() {
-                // Booked and durable; the broker's confirmation is durable before the client
-                // hears of the fill.
+                // Booked (durable before the workflow ends); the broker's confirmation goes to
+                // the same group behind it and is durable before the client hears of the fill.
                 Some(Ok(PortfolioReply::Order(o))) => {
                     self.stage = Stage::Confirming(PortfolioReply::Order(o.clone()));
                     Next::Effect(Effect::Confirm {

@@ -122,4 +122,17 @@ mod tests {
             assert_eq!(Leadership::from_word(l.word()), l);
         }
     }
+
+    #[test]
+    fn only_a_served_sole_voter_reads_without_a_barrier() {
+        let at = |served, sole| Leadership {
+            leader: Some(1),
+            served,
+            replica: true,
+            sole,
+        };
+        assert!(at(true, true).reads_here());
+        assert!(!at(false, true).reads_here(), "leading, not serving yet");
+        assert!(!at(true, false).reads_here(), "other voters: a quorum confirms the read");
+    }
 }
