@@ -121,6 +121,9 @@ pub struct ExecuteEarly<E: Entity> {
 /// Resolves once what an early answer decided is durable (or failed to become so).
 pub type Durable = tokio::sync::oneshot::Receiver<Result<(), EntityFailure>>;
 
+/// An early answer: the decision (or the refusal) and the ticket for its durability.
+pub type EarlyAnswer<E> = Result<(Result<<E as Entity>::Reply, <E as Entity>::Rejection>, Durable), EntityFailure>;
+
 /// What a command came to: its outcome, and what makes it durable.
 enum Decided<R, J> {
     Failed(EntityFailure),
@@ -430,13 +433,13 @@ impl<E: Entity> Message<Execute<E>> for EntityActor<E> {
 }
 
 impl<E: Entity> Message<ExecuteEarly<E>> for EntityActor<E> {
-    type Reply = DelegatedReply<Result<(Result<E::Reply, E::Rejection>, Durable), EntityFailure>>;
+    type Reply = DelegatedReply<EarlyAnswer<E>>;
 
     async fn handle(&mut self, msg: ExecuteEarly<E>, ctx: &mut Context<Self, Self::Reply>) -> Self::Reply {
         self.last_activity = Instant::now();
         let owner = self.check_owner(ctx);
         let (delegated, sender) = ctx.reply_sender();
-        let send = move |v: Result<(Result<E::Reply, E::Rejection>, Durable), EntityFailure>| {
+        let send = move |v: EarlyAnswer<E>| {
             if let Some(tx) = sender {
                 tx.send(v);
             }
