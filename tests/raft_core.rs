@@ -258,6 +258,7 @@ fn the_sled_raft_log_reloads_exactly_what_the_reference_disk_holds() {
                 if from <= last {
                     term += 1;
                 }
+                w.replaces = from <= last;
                 w.entries = (from..from + rng.random_range(1..4))
                     .map(|i| {
                         let mut e = Entry::default();

@@ -331,7 +331,8 @@ impl Writer {
         let mut round = self.raft.ready().map_err(StoreError::Layout)?;
         let mut batch = sled::Batch::default();
         let mut chains = self.chains.clone();
-        let mut meta = self.meta.clone();
+        // The round's copy of the metadata, made when an entry of the metadata group needs it.
+        let mut meta: Option<Option<MetaState>> = None;
         let mut meta_moved = false;
         for w in &round.writes {
             self.store.stage_raft(&mut batch, w)?;
@@ -340,7 +341,7 @@ impl Writer {
                 let head = self.store.stage_install(&mut batch, w.group, &s.data)?;
                 chains.insert(w.group, head.unwrap_or_default());
                 if w.group == self.meta_group {
-                    meta = crate::storage::raft_log::meta_in_snapshot(&s.data)?;
+                    meta = Some(crate::storage::raft_log::meta_in_snapshot(&s.data)?);
                     meta_moved = true;
                 }
             }
@@ -361,19 +362,19 @@ impl Writer {
                     shredded.push((c.group, c.index));
                 }
                 if !set.meta.is_empty() {
-                    meta_moved |= self.apply_meta(c.group, c.index, &mut meta, &set.meta);
+                    let round_meta = meta.get_or_insert_with(|| self.meta.clone());
+                    meta_moved |= self.apply_meta(c.group, c.index, round_meta, &set.meta);
                 }
                 self.store.stage(&mut batch, set, &mut chains)?;
             }
         }
-        if meta_moved {
-            if let Some(m) = &meta {
-                batch.insert(&crate::storage::keys::META_STATE_KEY[..], codec::encode(m));
-            }
+        let meta = meta.filter(|_| meta_moved);
+        if let Some(Some(m)) = &meta {
+            batch.insert(&crate::storage::keys::META_STATE_KEY[..], codec::encode(m));
         }
         self.store.tree().apply_batch(batch)?;
-        if meta_moved {
-            self.meta = meta;
+        if let Some(m) = meta {
+            self.meta = m;
             self.shared.meta.send_replace(self.meta.clone());
         }
         self.chains = chains;
@@ -406,7 +407,7 @@ impl Writer {
         }
         // Before any callback runs: whoever is answered reads an applied index that includes
         // its own write (peers wait for their replica to reach it).
-        self.publish_status();
+        self.publish_status_and(true);
         for e in self.raft.take_events() {
             self.on_event(e);
         }
@@ -539,6 +540,11 @@ impl Writer {
     /// entities read. A new leader serves once everything committed when it could first serve
     /// in its term is applied here (its entities then load the whole committed state).
     fn publish_status(&mut self) {
+        self.publish_status_and(false)
+    }
+
+    /// `publish_status`, also setting each group's apply-lag gauge (once a round is enough).
+    fn publish_status_and(&mut self, gauges: bool) {
         let status: Vec<_> = self.raft.groups().filter_map(|g| self.raft.status(g)).collect();
         let mut words = Vec::with_capacity(self.meta_group as usize + 1);
         // Groups with no replica here (never had one, or dropped it).
@@ -547,12 +553,14 @@ impl Writer {
                 words.push((g, placement::NO_REPLICA));
             }
         }
-        for s in &status {
+        for s in status.iter().filter(|_| gauges) {
             self.metrics
                 .raft
                 .apply_lag
                 .get_or_create(&RaftStats::group(s.group))
                 .set(s.commit_index.saturating_sub(s.applied_index) as i64);
+        }
+        for s in &status {
             let served = if s.serving {
                 let from = self.serve_from.entry(s.group).or_insert((s.term, s.commit_index));
                 if from.0 != s.term {

@@ -71,12 +71,14 @@ impl Store {
         if let Some(first) = w.entries.first() {
             let last_new = w.entries.last().expect("non-empty").index;
             // Entries after the new ones belong to a replaced suffix.
-            for item in self
-                .tree()
-                .range(keys::raft_entry_key(g, last_new + 1)..keys::raft_key(g, RAFT_ENTRY + 1))
-                .keys()
-            {
-                batch.remove(item?);
+            if w.replaces {
+                for item in self
+                    .tree()
+                    .range(keys::raft_entry_key(g, last_new + 1)..keys::raft_key(g, RAFT_ENTRY + 1))
+                    .keys()
+                {
+                    batch.remove(item?);
+                }
             }
             debug_assert!(first.index <= last_new);
             for e in &w.entries {

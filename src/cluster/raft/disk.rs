@@ -23,6 +23,10 @@ pub struct GroupWrite {
     pub snapshot: Option<Snapshot>,
     /// Entries to append; every persisted entry at or after the first one's index is replaced.
     pub entries: Vec<Entry>,
+    /// Persisted entries at or after the first new one exist (a follower's log meeting a
+    /// conflict): a store that keeps entries by index must remove them. False when the new
+    /// entries follow the last one (a leader's appends, nearly every follower's).
+    pub replaces: bool,
     pub hard_state: Option<HardState>,
     pub conf_state: Option<ConfState>,
     /// The state machine applied everything up to here (in the same batch).
@@ -56,6 +60,17 @@ impl GroupWrite {
         if let Some(first) = self.entries.first() {
             // Entries are kept in index order: cut at the first replaced one (not a scan).
             let keep = p.entries.partition_point(|e| e.index < first.index);
+            // The write says whether it replaces persisted entries, and says it right (a store
+            // that keeps entries by key relies on it; the simulator checks every round here).
+            assert_eq!(
+                self.replaces,
+                keep < p.entries.len(),
+                "group {}: a write of entries from {} says replaces={} over a log ending at {:?}",
+                self.group,
+                first.index,
+                self.replaces,
+                p.entries.last().map(|e| e.index)
+            );
             p.entries.truncate(keep);
             p.entries.extend(self.entries.iter().cloned());
         }

@@ -511,7 +511,8 @@ impl MultiRaft {
                 }
                 applied = Some(e.index);
             }
-            if !rd.entries().is_empty() {
+            if let Some(first) = rd.entries().first() {
+                write.replaces = first.index <= r.raw.store().last_index();
                 r.raw.mut_store().append(rd.entries());
                 write.entries = rd.take_entries();
             }
