@@ -153,17 +153,7 @@ async fn deposits_and_orders(bases: Vec<String>) -> (common::Figures, common::Fi
         }
     })
     .await;
-    for (u, t) in tokens.iter().enumerate() {
-        let r = c
-            .post(format!("{}/v1/portfolio/deposits", bases[u % bases.len()]))
-            .bearer_auth(t)
-            .header("Idempotency-Key", format!("fund-{u}"))
-            .json(&json!({"amount": "1000000.00"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 201);
-    }
+    common::fund(&bases, &tokens).await;
     let orders = load(move |u, i| {
         let (c, t, b) = (c.clone(), tokens[u].clone(), bases[u % bases.len()].clone());
         async move {

@@ -96,18 +96,7 @@ async fn main() {
     };
 
     // Orders: every investor funded first, then market buys of the money-market fund.
-    let cf = client();
-    for (u, t) in tokens.iter().enumerate() {
-        let r = cf
-            .post(format!("{base}/v1/portfolio/deposits"))
-            .bearer_auth(t)
-            .header("Idempotency-Key", format!("fund-{u}"))
-            .json(&json!({"amount": "1000000.00"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 201);
-    }
+    common::fund(std::slice::from_ref(&base), &tokens).await;
     let (co, to, bo) = (client(), tokens.clone(), base.clone());
     let orders = if only_deposits {
         Figures::none()

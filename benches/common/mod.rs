@@ -67,6 +67,23 @@ pub fn client() -> reqwest::Client {
     reqwest::Client::builder().pool_max_idle_per_host(CLIENTS).build().unwrap()
 }
 
+/// Deposits 1 000 000 into each investor's portfolio (before the orders), investor `u` at
+/// gateway `u % bases.len()`.
+pub async fn fund(bases: &[String], tokens: &[String]) {
+    let c = client();
+    for (u, t) in tokens.iter().enumerate() {
+        let r = c
+            .post(format!("{}/v1/portfolio/deposits", bases[u % bases.len()]))
+            .bearer_auth(t)
+            .header("Idempotency-Key", format!("fund-{u}"))
+            .json(&json!({"amount": "1000000.00"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201);
+    }
+}
+
 /// Registers, onboards and funds `n` investors (each holding one WRLD); returns their tokens.
 pub async fn investors(base: &str, n: usize) -> Vec<String> {
     investors_named(base, n, "load").await
