@@ -963,6 +963,71 @@ fn http_semantics_allow_header_on_405_and_head_where_get_works() {
     f.finish();
 }
 
+/// The web app (issue 14): `/` and `/app/{file}` are served from the binary; every answer, the
+/// API's included, carries a Content-Security-Policy with no inline script, no third-party
+/// origin and no framing, plus X-Frame-Options, Referrer-Policy and nosniff.
+#[test]
+fn the_web_app_is_served_under_a_strict_content_security_policy() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let node = Node::start(dir.path());
+    let mut f = Findings::default();
+    let page = node.get("/", None);
+    f.check(
+        page.status == 200 && page.header("content-type").unwrap_or_default().starts_with("text/html"),
+        || page.what(),
+    );
+    f.check(page.body.contains(r#"<script type="module" src="/app/app.js"></script>"#), || page.what());
+    for (path, kind) in [
+        ("/app/app.js", "text/javascript"),
+        ("/app/app.css", "text/css"),
+        ("/app/uPlot.esm.js", "text/javascript"),
+    ] {
+        let r = node.get(path, None);
+        f.check(r.status == 200 && r.header("content-type").unwrap_or_default().starts_with(kind), || r.what());
+    }
+    f.ok("GET /app/missing.js", node.get("/app/missing.js", None).problem(&[404], &["not_found"]));
+    f.ok(
+        "GET /app/../config.toml",
+        node.get("/app/..%2Fconfig.toml", None).problem(&[404], &["not_found"]),
+    );
+    for path in ["/", "/app/app.js", "/v1/instruments", "/nope"] {
+        let r = node.get(path, None);
+        let csp = r.header("content-security-policy").unwrap_or_default();
+        let directives: std::collections::BTreeMap<&str, &str> = csp.split(';').filter_map(|d| d.trim().split_once(' ')).collect();
+        for (name, want) in [
+            ("default-src", "'none'"),
+            ("script-src", "'self'"),
+            ("style-src", "'self'"),
+            ("connect-src", "'self'"),
+            ("frame-ancestors", "'none'"),
+            ("object-src", "'none'"),
+            ("base-uri", "'none'"),
+        ] {
+            f.check(directives.get(name) == Some(&want), || format!("GET {path}: {name} must be {want}: {csp}"));
+        }
+        f.check(!csp.contains("unsafe") && !csp.contains("http"), || format!("GET {path}: {csp}"));
+        f.check(r.header("x-frame-options").as_deref() == Some("DENY"), || {
+            format!("GET {path}: X-Frame-Options")
+        });
+        f.check(r.header("referrer-policy").as_deref() == Some("no-referrer"), || {
+            format!("GET {path}: Referrer-Policy")
+        });
+        f.check(r.header("x-content-type-options").as_deref() == Some("nosniff"), || {
+            format!("GET {path}: nosniff")
+        });
+    }
+    let fees = node.get("/v1/fees", None);
+    f.check(fees.status == 200, || fees.what());
+    if fees.status == 200 {
+        let v = fees.json();
+        f.check(
+            v["currency"] == "USD" && v["commission_bps"] == "10" && v["minimum"] == "1.00" && v["slippage_bps"] == "5",
+            || fees.what(),
+        );
+    }
+    f.finish();
+}
+
 // ---------------------------------------------------------------------------------------------
 // 7. Instruments
 // ---------------------------------------------------------------------------------------------

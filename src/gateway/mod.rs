@@ -12,6 +12,7 @@ pub mod routes;
 
 pub mod tls;
 pub mod token_cache;
+pub mod web;
 
 use crate::gateway::auth::{Auth, Claims};
 use crate::gateway::http::{problem_response, Reply, Req, MAX_BODY_BYTES};
@@ -245,6 +246,7 @@ where
         Ok(r) => r,
         Err(e) => problem_response(&e),
     };
+    web::secure(reply.headers_mut());
     reply.headers_mut().insert(
         "x-request-id",
         HeaderValue::from_str(&correlation).unwrap_or(HeaderValue::from_static("invalid")),

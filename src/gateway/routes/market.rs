@@ -58,6 +58,22 @@ pub async fn list(state: &AppState) -> Result<Reply, ApiError> {
     Ok(json_response(StatusCode::OK, &out))
 }
 
+/// GET /v1/fees: what every order is charged, so a client can show the cost before the order:
+/// the commission (basis points of the notional, never under the minimum) and the broker's
+/// slippage (the fill moves against the client by that many basis points of the market price).
+pub fn fees(state: &AppState) -> Result<Reply, ApiError> {
+    let fees = state.config.fees.schedule();
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({
+            "currency": state.config.portfolio.currency,
+            "commission_bps": plain_string(fees.commission_bps),
+            "minimum": crate::domain::money::cash_string(fees.minimum),
+            "slippage_bps": plain_string(state.config.broker.slippage_bps),
+        }),
+    ))
+}
+
 pub async fn one(state: &AppState, symbol: &str) -> Result<Reply, ApiError> {
     match quote(state, symbol).await? {
         Some(q) => Ok(json_response(StatusCode::OK, &InstrumentView::from(q))),

@@ -87,6 +87,8 @@ const fn r(method: &'static str, template: &'static str, summary: &'static str, 
 }
 
 pub const ROUTES: &[RouteSpec] = &[
+    r("GET", "/", "The web app (investors and staff)", PUBLIC, false),
+    r("GET", "/app/{file}", "The web app's scripts, styles and vendored libraries", PUBLIC, false),
     r("GET", "/healthz", "Liveness: the node is up", PUBLIC, false),
     r("GET", "/readyz", "Readiness: 200 when the node can serve, 503 otherwise", PUBLIC, false),
     r("GET", "/metrics", "Prometheus metrics", PUBLIC, false),
@@ -143,6 +145,13 @@ pub const ROUTES: &[RouteSpec] = &[
         false,
     )
     .body(schema_of::<onboarding::SuitabilityBody>),
+    r(
+        "GET",
+        "/v1/fees",
+        "The fee schedule and the broker's slippage every order is charged (for the cost estimate before an order)",
+        PUBLIC,
+        false,
+    ),
     r("GET", "/v1/instruments", "Listed instruments with their latest prices", PUBLIC, false),
     r("GET", "/v1/instruments/{symbol}", "One instrument", PUBLIC, false),
     r(
@@ -312,6 +321,8 @@ pub async fn dispatch(state: &AppState, template: Option<&'static str>, req: &Re
         }
     }
     match (method, template) {
+        ("GET", "/") => crate::gateway::web::index(),
+        ("GET", "/app/{file}") => crate::gateway::web::asset(&last_segment(req)),
         ("GET", "/healthz") => public::healthz(state),
         ("GET", "/readyz") => public::readyz(state),
         ("GET", "/metrics") => public::metrics(state),
@@ -344,6 +355,7 @@ pub async fn dispatch(state: &AppState, template: Option<&'static str>, req: &Re
         ("GET", "/v1/cluster") => staff::cluster(state, req).await,
         ("POST", "/v1/cluster/nodes/{node_id}/decommission") => staff::decommission(state, req, &segment(req, 4)).await,
         ("POST", "/v1/admin/instruments") => market::create(state, req).await,
+        ("GET", "/v1/fees") => market::fees(state),
         ("GET", "/v1/instruments") => market::list(state).await,
         ("GET", "/v1/instruments/{symbol}") => market::one(state, &last_segment(req)).await,
         ("GET", "/v1/instruments/{symbol}/history") => market::history(state, req, &segment(req, 3)).await,

@@ -1,0 +1,80 @@
+// Advice: labelled as AI-generated, with its disclosure, rationale, target allocation (a
+// chart and its table) and proposed orders; accepting it takes one idempotency key per
+// click, and the button is disabled while it runs, so a double-click places nothing twice.
+import { api, newKey, Problem } from './api.js';
+import { h, page, card, table, facts, announce, busy } from './ui.js';
+import { fmtTime, bandName, describe } from './words.js';
+import { barChart } from './charts.js';
+
+const STATUS = {
+  published: ['Ready for you', 'good'],
+  pending_review: ['Held for review by our compliance team', 'warn'],
+  approved: ['Reviewed and approved by our compliance team', 'good'],
+  rejected: ['Rejected by our compliance team', 'bad'],
+  accepted: ['Accepted', 'good'],
+};
+
+export async function advicePage() {
+  let a;
+  try {
+    a = await api('GET', '/v1/advice');
+  } catch (e) {
+    if (e instanceof Problem && (e.code === 'consent_required' || e.code === 'suitability_required')) {
+      page('Advice', card(h('p', { class: 'alert', id: 'advice-unavailable' }, describe(e)),
+        h('p', {}, h('a', { href: '#/onboarding' }, e.code === 'consent_required' ? 'Change your consents' : 'Answer the questionnaire'))));
+      return;
+    }
+    throw e;
+  }
+  const [statusText, statusClass] = STATUS[a.status] || [a.status, 'warn'];
+  const outcome = h('div', { id: 'accept-outcome', role: 'status' });
+  const actionable = ['published', 'approved'].includes(a.status) && (a.proposed_orders || []).length > 0;
+  const accept = h('button', { type: 'button', id: 'accept-advice' }, 'Accept and place these orders');
+  accept.addEventListener('click', () => {
+    // A new key per click; the busy guard drops clicks that land while one is in flight.
+    const key = newKey();
+    busy(accept, async () => {
+      try {
+        const r = await api('POST', `/v1/advice/${encodeURIComponent(a.advice_id)}/accept`, { key });
+        accept.remove();
+        outcome.replaceChildren(h('div', { class: 'ok' }, h('p', {}, h('strong', {}, 'Advice accepted.')),
+          table('Orders placed from this advice', [
+            { key: 'symbol', label: 'Instrument' },
+            { key: 'side', label: 'Side' },
+            { key: 'quantity', label: 'Units', num: true },
+            { key: 'status', label: 'Result', render: (o) => (o.code ? `${o.status}: ${describe({ code: o.code })}` : o.status) },
+          ], r.orders || [])));
+        announce('Advice accepted.');
+      } catch (e) {
+        outcome.replaceChildren(h('p', { class: 'alert' }, e instanceof Problem ? describe(e) : String(e)));
+      }
+    });
+  });
+  const allocation = (a.target_allocation || []).map((t) => ({ label: t.symbol, weight: t.weight }));
+  page('Your advice',
+    card(
+      h('p', {}, h('span', { class: 'badge ai', id: 'ai-label' }, 'AI-generated'), ' ',
+        h('span', { class: `badge ${statusClass}`, id: 'advice-status' }, statusText)),
+      h('p', { class: 'disclosure', id: 'advice-disclosure' }, a.disclosure),
+      facts([
+        ['Generated', `${fmtTime(a.generated_at)} by model ${a.model_version}`],
+        ['For the risk band', bandName(a.risk_band)],
+        a.review_note ? ['Reviewer\'s note', h('span', { class: 'literal' }, a.review_note)] : null,
+      ].filter(Boolean))),
+    card(h('h2', {}, 'Why'), h('p', { class: 'literal', id: 'advice-rationale' }, a.rationale)),
+    card(h('h2', {}, 'Target allocation'),
+      allocation.length ? barChart(allocation, { label: 'Target allocation' }) : null,
+      table('Target allocation', [
+        { key: 'label', label: 'Instrument' },
+        { key: 'weight', label: 'Share of the portfolio', num: true, render: (r) => `${(Number(r.weight) * 100).toFixed(1)}%` },
+      ], allocation, 'No allocation.')),
+    card(h('h2', {}, 'What it proposes'),
+      table('Proposed orders', [
+        { key: 'side', label: 'Side' },
+        { key: 'symbol', label: 'Instrument' },
+        { key: 'quantity', label: 'Units', num: true },
+      ], a.proposed_orders || [], 'Your portfolio is already close to its target: nothing to do.'),
+      a.status === 'pending_review' ? h('p', {}, 'Because this advice would change a lot of your portfolio, a person in our compliance team checks it before you can act on it.') : null,
+      actionable ? h('div', { class: 'actions' }, accept) : null,
+      outcome));
+}

@@ -1,0 +1,138 @@
+// The HTTP API client. The access and refresh tokens live in this module's variables only:
+// never in the browser's web storage, nor in a cookie a script could read. Reloading the page
+// signs the person out, which is the price of keeping no token where another script may find it.
+
+/** An RFC 9457 problem answered by the API (or a network failure, code "network"). */
+export class Problem extends Error {
+  constructor(status, code, detail, title, retryAfter) {
+    super(detail || title || code);
+    this.status = status;
+    this.code = code;
+    this.detail = detail || '';
+    this.title = title || '';
+    this.retryAfter = retryAfter;
+  }
+}
+
+let tokens = null; // { access, refresh, expiresAt }
+let refreshing = null;
+let refreshTimer = null;
+const listeners = new Set();
+
+/** Called with true on sign-in and false on sign-out (or when the session ends). */
+export function onSession(fn) { listeners.add(fn); }
+export function signedIn() { return tokens !== null; }
+
+function setTokens(pair) {
+  tokens = { access: pair.access_token, refresh: pair.refresh_token, expiresAt: Date.now() + pair.expires_in * 1000 };
+  clearTimeout(refreshTimer);
+  // Rotate a minute before the access token expires (at least 5 s from now).
+  const inMs = Math.max(5000, pair.expires_in * 1000 - 60000);
+  refreshTimer = setTimeout(() => { refresh().catch(() => {}); }, inMs);
+}
+
+function endSession() {
+  const was = tokens !== null;
+  tokens = null;
+  clearTimeout(refreshTimer);
+  if (was) listeners.forEach((fn) => fn(false));
+}
+
+/** A fresh idempotency key: one per deliberate action (a click), reused on its retries. */
+export function newKey() {
+  return crypto.randomUUID();
+}
+
+async function parse(resp, want) {
+  const type = (resp.headers.get('content-type') || '').split(';')[0].trim();
+  if (!resp.ok) {
+    let body = {};
+    if (type === 'application/problem+json' || type === 'application/json') {
+      try { body = await resp.json(); } catch { body = {}; }
+    }
+    const retry = resp.headers.get('retry-after');
+    throw new Problem(resp.status, body.code || `http_${resp.status}`, body.detail, body.title, retry ? Number(retry) : undefined);
+  }
+  if (resp.status === 204) return null;
+  if (want === 'blob') return resp.blob();
+  if (type === 'application/json') return resp.json();
+  return resp.text();
+}
+
+async function send(method, path, { body, key, headers = {}, want, auth = true } = {}) {
+  const h = { Accept: 'application/json, application/problem+json', ...headers };
+  if (body !== undefined) h['Content-Type'] = 'application/json';
+  if (key) h['Idempotency-Key'] = key;
+  if (auth && tokens) h.Authorization = `Bearer ${tokens.access}`;
+  let resp;
+  try {
+    resp = await fetch(path, {
+      method,
+      headers: h,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      cache: 'no-store',
+      credentials: 'omit',
+      redirect: 'error',
+    });
+  } catch (e) {
+    throw new Problem(0, 'network', 'The server could not be reached. Check your connection and try again.');
+  }
+  return parse(resp, want);
+}
+
+/**
+ * One API call. A 401 on a signed-in call rotates the tokens once and retries (the same
+ * Idempotency-Key, so a retried money request is never done twice); a second 401 ends the
+ * session.
+ */
+export async function api(method, path, opts = {}) {
+  try {
+    return await send(method, path, opts);
+  } catch (e) {
+    if (!(e instanceof Problem) || e.status !== 401 || !tokens || opts.auth === false) throw e;
+    try {
+      await refresh();
+    } catch {
+      endSession();
+      throw e;
+    }
+    try {
+      return await send(method, path, opts);
+    } catch (again) {
+      if (again instanceof Problem && again.status === 401) endSession();
+      throw again;
+    }
+  }
+}
+
+/** Exchanges the refresh token for a new pair (one exchange at a time). */
+export function refresh() {
+  if (!tokens) return Promise.reject(new Problem(401, 'unauthorized', 'not signed in'));
+  if (!refreshing) {
+    const spent = tokens.refresh;
+    refreshing = send('POST', '/v1/auth/refresh', { body: { refresh_token: spent }, auth: false })
+      .then((pair) => { setTokens(pair); })
+      .catch((e) => { endSession(); throw e; })
+      .finally(() => { refreshing = null; });
+  }
+  return refreshing;
+}
+
+/** Signs in. Throws a Problem (`mfa_required` asks for the authenticator code). */
+export async function login(email, password, totpCode, deviceId) {
+  const body = { email, password };
+  if (totpCode) body.totp_code = totpCode;
+  if (deviceId) body.device_id = deviceId;
+  const pair = await send('POST', '/v1/auth/login', { body, auth: false });
+  setTokens(pair);
+  listeners.forEach((fn) => fn(true));
+}
+
+/** Signs out: revokes the session at the server, then forgets the tokens. */
+export async function logout() {
+  try {
+    if (tokens) await send('POST', '/v1/auth/logout');
+  } finally {
+    endSession();
+  }
+}
