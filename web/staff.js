@@ -28,7 +28,7 @@ export async function compliancePage() {
   reportBox.replaceChildren(report(await api('GET', `/v1/compliance/reports/daily?date=${today}`)));
   page('Compliance',
     card(h('h2', {}, 'Advice held for review'), queueBox),
-    card(h('h2', {}, 'Screening hits'), autoTable('Screening results that were not clear, newest first', hits, 'No screening hits.')),
+    card(h('h2', {}, 'Screening hits'), screeningHits(hits)),
     card(h('h2', {}, 'Daily report'), reportForm.el, reportBox));
 }
 
@@ -69,6 +69,35 @@ function reviewItem(a, reload) {
       { key: 'side', label: 'Side' }, { key: 'symbol', label: 'Instrument' }, { key: 'quantity', label: 'Units', num: true },
     ], a.proposed_orders || []),
     note.row, h('div', { class: 'actions' }, approve, reject), outcome);
+}
+
+/** Screening results that were not clear; a potential match is resolved here (clear or match). */
+function screeningHits(hits) {
+  // The subject is the entity ("account/usr_…"); the user id is its last part.
+  const rows = hits.map((x) => ({ ...x, status: x.details?.status, user: String(x.subject || '').replace(/^account\//, '') }));
+  return table('Screening results that were not clear, newest first', [
+    { key: 'at', label: 'When', render: (x) => fmtTime(x.at) },
+    { key: 'user', label: 'User' },
+    { key: 'status', label: 'Result', render: (x) => (x.status || '').replaceAll('_', ' ') },
+    { key: 'details', label: 'Details', render: (x) => plain(x.details) },
+    { key: 'resolve', label: 'Resolve', render: (x) => (x.status === 'potential_match' ? resolveForm(x.user) : '—') },
+  ], rows, 'No screening hits.');
+}
+
+function resolveForm(userId) {
+  const decision = field({ name: 'decision', label: 'Decision', type: 'select', options: [['clear', 'Not the listed person: clear'], ['match', 'The listed person: block']] });
+  const note = field({ name: 'note', label: 'Note for the record', type: 'textarea', required: true, attrs: { maxlength: 1000 } });
+  const done = h('div', { role: 'status' });
+  const f = form({
+    fields: [decision, note],
+    submit: 'Resolve',
+    onSubmit: async (v) => {
+      await api('POST', `/v1/compliance/screening/${encodeURIComponent(userId)}`, { body: { decision: v.decision, note: v.note } });
+      f.el.replaceWith(h('p', { class: 'ok' }, `Resolved: ${v.decision}.`));
+      announce(`Screening resolved: ${v.decision}.`);
+    },
+  });
+  return h('div', {}, f.el, done);
 }
 
 function report(r) {

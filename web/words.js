@@ -34,7 +34,6 @@ const PROBLEMS = {
   idempotency_key_required: 'This request needs a fresh attempt. Please try again.',
   unavailable: 'The service is busy for a moment. Try again: it is safe, nothing is done twice.',
   unsupported_media_type: 'The app sent a request the server does not accept.',
-  not_found: 'Not found.',
   cluster_too_small: 'The cluster would be too small without this node.',
 };
 

@@ -254,6 +254,17 @@ def run(args):
             cluster.staff_add(email, role)
         step("security headers")
         check_headers(base)
+        # A person whose name and birth date come close to a listed one: a potential match for
+        # the compliance officer to resolve.
+        status, _, r = http("POST", base + "/v1/auth/register", {
+            "email": "d.kovalenko@example.com", "password": PASSWORD, "full_name": "Dmitry Kovalenko",
+            "date_of_birth": "1968-03-01", "country": "GB"})
+        assert status == 201, (status, r)
+        near_miss = r["user_id"]
+        status, _, r = http("POST", base + "/v1/me/kyc", {"document_type": "passport", "document_number": "P1234567",
+                                                          "address": "2 Low Road, Leeds"},
+                            token=api_login(base, "d.kovalenko@example.com"))
+        assert status == 200 and r["screening"] == "potential_match", (status, r)
         app = App(base, args.out, downloads)
         minor = {}
 
@@ -404,6 +415,14 @@ def run(args):
         app.fill(".review-item [name=note]", "De-risking suits this client's new answers")
         app.click(".review-item .approve")
         app.el("#queue-empty")
+        row = app.wait("the potential match among the screening hits", lambda: next(
+            (r for r in app.d.find_elements(By.CSS_SELECTOR, "tr") if near_miss in r.text and r.find_elements(By.CSS_SELECTOR, "form")), None))
+        Select(row.find_element(By.CSS_SELECTOR, "[name=decision]")).select_by_value("clear")
+        row.find_element(By.CSS_SELECTOR, "[name=note]").send_keys("Different person: born 1 March, not 14 March; passport seen")
+        row.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        app.wait_text("main", "Resolved: clear")
+        _, _, me = http("GET", base + "/v1/me", token=api_login(base, "d.kovalenko@example.com"))
+        assert me["screening"] == "clear", me
 
         step("the investor accepts the approved advice with a double-click")
         app.sign_out()
