@@ -46,6 +46,8 @@ export async function portfolioPage() {
       card(h('h2', {}, 'Withdraw money'), cashForm('withdrawal', reload))),
     card(h('h2', {}, 'Cash movements'), moves),
     card(h('h2', {}, 'Orders'), orderList));
+  // Drawn once the page is in place (the chart takes its container's width).
+  perf.reload();
 }
 
 function performance() {
@@ -68,7 +70,6 @@ function performance() {
   let current = '1m';
   const show = (period) => { current = period; return load(period); };
   buttons.forEach((b) => b.addEventListener('click', () => show(b.dataset.period)));
-  setTimeout(() => load(current), 0);
   return { el: h('div', {}, h('div', { class: 'periods', role: 'group', 'aria-label': 'Period' }, buttons), twr, chart), reload: () => load(current) };
 }
 

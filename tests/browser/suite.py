@@ -33,6 +33,7 @@ from selenium.common.exceptions import StaleElementReferenceException, TimeoutEx
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from cluster import PASSWORD, Cluster, http
@@ -488,8 +489,17 @@ def run(args):
         minor["audit"] = app.check_page("audit")
         app.sign_out()
 
-        step("support reads the limited view, giving a reason")
-        app.sign_in("helpdesk@example.com")
+        step("support signs in with the keyboard alone, then reads the limited view, giving a reason")
+        app.open("login")
+        app.title("Sign in")
+        focused = lambda: app.d.switch_to.active_element  # noqa: E731
+        ActionChains(app.d).send_keys(Keys.TAB).perform()
+        assert focused().get_attribute("name") == "email", focused().get_attribute("outerHTML")
+        # The focus is visible: an outline of its own, not the browser's default removed.
+        outline = app.d.execute_script("const s = getComputedStyle(document.activeElement); return [s.outlineStyle, s.outlineWidth];")
+        assert outline[0] != "none" and outline[1] not in ("0px", ""), outline
+        ActionChains(app.d).send_keys("helpdesk@example.com", Keys.TAB, PASSWORD, Keys.ENTER).perform()
+        app.wait("signing in with the keyboard", lambda: app.q("#sign-out") is not None)
         app.title("Support")
         app.fill("#support-form [name=user_id]", user_id)
         app.fill("#support-form [name=reason]", "ticket 4711: the client asked about their account")
