@@ -668,6 +668,9 @@ fn screening_review_flow() {
 
 /// Every route the gateway serves and the roles that may call it (empty = public).
 const EXPECTED: &[(&str, &str, &[&str])] = &[
+    ("GET", "/", &[]),
+    ("GET", "/app/{file}", &[]),
+    ("GET", "/v1/fees", &[]),
     ("GET", "/healthz", &[]),
     ("GET", "/readyz", &[]),
     ("GET", "/metrics", &[]),

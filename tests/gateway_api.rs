@@ -854,7 +854,7 @@ fn public_routes_request_ids_metrics_openapi_and_jwks() {
     // ...and everything it documents is served (not the "no route" 404, not 405).
     let no_route = node.get("/no/such/route", None).json()["code"].clone();
     for (path, item) in doc["paths"].as_object().cloned().unwrap_or_default() {
-        let concrete = path.replace("{symbol}", "ACME").replace("{order_id}", "ord_x");
+        let concrete = path.replace("{symbol}", "ACME").replace("{order_id}", "ord_x").replace("{file}", "app.js");
         for method in item.as_object().map(|m| m.keys().cloned().collect::<Vec<_>>()).unwrap_or_default() {
             if !["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
                 continue;

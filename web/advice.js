@@ -27,12 +27,16 @@ export async function advicePage() {
     throw e;
   }
   const [statusText, statusClass] = STATUS[a.status] || [a.status, 'warn'];
-  const outcome = h('div', { id: 'accept-outcome', role: 'status' });
+  const outcome = h('div', { id: 'accept-outcome', role: 'status', tabindex: '-1' });
   const actionable = ['published', 'approved'].includes(a.status) && (a.proposed_orders || []).length > 0;
   const accept = h('button', { type: 'button', id: 'accept-advice' }, 'Accept and place these orders');
+  // The key of this acceptance: made by the first click, kept when it went unanswered (a network
+  // failure or a 5xx: the next click is a retry, and the server finishes what it began), dropped
+  // once the server answered. busy() disables the button at once, so the second click of a
+  // double-click finds it disabled and sends nothing.
+  let key = null;
   accept.addEventListener('click', () => {
-    // A new key per click; the busy guard drops clicks that land while one is in flight.
-    const key = newKey();
+    if (!key) key = newKey();
     busy(accept, async () => {
       try {
         const r = await api('POST', `/v1/advice/${encodeURIComponent(a.advice_id)}/accept`, { key });
@@ -45,9 +49,12 @@ export async function advicePage() {
             { key: 'status', label: 'Result', render: (o) => (o.code ? `${o.status}: ${describe({ code: o.code })}` : o.status) },
           ], r.orders || [])));
         announce('Advice accepted.');
+        key = null;
       } catch (e) {
+        if (!(e instanceof Problem) || (e.status !== 0 && e.status < 500)) key = null;
         outcome.replaceChildren(h('p', { class: 'alert' }, e instanceof Problem ? describe(e) : String(e)));
       }
+      outcome.focus();
     });
   });
   const allocation = (a.target_allocation || []).map((t) => ({ label: t.symbol, weight: t.weight }));

@@ -15,6 +15,7 @@ export class Problem extends Error {
 }
 
 let tokens = null; // { access, refresh, expiresAt }
+let generation = 0; // bumped at every sign-in and sign-out: a late answer of an old session is dropped
 let refreshing = null;
 let refreshTimer = null;
 const listeners = new Set();
@@ -24,6 +25,7 @@ export function onSession(fn) { listeners.add(fn); }
 export function signedIn() { return tokens !== null; }
 
 function setTokens(pair) {
+  generation += 1;
   tokens = { access: pair.access_token, refresh: pair.refresh_token, expiresAt: Date.now() + pair.expires_in * 1000 };
   clearTimeout(refreshTimer);
   // Rotate a minute before the access token expires (at least 5 s from now).
@@ -33,6 +35,7 @@ function setTokens(pair) {
 
 function endSession() {
   const was = tokens !== null;
+  generation += 1;
   tokens = null;
   clearTimeout(refreshTimer);
   if (was) listeners.forEach((fn) => fn(false));
@@ -93,7 +96,8 @@ export async function api(method, path, opts = {}) {
     try {
       await refresh();
     } catch {
-      endSession();
+      // refresh() ended the session if the server refused the refresh token; a network
+      // failure or a 503 keeps it (the next call tries again).
       throw e;
     }
     try {
@@ -110,9 +114,13 @@ export function refresh() {
   if (!tokens) return Promise.reject(new Problem(401, 'unauthorized', 'not signed in'));
   if (!refreshing) {
     const spent = tokens.refresh;
+    const mine = generation;
     refreshing = send('POST', '/v1/auth/refresh', { body: { refresh_token: spent }, auth: false })
-      .then((pair) => { setTokens(pair); })
-      .catch((e) => { endSession(); throw e; })
+      .then((pair) => { if (generation === mine) setTokens(pair); })
+      .catch((e) => {
+        if (generation === mine && e.status >= 400 && e.status < 500 && e.status !== 429) endSession();
+        throw e;
+      })
       .finally(() => { refreshing = null; });
   }
   return refreshing;
@@ -120,6 +128,7 @@ export function refresh() {
 
 /** Signs in. Throws a Problem (`mfa_required` asks for the authenticator code). */
 export async function login(email, password, totpCode, deviceId) {
+  if (tokens) await logout();
   const body = { email, password };
   if (totpCode) body.totp_code = totpCode;
   if (deviceId) body.device_id = deviceId;
@@ -128,10 +137,13 @@ export async function login(email, password, totpCode, deviceId) {
   listeners.forEach((fn) => fn(true));
 }
 
-/** Signs out: revokes the session at the server, then forgets the tokens. */
+/** Signs out: revokes the session at the server (rotating an expired access token first),
+ * then forgets the tokens, whatever the server said. */
 export async function logout() {
   try {
-    if (tokens) await send('POST', '/v1/auth/logout');
+    if (tokens) await api('POST', '/v1/auth/logout');
+  } catch {
+    // Signed out here all the same; the server ends an unused session when its tokens expire.
   } finally {
     endSession();
   }

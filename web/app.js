@@ -1,7 +1,8 @@
 // The app's shell: who is signed in, the navigation their roles get, and the hash router.
 // Pages are modules; each exports functions that render into <main> through ui.page().
 import { api, onSession, signedIn, logout } from './api.js';
-import { h, page, announce } from './ui.js';
+import { h, page, announce, setPageGuard, StalePage } from './ui.js';
+import { destroyCharts } from './charts.js';
 import { setCurrency } from './words.js';
 import * as auth from './auth.js';
 import * as onboarding from './onboarding.js';
@@ -87,7 +88,7 @@ function renderChrome() {
     who.replaceChildren(
       h('span', { id: 'who-name', class: 'literal' }, session.me.full_name || session.me.email || ''),
       h('span', { class: 'badge' }, (session.me.roles || []).join(', ')),
-      h('button', { type: 'button', id: 'sign-out', onclick: async () => { await logout(); } }, 'Sign out'),
+      h('button', { type: 'button', id: 'sign-out', onclick: () => { logout(); } }, 'Sign out'),
     );
   } else {
     who.replaceChildren();
@@ -95,19 +96,38 @@ function renderChrome() {
 }
 
 let stopPage = null;
+let routeGen = 0;
 let flash = '';
 /** A message for the next page (the status line is cleared on every page change). */
 export function flashNext(message) { flash = message; }
 /** A page may register a function that stops its timers when the person leaves it. */
 export function onLeave(fn) { stopPage = fn; }
 
+/** Goes to a route (rendering it again when it is the current one). */
+export function navigate(hash) {
+  if (location.hash === hash) route();
+  else location.hash = hash;
+}
+
 async function route() {
+  // Only "#/…" is a route ("#main" is the skip link's target, handled below).
+  if (location.hash && !location.hash.startsWith('#/')) return;
   if (stopPage) { try { stopPage(); } catch { /* the page is gone anyway */ } stopPage = null; }
+  destroyCharts();
   announce(flash);
   flash = '';
+  routeGen += 1;
+  const gen = routeGen;
   const [name, ...rest] = location.hash.replace(/^#\/?/, '').split('/');
-  const arg = rest.length ? decodeURIComponent(rest.join('/')) : undefined;
+  let arg;
+  try {
+    arg = rest.length ? decodeURIComponent(rest.join('/')) : undefined;
+  } catch {
+    arg = '\uFFFD';
+  }
   const render = ROUTES[name];
+  // A page whose data arrives after the person moved on, or signed out, is not shown.
+  setPageGuard(() => gen === routeGen && (signedIn() || PUBLIC.has(name)));
   if (!signedIn() && !PUBLIC.has(name)) {
     location.hash = '#/login';
     return;
@@ -123,9 +143,16 @@ async function route() {
   try {
     await render(arg);
   } catch (e) {
+    if (e instanceof StalePage || gen !== routeGen) return;
     page('Something went wrong', h('p', { class: 'alert', role: 'alert' }, e.message || String(e)));
   }
 }
+
+// The skip link moves the focus to the content without changing the route.
+document.querySelector('.skip').addEventListener('click', (ev) => {
+  ev.preventDefault();
+  document.getElementById('main').focus();
+});
 
 onSession(async (inNow) => {
   if (!inNow) {

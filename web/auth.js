@@ -1,6 +1,19 @@
 // Sign in (with the authenticator step when two-factor is on) and registration.
 import { api, login, Problem } from './api.js';
 import { h, page, field, form, card, showProblem, fieldError, announce } from './ui.js';
+import { navigate } from './app.js';
+
+/** This browser's device id (not a secret, and not a token): lets the server tell a sign-in
+ * from a new device. Kept in localStorage: it must outlive the page. */
+function deviceId() {
+  let id = null;
+  try { id = localStorage.getItem('moneta.device'); } catch { /* storage blocked */ }
+  if (!id || !/^web-[0-9a-f-]{36}$/.test(id)) {
+    id = `web-${crypto.randomUUID()}`;
+    try { localStorage.setItem('moneta.device', id); } catch { /* one id for this page */ }
+  }
+  return id;
+}
 
 export function loginPage(message) {
   const email = field({ name: 'email', label: 'Email', type: 'email', required: true, attrs: { autocomplete: 'username' } });
@@ -14,7 +27,7 @@ export function loginPage(message) {
     submit: 'Sign in',
     onSubmit: async (v, ctx) => {
       try {
-        await login(v.email, v.password, code.row.hidden ? undefined : v.totp_code, 'web');
+        await login(v.email, v.password, code.row.hidden ? undefined : v.totp_code, deviceId());
       } catch (e) {
         if (e instanceof Problem && e.code === 'mfa_required') {
           const first = code.row.hidden;
@@ -31,7 +44,7 @@ export function loginPage(message) {
         showProblem(ctx, e, { invalid_credentials: 'password' });
         return;
       }
-      location.hash = '#/';
+      navigate('#/');
     },
   });
   f.el.id = 'login-form';
@@ -63,8 +76,8 @@ export function registerPage() {
         showProblem(ctx, e, { email_taken: 'email', weak_password: 'password', invalid_email: 'email', underage: 'date_of_birth', invalid_date_of_birth: 'date_of_birth', invalid_name: 'full_name', invalid_country: 'country' });
         return;
       }
-      await login(v.email, v.password, undefined, 'web');
-      location.hash = '#/onboarding';
+      await login(v.email, v.password, undefined, deviceId());
+      navigate('#/onboarding');
     },
   });
   f.el.id = 'register-form';

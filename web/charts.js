@@ -9,7 +9,17 @@ import { currencySymbol } from './words.js';
  * A line chart of [{at, value}] into `box` (a fresh element), with `label` as its accessible
  * name. Returns the uPlot instance (null when there is nothing to draw).
  */
+const live = new Map(); // box → its uPlot (destroyed before the box is drawn again)
+
+/** Destroys every chart (when the person leaves the page). */
+export function destroyCharts() {
+  live.forEach((plot) => plot.destroy());
+  live.clear();
+}
+
 export function lineChart(box, points, { label, money = true } = {}) {
+  live.get(box)?.destroy();
+  live.delete(box);
   box.replaceChildren();
   const xs = [];
   const ys = [];
@@ -37,7 +47,9 @@ export function lineChart(box, points, { label, money = true } = {}) {
     axes: [{}, { size: 96, values: (u, vals) => vals.map((v) => (money ? `${currencySymbol()}${v.toLocaleString('en-GB')}` : v)) }],
     series: [{}, { label, stroke: '#0b5d4b', width: 2, fill: 'rgba(11,93,75,0.08)' }],
   };
-  return new uPlot(opts, [xs, ys], figure);
+  const plot = new uPlot(opts, [xs, ys], figure);
+  live.set(box, plot);
+  return plot;
 }
 
 /** A horizontal bar chart of [{label, weight}] (weights as fractions of 1) as SVG. */

@@ -77,6 +77,11 @@ export async function tradePage(symbol) {
       return;
     }
     const inst = list.find((i) => i.symbol === sym.input.value);
+    if (!inst) {
+      fieldError(sym, 'Choose an instrument from the list.');
+      sym.input.focus();
+      return;
+    }
     confirmBox.replaceChildren(confirmation(inst, side.input.value, quantity, fees, ctx));
     confirmBox.querySelector('h2').focus();
   });
@@ -92,7 +97,7 @@ function confirmation(inst, side, quantity, fees, ctx) {
   const notional = price * Number(quantity);
   const fee = Math.max(Number(fees.minimum), Math.round((notional * Number(fees.commission_bps)) / 100) / 100);
   const total = side === 'buy' ? notional + fee : notional - fee;
-  const outcome = h('div', { id: 'order-outcome', role: 'status' });
+  const outcome = h('div', { id: 'order-outcome', role: 'status', tabindex: '-1' });
   // One key for this confirmation: a second click, or a retry after a failure, cannot place a
   // second order.
   const key = newKey();
@@ -108,14 +113,19 @@ function confirmation(inst, side, quantity, fees, ctx) {
         h('p', {}, h('strong', {}, 'Order filled. '), `${o.side === 'buy' ? 'Bought' : 'Sold'} ${o.quantity} ${o.symbol} at ${fmtMoney(o.price)} each; fees ${fmtMoney(o.fees)}.`),
         h('p', {}, `Order ${o.order_id}, executed ${fmtTime(o.executed_at)}.`)));
       announce('Order filled.');
+      outcome.focus();
     } catch (e) {
       const refused = e instanceof Problem && e.status === 422;
       outcome.replaceChildren(h('div', { class: 'alert', id: 'order-refused' },
         h('p', {}, h('strong', {}, refused ? 'We could not place this order. ' : 'The order was not placed. '), e instanceof Problem ? describe(e) : String(e)),
         e instanceof Problem && e.code === 'kyc_required' ? h('p', {}, h('a', { href: '#/onboarding' }, 'Verify your identity')) : null,
         e instanceof Problem && ['suitability_required', 'not_appropriate', 'unsuitable'].includes(e.code) ? h('p', {}, h('a', { href: '#/onboarding' }, 'Review your questionnaire answers')) : null));
-      if (!refused && e instanceof Problem && e.status >= 500) outcome.append(h('p', {}, 'You can try again: the same confirmation never places the order twice.'));
+      // No answer, or the server could not finish: the same confirmation (the same key) may be
+      // sent again and never places the order twice. Any other answer is final.
+      const retry = e instanceof Problem && (e.status === 0 || e.status >= 500);
+      if (retry) outcome.append(h('p', {}, 'You can try again: the same confirmation never places the order twice.'));
       else place.remove();
+      outcome.focus();
     }
   }));
   const box = h('section', { class: 'card confirm', 'aria-labelledby': 'confirm-title' },

@@ -3,7 +3,7 @@
 // reason first (every read is audited). Admin: security events, audit verification, and the
 // cluster (nodes, groups, leaders, replicas, moves), refreshed live.
 import { api, Problem } from './api.js';
-import { h, page, field, form, card, table, autoTable, facts, plain, announce, busy, showProblem } from './ui.js';
+import { h, page, field, form, card, table, autoTable, facts, plain, announce, busy, showProblem, fieldError } from './ui.js';
 import { fmtTime, describe, bandName } from './words.js';
 import { onLeave } from './app.js';
 
@@ -52,12 +52,13 @@ function reviewItem(a, reload) {
       outcome.replaceChildren(h('p', { class: 'alert' }, e instanceof Problem ? describe(e) : String(e)));
     }
   };
-  const approve = h('button', { type: 'button', class: 'approve' }, 'Approve');
-  const reject = h('button', { type: 'button', class: 'danger reject' }, 'Reject');
+  const heading = `review-${a.advice_id}`;
+  const approve = h('button', { type: 'button', class: 'approve', 'aria-describedby': heading }, 'Approve');
+  const reject = h('button', { type: 'button', class: 'danger reject', 'aria-describedby': heading }, 'Reject');
   approve.addEventListener('click', () => busy(approve, decide('approve')));
   reject.addEventListener('click', () => busy(reject, decide('reject')));
   return h('article', { class: 'card review-item', 'data-advice-id': a.advice_id },
-    h('h3', {}, `Advice ${a.advice_id}`),
+    h('h3', { id: heading }, `Advice ${a.advice_id}`),
     facts([
       ['Investor', a.user_id],
       ['Generated', `${fmtTime(a.generated_at)} (model ${a.model_version})`],
@@ -110,17 +111,23 @@ function report(r) {
 
 export async function supportPage() {
   const user = field({ name: 'user_id', label: 'User id', required: true, attrs: { autocomplete: 'off' }, hint: 'For example usr_… from the ticket.' });
-  const reason = field({ name: 'reason', label: 'Why you need to see this account', required: true, type: 'textarea', attrs: { maxlength: 200 },
-    hint: 'Required, and recorded in the audit trail with your name, for example "ticket 1234: cannot log in".' });
-  const out = h('div', { id: 'support-view', role: 'status' });
+  const reason = field({ name: 'reason', label: 'Why you need to see this account', required: true, attrs: { maxlength: 200, autocomplete: 'off' },
+    hint: 'Required, one line of plain characters (it travels in a header), and recorded in the audit trail with your name, for example "ticket 1234: cannot log in".' });
+  const out = h('div', { id: 'support-view' });
   const f = form({
     fields: [user, reason],
     submit: 'Show the account',
     onSubmit: async (v, ctx) => {
       out.replaceChildren();
+      if (!/^[\x20-\x7E]{1,200}$/.test(v.reason)) {
+        fieldError(reason, 'Use plain letters, digits and punctuation (no accents or line breaks), up to 200 characters.');
+        reason.input.focus();
+        return;
+      }
       try {
         const r = await api('GET', `/v1/support/users/${encodeURIComponent(v.user_id)}`, { headers: { 'X-Access-Reason': v.reason } });
         out.replaceChildren(card(h('h2', {}, 'Limited view'), facts(Object.entries(r).map(([k, val]) => [k.replaceAll('_', ' '), plain(val)]))));
+        announce('The limited view is shown below; this read is audited.');
       } catch (e) {
         showProblem(ctx, e, { not_found: 'user_id', access_reason_required: 'reason' });
       }

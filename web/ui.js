@@ -79,7 +79,9 @@ export function form({ fields, submit, onSubmit, extra = [] }) {
     clearErrors(ctx);
     const values = {};
     for (const [name, f] of Object.entries(byName)) {
-      values[name] = f.input.type === 'checkbox' ? f.input.checked : f.input.value.trim();
+      if (f.input.type === 'checkbox') values[name] = f.input.checked;
+      else if (f.input.type === 'password') values[name] = f.input.value; // spaces are part of it
+      else values[name] = f.input.value.trim();
       if (f.input.required && values[name] === '') {
         fieldError(f, 'This is required.');
       }
@@ -167,8 +169,17 @@ export function announce(message) {
   s.replaceChildren(message ? h('p', {}, message) : '');
 }
 
+let guard = () => true;
+/** The app says whether a page may still be shown (a page whose data arrived after the person
+ * signed out, or moved on, is not). */
+export function setPageGuard(fn) { guard = fn; }
+
+/** Thrown by page() for a page that is no longer wanted; the router ignores it. */
+export class StalePage extends Error {}
+
 /** Replaces the page: a title, an h1 that takes the focus, the content. */
 export function page(title, ...children) {
+  if (!guard()) throw new StalePage(title);
   document.title = `${title} · Moneta`;
   const main = document.getElementById('main');
   main.replaceChildren(h('h1', { id: 'page-title', tabindex: '-1' }, title), ...children.flat());
@@ -184,11 +195,20 @@ export function facts(pairs) {
   return h('dl', { class: 'facts' }, pairs.map(([t, v]) => [h('dt', {}, t), h('dd', {}, v === null || v === undefined ? '—' : v)]));
 }
 
-/** Disables a button while `work` runs (a second click does nothing meanwhile). */
+/** Disables a button while `work` runs (a second click does nothing meanwhile); a failure is
+ * announced in plain words. */
 export async function busy(button, work) {
   if (button.disabled) return undefined;
   button.disabled = true;
-  try { return await work(); } finally { button.disabled = false; }
+  try {
+    return await work();
+  } catch (e) {
+    announce(e instanceof Problem ? describe(e) : 'Something went wrong. Please try again.');
+    if (!(e instanceof Problem)) console.error(e);
+    return undefined;
+  } finally {
+    button.disabled = false;
+  }
 }
 
 /** Saves a Blob as a download. */

@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import shutil
 import struct
 import sys
@@ -53,6 +54,13 @@ def totp(secret_b32, at):
 
 class Failure(Exception):
     pass
+
+
+def money(text):
+    """The first amount in a text ("US$4.45 (10 basis points…)" → 4.45)."""
+    m = re.search(r"[0-9][0-9,]*\.[0-9]+", text)
+    assert m, text
+    return float(m.group(0).replace(",", ""))
 
 
 class App:
@@ -104,8 +112,16 @@ class App:
         self.settle()
 
     def settle(self):
-        """Waits for the page's requests to finish (no request in flight for 300 ms)."""
-        time.sleep(0.3)
+        """Waits until the page has started no request for 300 ms (bounded: 10 s)."""
+        count = lambda: self.d.execute_script("return performance.getEntriesByType('resource').length")  # noqa: E731
+        deadline = time.monotonic() + 10
+        last = count()
+        while time.monotonic() < deadline:
+            time.sleep(0.3)
+            now = count()
+            if now == last:
+                return
+            last = now
 
     # --- acting ------------------------------------------------------------------------------
     def open(self, route):
@@ -236,7 +252,8 @@ def run(args):
         if f.endswith(".png"):
             os.remove(os.path.join(args.out, f))
     downloads = os.path.join(work, "downloads")
-    os.makedirs(downloads, exist_ok=True)
+    shutil.rmtree(downloads, ignore_errors=True)
+    os.makedirs(downloads)
     cluster = Cluster(args.moneta, os.path.join(work, "cluster"))
     app = None
     started = time.monotonic()
@@ -285,6 +302,16 @@ def run(args):
         app.fill("#register-form [name=password]", PASSWORD)
         app.click("#register-form button[type=submit]")
         app.title("Onboarding")
+        # No token anywhere a script could read it later: web storage holds the device id only.
+        stored = app.d.execute_script(
+            "return [Object.keys(localStorage), Object.keys(sessionStorage), document.cookie]")
+        assert stored == [["moneta.device"], [], ""], stored
+        # The skip link moves the focus to the content and leaves the route alone.
+        app.d.execute_script("document.querySelector('.skip').focus()")
+        ActionChains(app.d).send_keys(Keys.ENTER).perform()
+        app.wait("the focus on the content", lambda: app.d.switch_to.active_element.get_attribute("id") == "main")
+        assert app.d.execute_script("return location.hash") == "#/onboarding"
+        assert app.q("#page-title").text == "Onboarding"
         who = app.el("#who-name")
         assert who.get_attribute("textContent") == NAME, who.get_attribute("textContent")
         assert not app.d.find_elements(By.CSS_SELECTOR, "#who img, #who b, main img"), "markup in the name was rendered"
@@ -327,8 +354,10 @@ def run(args):
         app.wait_text("#cash", "5,000.00")
         app.wait("the performance chart", lambda: app.q("#performance-chart canvas") is not None)
         app.wait_text("#twr", "Time-weighted return")
+        month_chart = app.el("#performance-chart canvas")
         app.click("[data-period='1d']")
-        app.wait("the day's chart", lambda: app.q("[data-period='1d'][aria-pressed='true']") and app.q("#performance-chart canvas"))
+        app.wait("the day's chart drawn anew", lambda: app.q("[data-period='1d'][aria-pressed='true']")
+                 and app.q("#performance-chart canvas") is not None and app.q("#performance-chart canvas") != month_chart)
         minor["portfolio"] = app.check_page("portfolio")
 
         step("instruments and a price chart")
@@ -356,11 +385,14 @@ def run(args):
         app.fill("#order-form [name=quantity]", "80")
         app.click("#review-order")
         assert "per unit" in app.el("#estimate-price").text
-        assert "basis points" in app.el("#estimate-fees").text
+        estimated_fee = money(app.el("#estimate-fees").text)
         minor["trade"] = app.check_page("trade-confirmation")
         app.click("#place-order")
         app.wait_text("#order-outcome", "Order filled")
-        assert "fees" in app.el("#order-outcome").text
+        filled_fee = money(app.el("#order-outcome").text.split("fees")[1])
+        # The estimate is 10 basis points of the notional at the quoted price; the fill's price
+        # may have moved a little since.
+        assert abs(filled_fee - estimated_fee) <= 0.05, (estimated_fee, filled_fee)
         minor["trade-filled"] = app.check_page("trade-filled")
         app.nav("Portfolio")
         app.title("Portfolio")
@@ -432,6 +464,8 @@ def run(args):
         app.title("Your advice")
         app.wait_text("#advice-status", "approved")
         token = api_login(base, EMAIL)
+        _, _, advice = http("GET", base + "/v1/advice", token=token)
+        proposed = advice["proposed_orders"]
         _, _, before = http("GET", base + "/v1/orders", token=token)
         ActionChains(app.d).double_click(app.el("#accept-advice")).perform()
         app.wait_text("#accept-outcome", "Advice accepted", 40)
@@ -441,6 +475,7 @@ def run(args):
         _, _, after = http("GET", base + "/v1/orders", token=token)
         placed = [r for r in app.d.find_elements(By.CSS_SELECTOR, "#accept-outcome tbody tr")]
         filled = sum(1 for r in placed if "filled" in r.text)
+        assert filled >= 1 and len(placed) == len(proposed), (len(placed), proposed)
         assert len(after) - len(before) == filled, (len(before), len(after), filled)
         minor["advice-accepted"] = app.check_page("advice-accepted")
 
@@ -478,7 +513,8 @@ def run(args):
         assert len(groups) >= 8, len(groups)
         assert all("electing" not in g.text for g in groups), [g.text for g in groups]
         first = app.el("#cluster-updated").text
-        app.wait("a live refresh", lambda: app.el("#cluster-updated").text != first, 10)
+        app.wait("a live refresh", lambda: app.el("#cluster-updated").text != first
+                 and app.el("#cluster-updated").text.startswith("Updated"), 10)
         minor["cluster"] = app.check_page("cluster")
         app.nav("Security")
         app.title("Security events")
