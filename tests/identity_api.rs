@@ -1139,3 +1139,90 @@ fn a_logged_out_session_stays_revoked_across_a_restart() {
     let r = node.get("/v1/me", Some(&other));
     assert_eq!(r.status, 200, "the live session's token after the restart: {}", r.what());
 }
+
+/// The web app's session (issue 14): a login with `session_cookie` keeps the refresh token out
+/// of the body, in an HttpOnly, SameSite=Strict cookie for /v1/auth only; refreshing from the
+/// cookie rotates it; the spent cookie presented again revokes the session and is cleared;
+/// logout clears it. Without the flag, the body carries the refresh token as API.md says.
+#[test]
+fn a_web_sign_in_keeps_the_refresh_token_in_an_httponly_cookie() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let node = Node::start(dir.path());
+    assert_eq!(node.register("cookie.user@example.com", PASSWORD).status, 201);
+    let set_cookie = |r: &Resp| -> Vec<String> { r.headers.get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_string()).collect() };
+    let cookie_value = |r: &Resp| -> String {
+        let all = set_cookie(r);
+        let c = all
+            .iter()
+            .find(|c| c.starts_with("moneta_refresh="))
+            .unwrap_or_else(|| panic!("no refresh cookie: {all:?}"));
+        c.trim_start_matches("moneta_refresh=").split(';').next().unwrap().to_string()
+    };
+    let with_cookie = |value: &str| {
+        let path = "/v1/auth/refresh";
+        let rb = node
+            .builder("POST", path, None, None)
+            .header("content-type", "application/json")
+            .header("cookie", format!("moneta_refresh={value}"))
+            .body("{}");
+        node.call("POST", path, rb)
+    };
+
+    // Default: the pair in the body, no cookie.
+    let plain = login_with(&node, &json!({"email": "cookie.user@example.com", "password": PASSWORD}));
+    assert_eq!(plain.status, 200, "{}", plain.what());
+    assert!(plain.json()["refresh_token"].is_string() && set_cookie(&plain).is_empty(), "{}", plain.what());
+
+    let web = login_with(
+        &node,
+        &json!({"email": "cookie.user@example.com", "password": PASSWORD, "session_cookie": true}),
+    );
+    assert_eq!(web.status, 200, "{}", web.what());
+    assert!(web.json()["access_token"].is_string(), "{}", web.what());
+    assert!(web.json().get("refresh_token").is_none(), "the refresh token is in the body: {}", web.what());
+    let header = set_cookie(&web).join(" | ");
+    for part in ["HttpOnly", "SameSite=Strict", "Path=/v1/auth", "Max-Age="] {
+        assert!(header.contains(part), "{part} missing: {header}");
+    }
+    let first = cookie_value(&web);
+    assert!(first.starts_with("rt1."), "{first}");
+
+    // Refresh from the cookie: a new access token, the next refresh token in the cookie.
+    let r = with_cookie(&first);
+    assert_eq!(r.status, 200, "{}", r.what());
+    assert!(r.json().get("refresh_token").is_none(), "{}", r.what());
+    let second = cookie_value(&r);
+    assert_ne!(first, second, "the refresh token was not rotated");
+    let access = r.json()["access_token"].as_str().unwrap().to_string();
+    assert_eq!(node.get("/v1/me", Some(&access)).status, 200);
+
+    // Neither a body token nor a cookie: a bad request, not an authentication failure.
+    node.post("/v1/auth/refresh", None, None, &json!({}))
+        .problem(&[400], &["invalid_request"])
+        .unwrap();
+
+    // The spent cookie again: the whole session is revoked and the cookie cleared.
+    let reuse = with_cookie(&first);
+    reuse.problem(&[401], &["refresh_token_reused"]).unwrap();
+    assert!(
+        set_cookie(&reuse).iter().any(|c| c.starts_with("moneta_refresh=;") && c.contains("Max-Age=0")),
+        "{:?}",
+        set_cookie(&reuse)
+    );
+    with_cookie(&second).problem(&[401], &[]).unwrap();
+
+    // Logout clears the cookie.
+    let web = login_with(
+        &node,
+        &json!({"email": "cookie.user@example.com", "password": PASSWORD, "session_cookie": true}),
+    );
+    let access = web.json()["access_token"].as_str().unwrap().to_string();
+    let out = logout(&node, Some(&access));
+    assert_eq!(out.status, 204, "{}", out.what());
+    assert!(
+        set_cookie(&out).iter().any(|c| c.starts_with("moneta_refresh=;") && c.contains("Max-Age=0")),
+        "{:?}",
+        set_cookie(&out)
+    );
+    with_cookie(&cookie_value(&web)).problem(&[401], &[]).unwrap();
+}

@@ -1,6 +1,7 @@
-// The HTTP API client. The access and refresh tokens live in this module's variables only:
-// never in the browser's web storage, nor in a cookie a script could read. Reloading the page
-// signs the person out, which is the price of keeping no token where another script may find it.
+// The HTTP API client. The access token lives in this module's variables only (never in the
+// browser's web storage). The refresh token is never seen by a script at all: signing in with
+// `session_cookie` makes the server keep it in an HttpOnly, SameSite=Strict cookie sent only to
+// /v1/auth, so a reloaded page restores the session by asking for a new access token.
 
 /** An RFC 9457 problem answered by the API (or a network failure, code "network"). */
 export class Problem extends Error {
@@ -14,7 +15,7 @@ export class Problem extends Error {
   }
 }
 
-let tokens = null; // { access, refresh, expiresAt }
+let tokens = null; // { access, expiresAt }
 let generation = 0; // bumped at every sign-in and sign-out: a late answer of an old session is dropped
 let refreshing = null;
 let refreshTimer = null;
@@ -26,7 +27,7 @@ export function signedIn() { return tokens !== null; }
 
 function setTokens(pair) {
   generation += 1;
-  tokens = { access: pair.access_token, refresh: pair.refresh_token, expiresAt: Date.now() + pair.expires_in * 1000 };
+  tokens = { access: pair.access_token, expiresAt: Date.now() + pair.expires_in * 1000 };
   clearTimeout(refreshTimer);
   // Rotate a minute before the access token expires (at least 5 s from now).
   const inMs = Math.max(5000, pair.expires_in * 1000 - 60000);
@@ -74,7 +75,7 @@ async function send(method, path, { body, key, headers = {}, want, auth = true }
       headers: h,
       body: body === undefined ? undefined : JSON.stringify(body),
       cache: 'no-store',
-      credentials: 'omit',
+      credentials: 'same-origin', // the refresh cookie (Path=/v1/auth) and nothing else
       redirect: 'error',
     });
   } catch (e) {
@@ -113,9 +114,9 @@ export async function api(method, path, opts = {}) {
 export function refresh() {
   if (!tokens) return Promise.reject(new Problem(401, 'unauthorized', 'not signed in'));
   if (!refreshing) {
-    const spent = tokens.refresh;
     const mine = generation;
-    refreshing = send('POST', '/v1/auth/refresh', { body: { refresh_token: spent }, auth: false })
+    // The refresh token travels in its cookie; the answer sets the next one there.
+    refreshing = send('POST', '/v1/auth/refresh', { body: {}, auth: false })
       .then((pair) => { if (generation === mine) setTokens(pair); })
       .catch((e) => {
         if (generation === mine && e.status >= 400 && e.status < 500 && e.status !== 429) endSession();
@@ -129,12 +130,25 @@ export function refresh() {
 /** Signs in. Throws a Problem (`mfa_required` asks for the authenticator code). */
 export async function login(email, password, totpCode, deviceId) {
   if (tokens) await logout();
-  const body = { email, password };
+  const body = { email, password, session_cookie: true };
   if (totpCode) body.totp_code = totpCode;
   if (deviceId) body.device_id = deviceId;
   const pair = await send('POST', '/v1/auth/login', { body, auth: false });
   setTokens(pair);
   listeners.forEach((fn) => fn(true));
+}
+
+/** A reloaded page: a new access token from the refresh cookie, if the session is alive.
+ * Resolves true when signed in again. */
+export async function restore() {
+  try {
+    const pair = await send('POST', '/v1/auth/refresh', { body: {}, auth: false });
+    setTokens(pair);
+    listeners.forEach((fn) => fn(true));
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** Signs out: revokes the session at the server (rotating an expired access token first),

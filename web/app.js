@@ -1,6 +1,6 @@
 // The app's shell: who is signed in, the navigation their roles get, and the hash router.
 // Pages are modules; each exports functions that render into <main> through ui.page().
-import { api, onSession, signedIn, logout } from './api.js';
+import { api, onSession, signedIn, logout, restore } from './api.js';
 import { h, page, announce, setPageGuard, StalePage } from './ui.js';
 import { destroyCharts } from './charts.js';
 import { setCurrency } from './words.js';
@@ -164,8 +164,9 @@ onSession(async (inNow) => {
 });
 
 window.addEventListener('hashchange', route);
-// The platform's currency first (every amount is written in it), then the page.
-api('GET', '/v1/fees', { auth: false })
-  .then((f) => setCurrency(f.currency))
-  .catch(() => {})
-  .finally(route);
+// The platform's currency (every amount is written in it) and, after a reload, the session
+// from its cookie; then the page.
+Promise.allSettled([
+  api('GET', '/v1/fees', { auth: false }).then((f) => setCurrency(f.currency)),
+  restore(),
+]).finally(route);

@@ -168,6 +168,9 @@ pub fn problem_response(e: &ApiError) -> Reply {
     if let Some(s) = e.retry_after {
         r.headers_mut().insert("retry-after", HeaderValue::from(s));
     }
+    if let Some(secure) = e.clear_refresh_cookie {
+        crate::gateway::refresh_cookie::clear(r.headers_mut(), secure);
+    }
     r
 }
 

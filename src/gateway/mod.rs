@@ -8,6 +8,7 @@ pub mod limits;
 pub mod mfa;
 pub mod openapi;
 pub mod problem;
+pub mod refresh_cookie;
 pub mod routes;
 
 pub mod tls;

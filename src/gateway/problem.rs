@@ -11,6 +11,8 @@ pub struct ApiError {
     pub detail: String,
     /// Seconds, for 429 and 503 answers.
     pub retry_after: Option<u64>,
+    /// The answer also removes the web app's refresh cookie (Some(secure)): a refused refresh.
+    pub clear_refresh_cookie: Option<bool>,
 }
 
 #[derive(Serialize)]
@@ -30,7 +32,14 @@ impl ApiError {
             code,
             detail: detail.into(),
             retry_after: None,
+            clear_refresh_cookie: None,
         }
+    }
+
+    /// The same refusal, removing the refresh cookie it was presented with.
+    pub fn clearing_refresh_cookie(mut self, secure: bool) -> ApiError {
+        self.clear_refresh_cookie = Some(secure);
+        self
     }
     pub fn bad_request(detail: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", detail)

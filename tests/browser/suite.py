@@ -312,6 +312,11 @@ def run(args):
         app.wait("the focus on the content", lambda: app.d.switch_to.active_element.get_attribute("id") == "main")
         assert app.d.execute_script("return location.hash") == "#/onboarding"
         assert app.q("#page-title").text == "Onboarding"
+        # A reload keeps the session: the page gets a new access token from the HttpOnly cookie
+        # (which no script sees: document.cookie stayed empty above).
+        app.d.refresh()
+        app.title("Onboarding")
+        app.wait("the session restored after a reload", lambda: app.q("#sign-out") is not None)
         who = app.el("#who-name")
         assert who.get_attribute("textContent") == NAME, who.get_attribute("textContent")
         assert not app.d.find_elements(By.CSS_SELECTOR, "#who img, #who b, main img"), "markup in the name was rendered"
@@ -501,6 +506,10 @@ def run(args):
         app.click("#delete-form button[type=submit]")
         app.wait_text("#delete-result", "scheduled for erasure")
         app.sign_out()
+        # Signed out means signed out after a reload too (the cookie was cleared).
+        app.d.refresh()
+        app.title("Sign in")
+        assert app.q("#sign-out") is None
 
         step("an admin sees the three nodes, the groups and their leaders")
         app.sign_in("root@example.com")

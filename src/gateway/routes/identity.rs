@@ -20,6 +20,7 @@ use crate::gateway::auth::{new_refresh_token, parse_refresh_token, random_id, Cl
 use crate::gateway::http::{json_response, private_json, Reply, Req};
 use crate::gateway::limits::LockedBy;
 use crate::gateway::problem::ApiError;
+use crate::gateway::refresh_cookie;
 use crate::gateway::{mfa, AppState};
 use crate::workflows::registration::{self, RegistrationError};
 use serde::{Deserialize, Serialize};
@@ -47,12 +48,19 @@ pub(crate) struct LoginBody {
     totp_code: Option<String>,
     #[serde(default)]
     device_id: Option<String>,
+    /// true: the refresh token comes as an HttpOnly cookie (`moneta_refresh`, SameSite=Strict,
+    /// Path=/v1/auth) instead of in the body — for the web app, whose scripts never hold it.
+    #[serde(default)]
+    session_cookie: bool,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RefreshBody {
-    refresh_token: String,
+    /// The refresh token; left out by a client that signed in with `session_cookie`, whose
+    /// token travels in the cookie (and whose new one comes back in it).
+    #[serde(default)]
+    refresh_token: Option<String>,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -107,9 +115,36 @@ pub async fn register(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
 #[derive(Serialize)]
 struct TokenResponse {
     access_token: String,
-    refresh_token: String,
+    /// Absent when the refresh token went into the cookie.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<String>,
     token_type: &'static str,
     expires_in: i64,
+}
+
+/// The token pair's answer: the refresh token in the body, or in the cookie (`cookie`).
+fn token_reply(state: &AppState, pair: TokenResponse, cookie: bool) -> Reply {
+    if !cookie {
+        return private_json(StatusCode::OK, &pair);
+    }
+    let refresh = pair.refresh_token.clone().unwrap_or_default();
+    let mut r = private_json(StatusCode::OK, &TokenResponse { refresh_token: None, ..pair });
+    let ttl = state.config.auth.refresh_token_ttl.as_secs();
+    refresh_cookie::set(r.headers_mut(), &refresh, ttl, tls(state));
+    r
+}
+
+fn tls(state: &AppState) -> bool {
+    !state.config.gateway.tls_cert_file.as_os_str().is_empty()
+}
+
+/// A refusal that also removes the cookie it came with.
+fn refused_with_cookie(e: ApiError, cookie: bool, state: &AppState) -> ApiError {
+    if cookie {
+        e.clearing_refresh_cookie(tls(state))
+    } else {
+        e
+    }
 }
 
 fn invalid_credentials() -> ApiError {
@@ -273,21 +308,30 @@ pub async fn login(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
         Err(RouteError::Failed(e)) => return Err(unavailable(e)),
     };
     let token = state.auth.issue(&uid, &roles, &amr, Some(&family), now.millis() / 1000);
-    Ok(private_json(
-        StatusCode::OK,
-        &TokenResponse {
-            access_token: token,
-            refresh_token,
-            token_type: "Bearer",
-            expires_in: state.auth.ttl_secs(),
-        },
-    ))
+    let pair = TokenResponse {
+        access_token: token,
+        refresh_token: Some(refresh_token),
+        token_type: "Bearer",
+        expires_in: state.auth.ttl_secs(),
+    };
+    Ok(token_reply(state, pair, body.session_cookie))
 }
 
 pub async fn refresh(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     let body: RefreshBody = req.json()?;
-    let invalid = || ApiError::unauthorized("the refresh token is not valid").with_code("invalid_refresh_token");
-    let Some(presented) = parse_refresh_token(&body.refresh_token) else {
+    // The body's token, else the cookie's (a web app session).
+    let cookie = body.refresh_token.is_none();
+    let Some(presented_token) = body.refresh_token.or_else(|| refresh_cookie::read(&req.headers)) else {
+        return Err(ApiError::bad_request("refresh_token is required (or the session cookie of a web app sign-in)"));
+    };
+    let invalid = || {
+        refused_with_cookie(
+            ApiError::unauthorized("the refresh token is not valid").with_code("invalid_refresh_token"),
+            cookie,
+            state,
+        )
+    };
+    let Some(presented) = parse_refresh_token(&presented_token) else {
         return Err(invalid());
     };
     let family = presented.family.clone();
@@ -303,19 +347,17 @@ pub async fn refresh(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     match state.router.execute::<Account>(&uid, cmd, meta(req, &uid)).await {
         Ok(AccountReply::Refreshed { roles, amr }) => {
             let token = state.auth.issue(&uid, &roles, &amr, Some(&family), now.millis() / 1000);
-            Ok(private_json(
-                StatusCode::OK,
-                &TokenResponse {
-                    access_token: token,
-                    refresh_token: next_token,
-                    token_type: "Bearer",
-                    expires_in: state.auth.ttl_secs(),
-                },
-            ))
+            let pair = TokenResponse {
+                access_token: token,
+                refresh_token: Some(next_token),
+                token_type: "Bearer",
+                expires_in: state.auth.ttl_secs(),
+            };
+            Ok(token_reply(state, pair, cookie))
         }
         Ok(AccountReply::Reused) => {
             state.revoke_sessions_everywhere(vec![family]).await;
-            Err(reused())
+            Err(refused_with_cookie(reused(), cookie, state))
         }
         Ok(_) | Err(RouteError::Rejected(_)) => Err(invalid()),
         Err(RouteError::Failed(e)) => Err(unavailable(e)),
@@ -339,7 +381,9 @@ pub async fn logout(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
             Err(RouteError::Failed(e)) => return Err(unavailable(e)),
         }
     }
-    Ok(crate::gateway::http::no_content())
+    let mut r = crate::gateway::http::no_content();
+    refresh_cookie::clear(r.headers_mut(), tls(state));
+    Ok(r)
 }
 
 /// The caller's decrypted profile and the non-personal facts beside it.
