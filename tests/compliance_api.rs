@@ -671,6 +671,7 @@ const EXPECTED: &[(&str, &str, &[&str])] = &[
     ("GET", "/", &[]),
     ("GET", "/app/{file}", &[]),
     ("GET", "/v1/fees", &[]),
+    ("GET", "/v1/instruments/{symbol}/quote", &[]),
     ("GET", "/healthz", &[]),
     ("GET", "/readyz", &[]),
     ("GET", "/metrics", &[]),

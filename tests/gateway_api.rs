@@ -1016,6 +1016,33 @@ fn the_web_app_is_served_under_a_strict_content_security_policy() {
             format!("GET {path}: nosniff")
         });
     }
+    // The order's estimate, priced by the domain as the order path prices it.
+    let q = node.get("/v1/instruments/ACME/quote?side=buy&quantity=10", None);
+    f.check(q.status == 200, || q.what());
+    if q.status == 200 {
+        let v = q.json();
+        let d = |k: &str| v[k].as_str().unwrap_or_default().parse::<f64>().unwrap_or(f64::NAN);
+        f.check((d("price") - d("market_price") * 1.0005).abs() < 0.0001, || format!("5 bps of slippage: {v}"));
+        f.check((d("notional") - (d("price") * 10.0 * 100.0).round() / 100.0).abs() < 0.001, || {
+            format!("notional: {v}")
+        });
+        f.check((d("fees") - (d("notional") * 0.001).max(1.0)).abs() < 0.006, || format!("fee: {v}"));
+        f.check((d("total") - d("notional") - d("fees")).abs() < 0.001, || format!("total: {v}"));
+    }
+    f.ok(
+        "quote, no side",
+        node.get("/v1/instruments/ACME/quote?quantity=1", None).problem(&[400], &["invalid_request"]),
+    );
+    f.ok(
+        "quote, zero",
+        node.get("/v1/instruments/ACME/quote?side=sell&quantity=0", None)
+            .problem(&[422], &["invalid_quantity"]),
+    );
+    f.ok(
+        "quote, unlisted",
+        node.get("/v1/instruments/NOPE/quote?side=buy&quantity=1", None)
+            .problem(&[404], &["unknown_instrument"]),
+    );
     let fees = node.get("/v1/fees", None);
     f.check(fees.status == 200, || fees.what());
     if fees.status == 200 {

@@ -2,7 +2,7 @@
 // a confirmation step with the estimated price, fees and total; the answer (the fill, or the
 // compliance reason in plain words) is shown in the same place.
 import { api, newKey, Problem } from './api.js';
-import { h, page, field, card, table, facts, announce, busy, fieldError, clearErrors } from './ui.js';
+import { h, page, field, card, table, facts, announce, busy, fieldError, clearErrors, showProblem } from './ui.js';
 import { fmtMoney, fmtTime, describe } from './words.js';
 import { lineChart } from './charts.js';
 
@@ -68,6 +68,7 @@ export async function tradePage(symbol) {
   const formEl = h('form', { id: 'order-form', novalidate: true }, sym.row, side.row, qty.row, alert, h('div', { class: 'actions' }, review));
   formEl.addEventListener('submit', (ev) => {
     ev.preventDefault();
+    if (review.disabled) return;
     clearErrors(ctx);
     confirmBox.replaceChildren();
     const quantity = qty.input.value.trim();
@@ -82,21 +83,26 @@ export async function tradePage(symbol) {
       sym.input.focus();
       return;
     }
-    confirmBox.replaceChildren(confirmation(inst, side.input.value, quantity, fees, ctx));
-    confirmBox.querySelector('h2').focus();
+    // The estimate comes from the server, priced as the order path prices it.
+    const s = side.input.value;
+    busy(review, async () => {
+      let estimate;
+      try {
+        estimate = await api('GET', `/v1/instruments/${encodeURIComponent(inst.symbol)}/quote?side=${s}&quantity=${encodeURIComponent(quantity)}`, { auth: false });
+      } catch (e) {
+        showProblem(ctx, e, { invalid_quantity: 'quantity', unknown_instrument: 'symbol' });
+        return;
+      }
+      confirmBox.replaceChildren(confirmation(inst, s, quantity, estimate, fees, ctx));
+      confirmBox.querySelector('h2').focus();
+    });
   });
   page('Trade',
     h('p', {}, 'Orders are market orders: they fill at once at the latest price, moved slightly against you by the broker (the spread), plus our fee.'),
     card(formEl), confirmBox);
 }
 
-function confirmation(inst, side, quantity, fees, ctx) {
-  const market = Number(inst.price);
-  const slip = Number(fees.slippage_bps) / 10000;
-  const price = side === 'buy' ? market * (1 + slip) : market * (1 - slip);
-  const notional = price * Number(quantity);
-  const fee = Math.max(Number(fees.minimum), Math.round((notional * Number(fees.commission_bps)) / 100) / 100);
-  const total = side === 'buy' ? notional + fee : notional - fee;
+function confirmation(inst, side, quantity, estimate, fees, ctx) {
   const outcome = h('div', { id: 'order-outcome', role: 'status', tabindex: '-1' });
   // One key for this confirmation: a second click, or a retry after a failure, cannot place a
   // second order.
@@ -132,11 +138,11 @@ function confirmation(inst, side, quantity, fees, ctx) {
     h('h2', { id: 'confirm-title', tabindex: '-1' }, 'Check your order'),
     facts([
       ['Order', `${side === 'buy' ? 'Buy' : 'Sell'} ${quantity} ${inst.symbol} (${inst.name})`],
-      ['Estimated price', h('span', { id: 'estimate-price' }, `${fmtMoney(price.toFixed(4))} per unit`)],
-      ['Estimated fees', h('span', { id: 'estimate-fees' }, `${fmtMoney(fee.toFixed(2))} (${fees.commission_bps} basis points, at least ${fmtMoney(fees.minimum)})`)],
-      [side === 'buy' ? 'Estimated total cost' : 'Estimated proceeds', fmtMoney(total.toFixed(2))],
+      ['Estimated price', h('span', { id: 'estimate-price' }, `${fmtMoney(estimate.price)} per unit`)],
+      ['Estimated fees', h('span', { id: 'estimate-fees' }, `${fmtMoney(estimate.fees)} (${fees.commission_bps} basis points, at least ${fmtMoney(fees.minimum)})`)],
+      [side === 'buy' ? 'Estimated total cost' : 'Estimated proceeds', h('span', { id: 'estimate-total' }, fmtMoney(estimate.total))],
     ]),
-    h('p', { class: 'hint' }, `Estimated from the latest price (${fmtMoney(inst.price)} at ${fmtTime(inst.as_of)}). The order fills at the price when it reaches the market; the fill shows what you paid.`),
+    h('p', { class: 'hint' }, `Estimated from the latest price (${fmtMoney(estimate.market_price)} at ${fmtTime(estimate.as_of)}), with the broker's spread of ${fees.slippage_bps} basis points. The order fills at the price when it reaches the market; the fill shows what you paid.`),
     inst.complex ? h('p', { class: 'alert' }, 'This is a complex product: its value can fall very fast and you can lose all you invest in it.') : null,
     h('div', { class: 'actions' }, place, back),
     outcome);

@@ -42,6 +42,42 @@ impl FeeSchedule {
     }
 }
 
+/// An order's notional (quantity × fill price, to cents) and its fee, as the portfolio charges
+/// them; `None` for a quantity that is not valid or whose notional is out of bounds or zero.
+pub fn order_cost(fees: &FeeSchedule, quantity: Decimal, price: Decimal) -> Option<(Decimal, Decimal)> {
+    if !crate::domain::money::is_valid_quantity(quantity) {
+        return None;
+    }
+    // Bounded like every other amount; checked so that an absurd price × quantity is refused
+    // rather than overflowing.
+    let notional = match quantity.checked_mul(price) {
+        Some(n) if n <= crate::domain::money::max_amount() => round_cash(n),
+        _ => return None,
+    };
+    (notional > Decimal::ZERO).then(|| (notional, fees.fee_for(notional)))
+}
+
+/// What a market order would cost (a buy) or bring (a sell) at the market price `market`,
+/// priced exactly as the order path prices it: the client's estimate before it orders.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrderEstimate {
+    pub price: Decimal,
+    pub notional: Decimal,
+    pub fee: Decimal,
+    /// notional + fee for a buy, notional − fee for a sell.
+    pub total: Decimal,
+}
+
+pub fn estimate(fees: &FeeSchedule, side: crate::domain::portfolio::Side, market: Decimal, quantity: Decimal, slippage_bps: Decimal) -> Option<OrderEstimate> {
+    let price = fill_price(side, market, slippage_bps);
+    let (notional, fee) = order_cost(fees, quantity, price)?;
+    let total = match side {
+        crate::domain::portfolio::Side::Buy => notional + fee,
+        crate::domain::portfolio::Side::Sell => notional - fee,
+    };
+    Some(OrderEstimate { price, notional, fee, total })
+}
+
 /// The price a market order fills at when the broker moves it against the client by
 /// `slippage_bps`: up for buys, down for sells, to four places, never below 0.0001.
 pub fn fill_price(side: crate::domain::portfolio::Side, market: Decimal, slippage_bps: Decimal) -> Decimal {
@@ -57,6 +93,27 @@ pub fn fill_price(side: crate::domain::portfolio::Side, market: Decimal, slippag
 mod tests {
     use super::*;
     use std::str::FromStr;
+
+    #[test]
+    fn an_estimate_prices_as_the_order_path_does() {
+        use crate::domain::portfolio::Side;
+        let f = FeeSchedule::default();
+        let d = |s: &str| Decimal::from_str(s).unwrap();
+        // 5 bps of slippage on 100.00: 100.05 a unit; 80 units 8004.00; fee 10 bps 8.00.
+        let buy = estimate(&f, Side::Buy, d("100"), d("80"), d("5")).unwrap();
+        assert_eq!(
+            (buy.price, buy.notional, buy.fee, buy.total),
+            (d("100.05"), d("8004.00"), d("8.00"), d("8012.00"))
+        );
+        let sell = estimate(&f, Side::Sell, d("100"), d("2"), d("5")).unwrap();
+        assert_eq!(
+            (sell.price, sell.notional, sell.fee, sell.total),
+            (d("99.95"), d("199.90"), d("1.00"), d("198.90"))
+        );
+        for bad in ["0", "-1", "0.0000001", "100000000000000"] {
+            assert_eq!(estimate(&f, Side::Buy, d("100"), d(bad), d("5")), None, "{bad}");
+        }
+    }
 
     #[test]
     fn minimum_and_proportional() {

@@ -20,7 +20,7 @@ use crate::domain::ctx::Ctx;
 use crate::domain::entity::{Decision, Entity};
 use crate::domain::fees::FeeSchedule;
 use crate::domain::ids::EntityKind;
-use crate::domain::money::{cash_string, is_valid_cash_amount, is_valid_quantity, max_amount, plain_string, round_cash};
+use crate::domain::money::{cash_string, is_valid_cash_amount, is_valid_quantity, plain_string, round_cash};
 use crate::domain::time::{Date, Timestamp, MS_PER_HOUR};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -616,16 +616,9 @@ impl Portfolio {
         if let Err(rule) = compliance::check(investor, quote.product, purpose) {
             return refuse(ctx, PortfolioRejection::Compliance(rule));
         }
-        // An order's notional is bounded like every other amount; checked so that an absurd
-        // price × quantity is refused rather than overflowing.
-        let notional = match quantity.checked_mul(quote.price) {
-            Some(n) if n <= max_amount() => round_cash(n),
-            _ => return refuse(ctx, PortfolioRejection::InvalidQuantity),
-        };
-        if notional <= Decimal::ZERO {
+        let Some((notional, fee)) = crate::domain::fees::order_cost(fees, quantity, quote.price) else {
             return refuse(ctx, PortfolioRejection::InvalidQuantity);
-        }
-        let fee = fees.fee_for(notional);
+        };
         let (cash_effect, realised_pnl) = match side {
             Side::Buy => {
                 if notional + fee > self.cash {

@@ -74,6 +74,40 @@ pub fn fees(state: &AppState) -> Result<Reply, ApiError> {
     ))
 }
 
+/// GET /v1/instruments/{symbol}/quote?side=buy|sell&quantity=Q: what such an order would cost
+/// or bring now, priced as the order path prices it (`domain::fees::estimate`: the broker's
+/// slippage, the notional to cents, the fee schedule). The confirmation step shows it; the fill
+/// is at the price when the order reaches the market.
+pub async fn order_quote(state: &AppState, req: &crate::gateway::http::Req, symbol: &str) -> Result<Reply, ApiError> {
+    use crate::domain::portfolio::Side;
+    let side = match req.query_param("side").as_deref() {
+        Some("buy") => Side::Buy,
+        Some("sell") => Side::Sell,
+        _ => return Err(ApiError::bad_request("side must be buy or sell")),
+    };
+    let quantity = req.query_param("quantity").ok_or_else(|| ApiError::bad_request("quantity is required"))?;
+    let quantity = super::portfolio::parse_decimal("quantity", &quantity)?;
+    let Some(q) = quote(state, symbol).await? else {
+        return Err(super::portfolio::rejection(crate::domain::portfolio::PortfolioRejection::UnknownInstrument));
+    };
+    let e = crate::domain::fees::estimate(&state.config.fees.schedule(), side, q.price, quantity, state.config.broker.slippage_bps)
+        .ok_or_else(|| super::portfolio::rejection(crate::domain::portfolio::PortfolioRejection::InvalidQuantity))?;
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({
+            "symbol": q.listing.symbol,
+            "side": side.as_str(),
+            "quantity": plain_string(quantity),
+            "market_price": plain_string(q.price),
+            "price": plain_string(e.price),
+            "notional": crate::domain::money::cash_string(e.notional),
+            "fees": crate::domain::money::cash_string(e.fee),
+            "total": crate::domain::money::cash_string(e.total),
+            "as_of": q.as_of.to_rfc3339(),
+        }),
+    ))
+}
+
 pub async fn one(state: &AppState, symbol: &str) -> Result<Reply, ApiError> {
     match quote(state, symbol).await? {
         Some(q) => Ok(json_response(StatusCode::OK, &InstrumentView::from(q))),

@@ -165,6 +165,17 @@ pub const ROUTES: &[RouteSpec] = &[
         ("from", "RFC 3339 UTC time; default: a day before `to`", DATE_TIME),
         ("to", "RFC 3339 UTC time; default: now", DATE_TIME),
     ]),
+    r(
+        "GET",
+        "/v1/instruments/{symbol}/quote",
+        "What a market order would cost or bring now: fill price (slippage), notional, fees, total",
+        PUBLIC,
+        false,
+    )
+    .query(&[
+        ("side", "buy or sell", r#"{"type":"string","enum":["buy","sell"]}"#),
+        ("quantity", "units, a decimal string", r#"{"type":"string"}"#),
+    ]),
     r("GET", "/v1/portfolio", "The caller's portfolio valued at the latest prices", USER, false),
     r("POST", "/v1/portfolio/deposits", "Deposit cash", USER, true).body(schema_of::<portfolio::AmountBody>),
     r("POST", "/v1/portfolio/withdrawals", "Withdraw cash", USER, true).body(schema_of::<portfolio::AmountBody>),
@@ -359,6 +370,7 @@ pub async fn dispatch(state: &AppState, template: Option<&'static str>, req: &Re
         ("GET", "/v1/instruments") => market::list(state).await,
         ("GET", "/v1/instruments/{symbol}") => market::one(state, &last_segment(req)).await,
         ("GET", "/v1/instruments/{symbol}/history") => market::history(state, req, &segment(req, 3)).await,
+        ("GET", "/v1/instruments/{symbol}/quote") => market::order_quote(state, req, &segment(req, 3)).await,
         ("GET", "/v1/portfolio") => portfolio::view(state, req).await,
         ("POST", "/v1/portfolio/deposits") => portfolio::deposit(state, req).await,
         ("POST", "/v1/portfolio/withdrawals") => portfolio::withdraw(state, req).await,

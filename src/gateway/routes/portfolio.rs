@@ -39,7 +39,7 @@ pub(crate) struct OrderBody {
 /// without digits on both sides (`"100."`, `".5"`). A sign is accepted so that a negative
 /// amount reaches the domain and is refused there (with its own code), rather than looking
 /// like malformed JSON.
-fn parse_decimal(field: &str, s: &str) -> Result<Decimal, ApiError> {
+pub(super) fn parse_decimal(field: &str, s: &str) -> Result<Decimal, ApiError> {
     let t = s.strip_prefix('-').unwrap_or(s);
     let digits = |p: &str| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit());
     let well_formed = t.len() <= 40
