@@ -4,8 +4,9 @@
 //!   against a bare warp handler in this process;
 //! - (iii) one client's requests at a node that forwards them to the leader of the user's group
 //!   (libp2p) against the same requests at the leader (local): the added p50 and p99;
-//! - (iv) our libp2p request/response round trip (tcp + pnet + noise + yamux, the cluster's
-//!   codec) against a raw TCP request/reply with a 4-byte length prefix.
+//! - (iv) our libp2p round trips (tcp + pnet + noise + yamux): request-response with the
+//!   cluster's codec, and a call down a lane (`cluster::lanes`), against a raw TCP
+//!   request/reply with a 4-byte length prefix.
 //!
 //! Run: `cargo bench --bench cluster`. Every process it starts is stopped at the end (also on a
 //! panic: the children are killed when dropped); every wait is bounded.
@@ -248,11 +249,12 @@ async fn forwarding(bases: &[String]) -> Vec<(String, (f64, f64, f64), (f64, f64
     rows
 }
 
-/// (iv): request/reply of a 256-byte frame over our libp2p transport and over raw TCP.
-async fn transports() -> ((f64, f64, f64), (f64, f64, f64)) {
+/// (iv): request/reply of a 256-byte frame over our libp2p transport (request-response, and a
+/// call down a lane) and over raw TCP.
+async fn transports() -> ((f64, f64, f64), (f64, f64, f64), (f64, f64, f64)) {
     use moneta::cluster::transport::{multiaddr, Inbound, Limits, Transport};
     let secret = [9u8; 32];
-    let start = |k| Transport::start(k, secret, multiaddr("127.0.0.1:0").unwrap(), Limits::default());
+    let start = |k| Transport::start(k, secret, multiaddr("127.0.0.1:0").unwrap(), Limits::default(), Default::default());
     let (b, mut b_in, b_addr) = start(libp2p::identity::Keypair::generate_ed25519()).await.unwrap();
     tokio::spawn(async move {
         while let Some(i) = b_in.recv().await {
@@ -273,6 +275,13 @@ async fn transports() -> ((f64, f64, f64), (f64, f64, f64)) {
         let (a, f, to) = (a.clone(), frame.clone(), b.local_peer);
         async move {
             assert_eq!(a.request(to, f).await.unwrap().len(), 256);
+        }
+    })
+    .await;
+    let lane = sequential(ROUND_TRIPS, |_| {
+        let (a, f, to) = (a.clone(), frame.clone(), b.local_peer);
+        async move {
+            assert_eq!(a.call(to, &f).await.unwrap().len(), 256);
         }
     })
     .await;
@@ -310,7 +319,7 @@ async fn transports() -> ((f64, f64, f64), (f64, f64, f64)) {
         }
     })
     .await;
-    (p2p, tcp)
+    (p2p, lane, tcp)
 }
 
 #[tokio::main]
@@ -319,7 +328,7 @@ async fn main() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     // (iv) first: nothing else runs meanwhile.
-    let (p2p, tcp) = transports().await;
+    let (p2p, lane, tcp) = transports().await;
 
     // (ii) the bare handler, one node, then three.
     let baseline = bare().await;
@@ -372,7 +381,11 @@ async fn main() {
     }
     println!("\n== (iv) request/reply of 256 bytes, {ROUND_TRIPS} sequential round trips ==");
     println!("{:<34} {:>9} {:>8} {:>8} {:>9}", "", "rt/s", "p50 ms", "p99 ms", "vs tcp");
-    for (name, f) in [("raw TCP, length-prefixed (baseline)", tcp), ("libp2p request-response", p2p)] {
+    for (name, f) in [
+        ("raw TCP, length-prefixed (baseline)", tcp),
+        ("libp2p request-response", p2p),
+        ("libp2p lane call", lane),
+    ] {
         println!("{name:<34} {:>9.0} {:>8.3} {:>8.3} {:>8.2}x", f.2, f.0, f.1, f.2 / tcp.2);
     }
 }

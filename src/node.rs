@@ -101,13 +101,13 @@ pub async fn open_state(config: &Config) -> Result<Arc<AppState>, String> {
 
 /// Starts the peer transport and forms the cluster (or reopens the one this folder belongs to):
 /// the router's raft wiring, and what to serve peers with once the router runs.
-async fn join_cluster(config: &Config, store: &Store, master: &[u8]) -> Result<(RouterCluster, PeerService), String> {
+async fn join_cluster(config: &Config, store: &Store, master: &[u8], metrics: &Metrics) -> Result<(RouterCluster, PeerService), String> {
     use crate::cluster::{membership::Hello, peer, transport};
     let c = &config.cluster;
     let secret = crate::cluster::secret::load(&c.secret_file)?;
     let keypair = peer::node_keypair(&config.node.data_dir)?;
     let listen = transport::multiaddr(&c.listen).map_err(|e| format!("key `cluster.listen`: {e}"))?;
-    let (t, mut inbound, bound) = transport::Transport::start(keypair, secret, listen, transport::Limits::default()).await?;
+    let (t, mut inbound, bound) = transport::Transport::start(keypair, secret, listen, transport::Limits::default(), metrics.peer.transport.clone()).await?;
     tracing::info!(listen = %bound, peer = %t.local_peer, "listening for cluster peers");
     let fingerprint = {
         use sha2::Digest;
@@ -187,6 +187,7 @@ async fn join_cluster(config: &Config, store: &Store, master: &[u8]) -> Result<(
             store: store.clone(),
             snapshots_out,
             snapshots_in: crate::cluster::snapshots::Inbox::new(config.node.data_dir.join("snapshots")),
+            counters: metrics.peer.layer.clone(),
         },
     ))
 }
@@ -207,6 +208,7 @@ struct PeerService {
     store: Store,
     snapshots_out: Arc<crate::cluster::snapshots::Outbox>,
     snapshots_in: Arc<crate::cluster::snapshots::Inbox>,
+    counters: crate::cluster::peer::PeerCounters,
 }
 
 impl PeerService {
@@ -308,7 +310,7 @@ impl PeerService {
             self.directory,
             router.journal().clone(),
             local,
-            Arc::new(crate::cluster::peer::PeerCounters::default()),
+            Arc::new(self.counters),
         ));
     }
 }
@@ -352,7 +354,7 @@ pub async fn open_state_on(config: &Config, store: Store, with_peers: bool) -> R
     };
     let mut peers = None;
     if with_peers && !config.cluster.is_single_node() {
-        let (cluster, service) = join_cluster(config, &store, &master).await?;
+        let (cluster, service) = join_cluster(config, &store, &master, &metrics).await?;
         settings.cluster = Some(cluster);
         peers = Some(service);
     } else if crate::cluster::peer::stored_membership(&store)?.is_some_and(|m| m.members.len() > 1) && with_peers {

@@ -91,6 +91,15 @@ pub struct Metrics {
     pub request_id_conflicts: Counter,
     /// The price fan-out's counters (shared with `actors::fanout::PriceBus`).
     pub fanout: FanoutStats,
+    /// The peer transport's and the peer layer's counters.
+    pub peer: PeerStats,
+}
+
+/// What the cluster's peer links refused, dropped or lost.
+#[derive(Clone, Debug, Default)]
+pub struct PeerStats {
+    pub transport: crate::cluster::transport::Counters,
+    pub layer: crate::cluster::peer::PeerCounters,
 }
 
 impl Default for Metrics {
@@ -190,6 +199,27 @@ impl Metrics {
             "Replicas dropped after this node was removed from their group",
             raft.replicas_dropped.clone(),
         );
+        let peer = PeerStats::default();
+        registry.register(
+            "peer_frames_refused",
+            "Peer frames refused by the transport: over the limit, unreadable, a full queue, a failed handshake",
+            peer.transport.frames_refused.clone(),
+        );
+        registry.register(
+            "peer_requests_failed",
+            "Requests to peers that got no answer (outcome unknown)",
+            peer.transport.requests_failed.clone(),
+        );
+        registry.register(
+            "peer_lane_frames_dropped",
+            "Frames for a peer's lane dropped before they left (a full queue, or no lane)",
+            peer.transport.lane_frames_dropped.clone(),
+        );
+        registry.register(
+            "peer_messages_refused",
+            "Peer messages refused by the cluster layer: undecodable, from a non-member, or malformed",
+            peer.layer.refused.clone(),
+        );
         let fanout = FanoutStats::default();
         registry.register(
             "fanout_prices_published",
@@ -221,6 +251,7 @@ impl Metrics {
             request_replays,
             request_id_conflicts,
             fanout,
+            peer,
         }
     }
 

@@ -249,7 +249,7 @@ pub async fn gossip_leads(journal: AuditJournal, directory: Arc<Directory>, tran
         let frame = crate::storage::codec::encode(&PeerRequest::Leads { from: me, groups: led });
         for m in directory.get().members.iter().filter(|m| m.raft_id != me) {
             if let Ok(peer) = m.peer_id.parse::<PeerId>() {
-                let _ = transport.try_send(peer, frame.clone());
+                let _ = transport.send(peer, &frame);
             }
         }
     }

@@ -5,6 +5,7 @@
 pub mod coordinator;
 pub mod directory;
 pub mod history;
+pub mod lanes;
 pub mod membership;
 pub mod memory_host;
 pub mod meta;

@@ -14,7 +14,6 @@ use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -122,9 +121,9 @@ pub type LocalDispatch = Arc<dyn Fn(Envelope) -> Pin<Box<dyn Future<Output = Res
 const READ_YOUR_WRITES_WAIT: Duration = Duration::from_secs(2);
 
 /// Frames refused from peers (undecodable, from a non-member, claiming another sender).
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct PeerCounters {
-    pub refused: AtomicU64,
+    pub refused: prometheus_client::metrics::counter::Counter,
 }
 
 /// The node's membership as stored in its folder.
@@ -157,6 +156,13 @@ pub fn node_keypair(data_dir: &std::path::Path) -> Result<libp2p::identity::Keyp
 
 pub(crate) async fn ask(transport: &Transport, peer: PeerId, req: &PeerRequest) -> Result<PeerResponse, String> {
     let bytes = transport.request(peer, codec::encode(req)).await?;
+    codec::decode(&bytes).map_err(|e| format!("an answer from {peer} does not decode: {e}"))
+}
+
+/// `ask` down the peer's lane: for the small calls of the request path (forwarded calls, steps
+/// and writes).
+async fn call(transport: &Transport, peer: PeerId, req: &PeerRequest) -> Result<PeerResponse, String> {
+    let bytes = transport.call(peer, &codec::encode(req)).await?;
     codec::decode(&bytes).map_err(|e| format!("an answer from {peer} does not decode: {e}"))
 }
 
@@ -280,7 +286,7 @@ pub fn peer_sink(transport: Transport, directory: Arc<super::directory::Director
                 protobuf::Message::write_to_bytes(&m).ok().map(|b| (g, b))
             })
             .collect();
-        let _ = transport.try_send(peer, codec::encode(&PeerRequest::Raft { from: me, messages }));
+        let _ = transport.send(peer, &codec::encode(&PeerRequest::Raft { from: me, messages }));
     }))
 }
 
@@ -317,12 +323,17 @@ pub async fn serve(
     counters: Arc<PeerCounters>,
 ) {
     let refuse = |why: String, reply: tokio::sync::oneshot::Sender<Vec<u8>>| {
-        counters.refused.fetch_add(1, Ordering::Relaxed);
+        counters.refused.inc();
         tracing::warn!(reason = %why, "a peer frame was refused");
         let _ = reply.send(codec::encode(&PeerResponse::Refused(why)));
     };
     while let Some(i) = inbound.recv().await {
-        let Inbound::Request { peer, bytes, reply } = i else { continue };
+        let (peer, bytes, reply, one_way) = match i {
+            Inbound::Request { peer, bytes, reply } => (peer, bytes, reply, false),
+            // Nobody waits for an answer to a lane's frame: what `reply` gets is dropped.
+            Inbound::Message { peer, bytes } => (peer, bytes, tokio::sync::oneshot::channel().0, true),
+            Inbound::Connected { .. } | Inbound::Disconnected { .. } => continue,
+        };
         let membership = directory.get();
         let member = membership.by_peer_id(&peer.to_base58());
         let req: PeerRequest = match codec::decode(&bytes) {
@@ -335,6 +346,9 @@ pub async fn serve(
         // Nodes that are not members (yet, or any more) may introduce themselves, ask to join
         // and read the metadata; nothing else.
         match req {
+            req if one_way && !matches!(req, PeerRequest::Raft { .. } | PeerRequest::Prices { .. } | PeerRequest::Leads { .. }) => {
+                refuse(format!("{peer} sent a call that wants an answer down a one-way lane"), reply);
+            }
             PeerRequest::Hello(_) => {
                 me.formed = Some((*membership).clone());
                 let _ = reply.send(codec::encode(&PeerResponse::Hello(me.clone())));
@@ -624,7 +638,7 @@ pub async fn forward_write(
 ) -> Result<(), crate::storage::StoreError> {
     use crate::storage::StoreError;
     let (member, peer) = member_peer(membership, to).map_err(StoreError::Unavailable)?;
-    match ask(transport, peer, &PeerRequest::Write { writes }).await {
+    match call(transport, peer, &PeerRequest::Write { writes }).await {
         Ok(PeerResponse::Applied { group, index }) => {
             local.wait_applied(group, index, READ_YOUR_WRITES_WAIT).await;
             Ok(())
@@ -645,7 +659,7 @@ pub async fn forward_step(
     step: crate::domain::steps::UserStep,
 ) -> Result<Result<crate::domain::steps::StepAnswer, EntityFailure>, String> {
     let (member, peer) = member_peer(membership, to)?;
-    match ask(transport, peer, &PeerRequest::Step { step }).await {
+    match call(transport, peer, &PeerRequest::Step { step }).await {
         Ok(PeerResponse::Step { answer, group, index }) => {
             local.wait_applied(group, index, READ_YOUR_WRITES_WAIT).await;
             Ok(answer)
@@ -700,7 +714,7 @@ pub fn broadcast_prices(transport: &Transport, membership: &Membership, me: Raft
     let frame = codec::encode(&PeerRequest::Prices { quotes });
     for m in membership.members.iter().filter(|m| m.raft_id != me) {
         if let Ok(peer) = m.peer_id.parse::<PeerId>() {
-            let _ = transport.try_send(peer, frame.clone());
+            let _ = transport.send(peer, &frame);
         }
     }
 }
@@ -709,7 +723,7 @@ pub fn broadcast_prices(transport: &Transport, membership: &Membership, me: Raft
 /// (the caller retries under the same request id).
 pub async fn forward(transport: &Transport, membership: &Membership, local: &AuditJournal, to: RaftId, envelope: Envelope) -> Result<Answer, EntityFailure> {
     let (member, peer) = member_peer(membership, to).map_err(EntityFailure::NotApplied)?;
-    match ask(transport, peer, &PeerRequest::Forward { envelope }).await {
+    match call(transport, peer, &PeerRequest::Forward { envelope }).await {
         Ok(PeerResponse::Answer { answer, group, index }) => {
             local.wait_applied(group, index, READ_YOUR_WRITES_WAIT).await;
             answer

@@ -13,8 +13,8 @@ use libp2p::core::upgrade::Version;
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{identity, noise, pnet, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm, Transport as _};
+use prometheus_client::metrics::counter::Counter;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -29,6 +29,9 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// Streams in flight per connection (requests beyond fail at once; callers keep a window).
     pub max_concurrent_streams: usize,
+    /// Whether peers may open lanes to this node (off: it looks like a build from before
+    /// lanes, and peers send it requests instead — tests of that fallback).
+    pub accept_lanes: bool,
 }
 
 impl Default for Limits {
@@ -38,6 +41,7 @@ impl Default for Limits {
             max_response_bytes: 16 << 20,
             request_timeout: Duration::from_secs(10),
             max_concurrent_streams: 256,
+            accept_lanes: true,
         }
     }
 }
@@ -51,7 +55,7 @@ pub struct FrameCodec {
     counters: Arc<Counters>,
 }
 
-async fn read_frame<T: futures_util::AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<Vec<u8>> {
+pub(crate) async fn read_frame<T: futures_util::AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
     io.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
@@ -86,7 +90,7 @@ impl request_response::Codec for FrameCodec {
     async fn read_request<T: futures_util::AsyncRead + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>> {
         let frame = read_frame(io, self.limits.max_request_bytes).await;
         if let Err(e) = &frame {
-            self.counters.frames_refused.fetch_add(1, Ordering::Relaxed);
+            self.counters.frames_refused.inc();
             tracing::warn!(error = %e, "a peer frame was refused");
         }
         frame
@@ -122,10 +126,18 @@ pub enum Inbound {
     Disconnected {
         peer: PeerId,
     },
+    /// A frame that wants no answer, from a peer's lane (`cluster::lanes`).
+    Message {
+        peer: PeerId,
+        bytes: Vec<u8>,
+    },
 }
 
 enum Command {
     Dial(Multiaddr),
+    /// Dials a peer by id (its addresses as the behaviours know them) unless connected or
+    /// dialing already.
+    DialPeer(PeerId),
     AddAddress(PeerId, Multiaddr),
     Send {
         peer: PeerId,
@@ -134,12 +146,17 @@ enum Command {
     },
 }
 
-/// Counters the node exports as metrics.
-#[derive(Debug, Default)]
+/// Counters the node exports as metrics (`telemetry::PeerStats`; clones share the counts).
+#[derive(Clone, Debug, Default)]
 pub struct Counters {
-    /// Inbound frames refused: over the limit, unreadable, or a protocol failure.
-    pub frames_refused: AtomicU64,
-    pub requests_failed: AtomicU64,
+    /// Inbound frames refused: over the limit, unreadable, a full inbound queue, or a peer that
+    /// failed the handshake.
+    pub frames_refused: Counter,
+    /// Requests that failed (no answer; the outcome is unknown to the caller).
+    pub requests_failed: Counter,
+    /// Frames for a lane dropped before they left: its queue was full, or no lane could be
+    /// opened (raft sends again).
+    pub lane_frames_dropped: Counter,
 }
 
 /// A handle on the running swarm; cheap to clone.
@@ -151,19 +168,28 @@ pub struct Transport {
     /// Peers whose links are cut both ways (fault injection for partition tests; empty in
     /// production, where it can only be set when the node was started with test faults on).
     deny: Arc<std::sync::RwLock<std::collections::HashSet<PeerId>>>,
+    lanes: super::lanes::Lanes,
+}
+
+/// Request-response for calls that want an answer; lanes for frames that do not.
+#[derive(libp2p::swarm::NetworkBehaviour)]
+struct Behaviour {
+    calls: request_response::Behaviour<FrameCodec>,
+    lanes: libp2p_stream::Behaviour,
 }
 
 impl Transport {
-    /// Starts the swarm on `listen` (e.g. `/ip4/127.0.0.1/tcp/7070`). Returns the handle, the
-    /// inbound stream and the address it listens on.
+    /// Starts the swarm on `listen` (e.g. `/ip4/127.0.0.1/tcp/7070`), counting into `counters`.
+    /// Returns the handle, the inbound stream and the address it listens on.
     pub async fn start(
         keypair: identity::Keypair,
         secret: [u8; 32],
         listen: Multiaddr,
         limits: Limits,
+        counters: Counters,
     ) -> Result<(Transport, mpsc::Receiver<Inbound>, Multiaddr), String> {
         let psk = pnet::PreSharedKey::new(secret);
-        let counters = Arc::new(Counters::default());
+        let counters = Arc::new(counters);
         let codec = FrameCodec {
             limits: limits.clone(),
             counters: counters.clone(),
@@ -187,11 +213,35 @@ impl Transport {
             // StatefulSet's stable DNS names); resolved at each dial.
             .with_dns()
             .map_err(|e| format!("cluster transport (DNS resolver): {e}"))?
-            .with_behaviour(|_| request_response::Behaviour::with_codec(codec, [(PROTOCOL, ProtocolSupport::Full)], rr_config))
+            .with_behaviour(|_| Behaviour {
+                calls: request_response::Behaviour::with_codec(codec, [(PROTOCOL, ProtocolSupport::Full)], rr_config),
+                lanes: libp2p_stream::Behaviour::new(),
+            })
             .map_err(|e| format!("cluster transport: {e}"))?
             // Idle links between members stay up: raft heartbeats are the traffic.
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
             .build();
+        // Lanes are accepted before anything can connect (a peer that found no lane protocol
+        // would take this node for an older build).
+        let (cmd_tx, cmd_rx) = mpsc::channel(4096);
+        let (in_tx, in_rx) = mpsc::channel(4096);
+        let local_peer = *swarm.local_peer_id();
+        let deny = Arc::new(std::sync::RwLock::new(std::collections::HashSet::new()));
+        let fallback_cmd = cmd_tx.clone();
+        let fallback: super::lanes::Fallback = Arc::new(move |peer, bytes, reply| fallback_cmd.try_send(Command::Send { peer, bytes, reply }).is_ok());
+        let dial_cmd = cmd_tx.clone();
+        let dial: super::lanes::Dial = Arc::new(move |peer| {
+            let _ = dial_cmd.try_send(Command::DialPeer(peer));
+        });
+        let lanes = super::lanes::Lanes::start(
+            swarm.behaviour().lanes.new_control(),
+            in_tx.clone(),
+            limits,
+            counters.clone(),
+            deny.clone(),
+            fallback,
+            dial,
+        )?;
         swarm
             .listen_on(listen.clone())
             .map_err(|e| format!("cannot listen for peers on {listen}: {e}"))?;
@@ -204,17 +254,14 @@ impl Transport {
                 None => return Err("the peer swarm stopped".into()),
             }
         };
-        let (cmd_tx, cmd_rx) = mpsc::channel(4096);
-        let (in_tx, in_rx) = mpsc::channel(4096);
-        let local_peer = *swarm.local_peer_id();
-        let deny = Arc::new(std::sync::RwLock::new(std::collections::HashSet::new()));
-        tokio::spawn(run(swarm, cmd_rx, in_tx, counters.clone(), deny.clone()));
+        tokio::spawn(run(swarm, cmd_rx, in_tx, counters.clone(), deny.clone(), lanes.clone()));
         Ok((
             Transport {
                 cmd: cmd_tx,
                 local_peer,
                 counters,
                 deny,
+                lanes,
             },
             in_rx,
             bound,
@@ -245,15 +292,20 @@ impl Transport {
         rx.await.map_err(|_| "the peer transport stopped".to_string())?
     }
 
-    /// Sends without waiting for room or an answer (raft messages: raft retransmits what is
-    /// lost). False when the transport's queue is full.
-    pub fn try_send(&self, peer: PeerId, bytes: Vec<u8>) -> bool {
-        let (tx, _rx) = oneshot::channel();
-        self.cmd.try_send(Command::Send { peer, bytes, reply: tx }).is_ok()
+    /// Sends a frame that wants no answer down the peer's lane, in order after the frames sent
+    /// before it, without waiting (raft messages: raft retransmits what is lost). False when it
+    /// was dropped (the lane's queue is full, or the link is cut).
+    pub fn send(&self, peer: PeerId, bytes: &[u8]) -> bool {
+        self.lanes.send(peer, bytes)
+    }
+
+    /// Sends a call down the peer's lane (behind what was sent before it) and waits for the
+    /// answer, at most the request timeout; every error is ambiguous. For the small calls of
+    /// the request path; bulk transfers (snapshots, journals) go as requests.
+    pub async fn call(&self, peer: PeerId, bytes: &[u8]) -> Result<Vec<u8>, String> {
+        self.lanes.call(peer, bytes).await
     }
 }
-
-type Behaviour = request_response::Behaviour<FrameCodec>;
 
 async fn run(
     mut swarm: Swarm<Behaviour>,
@@ -261,6 +313,7 @@ async fn run(
     inbound: mpsc::Sender<Inbound>,
     counters: Arc<Counters>,
     deny: Arc<std::sync::RwLock<std::collections::HashSet<PeerId>>>,
+    lanes: super::lanes::Lanes,
 ) {
     let cut = |p: &PeerId| deny.read().expect("deny lock").contains(p);
     let mut waiting: std::collections::HashMap<request_response::OutboundRequestId, oneshot::Sender<Result<Vec<u8>, String>>> =
@@ -270,6 +323,14 @@ async fn run(
         tokio::select! {
             c = cmd.recv() => match c {
                 None => break,
+                Some(Command::DialPeer(peer)) => {
+                    if !swarm.is_connected(&peer) {
+                        use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+                        if let Err(e) = swarm.dial(DialOpts::peer_id(peer).condition(PeerCondition::DisconnectedAndNotDialing).build()) {
+                            tracing::debug!(%peer, error = %e, "dial failed");
+                        }
+                    }
+                }
                 Some(Command::Dial(addr)) => {
                     if let Err(e) = swarm.dial(addr.clone()) {
                         tracing::debug!(%addr, error = %e, "dial failed");
@@ -283,23 +344,23 @@ async fn run(
                     let _ = reply.send(Err("the link to this peer is cut".into()));
                 }
                 Some(Command::Send { peer, bytes, reply }) => {
-                    let id = swarm.behaviour_mut().send_request(&peer, bytes);
+                    let id = swarm.behaviour_mut().calls.send_request(&peer, bytes);
                     waiting.insert(id, reply);
                 }
             },
             Some((channel, answer)) = answers.next(), if !answers.is_empty() => {
                 let answer: Result<Vec<u8>, _> = answer;
                 if let Ok(bytes) = answer {
-                    let _ = swarm.behaviour_mut().send_response(channel, bytes);
+                    let _ = swarm.behaviour_mut().calls.send_response(channel, bytes);
                 }
             },
             event = swarm.select_next_some() => match event {
-                SwarmEvent::Behaviour(request_response::Event::Message { peer, message, .. }) => match message {
+                SwarmEvent::Behaviour(BehaviourEvent::Calls(request_response::Event::Message { peer, message, .. })) => match message {
                     request_response::Message::Request { .. } if cut(&peer) => {}
                     request_response::Message::Request { request, channel, .. } => {
                         let (tx, rx) = oneshot::channel();
                         if inbound.try_send(Inbound::Request { peer, bytes: request, reply: tx }).is_err() {
-                            counters.frames_refused.fetch_add(1, Ordering::Relaxed);
+                            counters.frames_refused.inc();
                             continue;
                         }
                         answers.push(async move { (channel, rx.await) });
@@ -310,14 +371,14 @@ async fn run(
                         }
                     }
                 },
-                SwarmEvent::Behaviour(request_response::Event::OutboundFailure { request_id, error, peer, .. }) => {
-                    counters.requests_failed.fetch_add(1, Ordering::Relaxed);
+                SwarmEvent::Behaviour(BehaviourEvent::Calls(request_response::Event::OutboundFailure { request_id, error, peer, .. })) => {
+                    counters.requests_failed.inc();
                     tracing::debug!(%peer, %error, "peer request failed");
                     if let Some(w) = waiting.remove(&request_id) {
                         let _ = w.send(Err(error.to_string()));
                     }
                 }
-                SwarmEvent::Behaviour(request_response::Event::InboundFailure { peer, error, .. })
+                SwarmEvent::Behaviour(BehaviourEvent::Calls(request_response::Event::InboundFailure { peer, error, .. }))
                     if !matches!(error, request_response::InboundFailure::ResponseOmission) =>
                 {
                     tracing::debug!(%peer, %error, "an inbound peer request failed");
@@ -327,11 +388,12 @@ async fn run(
                     let _ = inbound.try_send(Inbound::Connected { peer: peer_id, address });
                 }
                 SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                    lanes.fail_calls(&peer_id, "the connection to the peer closed");
                     let _ = inbound.try_send(Inbound::Disconnected { peer: peer_id });
                 }
                 SwarmEvent::IncomingConnectionError { error, .. } => {
                     // A peer without the cluster's secret ends here (its handshake fails).
-                    counters.frames_refused.fetch_add(1, Ordering::Relaxed);
+                    counters.frames_refused.inc();
                     tracing::debug!(%error, "an incoming connection was refused");
                 }
                 _ => {}
