@@ -283,14 +283,14 @@ async fn write_lane(lanes: Lanes, peer: PeerId, mut queue: mpsc::Receiver<Vec<u8
             continue;
         }
         legacy = None;
+        if stream.is_none() {
+            // The swarm dials if not connected: the stream behaviour's own dial request is
+            // dropped when another is pending.
+            (lanes.0.dial)(peer);
+        }
         let s = match stream.as_mut() {
             Some(s) => s,
-            None => match {
-                // The swarm dials if not connected: the stream behaviour's own dial request is
-                // dropped when another is pending.
-                (lanes.0.dial)(peer);
-                tokio::time::timeout(OPEN_TIMEOUT, control.open_stream(peer, LANE_PROTOCOL)).await
-            } {
+            None => match tokio::time::timeout(OPEN_TIMEOUT, control.open_stream(peer, LANE_PROTOCOL)).await {
                 Ok(Ok(s)) => {
                     if retry > RETRY_MIN {
                         tracing::info!(%peer, "a lane to the peer is open again");
