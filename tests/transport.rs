@@ -208,3 +208,29 @@ async fn a_peer_without_lanes_gets_messages_and_calls_as_requests() {
     assert_eq!(a.call(b.local_peer, b"call").await.unwrap(), b"llac");
     server.abort();
 }
+
+/// A lane with nothing to carry closes (its peer left the cluster); the next frame opens another.
+#[tokio::test]
+async fn an_idle_lane_closes_and_the_next_frame_opens_another() {
+    let secret = [7u8; 32];
+    let (b, b_in, b_addr) = node(secret, Limits::default()).await;
+    let (server, mut messages) = serve_lanes(b_in);
+    let quick = Limits {
+        lane_idle: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let (a, _a_in, _) = node(secret, quick).await;
+    connect(&a, b.local_peer, &b_addr).await;
+    assert!(a.send(b.local_peer, b"one"));
+    assert_eq!(next_message(&mut messages).await.1, b"one");
+    assert_eq!(a.lanes_open(), 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while a.lanes_open() > 0 {
+        assert!(std::time::Instant::now() < deadline, "an idle lane stayed open");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(a.send(b.local_peer, b"two"));
+    assert_eq!(next_message(&mut messages).await.1, b"two");
+    assert_eq!(a.call(b.local_peer, b"three").await.unwrap(), b"eerht");
+    server.abort();
+}

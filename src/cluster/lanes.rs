@@ -166,6 +166,21 @@ impl Lanes {
         }
     }
 
+    /// Drops the queue of `peer` if it is still `writer`'s (a closing lane's).
+    fn forget(&self, peer: &PeerId, writer: &mpsc::WeakSender<Vec<u8>>) {
+        let mut queues = self.0.queues.lock().expect("lane queues lock");
+        if let (Some(q), Some(mine)) = (queues.get(peer), writer.upgrade()) {
+            if q.same_channel(&mine) {
+                queues.remove(peer);
+            }
+        }
+    }
+
+    /// Peers with a lane writer (the rest get one with their next frame).
+    pub fn peers(&self) -> usize {
+        self.0.queues.lock().expect("lane queues lock").len()
+    }
+
     /// Fails every call waiting for `peer` (its lane broke, or it went away).
     pub fn fail_calls(&self, peer: &PeerId, why: &str) {
         let failed: Vec<_> = {
@@ -213,7 +228,7 @@ impl Lanes {
 
     fn writer(&self, peer: PeerId) -> mpsc::Sender<Vec<u8>> {
         let (tx, rx) = mpsc::channel(QUEUE_FRAMES);
-        self.0.runtime.spawn(write_lane(self.clone(), peer, rx));
+        self.0.runtime.spawn(write_lane(self.clone(), peer, rx, tx.downgrade()));
         tx
     }
 
@@ -261,7 +276,7 @@ fn untag(frame: &[u8]) -> Option<(u8, u64, &[u8])> {
 
 /// Writes the frames queued for `peer` into one stream, opening (and after a failure,
 /// reopening) it as needed.
-async fn write_lane(lanes: Lanes, peer: PeerId, mut queue: mpsc::Receiver<Vec<u8>>) {
+async fn write_lane(lanes: Lanes, peer: PeerId, mut queue: mpsc::Receiver<Vec<u8>>, me: mpsc::WeakSender<Vec<u8>>) {
     let mut control = lanes.0.control.clone();
     let (timeout, counters) = (lanes.0.limits.request_timeout, lanes.0.counters.clone());
     let mut stream: Option<libp2p::Stream> = None;
@@ -269,7 +284,20 @@ async fn write_lane(lanes: Lanes, peer: PeerId, mut queue: mpsc::Receiver<Vec<u8
     let mut retry = RETRY_MIN;
     let mut frames: Vec<Vec<u8>> = Vec::with_capacity(WRITE_FRAMES_MAX);
     let mut buf: Vec<u8> = Vec::new();
-    while queue.recv_many(&mut frames, WRITE_FRAMES_MAX).await > 0 {
+    loop {
+        let got = match tokio::time::timeout(lanes.0.limits.lane_idle, queue.recv_many(&mut frames, WRITE_FRAMES_MAX)).await {
+            Ok(n) => n,
+            Err(_) => {
+                // Nothing for a while: the peer left the cluster (every member hears leadership
+                // gossip several times a second). The lane goes; a later frame opens another.
+                lanes.forget(&peer, &me);
+                queue.close();
+                queue.recv_many(&mut frames, WRITE_FRAMES_MAX).await
+            }
+        };
+        if got == 0 {
+            break;
+        }
         if lanes.cut(&peer) {
             frames.clear();
             stream = None;

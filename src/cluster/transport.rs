@@ -32,6 +32,9 @@ pub struct Limits {
     /// Whether peers may open lanes to this node (off: it looks like a build from before
     /// lanes, and peers send it requests instead — tests of that fallback).
     pub accept_lanes: bool,
+    /// A lane with nothing to carry for this long is closed (its peer left the cluster; a
+    /// member hears leadership gossip several times a second).
+    pub lane_idle: Duration,
 }
 
 impl Default for Limits {
@@ -42,6 +45,7 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(10),
             max_concurrent_streams: 256,
             accept_lanes: true,
+            lane_idle: Duration::from_secs(60),
         }
     }
 }
@@ -297,6 +301,11 @@ impl Transport {
     /// was dropped (the lane's queue is full, or the link is cut).
     pub fn send(&self, peer: PeerId, bytes: &[u8]) -> bool {
         self.lanes.send(peer, bytes)
+    }
+
+    /// Peers this node keeps a lane to (idle lanes close, see `Limits::lane_idle`).
+    pub fn lanes_open(&self) -> usize {
+        self.lanes.peers()
     }
 
     /// Sends a call down the peer's lane (behind what was sent before it) and waits for the
