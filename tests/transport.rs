@@ -166,6 +166,20 @@ async fn lanes_carry_messages_in_order_and_calls_to_their_answers() {
     // The caller's timeout is 300 s: only the callee's "no answer" ends this call in 30.
     let dropped = tokio::time::timeout(Duration::from_secs(30), a.call(b.local_peer, b"drop")).await;
     assert!(dropped.expect("a dropped call waited for the timeout").is_err(), "a dropped call was answered");
+    // A caller that gives up (its future dropped) leaves nothing waiting behind.
+    let silent = Limits::default();
+    let (c, c_in, c_addr) = node(secret, silent).await;
+    let hold = tokio::spawn(async move {
+        let mut c_in = c_in;
+        let mut kept = Vec::new();
+        while let Some(i) = c_in.recv().await {
+            kept.push(i); // never answered
+        }
+    });
+    connect(&a, c.local_peer, &c_addr).await;
+    assert!(tokio::time::timeout(Duration::from_millis(500), a.call(c.local_peer, b"never")).await.is_err());
+    assert_eq!(a.calls_waiting(), 0, "an abandoned call stayed in the table");
+    hold.abort();
 
     a.cut_links([b.local_peer].into_iter().collect());
     assert!(!a.send(b.local_peer, b"cut"), "a frame was queued over a cut link");

@@ -152,17 +152,16 @@ impl Lanes {
             }
             calls.insert(id, (peer, tx));
         }
+        // Whatever ends the wait (an answer, the timeout, or the caller giving up), the call
+        // leaves the table.
+        let _waiting = CallGuard { lanes: self, id };
         if !self.enqueue(peer, tagged(TAG_CALL, Some(id), bytes)) {
-            self.0.calls.lock().expect("lane calls lock").remove(&id);
             return Err("the lane to the peer is cut or full".into());
         }
         match tokio::time::timeout(self.0.limits.request_timeout, rx).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(_)) => Err("the call was dropped".into()),
-            Err(_) => {
-                self.0.calls.lock().expect("lane calls lock").remove(&id);
-                Err("no answer in time".into())
-            }
+            Err(_) => Err("no answer in time".into()),
         }
     }
 
@@ -174,6 +173,11 @@ impl Lanes {
                 queues.remove(peer);
             }
         }
+    }
+
+    /// Calls waiting for an answer.
+    pub fn calls_waiting(&self) -> usize {
+        self.0.calls.lock().expect("lane calls lock").len()
     }
 
     /// Peers with a lane writer (the rest get one with their next frame).
@@ -248,6 +252,18 @@ impl Lanes {
                 lanes.answered(id, answer);
             });
         }
+    }
+}
+
+/// Removes a call from the table when its caller stops waiting.
+struct CallGuard<'a> {
+    lanes: &'a Lanes,
+    id: u64,
+}
+
+impl Drop for CallGuard<'_> {
+    fn drop(&mut self) {
+        self.lanes.0.calls.lock().expect("lane calls lock").remove(&self.id);
     }
 }
 

@@ -308,6 +308,11 @@ impl Transport {
         self.lanes.peers()
     }
 
+    /// Calls down lanes still waiting for their answer.
+    pub fn calls_waiting(&self) -> usize {
+        self.lanes.calls_waiting()
+    }
+
     /// Sends a call down the peer's lane (behind what was sent before it) and waits for the
     /// answer, at most the request timeout; every error is ambiguous. For the small calls of
     /// the request path; bulk transfers (snapshots, journals) go as requests.
