@@ -96,14 +96,13 @@ pub async fn investors_named(base: &str, n: usize, prefix: &str) -> Vec<String> 
     for u in 0..n {
         let email = format!("{prefix}{u}@example.com");
         let body = json!({"email": email, "password": "a long enough passphrase", "full_name": "Load Tester", "date_of_birth": "1980-01-01", "country": "GB"});
-        assert!(c
-            .post(format!("{base}/v1/auth/register"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .is_success());
+        let r = c.post(format!("{base}/v1/auth/register")).json(&body).send().await.unwrap();
+        let status = r.status();
+        assert!(
+            status.is_success(),
+            "registering {email} at {base}: {status} {}",
+            r.text().await.unwrap_or_default()
+        );
         let r: serde_json::Value = c
             .post(format!("{base}/v1/auth/login"))
             .json(&json!({"email": email, "password": "a long enough passphrase"}))

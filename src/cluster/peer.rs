@@ -154,15 +154,18 @@ pub fn node_keypair(data_dir: &std::path::Path) -> Result<libp2p::identity::Keyp
     Ok(k)
 }
 
+/// Asks a peer over request-response (bulk and rare exchanges).
 pub(crate) async fn ask(transport: &Transport, peer: PeerId, req: &PeerRequest) -> Result<PeerResponse, String> {
-    let bytes = transport.request(peer, codec::encode(req)).await?;
-    codec::decode(&bytes).map_err(|e| format!("an answer from {peer} does not decode: {e}"))
+    answer(peer, transport.request(peer, codec::encode(req)).await?)
 }
 
 /// `ask` down the peer's lane: for the small calls of the request path (forwarded calls, steps
 /// and writes).
 async fn call(transport: &Transport, peer: PeerId, req: &PeerRequest) -> Result<PeerResponse, String> {
-    let bytes = transport.call(peer, &codec::encode(req)).await?;
+    answer(peer, transport.call(peer, &codec::encode(req)).await?)
+}
+
+fn answer(peer: PeerId, bytes: Vec<u8>) -> Result<PeerResponse, String> {
     codec::decode(&bytes).map_err(|e| format!("an answer from {peer} does not decode: {e}"))
 }
 

@@ -1,7 +1,15 @@
 //! The peer transport: libp2p 0.57 — TCP, inside a private network (`pnet`: only peers holding
 //! the cluster's pre-shared key complete a handshake), noise, yamux — carrying length-prefixed
-//! frames over request-response with a hard size limit. What a frame means is the cluster
-//! layer's business (`cluster::peer`); here a frame is bytes, a refused one is counted.
+//! frames with a hard size limit, two ways:
+//! - **lanes** (`cluster::lanes`, one long-lived stream per peer): raft messages, price rounds
+//!   and leadership gossip as one-way frames in order (`send`), and the small calls of the
+//!   request path, each tagged with an id and answered down the callee's lane (`call`);
+//! - **request-response** (`request`): introductions, snapshot chunks, journals, audit
+//!   exports, revocations — bulk or rare exchanges — and every frame for a peer that does not
+//!   accept lanes (an older build).
+//!
+//! What a frame means is the cluster layer's business (`cluster::peer`); here a frame is bytes,
+//! a refused one is counted (`Counters`, exported as metrics).
 //!
 //! Every failure is ambiguous to the caller (a request may have been handled before its answer
 //! was lost), as NOTES.md measured: responses come out of order and requests beyond the stream
@@ -175,7 +183,8 @@ pub struct Transport {
     lanes: super::lanes::Lanes,
 }
 
-/// Request-response for calls that want an answer; lanes for frames that do not.
+/// Request-response for bulk and rare exchanges (and peers without lanes); lanes for raft,
+/// gossip and the request path's calls.
 #[derive(libp2p::swarm::NetworkBehaviour)]
 struct Behaviour {
     calls: request_response::Behaviour<FrameCodec>,
