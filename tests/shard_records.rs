@@ -76,7 +76,8 @@ async fn each_kind_of_record_is_group_committed_in_its_shard_and_comes_back_from
         realised_pnl: Decimal::ZERO,
         executed_at: Timestamp(7),
     };
-    let confirmation = broker.execute(USER, &order).await.unwrap();
+    broker.execute(USER, &order).await.unwrap();
+    let confirmation = moneta::domain::reconcile::Confirmation::of(USER, &order);
 
     // A backup from the running node's consistent view (on the journal's writer thread).
     let keys_dir = dir.path().join("secrets");
@@ -166,4 +167,33 @@ fn a_data_folder_of_an_earlier_layout_is_refused_not_half_read() {
         Err(e) => assert!(e.to_string().contains("layout"), "{e}"),
         Ok(_) => panic!("another layout must not open"),
     }
+}
+
+/// A broker confirmation is written once: where write sets are applied, a put over one the
+/// tree holds, or one an earlier set of the same cycle put, is dropped (the broker's ledger keeps
+/// an order's first execution without reading it on the request path). Other keys: last wins.
+#[test]
+fn a_confirmation_is_written_once_where_the_log_is_applied() {
+    use moneta::storage::store::WriteSet;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let shard = user_shard(USER);
+    let confirmation = keys::shard_record_key(shard, ShardRecord::Confirmation, "ord_once");
+    let job = keys::shard_record_key(shard, ShardRecord::Job, "job_last");
+    let set = |k: &[u8], v: &str| WriteSet {
+        puts: vec![(k.to_vec(), v.as_bytes().to_vec())],
+        ..Default::default()
+    };
+    let mut chains = store.chain_heads().unwrap();
+    // One cycle: two sets put the same confirmation, then the same job record.
+    let mut cycle = vec![set(&confirmation, "first"), set(&confirmation, "second"), set(&job, "a"), set(&job, "b")];
+    store.write_cycle(&mut cycle, &mut chains).unwrap();
+    let get = |k: &[u8]| store.tree().get(k).unwrap().map(|v| String::from_utf8(v.to_vec()).unwrap());
+    assert_eq!(get(&confirmation).as_deref(), Some("first"), "the first put of a cycle stands");
+    assert_eq!(get(&job).as_deref(), Some("b"), "any other record: the last put stands");
+    // A later cycle: the confirmation is applied already.
+    store.write_cycle(&mut [set(&confirmation, "retry"), set(&job, "c")], &mut chains).unwrap();
+    assert_eq!(get(&confirmation).as_deref(), Some("first"), "a later put changes nothing");
+    assert_eq!(get(&job).as_deref(), Some("c"));
+    assert!(keys::is_write_once(&confirmation) && !keys::is_write_once(&job));
 }

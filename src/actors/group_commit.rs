@@ -330,7 +330,7 @@ impl Writer {
         let started = Instant::now();
         let mut round = self.raft.ready().map_err(StoreError::Layout)?;
         let mut batch = sled::Batch::default();
-        let mut chains = self.chains.clone();
+        let mut cycle = crate::storage::store::Cycle::new(self.chains.clone());
         // The round's copy of the metadata, made when an entry of the metadata group needs it.
         let mut meta: Option<Option<MetaState>> = None;
         let mut meta_moved = false;
@@ -338,8 +338,8 @@ impl Writer {
             self.store.stage_raft(&mut batch, w)?;
             if let Some(s) = w.snapshot.as_ref().filter(|s| !s.data.is_empty()) {
                 // A leader's snapshot replaces this replica's state of the group.
-                let head = self.store.stage_install(&mut batch, w.group, &s.data)?;
-                chains.insert(w.group, head.unwrap_or_default());
+                let head = self.store.stage_install(&mut batch, w.group, &s.data, &mut cycle)?;
+                cycle.chains.insert(w.group, head.unwrap_or_default());
                 if w.group == self.meta_group {
                     meta = Some(crate::storage::raft_log::meta_in_snapshot(&s.data)?);
                     meta_moved = true;
@@ -365,7 +365,7 @@ impl Writer {
                     let round_meta = meta.get_or_insert_with(|| self.meta.clone());
                     meta_moved |= self.apply_meta(c.group, c.index, round_meta, &set.meta);
                 }
-                self.store.stage(&mut batch, set, &mut chains)?;
+                self.store.stage(&mut batch, set, &mut cycle)?;
             }
         }
         let meta = meta.filter(|_| meta_moved);
@@ -377,7 +377,7 @@ impl Writer {
             self.meta = m;
             self.shared.meta.send_replace(self.meta.clone());
         }
-        self.chains = chains;
+        self.chains = cycle.chains;
         *self.shared.heads.lock().expect("heads lock") = self.chains.clone();
         if !round.apply.is_empty() {
             // The commits this round applied are answered now, not after its flush: their

@@ -23,9 +23,10 @@ pub type LedgerEntry = Result<Confirmation, (String, String)>;
 pub trait Broker: Send + Sync {
     /// The price a market order fills at, given the latest market price.
     fn fill_price(&self, side: Side, market: Decimal) -> Decimal;
-    /// Executes a booked order at the broker; answers its confirmation once it is durable.
-    /// Idempotent by order id: a retry confirms what was confirmed first.
-    fn execute<'a>(&'a self, user_id: &'a str, order: &'a Order) -> Pin<Box<dyn Future<Output = Result<Confirmation, String>> + Send + 'a>>;
+    /// Executes a booked order at the broker; answers once its confirmation is durable.
+    /// Idempotent by order id: the first execution's confirmation stands, a retry changes
+    /// nothing.
+    fn execute<'a>(&'a self, user_id: &'a str, order: &'a Order) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
     /// Every confirmation of the covered shard groups' users, in order-id order; a record that
     /// cannot be read is an `Err` item naming its key (reported by reconciliation, never skipped).
     fn confirmations(&self, scope: &Groups) -> Result<Vec<LedgerEntry>, String>;
@@ -42,14 +43,6 @@ impl SimulatedBroker {
     pub fn new(store: Store, journal: AuditJournal, slippage_bps: Decimal) -> SimulatedBroker {
         SimulatedBroker { store, journal, slippage_bps }
     }
-
-    fn confirmed(&self, user_id: &str, order_id: &str) -> Result<Option<Confirmation>, String> {
-        let key = keys::shard_record_key(user_shard(user_id), ShardRecord::Confirmation, order_id);
-        match self.store.tree().get(key).map_err(|e| e.to_string())? {
-            None => Ok(None),
-            Some(v) => serde_json::from_slice(&v).map(Some).map_err(|e| format!("confirmation {order_id}: {e}")),
-        }
-    }
 }
 
 impl Broker for SimulatedBroker {
@@ -57,23 +50,19 @@ impl Broker for SimulatedBroker {
         crate::domain::fees::fill_price(side, market, self.slippage_bps)
     }
 
-    fn execute<'a>(&'a self, user_id: &'a str, order: &'a Order) -> Pin<Box<dyn Future<Output = Result<Confirmation, String>> + Send + 'a>> {
+    fn execute<'a>(&'a self, user_id: &'a str, order: &'a Order) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
         Box::pin(async move {
-            // First execution wins: a retry of the same order confirms what was confirmed. Two
-            // executions of one order at once write the same document (it follows the order).
-            if let Some(existing) = self.confirmed(user_id, &order.order_id)? {
-                // Visible is not yet durable: the commit that wrote it may still be flushing.
-                self.journal.barrier().await.map_err(|e| e.to_string())?;
-                return Ok(existing);
-            }
-            let confirmation = Confirmation::of(user_id, order);
-            let bytes = serde_json::to_vec(&confirmation).map_err(|e| e.to_string())?;
+            // First execution wins without a read here: a confirmation is a write-once record
+            // (`keys::is_write_once`), so a retry's put is dropped where the log is applied.
+            // (A read on this path would wait behind the writer's batch: sled's reads and
+            // `apply_batch` share one lock.) Either way the answer waits for this write, which
+            // the log orders after the first.
+            let bytes = serde_json::to_vec(&Confirmation::of(user_id, order)).map_err(|e| e.to_string())?;
             let mut writes = WriteSet::default();
             writes
                 .puts
                 .push((keys::shard_record_key(user_shard(user_id), ShardRecord::Confirmation, &order.order_id), bytes));
-            self.journal.write(writes).await.map_err(|e| e.to_string())?;
-            Ok(confirmation)
+            self.journal.write(writes).await.map_err(|e| e.to_string())
         })
     }
 
@@ -111,14 +100,27 @@ mod tests {
             realised_pnl: Decimal::ZERO,
             executed_at: Timestamp(5),
         };
-        let first = b.execute("usr_a", &o).await.unwrap();
+        let first = Confirmation::of("usr_a", &o);
+        b.execute("usr_a", &o).await.unwrap();
         o.price = Decimal::from(1);
-        assert_eq!(b.execute("usr_a", &o).await.unwrap(), first, "a retry confirms the first execution");
+        b.execute("usr_a", &o).await.unwrap();
+        // Two executions of another order at once: one of them stands, whole.
+        o.order_id = "ord_2".into();
+        let mut other = o.clone();
+        other.price = Decimal::from(2);
+        let (x, y) = tokio::join!(b.execute("usr_a", &o), b.execute("usr_a", &other));
+        x.unwrap();
+        y.unwrap();
         let bad = keys::shard_record_key(user_shard("usr_b"), ShardRecord::Confirmation, "ord_bad");
         store.tree().insert(bad, b"{not json".to_vec()).unwrap();
         let all = b.confirmations(&Groups::All).unwrap();
-        assert_eq!(all.len(), 2);
-        assert_eq!(all[0].as_ref().unwrap(), &first);
-        assert!(matches!(&all[1], Err((k, _)) if k == "ord_bad"));
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[0].as_ref().unwrap(), &first, "a retry changes nothing: the first execution stands");
+        let second = all[1].as_ref().unwrap();
+        assert!(
+            second == &Confirmation::of("usr_a", &o) || second == &Confirmation::of("usr_a", &other),
+            "{second:?}"
+        );
+        assert!(matches!(&all[2], Err((k, _)) if k == "ord_bad"));
     }
 }

@@ -77,6 +77,8 @@ pub enum ShardRecord {
     /// An instrument listed at run time (id: symbol) → `CatalogEntry`.
     Catalog = 4,
     /// The simulated broker's confirmation of an order (id: order id) → JSON confirmation.
+    /// Written once: a later put of the same key is dropped where write sets are applied, so
+    /// the first execution of an order stands (`is_write_once`).
     Confirmation = 5,
     /// A reconciliation discrepancy already alerted (id: its key) → nothing.
     Alerted = 6,
@@ -108,6 +110,15 @@ pub fn shard_record_key(shard: u16, record: ShardRecord, id: &str) -> Vec<u8> {
 /// True for a key of a shard record (not an entity's).
 pub fn is_shard_record(key: &[u8]) -> bool {
     key.len() > 4 && key[0..2] != NODE_PREFIX && key[2] == SHARD_RECORD
+}
+
+/// True for the key of a record that is written once: a put over one that exists (or that an
+/// earlier set of the same cycle put) is dropped at apply, on every replica alike (they apply
+/// the same log in the same order). The broker's ledger keeps the first confirmation of an
+/// order this way without reading it first: a read on the request path would wait behind the
+/// writer's batch (sled's reads and `apply_batch` share one lock).
+pub fn is_write_once(key: &[u8]) -> bool {
+    is_shard_record(key) && key[3] == ShardRecord::Confirmation as u8
 }
 
 /// True for the key of a wrapped personal-data key (its deletion is a crypto-shredding).

@@ -181,8 +181,15 @@ impl Store {
 
     /// Replaces a group's state with a snapshot's, in `batch`. A snapshot that does not decode
     /// or holds keys outside the group is refused (counted by the caller), never half applied.
-    /// Returns the group's audit chain head as the snapshot has it.
-    pub fn stage_install(&self, batch: &mut sled::Batch, group: u32, data: &[u8]) -> Result<Option<crate::storage::audit_log::ChainHead>, StoreError> {
+    /// Returns the group's audit chain head as the snapshot has it. `cycle` learns the group's
+    /// state is replaced, and which write-once keys the snapshot holds.
+    pub fn stage_install(
+        &self,
+        batch: &mut sled::Batch,
+        group: u32,
+        data: &[u8],
+        cycle: &mut crate::storage::store::Cycle,
+    ) -> Result<Option<crate::storage::audit_log::ChainHead>, StoreError> {
         let pairs: Vec<(Vec<u8>, Vec<u8>)> = crate::storage::codec::decode(data).map_err(|e| StoreError::Corrupt {
             location: format!("snapshot of group {group}"),
             reason: e.to_string(),
@@ -202,6 +209,10 @@ impl Store {
         }
         let head_key = keys::audit_head_key(group);
         let mut head = None;
+        cycle.installed.insert(group);
+        cycle
+            .written_once
+            .extend(pairs.iter().filter(|(k, _)| keys::is_write_once(k)).map(|(k, _)| k.clone()));
         for (k, v) in pairs {
             if k == head_key {
                 head = Some(crate::storage::codec::decode(&v).map_err(|e| StoreError::Corrupt {

@@ -122,6 +122,23 @@ pub struct Loaded<E: Entity> {
     pub snapshot_bytes: u64,
 }
 
+/// What staging carries from one write set of a cycle to the next: each group's audit chain
+/// head as the cycle leaves it, the write-once keys the cycle already put (or a snapshot it
+/// installed holds), and the groups whose state a snapshot replaced in it (the tree, not yet
+/// written, does not tell what they hold).
+#[derive(Debug, Default)]
+pub struct Cycle {
+    pub chains: BTreeMap<u32, ChainHead>,
+    pub(crate) written_once: std::collections::HashSet<Vec<u8>>,
+    pub(crate) installed: std::collections::BTreeSet<u32>,
+}
+
+impl Cycle {
+    pub fn new(chains: BTreeMap<u32, ChainHead>) -> Cycle {
+        Cycle { chains, ..Default::default() }
+    }
+}
+
 /// What one command persists: entity writes and audit records (sequence numbers assigned when
 /// sealed, in log order), all of one shard — so of one shard group, one raft log.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -437,15 +454,24 @@ impl Store {
     /// Adds one write set to `batch`, sealing its audit records onto its group's chain (in
     /// order) and redacting what it lists. Every replica of a group applies the same sets in
     /// the same order, so every replica computes the same chain.
-    pub fn stage(&self, batch: &mut sled::Batch, set: &mut WriteSet, chains: &mut BTreeMap<u32, ChainHead>) -> Result<(), StoreError> {
+    pub fn stage(&self, batch: &mut sled::Batch, set: &mut WriteSet, cycle: &mut Cycle) -> Result<(), StoreError> {
         let group = self.group_of_set(set);
         debug_assert!(
             set.within_group(self.groups) || set.puts.is_empty() && set.deletes.is_empty(),
             "a write set spans two groups"
         );
         for (k, v) in &set.puts {
+            if keys::is_write_once(k) {
+                // The first put stands: one earlier in this cycle, or one already applied.
+                let applied = !cycle.installed.contains(&group) && self.tree.get(k)?.is_some();
+                if applied || cycle.written_once.contains(k) {
+                    continue;
+                }
+                cycle.written_once.insert(k.clone());
+            }
             batch.insert(k.as_slice(), v.as_slice());
         }
+        let chains = &mut cycle.chains;
         for k in &set.deletes {
             batch.remove(k.as_slice());
         }
@@ -485,12 +511,12 @@ impl Store {
     /// a crash. Audit records get their sequence numbers and chain hashes here, in order.
     pub fn write_cycle(&self, sets: &mut [WriteSet], chains: &mut BTreeMap<u32, ChainHead>) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
-        let mut next = chains.clone();
+        let mut next = Cycle::new(chains.clone());
         for set in sets.iter_mut() {
             self.stage(&mut batch, set, &mut next)?;
         }
         self.tree.apply_batch(batch)?;
-        *chains = next;
+        *chains = next.chains;
         Ok(())
     }
 
