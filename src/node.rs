@@ -483,6 +483,7 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
     let reconciliation = tokio::spawn(crate::workflows::reconcile::reconciliation_job(state.services.clone(), feed_rx.clone()));
     let advice_worker = tokio::spawn(crate::workflows::advice::advice_worker(state.services.clone(), feed_rx.clone()));
     tokio::spawn(crate::workflows::end_of_day::track_all(state.services.clone()));
+    tokio::spawn(crate::workflows::end_of_day::refresh_stale(state.services.clone(), feed_rx.clone()));
     tokio::spawn(crate::workflows::feed::follow_catalog(state.services.clone(), feed_rx.clone()));
     let feed = if config.market.feed == "csv" {
         let groups = crate::workflows::feed::load_replay(&config.market.csv_file, &state.symbols())?;

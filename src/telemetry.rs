@@ -233,6 +233,11 @@ impl Metrics {
             fanout.coalesced.clone(),
         );
         registry.register("portfolio_revaluations", "Live portfolio revaluations applied", fanout.revaluations.clone());
+        registry.register(
+            "valuation_refreshes_dropped",
+            "Live valuation refreshes not queued because too many users were waiting for one",
+            fanout.refreshes_dropped.clone(),
+        );
         Metrics {
             registry,
             raft,
@@ -292,4 +297,6 @@ pub struct FanoutStats {
     pub coalesced: Counter,
     /// Revaluations applied by the portfolios' valuers (one per batch of latest prices).
     pub revaluations: Counter,
+    /// Valuation refreshes not queued because `fanout::STALE_LIMIT` users were waiting.
+    pub refreshes_dropped: Counter,
 }

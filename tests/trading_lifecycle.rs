@@ -97,10 +97,13 @@ fn a_sharp_fall_revalues_the_portfolio_and_recomputes_advice() {
     wait_for("advice recomputed after a deposit", Duration::from_secs(20), || {
         recomputed(&node, &user, "portfolio_changed")
     });
+
+    // Nothing reads the portfolio between the order and the fall: the live valuation learns of
+    // the ACME bought from the node's refresh of valuations its writes marked stale, off the
+    // request path — else the fall would be no sharp move of anything held.
+    wait_for("the fall", Duration::from_secs(40), || (price(&node) == Decimal::from(80)).then_some(()));
     let before = performance(&node, &user, "1d");
     assert!(!before["series"].as_array().unwrap().is_empty());
-
-    wait_for("the fall", Duration::from_secs(40), || (price(&node) == Decimal::from(80)).then_some(()));
     // The live valuation follows the fan-out: the last point values 50 ACME at 80.
     let after = wait_for("the valuation to follow the price", Duration::from_secs(20), || {
         let p = performance(&node, &user, "1d");

@@ -20,7 +20,7 @@ use crate::domain::advice::AdviceTrigger;
 use crate::domain::time::Timestamp;
 use crate::domain::valuation::{LiveValuation, Positions};
 use rust_decimal::Decimal;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::{mpsc, watch, Notify};
@@ -175,7 +175,15 @@ pub struct Valuations {
     triggers: mpsc::Sender<(String, AdviceTrigger)>,
     /// Advice triggers dropped because the advice worker was behind.
     pub triggers_dropped: AtomicU64,
+    /// Users whose positions moved since their valuation was last refreshed (a write through
+    /// this node's gateway), refreshed together off the request path
+    /// (`workflows::end_of_day::refresh_stale`); at most `STALE_LIMIT` wait.
+    stale: Mutex<HashSet<String>>,
+    stale_wake: Notify,
 }
+
+/// How many users may wait for a valuation refresh at once.
+pub const STALE_LIMIT: usize = 65_536;
 
 impl Valuations {
     /// `threshold`: the relative move of a held instrument that is reported as sharp (0 = never).
@@ -187,6 +195,8 @@ impl Valuations {
             threshold,
             triggers: tx,
             triggers_dropped: AtomicU64::new(0),
+            stale: Mutex::new(HashSet::new()),
+            stale_wake: Notify::new(),
         });
         (v, rx)
     }
@@ -247,6 +257,33 @@ impl Valuations {
 
     /// Asks the advice worker to recompute the user's advice (never waits; dropped and counted
     /// when the worker is behind).
+    /// The user's positions moved: their valuation is refreshed soon, once for however many
+    /// writes marked it meanwhile, and not on the request path.
+    pub fn mark_stale(&self, user: &str) {
+        let mut stale = self.stale.lock().unwrap_or_else(|p| p.into_inner());
+        if stale.contains(user) {
+            return;
+        }
+        if stale.len() >= STALE_LIMIT {
+            // Counted; the user's next write, or a read of their performance, refreshes them.
+            self.bus.stats.refreshes_dropped.inc();
+            return;
+        }
+        stale.insert(user.to_string());
+        drop(stale);
+        self.stale_wake.notify_one();
+    }
+
+    /// Every user marked since the last call (their marks cleared).
+    pub fn take_stale(&self) -> Vec<String> {
+        std::mem::take(&mut *self.stale.lock().unwrap_or_else(|p| p.into_inner())).into_iter().collect()
+    }
+
+    /// Resolves once a user is marked (at once if one was marked since the last wait).
+    pub async fn stale_marked(&self) {
+        self.stale_wake.notified().await
+    }
+
     pub fn trigger(&self, user: &str, why: AdviceTrigger) {
         if self.triggers.try_send((user.to_string(), why)).is_err() {
             self.triggers_dropped.fetch_add(1, Ordering::Relaxed);
@@ -401,5 +438,26 @@ mod tests {
         );
         assert_eq!(bus.subscriber_count("AAA"), 0);
         assert_eq!(valuations.tracked(), 1);
+    }
+
+    #[tokio::test]
+    async fn writes_mark_a_valuation_stale_once_until_it_is_refreshed() {
+        let (v, _triggers) = Valuations::new(PriceBus::new(), Decimal::ZERO);
+        v.mark_stale("usr_a");
+        v.mark_stale("usr_a");
+        v.mark_stale("usr_b");
+        // A mark made before anyone waits is not lost.
+        tokio::time::timeout(std::time::Duration::from_secs(5), v.stale_marked())
+            .await
+            .expect("a mark wakes the refresher");
+        let mut marked = v.take_stale();
+        marked.sort();
+        assert_eq!(marked, ["usr_a", "usr_b"], "one refresh per user however many writes marked it");
+        assert!(v.take_stale().is_empty(), "taken marks are cleared");
+        for i in 0..STALE_LIMIT + 3 {
+            v.mark_stale(&format!("usr_{i}"));
+        }
+        assert_eq!(v.take_stale().len(), STALE_LIMIT, "at most STALE_LIMIT users wait");
+        assert_eq!(v.bus.stats.refreshes_dropped.get(), 3, "the marks beyond it are counted");
     }
 }

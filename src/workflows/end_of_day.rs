@@ -6,7 +6,8 @@
 //!   group's portfolios and records the day in the group, so a close missed while a node was
 //!   down or leadership moved is caught up by the group's next leader. `moneta eod run [--date]`
 //!   closes a day on demand for every group the node holds.
-//! - `track_all` starts the live valuation of every portfolio when the node starts.
+//! - `track_all` starts the live valuation of every portfolio when the node starts;
+//!   `refresh_stale` keeps each one following its portfolio's writes, off the request path.
 
 use crate::actors::RequestMeta;
 use crate::domain::audit::AuditDraft;
@@ -189,6 +190,34 @@ pub async fn track_all(state: Arc<Services>) {
     };
     for user in ids {
         refresh_valuation(&state, &user).await;
+    }
+}
+
+/// How long marked valuations wait before a pass refreshes them: a user's burst of writes is
+/// one refresh.
+const STALE_COALESCE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Refreshes the live valuation of every user whose positions moved (`Valuations::mark_stale`,
+/// after a deposit, withdrawal or order through this node's gateway), each once per pass
+/// however many writes marked it. A write thus answers without reading its portfolio a second
+/// time (on a cluster, often a second call to the group's leader). What needs the positions as
+/// the group holds them at that moment (the performance series) refreshes them itself.
+pub async fn refresh_stale(state: Arc<Services>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = state.valuations.stale_marked() => {}
+            _ = stop.changed() => return,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(STALE_COALESCE) => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+        for user in state.valuations.take_stale() {
+            refresh_valuation(&state, &user).await;
+        }
     }
 }
 

@@ -109,7 +109,7 @@ pub async fn accept(state: &AppState, req: &Req, advice_id: &str) -> Result<Repl
                     Err(e) => return Err(e),
                 }
             }
-            crate::workflows::end_of_day::refresh_valuation(state, &claims.sub).await;
+            state.valuations.mark_stale(&claims.sub);
             placed
         }
         Err(NotAccepted::Portfolio(r)) => return Err(super::portfolio::rejection(r)),

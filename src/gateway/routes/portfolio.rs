@@ -107,7 +107,7 @@ async fn execute(state: &AppState, claims: &Claims, req: &Req, cmd: PortfolioCom
         RouteError::Rejected(r) => rejection(r),
         RouteError::Failed(e) => unavailable(e),
     })?;
-    crate::workflows::end_of_day::refresh_valuation(state, &claims.sub).await;
+    state.valuations.mark_stale(&claims.sub);
     Ok(reply)
 }
 
@@ -227,7 +227,7 @@ pub(super) async fn place(
         _ => return Err(ApiError::internal()),
     };
     let view = order_view(outcome)?;
-    crate::workflows::end_of_day::refresh_valuation(state, user_id).await;
+    state.valuations.mark_stale(user_id);
     Ok(view)
 }
 
