@@ -255,8 +255,6 @@ impl Valuations {
         Some(live)
     }
 
-    /// Asks the advice worker to recompute the user's advice (never waits; dropped and counted
-    /// when the worker is behind).
     /// The user's positions moved: their valuation is refreshed soon, once for however many
     /// writes marked it meanwhile, and not on the request path.
     pub fn mark_stale(&self, user: &str) {
@@ -284,6 +282,8 @@ impl Valuations {
         self.stale_wake.notified().await
     }
 
+    /// Asks the advice worker to recompute the user's advice (never waits; dropped and counted
+    /// when the worker is behind).
     pub fn trigger(&self, user: &str, why: AdviceTrigger) {
         if self.triggers.try_send((user.to_string(), why)).is_err() {
             self.triggers_dropped.fetch_add(1, Ordering::Relaxed);
