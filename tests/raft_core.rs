@@ -288,6 +288,66 @@ fn the_sled_raft_log_reloads_exactly_what_the_reference_disk_holds() {
     assert_eq!(store.raft_groups().unwrap(), reference.load().unwrap());
 }
 
+#[test]
+fn hard_states_and_applied_indexes_are_one_record_and_a_folder_of_per_group_keys_moves_to_it() {
+    use moneta::cluster::raft::{GroupWrite, RaftDisk};
+    use moneta::storage::keys::{raft_key, RAFT_APPLIED, RAFT_CONF_STATE, RAFT_HARD_STATE, RAFT_PREFIX};
+    use protobuf::Message as _;
+    use raft::prelude::{ConfState, HardState};
+    let hs = |term: u64, commit: u64| {
+        let mut h = HardState::default();
+        h.term = term;
+        h.vote = 1;
+        h.commit = commit;
+        h
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = moneta::storage::Store::open(dir.path()).unwrap();
+    // A folder written before the one record: each group's pair under keys of its own.
+    for g in 0..3u32 {
+        let mut cs = ConfState::default();
+        cs.voters = vec![1];
+        let t = store.tree();
+        t.insert(raft_key(g, RAFT_CONF_STATE), cs.write_to_bytes().unwrap()).unwrap();
+        t.insert(raft_key(g, RAFT_HARD_STATE), hs(2, 10 + u64::from(g)).write_to_bytes().unwrap())
+            .unwrap();
+        t.insert(raft_key(g, RAFT_APPLIED), &(9 + u64::from(g)).to_be_bytes()[..]).unwrap();
+    }
+    let before = store.raft_groups().unwrap();
+    assert_eq!((before[&1].hard_state.commit, before[&1].applied), (11, 10));
+    // One round that changes group 1 only: every group's pair is in the one record, the
+    // per-group keys are gone, and the other groups read as before.
+    let w = GroupWrite {
+        group: 1,
+        hard_state: Some(hs(3, 12)),
+        applied: Some(12),
+        ..Default::default()
+    };
+    RaftDisk::write(&mut store, &[w]).unwrap();
+    let keys: Vec<Vec<u8>> = store.tree().scan_prefix(RAFT_PREFIX).keys().map(|k| k.unwrap().to_vec()).collect();
+    for g in 0..3u32 {
+        assert!(
+            !keys.contains(&raft_key(g, RAFT_HARD_STATE)) && !keys.contains(&raft_key(g, RAFT_APPLIED)),
+            "group {g}"
+        );
+    }
+    assert_eq!(keys.len(), 4, "three conf states and the one record");
+    let after = store.raft_groups().unwrap();
+    assert_eq!((after[&1].hard_state.clone(), after[&1].applied), (hs(3, 12), 12));
+    for g in [0u32, 2] {
+        assert_eq!(after[&g], before[&g], "group {g} untouched");
+    }
+    // Reopened, the same; a damaged record is an error naming it, never a guess.
+    drop(store);
+    let store = moneta::storage::Store::open(dir.path()).unwrap();
+    assert_eq!(store.raft_groups().unwrap(), after);
+    let record = moneta::storage::raft_states::states_key();
+    let v = store.tree().get(&record).unwrap().unwrap();
+    store.tree().insert(&record, &v[..v.len() - 1]).unwrap();
+    let e = store.raft_groups().unwrap_err().to_string();
+    assert!(e.contains("hard states"), "{e}");
+}
+
 /// A vote request from `from` to `to` for `group` at `term`, its candidate's log at `index`.
 fn vote_request(from: RaftId, to: RaftId, term: u64, index: u64) -> raft::prelude::Message {
     let mut m = raft::prelude::Message::default();

@@ -132,11 +132,12 @@ async fn each_kind_of_record_is_group_committed_in_its_shard_and_comes_back_from
     // Nothing lives outside the one tree (no side trees a backup or a shard move could miss).
     assert_eq!(store.tree_names(), ["state"], "the running node wrote one tree");
     assert_eq!(restored.tree_names(), ["state"]);
-    // Every key is an entity's, a shard record, or the audit chain.
+    // Every key is an entity's, a shard record, node-wide (the audit chain), or the node's
+    // raft logs.
     for item in restored.tree().iter().keys() {
         let k = item.unwrap();
         assert!(
-            k.starts_with(&keys::NODE_PREFIX) || keys::is_shard_record(&k) || keys::parse_key(&k).is_some(),
+            k.starts_with(&keys::NODE_PREFIX) || k.starts_with(&keys::RAFT_PREFIX) || keys::is_shard_record(&k) || keys::parse_key(&k).is_some(),
             "unplaced key {k:?}"
         );
     }

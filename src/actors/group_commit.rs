@@ -12,6 +12,7 @@ use super::journal::{CommitCallback, Input, JournalSettings, Shared};
 use crate::cluster::meta::MetaState;
 use crate::cluster::raft::{Event, MultiRaft, Outcome, ProposalId, ProposeError, RaftId};
 use crate::storage::audit_log::ChainHead;
+use crate::storage::raft_states::RaftStates;
 use crate::storage::store::WriteSet;
 use crate::storage::{codec, Store, StoreError};
 use crate::telemetry::{Metrics, RaftStats};
@@ -39,6 +40,8 @@ pub(crate) struct Writer {
     raft: MultiRaft,
     peers: Option<super::journal::PeerSink>,
     chains: BTreeMap<u32, ChainHead>,
+    /// Every replica's hard state and applied index, written as one record per round.
+    states: RaftStates,
     rx: mpsc::Receiver<Input>,
     max_batch: usize,
     metrics: Arc<Metrics>,
@@ -95,6 +98,7 @@ impl Writer {
         let membership = directory.get();
         let meta_group = store.meta_group();
         let meta_voters = membership.meta_replicas();
+        let mut states = RaftStates::from_persisted(&persisted);
         if persisted.is_empty() && membership.is_founder(id) {
             // A new folder: this node's replicas of a new cluster, with the placement's voters;
             // the metadata group's founding voters start from the formation's metadata. (A node
@@ -102,13 +106,14 @@ impl Writer {
             let mut batch = sled::Batch::default();
             for g in membership.groups_of(id) {
                 let write = raft.bootstrap_group(g, &membership.placement(g)).map_err(layout)?;
-                store.stage_raft(&mut batch, &write)?;
+                store.stage_raft(&mut batch, &write, &mut states)?;
             }
             if meta_voters.contains(&id) {
                 let write = raft.bootstrap_group(meta_group, &meta_voters).map_err(layout)?;
-                store.stage_raft(&mut batch, &write)?;
+                store.stage_raft(&mut batch, &write, &mut states)?;
                 batch.insert(&crate::storage::keys::META_STATE_KEY[..], codec::encode(&MetaState::formed(&membership)));
             }
+            states.stage(&mut batch);
             store.tree().apply_batch(batch)?;
             store.flush()?;
         } else {
@@ -141,6 +146,7 @@ impl Writer {
             raft,
             peers: settings.peers.clone(),
             chains,
+            states,
             rx,
             max_batch: settings.max_batch.max(1),
             metrics,
@@ -335,7 +341,7 @@ impl Writer {
         let mut meta: Option<Option<MetaState>> = None;
         let mut meta_moved = false;
         for w in &round.writes {
-            self.store.stage_raft(&mut batch, w)?;
+            self.store.stage_raft(&mut batch, w, &mut self.states)?;
             if let Some(s) = w.snapshot.as_ref().filter(|s| !s.data.is_empty()) {
                 // A leader's snapshot replaces this replica's state of the group.
                 let head = self.store.stage_install(&mut batch, w.group, &s.data, &mut cycle)?;
@@ -368,6 +374,7 @@ impl Writer {
                 self.store.stage(&mut batch, set, &mut cycle)?;
             }
         }
+        self.states.stage(&mut batch);
         let meta = meta.filter(|_| meta_moved);
         if let Some(Some(m)) = &meta {
             batch.insert(&crate::storage::keys::META_STATE_KEY[..], codec::encode(m));

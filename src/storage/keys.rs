@@ -27,6 +27,9 @@ pub const RAFT_CONF_STATE: u8 = 0x02;
 pub const RAFT_SNAPSHOT_POINT: u8 = 0x03;
 /// The last index the state machine applied (written with the state it applied).
 pub const RAFT_APPLIED: u8 = 0x04;
+/// Every group's hard state and applied index in one record (`raft_states`), under the group
+/// number `u32::MAX`; the two keys above are those of folders written before it.
+pub const RAFT_STATES: u8 = 0x05;
 pub const RAFT_ENTRY: u8 = 0x10;
 
 pub fn raft_key(group: u32, tag: u8) -> Vec<u8> {

@@ -3,7 +3,10 @@
 //! crash keeps both or neither (DESIGN.md §8: "the log is the group commit").
 
 use crate::cluster::raft::{DiskError, GroupWrite, PersistedGroup, RaftDisk};
-use crate::storage::keys::{self, RAFT_APPLIED, RAFT_CONF_STATE, RAFT_ENTRY, RAFT_HARD_STATE, RAFT_PREFIX, RAFT_SNAPSHOT_POINT, RAFT_TOMBSTONE_PREFIX};
+use crate::storage::keys::{
+    self, RAFT_APPLIED, RAFT_CONF_STATE, RAFT_ENTRY, RAFT_HARD_STATE, RAFT_PREFIX, RAFT_SNAPSHOT_POINT, RAFT_STATES, RAFT_TOMBSTONE_PREFIX,
+};
+use crate::storage::raft_states::{self, RaftStates, STATES_GROUP};
 use crate::storage::{Store, StoreError};
 use std::collections::BTreeMap;
 
@@ -26,6 +29,7 @@ impl Store {
     /// is an error naming it (the node refuses to start rather than guess).
     pub fn raft_groups(&self) -> Result<BTreeMap<u32, PersistedGroup>, StoreError> {
         let mut out: BTreeMap<u32, PersistedGroup> = BTreeMap::new();
+        let mut states = None;
         for item in self.tree().scan_prefix(RAFT_PREFIX) {
             let (k, v) = item?;
             let rest = &k[RAFT_PREFIX.len()..];
@@ -33,6 +37,13 @@ impl Store {
                 return Err(corrupt(&k, "short key"));
             }
             let group = u32::from_be_bytes(rest[..4].try_into().expect("4 bytes"));
+            if group == STATES_GROUP {
+                if rest[4] != RAFT_STATES || rest.len() != 5 {
+                    return Err(corrupt(&k, "unknown raft record"));
+                }
+                states = Some(raft_states::decode(&v)?);
+                continue;
+            }
             let p = out.entry(group).or_default();
             match (rest[4], rest.len()) {
                 (RAFT_HARD_STATE, 5) => p.hard_state = protobuf::Message::parse_from_bytes(&v).map_err(|e| corrupt(&k, e))?,
@@ -50,11 +61,21 @@ impl Store {
                 _ => return Err(corrupt(&k, "unknown raft record")),
             }
         }
+        // The one record holds the pair of every group since it was first written (and the
+        // per-group keys of an earlier layout were deleted in that batch).
+        for (g, s) in states.unwrap_or_default() {
+            let p = out.entry(g).or_default();
+            p.hard_state = s.hard_state;
+            p.applied = s.applied;
+        }
         Ok(out)
     }
 
-    /// Adds one group's round to `batch`: replaced suffixes and compacted prefixes deleted.
-    pub fn stage_raft(&self, batch: &mut sled::Batch, w: &GroupWrite) -> Result<(), StoreError> {
+    /// Adds one group's round to `batch`: replaced suffixes and compacted prefixes deleted. Its
+    /// hard state and applied index go to `states`, which the caller stages once the round's
+    /// groups are all added.
+    pub fn stage_raft(&self, batch: &mut sled::Batch, w: &GroupWrite, states: &mut RaftStates) -> Result<(), StoreError> {
+        states.note(w);
         let g = w.group;
         let encode = |m: &dyn protobuf::Message| m.write_to_bytes().map_err(|e| StoreError::Io(format!("raft record of group {g}: {e}")));
         if let Some(s) = &w.snapshot {
@@ -66,7 +87,6 @@ impl Store {
             point.extend_from_slice(&meta.term.to_be_bytes());
             batch.insert(keys::raft_key(g, RAFT_SNAPSHOT_POINT), point);
             batch.insert(keys::raft_key(g, RAFT_CONF_STATE), encode(meta.get_conf_state())?);
-            batch.insert(keys::raft_key(g, RAFT_APPLIED), &meta.index.to_be_bytes());
         }
         if let Some(first) = w.entries.first() {
             let last_new = w.entries.last().expect("non-empty").index;
@@ -85,14 +105,8 @@ impl Store {
                 batch.insert(keys::raft_entry_key(g, e.index), encode(e)?);
             }
         }
-        if let Some(hs) = &w.hard_state {
-            batch.insert(keys::raft_key(g, RAFT_HARD_STATE), encode(hs)?);
-        }
         if let Some(cs) = &w.conf_state {
             batch.insert(keys::raft_key(g, RAFT_CONF_STATE), encode(cs)?);
-        }
-        if let Some(a) = w.applied {
-            batch.insert(keys::raft_key(g, RAFT_APPLIED), &a.to_be_bytes());
         }
         if let Some((index, term)) = w.compacted {
             for item in self.tree().range(keys::raft_entry_key(g, 0)..=keys::raft_entry_key(g, index)).keys() {
@@ -238,9 +252,12 @@ impl RaftDisk for Store {
 
     fn write(&mut self, writes: &[GroupWrite]) -> Result<(), DiskError> {
         let mut batch = sled::Batch::default();
+        let io = |e: StoreError| DiskError::Io(e.to_string());
+        let mut states = RaftStates::from_persisted(&self.raft_groups().map_err(io)?);
         for w in writes {
-            self.stage_raft(&mut batch, w).map_err(|e| DiskError::Io(e.to_string()))?;
+            self.stage_raft(&mut batch, w, &mut states).map_err(io)?;
         }
+        states.stage(&mut batch);
         self.tree().apply_batch(batch).map_err(|e| DiskError::Io(e.to_string()))
     }
 
