@@ -54,6 +54,9 @@ pub struct RaftStats {
     pub placements: Family<KindLabels, Counter>,
     /// Replicas this node dropped after it was removed from a group.
     pub replicas_dropped: Counter,
+    /// Writes refused because this node no longer led their group in the term of the read
+    /// they were decided on (`AuditJournal::commit_fenced`).
+    pub fenced_refusals: Counter,
 }
 
 impl RaftStats {
@@ -165,6 +168,7 @@ impl Metrics {
             conf_steps: Family::default(),
             placements: Family::default(),
             replicas_dropped: Counter::default(),
+            fenced_refusals: Counter::default(),
         };
         registry.register(
             "raft_leader_changes",
@@ -198,6 +202,11 @@ impl Metrics {
             "cluster_replicas_dropped",
             "Replicas dropped after this node was removed from their group",
             raft.replicas_dropped.clone(),
+        );
+        registry.register(
+            "raft_fenced_refusals",
+            "Writes refused because leadership changed since the read they were decided on",
+            raft.fenced_refusals.clone(),
         );
         let peer = PeerStats::default();
         registry.register(

@@ -224,20 +224,111 @@ async fn an_early_decision_comes_with_a_ticket_that_resolves_once_it_is_durable(
     let (router, _) = router(dir.path(), Duration::from_secs(300)).await;
     let m = meta();
     let call = || Envelope::execute::<Portfolio>("usr_early", deposit(5, "e1"), m.clone());
-    let (answer, durable) = router.dispatch_early(call()).await.unwrap();
+    let (answer, durable) = router.dispatch_early(call(), None).await.unwrap();
     assert_eq!(answer.executed::<Portfolio>(), Some(Ok(PortfolioReply::Cash { cash: Decimal::from(5) })));
     let durable = durable.expect("this node serves the group: the decision came with a ticket");
     durable.await.expect("the journal answers every ticket").expect("durable");
     // The same request again is answered from the entity's memory, also with a ticket.
-    let (again, durable) = router.dispatch_early(call()).await.unwrap();
+    let (again, durable) = router.dispatch_early(call(), None).await.unwrap();
     assert_eq!(again.executed::<Portfolio>(), Some(Ok(PortfolioReply::Cash { cash: Decimal::from(5) })));
     durable.unwrap().await.unwrap().unwrap();
     // A refusal is a decision too; a read waits for what the entity applied to be durable.
     let (refused, durable) = router
-        .dispatch_early(Envelope::execute::<Portfolio>("usr_early", deposit(6, "e1"), meta()))
+        .dispatch_early(Envelope::execute::<Portfolio>("usr_early", deposit(6, "e1"), meta()), None)
         .await
         .unwrap();
     assert_eq!(refused.executed::<Portfolio>(), Some(Err(PortfolioRejection::IdempotencyKeyReused)));
     durable.unwrap().await.unwrap().unwrap();
     assert_eq!(router.query::<Portfolio, _>("usr_early", Cash).await.unwrap(), Decimal::from(5));
+}
+
+/// A command decided on a read served with no read barrier (`Router::peek`) is written only in
+/// the raft term of that read; refused, it leaves nothing behind — the entity that applied it
+/// in memory stops and comes back from storage, and the request applies once when sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_fenced_to_another_term_is_refused_and_its_entity_reloads_from_storage() {
+    use moneta::domain::account::Account;
+    use moneta::domain::envelope::Envelope;
+    use moneta::domain::queries::InvestorFacts;
+    let dir = tempfile::tempdir().unwrap();
+    let (router, metrics) = router(dir.path(), Duration::from_secs(300)).await;
+    let user = "usr_fenced";
+    router.execute::<Portfolio>(user, deposit(5, "f0"), meta()).await.unwrap();
+    let term = router.fence(user).expect("a cluster of one serves every group");
+    // The read for the decision: answered here in the fence's term, refused in another.
+    let peeked = router.peek(Envelope::query::<Account, _>(user, InvestorFacts), term).await;
+    assert!(peeked.is_ok(), "{peeked:?}");
+    let stale = router.peek(Envelope::query::<Account, _>(user, InvestorFacts), term + 1).await;
+    assert!(matches!(stale, Err(RouteFailure::Unavailable(_))), "{stale:?}");
+    // Decided under a term this node does not lead in: answered early, never written.
+    let m = meta();
+    let call = || Envelope::execute::<Portfolio>(user, deposit(7, "f1"), m.clone());
+    let (answer, durable) = router.dispatch_early(call(), Some(term + 1)).await.unwrap();
+    assert_eq!(answer.executed::<Portfolio>(), Some(Ok(PortfolioReply::Cash { cash: Decimal::from(12) })));
+    let refused = durable.expect("decided here").await.unwrap();
+    assert!(matches!(refused, Err(RouteFailure::Unavailable(_))), "{refused:?}");
+    assert_eq!(metric_sum(&metrics, "moneta_raft_fenced_refusals_total"), 1.0);
+    // The entity held the refused deposit in memory: it stops, and a read finds storage's cash.
+    let cash = tokio::time::timeout(Duration::from_secs(20), router.query::<Portfolio, _>(user, Cash)).await;
+    assert_eq!(cash.expect("answered, not waiting for a write that never comes").unwrap(), Decimal::from(5));
+    // The same request again, in the term this node leads: applied, once.
+    let (again, durable) = router.dispatch_early(call(), Some(term)).await.unwrap();
+    assert_eq!(again.executed::<Portfolio>(), Some(Ok(PortfolioReply::Cash { cash: Decimal::from(12) })));
+    durable.unwrap().await.unwrap().unwrap();
+    let (_, durable) = router.dispatch_early(call(), None).await.unwrap();
+    durable.unwrap().await.unwrap().unwrap();
+    assert_eq!(router.query::<Portfolio, _>(user, Cash).await.unwrap(), Decimal::from(12));
+    let (seq, _) = router.inspect::<Portfolio>(user).await.unwrap();
+    assert_eq!(seq, 2, "two deposits written, the refused one not among them");
+}
+
+/// A workflow that reads with no barrier must decide on it next, in the read's shard: one that
+/// ends (or calls, or decides elsewhere) instead is refused before anything is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_with_no_barrier_must_be_followed_by_a_decision_in_its_shard() {
+    use moneta::domain::account::Account;
+    use moneta::domain::envelope::Envelope;
+    use moneta::domain::queries::InvestorFacts;
+    use moneta::workflows::flow::{run, Effect, Effected, Effects, Input, Next, Workflow};
+    struct NoEffects;
+    impl Effects for NoEffects {
+        async fn apply(&self, _: Effect) -> Effected {
+            Effected::Failed("no effects here".into())
+        }
+    }
+    /// Peeks at the user's account, then does `then` with the answer.
+    struct PeekThen(Option<Next<()>>);
+    impl Workflow for PeekThen {
+        type Output = ();
+        fn next(&mut self, input: Input) -> Next<()> {
+            match input {
+                Input::Start => Next::Peek(Envelope::query::<Account, _>("usr_peek", InvestorFacts)),
+                _ => self.0.take().unwrap_or(Next::Done(())),
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (router, _) = router(dir.path(), Duration::from_secs(300)).await;
+    let other_shard = (0..)
+        .map(|i| format!("usr_other{i}"))
+        .find(|u| moneta::domain::ids::shard_of(u) != moneta::domain::ids::shard_of("usr_peek"))
+        .unwrap();
+    for then in [
+        Next::Done(()),
+        Next::Call(Envelope::query::<Portfolio, _>("usr_peek", Cash)),
+        Next::Decide(Envelope::execute::<Portfolio>(&other_shard, deposit(1, "p1"), meta())),
+    ] {
+        let what = format!("{then:?}");
+        let r = run(&router, &NoEffects, PeekThen(Some(then))).await;
+        assert!(matches!(&r, Err(RouteFailure::NotApplied(why)) if why.contains("no barrier")), "{what}: {r:?}");
+    }
+    assert_eq!(
+        router.query::<Portfolio, _>(&other_shard, Cash).await.unwrap(),
+        Decimal::ZERO,
+        "nothing decided"
+    );
+    // Decided next in the read's shard: carried out.
+    let then = Next::Decide(Envelope::execute::<Portfolio>("usr_peek", deposit(2, "p2"), meta()));
+    run(&router, &NoEffects, PeekThen(Some(then))).await.unwrap();
+    assert_eq!(router.query::<Portfolio, _>("usr_peek", Cash).await.unwrap(), Decimal::from(2));
 }

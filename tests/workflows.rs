@@ -704,7 +704,7 @@ fn accepting_advice_again_under_its_key_after_a_crash_before_the_first_order_pla
                 drop(e);
                 break;
             }
-            Next::Call(e) | Next::Decide(e) => input = Input::Answer(host.dispatch(e).unwrap()),
+            Next::Call(e) | Next::Peek(e) | Next::Decide(e) => input = Input::Answer(host.dispatch(e).unwrap()),
             Next::Effect(_) => input = Input::Effected(Effected::Done),
             Next::Done(out) => panic!("finished before its first order: {out:?}"),
         }

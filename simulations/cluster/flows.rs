@@ -64,6 +64,7 @@ impl Machine {
         fn map<O>(n: Next<O>, f: impl FnOnce(O) -> Ended) -> Next<Ended> {
             match n {
                 Next::Call(c) => Next::Call(c),
+                Next::Peek(c) => Next::Peek(c),
                 Next::Decide(c) => Next::Decide(c),
                 Next::Effect(e) => Next::Effect(e),
                 Next::Done(o) => Next::Done(f(o)),
@@ -310,8 +311,9 @@ impl ClusterSim {
                     let flow = self.flows.remove(&f).expect("a flow");
                     return self.flow_ended(flow, ended);
                 }
-                // The simulated entities answer once the decision is committed.
-                Next::Call(envelope) | Next::Decide(envelope) => {
+                // The simulated entities answer once the decision is committed (and read
+                // linearizably: a peek is a call here).
+                Next::Call(envelope) | Next::Peek(envelope) | Next::Decide(envelope) => {
                     flow.request = Some(Request::Call(envelope.clone()));
                     self.issue(f, Request::Call(envelope))?;
                 }

@@ -96,6 +96,9 @@ pub struct EntityActor<E: Entity> {
     tail_bytes: u64,
     snapshot_bytes: u64,
     durable: watch::Sender<u64>,
+    /// A write of this entity failed to commit: its memory holds what storage does not, so it
+    /// serves nothing more and stops (the next message activates it again from storage).
+    poisoned: Arc<std::sync::atomic::AtomicBool>,
     env: Arc<EntityEnv>,
     rng: ChaCha20Rng,
     last_activity: Instant,
@@ -116,6 +119,10 @@ pub struct Execute<E: Entity> {
 pub struct ExecuteEarly<E: Entity> {
     pub cmd: E::Command,
     pub meta: RequestMeta,
+    /// The command was decided on a read served here without a read barrier in this raft
+    /// term (`Router::fence`): its write is proposed only while this node still leads the
+    /// group in that term (`AuditJournal::commit_fenced`).
+    pub fence: Option<u64>,
 }
 
 /// Resolves once what an early answer decided is durable (or failed to become so).
@@ -217,6 +224,7 @@ impl<E: Entity> Actor for EntityActor<E> {
             tail_bytes: loaded.tail_bytes,
             snapshot_bytes: loaded.snapshot_bytes,
             durable,
+            poisoned: Arc::default(),
             env,
             rng: ChaCha20Rng::from_os_rng(),
             last_activity: Instant::now(),
@@ -306,8 +314,11 @@ impl<E: Entity> EntityActor<E> {
     }
 
     /// Sends `writes` to the journal; `reply` runs once they are durable (and the watermark moves).
-    async fn commit<R: Send + 'static>(&self, writes: WriteSet, reply: impl FnOnce(Result<(), StoreError>) -> R + Send + 'static) {
+    /// A write that fails poisons the entity (before `reply` runs, so whoever hears of the
+    /// failure finds it stopping): its memory applied what was not committed.
+    async fn commit<R: Send + 'static>(&self, writes: WriteSet, fence: Option<u64>, reply: impl FnOnce(Result<(), StoreError>) -> R + Send + 'static) {
         let durable = self.durable.clone();
+        let poisoned = self.poisoned.clone();
         let seq = self.seq;
         let done: CommitCallback = Box::new(move |r: Result<(), StoreError>| {
             if r.is_ok() {
@@ -316,10 +327,15 @@ impl<E: Entity> EntityActor<E> {
                     *d = (*d).max(seq);
                     moved
                 });
+            } else {
+                poisoned.store(true, std::sync::atomic::Ordering::SeqCst);
             }
             reply(r);
         });
-        self.env.journal.commit(writes, done).await;
+        match fence {
+            Some(term) => self.env.journal.commit_fenced(writes, term, done).await,
+            None => self.env.journal.commit(writes, done).await,
+        }
     }
 
     /// Remembers the outcome of `request_id` in `writes` (and forgets what has expired), so a
@@ -336,6 +352,14 @@ impl<E: Entity> EntityActor<E> {
 
     /// Refuses the message when the shard moved away (and stops: another node serves it now).
     fn check_owner<R: Reply>(&self, ctx: &mut Context<Self, R>) -> Result<(), EntityFailure> {
+        if self.poisoned.load(std::sync::atomic::Ordering::SeqCst) {
+            tracing::info!(entity = %self.id, "a write of the entity failed to commit; it stops and is loaded again from storage");
+            ctx.stop();
+            return Err(EntityFailure::Unavailable(format!(
+                "{} is reloading after a write that did not commit",
+                self.id
+            )));
+        }
         self.env.owns(self.id.shard()).map_err(|hint| {
             tracing::info!(entity = %self.id, owner = %hint.owner, epoch = hint.epoch, "shard moved away; the entity stops here");
             ctx.stop();
@@ -424,8 +448,10 @@ impl<E: Entity> Message<Execute<E>> for EntityActor<E> {
             Decided::Failed(f) => send(Err(ExecError::Failed(f))),
             Decided::Settled(outcome) => self.when_durable(move || send(outcome.map_err(ExecError::Rejected))),
             Decided::Write(outcome, writes) => {
-                self.commit(writes, move |r| send(r.map_err(unknown).and_then(|_| outcome.map_err(ExecError::Rejected))))
-                    .await
+                self.commit(writes, None, move |r| {
+                    send(r.map_err(unknown).and_then(|_| outcome.map_err(ExecError::Rejected)))
+                })
+                .await
             }
         }
         delegated
@@ -460,7 +486,7 @@ impl<E: Entity> Message<ExecuteEarly<E>> for EntityActor<E> {
             Decided::Write(outcome, writes) => {
                 // Sent to the group commit before the answer: whatever the caller writes to
                 // the group next is behind it.
-                self.commit(writes, move |r| {
+                self.commit(writes, msg.fence, move |r| {
                     let _ = durable.send(r.map_err(|e| failure_of_commit(&e)));
                 })
                 .await;
@@ -478,7 +504,14 @@ impl<E: Entity> Message<RunQuery<E>> for EntityActor<E> {
         self.last_activity = Instant::now();
         let owner = self.check_owner(ctx);
         let (delegated, sender) = ctx.reply_sender();
-        let answer = owner.map(|()| self.state.query(&msg.query));
+        if let Err(f) = owner {
+            // At once: a stopping entity's memory may be ahead of storage for good.
+            if let Some(tx) = sender {
+                tx.send(Err(f));
+            }
+            return delegated;
+        }
+        let answer = Ok(self.state.query(&msg.query));
         self.when_durable(move || {
             if let Some(tx) = sender {
                 tx.send(answer);

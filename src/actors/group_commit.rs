@@ -210,7 +210,7 @@ impl Writer {
 
     /// Proposes the commits of this turn, one entry per group; registers barriers.
     fn take(&mut self, inputs: &mut Vec<Input>) {
-        let mut by_group: BTreeMap<u32, Vec<(WriteSet, CommitCallback)>> = BTreeMap::new();
+        let mut by_group: BTreeMap<u32, Vec<(WriteSet, CommitCallback, Option<u64>)>> = BTreeMap::new();
         let mut barriers = Vec::new();
         let mut reads: BTreeMap<u32, Vec<CommitCallback>> = BTreeMap::new();
         let mut sets = 0usize;
@@ -238,7 +238,7 @@ impl Writer {
                 Input::Commit(c) => {
                     sets += 1;
                     let g = self.store.group_of_set(&c.writes);
-                    by_group.entry(g).or_default().push((c.writes, c.done));
+                    by_group.entry(g).or_default().push((c.writes, c.done, c.fence));
                 }
             }
         }
@@ -250,7 +250,22 @@ impl Writer {
             let mut callbacks = Vec::new();
             let mut bytes = 0;
             let mut records = 0;
-            for (set, done) in items {
+            // Checked here, where nothing else runs before the proposal: no message can move
+            // the term between the check and the propose.
+            let fenced = items.iter().any(|(_, _, f)| f.is_some());
+            let term = if fenced && self.raft.is_leader(g) {
+                self.raft.status(g).map(|s| s.term)
+            } else {
+                None
+            };
+            for (set, done, fence) in items {
+                if let Some(t) = fence.filter(|t| term != Some(*t)) {
+                    self.metrics.raft.fenced_refusals.inc();
+                    done(Err(StoreError::Unavailable(format!(
+                        "shard group {g}: no longer led here in term {t}, the term of the read this write was decided on"
+                    ))));
+                    continue;
+                }
                 bytes += set.puts.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() + set.audit.len() * 256;
                 records += set.record_count();
                 chunk.push(set);

@@ -26,6 +26,10 @@ pub type CommitCallback = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 pub struct Commit {
     pub writes: WriteSet,
     pub done: CommitCallback,
+    /// Proposed only if this node leads the write's group in this term (refused as
+    /// unavailable otherwise): a decision made on a read served here without a read barrier
+    /// (`AuditJournal::commit_fenced`).
+    pub fence: Option<u64>,
 }
 
 /// The mailbox bound: senders wait for room (back-pressure on every entity).
@@ -322,6 +326,25 @@ impl AuditJournal {
         self.enqueue(writes, done).await;
     }
 
+    /// Enqueues a commit that is proposed only if this node still leads the write's group in
+    /// `term` when the writer proposes it; otherwise `done` hears `Unavailable`. Never
+    /// forwarded. What it carries was decided on a read served here with no read barrier
+    /// (`Router::fence`): a term has one leader, so a commit proposed in the read's term by its
+    /// leader proves this node led the group from the read to the proposal, and a deposed
+    /// leader's proposal never commits.
+    pub async fn commit_fenced(&self, writes: WriteSet, term: u64, done: CommitCallback) {
+        if self.shared.failed.load(Ordering::SeqCst) {
+            done(Err(StoreError::Failed));
+            return;
+        }
+        self.send_commit(Commit {
+            writes,
+            done,
+            fence: Some(term),
+        })
+        .await;
+    }
+
     /// Sends a write set to its group's leader, following leadership until `FORWARD_WAIT`.
     async fn forward(&self, group: u32, writes: WriteSet) -> Result<(), StoreError> {
         let deadline = tokio::time::Instant::now() + FORWARD_WAIT;
@@ -367,7 +390,11 @@ impl AuditJournal {
     }
 
     async fn enqueue(&self, writes: WriteSet, done: CommitCallback) {
-        if let Err(mpsc::error::SendError(Input::Commit(c))) = self.tx.send(Input::Commit(Commit { writes, done })).await {
+        self.send_commit(Commit { writes, done, fence: None }).await;
+    }
+
+    async fn send_commit(&self, c: Commit) {
+        if let Err(mpsc::error::SendError(Input::Commit(c))) = self.tx.send(Input::Commit(c)).await {
             (c.done)(Err(StoreError::Io("the audit journal has stopped".into())));
         }
     }

@@ -710,22 +710,28 @@ impl Router {
     /// this node serves the entity's group, the entity answers at once with a ticket for the
     /// durability (`ExecuteEarly`); elsewhere the answer comes once durable, with no ticket.
     /// The caller waits for the ticket before it tells anyone of the outcome.
-    pub async fn dispatch_early(&self, envelope: Envelope) -> Result<(Answer, Option<Durable>), RouteFailure> {
+    ///
+    /// With a `fence` (the term of a read the command was decided on, `Router::fence`) it is
+    /// carried out here or not at all: its write is proposed only while this node leads the
+    /// group in that term, and anywhere else it is `Unavailable` (the caller starts over).
+    pub async fn dispatch_early(&self, envelope: Envelope, fence: Option<u64>) -> Result<(Answer, Option<Durable>), RouteFailure> {
         match envelope {
-            Envelope::Account { id, call } => self.early::<Account>(&id, call).await.map(|(o, d)| (Account::answer(o), d)),
-            Envelope::Portfolio { id, call } => self.early::<Portfolio>(&id, call).await.map(|(o, d)| (Portfolio::answer(o), d)),
-            Envelope::Instrument { id, call } => self.early::<Instrument>(&id, call).await.map(|(o, d)| (Instrument::answer(o), d)),
-            Envelope::EmailIndex { id, call } => self.early::<EmailIndex>(&id, call).await.map(|(o, d)| (EmailIndex::answer(o), d)),
+            Envelope::Account { id, call } => self.early::<Account>(&id, call, fence).await.map(|(o, d)| (Account::answer(o), d)),
+            Envelope::Portfolio { id, call } => self.early::<Portfolio>(&id, call, fence).await.map(|(o, d)| (Portfolio::answer(o), d)),
+            Envelope::Instrument { id, call } => self.early::<Instrument>(&id, call, fence).await.map(|(o, d)| (Instrument::answer(o), d)),
+            Envelope::EmailIndex { id, call } => self.early::<EmailIndex>(&id, call, fence).await.map(|(o, d)| (EmailIndex::answer(o), d)),
         }
     }
 
-    async fn early<E: Routable>(&self, id: &str, call: CallOf<E>) -> Result<(OutcomeOf<E>, Option<Durable>), RouteFailure> {
+    async fn early<E: Routable>(&self, id: &str, call: CallOf<E>, fence: Option<u64>) -> Result<(OutcomeOf<E>, Option<Durable>), RouteFailure> {
         let group = self.group_of(id);
+        let fenced_out = || RouteFailure::Unavailable(format!("shard group {group}: leadership moved since the read this command was decided on"));
         let (cmd, meta) = match &call {
             Call::Execute { cmd, meta } if self.inner.journal.leadership(group).served => (cmd.clone(), meta.clone()),
+            _ if fence.is_some() => return Err(fenced_out()),
             _ => return self.route::<E>(id, call).await.map(|o| (o, None)),
         };
-        let mut msg = ExecuteEarly::<E> { cmd, meta };
+        let mut msg = ExecuteEarly::<E> { cmd, meta, fence };
         for _ in 0..SEND_ATTEMPTS_MAX {
             let actor = self.activate::<E>(id).await?;
             self.observe_depth(&actor);
@@ -738,6 +744,9 @@ impl Router {
                 }
                 // Leadership moved meanwhile: the ordinary route follows it (the command goes
                 // again under its request id).
+                Err(SendError::HandlerError(f)) if fence.is_some() && (moving(&f) || !self.inner.journal.leadership(group).served) => {
+                    return Err(f);
+                }
                 Err(SendError::HandlerError(f)) if moving(&f) || !self.inner.journal.leadership(group).served => {
                     return self.route::<E>(id, call).await.map(|o| (o, None));
                 }
@@ -759,8 +768,43 @@ impl Router {
         }
     }
 
+    /// The raft term in which this node serves `user_id`'s group, read for a `peek`: `None`
+    /// when it does not serve it now.
+    pub fn fence(&self, user_id: &str) -> Option<u64> {
+        let group = self.group_of(user_id);
+        let s = self.inner.journal.status_of(group)?;
+        (s.serving && self.inner.journal.leadership(group).served).then_some(s.term)
+    }
+
+    /// A read served here from the entity with no read barrier, for a command decided on it
+    /// next under `fence` (`dispatch_early`): the command's write, proposed only in the
+    /// fence's term, is what proves this node led the group when it read. `Unavailable` when
+    /// this node does not serve the group in that term now.
+    pub async fn peek(&self, envelope: Envelope, fence: u64) -> Result<Answer, RouteFailure> {
+        let (id, answer) = match envelope {
+            Envelope::Account { id, call: Call::Query(q) } => (id.clone(), Account::answer(Outcome::View(self.view_at::<Account>(&id, q, false).await?))),
+            Envelope::Portfolio { id, call: Call::Query(q) } => (id.clone(), Portfolio::answer(Outcome::View(self.view_at::<Portfolio>(&id, q, false).await?))),
+            other => return Err(RouteFailure::NotApplied(format!("only a query of a user's entity is peeked, not {other:?}"))),
+        };
+        // The term as it was before the read: a change meanwhile and the read may be of a term
+        // this node did not lead throughout.
+        match self.fence(&id) {
+            Some(t) if t == fence => Ok(answer),
+            _ => Err(RouteFailure::Unavailable(format!(
+                "shard group {}: leadership moved during a read",
+                self.group_of(&id)
+            ))),
+        }
+    }
+
     async fn view<E: Routable>(&self, id: &str, query: E::Query) -> Result<E::View, RouteFailure> {
-        self.read_barrier(id).await?;
+        self.view_at::<E>(id, query, true).await
+    }
+
+    async fn view_at<E: Routable>(&self, id: &str, query: E::Query, barrier: bool) -> Result<E::View, RouteFailure> {
+        if barrier {
+            self.read_barrier(id).await?;
+        }
         let mut msg = RunQuery::<E> { query };
         for _ in 0..SEND_ATTEMPTS_MAX {
             let actor = self.activate::<E>(id).await?;

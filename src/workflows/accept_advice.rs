@@ -115,6 +115,7 @@ impl AcceptAdvice {
     fn forward(&mut self, next: Next<OrderOutcome>) -> Next<Result<Accepted, NotAccepted>> {
         match next {
             Next::Call(e) => Next::Call(e),
+            Next::Peek(e) => Next::Peek(e),
             Next::Decide(e) => Next::Decide(e),
             Next::Effect(e) => Next::Effect(e),
             Next::Done(outcome) => {

@@ -27,6 +27,15 @@ pub const STEPS_MAX: usize = 1024;
 pub enum Next<O> {
     /// Carry out this entity call and hand back its answer.
     Call(Envelope),
+    /// Read a user's entity for the decision that must come next (`Decide`, of an entity in
+    /// the same shard). Where this node serves the shard's group, the read is answered here
+    /// with no read barrier and the decision's write is proposed only in the read's raft term
+    /// (`Router::fence`): the write committing is what proves this node led the group when it
+    /// read, and a deposed leader's write never commits. So every outcome of the decision
+    /// must be a write the runner waits for (the order path: a fill, or a refusal remembered
+    /// under its key). Elsewhere (and in the simulator) it is a `Call`. Anything but that
+    /// decision next is a workflow bug, refused.
+    Peek(Envelope),
     /// Carry out this entity command and hand back its decision as soon as it is made: the
     /// runner waits for it to be durable before the workflow's next call or its end, while an
     /// effect may run meanwhile (the order path's broker writes its confirmation to the same
@@ -147,9 +156,19 @@ pub async fn run<W: Workflow>(router: &Router, effects: &impl Effects, mut wf: W
     let mut steps = 0;
     // Decisions answered before they were durable (`Next::Decide`), not yet waited for.
     let mut undurable: Vec<crate::actors::entity::Durable> = Vec::new();
+    // A read served with no barrier (`Next::Peek`): its shard and raft term, for the decision.
+    let mut fence: Option<(u16, u64)> = None;
     while steps < wf.steps_max() {
         steps += 1;
-        input = match wf.next(input) {
+        let next = wf.next(input);
+        let fence_now = fence.take();
+        if let Some((shard, _)) = fence_now {
+            let decided_in_shard = matches!(&next, Next::Decide(e) if crate::domain::ids::shard_of(e.entity_id()) == shard);
+            if !decided_in_shard {
+                return Err(unfenced(&next));
+            }
+        }
+        input = match next {
             Next::Done(out) => {
                 settle(&mut undurable).await?;
                 return Ok(out);
@@ -158,9 +177,21 @@ pub async fn run<W: Workflow>(router: &Router, effects: &impl Effects, mut wf: W
                 settle(&mut undurable).await?;
                 Input::Answer(router.dispatch(envelope).await?)
             }
+            Next::Peek(envelope) => {
+                settle(&mut undurable).await?;
+                let id = envelope.entity_id().to_string();
+                match router.fence(&id) {
+                    Some(term) => {
+                        fence = Some((crate::domain::ids::shard_of(&id), term));
+                        Input::Answer(router.peek(envelope, term).await?)
+                    }
+                    // Not served here: an ordinary read, with its barrier where it is served.
+                    None => Input::Answer(router.dispatch(envelope).await?),
+                }
+            }
             Next::Decide(envelope) => {
                 settle(&mut undurable).await?;
-                let (answer, durable) = router.dispatch_early(envelope).await?;
+                let (answer, durable) = router.dispatch_early(envelope, fence_now.map(|(_, term)| term)).await?;
                 undurable.extend(durable);
                 Input::Answer(answer)
             }
@@ -168,6 +199,21 @@ pub async fn run<W: Workflow>(router: &Router, effects: &impl Effects, mut wf: W
         };
     }
     Err(past_bound(steps))
+}
+
+/// A read served with no barrier was followed by something other than a decision in its
+/// shard: answering from it could tell a client what a deposed leader believed. A bug in the
+/// workflow; nothing more of it runs.
+fn unfenced<O>(next: &Next<O>) -> EntityFailure {
+    let what = match next {
+        Next::Call(_) => "a call",
+        Next::Peek(_) => "another read",
+        Next::Decide(_) => "a decision in another shard",
+        Next::Effect(_) => "an effect",
+        Next::Done(_) => "its end",
+    };
+    tracing::error!(next = what, "a workflow read with no barrier and did not decide on it next");
+    EntityFailure::NotApplied(format!("a workflow read with no barrier, then asked for {what} instead of a decision"))
 }
 
 /// Waits until every decision answered early is durable; the first that failed to become so
@@ -194,7 +240,7 @@ pub fn run_with<W: Workflow>(
         steps += 1;
         input = match wf.next(input) {
             Next::Done(out) => return Ok(out),
-            Next::Call(envelope) | Next::Decide(envelope) => Input::Answer(call(envelope)?),
+            Next::Call(envelope) | Next::Peek(envelope) | Next::Decide(envelope) => Input::Answer(call(envelope)?),
             Next::Effect(e) => Input::Effected(effect(e)),
         };
     }

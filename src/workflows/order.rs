@@ -66,8 +66,11 @@ impl PlaceOrder {
         })
     }
 
+    /// The investor's facts, read for the portfolio's decision that comes next: a peek (every
+    /// outcome of that decision is a write — a fill, or a refusal remembered under the order's
+    /// key — and the account and portfolio share the user's shard).
     fn investor_query(&self) -> Next<OrderOutcome> {
-        Next::Call(Envelope::query::<Account, _>(&self.request.user_id, InvestorFacts))
+        Next::Peek(Envelope::query::<Account, _>(&self.request.user_id, InvestorFacts))
     }
 }
 
