@@ -786,8 +786,8 @@ impl Router {
             Envelope::Portfolio { id, call: Call::Query(q) } => (id.clone(), Portfolio::answer(Outcome::View(self.view_at::<Portfolio>(&id, q, false).await?))),
             other => return Err(RouteFailure::NotApplied(format!("only a query of a user's entity is peeked, not {other:?}"))),
         };
-        // The term as it was before the read: a change meanwhile and the read may be of a term
-        // this node did not lead throughout.
+        // Served here in the fence's term before the read and still after it: the read is of
+        // that term (the decision's write is proposed only in it).
         match self.fence(&id) {
             Some(t) if t == fence => Ok(answer),
             _ => Err(RouteFailure::Unavailable(format!(
