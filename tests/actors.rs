@@ -242,14 +242,15 @@ async fn an_early_decision_comes_with_a_ticket_that_resolves_once_it_is_durable(
     assert_eq!(router.query::<Portfolio, _>("usr_early", Cash).await.unwrap(), Decimal::from(5));
 }
 
-/// A command decided on a read served with no read barrier (`Router::peek`) is written only in
-/// the raft term of that read; refused, it leaves nothing behind — the entity that applied it
-/// in memory stops and comes back from storage, and the request applies once when sent again.
+/// A command decided on a read served with no read barrier (`Router::peek`) is carried out only
+/// in the raft term of that read: the entity refuses it before it touches memory, and the
+/// writer refuses a fenced write of another term right before proposing it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_decision_fenced_to_another_term_is_refused_and_its_entity_reloads_from_storage() {
+async fn a_decision_fenced_to_another_term_is_refused_and_changes_nothing() {
     use moneta::domain::account::Account;
     use moneta::domain::envelope::Envelope;
     use moneta::domain::queries::InvestorFacts;
+    use moneta::storage::store::WriteSet;
     let dir = tempfile::tempdir().unwrap();
     let (router, metrics) = router(dir.path(), Duration::from_secs(300)).await;
     let user = "usr_fenced";
@@ -260,18 +261,38 @@ async fn a_decision_fenced_to_another_term_is_refused_and_its_entity_reloads_fro
     assert!(peeked.is_ok(), "{peeked:?}");
     let stale = router.peek(Envelope::query::<Account, _>(user, InvestorFacts), term + 1).await;
     assert!(matches!(stale, Err(RouteFailure::Unavailable(_))), "{stale:?}");
-    // Decided under a term this node does not lead in: answered early, never written.
+    // Decided under a term this node does not serve in: refused, nothing applied, not even in
+    // the entity's memory (a read answers at once with the cash as it was).
     let m = meta();
     let call = || Envelope::execute::<Portfolio>(user, deposit(7, "f1"), m.clone());
-    let (answer, durable) = router.dispatch_early(call(), Some(term + 1)).await.unwrap();
-    assert_eq!(answer.executed::<Portfolio>(), Some(Ok(PortfolioReply::Cash { cash: Decimal::from(12) })));
-    let refused = durable.expect("decided here").await.unwrap();
+    let refused = router.dispatch_early(call(), Some(term + 1)).await;
     assert!(matches!(refused, Err(RouteFailure::Unavailable(_))), "{refused:?}");
-    assert_eq!(metric_sum(&metrics, "moneta_raft_fenced_refusals_total"), 1.0);
-    // The entity held the refused deposit in memory: it stops, and a read finds storage's cash.
     let cash = tokio::time::timeout(Duration::from_secs(20), router.query::<Portfolio, _>(user, Cash)).await;
-    assert_eq!(cash.expect("answered, not waiting for a write that never comes").unwrap(), Decimal::from(5));
-    // The same request again, in the term this node leads: applied, once.
+    assert_eq!(cash.expect("answered at once").unwrap(), Decimal::from(5));
+    // The writer's own check, right before the proposal: a fenced write of another term is
+    // refused and counted, one of the term this node leads in is written.
+    let put = |k: &str| {
+        let mut w = WriteSet::default();
+        w.put_record(0, keys::ShardRecord::Job, k, &1u8);
+        w
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    router
+        .journal()
+        .commit_fenced(put("fenced-stale"), term + 1, Box::new(move |r| drop(tx.send(r))))
+        .await;
+    assert!(matches!(rx.await.unwrap(), Err(moneta::storage::StoreError::Unavailable(_))));
+    assert_eq!(metric_sum(&metrics, "moneta_raft_fenced_refusals_total"), 1.0);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    router
+        .journal()
+        .commit_fenced(put("fenced-now"), term, Box::new(move |r| drop(tx.send(r))))
+        .await;
+    rx.await.unwrap().unwrap();
+    let store = router.store();
+    assert!(store.record::<u8>(0, keys::ShardRecord::Job, "fenced-now").unwrap().is_some());
+    assert!(store.record::<u8>(0, keys::ShardRecord::Job, "fenced-stale").unwrap().is_none());
+    // The same request again, in the term this node serves in: applied, once.
     let (again, durable) = router.dispatch_early(call(), Some(term)).await.unwrap();
     assert_eq!(again.executed::<Portfolio>(), Some(Ok(PortfolioReply::Cash { cash: Decimal::from(12) })));
     durable.unwrap().await.unwrap().unwrap();

@@ -949,7 +949,8 @@ fn three_nodes_form_serve_any_request_anywhere_and_survive_a_kill_9() {
         c.post(0, "/v1/portfolio/deposits", Some(&bob_token), Some("perf-1"), &json!({"amount": "12.34"}))
     });
     assert_eq!(s, 201, "{v}");
-    let (_, p) = c.get(0, "/v1/portfolio", &bob_token);
+    let (s, p) = c.get(0, "/v1/portfolio", &bob_token);
+    assert_eq!(s, 200, "{p}");
     let cash = cents(p["cash"].as_str().unwrap());
     for i in 0..NODES {
         assert_eq!(performance_value(i), cash, "node {i} values bob's portfolio as his group holds it");

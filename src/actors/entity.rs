@@ -354,6 +354,8 @@ impl<E: Entity> EntityActor<E> {
     fn check_owner<R: Reply>(&self, ctx: &mut Context<Self, R>) -> Result<(), EntityFailure> {
         if self.poisoned.load(std::sync::atomic::Ordering::SeqCst) {
             tracing::info!(entity = %self.id, "a write of the entity failed to commit; it stops and is loaded again from storage");
+            // Out of the registry first: what comes next activates it again from storage.
+            (self.env.on_passivate)(&self.id, ctx.actor_ref().id());
             ctx.stop();
             return Err(EntityFailure::Unavailable(format!(
                 "{} is reloading after a write that did not commit",
@@ -365,6 +367,12 @@ impl<E: Entity> EntityActor<E> {
             ctx.stop();
             EntityFailure::NotOwner(hint)
         })
+    }
+
+    /// The raft term in which this node serves the entity's group (None: it does not now).
+    fn serving_term(&self) -> Option<u64> {
+        let group = crate::domain::ids::group_of(self.id.shard(), self.env.store.groups());
+        self.env.journal.status_of(group).filter(|s| s.serving).map(|s| s.term)
     }
 
     /// Runs `f` once everything up to the current seq is durable.
@@ -472,6 +480,15 @@ impl<E: Entity> Message<ExecuteEarly<E>> for EntityActor<E> {
         };
         if let Err(f) = owner {
             send(Err(f));
+            return delegated;
+        }
+        if let Some(term) = msg.fence.filter(|t| self.serving_term() != Some(*t)) {
+            // Leadership moved since the read the command was decided on: refused before it
+            // touches memory (the writer checks again at the proposal).
+            send(Err(EntityFailure::Unavailable(format!(
+                "{}: not served here in term {term}, the term of the read this command was decided on",
+                self.id
+            ))));
             return delegated;
         }
         let (durable, ticket) = tokio::sync::oneshot::channel();

@@ -805,7 +805,7 @@ impl Router {
         if barrier {
             self.read_barrier(id).await?;
         }
-        let mut msg = RunQuery::<E> { query };
+        let mut msg = RunQuery::<E> { query: query.clone() };
         for _ in 0..SEND_ATTEMPTS_MAX {
             let actor = self.activate::<E>(id).await?;
             self.observe_depth(&actor);
@@ -814,6 +814,12 @@ impl Router {
                 Err(SendError::ActorNotRunning(m)) | Err(SendError::ActorRestarting(m)) => {
                     E::registry(&self.inner).forget(id, actor.id());
                     msg = m;
+                }
+                // It stopped with the query still in its mailbox (a shard that moved, a write
+                // that did not commit): a read changes nothing, so it goes to the next one.
+                Err(SendError::ActorStopped) => {
+                    E::registry(&self.inner).forget(id, actor.id());
+                    msg = RunQuery::<E> { query: query.clone() };
                 }
                 Err(SendError::HandlerError(f)) => return Err(f),
                 Err(e) => return Err(RouteFailure::NotApplied(format!("{} {id}: {e}", E::KIND.name()))),
