@@ -331,7 +331,8 @@ impl AuditJournal {
     /// forwarded. What it carries was decided on a read served here with no read barrier
     /// (`Router::fence`): a term has one leader, so a commit proposed in the read's term by its
     /// leader proves this node led the group from the read to the proposal, and a deposed
-    /// leader's proposal never commits.
+    /// leader's proposal never commits. An empty one proposes nothing and is the barrier it
+    /// always is (an entity's replay of an outcome already committed).
     pub async fn commit_fenced(&self, writes: WriteSet, term: u64, done: CommitCallback) {
         if self.shared.failed.load(Ordering::SeqCst) {
             done(Err(StoreError::Failed));
