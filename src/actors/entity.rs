@@ -371,8 +371,9 @@ impl<E: Entity> EntityActor<E> {
 
     /// The raft term in which this node serves the entity's group (None: it does not now).
     fn serving_term(&self) -> Option<u64> {
-        let group = crate::domain::ids::group_of(self.id.shard(), self.env.store.groups());
-        self.env.journal.status_of(group).filter(|s| s.serving).map(|s| s.term)
+        self.env
+            .journal
+            .serving_term(crate::domain::ids::group_of(self.id.shard(), self.env.store.groups()))
     }
 
     /// Runs `f` once everything up to the current seq is durable.

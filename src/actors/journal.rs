@@ -189,6 +189,14 @@ impl AuditJournal {
         self.shared.board.status_where(|s| s.group == group)
     }
 
+    /// The raft term in which this node serves `group` (leads it, an entry of its term
+    /// committed and applied here); None when it does not now. What a read with no barrier is
+    /// fenced to (`commit_fenced`).
+    pub fn serving_term(&self, group: u32) -> Option<u64> {
+        let s = self.status_of(group)?;
+        (s.serving && self.leadership(group).served).then_some(s.term)
+    }
+
     /// Who leads `group`, as of the last round (lock-free: read on every entity message).
     pub fn leadership(&self, group: u32) -> Leadership {
         self.shared.board.leadership(group)

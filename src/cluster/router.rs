@@ -771,9 +771,7 @@ impl Router {
     /// The raft term in which this node serves `user_id`'s group, read for a `peek`: `None`
     /// when it does not serve it now.
     pub fn fence(&self, user_id: &str) -> Option<u64> {
-        let group = self.group_of(user_id);
-        let s = self.inner.journal.status_of(group)?;
-        (s.serving && self.inner.journal.leadership(group).served).then_some(s.term)
+        self.inner.journal.serving_term(self.group_of(user_id))
     }
 
     /// A read served here from the entity with no read barrier, for a command decided on it
