@@ -223,69 +223,171 @@ fn leadership_moves_to_the_preferred_replica_so_leaders_spread_over_the_nodes() 
 #[test]
 fn the_sled_raft_log_reloads_exactly_what_the_reference_disk_holds() {
     use moneta::cluster::raft::{GroupWrite, MemoryDisk, RaftDisk};
+    use moneta::storage::raft_rounds::{decode, round_key, round_seq};
     use raft::prelude::{Entry, HardState, Snapshot};
     use rand::SeedableRng;
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = moneta::storage::Store::open(dir.path()).unwrap();
-    let mut reference = MemoryDisk::default();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
-    let mut term = 1;
-    for _ in 0..400 {
-        let g = rng.random_range(0..3u32);
-        let image = reference.load().unwrap().remove(&g).unwrap_or_default();
-        let last = image.entries.last().map_or(image.snapshot_index, |e| e.index);
-        let mut w = GroupWrite {
-            group: g,
-            ..Default::default()
-        };
-        match rng.random_range(0..10) {
-            0 => {
-                // A snapshot from a leader: the log restarts after it.
-                let mut s = Snapshot::default();
-                s.mut_metadata().index = last + rng.random_range(1..5);
-                s.mut_metadata().term = term;
-                s.mut_metadata().mut_conf_state().voters = vec![1, 2, 3];
-                w.snapshot = Some(s);
-            }
-            1 if image.applied > image.snapshot_index => {
-                let index = rng.random_range(image.snapshot_index + 1..=image.applied);
-                let t = image.entries.iter().find(|e| e.index == index).map_or(term, |e| e.term);
-                w.compacted = Some((index, t));
-            }
-            _ => {
-                // Appends, sometimes replacing a suffix with entries of a newer term.
-                let from = rng.random_range(image.snapshot_index + 1..=last + 1);
-                if from <= last {
-                    term += 1;
+    for seed in [9u64, 10, 11, 12] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = moneta::storage::Store::open(dir.path()).unwrap();
+        let mut reference = MemoryDisk::default();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut term = 1;
+        // Even seeds write as the node's writer does: one tracker of the records kept from
+        // round to round, and entries purged (a destroyed data key) now and then. Odd seeds
+        // through `RaftDisk::write`, which loads the tracker again for every round.
+        let writer = seed % 2 == 0;
+        let (groups, mut rounds) = store.raft_image().unwrap();
+        let mut states = moneta::storage::raft_states::RaftStates::from_persisted(&groups);
+        let mut purged: Vec<(u32, u64)> = Vec::new();
+        for _ in 0..400 {
+            // A round touches one to three groups (each at most once), as the writer's rounds do.
+            let mut round = Vec::new();
+            for g in 0..3u32 {
+                if !round.is_empty() && rng.random_range(0..2) == 0 {
+                    continue;
                 }
-                w.replaces = from <= last;
-                w.entries = (from..from + rng.random_range(1..4))
-                    .map(|i| {
-                        let mut e = Entry::default();
-                        e.index = i;
-                        e.term = term;
-                        e.data = format!("{g}/{i}/{term}").into_bytes().into();
-                        e
-                    })
-                    .collect();
-                let new_last = w.entries.last().unwrap().index;
-                let mut hs = HardState::default();
-                hs.term = term;
-                hs.commit = rng.random_range(image.hard_state.commit.min(new_last)..=new_last);
-                w.applied = Some(rng.random_range(image.applied.min(hs.commit)..=hs.commit));
-                w.hard_state = Some(hs);
+                let image = reference.load().unwrap().remove(&g).unwrap_or_default();
+                let last = image.entries.last().map_or(image.snapshot_index, |e| e.index);
+                let mut w = GroupWrite {
+                    group: g,
+                    ..Default::default()
+                };
+                match rng.random_range(0..10) {
+                    0 => {
+                        // A snapshot from a leader: the log restarts after it.
+                        let mut s = Snapshot::default();
+                        s.mut_metadata().index = last + rng.random_range(1..5);
+                        s.mut_metadata().term = term;
+                        s.mut_metadata().mut_conf_state().voters = vec![1, 2, 3];
+                        w.snapshot = Some(s);
+                    }
+                    1 if image.applied > image.snapshot_index => {
+                        let index = rng.random_range(image.snapshot_index + 1..=image.applied);
+                        let t = image.entries.iter().find(|e| e.index == index).map_or(term, |e| e.term);
+                        w.compacted = Some((index, t));
+                    }
+                    _ => {
+                        // Appends, sometimes replacing a suffix with entries of a newer term.
+                        let from = rng.random_range(image.snapshot_index + 1..=last + 1);
+                        if from <= last {
+                            term += 1;
+                        }
+                        w.replaces = from <= last;
+                        w.entries = (from..from + rng.random_range(1..4))
+                            .map(|i| {
+                                let mut e = Entry::default();
+                                e.index = i;
+                                e.term = term;
+                                e.data = format!("{g}/{i}/{term}").into_bytes().into();
+                                e
+                            })
+                            .collect();
+                        let new_last = w.entries.last().unwrap().index;
+                        let mut hs = HardState::default();
+                        hs.term = term;
+                        hs.commit = rng.random_range(image.hard_state.commit.min(new_last)..=new_last);
+                        w.applied = Some(rng.random_range(image.applied.min(hs.commit)..=hs.commit));
+                        w.hard_state = Some(hs);
+                    }
+                }
+                round.push(w);
+            }
+            if writer {
+                let mut batch = sled::Batch::default();
+                for w in &round {
+                    store.stage_raft(&mut batch, w, &mut states, &mut rounds).unwrap();
+                }
+                store.stage_rounds(&mut batch, &mut rounds).unwrap();
+                states.stage(&mut batch);
+                store.tree().apply_batch(batch).unwrap();
+            } else {
+                RaftDisk::write(&mut store, &round).unwrap();
+            }
+            reference.write(&round).unwrap();
+            reference.sync().unwrap();
+            let image = reference.load().unwrap();
+            assert_eq!(store.raft_groups().unwrap(), image, "seed {seed}, after {round:?}");
+            // Every record the sled log keeps holds an entry its group's log still has: one is
+            // deleted with the compaction (or replacement) that takes its last.
+            for item in store.tree().scan_prefix(&round_key(0)[..7]) {
+                let (k, v) = item.unwrap();
+                let runs = decode(round_seq(&k).unwrap(), &v).unwrap();
+                assert!(
+                    runs.iter().any(|(g, es)| image[g].entries.contains(es.last().unwrap())),
+                    "seed {seed}: record {runs:?} holds nothing of the logs"
+                );
+                // A purge is done once the log is compacted past it: no record holds its entries.
+                for (g, es) in &runs {
+                    let point = image[g].snapshot_index;
+                    for &(pg, upto) in &purged {
+                        assert!(
+                            pg != *g || upto > point || es[0].index > upto,
+                            "seed {seed}: group {g} entries through {upto} purged, compacted through {point}, yet stored: {es:?}"
+                        );
+                    }
+                }
+            }
+            if writer && rng.random_range(0..20) == 0 {
+                // A data key destroyed by an applied entry of a group: its log is compacted past
+                // it in a coming round, and the entries up to it must then be gone.
+                let g = rng.random_range(0..3u32);
+                if let Some(p) = image.get(&g).filter(|p| p.applied > 0) {
+                    let upto = rng.random_range(p.snapshot_index.saturating_sub(3)..=p.applied);
+                    rounds.purge(g, upto);
+                    purged.push((g, upto));
+                }
             }
         }
-        RaftDisk::write(&mut store, std::slice::from_ref(&w)).unwrap();
-        reference.write(&[w]).unwrap();
+        RaftDisk::sync(&mut store).unwrap();
+        reference.sync().unwrap();
+        assert_eq!(RaftDisk::load(&store).unwrap(), reference.load().unwrap());
+        // And it reopens from the folder the same.
+        drop(store);
+        let store = moneta::storage::Store::open(dir.path()).unwrap();
+        assert_eq!(store.raft_groups().unwrap(), reference.load().unwrap());
     }
-    RaftDisk::sync(&mut store).unwrap();
-    reference.sync().unwrap();
-    assert_eq!(RaftDisk::load(&store).unwrap(), reference.load().unwrap());
-    // And it reopens from the folder the same.
+}
+
+#[test]
+fn entries_of_a_folder_kept_by_index_move_into_one_round_record() {
+    use moneta::storage::keys::{raft_entry_key, raft_key, RAFT_CONF_STATE, RAFT_ENTRY, RAFT_PREFIX};
+    use protobuf::Message as _;
+    let dir = tempfile::tempdir().unwrap();
+    let store = moneta::storage::Store::open(dir.path()).unwrap();
+    // A folder written before round records: each entry under a key of its own.
+    for g in [0u32, 5] {
+        let mut cs = raft::prelude::ConfState::default();
+        cs.voters = vec![1];
+        store.tree().insert(raft_key(g, RAFT_CONF_STATE), cs.write_to_bytes().unwrap()).unwrap();
+        for i in 1..=4u64 {
+            let mut e = raft::prelude::Entry::default();
+            (e.index, e.term, e.data) = (i, 2, format!("{g}/{i}").into_bytes().into());
+            store.tree().insert(raft_entry_key(g, i), e.write_to_bytes().unwrap()).unwrap();
+        }
+    }
+    let before = store.raft_groups().unwrap();
+    assert_eq!(before[&5].entries.len(), 4);
+    assert_eq!(store.migrate_raft_entries().unwrap(), 8);
+    let keys: Vec<Vec<u8>> = store.tree().scan_prefix(RAFT_PREFIX).keys().map(|k| k.unwrap().to_vec()).collect();
+    assert!(keys.iter().all(|k| k[6] != RAFT_ENTRY), "no entry key is left");
+    assert_eq!(keys.len(), 3, "two configurations and one round record: {keys:?}");
+    assert_eq!(store.raft_groups().unwrap(), before);
+    assert_eq!(store.migrate_raft_entries().unwrap(), 0, "once");
     drop(store);
     let store = moneta::storage::Store::open(dir.path()).unwrap();
-    assert_eq!(store.raft_groups().unwrap(), reference.load().unwrap());
+    assert_eq!(store.raft_groups().unwrap(), before);
+    // A damaged record is an error naming it, never a guess.
+    let (k, v) = store
+        .tree()
+        .scan_prefix(&moneta::storage::raft_rounds::round_key(0)[..7])
+        .next()
+        .unwrap()
+        .unwrap();
+    let mut bad = v.to_vec();
+    bad[9] ^= 0x01;
+    store.tree().insert(k, bad).unwrap();
+    let e = store.raft_groups().unwrap_err().to_string();
+    assert!(e.contains("raft round record 0"), "{e}");
 }
 
 #[test]
@@ -404,14 +506,47 @@ fn a_replica_dropped_and_created_again_never_votes_twice_in_a_term_nor_comes_bac
 
 #[test]
 fn a_dropped_replica_leaves_its_term_and_vote_on_disk_and_a_corrupt_one_is_an_error() {
+    use moneta::cluster::raft::{GroupWrite, RaftDisk};
     use moneta::storage::keys::RAFT_TOMBSTONE_PREFIX;
+    use moneta::storage::raft_rounds::{decode, round_key, round_seq};
     let dir = tempfile::tempdir().unwrap();
+    let stored_groups = |store: &moneta::storage::Store| -> Vec<u32> {
+        let mut out = Vec::new();
+        for item in store.tree().scan_prefix(&round_key(0)[..7]) {
+            let (k, v) = item.unwrap();
+            out.extend(decode(round_seq(&k).unwrap(), &v).unwrap().into_iter().map(|(g, _)| g));
+        }
+        out
+    };
     {
-        let store = moneta::storage::Store::open(dir.path()).unwrap();
+        let mut store = moneta::storage::Store::open(dir.path()).unwrap();
+        // Groups 3 and 4 append in the same rounds: their entries share records.
+        for i in 1..=3u64 {
+            let round: Vec<GroupWrite> = [3u32, 4]
+                .map(|g| {
+                    let mut e = raft::prelude::Entry::default();
+                    (e.index, e.term, e.data) = (i, 1, vec![g as u8; 8].into());
+                    GroupWrite {
+                        group: g,
+                        entries: vec![e],
+                        ..Default::default()
+                    }
+                })
+                .to_vec();
+            RaftDisk::write(&mut store, &round).unwrap();
+        }
+        assert_eq!(stored_groups(&store), [3, 4, 3, 4, 3, 4]);
+        let (_, mut rounds) = store.raft_image().unwrap();
         let mut batch = sled::Batch::default();
-        store.stage_drop_group(&mut batch, 3, (5, 1)).unwrap();
+        store.stage_drop_group(&mut batch, 3, (5, 1), &mut rounds).unwrap();
         store.tree().apply_batch(batch).unwrap();
         store.flush().unwrap();
+        // The dropped replica's entries are gone from the records they shared; group 4 keeps
+        // its log.
+        assert_eq!(stored_groups(&store), [4, 4, 4]);
+        let groups = store.raft_groups().unwrap();
+        assert!(!groups.contains_key(&3));
+        assert_eq!(groups[&4].entries.iter().map(|e| e.index).collect::<Vec<_>>(), [1, 2, 3]);
     }
     let store = moneta::storage::Store::open(dir.path()).unwrap();
     assert_eq!(store.raft_tombstones().unwrap(), std::collections::BTreeMap::from([(3, (5, 1))]));

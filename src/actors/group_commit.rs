@@ -12,6 +12,7 @@ use super::journal::{CommitCallback, Input, JournalSettings, Shared};
 use crate::cluster::meta::MetaState;
 use crate::cluster::raft::{Event, MultiRaft, Outcome, ProposalId, ProposeError, RaftId};
 use crate::storage::audit_log::ChainHead;
+use crate::storage::raft_rounds::RaftRounds;
 use crate::storage::raft_states::RaftStates;
 use crate::storage::store::WriteSet;
 use crate::storage::{codec, Store, StoreError};
@@ -42,6 +43,8 @@ pub(crate) struct Writer {
     chains: BTreeMap<u32, ChainHead>,
     /// Every replica's hard state and applied index, written as one record per round.
     states: RaftStates,
+    /// Every group's raft log entries of a round, written as one record per round.
+    rounds: RaftRounds,
     rx: mpsc::Receiver<Input>,
     max_batch: usize,
     metrics: Arc<Metrics>,
@@ -88,7 +91,8 @@ impl Writer {
     ) -> Result<Writer, StoreError> {
         let id = settings.raft_id;
         let mut raft = MultiRaft::new(id, settings.raft.clone(), crate::cluster::raft::logger::logger(id));
-        let persisted = store.raft_groups()?;
+        store.migrate_raft_entries()?;
+        let (persisted, mut rounds) = store.raft_image()?;
         let groups = store.groups();
         let layout = |e: String| StoreError::Layout(e);
         let directory = settings
@@ -106,13 +110,14 @@ impl Writer {
             let mut batch = sled::Batch::default();
             for g in membership.groups_of(id) {
                 let write = raft.bootstrap_group(g, &membership.placement(g)).map_err(layout)?;
-                store.stage_raft(&mut batch, &write, &mut states)?;
+                store.stage_raft(&mut batch, &write, &mut states, &mut rounds)?;
             }
             if meta_voters.contains(&id) {
                 let write = raft.bootstrap_group(meta_group, &meta_voters).map_err(layout)?;
-                store.stage_raft(&mut batch, &write, &mut states)?;
+                store.stage_raft(&mut batch, &write, &mut states, &mut rounds)?;
                 batch.insert(&crate::storage::keys::META_STATE_KEY[..], codec::encode(&MetaState::formed(&membership)));
             }
+            store.stage_rounds(&mut batch, &mut rounds)?;
             states.stage(&mut batch);
             store.tree().apply_batch(batch)?;
             store.flush()?;
@@ -147,6 +152,7 @@ impl Writer {
             peers: settings.peers.clone(),
             chains,
             states,
+            rounds,
             rx,
             max_batch: settings.max_batch.max(1),
             metrics,
@@ -356,7 +362,7 @@ impl Writer {
         let mut meta: Option<Option<MetaState>> = None;
         let mut meta_moved = false;
         for w in &round.writes {
-            self.store.stage_raft(&mut batch, w, &mut self.states)?;
+            self.store.stage_raft(&mut batch, w, &mut self.states, &mut self.rounds)?;
             if let Some(s) = w.snapshot.as_ref().filter(|s| !s.data.is_empty()) {
                 // A leader's snapshot replaces this replica's state of the group.
                 let head = self.store.stage_install(&mut batch, w.group, &s.data, &mut cycle)?;
@@ -389,6 +395,7 @@ impl Writer {
                 self.store.stage(&mut batch, set, &mut cycle)?;
             }
         }
+        self.store.stage_rounds(&mut batch, &mut self.rounds)?;
         self.states.stage(&mut batch);
         let meta = meta.filter(|_| meta_moved);
         if let Some(Some(m)) = &meta {
@@ -426,6 +433,8 @@ impl Writer {
         for (g, index) in shredded {
             tracing::info!(group = g, index, "a data key was destroyed: compacting the group's log past it");
             self.raft.compact(g, index + 1);
+            // And out of the round records that still hold it for other groups' entries.
+            self.rounds.purge(g, index);
         }
         // Before any callback runs: whoever is answered reads an applied index that includes
         // its own write (peers wait for their replica to reach it).

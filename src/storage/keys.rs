@@ -30,6 +30,10 @@ pub const RAFT_APPLIED: u8 = 0x04;
 /// Every group's hard state and applied index in one record (`raft_states`), under the group
 /// number `u32::MAX`; the two keys above are those of folders written before it.
 pub const RAFT_STATES: u8 = 0x05;
+/// A round's raft log entries, every group's, in one record (`raft_rounds`), under the group
+/// number `u32::MAX` and the record's number; `RAFT_ENTRY` keys are those of folders written
+/// before it.
+pub const RAFT_ROUND: u8 = 0x06;
 pub const RAFT_ENTRY: u8 = 0x10;
 
 pub fn raft_key(group: u32, tag: u8) -> Vec<u8> {

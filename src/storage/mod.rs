@@ -7,6 +7,7 @@ pub mod codec;
 pub mod files;
 pub mod keys;
 pub mod raft_log;
+pub mod raft_rounds;
 pub mod raft_states;
 pub mod records;
 pub mod scope;

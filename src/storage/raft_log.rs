@@ -4,8 +4,9 @@
 
 use crate::cluster::raft::{DiskError, GroupWrite, PersistedGroup, RaftDisk};
 use crate::storage::keys::{
-    self, RAFT_APPLIED, RAFT_CONF_STATE, RAFT_ENTRY, RAFT_HARD_STATE, RAFT_PREFIX, RAFT_SNAPSHOT_POINT, RAFT_STATES, RAFT_TOMBSTONE_PREFIX,
+    self, RAFT_APPLIED, RAFT_CONF_STATE, RAFT_ENTRY, RAFT_HARD_STATE, RAFT_PREFIX, RAFT_ROUND, RAFT_SNAPSHOT_POINT, RAFT_STATES, RAFT_TOMBSTONE_PREFIX,
 };
+use crate::storage::raft_rounds::{self, RaftRounds};
 use crate::storage::raft_states::{self, RaftStates, STATES_GROUP};
 use crate::storage::{Store, StoreError};
 use std::collections::BTreeMap;
@@ -28,8 +29,14 @@ impl Store {
     /// Every group this node holds a replica of, as persisted. A record that does not decode
     /// is an error naming it (the node refuses to start rather than guess).
     pub fn raft_groups(&self) -> Result<BTreeMap<u32, PersistedGroup>, StoreError> {
+        Ok(self.raft_image()?.0)
+    }
+
+    /// Every group as persisted, and what the writer keeps of the round records.
+    pub fn raft_image(&self) -> Result<(BTreeMap<u32, PersistedGroup>, RaftRounds), StoreError> {
         let mut out: BTreeMap<u32, PersistedGroup> = BTreeMap::new();
         let mut states = None;
+        let mut rounds: Vec<(u64, Vec<raft_rounds::Run>)> = Vec::new();
         for item in self.tree().scan_prefix(RAFT_PREFIX) {
             let (k, v) = item?;
             let rest = &k[RAFT_PREFIX.len()..];
@@ -38,10 +45,14 @@ impl Store {
             }
             let group = u32::from_be_bytes(rest[..4].try_into().expect("4 bytes"));
             if group == STATES_GROUP {
-                if rest[4] != RAFT_STATES || rest.len() != 5 {
-                    return Err(corrupt(&k, "unknown raft record"));
+                match (rest[4], rest.len()) {
+                    (RAFT_STATES, 5) => states = Some(raft_states::decode(&v)?),
+                    (RAFT_ROUND, 13) => {
+                        let seq = u64::from_be_bytes(rest[5..].try_into().expect("8 bytes"));
+                        rounds.push((seq, raft_rounds::decode(seq, &v)?));
+                    }
+                    _ => return Err(corrupt(&k, "unknown raft record")),
                 }
-                states = Some(raft_states::decode(&v)?);
                 continue;
             }
             let p = out.entry(group).or_default();
@@ -51,6 +62,7 @@ impl Store {
                 (RAFT_SNAPSHOT_POINT, 5) => (p.snapshot_index, p.snapshot_term) = u64_pair(&v).ok_or_else(|| corrupt(&k, "not (index, term)"))?,
                 (RAFT_APPLIED, 5) => p.applied = u64::from_be_bytes(v.as_ref().try_into().map_err(|_| corrupt(&k, "not an index"))?),
                 (RAFT_ENTRY, 13) => {
+                    // A folder written before round records (`migrate_raft_entries` moves them).
                     let e: raft::prelude::Entry = protobuf::Message::parse_from_bytes(&v).map_err(|e| corrupt(&k, e))?;
                     let index = u64::from_be_bytes(rest[5..].try_into().expect("8 bytes"));
                     if e.index != index {
@@ -68,55 +80,86 @@ impl Store {
             p.hard_state = s.hard_state;
             p.applied = s.applied;
         }
-        Ok(out)
+        // The round records in the order they were written: each run replaces what its group
+        // had from its first index on, as raft appended it.
+        for (_, runs) in &rounds {
+            for (g, entries) in runs {
+                let p = out.entry(*g).or_default();
+                let keep = p.entries.partition_point(|e| e.index < entries[0].index);
+                p.entries.truncate(keep);
+                p.entries.extend(entries.iter().cloned());
+            }
+        }
+        // Entries a record still stores past its group's compaction are not part of the log.
+        for p in out.values_mut() {
+            let folded = p.entries.partition_point(|e| e.index <= p.snapshot_index);
+            p.entries.drain(..folded);
+        }
+        let points = out.iter().map(|(g, p)| (*g, p.snapshot_index)).collect();
+        Ok((out, RaftRounds::loaded(&rounds, &points)))
     }
 
-    /// Adds one group's round to `batch`: replaced suffixes and compacted prefixes deleted. Its
-    /// hard state and applied index go to `states`, which the caller stages once the round's
-    /// groups are all added.
-    pub fn stage_raft(&self, batch: &mut sled::Batch, w: &GroupWrite, states: &mut RaftStates) -> Result<(), StoreError> {
+    /// Moves the raft log entries of a folder written before round records (one key per entry)
+    /// into one round record, in one flushed batch. Returns how many entries moved.
+    pub fn migrate_raft_entries(&self) -> Result<usize, StoreError> {
+        let mut legacy = Vec::new();
+        for item in self.tree().scan_prefix(RAFT_PREFIX).keys() {
+            let k = item?;
+            let rest = &k[RAFT_PREFIX.len()..];
+            if rest.len() == 13 && rest[4] == RAFT_ENTRY && rest[..4] != STATES_GROUP.to_be_bytes() {
+                legacy.push(k);
+            }
+        }
+        if legacy.is_empty() {
+            return Ok(0);
+        }
+        let (groups, mut rounds) = self.raft_image()?;
+        let mut batch = sled::Batch::default();
+        for k in &legacy {
+            batch.remove(k.clone());
+        }
+        for (g, p) in &groups {
+            rounds.append(&mut batch, *g, &p.entries);
+        }
+        self.stage_rounds(&mut batch, &mut rounds)?;
+        self.tree().apply_batch(batch)?;
+        self.flush()?;
+        tracing::info!(entries = legacy.len(), "raft log entries moved into one round record");
+        Ok(legacy.len())
+    }
+
+    /// Adds one group's round to `batch`: its entries to the round's record, a compaction to
+    /// the records it frees, its snapshot point and configuration. Its hard state and applied
+    /// index go to `states`, which the caller stages once the round's groups are all added,
+    /// as it stages `rounds` (`stage_rounds`).
+    pub fn stage_raft(&self, batch: &mut sled::Batch, w: &GroupWrite, states: &mut RaftStates, rounds: &mut RaftRounds) -> Result<(), StoreError> {
         states.note(w);
         let g = w.group;
         let encode = |m: &dyn protobuf::Message| m.write_to_bytes().map_err(|e| StoreError::Io(format!("raft record of group {g}: {e}")));
         if let Some(s) = &w.snapshot {
             let meta = s.get_metadata();
-            for item in self.tree().scan_prefix(keys::raft_key(g, RAFT_ENTRY)).keys() {
-                batch.remove(item?);
-            }
+            rounds.reset(g, meta.index);
             let mut point = meta.index.to_be_bytes().to_vec();
             point.extend_from_slice(&meta.term.to_be_bytes());
             batch.insert(keys::raft_key(g, RAFT_SNAPSHOT_POINT), point);
             batch.insert(keys::raft_key(g, RAFT_CONF_STATE), encode(meta.get_conf_state())?);
         }
-        if let Some(first) = w.entries.first() {
-            let last_new = w.entries.last().expect("non-empty").index;
-            // Entries after the new ones belong to a replaced suffix.
-            if w.replaces {
-                for item in self
-                    .tree()
-                    .range(keys::raft_entry_key(g, last_new + 1)..keys::raft_key(g, RAFT_ENTRY + 1))
-                    .keys()
-                {
-                    batch.remove(item?);
-                }
-            }
-            debug_assert!(first.index <= last_new);
-            for e in &w.entries {
-                batch.insert(keys::raft_entry_key(g, e.index), encode(e)?);
-            }
-        }
+        rounds.append(batch, g, &w.entries);
         if let Some(cs) = &w.conf_state {
             batch.insert(keys::raft_key(g, RAFT_CONF_STATE), encode(cs)?);
         }
         if let Some((index, term)) = w.compacted {
-            for item in self.tree().range(keys::raft_entry_key(g, 0)..=keys::raft_entry_key(g, index)).keys() {
-                batch.remove(item?);
-            }
+            rounds.release(batch, g, index);
             let mut point = index.to_be_bytes().to_vec();
             point.extend_from_slice(&term.to_be_bytes());
             batch.insert(keys::raft_key(g, RAFT_SNAPSHOT_POINT), point);
         }
         Ok(())
+    }
+
+    /// Adds the round's record of entries, and the records rewritten or freed, to `batch`.
+    pub fn stage_rounds(&self, batch: &mut sled::Batch, rounds: &mut RaftRounds) -> Result<(), StoreError> {
+        rounds.stage(batch, |k| Ok(self.tree().get(k)?))
     }
 }
 
@@ -161,7 +204,8 @@ impl Store {
     /// Deletes, in `batch`, everything this node holds of a group: its state (every key of its
     /// shards, the metadata for the metadata group), its audit chain and its raft log; keeps
     /// the replica's term and vote (`tombstone`) for a replica created again.
-    pub fn stage_drop_group(&self, batch: &mut sled::Batch, group: u32, tombstone: (u64, u64)) -> Result<(), StoreError> {
+    pub fn stage_drop_group(&self, batch: &mut sled::Batch, group: u32, tombstone: (u64, u64), rounds: &mut RaftRounds) -> Result<(), StoreError> {
+        rounds.forget(group);
         let mut k = RAFT_TOMBSTONE_PREFIX.to_vec();
         k.extend_from_slice(&group.to_be_bytes());
         let mut v = tombstone.0.to_be_bytes().to_vec();
@@ -177,7 +221,7 @@ impl Store {
         for k in self.tree().scan_prefix(prefix).keys() {
             batch.remove(k?);
         }
-        Ok(())
+        self.stage_rounds(batch, rounds)
     }
 
     /// A snapshot of a group's applied state (every key of its shards and its audit chain),
@@ -253,10 +297,13 @@ impl RaftDisk for Store {
     fn write(&mut self, writes: &[GroupWrite]) -> Result<(), DiskError> {
         let mut batch = sled::Batch::default();
         let io = |e: StoreError| DiskError::Io(e.to_string());
-        let mut states = RaftStates::from_persisted(&self.raft_groups().map_err(io)?);
+        self.migrate_raft_entries().map_err(io)?;
+        let (groups, mut rounds) = self.raft_image().map_err(io)?;
+        let mut states = RaftStates::from_persisted(&groups);
         for w in writes {
-            self.stage_raft(&mut batch, w, &mut states).map_err(io)?;
+            self.stage_raft(&mut batch, w, &mut states, &mut rounds).map_err(io)?;
         }
+        self.stage_rounds(&mut batch, &mut rounds).map_err(io)?;
         states.stage(&mut batch);
         self.tree().apply_batch(batch).map_err(|e| DiskError::Io(e.to_string()))
     }

@@ -91,7 +91,7 @@ impl Writer {
         }
         let tombstone = self.raft.tombstone(group).expect("a dropped replica leaves its tombstone");
         let mut batch = sled::Batch::default();
-        self.store.stage_drop_group(&mut batch, group, tombstone)?;
+        self.store.stage_drop_group(&mut batch, group, tombstone, &mut self.rounds)?;
         self.states.remove(group);
         self.states.stage(&mut batch);
         self.store.tree().apply_batch(batch)?;
