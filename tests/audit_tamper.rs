@@ -161,6 +161,94 @@ fn a_truncated_or_extended_tail_is_detected() {
 }
 
 #[test]
+fn every_chain_head_is_one_record_a_folder_of_per_group_heads_moves_to_it_and_a_deleted_record_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = build(dir.path());
+    // A second group's chain, sealed in the same cycle as the jobs group's.
+    let shard_of_group_1 = (0..moneta::domain::ids::SHARD_COUNT)
+        .find(|&s| moneta::domain::ids::group_of(s, store.groups()) == 1)
+        .unwrap();
+    let mut chain = store.chain_heads().unwrap();
+    let mut both = vec![
+        WriteSet {
+            audit: vec![record(200)],
+            ..WriteSet::default()
+        },
+        WriteSet {
+            audit: vec![record(201), record(202)],
+            shard: Some(shard_of_group_1),
+            ..WriteSet::default()
+        },
+    ];
+    store.write_cycle(&mut both, &mut chain).unwrap();
+    let head_keys: Vec<Vec<u8>> = store.tree().scan_prefix(keys::AUDIT_HEAD_PREFIX).keys().map(|k| k.unwrap().to_vec()).collect();
+    assert_eq!(head_keys, [keys::AUDIT_HEADS_KEY.to_vec()], "one record holds every group's head");
+    let heads = store.chain_heads().unwrap();
+    assert_eq!((heads[&0].entries, heads[&1].entries), (ENTRIES + 1, 2));
+    assert!(store.verify_audit().ok);
+    // A folder written before the one record: each group's head under a key of its own.
+    store.tree().remove(&keys::AUDIT_HEADS_KEY[..]).unwrap();
+    for (g, h) in &heads {
+        store.tree().insert(keys::audit_head_key(*g), codec::encode(h)).unwrap();
+    }
+    assert_eq!(store.chain_heads().unwrap(), heads, "read as before");
+    assert!(store.verify_audit().ok);
+    assert_eq!(store.migrate_audit_heads().unwrap(), 2);
+    let head_keys: Vec<Vec<u8>> = store.tree().scan_prefix(keys::AUDIT_HEAD_PREFIX).keys().map(|k| k.unwrap().to_vec()).collect();
+    assert_eq!(head_keys, [keys::AUDIT_HEADS_KEY.to_vec()]);
+    assert_eq!(store.chain_heads().unwrap(), heads);
+    // Deleting the record leaves every chain without its recorded head: detected.
+    store.tree().remove(&keys::AUDIT_HEADS_KEY[..]).unwrap();
+    let report = store.verify_audit();
+    assert!(!report.ok);
+    assert!(report.problem.unwrap().contains("recorded chain head is missing"));
+}
+
+#[test]
+fn a_snapshot_carries_its_groups_chain_head_and_a_replica_installing_it_keeps_it_in_the_one_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = build(dir.path());
+    let head = leader.chain_head(0).unwrap().unwrap();
+    let snapshot = leader.group_snapshot(0).unwrap();
+    let pairs: Vec<(Vec<u8>, Vec<u8>)> = codec::decode(&snapshot).unwrap();
+    assert!(
+        pairs.contains(&(keys::audit_head_key(0), codec::encode(&head))),
+        "the snapshot holds the group's head under its own key"
+    );
+    // A replica elsewhere with another group's chain installs it.
+    let other = tempfile::tempdir().unwrap();
+    let replica = Store::open(other.path()).unwrap();
+    let shard_of_group_1 = (0..moneta::domain::ids::SHARD_COUNT)
+        .find(|&s| moneta::domain::ids::group_of(s, replica.groups()) == 1)
+        .unwrap();
+    let mut chains = replica.chain_heads().unwrap();
+    replica
+        .write_cycle(
+            &mut [WriteSet {
+                audit: vec![record(300)],
+                shard: Some(shard_of_group_1),
+                ..WriteSet::default()
+            }],
+            &mut chains,
+        )
+        .unwrap();
+    let mut batch = sled::Batch::default();
+    let mut cycle = moneta::storage::store::Cycle::new(replica.chain_heads().unwrap());
+    let installed = replica.stage_install(&mut batch, 0, &snapshot, &mut cycle).unwrap();
+    assert_eq!(installed, Some(head));
+    cycle.chains.insert(0, head);
+    assert!(cycle.heads_moved);
+    replica.stage_heads(&mut batch, &cycle.chains);
+    replica.tree().apply_batch(batch).unwrap();
+    let heads = replica.chain_heads().unwrap();
+    assert_eq!((heads[&0], heads[&1].entries), (head, 1));
+    let head_keys = replica.tree().scan_prefix(keys::AUDIT_HEAD_PREFIX).count();
+    assert_eq!(head_keys, 1, "no per-group head key comes back with the snapshot");
+    let report = replica.verify_audit();
+    assert!(report.ok, "{report:?}");
+}
+
+#[test]
 fn a_running_node_holds_the_folder_and_the_cli_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let store = build(dir.path());

@@ -92,6 +92,7 @@ impl Writer {
         let id = settings.raft_id;
         let mut raft = MultiRaft::new(id, settings.raft.clone(), crate::cluster::raft::logger::logger(id));
         store.migrate_raft_entries()?;
+        store.migrate_audit_heads()?;
         let (persisted, mut rounds) = store.raft_image()?;
         let groups = store.groups();
         let layout = |e: String| StoreError::Layout(e);
@@ -397,6 +398,9 @@ impl Writer {
         }
         self.store.stage_rounds(&mut batch, &mut self.rounds)?;
         self.states.stage(&mut batch);
+        if cycle.heads_moved {
+            self.store.stage_heads(&mut batch, &cycle.chains);
+        }
         let meta = meta.filter(|_| meta_moved);
         if let Some(Some(m)) = &meta {
             batch.insert(&crate::storage::keys::META_STATE_KEY[..], codec::encode(m));

@@ -11,8 +11,13 @@ pub const NODE_PREFIX: [u8; 2] = [0xff, 0xff];
 /// Each shard group has its own chain, sealed in log order at apply time, so every replica of
 /// a group holds the same chain.
 pub const AUDIT_PREFIX: [u8; 3] = [0xff, 0xff, 0x01];
-/// `NODE_PREFIX ‖ 0x02 ‖ group u32 BE` → (entries, head) of that group's audit chain.
+/// `NODE_PREFIX ‖ 0x02` → (entries, head) of every group's audit chain on this node, one record
+/// (`AUDIT_HEADS_KEY`); `NODE_PREFIX ‖ 0x02 ‖ group u32 BE` → one group's, in folders written
+/// before it.
 pub const AUDIT_HEAD_PREFIX: [u8; 3] = [0xff, 0xff, 0x02];
+/// Every group's audit chain head in one record, written in the batch of the round that moves
+/// any of them (one key per round instead of one per group touched).
+pub const AUDIT_HEADS_KEY: [u8; 3] = AUDIT_HEAD_PREFIX;
 /// `NODE_PREFIX ‖ 0x09` → the storage layout version (u32 BE) the folder was written in.
 pub const LAYOUT_KEY: [u8; 3] = [0xff, 0xff, 0x09];
 /// `NODE_PREFIX ‖ 0x0a` → the number of shard groups (u32 BE), fixed when the cluster is created.

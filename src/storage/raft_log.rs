@@ -234,6 +234,14 @@ impl Store {
                 pairs.push((k.to_vec(), v.to_vec()));
             }
         }
+        // The chain head lives in the one record of every group's heads here; a snapshot
+        // carries it under the group's own head key, as it always has.
+        let head_key = keys::audit_head_key(group);
+        if !pairs.iter().any(|(k, _)| *k == head_key) {
+            if let Some(head) = self.chain_head(group)? {
+                pairs.push((head_key, crate::storage::codec::encode(&head)));
+            }
+        }
         Ok(crate::storage::codec::encode(&pairs))
     }
 
@@ -273,13 +281,16 @@ impl Store {
             .extend(pairs.iter().filter(|(k, _)| keys::is_write_once(k)).map(|(k, _)| k.clone()));
         for (k, v) in pairs {
             if k == head_key {
+                // Kept in the record of every group's heads (the caller's cycle stages it).
                 head = Some(crate::storage::codec::decode(&v).map_err(|e| StoreError::Corrupt {
                     location: format!("snapshot of group {group}: audit head"),
                     reason: e.to_string(),
                 })?);
+                continue;
             }
             batch.insert(k, v);
         }
+        cycle.heads_moved = true;
         Ok(head)
     }
 }

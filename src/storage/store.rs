@@ -131,6 +131,8 @@ pub struct Cycle {
     pub chains: BTreeMap<u32, ChainHead>,
     pub(crate) written_once: std::collections::HashSet<Vec<u8>>,
     pub(crate) installed: std::collections::BTreeSet<u32>,
+    /// A chain head moved: the record of every group's heads is staged with the cycle.
+    pub heads_moved: bool,
 }
 
 impl Cycle {
@@ -424,31 +426,60 @@ impl Store {
 
     /// The recorded head of one group's audit chain.
     pub fn chain_head(&self, group: u32) -> Result<Option<ChainHead>, StoreError> {
-        match self.tree.get(keys::audit_head_key(group))? {
-            Some(v) => codec::decode(&v).map(Some).map_err(|e| StoreError::Corrupt {
-                location: format!("meta audit.head of group {group}"),
-                reason: e.to_string(),
-            }),
-            None => Ok(None),
-        }
+        Ok(self.chain_heads()?.remove(&group))
     }
 
-    /// Every group's recorded chain head.
+    /// Every group's recorded chain head: the one record of them all, and the per-group keys
+    /// of a folder written before it (`migrate_audit_heads` moves those into it).
     pub fn chain_heads(&self) -> Result<BTreeMap<u32, ChainHead>, StoreError> {
         let mut out = BTreeMap::new();
+        let mut all = None;
         for item in self.tree.scan_prefix(keys::AUDIT_HEAD_PREFIX) {
             let (k, v) = item?;
             let corrupt = |reason: String| StoreError::Corrupt {
                 location: format!("audit head key {}", hex::encode(&k)),
                 reason,
             };
+            if k.as_ref() == keys::AUDIT_HEADS_KEY {
+                all = Some(codec::decode::<BTreeMap<u32, ChainHead>>(&v).map_err(|e| corrupt(e.to_string()))?);
+                continue;
+            }
             let group = k[keys::AUDIT_HEAD_PREFIX.len()..]
                 .try_into()
                 .map(u32::from_be_bytes)
                 .map_err(|_| corrupt("malformed key".into()))?;
             out.insert(group, codec::decode(&v).map_err(|e| corrupt(e.to_string()))?);
         }
+        out.extend(all.unwrap_or_default());
         Ok(out)
+    }
+
+    /// Adds the record of every group's chain head (`chains`: all of this node's) to `batch`.
+    pub fn stage_heads(&self, batch: &mut sled::Batch, chains: &BTreeMap<u32, ChainHead>) {
+        batch.insert(&keys::AUDIT_HEADS_KEY[..], codec::encode(chains));
+    }
+
+    /// Moves the per-group chain heads of a folder written before the one record into it, in
+    /// one flushed batch. Returns how many moved.
+    pub fn migrate_audit_heads(&self) -> Result<usize, StoreError> {
+        let legacy: Vec<sled::IVec> = self
+            .tree
+            .scan_prefix(keys::AUDIT_HEAD_PREFIX)
+            .keys()
+            .filter(|k| k.as_ref().map_or(true, |k| k.as_ref() != keys::AUDIT_HEADS_KEY))
+            .collect::<Result<_, _>>()?;
+        if legacy.is_empty() {
+            return Ok(0);
+        }
+        let heads = self.chain_heads()?;
+        let mut batch = sled::Batch::default();
+        for k in &legacy {
+            batch.remove(k.clone());
+        }
+        self.stage_heads(&mut batch, &heads);
+        self.tree.apply_batch(batch)?;
+        self.flush()?;
+        Ok(legacy.len())
     }
 
     /// Adds one write set to `batch`, sealing its audit records onto its group's chain (in
@@ -502,8 +533,8 @@ impl Store {
                 }
             }
         }
-        batch.insert(keys::audit_head_key(group), codec::encode(&next));
         chains.insert(group, next);
+        cycle.heads_moved = true;
         Ok(())
     }
 
@@ -511,9 +542,13 @@ impl Store {
     /// a crash. Audit records get their sequence numbers and chain hashes here, in order.
     pub fn write_cycle(&self, sets: &mut [WriteSet], chains: &mut BTreeMap<u32, ChainHead>) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
+        self.migrate_audit_heads()?;
         let mut next = Cycle::new(chains.clone());
         for set in sets.iter_mut() {
             self.stage(&mut batch, set, &mut next)?;
+        }
+        if next.heads_moved {
+            self.stage_heads(&mut batch, &next.chains);
         }
         self.tree.apply_batch(batch)?;
         *chains = next.chains;

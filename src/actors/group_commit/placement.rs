@@ -94,9 +94,13 @@ impl Writer {
         self.store.stage_drop_group(&mut batch, group, tombstone, &mut self.rounds)?;
         self.states.remove(group);
         self.states.stage(&mut batch);
+        let mut chains = self.chains.clone();
+        if chains.remove(&group).is_some() {
+            self.store.stage_heads(&mut batch, &chains);
+        }
         self.store.tree().apply_batch(batch)?;
         self.store.flush()?;
-        self.chains.remove(&group);
+        self.chains = chains;
         *self.shared.heads.lock().expect("heads lock") = self.chains.clone();
         if group == self.meta_group {
             self.meta = None;
