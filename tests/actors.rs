@@ -352,4 +352,17 @@ async fn a_read_with_no_barrier_must_be_followed_by_a_decision_in_its_shard() {
     let then = Next::Decide(Envelope::execute::<Portfolio>("usr_peek", deposit(2, "p2"), meta()));
     run(&router, &NoEffects, PeekThen(Some(then))).await.unwrap();
     assert_eq!(router.query::<Portfolio, _>("usr_peek", Cash).await.unwrap(), Decimal::from(2));
+    // The simulator's driver keeps the same rule over its in-memory entities.
+    let mut host = moneta::cluster::memory_host::MemoryHost::new(3, moneta::domain::time::Timestamp(1_800_000_000_000));
+    for then in [
+        Next::Done(()),
+        Next::Call(Envelope::query::<Portfolio, _>("usr_peek", Cash)),
+        Next::Decide(Envelope::execute::<Portfolio>(&other_shard, deposit(1, "p1"), meta())),
+    ] {
+        let what = format!("{then:?}");
+        let r = moneta::workflows::run_with(PeekThen(Some(then)), |e| host.dispatch(e), |_| Effected::Done);
+        assert!(matches!(&r, Err(RouteFailure::NotApplied(why)) if why.contains("no barrier")), "{what}: {r:?}");
+    }
+    let then = Next::Decide(Envelope::execute::<Portfolio>("usr_peek", deposit(2, "p2"), meta()));
+    moneta::workflows::run_with(PeekThen(Some(then)), |e| host.dispatch(e), |_| Effected::Done).unwrap();
 }

@@ -135,6 +135,8 @@ pub(super) struct Flow {
     wait: Wait,
     since: u64,
     steps: usize,
+    /// The shard of a peek just answered: the next step must decide in it.
+    peeked: Option<u16>,
 }
 
 impl Flow {
@@ -164,6 +166,7 @@ impl ClusterSim {
                 wait: Wait::Ready(Box::new(Input::Start)),
                 since: self.tick,
                 steps: 0,
+                peeked: None,
             },
         );
         id
@@ -306,7 +309,15 @@ impl ClusterSim {
                 let user = flow.user;
                 return self.fail(format!("{}: a workflow went past its step bound", super::user_id(user)));
             }
-            match flow.machine.next(input) {
+            let next = flow.machine.next(input);
+            if let Err(e) = moneta::workflows::flow::after_peek(flow.peeked.take(), &next) {
+                let user = flow.user;
+                return self.fail(format!("{}: {e}", super::user_id(user)));
+            }
+            if let Next::Peek(envelope) = &next {
+                flow.peeked = Some(moneta::domain::ids::shard_of(envelope.entity_id()));
+            }
+            match next {
                 Next::Done(ended) => {
                     let flow = self.flows.remove(&f).expect("a flow");
                     return self.flow_ended(flow, ended);

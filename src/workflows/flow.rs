@@ -162,12 +162,7 @@ pub async fn run<W: Workflow>(router: &Router, effects: &impl Effects, mut wf: W
         steps += 1;
         let next = wf.next(input);
         let fence_now = fence.take();
-        if let Some((shard, _)) = fence_now {
-            let decided_in_shard = matches!(&next, Next::Decide(e) if crate::domain::ids::shard_of(e.entity_id()) == shard);
-            if !decided_in_shard {
-                return Err(unfenced(&next));
-            }
-        }
+        after_peek(fence_now.map(|(shard, _)| shard), &next)?;
         input = match next {
             Next::Done(out) => {
                 settle(&mut undurable).await?;
@@ -201,9 +196,17 @@ pub async fn run<W: Workflow>(router: &Router, effects: &impl Effects, mut wf: W
     Err(past_bound(steps))
 }
 
-/// A read served with no barrier was followed by something other than a decision in its
-/// shard: answering from it could tell a client what a deposed leader believed. A bug in the
-/// workflow; nothing more of it runs.
+/// The rule of `Next::Peek`, for every driver (these two and the cluster simulator's): after a
+/// peek at `peeked` (its shard), the next step must be a decision in that shard. Anything else
+/// could tell a client what a deposed leader believed: a bug in the workflow, and nothing more
+/// of it runs.
+pub fn after_peek<O>(peeked: Option<u16>, next: &Next<O>) -> Result<(), EntityFailure> {
+    match peeked {
+        Some(shard) if !matches!(next, Next::Decide(e) if crate::domain::ids::shard_of(e.entity_id()) == shard) => Err(unfenced(next)),
+        _ => Ok(()),
+    }
+}
+
 fn unfenced<O>(next: &Next<O>) -> EntityFailure {
     let what = match next {
         Next::Call(_) => "a call",
@@ -236,11 +239,21 @@ pub fn run_with<W: Workflow>(
 ) -> Result<W::Output, EntityFailure> {
     let mut input = Input::Start;
     let mut steps = 0;
+    // The simulator's entities serve every read as of the last write, so a peek is an ordinary
+    // read here; its rule is kept all the same, so a workflow that breaks it fails in tests
+    // and simulations too, not only on a node.
+    let mut peeked: Option<u16> = None;
     while steps < wf.steps_max() {
         steps += 1;
-        input = match wf.next(input) {
+        let next = wf.next(input);
+        after_peek(peeked.take(), &next)?;
+        input = match next {
             Next::Done(out) => return Ok(out),
-            Next::Call(envelope) | Next::Peek(envelope) | Next::Decide(envelope) => Input::Answer(call(envelope)?),
+            Next::Peek(envelope) => {
+                peeked = Some(crate::domain::ids::shard_of(envelope.entity_id()));
+                Input::Answer(call(envelope)?)
+            }
+            Next::Call(envelope) | Next::Decide(envelope) => Input::Answer(call(envelope)?),
             Next::Effect(e) => Input::Effected(effect(e)),
         };
     }
