@@ -1,6 +1,7 @@
 //! Persistence on sled: entity journals and snapshots (keys begin with the shard number so a
 //! shard is one ordered range), the hash-chained audit journal, and node metadata.
 
+pub mod audit_heads;
 pub mod audit_log;
 pub mod backup;
 pub mod codec;

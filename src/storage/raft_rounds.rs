@@ -157,11 +157,10 @@ impl RaftRounds {
                 } else {
                     spans.remove(&group);
                 }
+                let dead = spans.values().all(|s| !s.live);
                 held.pop_back();
-                if spans.values().all(|s| !s.live) {
-                    self.records.remove(&seq);
-                    self.cuts.remove(&seq);
-                    batch.remove(round_key(seq));
+                if dead {
+                    bury(&mut self.records, &mut self.cuts, batch, seq);
                 }
             }
             if held.is_empty() {
@@ -189,11 +188,10 @@ impl RaftRounds {
                 break;
             }
             span.live = false;
+            let dead = spans.values().all(|s| !s.live);
             held.pop_front();
-            if spans.values().all(|s| !s.live) {
-                self.records.remove(&seq);
-                self.cuts.remove(&seq);
-                batch.remove(round_key(seq));
+            if dead {
+                bury(&mut self.records, &mut self.cuts, batch, seq);
             }
         }
         if held.is_empty() {
@@ -307,6 +305,13 @@ impl RaftRounds {
     pub fn records(&self) -> usize {
         self.records.len()
     }
+}
+
+/// A record none of whose entries the logs need any more: forgotten, and deleted in `batch`.
+fn bury(records: &mut BTreeMap<u64, BTreeMap<u32, Span>>, cuts: &mut BTreeMap<u64, BTreeMap<u32, Keep>>, batch: &mut sled::Batch, seq: u64) {
+    records.remove(&seq);
+    cuts.remove(&seq);
+    batch.remove(round_key(seq));
 }
 
 fn corrupt(seq: u64, reason: String) -> StoreError {
