@@ -54,6 +54,35 @@ fn metric_sum(metrics: &Metrics, name: &str) -> f64 {
         .sum()
 }
 
+/// An entity applies a decision to memory before its write is durable. When the write is not
+/// committed (raft dropped the proposal), that memory must never answer anyone: the entity is
+/// loaded again from storage before its next message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entity_whose_write_did_not_commit_answers_nothing_from_it_and_loads_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (router, _) = router(dir.path(), Duration::from_secs(300)).await;
+    router.execute::<Portfolio>("usr_p", deposit(100, "p1"), meta()).await.unwrap();
+    let first = router.activation::<Portfolio>("usr_p").await.unwrap();
+    router.journal().debug_refuse_commits(1);
+    let again = meta();
+    // The first write of it is refused; whatever the caller hears, the request is carried out
+    // once, and by an activation loaded from storage.
+    let _ = router.execute::<Portfolio>("usr_p", deposit(5, "p2"), again.clone()).await;
+    assert_eq!(
+        router.execute::<Portfolio>("usr_p", deposit(5, "p2"), again).await.unwrap(),
+        PortfolioReply::Cash { cash: Decimal::from(105) }
+    );
+    // What the caller was told is what storage holds.
+    let store = router.store().clone();
+    let loaded =
+        tokio::task::spawn_blocking(move || store.load::<Portfolio>(&moneta::domain::ids::EntityId::new(moneta::domain::ids::EntityKind::Portfolio, "usr_p")))
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!((loaded.seq, loaded.state.cash), (2, Decimal::from(105)), "stored as answered");
+    assert_ne!(router.activation::<Portfolio>("usr_p").await.unwrap(), first, "loaded again");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_entity_restarts_from_storage_and_siblings_never_notice() {
     let dir = tempfile::tempdir().unwrap();

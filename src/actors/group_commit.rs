@@ -242,6 +242,10 @@ impl Writer {
                 }
                 Input::Commit(c) if self.shared.failed.load(Ordering::SeqCst) => (c.done)(Err(StoreError::Failed)),
                 Input::Commit(c) if c.writes.is_empty() => barriers.push(c.done),
+                Input::Commit(c) if self.shared.refuse.load(Ordering::Relaxed) > 0 => {
+                    self.shared.refuse.fetch_sub(1, Ordering::SeqCst);
+                    (c.done)(Err(StoreError::Unavailable("the proposal was refused (test hook)".into())));
+                }
                 Input::Commit(c) => {
                     sets += 1;
                     let g = self.store.group_of_set(&c.writes);

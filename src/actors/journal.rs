@@ -57,6 +57,9 @@ pub(crate) enum Input {
 
 pub(crate) struct Shared {
     pub(crate) failed: AtomicBool,
+    /// Test hook: this many coming commits are refused as raft refuses a proposal it drops
+    /// (`AuditJournal::debug_refuse_commits`).
+    pub(crate) refuse: std::sync::atomic::AtomicU32,
     pub(crate) heads: Mutex<BTreeMap<u32, ChainHead>>,
     /// Per group: leadership words and raft status, as of the last round.
     pub(crate) board: crate::cluster::raft::Board<crate::cluster::raft::GroupStatus>,
@@ -145,6 +148,7 @@ impl AuditJournal {
     pub fn start_with(store: Store, settings: JournalSettings, metrics: Arc<Metrics>) -> Result<AuditJournal, StoreError> {
         let shared = Arc::new(Shared {
             failed: AtomicBool::new(false),
+            refuse: std::sync::atomic::AtomicU32::new(0),
             heads: Mutex::new(BTreeMap::new()),
             // The shard groups and, after them, the metadata group.
             board: crate::cluster::raft::Board::new(store.groups() + 1),
@@ -187,6 +191,13 @@ impl AuditJournal {
     /// One group's status here (None: no replica on this node).
     pub fn status_of(&self, group: u32) -> Option<crate::cluster::raft::GroupStatus> {
         self.shared.board.status_where(|s| s.group == group)
+    }
+
+    /// Test hook: the next `n` commits with writes are refused as raft refuses a proposal it
+    /// drops while leadership moves (`Unavailable`), nothing of them written.
+    #[doc(hidden)]
+    pub fn debug_refuse_commits(&self, n: u32) {
+        self.shared.refuse.store(n, Ordering::SeqCst);
     }
 
     /// The raft term in which this node serves `group` (leads it, an entry of its term
