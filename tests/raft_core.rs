@@ -260,6 +260,13 @@ fn the_sled_raft_log_reloads_exactly_what_the_reference_disk_holds() {
                         s.mut_metadata().term = term;
                         s.mut_metadata().mut_conf_state().voters = vec![1, 2, 3];
                         w.snapshot = Some(s);
+                        // A compaction the node recorded before the snapshot came, in the same
+                        // round (`MultiRaft::ready`): the snapshot's point stands.
+                        if image.applied > image.snapshot_index && rng.random_range(0..2) == 0 {
+                            let index = rng.random_range(image.snapshot_index + 1..=image.applied);
+                            let t = image.entries.iter().find(|e| e.index == index).map_or(term, |e| e.term);
+                            w.compacted = Some((index, t));
+                        }
                     }
                     1 if image.applied > image.snapshot_index => {
                         let index = rng.random_range(image.snapshot_index + 1..=image.applied);
@@ -693,4 +700,140 @@ fn only_the_leader_of_a_group_with_no_other_voter_is_its_sole_voter() {
             assert!(!s.sole, "group {g} at node {n}: {s:?}");
         }
     }
+}
+
+/// Found by the cluster simulator (seed 7101429): a group's preferred leader was a voter whose
+/// process had died for good after it had caught up. Its leader, still seeing it caught up,
+/// handed leadership to it once per election timeout; raft-rs refuses every proposal while a
+/// transfer is under way, so the group took no write and no membership change for good. A
+/// leader now hands over only to a replica it has heard from recently.
+#[test]
+fn a_preferred_leader_that_is_gone_does_not_stop_its_group_taking_writes() {
+    let mut c = formed(21);
+    let g = GROUPS[0];
+    propose_n(&mut c, g, "before", 5);
+    c.run(100).unwrap();
+    let leader = c.leader(g).unwrap();
+    let gone = (1..=3).find(|&n| n != leader).unwrap();
+    let last = c.nodes[&leader].raft.as_ref().unwrap().status(g).unwrap().last_index;
+    assert_eq!(
+        c.nodes[&gone].raft.as_ref().unwrap().status(g).unwrap().last_index,
+        last,
+        "caught up before it goes"
+    );
+    c.crash(gone, usize::MAX);
+    for n in 1..=3u64 {
+        if let Some(r) = c.nodes.get_mut(&n).and_then(|x| x.raft.as_mut()) {
+            r.set_preferred_leader(g, Some(gone));
+        }
+    }
+    c.run(300).unwrap();
+    // Every proposal of the next two seconds is taken by the group's leader, and applied.
+    let mut refused = 0;
+    let mut ids = Vec::new();
+    for i in 0..200 {
+        match c.leader(g).and_then(|l| c.propose_at(l, g, format!("after-{i}").into_bytes())) {
+            Some(id) => ids.push(id),
+            None => refused += 1,
+        }
+        c.run(1).unwrap();
+    }
+    c.run(100).unwrap();
+    assert_eq!(refused, 0, "proposals refused while leadership was being handed to a replica that is gone");
+    for id in &ids {
+        assert_eq!(c.outcomes.get(id).map(|o| o.1), Some(Outcome::Applied), "proposal {id}");
+    }
+}
+
+/// Found in review: a purge of entries that carried a destroyed data key waited, in memory
+/// only, for the compaction after the round that applied the destruction. A stop in between
+/// forgot it, and the entries could stay in round records other groups' entries keep. The purge
+/// owed is now recorded in the batch that applies the destruction, loaded again at start, and
+/// done (its record deleted) in the batch that stages the compaction.
+#[test]
+fn a_purge_owed_when_the_node_stops_is_loaded_again_and_done_with_the_compaction() {
+    use moneta::cluster::raft::GroupWrite;
+    use moneta::storage::raft_rounds::{decode, purges_key, round_key, round_seq};
+    use raft::prelude::{Entry, HardState};
+    let dir = tempfile::tempdir().unwrap();
+    let entry = |g: u32, i: u64| {
+        let mut e = Entry::default();
+        (e.index, e.term, e.data) = (i, 1, format!("{g}/{i}").into_bytes().into());
+        e
+    };
+    let write = |g: u32, from: u64, n: u64, applied: u64| {
+        let mut hs = HardState::default();
+        (hs.term, hs.commit) = (1, from + n - 1);
+        GroupWrite {
+            group: g,
+            entries: (from..from + n).map(|i| entry(g, i)).collect(),
+            hard_state: Some(hs),
+            applied: Some(applied),
+            ..Default::default()
+        }
+    };
+    let stored = |store: &moneta::storage::Store, g: u32| -> Vec<u64> {
+        let mut out = Vec::new();
+        for item in store.tree().scan_prefix(&round_key(0)[..7]) {
+            let (k, v) = item.unwrap();
+            for (rg, es) in decode(round_seq(&k).unwrap(), &v).unwrap() {
+                if rg == g {
+                    out.extend(es.iter().map(|e| e.index));
+                }
+            }
+        }
+        out
+    };
+    {
+        let store = moneta::storage::Store::open(dir.path()).unwrap();
+        let (groups, mut rounds) = store.raft_image().unwrap();
+        let mut states = moneta::storage::raft_states::RaftStates::from_persisted(&groups);
+        // Groups 0 and 1 share their round records; group 0's entry 3 destroyed a data key,
+        // applied in the second round, whose batch also owes the purge. Then the node stops.
+        for (round, ws) in [vec![write(0, 1, 2, 0), write(1, 1, 2, 0)], vec![write(0, 3, 2, 3), write(1, 3, 1, 2)]]
+            .into_iter()
+            .enumerate()
+        {
+            let mut batch = sled::Batch::default();
+            for w in &ws {
+                store.stage_raft(&mut batch, w, &mut states, &mut rounds).unwrap();
+            }
+            if round == 1 {
+                rounds.purge(0, 3);
+            }
+            store.stage_rounds(&mut batch, &mut rounds).unwrap();
+            states.stage(&mut batch);
+            store.tree().apply_batch(batch).unwrap();
+        }
+        store.flush().unwrap();
+        assert!(
+            store.tree().get(purges_key()).unwrap().is_some(),
+            "owed in the batch that applied the destruction"
+        );
+    }
+    let store = moneta::storage::Store::open(dir.path()).unwrap();
+    let (groups, mut rounds) = store.raft_image().unwrap();
+    assert_eq!(rounds.owed(), vec![(0, 3)], "the purge is owed again after the stop");
+    assert_eq!(stored(&store, 0), vec![1, 2, 3, 4]);
+    // The writer compacts the log past it at start; the batch staging that does the purge.
+    let mut states = moneta::storage::raft_states::RaftStates::from_persisted(&groups);
+    let mut batch = sled::Batch::default();
+    let compaction = GroupWrite {
+        group: 0,
+        compacted: Some((3, 1)),
+        ..Default::default()
+    };
+    store.stage_raft(&mut batch, &compaction, &mut states, &mut rounds).unwrap();
+    store.stage_rounds(&mut batch, &mut rounds).unwrap();
+    store.tree().apply_batch(batch).unwrap();
+    assert_eq!(stored(&store, 0), vec![4], "entries through the destroying one are gone from every record");
+    assert_eq!(stored(&store, 1), vec![1, 2, 3], "the other group's entries stay");
+    assert!(rounds.owed().is_empty());
+    assert!(store.tree().get(purges_key()).unwrap().is_none(), "nothing owed is recorded any more");
+    let (_, reloaded) = store.raft_image().unwrap();
+    assert!(reloaded.owed().is_empty());
+    // A damaged record of purges is an error naming it.
+    store.tree().insert(purges_key(), vec![1, 0, 0]).unwrap();
+    let e = store.raft_image().unwrap_err().to_string();
+    assert!(e.contains("raft purges record"), "{e}");
 }

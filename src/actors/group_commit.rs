@@ -143,6 +143,16 @@ impl Writer {
             }
             raft.set_preferred_leader(g, membership.preferred_leader(g));
         }
+        for (g, index) in rounds.owed() {
+            // A purge owed when the node stopped: the log is compacted past it now (the
+            // compaction it waited for may not have reached the disk).
+            tracing::info!(
+                group = g,
+                index,
+                "a purge of destroyed data keys' entries is owed: compacting the group's log past it"
+            );
+            raft.compact(g, index + 1);
+        }
         let meta = store.meta_state()?;
         shared.meta.send_replace(meta.clone());
         let chains = store.chain_heads()?;
@@ -400,6 +410,12 @@ impl Writer {
                 self.store.stage(&mut batch, set, &mut cycle)?;
             }
         }
+        // The entries up to a destroying one go from the round records once the log is
+        // compacted past them (after this round); owed from this batch on, so a crash in
+        // between cannot forget them (`RaftRounds::purge`).
+        for &(g, index) in &shredded {
+            self.rounds.purge(g, index);
+        }
         self.store.stage_rounds(&mut batch, &mut self.rounds)?;
         self.states.stage(&mut batch);
         if cycle.heads_moved {
@@ -441,8 +457,6 @@ impl Writer {
         for (g, index) in shredded {
             tracing::info!(group = g, index, "a data key was destroyed: compacting the group's log past it");
             self.raft.compact(g, index + 1);
-            // And out of the round records that still hold it for other groups' entries.
-            self.rounds.purge(g, index);
         }
         // Before any callback runs: whoever is answered reads an applied index that includes
         // its own write (peers wait for their replica to reach it).

@@ -39,6 +39,11 @@ pub const RAFT_STATES: u8 = 0x05;
 /// number `u32::MAX` and the record's number; `RAFT_ENTRY` keys are those of folders written
 /// before it.
 pub const RAFT_ROUND: u8 = 0x06;
+/// The purges owed (`raft_rounds`): per group, the index through which its stored entries
+/// must be gone once its log is compacted past it (entries that carried a destroyed data key),
+/// under the group number `u32::MAX`. Written in the batch that applies the destruction, so
+/// a crash before the purge cannot forget it.
+pub const RAFT_PURGES: u8 = 0x07;
 pub const RAFT_ENTRY: u8 = 0x10;
 
 pub fn raft_key(group: u32, tag: u8) -> Vec<u8> {

@@ -4,7 +4,8 @@
 
 use crate::cluster::raft::{DiskError, GroupWrite, PersistedGroup, RaftDisk};
 use crate::storage::keys::{
-    self, RAFT_APPLIED, RAFT_CONF_STATE, RAFT_ENTRY, RAFT_HARD_STATE, RAFT_PREFIX, RAFT_ROUND, RAFT_SNAPSHOT_POINT, RAFT_STATES, RAFT_TOMBSTONE_PREFIX,
+    self, RAFT_APPLIED, RAFT_CONF_STATE, RAFT_ENTRY, RAFT_HARD_STATE, RAFT_PREFIX, RAFT_PURGES, RAFT_ROUND, RAFT_SNAPSHOT_POINT, RAFT_STATES,
+    RAFT_TOMBSTONE_PREFIX,
 };
 use crate::storage::raft_rounds::{self, RaftRounds};
 use crate::storage::raft_states::{self, RaftStates, STATES_GROUP};
@@ -37,6 +38,7 @@ impl Store {
         let mut out: BTreeMap<u32, PersistedGroup> = BTreeMap::new();
         let mut states = None;
         let mut rounds: Vec<(u64, Vec<raft_rounds::Run>)> = Vec::new();
+        let mut owed = Vec::new();
         for item in self.tree().scan_prefix(RAFT_PREFIX) {
             let (k, v) = item?;
             let rest = &k[RAFT_PREFIX.len()..];
@@ -47,6 +49,7 @@ impl Store {
             if group == STATES_GROUP {
                 match (rest[4], rest.len()) {
                     (RAFT_STATES, 5) => states = Some(raft_states::decode(&v)?),
+                    (RAFT_PURGES, 5) => owed = raft_rounds::decode_purges(&v)?,
                     (RAFT_ROUND, 13) => {
                         let seq = u64::from_be_bytes(rest[5..].try_into().expect("8 bytes"));
                         rounds.push((seq, raft_rounds::decode(seq, &v)?));
@@ -96,7 +99,9 @@ impl Store {
             p.entries.drain(..folded);
         }
         let points = out.iter().map(|(g, p)| (*g, p.snapshot_index)).collect();
-        Ok((out, RaftRounds::loaded(&rounds, &points)))
+        let mut tracker = RaftRounds::loaded(&rounds, &points);
+        tracker.restore_purges(&owed);
+        Ok((out, tracker))
     }
 
     /// Moves the raft log entries of a folder written before round records (one key per entry)
@@ -148,7 +153,11 @@ impl Store {
         if let Some(cs) = &w.conf_state {
             batch.insert(keys::raft_key(g, RAFT_CONF_STATE), encode(cs)?);
         }
-        if let Some((index, term)) = w.compacted {
+        // A compaction the node recorded before a snapshot arrived in the same round is
+        // behind the snapshot's point, which stands (as `GroupWrite::apply_to` folds them): the
+        // older point written over it would make the reloaded log start before its entries.
+        let snapshot_index = w.snapshot.as_ref().map_or(0, |s| s.get_metadata().index);
+        if let Some((index, term)) = w.compacted.filter(|&(index, _)| index > snapshot_index) {
             rounds.release(batch, g, index);
             let mut point = index.to_be_bytes().to_vec();
             point.extend_from_slice(&term.to_be_bytes());

@@ -21,7 +21,7 @@
 //! then the CRC-32 of everything before it (u32 BE). Anything else is an error naming the
 //! record.
 
-use crate::storage::keys::{self, RAFT_ROUND};
+use crate::storage::keys::{self, RAFT_PURGES, RAFT_ROUND};
 use crate::storage::raft_states::STATES_GROUP;
 use crate::storage::StoreError;
 use raft::prelude::Entry;
@@ -88,6 +88,8 @@ pub struct RaftRounds {
     points: BTreeMap<u32, u64>,
     /// Per group, entries to purge once the log is compacted past them.
     deferred: BTreeMap<u32, u64>,
+    /// `deferred` changed since its record (`purges_key`) was last staged.
+    purges_moved: bool,
 }
 
 impl RaftRounds {
@@ -178,6 +180,7 @@ impl RaftRounds {
             self.cut(group, d.min(index));
             if d <= index {
                 self.deferred.remove(&group);
+                self.purges_moved = true;
             }
         }
         let Some(held) = self.held.get_mut(&group) else { return };
@@ -202,13 +205,33 @@ impl RaftRounds {
     /// Every stored entry of `group` up to `index` is to be gone from the disk (entries that
     /// carried a destroyed data key): the records holding any are written again without them
     /// in the batch that persists the log's compaction past them (at once when it is).
+    /// Called in the batch that applies the destruction: what is deferred is recorded in it
+    /// (`purges_key`), so a crash before the compaction cannot forget the purge.
     pub fn purge(&mut self, group: u32, index: u64) {
         let point = self.points.get(&group).copied().unwrap_or(0);
         if index > point {
-            let d = self.deferred.entry(group).or_insert(index);
-            *d = (*d).max(index);
+            let d = self.deferred.entry(group).or_insert(0);
+            if *d < index {
+                *d = index;
+                self.purges_moved = true;
+            }
         }
         self.cut(group, index.min(point));
+    }
+
+    /// The purges owed, as recorded: each group and the index through which its entries go
+    /// once its log is compacted past it. A writer opening compacts those logs at once.
+    pub fn owed(&self) -> Vec<(u32, u64)> {
+        self.deferred.iter().map(|(g, i)| (*g, *i)).collect()
+    }
+
+    /// The purges recorded before a restart (`purges_key`), owed again.
+    pub(crate) fn restore_purges(&mut self, owed: &[(u32, u64)]) {
+        for &(g, index) in owed {
+            self.purge(g, index);
+        }
+        // Rewritten only if one was done already (its log compacted past it before the stop).
+        self.purges_moved = self.owed() != owed;
     }
 
     /// `group`'s log restarts after `point` (a snapshot installed, or the replica dropped):
@@ -219,6 +242,7 @@ impl RaftRounds {
         self.points.insert(group, point);
         if self.deferred.get(&group).is_some_and(|d| *d <= point) {
             self.deferred.remove(&group);
+            self.purges_moved = true;
         }
     }
 
@@ -226,7 +250,9 @@ impl RaftRounds {
     pub fn forget(&mut self, group: u32) {
         self.reset(group, 0);
         self.points.remove(&group);
-        self.deferred.remove(&group);
+        if self.deferred.remove(&group).is_some() {
+            self.purges_moved = true;
+        }
     }
 
     /// Takes `group`'s stored entries up to `index` out of the records (rewritten or deleted
@@ -267,6 +293,13 @@ impl RaftRounds {
     pub fn stage(&mut self, batch: &mut sled::Batch, read: impl Fn(&[u8]) -> Result<Option<sled::IVec>, StoreError>) -> Result<(), StoreError> {
         for seq in self.dead.drain(..) {
             batch.remove(round_key(seq));
+        }
+        if std::mem::take(&mut self.purges_moved) {
+            if self.deferred.is_empty() {
+                batch.remove(purges_key());
+            } else {
+                batch.insert(purges_key(), encode_purges(&self.owed()));
+            }
         }
         for (seq, cut) in std::mem::take(&mut self.cuts) {
             let key = round_key(seq);
@@ -312,6 +345,53 @@ fn bury(records: &mut BTreeMap<u64, BTreeMap<u32, Span>>, cuts: &mut BTreeMap<u6
     records.remove(&seq);
     cuts.remove(&seq);
     batch.remove(round_key(seq));
+}
+
+/// The key of the purges owed: under the raft prefix, at the group number of the states record.
+pub fn purges_key() -> Vec<u8> {
+    keys::raft_key(STATES_GROUP, RAFT_PURGES)
+}
+
+/// The purges record: `version u8 (1)`, then per group ascending `group u32 BE ‖ index u64 BE`,
+/// then the CRC-32 of everything before it (u32 BE).
+pub fn encode_purges(owed: &[(u32, u64)]) -> Vec<u8> {
+    let mut v = vec![VERSION];
+    for (g, index) in owed {
+        v.extend_from_slice(&g.to_be_bytes());
+        v.extend_from_slice(&index.to_be_bytes());
+    }
+    let sum = crc32fast::hash(&v);
+    v.extend_from_slice(&sum.to_be_bytes());
+    v
+}
+
+/// Reads the purges record; one cut short, failing its checksum or naming a group twice is
+/// corrupt.
+pub fn decode_purges(v: &[u8]) -> Result<Vec<(u32, u64)>, StoreError> {
+    let bad = |reason: &str| StoreError::Corrupt {
+        location: "raft purges record".into(),
+        reason: reason.to_string(),
+    };
+    if v.len() < 5 || !(v.len() - 5).is_multiple_of(12) {
+        return Err(bad(&format!("{} bytes is not a version, (group, index) pairs and a checksum", v.len())));
+    }
+    let (body, sum) = v.split_at(v.len() - 4);
+    if crc32fast::hash(body) != u32::from_be_bytes(sum.try_into().expect("4 bytes")) {
+        return Err(bad("its checksum does not match its bytes"));
+    }
+    if body[0] != VERSION {
+        return Err(bad(&format!("unknown version {}", body[0])));
+    }
+    let mut out: Vec<(u32, u64)> = Vec::new();
+    for pair in body[1..].chunks_exact(12) {
+        let g = u32::from_be_bytes(pair[..4].try_into().expect("4 bytes"));
+        let index = u64::from_be_bytes(pair[4..].try_into().expect("8 bytes"));
+        if g == STATES_GROUP || out.last().is_some_and(|(l, _)| *l >= g) {
+            return Err(bad(&format!("group {g} out of order")));
+        }
+        out.push((g, index));
+    }
+    Ok(out)
 }
 
 fn corrupt(seq: u64, reason: String) -> StoreError {

@@ -216,7 +216,11 @@ impl Replica {
     }
 
     /// Hands leadership to the preferred replica once it holds the whole log, at most once
-    /// per election timeout (never to one that would need a snapshot first).
+    /// per election timeout (never to one that would need a snapshot first), and only if it
+    /// answered since the last quorum check: raft-rs refuses every proposal while a transfer
+    /// is under way, so handing over to a replica that is gone — still seen caught up, as
+    /// nothing was appended since — would stop the group's writes and membership changes for
+    /// good, one election timeout after another (found by the cluster simulator).
     fn balance(&mut self) {
         let Some(to) = self.preferred_leader else { return };
         if !self.is_serving() || to == self.raw.raft.id || self.ticks_since_transfer < self.election_tick {
@@ -228,7 +232,7 @@ impl Replica {
             .raft
             .prs()
             .get(to)
-            .is_some_and(|p| p.matched == last && p.state == raft::ProgressState::Replicate);
+            .is_some_and(|p| p.matched == last && p.state == raft::ProgressState::Replicate && p.recent_active);
         if caught_up && self.voters().contains(&to) {
             self.ticks_since_transfer = 0;
             self.raw.transfer_leader(to);
