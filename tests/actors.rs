@@ -83,6 +83,102 @@ async fn an_entity_whose_write_did_not_commit_answers_nothing_from_it_and_loads_
     assert_ne!(router.activation::<Portfolio>("usr_p").await.unwrap(), first, "loaded again");
 }
 
+/// Found in review: a request sent again while its first write was still in flight was
+/// answered, from the entity's memory, once the writes before it were done — whether or not
+/// they committed. The first write then failed, and the caller had been told of a deposit
+/// storage never held. A replay now answers only if no earlier write of the entity failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_sent_again_while_its_write_is_in_flight_is_not_answered_if_that_write_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let (router, metrics) = router(dir.path(), Duration::from_secs(300)).await;
+    router.execute::<Portfolio>("usr_q", deposit(100, "q1"), meta()).await.unwrap();
+    // The writer holds still: the deposit below is decided, its write not yet taken.
+    let release = router.journal().debug_pause_writer();
+    router.journal().debug_refuse_commits(1);
+    let again = meta();
+    let first = tokio::spawn({
+        let (router, again) = (router.clone(), again.clone());
+        async move { router.execute::<Portfolio>("usr_q", deposit(5, "q2"), again).await }
+    });
+    let mut decided = false;
+    for _ in 0..500 {
+        if router.inspect::<Portfolio>("usr_q").await.unwrap().1.cash == Decimal::from(105) {
+            decided = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(decided, "the deposit was decided in memory");
+    // The same request again (a retry after a lost answer), while the first write waits.
+    let replay = tokio::spawn({
+        let router = router.clone();
+        async move {
+            let answer = router.execute::<Portfolio>("usr_q", deposit(5, "q2"), again).await;
+            // What storage holds when the answer comes.
+            let store = router.store().clone();
+            let id = moneta::domain::ids::EntityId::new(moneta::domain::ids::EntityKind::Portfolio, "usr_q");
+            let stored = tokio::task::spawn_blocking(move || store.load::<Portfolio>(&id)).await.unwrap().unwrap();
+            (answer, stored.state.cash)
+        }
+    });
+    let mut replayed = false;
+    for _ in 0..500 {
+        if metric_sum(&metrics, "moneta_request_replays_total") >= 1.0 {
+            replayed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(replayed, "the second one was found a replay");
+    // The first write is refused (as raft drops a proposal). The router sends both again
+    // (same request id): the deposit is carried out once, by an activation loaded from
+    // storage, and whoever is told it was done is told so once storage holds it.
+    release.send(()).unwrap();
+    let (first, (replay, stored_then)) = (first.await.unwrap(), replay.await.unwrap());
+    let done = PortfolioReply::Cash { cash: Decimal::from(105) };
+    assert_eq!(replay.unwrap(), done);
+    assert_eq!(stored_then, Decimal::from(105), "the replay was answered before storage held what it replays");
+    assert_eq!(first.unwrap(), done);
+    let store = router.store().clone();
+    let id = moneta::domain::ids::EntityId::new(moneta::domain::ids::EntityKind::Portfolio, "usr_q");
+    let loaded = tokio::task::spawn_blocking(move || store.load::<Portfolio>(&id)).await.unwrap().unwrap();
+    assert_eq!((loaded.seq, loaded.state.cash), (2, Decimal::from(105)), "stored once");
+}
+
+/// Found in review: an entity stayed in memory when its group's leadership went and came
+/// back, and its writes could even be forwarded to another leader. Another leader may have
+/// written in between: an entity is now used only in the term it was loaded in (its writes
+/// fenced to that term), and loaded again in a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entity_loaded_in_one_leadership_term_is_loaded_again_in_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let (router, _) = router(dir.path(), Duration::from_secs(300)).await;
+    router.execute::<Portfolio>("usr_t", deposit(100, "t1"), meta()).await.unwrap();
+    let first = router.activation::<Portfolio>("usr_t").await.unwrap();
+    let id = moneta::domain::ids::EntityId::new(moneta::domain::ids::EntityKind::Portfolio, "usr_t");
+    let group = moneta::domain::ids::group_of(id.shard(), router.store().groups());
+    let journal = router.journal();
+    let term = journal.serving_term(group).expect("served");
+    journal.debug_new_term(group);
+    let mut moved = false;
+    for _ in 0..500 {
+        if journal.serving_term(group).is_some_and(|t| t > term) {
+            moved = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(moved, "a new term is served");
+    let again = meta();
+    let _ = router.execute::<Portfolio>("usr_t", deposit(5, "t2"), again.clone()).await;
+    assert_eq!(
+        router.execute::<Portfolio>("usr_t", deposit(5, "t2"), again).await.unwrap(),
+        PortfolioReply::Cash { cash: Decimal::from(105) }
+    );
+    assert_ne!(router.activation::<Portfolio>("usr_t").await.unwrap(), first, "loaded again in the new term");
+    assert_eq!(router.query::<Portfolio, _>("usr_t", Cash).await.unwrap(), Decimal::from(105));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_entity_restarts_from_storage_and_siblings_never_notice() {
     let dir = tempfile::tempdir().unwrap();
@@ -342,7 +438,7 @@ async fn a_read_with_no_barrier_must_be_followed_by_a_decision_in_its_shard() {
     use moneta::workflows::flow::{run, Effect, Effected, Effects, Input, Next, Workflow};
     struct NoEffects;
     impl Effects for NoEffects {
-        async fn apply(&self, _: Effect) -> Effected {
+        async fn apply(&self, _: Effect, _: Option<u64>) -> Effected {
             Effected::Failed("no effects here".into())
         }
     }

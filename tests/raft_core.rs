@@ -837,3 +837,35 @@ fn a_purge_owed_when_the_node_stops_is_loaded_again_and_done_with_the_compaction
     let e = store.raft_image().unwrap_err().to_string();
     assert!(e.contains("raft purges record"), "{e}");
 }
+
+/// Found in review: raft-rs drops every proposal while leadership is handed over, so an
+/// entity's write could be refused and its next one accepted — a hole in its journal. A
+/// proposal now ends the hand-over at its leader (the replica taking over was caught up, so its
+/// MsgTimeoutNow has left and it campaigns anyway) and is appended in order: what commits of
+/// one leader's proposals is always a prefix of them.
+#[test]
+fn a_proposal_during_a_leadership_transfer_is_appended_in_order_not_dropped() {
+    let mut c = formed(22);
+    let g = GROUPS[1];
+    propose_n(&mut c, g, "before", 3);
+    c.run(100).unwrap();
+    let leader = c.leader(g).unwrap();
+    let to = (1..=3).find(|&n| n != leader).unwrap();
+    c.nodes.get_mut(&leader).unwrap().raft.as_mut().unwrap().transfer_leader(g, to);
+    let first = c.propose_at(leader, g, b"during-0".to_vec());
+    let second = c.propose_at(leader, g, b"during-1".to_vec());
+    assert!(first.is_some() && second.is_some(), "proposals refused during the transfer");
+    c.run(600).unwrap();
+    let outcome = |id: Option<u64>| c.outcomes.get(&id.unwrap()).map(|o| o.1);
+    // The second commits only with the first before it.
+    if outcome(second) == Some(Outcome::Applied) {
+        assert_eq!(outcome(first), Some(Outcome::Applied));
+    }
+    // And the group goes on taking writes wherever its leadership went.
+    let ids = propose_n(&mut c, g, "after", 20);
+    c.run(100).unwrap();
+    assert_eq!(ids.len(), 20);
+    for id in &ids {
+        assert_eq!(c.outcomes.get(id).map(|o| o.1), Some(Outcome::Applied), "proposal {id}");
+    }
+}

@@ -76,7 +76,7 @@ async fn each_kind_of_record_is_group_committed_in_its_shard_and_comes_back_from
         realised_pnl: Decimal::ZERO,
         executed_at: Timestamp(7),
     };
-    broker.execute(USER, &order).await.unwrap();
+    broker.execute(USER, &order, None).await.unwrap();
     let confirmation = moneta::domain::reconcile::Confirmation::of(USER, &order);
 
     // A backup from the running node's consistent view (on the journal's writer thread).

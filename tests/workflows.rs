@@ -182,14 +182,16 @@ fn filled(o: &Order) -> Seen {
     }
 }
 
+/// The fills confirmed, and each confirmation's user and fence (the booking's raft term).
 #[derive(Default)]
-struct Recorded(Mutex<Vec<Seen>>);
+struct Recorded(Mutex<Vec<Seen>>, Mutex<Vec<(String, Option<u64>)>>);
 
 impl Effects for Recorded {
-    async fn apply(&self, effect: Effect) -> Effected {
+    async fn apply(&self, effect: Effect, fence: Option<u64>) -> Effected {
         match effect {
-            Effect::Confirm { order, .. } => {
+            Effect::Confirm { order, user_id } => {
                 self.0.lock().unwrap().push(filled(&order));
+                self.1.lock().unwrap().push((user_id, fence));
                 Effected::Confirmed
             }
             // No price book here: the order asks the instrument.
@@ -253,6 +255,13 @@ async fn the_node_and_the_simulators_host_run_the_same_workflows_to_the_same_ans
 
     assert_eq!(on_node, in_memory, "the same answers, order by order");
     assert_eq!(*effects.0.lock().unwrap(), confirmed_in_memory, "the same fills confirmed with the broker");
+    // Each confirmation follows its booking, not yet durable, fenced to the booking's term:
+    // written only where and while the booking can commit before it.
+    for (user, fence) in effects.1.lock().unwrap().iter() {
+        let group = moneta::domain::ids::group_of(moneta::storage::records::user_shard(user), router.store().groups());
+        assert_eq!(*fence, router.journal().serving_term(group), "confirmation for {user}");
+        assert!(fence.is_some());
+    }
     assert_eq!(accept_on_node, accept_in_memory);
     assert_eq!(
         accept_on_node,
@@ -518,7 +527,7 @@ async fn advice_is_gated_then_given_alike_by_the_node_and_in_memory() {
     router.dispatch(consent).await.unwrap();
     struct Nothing;
     impl Effects for Nothing {
-        async fn apply(&self, _: Effect) -> Effected {
+        async fn apply(&self, _: Effect, _: Option<u64>) -> Effected {
             Effected::Done
         }
     }

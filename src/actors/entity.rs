@@ -99,6 +99,13 @@ pub struct EntityActor<E: Entity> {
     /// A write of this entity failed to commit: its memory holds what storage does not, so it
     /// serves nothing more and stops (the next message activates it again from storage).
     poisoned: Arc<std::sync::atomic::AtomicBool>,
+    /// The raft term in which this node served the entity's group when it was loaded (None:
+    /// it did not). Its memory holds what the group committed up to then and what it decided
+    /// since; it is valid only while the node still leads in that term, and each of its
+    /// writes is proposed only then (fenced: never forwarded to another leader, never
+    /// committed in a later term, where another leader may have written the same journal
+    /// positions in between).
+    term: Option<u64>,
     env: Arc<EntityEnv>,
     rng: ChaCha20Rng,
     last_activity: Instant,
@@ -125,8 +132,24 @@ pub struct ExecuteEarly<E: Entity> {
     pub fence: Option<u64>,
 }
 
-/// Resolves once what an early answer decided is durable (or failed to become so).
-pub type Durable = tokio::sync::oneshot::Receiver<Result<(), EntityFailure>>;
+/// Resolves once what an early answer decided is durable (or failed to become so); `term` is
+/// the raft term its write was fenced to (None: nothing written, or not fenced). A write that
+/// must never commit without the decision — the broker's confirmation of the fill it booked —
+/// is fenced to the same term at the same node (`AuditJournal::commit_fenced`): one leader's
+/// entries of one term commit in log order, so it commits only with the decision before it.
+#[derive(Debug)]
+pub struct Durable {
+    ticket: tokio::sync::oneshot::Receiver<Result<(), EntityFailure>>,
+    pub term: Option<u64>,
+}
+
+impl std::future::Future for Durable {
+    type Output = Result<Result<(), EntityFailure>, tokio::sync::oneshot::error::RecvError>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.ticket).poll(cx)
+    }
+}
 
 /// An early answer: the decision (or the refusal) and the ticket for its durability.
 pub type EarlyAnswer<E> = Result<(Result<<E as Entity>::Reply, <E as Entity>::Rejection>, Durable), EntityFailure>;
@@ -179,6 +202,9 @@ impl<E: Entity> Actor for EntityActor<E> {
 
     async fn on_start(args: EntityArgs, me: ActorRef<Self>) -> Result<Self, StoreError> {
         let EntityArgs { id, env } = args;
+        // The term first: a load that happens while this node leads in it has everything
+        // committed before the term, and nobody else commits in it.
+        let term = env.journal.serving_term(crate::domain::ids::group_of(id.shard(), env.store.groups()));
         // Everything an earlier incarnation committed must be written before we read it back.
         env.journal.barrier().await?;
         let loaded = {
@@ -208,13 +234,13 @@ impl<E: Entity> Actor for EntityActor<E> {
         let mut requests = loaded.requests;
         let keep_ms = i64::try_from(env.request_memory.as_millis()).unwrap_or(i64::MAX);
         let expired = requests.expire((env.now)(), keep_ms, env.request_memory_max);
-        if !expired.is_empty() {
+        if let Some(term) = term.filter(|_| !expired.is_empty()) {
             let deletes = expired.iter().map(|r| keys::request_key(&id, r)).collect();
             let writes = WriteSet {
                 deletes,
                 ..WriteSet::default()
             };
-            env.journal.commit(writes, Box::new(|_| {})).await;
+            env.journal.commit_fenced(writes, term, Box::new(|_| {})).await;
         }
         Ok(EntityActor {
             id,
@@ -225,6 +251,7 @@ impl<E: Entity> Actor for EntityActor<E> {
             snapshot_bytes: loaded.snapshot_bytes,
             durable,
             poisoned: Arc::default(),
+            term,
             env,
             rng: ChaCha20Rng::from_os_rng(),
             last_activity: Instant::now(),
@@ -313,14 +340,26 @@ impl<E: Entity> EntityActor<E> {
         writes
     }
 
-    /// Sends `writes` to the journal; `reply` runs once they are durable (and the watermark moves).
-    /// A write that fails poisons the entity (before `reply` runs, so whoever hears of the
-    /// failure finds it stopping): its memory applied what was not committed.
-    async fn commit<R: Send + 'static>(&self, writes: WriteSet, fence: Option<u64>, reply: impl FnOnce(Result<(), StoreError>) -> R + Send + 'static) {
+    /// Sends `writes` to the journal, fenced to the term the entity was loaded in; `reply` runs
+    /// once they are durable (and the watermark moves). A write that fails poisons the entity
+    /// (before `reply` runs, so whoever hears of the failure finds it stopping): its memory
+    /// applied what was not committed.
+    ///
+    /// An empty write (the replay of an outcome, `Seen::Again`) is a barrier: it completes after
+    /// every write sent before it. It answers only if none of them failed — the outcome it
+    /// replays may be one of them, still in flight when the request came again.
+    async fn commit<R: Send + 'static>(&self, writes: WriteSet, reply: impl FnOnce(Result<(), StoreError>) -> R + Send + 'static) {
         let durable = self.durable.clone();
         let poisoned = self.poisoned.clone();
         let seq = self.seq;
+        let replay = writes.is_empty();
         let done: CommitCallback = Box::new(move |r: Result<(), StoreError>| {
+            let r = match r {
+                Ok(()) if replay && poisoned.load(std::sync::atomic::Ordering::SeqCst) => Err(StoreError::Unavailable(
+                    "an earlier write of the entity, perhaps the one replayed, did not commit".into(),
+                )),
+                r => r,
+            };
             if r.is_ok() {
                 durable.send_if_modified(|d| {
                     let moved = seq > *d;
@@ -332,9 +371,9 @@ impl<E: Entity> EntityActor<E> {
             }
             reply(r);
         });
-        match fence {
+        match self.term {
             Some(term) => self.env.journal.commit_fenced(writes, term, done).await,
-            None => self.env.journal.commit(writes, done).await,
+            None => done(Err(StoreError::Unavailable(format!("{} was loaded where its group is not served", self.id)))),
         }
     }
 
@@ -366,7 +405,19 @@ impl<E: Entity> EntityActor<E> {
             tracing::info!(entity = %self.id, owner = %hint.owner, epoch = hint.epoch, "shard moved away; the entity stops here");
             ctx.stop();
             EntityFailure::NotOwner(hint)
-        })
+        })?;
+        if self.term.is_none() || self.serving_term() != self.term {
+            // Leadership went and came back (or the entity was loaded as it moved): another
+            // leader may have written in between. Out of the registry first, as above.
+            tracing::info!(entity = %self.id, "the group's leadership term changed since the entity was loaded; it stops and is loaded again");
+            (self.env.on_passivate)(&self.id, ctx.actor_ref().id());
+            ctx.stop();
+            return Err(EntityFailure::Unavailable(format!(
+                "{}: the leadership term changed since it was loaded; loading it again",
+                self.id
+            )));
+        }
+        Ok(())
     }
 
     /// The raft term in which this node serves the entity's group (None: it does not now).
@@ -457,10 +508,8 @@ impl<E: Entity> Message<Execute<E>> for EntityActor<E> {
             Decided::Failed(f) => send(Err(ExecError::Failed(f))),
             Decided::Settled(outcome) => self.when_durable(move || send(outcome.map_err(ExecError::Rejected))),
             Decided::Write(outcome, writes) => {
-                self.commit(writes, None, move |r| {
-                    send(r.map_err(unknown).and_then(|_| outcome.map_err(ExecError::Rejected)))
-                })
-                .await
+                self.commit(writes, move |r| send(r.map_err(unknown).and_then(|_| outcome.map_err(ExecError::Rejected))))
+                    .await
             }
         }
         delegated
@@ -483,7 +532,7 @@ impl<E: Entity> Message<ExecuteEarly<E>> for EntityActor<E> {
             send(Err(f));
             return delegated;
         }
-        if let Some(term) = msg.fence.filter(|t| self.serving_term() != Some(*t)) {
+        if let Some(term) = msg.fence.filter(|t| self.term != Some(*t)) {
             // Leadership moved since the read the command was decided on: refused before it
             // touches memory (the writer checks again at the proposal).
             send(Err(EntityFailure::Unavailable(format!(
@@ -493,6 +542,7 @@ impl<E: Entity> Message<ExecuteEarly<E>> for EntityActor<E> {
             return delegated;
         }
         let (durable, ticket) = tokio::sync::oneshot::channel();
+        let ticket = Durable { ticket, term: self.term };
         match self.decide_command(msg.cmd, &msg.meta) {
             Decided::Failed(f) => send(Err(f)),
             Decided::Settled(outcome) => {
@@ -504,7 +554,7 @@ impl<E: Entity> Message<ExecuteEarly<E>> for EntityActor<E> {
             Decided::Write(outcome, writes) => {
                 // Sent to the group commit before the answer: whatever the caller writes to
                 // the group next is behind it.
-                self.commit(writes, msg.fence, move |r| {
+                self.commit(writes, move |r| {
                     let _ = durable.send(r.map_err(|e| failure_of_commit(&e)));
                 })
                 .await;

@@ -227,6 +227,13 @@ impl Writer {
 
     /// Proposes the commits of this turn, one entry per group; registers barriers.
     fn take(&mut self, inputs: &mut Vec<Input>) {
+        if self.shared.paused.load(Ordering::Relaxed) {
+            self.shared.paused.store(false, Ordering::SeqCst);
+            let pause = self.shared.pause.lock().expect("pause lock").take();
+            if let Some(rx) = pause {
+                let _ = rx.recv();
+            }
+        }
         let mut by_group: BTreeMap<u32, Vec<(WriteSet, CommitCallback, Option<u64>)>> = BTreeMap::new();
         let mut barriers = Vec::new();
         let mut reads: BTreeMap<u32, Vec<CommitCallback>> = BTreeMap::new();
@@ -234,6 +241,9 @@ impl Writer {
         for input in inputs.drain(..) {
             match input {
                 Input::Tick => {
+                    if let Some(g) = self.shared.campaign.swap(0, Ordering::SeqCst).checked_sub(1) {
+                        self.raft.debug_new_term(g);
+                    }
                     self.raft.tick();
                     self.ticks += 1;
                     self.expire_reads();

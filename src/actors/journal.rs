@@ -60,6 +60,13 @@ pub(crate) struct Shared {
     /// Test hook: this many coming commits are refused as raft refuses a proposal it drops
     /// (`AuditJournal::debug_refuse_commits`).
     pub(crate) refuse: std::sync::atomic::AtomicU32,
+    /// Test hook: the writer campaigns in this group (+1; 0: none) at its next tick
+    /// (`AuditJournal::debug_new_term`).
+    pub(crate) campaign: std::sync::atomic::AtomicU32,
+    /// Test hook: the writer waits at the start of its next turn until this hears or hangs up
+    /// (`AuditJournal::debug_pause_writer`); `paused` says one is set (a load per turn).
+    pub(crate) pause: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+    pub(crate) paused: AtomicBool,
     pub(crate) heads: Mutex<BTreeMap<u32, ChainHead>>,
     /// Per group: leadership words and raft status, as of the last round.
     pub(crate) board: crate::cluster::raft::Board<crate::cluster::raft::GroupStatus>,
@@ -149,6 +156,9 @@ impl AuditJournal {
         let shared = Arc::new(Shared {
             failed: AtomicBool::new(false),
             refuse: std::sync::atomic::AtomicU32::new(0),
+            campaign: std::sync::atomic::AtomicU32::new(0),
+            pause: Mutex::new(None),
+            paused: AtomicBool::new(false),
             heads: Mutex::new(BTreeMap::new()),
             // The shard groups and, after them, the metadata group.
             board: crate::cluster::raft::Board::new(store.groups() + 1),
@@ -198,6 +208,23 @@ impl AuditJournal {
     #[doc(hidden)]
     pub fn debug_refuse_commits(&self, n: u32) {
         self.shared.refuse.store(n, Ordering::SeqCst);
+    }
+
+    /// Test hook: this node campaigns in `group` at the writer's next tick — a new term, which
+    /// a sole voter wins at once (leadership gone and back, as another leader would make it).
+    #[doc(hidden)]
+    pub fn debug_new_term(&self, group: u32) {
+        self.shared.campaign.store(group + 1, Ordering::SeqCst);
+    }
+
+    /// Test hook: the writer stops at the start of its next turn, with what it took, until the
+    /// returned sender sends or is dropped.
+    #[doc(hidden)]
+    pub fn debug_pause_writer(&self) -> std::sync::mpsc::Sender<()> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        *self.shared.pause.lock().expect("pause lock") = Some(rx);
+        self.shared.paused.store(true, Ordering::SeqCst);
+        tx
     }
 
     /// The raft term in which this node serves `group` (leads it, an entry of its term
@@ -424,6 +451,21 @@ impl AuditJournal {
         let (tx, rx) = oneshot::channel();
         self.commit(
             writes,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        )
+        .await;
+        rx.await.unwrap_or(Err(StoreError::Io("the audit journal has stopped".into())))
+    }
+
+    /// `write`, fenced to `term` (`commit_fenced`): never forwarded, proposed only while this
+    /// node leads the write's group in that term.
+    pub async fn write_fenced(&self, writes: WriteSet, term: u64) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.commit_fenced(
+            writes,
+            term,
             Box::new(move |r| {
                 let _ = tx.send(r);
             }),

@@ -25,8 +25,10 @@ pub trait Broker: Send + Sync {
     fn fill_price(&self, side: Side, market: Decimal) -> Decimal;
     /// Executes a booked order at the broker; answers once its confirmation is durable.
     /// Idempotent by order id: the first execution's confirmation stands, a retry changes
-    /// nothing.
-    fn execute<'a>(&'a self, user_id: &'a str, order: &'a Order) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+    /// nothing. `fence`: the raft term of the booking when it is not durable yet (its write
+    /// and the confirmation share a flush); the confirmation is then written only in that term
+    /// at this node, behind the booking, so it never stands without it.
+    fn execute<'a>(&'a self, user_id: &'a str, order: &'a Order, fence: Option<u64>) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
     /// Every confirmation of the covered shard groups' users, in order-id order; a record that
     /// cannot be read is an `Err` item naming its key (reported by reconciliation, never skipped).
     fn confirmations(&self, scope: &Groups) -> Result<Vec<LedgerEntry>, String>;
@@ -50,7 +52,7 @@ impl Broker for SimulatedBroker {
         crate::domain::fees::fill_price(side, market, self.slippage_bps)
     }
 
-    fn execute<'a>(&'a self, user_id: &'a str, order: &'a Order) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+    fn execute<'a>(&'a self, user_id: &'a str, order: &'a Order, fence: Option<u64>) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
         Box::pin(async move {
             // First execution wins without a read here: a confirmation is a write-once record
             // (`keys::is_write_once`), so a retry's put is dropped where the log is applied.
@@ -62,7 +64,11 @@ impl Broker for SimulatedBroker {
             writes
                 .puts
                 .push((keys::shard_record_key(user_shard(user_id), ShardRecord::Confirmation, &order.order_id), bytes));
-            self.journal.write(writes).await.map_err(|e| e.to_string())
+            match fence {
+                Some(term) => self.journal.write_fenced(writes, term).await,
+                None => self.journal.write(writes).await,
+            }
+            .map_err(|e| e.to_string())
         })
     }
 
@@ -86,7 +92,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let journal = AuditJournal::start(store.clone(), 64, std::sync::Arc::new(crate::telemetry::Metrics::new())).unwrap();
-        let b = SimulatedBroker::new(store.clone(), journal, Decimal::from(10));
+        let b = SimulatedBroker::new(store.clone(), journal.clone(), Decimal::from(10));
         assert_eq!(b.fill_price(Side::Buy, Decimal::from(100)), "100.1".parse().unwrap());
         assert_eq!(b.fill_price(Side::Sell, Decimal::from(100)), "99.9".parse().unwrap());
         let mut o = Order {
@@ -101,14 +107,14 @@ mod tests {
             executed_at: Timestamp(5),
         };
         let first = Confirmation::of("usr_a", &o);
-        b.execute("usr_a", &o).await.unwrap();
+        b.execute("usr_a", &o, None).await.unwrap();
         o.price = Decimal::from(1);
-        b.execute("usr_a", &o).await.unwrap();
+        b.execute("usr_a", &o, None).await.unwrap();
         // Two executions of another order at once: one of them stands, whole.
         o.order_id = "ord_2".into();
         let mut other = o.clone();
         other.price = Decimal::from(2);
-        let (x, y) = tokio::join!(b.execute("usr_a", &o), b.execute("usr_a", &other));
+        let (x, y) = tokio::join!(b.execute("usr_a", &o, None), b.execute("usr_a", &other, None));
         x.unwrap();
         y.unwrap();
         let bad = keys::shard_record_key(user_shard("usr_b"), ShardRecord::Confirmation, "ord_bad");
@@ -122,5 +128,19 @@ mod tests {
             "{second:?}"
         );
         assert!(matches!(&all[2], Err((k, _)) if k == "ord_bad"));
+        // Behind a booking of another term than the one served now, nothing is written (it
+        // would stand without the booking); behind one of this term, it is.
+        let group = crate::domain::ids::group_of(user_shard("usr_a"), store.groups());
+        let term = loop {
+            if let Some(t) = journal.serving_term(group) {
+                break t;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        };
+        o.order_id = "ord_3".into();
+        assert!(b.execute("usr_a", &o, Some(term + 1)).await.is_err(), "fenced to a term not served");
+        assert_eq!(b.confirmations(&Groups::All).unwrap().len(), 3, "nothing written");
+        b.execute("usr_a", &o, Some(term)).await.unwrap();
+        assert_eq!(b.confirmations(&Groups::All).unwrap().len(), 4);
     }
 }

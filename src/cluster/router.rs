@@ -299,7 +299,17 @@ impl Router {
                         }
                     }
                     Ok(_) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                        // Changes were missed: which groups moved is unknown, so every entity
+                        // stops and loads again from storage where it is served (each also
+                        // refuses a message once its group's term is not the one it loaded in).
+                        let Some(inner) = weak.upgrade() else { break };
+                        let stopped = inner.accounts.evict(|_| false)
+                            + inner.portfolios.evict(|_| false)
+                            + inner.instruments.evict(|_| false)
+                            + inner.email_index.evict(|_| false);
+                        tracing::warn!(missed, stopped, "leadership changes were missed; every entity actor here stopped");
+                    }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                 }
             }

@@ -145,7 +145,11 @@ fn past_bound(steps: usize) -> EntityFailure {
 
 /// Carries out the effects of workflows (production: the node's adapters).
 pub trait Effects {
-    fn apply(&self, effect: Effect) -> impl Future<Output = Effected> + Send;
+    /// `fence`: the raft term of the decision answered early just before the effect and not
+    /// yet durable (`Next::Decide`), when there is one. A write the effect makes that must
+    /// never commit without that decision — the broker's confirmation of the fill it booked —
+    /// is fenced to it (`actors::entity::Durable`).
+    fn apply(&self, effect: Effect, fence: Option<u64>) -> impl Future<Output = Effected> + Send;
 }
 
 /// Drives `wf` over the node's router: each call is dispatched to its entity (local today, over
@@ -190,7 +194,10 @@ pub async fn run<W: Workflow>(router: &Router, effects: &impl Effects, mut wf: W
                 undurable.extend(durable);
                 Input::Answer(answer)
             }
-            Next::Effect(effect) => Input::Effected(effects.apply(effect).await),
+            Next::Effect(effect) => {
+                let fence = undurable.last().and_then(|d| d.term);
+                Input::Effected(effects.apply(effect, fence).await)
+            }
         };
     }
     Err(past_bound(steps))
@@ -277,11 +284,11 @@ fn done(r: Result<(), String>) -> Effected {
 pub struct NodeEffects<'a>(pub &'a Services);
 
 impl Effects for NodeEffects<'_> {
-    async fn apply(&self, effect: Effect) -> Effected {
+    async fn apply(&self, effect: Effect, fence: Option<u64>) -> Effected {
         let s = self.0;
         match effect {
             Effect::Confirm { user_id, order } => {
-                if let Err(e) = s.broker.execute(&user_id, &order).await {
+                if let Err(e) = s.broker.execute(&user_id, &order, fence).await {
                     tracing::error!(error = %e, "the broker did not confirm a booked order");
                 }
                 Effected::Confirmed

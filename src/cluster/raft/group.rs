@@ -170,6 +170,15 @@ impl Replica {
         if !self.is_leader() {
             return Err(ProposeError::NotLeader(self.leader()));
         }
+        if self.raw.raft.lead_transferee.is_some() {
+            // raft-rs drops every proposal while leadership is being handed over. The transfer
+            // was started only once its replica held the whole log, so its MsgTimeoutNow has
+            // left and it campaigns anyway; waiting for it only refused writes. And a dropped
+            // write followed by an accepted one from the same entity would leave a hole in the
+            // entity's journal: so the write is appended, in order, and commits or is lost
+            // with those after it.
+            self.raw.raft.abort_leader_transfer();
+        }
         let before = self.last_index();
         append(&mut self.raw).map_err(|_| ProposeError::Dropped)?;
         let index = self.last_index();

@@ -274,6 +274,17 @@ impl MultiRaft {
         }
     }
 
+    /// Test hook: this replica steps down to a newer term and campaigns (a sole voter leads
+    /// again at once, in a later term), as when another leader came and went.
+    #[doc(hidden)]
+    pub fn debug_new_term(&mut self, group: GroupId) {
+        if let Some(r) = self.groups.get_mut(&group) {
+            let term = r.term();
+            r.raw.raft.become_follower(term + 1, raft::INVALID_ID);
+            let _ = r.raw.campaign();
+        }
+    }
+
     pub fn transfer_leader(&mut self, group: GroupId, to: RaftId) {
         if let Some(r) = self.groups.get_mut(&group) {
             r.raw.transfer_leader(to);
