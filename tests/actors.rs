@@ -145,6 +145,54 @@ async fn a_request_sent_again_while_its_write_is_in_flight_is_not_answered_if_th
     assert_eq!((loaded.seq, loaded.state.cash), (2, Decimal::from(105)), "stored once");
 }
 
+/// A read waits until what the entity applied before it is durable. When that write fails
+/// instead, the read is not left waiting until the entity is stopped for idleness: it hears at
+/// once, and the router asks again of the activation loaded from storage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_behind_a_write_that_fails_is_answered_from_storage_without_waiting_for_idleness() {
+    let dir = tempfile::tempdir().unwrap();
+    let (router, _) = router(dir.path(), Duration::from_secs(300)).await;
+    router.execute::<Portfolio>("usr_r", deposit(100, "r1"), meta()).await.unwrap();
+    let release = router.journal().debug_pause_writer();
+    router.journal().debug_refuse_commits(1);
+    let write = tokio::spawn({
+        let router = router.clone();
+        async move { router.execute::<Portfolio>("usr_r", deposit(5, "r2"), meta()).await }
+    });
+    let mut decided = false;
+    for _ in 0..500 {
+        if router.inspect::<Portfolio>("usr_r").await.unwrap().1.cash == Decimal::from(105) {
+            decided = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(decided, "the deposit was decided in memory");
+    let read = tokio::spawn({
+        let router = router.clone();
+        async move { router.query::<Portfolio, _>("usr_r", Cash).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Its caller gives up (no retry comes to stop the entity), then the write is refused.
+    write.abort();
+    release.send(()).unwrap();
+    let read = tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .expect("the read is answered, not left waiting for the entity to go idle")
+        .unwrap();
+    // Whatever the read says, it is what storage holds: the deposit was refused, or carried
+    // out again by the router under its request id before the read was served.
+    let cash = read.unwrap();
+    let store = router.store().clone();
+    let id = moneta::domain::ids::EntityId::new(moneta::domain::ids::EntityKind::Portfolio, "usr_r");
+    let stored = tokio::task::spawn_blocking(move || store.load::<Portfolio>(&id)).await.unwrap().unwrap();
+    assert!(
+        cash == Decimal::from(100) || cash == stored.state.cash,
+        "read {cash}, stored {}",
+        stored.state.cash
+    );
+}
+
 /// Found in review: an entity stayed in memory when its group's leadership went and came
 /// back, and its writes could even be forwarded to another leader. Another leader may have
 /// written in between: an entity is now used only in the term it was loaded in (its writes

@@ -368,6 +368,8 @@ impl<E: Entity> EntityActor<E> {
                 });
             } else {
                 poisoned.store(true, std::sync::atomic::Ordering::SeqCst);
+                // Wakes whoever waits for the watermark (`when_durable`): it will not get there.
+                durable.send_modify(|_| {});
             }
             reply(r);
         });
@@ -427,7 +429,9 @@ impl<E: Entity> EntityActor<E> {
             .serving_term(crate::domain::ids::group_of(self.id.shard(), self.env.store.groups()))
     }
 
-    /// Runs `f` once everything up to the current seq is durable.
+    /// Runs `f` once everything up to the current seq is durable. If a write before it fails
+    /// instead, `f` is dropped at once (its caller hears the entity went away, and asks again
+    /// of the activation loaded from storage), not kept until the entity stops.
     fn when_durable(&self, f: impl FnOnce() + Send + 'static) {
         let target = self.seq;
         let mut rx = self.durable.subscribe();
@@ -435,8 +439,10 @@ impl<E: Entity> EntityActor<E> {
             f();
             return;
         }
+        let poisoned = self.poisoned.clone();
+        let failed = move || poisoned.load(std::sync::atomic::Ordering::SeqCst);
         tokio::spawn(async move {
-            if rx.wait_for(|d| *d >= target).await.is_ok() {
+            if rx.wait_for(|d| *d >= target || failed()).await.is_ok() && *rx.borrow() >= target {
                 f();
             }
         });
