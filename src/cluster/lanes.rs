@@ -102,7 +102,10 @@ impl Lanes {
             control,
             queues: Mutex::new(HashMap::new()),
             calls: Mutex::new(HashMap::new()),
-            next_call: AtomicU64::new(1),
+            // Ids start at random: a call id of a process that ran before (same peer id, kept in
+            // `node.key`) may still be answered by a peer after a restart, and must not match
+            // a new call (found in review).
+            next_call: AtomicU64::new(rand::random::<u64>() >> 1),
             limits,
             counters,
             deny,
@@ -197,14 +200,14 @@ impl Lanes {
         }
     }
 
-    fn answered(&self, id: u64, answer: Result<Vec<u8>, String>) {
-        let waiting = self.0.calls.lock().expect("lane calls lock").remove(&id);
+    fn answered(&self, peer: &PeerId, id: u64, answer: Result<Vec<u8>, String>) {
+        let waiting = take_call(&mut self.0.calls.lock().expect("lane calls lock"), peer, id);
         match waiting {
-            Some((_, tx)) => {
+            Some(tx) => {
                 let _ = tx.send(answer);
             }
-            // Answered after the caller gave up.
-            None => tracing::debug!(id, "a late answer to a call"),
+            // Answered after the caller gave up, or by a peer the call was not sent to.
+            None => tracing::debug!(id, "a late or stray answer to a call"),
         }
     }
 
@@ -243,13 +246,13 @@ impl Lanes {
         let sent = (self.0.fallback)(peer, bytes.to_vec(), tx);
         if tag == TAG_CALL {
             if !sent {
-                self.answered(id, Err("the transport's queue is full".into()));
+                self.answered(&peer, id, Err("the transport's queue is full".into()));
                 return;
             }
             let lanes = self.clone();
             self.0.runtime.spawn(async move {
                 let answer = rx.await.unwrap_or_else(|_| Err("the peer transport stopped".into()));
-                lanes.answered(id, answer);
+                lanes.answered(&peer, id, answer);
             });
         }
     }
@@ -394,7 +397,7 @@ fn drop_frames(lanes: &Lanes, frames: &mut Vec<Vec<u8>>, peer: &PeerId, why: &st
     }
     for f in frames.drain(..) {
         if let Some((TAG_CALL, id, _)) = untag(&f) {
-            lanes.answered(id, Err(format!("no lane to the peer: {why}")));
+            lanes.answered(peer, id, Err(format!("no lane to the peer: {why}")));
         }
     }
 }
@@ -455,10 +458,19 @@ impl Lanes {
                     lanes.enqueue(peer, frame);
                 });
             }
-            TAG_ANSWER => self.answered(id, Ok(bytes.to_vec())),
-            _ => self.answered(id, Err("the peer did not answer the call".into())),
+            TAG_ANSWER => self.answered(&peer, id, Ok(bytes.to_vec())),
+            _ => self.answered(&peer, id, Err("the peer did not answer the call".into())),
         }
         true
+    }
+}
+
+/// The call `id` waiting for an answer from `peer`, out of the table; None when none waits
+/// under that id, or it was sent to another peer (the call stays: its own answer may come).
+fn take_call<T>(calls: &mut HashMap<u64, (PeerId, T)>, peer: &PeerId, id: u64) -> Option<T> {
+    match calls.get(&id) {
+        Some((p, _)) if p == peer => calls.remove(&id).map(|(_, t)| t),
+        _ => None,
     }
 }
 
@@ -533,6 +545,22 @@ mod tests {
         let mut wire = [frame(b"one"), frame(b"two")].concat();
         wire.truncate(wire.len() - 1);
         assert_eq!(read_all(wire, 64).await, (vec![b"one".to_vec()], 0));
+    }
+
+    #[test]
+    fn an_answer_completes_only_the_call_sent_to_the_peer_that_answers() {
+        let (b, c) = (PeerId::random(), PeerId::random());
+        let mut calls: HashMap<u64, (PeerId, &str)> = HashMap::new();
+        calls.insert(7, (c, "the call to c"));
+        assert_eq!(
+            take_call(&mut calls, &b, 7),
+            None,
+            "b answering id 7 (an old call of its own) completes nothing"
+        );
+        assert_eq!(take_call(&mut calls, &b, 8), None);
+        assert_eq!(take_call(&mut calls, &c, 7), Some("the call to c"));
+        assert!(calls.is_empty());
+        assert_eq!(take_call(&mut calls, &c, 7), None, "once");
     }
 
     #[test]
