@@ -54,6 +54,25 @@ fn metric_sum(metrics: &Metrics, name: &str) -> f64 {
         .sum()
 }
 
+/// The portfolio `user` as storage holds it.
+async fn stored(router: &Router, user: &str) -> moneta::storage::store::Loaded<Portfolio> {
+    let store = router.store().clone();
+    let id = moneta::domain::ids::EntityId::new(moneta::domain::ids::EntityKind::Portfolio, user);
+    tokio::task::spawn_blocking(move || store.load::<Portfolio>(&id)).await.unwrap().unwrap()
+}
+
+/// Waits (at most 5 s) until the entity's memory holds `cash` for `user`: its command was
+/// decided, whatever became of its write.
+async fn decided(router: &Router, user: &str, cash: i64) -> bool {
+    for _ in 0..500 {
+        if router.inspect::<Portfolio>(user).await.unwrap().1.cash == Decimal::from(cash) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
 /// An entity applies a decision to memory before its write is durable. When the write is not
 /// committed (raft dropped the proposal), that memory must never answer anyone: the entity is
 /// loaded again from storage before its next message.
@@ -73,12 +92,7 @@ async fn an_entity_whose_write_did_not_commit_answers_nothing_from_it_and_loads_
         PortfolioReply::Cash { cash: Decimal::from(105) }
     );
     // What the caller was told is what storage holds.
-    let store = router.store().clone();
-    let loaded =
-        tokio::task::spawn_blocking(move || store.load::<Portfolio>(&moneta::domain::ids::EntityId::new(moneta::domain::ids::EntityKind::Portfolio, "usr_p")))
-            .await
-            .unwrap()
-            .unwrap();
+    let loaded = stored(&router, "usr_p").await;
     assert_eq!((loaded.seq, loaded.state.cash), (2, Decimal::from(105)), "stored as answered");
     assert_ne!(router.activation::<Portfolio>("usr_p").await.unwrap(), first, "loaded again");
 }
@@ -100,25 +114,14 @@ async fn a_request_sent_again_while_its_write_is_in_flight_is_not_answered_if_th
         let (router, again) = (router.clone(), again.clone());
         async move { router.execute::<Portfolio>("usr_q", deposit(5, "q2"), again).await }
     });
-    let mut decided = false;
-    for _ in 0..500 {
-        if router.inspect::<Portfolio>("usr_q").await.unwrap().1.cash == Decimal::from(105) {
-            decided = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(decided, "the deposit was decided in memory");
+    assert!(decided(&router, "usr_q", 105).await, "the deposit was decided in memory");
     // The same request again (a retry after a lost answer), while the first write waits.
     let replay = tokio::spawn({
         let router = router.clone();
         async move {
             let answer = router.execute::<Portfolio>("usr_q", deposit(5, "q2"), again).await;
             // What storage holds when the answer comes.
-            let store = router.store().clone();
-            let id = moneta::domain::ids::EntityId::new(moneta::domain::ids::EntityKind::Portfolio, "usr_q");
-            let stored = tokio::task::spawn_blocking(move || store.load::<Portfolio>(&id)).await.unwrap().unwrap();
-            (answer, stored.state.cash)
+            (answer, stored(&router, "usr_q").await.state.cash)
         }
     });
     let mut replayed = false;
@@ -139,9 +142,7 @@ async fn a_request_sent_again_while_its_write_is_in_flight_is_not_answered_if_th
     assert_eq!(replay.unwrap(), done);
     assert_eq!(stored_then, Decimal::from(105), "the replay was answered before storage held what it replays");
     assert_eq!(first.unwrap(), done);
-    let store = router.store().clone();
-    let id = moneta::domain::ids::EntityId::new(moneta::domain::ids::EntityKind::Portfolio, "usr_q");
-    let loaded = tokio::task::spawn_blocking(move || store.load::<Portfolio>(&id)).await.unwrap().unwrap();
+    let loaded = stored(&router, "usr_q").await;
     assert_eq!((loaded.seq, loaded.state.cash), (2, Decimal::from(105)), "stored once");
 }
 
@@ -159,15 +160,7 @@ async fn a_read_behind_a_write_that_fails_is_answered_from_storage_without_waiti
         let router = router.clone();
         async move { router.execute::<Portfolio>("usr_r", deposit(5, "r2"), meta()).await }
     });
-    let mut decided = false;
-    for _ in 0..500 {
-        if router.inspect::<Portfolio>("usr_r").await.unwrap().1.cash == Decimal::from(105) {
-            decided = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(decided, "the deposit was decided in memory");
+    assert!(decided(&router, "usr_r", 105).await, "the deposit was decided in memory");
     let read = tokio::spawn({
         let router = router.clone();
         async move { router.query::<Portfolio, _>("usr_r", Cash).await }
@@ -183,9 +176,7 @@ async fn a_read_behind_a_write_that_fails_is_answered_from_storage_without_waiti
     // Whatever the read says, it is what storage holds: the deposit was refused, or carried
     // out again by the router under its request id before the read was served.
     let cash = read.unwrap();
-    let store = router.store().clone();
-    let id = moneta::domain::ids::EntityId::new(moneta::domain::ids::EntityKind::Portfolio, "usr_r");
-    let stored = tokio::task::spawn_blocking(move || store.load::<Portfolio>(&id)).await.unwrap().unwrap();
+    let stored = stored(&router, "usr_r").await;
     assert!(
         cash == Decimal::from(100) || cash == stored.state.cash,
         "read {cash}, stored {}",

@@ -36,6 +36,15 @@ fn propose_n(c: &mut SimRaftCluster, group: GroupId, tag: &str, n: usize) -> Vec
     ids
 }
 
+/// Every running node of the three is told where `group`'s leader belongs.
+fn prefer(c: &mut SimRaftCluster, group: GroupId, leader: RaftId) {
+    for n in 1..=3u64 {
+        if let Some(r) = c.nodes.get_mut(&n).and_then(|x| x.raft.as_mut()) {
+            r.set_preferred_leader(group, Some(leader));
+        }
+    }
+}
+
 fn assert_replicas_equal(c: &SimRaftCluster, nodes: &[RaftId]) {
     for g in GROUPS {
         let first = c.applied_data(nodes[0], g);
@@ -207,12 +216,7 @@ fn leadership_moves_to_the_preferred_replica_so_leaders_spread_over_the_nodes() 
     let mut c = SimRaftCluster::new(3, 3, &groups);
     c.run(300).unwrap();
     for &g in &groups {
-        let preferred = 1 + u64::from(g) % 3;
-        for n in 1..=3u64 {
-            if let Some(r) = c.nodes.get_mut(&n).and_then(|x| x.raft.as_mut()) {
-                r.set_preferred_leader(g, Some(preferred));
-            }
-        }
+        prefer(&mut c, g, 1 + u64::from(g) % 3);
     }
     c.run(600).unwrap();
     for &g in &groups {
@@ -722,11 +726,7 @@ fn a_preferred_leader_that_is_gone_does_not_stop_its_group_taking_writes() {
         "caught up before it goes"
     );
     c.crash(gone, usize::MAX);
-    for n in 1..=3u64 {
-        if let Some(r) = c.nodes.get_mut(&n).and_then(|x| x.raft.as_mut()) {
-            r.set_preferred_leader(g, Some(gone));
-        }
-    }
+    prefer(&mut c, g, gone);
     c.run(300).unwrap();
     // Every proposal of the next two seconds is taken by the group's leader, and applied.
     let mut refused = 0;

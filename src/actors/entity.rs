@@ -394,14 +394,7 @@ impl<E: Entity> EntityActor<E> {
     /// Refuses the message when the shard moved away (and stops: another node serves it now).
     fn check_owner<R: Reply>(&self, ctx: &mut Context<Self, R>) -> Result<(), EntityFailure> {
         if self.poisoned.load(std::sync::atomic::Ordering::SeqCst) {
-            tracing::info!(entity = %self.id, "a write of the entity failed to commit; it stops and is loaded again from storage");
-            // Out of the registry first: what comes next activates it again from storage.
-            (self.env.on_passivate)(&self.id, ctx.actor_ref().id());
-            ctx.stop();
-            return Err(EntityFailure::Unavailable(format!(
-                "{} is reloading after a write that did not commit",
-                self.id
-            )));
+            return Err(self.reload(ctx, "a write of the entity did not commit"));
         }
         self.env.owns(self.id.shard()).map_err(|hint| {
             tracing::info!(entity = %self.id, owner = %hint.owner, epoch = hint.epoch, "shard moved away; the entity stops here");
@@ -410,16 +403,19 @@ impl<E: Entity> EntityActor<E> {
         })?;
         if self.term.is_none() || self.serving_term() != self.term {
             // Leadership went and came back (or the entity was loaded as it moved): another
-            // leader may have written in between. Out of the registry first, as above.
-            tracing::info!(entity = %self.id, "the group's leadership term changed since the entity was loaded; it stops and is loaded again");
-            (self.env.on_passivate)(&self.id, ctx.actor_ref().id());
-            ctx.stop();
-            return Err(EntityFailure::Unavailable(format!(
-                "{}: the leadership term changed since it was loaded; loading it again",
-                self.id
-            )));
+            // leader may have written in between.
+            return Err(self.reload(ctx, "the group's leadership term changed since it was loaded"));
         }
         Ok(())
+    }
+
+    /// Stops the entity because its memory may hold what storage does not (`why`): out of the
+    /// registry first, so what comes next activates it again from storage.
+    fn reload<R: Reply>(&self, ctx: &mut Context<Self, R>, why: &str) -> EntityFailure {
+        tracing::info!(entity = %self.id, reason = why, "the entity stops and is loaded again from storage");
+        (self.env.on_passivate)(&self.id, ctx.actor_ref().id());
+        ctx.stop();
+        EntityFailure::Unavailable(format!("{}: {why}; loading it again", self.id))
     }
 
     /// The raft term in which this node serves the entity's group (None: it does not now).
