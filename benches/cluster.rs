@@ -34,9 +34,9 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+#[path = "../tests/common/ports.rs"]
+mod ports;
+use ports::free_port;
 
 fn serve(root: &Path, api: u16, env: &[(&str, String)]) -> Proc {
     std::fs::create_dir_all(root).unwrap();

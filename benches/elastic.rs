@@ -38,9 +38,9 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+#[path = "../tests/common/ports.rs"]
+mod ports;
+use ports::free_port;
 
 struct Cluster {
     root: PathBuf,

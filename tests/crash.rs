@@ -32,9 +32,9 @@ impl Drop for Node {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+#[path = "common/ports.rs"]
+mod ports;
+use ports::free_port;
 
 // The child is waited for by `Node`'s Drop on every path.
 #[allow(clippy::zombie_processes)]

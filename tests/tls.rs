@@ -2,7 +2,6 @@
 //! the test) speaks TLS on its listener, serves the API over it, and refuses plain HTTP there.
 
 use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,6 +36,9 @@ fn https(port: u16, roots: &RootCertStore, request: &str) -> std::io::Result<Str
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
+#[path = "common/ports.rs"]
+mod ports;
+
 #[test]
 fn the_gateway_serves_https_with_a_configured_certificate() {
     let dir = tempfile::tempdir().unwrap();
@@ -48,7 +50,7 @@ fn the_gateway_serves_https_with_a_configured_certificate() {
     let mut roots = RootCertStore::empty();
     roots.add(CertificateDer::from(certified.cert.der().to_vec())).unwrap();
 
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = ports::free_port();
     let log = std::fs::File::create(dir.path().join("node.log")).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_moneta"))
         .arg("serve")

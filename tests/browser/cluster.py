@@ -19,10 +19,34 @@ def die_with_parent():
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
 
 
+_next_port = [None]
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nothing listens on, outside the kernel's ephemeral range: a port found
+    by binding port 0 may be taken by any outgoing connection before the node binds it."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            first, last = (int(w) for w in f.read().split()[:2])
+    except (OSError, ValueError):
+        first, last = 32768, 60999
+    low, high = (10000, first) if first >= 12000 else (last + 1, 65536)
+    if high - low < 2000:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+    if _next_port[0] is None:
+        _next_port[0] = (os.getpid() * 7919 ^ time.time_ns()) % (high - low)
+    for _ in range(high - low):
+        port = low + _next_port[0] % (high - low)
+        _next_port[0] += 1
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free loopback port")
 
 
 def http(method, url, body=None, token=None, headers=None, timeout=30):

@@ -32,10 +32,8 @@ pub fn adventurous() -> Value {
     })
 }
 
-pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local address").port()
-}
+mod ports;
+pub use ports::free_port;
 
 /// The environment every `moneta` invocation of one test shares.
 pub fn configure(cmd: &mut Command, root: &Path, port: u16) {
