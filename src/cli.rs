@@ -475,8 +475,12 @@ fn backup_restore(path: Option<PathBuf>, from: PathBuf) -> ExitCode {
         Ok(k) => k,
         Err(e) => return fail(e, 2),
     };
-    let erasures = match read_erasure_list(&config.gdpr.erasure_list) {
-        Ok(l) => l,
+    // No list file is not an error (on a node where no one was ever erased there is none), but
+    // it may also be a list lost with the data volume: the restore goes on and says so below.
+    let list_path = &config.gdpr.erasure_list;
+    let (erasures, list_missing) = match read_erasure_list(list_path) {
+        Ok(Some(l)) => (l, false),
+        Ok(None) => (Vec::new(), true),
         Err(e) => return fail(e, 2),
     };
     let data_dir = &config.node.data_dir;
@@ -497,7 +501,12 @@ fn backup_restore(path: Option<PathBuf>, from: PathBuf) -> ExitCode {
         }
         let master = crate::storage::vault::load_or_create_master_key(&master_path).map_err(|e| e.to_string())?;
         let vault = crate::storage::vault::Vault::new(&store, &master).map_err(|e| e.to_string())?;
+        let now = crate::actors::wall_clock_now();
         for (user_id, email_hash) in &erasures {
+            // The identity regulation needs behind the person's trades first: the backup may
+            // predate the erasure that kept it, and without the key it is gone for good.
+            crate::workflows::erasure::keep_regulatory_identity_offline(&store, &vault, user_id, now, config.retention.regulatory_records)
+                .map_err(|e| format!("keeping the regulatory identity of {user_id}: {e}"))?;
             store.apply_offline(&vault.destroy_data_key(user_id)).map_err(|e| e.to_string())?;
             let pending = PendingErasure {
                 due_at: crate::domain::time::Timestamp(0),
@@ -519,6 +528,15 @@ fn backup_restore(path: Option<PathBuf>, from: PathBuf) -> ExitCode {
             println!("restored into {}", data_dir.display());
             println!("state digest {digest}");
             println!("erasures replayed: {n}; audit chain OK");
+            if list_missing {
+                // On stderr, so that scripts reading the summary above still read it unchanged.
+                eprintln!(
+                    "moneta: warning: the erasure list {} (key `gdpr.erasure_list`) does not exist, so no erasures were replayed: \
+                     anyone erased since this backup was made would come back when the node starts. Unless no one was ever \
+                     erased, do not start the node: put the erasure list back first, empty the data folder and restore again.",
+                    list_path.display()
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(e) => fail(e, 1),

@@ -95,7 +95,8 @@ impl AdviceConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionConfig {
-    /// Security events (`security.*` audit records): redacted after this long.
+    /// Security events holding personal data (sign-ins, lockouts, denied requests … see
+    /// `workflows::retention::PERSONAL_SECURITY_EVENTS`): redacted after this long.
     #[serde(deserialize_with = "duration")]
     pub security_events: Duration,
     /// Notifications shown to users: deleted after this long.

@@ -348,6 +348,7 @@ pub async fn open_state_on(config: &Config, store: Store, with_peers: bool) -> R
         }
     }
     let mut settings = RouterSettings::from_config(config);
+    settings.erasure_list = Some(config.gdpr.erasure_list.clone());
     settings.master_fingerprint = {
         use sha2::Digest;
         hex::encode(sha2::Sha256::digest(&master))

@@ -1,6 +1,7 @@
 //! Encrypted backups against the real binary: a backup taken from a running node with
 //! thousands of users restores to the same state digest and serves the same data; a tampered
-//! backup is refused; a restore never brings back a person erased after the backup was made.
+//! backup is refused; a restore never brings back a person erased after the backup was made,
+//! and warns when the erasure list it would replay is missing.
 
 mod common;
 use common::*;
@@ -169,6 +170,8 @@ fn a_restore_never_brings_back_an_erased_person() {
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("erasures replayed: 1"), "{text}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("gdpr.erasure_list"), "the erasure list is there, no warning: {stderr}");
     let node = start(root);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -185,4 +188,48 @@ fn a_restore_never_brings_back_an_erased_person() {
     drop(node);
     let out = moneta(root, &["audit", "verify"], &[]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    // The backup predates the erasure, so it does not hold the identity regulation needs
+    // behind the person's trades; the restore kept it before the data key went.
+    let store = moneta::storage::Store::open(&root.join("data")).unwrap();
+    let kept = store.regulatory(&gone.id).unwrap().expect("the erased person's regulatory identity is kept");
+    assert_eq!(kept.key_id, format!("retention:{}", gone.id));
+    assert!(store.regulatory(&stays.id).unwrap().is_none());
+}
+
+#[test]
+fn a_restore_without_the_erasure_list_succeeds_and_warns_on_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    {
+        let node = start(root);
+        node.new_user("someone");
+    }
+    let backup = root.join("b.backup");
+    digest_of(&moneta(root, &["backup", "create", "--out", backup.to_str().unwrap()], &[]));
+
+    // Another machine: the backup key is there, the erasure list is not (never anyone erased,
+    // or lost with the data volume: the restore cannot tell, so it says so).
+    let target = tempfile::tempdir().unwrap();
+    std::fs::copy(root.join("backup.key"), target.path().join("backup.key")).unwrap();
+    let list = target.path().join("erasures.list");
+    assert!(!list.exists());
+    let out = moneta(target.path(), &["backup", "restore", "--from", backup.to_str().unwrap()], &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("erasures replayed: 0; audit chain OK"), "{stdout}");
+    assert!(!stdout.contains("warning"), "the summary on stdout is unchanged: {stdout}");
+    for needle in ["warning", "`gdpr.erasure_list`", list.to_str().unwrap(), "does not exist", "would come back"] {
+        assert!(stderr.contains(needle), "{needle:?} is not in the restore's stderr: {stderr}");
+    }
+
+    // An empty list is a list (no one erased yet): nothing to warn about.
+    let empty = tempfile::tempdir().unwrap();
+    std::fs::copy(root.join("backup.key"), empty.path().join("backup.key")).unwrap();
+    std::fs::write(empty.path().join("erasures.list"), "").unwrap();
+    let out = moneta(empty.path(), &["backup", "restore", "--from", backup.to_str().unwrap()], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("erasures replayed: 0; audit chain OK"));
+    assert!(!stderr.contains("gdpr.erasure_list"), "no warning: {stderr}");
 }

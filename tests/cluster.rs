@@ -1043,6 +1043,14 @@ fn three_nodes_form_serve_any_request_anywhere_and_survive_a_kill_9() {
     for m in &c.members {
         let store = moneta::storage::Store::open(&m.root.join("data")).unwrap();
         assert!(store.tree().get(&location).unwrap().is_none(), "{}: the data key is still in the state", m.id);
+        // Every replica of bob's group listed the erasure beside its own folder, not only the
+        // node whose job ran it: a restore of any node's backup must not bring him back.
+        let list = std::fs::read_to_string(m.root.join("erasures.list")).unwrap_or_default();
+        assert!(
+            list.lines().any(|l| l.split_whitespace().next() == Some(bob_id.as_str())),
+            "{}: bob's erasure is not on this node's erasure list: {list:?}",
+            m.id
+        );
         // Every replica of the metadata group applied the same membership and keys.
         let meta = store.meta_state().unwrap().expect("every node holds a replica of the metadata group");
         assert_eq!(meta.members.len(), 3);

@@ -1,6 +1,7 @@
 //! Retention against the real binary (short periods stand in for a year): security events are
 //! redacted from the audit chain, which still verifies; notifications are deleted; a redaction
-//! without a retention record listing it is detected as tampering.
+//! without a retention record listing it is detected as tampering; reconciliation
+//! discrepancies (transaction records, not personal data) are kept.
 
 mod common;
 use common::*;
@@ -120,5 +121,76 @@ fn regulatory_identity_of_an_erased_person_expires_with_its_retention_key() {
         )
         .unwrap();
     assert!(!journal.is_empty());
+    assert!(store.verify_audit().ok);
+}
+
+#[test]
+fn reconciliation_discrepancies_outlive_the_security_event_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    add_staff(root, "root@example.com", "admin");
+    let mut node = Node::start(root);
+    let user = node.new_user("reconciled");
+    assert_eq!(node.deposit(&user, "d", "1000.00").status, 201);
+    let r = node.order(&user, "o", "ACME", "buy", "1");
+    assert_eq!(r.status, 201, "{}", r.what());
+    let order_id = r.json()["order_id"].as_str().unwrap().to_string();
+    let booked = Instant::now();
+    assert_eq!(node.terminate(Duration::from_secs(30)).map(|s| s.success()), Some(true));
+    // The broker's confirmation of the order goes missing: a discrepancy to raise.
+    {
+        use moneta::storage::keys::{shard_record_key, ShardRecord};
+        let store = Store::open(&root.join("data")).unwrap();
+        let key = shard_record_key(moneta::storage::records::user_shard(&user.id), ShardRecord::Confirmation, &order_id);
+        assert!(store.tree().remove(key).unwrap().is_some(), "the broker confirmed the order");
+        store.flush().unwrap();
+    }
+    let node = Node::start_with(
+        root,
+        &[("MONETA_RETENTION_SECURITY_EVENTS", "3s"), ("MONETA_RETENTION_CHECK_INTERVAL", "300ms")],
+    );
+    // A booked order is expected to be confirmed 5 s after it was booked.
+    std::thread::sleep(Duration::from_secs(6).saturating_sub(booked.elapsed()));
+    let out = node.cli(&["reconcile"]).output().expect("run the moneta CLI");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("discrepancies: 1 "), "{stdout}");
+    // A personal security event recorded after the alert: once retention redacted it, every
+    // run since has passed over the (older) alert too.
+    assert_eq!(node.login(&user.email, "wrong password entirely").status, 401);
+    let token = node.login("root@example.com", PASSWORD).json()["access_token"].as_str().unwrap().to_string();
+    let discrepancies = |events: &Value| -> usize {
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == "security.reconciliation_discrepancy" && e["details"]["order_id"] == order_id.as_str())
+            .count()
+    };
+    let events = node.get("/v1/admin/security-events?limit=1000", Some(&token)).json();
+    assert_eq!(discrepancies(&events), 1, "{events}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let events = node.get("/v1/admin/security-events?limit=1000", Some(&token)).json();
+        if !events.as_array().unwrap().iter().any(|e| e["action"] == "security.login_failed") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the failed login was not redacted: {events}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // A few more runs, well past the alert's retention.
+    std::thread::sleep(Duration::from_secs(1));
+    let events = node.get("/v1/admin/security-events?limit=1000", Some(&token)).json();
+    assert_eq!(discrepancies(&events), 1, "retention redacted the reconciliation alert: {events}");
+    drop(node);
+
+    let store = Store::open(&root.join("data")).unwrap();
+    let records = store.audit_records().unwrap();
+    assert!(!records.iter().any(|r| r.action == "security.login_failed"));
+    let kept = records
+        .iter()
+        .find(|r| r.action == "security.reconciliation_discrepancy")
+        .expect("the reconciliation alert is kept");
+    assert_eq!(kept.details.get("order_id").map(String::as_str), Some(order_id.as_str()));
     assert!(store.verify_audit().ok);
 }

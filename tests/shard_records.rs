@@ -198,3 +198,115 @@ fn a_confirmation_is_written_once_where_the_log_is_applied() {
     assert_eq!(get(&job).as_deref(), Some("c"));
     assert!(keys::is_write_once(&confirmation) && !keys::is_write_once(&job));
 }
+
+/// A write set is one entry of one group's log: one that writes a node-wide record (the
+/// membership, the number of groups) or keys of two groups is corrupt where it is applied —
+/// an error, and nothing of its cycle written — not a debug assertion.
+#[test]
+fn a_write_set_outside_its_group_is_refused_where_it_is_applied_and_nothing_is_written() {
+    use moneta::domain::ids::{group_of, SHARD_COUNT};
+    use moneta::storage::store::{StoreError, WriteSet};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let set = |puts: Vec<(Vec<u8>, Vec<u8>)>| WriteSet { puts, ..Default::default() };
+    let shard = user_shard(USER);
+    let job = keys::shard_record_key(shard, ShardRecord::Job, "job_misplaced");
+    let good = keys::shard_record_key(shard, ShardRecord::Job, "job_good");
+    let other_shard = (0..SHARD_COUNT)
+        .find(|&s| group_of(s, store.groups()) != group_of(shard, store.groups()))
+        .unwrap();
+    let elsewhere = keys::shard_record_key(other_shard, ShardRecord::Job, "job_elsewhere");
+    let groups_before = store.tree().get(keys::GROUPS_KEY).unwrap();
+    let misplaced = [
+        (keys::MEMBERSHIP_KEY.to_vec(), b"forged".to_vec()),
+        (keys::GROUPS_KEY.to_vec(), 7u32.to_be_bytes().to_vec()),
+        (elsewhere.clone(), b"b".to_vec()),
+    ];
+    let mut chains = store.chain_heads().unwrap();
+    for bad in misplaced {
+        let puts = vec![(job.clone(), b"a".to_vec()), bad];
+        assert!(set(puts.clone()).misplaced(store.groups()).is_some());
+        // A good set first in the same cycle: the cycle is one batch, refused as a whole.
+        let mut cycle = vec![set(vec![(good.clone(), b"g".to_vec())]), set(puts)];
+        let e = store.write_cycle(&mut cycle, &mut chains).unwrap_err();
+        assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
+    }
+    for k in [&good, &job, &elsewhere] {
+        assert!(store.tree().get(k).unwrap().is_none(), "nothing of a refused cycle is written");
+    }
+    assert!(store.tree().get(keys::MEMBERSHIP_KEY).unwrap().is_none());
+    assert_eq!(store.tree().get(keys::GROUPS_KEY).unwrap(), groups_before);
+    // A set within its group is written.
+    store.write_cycle(&mut [set(vec![(job.clone(), b"a".to_vec())])], &mut chains).unwrap();
+    assert!(store.tree().get(&job).unwrap().is_some());
+}
+
+/// A snapshot a peer sends that the store cannot install — bytes that do not decode, or a key
+/// outside the group — is refused where it arrives, and counted; the group and the node's other
+/// groups go on taking writes. Before, raft took it (a higher term, this replica in its
+/// configuration) and the round that installed it failed the writer: every group of the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_that_cannot_be_installed_is_refused_on_arrival_and_the_node_goes_on() {
+    use moneta::actors::journal::AuditJournal;
+    use moneta::domain::ids::{group_of, SHARD_COUNT};
+    use moneta::storage::store::WriteSet;
+    use raft::prelude::{Message, MessageType, Snapshot};
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let journal = AuditJournal::start(store.clone(), 64, metrics.clone()).unwrap();
+    let shard_in = |g: u32| (0..SHARD_COUNT).find(|&s| group_of(s, store.groups()) == g).unwrap();
+    let write = |g: u32, name: &str| {
+        let shard = shard_in(g);
+        WriteSet {
+            shard: Some(shard),
+            puts: vec![(keys::shard_record_key(shard, ShardRecord::Job, name), b"x".to_vec())],
+            ..Default::default()
+        }
+    };
+    // Until the node leads its groups (it elects itself at start).
+    let mut led = false;
+    for _ in 0..200 {
+        if journal.write(write(0, "job_first")).await.is_ok() {
+            led = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(led, "the node never led group 0");
+
+    let me = journal.raft_id();
+    let peer = me + 1;
+    let outside = moneta::storage::codec::encode(&vec![(keys::MEMBERSHIP_KEY.to_vec(), b"forged".to_vec())]);
+    let refused_before = journal.refused_messages();
+    for data in [b"junk".to_vec(), outside] {
+        let mut snapshot = Snapshot::default();
+        snapshot.set_data(data.into());
+        snapshot.mut_metadata().index = 10_000;
+        snapshot.mut_metadata().term = 1_000;
+        snapshot.mut_metadata().mut_conf_state().set_voters(vec![me, peer]);
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgSnapshot);
+        m.from = peer;
+        m.to = me;
+        m.term = 1_000;
+        m.set_snapshot(snapshot);
+        journal.deliver(peer, vec![(0, m)]);
+    }
+    for _ in 0..200 {
+        if journal.refused_messages() >= refused_before + 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(journal.refused_messages(), refused_before + 2, "both snapshots refused on arrival");
+    for g in [0, 1] {
+        tokio::time::timeout(Duration::from_secs(10), journal.write(write(g, "job_after")))
+            .await
+            .expect("a write is answered")
+            .unwrap_or_else(|e| panic!("group {g} still takes writes: {e}"));
+    }
+    assert!(store.tree().get(keys::MEMBERSHIP_KEY).unwrap().is_none(), "nothing of the snapshot is written");
+}

@@ -322,6 +322,33 @@ fn a_request_id_is_applied_once_by_the_simulators_host_too() {
     assert!(matches!(host.dispatch(reused), Err(EntityFailure::NotApplied(_))));
 }
 
+/// The router runs a workflow step again under the same request id when its answer was lost.
+/// The order reads its quote again for it; a price that ticked in between must not make the
+/// retry "another command" (refused, a 503 for an order that filled): it is answered what the
+/// first run decided.
+#[test]
+fn an_order_step_run_again_after_the_price_ticked_is_answered_what_it_decided() {
+    let mut host = MemoryHost::new(1, Timestamp(1_800_000_000_000));
+    for e in setup() {
+        host.dispatch(e).unwrap();
+    }
+    let [first, .., retry] = <[PlaceOrder; 7]>::try_from(orders()).unwrap();
+    let a = workflows::run_with(first, |e| host.dispatch(e), |_| Effected::Confirmed).unwrap();
+    let tick = Envelope::execute::<Instrument>(
+        "ACME",
+        InstrumentCommand::Tick { price: Decimal::from(101) },
+        RequestMeta {
+            request_id: "tick-101".into(),
+            actor: "system".into(),
+        },
+    );
+    host.dispatch(tick).unwrap();
+    let replays = host.replays;
+    let b = workflows::run_with(retry, |e| host.dispatch(e), |_| Effected::Confirmed).unwrap();
+    assert_eq!(a, b, "the retry is answered the first fill, at the first price");
+    assert_eq!(host.replays, replays + 1);
+}
+
 #[test]
 fn registration_claims_the_email_then_creates_the_account_and_finishes_a_half_done_one() {
     use moneta::domain::account::Profile;

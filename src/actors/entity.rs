@@ -449,7 +449,7 @@ impl<E: Entity> EntityActor<E> {
     /// Decides a command (or finds it decided before, under its request id), applies its
     /// events to memory and builds their write — without sending it.
     fn decide_command(&mut self, cmd: E::Command, meta: &RequestMeta) -> Decided<E::Reply, E::Rejection> {
-        let digest = codec::digest(&cmd);
+        let digest = codec::digest(&E::request_form(&cmd));
         match self.requests.seen(&meta.request_id, &digest) {
             Seen::Fresh => {}
             Seen::Conflict => {

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
 
+mod erasures;
 mod placement;
 
 /// The raft id of a node that forms a cluster of one.
@@ -68,6 +69,20 @@ pub(crate) struct Writer {
     /// The membership and placements as they change (the metadata group's), and what leaders
     /// say of their groups.
     directory: Arc<crate::cluster::directory::Directory>,
+    /// `[gdpr] erasure_list` (None: erasures are not listed here).
+    erasure_list: Option<std::path::PathBuf>,
+}
+
+/// Stands, in the refused raft messages metric, for every group number this node does not
+/// know (no shard group nor the metadata group has it).
+pub const UNKNOWN_GROUP: u32 = u32::MAX;
+
+/// The label a refused raft message is counted under: its group when the cluster has it (a
+/// shard group or the metadata group, numbered `groups`; every replica hosted here is one),
+/// else `UNKNOWN_GROUP` — the number comes from the peer, and a label per number would let
+/// it grow the metric's series without bound.
+fn refused_label(group: u32, meta_group: u32) -> crate::telemetry::GroupLabels {
+    RaftStats::group(if group <= meta_group { group } else { UNKNOWN_GROUP })
 }
 
 /// A round written to the store, before its flush.
@@ -178,6 +193,7 @@ impl Writer {
             ticks: 0,
             read_ticks_max: 4 * settings.raft.election_tick as u64,
             directory,
+            erasure_list: settings.erasure_list.clone(),
         };
         for _ in 0..SETTLE_ROUNDS_MAX {
             if !w.raft.has_ready() {
@@ -255,7 +271,7 @@ impl Writer {
                     for (g, m) in messages {
                         if let Err(refused) = self.step(from, g, m) {
                             self.shared.refused.fetch_add(1, Ordering::Relaxed);
-                            self.metrics.raft.messages_refused.get_or_create(&RaftStats::group(g)).inc();
+                            self.metrics.raft.messages_refused.get_or_create(&refused_label(g, self.meta_group)).inc();
                             tracing::debug!(from, group = g, ?refused, "a raft message was refused");
                         }
                     }
@@ -267,6 +283,13 @@ impl Writer {
                     (c.done)(Err(StoreError::Unavailable("the proposal was refused (test hook)".into())));
                 }
                 Input::Commit(c) => {
+                    // Never proposed: applying it would fail every replica of the group, and
+                    // again on every replay of the log.
+                    if let Some(why) = c.writes.misplaced(self.store.groups()) {
+                        tracing::error!(why, "a write set was refused before it was proposed");
+                        (c.done)(Err(StoreError::Layout(format!("a write set was refused: {why}"))));
+                        continue;
+                    }
                     sets += 1;
                     let g = self.store.group_of_set(&c.writes);
                     by_group.entry(g).or_default().push((c.writes, c.done, c.fence));
@@ -392,6 +415,7 @@ impl Writer {
                 // A leader's snapshot replaces this replica's state of the group.
                 let head = self.store.stage_install(&mut batch, w.group, &s.data, &mut cycle)?;
                 cycle.chains.insert(w.group, head.unwrap_or_default());
+                self.list_installed_erasures(&s.data);
                 if w.group == self.meta_group {
                     meta = Some(crate::storage::raft_log::meta_in_snapshot(&s.data)?);
                     meta_moved = true;
@@ -412,12 +436,19 @@ impl Writer {
             for set in sets.iter_mut() {
                 if set.deletes.iter().any(|k| crate::storage::keys::is_data_key_record(k)) {
                     shredded.push((c.group, c.index));
+                    self.list_erasures(set);
                 }
                 if !set.meta.is_empty() {
                     let round_meta = meta.get_or_insert_with(|| self.meta.clone());
                     meta_moved |= self.apply_meta(c.group, c.index, round_meta, &set.meta);
                 }
-                self.store.stage(&mut batch, set, &mut cycle)?;
+                if let Err(e) = self.store.stage(&mut batch, set, &mut cycle) {
+                    if matches!(e, StoreError::Corrupt { .. }) {
+                        self.metrics.corrupt_records.inc();
+                        tracing::error!(group = c.group, index = c.index, %e, "a raft entry holds a write set that cannot be applied");
+                    }
+                    return Err(e);
+                }
             }
         }
         // The entries up to a destroying one go from the round records once the log is
@@ -675,6 +706,20 @@ impl Writer {
             for cb in callbacks {
                 cb(Err(StoreError::Failed));
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_message_of_a_group_the_cluster_has_not_is_counted_under_one_label() {
+        assert_eq!(refused_label(3, 4), RaftStats::group(3));
+        assert_eq!(refused_label(4, 4), RaftStats::group(4), "the metadata group is known");
+        for g in [5, 1024, 4_000_000_000, u32::MAX - 1] {
+            assert_eq!(refused_label(g, 4), RaftStats::group(UNKNOWN_GROUP), "group {g}");
         }
     }
 }

@@ -73,7 +73,8 @@ pub(crate) struct Shared {
     /// Per group: the index this node's replica has applied (waited on by `wait_applied`).
     pub(crate) applied: Vec<tokio::sync::watch::Sender<u64>>,
     pub(crate) roles: tokio::sync::broadcast::Sender<crate::cluster::raft::RoleChange>,
-    /// Peer raft messages refused (unknown group, wrong address, refused by raft).
+    /// Peer raft messages refused (unknown group, wrong address, refused by raft), or dropped
+    /// because the writer's mailbox was full.
     pub(crate) refused: std::sync::atomic::AtomicU64,
     /// Sends a write set to the member leading its group (set once a cluster is joined).
     pub(crate) forwarder: std::sync::OnceLock<WriteForwarder>,
@@ -120,6 +121,9 @@ pub struct JournalSettings {
     pub raft_id: RaftId,
     pub directory: Option<Arc<crate::cluster::directory::Directory>>,
     pub peers: Option<PeerSink>,
+    /// `[gdpr] erasure_list`: every erasure this node's replicas apply is listed there (None:
+    /// not listed by the journal — tools and tests).
+    pub erasure_list: Option<std::path::PathBuf>,
 }
 
 impl JournalSettings {
@@ -131,6 +135,7 @@ impl JournalSettings {
             raft_id: super::group_commit::SINGLE_NODE_RAFT_ID,
             directory: None,
             peers: None,
+            erasure_list: None,
         }
     }
 }
@@ -259,7 +264,13 @@ impl AuditJournal {
     /// raft sends again).
     pub fn deliver(&self, from: RaftId, messages: Vec<(u32, raft::prelude::Message)>) {
         self.shared.heard.lock().expect("heard lock").insert(from, std::time::Instant::now());
-        let _ = self.tx.try_send(Input::Raft { from, messages });
+        let n = messages.len() as u64;
+        if self.tx.try_send(Input::Raft { from, messages }).is_err() {
+            // The writer's mailbox is full (or the writer stopped): the messages are lost, and
+            // raft sends them again — counted with the refused ones, not dropped unseen.
+            self.shared.refused.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            tracing::debug!(from, messages = n, "raft messages dropped: the writer's mailbox is full");
+        }
     }
 
     /// Waits (at most `within`) until this node's replica of `group` applied `index` — a no-op

@@ -92,11 +92,19 @@ impl Directory {
     }
 
     /// What `leader` said of the groups it leads (a later term replaces an earlier one; a
-    /// claim from an older term than the one known is ignored).
-    pub fn heard_leads(&self, leader: RaftId, groups: Vec<LedGroup>) {
+    /// claim from an older term than the one known is ignored). A group the cluster does not
+    /// have is ignored too — the map holds one entry per group, never more — and the number
+    /// of those is returned (the peer server refuses such a message before it gets here).
+    pub fn heard_leads(&self, leader: RaftId, groups: Vec<LedGroup>) -> usize {
+        let membership = self.get();
         let now = Instant::now();
+        let mut ignored = 0;
         let mut led = self.led.lock().expect("led lock");
         for g in groups {
+            if !membership.has_group(g.group) {
+                ignored += 1;
+                continue;
+            }
             let newer = led
                 .get(&g.group)
                 .is_none_or(|h| g.term > h.led.term || (g.term == h.led.term && h.leader == leader));
@@ -104,6 +112,7 @@ impl Directory {
                 led.insert(g.group, Heard { leader, led: g, at: now });
             }
         }
+        ignored
     }
 
     /// The leader of `group` heard of lately (None: none heard within `LED_FRESH_FOR`).
@@ -148,6 +157,20 @@ mod tests {
         d.heard_leads(3, vec![led(0, 6)]);
         assert_eq!(d.leader_of(0), Some(3));
         assert_eq!(d.leader_of(1), None);
+    }
+
+    #[test]
+    fn what_a_leader_says_of_a_group_the_cluster_has_not_is_ignored() {
+        let d = Directory::new(Membership::single("solo", 4, "fp"));
+        d.heard_leads(2, vec![led(4_000_000_000, 1), led(5, 1)]);
+        assert!(d.led_groups().is_empty(), "no entry for a group outside the cluster");
+        assert_eq!(d.leader_of(4_000_000_000), None);
+        assert_eq!(d.heard_leads(2, vec![led(4, 1), led(7, 1)]), 1, "the one ignored is counted");
+        assert_eq!(
+            d.led_groups().keys().copied().collect::<Vec<_>>(),
+            vec![4],
+            "the metadata group is numbered `groups`"
+        );
     }
 
     #[test]

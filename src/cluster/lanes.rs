@@ -35,6 +35,9 @@ const WRITE_FRAMES_MAX: usize = 64;
 const INBOUND_LANES_MAX: usize = 64;
 /// Calls waiting for an answer, over all peers.
 const CALLS_IN_FLIGHT_MAX: usize = 8192;
+/// Calls of one peer this node serves at once; a call beyond it is answered "no answer" at
+/// once (each call is a task here, and some read storage: a peer must not start without bound).
+const SERVED_PER_PEER_MAX: usize = 1024;
 /// How long frames to a peer without lanes go as requests before a lane is tried again (the
 /// peer may have been upgraded meanwhile).
 const LEGACY_RECHECK: Duration = Duration::from_secs(30);
@@ -72,6 +75,8 @@ struct Inner {
     control: libp2p_stream::Control,
     queues: Mutex<HashMap<PeerId, mpsc::Sender<Vec<u8>>>>,
     calls: Mutex<Pending>,
+    /// Calls being served, per calling peer.
+    serving: Mutex<HashMap<PeerId, usize>>,
     next_call: AtomicU64,
     limits: Limits,
     counters: Arc<Counters>,
@@ -102,6 +107,7 @@ impl Lanes {
             control,
             queues: Mutex::new(HashMap::new()),
             calls: Mutex::new(HashMap::new()),
+            serving: Mutex::new(HashMap::new()),
             // Ids start at random: a call id of a process that ran before (same peer id, kept in
             // `node.key`) may still be answered by a peer after a restart, and must not match
             // a new call (found in review).
@@ -436,6 +442,11 @@ impl Lanes {
                 }
             }
             TAG_CALL => {
+                if !admit_call(&mut self.0.serving.lock().expect("serving lock"), peer) {
+                    self.0.counters.frames_refused.inc();
+                    self.enqueue(peer, tagged(TAG_NO_ANSWER, Some(id), &[]));
+                    return true;
+                }
                 let (reply, answer) = oneshot::channel();
                 if inbound
                     .try_send(Inbound::Request {
@@ -445,6 +456,7 @@ impl Lanes {
                     })
                     .is_err()
                 {
+                    call_served(&mut self.0.serving.lock().expect("serving lock"), &peer);
                     self.0.counters.frames_refused.inc();
                     self.enqueue(peer, tagged(TAG_NO_ANSWER, Some(id), &[]));
                     return true;
@@ -455,6 +467,7 @@ impl Lanes {
                         Ok(bytes) if bytes.len() <= lanes.0.limits.max_response_bytes => tagged(TAG_ANSWER, Some(id), &bytes),
                         _ => tagged(TAG_NO_ANSWER, Some(id), &[]),
                     };
+                    call_served(&mut lanes.0.serving.lock().expect("serving lock"), &peer);
                     lanes.enqueue(peer, frame);
                 });
             }
@@ -462,6 +475,27 @@ impl Lanes {
             _ => self.answered(&peer, id, Err("the peer did not answer the call".into())),
         }
         true
+    }
+}
+
+/// Counts a call of `peer` in as served here; false when `SERVED_PER_PEER_MAX` of its calls
+/// already are.
+fn admit_call(serving: &mut HashMap<PeerId, usize>, peer: PeerId) -> bool {
+    let n = serving.entry(peer).or_insert(0);
+    if *n >= SERVED_PER_PEER_MAX {
+        return false;
+    }
+    *n += 1;
+    true
+}
+
+/// A call of `peer` was answered (or dropped): it no longer counts.
+fn call_served(serving: &mut HashMap<PeerId, usize>, peer: &PeerId) {
+    if let Some(n) = serving.get_mut(peer) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            serving.remove(peer);
+        }
     }
 }
 
@@ -561,6 +595,22 @@ mod tests {
         assert_eq!(take_call(&mut calls, &c, 7), Some("the call to c"));
         assert!(calls.is_empty());
         assert_eq!(take_call(&mut calls, &c, 7), None, "once");
+    }
+
+    #[test]
+    fn one_peer_has_at_most_its_bound_of_calls_served_at_once() {
+        let (b, c) = (PeerId::random(), PeerId::random());
+        let mut serving = HashMap::new();
+        assert!((0..SERVED_PER_PEER_MAX).all(|_| admit_call(&mut serving, b)));
+        assert!(!admit_call(&mut serving, b), "one over the bound is refused");
+        assert!(admit_call(&mut serving, c), "another peer has its own bound");
+        call_served(&mut serving, &b);
+        assert!(admit_call(&mut serving, b), "room again once one is answered");
+        for _ in 0..SERVED_PER_PEER_MAX {
+            call_served(&mut serving, &b);
+        }
+        call_served(&mut serving, &c);
+        assert!(serving.is_empty(), "a peer with nothing served leaves no entry");
     }
 
     #[test]

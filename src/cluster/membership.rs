@@ -77,6 +77,18 @@ impl Membership {
                 ));
             }
         }
+        // One libp2p identity is one node: a peer introducing itself under two node ids must
+        // not count twice (two votes in every group it is placed in twice).
+        let mut peers: Vec<&Hello> = sorted.clone();
+        peers.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
+        for w in peers.windows(2) {
+            if w[0].peer_id == w[1].peer_id {
+                return Err(format!(
+                    "nodes `{}` and `{}` have the same peer identity; each node needs its own data folder (node.key)",
+                    w[0].node_id, w[1].node_id
+                ));
+            }
+        }
         let first = sorted.first().ok_or("no nodes to form a cluster of")?;
         for h in &sorted {
             if h.master_fingerprint != first.master_fingerprint {
@@ -147,6 +159,11 @@ impl Membership {
         } else {
             self.placement(group)
         }
+    }
+
+    /// A group of the cluster: a shard group (`0..groups`) or the metadata group (`groups`).
+    pub fn has_group(&self, group: GroupId) -> bool {
+        group <= self.groups
     }
 
     pub fn member(&self, raft_id: RaftId) -> Option<&Member> {
@@ -224,6 +241,21 @@ mod tests {
         other.master_fingerprint = "other".into();
         let e = Membership::form(&[hello("n1"), other], 32, 3).unwrap_err();
         assert!(e.contains("master_key_file"), "{e}");
+    }
+
+    #[test]
+    fn one_peer_introducing_itself_under_two_node_ids_is_refused() {
+        let mut twin = hello("n2");
+        twin.peer_id = hello("n1").peer_id;
+        let e = Membership::form(&[hello("n1"), twin, hello("n3")], 32, 3).unwrap_err();
+        assert!(e.contains("same peer identity"), "{e}");
+    }
+
+    #[test]
+    fn the_metadata_group_is_the_last_group_of_the_cluster() {
+        let m = Membership::single("solo", 4, "fp");
+        assert!(m.has_group(0) && m.has_group(4));
+        assert!(!m.has_group(5) && !m.has_group(4_000_000_000));
     }
 
     #[test]

@@ -163,7 +163,7 @@ impl MemoryHost {
             return Err(EntityFailure::NotApplied("request id length out of range".into()));
         }
         let (now, keep_ms, max) = (self.now, self.request_memory_ms, self.request_memory_max);
-        let digest = codec::digest(&cmd);
+        let digest = codec::digest(&E::request_form(&cmd));
         let mut rng = std::mem::replace(&mut self.rng, ChaCha20Rng::seed_from_u64(0));
         let hosted = self.hosted::<E>(id);
         match hosted.requests.seen(&meta.request_id, &digest) {

@@ -240,6 +240,13 @@ pub async fn form(
                         return Err(format!("node id `{}` is used by two nodes; [node] id must be unique in the cluster", h.node_id));
                     }
                 }
+                // One peer is one node: a second node id for a peer already known is refused
+                // (the first introduction stands), or the peer would count as two.
+                if let Some(prev) = known.values().find(|k| k.peer_id == h.peer_id && k.node_id != h.node_id) {
+                    transport.counters.frames_refused.inc();
+                    tracing::warn!(known_as = %prev.node_id, claims = %h.node_id, "a peer introduced itself under a second node id; refused");
+                    continue;
+                }
                 known.insert(h.node_id.clone(), h);
             }
             i = inbound.recv() => match i {
@@ -418,6 +425,16 @@ fn serve_member(
                 refuse(format!("{} sent a malformed list of the groups it leads", member.node_id), reply);
                 return;
             }
+            // Only the cluster's groups: what is heard is kept per group, and a number from a
+            // peer must not grow it.
+            let m = directory.get();
+            if let Some(g) = groups.iter().find(|g| !m.has_group(g.group)) {
+                refuse(
+                    format!("{} claims to lead group {}, which the cluster does not have", member.node_id, g.group),
+                    reply,
+                );
+                return;
+            }
             journal.heard(from);
             directory.heard_leads(from, groups);
             let _ = reply.send(codec::encode(&PeerResponse::Ack));
@@ -447,7 +464,18 @@ fn serve_member(
                         refuse(format!("a snapshot from {}: {why}", member.node_id), reply);
                         return;
                     }
-                    Some(Ok(manifest)) => fetch_snapshot(journal, snapshots_in, transport, member, from, g, m, manifest),
+                    Some(Ok(manifest)) => {
+                        // A transfer is large: it starts only for a snapshot raft could take —
+                        // addressed from the sender to this node, for a group this node holds
+                        // or is placed to hold (raft refuses anything else once it arrives).
+                        let me = journal.raft_id();
+                        let placed = journal.leadership(g).replica || directory.get().replicas_of(g).contains(&me);
+                        if m.from != from || m.to != me || !placed {
+                            refuse(format!("a snapshot of group {g} from {} is not for a replica here", member.node_id), reply);
+                            return;
+                        }
+                        fetch_snapshot(journal, snapshots_in, transport, member, from, g, m, manifest)
+                    }
                 }
             }
             journal.deliver(from, now);
@@ -462,6 +490,12 @@ fn serve_member(
             let _ = reply.send(codec::encode(&PeerResponse::Ack));
         }
         PeerRequest::Write { writes } => {
+            // The set is proposed into the log of its group as `group_of_set` tells it: a key
+            // of another group, or a node-wide record, must not ride along.
+            if let Some(why) = writes.misplaced(journal.store().groups()) {
+                refuse(format!("a write set from {} is refused: {why}", member.node_id), reply);
+                return;
+            }
             let journal = journal.clone();
             tokio::spawn(async move {
                 let group = journal.store().group_of_set(&writes);

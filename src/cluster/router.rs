@@ -192,6 +192,9 @@ pub struct RouterSettings {
     pub master_fingerprint: String,
     /// `[cluster] replication_factor`: what a cluster of one grows to when nodes join it.
     pub replication_factor: usize,
+    /// `[gdpr] erasure_list`, for the journal to list the erasures this node's replicas apply
+    /// (None: not listed — `from_config` leaves it to the node, so tools and tests write no file).
+    pub erasure_list: Option<std::path::PathBuf>,
     pub cluster: Option<(
         crate::cluster::raft::RaftId,
         Arc<crate::cluster::directory::Directory>,
@@ -220,6 +223,7 @@ impl RouterSettings {
                 ..Default::default()
             },
             cluster: None,
+            erasure_list: None,
             master_fingerprint: String::new(),
             replication_factor: c.cluster.replication_factor,
             request_timeout: c.gateway.request_timeout,
@@ -233,6 +237,7 @@ impl Router {
         let mut settings = crate::actors::journal::JournalSettings::with_batch(s.max_batch);
         settings.tick_interval = s.tick_interval;
         settings.raft = s.raft.clone();
+        settings.erasure_list = s.erasure_list.clone();
         if let Some((raft_id, directory, peers)) = s.cluster.clone() {
             settings.raft_id = raft_id;
             settings.directory = Some(directory);

@@ -26,6 +26,8 @@ pub const SNAPSHOT_BYTES_MAX: u64 = 16 << 30;
 const MAGIC: &[u8] = b"moneta-snapshot-manifest-v1\0";
 /// The longest one chunk request may take before the transfer is retried (resuming).
 const CHUNK_TIMEOUT: Duration = Duration::from_secs(30);
+/// Snapshot transfers a node runs at once (a leader offers a snapshot again until it is taken).
+pub const TRANSFERS_MAX: usize = 2;
 
 /// What stands in a `MsgSnapshot` for the bytes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,9 +163,20 @@ impl Inbox {
         self.dir.join(format!("{}-{}-{}.part", m.group, m.index, m.term))
     }
 
-    /// Claims the transfer `m` names (false: one is already running for it).
+    /// Claims the transfer `m` names (false: one is already running for it, or
+    /// `TRANSFERS_MAX` others are: each holds its bytes in memory until raft has them, so a
+    /// peer offering snapshot after snapshot must not start a transfer for each).
     pub fn claim(&self, m: &Manifest) -> bool {
-        self.fetching.lock().expect("inbox lock").insert(m.key())
+        let mut fetching = self.fetching.lock().expect("inbox lock");
+        if fetching.len() >= TRANSFERS_MAX && !fetching.contains(&m.key()) {
+            tracing::warn!(
+                group = m.group,
+                index = m.index,
+                "a snapshot transfer waits: {TRANSFERS_MAX} are running; the leader offers it again"
+            );
+            return false;
+        }
+        fetching.insert(m.key())
     }
 
     pub fn release(&self, m: &Manifest) {
@@ -265,6 +278,15 @@ mod tests {
             sha256: [7; 32],
         };
         assert_eq!(Manifest::decode(&m.encode()), Some(Ok(m.clone())));
+        // At most TRANSFERS_MAX transfers at once; one claimed already is not claimed twice.
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = Inbox::new(dir.path().to_path_buf());
+        let at = |index: u64| Manifest { index, ..m.clone() };
+        assert!((0..TRANSFERS_MAX as u64).all(|i| inbox.claim(&at(i))));
+        assert!(!inbox.claim(&at(0)), "running already");
+        assert!(!inbox.claim(&at(100)), "over the limit");
+        inbox.release(&at(0));
+        assert!(inbox.claim(&at(100)), "room again once one ends");
         assert_eq!(Manifest::decode(b"plain snapshot bytes"), None);
         let mut bad = MAGIC.to_vec();
         bad.extend_from_slice(b"\xff\xff");

@@ -367,11 +367,17 @@ impl AdviceTrigger {
 }
 
 /// Whether personalised advice may be given to this investor: their `ai_profiling` consent,
-/// then the compliance rules engine as it gates orders (KYC, screening, questionnaire). The
-/// refusal is a stable code and a sentence for the person.
+/// their suitability questionnaire (advice is made from its risk profile; API.md: 409
+/// `suitability_required` before the questionnaire, whatever else is missing), then the
+/// compliance rules engine as it gates orders (KYC, screening). The refusal is a stable code
+/// and a sentence for the person.
 pub fn gate(ai_profiling: bool, investor: &InvestorStatus) -> Result<(), (&'static str, &'static str)> {
     if !ai_profiling {
         return Err(("consent_required", "personalised advice needs your ai_profiling consent"));
+    }
+    if investor.risk_score.is_none() {
+        let rule = compliance::ComplianceRefusal::SuitabilityRequired;
+        return Err((rule.code(), rule.reason()));
     }
     let any = ProductFacts { complex: false, risk_class: 1 };
     compliance::check(investor, any, Purpose::Advise).map_err(|rule| (rule.code(), rule.reason()))
@@ -380,6 +386,18 @@ pub fn gate(ai_profiling: bool, investor: &InvestorStatus) -> Result<(), (&'stat
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn advice_asks_for_the_questionnaire_before_anything_but_consent() {
+        let mut investor = InvestorStatus::onboarded(4, false);
+        assert_eq!(gate(true, &investor), Ok(()));
+        investor.risk_score = None;
+        investor.kyc = crate::domain::kyc::KycStatus::Pending;
+        assert_eq!(gate(false, &investor).map_err(|e| e.0), Err("consent_required"));
+        assert_eq!(gate(true, &investor).map_err(|e| e.0), Err("suitability_required"));
+        investor.risk_score = Some(4);
+        assert_eq!(gate(true, &investor).map_err(|e| e.0), Err("kyc_required"));
+    }
 
     fn universe() -> Vec<Product> {
         let p = |s: &str, kind, risk, price: i64| Product {

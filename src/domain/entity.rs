@@ -53,6 +53,16 @@ pub trait Entity: Clone + Debug + Send + Sync + Serialize + DeserializeOwned + '
     /// Asserts the entity's invariants; a violation is a bug and panics (TigerBeetle style).
     fn check_invariants(&self) {}
 
+    /// What a request id stands for in a command, for the memory of requests seen: a command
+    /// sent again under the same request id must have the same form, or it is refused as
+    /// another command. By default the whole command. A kind whose commands carry values read
+    /// live for the decision (a quote, the investor's facts) leaves those out: a workflow step
+    /// that runs again after its answer was lost reads them again, and a price that ticked in
+    /// between does not make it another request — it is answered what the first run decided.
+    fn request_form(cmd: &Self::Command) -> impl Serialize + '_ {
+        cmd
+    }
+
     /// Whether the journal of this kind may be truncated behind a snapshot (market data) or must
     /// be kept whole as a record (accounts, portfolios).
     fn journal_is_record() -> bool {

@@ -385,12 +385,16 @@ impl PortfolioRejection {
 }
 
 /// The idempotency key of request `i` of a series a client sent under one key: the first is the
-/// client's key itself (so the key is taken for every other request), then `<key>/<i>`.
+/// client's key itself (so the key is taken for every other request), then `<key> <i>`. The
+/// space keeps the series apart from every key a client can send (visible ASCII only, see the
+/// gateway's `idempotency_key`): with `/`, an order a client placed under `k/1` stood in for
+/// order 1 of advice accepted under `k`, and the acceptance was refused after its first order
+/// had filled.
 pub fn series_key(key: &str, i: usize) -> String {
     if i == 0 {
         key.to_string()
     } else {
-        format!("{key}/{i}")
+        format!("{key} {i}")
     }
 }
 
@@ -428,7 +432,12 @@ impl Portfolio {
         let mut p = Portfolio::empty(owner);
         // Refusals move nothing (they only fill the idempotency memory, not needed here).
         let moves = |e: &&PortfolioEvent| !matches!(e, PortfolioEvent::DayClosed { .. } | PortfolioEvent::Refused { .. });
-        for e in journal.iter().filter(moves).filter(|e| e.at() <= cutoff) {
+        // A prefix of the journal, up to the first move stamped after the cutoff: events are
+        // stamped by the clock of the node that led the group then, so after a fail-over to a
+        // node whose clock is behind, a later event can carry an earlier time. Picking events
+        // by time alone could then take a buy without the deposit that paid for it (negative
+        // cash, and the invariants stop the close); a prefix is a state the portfolio was in.
+        for e in journal.iter().filter(moves).take_while(|e| e.at() <= cutoff) {
             p.apply(e);
         }
         for e in journal.iter().filter(|e| matches!(e, PortfolioEvent::DayClosed { .. })) {
@@ -696,6 +705,21 @@ fn cost_removed(h: &Holding, quantity: Decimal) -> Decimal {
     }
 }
 
+/// A portfolio command as its request id stands for it ([`Entity::request_form`]): an order
+/// without the quote, the investor's facts and the fee schedule its workflow read live for it.
+/// What the client asked is all there: the symbol, side and quantity, and the idempotency tag
+/// whose fingerprint covers the request's body.
+#[derive(Serialize)]
+enum RequestForm<'a> {
+    Order {
+        symbol: &'a str,
+        side: Side,
+        quantity: &'a Decimal,
+        idem: &'a IdemTag,
+    },
+    Other(&'a PortfolioCommand),
+}
+
 impl Entity for Portfolio {
     type Command = PortfolioCommand;
     type Event = PortfolioEvent;
@@ -704,6 +728,20 @@ impl Entity for Portfolio {
     type Query = crate::domain::queries::PortfolioQuery;
     type View = crate::domain::queries::PortfolioView;
     const KIND: EntityKind = EntityKind::Portfolio;
+
+    fn request_form(cmd: &PortfolioCommand) -> impl Serialize + '_ {
+        match cmd {
+            PortfolioCommand::PlaceOrder {
+                symbol, side, quantity, idem, ..
+            } => RequestForm::Order {
+                symbol,
+                side: *side,
+                quantity,
+                idem,
+            },
+            other => RequestForm::Other(other),
+        }
+    }
 
     fn query(&self, query: &Self::Query) -> Self::View {
         query.run(self)
@@ -909,6 +947,71 @@ mod tests {
             Ok(PortfolioReply::Statement(s)) => *s,
             other => panic!("expected a statement, got {other:?}"),
         }
+    }
+
+    /// Events are stamped by the clock of the node that led the group: after a fail-over to a
+    /// node whose clock is behind, a buy can carry an earlier time than the deposit before it.
+    /// A close between the two stamps states a prefix of the journal, never a buy without the
+    /// deposit that paid for it (which broke the invariants and panicked before).
+    #[test]
+    fn a_close_after_the_clock_stepped_back_states_a_prefix_of_the_journal() {
+        let mut j = Journaled::new("u");
+        j.run(deposit("500", "k0"), 10).unwrap();
+        j.run(deposit("1000", "k1"), 100).unwrap();
+        // 500 and a fee: more than the first deposit alone.
+        j.run(buy("AAA", "5", "100", "k2"), 50).unwrap();
+        let s = statement(j.close_at("2026-11-21", &[("AAA", "100")], 75, 200));
+        assert!(s.holdings.is_empty(), "neither the second deposit nor the buy after it: {s:?}");
+        assert_eq!(s.cash, d("500"));
+        // The next close states both.
+        let s = statement(j.close_at("2026-11-22", &[("AAA", "100")], 150, 300));
+        assert_eq!(s.holdings.len(), 1, "{s:?}");
+    }
+
+    /// Advice accepted under key `k` places order `i` under `series_key(k, i)`. A key a client
+    /// sends (visible ASCII) never names one of them: an order the client placed under `k/1`
+    /// neither stands in for the advice's second order nor is refused as a reuse of the key.
+    #[test]
+    fn the_orders_of_accepted_advice_have_keys_no_client_key_names() {
+        use crate::domain::fingerprint::accepted_order;
+        let mut j = Journaled::new("u");
+        j.run(deposit("100000", "funding"), 1).unwrap();
+        let client = |key: &str| IdemTag {
+            key: key.into(),
+            fingerprint: [7; 32],
+        };
+        let advised = |i: usize| IdemTag {
+            key: series_key("k", i),
+            fingerprint: accepted_order("adv_1", i),
+        };
+        let order = |idem: IdemTag| match buy("AAA", "1", "100", "unused") {
+            PortfolioCommand::PlaceOrder {
+                symbol,
+                side,
+                quantity,
+                quote,
+                investor,
+                fees,
+                ..
+            } => PortfolioCommand::PlaceOrder {
+                symbol,
+                side,
+                quantity,
+                quote,
+                investor,
+                fees,
+                idem,
+            },
+            _ => unreachable!(),
+        };
+        j.run(order(client("k/1")), 2).unwrap();
+        j.run(order(client("k/2")), 3).unwrap();
+        assert_eq!(j.p.remembered_series("k", |i| accepted_order("adv_1", i)).map(|r| r.len()), Ok(0));
+        j.run(order(advised(0)), 4).unwrap();
+        j.run(order(advised(1)), 5)
+            .expect("the advice's second order is not a reuse of the client's k/1");
+        assert_eq!(j.p.remembered_series("k", |i| accepted_order("adv_1", i)).map(|r| r.len()), Ok(2));
+        assert!(series_key("k", 1).bytes().any(|c| !c.is_ascii_graphic()));
     }
 
     #[test]

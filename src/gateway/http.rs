@@ -89,7 +89,11 @@ pub fn is_json_media_type(content_type: Option<&str>) -> bool {
 fn describe_json_error(e: &serde_json::Error) -> String {
     let msg = e.to_string();
     if msg.len() > 300 {
-        format!("{}…", &msg[..300])
+        // The message repeats what the client sent (a field name, a string): cut it at a
+        // character boundary, never inside one (that panicked the handler, and the client got
+        // no answer at all).
+        let end = (0..=300).rev().find(|&i| msg.is_char_boundary(i)).unwrap_or(0);
+        format!("{}…", &msg[..end])
     } else {
         msg
     }
@@ -195,6 +199,24 @@ mod tests {
             assert!(!is_json_media_type(Some(bad)), "{bad}");
         }
         assert!(!is_json_media_type(None));
+    }
+
+    /// serde's message repeats the client's field name; cut at byte 300 inside a character it
+    /// panicked the handler (no answer at all). Every offset of the cut is tried.
+    #[test]
+    fn a_long_error_about_non_ascii_input_is_cut_between_characters() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Body {
+            amount: Option<String>,
+        }
+        for pad in 0..4 {
+            let name = format!("{}{}", "x".repeat(pad), "é".repeat(200));
+            let e = serde_json::from_str::<Body>(&format!("{{\"{name}\":1}}")).unwrap_err();
+            let d = describe_json_error(&e);
+            assert!(d.ends_with('…') && d.len() <= 300 + '…'.len_utf8(), "{d}");
+        }
     }
 
     #[test]

@@ -254,18 +254,9 @@ impl Store {
         Ok(crate::storage::codec::encode(&pairs))
     }
 
-    /// Replaces a group's state with a snapshot's, in `batch`. A snapshot that does not decode
-    /// or holds keys outside the group is refused (counted by the caller), never half applied.
-    /// Returns the group's audit chain head as the snapshot has it. `cycle` learns the group's
-    /// state is replaced, and which write-once keys the snapshot holds.
-    pub fn stage_install(
-        &self,
-        batch: &mut sled::Batch,
-        group: u32,
-        data: &[u8],
-        cycle: &mut crate::storage::store::Cycle,
-    ) -> Result<Option<crate::storage::audit_log::ChainHead>, StoreError> {
-        let pairs: Vec<(Vec<u8>, Vec<u8>)> = crate::storage::codec::decode(data).map_err(|e| StoreError::Corrupt {
+    /// A snapshot's pairs, each key the group's (else the snapshot is corrupt).
+    fn snapshot_pairs(&self, group: u32, data: &[u8]) -> Result<Pairs, StoreError> {
+        let pairs: Pairs = crate::storage::codec::decode(data).map_err(|e| StoreError::Corrupt {
             location: format!("snapshot of group {group}"),
             reason: e.to_string(),
         })?;
@@ -277,6 +268,41 @@ impl Store {
                 reason: format!("key {} is not the group's", hex::encode(k)),
             });
         }
+        Ok(pairs)
+    }
+
+    /// Whether a snapshot a peer sent can be installed: what `stage_install` (and, for the
+    /// metadata group, `meta_in_snapshot`) would refuse, found before raft takes the snapshot.
+    /// Refused there, it would fail the writer's round — every group of the node — and again
+    /// each time the leader sent it.
+    pub fn check_snapshot(&self, group: u32, data: &[u8], metadata_group: bool) -> Result<(), StoreError> {
+        let pairs = self.snapshot_pairs(group, data)?;
+        let head_key = keys::audit_head_key(group);
+        if let Some((_, v)) = pairs.iter().find(|(k, _)| *k == head_key) {
+            crate::storage::codec::decode::<crate::storage::audit_log::ChainHead>(v).map_err(|e| StoreError::Corrupt {
+                location: format!("snapshot of group {group}: audit head"),
+                reason: e.to_string(),
+            })?;
+        }
+        if metadata_group {
+            meta_in_snapshot(data)?;
+        }
+        Ok(())
+    }
+
+    /// Replaces a group's state with a snapshot's, in `batch`. A snapshot that does not decode
+    /// or holds keys outside the group is refused (counted by the caller), never half applied.
+    /// Returns the group's audit chain head as the snapshot has it. `cycle` learns the group's
+    /// state is replaced, and which write-once keys the snapshot holds.
+    pub fn stage_install(
+        &self,
+        batch: &mut sled::Batch,
+        group: u32,
+        data: &[u8],
+        cycle: &mut crate::storage::store::Cycle,
+    ) -> Result<Option<crate::storage::audit_log::ChainHead>, StoreError> {
+        let pairs = self.snapshot_pairs(group, data)?;
+        let ranges = self.group_ranges(group);
         for (start, end) in &ranges {
             for k in self.tree().range(start.clone()..end.clone()).keys() {
                 batch.remove(k?);
@@ -303,6 +329,9 @@ impl Store {
         Ok(head)
     }
 }
+
+/// A snapshot's state: every key of the group and its value.
+type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// The sled store as a raft disk on its own (tools and tests; the node stages log and state
 /// writes into one batch itself).

@@ -76,12 +76,17 @@ pub fn append_erasure_list(path: &Path, user_id: &str, email_hash: &str) -> std:
     f.sync_all()
 }
 
-/// Reads the erasure list; a malformed line is an error naming it.
-pub fn read_erasure_list(path: &Path) -> Result<Vec<(String, String)>, String> {
-    if !path.exists() {
-        return Ok(Vec::new());
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("erasure list {}: {e}", path.display()))?;
+/// Reads the erasure list; `None` when the file does not exist, which the caller must tell
+/// apart from an empty list: no one erased yet, or the list lost (then a restore would bring
+/// back everyone erased since the backup). Any other read failure, or a malformed line, is an
+/// error naming it. A person listed more than once (every replica of their group lists the
+/// erasure it applies, beside the node that ran it) is one erasure, in the order first listed.
+pub fn read_erasure_list(path: &Path) -> Result<Option<Vec<(String, String)>>, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("erasure list {}: {e}", path.display())),
+    };
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
@@ -89,7 +94,11 @@ pub fn read_erasure_list(path: &Path) -> Result<Vec<(String, String)>, String> {
             [u, h] if u.len() <= 64 && h.len() == 64 => Ok((u.to_string(), h.to_string())),
             _ => Err(format!("erasure list {} line {}: expected `<user id> <email hash>`", path.display(), i + 1)),
         })
-        .collect()
+        .collect::<Result<Vec<_>, String>>()
+        .map(|lines| {
+            let mut seen = std::collections::HashSet::new();
+            Some(lines.into_iter().filter(|l| seen.insert(l.clone())).collect())
+        })
 }
 
 /// One entry of an entity's journal.
@@ -175,6 +184,22 @@ impl WriteSet {
             .map(|(k, _)| k)
             .chain(self.deletes.iter())
             .all(|k| keys::shard_of_key(k).is_some_and(|s| group_of(s, groups) == g))
+    }
+
+    /// Why this set cannot be one entry of one raft log (None: it can): a key outside its
+    /// group's shards (another group's, or a node-wide record), a shard number no shard has,
+    /// or metadata changes beside keys of a shard. Checked where a peer hands a set in and
+    /// where one is applied, so a misplaced set is never written anywhere.
+    pub fn misplaced(&self, groups: u32) -> Option<&'static str> {
+        if self.shard.is_some_and(|s| s >= crate::domain::ids::SHARD_COUNT) {
+            Some("it names a shard that does not exist")
+        } else if !self.meta.is_empty() && (!self.puts.is_empty() || !self.deletes.is_empty()) {
+            Some("it changes the cluster's metadata and writes keys of a shard")
+        } else if !self.within_group(groups) {
+            Some("its keys lie outside its shard group (another group's, or node-wide records)")
+        } else {
+            None
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -429,10 +454,14 @@ impl Store {
     /// the same order, so every replica computes the same chain.
     pub fn stage(&self, batch: &mut sled::Batch, set: &mut WriteSet, cycle: &mut Cycle) -> Result<(), StoreError> {
         let group = self.group_of_set(set);
-        debug_assert!(
-            set.within_group(self.groups) || set.puts.is_empty() && set.deletes.is_empty(),
-            "a write set spans two groups"
-        );
+        // A set in the log that no leader should have proposed (a bug, or a peer's bad set):
+        // refused before anything of it is staged, so the batch is never applied.
+        if let Some(why) = set.misplaced(self.groups) {
+            return Err(StoreError::Corrupt {
+                location: format!("a write set of shard group {group}"),
+                reason: why.to_string(),
+            });
+        }
         for (k, v) in &set.puts {
             if keys::is_write_once(k) {
                 // The first put stands: one earlier in this cycle, or one already applied.

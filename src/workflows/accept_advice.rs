@@ -1,7 +1,7 @@
 //! Accepting advice: what the idempotency key already did is read first (a key used for another
 //! request is refused before the advice is touched), the account decides whether the advice may
 //! be acted on, then each proposed order goes through the order path under its own key of the
-//! key's series (`<key>`, `<key>/1`, …) and its own step of the request id.
+//! key's series (`<key>`, `<key> 1`, …: see `series_key`) and its own step of the request id.
 
 use super::flow::{unexpected, Input, Next, Workflow};
 use super::order::{OrderOutcome, OrderRequest, OrderTerms, PlaceOrder};

@@ -16,6 +16,7 @@ use crate::domain::queries::{ErasureRequested, Regulatory, RegulatoryFacts};
 use crate::domain::time::Timestamp;
 use crate::storage::scope::Groups;
 use crate::storage::store::PendingErasure;
+use crate::storage::vault::VaultError;
 use serde_json::json;
 
 /// The identity regulation needs behind an erased person's trades (from their profile and KYC
@@ -44,13 +45,14 @@ pub(super) async fn keep_regulatory_identity(state: &Services, user_id: &str, fa
     }
     let profile: Profile = match state.open_json(user_id, "profile", sealed_profile).await {
         Ok(p) => p,
-        Err(crate::storage::vault::VaultError::NoKey) => return Ok(()),
+        Err(VaultError::NoKey) => return Ok(()),
         Err(e) => return Err(e.to_string()),
     };
-    let document: Option<KycDocument> = match sealed_document {
-        Some(s) => state.open_json(user_id, "kyc", &s).await.ok(),
+    let opened = match sealed_document {
+        Some(s) => Some(state.open_json::<KycDocument>(user_id, "kyc", &s).await),
         None => None,
     };
+    let document = kept_document(opened)?;
     let identity = regulatory_identity(user_id, &profile, document.as_ref(), now);
     let key_id = format!("retention:{user_id}");
     state.create_data_key(&key_id).await?;
@@ -68,7 +70,71 @@ pub(super) async fn keep_regulatory_identity(state: &Services, user_id: &str, fa
         .map_err(|e| e.to_string())
 }
 
-/// Carries out every erasure due in the covered groups; returns how many were completed.
+/// `keep_regulatory_identity` on a data folder no node runs on: `moneta backup restore`
+/// replaying an erasure the backup predates, before it destroys the person's data key. The
+/// identity that erasure kept is not in such a backup, and once the key is gone it could never
+/// be kept again — the person's trades would be back without the identity behind them. So it
+/// is kept here first, from the restored account, under a retention key of its own.
+pub fn keep_regulatory_identity_offline(
+    store: &crate::storage::Store,
+    vault: &crate::storage::vault::Vault,
+    user_id: &str,
+    now: Timestamp,
+    keep_for: std::time::Duration,
+) -> Result<(), String> {
+    use crate::domain::ids::{EntityId, EntityKind};
+    if store.regulatory(user_id).map_err(|e| e.to_string())?.is_some() {
+        return Ok(());
+    }
+    let account = store
+        .load::<Account>(&EntityId::new(EntityKind::Account, user_id))
+        .map_err(|e| e.to_string())?
+        .state;
+    if !account.exists() {
+        return Ok(());
+    }
+    let profile: Profile = match vault.open_json(user_id, "profile", &account.sealed_profile) {
+        Ok(p) => p,
+        Err(VaultError::NoKey) => return Ok(()),
+        Err(e) => return Err(e.to_string()),
+    };
+    let sealed_document = account.kyc.as_ref().and_then(|k| k.sealed_document.clone());
+    let document = kept_document(sealed_document.map(|s| vault.open_json::<KycDocument>(user_id, "kyc", &s)))?;
+    let identity = regulatory_identity(user_id, &profile, document.as_ref(), now);
+    let key_id = format!("retention:{user_id}");
+    if let Some(w) = vault.new_data_key(&key_id).map_err(|e| e.to_string())? {
+        store.apply_offline(&w).map_err(|e| e.to_string())?;
+    }
+    let sealed = vault.seal_json(&key_id, "regulatory", &identity).map_err(|e| e.to_string())?;
+    let record = crate::storage::store::RegulatoryRecord {
+        expires_at: Timestamp(now.millis() + keep_for.as_millis() as i64),
+        key_id,
+        sealed,
+    };
+    store
+        .apply_offline(&crate::storage::records::put_regulatory(user_id, &record))
+        .map_err(|e| e.to_string())
+}
+
+/// The KYC document to keep with the regulatory identity, given what opening the sealed one
+/// gave (`None`: the person never submitted one). A document that could not be opened —
+/// corrupt, its key gone mid-erasure, or the key's group unavailable — is an error, not a
+/// missing document: the identity would be kept without it and the data key destroyed next,
+/// losing the document for good. The error names no personal data; the erasure is retried at
+/// the next check.
+fn kept_document(opened: Option<Result<KycDocument, VaultError>>) -> Result<Option<KycDocument>, String> {
+    match opened {
+        None => Ok(None),
+        Some(Ok(d)) => Ok(Some(d)),
+        Some(Err(e)) => Err(format!(
+            "the KYC document could not be opened ({e}): the regulatory identity is not kept without it, so the erasure waits for a later run"
+        )),
+    }
+}
+
+/// Carries out every erasure due in the covered groups; returns how many were completed. One
+/// person's failed erasure does not hold up the others': the rest are carried out, then the
+/// failures are returned together (each is retried at the next run).
 pub async fn run_due_erasures(state: &Services, scope: Groups) -> Result<usize, String> {
     let store = state.router.store().clone();
     let pending = tokio::task::spawn_blocking(move || store.erasures_in(&scope))
@@ -77,19 +143,25 @@ pub async fn run_due_erasures(state: &Services, scope: Groups) -> Result<usize, 
         .map_err(|e| e.to_string())?;
     let now = state.now();
     let mut done = 0;
+    let mut failed = Vec::new();
     for (user_id, p) in pending {
         if p.due_at > now {
             continue;
         }
         let flow = Erase::new(user_id.clone(), p, now, RequestMeta::system("gdpr-erasure-job"));
-        match super::run(&state.router, &NodeEffects(state), flow).await.map_err(|e| e.to_string())? {
-            Ok(Erased::Erased) => {
+        match super::run(&state.router, &NodeEffects(state), flow).await {
+            Ok(Ok(Erased::Erased)) => {
                 tracing::info!(user_id = %user_id, "personal data erased");
                 done += 1;
             }
-            Ok(Erased::NotYet) => {}
-            Err(e) => return Err(format!("erasing {user_id}: {e}")),
+            Ok(Ok(Erased::NotYet)) => {}
+            // The user id is a pseudonym; the errors name no personal data.
+            Ok(Err(e)) => failed.push(format!("erasing {user_id}: {e}")),
+            Err(e) => failed.push(format!("erasing {user_id}: {e}")),
         }
+    }
+    if !failed.is_empty() {
+        return Err(format!("{} due erasure(s) failed ({done} completed): {}", failed.len(), failed.join("; ")));
     }
     Ok(done)
 }
@@ -287,4 +359,44 @@ pub async fn erasure_job(state: std::sync::Arc<Services>, stop: tokio::sync::wat
         }
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::kyc::DocumentType;
+    use crate::storage::store::{Store, StoreError};
+    use crate::storage::vault::Vault;
+
+    fn document() -> KycDocument {
+        KycDocument {
+            document_type: DocumentType::Passport,
+            document_number: "X1234567".into(),
+            address: "1 Example Street, Exampleton".into(),
+        }
+    }
+
+    #[test]
+    fn a_document_that_cannot_be_opened_is_an_error_not_a_missing_document() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let vault = Vault::new(&store, &[7u8; 32]).unwrap();
+        store.apply_offline(&vault.new_data_key("usr_a").unwrap().expect("a new key")).unwrap();
+        let sealed = vault.seal_json("usr_a", "kyc", &document()).unwrap();
+        assert_eq!(kept_document(Some(vault.open_json("usr_a", "kyc", &sealed))), Ok(Some(document())));
+        assert_eq!(kept_document(None), Ok(None), "no document submitted: kept without one");
+
+        let mut corrupt = sealed;
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 1;
+        let opened = vault.open_json::<KycDocument>("usr_a", "kyc", &corrupt);
+        assert!(matches!(opened, Err(VaultError::Corrupt(_))), "{opened:?}");
+        let e = kept_document(Some(opened)).expect_err("a corrupt document is not kept as none");
+        assert!(e.contains("KYC document could not be opened"), "{e}");
+        assert!(!e.contains("X1234567") && !e.contains("Exampleton"), "no personal data in the error: {e}");
+
+        let unavailable = VaultError::Store(StoreError::Unavailable("no leader for the key's group".into()));
+        let e = kept_document(Some(Err(unavailable))).expect_err("an unavailable key is retried, not dropped");
+        assert!(e.contains("no leader"), "{e}");
+    }
 }

@@ -1,6 +1,6 @@
-//! Retention: security events past `[retention] security_events` are redacted from the audit
-//! chain (after a `retention.redact` record lists them), regulatory identities past
-//! `[retention] regulatory_records` lose their key, old notifications go.
+//! Retention: security events holding personal data past `[retention] security_events` are
+//! redacted from the audit chain (after a `retention.redact` record lists them), regulatory
+//! identities past `[retention] regulatory_records` lose their key, old notifications go.
 
 use super::periodically;
 use super::services::Services;
@@ -11,6 +11,36 @@ use crate::domain::audit::AuditDraft;
 use crate::domain::time::Timestamp;
 use crate::storage::scope::Groups;
 
+/// The `security.*` audit records that are personal data — who signed in, from which device,
+/// session or address, who was refused or locked out — and so are redacted once
+/// `[retention] security_events` has passed.
+///
+/// An explicit list rather than the `security.` prefix: not every security event is personal
+/// data. Audit records of any other action are kept, as the chain keeps business records.
+pub const PERSONAL_SECURITY_EVENTS: &[&str] = &[
+    "security.access_denied",
+    "security.lockout",
+    "security.login",
+    "security.login_failed",
+    "security.login_locked",
+    "security.logout",
+    "security.new_device",
+    "security.refresh",
+    "security.refresh_token_reused",
+];
+
+/// The `security.*` audit records that retention keeps: a reconciliation discrepancy (order id,
+/// booked and confirmed values) is a transaction record that must be kept, not personal data,
+/// and the daily compliance report reads it. Listed so that every security event is classified
+/// on purpose: the test `every_security_event_is_classified` fails on an action in neither list.
+pub const KEPT_SECURITY_EVENTS: &[&str] = &["security.reconciliation_discrepancy"];
+
+/// Whether retention redacts audit records of `action` once they are older than
+/// `[retention] security_events`.
+pub fn redacted_after_retention(action: &str) -> bool {
+    PERSONAL_SECURITY_EVENTS.contains(&action)
+}
+
 /// What one retention run did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct RetentionSummary {
@@ -19,15 +49,16 @@ pub struct RetentionSummary {
     pub accounts_checked: usize,
 }
 
-/// Enforces `[retention]` as of `now`: security events past their period are redacted from
-/// the audit chain (after a `retention.redact` record lists them), old notifications deleted.
+/// Enforces `[retention]` as of `now`: security events holding personal data
+/// ([`PERSONAL_SECURITY_EVENTS`]) past their period are redacted from the audit chain (after a
+/// `retention.redact` record lists them), old notifications deleted.
 pub async fn run_retention(state: &Services, now: Timestamp, scope: Groups) -> Result<RetentionSummary, String> {
     let cfg = &state.config.retention;
     let mut summary = RetentionSummary::default();
     let store = state.router.store().clone();
     let cutoff = Timestamp(now.millis() - cfg.security_events.as_millis() as i64);
     let in_scope = scope.clone();
-    let due = tokio::task::spawn_blocking(move || store.audit_due_for_redaction(cutoff, &in_scope, |r| r.action.starts_with("security.")))
+    let due = tokio::task::spawn_blocking(move || store.audit_due_for_redaction(cutoff, &in_scope, |r| redacted_after_retention(&r.action)))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
@@ -107,4 +138,69 @@ pub async fn retention_job(state: std::sync::Arc<Services>, stop: tokio::sync::w
         }
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconciliation_discrepancies_are_kept_and_sign_in_records_redacted() {
+        assert!(!redacted_after_retention("security.reconciliation_discrepancy"));
+        for action in ["security.login", "security.login_failed", "security.access_denied", "security.new_device"] {
+            assert!(redacted_after_retention(action), "{action}");
+        }
+        // Business records are never redacted by retention.
+        assert!(!redacted_after_retention("kyc.submit"));
+        assert!(!redacted_after_retention(crate::storage::audit_log::REDACT_ACTION));
+    }
+
+    /// Every `security.<kind>` action an audit draft is made with anywhere in `src/`
+    /// (`AuditDraft::ok("security.…")`, `AuditDraft::refused("security.…", …)`) is in exactly one
+    /// of the two lists: a new personal security event left out of `PERSONAL_SECURITY_EVENTS`
+    /// would otherwise be kept for good, silently.
+    #[test]
+    fn every_security_event_is_classified() {
+        fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+                let path = entry.unwrap_or_else(|e| panic!("{}: {e}", dir.display())).path();
+                if path.is_dir() {
+                    sources(&path, out);
+                } else if path.extension().is_some_and(|x| x == "rs") {
+                    out.push(path);
+                }
+            }
+        }
+        let mut files = Vec::new();
+        sources(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut files);
+        let mut found = std::collections::BTreeSet::new();
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            for (at, _) in text.match_indices("\"security.") {
+                let rest = &text[at + 1..];
+                let name_len = rest["security.".len()..]
+                    .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                    .unwrap_or(rest.len() - "security.".len());
+                let end = "security.".len() + name_len;
+                // A whole literal `"security.<kind>"` (not the bare prefix `"security."`) that
+                // names the action of an audit draft (not, say, a configuration key).
+                let drafted = text[..at].ends_with("ok(") || text[..at].ends_with("refused(");
+                if drafted && name_len > 0 && rest[end..].starts_with('"') {
+                    found.insert(rest[..end].to_string());
+                }
+            }
+        }
+        assert!(
+            found.contains("security.login") && found.contains("security.reconciliation_discrepancy"),
+            "{found:?}"
+        );
+        for action in &found {
+            let personal = PERSONAL_SECURITY_EVENTS.contains(&action.as_str());
+            let kept = KEPT_SECURITY_EVENTS.contains(&action.as_str());
+            assert!(
+                personal != kept,
+                "{action} must be in exactly one of PERSONAL_SECURITY_EVENTS (redacted) or KEPT_SECURITY_EVENTS (kept)"
+            );
+        }
+    }
 }

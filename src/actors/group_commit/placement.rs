@@ -17,6 +17,16 @@ impl Writer {
     /// (`opens_replica`: its leader then sends it a snapshot and the log), and is refused
     /// otherwise.
     pub(super) fn step(&mut self, from: RaftId, group: GroupId, m: raft::prelude::Message) -> Result<(), Refused> {
+        if m.get_msg_type() == raft::prelude::MessageType::MsgSnapshot && !m.get_snapshot().data.is_empty() {
+            // Checked before raft takes it: a snapshot the store cannot install, found only
+            // when its round is written, failed the whole writer (every group of the node),
+            // and again each time its leader sent it.
+            if let Err(e) = self.store.check_snapshot(group, &m.get_snapshot().data, group == self.meta_group) {
+                self.metrics.corrupt_records.inc();
+                tracing::warn!(group, from, error = %e, "a snapshot from a peer cannot be installed; refused");
+                return Err(Refused::Raft(format!("a snapshot that cannot be installed: {e}")));
+            }
+        }
         match self.raft.step(from, group, m.clone()) {
             Err(Refused::UnknownGroup(g))
                 if g <= self.meta_group && crate::cluster::raft::node::opens_replica(&m) && self.directory.get().replicas_of(g).contains(&self.raft.id()) =>

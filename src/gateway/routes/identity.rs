@@ -371,15 +371,19 @@ fn reused() -> ApiError {
 pub async fn logout(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     let claims = state.claims(req)?;
     if let Some(family) = claims.sid.clone() {
-        state.revoke_sessions_everywhere(vec![family.clone()]).await;
+        // The durable logout first, then the access tokens refused on every node, before the
+        // answer. The other way round, a logout whose durable step failed (503) left the access
+        // token refused, so the retry API.md promises is safe was a 401 and could never finish
+        // it — while the account still held the session live for refreshes.
         match state
             .router
-            .execute::<Account>(&claims.sub, AccountCommand::Logout { family }, meta(req, &claims.sub))
+            .execute::<Account>(&claims.sub, AccountCommand::Logout { family: family.clone() }, meta(req, &claims.sub))
             .await
         {
             Ok(_) | Err(RouteError::Rejected(_)) => {}
             Err(RouteError::Failed(e)) => return Err(unavailable(e)),
         }
+        state.revoke_sessions_everywhere(vec![family]).await;
     }
     let mut r = crate::gateway::http::no_content();
     refresh_cookie::clear(r.headers_mut(), tls(state));
