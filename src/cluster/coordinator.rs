@@ -376,15 +376,31 @@ pub async fn decommission(router: &super::Router, node_id: &str, actor: &Request
             .map_err(|e| DecommissionError::Unavailable(e.to_string()))?;
         // Committed is not applied: a command the metadata refuses changes nothing. Say so.
         let mut now = None;
+        let mut latest = None;
         for _ in 0..30 {
-            now = router.metadata().await.and_then(|m| m.state_of(node_id));
-            if now == Some(NodeState::Draining) {
+            latest = router.metadata().await;
+            now = latest.as_ref().and_then(|m| m.state_of(node_id));
+            // Removed already: a node holding nothing is emptied within one planner pass.
+            if matches!(now, Some(NodeState::Draining | NodeState::Removed)) {
                 break;
             }
             // (This node's replica of the metadata may apply it a moment after the leader.)
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        if now != Some(NodeState::Draining) {
+        // Refused where it was applied because another decommission committed first left too
+        // few nodes: the operator's answer is the same as when it is refused up front.
+        if let Some((left, needed)) = latest
+            .as_ref()
+            .filter(|_| now != Some(NodeState::Draining))
+            .and_then(|m| m.too_small_without(node_id))
+        {
+            return Err(DecommissionError::TooSmall {
+                node: node_id.to_string(),
+                left,
+                needed,
+            });
+        }
+        if !matches!(now, Some(NodeState::Draining | NodeState::Removed)) {
             return Err(DecommissionError::Unavailable(format!(
                 "the metadata did not take the decommission of `{node_id}` (its state is {})",
                 now.map_or("unknown", NodeState::as_str)
@@ -394,6 +410,7 @@ pub async fn decommission(router: &super::Router, node_id: &str, actor: &Request
     let _ = router
         .audit(AuditDraft::ok("cluster.decommission").detail("node", node_id), "cluster", actor, true)
         .await;
-    tracing::info!(node = %node_id, "decommissioning: its replicas and leaderships move to the other nodes");
-    Ok(NodeState::Draining)
+    let state = router.metadata().await.and_then(|m| m.state_of(node_id)).unwrap_or(NodeState::Draining);
+    tracing::info!(node = %node_id, state = state.as_str(), "decommissioning: its replicas and leaderships move to the other nodes");
+    Ok(state)
 }

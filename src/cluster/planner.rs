@@ -293,6 +293,11 @@ pub fn plan(meta: &MetaState, actual: &BTreeMap<GroupId, LedGroup>, dead: &BTree
     // empty until every group was heard of (found by the simulator: a draining node removed
     // while one of its groups was electing left that group without a majority for good).
     let all_heard = (0..=meta_group).all(|g| actual.contains_key(&g));
+    // Nor is a node out of every configuration before each group's last change is committed
+    // by all its voters (`LedGroup::settled`): a voter still on the older configuration may
+    // need the removed replica's vote (`MultiRaft::told_out` keeps the replica until then), and
+    // a node marked removed exits.
+    let all_settled = actual.values().all(|a| a.settled);
     for (node_id, r) in &meta.members {
         let named = !all_heard
             || placement.iter().any(|p| p.contains(&r.raft_id))
@@ -304,7 +309,7 @@ pub fn plan(meta: &MetaState, actual: &BTreeMap<GroupId, LedGroup>, dead: &BTree
                     state: NodeState::Active,
                 });
             }
-            NodeState::Draining if !named => commands.push(MetaCommand::SetState {
+            NodeState::Draining if !named && all_settled => commands.push(MetaCommand::SetState {
                 node_id: node_id.clone(),
                 state: NodeState::Removed,
             }),

@@ -255,3 +255,30 @@ fn with_fewer_nodes_than_the_replication_factor_a_group_keeps_what_it_has() {
     }
     assert!(s.placement.iter().take(8).all(|p| p.len() == 3), "{:?}", s.placement);
 }
+
+/// Found in review: a draining node no placement or configuration names was marked removed —
+/// and exits — while a group's last change was not yet committed by all its voters. A voter
+/// still on the older configuration may need the removed replica's vote.
+#[test]
+fn a_draining_node_is_removed_only_once_every_group_settled_its_last_change() {
+    let mut s = formed(4, 8, 3);
+    s.members.get_mut("n4").unwrap().state = NodeState::Draining;
+    let four = s.members["n4"].raft_id;
+    let others: Vec<RaftId> = s.members.values().map(|r| r.raft_id).filter(|&id| id != four).collect();
+    for p in s.placement.iter_mut() {
+        *p = others.clone();
+    }
+    let removed = |commands: &[MetaCommand]| {
+        commands
+            .iter()
+            .any(|c| matches!(c, MetaCommand::SetState { node_id, state: NodeState::Removed } if node_id == "n4"))
+    };
+    let limits = Limits::default();
+    let mut actual = settled(&s);
+    assert!(removed(&plan(&s, &actual, &BTreeSet::new(), limits)), "emptied and settled: removed");
+    actual.get_mut(&0).unwrap().settled = false;
+    assert!(
+        !removed(&plan(&s, &actual, &BTreeSet::new(), limits)),
+        "group 0's last change is not settled yet"
+    );
+}

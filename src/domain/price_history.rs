@@ -69,6 +69,21 @@ impl PriceHistory {
         }
     }
 
+    /// The price as it stood at `at`: the last minute bar that ended by then, where the minute
+    /// window reaches back to it; before that window, the close of `at`'s day (or of the last
+    /// day before it with a price) — the finest the history keeps.
+    pub fn price_at(&self, at: Timestamp) -> Option<Decimal> {
+        if self.minutes.front().is_some_and(|(m, _)| m.millis() + MS_PER_MINUTE <= at.millis()) {
+            return self
+                .minutes
+                .iter()
+                .rev()
+                .find(|(m, _)| m.millis() + MS_PER_MINUTE <= at.millis())
+                .map(|(_, p)| *p);
+        }
+        self.close_on(Timestamp(at.millis() - at.millis().rem_euclid(MS_PER_DAY)))
+    }
+
     /// The close of the day starting at `day_start`, or of the last day before it with a price.
     pub fn close_on(&self, day_start: Timestamp) -> Option<Decimal> {
         self.days.iter().rev().find(|(d, _)| *d <= day_start).map(|(_, p)| *p)
@@ -111,6 +126,22 @@ impl PriceHistory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A statement's closing price is the price at the close time, not a later tick of the
+    /// same day (a close that runs late must not price the day's positions ahead of time).
+    #[test]
+    fn the_price_at_a_time_is_the_last_minute_that_ended_by_then() {
+        let day = 1_800_000_000_000 - 1_800_000_000_000 % MS_PER_DAY;
+        let close = Timestamp(day + 22 * 3_600_000);
+        let mut h = PriceHistory::default();
+        h.record(Timestamp(close.millis() - 30_000), Decimal::from(100));
+        h.record(Timestamp(close.millis() + 3_600_000), Decimal::from(150));
+        assert_eq!(h.price_at(close), Some(Decimal::from(100)));
+        assert_eq!(h.price_at(Timestamp(close.millis() + 3_660_000)), Some(Decimal::from(150)));
+        assert_eq!(h.close_on(Timestamp(day)), Some(Decimal::from(150)), "the day's close is its last price");
+        // Before the minute window: the close of the day.
+        assert_eq!(h.price_at(Timestamp(close.millis() - 60_000)), Some(Decimal::from(150)));
+    }
 
     #[test]
     fn prices_are_known_at_the_end_of_their_bar_the_latest_when_it_arrived() {

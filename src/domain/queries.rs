@@ -184,6 +184,9 @@ query!(CurrentQuote on Instrument => Option<Quote>, |q, i| i.quote());
 query!(/// The closing price of the day that starts at `day_start`, else the latest price.
     CloseOn { day_start: Timestamp } on Instrument => Option<Decimal>,
     |q, i| i.history.close_on(q.day_start).or((i.price > Decimal::ZERO).then_some(i.price)));
+query!(/// The price as it stood at `at` (a statement's close time), else the latest price.
+    PriceAt { at: Timestamp } on Instrument => Option<Decimal>,
+    |q, i| i.history.price_at(q.at).or((i.price > Decimal::ZERO).then_some(i.price)));
 query!(PriceRange { from: Timestamp, to: Timestamp } on Instrument => Vec<(Timestamp, Decimal)>, |q, i| i.history.range(q.from, q.to));
 query!(/// Prices as they were known over `[from, to]` (each bar at its end).
     PricesKnown { from: Timestamp, to: Timestamp } on Instrument => Vec<(Timestamp, Decimal)>, |q, i| i.history.known(q.from, q.to, i.as_of));
@@ -195,7 +198,8 @@ entity_queries!(
         CurrentQuote,
         CloseOn,
         PriceRange,
-        PricesKnown
+        PricesKnown,
+        PriceAt
     }
 );
 

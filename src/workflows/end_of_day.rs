@@ -42,15 +42,16 @@ pub(super) fn portfolio_ids(state: &Services, scope: &Groups) -> Result<Vec<Stri
     state.router.store().entity_ids_in(EntityKind::Portfolio, scope).map_err(|e| e.to_string())
 }
 
-/// The closing price of every listed instrument for `date`: the last daily close on or before
-/// that day, or the latest price when the history has none.
-async fn closing_prices(state: &Services, date: Date) -> BTreeMap<String, Decimal> {
-    let day_start = Timestamp(date.days_since_epoch() * MS_PER_DAY);
+/// The closing price of every listed instrument at `cutoff` (the day's close time): the price
+/// as it stood then, not a later tick of the same day — a close that runs late states the
+/// positions of the close time at the prices of the close time. The latest price when the
+/// history has none.
+async fn closing_prices(state: &Services, cutoff: Timestamp) -> BTreeMap<String, Decimal> {
     let mut prices = BTreeMap::new();
     for symbol in state.symbols() {
         let close = state
             .router
-            .query::<Instrument, _>(&symbol, crate::domain::queries::CloseOn { day_start })
+            .query::<Instrument, _>(&symbol, crate::domain::queries::PriceAt { at: cutoff })
             .await;
         match close {
             Ok(Some(p)) => {
@@ -69,14 +70,19 @@ async fn closing_prices(state: &Services, date: Date) -> BTreeMap<String, Decima
 /// slow pass over many portfolios, a past day closed on demand). A group whose portfolios all
 /// closed records the day.
 pub async fn close_day(state: &Services, date: Date, scope: &Groups) -> Result<CloseSummary, String> {
-    let prices = closing_prices(state, date).await;
     let offset = state.config.statements.close_offset_ms().unwrap_or(MS_PER_DAY);
     // Not after now: the journal read below then holds every event up to the cutoff, whatever
     // is appended while the close runs.
     let cutoff = Timestamp(date.days_since_epoch() * MS_PER_DAY + offset).min(state.now());
+    let prices = closing_prices(state, cutoff).await;
     let groups = state.router.store().groups();
     let mut summary = CloseSummary::default();
-    for group in (0..groups).filter(|g| scope.covers(*g)) {
+    // Only groups with a replica here: their portfolios and their record of the last close are
+    // read from this node's store. For another group both would read as empty, and the record
+    // written below (forwarded to its leader) would mark a day closed that no portfolio of it
+    // was closed for (`moneta eod run` on a node outside the group).
+    let held = |g: u32| state.router.journal().leadership(g).replica;
+    for group in (0..groups).filter(|g| scope.covers(*g) && held(*g)) {
         let mut closed = CloseSummary::default();
         for user in portfolio_ids(state, &Groups::only([group]))? {
             let flow = ClosePortfolio::new(user, date, prices.clone(), cutoff, RequestMeta::system(format!("eod-{date}")));
@@ -144,25 +150,58 @@ pub fn due_date(state: &Services) -> Date {
     due_close(state.now(), state.config.statements.close_offset_ms().unwrap_or(0)).0
 }
 
+/// Days a group that fell behind is caught up at most (the rest of a longer outage is closed
+/// on demand: `moneta eod run --date`).
+const CATCH_UP_DAYS_MAX: i64 = 31;
+
+/// The days to close, oldest first, for groups whose record of the last close is `last` (None:
+/// never closed, so only the due day — no history before the group's first close), up to the
+/// due day `due`: every day after the last one closed, at most `CATCH_UP_DAYS_MAX` of them. A
+/// later day's close would make the days skipped before it unclosable (a statement's date must
+/// be after the last one).
+fn days_to_close(last: impl Iterator<Item = Option<Date>>, due: Date) -> Vec<Date> {
+    let due_day = due.days_since_epoch();
+    let first = last
+        .map(|l| l.map_or(due_day, |d| d.days_since_epoch() + 1))
+        .min()
+        .unwrap_or(due_day)
+        .max(due_day - (CATCH_UP_DAYS_MAX - 1));
+    (first..=due_day).map(|d| Date::from_timestamp(Timestamp(d * MS_PER_DAY))).collect()
+}
+
 /// The end-of-day job: at each close time (and every half minute in between, to catch up a
-/// group it has come to lead), closes the due day for every group this node leads whose record
-/// is behind it.
+/// group it has come to lead), closes every day due for each group this node leads whose record
+/// is behind it — oldest first, so a close missed while the node was down or leadership moved
+/// is stated on its own day, not folded into a later one.
 pub async fn end_of_day_job(state: Arc<Services>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let Some(offset) = state.config.statements.close_offset_ms() else {
         return;
     };
     loop {
         let now = state.now();
-        let (date, _) = due_close(now, offset);
+        let (due, _) = due_close(now, offset);
         let led = state.router.led_groups();
-        let behind = match &led {
-            Groups::Only(set) => Groups::only(set.iter().copied().filter(|g| last_closed(&state, *g).is_none_or(|d| d < date))),
-            Groups::All => Groups::All,
+        let led_list: Vec<u32> = match &led {
+            Groups::Only(set) => set.iter().copied().collect(),
+            Groups::All => (0..state.router.store().groups()).collect(),
         };
-        if !behind.is_empty() {
+        for date in days_to_close(led_list.iter().map(|g| last_closed(&state, *g)), due) {
+            // A group never closed joins at the due day; one closed before catches up from the
+            // day after its last close.
+            let behind = Groups::only(led_list.iter().copied().filter(|g| last_closed(&state, *g).map_or(date == due, |d| d < date)));
+            if behind.is_empty() {
+                continue;
+            }
             match close_day(&state, date, &behind).await {
-                Ok(s) => tracing::info!(date = %date, statements = s.statements, failed = s.failed, "end of day closed"),
-                Err(e) => tracing::error!(date = %date, error = %e, "end of day failed; retrying at the next check"),
+                Ok(s) if s.failed == 0 => tracing::info!(date = %date, statements = s.statements, "end of day closed"),
+                Ok(s) => {
+                    tracing::error!(date = %date, failed = s.failed, "end of day: portfolios failed; retrying at the next check");
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(date = %date, error = %e, "end of day failed; retrying at the next check");
+                    break;
+                }
             }
         }
         let next = due_close(now, offset).1.millis() + MS_PER_DAY;
@@ -332,5 +371,27 @@ mod tests {
         );
         assert_eq!(due_close(Timestamp(day + offset), offset).0, Date::from_timestamp(Timestamp(day)));
         assert_eq!(due_close(Timestamp(day + offset), offset).1, Timestamp(day + offset));
+    }
+
+    /// A node down over a weekend closes Friday, Saturday and Sunday, each on its own day, not
+    /// only the latest (a later close would make the skipped days unclosable).
+    #[test]
+    fn every_day_missed_since_the_last_close_is_closed_oldest_first() {
+        let day = |n: i64| Date::from_timestamp(Timestamp(n * MS_PER_DAY));
+        let due = day(20_000);
+        assert_eq!(days_to_close([Some(day(19_997))].into_iter(), due), vec![day(19_998), day(19_999), day(20_000)]);
+        // Two groups: from the day after the one furthest behind.
+        assert_eq!(
+            days_to_close([Some(day(19_999)), Some(day(19_998))].into_iter(), due),
+            vec![day(19_999), day(20_000)]
+        );
+        // Closed through the due day: nothing; never closed: only the due day.
+        assert_eq!(days_to_close([Some(due)].into_iter(), due), vec![]);
+        assert_eq!(days_to_close([None].into_iter(), due), vec![due]);
+        assert_eq!(days_to_close(std::iter::empty(), due), vec![due]);
+        // A long outage: at most CATCH_UP_DAYS_MAX days.
+        let long = days_to_close([Some(day(19_000))].into_iter(), due);
+        assert_eq!(long.len() as i64, CATCH_UP_DAYS_MAX);
+        assert_eq!(long.last(), Some(&due));
     }
 }

@@ -271,6 +271,11 @@ pub async fn run_recorded(services: Arc<Services>, groups: Vec<PriceGroup>, mut 
         if *stop.borrow() {
             return;
         }
+        // One node applies the file's future prices: the one driving the cluster's feed (each
+        // node runs this task; every node applying them made every point N price events).
+        if !router.leads_jobs() {
+            continue;
+        }
         apply_group(&services, &mut listings, group, &format!("price-file-{n}")).await;
     }
     tracing::info!("price file finished");
@@ -288,6 +293,12 @@ pub async fn run_replay(services: Arc<Services>, groups: Vec<PriceGroup>, tick: 
         }
         if *stop.borrow() {
             return;
+        }
+        // One node plays the file: the one driving the cluster's feed. Each node runs this
+        // task from its own start, so every node applying its own position moved the prices
+        // back and forth between the nodes' positions.
+        if !services.router.leads_jobs() {
+            continue;
         }
         apply_group(&services, &mut listings, group, &format!("replay-{n}")).await;
     }

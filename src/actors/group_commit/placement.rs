@@ -27,6 +27,10 @@ impl Writer {
                 return Err(Refused::Raft(format!("a snapshot that cannot be installed: {e}")));
             }
         }
+        if self.raft.has_group(group) {
+            // The common case, without a copy of the message (an append carries entries).
+            return self.raft.step(from, group, m);
+        }
         match self.raft.step(from, group, m.clone()) {
             Err(Refused::UnknownGroup(g))
                 if g <= self.meta_group && crate::cluster::raft::node::opens_replica(&m) && self.directory.get().replicas_of(g).contains(&self.raft.id()) =>
