@@ -539,7 +539,13 @@ fn backup_restore(path: Option<PathBuf>, from: PathBuf) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Err(e) => fail(e, 1),
+        Err(e) => {
+            // The erasures were not all replayed (or the chain does not verify): a node started
+            // on this folder could bring an erased person back. Nothing of the refused restore
+            // stays in the data folder.
+            let removed = std::fs::remove_dir_all(data_dir).is_ok();
+            fail(format!("{e}{}", if removed { "; the restored data folder was removed" } else { "" }), 1)
+        }
     }
 }
 

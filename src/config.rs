@@ -507,6 +507,28 @@ impl Config {
         if self.retention.check_interval < Duration::from_millis(100) || self.retention.check_interval > Duration::from_secs(7 * 24 * 3600) {
             return bad("retention.check_interval", "must be between 100ms and 7d");
         }
+        // Durations become clock arithmetic (a cutoff is now minus a period, a deadline now plus
+        // a timeout): an unbounded one overflows it. A retention period of a billion years
+        // wrapped round to a cutoff in the future and redacted every record at once.
+        let century = Duration::from_secs(100 * 366 * 24 * 3600);
+        for (key, period) in [
+            ("retention.security_events", self.retention.security_events),
+            ("retention.notifications", self.retention.notifications),
+            ("retention.regulatory_records", self.retention.regulatory_records),
+        ] {
+            if period > century {
+                return bad(key, "must be at most 100y");
+            }
+        }
+        if self.gateway.request_timeout < Duration::from_millis(100) || self.gateway.request_timeout > Duration::from_secs(600) {
+            return bad("gateway.request_timeout", "must be between 100ms and 10m");
+        }
+        if self.entities.restart_limit == 0 || self.entities.restart_limit > 10_000 {
+            return bad("entities.restart_limit", "must be between 1 and 10000");
+        }
+        if self.entities.restart_window < Duration::from_millis(100) || self.entities.restart_window > Duration::from_secs(24 * 3600) {
+            return bad("entities.restart_window", "must be between 100ms and 24h");
+        }
         let unit = |d: Decimal| d >= Decimal::ZERO && d < Decimal::ONE;
         if !unit(self.advice.drift_threshold)
             || !unit(self.advice.relative_drift_threshold)
@@ -554,8 +576,8 @@ impl Config {
         if !matches!(self.market.csv_timing.as_str(), "recorded" | "replay") {
             return bad("market.csv_timing", "must be \"recorded\" or \"replay\"");
         }
-        if self.market.tick_interval < Duration::from_millis(10) {
-            return bad("market.tick_interval", "must be at least 10ms");
+        if self.market.tick_interval < Duration::from_millis(10) || self.market.tick_interval > Duration::from_secs(3600) {
+            return bad("market.tick_interval", "must be between 10ms and 1h");
         }
         let mut seen = std::collections::BTreeSet::new();
         for (i, inst) in self.market.instruments.iter().enumerate() {
@@ -656,6 +678,31 @@ mod tests {
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    /// Found in review: a billion-year retention wrapped round and redacted everything at once,
+    /// a huge request timeout or tick interval panicked at start, a zero timeout refused every
+    /// request. Each is refused, naming its key.
+    #[test]
+    fn durations_out_of_range_are_refused_naming_their_key() {
+        for (var, value, key) in [
+            ("MONETA_RETENTION_SECURITY_EVENTS", "1000000000y", "retention.security_events"),
+            ("MONETA_RETENTION_NOTIFICATIONS", "101y", "retention.notifications"),
+            ("MONETA_RETENTION_REGULATORY_RECORDS", "1000000000y", "retention.regulatory_records"),
+            ("MONETA_GATEWAY_REQUEST_TIMEOUT", "0s", "gateway.request_timeout"),
+            ("MONETA_GATEWAY_REQUEST_TIMEOUT", "300000000000y", "gateway.request_timeout"),
+            ("MONETA_MARKET_TICK_INTERVAL", "300000000000y", "market.tick_interval"),
+            ("MONETA_ENTITIES_RESTART_LIMIT", "0", "entities.restart_limit"),
+            ("MONETA_ENTITIES_RESTART_WINDOW", "0s", "entities.restart_window"),
+        ] {
+            match Config::load_with_env(None, &env(&[(var, value)])) {
+                Ok(_) => panic!("{var}={value} was accepted"),
+                Err(e) => assert!(e.to_string().contains(key), "{var}={value}: {e}"),
+            }
+        }
+        for (var, value) in [("MONETA_RETENTION_REGULATORY_RECORDS", "100y"), ("MONETA_GATEWAY_REQUEST_TIMEOUT", "10m")] {
+            Config::load_with_env(None, &env(&[(var, value)])).unwrap_or_else(|e| panic!("{var}={value}: {e}"));
+        }
     }
 
     #[test]

@@ -437,6 +437,17 @@ async fn removed_or(router: &Router, node_id: &str, e: String) -> String {
 /// Starts every part of the node and begins serving on `gateway.listen`.
 pub async fn start(config: Config) -> Result<RunningNode, String> {
     let data_dir = config.node.data_dir.clone();
+    // The files start-up needs are read before anything is written (the data folder, the
+    // secrets made on first start): a bad one stops it having changed nothing. On a new
+    // folder the configured instruments are every instrument a price file may name.
+    let tls = match &config.gateway {
+        g if g.tls_cert_file.as_os_str().is_empty() => None,
+        g => Some(crate::gateway::tls::server_config(&g.tls_cert_file, &g.tls_key_file)?),
+    };
+    if config.market.feed == "csv" && !data_dir.join("db").exists() {
+        let configured: Vec<String> = config.market.instruments.iter().map(|i| i.symbol.clone()).collect();
+        crate::workflows::feed::load_replay(&config.market.csv_file, &configured)?;
+    }
     let state = open_state_with(&config, true).await?;
     let router = state.router.clone();
     let mut catalog = match list_instruments(&router, &config).await {
@@ -471,6 +482,11 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
         catalog.push(symbol);
     }
     *state.catalog.write().expect("catalog lock") = catalog;
+    // Before any job starts: a bad price file stops start-up with nothing done.
+    let price_file = match config.market.feed.as_str() {
+        "csv" => Some(crate::workflows::feed::load_replay(&config.market.csv_file, &state.symbols())?),
+        _ => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.gateway.listen)
         .await
         .map_err(|e| format!("cannot listen on {} (key `gateway.listen`): {e}", config.gateway.listen))?;
@@ -486,8 +502,7 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
     tokio::spawn(crate::workflows::end_of_day::track_all(state.services.clone()));
     tokio::spawn(crate::workflows::end_of_day::refresh_stale(state.services.clone(), feed_rx.clone()));
     tokio::spawn(crate::workflows::feed::follow_catalog(state.services.clone(), feed_rx.clone()));
-    let feed = if config.market.feed == "csv" {
-        let groups = crate::workflows::feed::load_replay(&config.market.csv_file, &state.symbols())?;
+    let feed = if let Some(groups) = price_file {
         if config.market.csv_timing == "replay" {
             tokio::spawn(crate::workflows::feed::run_replay(
                 state.services.clone(),
@@ -512,10 +527,6 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
     };
     let (stop_server, stop_rx) = oneshot::channel::<()>();
     let filter = crate::gateway::filter(state.clone());
-    let tls = match &config.gateway {
-        g if g.tls_cert_file.as_os_str().is_empty() => None,
-        g => Some(crate::gateway::tls::server_config(&g.tls_cert_file, &g.tls_key_file)?),
-    };
     let scheme = if tls.is_some() { "https" } else { "http" };
     let server = match tls {
         Some(tls) => tokio::spawn(crate::gateway::tls::serve(listener, tls, filter, stop_rx, SHUTDOWN_GRACE)),

@@ -88,6 +88,25 @@ fn a_csv_of_real_prices_can_drive_the_market() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line 2") && err.contains("NOSUCH"), "{err}");
+
+    // On a new folder it stops start-up before anything is written: no data folder, no
+    // secrets made (found in review: both were, and jobs had started).
+    let fresh = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_moneta"));
+    configure(&mut cmd, fresh.path(), free_port());
+    let out = cmd
+        .arg("serve")
+        .env("MONETA_MARKET_FEED", "csv")
+        .env("MONETA_MARKET_CSV_FILE", &csv)
+        .env("MONETA_SECURITY_SECRETS_DIR", fresh.path().join("secrets"))
+        .env("MONETA_CLUSTER_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 2") && err.contains("NOSUCH"), "{err}");
+    assert!(!fresh.path().join("data").exists(), "a data folder was made");
+    assert!(!fresh.path().join("secrets").exists(), "secrets were made");
 }
 
 /// A file of real prices at their own times: its past becomes the instrument's history (daily

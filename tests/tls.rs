@@ -127,6 +127,7 @@ fn a_bad_certificate_file_stops_start_up_with_a_clear_error() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("gateway.tls_cert_file"), "{err}");
+    assert!(!dir.path().join("data").exists(), "a bad certificate stops start-up before anything is written");
     // Only one of the two set is a configuration error (exit 2) naming the key.
     let out = Command::new(env!("CARGO_BIN_EXE_moneta"))
         .arg("serve")

@@ -17,7 +17,7 @@ use crate::storage::{Store, StoreError};
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 14] = b"MONETA-BACKUP\x01";
 const CHUNK: usize = 1 << 20;
@@ -33,6 +33,8 @@ const REC_END: u8 = 3;
 pub enum BackupError {
     #[error("backup key file {path}: {reason}")]
     KeyFile { path: String, reason: String },
+    #[error("secret file {path}: {reason}")]
+    Secret { path: String, reason: String },
     #[error("{0}")]
     Io(String),
     #[error("the backup is not a Moneta backup, was made with another key, or was altered: {0}")]
@@ -294,7 +296,7 @@ pub fn write_backup(store: &Store, keys_dir: &Path, key: &[u8], out: impl Write)
 /// Creates the backup file next to its final name and renames it into place once complete.
 pub fn write_backup_file(store: &Store, keys_dir: &Path, key: &[u8], path: &Path) -> Result<String, BackupError> {
     let tmp = path.with_extension("partial");
-    let file = std::fs::File::create(&tmp)?;
+    let file = std::fs::File::create(&tmp).map_err(|e| BackupError::Io(format!("{}: {e}", tmp.display())))?;
     let mut file = std::io::BufWriter::new(file);
     let digest = write_backup(store, keys_dir, key, &mut file)?;
     let file = file.into_inner().map_err(|e| BackupError::Io(e.to_string()))?;
@@ -325,18 +327,23 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// Restores a backup into `data_dir`, which must be absent or empty, and its secret files into
-/// `keys_dir` (a secret already there must be the same); verifies the digest. Returns the state
-/// digest.
-pub fn restore(backup: &Path, key: &[u8], data_dir: &Path, keys_dir: &Path) -> Result<String, BackupError> {
-    if data_dir.exists() && std::fs::read_dir(data_dir)?.next().is_some() {
-        return Err(BackupError::NotEmpty(data_dir.display().to_string()));
-    }
-    let plain = open_stream(std::io::BufReader::new(std::fs::File::open(backup)?), key)?;
-    let store = Store::open(data_dir)?;
-    let trees: Vec<sled::Tree> = TREES.iter().map(|n| store.open_tree(n)).collect::<Result<_, _>>()?;
-    let mut c = Cursor(&plain);
-    let expected = loop {
+/// What a backup holds, read before anything of it is written.
+struct Parsed<'a> {
+    /// (tree, key, value).
+    entries: Vec<(usize, &'a [u8], &'a [u8])>,
+    /// (path under the keys folder, bytes).
+    secrets: Vec<(PathBuf, &'a [u8])>,
+    expected: String,
+}
+
+fn parse<'a>(plain: &'a [u8], keys_dir: &Path) -> Result<Parsed<'a>, BackupError> {
+    let mut c = Cursor(plain);
+    let mut parsed = Parsed {
+        entries: Vec::new(),
+        secrets: Vec::new(),
+        expected: String::new(),
+    };
+    loop {
         match c.u8()? {
             REC_ENTRY => {
                 let n = c.u8()? as usize;
@@ -349,7 +356,7 @@ pub fn restore(backup: &Path, key: &[u8], data_dir: &Path, keys_dir: &Path) -> R
                 let k = c.take(kl)?;
                 let vl = c.u32()?;
                 let v = c.take(vl)?;
-                trees[i].insert(k, v)?;
+                parsed.entries.push((i, k, v));
             }
             REC_KEY_FILE => {
                 let n = c.u16()?;
@@ -359,30 +366,78 @@ pub fn restore(backup: &Path, key: &[u8], data_dir: &Path, keys_dir: &Path) -> R
                     return Err(BackupError::Tampered("key file path escapes the keys folder"));
                 }
                 let len = c.u32()?;
-                let bytes = c.take(len)?;
-                let path = keys_dir.join(rel);
-                if path.exists() {
-                    // A shared secrets folder already holds the cluster's keys: they must be these.
-                    if std::fs::read(&path)? != bytes {
-                        return Err(BackupError::KeyFile {
-                            path: path.display().to_string(),
-                            reason: "differs from the secret in the backup".into(),
-                        });
-                    }
-                    continue;
-                }
-                if let Some(parent) = path.parent() {
-                    crate::storage::files::create_private_dir(parent)?;
-                }
-                crate::storage::files::write_private_file(&path, bytes)?;
+                parsed.secrets.push((keys_dir.join(rel), c.take(len)?));
             }
-            REC_END => break hex::encode(c.take(32)?),
+            REC_END => {
+                parsed.expected = hex::encode(c.take(32)?);
+                return Ok(parsed);
+            }
             _ => return Err(BackupError::Tampered("unknown record")),
         }
-    };
+    }
+}
+
+/// Restores a backup into `data_dir`, which must be absent or empty, and its secret files into
+/// `keys_dir` (a secret already there must be the same); verifies the digest. Returns the state
+/// digest. The whole backup is read and checked — every record, every secret already in
+/// `keys_dir` — before anything is written; a restore refused after that (its digest does not
+/// match, a write fails) leaves nothing behind: no data in `data_dir`, none of the secrets it
+/// wrote.
+pub fn restore(backup: &Path, key: &[u8], data_dir: &Path, keys_dir: &Path) -> Result<String, BackupError> {
+    fn at(path: &Path) -> impl Fn(std::io::Error) -> BackupError + '_ {
+        move |e| BackupError::Io(format!("{}: {e}", path.display()))
+    }
+    if data_dir.exists() && std::fs::read_dir(data_dir).map_err(at(data_dir))?.next().is_some() {
+        return Err(BackupError::NotEmpty(data_dir.display().to_string()));
+    }
+    let file = std::fs::File::open(backup).map_err(at(backup))?;
+    let plain = open_stream(std::io::BufReader::new(file), key)?;
+    let parsed = parse(&plain, keys_dir)?;
+    for (path, bytes) in &parsed.secrets {
+        // A shared secrets folder already holds the cluster's secrets: they must be these.
+        if path.exists() && std::fs::read(path).map_err(at(path))? != *bytes {
+            return Err(BackupError::Secret {
+                path: path.display().to_string(),
+                reason: "differs from the secret in the backup".into(),
+            });
+        }
+    }
+    let existed = data_dir.exists();
+    let mut written: Vec<PathBuf> = Vec::new();
+    let restored = write_restored(&parsed, data_dir, &mut written);
+    if restored.is_err() {
+        for path in &written {
+            let _ = std::fs::remove_file(path);
+        }
+        let _ = std::fs::remove_dir_all(data_dir);
+        if existed {
+            let _ = std::fs::create_dir_all(data_dir);
+        }
+    }
+    restored
+}
+
+/// The parsed backup into a new store and the keys folder (each secret written is added to
+/// `written`); the restored state's digest checked against the backup's.
+fn write_restored(parsed: &Parsed<'_>, data_dir: &Path, written: &mut Vec<PathBuf>) -> Result<String, BackupError> {
+    let store = Store::open(data_dir)?;
+    let trees: Vec<sled::Tree> = TREES.iter().map(|n| store.open_tree(n)).collect::<Result<_, _>>()?;
+    for (i, k, v) in &parsed.entries {
+        trees[*i].insert(*k, *v)?;
+    }
+    for (path, bytes) in &parsed.secrets {
+        if path.exists() {
+            continue;
+        }
+        if let Some(parent) = path.parent() {
+            crate::storage::files::create_private_dir(parent)?;
+        }
+        crate::storage::files::write_private_file(path, bytes)?;
+        written.push(path.clone());
+    }
     store.flush()?;
     let digest = state_digest(&store)?;
-    if digest != expected {
+    if digest != parsed.expected {
         return Err(BackupError::Tampered("the restored state does not match the backup's digest"));
     }
     Ok(digest)
@@ -391,6 +446,24 @@ pub fn restore(backup: &Path, key: &[u8], data_dir: &Path, keys_dir: &Path) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every file under `dir`.
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    fn fresh_dir(root: &tempfile::TempDir) -> PathBuf {
+        root.path().join(format!("d{}", rand::random::<u32>()))
+    }
 
     #[test]
     fn round_trip_and_tamper_detection() {
@@ -429,10 +502,25 @@ mod tests {
             "identical secrets are kept"
         );
         std::fs::write(shared.join("jwt-retired/1.pk8"), b"other").unwrap();
-        assert!(matches!(
-            restore(&file, &key, &dst.path().join("fourth"), &shared),
-            Err(BackupError::KeyFile { .. })
-        ));
+        // Found in review: a refused restore left the data folder filled and the other secrets
+        // written. Nothing is written now: the secrets are checked before anything.
+        let listing = |dir: &Path| {
+            let mut names: Vec<PathBuf> = walk(dir);
+            names.sort();
+            names
+        };
+        let before = listing(&shared);
+        std::fs::remove_file(shared.join("master.key")).unwrap();
+        let fourth = dst.path().join("fourth");
+        let e = restore(&file, &key, &fourth, &shared).unwrap_err();
+        assert!(matches!(e, BackupError::Secret { .. }) && e.to_string().starts_with("secret file"), "{e}");
+        assert!(!fourth.exists(), "nothing of a refused restore is in the data folder");
+        assert!(!shared.join("master.key").exists(), "no secret written by a refused restore");
+        assert_eq!(listing(&shared).len(), before.len() - 1);
+        // A backup file that is not there is named.
+        let missing = dst.path().join("no-such.backup");
+        let e = restore(&missing, &key, &fresh_dir(&dst), &shared).unwrap_err();
+        assert!(e.to_string().contains("no-such.backup"), "{e}");
 
         let fresh = || dst.path().join(format!("t{}", rand_suffix()));
         // Another key, a flipped byte anywhere, truncation, an extra byte: all refused.

@@ -67,6 +67,13 @@ pub async fn run_feed(
             leading = false;
             continue;
         }
+        // Instruments listed meanwhile join first: one queued while another node drove the
+        // feed carries the price it had when it was followed, and must be refreshed below too.
+        while let Ok(added) = additions.try_recv() {
+            if !instruments.iter().any(|i| i.symbol == added.symbol) {
+                instruments.push(added);
+            }
+        }
         if !leading {
             // Taking the feed over (at start, or from another node): it goes on from the
             // instruments' committed prices.
@@ -79,11 +86,6 @@ pub async fn run_feed(
             leading = true;
         }
         n += 1;
-        while let Ok(added) = additions.try_recv() {
-            if !instruments.iter().any(|i| i.symbol == added.symbol) {
-                instruments.push(added);
-            }
-        }
         let round: Vec<(String, Decimal)> = instruments
             .iter_mut()
             .map(|inst| {
