@@ -434,7 +434,7 @@ impl ClusterSim {
 
     pub fn run(mut self) -> Result<Report, Failure> {
         while self.tick < self.s.ticks {
-            self.faults();
+            self.faults()?;
             self.step()?;
             if self.tick.is_multiple_of(256) {
                 if let Some(p) = &self.progress {

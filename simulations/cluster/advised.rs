@@ -181,6 +181,8 @@ impl ClusterSim {
                     })
                     .collect();
                 let orders = keys.len();
+                // Sorted first: one order filled twice is not always next to itself.
+                keys.sort_unstable();
                 keys.dedup();
                 if deposits != 1 || orders != filled || keys.len() != orders {
                     return self.fail(format!(

@@ -38,7 +38,7 @@ pub struct Faults {
     /// Per tick: a disk fails once — a running node's next write (the node stops, as the
     /// production writer fails closed), or a stopped node's next read (its restart fails).
     pub disk_error: f64,
-    /// Per tick (0 unless set): a record on a node's disk is damaged at rest (one node at a time): its
+    /// Per tick (drawn from the seed: 0 in a third of runs): a record on a node's disk is damaged at rest (one node at a time): its
     /// checksum finds it at the node's next start, which is refused; operators replace the
     /// node (a new one joins if needed, the damaged one is decommissioned).
     pub corrupt: f64,
@@ -127,7 +127,7 @@ impl Faults {
 }
 
 impl ClusterSim {
-    pub(super) fn faults(&mut self) {
+    pub(super) fn faults(&mut self) -> Result<(), Failure> {
         let f = self.s.faults.clone();
         let ids: Vec<RaftId> = self.raft.nodes.keys().copied().collect();
         for id in ids {
@@ -143,8 +143,11 @@ impl ClusterSim {
                 for g in groups {
                     self.rebuild(id, g);
                 }
-            } else if !running && !self.raft.unreadable.contains(&id) && self.rng.random_bool(f.restart) && self.restart(id).is_err() {
-                // Reported by the next step's checks.
+            } else if !running && !self.raft.unreadable.contains(&id) && self.rng.random_bool(f.restart) {
+                // A node that cannot restart from what its disk kept (its recovery checks) is
+                // a failure now: left down, a decommission could remove it and the failure be
+                // lost (found in review).
+                self.restart(id)?;
             }
         }
         self.operators();
@@ -239,6 +242,7 @@ impl ClusterSim {
             self.report.compactions += 1;
             self.note("compact", None, None, None, format!("every log folded into its state, {keep} entries kept"));
         }
+        Ok(())
     }
 
     pub(super) fn restart(&mut self, id: RaftId) -> Result<(), Failure> {

@@ -37,9 +37,7 @@ pub struct GroupConf {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Progress {
     pub matched: u64,
-    /// Streaming the log (not probing, not waiting for a snapshot), and heard from since the
-    /// leader's last quorum check (raft-rs `recent_active`): only such a replica is promoted or
-    /// handed leadership.
+    /// Streaming the log (not probing, not waiting for a snapshot).
     pub replicating: bool,
 }
 

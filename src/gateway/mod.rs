@@ -33,16 +33,16 @@ use warp::http::header::HeaderValue;
 use warp::http::{HeaderMap, Method, StatusCode};
 use warp::Filter;
 
+/// How long a node trusts its last look at a session in its account (`AppState::session_live`).
+pub const SESSION_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What the gateway keeps of its own beside the node's services (which it derefs to).
 pub struct AppState {
     pub services: Arc<Services>,
     pub auth: Auth,
     pub logins: LoginGuard,
-    /// Sessions of tokens issued before this node started that their account shows live (looked
-    /// up once each; revocations from then on are in `revoked_sessions`) → until when to trust that.
+    /// Sessions their account showed live → until when to trust that (`SESSION_RECHECK`).
     pub sessions_checked: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
-    /// When this node started (seconds since the epoch, as token `iat`s are).
-    pub started_at_secs: i64,
     pub ready: AtomicBool,
     /// Every replica of this node caught up with its group's leader once since it started.
     pub caught_up: AtomicBool,
@@ -81,16 +81,14 @@ impl AppState {
         let _ = req.claims.set(c.clone());
         Ok(c)
     }
-    /// A token issued before this node started may belong to a session revoked before a
-    /// restart (or on another node), which `revoked_sessions` cannot know: its session is looked
-    /// up once in the user's account, where revocation is durable, and the answer kept until
-    /// the session's access tokens have expired. 401 when it was revoked or is gone.
+    /// `revoked_sessions` knows the revocations this node made or was told of; not one made
+    /// before it started, nor one whose broadcast it missed (cut off or stalled when another
+    /// node logged the session out: the broadcast waits 2 s per member, then goes on). So a
+    /// session is also looked up in the user's account, where revocation is durable, at most
+    /// every `SESSION_RECHECK` — the longest a missed revocation is honoured here — and 401
+    /// when it was revoked or is gone. (A node that cannot reach the account answers 503.)
     pub async fn session_live(&self, c: &Claims) -> Result<(), ApiError> {
         let Some(sid) = c.sid.as_deref() else { return Ok(()) };
-        // Same second as the start: it may have been the previous run's.
-        if c.iat > self.started_at_secs {
-            return Ok(());
-        }
         let now = Instant::now();
         if self
             .sessions_checked
@@ -115,7 +113,7 @@ impl AppState {
         if checked.len() > 10_000 {
             checked.retain(|_, until| *until > now);
         }
-        checked.insert(sid.to_string(), now + std::time::Duration::from_secs(self.auth.ttl_secs().max(0) as u64 + 60));
+        checked.insert(sid.to_string(), now + SESSION_RECHECK);
         Ok(())
     }
     fn verify_bearer(&self, req: &Req) -> Result<Claims, ApiError> {

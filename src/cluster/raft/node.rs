@@ -357,11 +357,7 @@ impl MultiRaft {
         let progress = |id: RaftId| {
             r.raw.raft.prs().get(id).map(|p| crate::cluster::reconfigure::Progress {
                 matched: p.matched,
-                // Heard from since the last quorum check, too: a replica that died stays
-                // "replicating", its match index the last index while nothing is appended —
-                // and a hand-over to it stops the group's writes for good (raft-rs refuses
-                // proposals during a hand-over, and the step is taken again every tick).
-                replicating: p.state == raft::ProgressState::Replicate && p.recent_active,
+                replicating: p.state == raft::ProgressState::Replicate,
             })
         };
         crate::cluster::reconfigure::next_step(&conf, target, progress)
