@@ -216,6 +216,20 @@ impl MultiRaft {
         if raft::raw_node::is_local_msg(m.get_msg_type()) {
             return Err(Refused::Raft(format!("local message type {:?} from a peer", m.get_msg_type())));
         }
+        // An empty replica (created for a learner, its snapshot not yet here) knows nothing of
+        // the group, not even its voters: it would vote for any log that asks. A replica is
+        // promoted only once caught up, so no election needs its vote; the vote it would give
+        // is to a candidate of a configuration it was removed from, whose stale voters count
+        // it. (Found by the simulator, five nodes: a replica removed while frozen campaigned
+        // with its old configuration, a replica of that configuration dropped and created
+        // again empty voted for it, and the two elected a second leader whose log diverged.)
+        if matches!(
+            m.get_msg_type(),
+            raft::prelude::MessageType::MsgRequestVote | raft::prelude::MessageType::MsgRequestPreVote
+        ) && r.voters().is_empty()
+        {
+            return Err(Refused::Raft("an empty replica does not vote".into()));
+        }
         // A leader commits on a follower only what that follower acknowledged holding; a
         // heartbeat beyond this replica's log is from an earlier incarnation of it (dropped and
         // created again while the message was on its way) or forged. raft-rs would panic on it.
@@ -357,7 +371,11 @@ impl MultiRaft {
         let progress = |id: RaftId| {
             r.raw.raft.prs().get(id).map(|p| crate::cluster::reconfigure::Progress {
                 matched: p.matched,
-                replicating: p.state == raft::ProgressState::Replicate,
+                // Heard from since the last quorum check, too: a replica that died stays
+                // "replicating", its match index the last index while nothing is appended —
+                // and a hand-over to it, taken again every tick, kept an idle group from ever
+                // moving off a node being drained.
+                replicating: p.state == raft::ProgressState::Replicate && p.recent_active,
             })
         };
         crate::cluster::reconfigure::next_step(&conf, target, progress)
