@@ -1226,3 +1226,31 @@ fn a_web_sign_in_keeps_the_refresh_token_in_an_httponly_cookie() {
     );
     with_cookie(&cookie_value(&web)).problem(&[401], &[]).unwrap();
 }
+
+/// Found in review: the lockout was checked before a password was verified and the failure
+/// counted after it, so a burst of parallel guesses all passed the check — far more than the
+/// allowance were evaluated. Attempts on one account now run one at a time on a node: of a
+/// burst of 20 wrong passwords, the allowance (3) is answered 401 and every other 429.
+#[test]
+fn a_burst_of_parallel_guesses_gets_no_more_than_the_allowance() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let node = Node::start_with(dir.path(), &[("MONETA_AUTH_FAILED_LOGINS_PER_ACCOUNT", "3")]);
+    let victim = "burst.victim@example.com";
+    register(&node, victim);
+    let barrier = std::sync::Barrier::new(20);
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..20)
+            .map(|i| {
+                let (node, barrier) = (&node, &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    node.login(victim, &format!("wrong-guess-number-{i}")).status
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let evaluated = statuses.iter().filter(|&&s| s == 401).count();
+    let refused = statuses.iter().filter(|&&s| s == 429).count();
+    assert_eq!((evaluated, refused), (3, 17), "{statuses:?}");
+}

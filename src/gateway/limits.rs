@@ -35,6 +35,8 @@ pub struct LoginGuard {
     per_address: DefaultKeyedRateLimiter<IpAddr>,
     clock: DefaultClock,
     lockouts: Mutex<HashMap<Key, Instant>>,
+    /// One login attempt per account and per address at a time (`gateway::attempts`).
+    pub attempts: super::attempts::AttemptLanes,
 }
 
 /// Why a failed attempt led to a lockout (for the security event).
@@ -58,6 +60,7 @@ impl LoginGuard {
             per_address: RateLimiter::keyed(quota(cfg.failed_logins_per_address, cfg.failed_login_window)),
             clock: DefaultClock::default(),
             lockouts: Mutex::new(HashMap::new()),
+            attempts: super::attempts::AttemptLanes::default(),
         }
     }
 

@@ -2,6 +2,7 @@
 //! small explicit router dispatches on (method, route template). Every answer carries
 //! `X-Request-Id`; every error is problem+json; every request is counted and timed per route.
 
+pub mod attempts;
 pub mod auth;
 pub mod http;
 pub mod limits;

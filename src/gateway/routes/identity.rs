@@ -234,6 +234,14 @@ pub async fn login(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     let email = normalise_email(&body.email);
     // Unknown and malformed emails are limited like known ones (by the keyed hash).
     let limit_key = state.email_hash(email.as_deref().unwrap_or(&body.email.trim().to_lowercase()));
+    // From the lockout check to the failure's count, one attempt per account and per address
+    // at a time on this node: in parallel, every attempt passed the check before any failure
+    // was counted (`gateway::attempts`).
+    let mut lanes = vec![format!("account:{limit_key}")];
+    lanes.extend(req.remote.map(|a| format!("address:{}", a.ip())));
+    let Some(_attempt) = state.logins.attempts.enter(&lanes).await else {
+        return Err(too_many(1));
+    };
     let locked = match state.logins.address_locked(req.remote.map(|a| a.ip())) {
         Some(secs) => Some(secs),
         None => account_locked(state, &limit_key).await?,
