@@ -415,6 +415,7 @@ pub async fn open_state_on(config: &Config, store: Store, with_peers: bool) -> R
         auth: Auth::new(signing, retired, &config.auth),
         logins: LoginGuard::new(&config.auth),
         sessions_checked: std::sync::Mutex::new(std::collections::HashMap::new()),
+        started_at_secs: crate::actors::wall_clock_now().millis() / 1000,
         ready: AtomicBool::new(false),
         caught_up: AtomicBool::new(false),
     }))

@@ -774,3 +774,20 @@ fn accepting_advice_again_under_its_key_after_a_crash_before_the_first_order_pla
     let refused = workflows::run_with(other, |e| host.dispatch(e), |_| Effected::Confirmed).unwrap();
     assert!(matches!(refused, Err(NotAccepted::Account(_))), "{refused:?}");
 }
+
+/// A portfolio command other than an order is remembered by the digest of the command itself,
+/// as before `Entity::request_form` existed: a request id seen before an upgrade is not taken
+/// for another command after it.
+#[test]
+fn a_request_form_other_than_an_order_is_the_command_itself() {
+    use moneta::domain::entity::Entity;
+    use moneta::storage::codec::digest;
+    let deposit = PortfolioCommand::Deposit {
+        amount: Decimal::ONE,
+        idem: IdemTag {
+            key: "k".into(),
+            fingerprint: [1; 32],
+        },
+    };
+    assert_eq!(digest(&Portfolio::request_form(&deposit)), digest(&deposit));
+}

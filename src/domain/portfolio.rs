@@ -708,8 +708,10 @@ fn cost_removed(h: &Holding, quantity: Decimal) -> Decimal {
 /// A portfolio command as its request id stands for it ([`Entity::request_form`]): an order
 /// without the quote, the investor's facts and the fee schedule its workflow read live for it.
 /// What the client asked is all there: the symbol, side and quantity, and the idempotency tag
-/// whose fingerprint covers the request's body.
+/// whose fingerprint covers the request's body. Untagged: any other command's form is the
+/// command itself, so its digest is the one requests remembered before this form existed.
 #[derive(Serialize)]
+#[serde(untagged)]
 enum RequestForm<'a> {
     Order {
         symbol: &'a str,

@@ -36,6 +36,8 @@ use warp::Filter;
 
 /// How long a node trusts its last look at a session in its account (`AppState::session_live`).
 pub const SESSION_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a request waits for that look, for a session issued since this node started.
+pub const SESSION_LOOKUP_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What the gateway keeps of its own beside the node's services (which it derefs to).
 pub struct AppState {
@@ -44,6 +46,8 @@ pub struct AppState {
     pub logins: LoginGuard,
     /// Sessions their account showed live → until when to trust that (`SESSION_RECHECK`).
     pub sessions_checked: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
+    /// When this node started (seconds since the epoch, as token `iat`s are).
+    pub started_at_secs: i64,
     pub ready: AtomicBool,
     /// Every replica of this node caught up with its group's leader once since it started.
     pub caught_up: AtomicBool,
@@ -86,8 +90,12 @@ impl AppState {
     /// before it started, nor one whose broadcast it missed (cut off or stalled when another
     /// node logged the session out: the broadcast waits 2 s per member, then goes on). So a
     /// session is also looked up in the user's account, where revocation is durable, at most
-    /// every `SESSION_RECHECK` — the longest a missed revocation is honoured here — and 401
-    /// when it was revoked or is gone. (A node that cannot reach the account answers 503.)
+    /// every `SESSION_RECHECK` — the longest a missed revocation is honoured here once the
+    /// account can be reached — and 401 when it was revoked or is gone. A session issued before
+    /// this node started must be found live (503 while its account cannot be reached); a later
+    /// one whose account does not answer within `SESSION_LOOKUP_WAIT` is served as before the
+    /// recheck existed (this node saw no revocation of it), so a request that does not touch
+    /// the account — an operator's look at a cut-off node — does not wait on it.
     pub async fn session_live(&self, c: &Claims) -> Result<(), ApiError> {
         let Some(sid) = c.sid.as_deref() else { return Ok(()) };
         let now = Instant::now();
@@ -101,11 +109,21 @@ impl AppState {
             return Ok(());
         }
         let family = sid.to_string();
-        let revoked = self
+        let lookup = self
             .router
-            .query::<crate::domain::account::Account, _>(&c.sub, crate::domain::queries::SessionRevoked { family })
-            .await
-            .map_err(routes::unavailable)?;
+            .query::<crate::domain::account::Account, _>(&c.sub, crate::domain::queries::SessionRevoked { family });
+        let revoked = if c.iat > self.started_at_secs {
+            match tokio::time::timeout(SESSION_LOOKUP_WAIT, lookup).await {
+                Ok(Ok(revoked)) => revoked,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = ?e, "a session's account could not be looked up; served on this node's word");
+                    false
+                }
+                Err(_) => false,
+            }
+        } else {
+            lookup.await.map_err(routes::unavailable)?
+        };
         if revoked {
             self.revoke_session(sid);
             return Err(ApiError::unauthorized("this session was logged out or revoked"));

@@ -150,22 +150,14 @@ pub fn due_date(state: &Services) -> Date {
     due_close(state.now(), state.config.statements.close_offset_ms().unwrap_or(0)).0
 }
 
-/// Days a group that fell behind is caught up at most (the rest of a longer outage is closed
-/// on demand: `moneta eod run --date`).
-const CATCH_UP_DAYS_MAX: i64 = 31;
-
 /// The days to close, oldest first, for groups whose record of the last close is `last` (None:
 /// never closed, so only the due day — no history before the group's first close), up to the
-/// due day `due`: every day after the last one closed, at most `CATCH_UP_DAYS_MAX` of them. A
-/// later day's close would make the days skipped before it unclosable (a statement's date must
-/// be after the last one).
+/// due day `due`: every day after the last one closed. None is skipped, however long the
+/// outage: a later day's close would make the days before it unclosable (a statement's date
+/// must be after the last one), so the catch-up takes as many passes as days were missed.
 fn days_to_close(last: impl Iterator<Item = Option<Date>>, due: Date) -> Vec<Date> {
     let due_day = due.days_since_epoch();
-    let first = last
-        .map(|l| l.map_or(due_day, |d| d.days_since_epoch() + 1))
-        .min()
-        .unwrap_or(due_day)
-        .max(due_day - (CATCH_UP_DAYS_MAX - 1));
+    let first = last.map(|l| l.map_or(due_day, |d| d.days_since_epoch() + 1)).min().unwrap_or(due_day);
     (first..=due_day).map(|d| Date::from_timestamp(Timestamp(d * MS_PER_DAY))).collect()
 }
 
@@ -389,9 +381,10 @@ mod tests {
         assert_eq!(days_to_close([Some(due)].into_iter(), due), vec![]);
         assert_eq!(days_to_close([None].into_iter(), due), vec![due]);
         assert_eq!(days_to_close(std::iter::empty(), due), vec![due]);
-        // A long outage: at most CATCH_UP_DAYS_MAX days.
+        // A long outage: every day of it (closing a later one first would make the earlier
+        // ones unclosable).
         let long = days_to_close([Some(day(19_000))].into_iter(), due);
-        assert_eq!(long.len() as i64, CATCH_UP_DAYS_MAX);
-        assert_eq!(long.last(), Some(&due));
+        assert_eq!(long.len(), 1_000);
+        assert_eq!((long.first(), long.last()), (Some(&day(19_001)), Some(&due)));
     }
 }
