@@ -986,25 +986,13 @@ mod tests {
             key: series_key("k", i),
             fingerprint: accepted_order("adv_1", i),
         };
-        let order = |idem: IdemTag| match buy("AAA", "1", "100", "unused") {
-            PortfolioCommand::PlaceOrder {
-                symbol,
-                side,
-                quantity,
-                quote,
-                investor,
-                fees,
-                ..
-            } => PortfolioCommand::PlaceOrder {
-                symbol,
-                side,
-                quantity,
-                quote,
-                investor,
-                fees,
-                idem,
-            },
-            _ => unreachable!(),
+        // The test's `buy`, under another idempotency tag.
+        let order = |idem: IdemTag| {
+            let mut cmd = buy("AAA", "1", "100", "unused");
+            if let PortfolioCommand::PlaceOrder { idem: tag, .. } = &mut cmd {
+                *tag = idem;
+            }
+            cmd
         };
         j.run(order(client("k/1")), 2).unwrap();
         j.run(order(client("k/2")), 3).unwrap();
