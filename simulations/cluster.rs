@@ -73,6 +73,8 @@ const EPOCH_MS: i64 = 1_800_000_000_000;
 const CLIENT_TIMEOUT_TICKS: u64 = 100;
 /// The chance that a client loses an answer to a deposit or withdrawal and sends it again.
 const RESEND: f64 = 0.1;
+/// The largest message latency of the liveness phase (the largest a seed draws).
+const LIVENESS_LATENCY_MAX_MS: u64 = 40;
 /// The chance that a client moves to another node for its next request (a load balancer).
 const SWITCH: f64 = 0.1;
 /// The instruments clients trade, with their opening prices in cents.
@@ -450,6 +452,9 @@ impl ClusterSim {
         self.partitioned = false;
         self.raft.faults.loss = 0.0;
         self.raft.faults.duplicate = 0.0;
+        // A network slower than an election timeout (10 ticks) keeps any leader from holding:
+        // the liveness phase runs on a normal one (at most the largest latency a seed draws).
+        self.raft.faults.latency_max_ms = self.raft.faults.latency_max_ms.min(LIVENESS_LATENCY_MAX_MS);
         self.restart_down()?;
         self.live = true;
         for i in 0..self.clients.len() {

@@ -46,8 +46,8 @@ struct Cli {
     /// The seed of every random stream in the run.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Number of simulated users (one portfolio each) [default: 1000, or with --scenario the
-    /// scenario's advised users].
+    /// Number of simulated users (one portfolio each) [default: 1000, with --scenario the
+    /// scenario's advised users, with --cluster 6].
     #[arg(long)]
     users: Option<usize>,
     /// Number of simulated trading days (390 one-minute steps each) [default: 5, or the scenario's].
@@ -65,7 +65,7 @@ struct Cli {
     sabotage_journal: bool,
     /// Simulate the cluster instead: N virtual nodes running the real raft driver and entities
     /// under network, crash and partition faults drawn from the seed, then a liveness phase.
-    #[arg(long, conflicts_with_all = ["scenario", "days"])]
+    #[arg(long, conflicts_with_all = ["scenario", "days", "plot"])]
     cluster: bool,
     /// With --cluster: the number of nodes [default: 3–5, drawn from the seed].
     #[arg(long, requires = "cluster")]
@@ -201,6 +201,17 @@ fn cluster_settings(cli: &Cli, seed: u64) -> Result<cluster::Settings, String> {
     if let Some(n) = cli.nodes {
         s.nodes = n;
     }
+    // A damaged record is repaired from the other replicas, and its node replaced: with fewer
+    // than three nodes there is nothing to repair it from, so it is not drawn (and not asked).
+    if s.nodes < 3 && s.faults.corrupt > 0.0 {
+        if cli.faults.iter().any(|f| f.starts_with("corrupt=")) {
+            return Err(format!(
+                "--fault corrupt needs at least 3 nodes (a damaged record is repaired from the other replicas), got {}",
+                s.nodes
+            ));
+        }
+        s.faults.corrupt = 0.0;
+    }
     if let Some(u) = cli.users {
         s.users = u;
     }
@@ -263,9 +274,17 @@ fn run_cluster(cli: &Cli) -> ExitCode {
         eprintln!("simulate: {e}");
         return ExitCode::from(2);
     }
-    let seeds = cli.sweep.unwrap_or(1).max(1);
+    let seeds = cli.sweep.unwrap_or(1);
+    if seeds == 0 {
+        eprintln!("simulate: --sweep must be at least 1");
+        return ExitCode::from(2);
+    }
+    let Some(last) = cli.seed.checked_add(seeds - 1) else {
+        eprintln!("simulate: --seed {} --sweep {seeds} runs past the largest seed, {}", cli.seed, u64::MAX);
+        return ExitCode::from(2);
+    };
     let mut failed = Vec::new();
-    for seed in cli.seed..cli.seed.saturating_add(seeds) {
+    for seed in cli.seed..=last {
         let settings = cluster_settings(cli, seed).expect("checked above");
         let ticks = settings.ticks;
         if cli.sweep.is_none() {
@@ -364,14 +383,18 @@ fn run_cluster(cli: &Cli) -> ExitCode {
 }
 
 fn replay_command(cli: &Cli, users: usize, days: u32) -> String {
-    match &cli.scenario {
+    let mut line = match &cli.scenario {
         None => format!("cargo run --release --bin simulate -- --seed {} --users {users} --days {days}", cli.seed),
         Some(path) => format!(
             "cargo run --release --bin simulate -- --scenario {} --seed {} --users {users} --days {days}",
             path.display(),
             cli.seed
         ),
+    };
+    if cli.sabotage_journal {
+        line += " --sabotage-journal";
     }
+    line
 }
 
 /// Reads the scenario and applies the overrides; a bad file or override is a usage error that

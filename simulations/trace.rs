@@ -90,6 +90,10 @@ impl Trace {
             .take(n)
             .map(|e| serde_json::to_string(e).expect("trace events serialise"))
             .collect();
+        if out.is_empty() && (entity.is_some() || group.is_some()) {
+            // Nothing names it among the recent events: the last events of the run, then.
+            return self.about(None, None, n);
+        }
         out.reverse();
         out
     }

@@ -59,6 +59,15 @@ fn load_or_create_index_key(keys_dir: &Path) -> Result<aws_lc_rs::hmac::Key, Str
     Ok(aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &bytes))
 }
 
+/// Whether the store holds any shard state (an entity, a record): shard keys sort before the
+/// node's own bookkeeping, so the first key tells.
+fn holds_data(store: &Store) -> Result<bool, String> {
+    match store.tree().first() {
+        Ok(first) => Ok(first.is_some_and(|(k, _)| !crate::storage::keys::is_reserved(&k))),
+        Err(e) => Err(format!("reading the data folder {}: {e}", store.path().display())),
+    }
+}
+
 /// How often start-up tries to list an instrument before the node gives up.
 const LISTING_TRIES: u32 = 3;
 
@@ -334,8 +343,27 @@ pub async fn open_state_on(config: &Config, store: Store, with_peers: bool) -> R
     let keys_dir = config.security.secrets_path(&data_dir);
     let signing = load_or_create_signing_key(&keys_dir).map_err(|e| e.to_string())?;
     let retired = load_retired_keys(&keys_dir).map_err(|e| e.to_string())?;
+    // A key is made only for a data folder that holds nothing yet. Made anew for one that
+    // holds data, it would make every person's data unreadable (the master key) or every
+    // address unknown (the email index): a missing key file there is an operator's mistake
+    // to be told of — a wrong `[security] secrets_dir`, or keys not restored with the data.
+    let master_path = config.security.master_key_path(&data_dir);
+    if holds_data(&store)? {
+        for (path, key) in [
+            (keys_dir.join("email-index.key"), "security.secrets_dir"),
+            (master_path.clone(), "security.master_key_file"),
+        ] {
+            if !path.exists() {
+                return Err(format!(
+                    "the data folder {} holds data, but its key file {} is missing (key `{key}`): restore the node's keys with its data; a new key would leave the data unreadable",
+                    data_dir.display(),
+                    path.display()
+                ));
+            }
+        }
+    }
     let email_key = load_or_create_index_key(&keys_dir)?;
-    let master = load_or_create_master_key(&config.security.master_key_path(&data_dir)).map_err(|e| format!("{e} (key `security.master_key_file`)"))?;
+    let master = load_or_create_master_key(&master_path).map_err(|e| format!("{e} (key `security.master_key_file`)"))?;
     let vault = Vault::new(&store, &master).map_err(|e| e.to_string())?;
     let sanctions = crate::adapters::sanctions::load(&config.compliance)?;
     let metrics = Arc::new(Metrics::new());

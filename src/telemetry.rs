@@ -281,11 +281,42 @@ impl Metrics {
     }
 }
 
+/// Prometheus's text format (0.0.4) from OpenMetrics text. The two differ in three places: a
+/// counter family is named with its `_total` suffix (OpenMetrics names the family without it),
+/// there is no `# UNIT` or `# EOF` line, and an untyped family is `untyped`, not `unknown`.
+pub fn prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let described = ["# HELP ", "# TYPE "].into_iter().find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        match described {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let tail = if prefix == "# TYPE " && tail == "unknown" { "untyped" } else { tail };
+                let suffix = if counters.contains(name) && !name.ends_with("_total") { "_total" } else { "" };
+                out.push_str(&format!("{prefix}{name}{suffix} {tail}"));
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// Installs the global tracing subscriber (text or JSON). Safe to call more than once.
 pub fn init_logging(format: crate::config::LogFormat, level: &str) -> Result<(), String> {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_new(level).map_err(|e| format!("key `log.level`: {e}"))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only on a terminal: a log file or a journal gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     let result = match format {
         crate::config::LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
         crate::config::LogFormat::Text => builder.try_init(),
@@ -308,4 +339,43 @@ pub struct FanoutStats {
     pub revaluations: Counter,
     /// Valuation refreshes not queued because `fanout::STALE_LIMIT` users were waiting.
     pub refreshes_dropped: Counter,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openmetrics_becomes_prometheus_text() {
+        let om = "# HELP moneta_requests Requests served.\n# TYPE moneta_requests counter\nmoneta_requests_total{route=\"/\"} 3\n# HELP moneta_depth Depth.\n# TYPE moneta_depth gauge\n# UNIT moneta_depth items\nmoneta_depth 2\n# TYPE moneta_x unknown\nmoneta_x 1\n# EOF\n";
+        let text = prometheus_text(om);
+        assert_eq!(
+            text,
+            "# HELP moneta_requests_total Requests served.\n# TYPE moneta_requests_total counter\nmoneta_requests_total{route=\"/\"} 3\n# HELP moneta_depth Depth.\n# TYPE moneta_depth gauge\nmoneta_depth 2\n# TYPE moneta_x untyped\nmoneta_x 1\n"
+        );
+    }
+
+    #[test]
+    fn every_sample_of_the_nodes_metrics_belongs_to_a_declared_family() {
+        let m = Metrics::new();
+        let text = prometheus_text(&m.encode());
+        assert!(!text.contains("# EOF"));
+        let families: Vec<(&str, &str)> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|r| r.split_once(' '))
+            .collect();
+        assert!(!families.is_empty());
+        for (name, kind) in &families {
+            assert!(kind != &"counter" || name.ends_with("_total"), "{name}");
+        }
+        for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+            let sample = line.split(['{', ' ']).next().unwrap_or_default();
+            let declared = families.iter().any(|(name, kind)| match *kind {
+                "histogram" => [name.to_string(), format!("{name}_bucket"), format!("{name}_sum"), format!("{name}_count")].contains(&sample.to_string()),
+                _ => sample == *name,
+            });
+            assert!(declared, "{line}");
+        }
+    }
 }

@@ -233,3 +233,71 @@ fn a_restore_without_the_erasure_list_succeeds_and_warns_on_stderr() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("erasures replayed: 0; audit chain OK"));
     assert!(!stderr.contains("gdpr.erasure_list"), "no warning: {stderr}");
 }
+
+#[test]
+fn a_folder_that_holds_data_is_never_given_new_keys_and_offline_tools_refuse_a_missing_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    // A mistyped data folder is refused, not created empty and reported on.
+    let out = moneta(root, &["audit", "verify"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("node.data_dir"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = moneta(root, &["eod", "run"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!root.join("data").exists(), "an offline tool created the data folder");
+
+    let mut node = start(root);
+    let user = node.new_user("keys.alice");
+    assert_eq!(node.deposit(&user, "keys-1", "10.00").status, 201);
+    node.terminate(std::time::Duration::from_secs(30)).expect("the node stops");
+
+    for key in ["master.key", "email-index.key"] {
+        let path = root.join("data/keys").join(key);
+        let saved = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        // The offline tools and the node itself refuse to start, name the file, and make no key.
+        let out = moneta(root, &["eod", "run"], &[]);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!out.status.success() && err.contains(key) && err.contains("missing"), "{key}: {err}");
+        let mut serve = std::process::Command::new(env!("CARGO_BIN_EXE_moneta"));
+        configure(&mut serve, root, 0);
+        let mut child = serve
+            .arg("serve")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        assert!(
+            status.is_some_and(|s| !s.success()),
+            "{key}: `moneta serve` should refuse to start, got {status:?}"
+        );
+        assert!(!path.exists(), "{key}: a new key was written");
+        std::fs::write(&path, &saved).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+    }
+    // With its keys back the node serves the same person.
+    let node = start(root);
+    let r = node.login(&user.email, PASSWORD);
+    assert_eq!(r.status, 200, "{}", r.what());
+    assert_eq!(node.get("/v1/me", Some(r.json()["access_token"].as_str().unwrap())).status, 200);
+}

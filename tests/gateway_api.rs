@@ -643,6 +643,14 @@ fn authentication_rejects_bad_tokens_and_registration_rules_hold() {
     }
     let r = node.get("/v1/me", None);
     f.ok("/v1/me without a token", r.problem(&[401], &[]));
+    // A 401 names the scheme it accepts (RFC 9110 §15.5.2), and the scheme's case is free.
+    f.check(r.header("www-authenticate").is_some_and(|h| h.starts_with("Bearer")), || {
+        format!("401 without WWW-Authenticate: Bearer: {:?}", r.header("www-authenticate"))
+    });
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let r = node.get_with_auth_header("/v1/me", &format!("{scheme} {}", alice.token));
+        f.status(&format!("/v1/me with the scheme written {scheme}"), &r, 200);
+    }
     let r = node.get_with_auth_header("/v1/portfolio", &format!("Basic {}", B64.encode("alice:pw")));
     f.ok("/v1/portfolio with Basic auth", r.problem(&[401], &[]));
     let r = node.get_with_auth_header("/v1/portfolio", &alice.token);
@@ -793,11 +801,27 @@ fn public_routes_request_ids_metrics_openapi_and_jwks() {
     let r = node.get("/metrics", None);
     f.status("metrics", &r, 200);
     let ct = r.header("content-type").unwrap_or_default();
-    f.check(ct.starts_with("text/plain") || ct.starts_with("application/openmetrics-text"), || {
-        format!("/metrics Content-Type {ct:?}")
-    });
+    f.check(ct.starts_with("text/plain; version=0.0.4"), || format!("/metrics Content-Type {ct:?}"));
+    f.check(!r.body.contains("# EOF"), || "/metrics in Prometheus text ends with # EOF".into());
+    // A scraper that asks for OpenMetrics gets it.
+    let om = node.call(
+        "GET",
+        "/metrics",
+        node.builder("GET", "/metrics", None, None)
+            .header("accept", "application/openmetrics-text; version=1.0.0"),
+    );
+    f.check(
+        om.header("content-type").unwrap_or_default().starts_with("application/openmetrics-text") && om.body.trim_end().ends_with("# EOF"),
+        || format!("/metrics asked for OpenMetrics: {:?}", om.header("content-type")),
+    );
+    // A method HTTP does not define is counted under one label, not under its own series.
+    node.request("FROBNICATE", "/healthz");
+    let r = node.get("/metrics", None);
     let samples: Vec<&str> = r.body.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).collect();
     f.check(r.body.contains("# TYPE"), || "/metrics has no # TYPE lines".into());
+    f.check(!r.body.contains("FROBNICATE") && r.body.contains("method=\"OTHER\""), || {
+        "/metrics: an unknown method should be counted as OTHER".into()
+    });
     for route in ["/healthz", "/v1/auth/register", "/v1/portfolio/deposits"] {
         let counted = samples.iter().any(|l| {
             let name = l.split(['{', ' ']).next().unwrap_or_default();
@@ -1502,4 +1526,27 @@ fn expired_access_tokens_are_refused() {
         node.get("/v1/portfolio", Some(&token)).problem(&[401], &[]),
     );
     f.finish();
+}
+
+#[test]
+fn a_body_that_does_not_arrive_is_answered_408_within_the_request_timeout() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let node = Node::start_with(dir.path(), &[("MONETA_GATEWAY_REQUEST_TIMEOUT", "1s")]);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", node.port)).expect("connect to the node");
+    s.set_read_timeout(Some(Duration::from_secs(15))).expect("a read timeout");
+    // One byte of the hundred promised, then nothing.
+    s.write_all(b"POST /v1/auth/login HTTP/1.1\r\nHost: moneta\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+        .expect("send the head");
+    let mut answer = Vec::new();
+    // The node closes the connection after its answer; the read timeout bounds the wait if not.
+    let _ = s.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "expected 408, got {text:?}");
+    assert!(
+        text.contains("\"request_timeout\"") && text.to_ascii_lowercase().contains("x-request-id"),
+        "{text}"
+    );
+    // The node is unharmed.
+    assert_eq!(node.get("/healthz", None).status, 200);
 }

@@ -38,12 +38,18 @@ pub(super) struct MetaReplica {
     last_index: u64,
 }
 
-/// The metadata of the cluster as its first `nodes` nodes formed it: every group on every one
-/// of them (the planner then brings each to the replication factor), the metadata group on the
-/// first five.
+/// The metadata of the cluster as its first `nodes` nodes formed it: every group, and the
+/// metadata group, on the first five of them (the planner then brings each group to the
+/// replication factor). No more than five: the metadata refuses a placement of more than
+/// `max(META_VOTERS_MAX, R)` replicas, so a larger one could never shrink one step at a time.
 pub(super) fn formed(nodes: u64, groups: u32) -> MetaState {
     let ids: Vec<RaftId> = (1..=nodes).collect();
-    let mut placement: Vec<Vec<RaftId>> = (0..groups).map(|_| ids.clone()).collect();
+    let first: Vec<RaftId> = ids
+        .iter()
+        .copied()
+        .take(moneta::cluster::meta::META_VOTERS_MAX.max(REPLICATION_FACTOR))
+        .collect();
+    let mut placement: Vec<Vec<RaftId>> = (0..groups).map(|_| first.clone()).collect();
     placement.push(ids.iter().copied().take(moneta::cluster::meta::META_VOTERS_MAX).collect());
     MetaState {
         version: 0,

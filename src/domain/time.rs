@@ -38,10 +38,13 @@ impl Timestamp {
         let ms = ms_of_day % MS_PER_SECOND;
         format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z")
     }
-    /// Parses the subset of RFC 3339 this service emits and accepts: `YYYY-MM-DDTHH:MM:SS[.fff]Z`.
+    /// Parses an RFC 3339 time: `YYYY-MM-DDTHH:MM:SS[.fraction]` and `Z` or an offset
+    /// `±HH:MM` (`T` and `Z` in either case); the fraction is kept to the millisecond. A leap
+    /// second (`:60`) is refused.
     pub fn parse_rfc3339(s: &str) -> Option<Timestamp> {
+        let (s, offset_ms) = Self::split_offset(s)?;
         let b = s.as_bytes();
-        if b.len() < 20 || b[10] != b'T' || !s.ends_with('Z') {
+        if b.len() < 19 || !matches!(b[10], b'T' | b't') {
             return None;
         }
         let date = Date::parse(&s[..10])?;
@@ -59,7 +62,7 @@ impl Timestamp {
         if h > 23 || mi > 59 || sec > 59 {
             return None;
         }
-        let frac = &s[19..s.len() - 1];
+        let frac = &s[19..];
         let ms = if frac.is_empty() {
             0
         } else {
@@ -71,8 +74,27 @@ impl Timestamp {
             padded[..3].parse::<i64>().ok()?
         };
         Some(Timestamp(
-            date.days_since_epoch() * MS_PER_DAY + h * MS_PER_HOUR + mi * MS_PER_MINUTE + sec * MS_PER_SECOND + ms,
+            date.days_since_epoch() * MS_PER_DAY + h * MS_PER_HOUR + mi * MS_PER_MINUTE + sec * MS_PER_SECOND + ms - offset_ms,
         ))
+    }
+
+    /// The time without its offset, and the offset in ms east of UTC.
+    fn split_offset(s: &str) -> Option<(&str, i64)> {
+        if let Some(rest) = s.strip_suffix(['Z', 'z']) {
+            return Some((rest, 0));
+        }
+        let b = s.as_bytes();
+        let n = b.len();
+        if n < 6 || !matches!(b[n - 6], b'+' | b'-') || b[n - 3] != b':' {
+            return None;
+        }
+        let digits = |t: &str| -> Option<i64> { t.bytes().all(|c| c.is_ascii_digit()).then(|| t.parse().ok()).flatten() };
+        let (h, m) = (digits(&s[n - 5..n - 3])?, digits(&s[n - 2..])?);
+        if h > 23 || m > 59 {
+            return None;
+        }
+        let sign = if b[n - 6] == b'-' { -1 } else { 1 };
+        Some((&s[..n - 6], sign * (h * MS_PER_HOUR + m * MS_PER_MINUTE)))
     }
 }
 
@@ -178,6 +200,28 @@ mod tests {
         assert_eq!(Timestamp(0).to_rfc3339(), "1970-01-01T00:00:00.000Z");
         assert_eq!(Timestamp::parse_rfc3339("2026-11-22T01:20:10Z"), Some(Timestamp(1_795_310_410_000)));
         assert_eq!(Timestamp::parse_rfc3339("2026-11-22 01:20:10Z"), None);
+        // Offsets and lower case are RFC 3339 too: each of these is the same instant.
+        let at = Some(Timestamp(1_795_310_410_000));
+        for s in [
+            "2026-11-22T01:20:10+00:00",
+            "2026-11-22t01:20:10z",
+            "2026-11-22T02:50:10+01:30",
+            "2026-11-21T20:20:10-05:00",
+            "2026-11-22T01:20:10.000-00:00",
+        ] {
+            assert_eq!(Timestamp::parse_rfc3339(s), at, "{s}");
+        }
+        for s in [
+            "2026-11-22T01:20:10+24:00",
+            "2026-11-22T01:20:10+0100",
+            "2026-11-22T01:20:10",
+            "2026-11-22T01:20:10+01:6x",
+            "2026-11-22T01:20:60Z",
+            "2026-11-22T01:20:1éZ",
+            "é026-11-22T01:20:10Z",
+        ] {
+            assert_eq!(Timestamp::parse_rfc3339(s), None, "{s}");
+        }
     }
 
     #[test]

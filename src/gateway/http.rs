@@ -172,6 +172,10 @@ pub fn problem_response(e: &ApiError) -> Reply {
     if let Some(s) = e.retry_after {
         r.headers_mut().insert("retry-after", HeaderValue::from(s));
     }
+    if e.status == StatusCode::UNAUTHORIZED {
+        // A 401 names the scheme that would be accepted (RFC 9110 §15.5.2, RFC 6750 §3).
+        r.headers_mut().insert("www-authenticate", HeaderValue::from_static("Bearer realm=\"moneta\""));
+    }
     if let Some(secure) = e.clear_refresh_cookie {
         crate::gateway::refresh_cookie::clear(r.headers_mut(), secure);
     }

@@ -139,9 +139,11 @@ impl AppState {
         let h = req
             .header("authorization")
             .ok_or_else(|| ApiError::unauthorized("send Authorization: Bearer <access token>"))?;
+        // The scheme is case-insensitive (RFC 9110 §11.1): `Bearer`, `bearer`, `BEARER`.
         let token = h
-            .strip_prefix("Bearer ")
-            .or_else(|| h.strip_prefix("bearer "))
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token)
             .ok_or_else(|| ApiError::unauthorized("the Authorization header must be a Bearer token"))?;
         self.auth.verify(token.trim())
     }
@@ -235,7 +237,18 @@ where
     let span = tracing::info_span!("request", request_id = %rid, correlation_id = %correlation, method = %method, route = route.unwrap_or("unmatched"));
     let timeout = state.config.gateway.request_timeout;
     let result = async {
-        let body = read_body(&headers, body).await?;
+        // The body is read under the same bound as the request: a client that sends its body
+        // slowly (or never) does not hold a connection and a task without end.
+        let body = match tokio::time::timeout(timeout, read_body(&headers, body)).await {
+            Ok(body) => body?,
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    format!("the request body did not arrive within {} s", timeout.as_secs_f64()),
+                ))
+            }
+        };
         let req = Req {
             method: method.clone(),
             path: path.clone(),
@@ -275,20 +288,22 @@ where
                 reply.headers_mut().insert("allow", allow);
             }
         }
-        // The rest of an oversized body was not read: close rather than parse it as a request.
-        StatusCode::PAYLOAD_TOO_LARGE => {
+        // The rest of an oversized or late body was not read: close rather than parse it as a
+        // request.
+        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT => {
             reply.headers_mut().insert("connection", HeaderValue::from_static("close"));
         }
         _ => {}
     }
     let status = reply.status().as_u16();
     let route_label = route.unwrap_or("unmatched").to_string();
+    let method_label = method_label(&method);
     let elapsed = started.elapsed();
     state
         .metrics
         .http_requests
         .get_or_create(&RouteLabels {
-            method: method.to_string(),
+            method: method_label.to_string(),
             route: route_label.clone(),
             status,
         })
@@ -297,13 +312,20 @@ where
         .metrics
         .http_latency
         .get_or_create(&RouteLatencyLabels {
-            method: method.to_string(),
+            method: method_label.to_string(),
             route: route_label,
         })
         .observe(elapsed.as_secs_f64());
     span.in_scope(|| tracing::info!(status, latency_us = elapsed.as_micros() as u64, "request served"));
     let (parts, body) = reply.into_parts();
     warp::reply::Response::from_parts(parts, body.into())
+}
+
+/// The method as a metric label: a client can send any token as a method, and each would be a
+/// new series, so methods HTTP does not define are counted as one, `OTHER`.
+fn method_label(method: &Method) -> &'static str {
+    const KNOWN: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"];
+    KNOWN.into_iter().find(|m| *m == method.as_str()).unwrap_or("OTHER")
 }
 
 /// Every denied request (401, 403) is an audit record and a security event. It is queued, not

@@ -68,11 +68,19 @@ pub struct CatalogEntry {
 }
 
 /// Appends one carried-out erasure to the erasure list (user id and email-index key; no
-/// personal data) and syncs it to disk.
+/// personal data) and syncs it to disk. A person listed already is not listed again (the node
+/// that runs an erasure lists it, and so does its replica when it applies it).
 pub fn append_erasure_list(path: &Path, user_id: &str, email_hash: &str) -> std::io::Result<()> {
     use std::io::Write;
+    let line = format!("{user_id} {email_hash}");
+    match std::fs::read_to_string(path) {
+        Ok(text) if text.lines().any(|l| l.trim() == line) => return Ok(()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-    writeln!(f, "{user_id} {email_hash}")?;
+    writeln!(f, "{line}")?;
     f.sync_all()
 }
 
@@ -646,4 +654,24 @@ pub(super) fn decode_audit(item: Result<(sled::IVec, sled::IVec), sled::Error>) 
         location: format!("audit {}", hex::encode(&k)),
         reason: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_erasure_is_listed_once_however_often_it_is_appended() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let list = dir.path().join("erasures.list");
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        append_erasure_list(&list, "usr_a", &a).unwrap();
+        append_erasure_list(&list, "usr_b", &b).unwrap();
+        append_erasure_list(&list, "usr_a", &a).unwrap();
+        assert_eq!(std::fs::read_to_string(&list).unwrap().lines().count(), 2);
+        assert_eq!(
+            read_erasure_list(&list).unwrap(),
+            Some(vec![("usr_a".to_string(), a), ("usr_b".to_string(), b)])
+        );
+    }
 }

@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 mod apply;
 mod commands;
+mod countries;
 mod decide;
 mod registration;
 mod sessions;

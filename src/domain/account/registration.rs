@@ -100,7 +100,7 @@ pub fn validate_registration(email: &str, full_name: &str, date_of_birth: &str, 
     if age < MIN_AGE_YEARS {
         return Err(ProfileError::Underage);
     }
-    if country.len() != 2 || !country.bytes().all(|c| c.is_ascii_uppercase()) {
+    if !super::countries::is_assigned(country) {
         return Err(ProfileError::InvalidCountry);
     }
     Ok(Profile {

@@ -349,4 +349,12 @@ fn registration_rules() {
         validate_registration("a@example.com", "Ada", "1990-01-01", "gb", today),
         Err(ProfileError::InvalidCountry)
     );
+    // Two capital letters that name no country are refused too.
+    for code in ["XX", "ZZ", "UK", "EU"] {
+        assert_eq!(
+            validate_registration("a@example.com", "Ada", "1990-01-01", code, today),
+            Err(ProfileError::InvalidCountry),
+            "{code}"
+        );
+    }
 }

@@ -17,7 +17,7 @@ use crate::domain::audit::AuditDraft;
 use crate::domain::email_index::EmailIndex;
 use crate::domain::time::{Date, Timestamp};
 use crate::gateway::auth::{new_refresh_token, parse_refresh_token, random_id, Claims};
-use crate::gateway::http::{json_response, private_json, Reply, Req};
+use crate::gateway::http::{private_json, Reply, Req};
 use crate::gateway::limits::LockedBy;
 use crate::gateway::problem::ApiError;
 use crate::gateway::refresh_cookie;
@@ -109,7 +109,7 @@ pub async fn register(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     let user_id = registration::create_account(state, profile, password_hash, vec![Role::User], &req.request_id)
         .await
         .map_err(registration_error)?;
-    Ok(json_response(StatusCode::CREATED, &serde_json::json!({ "user_id": user_id })))
+    Ok(private_json(StatusCode::CREATED, &serde_json::json!({ "user_id": user_id })))
 }
 
 #[derive(Serialize)]

@@ -182,8 +182,10 @@ pub async fn create(state: &AppState, req: &crate::gateway::http::Req) -> Result
         return Err(ApiError::bad_request("symbol must be 1–16 characters of A–Z, 0–9, '-' or '.'"));
     }
     let name = b.name.trim();
-    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
-        return Err(ApiError::bad_request("name must be 1–200 characters"));
+    if name.is_empty() || name.chars().count() > 200 || name.chars().any(|c| c.is_control() || crate::domain::account::is_bidi_control(c)) {
+        return Err(ApiError::bad_request(
+            "name must be 1–200 characters, without control or bidirectional-override characters",
+        ));
     }
     if !(1..=7).contains(&b.risk_class) {
         return Err(ApiError::bad_request("risk_class must be between 1 and 7"));

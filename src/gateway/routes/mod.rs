@@ -336,7 +336,7 @@ pub async fn dispatch(state: &AppState, template: Option<&'static str>, req: &Re
         ("GET", "/app/{file}") => crate::gateway::web::asset(&last_segment(req)),
         ("GET", "/healthz") => public::healthz(state),
         ("GET", "/readyz") => public::readyz(state),
-        ("GET", "/metrics") => public::metrics(state),
+        ("GET", "/metrics") => public::metrics(state, req),
         ("GET", "/openapi.json") => public::openapi(),
         ("GET", "/.well-known/jwks.json") => public::jwks(state).await,
         ("POST", "/v1/auth/register") => identity::register(state, req).await,

@@ -1,6 +1,6 @@
 //! Public routes: health, readiness, metrics, the OpenAPI document and the JWKS.
 
-use crate::gateway::http::{json_response, text_response, Reply};
+use crate::gateway::http::{json_response, text_response, Reply, Req};
 use crate::gateway::problem::ApiError;
 use crate::gateway::AppState;
 use warp::http::StatusCode;
@@ -19,12 +19,20 @@ pub fn readyz(state: &AppState) -> Result<Reply, ApiError> {
     }
 }
 
-pub fn metrics(state: &AppState) -> Result<Reply, ApiError> {
-    Ok(text_response(
-        StatusCode::OK,
-        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        state.metrics.encode(),
-    ))
+/// The metrics in Prometheus's text format (0.0.4), or in OpenMetrics when the scraper asks
+/// for it (`Accept: application/openmetrics-text`, as Prometheus itself does).
+pub fn metrics(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
+    let openmetrics = req.header("accept").is_some_and(|a| a.contains("application/openmetrics-text"));
+    let text = state.metrics.encode();
+    Ok(if openmetrics {
+        text_response(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", text)
+    } else {
+        text_response(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            crate::telemetry::prometheus_text(&text),
+        )
+    })
 }
 
 pub fn openapi() -> Result<Reply, ApiError> {

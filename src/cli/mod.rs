@@ -244,8 +244,9 @@ fn staff_add(path: Option<PathBuf>, email: &str, role: &str, name: Option<String
         return fail(format!("password refused: {why}"), 2);
     }
     let full_name = name.unwrap_or_else(|| email.split('@').next().unwrap_or_default().to_string());
-    if full_name.trim().is_empty() || full_name.chars().count() > 200 || full_name.chars().any(char::is_control) {
-        return fail("--name must be 1–200 characters", 2);
+    if full_name.trim().is_empty() || full_name.chars().count() > 200 || full_name.chars().any(|c| c.is_control() || crate::domain::account::is_bidi_control(c))
+    {
+        return fail("--name must be 1–200 characters, without control or bidirectional-override characters", 2);
     }
     // A running node creates it (through its cluster); a stopped one's folder is opened here,
     // keeping the lock that proved no node runs on it.
@@ -388,6 +389,9 @@ fn audit_verify(path: Option<PathBuf>) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if let Err(code) = existing_data_folder(&config) {
+        return code;
+    }
     let store = match Store::open(&config.node.data_dir) {
         Ok(s) => s,
         Err(e @ StoreError::Locked(_)) => {
@@ -431,127 +435,28 @@ fn absolute(p: PathBuf) -> PathBuf {
     }
 }
 
-fn backup_create(path: Option<PathBuf>, out: PathBuf) -> ExitCode {
-    use crate::storage::backup;
-    let config = match load_config(path) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let out = absolute(out);
-    let data_dir = &config.node.data_dir;
-    let digest = match Store::open(data_dir) {
-        // The node is stopped: read the folder ourselves.
-        Ok(store) => {
-            let key = match backup::load_key(&config.backup.key_file, true) {
-                Ok(k) => k,
-                Err(e) => return fail(e, 2),
-            };
-            match backup::write_backup_file(&store, &config.security.secrets_path(data_dir), &key, &out) {
-                Ok(d) => d,
-                Err(e) => return fail(e, 1),
-            }
-        }
-        // A node holds the folder: ask it.
-        Err(StoreError::Locked(_)) => match crate::control::call(data_dir, &crate::control::Request::Backup { out: out.clone() }) {
-            Ok(crate::control::Response { ok: true, digest: Some(d), .. }) => d,
-            Ok(r) => return fail(format!("the node could not take the backup: {}", r.error.unwrap_or_default()), 1),
-            Err(e) => return fail(e, 1),
-        },
-        Err(e) => return fail(e, 2),
-    };
-    println!("backup written to {}", out.display());
-    println!("state digest {digest}");
-    ExitCode::SUCCESS
-}
-
-fn backup_restore(path: Option<PathBuf>, from: PathBuf) -> ExitCode {
-    use crate::storage::backup;
-    use crate::storage::store::{read_erasure_list, PendingErasure};
-    let config = match load_config(path) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let key = match backup::load_key(&config.backup.key_file, false) {
-        Ok(k) => k,
-        Err(e) => return fail(e, 2),
-    };
-    // No list file is not an error (on a node where no one was ever erased there is none), but
-    // it may also be a list lost with the data volume: the restore goes on and says so below.
-    let list_path = &config.gdpr.erasure_list;
-    let (erasures, list_missing) = match read_erasure_list(list_path) {
-        Ok(Some(l)) => (l, false),
-        Ok(None) => (Vec::new(), true),
-        Err(e) => return fail(e, 2),
-    };
-    let data_dir = &config.node.data_dir;
-    let digest = match backup::restore(&from, &key, data_dir, &config.security.secrets_path(data_dir)) {
-        Ok(d) => d,
-        Err(e) => return fail(e, 1),
-    };
-    // Replay the erasure list: nobody erased since the backup comes back. Their data keys go
-    // now; the node finishes the erasure (account, email index) when it next starts.
-    let replayed = (|| -> Result<usize, String> {
-        let store = Store::open(data_dir).map_err(|e| e.to_string())?;
-        let master_path = config.security.master_key_path(data_dir);
-        if !master_path.exists() {
-            return Err(format!(
-                "the master key {} is missing (key `security.master_key_file`): the restored personal data cannot be read without it",
-                master_path.display()
-            ));
-        }
-        let master = crate::storage::vault::load_or_create_master_key(&master_path).map_err(|e| e.to_string())?;
-        let vault = crate::storage::vault::Vault::new(&store, &master).map_err(|e| e.to_string())?;
-        let now = crate::actors::wall_clock_now();
-        for (user_id, email_hash) in &erasures {
-            // The identity regulation needs behind the person's trades first: the backup may
-            // predate the erasure that kept it, and without the key it is gone for good.
-            crate::workflows::erasure::keep_regulatory_identity_offline(&store, &vault, user_id, now, config.retention.regulatory_records)
-                .map_err(|e| format!("keeping the regulatory identity of {user_id}: {e}"))?;
-            store.apply_offline(&vault.destroy_data_key(user_id)).map_err(|e| e.to_string())?;
-            let pending = PendingErasure {
-                due_at: crate::domain::time::Timestamp(0),
-                email_hash: email_hash.clone(),
-                replay: true,
-            };
-            store
-                .apply_offline(&crate::storage::records::schedule_erasure(user_id, &pending))
-                .map_err(|e| e.to_string())?;
-        }
-        let report = store.verify_audit();
-        if !report.ok {
-            return Err(format!("the restored audit chain does not verify: {:?}", report.problem));
-        }
-        Ok(erasures.len())
-    })();
-    match replayed {
-        Ok(n) => {
-            println!("restored into {}", data_dir.display());
-            println!("state digest {digest}");
-            println!("erasures replayed: {n}; audit chain OK");
-            if list_missing {
-                // On stderr, so that scripts reading the summary above still read it unchanged.
-                eprintln!(
-                    "moneta: warning: the erasure list {} (key `gdpr.erasure_list`) does not exist, so no erasures were replayed: \
-                     anyone erased since this backup was made would come back when the node starts. Unless no one was ever \
-                     erased, do not start the node: put the erasure list back first, empty the data folder and restore again.",
-                    list_path.display()
-                );
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            // The erasures were not all replayed (or the chain does not verify): a node started
-            // on this folder could bring an erased person back. Nothing of the refused restore
-            // stays in the data folder.
-            let removed = std::fs::remove_dir_all(data_dir).is_ok();
-            fail(format!("{e}{}", if removed { "; the restored data folder was removed" } else { "" }), 1)
-        }
+/// Has the node carry out `request`: over its control socket when it is running, else by
+/// opening the data folder here. Returns the counts it answers.
+/// An offline command reads a node's data folder: one that does not exist (a mistyped
+/// `[node] data_dir`) is refused rather than created empty and reported on as if it were the
+/// node's.
+fn existing_data_folder(config: &Config) -> Result<(), ExitCode> {
+    let db = config.node.data_dir.join("db");
+    if db.is_dir() {
+        Ok(())
+    } else {
+        Err(fail(
+            format!(
+                "no node data in {} (key `node.data_dir`): check the configuration, or start the node once",
+                config.node.data_dir.display()
+            ),
+            2,
+        ))
     }
 }
 
-/// Has the node carry out `request`: over its control socket when it is running, else by
-/// opening the data folder here. Returns the counts it answers.
 fn ask_node(config: &crate::config::Config, request: crate::control::Request) -> Result<(usize, usize, usize), ExitCode> {
+    existing_data_folder(config)?;
     match Store::open_with_groups(&config.node.data_dir, Some(config.cluster.groups)) {
         Ok(store) => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -574,86 +479,6 @@ fn ask_node(config: &crate::config::Config, request: crate::control::Request) ->
         },
         Err(e) => Err(fail(e, 2)),
     }
-}
-
-fn cluster_decommission(path: Option<PathBuf>, node_id: String) -> ExitCode {
-    let config = match load_config(path) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    match crate::control::call(&config.node.data_dir, &crate::control::Request::Decommission { node_id: node_id.clone() }) {
-        Ok(crate::control::Response { ok: true, .. }) => {
-            println!("decommissioning {node_id}: its replicas and leaderships move to the other nodes; it exits once it holds none (follow with `moneta cluster status`)");
-            ExitCode::SUCCESS
-        }
-        Ok(r) => fail(format!("refused: {}", r.error.unwrap_or_default()), 1),
-        Err(e) => fail(format!("no running node answered on {} ({e})", config.node.data_dir.display()), 1),
-    }
-}
-
-fn cluster_status(path: Option<PathBuf>, json: bool) -> ExitCode {
-    let config = match load_config(path) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let doc = match crate::control::call(&config.node.data_dir, &crate::control::Request::ClusterStatus) {
-        Ok(crate::control::Response { ok: true, json: Some(doc), .. }) => doc,
-        Ok(r) => return fail(format!("the node refused: {}", r.error.unwrap_or_default()), 1),
-        Err(e) => return fail(format!("no running node answered on {} ({e})", config.node.data_dir.display()), 1),
-    };
-    use std::io::Write;
-    // A closed pipe (`| head`) ends the output quietly.
-    let mut out = std::io::stdout().lock();
-    if json {
-        let _ = writeln!(out, "{doc}");
-        return ExitCode::SUCCESS;
-    }
-    let v: serde_json::Value = match serde_json::from_str(&doc) {
-        Ok(v) => v,
-        Err(e) => return fail(format!("the node's answer does not parse: {e}"), 1),
-    };
-    let _ = writeln!(out, "cluster {}", v["cluster_id"].as_str().unwrap_or("?"));
-    let _ = writeln!(
-        out,
-        "{:<16} {:<24} {:<8} {:<10} {:>10} {:>9}",
-        "NODE", "ADDRESS", "STATE", "REACHABLE", "GROUPS_LED", "REPLICAS"
-    );
-    for n in v["nodes"].as_array().into_iter().flatten() {
-        let _ = writeln!(
-            out,
-            "{:<16} {:<24} {:<8} {:<10} {:>10} {:>9}",
-            n["node_id"].as_str().unwrap_or(""),
-            n["address"].as_str().unwrap_or(""),
-            n["state"].as_str().unwrap_or(""),
-            n["reachable"].to_string(),
-            n["groups_led"].to_string(),
-            n["replicas"].to_string()
-        );
-    }
-    let _ = writeln!(
-        out,
-        "{:<6} {:<16} {:>6} {:>12} {:>12}  REPLICAS",
-        "GROUP", "LEADER", "TERM", "COMMIT", "APPLIED"
-    );
-    for g in v["groups"].as_array().into_iter().flatten() {
-        let _ = writeln!(
-            out,
-            "{:<6} {:<16} {:>6} {:>12} {:>12}  {}",
-            g["group"].to_string(),
-            g["leader"].as_str().unwrap_or("-"),
-            g["term"].to_string(),
-            g["commit_index"].to_string(),
-            g["applied_index"].to_string(),
-            g["replicas"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|r| r.as_str())
-                .collect::<Vec<_>>()
-                .join(",")
-        );
-    }
-    ExitCode::SUCCESS
 }
 
 fn analytics_export(path: Option<PathBuf>, out: PathBuf) -> ExitCode {
@@ -710,3 +535,8 @@ fn reconcile(path: Option<PathBuf>) -> ExitCode {
         Err(code) => code,
     }
 }
+
+mod backup;
+mod cluster;
+use backup::{backup_create, backup_restore};
+use cluster::{cluster_decommission, cluster_status};
