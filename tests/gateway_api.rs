@@ -579,6 +579,30 @@ fn bad_input_gets_problem_json_and_changes_nothing() {
     exact.resize(64 * 1024, b' ');
     let r = node.post_raw("/v1/portfolio/deposits", tok, Some(&key()), exact);
     f.status("a deposit body of exactly 64 KiB", &r, 201);
+
+    // Routes that take no fields refuse unknown ones too, and change nothing.
+    let unknown = br#"{"x": 1}"#.to_vec();
+    let r = node.call(
+        "DELETE",
+        "/v1/me",
+        node.builder("DELETE", "/v1/me", tok, None)
+            .header("content-type", "application/json")
+            .body(unknown.clone()),
+    );
+    f.ok("DELETE /v1/me with an unknown field", r.problem(&[400], &["invalid_request"]));
+    let r = node.post_raw("/v1/me/mfa/totp", tok, None, unknown.clone());
+    f.ok("TOTP enrolment with an unknown field", r.problem(&[400], &["invalid_request"]));
+    let r = node.post_raw("/v1/auth/logout", tok, None, unknown);
+    f.ok("logout with an unknown field", r.problem(&[400], &["invalid_request"]));
+    let me = node.get("/v1/me", tok);
+    f.status("GET /v1/me after the refused logout (the session lives)", &me, 200);
+    f.check(me.json()["mfa_enabled"] == false, || {
+        format!("a refused enrolment changed the account: {}", me.what())
+    });
+    let export = node.get("/v1/me/export?format=json", tok);
+    f.check(export.status == 200 && export.json()["erasure"].is_null(), || {
+        format!("a refused DELETE /v1/me scheduled an erasure: {}", export.what())
+    });
     f.finish();
 }
 

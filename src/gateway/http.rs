@@ -52,6 +52,18 @@ impl Req {
         serde_json::from_slice(&self.body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {}", describe_json_error(&e))))
     }
 
+    /// For a request that takes no fields: no body, or a JSON object with none (`{}`). Any
+    /// field is unknown (400 `invalid_request`), as on every other route.
+    pub fn no_fields(&self) -> Result<(), ApiError> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct NoFields {}
+        if self.body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(());
+        }
+        self.json::<NoFields>().map(|NoFields {}| ())
+    }
+
     /// The `Idempotency-Key` header, validated.
     pub fn idempotency_key(&self) -> Result<String, ApiError> {
         let Some(v) = self.headers.get("idempotency-key") else {

@@ -225,6 +225,7 @@ pub async fn export(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
 /// DELETE /v1/me — schedules the caller's erasure after the grace period.
 pub async fn delete_me(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     let claims = state.claims(req)?;
+    req.no_fields()?;
     let sealed = state
         .router
         .query::<Account, _>(&claims.sub, crate::domain::queries::RegisteredProfile)

@@ -378,6 +378,11 @@ fn reused() -> ApiError {
 
 pub async fn logout(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     let claims = state.claims(req)?;
+    // A client may send the refresh token it holds, as OAuth clients do (RFC 7009); the family
+    // logged out is the access token's either way. Any other field is unknown.
+    if !req.body.iter().all(u8::is_ascii_whitespace) {
+        let LogoutBody { refresh_token: _ } = req.json()?;
+    }
     if let Some(family) = claims.sid.clone() {
         // The durable logout first, then the access tokens refused on every node, before the
         // answer. The other way round, a logout whose durable step failed (503) left the access
@@ -396,6 +401,14 @@ pub async fn logout(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     let mut r = crate::gateway::http::no_content();
     refresh_cookie::clear(r.headers_mut(), tls(state));
     Ok(r)
+}
+
+/// What a logout may carry: nothing, or the refresh token the client holds.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogoutBody {
+    #[allow(dead_code)]
+    refresh_token: Option<String>,
 }
 
 /// The caller's decrypted profile and the non-personal facts beside it.
@@ -462,6 +475,7 @@ pub(super) fn account_error_pub(e: RouteError<AccountRejection>) -> ApiError {
 /// Starts TOTP enrolment: a new secret, sealed on the account, active once confirmed.
 pub async fn totp_enrol(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     let claims = state.claims(req)?;
+    req.no_fields()?;
     let (enabled, sealed_profile) = state
         .router
         .query::<Account, _>(&claims.sub, crate::domain::queries::MfaSetup)

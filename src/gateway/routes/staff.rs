@@ -202,6 +202,7 @@ pub async fn cluster(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
 pub async fn decommission(state: &AppState, req: &Req, node_id: &str) -> Result<Reply, ApiError> {
     use crate::cluster::coordinator::{decommission, DecommissionError};
     let claims = state.claims(req)?;
+    req.no_fields()?;
     match decommission(&state.router, node_id, &meta(req, &claims.sub)).await {
         Ok(s) => Ok(private_json(
             StatusCode::ACCEPTED,
@@ -216,6 +217,7 @@ pub async fn decommission(state: &AppState, req: &Req, node_id: &str) -> Result<
 /// POST /v1/compliance/sanctions/reload: reads the configured list again and re-screens everyone.
 pub async fn reload_sanctions(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     let claims = state.claims(req)?;
+    req.no_fields()?;
     let loaded = sanctions::load(&state.config.compliance).map_err(|e| ApiError::unprocessable("invalid_sanctions_list", e))?;
     let (version, entries, source) = (loaded.version.clone(), loaded.list.len(), loaded.source.clone());
     *state.sanctions.write().expect("sanctions lock") = Arc::new(loaded);
