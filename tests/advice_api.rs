@@ -241,6 +241,51 @@ fn unusual_advice_waits_for_a_compliance_officer() {
     node.post(&format!("/v1/advice/{held_id}/accept"), Some(&other.token), Some("acc"), &json!({}))
         .problem(&[409], &["advice_rejected"])
         .unwrap();
+
+    // Approved advice stops standing when the investor's own trade took what it sells: its
+    // acceptance is refused (nothing traded), and the next advice is computed on what is held.
+    // (The advice worker, woken by the trade, may have replaced it already: then it is gone.)
+    let third = node.new_user("concentrated.three");
+    consent(&node, &third.token, true);
+    assert_eq!(node.deposit(&third, "d1", "5000.00").status, 201);
+    assert_eq!(node.order(&third, "o1", "SPX3L", "buy", "80").status, 201);
+    let r = node.post("/v1/me/suitability", Some(&third.token), None, &json!({"answers": cautious()}));
+    assert_eq!(r.status, 200, "{}", r.what());
+    let held = node.get("/v1/advice", Some(&third.token)).json();
+    let held_id = held["advice_id"].as_str().unwrap().to_string();
+    let r = node.post(
+        &format!("/v1/compliance/review-queue/{held_id}"),
+        Some(&officer),
+        None,
+        &json!({"decision": "approve", "note": "de-risk"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.what());
+    assert_eq!(node.order(&third, "o2", "SPX3L", "sell", "2").status, 201);
+    let before = node.portfolio(&third);
+    node.post(&format!("/v1/advice/{held_id}/accept"), Some(&third.token), Some("acc"), &json!({}))
+        .problem(&[409, 404], &["advice_outdated", "not_found"])
+        .unwrap();
+    let quantities = |p: &Value| -> Vec<(Value, Value)> {
+        p["holdings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| (h["symbol"].clone(), h["quantity"].clone()))
+            .collect()
+    };
+    assert_eq!(quantities(&node.portfolio(&third)), quantities(&before), "a refused acceptance traded");
+    assert_eq!(node.portfolio(&third)["cash"], before["cash"], "a refused acceptance traded");
+    let fresh = node.get("/v1/advice", Some(&third.token)).json();
+    assert_ne!(fresh["advice_id"], json!(held_id), "{fresh}");
+    assert_eq!(fresh["status"], "pending_review", "{fresh}");
+    assert!(
+        fresh["proposed_orders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["symbol"] == "SPX3L" && o["side"] == "sell" && o["quantity"] == "78"),
+        "{fresh}"
+    );
 }
 
 #[test]

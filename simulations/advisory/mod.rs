@@ -680,11 +680,14 @@ impl Sim {
         // person's decision (held, approved, rejected) stands while it is materially the same.
         let unchanged = before.clone().filter(|r| match r.status {
             AdviceStatus::Published => r.advice == advice,
-            AdviceStatus::PendingReview | AdviceStatus::Approved | AdviceStatus::Rejected => r.advice.materially_same(&advice),
+            AdviceStatus::PendingReview | AdviceStatus::Approved | AdviceStatus::Rejected => r.advice.materially_same(&advice) && r.advice.fits(&holdings),
             AdviceStatus::Accepted => false,
         });
         let audit: &[&str] = if unchanged.is_some() { &[] } else { &["advice.issued"] };
-        let cmd = AccountCommand::IssueAdvice { advice: advice.clone() };
+        let cmd = AccountCommand::IssueAdvice {
+            advice: advice.clone(),
+            held: holdings.clone(),
+        };
         let d = self.account_ok(u, cmd, &id, &request_id, audit, "issue advice")?;
         let AccountReply::Advice(record) = d.reply else {
             return self.fail(format!("account {id}: issuing advice answered {:?}", d.reply));

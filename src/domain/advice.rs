@@ -139,6 +139,16 @@ pub struct Advice {
 pub const MATERIAL_QUANTITY_CHANGE: Decimal = Decimal::from_parts(10, 0, 0, false, 2);
 
 impl Advice {
+    /// Its orders can still be placed against these holdings: no sale of more than is held.
+    /// Advice a person decided on stops standing when the investor's own trades (or an earlier
+    /// acceptance) took what it would sell.
+    pub fn fits(&self, held: &BTreeMap<String, Decimal>) -> bool {
+        self.proposed_orders
+            .iter()
+            .filter(|o| o.side == Side::Sell)
+            .all(|o| held.get(&o.symbol).is_some_and(|q| o.quantity <= *q))
+    }
+
     /// The same recommendation: band, target allocation and review need unchanged, the same
     /// orders (symbol and side, in order) with quantities within [`MATERIAL_QUANTITY_CHANGE`].
     pub fn materially_same(&self, other: &Advice) -> bool {

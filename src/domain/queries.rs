@@ -159,9 +159,12 @@ query!(/// Positions for a valuation.
 query!(/// A day on or after `date` is already closed.
     ClosedThrough { date: Date } on Portfolio => bool, |q, p| p.last_close.is_some_and(|c| c.date >= q.date));
 query!(/// What an accept of advice `advice_id` under idempotency key `key` already did (its
-    /// orders' replies, in order), or that the key was used for another request.
-    AcceptedOrders { key: String, advice_id: String } on Portfolio => Result<Vec<PortfolioReply>, PortfolioRejection>,
-    |q, p| p.remembered_series(&q.key, |i| order_fingerprint(&q.advice_id, i)));
+    /// orders' replies, in order), or that the key was used for another request; and the
+    /// quantities held now (advice that sells more is refused, not accepted).
+    AcceptedOrders { key: String, advice_id: String } on Portfolio => Result<(Vec<PortfolioReply>, BTreeMap<String, Decimal>), PortfolioRejection>,
+    |q, p| p
+        .remembered_series(&q.key, |i| order_fingerprint(&q.advice_id, i))
+        .map(|replies| (replies, p.holdings.iter().map(|(s, h)| (s.clone(), h.quantity)).collect())));
 query!(/// The whole state (tests and diagnostics).
     PortfolioState on Portfolio => Portfolio, |q, p| p.clone());
 

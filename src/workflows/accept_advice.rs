@@ -156,13 +156,15 @@ impl Workflow for AcceptAdvice {
                 Next::Call(Envelope::query::<Portfolio, _>(&self.user_id, q))
             }
             (Stage::Remembering, Input::Answer(a)) => match a.clone().viewed::<Portfolio, AcceptedOrders>() {
-                Some(Ok(remembered)) => {
-                    // The account decides (published or approved; accepted again only as a
-                    // replay of this key) before any order is placed.
+                Some(Ok((remembered, held))) => {
+                    // The account decides (published or approved, and still fitting what is
+                    // held; accepted again only as a replay of this key) before any order is
+                    // placed.
                     let replay = !remembered.is_empty();
                     let cmd = AccountCommand::AcceptAdvice {
                         advice_id: self.advice_id.clone(),
                         replay,
+                        held,
                     };
                     // Orders under the key say it accepted: the account replays its acceptance.
                     // None yet: the acceptance may have been recorded all the same (a crash

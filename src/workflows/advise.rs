@@ -79,7 +79,7 @@ impl Advise {
             None => {
                 let g = *gathered;
                 let advice = advise(&g.profile, &g.universe, g.cash, &g.holdings, &self.fees, &self.policy);
-                let call = Envelope::execute::<Account>(&self.user_id, AccountCommand::IssueAdvice { advice }, self.meta.clone());
+                let call = Envelope::execute::<Account>(&self.user_id, AccountCommand::IssueAdvice { advice, held: g.holdings }, self.meta.clone());
                 self.go(Stage::Issuing, Next::Call(call))
             }
         }

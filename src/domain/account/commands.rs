@@ -73,9 +73,12 @@ pub enum AccountCommand {
     PruneNotifications {
         before: Timestamp,
     },
-    /// Records freshly computed advice (unchanged advice keeps its id and status).
+    /// Records freshly computed advice (unchanged advice keeps its id and status). `held`:
+    /// the holdings it was computed from; advice decided on is kept only while its orders fit
+    /// them.
     IssueAdvice {
         advice: crate::domain::advice::Advice,
+        held: std::collections::BTreeMap<String, rust_decimal::Decimal>,
     },
     /// A compliance officer's decision on advice held for review.
     ReviewAdvice {
@@ -86,9 +89,12 @@ pub enum AccountCommand {
     /// The investor accepted the advice (its orders go through the normal order path).
     /// `replay`: the client's idempotency key already accepted it, so accepted advice is
     /// answered again; with a new key, accepted advice cannot be acted on a second time.
+    /// `held`: the investor's holdings now; advice whose sales no longer fit them is refused
+    /// (`AdviceOutdated`), not accepted, and is replaced the next time advice is computed.
     AcceptAdvice {
         advice_id: String,
         replay: bool,
+        held: std::collections::BTreeMap<String, rust_decimal::Decimal>,
     },
 }
 
@@ -211,6 +217,8 @@ pub enum AccountRejection {
     UnknownAdvice,
     /// The advice is not in a state that allows this (e.g. accepting advice under review).
     AdviceNotActionable(AdviceStatus),
+    /// The advice sells more than the investor holds now: their trades since took it.
+    AdviceOutdated,
 }
 
 impl AccountRejection {
@@ -229,6 +237,7 @@ impl AccountRejection {
             AccountRejection::AdviceNotActionable(AdviceStatus::PendingReview) => "advice_pending_review",
             AccountRejection::AdviceNotActionable(AdviceStatus::Rejected) => "advice_rejected",
             AccountRejection::AdviceNotActionable(_) => "advice_already_accepted",
+            AccountRejection::AdviceOutdated => "advice_outdated",
         }
     }
 }

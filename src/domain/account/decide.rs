@@ -144,7 +144,7 @@ impl Account {
                 }
                 _ => Err(AccountRejection::ErasureNotDue),
             },
-            AccountCommand::IssueAdvice { advice } => {
+            AccountCommand::IssueAdvice { advice, held } => {
                 // Unchanged advice keeps its record. A person's decision sticks while the advice
                 // stays materially the same (prices moving a little change its numbers, not
                 // what it recommends): held advice is not queued again, approved advice stays
@@ -152,7 +152,7 @@ impl Account {
                 // (accepted) is followed by new advice.
                 if let Some(r) = self.advice.as_ref().filter(|r| match r.status {
                     AdviceStatus::Published => r.advice == advice,
-                    AdviceStatus::PendingReview | AdviceStatus::Approved | AdviceStatus::Rejected => r.advice.materially_same(&advice),
+                    AdviceStatus::PendingReview | AdviceStatus::Approved | AdviceStatus::Rejected => r.advice.materially_same(&advice) && r.advice.fits(&held),
                     AdviceStatus::Accepted => false,
                 }) {
                     return Ok(Decision::replay(AccountReply::Advice(r.clone())));
@@ -209,12 +209,16 @@ impl Account {
                     AccountReply::Advice(record),
                 ))
             }
-            AccountCommand::AcceptAdvice { advice_id, replay } => {
+            AccountCommand::AcceptAdvice { advice_id, replay, held } => {
                 let Some(r) = self.advice.as_ref().filter(|r| r.advice_id == advice_id) else {
                     return Err(AccountRejection::UnknownAdvice);
                 };
                 match r.status {
                     AdviceStatus::Accepted if replay => Ok(Decision::replay(AccountReply::Advice(r.clone()))),
+                    AdviceStatus::Published | AdviceStatus::Approved if !r.advice.fits(&held) => {
+                        ctx.audit(AuditDraft::refused("advice.accepted", "advice_outdated").detail("advice_id", &advice_id));
+                        Err(AccountRejection::AdviceOutdated)
+                    }
                     AdviceStatus::Published | AdviceStatus::Approved => {
                         ctx.audit(AuditDraft::ok("advice.accepted").detail("advice_id", &advice_id));
                         let mut record = r.clone();

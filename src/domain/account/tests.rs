@@ -358,3 +358,85 @@ fn registration_rules() {
         );
     }
 }
+
+#[test]
+fn advice_decided_on_stands_only_while_its_sales_fit_what_is_held() {
+    use crate::domain::advice::{Advice, ProposedOrder};
+    use crate::domain::portfolio::Side;
+    use rust_decimal::Decimal;
+    use std::collections::BTreeMap;
+    let held = |q: i64| BTreeMap::from([("ACME".to_string(), Decimal::from(q))]);
+    let advice = |sell: i64| Advice {
+        risk_band: RiskBand::Conservative,
+        target_allocation: vec![("BOND".into(), Decimal::new(98, 2))],
+        proposed_orders: vec![
+            ProposedOrder {
+                symbol: "ACME".into(),
+                side: Side::Sell,
+                quantity: Decimal::from(sell),
+            },
+            ProposedOrder {
+                symbol: "BOND".into(),
+                side: Side::Buy,
+                quantity: Decimal::from(40),
+            },
+        ],
+        rationale: "rebalance".into(),
+        turnover: Decimal::ONE,
+        review_reason: Some("turnover".into()),
+    };
+    let mut a = registered();
+    let issue = |a: &mut Account, sell: i64, q: i64, at: i64| match run(
+        a,
+        AccountCommand::IssueAdvice {
+            advice: advice(sell),
+            held: held(q),
+        },
+        Timestamp(T0.millis() + at),
+    )
+    .0
+    {
+        Ok(AccountReply::Advice(r)) => r,
+        other => panic!("issuing advice answered {other:?}"),
+    };
+    let first = issue(&mut a, 50, 50, 0);
+    assert_eq!(first.status, AdviceStatus::PendingReview);
+    let review = AccountCommand::ReviewAdvice {
+        advice_id: first.advice_id.clone(),
+        approve: true,
+        note: "fine".into(),
+    };
+    run(&mut a, review, T0).0.unwrap();
+    // Prices moved a little: the approved advice stands (sells 49, within the tolerance).
+    let kept = issue(&mut a, 49, 50, 1_000);
+    assert_eq!((kept.status, kept.generated_at), (AdviceStatus::Approved, first.generated_at));
+    // The investor sold 2 themselves: accepting the approved "sell 50" is refused, nothing
+    // accepted; a replay of an earlier acceptance is not what this is.
+    let accept = |q: i64| AccountCommand::AcceptAdvice {
+        advice_id: first.advice_id.clone(),
+        replay: false,
+        held: held(q),
+    };
+    let (r, audit) = run(&mut a, accept(48), T0);
+    assert_eq!(r, Err(AccountRejection::AdviceOutdated));
+    assert_eq!(AccountRejection::AdviceOutdated.code(), "advice_outdated");
+    assert!(audit.iter().any(|x| x.contains("advice_outdated")), "{audit:?}");
+    assert_eq!(a.advice.as_ref().map(|r| r.status), Some(AdviceStatus::Approved));
+    // Advice computed on the 48 held replaces it, and goes to review again.
+    let fresh = issue(&mut a, 48, 48, 2_000);
+    assert_eq!(fresh.status, AdviceStatus::PendingReview);
+    assert_ne!(fresh.generated_at, first.generated_at);
+    // Advice that fits is accepted.
+    let review = AccountCommand::ReviewAdvice {
+        advice_id: fresh.advice_id.clone(),
+        approve: true,
+        note: "fine".into(),
+    };
+    run(&mut a, review, T0).0.unwrap();
+    let accept = AccountCommand::AcceptAdvice {
+        advice_id: fresh.advice_id.clone(),
+        replay: false,
+        held: held(48),
+    };
+    assert!(matches!(run(&mut a, accept, T0).0, Ok(AccountReply::Advice(r)) if r.status == AdviceStatus::Accepted));
+}

@@ -55,6 +55,11 @@ fn account_error(e: RouteError<AccountRejection>) -> ApiError {
         RouteError::Rejected(r @ AccountRejection::AdviceNotActionable(_)) => {
             ApiError::new(StatusCode::CONFLICT, r.code(), "the advice cannot be acted on in its current state")
         }
+        RouteError::Rejected(r @ AccountRejection::AdviceOutdated) => ApiError::new(
+            StatusCode::CONFLICT,
+            r.code(),
+            "the advice sells more than you hold now; GET /v1/advice for advice on your current holdings",
+        ),
         RouteError::Rejected(r) => ApiError::unprocessable(r.code(), "refused"),
         RouteError::Failed(e) => unavailable(e),
     }
