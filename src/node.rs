@@ -68,19 +68,20 @@ fn holds_data(store: &Store) -> Result<bool, String> {
     }
 }
 
-/// How often start-up tries to list an instrument before the node gives up.
-const LISTING_TRIES: u32 = 3;
+/// How long start-up tries to list an instrument before the node gives up: a cluster restarted
+/// whole elects its leaders only once a majority of its nodes is back, which may take a while.
+const LISTING_WAIT: Duration = Duration::from_secs(300);
 
 /// Lists the configured instruments (idempotent) and returns the catalog of symbols.
 async fn list_instruments(router: &Router, config: &Config) -> Result<Vec<String>, String> {
     let mut catalog = Vec::new();
     for i in &config.market.instruments {
         let listing = i.listing(&config.portfolio.currency);
-        // A cluster that has just formed may still be moving leaders: each try follows
-        // leadership for a request timeout; a few tries, under the same request id, then fail.
-        let mut tries = 0;
+        // A cluster that has just formed or restarted may still be electing or moving leaders:
+        // each try follows leadership for a request timeout; tries go on, under the same
+        // request id (the listing is idempotent), until `LISTING_WAIT` has passed.
+        let started = tokio::time::Instant::now();
         loop {
-            tries += 1;
             let cmd = InstrumentCommand::List {
                 listing: listing.clone(),
                 price: i.price,
@@ -91,8 +92,13 @@ async fn list_instruments(router: &Router, config: &Config) -> Result<Vec<String
                     tracing::warn!(symbol = %i.symbol, "instrument already listed with other details; keeping the stored listing");
                     break;
                 }
-                Err(RouteError::Failed(f @ (RouteFailure::Unavailable(_) | RouteFailure::OutcomeUnknown(_)))) if tries < LISTING_TRIES => {
+                // Not applied (no leader serves the group yet), unavailable or of unknown outcome:
+                // each is safe to try again.
+                Err(RouteError::Failed(f @ (RouteFailure::Unavailable(_) | RouteFailure::OutcomeUnknown(_) | RouteFailure::NotApplied(_))))
+                    if started.elapsed() < LISTING_WAIT =>
+                {
                     tracing::warn!(symbol = %i.symbol, error = %f, "listing an instrument failed; trying again");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
                 }
                 Err(e) => return Err(format!("cannot list instrument {}: {e:?}", i.symbol)),
             }

@@ -59,7 +59,7 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
-    /// The cluster: its secret.
+    /// The cluster: a new secret, its status, decommissioning a node.
     Cluster {
         #[command(subcommand)]
         command: ClusterCommand,

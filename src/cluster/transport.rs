@@ -342,6 +342,7 @@ async fn run(
     let mut waiting: std::collections::HashMap<request_response::OutboundRequestId, oneshot::Sender<Result<Vec<u8>, String>>> =
         std::collections::HashMap::new();
     let mut answers = FuturesUnordered::new();
+    let (mut incoming_said, mut outgoing_said) = (Said::default(), Said::default());
     loop {
         tokio::select! {
             c = cmd.recv() => match c {
@@ -414,14 +415,46 @@ async fn run(
                     lanes.fail_calls(&peer_id, "the connection to the peer closed");
                     let _ = inbound.try_send(Inbound::Disconnected { peer: peer_id });
                 }
-                SwarmEvent::IncomingConnectionError { error, .. } => {
-                    // A peer without the cluster's secret ends here (its handshake fails).
+                SwarmEvent::IncomingConnectionError { error, send_back_addr, .. } => {
+                    // A peer without the cluster's secret ends here (its handshake fails), and
+                    // so does anything else that is not a cluster peer: counted, and said at
+                    // most once per `REFUSALS_SAID_EVERY` (a stream of them must not flood the log).
                     counters.frames_refused.inc();
-                    tracing::debug!(%error, "an incoming connection was refused");
+                    if let Some(more) = incoming_said.due() {
+                        tracing::warn!(from = %send_back_addr, %error, more, "a connection was refused at its handshake: a node started with another cluster secret_file, or not a cluster peer");
+                    }
+                }
+                SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                    if let Some(more) = outgoing_said.due() {
+                        tracing::warn!(peer = ?peer_id, %error, more, "cannot connect to a cluster peer: is it running, and started with this cluster's secret_file?");
+                    }
                 }
                 _ => {}
             },
         }
+    }
+}
+
+/// How often a kind of refused connection is said in the log (each is counted).
+const REFUSALS_SAID_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Says a recurring event at most once per [`REFUSALS_SAID_EVERY`], with how many went unsaid.
+#[derive(Default)]
+struct Said {
+    last: Option<tokio::time::Instant>,
+    unsaid: u64,
+}
+
+impl Said {
+    /// `Some(unsaid since the last time)` when this one is to be said.
+    fn due(&mut self) -> Option<u64> {
+        let now = tokio::time::Instant::now();
+        if self.last.is_some_and(|t| now.duration_since(t) < REFUSALS_SAID_EVERY) {
+            self.unsaid += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.unsaid))
     }
 }
 

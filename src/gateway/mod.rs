@@ -261,7 +261,9 @@ where
         };
         let result = match tokio::time::timeout(timeout, routes::dispatch(&state, route, &req)).await {
             Ok(r) => r,
-            Err(_) => Err(ApiError::unavailable("the request took too long; retry with the same Idempotency-Key")),
+            Err(_) => Err(ApiError::unavailable(
+                "the request took too long; retry it (a write with the same Idempotency-Key)",
+            )),
         };
         if let Err(e) = &result {
             // Failed logins are audited by the login route itself (with the lockout logic).

@@ -199,7 +199,10 @@ pub async fn form(
         tokio::select! {
             _ = redial.tick() => {
                 if tokio::time::Instant::now() > deadline && join_only {
-                    return Err(format!("no member of a running cluster at {} admitted this node within {wait:?}", join.join(", ")));
+                    return Err(format!(
+                        "no member of a running cluster at {} admitted this node within {wait:?}: check that one runs there, and that this node's [cluster] secret_file is the cluster's",
+                        join.join(", ")
+                    ));
                 }
                 if tokio::time::Instant::now() > deadline {
                     return Err(format!(

@@ -65,6 +65,13 @@ impl Account {
         ctx: &mut Ctx<'_>,
     ) -> Result<Decision<AccountEvent, AccountReply>, AccountRejection> {
         let Some(session) = self.live_session(&family, ctx.now) else {
+            // A spent token presented again after its reuse revoked the family is still reuse
+            // (API.md: a spent refresh token answers refresh_token_reused); the family is
+            // revoked already, so nothing changes.
+            if self.sessions.get(&family).is_some_and(|s| s.revoked && s.spent.contains(&presented)) {
+                ctx.audit(AuditDraft::refused("security.refresh_token_reused", "refresh_token_reused").detail("session", &family));
+                return Ok(Decision::replay(AccountReply::Reused));
+            }
             ctx.audit(AuditDraft::refused("security.refresh", "invalid_refresh_token").detail("session", &family));
             return Err(AccountRejection::InvalidRefreshToken);
         };

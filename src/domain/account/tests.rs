@@ -78,6 +78,9 @@ fn refresh_tokens_rotate_and_reuse_revokes_only_that_family() {
     assert!(a.sessions["ses_a"].revoked);
     // Even the newest token of that family is dead now; the other family is untouched.
     assert_eq!(refresh(&mut a, "ses_a", 3, 6).0, Err(AccountRejection::InvalidRefreshToken));
+    // The spent token presented again is reuse still, and changes nothing more.
+    assert_eq!(refresh(&mut a, "ses_a", 2, 7).0, Ok(AccountReply::Reused));
+    assert!(a.sessions["ses_a"].revoked);
     assert!(matches!(refresh(&mut a, "ses_b", 9, 10).0, Ok(AccountReply::Refreshed { .. })));
     // Logout revokes; expired sessions refuse.
     assert_eq!(run(&mut a, AccountCommand::Logout { family: "ses_b".into() }, T0).0, Ok(AccountReply::Done));

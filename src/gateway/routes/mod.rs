@@ -397,7 +397,7 @@ pub async fn dispatch(state: &AppState, template: Option<&'static str>, req: &Re
 /// Maps router failures onto 503 (the detail is logged, not shown: it may name internals).
 pub(crate) fn unavailable(e: impl std::fmt::Display) -> ApiError {
     tracing::error!(error = %e, "entity unavailable");
-    ApiError::unavailable("the service is temporarily unavailable; retry with the same Idempotency-Key")
+    ApiError::unavailable("the service is temporarily unavailable; retry it (a write with the same Idempotency-Key)")
 }
 
 /// Who asked, under which request id (travels with the command into the audit trail).
