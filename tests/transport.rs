@@ -248,3 +248,31 @@ async fn an_idle_lane_closes_and_the_next_frame_opens_another() {
     assert_eq!(a.call(b.local_peer, b"three").await.unwrap(), b"eerht");
     server.abort();
 }
+
+#[path = "common/ports.rs"]
+mod ports;
+
+#[tokio::test]
+async fn a_peer_whose_first_dial_failed_is_reached_once_it_listens() {
+    // Two nodes of a cluster restarted at once: one dials the other before it listens. The
+    // failed dial must not cost the peer's address (the swarm's address book dropped it, and
+    // every later request failed with "no addresses for peer").
+    let secret = [9u8; 32];
+    let (a, _a_in, _) = node(secret, Limits::default()).await;
+    let b_key = identity::Keypair::generate_ed25519();
+    let b_peer = b_key.public().to_peer_id();
+    let b_addr = multiaddr(&format!("127.0.0.1:{}", ports::free_port())).unwrap();
+    connect(&a, b_peer, &b_addr).await;
+    let early = tokio::time::timeout(Duration::from_secs(10), a.request(b_peer, b"anyone?".to_vec()))
+        .await
+        .unwrap();
+    assert!(early.is_err(), "answered by a peer that is not there: {early:?}");
+    let (b, b_in, _) = Transport::start(b_key, secret, b_addr, Limits::default(), Default::default()).await.unwrap();
+    let server = serve(b_in);
+    let answer = tokio::time::timeout(Duration::from_secs(10), a.request(b.local_peer, b"hello".to_vec()))
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("the peer listens now, but the request failed: {e}"));
+    assert_eq!(answer, b"olleh");
+    server.abort();
+}

@@ -343,6 +343,12 @@ async fn run(
         std::collections::HashMap::new();
     let mut answers = FuturesUnordered::new();
     let (mut incoming_said, mut outgoing_said) = (Said::default(), Said::default());
+    // Every address a peer was given under (members' addresses). The swarm forgets an address
+    // whose dial failed at the transport (request-response's address book drops it), and then
+    // has none for the peer: a simultaneous dial of two nodes starting together, both
+    // handshakes failing, left the two unable to reach each other for good (found by a whole
+    // cluster restarted at once). The addresses are given to it again after each failed dial.
+    let mut known: std::collections::HashMap<PeerId, std::collections::BTreeSet<Multiaddr>> = std::collections::HashMap::new();
     loop {
         tokio::select! {
             c = cmd.recv() => match c {
@@ -361,6 +367,10 @@ async fn run(
                     }
                 }
                 Some(Command::AddAddress(peer, addr)) => {
+                    let addresses = known.entry(peer).or_default();
+                    if addresses.len() < ADDRESSES_PER_PEER_MAX || addresses.contains(&addr) {
+                        addresses.insert(addr.clone());
+                    }
                     swarm.add_peer_address(peer, addr);
                 }
                 Some(Command::Send { peer, bytes, reply }) if cut(&peer) => {
@@ -428,12 +438,20 @@ async fn run(
                     if let Some(more) = outgoing_said.due() {
                         tracing::warn!(peer = ?peer_id, %error, more, "cannot connect to a cluster peer: is it running, and started with this cluster's secret_file?");
                     }
+                    if let Some(addresses) = peer_id.and_then(|p| known.get(&p).map(|a| (p, a))) {
+                        for a in addresses.1 {
+                            swarm.add_peer_address(addresses.0, a.clone());
+                        }
+                    }
                 }
                 _ => {}
             },
         }
     }
 }
+
+/// Addresses remembered per peer (a member has one; a few more cover a changed address).
+const ADDRESSES_PER_PEER_MAX: usize = 4;
 
 /// How often a kind of refused connection is said in the log (each is counted).
 const REFUSALS_SAID_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
