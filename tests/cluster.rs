@@ -941,6 +941,18 @@ fn three_nodes_form_serve_any_request_anywhere_and_survive_a_kill_9() {
         &json!({"amount": "7.00"}),
     );
     assert_eq!(s, 503, "the isolated leader must not acknowledge: {v}");
+    // Cut off from a majority, the node says it cannot serve (API.md: /readyz 503 otherwise);
+    // the majority's nodes stay ready.
+    let readyz = |i: usize| {
+        let m = &c.members[i];
+        m.client.get(format!("{}/readyz", m.base)).send().map(|r| r.status().as_u16()).unwrap_or(0)
+    };
+    let deadline = Instant::now() + long;
+    while readyz(isolated) != 503 {
+        assert!(Instant::now() < deadline, "the isolated node still says it is ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(readyz(majority[0]), 200, "a node of the majority is not ready");
     c.observe(&admin_token, &mut seen);
     let (s, v) = c.until_served(long, || {
         c.post(
@@ -961,6 +973,11 @@ fn three_nodes_form_serve_any_request_anywhere_and_survive_a_kill_9() {
     c.observe(&admin_token, &mut seen);
     for i in 0..NODES {
         c.cut(i, &[]);
+    }
+    let deadline = Instant::now() + long;
+    while readyz(isolated) != 200 {
+        assert!(Instant::now() < deadline, "the healed node does not say it is ready again");
+        std::thread::sleep(Duration::from_millis(100));
     }
     // Once healed, the node that missed it refuses the session within its recheck of the
     // account (found in review: it honoured the token until it expired).

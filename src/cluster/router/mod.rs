@@ -36,6 +36,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+/// How recently a member must have been heard from to count as reachable (its gossip comes
+/// every 300 ms).
+const HEARD_WITHIN: Duration = Duration::from_secs(2);
+
 /// How often a send is retried when it meets a stopping or restarting actor.
 const SEND_ATTEMPTS_MAX: usize = 4;
 
@@ -466,6 +470,27 @@ impl Router {
     pub fn led_groups(&self) -> crate::storage::scope::Groups {
         let groups = self.inner.env.store.groups();
         crate::storage::scope::Groups::only((0..groups).filter(|g| self.inner.journal.leadership(*g).served))
+    }
+
+    /// Whether this node hears from a majority of the metadata group's replicas (itself
+    /// counted; every member gossips every 300 ms). Cut off from it, the node can serve
+    /// nothing a majority must agree to: its readiness says so, and a load balancer sends its
+    /// clients elsewhere. A node of no cluster always does.
+    pub fn hears_majority(&self) -> bool {
+        let Some(remote) = self.inner.remote.get() else { return true };
+        let m = remote.directory.get();
+        let voters: Vec<crate::cluster::raft::RaftId> = match m.placed.get(m.groups as usize) {
+            Some(p) if !p.is_empty() => p.clone(),
+            _ => m.members.iter().map(|x| x.raft_id).collect(),
+        };
+        if voters.len() <= 1 {
+            return true;
+        }
+        let heard = voters
+            .iter()
+            .filter(|&&v| v == remote.me || self.inner.journal.heard_from(v, HEARD_WITHIN))
+            .count();
+        heard * 2 > voters.len()
     }
 
     /// This node runs the cluster's price feed: it serves the group of the jobs shard.

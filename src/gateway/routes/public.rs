@@ -12,6 +12,8 @@ pub fn healthz(state: &AppState) -> Result<Reply, ApiError> {
 pub fn readyz(state: &AppState) -> Result<Reply, ApiError> {
     if !state.caught_up.load(std::sync::atomic::Ordering::SeqCst) {
         Err(ApiError::unavailable("the node is joining its cluster or catching up with it"))
+    } else if !state.router.hears_majority() {
+        Err(ApiError::unavailable("the node is cut off from a majority of its cluster"))
     } else if state.is_ready() && !state.router.journal().is_failed() {
         Ok(json_response(StatusCode::OK, &serde_json::json!({"status": "ready"})))
     } else {
