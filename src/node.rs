@@ -347,8 +347,6 @@ pub async fn open_state_with(config: &Config, with_peers: bool) -> Result<Arc<Ap
 pub async fn open_state_on(config: &Config, store: Store, with_peers: bool) -> Result<Arc<AppState>, String> {
     let data_dir = config.node.data_dir.clone();
     let keys_dir = config.security.secrets_path(&data_dir);
-    let signing = load_or_create_signing_key(&keys_dir).map_err(|e| e.to_string())?;
-    let retired = load_retired_keys(&keys_dir).map_err(|e| e.to_string())?;
     // A key is made only for a data folder that holds nothing yet. Made anew for one that
     // holds data, it would make every person's data unreadable (the master key) or every
     // address unknown (the email index): a missing key file there is an operator's mistake
@@ -368,6 +366,8 @@ pub async fn open_state_on(config: &Config, store: Store, with_peers: bool) -> R
             }
         }
     }
+    let signing = load_or_create_signing_key(&keys_dir).map_err(|e| e.to_string())?;
+    let retired = load_retired_keys(&keys_dir).map_err(|e| e.to_string())?;
     let email_key = load_or_create_index_key(&keys_dir)?;
     let master = load_or_create_master_key(&master_path).map_err(|e| format!("{e} (key `security.master_key_file`)"))?;
     let vault = Vault::new(&store, &master).map_err(|e| e.to_string())?;

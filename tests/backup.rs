@@ -248,6 +248,9 @@ fn a_folder_that_holds_data_is_never_given_new_keys_and_offline_tools_refuse_a_m
     );
     let out = moneta(root, &["eod", "run"], &[]);
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = moneta(root, &["backup", "create", "--out", root.join("nothing.backup").to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!root.join("nothing.backup").exists(), "a backup of no folder was written");
     assert!(!root.join("data").exists(), "an offline tool created the data folder");
 
     let mut node = start(root);

@@ -10,6 +10,9 @@ pub(super) fn backup_create(path: Option<PathBuf>, out: PathBuf) -> ExitCode {
     };
     let out = absolute(out);
     let data_dir = &config.node.data_dir;
+    if let Err(code) = existing_data_folder(&config) {
+        return code;
+    }
     let digest = match Store::open(data_dir) {
         // The node is stopped: read the folder ourselves.
         Ok(store) => {

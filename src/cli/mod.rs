@@ -279,7 +279,7 @@ fn staff_add(path: Option<PathBuf>, email: &str, role: &str, name: Option<String
     runtime.block_on(async move {
         let state = match crate::node::open_state_on(&config, store, false).await {
             Ok(s) => s,
-            Err(e) => return fail(format!("{e} (is a node running on this data folder? stop it first)"), 2),
+            Err(e) => return fail(e, 1),
         };
         let hash = match state.auth.hash_password(password).await {
             Ok(h) => h,

@@ -24,7 +24,7 @@ pub fn readyz(state: &AppState) -> Result<Reply, ApiError> {
 /// The metrics in Prometheus's text format (0.0.4), or in OpenMetrics when the scraper asks
 /// for it (`Accept: application/openmetrics-text`, as Prometheus itself does).
 pub fn metrics(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
-    let openmetrics = req.header("accept").is_some_and(|a| a.contains("application/openmetrics-text"));
+    let openmetrics = req.header("accept").is_some_and(asks_openmetrics);
     let text = state.metrics.encode();
     Ok(if openmetrics {
         text_response(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", text)
@@ -37,6 +37,15 @@ pub fn metrics(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     })
 }
 
+/// Whether an `Accept` header asks for OpenMetrics: it names it, with a quality above zero.
+fn asks_openmetrics(accept: &str) -> bool {
+    accept.split(',').any(|entry| {
+        let mut parts = entry.split(';').map(str::trim);
+        parts.next().is_some_and(|t| t.eq_ignore_ascii_case("application/openmetrics-text"))
+            && !parts.any(|p| p.strip_prefix("q=").and_then(|q| q.parse::<f32>().ok()).is_some_and(|q| q <= 0.0))
+    })
+}
+
 pub fn openapi() -> Result<Reply, ApiError> {
     Ok(json_response(StatusCode::OK, &crate::gateway::openapi::document()))
 }
@@ -46,4 +55,17 @@ pub async fn jwks(state: &AppState) -> Result<Reply, ApiError> {
     // a node without a replica of it asks a member.
     let members = state.router.metadata().await.map(|m| m.verification_keys()).unwrap_or_default();
     Ok(json_response(StatusCode::OK, &state.auth.jwks_with(&members)))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn openmetrics_is_served_only_when_asked_for_with_a_quality_above_zero() {
+        use super::asks_openmetrics as asks;
+        assert!(asks("application/openmetrics-text; version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"));
+        assert!(asks("Application/OpenMetrics-Text"));
+        assert!(!asks("application/openmetrics-text;q=0,text/plain"));
+        assert!(!asks("text/plain"));
+        assert!(!asks("*/*"));
+    }
 }
