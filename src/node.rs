@@ -97,6 +97,11 @@ async fn list_instruments(router: &Router, config: &Config) -> Result<Vec<String
                 Err(RouteError::Failed(f @ (RouteFailure::Unavailable(_) | RouteFailure::OutcomeUnknown(_) | RouteFailure::NotApplied(_))))
                     if started.elapsed() < LISTING_WAIT =>
                 {
+                    // A node removed from the cluster while it was down hears from no leader of
+                    // the groups it had: it stops at once, saying so, rather than wait.
+                    if is_removed(router, &config.node.id).await {
+                        return Err(format!("cannot list instrument {}: {f}", i.symbol));
+                    }
                     tracing::warn!(symbol = %i.symbol, error = %f, "listing an instrument failed; trying again");
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
@@ -458,14 +463,20 @@ pub async fn open_state_on(config: &Config, store: Store, with_peers: bool) -> R
 /// A start-up failure, named for what it is when the cause is that this node was removed from
 /// its cluster (decommissioned) meanwhile: the members refuse it.
 async fn removed_or(router: &Router, node_id: &str, e: String) -> String {
-    let removed = |m: Option<crate::cluster::meta::MetaState>| m.and_then(|m| m.state_of(node_id)) == Some(crate::cluster::meta::NodeState::Removed);
-    let (here, members) = (router.metadata().await, router.metadata_of_members().await);
-    match (removed(here) || removed(members)).then_some(crate::cluster::meta::NodeState::Removed) {
-        Some(crate::cluster::meta::NodeState::Removed) => format!(
+    if is_removed(router, node_id).await {
+        format!(
             "node `{node_id}` was removed from the cluster (decommissioned) and does not come back with its old data; start it on an empty data folder to join as a new node"
-        ),
-        _ => e,
+        )
+    } else {
+        e
     }
+}
+
+/// Whether the cluster's metadata (this node's replica's, or a member's) says this node was
+/// removed.
+async fn is_removed(router: &Router, node_id: &str) -> bool {
+    let removed = |m: Option<crate::cluster::meta::MetaState>| m.and_then(|m| m.state_of(node_id)) == Some(crate::cluster::meta::NodeState::Removed);
+    removed(router.metadata().await) || removed(router.metadata_of_members().await)
 }
 
 /// Starts every part of the node and begins serving on `gateway.listen`.
