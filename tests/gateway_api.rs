@@ -1574,3 +1574,22 @@ fn a_body_that_does_not_arrive_is_answered_408_within_the_request_timeout() {
     // The node is unharmed.
     assert_eq!(node.get("/healthz", None).status, 200);
 }
+
+#[test]
+fn a_client_whose_request_headers_never_end_is_disconnected() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let node = Node::start(dir.path());
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", node.port)).expect("connect to the node");
+    // The node allows 10 s for a request's headers; this bounds the wait if it never closes.
+    s.set_read_timeout(Some(Duration::from_secs(45))).expect("a read timeout");
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: moneta\r\nX-Slow: ")
+        .expect("send part of the head");
+    let mut answer = Vec::new();
+    let read = s.read_to_end(&mut answer);
+    assert!(read.is_ok(), "the node still held a connection whose headers never ended after 45 s: {read:?}");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(!text.starts_with("HTTP/1.1 2"), "a request with no end to its headers was served: {text:?}");
+    // The node is unharmed.
+    assert_eq!(node.get("/healthz", None).status, 200);
+}

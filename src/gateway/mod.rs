@@ -12,6 +12,7 @@ pub mod problem;
 pub mod refresh_cookie;
 pub mod routes;
 
+pub mod server;
 pub mod tls;
 pub mod token_cache;
 pub mod web;
@@ -157,9 +158,9 @@ pub fn filter(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Respo
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::header::headers_cloned())
         .and(warp::addr::remote())
-        .and(warp::ext::optional::<tls::ClientAddr>())
-        .map(|method, path, query, headers, remote: Option<SocketAddr>, tls: Option<tls::ClientAddr>| {
-            (method, path, query, headers, remote.or(tls.map(|c| c.0)))
+        .and(warp::ext::optional::<server::ClientAddr>())
+        .map(|method, path, query, headers, remote: Option<SocketAddr>, ours: Option<server::ClientAddr>| {
+            (method, path, query, headers, ours.map(|c| c.0).or(remote))
         })
         .untuple_one()
         .and(warp::body::stream())
