@@ -42,7 +42,8 @@ pub struct RunningNode {
 }
 
 /// The HMAC key behind the email index, read from `keys/email-index.key` or generated (0600).
-fn load_or_create_index_key(keys_dir: &Path) -> Result<aws_lc_rs::hmac::Key, String> {
+/// Returns the key and its bytes (for the data folder's key check).
+fn load_or_create_index_key(keys_dir: &Path) -> Result<(aws_lc_rs::hmac::Key, Vec<u8>), String> {
     let path = keys_dir.join("email-index.key");
     let bytes = if path.exists() {
         std::fs::read(&path).map_err(|e| format!("key file {}: {e}", path.display()))?
@@ -56,7 +57,8 @@ fn load_or_create_index_key(keys_dir: &Path) -> Result<aws_lc_rs::hmac::Key, Str
     if bytes.len() != 32 {
         return Err(format!("key file {}: expected 32 bytes, found {}", path.display(), bytes.len()));
     }
-    Ok(aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &bytes))
+    crate::storage::files::check_private_file(&path).map_err(|e| format!("key file {}: {e}", path.display()))?;
+    Ok((aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &bytes), bytes))
 }
 
 /// Whether the store holds any shard state (an entity, a record): shard keys sort before the
@@ -105,7 +107,8 @@ async fn list_instruments(router: &Router, config: &Config) -> Result<Vec<String
                     tracing::warn!(symbol = %i.symbol, error = %f, "listing an instrument failed; trying again");
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
-                Err(e) => return Err(format!("cannot list instrument {}: {e:?}", i.symbol)),
+                Err(RouteError::Failed(f)) => return Err(format!("cannot list instrument {}: {f}", i.symbol)),
+                Err(RouteError::Rejected(r)) => return Err(format!("cannot list instrument {}: refused ({r:?})", i.symbol)),
             }
         }
         catalog.push(i.symbol.clone());
@@ -373,8 +376,25 @@ pub async fn open_state_on(config: &Config, store: Store, with_peers: bool) -> R
     }
     let signing = load_or_create_signing_key(&keys_dir).map_err(|e| e.to_string())?;
     let retired = load_retired_keys(&keys_dir).map_err(|e| e.to_string())?;
-    let email_key = load_or_create_index_key(&keys_dir)?;
+    let (email_key, email_key_bytes) = load_or_create_index_key(&keys_dir)?;
     let master = load_or_create_master_key(&master_path).map_err(|e| format!("{e} (key `security.master_key_file`)"))?;
+    use crate::storage::key_check::{check_or_record, Mismatch};
+    match check_or_record(&store, &master, &email_key_bytes) {
+        Ok(()) => {}
+        Err(Mismatch::Master) => {
+            return Err(format!(
+                "the master key {} (key `security.master_key_file`) is not the key this data folder's data is written under: give the node its own master key; with another one every person's data is unreadable",
+                master_path.display()
+            ))
+        }
+        Err(Mismatch::EmailIndex) => {
+            return Err(format!(
+                "the email-index key {} (key `security.secrets_dir`) is not the key this data folder's data is written under: give the node its own key; with another one nobody can sign in and a taken address registers again",
+                keys_dir.join("email-index.key").display()
+            ))
+        }
+        Err(Mismatch::Corrupt(e)) => return Err(format!("the data folder's key check record does not read: {e}")),
+    }
     let vault = Vault::new(&store, &master).map_err(|e| e.to_string())?;
     let sanctions = crate::adapters::sanctions::load(&config.compliance)?;
     let metrics = Arc::new(Metrics::new());
@@ -489,6 +509,15 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
         g if g.tls_cert_file.as_os_str().is_empty() => None,
         g => Some(crate::gateway::tls::server_config(&g.tls_cert_file, &g.tls_key_file)?),
     };
+    crate::adapters::sanctions::load(&config.compliance)?;
+    if !config.cluster.is_single_node() {
+        crate::cluster::secret::load(&config.cluster.secret_file)?;
+    }
+    // The gateway's address, tried (and let go) before the folder is touched: an address in
+    // use is the commonest mistake of a second node on one machine.
+    if config.gateway.listen.port() != 0 {
+        std::net::TcpListener::bind(config.gateway.listen).map_err(|e| format!("cannot listen on {} (key `gateway.listen`): {e}", config.gateway.listen))?;
+    }
     if config.market.feed == "csv" && !data_dir.join("db").exists() {
         let configured: Vec<String> = config.market.instruments.iter().map(|i| i.symbol.clone()).collect();
         crate::workflows::feed::load_replay(&config.market.csv_file, &configured)?;

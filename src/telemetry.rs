@@ -88,6 +88,9 @@ pub struct Metrics {
     pub commit_batch_records: Histogram,
     pub flush_latency: Histogram,
     pub corrupt_records: Counter,
+    /// The corrupt records counted so far, by where they are (a record found again by a retry
+    /// or a restart is not counted again); at most `CORRUPT_SEEN_MAX` remembered.
+    corrupt_seen: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     /// Commands answered again from an entity's memory of their request id (retries).
     pub request_replays: Counter,
     /// A request id that came again with another command (refused; a driver bug).
@@ -104,6 +107,9 @@ pub struct PeerStats {
     pub transport: crate::cluster::transport::Counters,
     pub layer: crate::cluster::peer::PeerCounters,
 }
+
+/// How many corrupt records' locations are remembered (past it, each finding counts).
+const CORRUPT_SEEN_MAX: usize = 10_000;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -262,11 +268,24 @@ impl Metrics {
             commit_batch_records,
             flush_latency,
             corrupt_records,
+            corrupt_seen: Default::default(),
             request_replays,
             request_id_conflicts,
             fanout,
             peer,
         }
+    }
+
+    /// Counts a corrupt record found at `location` once, however often it is read again.
+    pub fn corrupt_record(&self, location: &str) {
+        let mut seen = self.corrupt_seen.lock().expect("corrupt records lock");
+        if seen.contains(location) {
+            return;
+        }
+        if seen.len() < CORRUPT_SEEN_MAX {
+            seen.insert(location.to_string());
+        }
+        self.corrupt_records.inc();
     }
 
     pub fn kind(kind: &'static str) -> KindLabels {

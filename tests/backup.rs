@@ -298,9 +298,117 @@ fn a_folder_that_holds_data_is_never_given_new_keys_and_offline_tools_refuse_a_m
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         }
     }
+    // Another key in the file (32 random bytes, owner-only): refused, naming the key, the
+    // file left as it is. Then the right key, readable by others: refused too.
+    for (key, config_key) in [("master.key", "security.master_key_file"), ("email-index.key", "security.secrets_dir")] {
+        let path = root.join("data/keys").join(key);
+        let saved = std::fs::read(&path).unwrap();
+        let mut other = saved.clone();
+        other.iter_mut().for_each(|b| *b ^= 0x5a);
+        std::fs::write(&path, &other).unwrap();
+        let out = moneta(root, &["eod", "run"], &[]);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(
+            !out.status.success() && err.contains(config_key) && err.contains("is not the key"),
+            "{key}: {err}"
+        );
+        let out = serve_until_exit(root);
+        assert!(
+            out.as_ref()
+                .is_some_and(|(ok, err)| !ok && err.contains(config_key) && err.contains("is not the key")),
+            "{key}: {out:?}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), other, "{key}: the file was changed");
+        std::fs::write(&path, &saved).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let out = serve_until_exit(root);
+            assert!(
+                out.as_ref().is_some_and(|(ok, err)| !ok && err.contains("chmod 600")),
+                "{key} readable by others: {out:?}"
+            );
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+    }
+    // A damaged JWT key is not rotated into retirement (where it would stop the next start).
+    let jwt = root.join("data/keys/jwt-ed25519.pk8");
+    let saved = std::fs::read(&jwt).unwrap();
+    std::fs::write(&jwt, b"garbage").unwrap();
+    let out = moneta(root, &["keys", "rotate-jwt"], &[]);
+    assert!(!out.status.success(), "rotate-jwt took a damaged key: {}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(std::fs::read(&jwt).unwrap(), b"garbage", "the damaged key was moved");
+    assert!(!root.join("data/keys/jwt-retired").exists(), "a damaged key was retired");
+    std::fs::write(&jwt, &saved).unwrap();
+
     // With its keys back the node serves the same person.
     let node = start(root);
     let r = node.login(&user.email, PASSWORD);
     assert_eq!(r.status, 200, "{}", r.what());
     assert_eq!(node.get("/v1/me", Some(r.json()["access_token"].as_str().unwrap())).status, 200);
+}
+
+/// Runs `moneta serve` on the folder until it exits (at most 30 s): whether it succeeded, and
+/// its stderr. None if it was still running (then it is killed).
+fn serve_until_exit(root: &std::path::Path) -> Option<(bool, String)> {
+    use std::io::Read;
+    let mut serve = std::process::Command::new(env!("CARGO_BIN_EXE_moneta"));
+    configure(&mut serve, root, 0);
+    let mut child = serve
+        .arg("serve")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut err));
+            return Some((status.success(), err));
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_damaged_record_is_answered_500_corrupt_record_and_counted_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let mut node = start(root);
+    let user = node.new_user("damaged");
+    assert_eq!(node.deposit(&user, "dmg-1", "10.00").status, 201);
+    assert!(node.terminate(std::time::Duration::from_secs(30)).is_some_and(|s| s.success()));
+    {
+        let store = moneta::storage::Store::open(&root.join("data")).unwrap();
+        let id = moneta::domain::ids::EntityId::new(moneta::domain::ids::EntityKind::Portfolio, &user.id);
+        let key = moneta::storage::keys::journal_key(&id, 1);
+        assert!(store.tree().get(&key).unwrap().is_some(), "the deposit's journal record");
+        store.tree().insert(key, vec![1u8, 0xff, 0x00, 0xff]).unwrap();
+        store.flush().unwrap();
+    }
+    let node = start(root);
+    let token = node.login(&user.email, PASSWORD).json()["access_token"].as_str().unwrap().to_string();
+    for _ in 0..3 {
+        let r = node.get("/v1/portfolio", Some(&token));
+        assert_eq!(r.status, 500, "{}", r.what());
+        assert_eq!(r.json()["code"], "corrupt_record", "{}", r.what());
+        assert!(r.header("retry-after").is_none(), "damage is not a reason to retry: {}", r.what());
+    }
+    let metrics = node.get("/metrics", None).body;
+    let counted: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("moneta_corrupt_records_total "))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no moneta_corrupt_records_total in {metrics}"));
+    assert_eq!(counted, 1.0, "one damaged record, read three times");
+    // Everyone else is served.
+    let other = node.new_user("undamaged");
+    assert_eq!(node.deposit(&other, "dmg-2", "5.00").status, 201);
 }

@@ -110,13 +110,26 @@ export async function api(method, path, opts = {}) {
   }
 }
 
+/**
+ * Runs one refresh-token exchange at a time across every tab of this app: each tab's exchange
+ * spends the cookie and sets the next one, so two tabs presenting the same cookie at once would
+ * look like a stolen token being reused (and the server would end the session). Where the
+ * browser has no Web Locks (not a secure context), the exchange runs as it is.
+ */
+function exclusive(work) {
+  if (globalThis.navigator && navigator.locks && typeof navigator.locks.request === 'function') {
+    return navigator.locks.request('moneta-refresh-token', work);
+  }
+  return work();
+}
+
 /** Exchanges the refresh token for a new pair (one exchange at a time). */
 export function refresh() {
   if (!tokens) return Promise.reject(new Problem(401, 'unauthorized', 'not signed in'));
   if (!refreshing) {
     const mine = generation;
     // The refresh token travels in its cookie; the answer sets the next one there.
-    refreshing = send('POST', '/v1/auth/refresh', { body: {}, auth: false })
+    refreshing = exclusive(() => send('POST', '/v1/auth/refresh', { body: {}, auth: false }))
       .then((pair) => { if (generation === mine) setTokens(pair); })
       .catch((e) => {
         if (generation === mine && e.status >= 400 && e.status < 500 && e.status !== 429) endSession();
@@ -142,7 +155,7 @@ export async function login(email, password, totpCode, deviceId) {
  * Resolves true when signed in again. */
 export async function restore() {
   try {
-    const pair = await send('POST', '/v1/auth/refresh', { body: {}, auth: false });
+    const pair = await exclusive(() => send('POST', '/v1/auth/refresh', { body: {}, auth: false }));
     setTokens(pair);
     listeners.forEach((fn) => fn(true));
     return true;

@@ -23,9 +23,9 @@ export async function compliancePage() {
   const reportForm = form({
     fields: [dateField],
     submit: 'Show the report',
-    onSubmit: async (v) => { reportBox.replaceChildren(report(await api('GET', `/v1/compliance/reports/daily?date=${encodeURIComponent(v.date)}`))); },
+    onSubmit: async (v) => { reportBox.replaceChildren(...report(await api('GET', `/v1/compliance/reports/daily?date=${encodeURIComponent(v.date)}`))); },
   });
-  reportBox.replaceChildren(report(await api('GET', `/v1/compliance/reports/daily?date=${today}`)));
+  reportBox.replaceChildren(...report(await api('GET', `/v1/compliance/reports/daily?date=${today}`)));
   page('Compliance',
     card(h('h2', {}, 'Advice held for review'), queueBox),
     card(h('h2', {}, 'Screening hits'), screeningHits(hits)),
@@ -101,8 +101,11 @@ function resolveForm(userId) {
   return h('div', {}, f.el, done);
 }
 
+/** The daily report as nodes: its scalar facts first, then one table per list. */
 function report(r) {
   const parts = [h('p', {}, `Report for ${r.date || ''}`)];
+  const scalars = Object.entries(r).filter(([k, v]) => k !== 'date' && !Array.isArray(v));
+  if (scalars.length > 0) parts.push(facts(scalars.map(([k, v]) => [k.replaceAll('_', ' '), plain(v)])));
   for (const [k, v] of Object.entries(r)) {
     if (Array.isArray(v)) parts.push(h('h3', {}, k.replaceAll('_', ' ')), autoTable(k.replaceAll('_', ' '), v, 'None.'));
   }

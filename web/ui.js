@@ -182,7 +182,7 @@ export function page(title, ...children) {
   if (!guard()) throw new StalePage(title);
   document.title = `${title} · Moneta`;
   const main = document.getElementById('main');
-  main.replaceChildren(h('h1', { id: 'page-title', tabindex: '-1' }, title), ...children.flat());
+  main.replaceChildren(h('h1', { id: 'page-title', tabindex: '-1' }, title), ...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
   const h1 = document.getElementById('page-title');
   h1.focus({ preventScroll: false });
   return main;

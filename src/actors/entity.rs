@@ -217,8 +217,8 @@ impl<E: Entity> Actor for EntityActor<E> {
         let loaded = match loaded {
             Ok(l) => l,
             Err(e) => {
-                if matches!(e, StoreError::Corrupt { .. }) {
-                    env.metrics.corrupt_records.inc();
+                if let StoreError::Corrupt { location, .. } = &e {
+                    env.metrics.corrupt_record(location);
                 }
                 tracing::error!(entity = %id, error = %e, "entity cannot be recovered");
                 return Err(e);

@@ -405,6 +405,10 @@ impl Config {
         if self.node.id.is_empty() || self.node.id.len() > 64 {
             return bad("node.id", "must be 1 to 64 characters");
         }
+        // It names the node in logs, metrics labels and the cluster's membership.
+        if !self.node.id.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.')) {
+            return bad("node.id", "must be letters, digits, '-', '_' or '.' only");
+        }
         if self.node.data_dir.as_os_str().is_empty() {
             return bad("node.data_dir", "must not be empty");
         }
@@ -594,8 +598,12 @@ impl Config {
             if !seen.insert(inst.symbol.clone()) {
                 return bad(&key("symbol"), "is listed twice");
             }
-            if inst.price <= Decimal::ZERO {
-                return bad(&key("price"), "must be positive");
+            let name = inst.name.trim();
+            if name.is_empty() || name.chars().count() > 200 || name.chars().any(|c| c.is_control() || crate::domain::account::is_bidi_control(c)) {
+                return bad(&key("name"), "must be 1–200 characters, without control or bidirectional-override characters");
+            }
+            if !crate::domain::money::is_valid_price(inst.price) {
+                return bad(&key("price"), "must be positive, at most 4 decimal places and within the price limit");
             }
             if !(1..=7).contains(&inst.risk_class) {
                 return bad(&key("risk_class"), "must be between 1 and 7");

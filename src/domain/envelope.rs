@@ -199,7 +199,15 @@ pub enum EntityFailure {
     /// the router does so itself, following leadership, within the request timeout.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// A stored record of the entity does not read (damage on disk): nothing was applied, and
+    /// trying again does not help until an operator restores it. Its text starts with
+    /// [`CORRUPT_MARK`], which survives the workflows' conversions to text.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
 }
+
+/// How the text of [`EntityFailure::Corrupt`] begins.
+pub const CORRUPT_MARK: &str = "corrupt record: ";
 
 impl From<EntityFailure> for String {
     fn from(f: EntityFailure) -> String {

@@ -129,6 +129,7 @@ pub fn load_or_create_signing_key(keys_dir: &Path) -> Result<SigningKey, KeyErro
         write_private_file(&path, doc.as_ref()).map_err(|e| key_err(&path, e))?;
         doc.as_ref().to_vec()
     };
+    crate::storage::files::check_private_file(&path).map_err(|e| key_err(&path, e))?;
     signing_key_from_pkcs8(&path, &pkcs8)
 }
 
@@ -150,6 +151,7 @@ pub fn load_retired_keys(keys_dir: &Path) -> Result<Vec<SigningKey>, KeyError> {
 
 fn signing_key_from_file(path: &Path) -> Result<SigningKey, KeyError> {
     let pkcs8 = std::fs::read(path).map_err(|e| key_err(path, e))?;
+    crate::storage::files::check_private_file(path).map_err(|e| key_err(path, e))?;
     signing_key_from_pkcs8(path, &pkcs8)
 }
 
@@ -171,6 +173,10 @@ fn signing_key_from_pkcs8(path: &Path, pkcs8: &[u8]) -> Result<SigningKey, KeyEr
 pub fn rotate_signing_key(keys_dir: &Path, now_secs: i64) -> Result<String, KeyError> {
     let active = keys_dir.join("jwt-ed25519.pk8");
     if active.exists() {
+        // Only a key that verifies goes into retirement: a damaged one would be kept and
+        // published, and stop the node at its next start.
+        signing_key_from_file(&active)?;
+        load_retired_keys(keys_dir)?;
         let retired = keys_dir.join("jwt-retired");
         create_private_dir(&retired).map_err(|e| key_err(&retired, e))?;
         let to = retired.join(format!("{now_secs}.pk8"));

@@ -78,6 +78,7 @@ pub fn load_key(path: &Path, create: bool) -> Result<Vec<u8>, BackupError> {
     if bytes.len() != 32 {
         return Err(err(format!("expected 32 bytes, found {}", bytes.len())));
     }
+    crate::storage::files::check_private_file(path).map_err(err)?;
     Ok(bytes)
 }
 

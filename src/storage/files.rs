@@ -28,3 +28,19 @@ pub fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.write_all(bytes)?;
     f.sync_all()
 }
+
+/// Refuses a secret file others may read (group or world permission bits): whoever can read a
+/// signing key or a data key can mint tokens or read people's data.
+pub fn check_private_file(path: &Path) -> Result<(), String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).map_err(|e| e.to_string())?.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(format!("permissions {:o} let others read it; chmod 600", mode & 0o777));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}

@@ -69,6 +69,9 @@ pub const MEMBERSHIP_KEY: [u8; 3] = [0xff, 0xff, 0x0b];
 /// `NODE_PREFIX ‖ 0x0c` → the metadata group's state (`cluster::meta::MetaState`), on the
 /// nodes that hold a replica of it.
 pub const META_STATE_KEY: [u8; 3] = [0xff, 0xff, 0x0c];
+/// `NODE_PREFIX ‖ 0x0e` → digests of the keys the folder's data is written under
+/// (`storage::key_check`): a start with another master or email-index key is refused.
+pub const KEY_CHECK_KEY: [u8; 3] = [0xff, 0xff, 0x0e];
 /// `NODE_PREFIX ‖ 0x0d ‖ group u32 BE` → (term u64 BE, vote u64 BE) of this node's last dropped
 /// replica of the group: a replica created again starts from them (it never votes twice in a
 /// term).

@@ -6,6 +6,7 @@ pub mod audit_log;
 pub mod backup;
 pub mod codec;
 pub mod files;
+pub mod key_check;
 pub mod keys;
 pub mod raft_log;
 pub mod raft_rounds;

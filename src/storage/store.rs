@@ -99,8 +99,20 @@ pub fn read_erasure_list(path: &Path) -> Result<Option<Vec<(String, String)>>, S
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| match l.split_whitespace().collect::<Vec<_>>().as_slice() {
-            [u, h] if u.len() <= 64 && h.len() == 64 => Ok((u.to_string(), h.to_string())),
-            _ => Err(format!("erasure list {} line {}: expected `<user id> <email hash>`", path.display(), i + 1)),
+            [u, h]
+                if !u.is_empty()
+                    && u.len() <= 64
+                    && u.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+                    && h.len() == 64
+                    && h.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)) =>
+            {
+                Ok((u.to_string(), h.to_string()))
+            }
+            _ => Err(format!(
+                "erasure list {} line {}: expected `<user id> <email hash>` (the hash 64 lower-case hex digits)",
+                path.display(),
+                i + 1
+            )),
         })
         .collect::<Result<Vec<_>, String>>()
         .map(|lines| {
@@ -673,5 +685,21 @@ mod tests {
             read_erasure_list(&list).unwrap(),
             Some(vec![("usr_a".to_string(), a), ("usr_b".to_string(), b)])
         );
+    }
+
+    #[test]
+    fn a_line_whose_hash_is_not_hex_or_whose_user_id_is_odd_is_refused_with_its_number() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let list = dir.path().join("erasures.list");
+        for bad in [
+            format!("usr_a {}", "z".repeat(64)),
+            format!("usr_a {}", "A".repeat(64)),
+            format!("usr_a {}", "a".repeat(63)),
+            format!("usr/a {}", "a".repeat(64)),
+        ] {
+            std::fs::write(&list, format!("usr_b {}\n{bad}\n", "b".repeat(64))).unwrap();
+            let e = read_erasure_list(&list).unwrap_err();
+            assert!(e.contains("line 2"), "{bad}: {e}");
+        }
     }
 }

@@ -90,14 +90,7 @@ pub fn load_or_create_master_key(path: &Path) -> Result<Vec<u8>, VaultError> {
     if bytes.len() != KEY_LEN {
         return Err(err(format!("expected {KEY_LEN} bytes, found {}", bytes.len())));
     }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path).map_err(|e| err(e.to_string()))?.permissions().mode();
-        if mode & 0o077 != 0 {
-            return Err(err(format!("permissions {:o} let others read it; chmod 600", mode & 0o777)));
-        }
-    }
+    crate::storage::files::check_private_file(path).map_err(err)?;
     Ok(bytes)
 }
 

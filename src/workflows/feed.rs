@@ -185,6 +185,8 @@ async fn apply_group(services: &Services, listings: &mut Listings, group: Vec<(S
 pub fn load_replay(path: &std::path::Path, symbols: &[String]) -> Result<Vec<PriceGroup>, String> {
     use crate::domain::time::Timestamp;
     let text = std::fs::read_to_string(path).map_err(|e| format!("price file {} (key `market.csv_file`): {e}", path.display()))?;
+    // A spreadsheet's export may start with a byte-order mark.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let mut rows: Vec<(Timestamp, usize, String, Decimal)> = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -210,6 +212,20 @@ pub fn load_replay(path: &std::path::Path, symbols: &[String]) -> Result<Vec<Pri
         return Err(format!("price file {} has no prices", path.display()));
     }
     rows.sort_by_key(|(at, i, _, _)| (*at, *i));
+    // One price per instrument and moment: two would leave which one holds to the file's order.
+    let mut seen = std::collections::HashMap::new();
+    for (at, i, symbol, price) in &rows {
+        if let Some((first_line, first_price)) = seen.insert((*at, symbol.as_str()), (*i, *price)) {
+            if first_price != *price {
+                return Err(format!(
+                    "price file {} line {}: {symbol} has another price at the same time on line {}",
+                    path.display(),
+                    i + 1,
+                    first_line + 1
+                ));
+            }
+        }
+    }
     let mut groups: Vec<(Timestamp, Vec<(String, Decimal)>)> = Vec::new();
     for (at, _, symbol, price) in rows {
         match groups.last_mut() {
@@ -340,5 +356,27 @@ pub async fn backfill_demo_history(router: &Router, instruments: &[FeedInstrumen
         if let Err(e) = router.execute::<Instrument>(&i.symbol, cmd, RequestMeta::system("history-backfill")).await {
             tracing::warn!(symbol = %i.symbol, error = ?e, "the demo price history was not backfilled");
         }
+    }
+}
+
+#[cfg(test)]
+mod price_file_tests {
+    use super::load_replay;
+
+    fn load(text: &str) -> Result<usize, String> {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("prices.csv");
+        std::fs::write(&path, text).unwrap();
+        load_replay(&path, &["ACME".to_string(), "BOND".to_string()]).map(|g| g.len())
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_read_past_and_two_prices_for_one_moment_are_refused() {
+        let rows = "timestamp,symbol,price\r\n2026-01-02T10:00:00Z,ACME,10.00\r\n2026-01-02T10:01:00Z,ACME,10.50\r\n";
+        assert_eq!(load(&format!("\u{feff}{rows}")), Ok(2));
+        // The same price twice is the same fact; another price at the same moment is a conflict.
+        assert_eq!(load("2026-01-02T10:00:00Z,ACME,10.00\n2026-01-02T10:00:00Z,ACME,10.00\n"), Ok(1));
+        let e = load("2026-01-02T10:00:00Z,ACME,1.0000\n2026-01-02T10:00:00Z,BOND,5\n2026-01-02T10:00:00Z,ACME,200.00\n").unwrap_err();
+        assert!(e.contains("line 3") && e.contains("line 1") && e.contains("ACME"), "{e}");
     }
 }

@@ -146,7 +146,13 @@ pub fn node_keypair(data_dir: &std::path::Path) -> Result<libp2p::identity::Keyp
     let path = data_dir.join("node.key");
     if path.exists() {
         let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        return libp2p::identity::Keypair::from_protobuf_encoding(&bytes).map_err(|e| format!("{}: {e}", path.display()));
+        crate::storage::files::check_private_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        return libp2p::identity::Keypair::from_protobuf_encoding(&bytes).map_err(|_| {
+            format!(
+                "{}: not this node's peer identity (a libp2p Ed25519 key); delete it only if the node is not a cluster member",
+                path.display()
+            )
+        });
     }
     let k = libp2p::identity::Keypair::generate_ed25519();
     let bytes = k.to_protobuf_encoding().map_err(|e| e.to_string())?;

@@ -390,8 +390,12 @@ impl Router {
             .restart_limit(self.inner.restart_limit, self.inner.restart_window)
             .spawn_with_mailbox(mailbox::bounded(self.inner.mailbox_capacity))
             .await;
-        if let Err(e) = actor.wait_for_startup_result().await {
-            return Err(RouteFailure::NotApplied(format!("{} {id} cannot be activated: {e}", E::KIND.name())));
+        match actor.wait_for_startup_result().await {
+            Ok(()) => {}
+            Err(kameo::error::HookError::Error(e @ crate::storage::store::StoreError::Corrupt { .. })) => {
+                return Err(RouteFailure::Corrupt(format!("{} {id}: {e}", E::KIND.name())));
+            }
+            Err(e) => return Err(RouteFailure::NotApplied(format!("{} {id} cannot be activated: {e}", E::KIND.name()))),
         }
         let mut map = registry.actors.lock().expect("registry lock");
         match map.get(id) {
@@ -595,7 +599,7 @@ impl Router {
                 let envelope = E::envelope(id.to_string(), call);
                 match crate::cluster::peer::forward(&remote.transport, &remote.directory.get(), &self.inner.journal, leader, envelope).await {
                     Ok(answer) => Attempt::Done(E::outcome(answer).ok_or_else(|| RouteFailure::NotApplied("a peer answered another kind".into()))),
-                    Err(f @ RouteFailure::NotApplied(_)) => Attempt::Done(Err(f)),
+                    Err(f @ (RouteFailure::NotApplied(_) | RouteFailure::Corrupt(_))) => Attempt::Done(Err(f)),
                     Err(f) => Attempt::Again(f),
                 }
             }

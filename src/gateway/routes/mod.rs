@@ -396,7 +396,17 @@ pub async fn dispatch(state: &AppState, template: Option<&'static str>, req: &Re
 
 /// Maps router failures onto 503 (the detail is logged, not shown: it may name internals).
 pub(crate) fn unavailable(e: impl std::fmt::Display) -> ApiError {
-    tracing::error!(error = %e, "entity unavailable");
+    let text = e.to_string();
+    if text.contains(crate::domain::envelope::CORRUPT_MARK) {
+        // Damage on disk: retrying cannot help, so it is not a 503.
+        tracing::error!(error = %text, "a stored record does not read");
+        return ApiError::new(
+            warp::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "corrupt_record",
+            "a stored record this request needs does not read; it has been logged for the operator, and retrying will not help",
+        );
+    }
+    tracing::error!(error = %text, "entity unavailable");
     ApiError::unavailable("the service is temporarily unavailable; retry it (a write with the same Idempotency-Key)")
 }
 
