@@ -556,6 +556,16 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
         catalog.push(symbol);
     }
     *state.catalog.write().expect("catalog lock") = catalog;
+    // Erasures already due (a restored backup replays its erasure list as due now) are carried
+    // out before anyone is served: an erased person must not sign in again, not even until the
+    // job's first check. In a cluster, the groups this node does not lead yet are their
+    // leaders' to do.
+    let led = router.led_groups();
+    if !led.is_empty() {
+        if let Err(e) = crate::workflows::erasure::run_due_erasures(&state.services, led).await {
+            tracing::error!(error = %e, "an erasure due at start failed; the erasure job retries it");
+        }
+    }
     // Before any job starts: a bad price file stops start-up with nothing done.
     let price_file = match config.market.feed.as_str() {
         "csv" => Some(crate::workflows::feed::load_replay(&config.market.csv_file, &state.symbols())?),

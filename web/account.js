@@ -16,7 +16,7 @@ export async function accountPage() {
       ['Country', me.country],
       ['Roles', (me.roles || []).join(', ')],
       investor ? ['Risk band', me.risk_profile ? bandName(me.risk_profile.risk_band) : 'Questionnaire not answered'] : null,
-      ['Two-factor authentication', me.mfa_enabled ? 'On' : 'Off'],
+      ['Two-factor authentication', h('span', { id: 'profile-mfa' }, me.mfa_enabled ? 'On' : 'Off')],
     ].filter(Boolean))),
     card(h('h2', {}, 'Two-factor authentication'), me.mfa_enabled
       ? h('p', { id: 'mfa-on' }, 'On: signing in asks for a code from your authenticator app.')
@@ -25,7 +25,7 @@ export async function accountPage() {
       h('p', {}, 'Download everything we hold about you: your profile, consents, answers, orders, advice and audit records.'),
       h('div', { class: 'actions' }, exportButton('json'), exportButton('csv'))) : null,
     investor ? card(h('h2', {}, 'Consents'), h('p', {}, h('a', { href: '#/onboarding' }, 'Change your consents'))) : null,
-    investor ? deletion() : null);
+    investor ? deletion(me.erasure_due_at) : null);
 }
 
 function mfaEnrolment() {
@@ -47,6 +47,8 @@ function mfaEnrolment() {
           return;
         }
         box.replaceChildren(h('p', { class: 'ok', id: 'mfa-on' }, 'Two-factor authentication is on. From now on, signing in asks for a code.'));
+        const shown = document.getElementById('profile-mfa');
+        if (shown) shown.textContent = 'On';
         announce('Two-factor authentication is on.');
         await refreshMe();
       },
@@ -90,7 +92,11 @@ function exportButton(format) {
   return b;
 }
 
-function deletion() {
+function deletion(dueAt) {
+  if (dueAt) {
+    return card(h('h2', {}, 'Delete your account'),
+      h('p', { class: 'ok', id: 'delete-result' }, `Your account is scheduled for erasure on ${fmtTime(dueAt)}. Until then you can still sign in and download your data.`));
+  }
   const confirmBox = field({ name: 'confirm', label: 'I understand that my account and personal data will be erased', type: 'checkbox' });
   const result = h('div', { role: 'status', id: 'delete-result' });
   const f = form({

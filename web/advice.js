@@ -52,12 +52,27 @@ export async function advicePage() {
         key = null;
       } catch (e) {
         if (!(e instanceof Problem) || (e.status !== 0 && e.status < 500)) key = null;
+        // Advice replaced by newer advice (asked for elsewhere, or made after a trade) is gone
+        // (404), and advice the holdings no longer fit is refused (409): either way this page
+        // is out of date, so it offers the current advice instead of the same button again.
+        const stale = e instanceof Problem && (e.code === 'advice_outdated' || e.status === 404);
+        if (stale) {
+          accept.remove();
+          const current = h('button', { type: 'button', id: 'current-advice', onclick: () => { advicePage().catch((err) => console.error(err)); } }, 'Show the current advice');
+          outcome.replaceChildren(h('div', { class: 'alert' },
+            h('p', {}, e.code === 'advice_outdated' ? describe(e) : 'This advice has been replaced by newer advice, so it can no longer be accepted.'),
+            h('div', { class: 'actions' }, current)));
+          outcome.focus();
+          return;
+        }
         outcome.replaceChildren(h('p', { class: 'alert' }, e instanceof Problem ? describe(e) : String(e)));
       }
       outcome.focus();
     });
   });
+  // The instruments' weights and the cash kept aside add up to the whole portfolio.
   const allocation = (a.target_allocation || []).map((t) => ({ label: t.symbol, weight: t.weight }));
+  if (a.cash_weight !== undefined && a.cash_weight !== null && Number(a.cash_weight) > 0) allocation.push({ label: 'Cash', weight: a.cash_weight });
   page('Your advice',
     card(
       h('p', {}, h('span', { class: 'badge ai', id: 'ai-label' }, 'AI-generated'), ' ',

@@ -122,14 +122,19 @@ function confirmation(inst, side, quantity, estimate, fees, ctx) {
       outcome.focus();
     } catch (e) {
       const refused = e instanceof Problem && e.status === 422;
+      // No answer, or the server could not finish: whether the order was placed is not known
+      // here (it may have reached the server), so the app does not say it was not.
+      const unknown = !(e instanceof Problem) || e.status === 0 || e.status >= 500;
+      const lead = refused ? 'We could not place this order. '
+        : unknown ? 'We could not confirm whether the order was placed. ' : 'The order was not placed. ';
       outcome.replaceChildren(h('div', { class: 'alert', id: 'order-refused' },
-        h('p', {}, h('strong', {}, refused ? 'We could not place this order. ' : 'The order was not placed. '), e instanceof Problem ? describe(e) : String(e)),
+        h('p', {}, h('strong', {}, lead), e instanceof Problem ? describe(e) : String(e)),
         e instanceof Problem && e.code === 'kyc_required' ? h('p', {}, h('a', { href: '#/onboarding' }, 'Verify your identity')) : null,
         e instanceof Problem && ['suitability_required', 'not_appropriate', 'unsuitable'].includes(e.code) ? h('p', {}, h('a', { href: '#/onboarding' }, 'Review your questionnaire answers')) : null));
       // No answer, or the server could not finish: the same confirmation (the same key) may be
       // sent again and never places the order twice. Any other answer is final.
       const retry = e instanceof Problem && (e.status === 0 || e.status >= 500);
-      if (retry) outcome.append(h('p', {}, 'You can try again: the same confirmation never places the order twice.'));
+      if (retry) outcome.append(h('p', {}, 'Check your orders, or confirm again: the same confirmation never places the order twice.'));
       else place.remove();
       outcome.focus();
     }

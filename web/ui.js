@@ -97,9 +97,19 @@ export function form({ fields, submit, onSubmit, extra = [] }) {
       showProblem(ctx, e);
     } finally {
       button.disabled = false;
+      keepFocus(el, ctx.alert.textContent ? ctx.alert : button);
     }
   });
   return ctx;
+}
+
+/** A disabled button drops the keyboard focus to the page: give it back — to `to`, if the
+ * focus is lost and `to` is still on the page. */
+export function keepFocus(within, to) {
+  const lost = !document.activeElement || document.activeElement === document.body;
+  if (!lost || !to || !to.isConnected || !within.isConnected) return;
+  if (!to.hasAttribute('tabindex') && !['BUTTON', 'INPUT', 'SELECT', 'TEXTAREA', 'A'].includes(to.tagName)) to.setAttribute('tabindex', '-1');
+  to.focus();
 }
 
 export function fieldError(f, message) {
@@ -208,6 +218,7 @@ export async function busy(button, work) {
     return undefined;
   } finally {
     button.disabled = false;
+    keepFocus(document.body, button);
   }
 }
 

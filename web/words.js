@@ -23,8 +23,8 @@ const PROBLEMS = {
   unsuitable: 'This investment is riskier than your risk profile allows, so we cannot place the order.',
   insufficient_funds: 'You do not have enough cash for this, fees included.',
   insufficient_holdings: 'You do not hold that many units to sell.',
-  invalid_quantity: 'Enter a quantity above zero, with at most the allowed decimal places.',
-  invalid_amount: 'Enter an amount above zero, with at most two decimal places.',
+  advice_outdated: 'Your holdings have changed since this advice was made, so it no longer fits. Show the current advice to see what it proposes now.',
+  corrupt_record: 'Part of your account could not be read. Our operators have been alerted; please contact support.',
   unknown_instrument: 'We do not list that instrument.',
   consent_required: 'Advice uses your answers and portfolio to profile you. Turn on the "AI profiling" consent to receive it.',
   advice_pending_review: 'This advice is being reviewed by our compliance team before you can act on it.',
@@ -37,8 +37,18 @@ const PROBLEMS = {
   cluster_too_small: 'The cluster would be too small without this node.',
 };
 
+/** Codes whose server detail names the limit that was broken (say it as the server does). */
+const LIMITS = {
+  invalid_quantity: 'Enter a quantity above zero, with at most the allowed decimal places.',
+  invalid_amount: 'Enter an amount above zero, with at most two decimal places.',
+};
+
 /** A problem in plain words: ours for known codes, else the server's detail. */
 export function describe(p) {
+  if (LIMITS[p.code]) {
+    const d = (p.detail || '').trim();
+    return d ? `${d.charAt(0).toUpperCase()}${d.slice(1)}.`.replace(/\.\.$/, '.') : LIMITS[p.code];
+  }
   if (p.code === 'too_many_attempts' && p.retryAfter) {
     return `Too many failed attempts. Try again in ${Math.ceil(p.retryAfter / 60)} minute(s).`;
   }

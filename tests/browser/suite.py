@@ -185,6 +185,10 @@ class App:
         bad = [v for v in violations if v["impact"] in ("serious", "critical")]
         if bad:
             raise Failure(f"{name}: accessibility violations: {json.dumps(bad, indent=1)}")
+        # A value put on the page as text by mistake (an array, a missing child, no value).
+        shown = self.d.execute_script("return document.body.innerText")
+        for slip in re.findall(r"\[object \w+\]|\bnull\b|\bundefined\b|\bNaN\b", shown):
+            raise Failure(f"{name}: the page shows {slip!r}: {shown[:600]!r}")
         minor = [f"{v['id']} ({v['impact']})" for v in violations]
         self.console(name)
         return minor
@@ -450,6 +454,8 @@ def run(args):
         item = app.wait("the held advice in the queue", lambda: app.q(".review-item"))
         assert user_id in item.text, item.text
         minor["compliance"] = app.check_page("compliance")
+        report = app.el("#daily-report")
+        assert "Report for" in report.text and report.find_elements(By.CSS_SELECTOR, "h3"), report.text
         app.fill(".review-item [name=note]", "De-risking suits this client's new answers")
         app.click(".review-item .approve")
         app.el("#queue-empty")

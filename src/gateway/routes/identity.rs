@@ -436,6 +436,8 @@ pub async fn me(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
         "consents": account.consents,
         "mfa_enabled": account.mfa_enabled(),
         "roles": account.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+        // When the person asked to be erased: when it is due (null when not asked).
+        "erasure_due_at": account.erasure.as_ref().map(|e| e.due_at.to_rfc3339()),
     });
     Ok(private_json(StatusCode::OK, &view))
 }
