@@ -365,12 +365,19 @@ pub async fn open_state_on(config: &Config, store: Store, with_peers: bool) -> R
             (keys_dir.join("email-index.key"), "security.secrets_dir"),
             (master_path.clone(), "security.master_key_file"),
         ] {
-            if !path.exists() {
-                return Err(format!(
-                    "the data folder {} holds data, but its key file {} is missing (key `{key}`): restore the node's keys with its data; a new key would leave the data unreadable",
-                    data_dir.display(),
-                    path.display()
-                ));
+            match std::fs::metadata(&path) {
+                Ok(m) if m.is_file() => {}
+                Ok(_) => return Err(format!("the key file {} (key `{key}`) is not a file", path.display())),
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(format!("cannot read the key file {} (key `{key}`): {e}", path.display()));
+                }
+                Err(_) => {
+                    return Err(format!(
+                        "the data folder {} holds data, but its key file {} is missing (key `{key}`): restore the node's keys with its data; a new key would leave the data unreadable",
+                        data_dir.display(),
+                        path.display()
+                    ))
+                }
             }
         }
     }

@@ -93,7 +93,10 @@ pub(super) fn backup_restore(path: Option<PathBuf>, from: PathBuf) -> ExitCode {
         }
         let report = store.verify_audit();
         if !report.ok {
-            return Err(format!("the restored audit chain does not verify: {:?}", report.problem));
+            return Err(format!(
+                "the restored audit chain does not verify: {}",
+                report.problem.as_deref().unwrap_or("no entry named")
+            ));
         }
         Ok(erasures.len())
     })();

@@ -293,6 +293,9 @@ impl Store {
     /// Opens a data folder; a new one is created with `groups` shard groups (default 32), an
     /// existing one must have been created with that many (when given).
     pub fn open_with_groups(dir: &Path, groups: Option<u32>) -> Result<Store, StoreError> {
+        if dir.exists() && !dir.is_dir() {
+            return Err(StoreError::Io(format!("{} is a file, not a folder (key `node.data_dir`)", dir.display())));
+        }
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(format!("cannot create {}: {e}", dir.display())))?;
         let db = open_db(dir)?;
         let mut store = Store {

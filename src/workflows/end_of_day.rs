@@ -85,6 +85,7 @@ pub async fn close_day(state: &Services, date: Date, scope: &Groups) -> Result<C
     for group in (0..groups).filter(|g| scope.covers(*g) && held(*g)) {
         let mut closed = CloseSummary::default();
         for user in portfolio_ids(state, &Groups::only([group]))? {
+            let portfolio = user.clone();
             let flow = ClosePortfolio::new(user, date, prices.clone(), cutoff, RequestMeta::system(format!("eod-{date}")));
             match super::run(&state.router, &NodeEffects(state), flow).await {
                 Ok(Ok(Closed::Statement)) => closed.statements += 1,
@@ -92,11 +93,11 @@ pub async fn close_day(state: &Services, date: Date, scope: &Groups) -> Result<C
                 Ok(Ok(Closed::NothingToState)) => closed.nothing_to_state += 1,
                 Ok(Err(e)) => {
                     closed.failed += 1;
-                    tracing::error!(group, error = %e, "end of day: a portfolio could not be closed");
+                    tracing::error!(group, %portfolio, error = %e, "end of day: a portfolio could not be closed");
                 }
                 Err(e) => {
                     closed.failed += 1;
-                    tracing::error!(group, error = %e, "end of day: a portfolio could not be reached");
+                    tracing::error!(group, %portfolio, error = %e, "end of day: a portfolio could not be reached");
                 }
             }
         }
