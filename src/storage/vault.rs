@@ -32,7 +32,9 @@ pub enum VaultError {
     KeyFile { path: String, reason: String },
     #[error("no data key for this user (erased or never created)")]
     NoKey,
-    #[error("ciphertext or wrapped key is corrupt or belongs elsewhere: {0}")]
+    /// (Its text starts with `domain::envelope::CORRUPT_MARK`: the gateway answers it 500
+    /// `corrupt_record`, not "retry".)
+    #[error("corrupt record: ciphertext or wrapped key is corrupt or belongs elsewhere: {0}")]
     Corrupt(&'static str),
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -343,5 +345,14 @@ mod tests {
         std::fs::write(dir.path().join("short.key"), b"abc").unwrap();
         std::fs::set_permissions(dir.path().join("short.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(load_or_create_master_key(&dir.path().join("short.key")).is_err());
+    }
+}
+
+#[cfg(test)]
+mod mark_tests {
+    #[test]
+    fn a_corrupt_vault_record_reads_as_a_corrupt_record_at_the_gateway() {
+        let text = super::VaultError::Corrupt("nonce").to_string();
+        assert!(text.starts_with(crate::domain::envelope::CORRUPT_MARK), "{text}");
     }
 }

@@ -71,7 +71,12 @@ impl Services {
     /// Opens one sealed field of `key_id`'s personal data (`NoKey` once the key is destroyed).
     pub async fn open(&self, key_id: &str, field: &str, sealed: &[u8]) -> Result<Vec<u8>, VaultError> {
         let wrapped = self.wrapped_key(key_id).await?.ok_or(VaultError::NoKey)?;
-        self.vault.open_with(key_id, &wrapped, field, sealed)
+        let opened = self.vault.open_with(key_id, &wrapped, field, sealed);
+        if let Err(VaultError::Corrupt(why)) = &opened {
+            // Counted once per person's field, however often it is read.
+            self.router.metrics().corrupt_record(&format!("sealed {field} of {key_id}: {why}"));
+        }
+        opened
     }
 
     pub async fn seal_json<T: serde::Serialize>(&self, key_id: &str, field: &str, value: &T) -> Result<Vec<u8>, VaultError> {
