@@ -519,6 +519,11 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
     crate::adapters::sanctions::load(&config.compliance)?;
     if !config.cluster.is_single_node() {
         crate::cluster::secret::load(&config.cluster.secret_file)?;
+        if let Ok(peers) = config.cluster.listen.parse::<std::net::SocketAddr>() {
+            if peers.port() != 0 {
+                std::net::TcpListener::bind(peers).map_err(|e| format!("cannot listen for peers on {peers} (key `cluster.listen`): {e}"))?;
+            }
+        }
     }
     // The gateway's address, tried (and let go) before the folder is touched: an address in
     // use is the commonest mistake of a second node on one machine.

@@ -265,29 +265,10 @@ fn a_folder_that_holds_data_is_never_given_new_keys_and_offline_tools_refuse_a_m
         let out = moneta(root, &["eod", "run"], &[]);
         let err = String::from_utf8_lossy(&out.stderr).to_string();
         assert!(!out.status.success() && err.contains(key) && err.contains("missing"), "{key}: {err}");
-        let mut serve = std::process::Command::new(env!("CARGO_BIN_EXE_moneta"));
-        configure(&mut serve, root, 0);
-        let mut child = serve
-            .arg("serve")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break Some(status);
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        };
+        let out = serve_until_exit(root);
         assert!(
-            status.is_some_and(|s| !s.success()),
-            "{key}: `moneta serve` should refuse to start, got {status:?}"
+            out.as_ref().is_some_and(|(ok, _)| !ok),
+            "{key}: `moneta serve` should refuse to start, got {out:?}"
         );
         assert!(!path.exists(), "{key}: a new key was written");
         std::fs::write(&path, &saved).unwrap();

@@ -104,8 +104,11 @@ function resolveForm(userId) {
 /** The daily report as nodes: its scalar facts first, then one table per list. */
 function report(r) {
   const parts = [h('p', {}, `Report for ${r.date || ''}`)];
+  // Counts (and counts of counts) as facts, nested ones as facts within.
+  const asFacts = (entries) => facts(entries.map(([k, v]) => [k.replaceAll('_', ' '),
+    v !== null && typeof v === 'object' && !Array.isArray(v) ? asFacts(Object.entries(v)) : plain(v)]));
   const scalars = Object.entries(r).filter(([k, v]) => k !== 'date' && !Array.isArray(v));
-  if (scalars.length > 0) parts.push(facts(scalars.map(([k, v]) => [k.replaceAll('_', ' '), plain(v)])));
+  if (scalars.length > 0) parts.push(asFacts(scalars));
   for (const [k, v] of Object.entries(r)) {
     if (Array.isArray(v)) parts.push(h('h3', {}, k.replaceAll('_', ' ')), autoTable(k.replaceAll('_', ' '), v, 'None.'));
   }

@@ -255,9 +255,12 @@ impl Transport {
             fallback,
             dial,
         )?;
-        swarm
-            .listen_on(listen.clone())
-            .map_err(|e| format!("cannot listen for peers on {listen}: {e}"))?;
+        swarm.listen_on(listen.clone()).map_err(|e| {
+            // libp2p's transport error may print nothing of its cause.
+            let why = e.to_string();
+            let why = if why.trim().is_empty() { format!("{e:?}") } else { why };
+            format!("cannot listen for peers on {listen} (key `cluster.listen`): {why}")
+        })?;
         let bound = loop {
             match swarm.next().await {
                 Some(SwarmEvent::NewListenAddr { address, .. }) => break address,

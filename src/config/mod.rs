@@ -406,8 +406,8 @@ impl Config {
             return bad("node.id", "must be 1 to 64 characters");
         }
         // It names the node in logs, metrics labels and the cluster's membership.
-        if !self.node.id.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.')) {
-            return bad("node.id", "must be letters, digits, '-', '_' or '.' only");
+        if !self.node.id.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.')) || !self.node.id.as_bytes()[0].is_ascii_alphanumeric() {
+            return bad("node.id", "must start with a letter or digit, then letters, digits, '-', '_' or '.' only");
         }
         if self.node.data_dir.as_os_str().is_empty() {
             return bad("node.data_dir", "must not be empty");
