@@ -244,8 +244,7 @@ fn staff_add(path: Option<PathBuf>, email: &str, role: &str, name: Option<String
         return fail(format!("password refused: {why}"), 2);
     }
     let full_name = name.unwrap_or_else(|| email.split('@').next().unwrap_or_default().to_string());
-    if full_name.trim().is_empty() || full_name.chars().count() > 200 || full_name.chars().any(|c| c.is_control() || crate::domain::account::is_bidi_control(c))
-    {
+    if !crate::domain::account::is_plain_name(&full_name) {
         return fail("--name must be 1–200 characters, without control or bidirectional-override characters", 2);
     }
     // A running node creates it (through its cluster); a stopped one's folder is opened here,

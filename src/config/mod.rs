@@ -598,8 +598,7 @@ impl Config {
             if !seen.insert(inst.symbol.clone()) {
                 return bad(&key("symbol"), "is listed twice");
             }
-            let name = inst.name.trim();
-            if name.is_empty() || name.chars().count() > 200 || name.chars().any(|c| c.is_control() || crate::domain::account::is_bidi_control(c)) {
+            if !crate::domain::account::is_plain_name(&inst.name) {
                 return bad(&key("name"), "must be 1–200 characters, without control or bidirectional-override characters");
             }
             if !crate::domain::money::is_valid_price(inst.price) {

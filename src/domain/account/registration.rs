@@ -54,6 +54,13 @@ pub fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
+/// A name shown to people (a person's, an instrument's): 1–200 characters once trimmed, no
+/// control or bidirectional-control characters.
+pub fn is_plain_name(name: &str) -> bool {
+    let name = name.trim();
+    !name.is_empty() && name.chars().count() <= 200 && !name.chars().any(|c| c.is_control() || is_bidi_control(c))
+}
+
 /// The longest password accepted (Argon2id hashes whatever it is given; a limit on everything).
 pub const PASSWORD_MAX_BYTES: usize = 1024;
 
@@ -88,10 +95,10 @@ pub fn age_years(dob: Date, today: Date) -> i32 {
 /// Checks and normalises what a person registers with; `today` comes from the caller's clock.
 pub fn validate_registration(email: &str, full_name: &str, date_of_birth: &str, country: &str, today: Date) -> Result<Profile, ProfileError> {
     let email = normalise_email(email).ok_or(ProfileError::InvalidEmail)?;
-    let name = full_name.trim();
-    if name.is_empty() || name.chars().count() > 200 || name.chars().any(|c| c.is_control() || is_bidi_control(c)) {
+    if !is_plain_name(full_name) {
         return Err(ProfileError::InvalidName);
     }
+    let name = full_name.trim();
     let dob = Date::parse(date_of_birth).ok_or(ProfileError::InvalidDateOfBirth)?;
     let age = age_years(dob, today);
     if dob >= today || age > 130 {

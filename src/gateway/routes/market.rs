@@ -182,7 +182,7 @@ pub async fn create(state: &AppState, req: &crate::gateway::http::Req) -> Result
         return Err(ApiError::bad_request("symbol must be 1–16 characters of A–Z, 0–9, '-' or '.'"));
     }
     let name = b.name.trim();
-    if name.is_empty() || name.chars().count() > 200 || name.chars().any(|c| c.is_control() || crate::domain::account::is_bidi_control(c)) {
+    if !crate::domain::account::is_plain_name(name) {
         return Err(ApiError::bad_request(
             "name must be 1–200 characters, without control or bidirectional-override characters",
         ));
