@@ -624,7 +624,14 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
     let (stop_server, stop_rx) = oneshot::channel::<()>();
     let filter = crate::gateway::filter(state.clone());
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let server = tokio::spawn(crate::gateway::server::serve(listener, tls, filter, stop_rx, SHUTDOWN_GRACE));
+    let server = tokio::spawn(crate::gateway::server::serve(
+        listener,
+        tls,
+        filter,
+        state.services.metrics.clone(),
+        stop_rx,
+        SHUTDOWN_GRACE,
+    ));
     state.set_ready(true);
     // Ready once every replica here applied what its group's leader had committed (a cluster
     // of one at once).

@@ -1575,11 +1575,88 @@ fn a_body_that_does_not_arrive_is_answered_408_within_the_request_timeout() {
     assert_eq!(node.get("/healthz", None).status, 200);
 }
 
+/// A request hyper cannot parse (hyper answers it before any route runs) is a problem with a
+/// stable code like every other refusal, and does nothing; a client that never ends its request
+/// head is disconnected.
 #[test]
-fn a_client_whose_request_headers_never_end_is_disconnected() {
+fn a_request_head_that_does_not_parse_is_a_problem_and_one_that_never_ends_is_disconnected() {
     use std::io::{Read, Write};
     let dir = tempfile::tempdir().expect("a temporary directory");
     let node = Node::start(dir.path());
+    let mut f = Findings::default();
+    let user = node.new_user("malformed.head");
+    let raw = |request: &[u8]| -> String {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", node.port)).expect("connect to the node");
+        s.set_read_timeout(Some(Duration::from_secs(10))).expect("a read timeout");
+        s.write_all(request).expect("send the request");
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    let deposit = |header: &str| -> Vec<u8> {
+        let body = r#"{"amount":"100.00"}"#;
+        format!(
+            "POST /v1/portfolio/deposits HTTP/1.1\r\nHost: moneta\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\n{header}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            user.token,
+            body.len()
+        )
+        .into_bytes()
+    };
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        (
+            "a control byte in a header value",
+            deposit("Idempotency-Key: k\u{1}1"),
+            400,
+            "malformed_request",
+        ),
+        ("a space in a header name", deposit("Idempotency Key: k2"), 400, "malformed_request"),
+        (
+            "two Content-Lengths",
+            deposit("Idempotency-Key: k3\r\nContent-Length: 3"),
+            400,
+            "malformed_request",
+        ),
+        ("a request line that is not HTTP", b"HELLO\r\n\r\n".to_vec(), 400, "malformed_request"),
+        (
+            "an HTTP version not spoken",
+            b"GET /healthz HTTP/3.0\r\nHost: moneta\r\n\r\n".to_vec(),
+            400,
+            "malformed_request",
+        ),
+        (
+            "headers larger than the server reads",
+            format!("GET /healthz HTTP/1.1\r\nHost: moneta\r\nX-Big: {}\r\n\r\n", "a".repeat(600_000)).into_bytes(),
+            431,
+            "headers_too_large",
+        ),
+    ];
+    for (what, request, status, code) in cases {
+        let answer = raw(&request);
+        let Some((head, body)) = answer.split_once("\r\n\r\n") else {
+            f.check(false, || format!("{what}: no answer head in {answer:?}"));
+            continue;
+        };
+        let problem: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+        f.check(
+            head.starts_with(&format!("HTTP/1.1 {status} "))
+                && head.to_ascii_lowercase().contains("content-type: application/problem+json")
+                && problem["code"] == code
+                && problem["status"] == status,
+            || format!("{what}: expected {status} problem+json {code}, got {answer:?}"),
+        );
+    }
+    f.check(dec(&node.portfolio(&user)["cash"], "cash").is_zero(), || {
+        "a deposit whose request head did not parse moved cash".into()
+    });
+    let metrics = node.get("/metrics", None);
+    f.check(
+        metrics
+            .body
+            .contains(r#"moneta_http_requests_total{method="OTHER",route="malformed",status="400"} 5"#),
+        || "the five malformed requests answered 400 are not counted in moneta_http_requests_total".into(),
+    );
+    f.finish();
+
     let mut s = std::net::TcpStream::connect(("127.0.0.1", node.port)).expect("connect to the node");
     // The node allows 10 s for a request's headers; this bounds the wait if it never closes.
     s.set_read_timeout(Some(Duration::from_secs(45))).expect("a read timeout");

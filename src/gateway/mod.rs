@@ -6,6 +6,7 @@ pub mod attempts;
 pub mod auth;
 pub mod http;
 pub mod limits;
+pub mod malformed;
 pub mod mfa;
 pub mod openapi;
 pub mod problem;

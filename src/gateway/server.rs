@@ -11,9 +11,13 @@
 //! - at most [`MAX_CONNECTIONS`] connections are served at once; past that the listener stops
 //!   accepting (the kernel's backlog holds the rest) until one closes.
 //!
+//! A request hyper cannot parse is answered with problem+json (`gateway::malformed`).
+//!
 //! The client address travels in a request extension ([`ClientAddr`]) because
 //! `warp::addr::remote()` is empty outside warp's own server.
 
+use crate::gateway::malformed::ProblemOnMalformed;
+use crate::telemetry::Metrics;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,11 +40,17 @@ pub struct ClientAddr(pub SocketAddr);
 
 /// Accepts connections until `stop` fires, then lets in-flight requests finish (bounded by
 /// `grace`). With `tls`, every connection is a TLS one.
-pub async fn serve<F>(listener: tokio::net::TcpListener, tls: Option<Arc<ServerConfig>>, filter: F, stop: tokio::sync::oneshot::Receiver<()>, grace: Duration)
-where
+pub async fn serve<F>(
+    listener: tokio::net::TcpListener,
+    tls: Option<Arc<ServerConfig>>,
+    filter: F,
+    metrics: Arc<Metrics>,
+    stop: tokio::sync::oneshot::Receiver<()>,
+    grace: Duration,
+) where
     F: warp::Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone + Send + Sync + 'static,
 {
-    use hyper_util::rt::{TokioExecutor, TokioTimer};
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto::Builder;
     use hyper_util::server::graceful::GracefulShutdown;
 
@@ -75,12 +85,17 @@ where
         let watcher = graceful.watcher();
         let builder = builder.clone();
         let acceptor = acceptor.clone();
+        let metrics = metrics.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let result = match acceptor {
                 None => {
                     watcher
-                        .watch(builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tcp), service).into_owned())
+                        .watch(
+                            builder
+                                .serve_connection_with_upgrades(TokioIo::new(ProblemOnMalformed::new(tcp, Some(metrics))), service)
+                                .into_owned(),
+                        )
                         .await
                 }
                 Some(acceptor) => {
@@ -95,7 +110,7 @@ where
                     watcher
                         .watch(
                             builder
-                                .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service)
+                                .serve_connection_with_upgrades(TokioIo::new(ProblemOnMalformed::new(stream, Some(metrics))), service)
                                 .into_owned(),
                         )
                         .await
