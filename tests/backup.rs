@@ -292,6 +292,16 @@ fn a_folder_that_holds_data_is_never_given_new_keys_and_offline_tools_refuse_a_m
             !out.status.success() && err.contains(config_key) && err.contains("is not the key"),
             "{key}: {err}"
         );
+        // Nor is a backup taken of the stopped folder: it would restore into a folder no node
+        // serves.
+        let backup = root.join("wrong-key.backup");
+        let out = moneta(root, &["backup", "create", "--out", backup.to_str().unwrap()], &[]);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(
+            out.status.code() == Some(2) && err.contains(config_key) && err.contains("is not the key"),
+            "backup create with another {key}: {out:?}"
+        );
+        assert!(!backup.exists(), "backup create with another {key} wrote a backup");
         let out = serve_until_exit(root);
         assert!(
             out.as_ref()

@@ -16,6 +16,12 @@ pub(super) fn backup_create(path: Option<PathBuf>, out: PathBuf) -> ExitCode {
     let digest = match Store::open(data_dir) {
         // The node is stopped: read the folder ourselves.
         Ok(store) => {
+            // The backup carries the folder's email-index key, and a restore needs its master
+            // key: keys other than the ones its data is written under would restore a folder
+            // no node can serve.
+            if let Err(e) = crate::node::check_stopped_folder_keys(&config, &store) {
+                return fail(e, 2);
+            }
             let key = match backup::load_key(&config.backup.key_file, true) {
                 Ok(k) => k,
                 Err(e) => return fail(e, 2),

@@ -40,22 +40,9 @@ pub enum Mismatch {
 /// Compares the keys with the folder's record, or records them when it has none (flushed
 /// before this returns). Err names the key that differs.
 pub fn check_or_record(store: &Store, master: &[u8], email_index: &[u8]) -> Result<(), Mismatch> {
-    let mine = KeyDigests {
-        master: digest(b"master", master),
-        email_index: digest(b"email-index", email_index),
-    };
-    let stored = store.tree().get(keys::KEY_CHECK_KEY).map_err(|e| Mismatch::Corrupt(e.to_string()))?;
-    match stored {
-        Some(bytes) => {
-            let recorded: KeyDigests = codec::decode(&bytes).map_err(|e| Mismatch::Corrupt(e.to_string()))?;
-            if recorded.master != mine.master {
-                return Err(Mismatch::Master);
-            }
-            if recorded.email_index != mine.email_index {
-                return Err(Mismatch::EmailIndex);
-            }
-            Ok(())
-        }
+    let mine = digests(master, email_index);
+    match compare(store, &mine)? {
+        Some(()) => Ok(()),
         None => {
             store
                 .tree()
@@ -64,4 +51,32 @@ pub fn check_or_record(store: &Store, master: &[u8], email_index: &[u8]) -> Resu
             store.flush().map(|_| ()).map_err(|e| Mismatch::Corrupt(e.to_string()))
         }
     }
+}
+
+/// Compares the keys with the folder's record and writes nothing: a folder with no record
+/// (written before it existed) passes. For tools that read a stopped folder.
+pub fn check(store: &Store, master: &[u8], email_index: &[u8]) -> Result<(), Mismatch> {
+    compare(store, &digests(master, email_index)).map(|_| ())
+}
+
+fn digests(master: &[u8], email_index: &[u8]) -> KeyDigests {
+    KeyDigests {
+        master: digest(b"master", master),
+        email_index: digest(b"email-index", email_index),
+    }
+}
+
+/// Some(()) when the record matches `mine`, None when the folder has no record.
+fn compare(store: &Store, mine: &KeyDigests) -> Result<Option<()>, Mismatch> {
+    let Some(bytes) = store.tree().get(keys::KEY_CHECK_KEY).map_err(|e| Mismatch::Corrupt(e.to_string()))? else {
+        return Ok(None);
+    };
+    let recorded: KeyDigests = codec::decode(&bytes).map_err(|e| Mismatch::Corrupt(e.to_string()))?;
+    if recorded.master != mine.master {
+        return Err(Mismatch::Master);
+    }
+    if recorded.email_index != mine.email_index {
+        return Err(Mismatch::EmailIndex);
+    }
+    Ok(Some(()))
 }

@@ -2,13 +2,19 @@
 //! market feed and the gateway; and takes it down gracefully (stop accepting, finish in-flight
 //! requests, flush, exit 0).
 
+mod folder_keys;
+mod peers;
+
+pub use folder_keys::check_stopped_folder_keys;
+use peers::join_cluster;
+
 use crate::actors::RequestMeta;
 use crate::cluster::router::RouteFailure;
 use crate::cluster::router::RouterSettings;
 use crate::cluster::{RouteError, Router};
 use crate::config::Config;
 use crate::domain::instrument::{Instrument, InstrumentCommand, InstrumentRejection};
-use crate::gateway::auth::{create_private_dir, load_or_create_signing_key, load_retired_keys, write_private_file, Auth};
+use crate::gateway::auth::{load_or_create_signing_key, load_retired_keys, Auth};
 use crate::gateway::limits::LoginGuard;
 use crate::gateway::AppState;
 use crate::storage::vault::{load_or_create_master_key, Vault};
@@ -17,7 +23,6 @@ use crate::telemetry::Metrics;
 use crate::workflows::feed::{instruments_from_config, run_feed};
 use crate::workflows::services::Services;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -39,35 +44,6 @@ pub struct RunningNode {
     jobs: Vec<tokio::task::JoinHandle<()>>,
     stop_server: oneshot::Sender<()>,
     server: tokio::task::JoinHandle<()>,
-}
-
-/// The HMAC key behind the email index, read from `keys/email-index.key` or generated (0600).
-/// Returns the key and its bytes (for the data folder's key check).
-fn load_or_create_index_key(keys_dir: &Path) -> Result<(aws_lc_rs::hmac::Key, Vec<u8>), String> {
-    let path = keys_dir.join("email-index.key");
-    let bytes = if path.exists() {
-        std::fs::read(&path).map_err(|e| format!("key file {}: {e}", path.display()))?
-    } else {
-        create_private_dir(keys_dir).map_err(|e| format!("cannot create {}: {e}", keys_dir.display()))?;
-        let mut k = [0u8; 32];
-        aws_lc_rs::rand::fill(&mut k).map_err(|_| "system randomness unavailable".to_string())?;
-        write_private_file(&path, &k).map_err(|e| format!("key file {}: {e}", path.display()))?;
-        k.to_vec()
-    };
-    if bytes.len() != 32 {
-        return Err(format!("key file {}: expected 32 bytes, found {}", path.display(), bytes.len()));
-    }
-    crate::storage::files::check_private_file(&path).map_err(|e| format!("key file {}: {e}", path.display()))?;
-    Ok((aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &bytes), bytes))
-}
-
-/// Whether the store holds any shard state (an entity, a record): shard keys sort before the
-/// node's own bookkeeping, so the first key tells.
-fn holds_data(store: &Store) -> Result<bool, String> {
-    match store.tree().first() {
-        Ok(first) => Ok(first.is_some_and(|(k, _)| !crate::storage::keys::is_reserved(&k))),
-        Err(e) => Err(format!("reading the data folder {}: {e}", store.path().display())),
-    }
 }
 
 /// How long start-up tries to list an instrument before the node gives up: a cluster restarted
@@ -122,222 +98,6 @@ pub async fn open_state(config: &Config) -> Result<Arc<AppState>, String> {
     open_state_with(config, false).await
 }
 
-/// Starts the peer transport and forms the cluster (or reopens the one this folder belongs to):
-/// the router's raft wiring, and what to serve peers with once the router runs.
-async fn join_cluster(config: &Config, store: &Store, master: &[u8], metrics: &Metrics) -> Result<(RouterCluster, PeerService), String> {
-    use crate::cluster::{membership::Hello, peer, transport};
-    let c = &config.cluster;
-    let secret = crate::cluster::secret::load(&c.secret_file)?;
-    let keypair = peer::node_keypair(&config.node.data_dir)?;
-    let listen = transport::multiaddr(&c.listen).map_err(|e| format!("key `cluster.listen`: {e}"))?;
-    let (t, mut inbound, bound) = transport::Transport::start(keypair, secret, listen, transport::Limits::default(), metrics.peer.transport.clone()).await?;
-    tracing::info!(listen = %bound, peer = %t.local_peer, "listening for cluster peers");
-    let fingerprint = {
-        use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(master))
-    };
-    // The cluster this folder belongs to: as recorded, else (a cluster of one that now listens
-    // for peers) as its metadata group holds it.
-    let stored = match peer::stored_membership(store)? {
-        Some(m) => Some(m),
-        None => store.meta_state().map_err(|e| e.to_string())?.map(|m| m.membership()),
-    };
-    let mut me = Hello {
-        node_id: config.node.id.clone(),
-        peer_id: t.local_peer.to_base58(),
-        address: c.advertised().to_string(),
-        master_fingerprint: fingerprint.clone(),
-        groups: c.groups,
-        replication_factor: c.replication_factor,
-        formed: stored.clone(),
-    };
-    let membership = match stored {
-        Some(m) => m,
-        None => {
-            let m = peer::form(&t, &mut inbound, me.clone(), &c.join, c.bootstrap_expect, Duration::from_secs(300)).await?;
-            peer::store_membership(store, &m)?;
-            tracing::info!(cluster = %m.cluster_id, members = m.members.len(), "cluster formed");
-            m
-        }
-    };
-    if membership.master_fingerprint != fingerprint {
-        return Err(
-            "this node's master key differs from the cluster's (a fingerprint in its membership); every node needs the same [security] master_key_file".into(),
-        );
-    }
-    let mine = membership
-        .by_node_id(&config.node.id)
-        .ok_or_else(|| format!("node `{}` is not a member of cluster {}", config.node.id, membership.cluster_id))?
-        .clone();
-    // (An empty identity: a cluster of one that never listened; it records its own now.)
-    if !mine.peer_id.is_empty() && mine.peer_id != t.local_peer.to_base58() {
-        return Err(format!(
-            "node `{}` is a member with another identity; was its data folder's node.key replaced?",
-            config.node.id
-        ));
-    }
-    for m in &membership.members {
-        if let (Ok(peer), Ok(addr)) = (m.peer_id.parse(), transport::multiaddr(&m.address)) {
-            if m.raft_id != mine.raft_id {
-                t.add_address(peer, addr).await;
-            }
-        }
-    }
-    // A node removed from the cluster while it was down learns it now, from any member.
-    if membership.members.len() > 1 {
-        let asked = tokio::time::timeout(Duration::from_secs(6), crate::cluster::coordinator::fetch_meta(&t, &membership, mine.raft_id)).await;
-        if let Ok(Some(meta)) = asked {
-            if meta.state_of(&config.node.id) == Some(crate::cluster::meta::NodeState::Removed) {
-                return Err(format!(
-                    "node `{}` was removed from the cluster (decommissioned) and does not come back with its old data; start it on an empty data folder to join as a new node",
-                    config.node.id
-                ));
-            }
-        }
-    }
-    me.formed = Some(membership.clone());
-    let directory = crate::cluster::directory::Directory::new(membership);
-    let snapshots_out = crate::cluster::snapshots::Outbox::new(c.snapshot_bytes_per_second);
-    let sink = peer::peer_sink(t.clone(), directory.clone(), mine.raft_id, snapshots_out.clone());
-    Ok((
-        (mine.raft_id, directory.clone(), sink),
-        PeerService {
-            transport: t,
-            inbound,
-            me,
-            directory,
-            raft_id: mine.raft_id,
-            store: store.clone(),
-            snapshots_out,
-            snapshots_in: crate::cluster::snapshots::Inbox::new(config.node.data_dir.join("snapshots")),
-            counters: metrics.peer.layer.clone(),
-        },
-    ))
-}
-
-type RouterCluster = (
-    crate::cluster::raft::RaftId,
-    Arc<crate::cluster::directory::Directory>,
-    crate::actors::journal::PeerSink,
-);
-
-/// What serves peers once the router runs.
-struct PeerService {
-    transport: crate::cluster::transport::Transport,
-    inbound: tokio::sync::mpsc::Receiver<crate::cluster::transport::Inbound>,
-    me: crate::cluster::membership::Hello,
-    directory: Arc<crate::cluster::directory::Directory>,
-    raft_id: crate::cluster::raft::RaftId,
-    store: Store,
-    snapshots_out: Arc<crate::cluster::snapshots::Outbox>,
-    snapshots_in: Arc<crate::cluster::snapshots::Inbox>,
-    counters: crate::cluster::peer::PeerCounters,
-}
-
-impl PeerService {
-    fn spawn(self, router: &Router, services: &Arc<Services>) {
-        use crate::cluster::coordinator;
-        let config = &services.config;
-        let (t, d, me) = (self.transport.clone(), self.directory.clone(), self.raft_id);
-        let _ = services.session_broadcast.set(Arc::new(move |sessions| {
-            let (t, d) = (t.clone(), d.clone());
-            Box::pin(async move { crate::cluster::peer::broadcast_revocation(&t, &d.get(), me, sessions).await })
-        }));
-        let left = services.left_cluster.clone();
-        let follow = coordinator::follow_metadata(
-            router.journal().clone(),
-            self.directory.clone(),
-            self.transport.clone(),
-            self.store.clone(),
-            config.node.id.clone(),
-        );
-        tokio::spawn(async move {
-            follow.await;
-            left.notify_one();
-        });
-        tokio::spawn(coordinator::publish_address(
-            router.clone(),
-            config.node.id.clone(),
-            self.me.peer_id.clone(),
-            self.me.address.clone(),
-        ));
-        tokio::spawn(coordinator::gossip_leads(
-            router.journal().clone(),
-            self.directory.clone(),
-            self.transport.clone(),
-        ));
-        tokio::spawn(coordinator::run_planner(
-            router.clone(),
-            self.directory.clone(),
-            config.cluster.planner_limits(),
-            config.cluster.dead_after,
-        ));
-        let weak = Arc::downgrade(services);
-        let revoke: crate::cluster::peer::LocalRevoke = Arc::new(move |sessions| {
-            if let Some(s) = weak.upgrade() {
-                for sid in sessions {
-                    s.revoke_session(&sid);
-                }
-            }
-        });
-        router.set_remote(crate::cluster::router::Remote {
-            transport: self.transport.clone(),
-            directory: self.directory.clone(),
-            me: self.raft_id,
-        });
-        let (t, d, j) = (self.transport.clone(), self.directory.clone(), router.journal().clone());
-        let metrics = router.metrics().clone();
-        router.journal().set_forwarder(Arc::new(move |to, writes| {
-            let (t, d, j) = (t.clone(), d.clone(), j.clone());
-            metrics.raft.forwarded.get_or_create(&crate::telemetry::KindLabels { kind: "write" }).inc();
-            Box::pin(async move { crate::cluster::peer::forward_write(&t, &d.get(), &j, to, writes).await })
-        }));
-        let (t, d) = (self.transport.clone(), self.directory.clone());
-        let _ = services
-            .price_broadcast
-            .set(Arc::new(move |quotes| crate::cluster::peer::broadcast_prices(&t, &d.get(), me, quotes)));
-        let r = router.clone();
-        let dispatch: crate::cluster::peer::LocalDispatch = Arc::new(move |envelope| {
-            let r = r.clone();
-            Box::pin(async move { r.dispatch_local(envelope).await })
-        });
-        let r = router.clone();
-        let steps: crate::cluster::router::StepHandler = Arc::new(move |step| {
-            let r = r.clone();
-            Box::pin(async move { r.step_here(step).await })
-        });
-        let weak = Arc::downgrade(services);
-        let quotes = Arc::new(move |round| {
-            if let Some(s) = weak.upgrade() {
-                s.publish_quotes(round, false);
-            }
-        });
-        let r = router.clone();
-        let journal: crate::cluster::peer::LocalJournal = Arc::new(move |kind, id| {
-            let r = r.clone();
-            Box::pin(async move { r.journal_for_peer(kind, &id).await })
-        });
-        let local = crate::cluster::peer::LocalServices {
-            dispatch,
-            journal,
-            steps,
-            revoke,
-            quotes,
-            snapshots_out: self.snapshots_out,
-            snapshots_in: self.snapshots_in,
-            transport: self.transport.clone(),
-        };
-        tokio::spawn(crate::cluster::peer::serve(
-            self.inbound,
-            self.me,
-            self.directory,
-            router.journal().clone(),
-            local,
-            Arc::new(self.counters),
-        ));
-    }
-}
-
 /// How long a quote learnt from the feed prices orders: three feed ticks, at least a second
 /// (a node that stops hearing the feed asks the instruments).
 fn quote_age(config: &Config) -> std::time::Duration {
@@ -355,53 +115,13 @@ pub async fn open_state_with(config: &Config, with_peers: bool) -> Result<Arc<Ap
 pub async fn open_state_on(config: &Config, store: Store, with_peers: bool) -> Result<Arc<AppState>, String> {
     let data_dir = config.node.data_dir.clone();
     let keys_dir = config.security.secrets_path(&data_dir);
-    // A key is made only for a data folder that holds nothing yet. Made anew for one that
-    // holds data, it would make every person's data unreadable (the master key) or every
-    // address unknown (the email index): a missing key file there is an operator's mistake
-    // to be told of — a wrong `[security] secrets_dir`, or keys not restored with the data.
     let master_path = config.security.master_key_path(&data_dir);
-    if holds_data(&store)? {
-        for (path, key) in [
-            (keys_dir.join("email-index.key"), "security.secrets_dir"),
-            (master_path.clone(), "security.master_key_file"),
-        ] {
-            match std::fs::metadata(&path) {
-                Ok(m) if m.is_file() => {}
-                Ok(_) => return Err(format!("the key file {} (key `{key}`) is not a file", path.display())),
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(format!("cannot read the key file {} (key `{key}`): {e}", path.display()));
-                }
-                Err(_) => {
-                    return Err(format!(
-                        "the data folder {} holds data, but its key file {} is missing (key `{key}`): restore the node's keys with its data; a new key would leave the data unreadable",
-                        data_dir.display(),
-                        path.display()
-                    ))
-                }
-            }
-        }
-    }
+    folder_keys::require_key_files(config, &store)?;
     let signing = load_or_create_signing_key(&keys_dir).map_err(|e| e.to_string())?;
     let retired = load_retired_keys(&keys_dir).map_err(|e| e.to_string())?;
-    let (email_key, email_key_bytes) = load_or_create_index_key(&keys_dir)?;
+    let (email_key, email_key_bytes) = folder_keys::load_or_create_index_key(&keys_dir)?;
     let master = load_or_create_master_key(&master_path).map_err(|e| format!("{e} (key `security.master_key_file`)"))?;
-    use crate::storage::key_check::{check_or_record, Mismatch};
-    match check_or_record(&store, &master, &email_key_bytes) {
-        Ok(()) => {}
-        Err(Mismatch::Master) => {
-            return Err(format!(
-                "the master key {} (key `security.master_key_file`) is not the key this data folder's data is written under: give the node its own master key; with another one every person's data is unreadable",
-                master_path.display()
-            ))
-        }
-        Err(Mismatch::EmailIndex) => {
-            return Err(format!(
-                "the email-index key {} (key `security.secrets_dir`) is not the key this data folder's data is written under: give the node its own key; with another one nobody can sign in and a taken address registers again",
-                keys_dir.join("email-index.key").display()
-            ))
-        }
-        Err(Mismatch::Corrupt(e)) => return Err(format!("the data folder's key check record does not read: {e}")),
-    }
+    folder_keys::keys_fit(config, &store, &master, &email_key_bytes, true)?;
     let vault = Vault::new(&store, &master).map_err(|e| e.to_string())?;
     let sanctions = crate::adapters::sanctions::load(&config.compliance)?;
     let metrics = Arc::new(Metrics::new());
