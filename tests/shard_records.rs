@@ -310,3 +310,41 @@ async fn a_snapshot_that_cannot_be_installed_is_refused_on_arrival_and_the_node_
     }
     assert!(store.tree().get(keys::MEMBERSHIP_KEY).unwrap().is_none(), "nothing of the snapshot is written");
 }
+
+/// A damaged record of the last day closed is reported and counted (it was read as "never
+/// closed" and nothing said), and the close that follows writes it whole again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_record_of_the_last_close_is_counted_and_the_next_close_mends_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = vec![
+        ("MONETA_NODE_DATA_DIR".to_string(), dir.path().join("data").display().to_string()),
+        ("MONETA_GDPR_ERASURE_LIST".to_string(), dir.path().join("erasures").display().to_string()),
+    ];
+    let config = Config::load_with_env(None, &env).unwrap();
+    let state = moneta::node::open_state(&config).await.unwrap();
+    let services = &state.services;
+    let store = services.router.store();
+    let corrupt = || {
+        services
+            .metrics
+            .encode()
+            .lines()
+            .find_map(|l| l.strip_prefix("moneta_corrupt_records_total ").map(|v| v.parse::<f64>().unwrap()))
+            .unwrap()
+    };
+    // Bytes that do not decode (group 0), a string that is not a date (group 1).
+    for (group, damage) in [(0, vec![0xff, 0xff, 0xff]), (1, moneta::storage::codec::encode(&"not a date".to_string()))] {
+        let before = corrupt();
+        let key = keys::shard_record_key(records::group_shard(group), ShardRecord::Job, "eod/last_close");
+        store.tree().insert(key, damage).unwrap();
+        let date = moneta::domain::time::Date::parse("2026-12-03").unwrap();
+        let scope = moneta::storage::scope::Groups::only([group]);
+        moneta::workflows::end_of_day::close_day(services, date, &scope).await.unwrap();
+        assert_eq!(corrupt(), before + 1.0, "a damaged last-close record is counted");
+        assert_eq!(
+            store.group_job(group, "eod/last_close").unwrap().as_deref(),
+            Some("2026-12-03"),
+            "the close mends it"
+        );
+    }
+}

@@ -125,11 +125,26 @@ pub async fn close_day(state: &Services, date: Date, scope: &Groups) -> Result<C
     Ok(summary)
 }
 
+/// The last day this group closed. A record that does not read is reported, and counted when
+/// it is damage on disk (the days are then closed again from the oldest due, which is
+/// idempotent); never skipped silently.
 fn last_closed(state: &Services, group: u32) -> Option<Date> {
+    let location = || format!("group {group} job {LAST_CLOSE_KEY}");
     match state.router.store().group_job(group, LAST_CLOSE_KEY) {
-        Ok(v) => Date::parse(&v?),
+        Ok(None) => None,
+        Ok(Some(v)) => {
+            let date = Date::parse(&v);
+            if date.is_none() {
+                tracing::error!(group, "the record of the last day closed is not a date");
+                state.metrics.corrupt_record(&location());
+            }
+            date
+        }
         Err(e) => {
             tracing::error!(group, error = %e, "the record of the last day closed cannot be read");
+            if matches!(e, crate::storage::store::StoreError::Corrupt { .. }) {
+                state.metrics.corrupt_record(&location());
+            }
             None
         }
     }
