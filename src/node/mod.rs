@@ -113,6 +113,16 @@ pub async fn open_state_with(config: &Config, with_peers: bool) -> Result<Arc<Ap
 /// Opens the node's state on a store already opened (and so locked) by the caller: an offline
 /// CLI command that found no node running keeps the lock it proved that with.
 pub async fn open_state_on(config: &Config, store: Store, with_peers: bool) -> Result<Arc<AppState>, String> {
+    open_state_loaded(config, store, with_peers, None).await
+}
+
+/// `sanctions`: the list as `start` read it before touching the folder (None: read it here).
+async fn open_state_loaded(
+    config: &Config,
+    store: Store,
+    with_peers: bool,
+    sanctions: Option<crate::adapters::sanctions::LoadedList>,
+) -> Result<Arc<AppState>, String> {
     let data_dir = config.node.data_dir.clone();
     let keys_dir = config.security.secrets_path(&data_dir);
     let master_path = config.security.master_key_path(&data_dir);
@@ -123,7 +133,10 @@ pub async fn open_state_on(config: &Config, store: Store, with_peers: bool) -> R
     let master = load_or_create_master_key(&master_path).map_err(|e| format!("{e} (key `security.master_key_file`)"))?;
     folder_keys::keys_fit(config, &store, &master, &email_key_bytes, true)?;
     let vault = Vault::new(&store, &master).map_err(|e| e.to_string())?;
-    let sanctions = crate::adapters::sanctions::load(&config.compliance)?;
+    let sanctions = match sanctions {
+        Some(s) => s,
+        None => crate::adapters::sanctions::load(&config.compliance)?,
+    };
     let metrics = Arc::new(Metrics::new());
     // The instruments known so far (the CLI's offline commands need them; `start` lists the
     // configured ones and replaces this).
@@ -236,7 +249,7 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
         g if g.tls_cert_file.as_os_str().is_empty() => None,
         g => Some(crate::gateway::tls::server_config(&g.tls_cert_file, &g.tls_key_file)?),
     };
-    crate::adapters::sanctions::load(&config.compliance)?;
+    let sanctions = crate::adapters::sanctions::load(&config.compliance)?;
     if !config.cluster.is_single_node() {
         crate::cluster::secret::load(&config.cluster.secret_file)?;
         if let Ok(peers) = config.cluster.listen.parse::<std::net::SocketAddr>() {
@@ -254,7 +267,8 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
         let configured: Vec<String> = config.market.instruments.iter().map(|i| i.symbol.clone()).collect();
         crate::workflows::feed::load_replay(&config.market.csv_file, &configured)?;
     }
-    let state = open_state_with(&config, true).await?;
+    let store = Store::open_with_groups(&config.node.data_dir, Some(config.cluster.groups)).map_err(|e| e.to_string())?;
+    let state = open_state_loaded(&config, store, true, Some(sanctions)).await?;
     let router = state.router.clone();
     let mut catalog = match list_instruments(&router, &config).await {
         Ok(c) => c,
