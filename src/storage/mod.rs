@@ -5,6 +5,7 @@ pub mod audit_heads;
 pub mod audit_log;
 pub mod backup;
 pub mod codec;
+pub mod erasure_list;
 pub mod files;
 pub mod key_check;
 pub mod keys;
@@ -15,5 +16,6 @@ pub mod records;
 pub mod scope;
 pub mod store;
 pub mod vault;
+pub mod write_set;
 
 pub use store::{Store, StoreError};

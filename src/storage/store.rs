@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+pub use super::erasure_list::{append_erasure_list, read_erasure_list};
+pub use super::write_set::WriteSet;
+
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("the data folder {0} is in use by another process (is a node running on it?)")]
@@ -67,60 +70,6 @@ pub struct CatalogEntry {
     pub volatility: f64,
 }
 
-/// Appends one carried-out erasure to the erasure list (user id and email-index key; no
-/// personal data) and syncs it to disk. A person listed already is not listed again (the node
-/// that runs an erasure lists it, and so does its replica when it applies it).
-pub fn append_erasure_list(path: &Path, user_id: &str, email_hash: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let line = format!("{user_id} {email_hash}");
-    match std::fs::read_to_string(path) {
-        Ok(text) if text.lines().any(|l| l.trim() == line) => return Ok(()),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-    writeln!(f, "{line}")?;
-    f.sync_all()
-}
-
-/// Reads the erasure list; `None` when the file does not exist, which the caller must tell
-/// apart from an empty list: no one erased yet, or the list lost (then a restore would bring
-/// back everyone erased since the backup). Any other read failure, or a malformed line, is an
-/// error naming it. A person listed more than once (every replica of their group lists the
-/// erasure it applies, beside the node that ran it) is one erasure, in the order first listed.
-pub fn read_erasure_list(path: &Path) -> Result<Option<Vec<(String, String)>>, String> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("erasure list {}: {e}", path.display())),
-    };
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| match l.split_whitespace().collect::<Vec<_>>().as_slice() {
-            [u, h]
-                if !u.is_empty()
-                    && u.len() <= 64
-                    && u.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
-                    && h.len() == 64
-                    && h.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)) =>
-            {
-                Ok((u.to_string(), h.to_string()))
-            }
-            _ => Err(format!(
-                "erasure list {} line {}: expected `<user id> <email hash>` (the hash 64 lower-case hex digits)",
-                path.display(),
-                i + 1
-            )),
-        })
-        .collect::<Result<Vec<_>, String>>()
-        .map(|lines| {
-            let mut seen = std::collections::HashSet::new();
-            Some(lines.into_iter().filter(|l| seen.insert(l.clone())).collect())
-        })
-}
-
 /// One entry of an entity's journal.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JournalEntry<Ev> {
@@ -167,86 +116,6 @@ pub struct Cycle {
 impl Cycle {
     pub fn new(chains: BTreeMap<u32, ChainHead>) -> Cycle {
         Cycle { chains, ..Default::default() }
-    }
-}
-
-/// What one command persists: entity writes and audit records (sequence numbers assigned when
-/// sealed, in log order), all of one shard — so of one shard group, one raft log.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct WriteSet {
-    pub puts: Vec<(Vec<u8>, Vec<u8>)>,
-    pub deletes: Vec<Vec<u8>>,
-    pub audit: Vec<AuditRecord>,
-    /// The shard it belongs to when it has no keys to tell (audit records alone).
-    pub shard: Option<u16>,
-    /// Entries of the group's audit chain to redact once this set's records are sealed (the
-    /// retention job; its `retention.redact` record lists them).
-    pub redact: Vec<u64>,
-    /// Changes to the cluster's metadata: a set that carries them belongs to the metadata
-    /// group (and holds no keys of a shard).
-    pub meta: Vec<crate::cluster::meta::MetaCommand>,
-}
-
-impl WriteSet {
-    /// The shard this set is written in: its explicit shard, else its first key's, else the
-    /// jobs shard (node-wide audit records).
-    pub fn shard(&self) -> u16 {
-        self.shard
-            .or_else(|| self.puts.iter().map(|(k, _)| k).chain(self.deletes.iter()).find_map(|k| keys::shard_of_key(k)))
-            .unwrap_or(keys::JOBS_SHARD)
-    }
-
-    /// True when every key lies in shards of one group (a set must never span two raft logs).
-    pub fn within_group(&self, groups: u32) -> bool {
-        let g = group_of(self.shard(), groups);
-        self.puts
-            .iter()
-            .map(|(k, _)| k)
-            .chain(self.deletes.iter())
-            .all(|k| keys::shard_of_key(k).is_some_and(|s| group_of(s, groups) == g))
-    }
-
-    /// Why this set cannot be one entry of one raft log (None: it can): a key outside its
-    /// group's shards (another group's, or a node-wide record), a shard number no shard has,
-    /// or metadata changes beside keys of a shard. Checked where a peer hands a set in and
-    /// where one is applied, so a misplaced set is never written anywhere.
-    pub fn misplaced(&self, groups: u32) -> Option<&'static str> {
-        if self.shard.is_some_and(|s| s >= crate::domain::ids::SHARD_COUNT) {
-            Some("it names a shard that does not exist")
-        } else if !self.meta.is_empty() && (!self.puts.is_empty() || !self.deletes.is_empty()) {
-            Some("it changes the cluster's metadata and writes keys of a shard")
-        } else if !self.within_group(groups) {
-            Some("its keys lie outside its shard group (another group's, or node-wide records)")
-        } else {
-            None
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.puts.is_empty() && self.deletes.is_empty() && self.audit.is_empty() && self.redact.is_empty() && self.meta.is_empty()
-    }
-
-    /// A set of metadata changes (and their audit records), for the metadata group.
-    pub fn meta(commands: Vec<crate::cluster::meta::MetaCommand>) -> WriteSet {
-        WriteSet {
-            meta: commands,
-            ..Default::default()
-        }
-    }
-
-    /// A put of shard record `id` (encoded by the codec).
-    pub fn put_record<T: Serialize>(&mut self, shard: u16, record: ShardRecord, id: &str, value: &T) -> &mut WriteSet {
-        self.puts.push((keys::shard_record_key(shard, record, id), codec::encode(value)));
-        self
-    }
-
-    pub fn delete_record(&mut self, shard: u16, record: ShardRecord, id: &str) -> &mut WriteSet {
-        self.deletes.push(keys::shard_record_key(shard, record, id));
-        self
-    }
-
-    pub fn record_count(&self) -> usize {
-        self.puts.len() + self.deletes.len() + self.audit.len() + self.meta.len()
     }
 }
 
@@ -669,40 +538,4 @@ pub(super) fn decode_audit(item: Result<(sled::IVec, sled::IVec), sled::Error>) 
         location: format!("audit {}", hex::encode(&k)),
         reason: e.to_string(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_erasure_is_listed_once_however_often_it_is_appended() {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let list = dir.path().join("erasures.list");
-        let (a, b) = ("a".repeat(64), "b".repeat(64));
-        append_erasure_list(&list, "usr_a", &a).unwrap();
-        append_erasure_list(&list, "usr_b", &b).unwrap();
-        append_erasure_list(&list, "usr_a", &a).unwrap();
-        assert_eq!(std::fs::read_to_string(&list).unwrap().lines().count(), 2);
-        assert_eq!(
-            read_erasure_list(&list).unwrap(),
-            Some(vec![("usr_a".to_string(), a), ("usr_b".to_string(), b)])
-        );
-    }
-
-    #[test]
-    fn a_line_whose_hash_is_not_hex_or_whose_user_id_is_odd_is_refused_with_its_number() {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let list = dir.path().join("erasures.list");
-        for bad in [
-            format!("usr_a {}", "z".repeat(64)),
-            format!("usr_a {}", "A".repeat(64)),
-            format!("usr_a {}", "a".repeat(63)),
-            format!("usr/a {}", "a".repeat(64)),
-        ] {
-            std::fs::write(&list, format!("usr_b {}\n{bad}\n", "b".repeat(64))).unwrap();
-            let e = read_erasure_list(&list).unwrap_err();
-            assert!(e.contains("line 2"), "{bad}: {e}");
-        }
-    }
 }
