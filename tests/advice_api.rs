@@ -175,8 +175,12 @@ fn unusual_advice_waits_for_a_compliance_officer() {
         "{queue}"
     );
     let decide = format!("/v1/compliance/review-queue/{id}");
-    node.post(&decide, Some(&officer), None, &json!({"decision": "maybe"}))
+    node.post(&decide, Some(&officer), None, &json!({"decision": "maybe", "note": "?"}))
         .problem(&[400], &[])
+        .unwrap();
+    // A decision carries its reason for the record.
+    node.post(&decide, Some(&officer), None, &json!({"decision": "approve"}))
+        .problem(&[400], &["invalid_request"])
         .unwrap();
     let r = node.post(
         &decide,
@@ -185,13 +189,19 @@ fn unusual_advice_waits_for_a_compliance_officer() {
         &json!({"decision": "approve", "note": "de-risking is right for this client"}),
     );
     assert_eq!(r.status, 200, "{}", r.what());
-    assert_eq!(r.json()["status"], "approved");
+    // API.md: the investor's advice is "published" | "pending_review"; approved advice is
+    // published, and says it was reviewed.
+    assert_eq!((&r.json()["status"], &r.json()["review_decision"]), (&json!("published"), &json!("approved")));
     assert!(node.get("/v1/compliance/review-queue", Some(&officer)).json().as_array().unwrap().is_empty());
     // Prices move on (a tick every 50 ms): the investor still sees the advice that was approved,
     // and it is not queued again.
     std::thread::sleep(std::time::Duration::from_millis(600));
     let seen = node.get("/v1/advice", Some(&user.token)).json();
-    assert_eq!((&seen["advice_id"], &seen["status"]), (&json!(id), &json!("approved")), "{seen}");
+    assert_eq!(
+        (&seen["advice_id"], &seen["status"], &seen["review_decision"]),
+        (&json!(id), &json!("published"), &json!("approved")),
+        "{seen}"
+    );
     assert!(node.get("/v1/compliance/review-queue", Some(&officer)).json().as_array().unwrap().is_empty());
     let r = node.post(&path, Some(&user.token), Some("acc"), &json!({}));
     assert_eq!(r.status, 201, "{}", r.what());

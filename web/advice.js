@@ -26,9 +26,11 @@ export async function advicePage() {
     }
     throw e;
   }
-  const [statusText, statusClass] = STATUS[a.status] || [a.status, 'warn'];
+  // Advice a compliance officer approved is published, with the decision beside it.
+  const shown = a.status === 'published' && a.review_decision === 'approved' ? 'approved' : a.status;
+  const [statusText, statusClass] = STATUS[shown] || [a.status, 'warn'];
   const outcome = h('div', { id: 'accept-outcome', role: 'status', tabindex: '-1' });
-  const actionable = ['published', 'approved'].includes(a.status) && (a.proposed_orders || []).length > 0;
+  const actionable = a.status === 'published' && (a.proposed_orders || []).length > 0;
   const accept = h('button', { type: 'button', id: 'accept-advice' }, 'Accept and place these orders');
   // The key of this acceptance: made by the first click, kept when it went unanswered (a network
   // failure or a 5xx: the next click is a retry, and the server finishes what it began), dropped

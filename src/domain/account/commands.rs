@@ -219,6 +219,9 @@ pub enum AccountRejection {
     AdviceNotActionable(AdviceStatus),
     /// The advice sells more than the investor holds now: their trades since took it.
     AdviceOutdated,
+    /// A full match (name and date of birth on the list) is not cleared by a review: only a
+    /// potential match is a reviewer's to clear.
+    MatchNotClearable,
 }
 
 impl AccountRejection {
@@ -238,6 +241,7 @@ impl AccountRejection {
             AccountRejection::AdviceNotActionable(AdviceStatus::Rejected) => "advice_rejected",
             AccountRejection::AdviceNotActionable(_) => "advice_already_accepted",
             AccountRejection::AdviceOutdated => "advice_outdated",
+            AccountRejection::MatchNotClearable => "match_not_clearable",
         }
     }
 }

@@ -108,6 +108,12 @@ impl Account {
                     ctx.audit(AuditDraft::refused("screening.resolve", "nothing_to_resolve").detail("entry", &entry));
                     return Err(AccountRejection::NothingToResolve);
                 }
+                // Clearing a full match would be recorded and change nothing (`Screening::effective`
+                // keeps it a match): refused, so the reviewer is told.
+                if decision == ScreeningDecision::Clear && self.screening.as_ref().is_some_and(|s| s.outcome.status == ScreeningStatus::Match) {
+                    ctx.audit(AuditDraft::refused("screening.resolve", "match_not_clearable").detail("entry", &entry));
+                    return Err(AccountRejection::MatchNotClearable);
+                }
                 let d = match decision {
                     ScreeningDecision::Clear => "clear",
                     ScreeningDecision::Match => "match",

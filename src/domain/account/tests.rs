@@ -180,6 +180,13 @@ fn screening_resolution_covers_only_the_reviewed_entry() {
         .0
         .unwrap();
     assert_eq!(a.screening_status(), Some(ScreeningStatus::Match));
+    // Nor by a review of the match itself: refused (it was recorded and changed nothing), and
+    // confirming it is a decision like any other.
+    let (refused, audit) = run(&mut a, resolve("9001", ScreeningDecision::Clear), T0);
+    assert_eq!(refused, Err(AccountRejection::MatchNotClearable));
+    assert_eq!(audit, vec!["screening.resolve:refused:match_not_clearable".to_string()]);
+    assert_eq!(a.screening_status(), Some(ScreeningStatus::Match));
+    run(&mut a, resolve("9001", ScreeningDecision::Match), T0).0.unwrap();
 }
 
 #[test]

@@ -19,13 +19,26 @@ use serde::Deserialize;
 use serde_json::json;
 use warp::http::StatusCode;
 
+/// The advice's `status` as API.md names it: advice a compliance officer approved is published
+/// to the investor like advice that needed no review (`review_decision` says it was reviewed).
+/// Rejected advice is not published and keeps its own word; accepted advice is never the
+/// current advice (the next GET computes advice on the new holdings), only an export shows it.
 fn status_text(s: AdviceStatus) -> &'static str {
     match s {
-        AdviceStatus::Published => "published",
+        AdviceStatus::Published | AdviceStatus::Approved => "published",
         AdviceStatus::PendingReview => "pending_review",
-        AdviceStatus::Approved => "approved",
         AdviceStatus::Rejected => "rejected",
         AdviceStatus::Accepted => "accepted",
+    }
+}
+
+/// A compliance officer's decision on held advice, if there was one.
+fn review_decision(r: &AdviceRecord) -> Option<&'static str> {
+    match r.status {
+        AdviceStatus::Approved => Some("approved"),
+        AdviceStatus::Rejected => Some("rejected"),
+        AdviceStatus::Accepted if r.advice.review_reason.is_some() => Some("approved"),
+        _ => None,
     }
 }
 
@@ -44,6 +57,7 @@ pub fn view(r: &AdviceRecord) -> serde_json::Value {
         "cash_weight": plain_string(rust_decimal::Decimal::ONE - r.advice.target_allocation.iter().map(|(_, w)| *w).sum::<rust_decimal::Decimal>()),
         "proposed_orders": r.advice.proposed_orders.iter().map(|o| json!({"symbol": o.symbol, "side": o.side.as_str(), "quantity": plain_string(o.quantity)})).collect::<Vec<_>>(),
         "status": status_text(r.status),
+        "review_decision": review_decision(r),
         "review_reason": r.advice.review_reason,
         "review_note": r.review_note,
     })
@@ -173,8 +187,9 @@ pub async fn review_queue(state: &AppState, req: &Req) -> Result<Reply, ApiError
 pub(crate) struct ReviewBody {
     /// "approve" or "reject".
     decision: String,
-    #[serde(default)]
-    note: String,
+    /// Why: required, 1–1000 characters.
+    #[schema(required = true)]
+    note: Option<String>,
 }
 
 /// POST /v1/compliance/review-queue/{advice_id} — approve or reject held advice.
@@ -186,9 +201,7 @@ pub async fn review(state: &AppState, req: &Req, advice_id: &str) -> Result<Repl
         "reject" => false,
         _ => return Err(ApiError::bad_request("decision must be approve or reject")),
     };
-    if b.note.chars().count() > 1000 {
-        return Err(ApiError::bad_request("note is limited to 1000 characters"));
-    }
+    let note = super::decision_note(b.note)?;
     let user_id = state
         .router
         .store()
@@ -201,7 +214,7 @@ pub async fn review(state: &AppState, req: &Req, advice_id: &str) -> Result<Repl
     let cmd = AccountCommand::ReviewAdvice {
         advice_id: advice_id.to_string(),
         approve,
-        note: b.note,
+        note,
     };
     let record = match state
         .router

@@ -410,6 +410,23 @@ pub(crate) fn unavailable(e: impl std::fmt::Display) -> ApiError {
     ApiError::unavailable("the service is temporarily unavailable; retry it (a write with the same Idempotency-Key)")
 }
 
+/// A staff decision's note (advice review, screening resolution): required, the reason kept in
+/// the audit trail and the daily report, 1–1000 characters, no control characters but line
+/// breaks and tabs.
+pub(crate) fn decision_note(note: Option<String>) -> Result<String, ApiError> {
+    let note = note.unwrap_or_default();
+    if note.trim().is_empty() {
+        return Err(ApiError::bad_request("note is required: the reason for the decision, kept in the audit trail"));
+    }
+    if note.chars().count() > 1000 {
+        return Err(ApiError::bad_request("note is limited to 1000 characters"));
+    }
+    if note.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
+        return Err(ApiError::bad_request("note holds a control character"));
+    }
+    Ok(note)
+}
+
 /// Who asked, under which request id (travels with the command into the audit trail).
 pub(crate) fn meta(req: &Req, actor: &str) -> RequestMeta {
     RequestMeta {

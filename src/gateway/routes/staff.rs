@@ -6,7 +6,8 @@ use super::identity::account_error_pub as account_error;
 use super::meta;
 use super::unavailable;
 use crate::adapters::sanctions;
-use crate::domain::account::{Account, AccountCommand, Profile, ScreeningDecision};
+use crate::cluster::RouteError;
+use crate::domain::account::{Account, AccountCommand, AccountRejection, Profile, ScreeningDecision};
 use crate::domain::audit::{AuditDraft, AuditRecord};
 use crate::gateway::http::{private_json, Reply, Req};
 use crate::gateway::problem::ApiError;
@@ -76,17 +77,16 @@ pub(crate) struct ResolveBody {
     /// "clear" or "match".
     #[schema(value_type = String)]
     decision: ScreeningDecision,
-    #[serde(default)]
-    note: String,
+    /// Why: required, 1–1000 characters.
+    #[schema(required = true)]
+    note: Option<String>,
 }
 
 /// POST /v1/compliance/screening/{user_id}: a reviewer resolves a potential match.
 pub async fn resolve_screening(state: &AppState, req: &Req, user_id: &str) -> Result<Reply, ApiError> {
     let claims = state.claims(req)?;
     let b: ResolveBody = req.json()?;
-    if b.note.chars().count() > 1000 {
-        return Err(ApiError::bad_request("note is limited to 1000 characters"));
-    }
+    let note = super::decision_note(b.note)?;
     let entry = state
         .router
         .query::<Account, _>(user_id, crate::domain::queries::ScreeningEntry)
@@ -96,13 +96,20 @@ pub async fn resolve_screening(state: &AppState, req: &Req, user_id: &str) -> Re
     let cmd = AccountCommand::ResolveScreening {
         entry,
         decision: b.decision,
-        note: b.note,
+        note,
     };
     state
         .router
         .execute::<Account>(user_id, cmd, meta(req, &claims.sub))
         .await
-        .map_err(account_error)?;
+        .map_err(|e| match e {
+            RouteError::Rejected(AccountRejection::MatchNotClearable) => ApiError::new(
+                StatusCode::CONFLICT,
+                "match_not_clearable",
+                "the user's name and date of birth are on the sanctions list (a full match): a review clears only a potential match",
+            ),
+            e => account_error(e),
+        })?;
     let status = state
         .router
         .query::<Account, _>(user_id, crate::domain::queries::ScreeningState)
