@@ -55,7 +55,11 @@ impl Request {
     pub fn command(&self, idem: IdemTag, quote: Option<OrderQuote>, investor: InvestorStatus, fees: &FeeSchedule) -> PortfolioCommand {
         match self {
             Request::Deposit { amount } => PortfolioCommand::Deposit { amount: *amount, idem },
-            Request::Withdraw { amount } => PortfolioCommand::Withdraw { amount: *amount, idem },
+            Request::Withdraw { amount } => PortfolioCommand::Withdraw {
+                amount: *amount,
+                idem,
+                investor,
+            },
             Request::Order { symbol, side, quantity } => PortfolioCommand::PlaceOrder {
                 symbol: symbol.clone(),
                 side: *side,

@@ -650,6 +650,16 @@ fn screening_review_flow() {
         ("ACME", "buy", "1"),
         "sanctions_block",
     );
+    // Their cash is frozen: what arrives is credited, nothing leaves (the withdrawal answered
+    // 201 before), and the refusal is remembered under its key.
+    f.status("deposit by a definite match", &node.deposit(&p3, "p3-d", "50.00"), 201);
+    let before = node.portfolio(&p3)["cash"].clone();
+    for _ in 0..2 {
+        let r = node.withdraw(&p3, "p3-w", "50.00");
+        f.ok("withdrawal by a definite match", r.problem(&[422], &["sanctions_block"]));
+    }
+    let cash = node.portfolio(&p3)["cash"].clone();
+    f.check(cash == before, || format!("a refused withdrawal moved cash: {before} → {cash}"));
 
     // A near miss is clear, and there is nothing to resolve for them.
     let anna = register_person(&node, "screen.anna@example.com", "Anna Kovalenko", "1990-05-01", "GB");

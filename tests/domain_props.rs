@@ -408,6 +408,7 @@ impl<'c> PortfolioRun<'c> {
             Op::Withdraw { amount, key } => PortfolioCommand::Withdraw {
                 amount: *amount,
                 idem: Self::tag(key, step, &["POST", "/v1/portfolio/withdrawals", &amount.to_string()]),
+                investor: InvestorStatus::onboarded(7, true),
             },
             Op::Buy { symbol, quantity, fees, key } => self.order(*symbol, Side::Buy, *quantity, fees, key, step),
             Op::Sell { symbol, quantity, fees, key } => {
@@ -874,7 +875,11 @@ fn idempotency_keys_are_remembered_for_the_retention_period() {
                     key: format!("wd-{i}"),
                     fingerprint: fingerprint(&["POST", "/v1/portfolio/withdrawals", &amount.to_string()]),
                 };
-                PortfolioCommand::Withdraw { amount, idem }
+                PortfolioCommand::Withdraw {
+                    amount,
+                    idem,
+                    investor: InvestorStatus::onboarded(7, true),
+                }
             } else {
                 let idem = IdemTag {
                     key: format!("dep-{i}"),

@@ -324,6 +324,7 @@ fn command(op: BankOp, symbol: &str, key: String) -> PortfolioCommand {
             PortfolioCommand::Withdraw {
                 amount,
                 idem: IdemTag { key, fingerprint },
+                investor: InvestorStatus::onboarded(7, true),
             }
         }
         BankOp::Buy { qty, price } | BankOp::Sell { qty, price } => {

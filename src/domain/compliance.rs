@@ -91,6 +91,16 @@ impl ComplianceRefusal {
     }
 }
 
+/// Whether an investor may take cash out: not while sanctions screening has a match or an
+/// unresolved potential match (their funds are frozen until a reviewer settles it). KYC is
+/// not needed: money deposited before identity was verified goes back to its owner.
+pub fn check_withdrawal(investor: &InvestorStatus) -> Result<(), ComplianceRefusal> {
+    if investor.screening != ScreeningStatus::Clear {
+        return Err(ComplianceRefusal::SanctionsBlock);
+    }
+    Ok(())
+}
+
 /// Applies the rules in order; `Ok` means the compliance rules allow it.
 pub fn check(investor: &InvestorStatus, product: ProductFacts, purpose: Purpose) -> Result<(), ComplianceRefusal> {
     if investor.kyc != KycStatus::Verified {

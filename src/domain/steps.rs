@@ -21,6 +21,16 @@ pub struct OrderRequest {
     pub meta: RequestMeta,
 }
 
+/// What a withdrawal asks (it runs as a step: the investor's screening is read from their
+/// account for the portfolio's decision).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WithdrawalRequest {
+    pub user_id: String,
+    pub amount: Decimal,
+    pub idem: IdemTag,
+    pub meta: RequestMeta,
+}
+
 /// The portfolio's answer: the fill (or a refusal remembered under the key), or a rejection.
 pub type OrderOutcome = Result<PortfolioReply, PortfolioRejection>;
 
@@ -67,6 +77,8 @@ pub enum UserStep {
     WrappedKey {
         key_id: String,
     },
+    /// A withdrawal: the investor's screening, then the portfolio's decision.
+    Withdraw(WithdrawalRequest),
 }
 
 /// The user a data key belongs to (`retention:usr_…` belongs to `usr_…`): its group holds it.
@@ -79,6 +91,7 @@ impl UserStep {
     pub fn user_id(&self) -> &str {
         match self {
             UserStep::PlaceOrder(r) => &r.user_id,
+            UserStep::Withdraw(r) => &r.user_id,
             UserStep::AcceptAdvice { user_id, .. } => user_id,
             UserStep::DataKey { key_id } | UserStep::WrappedKey { key_id } => key_owner(key_id),
         }
@@ -93,6 +106,7 @@ impl UserStep {
             UserStep::PlaceOrder(r) => r.user_id.len() <= MAX && r.symbol.len() <= MAX && r.idem.key.len() <= MAX && meta_ok(&r.meta),
             UserStep::AcceptAdvice { user_id, advice_id, key, meta } => user_id.len() <= MAX && advice_id.len() <= MAX && key.len() <= MAX && meta_ok(meta),
             UserStep::DataKey { key_id } | UserStep::WrappedKey { key_id } => !key_id.is_empty() && key_id.len() <= MAX,
+            UserStep::Withdraw(r) => r.user_id.len() <= MAX && r.idem.key.len() <= MAX && meta_ok(&r.meta),
         }
     }
 }
@@ -106,4 +120,6 @@ pub enum StepAnswer {
     KeyReady,
     /// The wrapped data key, if the group holds one.
     Wrapped(Option<Vec<u8>>),
+    /// What a withdrawal answered: the cash left, or a refusal.
+    Cash(OrderOutcome),
 }

@@ -22,6 +22,7 @@ pub mod rescreen;
 pub mod retention;
 pub mod services;
 pub mod steps;
+pub mod withdrawal;
 
 pub use flow::{run, run_with, Effect, Effected, Effects, Input, Next, NodeEffects, Workflow};
 

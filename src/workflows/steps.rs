@@ -24,6 +24,9 @@ pub async fn run_step(s: &Services, step: UserStep) -> Result<StepAnswer, Entity
             let flow = AcceptAdvice::new(user_id, advice_id, key, meta, s.order_terms(), s.symbols().into_iter().collect());
             super::run(&s.router, &NodeEffects(s), flow).await.map(StepAnswer::Accept)
         }
+        UserStep::Withdraw(request) => super::run(&s.router, &NodeEffects(s), super::withdrawal::Withdraw::new(request))
+            .await
+            .map(StepAnswer::Cash),
         UserStep::DataKey { key_id } => s.create_data_key_here(&key_id).await,
         UserStep::WrappedKey { key_id } => s
             .wrapped_key_here(&key_id)

@@ -173,12 +173,17 @@ impl Portfolio {
     pub(super) fn decide_withdrawal(
         &self,
         amount: Decimal,
+        investor: &crate::domain::compliance::InvestorStatus,
         idem: IdemTag,
         ctx: &mut Ctx<'_>,
     ) -> Result<Decision<PortfolioEvent, PortfolioReply>, PortfolioRejection> {
         if !is_valid_cash_amount(amount) {
             ctx.audit(AuditDraft::refused("portfolio.withdrawal", "invalid_amount"));
             return Err(PortfolioRejection::InvalidAmount);
+        }
+        if let Err(rule) = crate::domain::compliance::check_withdrawal(investor) {
+            ctx.audit(AuditDraft::refused("portfolio.withdrawal", rule.code()).detail("amount", cash_string(amount)));
+            return Err(PortfolioRejection::Compliance(rule));
         }
         if amount > self.cash {
             ctx.audit(AuditDraft::refused("portfolio.withdrawal", "insufficient_funds").detail("amount", cash_string(amount)));

@@ -62,7 +62,7 @@ impl Entity for Portfolio {
     fn decide(&self, cmd: PortfolioCommand, ctx: &mut Ctx<'_>) -> Result<Decision<PortfolioEvent, PortfolioReply>, PortfolioRejection> {
         match cmd {
             PortfolioCommand::Deposit { amount, idem } => self.once(idem, ctx, |p, idem, ctx| p.decide_deposit(amount, idem, ctx)),
-            PortfolioCommand::Withdraw { amount, idem } => self.once(idem, ctx, |p, idem, ctx| p.decide_withdrawal(amount, idem, ctx)),
+            PortfolioCommand::Withdraw { amount, idem, investor } => self.once(idem, ctx, |p, idem, ctx| p.decide_withdrawal(amount, &investor, idem, ctx)),
             PortfolioCommand::PlaceOrder {
                 symbol,
                 side,

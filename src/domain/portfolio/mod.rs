@@ -229,6 +229,9 @@ pub enum PortfolioCommand {
     Withdraw {
         amount: Decimal,
         idem: IdemTag,
+        /// The investor's screening (and the rest of their facts), read from their account:
+        /// a sanctioned investor's cash is frozen.
+        investor: InvestorStatus,
     },
     PlaceOrder {
         symbol: String,

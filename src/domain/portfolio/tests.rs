@@ -169,6 +169,7 @@ fn a_day_close_states_holdings_value_trades_and_fees_once() {
         PortfolioCommand::Withdraw {
             amount: d("100"),
             idem: idem("k3"),
+            investor: InvestorStatus::onboarded(5, false),
         },
         5,
     )
@@ -216,4 +217,40 @@ fn a_late_close_states_the_day_as_it_stood_at_its_close_time() {
     other.journal = late.journal.clone();
     other.p = Portfolio::as_of("usr_b", &j.journal, Timestamp(i64::MAX));
     assert_eq!(other.close("2026-11-23", &[], day("2026-11-23", 23)), Err(PortfolioRejection::JournalMismatch));
+}
+
+/// A sanctions match, or a potential match not yet resolved, freezes the investor's cash: a
+/// withdrawal is refused `sanctions_block` (remembered under its key) and moves nothing. KYC is
+/// not needed to take back what was deposited.
+#[test]
+fn a_sanctioned_investors_cash_is_frozen() {
+    use crate::domain::kyc::KycStatus;
+    use crate::domain::screening::ScreeningStatus;
+    let mut j = Journaled::new("usr_frozen");
+    j.run(deposit("500", "k1"), 1).unwrap();
+    let withdraw = |key: &str, screening| PortfolioCommand::Withdraw {
+        amount: d("100"),
+        idem: idem(key),
+        investor: InvestorStatus {
+            kyc: KycStatus::Review,
+            screening,
+            risk_score: None,
+            complex_products_allowed: false,
+        },
+    };
+    for (key, screening) in [("k2", ScreeningStatus::Match), ("k3", ScreeningStatus::PotentialMatch)] {
+        let before = j.p.clone();
+        let r = j.run(withdraw(key, screening), 2);
+        assert_eq!(
+            r,
+            Ok(PortfolioReply::Refused(PortfolioRejection::Compliance(
+                crate::domain::compliance::ComplianceRefusal::SanctionsBlock
+            ))),
+            "{screening:?}"
+        );
+        assert_eq!(j.p.cash, before.cash, "{screening:?}: cash moved");
+    }
+    // Cleared (KYC still in review): the money goes back to its owner.
+    assert!(matches!(j.run(withdraw("k4", ScreeningStatus::Clear), 3), Ok(PortfolioReply::Cash { .. })));
+    assert_eq!(j.p.cash, d("400"));
 }

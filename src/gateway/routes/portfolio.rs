@@ -8,7 +8,7 @@ use crate::cluster::RouteError;
 use crate::domain::account::Role;
 use crate::domain::money::{cash_string, plain_string, round_cash};
 use crate::domain::portfolio::{History, IdemTag, Order, Portfolio, PortfolioCommand, PortfolioRejection, PortfolioReply, Side, TransactionKind};
-use crate::domain::steps::{StepAnswer, UserStep};
+use crate::domain::steps::{StepAnswer, UserStep, WithdrawalRequest};
 use crate::gateway::auth::Claims;
 use crate::gateway::http::{private_json, Reply, Req};
 use crate::gateway::problem::ApiError;
@@ -132,16 +132,29 @@ async fn move_cash(state: &AppState, req: &Req, deposit: bool) -> Result<Reply, 
             crate::domain::fingerprint::withdrawal(amount)
         },
     };
-    let cmd = if deposit {
-        PortfolioCommand::Deposit { amount, idem }
+    let outcome = if deposit {
+        execute(state, &claims, req, PortfolioCommand::Deposit { amount, idem }).await
     } else {
-        PortfolioCommand::Withdraw { amount, idem }
+        // One hop: the withdrawal runs at the leader of the user's group, where the investor's
+        // screening is read for the portfolio's decision (a sanctioned investor's cash is frozen).
+        let request = WithdrawalRequest {
+            user_id: claims.sub.clone(),
+            amount,
+            idem,
+            meta: RequestMeta {
+                request_id: req.request_id.clone(),
+                actor: claims.sub.clone(),
+            },
+        };
+        match state.router.step(UserStep::Withdraw(request)).await.map_err(unavailable)? {
+            StepAnswer::Cash(outcome) => {
+                state.valuations.mark_stale(&claims.sub);
+                outcome.map_err(rejection)
+            }
+            _ => Err(ApiError::internal()),
+        }
     };
-    let reply = cash_reply(
-        execute(state, &claims, req, cmd)
-            .await
-            .map_err(|e| naming_the_limit(e, "amount", crate::domain::money::cash_amount_problem(amount)))?,
-    )?;
+    let reply = cash_reply(outcome.map_err(|e| naming_the_limit(e, "amount", crate::domain::money::cash_amount_problem(amount)))?)?;
     state.valuations.trigger(&claims.sub, crate::domain::advice::AdviceTrigger::PortfolioChanged);
     Ok(reply)
 }
