@@ -23,7 +23,11 @@ pub fn compose(records: &[AuditRecord], date: Date, generated_at: Timestamp) -> 
         .count();
     let mut by_code: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
     let (mut notional, mut fees) = (rust_decimal::Decimal::ZERO, rust_decimal::Decimal::ZERO);
-    for r in records.iter().filter(|r| r.at >= start && r.at < end) {
+    // Oldest first: the trail is read group by group, each in its own order (a stable sort
+    // keeps that order for records of one moment).
+    let mut day_records: Vec<&AuditRecord> = records.iter().filter(|r| r.at >= start && r.at < end).collect();
+    day_records.sort_by_key(|r| r.at);
+    for r in day_records {
         let at = r.at.to_rfc3339();
         match (r.action.as_str(), &r.outcome) {
             ("order.filled", _) => {
@@ -90,4 +94,38 @@ pub async fn daily_report(state: &Services, date: Date, meta: &RequestMeta) -> R
     let draft = AuditDraft::ok("compliance.report").detail("date", date);
     let _ = state.router.audit(draft, "reports", meta, false).await;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::audit::Outcome;
+
+    /// The trail comes group by group; the report's lists are oldest first across groups.
+    #[test]
+    fn the_days_lists_are_oldest_first_across_groups() {
+        let date = Date::parse("2026-12-03").unwrap();
+        let day = date.days_since_epoch() * crate::domain::price_history::MS_PER_DAY;
+        let fill = |group: u32, seq: u64, minute: i64, order: &str| AuditRecord {
+            seq,
+            group,
+            at: Timestamp(day + minute * 60_000),
+            actor: "usr_a".into(),
+            action: "order.filled".into(),
+            entity: "portfolio/usr_a".into(),
+            request_id: format!("req_{order}"),
+            outcome: Outcome::Ok,
+            details: [("order_id".to_string(), order.to_string())].into_iter().collect(),
+        };
+        // Group 0's chain first (minutes 30, 40), then group 1's (minutes 10, 35).
+        let records = [
+            fill(0, 0, 30, "ord_c"),
+            fill(0, 1, 40, "ord_e"),
+            fill(1, 0, 10, "ord_a"),
+            fill(1, 1, 35, "ord_d"),
+        ];
+        let report = compose(&records, date, Timestamp(day));
+        let orders: Vec<&str> = report["trades"].as_array().unwrap().iter().map(|t| t["order_id"].as_str().unwrap()).collect();
+        assert_eq!(orders, ["ord_a", "ord_c", "ord_d", "ord_e"]);
+    }
 }

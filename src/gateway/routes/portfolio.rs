@@ -59,7 +59,10 @@ fn naming_the_limit(mut e: ApiError, field: &str, problem: Option<String>) -> Ap
         e.detail = match problem {
             Some(p) => format!("{field} {p}"),
             // Valid on its own: its value (quantity × price) is what is out of bounds.
-            None => format!("the order's value (quantity × price) must be at most {}", crate::domain::money::max_amount()),
+            None => format!(
+                "the order's value (quantity × price) must be at least 0.01 and at most {}",
+                crate::domain::money::max_amount()
+            ),
         };
     }
     e
