@@ -783,6 +783,10 @@ fn failed_logins_lock_out_with_retry_after_and_security_events() {
             f.check(!text.contains(wrong) && !text.contains(PASSWORD), || {
                 "the security events contain a tried password".to_string()
             });
+            // API.md: admin never reads personal data — a client's address is shown as its network.
+            f.check(!text.contains("127.0.0.1") && text.contains("127.0.0.0/24"), || {
+                format!("the security events should name the client's network, not its address: {text}")
+            });
         }
         Err(e) => f.0.push(e),
     }

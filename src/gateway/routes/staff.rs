@@ -153,11 +153,39 @@ async fn audit_query(state: &AppState, n: usize, keep: impl Fn(&AuditRecord) -> 
 
 /// GET /v1/admin/security-events: failed logins, lockouts, refresh-token reuse, new devices,
 /// denied requests — newest first.
+/// A client address is personal data, and `admin` reads none: each event names the address's
+/// network instead (IPv4 /24, IPv6 /48), enough to see attempts come from one place.
 pub async fn security_events(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     state.claims(req)?;
     let n = limit(req)?;
-    let events = audit_query(state, n, |r| r.action.starts_with("security.")).await?;
+    let mut events = audit_query(state, n, |r| r.action.starts_with("security.")).await?;
+    for e in &mut events {
+        if let Some(details) = e.get_mut("details").and_then(|d| d.as_object_mut()) {
+            if let Some(address) = details.remove("address") {
+                details.insert("network".into(), network_of(address.as_str().unwrap_or_default()).into());
+            }
+        }
+    }
     Ok(private_json(StatusCode::OK, &events))
+}
+
+/// The network an address lies in: `203.0.113.0/24`, `2001:db8:1::/48`; "unknown" for text
+/// that is not an address.
+pub(crate) fn network_of(address: &str) -> String {
+    match address.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(a)) => {
+            let [x, y, z, _] = a.octets();
+            format!("{x}.{y}.{z}.0/24")
+        }
+        Ok(std::net::IpAddr::V6(a)) => match a.to_ipv4_mapped() {
+            Some(v4) => network_of(&v4.to_string()),
+            None => {
+                let s = a.segments();
+                format!("{}/48", std::net::Ipv6Addr::new(s[0], s[1], s[2], 0, 0, 0, 0, 0))
+            }
+        },
+        Err(_) => "unknown".into(),
+    }
 }
 
 /// GET /v1/compliance/screening-hits: screening results that were not clear, newest first.
@@ -261,4 +289,15 @@ pub async fn daily_report(state: &AppState, req: &Req) -> Result<Reply, ApiError
         .await
         .map_err(unavailable)?;
     Ok(private_json(StatusCode::OK, &report))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_address_is_shown_as_its_network() {
+        assert_eq!(super::network_of("203.0.113.77"), "203.0.113.0/24");
+        assert_eq!(super::network_of("2001:db8:1:2:3:4:5:6"), "2001:db8:1::/48");
+        assert_eq!(super::network_of("::ffff:198.51.100.9"), "198.51.100.0/24");
+        assert_eq!(super::network_of("not an address"), "unknown");
+    }
 }
