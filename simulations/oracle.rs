@@ -56,6 +56,11 @@ pub fn predict(p: &Portfolio, investor: &InvestorStatus, req: &Request, quote: O
             if !valid_cash(*amount) {
                 return Err(InvalidAmount);
             }
+            // A sanctions match or an unresolved potential match freezes the cash; KYC is not
+            // needed to take it back.
+            if investor.screening != ScreeningStatus::Clear {
+                return Err(Compliance(ComplianceRefusal::SanctionsBlock));
+            }
             if *amount > p.cash {
                 return Err(InsufficientFunds);
             }

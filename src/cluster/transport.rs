@@ -480,6 +480,19 @@ impl Said {
 }
 
 /// `host:port` → a TCP multiaddr (`/ip4/…/tcp/…`, `/ip6/…`, or `/dns/…` for a name).
+/// A DNS host name: dot-separated labels of letters, digits, '-' and '_' (1–63 each, not
+/// starting or ending with '-'), at most 253 characters.
+fn is_host_name(host: &str) -> bool {
+    host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        })
+}
+
 pub fn multiaddr(host_port: &str) -> Result<Multiaddr, String> {
     let (host, port) = host_port.rsplit_once(':').ok_or_else(|| format!("`{host_port}` is not host:port"))?;
     let port: u16 = port.parse().map_err(|_| format!("`{host_port}`: the port is not a number"))?;
@@ -487,8 +500,9 @@ pub fn multiaddr(host_port: &str) -> Result<Multiaddr, String> {
     let proto = match host.parse::<std::net::IpAddr>() {
         Ok(std::net::IpAddr::V4(_)) => "ip4",
         Ok(std::net::IpAddr::V6(_)) => "ip6",
-        Err(_) if !host.is_empty() => "dns",
-        Err(_) => return Err(format!("`{host_port}` has no host")),
+        Err(_) if host.is_empty() => return Err(format!("`{host_port}` has no host")),
+        Err(_) if is_host_name(host) => "dns",
+        Err(_) => return Err(format!("`{host_port}`: `{host}` is neither an IP address nor a host name")),
     };
     format!("/{proto}/{host}/tcp/{port}").parse().map_err(|e| format!("`{host_port}`: {e}"))
 }

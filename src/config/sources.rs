@@ -47,14 +47,18 @@ pub(super) fn apply_env(table: &mut toml::Table, schema: &toml::Table, name: &st
                     .parse()
                     .map_err(|_| ConfigError(format!("variable {name}: `{value}` is not true or false")))?,
             ),
-            toml::Value::Array(_) => toml::Value::Array(
-                value
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|v| !v.is_empty())
-                    .map(|v| toml::Value::String(v.to_string()))
-                    .collect(),
-            ),
+            // Comma-separated; an empty value is an empty list, but an empty entry (`a,,b`, `,`)
+            // is a mistake: a join list of nothing but commas would form a cluster of its own.
+            toml::Value::Array(_) if value.trim().is_empty() => toml::Value::Array(Vec::new()),
+            toml::Value::Array(_) => {
+                let entries: Vec<&str> = value.split(',').map(str::trim).collect();
+                if entries.iter().any(|v| v.is_empty()) {
+                    return Err(ConfigError(format!(
+                        "variable {name}: `{value}` has an empty entry (a comma-separated list, e.g. host1:7070,host2:7070)"
+                    )));
+                }
+                toml::Value::Array(entries.into_iter().map(|v| toml::Value::String(v.to_string())).collect())
+            }
             _ => return Err(ConfigError(format!("variable {name}: `{section}.{key}` cannot be set from the environment"))),
         };
         if let Some(toml::Value::Table(t)) = table.get_mut(section) {

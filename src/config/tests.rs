@@ -65,6 +65,32 @@ fn cluster_keys_come_from_the_environment_and_a_joining_node_needs_the_secret() 
     .unwrap();
     assert_eq!(c.cluster.join, vec!["127.0.0.1:7071", "127.0.0.1:7072"]);
     assert_eq!(c.cluster.bootstrap_expect, 3);
+    // A join list of nothing but commas, or with an empty entry, is refused (it formed a
+    // cluster of its own); an empty value is an empty list.
+    for join in [",,", " , ", "127.0.0.1:7071,,127.0.0.1:7072", "127.0.0.1:7071,"] {
+        let e = Config::load_with_env(None, &env(&[("MONETA_CLUSTER_JOIN", join), ("MONETA_CLUSTER_SECRET_FILE", "/tmp/secret")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("MONETA_CLUSTER_JOIN") && e.contains("empty entry"), "{join:?}: {e}");
+    }
+    let c = Config::load_with_env(None, &env(&[("MONETA_CLUSTER_JOIN", " ")])).unwrap();
+    assert!(c.cluster.join.is_empty());
+    // A host is an IP address or a host name: a list joined with ';' is not one address.
+    for join in ["127.0.0.1:7071;127.0.0.1:7072", "bad host:7071", "-x.example:7071", "a..b:7071"] {
+        let e = Config::load_with_env(None, &env(&[("MONETA_CLUSTER_JOIN", join), ("MONETA_CLUSTER_SECRET_FILE", "/tmp/secret")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cluster.join"), "{join:?}: {e}");
+    }
+    let c = Config::load_with_env(
+        None,
+        &env(&[
+            ("MONETA_CLUSTER_JOIN", "moneta-0.moneta.default.svc.cluster.local:7070,[::1]:7070"),
+            ("MONETA_CLUSTER_SECRET_FILE", "/tmp/secret"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.cluster.join.len(), 2);
     let e = Config::load_with_env(None, &env(&[("MONETA_CLUSTER_LISTEN", "nowhere")]))
         .unwrap_err()
         .to_string();
