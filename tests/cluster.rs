@@ -610,6 +610,10 @@ fn three_nodes_form_serve_any_request_anywhere_and_survive_a_kill_9() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let status: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status["cluster_id"], view["cluster_id"], "the CLI and the route show one cluster");
+    // The text form lists the metadata group too.
+    let out = c.cli(0, &["cluster", "status"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.lines().any(|l| l.starts_with("meta ")), "{text}");
 
     phase("(a) trading sessions");
     // (a) Twenty users register at random nodes, log in at another, onboard, deposit and trade

@@ -61,22 +61,29 @@ pub(super) fn cluster_status(path: Option<PathBuf>, json: bool) -> ExitCode {
         "{:<6} {:<16} {:>6} {:>12} {:>12}  REPLICAS",
         "GROUP", "LEADER", "TERM", "COMMIT", "APPLIED"
     );
-    for g in v["groups"].as_array().into_iter().flatten() {
+    let names = |list: &serde_json::Value| list.as_array().into_iter().flatten().filter_map(|r| r.as_str()).collect::<Vec<_>>().join(",");
+    // The shard groups, then the metadata group (membership and placement) as `meta`.
+    let meta = &v["metadata"];
+    let rows = v["groups"].as_array().into_iter().flatten().map(|g| (g["group"].to_string(), g));
+    for (label, g) in rows.chain(meta.is_object().then(|| ("meta".to_string(), meta))) {
         let _ = writeln!(
             out,
             "{:<6} {:<16} {:>6} {:>12} {:>12}  {}",
-            g["group"].to_string(),
+            label,
             g["leader"].as_str().unwrap_or("-"),
             g["term"].to_string(),
             g["commit_index"].to_string(),
             g["applied_index"].to_string(),
-            g["replicas"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|r| r.as_str())
-                .collect::<Vec<_>>()
-                .join(",")
+            names(&g["replicas"])
+        );
+    }
+    for m in v["moves"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "move: group {} adding [{}] removing [{}]",
+            m["group"],
+            names(&m["adding"]),
+            names(&m["removing"])
         );
     }
     ExitCode::SUCCESS

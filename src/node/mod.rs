@@ -83,6 +83,13 @@ async fn list_instruments(router: &Router, config: &Config) -> Result<Vec<String
                     tracing::warn!(symbol = %i.symbol, error = %f, "listing an instrument failed; trying again");
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
+                Err(RouteError::Failed(f @ (RouteFailure::Unavailable(_) | RouteFailure::OutcomeUnknown(_) | RouteFailure::NotApplied(_)))) => {
+                    return Err(format!(
+                        "cannot list instrument {} within {}s: {f}; no leader served its group — check that a majority of the members is running and that this node has the cluster's `[cluster] secret_file` (the warnings above say when peers refused its handshake)",
+                        i.symbol,
+                        LISTING_WAIT.as_secs()
+                    ))
+                }
                 Err(RouteError::Failed(f)) => return Err(format!("cannot list instrument {}: {f}", i.symbol)),
                 Err(RouteError::Rejected(r)) => return Err(format!("cannot list instrument {}: refused ({r:?})", i.symbol)),
             }
