@@ -257,3 +257,30 @@ fn a_running_node_holds_the_folder_and_the_cli_says_so() {
     assert!(out.contains("in use"), "{out}");
     drop(store);
 }
+
+#[test]
+fn an_empty_chain_is_left_out_of_the_report_but_a_head_past_an_empty_chain_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = build(dir.path());
+    let before = store.verify_audit();
+    assert!(before.ok, "{before:?}");
+    // A replica keeps a group's head from a snapshot of a group with no record yet (the
+    // metadata group's, on a node that joined): the same records give the same report.
+    let mut chains = store.chain_heads().unwrap();
+    chains.insert(7, ChainHead::default());
+    let mut batch = sled::Batch::default();
+    store.stage_heads(&mut batch, &chains);
+    store.tree().apply_batch(batch).unwrap();
+    let after = store.verify_audit();
+    assert!(after.ok, "{after:?}");
+    assert_eq!(after.head_hash, before.head_hash, "an empty chain changes nothing");
+    assert!(after.groups.iter().all(|g| g.group != 7), "{:?}", after.groups);
+    // A head recorded past a chain that holds nothing is a truncation: still reported.
+    chains.insert(7, ChainHead { entries: 3, head: [9u8; 32] });
+    let mut batch = sled::Batch::default();
+    store.stage_heads(&mut batch, &chains);
+    store.tree().apply_batch(batch).unwrap();
+    let report = store.verify_audit();
+    assert!(!report.ok);
+    assert_eq!(report.bad_group, Some(7), "{report:?}");
+}
