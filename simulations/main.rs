@@ -39,6 +39,10 @@ use std::process::ExitCode;
 /// Users and days without a scenario.
 const DEFAULT_USERS: usize = 1000;
 const DEFAULT_DAYS: u32 = 5;
+/// The most users of a market run without a scenario (a scenario's own bound is the same).
+const MARKET_USERS_MAX: usize = 1_000_000;
+/// The longest safety phase of a cluster run (about three hours of simulated time).
+const CLUSTER_TICKS_MAX: u64 = 1_000_000;
 
 #[derive(Parser, Debug)]
 #[command(name = "simulate", about = "Deterministic simulation of the Moneta domain core")]
@@ -160,8 +164,11 @@ fn check_determinism() -> ExitCode {
             println!("determinism: FAILED — two processes, digests {x} and {y}");
             ExitCode::FAILURE
         }
+        // A usage error (exit 2) in both is this command's usage error.
+        _ if a.status.code() == Some(2) && b.status.code() == Some(2) => ExitCode::from(2),
         _ if a.status.code() == b.status.code() && a.stderr == b.stderr && !a.status.success() => {
-            println!("determinism: both processes failed the same way (exit {:?})", a.status.code());
+            let how = a.status.code().map_or_else(|| "killed by a signal".to_string(), |c| format!("exit {c}"));
+            println!("determinism: both processes failed the same way ({how})");
             ExitCode::FAILURE
         }
         _ => {
@@ -169,6 +176,48 @@ fn check_determinism() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The flags' combinations and ranges clap cannot state: a flag of the cluster simulation
+/// without `--cluster` (clap skips its `requires` once `--days` or `--scenario` conflicts
+/// with `--cluster`), a range, a fault named twice.
+fn check_usage(cli: &Cli) -> Result<(), String> {
+    if !cli.cluster {
+        let cluster_only = [
+            ("--nodes", cli.nodes.is_some()),
+            ("--ticks", cli.ticks.is_some()),
+            ("--requests", cli.requests.is_some()),
+            ("--sweep", cli.sweep.is_some()),
+            ("--stop-on-failure", cli.stop_on_failure),
+            ("--fault", !cli.faults.is_empty()),
+            ("--trace", cli.trace.is_some()),
+            ("--sabotage-retries", cli.sabotage_retries),
+            ("--plant", cli.plant.is_some()),
+        ];
+        if let Some((flag, _)) = cluster_only.iter().find(|(_, given)| *given) {
+            return Err(format!("{flag} is a flag of the cluster simulation: it needs --cluster"));
+        }
+        if cli.scenario.is_none() {
+            if let Some(u) = cli.users.filter(|u| !(1..=MARKET_USERS_MAX).contains(u)) {
+                return Err(format!("--users must be 1–{MARKET_USERS_MAX}, got {u}"));
+            }
+            if let Some(d) = cli.days.filter(|d| !(1..=scenario::DAYS_MAX).contains(d)) {
+                return Err(format!("--days must be 1–{}, got {d}", scenario::DAYS_MAX));
+            }
+        }
+        return Ok(());
+    }
+    if let Some(t) = cli.ticks.filter(|t| !(1..=CLUSTER_TICKS_MAX).contains(t)) {
+        return Err(format!("--ticks must be 1–{CLUSTER_TICKS_MAX}, got {t}"));
+    }
+    let mut named = std::collections::BTreeSet::new();
+    for spec in &cli.faults {
+        let name = spec.split_once('=').map_or(spec.as_str(), |(n, _)| n);
+        if !named.insert(name) {
+            return Err(format!("--fault {name} is given twice"));
+        }
+    }
+    Ok(())
 }
 
 /// Switches on the planted bug `--plant` names; an unknown name, or a build without the
@@ -221,6 +270,7 @@ fn cluster_settings(cli: &Cli, seed: u64) -> Result<cluster::Settings, String> {
     if let Some(r) = cli.requests {
         s.ops_per_client = r;
     }
+    s.scale_liveness();
     s.sabotage_retries = cli.sabotage_retries;
     Ok(s)
 }
@@ -287,12 +337,9 @@ fn run_cluster(cli: &Cli) -> ExitCode {
     for seed in cli.seed..=last {
         let settings = cluster_settings(cli, seed).expect("checked above");
         let ticks = settings.ticks;
-        if cli.sweep.is_none() {
-            println!("moneta cluster simulation");
-            println!("seed: {seed}");
-            println!("{}", settings.describe());
-        }
+        let described = settings.describe();
         let mut sim = cluster::ClusterSim::new(settings);
+        // The trace file is made before anything is printed: a bad path is a usage error.
         if let Some(path) = &cli.trace {
             sim = match sim.with_trace(path) {
                 Ok(s) => s,
@@ -301,6 +348,11 @@ fn run_cluster(cli: &Cli) -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+        }
+        if cli.sweep.is_none() {
+            println!("moneta cluster simulation");
+            println!("seed: {seed}");
+            println!("{described}");
         }
         // A progress bar on a terminal only (never in a pipe or a log).
         if cli.sweep.is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
@@ -353,6 +405,10 @@ fn run_cluster(cli: &Cli) -> ExitCode {
                 );
                 println!("replay: {}", cluster_replay(cli, seed));
                 println!("digest: {}", r.digest);
+                if let Some(e) = &r.trace_error {
+                    eprintln!("simulate: the run passed, but its trace could not be written: {e}");
+                    return ExitCode::from(2);
+                }
             }
             Ok(_) => {}
             Err(f) => {
@@ -382,12 +438,23 @@ fn run_cluster(cli: &Cli) -> ExitCode {
     }
 }
 
+/// A word as a POSIX shell reads it back: as it is when it holds only safe characters, else
+/// in single quotes (the replay line is pasted into a shell).
+fn shell_word(word: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c);
+    if !word.is_empty() && word.chars().all(safe) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
 fn replay_command(cli: &Cli, users: usize, days: u32) -> String {
     let mut line = match &cli.scenario {
         None => format!("cargo run --release --bin simulate -- --seed {} --users {users} --days {days}", cli.seed),
         Some(path) => format!(
             "cargo run --release --bin simulate -- --scenario {} --seed {} --users {users} --days {days}",
-            path.display(),
+            shell_word(&path.display().to_string()),
             cli.seed
         ),
     };
@@ -425,6 +492,10 @@ fn load_scenario(cli: &Cli) -> Result<Option<scenario::Scenario>, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = check_usage(&cli) {
+        eprintln!("simulate: {e}");
+        return ExitCode::from(2);
+    }
     if cli.check_determinism {
         return check_determinism();
     }
@@ -438,6 +509,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The plot's file is made before the run: a path that cannot be written is a usage error,
+    // not a run's end.
+    if let Some(path) = &cli.plot {
+        if let Err(e) = std::fs::File::create(path) {
+            eprintln!("simulate: cannot write the plot to {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    }
     let users = scenario.as_ref().map_or(cli.users.unwrap_or(DEFAULT_USERS), |s| s.users);
     let days = scenario.as_ref().map_or(cli.days.unwrap_or(DEFAULT_DAYS), |s| s.days);
     let replay = replay_command(&cli, users, days);

@@ -579,3 +579,80 @@ fn a_cluster_run_writes_its_trace_and_checks_its_own_determinism() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--fault crash"));
 }
+
+/// Flags that do not fit together or are out of range are usage errors (exit 2, a message
+/// naming the flag, nothing run), never a silent default, a panic or a failed run.
+#[test]
+fn flags_that_do_not_fit_are_usage_errors_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing_dir = dir.path().join("no-such-dir").join("t.jsonl");
+    let plot = dir.path().join("no-such-dir").join("p.svg");
+    let calm = scenario_file("calm_week");
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        // Cluster flags without --cluster: clap's `requires` is skipped once --days conflicts
+        // with --cluster, so these ran a market simulation and dropped the flag.
+        (
+            vec!["--users".into(), "5".into(), "--days".into(), "1".into(), "--nodes".into(), "3".into()],
+            "--nodes",
+        ),
+        (vec!["--days".into(), "1".into(), "--sweep".into(), "2".into()], "--sweep"),
+        (vec!["--days".into(), "1".into(), "--trace".into(), "x.jsonl".into()], "--trace"),
+        (vec!["--days".into(), "1".into(), "--fault".into(), "crash=0.1".into()], "--fault"),
+        (vec!["--scenario".into(), calm.clone(), "--ticks".into(), "10".into()], "--ticks"),
+        // Ranges of a market run.
+        (vec!["--users".into(), "0".into(), "--days".into(), "1".into()], "--users"),
+        (vec!["--users".into(), "18446744073709551615".into(), "--days".into(), "1".into()], "--users"),
+        (vec!["--users".into(), "5".into(), "--days".into(), "0".into()], "--days"),
+        (vec!["--users".into(), "5".into(), "--days".into(), "4294967295".into()], "--days"),
+        // A cluster run's.
+        (vec!["--cluster".into(), "--ticks".into(), "0".into()], "--ticks"),
+        (vec!["--cluster".into(), "--ticks".into(), "18446744073709551615".into()], "--ticks"),
+        (
+            vec!["--cluster".into(), "--fault".into(), "crash=0.5".into(), "--fault".into(), "crash=0".into()],
+            "--fault crash is given twice",
+        ),
+        (vec!["--cluster".into(), "--trace".into(), missing_dir.display().to_string()], "--trace"),
+        (vec!["--cluster".into(), "--nodes".into(), "0".into(), "--check-determinism".into()], "--nodes"),
+        (
+            vec![
+                "--scenario".into(),
+                calm,
+                "--users".into(),
+                "5".into(),
+                "--days".into(),
+                "1".into(),
+                "--plot".into(),
+                plot.display().to_string(),
+            ],
+            "cannot write the plot",
+        ),
+    ];
+    for (args, named) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_simulate")).args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(named), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked") && !stderr.contains("SIMULATION FAILED"), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}: nothing ran: {}", String::from_utf8_lossy(&out.stdout));
+    }
+    // A trace that cannot be written while the run goes on is the file's error, not a failed
+    // run: the report is printed, the exit code is a usage error's.
+    if std::path::Path::new("/dev/full").exists() {
+        let out = cluster(&["--seed", "3", "--ticks", "200", "--requests", "5", "--trace", "/dev/full"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("its trace could not be written"), "{stderr}");
+        assert!(!stderr.contains("SIMULATION FAILED"), "{stderr}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("digest: "));
+    }
+}
+
+/// The liveness phase's bound grows with the workload: a large valid one is not reported as
+/// unconverged for want of time (600 requests a client once failed every seed tried).
+#[test]
+fn a_large_workload_gets_a_liveness_bound_to_match() {
+    let out = cluster(&["--seed", "10", "--requests", "600"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("liveness ≤ 22200 ticks"), "{stdout}");
+}

@@ -16,7 +16,9 @@ pub struct Settings {
     pub ops_per_client: usize,
     /// Ticks of the safety phase (faults on).
     pub ticks: u64,
-    /// The bound on the liveness phase (faults off).
+    /// The bound on the liveness phase (faults off): grows with the work left to finish
+    /// (`Settings::scale_liveness`), so a large valid workload is never reported unconverged
+    /// for want of time.
     pub liveness_ticks: u64,
     pub faults: Faults,
     /// Test hook (a planted bug): a retry goes out under a new request id and idempotency key,
@@ -38,6 +40,15 @@ impl Settings {
             faults: Faults::draw(seed),
             sabotage_retries: false,
         }
+    }
+
+    /// Sets the liveness bound for the workload: 6 000 ticks (a minute of simulated time) for
+    /// the default one, plus time for every client's requests and every investor's workflows
+    /// and end-of-day close (about 30 ticks a request and 6 an investor).
+    pub fn scale_liveness(&mut self) {
+        let requests = self.ops_per_client.saturating_sub(60) as u64;
+        let users = self.users.saturating_sub(6) as u64;
+        self.liveness_ticks = 6_000 + requests.saturating_mul(30) + users.saturating_mul(6);
     }
 
     pub fn describe(&self) -> String {
@@ -91,6 +102,8 @@ pub struct Report {
     pub fills: u64,
     /// Events of the run (what `--trace` writes).
     pub events: u64,
+    /// The trace file could not be written (the run itself passed its checks).
+    pub trace_error: Option<String>,
     pub elections: u64,
     pub snapshots: u64,
     pub refused: u64,
