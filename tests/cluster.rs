@@ -1073,19 +1073,43 @@ fn three_nodes_form_serve_any_request_anywhere_and_survive_a_kill_9() {
     // log (compacted past the entry that destroyed it) — read from every node's folder.
     let (_, me) = c.get(0, "/v1/me", &bob_token);
     let bob_id = me["user_id"].as_str().or(me["id"].as_str()).unwrap().to_string();
-    let m = &c.members[1];
+    let bob_group = u32::from(moneta::domain::ids::shard_of(&bob_id)) % 8;
+    // A replica of bob's group is down through his erasure: it comes back to a log compacted
+    // past the key's destruction, so a snapshot taken after the erasure ended brings it up to
+    // date — and its erasure list must still name him (it did not, before the shard kept a
+    // mark of each erasure carried out).
+    let (_, view) = c.get(0, "/v1/cluster", &admin_token);
+    let bob_leader = view["groups"][bob_group as usize]["leader"].as_str().unwrap_or_default().to_string();
+    let away = (0..NODES).find(|&i| c.members[i].id != bob_leader).unwrap();
+    let (via, other) = {
+        let up: Vec<usize> = (0..NODES).filter(|&i| i != away).collect();
+        (up[0], up[1])
+    };
+    c.stop(away);
+    let m = &c.members[via];
     let r = m.client.delete(format!("{}/v1/me", m.base)).bearer_auth(&bob_token).send().unwrap();
     assert_eq!(r.status().as_u16(), 202, "{:?}", r.text());
     let deadline = Instant::now() + long;
     loop {
-        let (s, _) = c.post(2, "/v1/auth/login", None, None, &json!({"email": "bob@example.com", "password": PASSWORD}));
+        let (s, _) = c.post(other, "/v1/auth/login", None, None, &json!({"email": "bob@example.com", "password": PASSWORD}));
         if s == 401 {
             break;
         }
         assert!(Instant::now() < deadline, "bob can still log in: {s}");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let bob_group = u32::from(moneta::domain::ids::shard_of(&bob_id)) % 8;
+    // Both running replicas listed him (the one whose job ran it, and the other as it applied
+    // the key's destruction); the erasure's last step, which removes its schedule, follows.
+    let deadline = Instant::now() + long;
+    while !(0..NODES).filter(|&i| i != away).all(|i| {
+        std::fs::read_to_string(c.members[i].root.join("erasures.list")).is_ok_and(|l| l.contains(bob_id.as_str()))
+    }) {
+        assert!(Instant::now() < deadline, "the running replicas never listed bob's erasure");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    c.spawn(away);
+    c.wait_healthy(away, Duration::from_secs(60));
     // Every replica applied the group's commit before the nodes stop.
     let deadline = Instant::now() + long;
     'applied: loop {

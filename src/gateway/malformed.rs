@@ -83,6 +83,8 @@ pub fn problem_answer(status: u16, head: &[u8]) -> Vec<u8> {
     out.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", status.as_u16(), status.canonical_reason().unwrap_or("Error")).as_bytes());
     out.extend_from_slice(b"content-type: application/problem+json\r\ncache-control: no-store\r\nconnection: close\r\n");
     out.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
+    // Every answer carries an `X-Request-Id` (API.md), this one too.
+    out.extend_from_slice(format!("x-request-id: {}\r\n", crate::actors::new_request_id()).as_bytes());
     let mut headers = HeaderMap::new();
     crate::gateway::web::secure(&mut headers);
     for (name, value) in &headers {
@@ -219,6 +221,7 @@ mod tests {
         assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"));
         assert!(head.contains("\r\ncontent-type: application/problem+json\r\n"));
         assert!(head.contains("\r\nconnection: close\r\n"));
+        assert!(head.contains("\r\nx-request-id: req_"), "{head}");
         assert!(head.contains("\r\ndate: Mon, 07 Dec 2026 12:27:52 GMT"));
         assert!(head.contains(&format!("\r\ncontent-length: {}\r\n", body.len())));
         let problem: serde_json::Value = serde_json::from_str(body).unwrap();

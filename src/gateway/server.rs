@@ -11,7 +11,14 @@
 //! - at most [`MAX_CONNECTIONS`] connections are served at once; past that the listener stops
 //!   accepting (the kernel's backlog holds the rest) until one closes.
 //!
-//! A request hyper cannot parse is answered with problem+json (`gateway::malformed`).
+//! A request hyper cannot parse is answered with problem+json (`gateway::malformed`), and so
+//! is one whose target is not a path (`a:1`, `CONNECT host:443`: the authority form, which
+//! warp cannot route).
+//!
+//! Plain HTTP is HTTP/1.1 only. HTTP/2 is served under TLS when the client asks for it by ALPN,
+//! with its header list bounded as HTTP/1.1's is. No connection waits for its first bytes
+//! without the header timeout: a client that connects and sends nothing is closed after
+//! [`HEADER_READ_TIMEOUT`].
 //!
 //! The client address travels in a request extension ([`ClientAddr`]) because
 //! `warp::addr::remote()` is empty outside warp's own server.
@@ -33,6 +40,42 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The most connections served at once.
 pub const MAX_CONNECTIONS: usize = 16_384;
+
+/// The largest header list an HTTP/2 request may carry (HTTP/1.1 reads at most 100 headers
+/// in about 400 KiB).
+pub const H2_MAX_HEADER_LIST: u32 = 64 * 1024;
+
+/// Whether a request's target can be routed: origin form (`/path?query`) or absolute form
+/// (`http://host/path`), not the authority form (`host:port`) nor `*`.
+fn routable(uri: &warp::http::Uri) -> bool {
+    uri.path_and_query().is_some_and(|pq| pq.path().starts_with('/'))
+}
+
+/// The answer to a request whose target is not a path: 400 `malformed_request`, counted with
+/// the requests hyper could not parse.
+fn unroutable(metrics: &Metrics) -> warp::reply::Response {
+    let e = crate::gateway::problem::ApiError::new(
+        warp::http::StatusCode::BAD_REQUEST,
+        "malformed_request",
+        "the request target must be a path (`/v1/...`); nothing was done",
+    );
+    metrics
+        .http_requests
+        .get_or_create(&crate::telemetry::RouteLabels {
+            method: "OTHER".into(),
+            route: "malformed".into(),
+            status: 400,
+        })
+        .inc();
+    let mut reply = crate::gateway::http::problem_response(&e);
+    crate::gateway::web::secure(reply.headers_mut());
+    if let Ok(id) = warp::http::HeaderValue::from_str(&crate::actors::new_request_id()) {
+        reply.headers_mut().insert("x-request-id", id);
+    }
+    reply.headers_mut().insert("connection", warp::http::HeaderValue::from_static("close"));
+    let (parts, body) = reply.into_parts();
+    warp::reply::Response::from_parts(parts, body.into())
+}
 
 /// The client's address, set on every request by the accept loop.
 #[derive(Clone, Copy, Debug)]
@@ -58,6 +101,16 @@ pub async fn serve<F>(
     let graceful = GracefulShutdown::new();
     let mut builder = Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(H2_MAX_HEADER_LIST)
+        .keep_alive_interval(Some(HEADER_READ_TIMEOUT))
+        .keep_alive_timeout(HEADER_READ_TIMEOUT);
+    // Each connection's version is settled before hyper reads (plain: HTTP/1.1; TLS: as ALPN
+    // chose), so no connection waits for its first bytes outside the header timeout.
+    let http1 = builder.clone().http1_only();
+    let http2 = builder.http2_only();
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(stop);
     loop {
@@ -78,12 +131,17 @@ pub async fn serve<F>(
         };
         let _ = tcp.set_nodelay(true);
         let service = hyper_util::service::TowerToHyperService::new(warp::service(filter.clone()));
+        let counted = metrics.clone();
         let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            use futures_util::future::{ready, Either};
+            if !routable(req.uri()) {
+                return Either::Left(ready(Ok(unroutable(&counted))));
+            }
             req.extensions_mut().insert(ClientAddr(peer));
-            hyper::service::Service::call(&service, req)
+            Either::Right(hyper::service::Service::call(&service, req))
         });
         let watcher = graceful.watcher();
-        let builder = builder.clone();
+        let (http1, http2) = (http1.clone(), http2.clone());
         let acceptor = acceptor.clone();
         let metrics = metrics.clone();
         tokio::spawn(async move {
@@ -92,8 +150,8 @@ pub async fn serve<F>(
                 None => {
                     watcher
                         .watch(
-                            builder
-                                .serve_connection_with_upgrades(TokioIo::new(ProblemOnMalformed::new(tcp, Some(metrics))), service)
+                            http1
+                                .serve_connection(TokioIo::new(ProblemOnMalformed::new(tcp, Some(metrics))), service)
                                 .into_owned(),
                         )
                         .await
@@ -107,10 +165,11 @@ pub async fn serve<F>(
                         }
                         Err(_) => return,
                     };
+                    let builder = if stream.get_ref().1.alpn_protocol() == Some(b"h2") { &http2 } else { &http1 };
                     watcher
                         .watch(
                             builder
-                                .serve_connection_with_upgrades(TokioIo::new(ProblemOnMalformed::new(stream, Some(metrics))), service)
+                                .serve_connection(TokioIo::new(ProblemOnMalformed::new(stream, Some(metrics))), service)
                                 .into_owned(),
                         )
                         .await

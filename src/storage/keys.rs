@@ -106,6 +106,10 @@ pub enum ShardRecord {
     Job = 7,
     /// A personal-data key wrapped by the master key (id: `usr_…` or `retention:usr_…`).
     DataKey = 8,
+    /// A person whose erasure was carried out (id: user id) → `ErasedMarker`. Kept for good
+    /// (a user id and the email index's keyed hash, no personal data): a replica brought up to
+    /// date by a snapshot taken after the erasure lists the person from it.
+    Erased = 9,
 }
 
 /// The fixed shard whose group's leader drives the cluster's one price feed, and whose chain

@@ -7,7 +7,7 @@
 use crate::domain::ids::{EntityId, EntityKind};
 use crate::storage::keys::ShardRecord;
 use crate::storage::scope::Groups;
-use crate::storage::store::{CatalogEntry, PendingErasure, RegulatoryRecord, Store, StoreError, WriteSet};
+use crate::storage::store::{CatalogEntry, ErasedMarker, PendingErasure, RegulatoryRecord, Store, StoreError, WriteSet};
 
 /// The shard of everything kept about a user (their account's).
 pub fn user_shard(user_id: &str) -> u16 {
@@ -25,9 +25,12 @@ pub fn schedule_erasure(user_id: &str, pending: &PendingErasure) -> WriteSet {
     w
 }
 
-pub fn remove_erasure(user_id: &str) -> WriteSet {
+/// The end of an erasure: its schedule goes, and the shard keeps that it was carried out
+/// (`ShardRecord::Erased`), in the same write.
+pub fn finish_erasure(user_id: &str, marker: &ErasedMarker) -> WriteSet {
     let mut w = WriteSet::default();
     w.delete_record(user_shard(user_id), ShardRecord::Erasure, user_id);
+    w.put_record(user_shard(user_id), ShardRecord::Erased, user_id, marker);
     w
 }
 

@@ -42,6 +42,15 @@ impl From<sled::Error> for StoreError {
     }
 }
 
+/// A carried-out erasure, as its shard keeps it for good (`ShardRecord::Erased`): the email
+/// index entry it freed (a keyed hash, not the email) and when. The erasure list outside the
+/// data folder holds the same line; a replica that installs a snapshot lists it from here.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErasedMarker {
+    pub email_hash: String,
+    pub erased_at: Timestamp,
+}
+
 /// A scheduled erasure: when, and the email index entry to free (a keyed hash, not the email).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingErasure {

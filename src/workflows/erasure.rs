@@ -256,7 +256,11 @@ impl Erase {
     }
 
     fn unschedule(&mut self, outcome: Erased) -> Next<Result<Erased, String>> {
-        let writes = crate::storage::records::remove_erasure(&self.user_id);
+        let marker = crate::storage::store::ErasedMarker {
+            email_hash: self.pending.email_hash.clone(),
+            erased_at: self.now,
+        };
+        let writes = crate::storage::records::finish_erasure(&self.user_id, &marker);
         self.go(Stage::Unscheduling(outcome), Next::Effect(Effect::Write(writes)))
     }
 }

@@ -42,9 +42,11 @@ impl Writer {
 
     /// `list_erasures` for a replica brought up to date by a snapshot instead of the log (the
     /// log is compacted past an entry that destroys a data key at once, so a replica behind
-    /// it is sent a snapshot): each person whose erasure the snapshot has scheduled and whose
-    /// data key it no longer holds. (Once the schedule is removed too, the snapshot no longer
-    /// says; that replica's list then lacks the person: README, "Backups".)
+    /// it is sent a snapshot, which happens whenever a replica is down or restarting during
+    /// an erasure): each person the snapshot marks as erased (`ShardRecord::Erased`), and
+    /// each whose erasure it has scheduled and whose data key it no longer holds (an erasure
+    /// between its key's destruction and its end). A person listed already is not listed
+    /// again.
     pub(super) fn list_installed_erasures(&self, data: &[u8]) {
         use crate::storage::keys::{is_shard_record, ShardRecord};
         let Some(list) = self.erasure_list.as_ref() else {
@@ -69,6 +71,16 @@ impl Writer {
                     }
                 }
                 Err(e) => tracing::error!(user_id, error = %e, "an erasure schedule in a snapshot does not decode"),
+            }
+        }
+        for (user_id, v) in of(ShardRecord::Erased) {
+            match codec::decode::<crate::storage::store::ErasedMarker>(v) {
+                Ok(m) => {
+                    if let Err(e) = crate::storage::store::append_erasure_list(list, user_id, &m.email_hash) {
+                        tracing::error!(user_id, list = %list.display(), error = %e, "an installed erasure could not be listed");
+                    }
+                }
+                Err(e) => tracing::error!(user_id, error = %e, "an erasure marker in a snapshot does not decode"),
             }
         }
     }
