@@ -1101,9 +1101,10 @@ fn three_nodes_form_serve_any_request_anywhere_and_survive_a_kill_9() {
     // Both running replicas listed him (the one whose job ran it, and the other as it applied
     // the key's destruction); the erasure's last step, which removes its schedule, follows.
     let deadline = Instant::now() + long;
-    while !(0..NODES).filter(|&i| i != away).all(|i| {
-        std::fs::read_to_string(c.members[i].root.join("erasures.list")).is_ok_and(|l| l.contains(bob_id.as_str()))
-    }) {
+    while !(0..NODES)
+        .filter(|&i| i != away)
+        .all(|i| std::fs::read_to_string(c.members[i].root.join("erasures.list")).is_ok_and(|l| l.contains(bob_id.as_str())))
+    {
         assert!(Instant::now() < deadline, "the running replicas never listed bob's erasure");
         std::thread::sleep(Duration::from_millis(200));
     }

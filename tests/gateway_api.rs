@@ -1629,6 +1629,19 @@ fn a_request_head_that_does_not_parse_is_a_problem_and_one_that_never_ends_is_di
             431,
             "headers_too_large",
         ),
+        // The authority form: warp panicked on it, and the client got no answer at all.
+        (
+            "a target that is not a path",
+            b"GET a:1 HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            400,
+            "malformed_request",
+        ),
+        (
+            "CONNECT to a host",
+            b"CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n\r\n".to_vec(),
+            400,
+            "malformed_request",
+        ),
     ];
     for (what, request, status, code) in cases {
         let answer = raw(&request);
@@ -1640,6 +1653,7 @@ fn a_request_head_that_does_not_parse_is_a_problem_and_one_that_never_ends_is_di
         f.check(
             head.starts_with(&format!("HTTP/1.1 {status} "))
                 && head.to_ascii_lowercase().contains("content-type: application/problem+json")
+                && head.to_ascii_lowercase().contains("x-request-id: req_")
                 && problem["code"] == code
                 && problem["status"] == status,
             || format!("{what}: expected {status} problem+json {code}, got {answer:?}"),
@@ -1652,10 +1666,31 @@ fn a_request_head_that_does_not_parse_is_a_problem_and_one_that_never_ends_is_di
     f.check(
         metrics
             .body
-            .contains(r#"moneta_http_requests_total{method="OTHER",route="malformed",status="400"} 5"#),
-        || "the five malformed requests answered 400 are not counted in moneta_http_requests_total".into(),
+            .contains(r#"moneta_http_requests_total{method="OTHER",route="malformed",status="400"} 7"#),
+        || {
+            format!(
+                "the seven malformed requests answered 400 are not counted in moneta_http_requests_total: {}",
+                metrics.body
+            )
+        },
     );
     f.finish();
+
+    // HTTP/2 without TLS (prior knowledge) is not spoken: it skipped HTTP/1.1's header limits.
+    // The connection is closed unserved (an HTTP/2 client would not read an HTTP/1.1 answer).
+    let answer = raw(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00");
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 4"),
+        "the HTTP/2 preface was served: {answer:?}"
+    );
+
+    // A client that connects and sends nothing is closed after the header timeout (it held its
+    // connection, one of a bounded number, for ever).
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", node.port)).expect("connect to the node");
+    s.set_read_timeout(Some(Duration::from_secs(45))).expect("a read timeout");
+    let mut nothing = Vec::new();
+    let read = s.read_to_end(&mut nothing);
+    assert!(read.is_ok(), "the node still held a silent connection after 45 s: {read:?}");
 
     let mut s = std::net::TcpStream::connect(("127.0.0.1", node.port)).expect("connect to the node");
     // The node allows 10 s for a request's headers; this bounds the wait if it never closes.
