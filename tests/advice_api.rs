@@ -180,6 +180,12 @@ fn unusual_advice_waits_for_a_compliance_officer() {
     node.post(&decide, Some(&officer), None, &json!({"decision": "approve"}))
         .problem(&[400], &["invalid_request"])
         .unwrap();
+    // A note shows what it says: none that is invisible, none that reads backwards.
+    for note in ["\u{200b}", "fine \u{202e}txet"] {
+        node.post(&decide, Some(&officer), None, &json!({"decision": "approve", "note": note}))
+            .problem(&[400], &["invalid_request"])
+            .unwrap();
+    }
     let r = node.post(
         &decide,
         Some(&officer),

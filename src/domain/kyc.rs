@@ -69,7 +69,7 @@ pub enum KycInputError {
     DocumentType,
     #[error("document_number must be 5–20 letters or digits")]
     DocumentNumber,
-    #[error("address must be 5–500 characters without control characters")]
+    #[error("address must be 5–500 characters without control or bidirectional-control characters")]
     Address,
 }
 
@@ -82,7 +82,8 @@ pub fn validate_document(document_type: &str, document_number: &str, address: &s
     }
     let address = address.trim();
     let n = address.chars().count();
-    if !(5..=500).contains(&n) || address.chars().any(char::is_control) {
+    let hidden = |c: char| c.is_control() || crate::domain::account::is_bidi_control(c);
+    if !(5..=500).contains(&n) || address.chars().any(hidden) || !crate::domain::account::has_visible_text(address) {
         return Err(KycInputError::Address);
     }
     Ok(KycDocument {
@@ -106,6 +107,15 @@ pub fn sandbox_decision(doc: &KycDocument) -> KycStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_address_shows_what_it_says() {
+        let ok = validate_document("passport", "P1234567", " 1 Main Street ").unwrap();
+        assert_eq!(ok.address, "1 Main Street");
+        for bad in ["1 Main \u{202E}teertS", "\u{200B}\u{200B}\u{200B}\u{200B}\u{200B}", "1 Main\u{0007}Street"] {
+            assert_eq!(validate_document("passport", "P1234567", bad), Err(KycInputError::Address), "{bad:?}");
+        }
+    }
 
     #[test]
     fn sandbox_test_values() {

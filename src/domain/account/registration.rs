@@ -40,7 +40,12 @@ pub fn normalise_email(raw: &str) -> Option<String> {
     // so one person cannot hold two accounts under two spellings of one address.
     use unicode_normalization::UnicodeNormalization;
     let e = raw.trim().nfkc().collect::<String>().to_lowercase();
-    if e.len() > 254 || e.chars().any(|c| c.is_whitespace() || c.is_control() || is_bidi_control(c)) {
+    // Invisible characters (a zero-width space, a soft hyphen) survive NFKC: refused, or
+    // `a\u{200B}@example.com` would be a second account for `a@example.com`.
+    if e.len() > 254
+        || e.chars()
+            .any(|c| c.is_whitespace() || c.is_control() || is_bidi_control(c) || is_default_ignorable(c))
+    {
         return None;
     }
     let (local, domain) = e.split_once('@')?;
@@ -54,11 +59,43 @@ pub fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
+/// Unicode's default-ignorable code points (DerivedCoreProperties: `Default_Ignorable_Code_Point`):
+/// characters that display as nothing — zero-width spaces and joiners, the soft hyphen,
+/// direction marks, variation selectors, tags, the byte-order mark.
+pub fn is_default_ignorable(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{061C}'
+            | '\u{115F}'..='\u{1160}'
+            | '\u{17B4}'..='\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{FFF0}'..='\u{FFF8}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E0FFF}'
+    )
+}
+
+/// Whether `text` shows anything: a character that is neither white space nor invisible.
+pub fn has_visible_text(text: &str) -> bool {
+    text.chars().any(|c| !c.is_whitespace() && !c.is_control() && !is_default_ignorable(c))
+}
+
 /// A name shown to people (a person's, an instrument's): 1–200 characters once trimmed, no
-/// control or bidirectional-control characters.
+/// control or bidirectional-control characters, and something visible (a zero-width space
+/// alone is not a name; joiners inside a name are, as some scripts write with them).
 pub fn is_plain_name(name: &str) -> bool {
     let name = name.trim();
-    !name.is_empty() && name.chars().count() <= 200 && !name.chars().any(|c| c.is_control() || is_bidi_control(c))
+    has_visible_text(name) && name.chars().count() <= 200 && !name.chars().any(|c| c.is_control() || is_bidi_control(c))
 }
 
 /// The longest password accepted (Argon2id hashes whatever it is given; a limit on everything).

@@ -322,6 +322,16 @@ fn email_and_password_rules() {
     assert_eq!(normalise_email("ａｌｉｃｅ@example.com"), Some("alice@example.com".into()));
     assert_eq!(normalise_email("ＡＬＩＣＥ@ＥＸＡＭＰＬＥ.com"), Some("alice@example.com".into()));
     assert_eq!(normalise_email("ali\u{202E}ce@example.com"), None, "no bidi controls");
+    // Invisible characters survive NFKC: each would be a second account for one address.
+    for hidden in ['\u{200B}', '\u{200C}', '\u{200D}', '\u{00AD}', '\u{2060}', '\u{FEFF}', '\u{E0041}', '\u{FE0F}'] {
+        assert_eq!(normalise_email(&format!("fuzz1{hidden}@example.com")), None, "{:?}", hidden);
+    }
+    // A name shows something; joiners inside one are kept (some scripts are written with them).
+    for blank in ["\u{200B}", "\u{200F}", " \u{00AD} ", "\u{FEFF}", "\u{E0041}"] {
+        assert!(!is_plain_name(blank), "{blank:?}");
+    }
+    assert!(is_plain_name("Mehr\u{200C}dad"));
+    assert!(!is_plain_name("Ada \u{202E}Lovelace"));
     assert!(is_weak_password("short"));
     assert!(is_weak_password("password1234"));
     assert!(is_weak_password("aaaaaaaaaaaaaaaa"));

@@ -190,10 +190,8 @@ pub async fn create(state: &AppState, req: &crate::gateway::http::Req) -> Result
     if !(1..=7).contains(&b.risk_class) {
         return Err(ApiError::bad_request("risk_class must be between 1 and 7"));
     }
-    let price: rust_decimal::Decimal = b
-        .price
-        .parse()
-        .map_err(|_| ApiError::bad_request("price must be a decimal string such as \"12.50\""))?;
+    // The money fields' parser: `1e2`, `1.` and `+1` are refused, as in amounts.
+    let price = super::portfolio::parse_decimal("price", &b.price)?;
     if !crate::domain::money::is_valid_price(price) {
         return Err(ApiError::bad_request("price must be positive with at most 4 decimal places"));
     }

@@ -415,7 +415,7 @@ pub(crate) fn unavailable(e: impl std::fmt::Display) -> ApiError {
 /// breaks and tabs.
 pub(crate) fn decision_note(note: Option<String>) -> Result<String, ApiError> {
     let note = note.unwrap_or_default();
-    if note.trim().is_empty() {
+    if !crate::domain::account::has_visible_text(&note) {
         return Err(ApiError::bad_request("note is required: the reason for the decision, kept in the audit trail"));
     }
     if note.chars().count() > 1000 {
@@ -423,6 +423,10 @@ pub(crate) fn decision_note(note: Option<String>) -> Result<String, ApiError> {
     }
     if note.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
         return Err(ApiError::bad_request("note holds a control character"));
+    }
+    // A note is read in the audit trail: an override would make it show as other text.
+    if note.chars().any(crate::domain::account::is_bidi_control) {
+        return Err(ApiError::bad_request("note holds a bidirectional-control character"));
     }
     Ok(note)
 }
