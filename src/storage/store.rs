@@ -146,10 +146,46 @@ const LOCK_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_millis(
 
 /// Opens the sled database of `dir`. A lock held by another process is [`StoreError::Locked`];
 /// one held for a moment by this process's own just-dropped handle is waited out (bounded).
+/// Opens sled's files, containing a panic: sled 0.34 panics on some damaged files (a blob
+/// or a page of `db` that does not decode: "tried to serialize Uninitialized") where it
+/// should return an error. That panic is a damaged folder, reported as such, not a crash; its
+/// message is not printed (the error carries it).
+fn open_sled(dir: &Path) -> Result<sled::Result<sled::Db>, String> {
+    type Hook = Box<dyn Fn(&std::panic::PanicHookInfo<'_>) + Send + Sync + 'static>;
+    static SWAPPING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = SWAPPING.lock().unwrap_or_else(|p| p.into_inner());
+    let previous: std::sync::Arc<Hook> = std::sync::Arc::new(std::panic::take_hook());
+    let opener = std::thread::current().id();
+    let others = previous.clone();
+    // Panics of other threads meanwhile are reported as before.
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().id() != opener {
+            others(info)
+        }
+    }));
+    let config = sled::Config::new().path(dir.join("db")).mode(sled::Mode::HighThroughput);
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()));
+    drop(std::panic::take_hook());
+    std::panic::set_hook(Box::new(move |info| previous(info)));
+    opened.map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into())
+    })
+}
+
 fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
     let started = std::time::Instant::now();
     loop {
-        match sled::Config::new().path(dir.join("db")).mode(sled::Mode::HighThroughput).open() {
+        let opened = open_sled(dir).map_err(|why| StoreError::Corrupt {
+            location: format!("the data folder {}", dir.join("db").display()),
+            reason: format!(
+                "its files do not read ({why}): restore the node from a backup, or, in a cluster, start it on an empty folder to rebuild from the others"
+            ),
+        })?;
+        match opened {
             Ok(db) => return Ok(db),
             Err(sled::Error::Io(io)) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
                 if started.elapsed() >= LOCK_RELEASE_WAIT {
