@@ -458,6 +458,23 @@ fn ask_node(config: &crate::config::Config, request: crate::control::Request) ->
     existing_data_folder(config)?;
     match Store::open_with_groups(&config.node.data_dir, Some(config.cluster.groups)) {
         Ok(store) => {
+            // A stopped member of a cluster of several cannot act alone: its groups need a
+            // majority of their replicas, which a tool on one folder does not have (end of day
+            // waited for ever).
+            match crate::cluster::peer::stored_membership(&store) {
+                Ok(Some(m)) if m.members.len() > 1 => {
+                    return Err(fail(
+                        format!(
+                            "the data folder {} belongs to a cluster of {} nodes and its node is stopped: run this against a running node of the cluster (start this one, or use another node's data folder and config)",
+                            config.node.data_dir.display(),
+                            m.members.len()
+                        ),
+                        1,
+                    ))
+                }
+                Ok(_) => {}
+                Err(e) => return Err(fail(e, 1)),
+            }
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
