@@ -86,6 +86,9 @@ fn export_returns_everything_held_in_json_and_csv() {
     let r = node.order(&user, "o1", "ACME", "buy", "2");
     assert_eq!(r.status, 201, "{}", r.what());
     let order_id = r.json()["order_id"].as_str().unwrap().to_string();
+    // A sign-in to the person's account with a wrong password is about them: in their export.
+    let r = node.post("/v1/auth/login", None, None, &json!({"email": EMAIL, "password": "not the password at all"}));
+    assert_eq!(r.status, 401, "{}", r.what());
 
     let r = node.get("/v1/me/export?format=json", Some(&token));
     assert_eq!(r.status, 200, "{}", r.what());
@@ -118,6 +121,9 @@ fn export_returns_everything_held_in_json_and_csv() {
         assert!(actions.contains(&a), "audit records about the caller lack {a}: {actions:?}");
     }
     assert!(v["security_events"].as_array().unwrap().iter().any(|e| e["action"] == "security.new_device"));
+    let failed = v["security_events"].as_array().unwrap().iter().find(|e| e["action"] == "security.login_failed");
+    let failed = failed.unwrap_or_else(|| panic!("the failed sign-in is not in the export: {}", v["security_events"]));
+    assert_eq!(failed["actor"], "anonymous", "who failed is not known to be the person: {failed}");
 
     // CSV: one file with a kind column.
     let r = node.get("/v1/me/export?format=csv", Some(&token));

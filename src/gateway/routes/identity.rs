@@ -174,7 +174,11 @@ async fn account_locked(state: &AppState, limit_key: &str) -> Result<Option<u64>
     state.router.query::<EmailIndex, _>(limit_key, q).await.map_err(unavailable)
 }
 
-async fn login_failed(state: &AppState, req: &Req, limit_key: &str, user_id: Option<&str>, reason: &str, answer: ApiError) -> ApiError {
+/// Counts and audits a failed sign-in. `account`: the account the address belongs to, when
+/// one does (the records are about that person, so their export holds them and retention
+/// redacts them); `signed_in`: whether the password was right (then the person is the actor,
+/// else the actor is anonymous).
+async fn login_failed(state: &AppState, req: &Req, limit_key: &str, account: Option<&str>, signed_in: bool, reason: &str, answer: ApiError) -> ApiError {
     let ip = req.remote.map(|a| a.ip());
     // The account's failures are counted in its email-index entity (cluster-wide); the
     // address's in this node.
@@ -194,8 +198,8 @@ async fn login_failed(state: &AppState, req: &Req, limit_key: &str, user_id: Opt
         (None, Some(secs)) => Some((LockedBy::Address, secs)),
         (None, None) => None,
     };
-    let m = meta(req, user_id.unwrap_or("anonymous"));
-    let subject = user_id.map(|u| format!("account/{u}")).unwrap_or_else(|| "gateway".into());
+    let m = meta(req, account.filter(|_| signed_in).unwrap_or("anonymous"));
+    let subject = account.map(|u| format!("account/{u}")).unwrap_or_else(|| "gateway".into());
     let mut draft = AuditDraft::refused("security.login_failed", reason);
     if let Some(ip) = ip {
         draft = draft.detail("address", ip);
@@ -278,8 +282,9 @@ pub async fn login(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     };
     let stored = facts.as_ref().map(|f| f.password_hash.clone());
     let password_ok = state.auth.verify_password(body.password, stored).await?;
+    let account = facts.as_ref().map(|f| f.user_id.clone());
     let Some(facts) = facts.filter(|_| password_ok) else {
-        return Err(login_failed(state, req, &limit_key, None, "invalid_credentials", invalid_credentials()).await);
+        return Err(login_failed(state, req, &limit_key, account.as_deref(), false, "invalid_credentials", invalid_credentials()).await);
     };
     let uid = facts.user_id.clone();
     let totp_step = match (&facts.mfa, &body.totp_code) {
@@ -290,7 +295,7 @@ pub async fn login(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
             let secret = state.open(&uid, "totp", sealed).await.map_err(unavailable)?;
             match mfa::check(&secret, code, now_secs(state).max(0) as u64) {
                 Some(step) => Some(step),
-                None => return Err(login_failed(state, req, &limit_key, Some(&uid), "mfa_required", mfa_required()).await),
+                None => return Err(login_failed(state, req, &limit_key, Some(&uid), true, "mfa_required", mfa_required()).await),
             }
         }
     };
@@ -310,7 +315,7 @@ pub async fn login(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
         Ok(AccountReply::LoggedIn { roles, amr, .. }) => (roles, amr),
         Ok(_) => return Err(ApiError::internal()),
         Err(RouteError::Rejected(AccountRejection::MfaRequired)) => {
-            return Err(login_failed(state, req, &limit_key, Some(&uid), "mfa_code_reused", mfa_required()).await)
+            return Err(login_failed(state, req, &limit_key, Some(&uid), true, "mfa_code_reused", mfa_required()).await)
         }
         Err(RouteError::Rejected(_)) => return Err(invalid_credentials()),
         Err(RouteError::Failed(e)) => return Err(unavailable(e)),
