@@ -134,24 +134,37 @@ class App:
     def nav(self, label):
         self.el("#nav").find_element(By.LINK_TEXT, label).click()
 
+    def act(self, css, fn):
+        """Does `fn` to the element `css` finds, finding it again if the page rendered it anew
+        meanwhile (a stale element; bounded)."""
+        for attempt in range(3):
+            try:
+                return fn(self.el(css))
+            except StaleElementReferenceException:
+                if attempt == 2:
+                    raise
+                time.sleep(0.2)
+
     def fill(self, css, value):
-        e = self.el(css)
-        e.clear()
-        e.send_keys(value)
+        def typed(e):
+            e.clear()
+            e.send_keys(value)
+        self.act(css, typed)
 
     def set_value(self, css, value):
-        self.d.execute_script("arguments[0].value = arguments[1]", self.el(css), value)
+        self.act(css, lambda e: self.d.execute_script("arguments[0].value = arguments[1]", e, value))
 
     def choose(self, css, value):
-        Select(self.el(css)).select_by_value(value)
+        self.act(css, lambda e: Select(e).select_by_value(value))
 
     def tick(self, css, on=True):
-        e = self.el(css)
-        if e.is_selected() != on:
-            e.click()
+        def ticked(e):
+            if e.is_selected() != on:
+                e.click()
+        self.act(css, ticked)
 
     def click(self, css):
-        self.el(css).click()
+        self.act(css, lambda e: e.click())
 
     def sign_in(self, email, password=PASSWORD, code_for=None):
         self.open("login")
@@ -334,7 +347,18 @@ def run(args):
         app.click("#kyc-form button[type=submit]")
         app.wait_text("#kyc-status", "Verified")
 
-        def answer(objective, horizon, loss, years, complex_ok, income, worth, months):
+        def answer(*args):
+            # The page may render again while it is being filled (its data arriving): the
+            # form is then new, and filled again from the start (bounded).
+            for attempt in range(3):
+                try:
+                    return answer_once(*args)
+                except StaleElementReferenceException:
+                    if attempt == 2:
+                        raise
+                    app.settle()
+
+        def answer_once(objective, horizon, loss, years, complex_ok, income, worth, months):
             app.choose("#suitability-form [name=objective]", objective)
             app.fill("#suitability-form [name=horizon_years]", horizon)
             app.choose("#suitability-form [name=loss_tolerance]", loss)
