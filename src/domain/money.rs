@@ -31,6 +31,16 @@ pub fn round_cash(v: Decimal) -> Decimal {
     v.round_dp_with_strategy(CASH_DP, RoundingStrategy::MidpointAwayFromZero)
 }
 
+/// A holding's cost basis carries twelve decimal places: a partial sale takes its share of
+/// the basis to that precision, so the units left keep their average cost (to cents, a sale
+/// leaving 0.000001 units took the whole basis with it: an average cost of 0.0000).
+pub const COST_DP: u32 = 12;
+
+/// Rounds a share of a cost basis to [`COST_DP`] places, half away from zero.
+pub fn round_cost(v: Decimal) -> Decimal {
+    v.round_dp_with_strategy(COST_DP, RoundingStrategy::MidpointAwayFromZero)
+}
+
 /// Rounds a price to the platform's price precision.
 pub fn round_price(v: Decimal) -> Decimal {
     v.round_dp_with_strategy(PRICE_DP, RoundingStrategy::MidpointNearestEven)

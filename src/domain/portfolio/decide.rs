@@ -315,11 +315,12 @@ impl Portfolio {
     }
 }
 
-/// The share of a holding's cost basis that leaves with `quantity` units.
+/// The share of a holding's cost basis that leaves with `quantity` units, to
+/// [`COST_DP`](crate::domain::money::COST_DP) places: the units left keep their average cost.
 pub(super) fn cost_removed(h: &Holding, quantity: Decimal) -> Decimal {
     if quantity == h.quantity {
         h.cost_basis
     } else {
-        round_cash(h.cost_basis * quantity / h.quantity).min(h.cost_basis)
+        crate::domain::money::round_cost(h.cost_basis * (quantity / h.quantity)).min(h.cost_basis)
     }
 }

@@ -56,7 +56,10 @@ pub struct Holding {
 impl Holding {
     /// Quantity × price, to the cent; at cost when there is no price (or it overflows).
     pub fn market_value(&self, price: Option<Decimal>) -> Decimal {
-        price.and_then(|p| p.checked_mul(self.quantity)).map(round_cash).unwrap_or(self.cost_basis)
+        price
+            .and_then(|p| p.checked_mul(self.quantity))
+            .map(round_cash)
+            .unwrap_or_else(|| round_cash(self.cost_basis))
     }
 
     /// Average cost per unit, to four places (display only; the cost basis is the truth).

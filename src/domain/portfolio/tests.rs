@@ -254,3 +254,53 @@ fn a_sanctioned_investors_cash_is_frozen() {
     assert!(matches!(j.run(withdraw("k4", ScreeningStatus::Clear), 3), Ok(PortfolioReply::Cash { .. })));
     assert_eq!(j.p.cash, d("400"));
 }
+
+fn sell(symbol: &str, quantity: &str, price: &str, key: &str) -> PortfolioCommand {
+    match buy(symbol, quantity, price, key) {
+        PortfolioCommand::PlaceOrder {
+            symbol,
+            quantity,
+            quote,
+            investor,
+            fees,
+            idem,
+            ..
+        } => PortfolioCommand::PlaceOrder {
+            symbol,
+            side: Side::Sell,
+            quantity,
+            quote,
+            investor,
+            fees,
+            idem,
+        },
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn a_partial_sale_leaves_the_units_kept_at_their_average_cost() {
+    let mut j = Journaled::new("usr_avg");
+    j.run(deposit("1000.00", "d"), 1).unwrap();
+    // 1.000001 units for 98.35: an average of 98.3499 a unit.
+    j.run(buy("WRLD", "1.000001", "98.3515", "b1"), 2).unwrap();
+    assert_eq!(j.p.holdings["WRLD"].average_cost(), d("98.3499"));
+    // Selling all but 0.000001 keeps that unit's cost (to cents, the sale took the whole
+    // basis and left an average cost of 0.0000).
+    j.run(sell("WRLD", "1", "98.3515", "s1"), 3).unwrap();
+    assert_eq!(j.p.holdings["WRLD"].quantity, d("0.000001"));
+    assert_eq!(j.p.holdings["WRLD"].average_cost(), d("98.3499"));
+    // 1.5 for 273.90, then 0.5 and 0.999 sold: 0.001 left at 182.6000 (it showed 180.0000).
+    j.run(buy("ACME", "1.5", "182.5979", "b2"), 4).unwrap();
+    j.run(sell("ACME", "0.5", "182.5979", "s2"), 5).unwrap();
+    j.run(sell("ACME", "0.999", "182.5979", "s3"), 6).unwrap();
+    assert_eq!(j.p.holdings["ACME"].quantity, d("0.001"));
+    assert_eq!(j.p.holdings["ACME"].average_cost(), d("182.6000"));
+    // The books still balance exactly: cash + cost basis = deposits − withdrawals − fees + realised P&L.
+    let basis: Decimal = j.p.holdings.values().map(|h| h.cost_basis).sum();
+    let t = &j.p.totals;
+    assert_eq!(j.p.cash + basis, t.deposits - t.withdrawals - t.fees + t.realised_pnl);
+    // Selling the last units takes the rest of the basis.
+    j.run(sell("ACME", "0.001", "182.5979", "s4"), 7).unwrap();
+    assert!(!j.p.holdings.contains_key("ACME"));
+}
