@@ -42,10 +42,15 @@ pub(super) fn holds_data(store: &Store) -> Result<bool, String> {
 /// unknown (the email index): a missing key file there is an operator's mistake to be told of
 /// — a wrong `[security] secrets_dir`, or keys not restored with the data.
 pub(super) fn require_key_files(config: &Config, store: &Store) -> Result<(), String> {
-    let data_dir = &config.node.data_dir;
     if !holds_data(store)? {
         return Ok(());
     }
+    key_files_present(config)
+}
+
+/// The folder's key files are where the config says (the folder holds data).
+fn key_files_present(config: &Config) -> Result<(), String> {
+    let data_dir = &config.node.data_dir;
     for (path, key) in [
         (config.security.secrets_path(data_dir).join("email-index.key"), "security.secrets_dir"),
         (config.security.master_key_path(data_dir), "security.master_key_file"),
@@ -97,7 +102,7 @@ pub fn check_stopped_folder_keys(config: &Config, store: &Store) -> Result<(), S
     if !holds_data(store)? {
         return Ok(());
     }
-    require_key_files(config, store)?;
+    key_files_present(config)?;
     let keys_dir = config.security.secrets_path(&config.node.data_dir);
     let (_, email_index) = load_or_create_index_key(&keys_dir)?;
     let master =
