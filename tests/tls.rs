@@ -109,6 +109,28 @@ fn the_gateway_serves_https_with_a_configured_certificate() {
 
     // A client that does not trust the certificate cannot talk to it.
     assert!(https(port, &RootCertStore::empty(), &get("/healthz")).is_err());
+
+    // A client offering HTTP/2 gets HTTP/1.1 (HTTP/2 connections had no idle or header
+    // timeout: 16 384 silent ones held every slot), and one that then says nothing is closed.
+    let mut config = ClientConfig::builder().with_root_certificates(roots.clone()).with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let mut conn = tokio_rustls::rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap().to_owned()).unwrap();
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(45))).unwrap();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut tcp).unwrap();
+    }
+    assert_eq!(conn.alpn_protocol(), Some(&b"http/1.1"[..]), "the protocol agreed");
+    let started = Instant::now();
+    let mut tls = tokio_rustls::rustls::Stream::new(&mut conn, &mut tcp);
+    let mut nothing = Vec::new();
+    let read = tls.read_to_end(&mut nothing);
+    assert!(
+        matches!(&read, Ok(_)) || matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof),
+        "a silent TLS connection was still held after {:?}: {read:?}",
+        started.elapsed()
+    );
+    drop(node);
 }
 
 #[test]

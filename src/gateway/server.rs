@@ -15,10 +15,10 @@
 //! is one whose target is not a path (`a:1`, `CONNECT host:443`: the authority form, which
 //! warp cannot route).
 //!
-//! Plain HTTP is HTTP/1.1 only. HTTP/2 is served under TLS when the client asks for it by ALPN,
-//! with its header list bounded as HTTP/1.1's is. No connection waits for its first bytes
-//! without the header timeout: a client that connects and sends nothing is closed after
-//! [`HEADER_READ_TIMEOUT`].
+//! The gateway speaks HTTP/1.1 only, plain and under TLS (ALPN offers `http/1.1` alone):
+//! hyper's HTTP/2 server has no header or idle timeout, so silent HTTP/2 connections would
+//! hold every connection slot. No connection waits for its first bytes without the header
+//! timeout: a client that connects and sends nothing is closed after [`HEADER_READ_TIMEOUT`].
 //!
 //! The client address travels in a request extension ([`ClientAddr`]) because
 //! `warp::addr::remote()` is empty outside warp's own server.
@@ -40,10 +40,6 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The most connections served at once.
 pub const MAX_CONNECTIONS: usize = 16_384;
-
-/// The largest header list an HTTP/2 request may carry (HTTP/1.1 reads at most 100 headers
-/// in about 400 KiB).
-pub const H2_MAX_HEADER_LIST: u32 = 64 * 1024;
 
 /// Whether a request's target can be routed: origin form (`/path?query`) or absolute form
 /// (`http://host/path`), not the authority form (`host:port`) nor `*`.
@@ -101,16 +97,9 @@ pub async fn serve<F>(
     let graceful = GracefulShutdown::new();
     let mut builder = Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(H2_MAX_HEADER_LIST)
-        .keep_alive_interval(Some(HEADER_READ_TIMEOUT))
-        .keep_alive_timeout(HEADER_READ_TIMEOUT);
-    // Each connection's version is settled before hyper reads (plain: HTTP/1.1; TLS: as ALPN
-    // chose), so no connection waits for its first bytes outside the header timeout.
-    let http1 = builder.clone().http1_only();
-    let http2 = builder.http2_only();
+    // The version is settled before hyper reads (no protocol sniffing), so no connection waits
+    // for its first bytes outside the header timeout.
+    let http1 = builder.http1_only();
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(stop);
     loop {
@@ -141,7 +130,7 @@ pub async fn serve<F>(
             Either::Right(hyper::service::Service::call(&service, req))
         });
         let watcher = graceful.watcher();
-        let (http1, http2) = (http1.clone(), http2.clone());
+        let http1 = http1.clone();
         let acceptor = acceptor.clone();
         let metrics = metrics.clone();
         tokio::spawn(async move {
@@ -165,10 +154,9 @@ pub async fn serve<F>(
                         }
                         Err(_) => return,
                     };
-                    let builder = if stream.get_ref().1.alpn_protocol() == Some(b"h2") { &http2 } else { &http1 };
                     watcher
                         .watch(
-                            builder
+                            http1
                                 .serve_connection(TokioIo::new(ProblemOnMalformed::new(stream, Some(metrics))), service)
                                 .into_owned(),
                         )

@@ -24,6 +24,8 @@ pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConf
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| format!("TLS certificate and key do not fit together: {e}"))?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // HTTP/1.1 only: hyper's HTTP/2 server has no idle or header timeout, so 16 384 silent h2
+    // connections held every slot for ever.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
