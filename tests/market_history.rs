@@ -195,6 +195,7 @@ fn an_admin_lists_a_new_instrument_that_trades_and_survives_a_restart() {
         json!({"symbol": "OK", "name": "x", "kind": "equity", "risk_class": 4, "price": "+1"}),
         // A name that shows nothing.
         json!({"symbol": "OK", "name": "\u{200b}", "kind": "equity", "risk_class": 4, "price": "1"}),
+        json!({"symbol": "OK", "name": "New\u{200b}Company plc", "kind": "equity", "risk_class": 4, "price": "1"}),
     ] {
         node.post("/v1/admin/instruments", Some(&admin), None, &bad)
             .problem(&[400], &["invalid_request"])

@@ -87,7 +87,9 @@ pub fn is_default_ignorable(c: char) -> bool {
 
 /// Whether `text` shows anything: a character that is neither white space nor invisible.
 pub fn has_visible_text(text: &str) -> bool {
-    text.chars().any(|c| !c.is_whitespace() && !c.is_control() && !is_default_ignorable(c))
+    // (U+2800, the blank Braille pattern, is a letter to Unicode but shows nothing.)
+    text.chars()
+        .any(|c| !c.is_whitespace() && !c.is_control() && !is_default_ignorable(c) && c != '\u{2800}')
 }
 
 /// A name shown to people (a person's, an instrument's): 1–200 characters once trimmed, no

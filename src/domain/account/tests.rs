@@ -327,7 +327,7 @@ fn email_and_password_rules() {
         assert_eq!(normalise_email(&format!("fuzz1{hidden}@example.com")), None, "{:?}", hidden);
     }
     // A name shows something; joiners inside one are kept (some scripts are written with them).
-    for blank in ["\u{200B}", "\u{200F}", " \u{00AD} ", "\u{FEFF}", "\u{E0041}"] {
+    for blank in ["\u{200B}", "\u{200F}", " \u{00AD} ", "\u{FEFF}", "\u{E0041}", "\u{2800}"] {
         assert!(!is_plain_name(blank), "{blank:?}");
     }
     assert!(is_plain_name("Mehr\u{200C}dad"));
