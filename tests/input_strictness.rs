@@ -102,6 +102,9 @@ fn bodies_are_accepted_only_as_application_json() {
         Some("application/xml"),
         Some("application/x-www-form-urlencoded"),
         Some("application/jsonp"),
+        // JSON in another charset would be read as other text than was meant.
+        Some("application/json; charset=latin1"),
+        Some("application/json; charset=utf-16"),
         None,
     ]
     .into_iter()

@@ -41,7 +41,7 @@ impl Req {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
-                "the body must be sent as Content-Type: application/json",
+                "the body must be sent as Content-Type: application/json (UTF-8)",
             ));
         }
         // Every body of the API is an object; serde's derive would also fill a struct from a
@@ -91,9 +91,16 @@ impl Req {
 
 /// True for `application/json`, with or without parameters (`; charset=utf-8`), in any case.
 pub fn is_json_media_type(content_type: Option<&str>) -> bool {
-    content_type
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+    let Some(v) = content_type else { return false };
+    let mut parts = v.split(';');
+    let json = parts.next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+    // JSON is UTF-8 (RFC 8259): a body declared in another charset would be read as other text
+    // than the client meant, so it is refused rather than read as UTF-8.
+    let charset_ok = parts.all(|p| match p.split_once('=') {
+        Some((name, value)) if name.trim().eq_ignore_ascii_case("charset") => value.trim().trim_matches('"').eq_ignore_ascii_case("utf-8"),
+        _ => true,
+    });
+    json && charset_ok
 }
 
 /// serde_json messages name the problem and position; keep them, they contain no secrets
@@ -211,7 +218,15 @@ mod tests {
         for ok in ["application/json", "application/json; charset=utf-8", "Application/JSON ;charset=UTF-8"] {
             assert!(is_json_media_type(Some(ok)), "{ok}");
         }
-        for bad in ["text/plain", "application/xml", "application/x-www-form-urlencoded", "application/jsonx", ""] {
+        for bad in [
+            "text/plain",
+            "application/xml",
+            "application/x-www-form-urlencoded",
+            "application/jsonx",
+            "",
+            "application/json; charset=latin1",
+            "application/json; charset=utf-16",
+        ] {
             assert!(!is_json_media_type(Some(bad)), "{bad}");
         }
         assert!(!is_json_media_type(None));

@@ -42,9 +42,11 @@ pub fn normalise_email(raw: &str) -> Option<String> {
     let e = raw.trim().nfkc().collect::<String>().to_lowercase();
     // Invisible characters (a zero-width space, a soft hyphen) survive NFKC: refused, or
     // `a\u{200B}@example.com` would be a second account for `a@example.com`.
+    // (The blank Braille pattern and the replacement characters show nothing meant either.)
+    let blank = |c: char| matches!(c, '\u{2800}' | '\u{FFFC}' | '\u{FFFD}');
     if e.len() > 254
         || e.chars()
-            .any(|c| c.is_whitespace() || c.is_control() || is_bidi_control(c) || is_default_ignorable(c))
+            .any(|c| c.is_whitespace() || c.is_control() || is_bidi_control(c) || is_default_ignorable(c) || blank(c))
     {
         return None;
     }

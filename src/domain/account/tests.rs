@@ -323,7 +323,18 @@ fn email_and_password_rules() {
     assert_eq!(normalise_email("ＡＬＩＣＥ@ＥＸＡＭＰＬＥ.com"), Some("alice@example.com".into()));
     assert_eq!(normalise_email("ali\u{202E}ce@example.com"), None, "no bidi controls");
     // Invisible characters survive NFKC: each would be a second account for one address.
-    for hidden in ['\u{200B}', '\u{200C}', '\u{200D}', '\u{00AD}', '\u{2060}', '\u{FEFF}', '\u{E0041}', '\u{FE0F}'] {
+    for hidden in [
+        '\u{200B}',
+        '\u{200C}',
+        '\u{200D}',
+        '\u{00AD}',
+        '\u{2060}',
+        '\u{FEFF}',
+        '\u{E0041}',
+        '\u{FE0F}',
+        '\u{2800}',
+        '\u{FFFC}',
+    ] {
         assert_eq!(normalise_email(&format!("fuzz1{hidden}@example.com")), None, "{:?}", hidden);
     }
     // A name shows something; joiners inside one are kept (some scripts are written with them).
