@@ -137,3 +137,15 @@ fn bodies_are_accepted_only_as_application_json() {
     }
     assert!(findings.is_empty(), "{findings:#?}");
 }
+
+#[test]
+fn a_query_parameter_given_twice_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path());
+    let user = node.new_user("query.twice");
+    for path in ["/v1/portfolio/performance?period=1d&period=all", "/v1/me/export?format=json&format=csv"] {
+        node.get(path, Some(&user.token)).problem(&[400], &["invalid_request"]).unwrap();
+    }
+    // Once is fine, and a parameter the route does not take is left alone.
+    assert_eq!(node.get("/v1/portfolio/performance?period=1d&x=1&x=2", Some(&user.token)).status, 200);
+}

@@ -118,7 +118,7 @@ fn describe_json_error(e: &serde_json::Error) -> String {
     }
 }
 
-fn url_query_pairs(q: &str) -> Vec<(String, String)> {
+pub(crate) fn url_query_pairs(q: &str) -> Vec<(String, String)> {
     q.split('&')
         .filter(|p| !p.is_empty())
         .map(|p| {

@@ -323,6 +323,14 @@ pub async fn dispatch(state: &AppState, template: Option<&'static str>, req: &Re
                 return Err(ApiError::forbidden("your role may not do this"));
             }
         }
+        // A parameter of the route given twice (`period=1d&period=all`) has no one meaning:
+        // refused rather than the first one taken.
+        if !spec.query.is_empty() {
+            let pairs = crate::gateway::http::url_query_pairs(&req.query);
+            if let Some((name, _, _)) = spec.query.iter().find(|(name, _, _)| pairs.iter().filter(|(k, _)| k == name).count() > 1) {
+                return Err(ApiError::bad_request(format!("the query parameter `{name}` is given more than once")));
+            }
+        }
     }
     if matches!(template, "/v1/auth/register" | "/v1/auth/login" | "/v1/auth/refresh") && method == "POST" {
         if let Err(secs) = state.logins.admit(req.remote.map(|a| a.ip())) {
