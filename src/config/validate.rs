@@ -202,8 +202,11 @@ impl Config {
             if !seen.insert(inst.symbol.clone()) {
                 return bad(&key("symbol"), "is listed twice");
             }
-            if !crate::domain::account::is_plain_name(&inst.name) {
-                return bad(&key("name"), "must be 1–200 characters, without control or bidirectional-override characters");
+            if !crate::domain::instrument::is_instrument_name(&inst.name) {
+                return bad(
+                    &key("name"),
+                    "must be 1–200 characters, without control, bidirectional-override or invisible characters",
+                );
             }
             if !crate::domain::money::is_valid_price(inst.price) {
                 return bad(&key("price"), "must be positive, at most 4 decimal places and within the price limit");

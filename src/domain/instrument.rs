@@ -14,6 +14,13 @@ use crate::domain::time::Timestamp;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+/// An instrument's name: a plain name (`account::is_plain_name`) with nothing invisible in it
+/// (`Acme\u{200B}Corp` would list a second instrument that reads as the first). The admin
+/// route and the configuration hold names to it alike.
+pub fn is_instrument_name(name: &str) -> bool {
+    crate::domain::account::is_plain_name(name) && !name.chars().any(crate::domain::account::is_default_ignorable)
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InstrumentKind {

@@ -45,6 +45,19 @@ impl<T> ProblemOnMalformed<T> {
     }
 }
 
+/// Counts a malformed request answered `status`, in
+/// `moneta_http_requests_total{method="OTHER",route="malformed"}`.
+pub fn count(metrics: &Metrics, status: u16) {
+    metrics
+        .http_requests
+        .get_or_create(&RouteLabels {
+            method: "OTHER".into(),
+            route: "malformed".into(),
+            status,
+        })
+        .inc();
+}
+
 /// If `buf` is hyper's own answer to a request it could not parse (a response head alone,
 /// status 400, 414 or 431, `content-length: 0`, no `content-type`), its status.
 pub fn bare_answer_status(buf: &[u8]) -> Option<u16> {
@@ -127,13 +140,7 @@ impl<T: AsyncWrite + Unpin> ProblemOnMalformed<T> {
         self.pending = problem_answer(status, buf);
         self.written = 0;
         if let Some(m) = &self.metrics {
-            m.http_requests
-                .get_or_create(&RouteLabels {
-                    method: "OTHER".into(),
-                    route: "malformed".into(),
-                    status,
-                })
-                .inc();
+            count(m, status);
         }
         tracing::debug!(status, "a request hyper could not parse was answered with a problem");
         true

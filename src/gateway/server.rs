@@ -55,14 +55,7 @@ fn unroutable(metrics: &Metrics) -> warp::reply::Response {
         "malformed_request",
         "the request target must be a path (`/v1/...`); nothing was done",
     );
-    metrics
-        .http_requests
-        .get_or_create(&crate::telemetry::RouteLabels {
-            method: "OTHER".into(),
-            route: "malformed".into(),
-            status: 400,
-        })
-        .inc();
+    crate::gateway::malformed::count(metrics, 400);
     let mut reply = crate::gateway::http::problem_response(&e);
     crate::gateway::web::secure(reply.headers_mut());
     if let Ok(id) = warp::http::HeaderValue::from_str(&crate::actors::new_request_id()) {

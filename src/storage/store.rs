@@ -144,8 +144,6 @@ pub struct Store {
 /// sled's background threads let go of the lock file shortly after the last handle is dropped.
 const LOCK_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_millis(1500);
 
-/// Opens the sled database of `dir`. A lock held by another process is [`StoreError::Locked`];
-/// one held for a moment by this process's own just-dropped handle is waited out (bounded).
 /// Opens sled's files, containing a panic: sled 0.34 panics on some damaged files (a blob
 /// or a page of `db` that does not decode: "tried to serialize Uninitialized") where it
 /// should return an error. That panic is a damaged folder, reported as such, not a crash; its
@@ -165,8 +163,13 @@ fn open_sled(dir: &Path) -> Result<sled::Result<sled::Db>, String> {
     }));
     let config = sled::Config::new().path(dir.join("db")).mode(sled::Mode::HighThroughput);
     let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()));
+    // Ours goes (and the clone of the previous hook with it): the previous one is put back
+    // as it was.
     drop(std::panic::take_hook());
-    std::panic::set_hook(Box::new(move |info| previous(info)));
+    match std::sync::Arc::try_unwrap(previous) {
+        Ok(hook) => std::panic::set_hook(hook),
+        Err(shared) => std::panic::set_hook(Box::new(move |info| shared(info))),
+    }
     opened.map_err(|payload| {
         payload
             .downcast_ref::<&str>()
@@ -176,6 +179,8 @@ fn open_sled(dir: &Path) -> Result<sled::Result<sled::Db>, String> {
     })
 }
 
+/// Opens the sled database of `dir`. A lock held by another process is [`StoreError::Locked`];
+/// one held for a moment by this process's own just-dropped handle is waited out (bounded).
 fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
     let started = std::time::Instant::now();
     loop {

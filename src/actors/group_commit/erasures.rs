@@ -62,26 +62,24 @@ impl Writer {
                 .filter(move |(k, _)| is_shard_record(k) && k[3] == record as u8)
                 .filter_map(|(k, v)| Some((std::str::from_utf8(&k[4..]).ok()?, v)))
         };
+        let listed = |user_id: &str, email_hash: Result<String, codec::CodecError>, what: &str| match email_hash {
+            Ok(hash) => {
+                if let Err(e) = crate::storage::store::append_erasure_list(list, user_id, &hash) {
+                    tracing::error!(user_id, list = %list.display(), error = %e, "an installed erasure could not be listed");
+                }
+            }
+            Err(e) => tracing::error!(user_id, error = %e, "an erasure {what} in a snapshot does not decode"),
+        };
         let keys: std::collections::HashSet<&str> = of(ShardRecord::DataKey).map(|(u, _)| u).collect();
         for (user_id, v) in of(ShardRecord::Erasure).filter(|(u, _)| !keys.contains(u)) {
-            match codec::decode::<crate::storage::store::PendingErasure>(v) {
-                Ok(p) => {
-                    if let Err(e) = crate::storage::store::append_erasure_list(list, user_id, &p.email_hash) {
-                        tracing::error!(user_id, list = %list.display(), error = %e, "an installed erasure could not be listed");
-                    }
-                }
-                Err(e) => tracing::error!(user_id, error = %e, "an erasure schedule in a snapshot does not decode"),
-            }
+            listed(
+                user_id,
+                codec::decode::<crate::storage::store::PendingErasure>(v).map(|p| p.email_hash),
+                "schedule",
+            );
         }
         for (user_id, v) in of(ShardRecord::Erased) {
-            match codec::decode::<crate::storage::store::ErasedMarker>(v) {
-                Ok(m) => {
-                    if let Err(e) = crate::storage::store::append_erasure_list(list, user_id, &m.email_hash) {
-                        tracing::error!(user_id, list = %list.display(), error = %e, "an installed erasure could not be listed");
-                    }
-                }
-                Err(e) => tracing::error!(user_id, error = %e, "an erasure marker in a snapshot does not decode"),
-            }
+            listed(user_id, codec::decode::<crate::storage::store::ErasedMarker>(v).map(|m| m.email_hash), "marker");
         }
     }
 }

@@ -182,9 +182,7 @@ pub async fn create(state: &AppState, req: &crate::gateway::http::Req) -> Result
         return Err(ApiError::bad_request("symbol must be 1–16 characters of A–Z, 0–9, '-' or '.'"));
     }
     let name = b.name.trim();
-    // An instrument's name holds nothing invisible: `Acme\u{200B}Corp` would list a second
-    // instrument that reads as the first.
-    if !crate::domain::account::is_plain_name(name) || name.chars().any(crate::domain::account::is_default_ignorable) {
+    if !crate::domain::instrument::is_instrument_name(name) {
         return Err(ApiError::bad_request(
             "name must be 1–200 characters, without control, bidirectional-override or invisible characters",
         ));
