@@ -241,7 +241,7 @@ fn the_sled_raft_log_reloads_exactly_what_the_reference_disk_holds() {
         // through `RaftDisk::write`, which loads the tracker again for every round.
         let writer = seed % 2 == 0;
         let (groups, mut rounds) = store.raft_image().unwrap();
-        let mut states = moneta::storage::raft_states::RaftStates::from_persisted(&groups);
+        let mut states = moneta::storage::raft_states::RaftStates::from_persisted(&groups, store.written_seq().unwrap());
         let mut purged: Vec<(u32, u64)> = Vec::new();
         for _ in 0..400 {
             // A round touches one to three groups (each at most once), as the writer's rounds do.
@@ -785,7 +785,7 @@ fn a_purge_owed_when_the_node_stops_is_loaded_again_and_done_with_the_compaction
     {
         let store = moneta::storage::Store::open(dir.path()).unwrap();
         let (groups, mut rounds) = store.raft_image().unwrap();
-        let mut states = moneta::storage::raft_states::RaftStates::from_persisted(&groups);
+        let mut states = moneta::storage::raft_states::RaftStates::from_persisted(&groups, store.written_seq().unwrap());
         // Groups 0 and 1 share their round records; group 0's entry 3 destroyed a data key,
         // applied in the second round, whose batch also owes the purge. Then the node stops.
         for (round, ws) in [vec![write(0, 1, 2, 0), write(1, 1, 2, 0)], vec![write(0, 3, 2, 3), write(1, 3, 1, 2)]]
@@ -814,7 +814,7 @@ fn a_purge_owed_when_the_node_stops_is_loaded_again_and_done_with_the_compaction
     assert_eq!(rounds.owed(), vec![(0, 3)], "the purge is owed again after the stop");
     assert_eq!(stored(&store, 0), vec![1, 2, 3, 4]);
     // The writer compacts the log past it at start; the batch staging that does the purge.
-    let mut states = moneta::storage::raft_states::RaftStates::from_persisted(&groups);
+    let mut states = moneta::storage::raft_states::RaftStates::from_persisted(&groups, store.written_seq().unwrap());
     let mut batch = sled::Batch::default();
     let compaction = GroupWrite {
         group: 0,

@@ -12,6 +12,7 @@ use super::journal::{CommitCallback, Input, JournalSettings, Shared};
 use crate::cluster::meta::MetaState;
 use crate::cluster::raft::{Event, MultiRaft, Outcome, ProposalId, ProposeError, RaftId};
 use crate::storage::audit_log::ChainHead;
+use crate::storage::durable_mark;
 use crate::storage::raft_rounds::RaftRounds;
 use crate::storage::raft_states::RaftStates;
 use crate::storage::store::WriteSet;
@@ -72,6 +73,9 @@ pub(crate) struct Writer {
     directory: Arc<crate::cluster::directory::Directory>,
     /// `[gdpr] erasure_list` (None: erasures are not listed here).
     erasure_list: Option<std::path::PathBuf>,
+    /// The data folder's high-water mark as last recorded, and when it was last tried
+    /// (`storage::durable_mark`).
+    mark: (u64, Option<Instant>),
 }
 
 /// Stands, in the refused raft messages metric, for every group number this node does not
@@ -119,7 +123,7 @@ impl Writer {
         let membership = directory.get();
         let meta_group = store.meta_group();
         let meta_voters = membership.meta_replicas();
-        let mut states = RaftStates::from_persisted(&persisted);
+        let mut states = RaftStates::from_persisted(&persisted, store.written_seq()?);
         if persisted.is_empty() && membership.is_founder(id) {
             // A new folder: this node's replicas of a new cluster, with the placement's voters;
             // the metadata group's founding voters start from the formation's metadata. (A node
@@ -195,6 +199,7 @@ impl Writer {
             read_ticks_max: 4 * settings.raft.election_tick as u64,
             directory,
             erasure_list: settings.erasure_list.clone(),
+            mark: (0, None),
         };
         for _ in 0..SETTLE_ROUNDS_MAX {
             if !w.raft.has_ready() {
@@ -239,6 +244,22 @@ impl Writer {
                 }
             }
             self.release_barriers();
+        }
+    }
+
+    /// After a flush returned: records the data folder's high-water mark, the raft states
+    /// record's write count of the flushed batches (at most once a `durable_mark::EVERY`;
+    /// a stop records it exactly, `AuditJournal::flush_and_mark`). A mark that cannot be
+    /// written is a warning: it only ever trails.
+    fn note_flushed(&mut self) {
+        let seq = self.states.seq();
+        if seq <= self.mark.0 || self.mark.1.is_some_and(|at| at.elapsed() < durable_mark::EVERY) {
+            return;
+        }
+        self.mark.1 = Some(Instant::now());
+        match durable_mark::write(self.store.path(), seq) {
+            Ok(()) => self.mark.0 = seq,
+            Err(e) => tracing::warn!(error = %e, "the data folder's high-water mark could not be written"),
         }
     }
 
@@ -392,8 +413,11 @@ impl Writer {
     /// answered, then flushed when it appended entries or changed a vote, and persisted.
     fn round(&mut self) -> Result<(), StoreError> {
         let written = self.write_round()?;
+        // Written to sled (not flushed): a flush from here on holds it.
+        self.shared.staged_seq.store(self.states.seq(), Ordering::SeqCst);
         if written.round.sync {
             self.store.flush()?;
+            self.note_flushed();
         }
         self.finish_round(written)
     }

@@ -57,6 +57,9 @@ pub(crate) enum Input {
 
 pub(crate) struct Shared {
     pub(crate) failed: AtomicBool,
+    /// The raft states record's write count of the last batch the writer wrote to sled
+    /// (`storage::durable_mark`; 0: none yet).
+    pub(crate) staged_seq: std::sync::atomic::AtomicU64,
     /// Test hook: this many coming commits are refused as raft refuses a proposal it drops
     /// (`AuditJournal::debug_refuse_commits`).
     pub(crate) refuse: std::sync::atomic::AtomicU32,
@@ -149,6 +152,20 @@ pub struct AuditJournal {
 }
 
 impl AuditJournal {
+    /// Flushes the store, then records the data folder's high-water mark at what the writer
+    /// had written before the flush began: a node that stops (or a tool done with a folder)
+    /// leaves the exact mark (`storage::durable_mark`).
+    pub fn flush_and_mark(&self) -> Result<(), StoreError> {
+        let staged = self.shared.staged_seq.load(Ordering::SeqCst);
+        self.store.flush()?;
+        if staged > 0 {
+            if let Err(e) = crate::storage::durable_mark::write(self.store.path(), staged) {
+                tracing::warn!(error = %e, "the data folder's high-water mark could not be written");
+            }
+        }
+        Ok(())
+    }
+
     /// Starts the writer thread over `store` with default raft settings.
     pub fn start(store: Store, max_batch: usize, metrics: Arc<Metrics>) -> Result<AuditJournal, StoreError> {
         AuditJournal::start_with(store, JournalSettings::with_batch(max_batch), metrics)
@@ -160,6 +177,7 @@ impl AuditJournal {
     pub fn start_with(store: Store, settings: JournalSettings, metrics: Arc<Metrics>) -> Result<AuditJournal, StoreError> {
         let shared = Arc::new(Shared {
             failed: AtomicBool::new(false),
+            staged_seq: std::sync::atomic::AtomicU64::new(0),
             refuse: std::sync::atomic::AtomicU32::new(0),
             campaign: std::sync::atomic::AtomicU32::new(0),
             pause: Mutex::new(None),

@@ -302,7 +302,7 @@ fn staff_add(path: Option<PathBuf>, email: &str, role: &str, name: Option<String
             .router
             .drain()
             .await
-            .and_then(|_| state.router.store().flush().map(|_| ()).map_err(|e| e.to_string()));
+            .and_then(|_| state.router.journal().flush_and_mark().map_err(|e| e.to_string()));
         match (result, drained) {
             (Ok(uid), Ok(())) => {
                 println!("created {} account {uid}", role.as_str());
@@ -483,7 +483,7 @@ fn ask_node(config: &crate::config::Config, request: crate::control::Request) ->
                 let state = crate::node::open_state_on(config, store, false).await?;
                 let response = crate::control::handle(&state, request).await?;
                 state.router.drain().await?;
-                state.router.store().flush().map_err(|e| e.to_string())?;
+                state.router.journal().flush_and_mark().map_err(|e| e.to_string())?;
                 Ok::<_, String>(response.counts.unwrap_or_default())
             });
             result.map_err(|e| fail(e, 1))

@@ -437,7 +437,7 @@ impl RunningNode {
             tracing::warn!("in-flight requests did not finish within the grace period");
         }
         self.state.router.drain().await?;
-        self.state.router.store().flush().map_err(|e| e.to_string())?;
+        self.state.router.journal().flush_and_mark().map_err(|e| e.to_string())?;
         tracing::info!("moneta node stopped cleanly");
         Ok(())
     }

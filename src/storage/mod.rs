@@ -5,6 +5,7 @@ pub mod audit_heads;
 pub mod audit_log;
 pub mod backup;
 pub mod codec;
+pub mod durable_mark;
 pub mod erasure_list;
 pub mod files;
 pub mod key_check;

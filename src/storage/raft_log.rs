@@ -33,6 +33,15 @@ impl Store {
         Ok(self.raft_image()?.0)
     }
 
+    /// How many times the raft states record was written (0 with none, or one of an earlier
+    /// build): what the data folder's high-water mark is checked against.
+    pub fn written_seq(&self) -> Result<u64, StoreError> {
+        match self.tree().get(raft_states::states_key())? {
+            Some(v) => Ok(raft_states::decode(&v)?.1),
+            None => Ok(0),
+        }
+    }
+
     /// Every group as persisted, and what the writer keeps of the round records.
     pub fn raft_image(&self) -> Result<(BTreeMap<u32, PersistedGroup>, RaftRounds), StoreError> {
         let mut out: BTreeMap<u32, PersistedGroup> = BTreeMap::new();
@@ -48,7 +57,7 @@ impl Store {
             let group = u32::from_be_bytes(rest[..4].try_into().expect("4 bytes"));
             if group == STATES_GROUP {
                 match (rest[4], rest.len()) {
-                    (RAFT_STATES, 5) => states = Some(raft_states::decode(&v)?),
+                    (RAFT_STATES, 5) => states = Some(raft_states::decode(&v)?.0),
                     (RAFT_PURGES, 5) => owed = raft_rounds::decode_purges(&v)?,
                     (RAFT_ROUND, 13) => {
                         let seq = u64::from_be_bytes(rest[5..].try_into().expect("8 bytes"));
@@ -348,7 +357,7 @@ impl RaftDisk for Store {
         let io = |e: StoreError| DiskError::Io(e.to_string());
         self.migrate_raft_entries().map_err(io)?;
         let (groups, mut rounds) = self.raft_image().map_err(io)?;
-        let mut states = RaftStates::from_persisted(&groups);
+        let mut states = RaftStates::from_persisted(&groups, self.written_seq().map_err(io)?);
         for w in writes {
             self.stage_raft(&mut batch, w, &mut states, &mut rounds).map_err(io)?;
         }

@@ -7,7 +7,10 @@
 //! batch as the log and the state it describes, so a crash keeps all of it or none.
 //!
 //! Layout of the value (fixed, checked on read): `count u32 BE`, then per group in ascending
-//! order `group u32 BE ‖ term u64 BE ‖ vote u64 BE ‖ commit u64 BE ‖ applied u64 BE`.
+//! order `group u32 BE ‖ term u64 BE ‖ vote u64 BE ‖ commit u64 BE ‖ applied u64 BE`, then
+//! `seq u64 BE`: how many times the record was written, the number the data folder's
+//! high-water mark outside sled is checked against (`storage::durable_mark`). A record of an
+//! earlier build has no `seq` (read as 0).
 //! Folders written before this record kept the pair under each group's `RAFT_HARD_STATE` and
 //! `RAFT_APPLIED` keys: they are read as before, and the first round that writes this record
 //! deletes them in the same batch.
@@ -40,14 +43,17 @@ pub struct GroupState {
 #[derive(Debug, Default)]
 pub struct RaftStates {
     groups: BTreeMap<u32, GroupState>,
+    /// The record's write count, as last staged.
+    seq: u64,
     dirty: bool,
     /// The per-group keys of the earlier layout are deleted (once, with the first record).
     migrated: bool,
 }
 
 impl RaftStates {
-    /// The pairs of the groups as loaded (`Store::raft_groups`).
-    pub fn from_persisted(persisted: &BTreeMap<u32, PersistedGroup>) -> RaftStates {
+    /// The pairs of the groups as loaded (`Store::raft_groups`), and the record's write count
+    /// as loaded (`Store::written_seq`).
+    pub fn from_persisted(persisted: &BTreeMap<u32, PersistedGroup>, seq: u64) -> RaftStates {
         RaftStates {
             groups: persisted
                 .iter()
@@ -61,6 +67,7 @@ impl RaftStates {
                     )
                 })
                 .collect(),
+            seq,
             dirty: false,
             migrated: false,
         }
@@ -99,8 +106,15 @@ impl RaftStates {
             }
             self.migrated = true;
         }
-        batch.insert(states_key(), encode(&self.groups));
+        self.seq += 1;
+        batch.insert(states_key(), encode(&self.groups, self.seq));
         self.dirty = false;
+    }
+
+    /// The record's write count as last staged: once the batch that staged it is flushed,
+    /// the data folder holds at least this many writes of it.
+    pub fn seq(&self) -> u64 {
+        self.seq
     }
 
     #[cfg(test)]
@@ -109,9 +123,9 @@ impl RaftStates {
     }
 }
 
-fn encode(groups: &BTreeMap<u32, GroupState>) -> Vec<u8> {
+fn encode(groups: &BTreeMap<u32, GroupState>, seq: u64) -> Vec<u8> {
     let count = u32::try_from(groups.len()).expect("groups fit in u32");
-    let mut v = Vec::with_capacity(4 + groups.len() * ENTRY_BYTES);
+    let mut v = Vec::with_capacity(4 + groups.len() * ENTRY_BYTES + 8);
     v.extend_from_slice(&count.to_be_bytes());
     for (g, s) in groups {
         v.extend_from_slice(&g.to_be_bytes());
@@ -119,12 +133,14 @@ fn encode(groups: &BTreeMap<u32, GroupState>) -> Vec<u8> {
             v.extend_from_slice(&n.to_be_bytes());
         }
     }
+    v.extend_from_slice(&seq.to_be_bytes());
     v
 }
 
-/// Reads the record; one of the wrong length, with groups out of order or on the record's own
-/// group number, is corrupt.
-pub fn decode(v: &[u8]) -> Result<BTreeMap<u32, GroupState>, StoreError> {
+/// Reads the record: every group's pair and the record's write count (0 for a record of an
+/// earlier build, which had none). One of the wrong length, with groups out of order or on the
+/// record's own group number, is corrupt.
+pub fn decode(v: &[u8]) -> Result<(BTreeMap<u32, GroupState>, u64), StoreError> {
     let corrupt = |reason: String| StoreError::Corrupt {
         location: "the raft groups' hard states".into(),
         reason,
@@ -133,13 +149,17 @@ pub fn decode(v: &[u8]) -> Result<BTreeMap<u32, GroupState>, StoreError> {
         .get(..4)
         .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")) as usize)
         .ok_or_else(|| corrupt("shorter than its count".into()))?;
-    if count.checked_mul(ENTRY_BYTES).and_then(|n| n.checked_add(4)) != Some(v.len()) {
-        return Err(corrupt(format!("{} bytes cannot hold {count} groups", v.len())));
-    }
+    let groups_end = count.checked_mul(ENTRY_BYTES).and_then(|n| n.checked_add(4));
     let u64_at = |b: &[u8], at: usize| u64::from_be_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+    let seq = match groups_end {
+        Some(end) if end == v.len() => 0,
+        Some(end) if end.checked_add(8) == Some(v.len()) => u64_at(v, end),
+        _ => return Err(corrupt(format!("{} bytes cannot hold {count} groups", v.len()))),
+    };
+    let groups_end = groups_end.expect("checked above");
     let mut out = BTreeMap::new();
     let mut last: Option<u32> = None;
-    for b in v[4..].chunks_exact(ENTRY_BYTES) {
+    for b in v[4..groups_end].chunks_exact(ENTRY_BYTES) {
         let g = u32::from_be_bytes(b[..4].try_into().expect("4 bytes"));
         if g == STATES_GROUP || last.is_some_and(|l| g <= l) {
             return Err(corrupt(format!("group {g} out of order")));
@@ -154,7 +174,7 @@ pub fn decode(v: &[u8]) -> Result<BTreeMap<u32, GroupState>, StoreError> {
         let applied = u64_at(b, 28);
         out.insert(g, GroupState { hard_state, applied });
     }
-    Ok(out)
+    Ok((out, seq))
 }
 
 #[cfg(test)]
@@ -183,10 +203,13 @@ mod tests {
         }
         let mut batch = sled::Batch::default();
         states.stage(&mut batch);
-        let bytes = encode(&states.groups);
-        assert_eq!(decode(&bytes).unwrap(), states.groups);
-        assert_eq!(decode(&bytes).unwrap()[&32].hard_state, hs(33, 2, 40));
-        for cut in [0, 3, 4 + ENTRY_BYTES, bytes.len() - 1] {
+        assert_eq!(states.seq(), 1, "each staged record counts one write");
+        let bytes = encode(&states.groups, 41);
+        assert_eq!(decode(&bytes).unwrap(), (states.groups.clone(), 41));
+        assert_eq!(decode(&bytes).unwrap().0[&32].hard_state, hs(33, 2, 40));
+        // A record of an earlier build, without the write count, reads as count 0.
+        assert_eq!(decode(&bytes[..bytes.len() - 8]).unwrap(), (states.groups.clone(), 0));
+        for cut in [0, 3, 4 + ENTRY_BYTES, bytes.len() - 1, bytes.len() - 9] {
             assert!(matches!(decode(&bytes[..cut]), Err(StoreError::Corrupt { .. })), "cut at {cut}");
         }
         let mut longer = bytes.clone();

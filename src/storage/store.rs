@@ -225,6 +225,7 @@ impl Store {
         };
         store.check_layout()?;
         store.groups = store.check_groups(groups)?;
+        crate::storage::durable_mark::check(dir, store.written_seq()?)?;
         Ok(store)
     }
 
