@@ -656,3 +656,32 @@ fn a_large_workload_gets_a_liveness_bound_to_match() {
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("liveness ≤ 22200 ticks"), "{stdout}");
 }
+
+#[test]
+fn a_replica_back_from_a_crash_with_its_groups_removal_unapplied_still_finds_a_quorum() {
+    // Seed 20070: a leader removed a voter; the removed replica was let go once the leader and
+    // the others had reported the change committed; then two voters crashed and came back
+    // with the change in their logs but not applied (the round that applied it had not been
+    // flushed), so they campaigned under the old configuration, which needed the removed
+    // replica's vote; a third voter's disk failed, and the group had no leader for good. A
+    // round that applies a configuration change is now flushed before its answers go, and a
+    // leader counts itself settled only once it applied the change.
+    let out = cluster(&[
+        "--seed",
+        "20070",
+        "--ticks",
+        "20000",
+        "--fault",
+        "join=0.003",
+        "--fault",
+        "decommission=0.003",
+        "--fault",
+        "corrupt=0.003",
+        "--fault",
+        "disk_error=0.002",
+        "--fault",
+        "crash=0.005",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+}

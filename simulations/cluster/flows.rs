@@ -212,12 +212,7 @@ impl ClusterSim {
         use moneta::cluster::routing::{route, Route};
         let raft = self.raft.nodes.get(&node)?.raft.as_ref()?;
         let here = match raft.status(g) {
-            Some(s) => moneta::cluster::raft::board::Leadership {
-                leader: s.leader,
-                served: s.serving && s.applied_index >= s.commit_index,
-                replica: true,
-                sole: s.sole,
-            },
+            Some(s) => s.leadership(node, s.serving && s.applied_index >= s.commit_index),
             None => moneta::cluster::raft::board::Leadership {
                 leader: None,
                 served: false,

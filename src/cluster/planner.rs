@@ -259,9 +259,14 @@ pub fn plan(meta: &MetaState, actual: &BTreeMap<GroupId, LedGroup>, dead: &BTree
         if budget > 0 && !busy.contains(&meta_group) {
             let want = META_VOTERS_MAX.min(eligible.len());
             let cur = placement[mg].clone();
+            // A dead node goes first: one that died while being added holds the group's moves
+            // until it leaves the placement (found by the simulator, seed 5305: a draining node
+            // was taken out each pass instead, the dead learner never, and the metadata group
+            // never settled).
             let remove = cur
                 .iter()
-                .find(|n| !eligible.contains(n))
+                .find(|n| dead.contains(n))
+                .or_else(|| cur.iter().find(|n| !eligible.contains(n)))
                 .copied()
                 .or_else(|| (cur.len() > want).then(|| cur.iter().max().copied()).flatten());
             let after = cur.len() - usize::from(remove.is_some());

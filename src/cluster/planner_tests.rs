@@ -282,3 +282,34 @@ fn a_draining_node_is_removed_only_once_every_group_settled_its_last_change() {
         "group 0's last change is not settled yet"
     );
 }
+
+#[test]
+fn a_dead_node_leaves_the_metadata_group_before_a_draining_one() {
+    // Found by the simulator (seed 5305): the metadata group held a dead learner and draining
+    // voters; each pass took out the first node not eligible (a draining one, and leadership
+    // moved with it), never the dead one, whose move could not finish, so the group never
+    // settled.
+    let mut s = formed(6, 4, 3);
+    let mg = s.groups as usize;
+    assert_eq!(s.placement[mg], vec![1, 2, 3, 4, 5], "the metadata group on the first five");
+    s.apply(&MetaCommand::SetState {
+        node_id: "n2".into(),
+        state: NodeState::Draining,
+    })
+    .unwrap();
+    let dead = BTreeSet::from([5]);
+    let room = Limits {
+        moves_in_flight: 64,
+        moves_per_node: 64,
+    };
+    let commands = plan(&s, &settled(&s), &dead, room);
+    let placed = commands
+        .iter()
+        .find_map(|c| match c {
+            MetaCommand::Place { group, replicas } if *group as usize == mg => Some(replicas.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("the metadata group is placed again: {commands:?}"));
+    assert!(!placed.contains(&5), "the dead node goes first: {placed:?}");
+    assert!(placed.contains(&2), "one change a pass: the draining node waits: {placed:?}");
+}

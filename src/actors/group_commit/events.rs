@@ -143,15 +143,7 @@ impl Writer {
                 self.serve_from.remove(&s.group);
                 false
             };
-            words.push((
-                s.group,
-                crate::cluster::raft::Leadership {
-                    leader: s.leader,
-                    served,
-                    replica: true,
-                    sole: s.sole,
-                },
-            ));
+            words.push((s.group, s.leadership(self.raft.id(), served)));
         }
         let applied: Vec<(u32, u64)> = status.iter().map(|s| (s.group, s.applied_index)).collect();
         self.shared.board.publish(status, words);

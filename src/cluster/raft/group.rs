@@ -120,7 +120,8 @@ impl Replica {
         let prs = raft.prs();
         self.voters().iter().all(|&v| {
             if v == raft.id {
-                raft.raft_log.committed >= since
+                // Applied here (so flushed: a round applying a change syncs), not only committed.
+                raft.raft_log.applied >= since
             } else {
                 prs.get(v).is_some_and(|p| p.committed_index >= since)
             }

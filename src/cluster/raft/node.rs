@@ -5,7 +5,7 @@ use super::disk::GroupWrite;
 use super::group::{ProposeError, Replica};
 use super::log::{GroupLog, PersistedGroup};
 use super::tracker::{Outcome, ProposalId};
-use super::{GroupId, RaftId, RaftSettings};
+use super::{GroupId, Leadership, RaftId, RaftSettings};
 use raft::prelude::{ConfChangeV2, Message, Snapshot};
 use raft::SnapshotStatus;
 use std::collections::BTreeMap;
@@ -109,6 +109,25 @@ pub struct GroupStatus {
     pub conf_settled: bool,
     /// Leader only: it is the group's only voter, in and out of any change (`Replica::sole_voter`).
     pub sole: bool,
+}
+
+impl GroupStatus {
+    /// The leadership a replica's status gives `me`. A replica counts as one (`replica`) only
+    /// while its own configuration lists it: one a membership change removed stays here until
+    /// its leader says every voter committed the change (`MultiRaft::told_out`), hears nothing
+    /// more meanwhile, and knows only the leader of before. Calls for the group go where the
+    /// members' gossip says the leader is, and its reads elsewhere (found by an operator: a
+    /// node a finished move took out of a group answered 503 for that group's users for as
+    /// long as another of its replicas was down, following the group's old leader).
+    pub fn leadership(&self, me: RaftId, served: bool) -> Leadership {
+        let member = self.voters.contains(&me) || self.learners.contains(&me);
+        Leadership {
+            leader: self.leader,
+            served: served && member,
+            replica: member,
+            sole: self.sole && member,
+        }
+    }
 }
 
 pub struct MultiRaft {
@@ -437,6 +456,15 @@ impl MultiRaft {
                     });
                 }
                 applied = Some(e.index);
+            }
+            // A configuration change applied here is flushed before the round's held messages
+            // go (a follower's answers, which tell the leader this replica committed it): a
+            // replica that crashed and came back with the change unapplied would campaign
+            // under the old configuration, needing the vote of a replica the change removed
+            // and `told_out` let go (found by the simulator, seed 20070: a group left without
+            // a quorum for good).
+            if write.conf_state.is_some() {
+                round.sync = true;
             }
             if let Some(first) = rd.entries().first() {
                 write.replaces = first.index <= r.raw.store().last_index();
