@@ -47,11 +47,15 @@ pub(super) fn apply_env(table: &mut toml::Table, schema: &toml::Table, name: &st
                     .parse()
                     .map_err(|_| ConfigError(format!("variable {name}: `{value}` is not true or false")))?,
             ),
-            // Comma-separated; an empty value is an empty list, but an empty entry (`a,,b`, `,`)
-            // is a mistake: a join list of nothing but commas would form a cluster of its own.
+            // Comma-separated; an empty value is an empty list, and one comma after the last
+            // entry (`a,b,`, as a shell loop writes a list — README's cluster recipe does) is
+            // allowed. Any other empty entry (`a,,b`, `,`) is a mistake: a join list of nothing
+            // but commas would form a cluster of its own.
             toml::Value::Array(_) if value.trim().is_empty() => toml::Value::Array(Vec::new()),
             toml::Value::Array(_) => {
-                let entries: Vec<&str> = value.split(',').map(str::trim).collect();
+                let trimmed = value.trim();
+                let body = trimmed.strip_suffix(',').unwrap_or(trimmed);
+                let entries: Vec<&str> = body.split(',').map(str::trim).collect();
                 if entries.iter().any(|v| v.is_empty()) {
                     return Err(ConfigError(format!(
                         "variable {name}: `{value}` has an empty entry (a comma-separated list, e.g. host1:7070,host2:7070)"

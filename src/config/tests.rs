@@ -66,8 +66,9 @@ fn cluster_keys_come_from_the_environment_and_a_joining_node_needs_the_secret() 
     assert_eq!(c.cluster.join, vec!["127.0.0.1:7071", "127.0.0.1:7072"]);
     assert_eq!(c.cluster.bootstrap_expect, 3);
     // A join list of nothing but commas, or with an empty entry, is refused (it formed a
-    // cluster of its own); an empty value is an empty list.
-    for join in [",,", " , ", "127.0.0.1:7071,,127.0.0.1:7072", "127.0.0.1:7071,"] {
+    // cluster of its own); an empty value is an empty list; one comma after the last entry
+    // (README's recipe builds the list in a shell loop) is not an entry.
+    for join in [",,", " , ", ",", "127.0.0.1:7071,,127.0.0.1:7072", "127.0.0.1:7071,,", ",127.0.0.1:7071"] {
         let e = Config::load_with_env(None, &env(&[("MONETA_CLUSTER_JOIN", join), ("MONETA_CLUSTER_SECRET_FILE", "/tmp/secret")]))
             .unwrap_err()
             .to_string();
@@ -75,6 +76,15 @@ fn cluster_keys_come_from_the_environment_and_a_joining_node_needs_the_secret() 
     }
     let c = Config::load_with_env(None, &env(&[("MONETA_CLUSTER_JOIN", " ")])).unwrap();
     assert!(c.cluster.join.is_empty());
+    let c = Config::load_with_env(
+        None,
+        &env(&[
+            ("MONETA_CLUSTER_JOIN", "127.0.0.1:7072,127.0.0.1:7073,"),
+            ("MONETA_CLUSTER_SECRET_FILE", "/tmp/secret"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.cluster.join, vec!["127.0.0.1:7072", "127.0.0.1:7073"]);
     // A host is an IP address or a host name: a list joined with ';' is not one address.
     for join in ["127.0.0.1:7071;127.0.0.1:7072", "bad host:7071", "-x.example:7071", "a..b:7071"] {
         let e = Config::load_with_env(None, &env(&[("MONETA_CLUSTER_JOIN", join), ("MONETA_CLUSTER_SECRET_FILE", "/tmp/secret")]))
