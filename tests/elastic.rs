@@ -563,6 +563,26 @@ fn nodes_join_and_leave_a_running_cluster_under_load_and_nothing_is_lost() {
     let (s, v) = c.until_served(Duration::from_secs(60), || c.get(n4, "/v1/portfolio", &token));
     assert_eq!(s, 200, "served after a second failure: {v}");
     phase("(e) a second failure later: still served");
+    // The killed node's folder holds replicas of some groups only: a backup of it would leave
+    // everyone else out without a word, so it is refused.
+    let out = {
+        let m = &c.members[n5];
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_moneta"));
+        configure(&mut cmd, &m.root, m.api);
+        cmd.env("MONETA_NODE_ID", &m.id)
+            .env("MONETA_CLUSTER_GROUPS", "8")
+            .env("MONETA_SECURITY_SECRETS_DIR", &c.secrets_dir)
+            .args(["backup", "create", "--out"])
+            .arg(m.root.join("part.backup"));
+        cmd.output().unwrap()
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("holds replicas of") && stderr.contains("of the cluster's 8 shard groups"),
+        "{stderr}"
+    );
+    assert!(!c.members[n5].root.join("part.backup").exists(), "no partial backup is left");
 
     stop.store(true, Ordering::SeqCst);
     for h in clients {

@@ -22,6 +22,22 @@ pub(super) fn backup_create(path: Option<PathBuf>, out: PathBuf) -> ExitCode {
             if let Err(e) = crate::node::check_stopped_folder_keys(&config, &store) {
                 return fail(e, 2);
             }
+            // A member of a larger cluster may hold replicas of some groups only: a backup of
+            // its folder would leave everyone else out without a word. (A folder with no raft
+            // state at all was restored and never served: it holds every group's data.)
+            let held = match store.raft_groups() {
+                Ok(g) => g.keys().filter(|g| **g < store.groups()).count(),
+                Err(e) => return fail(e, 2),
+            };
+            if held != 0 && held != store.groups() as usize {
+                return fail(
+                    format!(
+                        "this folder holds replicas of {held} of the cluster's {} shard groups: a backup of every group needs a node that holds them all (take it at such a node while it runs)",
+                        store.groups()
+                    ),
+                    1,
+                );
+            }
             let key = match backup::load_key(&config.backup.key_file, true) {
                 Ok(k) => k,
                 Err(e) => return fail(e, 2),
