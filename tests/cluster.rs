@@ -656,6 +656,20 @@ fn three_nodes_form_serve_any_request_anywhere_and_survive_a_kill_9() {
     let newco = json!({"symbol": "NEWCO", "name": "New Company plc", "kind": "equity", "risk_class": 4, "price": "10.00"});
     let (s, v) = c.post(0, "/v1/admin/instruments", Some(&admin_token), None, &newco);
     assert_eq!(s, 201, "{v}");
+    // Read at once through the other gateways (not when their catalogs catch up): the 201
+    // said it is listed.
+    for i in [1, 2] {
+        let m = &c.members[i];
+        for path in ["/v1/instruments/NEWCO", "/v1/instruments/NEWCO/history"] {
+            let r = m.client.get(format!("{}{path}", m.base)).send().unwrap();
+            assert_eq!(
+                r.status().as_u16(),
+                200,
+                "{path} at node {i} right after the listing: {}",
+                r.text().unwrap_or_default()
+            );
+        }
+    }
     let deadline = Instant::now() + long;
     // (A refusal is remembered under its idempotency key: each attempt uses a new one.)
     for attempt in 0.. {

@@ -21,6 +21,11 @@ pub fn is_instrument_name(name: &str) -> bool {
     crate::domain::account::is_plain_name(name) && !name.chars().any(crate::domain::account::is_default_ignorable)
 }
 
+/// An instrument's symbol: 1–16 characters of A–Z, 0–9, '-' or '.'.
+pub fn is_symbol(symbol: &str) -> bool {
+    !symbol.is_empty() && symbol.len() <= 16 && symbol.bytes().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b'-' || c == b'.')
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InstrumentKind {

@@ -36,9 +36,12 @@ impl From<Quote> for InstrumentView {
     }
 }
 
-/// The latest quote of a listed instrument; `None` when the symbol is not listed.
+/// The latest quote of a listed instrument; `None` when the symbol is not listed. A symbol
+/// this node's catalog does not know yet is asked of the instrument itself (at its group's
+/// leader): one listed through another gateway a moment ago is served at once, as its orders
+/// are, while the catalog here learns it (`feed::follow_catalog`).
 pub async fn quote(state: &AppState, symbol: &str) -> Result<Option<Quote>, ApiError> {
-    if !state.is_listed(symbol) {
+    if !state.is_listed(symbol) && !crate::domain::instrument::is_symbol(symbol) {
         return Ok(None);
     }
     state
@@ -136,7 +139,7 @@ pub async fn history(state: &AppState, req: &crate::gateway::http::Req, symbol: 
     if from > to {
         return Err(ApiError::bad_request("from must not be after to"));
     }
-    if !state.is_listed(symbol) {
+    if !state.is_listed(symbol) && quote(state, symbol).await?.is_none() {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_instrument", "no such instrument is listed"));
     }
     let points = state
@@ -176,9 +179,7 @@ pub async fn create(state: &AppState, req: &crate::gateway::http::Req) -> Result
     use crate::domain::instrument::{InstrumentCommand, InstrumentRejection, Listing};
     let claims = state.claims(req)?;
     let b: NewInstrumentBody = req.json()?;
-    let symbol_ok =
-        !b.symbol.is_empty() && b.symbol.len() <= 16 && b.symbol.bytes().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b'-' || c == b'.');
-    if !symbol_ok {
+    if !crate::domain::instrument::is_symbol(&b.symbol) {
         return Err(ApiError::bad_request("symbol must be 1–16 characters of A–Z, 0–9, '-' or '.'"));
     }
     let name = b.name.trim();
