@@ -323,7 +323,12 @@ fn negative_token_suite() {
     let mut expired = claim("exp", json!(now - 60));
     expired["iat"] = json!(now - 660);
     expired["nbf"] = json!(now - 660);
-    cases.push(("exp 60 s in the past (beyond the 5 s leeway)", bearer(&sign_jwt(&key, &header, &expired))));
+    cases.push(("exp 60 s in the past", bearer(&sign_jwt(&key, &header, &expired))));
+    // No leeway past the expiry (a client told `expires_in` holds the token that long, no more).
+    let mut just_expired = claim("exp", json!(now - 1));
+    just_expired["iat"] = json!(now - 601);
+    just_expired["nbf"] = json!(now - 601);
+    cases.push(("exp 1 s in the past", bearer(&sign_jwt(&key, &header, &just_expired))));
     cases.push(("no exp", bearer(&sign_jwt(&key, &header, &without_claim("exp")))));
     cases.push(("nbf 120 s in the future", bearer(&sign_jwt(&key, &header, &claim("nbf", json!(now + 120))))));
     cases.push(("no nbf", bearer(&sign_jwt(&key, &header, &without_claim("nbf")))));

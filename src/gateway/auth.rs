@@ -101,7 +101,9 @@ pub struct Auth {
     verified: super::token_cache::VerifiedTokens,
 }
 
-/// Seconds a token is accepted past its `exp` and before its `nbf` (clock skew).
+/// Seconds a token is accepted before its `nbf` (clock skew: a token issued by a node whose
+/// clock runs a little ahead). Past its `exp` a token is refused from that second on, with no
+/// leeway: the expiry a client was given is the one held.
 const LEEWAY_SECS: i64 = 5;
 
 #[derive(Debug, thiserror::Error)]
@@ -200,7 +202,7 @@ impl Auth {
             ttl_secs: cfg.access_token_ttl.as_secs() as i64,
             hashing: Arc::new(Semaphore::new(cfg.hash_concurrency)),
             dummy_hash,
-            verified: super::token_cache::VerifiedTokens::new(super::token_cache::VERIFIED_TOKENS_MAX, LEEWAY_SECS),
+            verified: super::token_cache::VerifiedTokens::new(super::token_cache::VERIFIED_TOKENS_MAX, 0),
         }
     }
 
@@ -241,6 +243,9 @@ impl Auth {
             return Ok(c);
         }
         let c = self.verify_signed(token)?;
+        if c.exp <= now {
+            return Err(ApiError::unauthorized("invalid access token: expired"));
+        }
         self.verified.put(token, &c, now);
         Ok(c)
     }
