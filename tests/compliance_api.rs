@@ -243,6 +243,54 @@ fn kyc_sandbox_values_and_input_errors() {
     f.finish();
 }
 
+#[test]
+fn documents_in_review_wait_for_a_compliance_decision_and_cannot_be_gone_round() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    add_staff(dir.path(), "officer.kyc@example.com", "compliance");
+    let node = Node::start(dir.path());
+    let officer = token_of(&node, "officer.kyc@example.com");
+    let queue = |token: &str| node.get("/v1/compliance/kyc-reviews", Some(token));
+    let waiting = |id: &str| {
+        let r = queue(&officer);
+        assert_eq!(r.status, 200, "{}", r.what());
+        r.json().as_array().expect("a list").iter().any(|e| e["user_id"] == id)
+    };
+    let u = plain_user(&node, "kyc.inreview@example.com");
+    assert_eq!(kyc(&node, &u, "REVIEW123").json()["kyc_status"], "review");
+    // Other documents do not go round the review, and nothing changes.
+    let r = kyc(&node, &u, "123456789");
+    assert!(r.problem(&[409], &["kyc_in_review"]).is_ok(), "{}", r.what());
+    assert_eq!(me(&node, &u.token)["kyc_status"], "review");
+    assert!(waiting(&u.id), "the person waits in the queue");
+    let r = queue(&u.token);
+    assert!(r.problem(&[403], &[]).is_ok(), "an investor does not read the queue: {}", r.what());
+    // A decision needs a note and a known decision.
+    let decide = |id: &str, body: Value| node.post(&format!("/v1/compliance/kyc-reviews/{id}"), Some(&officer), None, &body);
+    assert!(decide(&u.id, json!({"decision": "approve"})).problem(&[400], &[]).is_ok());
+    assert!(decide(&u.id, json!({"decision": "maybe", "note": "x"})).problem(&[400], &[]).is_ok());
+    assert_eq!(me(&node, &u.token)["kyc_status"], "review", "refused decisions change nothing");
+    let r = decide(&u.id, json!({"decision": "approve", "note": "passport checked against the issuer"}));
+    assert_eq!(r.status, 200, "{}", r.what());
+    assert_eq!(r.json()["kyc_status"], "verified", "{}", r.what());
+    assert_eq!(me(&node, &u.token)["kyc_status"], "verified");
+    assert!(!waiting(&u.id), "decided: off the queue");
+    let r = decide(&u.id, json!({"decision": "reject", "note": "again"}));
+    assert!(r.problem(&[409], &["kyc_not_in_review"]).is_ok(), "{}", r.what());
+    // A rejection: the person may send other documents, which the provider decides.
+    let v = plain_user(&node, "kyc.rejected@example.com");
+    assert_eq!(kyc(&node, &v, "REVIEW-77").json()["kyc_status"], "review");
+    let r = decide(&v.id, json!({"decision": "reject", "note": "the document is expired"}));
+    assert_eq!(r.json()["kyc_status"], "rejected", "{}", r.what());
+    assert_eq!(kyc(&node, &v, "123456789").json()["kyc_status"], "verified");
+    // The decision is in the audit trail, about the person (their export shows it).
+    let r = node.get("/v1/me/export?format=json", Some(&v.token));
+    assert_eq!(r.status, 200, "{}", r.what());
+    assert!(
+        r.body.contains("kyc.review") && r.body.contains("the document is expired"),
+        "no kyc.review record in the export"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. Suitability questionnaire
 // ---------------------------------------------------------------------------------------------
@@ -733,6 +781,8 @@ const EXPECTED: &[(&str, &str, &[&str])] = &[
     ("GET", "/v1/support/users/{user_id}", &["support"]),
     ("GET", "/v1/compliance/screening-hits", &["compliance"]),
     ("POST", "/v1/compliance/screening/{user_id}", &["compliance"]),
+    ("GET", "/v1/compliance/kyc-reviews", &["compliance"]),
+    ("POST", "/v1/compliance/kyc-reviews/{user_id}", &["compliance"]),
     ("POST", "/v1/compliance/sanctions/reload", &["admin", "compliance"]),
     ("GET", "/v1/compliance/reports/daily", &["compliance"]),
     ("GET", "/v1/admin/audit/verify", &["admin", "compliance"]),

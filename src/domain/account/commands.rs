@@ -49,6 +49,11 @@ pub enum AccountCommand {
         screening: ScreeningOutcome,
     },
     Rescreen(ScreeningOutcome),
+    /// A compliance officer decides identity documents the provider sent to review.
+    ReviewKyc {
+        approve: bool,
+        note: String,
+    },
     ResolveScreening {
         entry: String,
         decision: ScreeningDecision,
@@ -209,6 +214,11 @@ pub enum AccountRejection {
     /// The code is wrong, already used, or there is no pending enrolment.
     InvalidCode,
     KycAlreadyVerified,
+    /// The documents sent are with a compliance officer: another submission waits for the
+    /// decision (it would otherwise go round the review).
+    KycInReview,
+    /// No identity documents wait for a review.
+    KycNotInReview,
     /// No screening result names that entry (stale review).
     NothingToResolve,
     /// Erasure not requested, or its grace period has not ended.
@@ -234,6 +244,8 @@ impl AccountRejection {
             AccountRejection::MfaAlreadyEnabled => "mfa_already_enabled",
             AccountRejection::InvalidCode => "invalid_code",
             AccountRejection::KycAlreadyVerified => "kyc_already_verified",
+            AccountRejection::KycInReview => "kyc_in_review",
+            AccountRejection::KycNotInReview => "kyc_not_in_review",
             AccountRejection::NothingToResolve => "nothing_to_resolve",
             AccountRejection::ErasureNotDue => "erasure_not_due",
             AccountRejection::UnknownAdvice => "not_found",

@@ -80,6 +80,10 @@ impl Account {
                     ctx.audit(AuditDraft::refused("kyc.submit", "kyc_already_verified"));
                     return Err(AccountRejection::KycAlreadyVerified);
                 }
+                if self.kyc_status() == KycStatus::Review {
+                    ctx.audit(AuditDraft::refused("kyc.submit", "kyc_in_review"));
+                    return Err(AccountRejection::KycInReview);
+                }
                 ctx.audit(
                     AuditDraft::ok("kyc.submit")
                         .detail("document_type", document_type.as_str())
@@ -99,6 +103,23 @@ impl Account {
                 done(events)
             }
             AccountCommand::Rescreen(outcome) => done(self.screen(outcome, ctx).into_iter().collect()),
+            AccountCommand::ReviewKyc { approve, note } => {
+                let Some(kyc) = self.kyc.as_ref().filter(|k| k.status == KycStatus::Review) else {
+                    ctx.audit(AuditDraft::refused("kyc.review", "kyc_not_in_review"));
+                    return Err(AccountRejection::KycNotInReview);
+                };
+                let status = if approve { KycStatus::Verified } else { KycStatus::Rejected };
+                ctx.audit(
+                    AuditDraft::ok("kyc.review")
+                        .detail("decision", if approve { "approve" } else { "reject" })
+                        .detail("note", &note)
+                        .detail("status", status.as_str()),
+                );
+                let mut decided = kyc.clone();
+                decided.status = status;
+                decided.decided_at = ctx.now;
+                done(vec![AccountEvent::KycDecided { kyc: decided }])
+            }
             AccountCommand::ResolveScreening { entry, decision, note } => {
                 let pending = self
                     .screening

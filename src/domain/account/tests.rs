@@ -292,7 +292,21 @@ fn kyc_consents_and_suitability_feed_the_rules_engine() {
     };
     run(&mut a, submit(KycStatus::Review), T0).0.unwrap();
     assert_eq!(a.investor_status().kyc, KycStatus::Review);
-    run(&mut a, submit(KycStatus::Verified), T0).0.unwrap();
+    // Documents in review are a compliance officer's to decide: another submission does not
+    // go round them.
+    assert_eq!(run(&mut a, submit(KycStatus::Verified), T0).0, Err(AccountRejection::KycInReview));
+    assert_eq!(a.investor_status().kyc, KycStatus::Review);
+    let review = |approve| AccountCommand::ReviewKyc {
+        approve,
+        note: "documents checked by hand".into(),
+    };
+    run(&mut a, review(false), T0).0.unwrap();
+    assert_eq!(a.investor_status().kyc, KycStatus::Rejected);
+    assert_eq!(run(&mut a, review(true), T0).0, Err(AccountRejection::KycNotInReview), "decided already");
+    // Rejected: new documents may be sent; to review again, then approved.
+    run(&mut a, submit(KycStatus::Review), T0).0.unwrap();
+    run(&mut a, review(true), T0).0.unwrap();
+    assert_eq!(a.investor_status().kyc, KycStatus::Verified);
     assert_eq!(run(&mut a, submit(KycStatus::Verified), T0).0, Err(AccountRejection::KycAlreadyVerified));
     let profile = RiskProfile {
         risk_score: 4,

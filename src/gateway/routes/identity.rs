@@ -469,6 +469,11 @@ fn account_error(e: RouteError<AccountRejection>) -> ApiError {
         RouteError::Rejected(AccountRejection::KycAlreadyVerified) => {
             ApiError::new(StatusCode::CONFLICT, "kyc_already_verified", "identity is already verified")
         }
+        RouteError::Rejected(AccountRejection::KycInReview) => ApiError::new(
+            StatusCode::CONFLICT,
+            "kyc_in_review",
+            "the identity documents you sent are being reviewed by our compliance team; you will be told of the decision",
+        ),
         RouteError::Rejected(AccountRejection::NotRegistered) => ApiError::unauthorized("the account of this token no longer exists"),
         RouteError::Rejected(r) => ApiError::unprocessable(r.code(), "the request was refused"),
         RouteError::Failed(e) => unavailable(e),

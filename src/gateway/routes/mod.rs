@@ -4,6 +4,7 @@
 pub mod advice;
 pub mod gdpr;
 pub mod identity;
+mod kyc_review;
 mod market;
 mod onboarding;
 mod portfolio;
@@ -241,6 +242,21 @@ pub const ROUTES: &[RouteSpec] = &[
     )
     .body(schema_of::<staff::ResolveBody>),
     r(
+        "GET",
+        "/v1/compliance/kyc-reviews",
+        "People whose identity documents wait for a compliance decision, oldest first",
+        COMPLIANCE,
+        false,
+    ),
+    r(
+        "POST",
+        "/v1/compliance/kyc-reviews/{user_id}",
+        "Approve or reject identity documents in review",
+        COMPLIANCE,
+        false,
+    )
+    .body(schema_of::<kyc_review::KycReviewBody>),
+    r(
         "POST",
         "/v1/compliance/sanctions/reload",
         "Reload the sanctions list and re-screen every user",
@@ -367,6 +383,8 @@ pub async fn dispatch(state: &AppState, template: Option<&'static str>, req: &Re
         ("GET", "/v1/support/users/{user_id}") => staff::support_user(state, req, &last_segment(req)).await,
         ("GET", "/v1/compliance/screening-hits") => staff::screening_hits(state, req).await,
         ("POST", "/v1/compliance/screening/{user_id}") => staff::resolve_screening(state, req, &last_segment(req)).await,
+        ("GET", "/v1/compliance/kyc-reviews") => kyc_review::list(state, req).await,
+        ("POST", "/v1/compliance/kyc-reviews/{user_id}") => kyc_review::decide(state, req, &last_segment(req)).await,
         ("POST", "/v1/compliance/sanctions/reload") => staff::reload_sanctions(state, req).await,
         ("GET", "/v1/compliance/reports/daily") => staff::daily_report(state, req).await,
         ("GET", "/v1/admin/audit/verify") => staff::audit_verify(state, req).await,
