@@ -359,7 +359,27 @@ fn run_cluster(cli: &Cli) -> ExitCode {
             sim = sim.with_progress(indicatif::ProgressBar::new(ticks));
         }
         let started = wall_clock();
-        match sim.run() {
+        // A panic in the code under test is a failure of its seed, named with its replay line;
+        // a sweep goes on to the next seed.
+        let run = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || sim.run())) {
+            Ok(run) => run,
+            Err(payload) => {
+                let why = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".into());
+                eprintln!("SIMULATION FAILED: seed {seed}: panic: {why}");
+                eprintln!("replay: {}", cluster_replay(cli, seed));
+                failed.push(seed);
+                if cli.stop_on_failure {
+                    println!("stopped at the first failing seed, {seed}");
+                    return ExitCode::FAILURE;
+                }
+                continue;
+            }
+        };
+        match run {
             Ok(r) if cli.sweep.is_none() => {
                 let wall = started.elapsed().as_secs_f64();
                 let simulated = (r.ticks * moneta::cluster::raft::sim::TICK_MS) as f64 / 1000.0;

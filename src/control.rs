@@ -305,12 +305,39 @@ pub fn call(data_dir: &Path, request: &Request) -> Result<Response, String> {
     use std::io::{BufRead, Write};
     let path = socket_path(data_dir);
     let mut stream = std::os::unix::net::UnixStream::connect(&path).map_err(|e| format!("cannot reach the running node at {}: {e}", path.display()))?;
+    // A node that is frozen (stopped with SIGSTOP, swapping) takes the connection and never
+    // answers: every call is bounded, a long job by more.
+    let within = answer_within(request);
+    let silent = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => format!(
+            "the running node at {} did not answer within {} s (is it stopped or overloaded?)",
+            path.display(),
+            within.as_secs()
+        ),
+        _ => e.to_string(),
+    };
+    stream.set_write_timeout(Some(CALL_WRITE_TIMEOUT)).map_err(|e| e.to_string())?;
+    stream.set_read_timeout(Some(within)).map_err(|e| e.to_string())?;
     let mut bytes = serde_json::to_vec(request).map_err(|e| e.to_string())?;
     bytes.push(b'\n');
-    stream.write_all(&bytes).map_err(|e| e.to_string())?;
+    stream.write_all(&bytes).map_err(silent)?;
     let mut line = String::new();
-    std::io::BufReader::new(stream).read_line(&mut line).map_err(|e| e.to_string())?;
+    std::io::BufReader::new(stream).read_line(&mut line).map_err(silent)?;
     serde_json::from_str(&line).map_err(|e| format!("unexpected answer from the node: {e}"))
+}
+
+/// How long a request to the running node may take to be sent.
+#[cfg(unix)]
+const CALL_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long the CLI waits for the running node's answer: a question is answered at once; a
+/// job (a backup, a day's close, an export) runs first.
+#[cfg(unix)]
+fn answer_within(request: &Request) -> std::time::Duration {
+    match request {
+        Request::Backup { .. } | Request::AnalyticsExport { .. } | Request::EndOfDay { .. } | Request::Reconcile => std::time::Duration::from_secs(30 * 60),
+        _ => std::time::Duration::from_secs(60),
+    }
 }
 
 #[cfg(not(unix))]
