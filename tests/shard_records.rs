@@ -126,7 +126,7 @@ async fn each_kind_of_record_is_group_committed_in_its_shard_and_comes_back_from
     in_shard(u, ShardRecord::Regulatory, USER);
     in_shard(u, ShardRecord::DataKey, USER);
     in_shard(u, ShardRecord::Confirmation, "ord_records");
-    in_shard(records::instrument_shard("RECO"), ShardRecord::Catalog, "RECO");
+    in_shard(records::catalog_shard(), ShardRecord::Catalog, "RECO");
     in_shard(records::group_shard(5), ShardRecord::Job, "eod/last_close");
     in_shard(u, ShardRecord::Alerted, "missing/ord_x");
     // Nothing lives outside the one tree (no side trees a backup or a shard move could miss).

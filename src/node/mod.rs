@@ -308,6 +308,10 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
         });
         catalog.push(symbol);
     }
+    // What this node's feed is given: the catalog as of now (the catalog may learn symbols
+    // from other members' prices later, which its feed is not given until their records are
+    // found here: `feed::follow_catalog`).
+    let fed: std::collections::BTreeSet<String> = catalog.iter().cloned().collect();
     *state.catalog.write().expect("catalog lock") = catalog;
     // Erasures already due (a restored backup replays its erasure list as due now) are carried
     // out before anyone is served: an erased person must not sign in again, not even until the
@@ -338,7 +342,7 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
     let advice_worker = tokio::spawn(crate::workflows::advice::advice_worker(state.services.clone(), feed_rx.clone()));
     tokio::spawn(crate::workflows::end_of_day::track_all(state.services.clone()));
     tokio::spawn(crate::workflows::end_of_day::refresh_stale(state.services.clone(), feed_rx.clone()));
-    tokio::spawn(crate::workflows::feed::follow_catalog(state.services.clone(), feed_rx.clone()));
+    tokio::spawn(crate::workflows::feed::follow_catalog(state.services.clone(), fed, feed_rx.clone()));
     let feed = if let Some(groups) = price_file {
         if config.market.csv_timing == "replay" {
             tokio::spawn(crate::workflows::feed::run_replay(

@@ -14,11 +14,6 @@ pub fn user_shard(user_id: &str) -> u16 {
     EntityId::new(EntityKind::Account, user_id).shard()
 }
 
-/// The shard of an instrument.
-pub fn instrument_shard(symbol: &str) -> u16 {
-    EntityId::new(EntityKind::Instrument, symbol).shard()
-}
-
 pub fn schedule_erasure(user_id: &str, pending: &PendingErasure) -> WriteSet {
     let mut w = WriteSet::default();
     w.put_record(user_shard(user_id), ShardRecord::Erasure, user_id, pending);
@@ -57,9 +52,19 @@ pub fn remove_regulatory(user_id: &str) -> WriteSet {
     w
 }
 
+/// The shard whose group keeps the catalog of instruments listed at run time: the jobs shard,
+/// whose group's leader drives the price feed (`keys::JOBS_SHARD`). In a cluster of more nodes
+/// than replicas, a catalog spread over the instruments' own shards reached only the nodes
+/// holding each one's group: the feed's node may not tick an instrument, and other nodes not
+/// list it. (Records a folder keeps in other shards are read as before: `Store::catalog`
+/// reads every shard.)
+pub fn catalog_shard() -> u16 {
+    crate::storage::keys::JOBS_SHARD
+}
+
 pub fn put_catalog(symbol: &str, entry: &CatalogEntry) -> WriteSet {
     let mut w = WriteSet::default();
-    w.put_record(instrument_shard(symbol), ShardRecord::Catalog, symbol, entry);
+    w.put_record(catalog_shard(), ShardRecord::Catalog, symbol, entry);
     w
 }
 

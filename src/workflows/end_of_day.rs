@@ -27,8 +27,13 @@ use std::sync::Arc;
 
 /// The job record of the last day closed (per shard group, in the group's first shard).
 const LAST_CLOSE_KEY: &str = "eod/last_close";
-/// How often the job looks for groups it has come to lead whose due close is not recorded.
-const CATCH_UP_CHECK_MS: i64 = 30_000;
+/// How often the job looks for groups it has come to lead whose due close is not recorded (a
+/// look reads one local record per group led; a group that changes leader mid-pass, or that
+/// this node comes to lead, is closed within this).
+const CATCH_UP_CHECK_MS: i64 = 2_000;
+/// How long the job waits after a close that failed (a portfolio not reached, no majority)
+/// before it tries again.
+const RETRY_AFTER_FAILURE_MS: i64 = 30_000;
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct CloseSummary {
@@ -177,7 +182,7 @@ fn days_to_close(last: impl Iterator<Item = Option<Date>>, due: Date) -> Vec<Dat
     (first..=due_day).map(|d| Date::from_timestamp(Timestamp(d * MS_PER_DAY))).collect()
 }
 
-/// The end-of-day job: at each close time (and every half minute in between, to catch up a
+/// The end-of-day job: at each close time (and every two seconds in between, to catch up a
 /// group it has come to lead), closes every day due for each group this node leads whose record
 /// is behind it — oldest first, so a close missed while the node was down or leadership moved
 /// is stated on its own day, not folded into a later one.
@@ -188,6 +193,7 @@ pub async fn end_of_day_job(state: Arc<Services>, mut stop: tokio::sync::watch::
     loop {
         let now = state.now();
         let (due, _) = due_close(now, offset);
+        let mut failed = false;
         let led = state.router.led_groups();
         let led_list: Vec<u32> = match &led {
             Groups::Only(set) => set.iter().copied().collect(),
@@ -204,17 +210,25 @@ pub async fn end_of_day_job(state: Arc<Services>, mut stop: tokio::sync::watch::
                 Ok(s) if s.failed == 0 => tracing::info!(date = %date, statements = s.statements, "end of day closed"),
                 Ok(s) => {
                     tracing::error!(date = %date, failed = s.failed, "end of day: portfolios failed; retrying at the next check");
+                    failed = true;
                     break;
                 }
                 Err(e) => {
                     tracing::error!(date = %date, error = %e, "end of day failed; retrying at the next check");
+                    failed = true;
                     break;
                 }
             }
         }
         let next = due_close(now, offset).1.millis() + MS_PER_DAY;
         // Leading nothing yet (just started, or between elections): look again soon.
-        let check = if led.is_empty() { 1_000 } else { CATCH_UP_CHECK_MS };
+        let check = if led.is_empty() {
+            1_000
+        } else if failed {
+            RETRY_AFTER_FAILURE_MS
+        } else {
+            CATCH_UP_CHECK_MS
+        };
         let wait = (next - state.now().millis()).clamp(1_000, check);
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_millis(wait as u64)) => {}

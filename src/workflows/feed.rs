@@ -100,10 +100,13 @@ pub async fn run_feed(
 /// How often a node looks for instruments listed at another node.
 const CATALOG_FOLLOW_EVERY: Duration = Duration::from_secs(2);
 
-/// Instruments listed at run time at any node are catalog records, replicated with their
-/// shard's group: every node picks up the ones its catalog does not know yet (and hands them
-/// to its feed, which ticks them when this node drives the feed). Runs until `stop`.
-pub async fn follow_catalog(services: Arc<Services>, mut stop: watch::Receiver<bool>) {
+/// Instruments listed at run time at any node are catalog records, replicated with the jobs
+/// shard's group (`records::catalog_shard`), whose leader drives the feed: every node holding
+/// that group picks up the records its feed was not given yet (`fed`: what the feed was given
+/// at start) and hands them to its feed, which ticks them when this node drives the feed. A
+/// node without that group learns the symbols from the prices the feed's node shares
+/// (`Services::publish_quotes`). Runs until `stop`.
+pub async fn follow_catalog(services: Arc<Services>, mut fed: std::collections::BTreeSet<String>, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(CATALOG_FOLLOW_EVERY) => {}
@@ -122,14 +125,15 @@ pub async fn follow_catalog(services: Arc<Services>, mut stop: watch::Receiver<b
             Err(_) => continue,
         };
         for (symbol, entry) in records {
-            if services.is_listed(&symbol) {
+            if fed.contains(&symbol) {
                 continue;
             }
             let Ok(Some(q)) = services.router.query::<Instrument, _>(&symbol, crate::domain::queries::CurrentQuote).await else {
                 continue;
             };
             services.join_catalog(&symbol, q.price, &entry);
-            tracing::info!(symbol = %symbol, "an instrument listed at another node joined this node's catalog");
+            fed.insert(symbol.clone());
+            tracing::info!(symbol = %symbol, "an instrument listed at another node joined this node's catalog and feed");
         }
     }
 }

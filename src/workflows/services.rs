@@ -88,7 +88,7 @@ impl Services {
     /// Adds a listed instrument to this node's catalog and hands it to the feed (which ticks it
     /// when this node drives the feed).
     pub fn join_catalog(&self, symbol: &str, price: rust_decimal::Decimal, entry: &crate::storage::store::CatalogEntry) {
-        self.catalog.write().expect("catalog lock").push(symbol.to_string());
+        self.list_symbol(symbol);
         if let Some(tx) = self.feed_additions.lock().expect("feed additions lock").as_ref() {
             let _ = tx.send(crate::workflows::feed::FeedInstrument {
                 symbol: symbol.to_string(),
@@ -101,11 +101,26 @@ impl Services {
         }
     }
 
+    /// Adds a symbol to this node's catalog (the instruments it lists), once.
+    fn list_symbol(&self, symbol: &str) {
+        let mut catalog = self.catalog.write().expect("catalog lock");
+        if !catalog.iter().any(|s| s == symbol) {
+            catalog.push(symbol.to_string());
+        }
+    }
+
     /// Learns a round of committed quotes and publishes what is news to this node's fan-out;
-    /// `share`: the round comes from this node's feed and goes to every other member too.
+    /// `share`: the round comes from this node's feed and goes to every other member too. A
+    /// quote of an instrument this node does not list yet (listed at run time, its catalog
+    /// record in a group this node holds no replica of) lists it here.
     pub fn publish_quotes(&self, quotes: Vec<crate::domain::instrument::Quote>, share: bool) {
         if quotes.is_empty() {
             return;
+        }
+        for q in &quotes {
+            if !self.is_listed(&q.listing.symbol) {
+                self.list_symbol(&q.listing.symbol);
+            }
         }
         if share {
             if let Some(b) = self.price_broadcast.get() {

@@ -12,7 +12,9 @@ use crate::domain::steps::{StepAnswer, UserStep};
 pub async fn run_step(s: &Services, step: UserStep) -> Result<StepAnswer, EntityFailure> {
     match step {
         UserStep::PlaceOrder(request) => {
-            let listed = s.is_listed(&request.symbol);
+            // A symbol this node's catalog does not know yet (listed a moment ago elsewhere)
+            // is asked of the instrument itself, which answers for it.
+            let listed = s.is_listed(&request.symbol) || crate::domain::instrument::is_symbol(&request.symbol);
             let flow = PlaceOrder::new(request, s.order_terms(), listed);
             super::run(&s.router, &NodeEffects(s), flow).await.map(StepAnswer::Order)
         }
