@@ -271,7 +271,16 @@ fn settled(v: &Value, names: &[String], dead: &[String]) -> Result<(), String> {
         return Err(format!("the metadata group has {meta} replicas"));
     }
     let nodes = v["nodes"].as_array().unwrap();
-    let live: Vec<&Value> = nodes.iter().filter(|x| !dead.iter().any(|d| x["node_id"] == d.as_str())).collect();
+    // A decommissioned node stays listed as `removed` (holding nothing).
+    for x in nodes.iter().filter(|x| x["state"] == "removed") {
+        if x["replicas"] != 0 || x["groups_led"] != 0 || names.iter().any(|m| x["node_id"] == m.as_str()) {
+            return Err(format!("a removed node still counts: {x}"));
+        }
+    }
+    let live: Vec<&Value> = nodes
+        .iter()
+        .filter(|x| x["state"] != "removed" && !dead.iter().any(|d| x["node_id"] == d.as_str()))
+        .collect();
     if live.len() != n || !live.iter().all(|x| x["state"] == "active" && names.iter().any(|m| x["node_id"] == m.as_str())) {
         return Err(format!("members {nodes:?}"));
     }
@@ -539,7 +548,20 @@ fn nodes_join_and_leave_a_running_cluster_under_load_and_nothing_is_lost() {
     let status = c.wait_exit(n2, Duration::from_secs(180));
     assert!(status.success(), "a decommissioned node exits 0: {status}\n{}", c.logs(n2));
     assert!(c.logs(n2).contains("removed from the cluster"), "it says so in its log");
-    c.wait_settled(n1, &admin, &[n1, n3, n4, n5], &[], Duration::from_secs(120));
+    let v = c.wait_settled(n1, &admin, &[n1, n3, n4, n5], &[], Duration::from_secs(120));
+    // The operator sees the node they decommissioned as removed, not gone without a trace.
+    let listed = v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["node_id"] == c.members[n2].id.as_str())
+        .cloned();
+    assert!(
+        listed
+            .as_ref()
+            .is_some_and(|x| x["state"] == "removed" && x["replicas"] == 0 && x["groups_led"] == 0),
+        "n2 is listed as removed: {v}"
+    );
     phase("(b) n2 decommissioned");
 
     // A removed node does not come back with its old data; on a wiped folder it joins as new.

@@ -125,6 +125,22 @@ pub fn view(
             groups_led: groups.iter().filter(|g| g.leader.as_deref() == Some(m.node_id.as_str())).count(),
             replicas: groups.iter().filter(|g| g.replicas.contains(&m.node_id)).count(),
         })
+        // A node decommissioned (or dropped) is no member any more, but the metadata keeps its
+        // record: it is listed as `removed` (holding and leading nothing), so an operator who
+        // decommissioned it sees it done rather than see it vanish.
+        .chain(
+            meta.into_iter()
+                .flat_map(|m| m.members.iter())
+                .filter(|(id, r)| r.state == super::meta::NodeState::Removed && membership.by_node_id(id).is_none())
+                .map(|(id, r)| NodeView {
+                    node_id: id.clone(),
+                    address: r.address.clone(),
+                    state: r.state.as_str(),
+                    reachable: false,
+                    groups_led: 0,
+                    replicas: 0,
+                }),
+        )
         .collect();
     ClusterView {
         cluster_id: membership.cluster_id.clone(),
@@ -132,5 +148,38 @@ pub fn view(
         groups,
         metadata,
         moves,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::meta::{MemberRecord, NodeState};
+
+    fn record(raft_id: RaftId, state: NodeState) -> MemberRecord {
+        MemberRecord {
+            raft_id,
+            peer_id: String::new(),
+            address: format!("127.0.0.1:{}", 7000 + raft_id),
+            state,
+            keys: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_decommissioned_node_is_listed_as_removed_holding_and_leading_nothing() {
+        let membership = Membership::single("n1", 4, "fp");
+        let mut meta = MetaState::default();
+        meta.members.insert("n1".into(), record(1, NodeState::Active));
+        meta.members.insert("n2".into(), record(2, NodeState::Removed));
+        let v = view(&membership, Some(&meta), 1, &[], &BTreeMap::new(), |_| true);
+        let ids: Vec<(&str, &str)> = v.nodes.iter().map(|n| (n.node_id.as_str(), n.state)).collect();
+        assert_eq!(ids, [("n1", "active"), ("n2", "removed")]);
+        let n2 = &v.nodes[1];
+        assert!(!n2.reachable && n2.replicas == 0 && n2.groups_led == 0, "{n2:?}");
+        assert_eq!(n2.address, "127.0.0.1:7002");
+        // Without the metadata (no replica of it here) only the members are known.
+        let v = view(&membership, None, 1, &[], &BTreeMap::new(), |_| true);
+        assert_eq!(v.nodes.len(), 1);
     }
 }
