@@ -35,7 +35,7 @@ impl Router {
                 }
             }
         }
-        Err(RouteError::Failed(RouteFailure::NotApplied(format!("{} {id} kept stopping", E::KIND.name()))))
+        Err(RouteError::Failed(kept_stopping::<E>(id)))
     }
 
     /// Answers a named read from an entity's durable state (at its group's leader).
@@ -106,7 +106,7 @@ impl Router {
                 Err(e) => return Err(RouteFailure::OutcomeUnknown(format!("{} {id}: {e:?}", E::KIND.name()))),
             }
         }
-        Err(RouteFailure::NotApplied(format!("{} {id} kept stopping", E::KIND.name())))
+        Err(kept_stopping::<E>(id))
     }
 
     /// Carries out a call forwarded by a peer, here only: a node that does not serve the

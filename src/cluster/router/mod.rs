@@ -67,6 +67,13 @@ fn moving(f: &RouteFailure) -> bool {
     matches!(f, RouteFailure::Unavailable(_))
 }
 
+/// An entity whose actor stopped under each of the attempts to hand it a message (its term
+/// ended: leadership is moving). Nothing was applied — the message never reached an actor —
+/// so the router follows leadership and tries again within the request timeout.
+fn kept_stopping<E: Entity>(id: &str) -> RouteFailure {
+    RouteFailure::Unavailable(format!("{} {id} kept stopping", E::KIND.name()))
+}
+
 /// The longest request id a command may carry (it is part of a storage key).
 pub const REQUEST_ID_MAX_BYTES: usize = 128;
 
@@ -394,6 +401,11 @@ impl Router {
             Ok(()) => {}
             Err(kameo::error::HookError::Error(e @ crate::storage::store::StoreError::Corrupt { .. })) => {
                 return Err(RouteFailure::Corrupt(format!("{} {id}: {e}", E::KIND.name())));
+            }
+            // Leadership moving while it loaded (its barrier was not committed here): the
+            // router follows leadership and tries again within the request timeout.
+            Err(kameo::error::HookError::Error(crate::storage::store::StoreError::Unavailable(why))) => {
+                return Err(RouteFailure::Unavailable(format!("{} {id} cannot be activated now: {why}", E::KIND.name())));
             }
             Err(e) => return Err(RouteFailure::NotApplied(format!("{} {id} cannot be activated: {e}", E::KIND.name()))),
         }

@@ -53,7 +53,7 @@ impl Router {
                 Err(e) => return Err(RouteFailure::NotApplied(format!("{} {id}: {e}", E::KIND.name()))),
             }
         }
-        Err(RouteFailure::NotApplied(format!("{} {id} kept stopping", E::KIND.name())))
+        Err(kept_stopping::<E>(id))
     }
 
     /// Every audit record that concerns `user_id` (`AuditRecord::concerns`), from every shard
@@ -112,7 +112,7 @@ impl Router {
             if self.inner.journal.leadership(group).replica {
                 return match self.inner.journal.read_index(group).await {
                     Ok(()) => Attempt::Done(self.journal_from_store::<E>(id).await),
-                    Err(e) => Attempt::Again(RouteFailure::NotApplied(e.to_string())),
+                    Err(e) => Attempt::Again(barrier_failure(&e)),
                 };
             }
             let remote = self.remote();
@@ -152,7 +152,7 @@ impl Router {
                 Err(e) => return Err(RouteFailure::NotApplied(format!("{} {id}: {e}", E::KIND.name()))),
             }
         }
-        Err(RouteFailure::NotApplied(format!("{} {id} kept stopping", E::KIND.name())))
+        Err(kept_stopping::<E>(id))
     }
 
     /// A peer's request for an entity's journal, served here only (encoded for the wire).
@@ -170,11 +170,7 @@ impl Router {
     /// entity's group (a deposed leader cannot pass it), so what the entity answers after it
     /// is linearizable.
     async fn read_barrier(&self, id: &str) -> Result<(), RouteFailure> {
-        self.inner
-            .journal
-            .read_index(self.group_of(id))
-            .await
-            .map_err(|e| RouteFailure::NotApplied(e.to_string()))
+        self.inner.journal.read_index(self.group_of(id)).await.map_err(|e| barrier_failure(&e))
     }
 
     /// Test and diagnostics hook: an entity's journal seq and state.
@@ -195,5 +191,16 @@ impl Router {
     #[doc(hidden)]
     pub async fn activation<E: Routable>(&self, id: &str) -> Result<ActorId, RouteFailure> {
         Ok(self.activate::<E>(id).await?.id())
+    }
+}
+
+/// What a read barrier that did not complete means to the caller: leadership moving (raft
+/// dropped the read, or the leader stepped down) is `Unavailable`, which the router follows
+/// to the next leader within the request timeout, as API.md promises, rather than answering
+/// 503 at once; anything else is `NotApplied` (a read changes nothing).
+fn barrier_failure(e: &crate::storage::StoreError) -> RouteFailure {
+    match e {
+        crate::storage::StoreError::Unavailable(why) => RouteFailure::Unavailable(why.clone()),
+        other => RouteFailure::NotApplied(other.to_string()),
     }
 }
