@@ -78,12 +78,8 @@ pub async fn backup(state: &AppState, out: PathBuf) -> Result<String, String> {
     let journal = state.router.journal();
     let shard_groups = journal.store().groups();
     let groups: Vec<u32> = journal.group_status().iter().map(|s| s.group).filter(|g| *g < shard_groups).collect();
-    if groups.len() != journal.store().groups() as usize {
-        return Err(format!(
-            "this node holds replicas of {} of the cluster's {} shard groups: a backup of every group needs a node that holds them all",
-            groups.len(),
-            journal.store().groups()
-        ));
+    if let Some(why) = crate::storage::backup::partial_holding(groups.len(), shard_groups) {
+        return Err(why);
     }
     // A group between leaders is waited for, up to the request timeout.
     let deadline = tokio::time::Instant::now() + state.config.gateway.request_timeout;

@@ -29,14 +29,8 @@ pub(super) fn backup_create(path: Option<PathBuf>, out: PathBuf) -> ExitCode {
                 Ok(g) => g.keys().filter(|g| **g < store.groups()).count(),
                 Err(e) => return fail(e, 2),
             };
-            if held != 0 && held != store.groups() as usize {
-                return fail(
-                    format!(
-                        "this folder holds replicas of {held} of the cluster's {} shard groups: a backup of every group needs a node that holds them all (take it at such a node while it runs)",
-                        store.groups()
-                    ),
-                    1,
-                );
+            if let Some(why) = crate::storage::backup::partial_holding(held, store.groups()).filter(|_| held != 0) {
+                return fail(format!("{why} (take it at such a node while it runs)"), 1);
             }
             let key = match backup::load_key(&config.backup.key_file, true) {
                 Ok(k) => k,

@@ -57,6 +57,14 @@ impl From<sled::Error> for BackupError {
     }
 }
 
+/// Why a node (or a stopped node's folder) holding replicas of `held` of the cluster's `groups`
+/// shard groups cannot be backed up: a member of a larger cluster may hold some groups only,
+/// and a backup of it would leave everyone else out without a word. None: it holds them all.
+pub fn partial_holding(held: usize, groups: u32) -> Option<String> {
+    (held != groups as usize)
+        .then(|| format!("this node holds replicas of {held} of the cluster's {groups} shard groups: a backup of every group needs a node that holds them all"))
+}
+
 /// The backup key: 32 bytes from the file, created (0600) when `create` and absent.
 pub fn load_key(path: &Path, create: bool) -> Result<Vec<u8>, BackupError> {
     let err = |reason: String| BackupError::KeyFile {

@@ -182,26 +182,10 @@ pub async fn review_queue(state: &AppState, req: &Req) -> Result<Reply, ApiError
     Ok(private_json(StatusCode::OK, &out))
 }
 
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ReviewBody {
-    /// "approve" or "reject".
-    decision: String,
-    /// Why: required, 1–1000 characters.
-    #[schema(required = true)]
-    note: Option<String>,
-}
-
 /// POST /v1/compliance/review-queue/{advice_id} — approve or reject held advice.
 pub async fn review(state: &AppState, req: &Req, advice_id: &str) -> Result<Reply, ApiError> {
     let claims = state.claims(req)?;
-    let b: ReviewBody = req.json()?;
-    let approve = match b.decision.as_str() {
-        "approve" => true,
-        "reject" => false,
-        _ => return Err(ApiError::bad_request("decision must be approve or reject")),
-    };
-    let note = super::decision_note(b.note)?;
+    let (approve, note) = super::review_of(req)?;
     let user_id = state
         .router
         .store()

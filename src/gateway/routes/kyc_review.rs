@@ -15,21 +15,10 @@ use crate::domain::kyc::KycStatus;
 use crate::gateway::http::{private_json, Reply, Req};
 use crate::gateway::problem::ApiError;
 use crate::gateway::AppState;
-use serde::Deserialize;
 use warp::http::StatusCode;
 
 /// At most this many submissions are looked through for the list (newest first).
 const SUBMISSIONS_SCANNED_MAX: usize = 10_000;
-
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct KycReviewBody {
-    /// "approve" or "reject".
-    decision: String,
-    /// Why: required, 1–1000 characters.
-    #[schema(required = true)]
-    note: Option<String>,
-}
 
 /// GET /v1/compliance/kyc-reviews — the people whose documents wait for a decision.
 pub async fn list(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
@@ -74,13 +63,7 @@ pub async fn list(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
 /// POST /v1/compliance/kyc-reviews/{user_id} — approve or reject documents in review.
 pub async fn decide(state: &AppState, req: &Req, user_id: &str) -> Result<Reply, ApiError> {
     let claims = state.claims(req)?;
-    let b: KycReviewBody = req.json()?;
-    let approve = match b.decision.as_str() {
-        "approve" => true,
-        "reject" => false,
-        _ => return Err(ApiError::bad_request("decision must be approve or reject")),
-    };
-    let note = super::decision_note(b.note)?;
+    let (approve, note) = super::review_of(req)?;
     state
         .router
         .execute::<Account>(user_id, AccountCommand::ReviewKyc { approve, note }, meta(req, &claims.sub))

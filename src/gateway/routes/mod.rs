@@ -217,7 +217,7 @@ pub const ROUTES: &[RouteSpec] = &[
         COMPLIANCE,
         false,
     )
-    .body(schema_of::<advice::ReviewBody>),
+    .body(schema_of::<ReviewBody>),
     r(
         "GET",
         "/v1/support/users/{user_id}",
@@ -255,7 +255,7 @@ pub const ROUTES: &[RouteSpec] = &[
         COMPLIANCE,
         false,
     )
-    .body(schema_of::<kyc_review::KycReviewBody>),
+    .body(schema_of::<ReviewBody>),
     r(
         "POST",
         "/v1/compliance/sanctions/reload",
@@ -434,6 +434,28 @@ pub(crate) fn unavailable(e: impl std::fmt::Display) -> ApiError {
     }
     tracing::error!(error = %text, "entity unavailable");
     ApiError::unavailable("the service is temporarily unavailable; retry it (a write with the same Idempotency-Key)")
+}
+
+/// A staff decision's body (advice review, KYC review): `{decision: "approve"|"reject", note}`.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReviewBody {
+    /// "approve" or "reject".
+    decision: String,
+    /// Why: required, 1–1000 characters.
+    #[schema(required = true)]
+    note: Option<String>,
+}
+
+/// Reads a staff decision from the request's body: whether it approves, and its note.
+pub(crate) fn review_of(req: &Req) -> Result<(bool, String), ApiError> {
+    let b: ReviewBody = req.json()?;
+    let approve = match b.decision.as_str() {
+        "approve" => true,
+        "reject" => false,
+        _ => return Err(ApiError::bad_request("decision must be approve or reject")),
+    };
+    Ok((approve, decision_note(b.note)?))
 }
 
 /// A staff decision's note (advice review, screening resolution): required, the reason kept in
