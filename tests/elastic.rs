@@ -204,10 +204,15 @@ impl Elastic {
     }
 
     fn staff_admin(&self, i: usize) -> String {
+        self.staff(i, "ops@example.com", "admin")
+    }
+
+    /// A staff account made at running node `i` (`moneta staff add`), signed in there.
+    fn staff(&self, i: usize, email: &str, role: &str) -> String {
         use std::io::Write;
         let m = &self.members[i];
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_moneta"));
-        cmd.args(["staff", "add", "--email", "ops@example.com", "--role", "admin"]);
+        cmd.args(["staff", "add", "--email", email, "--role", role]);
         configure(&mut cmd, &m.root, m.api);
         cmd.env("MONETA_NODE_ID", &m.id).env("MONETA_SECURITY_SECRETS_DIR", &self.secrets_dir);
         let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
@@ -215,7 +220,7 @@ impl Elastic {
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success(), "staff add: {}", String::from_utf8_lossy(&out.stderr));
         let (s, v) = self.until_served(Duration::from_secs(30), || {
-            self.post(i, "/v1/auth/login", None, None, &json!({"email": "ops@example.com", "password": PASSWORD}))
+            self.post(i, "/v1/auth/login", None, None, &json!({"email": email, "password": PASSWORD}))
         });
         assert_eq!(s, 200, "{v}");
         v["access_token"].as_str().unwrap().to_string()
@@ -474,6 +479,7 @@ fn nodes_join_and_leave_a_running_cluster_under_load_and_nothing_is_lost() {
     let (s, v) = c.until_served(long, || c.post(n4, "/v1/admin/instruments", Some(&admin), None, &listing));
     assert!(s == 201 || s == 200, "{s} {v}");
     let buyer = &member_tokens[1];
+    let mut elast_orders = Vec::new();
     let onboard = [
         (
             "/v1/me/kyc",
@@ -501,8 +507,61 @@ fn nodes_join_and_leave_a_running_cluster_under_load_and_nothing_is_lost() {
         let order = json!({"symbol": "ELAST", "side": "buy", "quantity": "1"});
         let (s, v) = c.until_served(long, || c.post(i, "/v1/orders", Some(buyer), Some(&format!("elast-{i}")), &order));
         assert_eq!(s, 201, "an order for ELAST at node {i}: {v}");
+        elast_orders.push((
+            v["order_id"].as_str().unwrap().to_string(),
+            v["executed_at"].as_str().unwrap()[..10].to_string(),
+        ));
     }
     phase("(a) an instrument listed at run time is listed and traded at every member");
+    // A compliance officer at any member sees the whole cluster's trail, though each node holds
+    // three of the five nodes' groups: the same daily report (the ELAST trades, whichever group
+    // their buyer is in), the same KYC review list and screening hits.
+    let compliance = c.staff(n5, "compliance@example.com", "compliance");
+    let reviewed = &member_tokens[2];
+    let (_, me) = c.until_served(long, || c.get(n1, "/v1/me", reviewed));
+    let reviewed_id = me["user_id"].as_str().unwrap().to_string();
+    let kyc = json!({"document_type": "passport", "document_number": "REVIEW42", "address": "2 High Street, London"});
+    let (s, v) = c.until_served(long, || c.post(n3, "/v1/me/kyc", Some(reviewed), None, &kyc));
+    assert!(s == 200 && v["kyc_status"] == "review", "{s} {v}");
+    let days: std::collections::BTreeSet<&String> = elast_orders.iter().map(|(_, d)| d).collect();
+    let mut hits_seen = Vec::new();
+    for i in [n1, n2, n3, n4, n5] {
+        let mut traded = std::collections::BTreeSet::new();
+        for day in &days {
+            let (s, v) = c.until_served(long, || c.get(i, &format!("/v1/compliance/reports/daily?date={day}"), &compliance));
+            assert_eq!(s, 200, "the daily report at node {i}: {v}");
+            traded.extend(
+                v["trades"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|t| t["symbol"] == "ELAST")
+                    .map(|t| t["order_id"].as_str().unwrap().to_string()),
+            );
+        }
+        let placed: std::collections::BTreeSet<String> = elast_orders.iter().map(|(o, _)| o.clone()).collect();
+        assert_eq!(traded, placed, "the daily report at node {i} holds every ELAST trade of the cluster");
+        let (s, v) = c.until_served(long, || c.get(i, "/v1/compliance/kyc-reviews", &compliance));
+        assert_eq!(s, 200, "{v}");
+        assert!(
+            v.as_array().unwrap().iter().any(|x| x["user_id"] == reviewed_id.as_str()),
+            "the KYC review list at node {i} names the person waiting: {v}"
+        );
+        let (s, v) = c.until_served(long, || c.get(i, "/v1/compliance/screening-hits?limit=1000", &compliance));
+        assert_eq!(s, 200, "{v}");
+        hits_seen.push(v);
+    }
+    assert!(
+        hits_seen.windows(2).all(|w| w[0] == w[1]),
+        "the screening hits differ between members: {hits_seen:?}"
+    );
+    // The person's documents are decided at a member, whichever group they are in.
+    let decision = json!({"decision": "approve", "note": "documents checked by hand"});
+    let (s, v) = c.until_served(long, || {
+        c.post(n4, &format!("/v1/compliance/kyc-reviews/{reviewed_id}"), Some(&compliance), None, &decision)
+    });
+    assert!(s == 200 && v["kyc_status"] == "verified", "{s} {v}");
+    phase("(a) the compliance officer's lists and report whole at every member");
     // A GDPR export is whole at every member, including those without a replica of the
     // person's groups: the same audit records everywhere (the exports' own records aside).
     let theirs = &member_tokens[0];

@@ -175,7 +175,7 @@ export async function clusterPage() {
     try {
       const c = await api('GET', '/v1/cluster');
       box.replaceChildren(
-        facts([['Cluster', c.cluster_id], ['Nodes', String(c.nodes.length)], ['Groups', String(c.groups.length)]]),
+        facts([['Cluster', c.cluster_id], ['Nodes', String(c.nodes.filter((n) => n.state !== 'removed').length)], ['Groups', String(c.groups.length)]]),
         h('h2', {}, 'Nodes'),
         table('Nodes', [
           { key: 'node_id', label: 'Node' }, { key: 'address', label: 'Address' }, { key: 'state', label: 'State' },

@@ -86,6 +86,59 @@ impl AuditRecord {
     }
 }
 
+/// Which audit records a read of every shard group's trail asks each member for (a member
+/// answers with the records its replicas hold): what a GDPR export, the compliance daily report
+/// and the KYC review list need at a node that holds no replica of some groups.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuditQuery {
+    /// The records concerning a user ([`AuditRecord::concerns`]).
+    Concerning(String),
+    /// The records of one UTC day (days since the epoch), and the statements dated that day
+    /// whenever they were written (a close can run after midnight).
+    Day(i64),
+    /// The records of one action, or of every action under a prefix that ends in a dot
+    /// (`security.`).
+    Action(String),
+    /// The records of one action whose `status` detail is (`equal`) or is not a value
+    /// (screening results that were not clear, KYC submissions that went to review).
+    ActionWithStatus { action: String, status: String, equal: bool },
+}
+
+/// The longest text an [`AuditQuery`] carries (a peer's query is untrusted input).
+pub const AUDIT_QUERY_TEXT_MAX: usize = 128;
+
+impl AuditQuery {
+    pub fn matches(&self, r: &AuditRecord) -> bool {
+        match self {
+            AuditQuery::Concerning(user_id) => r.concerns(user_id),
+            AuditQuery::Day(day) => {
+                let start = day.saturating_mul(crate::domain::time::MS_PER_DAY);
+                let end = start.saturating_add(crate::domain::time::MS_PER_DAY);
+                (r.at.millis() >= start && r.at.millis() < end)
+                    || (r.action == "statement.issued"
+                        && r.details
+                            .get("date")
+                            .is_some_and(|d| *d == crate::domain::time::Date::from_timestamp(Timestamp(start)).to_string()))
+            }
+            AuditQuery::Action(action) if action.ends_with('.') => r.action.starts_with(action.as_str()),
+            AuditQuery::Action(action) => r.action == *action,
+            AuditQuery::ActionWithStatus { action, status, equal } => r.action == *action && r.details.get("status").is_some_and(|s| (s == status) == *equal),
+        }
+    }
+
+    /// Bounded, and naming something: checked where a peer's query comes in.
+    pub fn is_well_formed(&self) -> bool {
+        match self {
+            AuditQuery::Concerning(t) | AuditQuery::Action(t) => !t.is_empty() && t.len() <= AUDIT_QUERY_TEXT_MAX,
+            AuditQuery::ActionWithStatus { action, status, .. } => {
+                !action.is_empty() && action.len() <= AUDIT_QUERY_TEXT_MAX && status.len() <= AUDIT_QUERY_TEXT_MAX
+            }
+            // From 1970 to the year 9999.
+            AuditQuery::Day(day) => (0..2_932_897).contains(day),
+        }
+    }
+}
+
 pub fn leaf_hash(record_bytes: &[u8]) -> Hash {
     let mut h = Sha256::new();
     h.update([0x00]);
@@ -115,5 +168,54 @@ mod tests {
         assert_ne!(leaf_hash(b"a"), leaf_hash(b"a "));
         // Domain separation: a leaf is never equal to a head over the same bytes.
         assert_ne!(a, next_head(&GENESIS_HEAD, &a));
+    }
+
+    #[test]
+    fn an_audit_query_picks_what_its_reader_needs_and_a_peers_query_is_bounded() {
+        let day = 20_000; // 2024-10-04
+        let record = |at: i64, action: &str, details: &[(&str, &str)]| AuditRecord {
+            seq: 0,
+            group: 0,
+            at: Timestamp(at),
+            actor: "usr_a".into(),
+            action: action.into(),
+            entity: "account/usr_b".into(),
+            request_id: "req".into(),
+            outcome: Outcome::Ok,
+            details: details.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        };
+        let start = day * crate::domain::time::MS_PER_DAY;
+        let on_the_day = AuditQuery::Day(day);
+        assert!(on_the_day.matches(&record(start, "order.filled", &[])));
+        assert!(!on_the_day.matches(&record(start - 1, "order.filled", &[])));
+        assert!(!on_the_day.matches(&record(start + crate::domain::time::MS_PER_DAY, "order.filled", &[])));
+        // A statement of the day written after midnight is the day's.
+        let late = record(start + crate::domain::time::MS_PER_DAY + 5, "statement.issued", &[("date", "2024-10-04")]);
+        assert!(on_the_day.matches(&late));
+        assert!(!AuditQuery::Day(day + 2).matches(&late));
+        assert!(AuditQuery::Concerning("usr_b".into()).matches(&record(start, "kyc.submit", &[])));
+        assert!(!AuditQuery::Concerning("usr_c".into()).matches(&record(start, "kyc.submit", &[])));
+        assert!(AuditQuery::Action("security.".into()).matches(&record(start, "security.login_failed", &[])));
+        assert!(!AuditQuery::Action("security".into()).matches(&record(start, "security.login_failed", &[])));
+        let hits = AuditQuery::ActionWithStatus {
+            action: "screening.check".into(),
+            status: "clear".into(),
+            equal: false,
+        };
+        assert!(hits.matches(&record(start, "screening.check", &[("status", "match")])));
+        assert!(!hits.matches(&record(start, "screening.check", &[("status", "clear")])));
+        assert!(!hits.matches(&record(start, "screening.check", &[])));
+        let review = AuditQuery::ActionWithStatus {
+            action: "kyc.submit".into(),
+            status: "review".into(),
+            equal: true,
+        };
+        assert!(review.matches(&record(start, "kyc.submit", &[("status", "review")])));
+        assert!(!review.matches(&record(start, "kyc.submit", &[("status", "verified")])));
+        // A peer's query names something, within bounds.
+        assert!(!AuditQuery::Action(String::new()).is_well_formed());
+        assert!(!AuditQuery::Concerning("x".repeat(AUDIT_QUERY_TEXT_MAX + 1)).is_well_formed());
+        assert!(!AuditQuery::Day(-1).is_well_formed());
+        assert!(on_the_day.is_well_formed() && hits.is_well_formed());
     }
 }

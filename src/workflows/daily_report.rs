@@ -83,13 +83,24 @@ pub fn compose(records: &[AuditRecord], date: Date, generated_at: Timestamp) -> 
     })
 }
 
-/// Reads the trail, composes the report of `date` and audits that it was produced.
+/// Reads the trail of every shard group (the other members' for groups this node holds no
+/// replica of: a report is whole or refused), composes the report of `date` and audits that it
+/// was produced.
 pub async fn daily_report(state: &Services, date: Date, meta: &RequestMeta) -> Result<serde_json::Value, String> {
-    let store = state.router.store().clone();
-    let records = tokio::task::spawn_blocking(move || store.audit_records())
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+    let records = state
+        .router
+        .audit_where(
+            crate::domain::audit::AuditQuery::Day(date.days_since_epoch()),
+            crate::cluster::peer::AUDIT_OF_MAX,
+        )
+        .await?;
+    // A read stops at its bound: a day that reaches it is refused rather than reported short.
+    if records.len() >= crate::cluster::peer::AUDIT_OF_MAX {
+        return Err(format!(
+            "the day holds {} or more audit records, more than one report reads",
+            crate::cluster::peer::AUDIT_OF_MAX
+        ));
+    }
     let report = compose(&records, date, state.now());
     let draft = AuditDraft::ok("compliance.report").detail("date", date);
     let _ = state.router.audit(draft, "reports", meta, false).await;

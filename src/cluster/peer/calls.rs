@@ -106,6 +106,37 @@ pub async fn audit_of(
     }
 }
 
+/// The audit records a query picks that member `to` holds, and the shard groups it holds a
+/// replica of.
+pub async fn audit_where(
+    transport: &Transport,
+    membership: &Membership,
+    to: RaftId,
+    query: crate::domain::audit::AuditQuery,
+    limit: usize,
+) -> Result<(Vec<u32>, Vec<crate::domain::audit::AuditRecord>), String> {
+    let (member, peer) = member_peer(membership, to)?;
+    let limit = limit as u64;
+    match ask(transport, peer, &PeerRequest::AuditWhere { query, limit }).await {
+        Ok(PeerResponse::Audit { groups, records }) => Ok((groups, records)),
+        Ok(PeerResponse::Refused(why)) => Err(format!("{} refused: {why}", member.node_id)),
+        Ok(_) => Err(format!("{} answered an audit query with something else", member.node_id)),
+        Err(e) => Err(format!("asking {} for audit records: {e}", member.node_id)),
+    }
+}
+
+/// The advice held for review (advice id, user id) in the groups member `to` holds, and those
+/// groups.
+pub async fn reviews(transport: &Transport, membership: &Membership, to: RaftId) -> Result<(Vec<u32>, Vec<(String, String)>), String> {
+    let (member, peer) = member_peer(membership, to)?;
+    match ask(transport, peer, &PeerRequest::Reviews).await {
+        Ok(PeerResponse::Reviews { groups, entries }) => Ok((groups, entries)),
+        Ok(PeerResponse::Refused(why)) => Err(format!("{} refused: {why}", member.node_id)),
+        Ok(_) => Err(format!("{} answered a review-queue request with something else", member.node_id)),
+        Err(e) => Err(format!("asking {} for its review queue: {e}", member.node_id)),
+    }
+}
+
 /// Sends a round of quotes to every other member, without waiting for their answers.
 pub fn broadcast_prices(transport: &Transport, membership: &Membership, me: RaftId, quotes: Vec<crate::domain::instrument::Quote>) {
     let frame = codec::encode(&PeerRequest::Prices { quotes });

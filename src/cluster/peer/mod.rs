@@ -74,6 +74,16 @@ pub enum PeerRequest {
     AuditOf {
         user_id: String,
     },
+    /// The audit records this node's replicas hold that a query picks (the daily report, the
+    /// KYC review list at a node without a replica of every group).
+    AuditWhere {
+        query: crate::domain::audit::AuditQuery,
+        /// The newest this many of each group at most (capped at `AUDIT_OF_MAX`).
+        limit: u64,
+    },
+    /// The advice held for review in the groups this node's replicas hold (the review queue at
+    /// a node without a replica of every group).
+    Reviews,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -110,6 +120,12 @@ pub enum PeerResponse {
     Audit {
         groups: Vec<u32>,
         records: Vec<crate::domain::audit::AuditRecord>,
+    },
+    /// The shard groups this node holds a replica of, and the advice held for review in them
+    /// (advice id, user id).
+    Reviews {
+        groups: Vec<u32>,
+        entries: Vec<(String, String)>,
     },
 }
 
@@ -419,15 +435,25 @@ fn serve_member(
                 refuse(format!("an audit request from {} names no valid user", member.node_id), reply);
                 return;
             }
+            answer_audit(journal, crate::domain::audit::AuditQuery::Concerning(user_id), AUDIT_OF_MAX, reply);
+        }
+        PeerRequest::AuditWhere { query, limit } => {
+            if !query.is_well_formed() || limit == 0 {
+                refuse(format!("an audit query from {} is out of bounds", member.node_id), reply);
+                return;
+            }
+            let limit = usize::try_from(limit).unwrap_or(usize::MAX).min(AUDIT_OF_MAX);
+            answer_audit(journal, query, limit, reply);
+        }
+        PeerRequest::Reviews => {
             let journal = journal.clone();
             tokio::spawn(async move {
                 let store = journal.store().clone();
                 let groups: Vec<u32> = (0..store.groups()).filter(|&g| journal.leadership(g).replica).collect();
-                let read = tokio::task::spawn_blocking(move || store.audit_records_rev(AUDIT_OF_MAX, |r| r.concerns(&user_id))).await;
-                let answer = match read {
-                    Ok(Ok(records)) => PeerResponse::Audit { groups, records },
-                    Ok(Err(e)) => PeerResponse::Refused(format!("reading the audit trail: {e}")),
-                    Err(_) => PeerResponse::Refused("the audit trail read stopped".into()),
+                let answer = match tokio::task::spawn_blocking(move || store.review_queue()).await {
+                    Ok(Ok(entries)) => PeerResponse::Reviews { groups, entries },
+                    Ok(Err(e)) => PeerResponse::Refused(format!("reading the review queue: {e}")),
+                    Err(_) => PeerResponse::Refused("the review queue read stopped".into()),
                 };
                 let _ = reply.send(codec::encode(&answer));
             });
@@ -478,6 +504,23 @@ fn serve_member(
             });
         }
     }
+}
+
+/// Answers an audit query with the records this node's replicas hold (the newest `limit`)
+/// and the groups they are of.
+fn answer_audit(journal: &AuditJournal, query: crate::domain::audit::AuditQuery, limit: usize, reply: tokio::sync::oneshot::Sender<Vec<u8>>) {
+    let journal = journal.clone();
+    tokio::spawn(async move {
+        let store = journal.store().clone();
+        let groups: Vec<u32> = (0..store.groups()).filter(|&g| journal.leadership(g).replica).collect();
+        let read = tokio::task::spawn_blocking(move || store.audit_records_rev(limit, |r| query.matches(r))).await;
+        let answer = match read {
+            Ok(Ok(records)) => PeerResponse::Audit { groups, records },
+            Ok(Err(e)) => PeerResponse::Refused(format!("reading the audit trail: {e}")),
+            Err(_) => PeerResponse::Refused("the audit trail read stopped".into()),
+        };
+        let _ = reply.send(codec::encode(&answer));
+    });
 }
 
 /// The manifest a snapshot message carries in place of its bytes (None: not a snapshot, or

@@ -61,13 +61,69 @@ impl Router {
     /// GDPR export at a node without a replica of every group). Oldest first. `Err` when some
     /// group's trail is on no member that answered: an export is whole or refused.
     pub async fn audit_of(&self, user_id: &str) -> Result<Vec<crate::domain::audit::AuditRecord>, String> {
-        use crate::cluster::peer::{audit_of, AUDIT_OF_MAX};
+        self.audit_where(
+            crate::domain::audit::AuditQuery::Concerning(user_id.to_string()),
+            crate::cluster::peer::AUDIT_OF_MAX,
+        )
+        .await
+    }
+
+    /// The audit records a query picks, from every shard group: this node's replicas, then the
+    /// other members' until every group is covered; the newest `limit` from each member (at most
+    /// `AUDIT_OF_MAX`). Oldest first, one copy of each. `Err` when some group's trail is on no
+    /// member that answered: what is built from it (an export, the daily report) is whole or
+    /// refused, never short.
+    pub async fn audit_where(&self, query: crate::domain::audit::AuditQuery, limit: usize) -> Result<Vec<crate::domain::audit::AuditRecord>, String> {
+        let limit = limit.clamp(1, crate::cluster::peer::AUDIT_OF_MAX);
         let store = self.store().clone();
-        let uid = user_id.to_string();
-        let mut records = tokio::task::spawn_blocking(move || store.audit_records_rev(AUDIT_OF_MAX, |r| r.concerns(&uid)))
+        let mine = query.clone();
+        let mut records = tokio::task::spawn_blocking(move || store.audit_records_rev(limit, |r| mine.matches(r)))
             .await
             .map_err(|_| "the audit trail read stopped".to_string())?
             .map_err(|e| e.to_string())?;
+        self.gather_from_members(
+            "audit records",
+            |transport, membership, to| {
+                let query = query.clone();
+                async move { crate::cluster::peer::audit_where(&transport, &membership, to, query, limit).await }
+            },
+            &mut records,
+        )
+        .await?;
+        // Replicas of a group hold the same chain (a follower perhaps a shorter one): one copy
+        // of each record.
+        records.sort_by_key(|r| (r.at, r.group, r.seq));
+        records.dedup_by(|a, b| a.group == b.group && a.seq == b.seq);
+        Ok(records)
+    }
+
+    /// The advice held for review (advice id, user id), from every shard group: this node's
+    /// replicas, then the other members'. `Err` when some group is on no member that answered.
+    pub async fn review_queue(&self) -> Result<Vec<(String, String)>, String> {
+        let store = self.store().clone();
+        let mut entries = tokio::task::spawn_blocking(move || store.review_queue())
+            .await
+            .map_err(|_| "the review queue read stopped".to_string())?
+            .map_err(|e| e.to_string())?;
+        self.gather_from_members(
+            "the review queue",
+            |transport, membership, to| async move { crate::cluster::peer::reviews(&transport, &membership, to).await },
+            &mut entries,
+        )
+        .await?;
+        entries.sort();
+        entries.dedup();
+        Ok(entries)
+    }
+
+    /// Adds to `out` what other members hold of the shard groups this node holds no replica
+    /// of (`ask`: a member's groups and items), a member at a time until every group is
+    /// covered; `Err` naming a group no member that answered holds.
+    async fn gather_from_members<T, F, Fut>(&self, what: &str, ask: F, out: &mut Vec<T>) -> Result<(), String>
+    where
+        F: Fn(crate::cluster::transport::Transport, Arc<crate::cluster::membership::Membership>, crate::cluster::raft::RaftId) -> Fut,
+        Fut: std::future::Future<Output = Result<(Vec<u32>, Vec<T>), String>>,
+    {
         let groups = self.inner.env.store.groups();
         let mut covered: std::collections::BTreeSet<u32> = (0..groups).filter(|&g| self.inner.journal.leadership(g).replica).collect();
         if let Some(remote) = self.inner.remote.get() {
@@ -76,23 +132,19 @@ impl Router {
                 if covered.len() as u32 >= groups {
                     break;
                 }
-                match audit_of(&remote.transport, &membership, m.raft_id, user_id.to_string()).await {
+                match ask(remote.transport.clone(), membership.clone(), m.raft_id).await {
                     Ok((held, theirs)) => {
                         covered.extend(held);
-                        records.extend(theirs);
+                        out.extend(theirs);
                     }
-                    Err(e) => tracing::warn!(error = %e, "a member did not give its audit records for an export"),
+                    Err(e) => tracing::warn!(error = %e, "a member did not give {what}"),
                 }
             }
         }
-        if let Some(g) = (0..groups).find(|g| !covered.contains(g)) {
-            return Err(format!("the audit trail of shard group {g} is on no member that answered"));
+        match (0..groups).find(|g| !covered.contains(g)) {
+            Some(g) => Err(format!("{what} of shard group {g} are on no member that answered")),
+            None => Ok(()),
         }
-        // Replicas of a group hold the same chain (a follower perhaps a shorter one): one copy
-        // of each record.
-        records.sort_by_key(|r| (r.at, r.group, r.seq));
-        records.dedup_by(|a, b| a.group == b.group && a.seq == b.seq);
-        Ok(records)
     }
 
     /// An entity's committed journal, oldest first (its history), read linearizably wherever

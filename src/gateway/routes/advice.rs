@@ -156,7 +156,8 @@ fn remembered_order(reply: PortfolioReply) -> serde_json::Value {
 /// GET /v1/compliance/review-queue — advice held for human review.
 pub async fn review_queue(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     state.claims(req)?;
-    let queue = state.router.store().review_queue().map_err(unavailable)?;
+    // Every group's queue, also those of groups this node holds no replica of.
+    let queue = state.router.review_queue().await.map_err(unavailable)?;
     let mut out = Vec::new();
     for (advice_id, user_id) in queue {
         let record = state
@@ -188,8 +189,8 @@ pub async fn review(state: &AppState, req: &Req, advice_id: &str) -> Result<Repl
     let (approve, note) = super::review_of(req)?;
     let user_id = state
         .router
-        .store()
         .review_queue()
+        .await
         .map_err(unavailable)?
         .into_iter()
         .find(|(a, _)| a == advice_id)

@@ -23,19 +23,17 @@ const SUBMISSIONS_SCANNED_MAX: usize = 10_000;
 /// GET /v1/compliance/kyc-reviews — the people whose documents wait for a decision.
 pub async fn list(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     state.claims(req)?;
-    let store = state.router.store().clone();
-    let submitted = tokio::task::spawn_blocking(move || {
-        store.audit_records_rev(SUBMISSIONS_SCANNED_MAX, |r| {
-            r.action == "kyc.submit" && r.details.get("status").is_some_and(|s| s == KycStatus::Review.as_str())
-        })
-    })
-    .await
-    .map_err(|_| ApiError::internal())?
-    .map_err(unavailable)?;
+    // Every group's submissions, also those of groups this node holds no replica of.
+    let query = crate::domain::audit::AuditQuery::ActionWithStatus {
+        action: "kyc.submit".into(),
+        status: KycStatus::Review.as_str().into(),
+        equal: true,
+    };
+    let submitted = state.router.audit_where(query, SUBMISSIONS_SCANNED_MAX).await.map_err(unavailable)?;
     // Newest first: a person's latest submission to review, once each.
     let mut seen = std::collections::BTreeSet::new();
     let mut waiting = Vec::new();
-    for r in submitted {
+    for r in submitted.iter().rev().take(SUBMISSIONS_SCANNED_MAX) {
         let Some(user_id) = r.entity.strip_prefix("account/").map(str::to_string) else {
             continue;
         };

@@ -142,13 +142,11 @@ fn limit(req: &Req) -> Result<usize, ApiError> {
     }
 }
 
-async fn audit_query(state: &AppState, n: usize, keep: impl Fn(&AuditRecord) -> bool + Send + 'static) -> Result<Vec<serde_json::Value>, ApiError> {
-    let store = state.router.store().clone();
-    let records = tokio::task::spawn_blocking(move || store.audit_records_rev(n, keep))
-        .await
-        .map_err(|_| ApiError::internal())?
-        .map_err(unavailable)?;
-    Ok(records.iter().map(record_view).collect())
+/// The newest `n` records a query picks, newest first, from every shard group (the other
+/// members' for groups this node holds no replica of).
+async fn audit_query(state: &AppState, n: usize, query: crate::domain::audit::AuditQuery) -> Result<Vec<serde_json::Value>, ApiError> {
+    let records = state.router.audit_where(query, n).await.map_err(unavailable)?;
+    Ok(records.iter().rev().take(n).map(record_view).collect())
 }
 
 /// GET /v1/admin/security-events: failed logins, lockouts, refresh-token reuse, new devices,
@@ -158,7 +156,7 @@ async fn audit_query(state: &AppState, n: usize, keep: impl Fn(&AuditRecord) -> 
 pub async fn security_events(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     state.claims(req)?;
     let n = limit(req)?;
-    let mut events = audit_query(state, n, |r| r.action.starts_with("security.")).await?;
+    let mut events = audit_query(state, n, crate::domain::audit::AuditQuery::Action("security.".into())).await?;
     for e in &mut events {
         if let Some(details) = e.get_mut("details").and_then(|d| d.as_object_mut()) {
             if let Some(address) = details.remove("address") {
@@ -192,10 +190,12 @@ pub(crate) fn network_of(address: &str) -> String {
 pub async fn screening_hits(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     state.claims(req)?;
     let n = limit(req)?;
-    let hits = audit_query(state, n, |r| {
-        r.action == "screening.check" && r.details.get("status").is_some_and(|s| s != "clear")
-    })
-    .await?;
+    let query = crate::domain::audit::AuditQuery::ActionWithStatus {
+        action: "screening.check".into(),
+        status: "clear".into(),
+        equal: false,
+    };
+    let hits = audit_query(state, n, query).await?;
     Ok(private_json(StatusCode::OK, &hits))
 }
 
