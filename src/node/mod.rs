@@ -427,23 +427,51 @@ impl RunningNode {
     pub async fn shutdown(self) -> Result<(), String> {
         self.state.set_ready(false);
         let _ = self.stop_feed.send(true);
-        let _ = self.feed.await;
-        let _ = self.erasures.await;
-        let _ = self.retention.await;
+        // The feed and the jobs stop at their next step; one waiting on a group that has no
+        // majority (the last node of a cluster left up) would hold the stop for as long as
+        // its writes wait. Past the grace they are stopped where they are: each carries on
+        // from its records at the next start, as after a crash.
+        let deadline = tokio::time::Instant::now() + JOBS_GRACE;
+        finish_or_abort("the price feed", self.feed, deadline).await;
+        finish_or_abort("the erasure job", self.erasures, deadline).await;
+        finish_or_abort("the retention job", self.retention, deadline).await;
         for job in self.jobs {
-            let _ = job.await;
+            finish_or_abort("a scheduled job", job, deadline).await;
         }
-        if let Ok(Err(e)) = self.control.await {
+        if let Some(Err(e)) = finish_or_abort("the control socket", self.control, deadline).await {
             tracing::warn!(error = %e, "the control socket was not available");
         }
         let _ = self.stop_server.send(());
         if tokio::time::timeout(SHUTDOWN_GRACE, self.server).await.is_err() {
             tracing::warn!("in-flight requests did not finish within the grace period");
         }
-        self.state.router.drain().await?;
+        // Everything committed is made durable. Proposals still waiting for a majority that is
+        // not there (nobody was told they are done) are not waited for past the grace.
+        match tokio::time::timeout(JOBS_GRACE, self.state.router.drain()).await {
+            Ok(drained) => drained?,
+            Err(_) => tracing::warn!("writes waiting for a majority did not resolve within the grace period; what is committed is flushed"),
+        }
         self.state.router.journal().flush_and_mark().map_err(|e| e.to_string())?;
         tracing::info!("moneta node stopped cleanly");
         Ok(())
+    }
+}
+
+/// How long a stop waits for the feed and the jobs before it stops them where they are.
+const JOBS_GRACE: Duration = Duration::from_secs(15);
+
+/// Waits for a task until `deadline`, then aborts it (logged).
+async fn finish_or_abort<T>(what: &str, mut task: tokio::task::JoinHandle<T>, deadline: tokio::time::Instant) -> Option<T> {
+    match tokio::time::timeout_at(deadline, &mut task).await {
+        Ok(done) => done.ok(),
+        Err(_) => {
+            task.abort();
+            tracing::warn!(
+                task = what,
+                "did not stop within the grace period: stopped where it was (it carries on at the next start)"
+            );
+            None
+        }
     }
 }
 
