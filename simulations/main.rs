@@ -334,7 +334,11 @@ fn run_cluster(cli: &Cli) -> ExitCode {
         return ExitCode::from(2);
     };
     let mut failed = Vec::new();
+    let sweep = cli.sweep.is_some().then(|| SweepProgress::new(seeds));
     for seed in cli.seed..=last {
+        if let Some(p) = &sweep {
+            p.seed_done(seed - cli.seed, failed.len());
+        }
         let settings = cluster_settings(cli, seed).expect("checked above");
         let ticks = settings.ticks;
         let described = settings.describe();
@@ -448,13 +452,57 @@ fn run_cluster(cli: &Cli) -> ExitCode {
             }
         }
     }
-    if cli.sweep.is_some() {
+    if let Some(p) = sweep {
+        p.finish();
         println!("swept {seeds} seeds from {}: {} failed {:?}", cli.seed, failed.len(), failed);
     }
     if failed.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// How far a sweep has got: a bar on a terminal; in a pipe or a log, a line on stderr at each
+/// tenth of the seeds (a failing seed prints its own lines as it fails).
+struct SweepProgress {
+    seeds: u64,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl SweepProgress {
+    fn new(seeds: u64) -> SweepProgress {
+        let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+            let bar = indicatif::ProgressBar::new(seeds);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} seeds · {msg} · {elapsed} (eta {eta})")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar
+        });
+        SweepProgress { seeds, bar }
+    }
+
+    /// Called before each seed runs, with how many are done and how many of those failed.
+    fn seed_done(&self, done: u64, failed: usize) {
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position(done);
+                bar.set_message(format!("{failed} failed"));
+            }
+            None => {
+                let step = (self.seeds / 10).max(1);
+                if done > 0 && done.is_multiple_of(step) {
+                    eprintln!("swept {done}/{} seeds, {failed} failed", self.seeds);
+                }
+            }
+        }
+    }
+
+    fn finish(self) {
+        if let Some(bar) = self.bar {
+            bar.finish_and_clear();
+        }
     }
 }
 

@@ -441,6 +441,11 @@ fn nodes_join_and_are_decommissioned_and_disks_fail_under_faults_while_the_plann
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("swept 20 seeds from 300: 0 failed"), "{stdout}");
+    // In a pipe (no terminal for a bar) the sweep says how far it got at each tenth.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for done in [2, 10, 18] {
+        assert!(stderr.contains(&format!("swept {done}/20 seeds, 0 failed")), "{stderr}");
+    }
 }
 
 #[test]
