@@ -58,6 +58,11 @@ pub async fn advice_worker(state: Arc<Services>, mut stop: tokio::sync::watch::R
             pending.insert(user, why);
         }
         for (user, why) in pending {
+            // A stop ends the pass (each user's call may wait out the request timeout when
+            // their group has no leader; the stop must not wait for all of them).
+            if *stop.borrow() {
+                return;
+            }
             let has_advice = state.router.query::<Account, _>(&user, crate::domain::queries::HasAdvice).await;
             if !matches!(has_advice, Ok(true)) {
                 continue;
