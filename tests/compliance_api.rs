@@ -639,6 +639,9 @@ fn screening_review_flow() {
     f.check(m["screening"] == "clear", || {
         format!("after the clear resolution GET /v1/me screening should be clear, got {m}")
     });
+    // The same decision again is not recorded a second time.
+    let r = node.post(&path, Some(&officer), None, &json!({"decision": "clear", "note": "different person"}));
+    f.ok("the same resolution again", r.problem(&[422], &["nothing_to_resolve"]));
     f.status("order after the clear resolution", &node.order(&p1, "p1-2", "ACME", "buy", "1"), 201);
     let r = node.post("/v1/compliance/sanctions/reload", Some(&officer), None, &json!({}));
     f.status("POST /v1/compliance/sanctions/reload", &r, 200);

@@ -125,7 +125,14 @@ impl Account {
                     .screening
                     .as_ref()
                     .is_some_and(|s| s.outcome.entry.as_deref() == Some(entry.as_str()) && s.outcome.status != ScreeningStatus::Clear);
-                if !pending {
+                // The same decision on the same entry again would be recorded twice and change
+                // nothing (another decision, a reviewer's reversal, is a decision like any other).
+                let repeated = self
+                    .screening
+                    .as_ref()
+                    .and_then(|s| s.resolution.as_ref())
+                    .is_some_and(|(resolved, d, _)| *resolved == entry && *d == decision);
+                if !pending || repeated {
                     ctx.audit(AuditDraft::refused("screening.resolve", "nothing_to_resolve").detail("entry", &entry));
                     return Err(AccountRejection::NothingToResolve);
                 }

@@ -164,6 +164,11 @@ fn screening_resolution_covers_only_the_reviewed_entry() {
     );
     run(&mut a, resolve("9001", ScreeningDecision::Clear), T0).0.unwrap();
     assert_eq!(a.screening_status(), Some(ScreeningStatus::Clear));
+    // The same decision again is refused (nothing left to resolve), not recorded twice.
+    let (again, audit) = run(&mut a, resolve("9001", ScreeningDecision::Clear), T0);
+    assert_eq!(again, Err(AccountRejection::NothingToResolve));
+    assert_eq!(audit, vec!["screening.resolve:refused:nothing_to_resolve".to_string()]);
+    assert_eq!(a.screening_status(), Some(ScreeningStatus::Clear));
     // A re-screen naming the same entry keeps the clearance; another entry needs a new review.
     run(&mut a, AccountCommand::Rescreen(outcome(ScreeningStatus::PotentialMatch, Some("9001"))), T0)
         .0
