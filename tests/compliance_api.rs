@@ -598,6 +598,9 @@ fn screening_review_flow() {
         f.check(mine.iter().any(|h| h["details"]["status"] == "potential_match"), || {
             format!("screening-hits should list {} as potential_match, got {}", p1.id, r.what())
         });
+        f.check(mine.iter().all(|h| h["resolution"].is_null()), || {
+            format!("a hit nobody decided yet shows a resolution: {}", r.what())
+        });
         f.check(!r.body.contains("Kovalenko") && !r.body.contains("1968-03-01"), || {
             format!("screening-hits shows personal data (name / date of birth): {}", r.what())
         });
@@ -642,6 +645,19 @@ fn screening_review_flow() {
     // The same decision again is not recorded a second time.
     let r = node.post(&path, Some(&officer), None, &json!({"decision": "clear", "note": "different person"}));
     f.ok("the same resolution again", r.problem(&[422], &["nothing_to_resolve"]));
+    // The hit now says who resolved it, and how.
+    let r = node.get("/v1/compliance/screening-hits", Some(&officer));
+    let resolved = r.json().as_array().and_then(|a| {
+        a.iter()
+            .find(|h| h["subject"] == format!("account/{}", p1.id).as_str() && h["details"]["status"] == "potential_match")
+            .cloned()
+    });
+    f.check(
+        resolved
+            .as_ref()
+            .is_some_and(|h| h["resolution"]["decision"] == "clear" && h["resolution"]["by"].is_string()),
+        || format!("the resolved hit should carry its resolution: {}", r.what()),
+    );
     f.status("order after the clear resolution", &node.order(&p1, "p1-2", "ACME", "buy", "1"), 201);
     let r = node.post("/v1/compliance/sanctions/reload", Some(&officer), None, &json!({}));
     f.status("POST /v1/compliance/sanctions/reload", &r, 200);

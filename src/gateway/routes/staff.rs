@@ -186,7 +186,11 @@ pub(crate) fn network_of(address: &str) -> String {
     }
 }
 
-/// GET /v1/compliance/screening-hits: screening results that were not clear, newest first.
+/// The most reviewers' decisions on screening hits read to mark the hits resolved.
+const RESOLUTIONS_READ_MAX: usize = 10_000;
+
+/// GET /v1/compliance/screening-hits: screening results that were not clear, newest first, each
+/// with its `resolution` (`{decision, at, by}`) once a reviewer has decided it, else null.
 pub async fn screening_hits(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     state.claims(req)?;
     let n = limit(req)?;
@@ -195,7 +199,30 @@ pub async fn screening_hits(state: &AppState, req: &Req) -> Result<Reply, ApiErr
         status: "clear".into(),
         equal: false,
     };
-    let hits = audit_query(state, n, query).await?;
+    let records = state.router.audit_where(query, n).await.map_err(unavailable)?;
+    // Each hit says whether a reviewer has resolved it since (the latest decision on the same
+    // person and list entry after the hit), from the trail like the hits themselves.
+    let decided = state
+        .router
+        .audit_where(crate::domain::audit::AuditQuery::Action("screening.resolve".into()), RESOLUTIONS_READ_MAX)
+        .await
+        .map_err(unavailable)?;
+    let hits: Vec<serde_json::Value> = records
+        .iter()
+        .rev()
+        .take(n)
+        .map(|hit| {
+            let resolution = decided
+                .iter()
+                .rev()
+                .filter(|r| r.outcome == crate::domain::audit::Outcome::Ok && r.at >= hit.at && r.entity == hit.entity)
+                .find(|r| r.details.get("entry") == hit.details.get("entry"))
+                .map(|r| serde_json::json!({"decision": r.details.get("decision"), "at": r.at.to_rfc3339(), "by": r.actor}));
+            let mut view = record_view(hit);
+            view["resolution"] = resolution.unwrap_or(serde_json::Value::Null);
+            view
+        })
+        .collect();
     Ok(private_json(StatusCode::OK, &hits))
 }
 
