@@ -81,7 +81,13 @@ function screeningHits(hits) {
     { key: 'user', label: 'User' },
     { key: 'status', label: 'Result', render: (x) => (x.status || '').replaceAll('_', ' ') },
     { key: 'details', label: 'Details', render: (x) => plain(x.details) },
-    { key: 'resolve', label: 'Resolve', render: (x) => (x.status === 'potential_match' ? resolveForm(x.user) : '—') },
+    {
+      key: 'resolve',
+      label: 'Resolve',
+      render: (x) => (x.resolution
+        ? `Resolved: ${x.resolution.decision} (${fmtTime(x.resolution.at)})`
+        : (x.status === 'potential_match' ? resolveForm(x.user) : '—')),
+    },
   ], rows, 'No screening hits.');
 }
 
