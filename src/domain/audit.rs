@@ -86,6 +86,19 @@ impl AuditRecord {
     }
 }
 
+/// The reviewer's decision that resolved a screening hit (`screening.check`), among
+/// `decisions` (`screening.resolve` records, oldest first): the latest one taken after the hit
+/// on the same person and list entry. None: nobody has decided it.
+pub fn resolution_of<'a>(hit: &AuditRecord, decisions: &'a [AuditRecord]) -> Option<&'a AuditRecord> {
+    decisions.iter().rev().find(|r| {
+        r.action == "screening.resolve"
+            && r.outcome == Outcome::Ok
+            && r.at >= hit.at
+            && r.entity == hit.entity
+            && r.details.get("entry") == hit.details.get("entry")
+    })
+}
+
 /// Which audit records a read of every shard group's trail asks each member for (a member
 /// answers with the records its replicas hold): what a GDPR export, the compliance daily report
 /// and the KYC review list need at a node that holds no replica of some groups.
@@ -217,5 +230,41 @@ mod tests {
         assert!(!AuditQuery::Concerning("x".repeat(AUDIT_QUERY_TEXT_MAX + 1)).is_well_formed());
         assert!(!AuditQuery::Day(-1).is_well_formed());
         assert!(on_the_day.is_well_formed() && hits.is_well_formed());
+    }
+
+    #[test]
+    fn a_screening_hit_is_resolved_by_the_latest_decision_on_its_person_and_entry_after_it() {
+        let record = |at: i64, action: &str, entity: &str, details: &[(&str, &str)], outcome: Outcome| AuditRecord {
+            seq: 0,
+            group: 0,
+            at: Timestamp(at),
+            actor: "stf_a".into(),
+            action: action.into(),
+            entity: entity.into(),
+            request_id: "req".into(),
+            outcome,
+            details: details.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        };
+        let hit = record(
+            100,
+            "screening.check",
+            "account/usr_b",
+            &[("entry", "9001"), ("status", "potential_match")],
+            Outcome::Ok,
+        );
+        let decide = |at: i64, entity: &str, entry: &str, decision: &str, outcome: Outcome| {
+            record(at, "screening.resolve", entity, &[("entry", entry), ("decision", decision)], outcome)
+        };
+        let decisions = [
+            decide(50, "account/usr_b", "9001", "match", Outcome::Ok),  // before the hit
+            decide(110, "account/usr_c", "9001", "clear", Outcome::Ok), // another person
+            decide(120, "account/usr_b", "9002", "clear", Outcome::Ok), // another entry
+            decide(130, "account/usr_b", "9001", "clear", Outcome::Refused("nothing_to_resolve".into())),
+        ];
+        assert!(resolution_of(&hit, &decisions).is_none());
+        let mut decisions = decisions.to_vec();
+        decisions.push(decide(140, "account/usr_b", "9001", "clear", Outcome::Ok));
+        decisions.push(decide(150, "account/usr_b", "9001", "match", Outcome::Ok));
+        assert_eq!(resolution_of(&hit, &decisions).map(|r| r.details["decision"].as_str()), Some("match"));
     }
 }

@@ -144,9 +144,11 @@ fn limit(req: &Req) -> Result<usize, ApiError> {
 
 /// The newest `n` records a query picks, newest first, from every shard group (the other
 /// members' for groups this node holds no replica of).
-async fn audit_query(state: &AppState, n: usize, query: crate::domain::audit::AuditQuery) -> Result<Vec<serde_json::Value>, ApiError> {
-    let records = state.router.audit_where(query, n).await.map_err(unavailable)?;
-    Ok(records.iter().rev().take(n).map(record_view).collect())
+async fn newest(state: &AppState, n: usize, query: crate::domain::audit::AuditQuery) -> Result<Vec<AuditRecord>, ApiError> {
+    let mut records = state.router.audit_where(query, n).await.map_err(unavailable)?;
+    records.reverse();
+    records.truncate(n);
+    Ok(records)
 }
 
 /// GET /v1/admin/security-events: failed logins, lockouts, refresh-token reuse, new devices,
@@ -156,7 +158,8 @@ async fn audit_query(state: &AppState, n: usize, query: crate::domain::audit::Au
 pub async fn security_events(state: &AppState, req: &Req) -> Result<Reply, ApiError> {
     state.claims(req)?;
     let n = limit(req)?;
-    let mut events = audit_query(state, n, crate::domain::audit::AuditQuery::Action("security.".into())).await?;
+    let records = newest(state, n, crate::domain::audit::AuditQuery::Action("security.".into())).await?;
+    let mut events: Vec<serde_json::Value> = records.iter().map(record_view).collect();
     for e in &mut events {
         if let Some(details) = e.get_mut("details").and_then(|d| d.as_object_mut()) {
             if let Some(address) = details.remove("address") {
@@ -199,9 +202,8 @@ pub async fn screening_hits(state: &AppState, req: &Req) -> Result<Reply, ApiErr
         status: "clear".into(),
         equal: false,
     };
-    let records = state.router.audit_where(query, n).await.map_err(unavailable)?;
-    // Each hit says whether a reviewer has resolved it since (the latest decision on the same
-    // person and list entry after the hit), from the trail like the hits themselves.
+    let records = newest(state, n, query).await?;
+    // Each hit says whether a reviewer has resolved it since, from the trail like the hits.
     let decided = state
         .router
         .audit_where(crate::domain::audit::AuditQuery::Action("screening.resolve".into()), RESOLUTIONS_READ_MAX)
@@ -209,17 +211,12 @@ pub async fn screening_hits(state: &AppState, req: &Req) -> Result<Reply, ApiErr
         .map_err(unavailable)?;
     let hits: Vec<serde_json::Value> = records
         .iter()
-        .rev()
-        .take(n)
         .map(|hit| {
-            let resolution = decided
-                .iter()
-                .rev()
-                .filter(|r| r.outcome == crate::domain::audit::Outcome::Ok && r.at >= hit.at && r.entity == hit.entity)
-                .find(|r| r.details.get("entry") == hit.details.get("entry"))
-                .map(|r| serde_json::json!({"decision": r.details.get("decision"), "at": r.at.to_rfc3339(), "by": r.actor}));
             let mut view = record_view(hit);
-            view["resolution"] = resolution.unwrap_or(serde_json::Value::Null);
+            view["resolution"] = crate::domain::audit::resolution_of(hit, &decided).map_or(
+                serde_json::Value::Null,
+                |r| serde_json::json!({"decision": r.details.get("decision"), "at": r.at.to_rfc3339(), "by": r.actor}),
+            );
             view
         })
         .collect();
