@@ -11,7 +11,7 @@
 //!
 //! With `--scenario FILE` (see `scenario.rs` and `simulations/scenarios/`) the market gets the
 //! scenario's shocks on top of the GBM, and the users are advised users of every risk band who
-//! take advice through their accounts (`advisory.rs`); the report adds per-band performance,
+//! take advice through their accounts (`advisory/`); the report adds per-band performance,
 //! advice counts and the review-queue load (`report.rs`), and `--plot FILE.svg` writes the
 //! value of every band over time (`plot.rs`).
 //!
