@@ -263,6 +263,11 @@ impl AuditJournal {
         self.shared.board.leadership(group)
     }
 
+    /// The shard groups this node holds a replica of, as of the last round.
+    pub fn replica_groups(&self) -> Vec<u32> {
+        (0..self.store().groups()).filter(|&g| self.leadership(g).replica).collect()
+    }
+
     /// Leadership changes of this node's replicas, as they happen.
     pub fn roles(&self) -> tokio::sync::broadcast::Receiver<crate::cluster::raft::RoleChange> {
         self.shared.roles.subscribe()

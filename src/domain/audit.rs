@@ -183,20 +183,25 @@ mod tests {
         assert_ne!(a, next_head(&GENESIS_HEAD, &a));
     }
 
-    #[test]
-    fn an_audit_query_picks_what_its_reader_needs_and_a_peers_query_is_bounded() {
-        let day = 20_000; // 2024-10-04
-        let record = |at: i64, action: &str, details: &[(&str, &str)]| AuditRecord {
+    /// A record of group 0 with the fields a test sets.
+    fn record_of(at: i64, actor: &str, action: &str, entity: &str, details: &[(&str, &str)], outcome: Outcome) -> AuditRecord {
+        AuditRecord {
             seq: 0,
             group: 0,
             at: Timestamp(at),
-            actor: "usr_a".into(),
+            actor: actor.into(),
             action: action.into(),
-            entity: "account/usr_b".into(),
+            entity: entity.into(),
             request_id: "req".into(),
-            outcome: Outcome::Ok,
+            outcome,
             details: details.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-        };
+        }
+    }
+
+    #[test]
+    fn an_audit_query_picks_what_its_reader_needs_and_a_peers_query_is_bounded() {
+        let day = 20_000; // 2024-10-04
+        let record = |at: i64, action: &str, details: &[(&str, &str)]| record_of(at, "usr_a", action, "account/usr_b", details, Outcome::Ok);
         let start = day * crate::domain::time::MS_PER_DAY;
         let on_the_day = AuditQuery::Day(day);
         assert!(on_the_day.matches(&record(start, "order.filled", &[])));
@@ -234,17 +239,7 @@ mod tests {
 
     #[test]
     fn a_screening_hit_is_resolved_by_the_latest_decision_on_its_person_and_entry_after_it() {
-        let record = |at: i64, action: &str, entity: &str, details: &[(&str, &str)], outcome: Outcome| AuditRecord {
-            seq: 0,
-            group: 0,
-            at: Timestamp(at),
-            actor: "stf_a".into(),
-            action: action.into(),
-            entity: entity.into(),
-            request_id: "req".into(),
-            outcome,
-            details: details.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-        };
+        let record = |at: i64, action: &str, entity: &str, details: &[(&str, &str)], outcome: Outcome| record_of(at, "stf_a", action, entity, details, outcome);
         let hit = record(
             100,
             "screening.check",

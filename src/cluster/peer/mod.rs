@@ -449,7 +449,7 @@ fn serve_member(
             let journal = journal.clone();
             tokio::spawn(async move {
                 let store = journal.store().clone();
-                let groups: Vec<u32> = (0..store.groups()).filter(|&g| journal.leadership(g).replica).collect();
+                let groups = journal.replica_groups();
                 let answer = match tokio::task::spawn_blocking(move || store.review_queue()).await {
                     Ok(Ok(entries)) => PeerResponse::Reviews { groups, entries },
                     Ok(Err(e)) => PeerResponse::Refused(format!("reading the review queue: {e}")),
@@ -512,7 +512,7 @@ fn answer_audit(journal: &AuditJournal, query: crate::domain::audit::AuditQuery,
     let journal = journal.clone();
     tokio::spawn(async move {
         let store = journal.store().clone();
-        let groups: Vec<u32> = (0..store.groups()).filter(|&g| journal.leadership(g).replica).collect();
+        let groups = journal.replica_groups();
         let read = tokio::task::spawn_blocking(move || store.audit_records_rev(limit, |r| query.matches(r))).await;
         let answer = match read {
             Ok(Ok(records)) => PeerResponse::Audit { groups, records },

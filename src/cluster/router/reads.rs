@@ -125,7 +125,7 @@ impl Router {
         Fut: std::future::Future<Output = Result<(Vec<u32>, Vec<T>), String>>,
     {
         let groups = self.inner.env.store.groups();
-        let mut covered: std::collections::BTreeSet<u32> = (0..groups).filter(|&g| self.inner.journal.leadership(g).replica).collect();
+        let mut covered: std::collections::BTreeSet<u32> = self.inner.journal.replica_groups().into_iter().collect();
         if let Some(remote) = self.inner.remote.get() {
             let membership = remote.directory.get();
             for m in membership.members.iter().filter(|m| m.raft_id != remote.me) {
